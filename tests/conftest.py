@@ -1,0 +1,37 @@
+"""Shared fixtures: the committed TTS corpus and small generated signals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+DATA = Path(__file__).parent / "data"
+CORPUS = DATA / "corpus"
+
+
+def voiced_signal(seconds: float = 1.0, sr: int = 16000, f0: float = 140.0, seed: int = 0) -> np.ndarray:
+    """A speech-like test signal ``[T]``: harmonics of a wobbling f0, syllable-rate amplitude envelope, a little noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    pitch = f0 * (1 + 0.05 * np.sin(2 * np.pi * 3 * t))
+    phase = 2 * np.pi * np.cumsum(pitch) / sr
+    wav = sum(np.sin(k * phase) / k for k in range(1, 12))
+    envelope = 0.5 * (1 - np.cos(2 * np.pi * 4 * t)) + 0.05
+    wav = wav * envelope + 0.01 * rng.standard_normal(t.size)
+    return (0.5 * wav / np.max(np.abs(wav))).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def corpus_dir() -> Path:
+    assert CORPUS.is_dir(), "tests/data/corpus is missing; run python tests/data/make_fixtures.py"
+    return CORPUS
+
+
+@pytest.fixture
+def wav_file(tmp_path: Path) -> Path:
+    path = tmp_path / "voice.wav"
+    sf.write(path, voiced_signal(1.0), 16000, subtype="PCM_16")
+    return path

@@ -1,0 +1,103 @@
+"""The CLI end to end: prepare → extract on the fixture corpus, resume, bad files, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from tests.conftest import voiced_signal
+from vconv.cli import app
+from vconv.config import FeatureConfig
+from vconv.data import feature_path, read_manifest
+from vconv.features import load_features
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def prepared(tmp_path, corpus_dir):
+    result = invoke("prepare", corpus_dir, "-o", tmp_path / "m", "--num-test-speakers", 2)
+    assert result.exit_code == 0, result.output
+    return tmp_path / "m"
+
+
+def test_help_describes_every_option():
+    for cmd in ([], ["prepare"], ["extract"]):
+        result = invoke(*cmd, "--help")
+        assert result.exit_code == 0
+    out = invoke("extract", "--help").output
+    for option in ("--out", "--config", "--workers", "--progress"):
+        assert option in out
+
+
+def test_extract_then_rerun_skips_finished_and_resumes(prepared, tmp_path):
+    feats = tmp_path / "feats"
+    first = invoke("extract", prepared / "all.jsonl", "-o", feats, "--no-progress")
+    assert first.exit_code == 0, first.output
+    utts = read_manifest(prepared / "all.jsonl")
+    assert f"{len(utts)} written, 0 already done, 0 skipped" in first.output
+    mel = load_features(feature_path(feats, utts[0]), FeatureConfig())
+    assert mel.shape[0] == 80 and mel.shape[1] > 50
+    stats = json.loads((feats / "stats.json").read_text())
+    assert len(stats["mean"]) == 80 and stats["frames"] > 0
+
+    # simulate a kill: one output missing, one truncated, a stale temp file lying around
+    feature_path(feats, utts[0]).unlink()
+    truncated = feature_path(feats, utts[1])
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    (truncated.parent / ".leftover.safetensors.tmp").write_bytes(b"partial")
+    second = invoke("extract", prepared / "all.jsonl", "-o", feats, "--no-progress")
+    assert second.exit_code == 0, second.output
+    assert f"2 written, {len(utts) - 2} already done, 0 skipped" in second.output
+    torch_mel = load_features(feature_path(feats, utts[0]), FeatureConfig())
+    np.testing.assert_array_equal(torch_mel.numpy(), mel.numpy())
+
+
+def test_extract_with_two_workers_skips_bad_files(tmp_path, corpus_dir):
+    root = tmp_path / "corpus"
+    shutil.copytree(corpus_dir, root)
+    spk = sorted(p for p in root.iterdir() if p.is_dir())[0]
+    # a file that is valid at scan time but silent: it becomes a bad file at extraction
+    sf.write(spk / "zz_silent.wav", np.zeros(16000, np.float32), 16000)
+    assert invoke("prepare", root, "-o", tmp_path / "m").exit_code == 0
+    result = invoke("extract", tmp_path / "m" / "all.jsonl", "-o", tmp_path / "f", "-j", 2, "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "1 skipped" in result.output
+    assert "zz_silent.wav: audio is silent" in result.output
+
+
+def test_info_bad_inputs_are_one_line_errors(tmp_path):
+    good = tmp_path / "good.flac"
+    sf.write(good, voiced_signal(0.5, sr=22050), 22050)
+    ok = invoke("info", good)
+    assert ok.exit_code == 0 and "22050 Hz" in ok.output
+    not_audio = tmp_path / "notes.wav"
+    not_audio.write_text("hello")
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(8000, np.float32), 16000)
+    for path, reason in ((tmp_path / "missing.wav", "file not found"), (not_audio, "not a readable audio file"), (silent, "silent")):
+        result = invoke("info", path)
+        assert result.exit_code == 1
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and reason in lines[0]
+        assert "Traceback" not in result.output
+
+
+def test_console_entry_point_prints_no_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "vconv", "extract", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "f")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"error: {tmp_path / 'nope.jsonl'}: manifest not found; create one with `vconv prepare`"

@@ -1,0 +1,5 @@
+"""``python -m vconv`` runs the CLI."""
+
+from vconv.cli import main
+
+main()

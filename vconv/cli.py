@@ -1,0 +1,133 @@
+"""The `vconv` command line: each command is a thin wrapper over a library function.
+
+Errors the user can act on (:class:`~vconv.errors.VconvError`) print one line ``error: ...`` on stderr
+and exit with code 1; no traceback. Partial failure of a batch (some files skipped) exits with code 2
+where the command says so.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import sys
+from pathlib import Path
+from typing import Callable, List, Optional, TypeVar
+
+import typer
+
+from vconv.errors import VconvError
+
+app = typer.Typer(
+    name="vconv",
+    help="One-shot voice conversion: prepare corpora, extract features, train, convert, embed, evaluate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def friendly_errors(func: F) -> F:
+    """Turn VconvError (and Ctrl-C) into a one-line message and a non-zero exit."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except VconvError as exc:
+            fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+        except MemoryError:
+            fail("out of memory; use shorter inputs or fewer workers")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _split_list(value: Optional[str]) -> Optional[list[str]]:
+    if not value:
+        return None
+    return [s.strip() for s in value.split(",") if s.strip()]
+
+
+@app.command()
+@friendly_errors
+def prepare(
+    root: Path = typer.Argument(..., help="Corpus root laid out as ROOT/<speaker>/**/*.{wav,flac,ogg} (+ optional same-stem .txt transcripts)."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for all/train/valid/test.jsonl and split.json."),
+    test_speakers: Optional[str] = typer.Option(None, help="Comma-separated speakers held out for testing (unseen speakers)."),
+    num_test_speakers: int = typer.Option(0, help="Hold out this many randomly chosen speakers for testing (when --test-speakers is not given)."),
+    valid_speakers: Optional[str] = typer.Option(None, help="Comma-separated speakers for validation."),
+    num_valid_speakers: int = typer.Option(0, help="Validate on this many randomly chosen speakers (when --valid-speakers is not given)."),
+    seed: int = typer.Option(0, help="Seed of the random speaker choice; the same seed gives the same split."),
+    min_seconds: float = typer.Option(0.0, help="Skip (and report) files shorter than this."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing manifests in --out."),
+) -> None:
+    """Scan a corpus and write a JSONL manifest with speaker-disjoint train/valid/test splits."""
+    from vconv.prepare import prepare_corpus
+
+    report = prepare_corpus(
+        root,
+        out_dir,
+        test_speakers=_split_list(test_speakers),
+        num_test_speakers=num_test_speakers,
+        valid_speakers=_split_list(valid_speakers),
+        num_valid_speakers=num_valid_speakers,
+        seed=seed,
+        min_seconds=min_seconds,
+        force=force,
+    )
+    typer.echo(report.summary())
+
+
+@app.command()
+@friendly_errors
+def extract(
+    manifest: Path = typer.Argument(..., help="JSONL manifest written by `vconv prepare`."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Feature folder: <id>.safetensors per utterance, stats.json, features.yaml."),
+    config: Optional[Path] = typer.Option(None, help="YAML FeatureConfig (sample_rate, n_fft, hop_length, win_length, n_mels, fmin, fmax, log_floor); default: the shipped model's."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (files, audio hours, ETA)."),
+) -> None:
+    """Compute log-mel features for a manifest. Rerunnable: finished files are skipped, bad files reported."""
+    from vconv.config import FeatureConfig, load_yaml
+    from vconv.extract import extract_features
+
+    cfg = FeatureConfig.from_dict(load_yaml(config)) if config else FeatureConfig()
+    report = extract_features(manifest, out_dir, cfg, workers=workers, progress=progress)
+    typer.echo(report.summary())
+
+
+@app.command()
+@friendly_errors
+def info(
+    paths: List[Path] = typer.Argument(..., help="Audio files to check."),
+    min_seconds: float = typer.Option(0.0, help="Report files shorter than this as bad."),
+) -> None:
+    """Check audio files and print duration, sample rate, channels and peak level; a bad file is an error."""
+    from vconv.audio import audio_info, load
+
+    for path in paths:
+        meta = audio_info(path)
+        wav, sr = load(path, min_seconds=min_seconds)
+        peak_db = 20 * math.log10(max(float(abs(wav).max()), 1e-9))
+        typer.echo(f"{path}: {wav.size / sr:.2f} s, {meta.samplerate} Hz, {meta.channels} ch, {meta.subtype}, peak {peak_db:.1f} dBFS")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except BrokenPipeError:  # `vconv ... | head` must not print a traceback
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

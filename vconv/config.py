@@ -1,0 +1,212 @@
+"""Configuration dataclasses and their YAML round trip.
+
+Three configs describe a vconv run:
+
+* :class:`FeatureConfig` - how audio becomes a log-mel spectrogram. It travels with every feature file,
+  model and vocoder, so the mel settings can never drift between training and conversion.
+* :class:`ModelConfig` - the sizes of the content encoder, quantizer, speaker encoder, decoder, adversary.
+* :class:`TrainConfig` - what the trainer needs; the data paths have no defaults on purpose.
+
+Configs are plain dataclasses (no global mutable hparams dict). ``load_yaml`` / ``save_yaml`` convert to and
+from YAML; ``apply_overrides`` applies ``section.key=value`` strings from the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+import yaml
+
+from vconv.errors import VconvError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Log-mel front end.
+
+    Defaults are those of the shipped model: 16 kHz, n_fft 1024, hop 256 (16 ms), win 1024, 80 mels,
+    0-8 kHz. ``log_floor`` is added before the natural log so that silence stays finite.
+    """
+
+    sample_rate: int = 16000
+    n_fft: int = 1024
+    hop_length: int = 256
+    win_length: int = 1024
+    n_mels: int = 80
+    fmin: float = 0.0
+    fmax: float | None = 8000.0
+    log_floor: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if self.win_length > self.n_fft:
+            raise VconvError(f"feature config: win_length {self.win_length} > n_fft {self.n_fft}")
+        top = self.sample_rate / 2
+        if self.fmax is not None and not (self.fmin < self.fmax <= top):
+            raise VconvError(f"feature config: need fmin < fmax <= sample_rate/2, got {self.fmin}, {self.fmax}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "FeatureConfig":
+        return from_dict(cls, data)
+
+    def differences(self, other: "FeatureConfig") -> list[str]:
+        """Human-readable ``name: mine vs theirs`` for each field that differs."""
+        return [
+            f"{f.name}: {getattr(self, f.name)!r} vs {getattr(other, f.name)!r}"
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(other, f.name)
+        ]
+
+
+@dataclass
+class ModelConfig:
+    """Sizes of the voice-conversion model (AdaIN-VC / VQVC lineage).
+
+    ``downsample`` gives one temporal stride per content-encoder block; the decoder derives its
+    up-sampling from the same list, so the two can never disagree.
+    """
+
+    n_mels: int = 80
+    channels: int = 256
+    content_blocks: int = 4
+    downsample: list[int] = field(default_factory=lambda: [1, 2, 1, 1])
+    code_dim: int = 64
+    codebook_size: int = 256
+    vq_beta: float = 0.25
+    vq_ema: bool = True
+    vq_decay: float = 0.99
+    vq_dead_after: int = 200  # steps without use before a code is re-initialised
+    speaker_channels: int = 256
+    speaker_blocks: int = 4
+    speaker_dim: int = 128
+    decoder_blocks: int = 4
+    kernel_size: int = 5
+    dropout: float = 0.0
+    adversary: bool = True
+    adversary_hidden: int = 256
+    n_speakers: int = 0  # classifier classes; set from the training manifest
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
+        return from_dict(cls, data)
+
+
+@dataclass
+class TrainConfig:
+    """What the trainer needs. ``train_manifest`` and ``run_dir`` are required: no hidden default paths."""
+
+    train_manifest: str
+    run_dir: str
+    valid_manifest: str | None = None
+    features_dir: str | None = None  # where `vconv extract` wrote features; None = compute on the fly
+    steps: int = 10000
+    batch_size: int = 16
+    segment_frames: int = 128
+    lr: float = 5e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 500
+    grad_clip: float = 1.0
+    recon_weight: float = 1.0
+    vq_weight: float = 1.0
+    adversary_weight: float = 0.1
+    adversary_ramp_steps: int = 2000
+    bf16: bool = False  # CPU bf16 autocast; on CUDA this means bf16 mixed precision
+    seed: int = 0
+    log_every: int = 50
+    valid_every: int = 500
+    save_every: int = 500
+    keep_checkpoints: int = 2
+    num_workers: int = 0
+    threads: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+        return from_dict(cls, data)
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
+    """Build dataclass ``cls`` from a mapping; unknown keys are an error (typos must not pass silently)."""
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise VconvError(f"{cls.__name__}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    try:
+        return cls(**dict(data))
+    except TypeError as exc:  # a required field is missing
+        raise VconvError(f"{cls.__name__}: {exc}") from None
+
+
+def save_yaml(data: Mapping[str, Any], path: str | Path) -> None:
+    """Write ``data`` as YAML atomically (temporary file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        yaml.safe_dump(_plain(data), fh, sort_keys=False)
+    os.replace(tmp, path)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with a one-line error for a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise VconvError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise VconvError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise VconvError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides to a nested dict; values are parsed as YAML (``3``, ``true``, ``[1,2]``)."""
+    out = _deep_copy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise VconvError(f"override {item!r}: expected key.path=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise VconvError(f"override {item!r}: {part} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    return out
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data
+
+
+def _plain(data: Any) -> Any:
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        return _plain(asdict(data))
+    if isinstance(data, Mapping):
+        return {str(k): _plain(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_plain(v) for v in data]
+    return data

@@ -1,0 +1,151 @@
+"""`vconv extract`: log-mel features for every utterance of a manifest, in parallel and resumably.
+
+Each utterance becomes ``OUT/<id>.safetensors`` (see :mod:`vconv.features`). Files are written
+atomically, so after a kill every file present is complete; a rerun skips the ones whose stored
+FeatureConfig matches and recomputes the rest. A bad audio file is skipped and reported at the end
+with its reason; the run still succeeds. When done, per-bin statistics over all features are written
+to ``OUT/stats.json`` together with the FeatureConfig (``OUT/features.yaml``).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from tqdm import tqdm
+
+from vconv.config import FeatureConfig, save_yaml
+from vconv.data import BadFile, Utterance, feature_path, read_manifest
+from vconv.errors import VconvError
+from vconv.features import LogMel, compute_stats, load_features, logmel_from_file, save_features
+
+STATS_FILE = "stats.json"
+CONFIG_FILE = "features.yaml"
+
+
+@dataclass
+class ExtractReport:
+    """Counts of one `extract` run; ``bad`` lists skipped files with the reason."""
+
+    written: int = 0
+    already_done: int = 0
+    bad: list[BadFile] = field(default_factory=list)
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    def summary(self) -> str:
+        speed = self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
+        text = (
+            f"{self.written} written, {self.already_done} already done, {len(self.bad)} skipped; "
+            f"{self.audio_seconds / 3600:.3f} h of audio in {self.wall_seconds:.1f} s ({speed:.0f}x real time)"
+        )
+        if self.bad:
+            text += "\nskipped files:\n" + "\n".join(f"  {b.path}: {b.reason}" for b in self.bad)
+        return text
+
+
+_WORKER_EXTRACTOR: LogMel | None = None
+
+
+def _init_worker(cfg_dict: dict) -> None:
+    global _WORKER_EXTRACTOR
+    torch.set_num_threads(1)  # one process per core; intra-op threads would only fight each other
+    _WORKER_EXTRACTOR = LogMel(FeatureConfig.from_dict(cfg_dict))
+
+
+def _extract_one(job: tuple[str, str, str, dict]) -> tuple[str, float, str | None]:
+    """Worker: ``(audio path, out path, id, cfg)`` → ``(id, seconds of audio, error or None)``."""
+    audio, out, utt_id, cfg_dict = job
+    cfg = FeatureConfig.from_dict(cfg_dict)
+    extractor = _WORKER_EXTRACTOR or LogMel(cfg)
+    try:
+        mel = logmel_from_file(audio, cfg, extractor)
+    except VconvError as exc:
+        return utt_id, 0.0, str(exc).split(": ", 1)[-1]
+    except Exception as exc:  # noqa: BLE001 - one bad file must not end a corpus run; reported at the end
+        return utt_id, 0.0, f"{type(exc).__name__}: {exc}"
+    save_features(out, mel, cfg, id=utt_id, source=audio)
+    return utt_id, (mel.shape[1] - 1) * cfg.hop_length / cfg.sample_rate, None
+
+
+def is_done(path: Path, cfg: FeatureConfig) -> bool:
+    """True when ``path`` holds complete features made with ``cfg`` (anything else is recomputed)."""
+    if not path.is_file():
+        return False
+    try:
+        load_features(path, cfg)
+    except VconvError:
+        return False
+    return True
+
+
+def extract_features(
+    manifest: str | Path,
+    out_dir: str | Path,
+    cfg: FeatureConfig | None = None,
+    *,
+    workers: int = 1,
+    progress: bool = True,
+    write_stats: bool = True,
+) -> ExtractReport:
+    """Compute features for every utterance of ``manifest`` into ``out_dir``; see the module docstring."""
+    cfg = cfg or FeatureConfig()
+    out_dir = Path(out_dir)
+    utterances = read_manifest(manifest)
+    if not utterances:
+        raise VconvError(f"{manifest}: manifest is empty")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_yaml(cfg.to_dict(), out_dir / CONFIG_FILE)
+    report = ExtractReport()
+    start = time.perf_counter()
+    todo: list[Utterance] = []
+    for utt in utterances:
+        if is_done(feature_path(out_dir, utt), cfg):
+            report.already_done += 1
+        else:
+            todo.append(utt)
+    by_id = {u.id: u for u in todo}
+    jobs = [(u.path, str(feature_path(out_dir, u)), u.id, cfg.to_dict()) for u in todo]
+    bar = tqdm(total=len(jobs), unit="file", disable=not progress, desc="extract", dynamic_ncols=True)
+    for utt_id, seconds, error in _run(jobs, workers, cfg):
+        if error is None:
+            report.written += 1
+            report.audio_seconds += seconds
+        else:
+            report.bad.append(BadFile(by_id[utt_id].path, error))
+        bar.update(1)
+        bar.set_postfix(audio=f"{report.audio_seconds / 3600:.3f}h", bad=len(report.bad))
+    bar.close()
+    report.wall_seconds = time.perf_counter() - start
+    if write_stats:
+        done = [feature_path(out_dir, u) for u in utterances]
+        stats = compute_stats(load_features(p) for p in done if p.is_file())
+        payload = {"feature_config": cfg.to_dict(), **stats.to_dict()}
+        tmp = out_dir / f".{STATS_FILE}.tmp"
+        tmp.write_text(json.dumps(payload) + "\n")
+        tmp.replace(out_dir / STATS_FILE)
+    return report
+
+
+def _run(jobs: list[tuple[str, str, str, dict]], workers: int, cfg: FeatureConfig) -> Iterator[tuple[str, float, str | None]]:
+    if workers <= 1 or len(jobs) <= 1:
+        extractor = LogMel(cfg)
+        global _WORKER_EXTRACTOR
+        previous, _WORKER_EXTRACTOR = _WORKER_EXTRACTOR, extractor
+        try:
+            for job in jobs:
+                yield _extract_one(job)
+        finally:
+            _WORKER_EXTRACTOR = previous
+        return
+    # fork where the OS has it (as torch's DataLoader does): workers start in milliseconds instead of
+    # re-importing torch and librosa; each worker then uses a single intra-op thread.
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg.to_dict(),)) as pool:
+        yield from pool.map(_extract_one, jobs, chunksize=max(1, min(16, len(jobs) // (workers * 8) or 1)))
