@@ -107,6 +107,27 @@ def extract(
 
 @app.command()
 @friendly_errors
+def train(
+    overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides, e.g. train.steps=500 model.channels=128 train.train_manifest=m/train.jsonl."),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML with features/model/train sections, or a packaged config name (debug, base)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in train.run_dir from its latest checkpoint."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (loss, steps/s, ETA)."),
+) -> None:
+    """Train the voice-conversion model. Multi-GPU: torchrun --nproc_per_node=N -m vconv train ..."""
+    from vconv.config import load_run_config
+    from vconv.train import Trainer
+
+    features, model, train_cfg = load_run_config(config, overrides or [])
+    trainer = Trainer(features, model, train_cfg, resume=resume, progress=progress)
+    history = trainer.fit()
+    last = [r for r in history if r["split"] == "valid"][-1:] or history[-1:]
+    if last:
+        typer.echo("final " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in last[0].items()))
+    typer.echo(f"model bundle: {trainer.run_dir / 'model'}")
+
+
+@app.command()
+@friendly_errors
 def info(
     paths: List[Path] = typer.Argument(..., help="Audio files to check."),
     min_seconds: float = typer.Option(0.0, help="Report files shorter than this as bad."),

@@ -210,3 +210,35 @@ def _plain(data: Any) -> Any:
     if isinstance(data, (list, tuple)):
         return [_plain(v) for v in data]
     return data
+
+
+PACKAGED_CONFIGS = Path(__file__).parent / "configs"
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A YAML path, or the name of a config shipped in ``vconv/configs`` (``debug``, ``base``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    packaged = PACKAGED_CONFIGS / f"{name_or_path}.yaml"
+    if packaged.is_file():
+        return packaged
+    names = ", ".join(sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml")))
+    raise VconvError(f"{name_or_path}: config not found (neither a file nor a packaged config: {names})")
+
+
+def load_run_config(
+    name_or_path: str | Path | None, overrides: list[str] | None = None
+) -> tuple[FeatureConfig, ModelConfig, TrainConfig]:
+    """Read ``features`` / ``model`` / ``train`` sections, apply dotted overrides, build the dataclasses."""
+    data = load_yaml(resolve_config_path(name_or_path)) if name_or_path else {}
+    data = apply_overrides(data, overrides or [])
+    unknown = sorted(set(data) - {"features", "model", "train"})
+    if unknown:
+        raise VconvError(f"unknown config section(s): {', '.join(unknown)}; expected features, model, train")
+    features = FeatureConfig.from_dict(data.get("features") or {})
+    model = ModelConfig.from_dict(data.get("model") or {})
+    if model.n_mels != features.n_mels:
+        raise VconvError(f"model.n_mels {model.n_mels} differs from features.n_mels {features.n_mels}")
+    train = TrainConfig.from_dict(data.get("train") or {})
+    return features, model, train

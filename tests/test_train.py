@@ -1,0 +1,141 @@
+"""Trainer: loss falls, kill + resume equals an uninterrupted run, DDP keeps replicas identical, CLI."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from typer.testing import CliRunner
+
+from vconv.cli import app
+from vconv.config import FeatureConfig, TrainConfig, load_run_config
+from vconv.prepare import prepare_corpus
+from vconv.train import Trainer
+
+
+@pytest.fixture(scope="module")
+def manifests(tmp_path_factory, corpus_dir):
+    out = tmp_path_factory.mktemp("manifests")
+    prepare_corpus(corpus_dir, out, num_valid_speakers=2, seed=0)
+    return out
+
+
+def tiny(manifests, run_dir, **train_overrides):
+    overrides = [f"train.train_manifest={manifests / 'train.jsonl'}", f"train.run_dir={run_dir}"]
+    overrides += [f"train.{k}={v}" for k, v in train_overrides.items()]
+    features, model, train = load_run_config("debug", overrides)
+    return features, model, train
+
+
+def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_fifty_steps_on_one_batch_halve_the_reconstruction_loss(manifests, tmp_path):
+    features, model, train = tiny(manifests, tmp_path / "run", lr=0.002, warmup_steps=5)
+    trainer = Trainer(features, model, train, progress=False)
+    batch = trainer.batches[0]
+    losses = [trainer.train_step(batch)["recon"] for _ in range(50)]
+    assert losses[-1] < 0.5 * losses[0], losses[::10]
+
+
+def test_resume_after_kill_matches_uninterrupted_run(manifests, tmp_path):
+    settings = dict(steps=6, save_every=3, log_every=1, valid_every=1000)
+    full = Trainer(*tiny(manifests, tmp_path / "full", **settings), progress=False)
+    full.fit()
+
+    first = Trainer(*tiny(manifests, tmp_path / "killed", **settings), progress=False)
+    first.fit(until=4)  # "killed" after step 4; the last checkpoint is step 3
+    del first
+    resumed = Trainer(*tiny(manifests, tmp_path / "killed", **settings), resume=True, progress=False)
+    assert resumed.step == 3
+    resumed.fit()
+    a, b = params(full.model), params(resumed.model)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_existing_run_is_not_overwritten_without_resume(manifests, tmp_path):
+    cfgs = tiny(manifests, tmp_path / "run", steps=2, save_every=1)
+    Trainer(*cfgs, progress=False).fit()
+    from vconv.errors import VconvError
+
+    with pytest.raises(VconvError, match="--resume"):
+        Trainer(*tiny(manifests, tmp_path / "run", steps=2), progress=False)
+
+
+def test_adversary_switch_and_bf16(manifests, tmp_path):
+    features, model, train = tiny(manifests, tmp_path / "a", bf16=True)
+    trainer = Trainer(features, model, train, progress=False)
+    metrics = trainer.train_step(trainer.batches[0])
+    assert {"adv_loss", "adv_acc"} <= metrics.keys() and torch.isfinite(torch.tensor(metrics["loss"]))
+    features, model, train = tiny(manifests, tmp_path / "b")
+    model.adversary = False
+    trainer = Trainer(features, model, train, progress=False)
+    assert trainer.model.adversary is None
+    assert "adv_loss" not in trainer.train_step(trainer.batches[0])
+
+
+def test_validation_reports_disentanglement_metrics(manifests, tmp_path):
+    features, model, train = tiny(manifests, tmp_path / "run", steps=2)
+    train.valid_manifest = str(manifests / "valid.jsonl")
+    trainer = Trainer(features, model, train, progress=False)
+    result = trainer.validate()
+    assert {"recon", "perplexity", "adv_acc", "spk_same_cos", "spk_diff_cos", "spk_separation"} <= result.keys()
+    assert 1.0 <= result["perplexity"] <= model.codebook_size
+    assert 0.0 <= result["adv_acc"] <= 1.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, configs, out_dir: str) -> None:
+    import os
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    trainer = Trainer(*configs, progress=False)
+    for step in range(2):
+        trainer.train_step(trainer.batches[step])
+    torch.save(params(trainer.model), f"{out_dir}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_two_process_gloo_ddp_keeps_replicas_identical(manifests, tmp_path):
+    configs = tiny(manifests, tmp_path / "run", steps=2)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), configs, str(tmp_path)), nprocs=2, join=True)
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    for key in r0:
+        torch.testing.assert_close(r0[key], r1[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_cli_train_writes_log_config_and_bundle(manifests, tmp_path):
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, [
+        "train", "-c", "debug", "--no-progress", f"train.train_manifest={manifests / 'train.jsonl'}",
+        f"train.valid_manifest={manifests / 'valid.jsonl'}", f"train.run_dir={run}", "train.steps=4",
+        "train.log_every=2", "train.valid_every=4", "train.save_every=2",
+    ])
+    assert result.exit_code == 0, result.output
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["split"] == "train"] == [2, 4]
+    assert (run / "config.yaml").is_file() and (run / "model" / "model.safetensors").is_file()
+    bad = CliRunner().invoke(app, ["train", "-c", "debug", "train.steps=4"])
+    assert bad.exit_code == 1 and "train_manifest" in bad.output
+
+
+def test_unknown_override_key_is_a_clear_error():
+    from vconv.errors import VconvError
+
+    with pytest.raises(VconvError, match="unknown key"):
+        load_run_config("debug", ["model.chanels=3", "train.train_manifest=a", "train.run_dir=b"])
+    assert isinstance(load_run_config(None, ["train.train_manifest=a", "train.run_dir=b"])[2], TrainConfig)
+    assert load_run_config("debug", ["train.train_manifest=a", "train.run_dir=b"])[0] == FeatureConfig()

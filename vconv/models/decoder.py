@@ -1,0 +1,106 @@
+"""AdaIN decoder: content codes + speaker embedding back to a log-mel spectrogram.
+
+``AdaINDecoder``: ``q [B, code_dim, T'], e [B, speaker_dim] -> mel [B, n_mels, T]``.
+
+The speaker enters only through the AdaIN layers (AdaIN-VC): after every convolution the channel
+statistics are reset to a γ/β predicted from the embedding, so the same codes rendered with another
+embedding come out in another voice.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vconv.config import ModelConfig
+from vconv.nn.layers import AdaIN, ConvBlock
+
+__all__ = ["AdaINDecoder", "DecoderBlock"]
+
+
+class DecoderBlock(nn.Module):
+    """Two convolutions, each followed by AdaIN, with a residual connection around the pair.
+
+    Shapes: ``x [B, C, T], e [B, S] -> [B, C, T]``.
+    """
+
+    def __init__(self, channels: int, speaker_dim: int, kernel_size: int, dropout: float) -> None:
+        super().__init__()
+        self.conv1 = ConvBlock(channels, channels, kernel_size, dropout=dropout)
+        self.norm1 = AdaIN(channels, speaker_dim)
+        self.conv2 = ConvBlock(channels, channels, kernel_size, dropout=dropout)
+        self.norm2 = AdaIN(channels, speaker_dim)
+
+    def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """``x [B, C, T], e [B, S] -> [B, C, T]``."""
+        h = self.norm1(self.conv1(x), e)
+        h = self.norm2(self.conv2(h), e)
+        return x + h
+
+
+class AdaINDecoder(nn.Module):
+    """Convolutional decoder whose every block is conditioned on the speaker by AdaIN.
+
+    Shapes: ``q [B, code_dim, T'], e [B, speaker_dim]`` (+ ``length``) ``-> mel [B, n_mels, length]``
+    (``T' * stride`` frames when ``length`` is None).
+
+    Args:
+        cfg: model sizes (``code_dim``, ``channels``, ``decoder_blocks``, ``kernel_size``, ``speaker_dim``,
+            ``n_mels``, ``dropout``).
+        stride: temporal up-sampling factor. Pass the content encoder's ``total_stride``: deriving it
+            from the encoder (rather than a second constant) means the two can never disagree.
+
+    The codes are first projected to ``channels`` and repeated ``stride`` times per frame (nearest
+    neighbour - no checkerboard artefacts, unlike a transposed convolution); the convolutions after it
+    smooth the steps.
+    """
+
+    def __init__(self, cfg: ModelConfig, stride: int) -> None:
+        super().__init__()
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        if cfg.decoder_blocks < 1:
+            raise ValueError(f"decoder_blocks must be >= 1, got {cfg.decoder_blocks}")
+        self.stride = int(stride)
+        self.code_dim = cfg.code_dim
+        self.speaker_dim = cfg.speaker_dim
+        self.inp = nn.Conv1d(cfg.code_dim, cfg.channels, 1)
+        self.blocks = nn.ModuleList(
+            DecoderBlock(cfg.channels, cfg.speaker_dim, cfg.kernel_size, cfg.dropout) for _ in range(cfg.decoder_blocks)
+        )
+        self.out = nn.Conv1d(cfg.channels, cfg.n_mels, 1)
+
+    def forward(self, q: torch.Tensor, e: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """``q [B, code_dim, T'], e [B, speaker_dim] -> mel [B, n_mels, length]``.
+
+        ``length`` is the number of mel frames wanted (the content input's ``T``); the up-sampled output
+        (``T' * stride`` frames) is cropped to it, or padded by repeating the last frame if longer.
+        """
+        if q.dim() != 3 or q.shape[1] != self.code_dim:
+            raise ValueError(f"expected q of shape [B, {self.code_dim}, T'], got {tuple(q.shape)}")
+        if e.dim() != 2 or e.shape[1] != self.speaker_dim:
+            raise ValueError(f"expected e of shape [B, {self.speaker_dim}], got {tuple(e.shape)}")
+        if e.shape[0] != q.shape[0]:
+            if e.shape[0] != 1:
+                raise ValueError(f"batch sizes differ: q has {q.shape[0]}, e has {e.shape[0]}")
+            e = e.expand(q.shape[0], -1)  # one voice for every item
+        x = self.inp(q)
+        if self.stride > 1:
+            x = torch.repeat_interleave(x, self.stride, dim=-1)
+        for block in self.blocks:
+            x = block(x, e)
+        mel = self.out(x)
+        if length is not None:
+            mel = fit_length(mel, length)
+        return mel
+
+
+def fit_length(x: torch.Tensor, length: int) -> torch.Tensor:
+    """Crop or pad (repeating the last frame) ``x [B, C, T]`` to ``[B, C, length]``."""
+    if length < 1:
+        raise ValueError(f"length must be >= 1, got {length}")
+    frames = x.shape[-1]
+    if frames >= length:
+        return x[..., :length]
+    return F.pad(x, (0, length - frames), mode="replicate")

@@ -1,0 +1,188 @@
+"""The voice converter: composition of content encoder, quantiser, speaker encoder, decoder, adversary.
+
+``VoiceConverter.reconstruct``: ``mel [B, n_mels, T], ref_mel [B, n_mels, T_ref]`` ->
+``ReconstructionOutput(mel [B, n_mels, T], quantizer, speaker_embedding [B, S], speaker_logits)``.
+
+``VoiceConverter.convert``: ``src_mel [B, n_mels, T]`` (or ``[n_mels, T]``) + reference mel(s) ->
+``mel`` of the same shape as ``src_mel``.
+
+The parts are built elsewhere and handed to the constructor (as in EnCodec), so a variant is a
+different part, not a copied model; :func:`build_model` builds the standard one from a
+:class:`~vconv.config.ModelConfig`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+import torch
+from torch import nn
+
+from vconv.config import ModelConfig
+from vconv.errors import VconvError
+from vconv.models.adversary import SpeakerClassifier
+from vconv.models.content import ContentEncoder
+from vconv.models.decoder import AdaINDecoder
+from vconv.models.speaker import SpeakerEncoder
+from vconv.nn.quantize import QuantizerOutput, VectorQuantizer
+
+__all__ = ["ReconstructionOutput", "VoiceConverter", "build_model"]
+
+References = Union[torch.Tensor, Sequence[torch.Tensor]]
+
+
+@dataclass
+class ReconstructionOutput:
+    """What :meth:`VoiceConverter.reconstruct` returns.
+
+    Attributes:
+        mel: ``[B, n_mels, T]`` the decoded spectrogram, same ``T`` as the content input.
+        quantizer: the content path's :class:`~vconv.nn.quantize.QuantizerOutput` (codes, VQ loss, ...).
+        speaker_embedding: ``[B, S]`` the embedding the decoder was conditioned on.
+        speaker_logits: ``[B, n_speakers]`` the adversary's logits on the (gradient-reversed) code, or
+            None when the model has no adversary.
+    """
+
+    mel: torch.Tensor
+    quantizer: QuantizerOutput
+    speaker_embedding: torch.Tensor
+    speaker_logits: torch.Tensor | None
+
+
+class VoiceConverter(nn.Module):
+    """Disentangling auto-encoder for one-shot voice conversion.
+
+    Shapes: content ``mel [B, n_mels, T]`` -> code ``[B, code_dim, T']``; reference ``[B, n_mels, T_ref]``
+    -> ``e [B, S]``; decoder -> ``mel [B, n_mels, T]``.
+
+    Args:
+        content_encoder: ``mel -> z``, with a ``total_stride`` attribute.
+        quantizer: ``z -> QuantizerOutput``.
+        speaker_encoder: ``mel -> e``, with ``embed_many(list of [n_mels, T_i]) -> [S]``.
+        decoder: ``(q, e, length) -> mel``, with a ``stride`` attribute equal to the encoder's.
+        adversary: optional speaker classifier ``(q, reversal_weight) -> logits``.
+        config: the :class:`ModelConfig` the parts were built from (stored with checkpoints).
+    """
+
+    def __init__(
+        self,
+        content_encoder: ContentEncoder,
+        quantizer: VectorQuantizer,
+        speaker_encoder: SpeakerEncoder,
+        decoder: AdaINDecoder,
+        adversary: SpeakerClassifier | None = None,
+        *,
+        config: ModelConfig,
+    ) -> None:
+        super().__init__()
+        enc_stride = getattr(content_encoder, "total_stride", None)
+        dec_stride = getattr(decoder, "stride", None)
+        if enc_stride is not None and dec_stride is not None and enc_stride != dec_stride:
+            raise VconvError(
+                f"model: decoder up-samples by {dec_stride} but the content encoder down-samples by {enc_stride}"
+            )
+        self.content_encoder = content_encoder
+        self.quantizer = quantizer
+        self.speaker_encoder = speaker_encoder
+        self.decoder = decoder
+        self.adversary = adversary
+        self.config = config
+
+    # ----------------------------------------------------------------------------------------------
+    # the two paths
+
+    def encode_content(self, mel: torch.Tensor) -> QuantizerOutput:
+        """``mel [B, n_mels, T] -> QuantizerOutput(quantized [B, code_dim, T'], codes [B, T'], ...)``."""
+        return self.quantizer(self.content_encoder(mel))
+
+    def embed_speaker(self, mels: References) -> torch.Tensor:
+        """Speaker embedding(s).
+
+        * tensor ``[B, n_mels, T]`` -> ``[B, S]`` (one embedding per item);
+        * tensor ``[n_mels, T]`` -> ``[1, S]``;
+        * list of ``[n_mels, T_i]`` tensors -> ``[1, S]``, the average over the references.
+        """
+        if isinstance(mels, torch.Tensor):
+            if mels.dim() == 2:
+                mels = mels.unsqueeze(0)
+            return self.speaker_encoder(mels)
+        return self.speaker_encoder.embed_many(list(mels)).unsqueeze(0)
+
+    # ----------------------------------------------------------------------------------------------
+    # training and inference
+
+    def reconstruct(
+        self, mel: torch.Tensor, ref_mel: References, adversary_weight: float = 0.0
+    ) -> ReconstructionOutput:
+        """Rebuild ``mel [B, n_mels, T]`` from its codes and the speaker embedding of ``ref_mel``.
+
+        ``ref_mel`` is ``[B, n_mels, T_ref]`` (another segment of the same speaker during training, so
+        content cannot leak through the speaker path), or anything :meth:`embed_speaker` takes that
+        gives one embedding. ``adversary_weight`` scales the reversed gradient that the adversary
+        sends into the content encoder (0 trains the classifier without touching the encoder).
+        """
+        quant = self.encode_content(mel)
+        embedding = self.embed_speaker(ref_mel)
+        if embedding.shape[0] not in (1, mel.shape[0]):
+            raise ValueError(f"{embedding.shape[0]} speaker embeddings for a batch of {mel.shape[0]}")
+        embedding = embedding.expand(mel.shape[0], -1)
+        out = self.decoder(quant.quantized, embedding, mel.shape[-1])
+        logits = None
+        if self.adversary is not None:
+            logits = self.adversary(quant.quantized, reversal_weight=adversary_weight)
+        return ReconstructionOutput(mel=out, quantizer=quant, speaker_embedding=embedding, speaker_logits=logits)
+
+    def forward(self, mel: torch.Tensor, ref_mel: References, adversary_weight: float = 0.0) -> ReconstructionOutput:
+        """Same as :meth:`reconstruct` (so DDP wraps the training computation)."""
+        return self.reconstruct(mel, ref_mel, adversary_weight)
+
+    @torch.no_grad()
+    def convert(self, src_mel: torch.Tensor, ref_mels: References) -> torch.Tensor:
+        """Say ``src_mel``'s content in the voice of ``ref_mels``.
+
+        Args:
+            src_mel: ``[B, n_mels, T]`` or ``[n_mels, T]``.
+            ref_mels: a tensor ``[n_mels, T_ref]`` or ``[B or 1, n_mels, T_ref]``, or a list of
+                ``[n_mels, T_i]`` references of one target speaker (their embeddings are averaged).
+
+        Returns:
+            mel of ``src_mel``'s shape (same number of frames).
+
+        Runs in eval mode (restoring the previous mode afterwards) so that converting never updates the
+        codebook or its usage counters.
+        """
+        squeeze = src_mel.dim() == 2
+        src = src_mel.unsqueeze(0) if squeeze else src_mel
+        was_training = self.training
+        self.eval()
+        try:
+            embedding = self.embed_speaker(ref_mels)
+            if embedding.shape[0] not in (1, src.shape[0]):
+                raise ValueError(f"{embedding.shape[0]} reference embeddings for {src.shape[0]} sources")
+            quant = self.encode_content(src)
+            out = self.decoder(quant.quantized, embedding.expand(src.shape[0], -1), src.shape[-1])
+        finally:
+            self.train(was_training)
+        return out[0] if squeeze else out
+
+
+def build_model(cfg: ModelConfig) -> VoiceConverter:
+    """The standard :class:`VoiceConverter` for ``cfg``.
+
+    The adversary is built only when ``cfg.adversary`` is true and ``cfg.n_speakers > 0``; otherwise the
+    model has no classifier parameters and ``speaker_logits`` is None.
+    """
+    content = ContentEncoder(cfg)
+    quantizer = VectorQuantizer(
+        cfg.code_dim,
+        cfg.codebook_size,
+        beta=cfg.vq_beta,
+        ema=cfg.vq_ema,
+        decay=cfg.vq_decay,
+        dead_after=cfg.vq_dead_after,
+    )
+    speaker = SpeakerEncoder(cfg)
+    decoder = AdaINDecoder(cfg, stride=content.total_stride)
+    adversary = SpeakerClassifier(cfg) if cfg.adversary and cfg.n_speakers > 0 else None
+    return VoiceConverter(content, quantizer, speaker, decoder, adversary, config=cfg)

@@ -1,0 +1,207 @@
+"""Vector quantisation bottleneck (VQ-VAE, van den Oord et al. 2017; VQVC / VQVC+, Wu & Lee 2020).
+
+``VectorQuantizer``: ``z [B, D, T] -> QuantizerOutput(quantized [B, D, T], codes [B, T], loss, perplexity)``.
+
+Each frame of the content encoder's output is replaced by its nearest code (L2). The discrete code keeps
+*what* is said; whatever it cannot represent - mostly the speaker - has to come from the speaker path.
+
+Training details that matter:
+
+* straight-through estimator: the decoder's gradient is copied onto ``z`` unchanged;
+* commitment loss ``β·||z - sg(q)||²`` keeps the encoder near its codes;
+* codebook update by exponential moving averages (counts and sums, Laplace-smoothed) in training mode
+  only, or, with ``ema=False``, an ordinary codebook loss ``||sg(z) - q||²`` for the optimiser;
+* codebook initialised from the first training batch (``data_init``) and dead codes (unused for
+  ``dead_after`` consecutive training forwards) re-seeded from current encoder outputs, so the
+  codebook is used rather than collapsing onto a few entries;
+* DDP: EMA statistics are all-reduced and new code vectors are broadcast from rank 0, so every replica
+  keeps an identical codebook;
+* distances are computed in float32 even under bf16 autocast (argmin over nearly equal bf16 distances
+  is noisy and flips codes between steps).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["QuantizerOutput", "VectorQuantizer"]
+
+
+@dataclass
+class QuantizerOutput:
+    """What :class:`VectorQuantizer` returns.
+
+    Attributes:
+        quantized: ``[B, D, T]`` code vectors, carrying the straight-through gradient to the encoder.
+        codes: ``[B, T]`` long, indices in ``[0, codebook_size)``.
+        loss: scalar float32 tensor: commitment loss (plus the codebook loss when ``ema=False``).
+        perplexity: scalar float32 tensor, ``exp(entropy)`` of the batch's average code usage, in
+            ``[1, codebook_size]``; 1 means one code for everything, ``codebook_size`` uniform use.
+    """
+
+    quantized: torch.Tensor
+    codes: torch.Tensor
+    loss: torch.Tensor
+    perplexity: torch.Tensor
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+class VectorQuantizer(nn.Module):
+    """Nearest-neighbour vector quantiser with EMA codebook and dead-code re-initialisation.
+
+    Shapes: ``z [B, D, T] -> QuantizerOutput(quantized [B, D, T], codes [B, T], loss [], perplexity [])``.
+
+    Args:
+        dim: code dimension ``D``.
+        codebook_size: number of codes ``K``.
+        beta: commitment weight β.
+        ema: update the codebook by moving averages (no gradient); otherwise it is a parameter
+            trained through the codebook loss.
+        decay: EMA decay.
+        dead_after: training forwards without any use after which a code is re-initialised
+            (0 disables re-initialisation).
+        data_init: initialise the whole codebook from encoder outputs of the first training batch.
+        eps: Laplace smoothing of the EMA counts.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        codebook_size: int,
+        beta: float = 0.25,
+        ema: bool = True,
+        decay: float = 0.99,
+        dead_after: int = 200,
+        data_init: bool = True,
+        eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.codebook_size = codebook_size
+        self.beta = beta
+        self.ema = ema
+        self.decay = decay
+        self.dead_after = dead_after
+        self.eps = eps
+        init = torch.randn(codebook_size, dim)
+        if ema:
+            self.register_buffer("embedding", init)
+            # Counts start at one and sums at the codes themselves, so the first EMA step is a proper
+            # weighted average instead of dividing a biased sum by a tiny count.
+            self.register_buffer("cluster_size", torch.ones(codebook_size))
+            self.register_buffer("embed_sum", init.clone())
+        else:
+            self.embedding = nn.Parameter(init)
+        self.register_buffer("unused_steps", torch.zeros(codebook_size, dtype=torch.long))
+        # Saved with the weights: a resumed or loaded model must not be re-initialised from data.
+        self.register_buffer("initialized", torch.tensor(not data_init))
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        """The code vectors, ``[K, D]`` (detached)."""
+        return self.embedding.detach()
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        """Quantise ``z [B, D, T]``; in training mode also update the codebook."""
+        if z.dim() != 3 or z.shape[1] != self.dim:
+            raise ValueError(f"expected z of shape [B, {self.dim}, T], got {tuple(z.shape)}")
+        batch, _, frames = z.shape
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            z32 = z.float()
+            flat = z32.transpose(1, 2).reshape(-1, self.dim)  # [B*T, D]
+            if self.training and not bool(self.initialized):
+                self._data_init(flat.detach())
+            codebook = self.embedding.float()
+            distances = (
+                flat.detach().pow(2).sum(1, keepdim=True)
+                - 2.0 * flat.detach() @ codebook.detach().t()
+                + codebook.detach().pow(2).sum(1)[None, :]
+            )  # [B*T, K]
+            codes = distances.argmin(dim=1)
+            one_hot = F.one_hot(codes, self.codebook_size).to(flat.dtype)  # [B*T, K]
+            counts = one_hot.sum(0)  # [K]
+
+            q = codebook[codes].view(batch, frames, self.dim).transpose(1, 2)  # [B, D, T]
+            loss = self.beta * F.mse_loss(z32, q.detach())
+            if not self.ema:
+                loss = loss + F.mse_loss(q, z32.detach())
+
+            if self.training:
+                self._update(flat.detach(), one_hot, counts)
+
+            probs = counts / counts.sum().clamp_min(1.0)
+            perplexity = torch.exp(-(probs * torch.log(probs + 1e-10)).sum())
+            # Straight-through: forward value q, gradient of the identity onto z.
+            quantized = z32 + (q - z32).detach()
+        return QuantizerOutput(
+            quantized=quantized.to(z.dtype),
+            codes=codes.view(batch, frames),
+            loss=loss,
+            perplexity=perplexity,
+        )
+
+    # ----------------------------------------------------------------------------------------------
+    # codebook maintenance (training mode only)
+
+    @torch.no_grad()
+    def _sample(self, flat: torch.Tensor, n: int) -> torch.Tensor:
+        """``n`` random rows of ``flat [N, D]`` (with replacement if ``N < n``), identical on all ranks."""
+        if flat.shape[0] >= n:
+            picked = flat[torch.randperm(flat.shape[0], device=flat.device)[:n]]
+        else:
+            picked = flat[torch.randint(flat.shape[0], (n,), device=flat.device)]
+        picked = picked.contiguous()
+        if _distributed():
+            dist.broadcast(picked, src=0)
+        return picked
+
+    @torch.no_grad()
+    def _set_codes(self, index: torch.Tensor, vectors: torch.Tensor) -> None:
+        self.embedding.data[index] = vectors.to(self.embedding.dtype)
+        if self.ema:
+            self.cluster_size[index] = 1.0
+            self.embed_sum[index] = vectors.to(self.embed_sum.dtype)
+        self.unused_steps[index] = 0
+
+    @torch.no_grad()
+    def _data_init(self, flat: torch.Tensor) -> None:
+        index = torch.arange(self.codebook_size, device=flat.device)
+        self._set_codes(index, self._sample(flat, self.codebook_size))
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def _update(self, flat: torch.Tensor, one_hot: torch.Tensor, counts: torch.Tensor) -> None:
+        sums = one_hot.t() @ flat  # [K, D]
+        if _distributed():
+            # One all-reduce for both statistics: every replica then applies the same update.
+            packed = torch.cat([counts[:, None], sums], dim=1)
+            dist.all_reduce(packed)
+            counts, sums = packed[:, 0], packed[:, 1:]
+        if self.ema:
+            self.cluster_size.mul_(self.decay).add_(counts, alpha=1.0 - self.decay)
+            self.embed_sum.mul_(self.decay).add_(sums, alpha=1.0 - self.decay)
+            # Laplace smoothing keeps a code with a vanishing count from dividing by ~0.
+            total = self.cluster_size.sum()
+            smoothed = (self.cluster_size + self.eps) / (total + self.codebook_size * self.eps) * total
+            self.embedding.copy_(self.embed_sum / smoothed[:, None])
+        # The usage counter is derived from the (all-reduced) counts, so all ranks agree on dead codes.
+        self.unused_steps.add_(1)
+        self.unused_steps[counts > 0] = 0
+        if self.dead_after > 0:
+            dead = torch.nonzero(self.unused_steps >= self.dead_after).flatten()
+            if dead.numel() > 0:
+                self._set_codes(dead, self._sample(flat, dead.numel()))
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, codebook_size={self.codebook_size}, beta={self.beta}, ema={self.ema}, "
+            f"decay={self.decay}, dead_after={self.dead_after}"
+        )

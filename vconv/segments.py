@@ -1,0 +1,123 @@
+"""Training batches: random fixed-length mel segments, with the speaker path fed from elsewhere.
+
+For every item the content path gets a random ``segment_frames`` window of an utterance, and the
+speaker path a window of a *different* utterance of the same speaker (or, for a speaker with a single
+utterance, the other half of the same one), so the decoder cannot copy content through the speaker
+embedding (AGAIN-VC, DESIGN §9).
+
+Batches are a pure function of ``(seed, rank, step)``: resuming at step ``s`` draws exactly the batches
+an uninterrupted run would have drawn, with no sampler state to save, and each DDP rank draws its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from vconv.config import FeatureConfig
+from vconv.data import Utterance, feature_path
+from vconv.features import FeatureStats, LogMel, load_features, logmel_from_file
+
+
+@dataclass
+class Batch:
+    """``mel`` and ``ref`` are normalised log-mels ``[B, n_mels, T]``; ``speaker`` is ``[B]`` class ids."""
+
+    mel: torch.Tensor
+    ref: torch.Tensor
+    speaker: torch.Tensor
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(self.mel.to(device), self.ref.to(device), self.speaker.to(device))
+
+
+class FeatureStore:
+    """Log-mels ``[n_mels, F]`` of a manifest, read from `vconv extract` output or computed from audio.
+
+    Keeps up to ``cache_size`` utterances in memory (the fixture corpus and small corpora fit whole).
+    """
+
+    def __init__(self, utterances: Sequence[Utterance], cfg: FeatureConfig, features_dir: str | Path | None, cache_size: int = 100_000):
+        self.utterances = list(utterances)
+        self.cfg = cfg
+        self.features_dir = Path(features_dir) if features_dir else None
+        self._extractor: LogMel | None = None
+        self.get = lru_cache(maxsize=cache_size)(self._load)
+
+    def _load(self, index: int) -> torch.Tensor:
+        utt = self.utterances[index]
+        if self.features_dir is not None:
+            return load_features(feature_path(self.features_dir, utt), self.cfg)
+        if self._extractor is None:
+            self._extractor = LogMel(self.cfg)
+        return logmel_from_file(utt.path, self.cfg, self._extractor)
+
+
+class SegmentBatches(torch.utils.data.Dataset):
+    """Map-style dataset whose item ``step`` is the whole batch of that training step.
+
+    Used with ``DataLoader(batch_size=None)`` so worker processes can prepare batches ahead while the
+    result stays a deterministic function of the step.
+    """
+
+    def __init__(
+        self,
+        store: FeatureStore,
+        speakers: Sequence[str],
+        stats: FeatureStats,
+        *,
+        batch_size: int,
+        segment_frames: int,
+        seed: int = 0,
+        rank: int = 0,
+        steps: int = 0,
+    ):
+        self.store = store
+        self.stats = stats
+        self.batch_size = batch_size
+        self.segment_frames = segment_frames
+        self.seed, self.rank, self.steps = seed, rank, steps
+        self.speaker_index = {s: i for i, s in enumerate(speakers)}
+        self.by_speaker: dict[str, list[int]] = {}
+        for i, utt in enumerate(store.utterances):
+            self.by_speaker.setdefault(utt.speaker, []).append(i)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, step: int) -> Batch:
+        gen = torch.Generator().manual_seed(hash((self.seed, self.rank, int(step))) & 0x7FFF_FFFF_FFFF)
+        n = len(self.store.utterances)
+        picks = torch.randint(n, (self.batch_size,), generator=gen).tolist()
+        mels, refs, labels = [], [], []
+        for index in picks:
+            utt = self.store.utterances[index]
+            mel = self.store.get(index)
+            siblings = [j for j in self.by_speaker[utt.speaker] if j != index]
+            if siblings:
+                other = self.store.get(siblings[int(torch.randint(len(siblings), (1,), generator=gen))])
+                content, ref = self._crop(mel, gen), self._crop(other, gen)
+            else:  # a lone utterance: content from one half, speaker from the other
+                half = mel.shape[1] // 2
+                content, ref = self._crop(mel[:, :half], gen), self._crop(mel[:, half:], gen)
+            mels.append(content)
+            refs.append(ref)
+            labels.append(self.speaker_index.get(utt.speaker, -1))
+        return Batch(
+            self.stats.normalize(torch.stack(mels)),
+            self.stats.normalize(torch.stack(refs)),
+            torch.tensor(labels, dtype=torch.long),
+        )
+
+    def _crop(self, mel: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """A random ``[n_mels, segment_frames]`` window; short utterances are padded with the log floor."""
+        frames = mel.shape[1]
+        if frames >= self.segment_frames:
+            start = int(torch.randint(frames - self.segment_frames + 1, (1,), generator=gen))
+            return mel[:, start : start + self.segment_frames]
+        pad = torch.full((mel.shape[0], self.segment_frames - frames), float(torch.log(torch.tensor(self.store.cfg.log_floor))))
+        return torch.cat([mel, pad], dim=1)
