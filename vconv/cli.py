@@ -128,6 +128,73 @@ def train(
 
 @app.command()
 @friendly_errors
+def convert(
+    source: Path = typer.Argument(..., help="Source audio file, or a folder converted file by file (tree mirrored under --out)."),
+    target: List[Path] = typer.Option(..., "--target", "-t", help="Target speaker reference: a file or a folder; repeat to average several."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output .wav/.flac/.ogg file (or folder for a folder source)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle name (see `vconv models`) or bundle folder; default: the shipped model."),
+    vocoder: Optional[str] = typer.Option(None, "--vocoder", help="Vocoder: griffinlim, or the bundle's own (default)."),
+    sample_rate: Optional[int] = typer.Option(None, "--sample-rate", help="Resample the output to this rate (default: the model's)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar in folder mode."),
+) -> None:
+    """Convert SOURCE to the voice of --target (one-shot, any-to-any). Exit code 2: some files failed."""
+    from vconv.api import load
+    from vconv.convert import convert_paths
+
+    converter = load(model, vocoder=vocoder)
+    report = convert_paths(converter, source, target, out, force=force, sample_rate=sample_rate, progress=progress)
+    typer.echo(report.summary())
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
+
+
+@app.command()
+@friendly_errors
+def embed(
+    paths: List[Path] = typer.Argument(..., help="Audio files and/or folders; each folder is one speaker, each file its own."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write embeddings: .json (all, by name), .npy (speaker matrix) or .npz."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle name or folder; default: the shipped model."),
+    similarity: bool = typer.Option(False, "--similarity", help="Print the cosine similarity matrix."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --out file."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Speaker embeddings (L2-normalised) per utterance and per speaker, from vconv's speaker encoder."""
+    from vconv.api import load
+    from vconv.convert import embed_paths
+
+    if out is None and not similarity:
+        raise VconvError("nothing to do: pass --out FILE and/or --similarity")
+    result = embed_paths(load(model), paths, progress=progress)
+    if out is not None:
+        result.save(out, force=force)
+        typer.echo(f"{len(result.utterances)} utterance(s), {len(result.speakers)} speaker(s) -> {out}")
+    if similarity:
+        typer.echo(result.similarity_table())
+
+
+@app.command()
+@friendly_errors
+def models() -> None:
+    """List the model bundles vconv can find, and where."""
+    from vconv.checkpoint import read_bundle_config
+    from vconv.pretrained import DEFAULT_BUNDLE, list_bundles, search_roots
+
+    bundles = list_bundles()
+    for bundle in bundles:
+        try:
+            cfg = read_bundle_config(bundle.path)
+            detail = f"vconv {cfg.get('vconv_version')}, {cfg['feature_config']['sample_rate']} Hz"
+        except VconvError as exc:
+            detail = f"unusable: {exc}"
+        mark = " (default)" if bundle.name == DEFAULT_BUNDLE else ""
+        typer.echo(f"{bundle.name}{mark}  [{bundle.source}]  {bundle.path}  {detail}")
+    if not bundles:
+        typer.echo("no bundles found in: " + ", ".join(str(r) for r, _ in search_roots()))
+
+
+@app.command()
+@friendly_errors
 def info(
     paths: List[Path] = typer.Argument(..., help="Audio files to check."),
     min_seconds: float = typer.Option(0.0, help="Report files shorter than this as bad."),

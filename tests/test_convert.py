@@ -1,0 +1,192 @@
+"""Conversion, embedding, bundles and the Python API, end to end through the CLI with a tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from typer.testing import CliRunner
+
+import vconv
+from vconv.checkpoint import load_bundle, load_training_state, save_bundle
+from vconv.cli import app
+from vconv.config import FeatureConfig, load_run_config
+from vconv.errors import VconvError
+from vconv.features import FeatureStats
+from vconv.models import build_model
+from vconv.vocoders import check_compatible, get_vocoder
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    """A randomly initialised debug-size model saved as a bundle."""
+    features, model_cfg, _ = load_run_config("debug", ["train.train_manifest=x", "train.run_dir=y"])
+    torch.manual_seed(0)
+    model = build_model(model_cfg)
+    stats = FeatureStats(torch.full((features.n_mels,), -4.0), torch.full((features.n_mels,), 2.0), 1)
+    return save_bundle(tmp_path_factory.mktemp("bundles") / "tiny", model, model_cfg, features, stats, dtype=torch.float16)
+
+
+@pytest.fixture
+def spk(corpus_dir):
+    return {p.name: sorted(p.glob("*.wav")) for p in corpus_dir.iterdir() if p.is_dir()}
+
+
+def test_cli_convert_file_length_rate_and_force(bundle, spk, tmp_path):
+    src = spk["flite_awb"][0]
+    out = tmp_path / "out.wav"
+    result = invoke("convert", src, "--target", spk["flite_slt"][1], "-o", out, "-m", bundle)
+    assert result.exit_code == 0, result.output
+    info, src_info = sf.info(str(out)), sf.info(str(src))
+    assert info.samplerate == 16000 and info.channels == 1 and info.frames == src_info.frames
+    data, _ = sf.read(str(out))
+    assert np.isfinite(data).all() and np.abs(data).max() > 0
+    before = out.read_bytes()
+    again = invoke("convert", src, "--target", spk["espeak_f3"][0], "-o", out, "-m", bundle)
+    assert again.exit_code == 1 and "already exists; pass --force" in again.output
+    assert out.read_bytes() == before
+    forced = invoke("convert", src, "--target", spk["espeak_f3"][0], "-o", out, "-m", bundle, "--force", "--sample-rate", 22050)
+    assert forced.exit_code == 0, forced.output
+    assert sf.info(str(out)).samplerate == 22050
+
+
+def test_cli_convert_folder_with_a_broken_file_is_a_partial_failure(bundle, corpus_dir, spk, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(corpus_dir / "flite_rms", src / "rms")
+    (src / "rms" / "broken.wav").write_bytes(b"not audio at all")
+    result = invoke("convert", src, "--target", corpus_dir / "flite_slt", "-o", tmp_path / "out", "-m", bundle, "--no-progress")
+    assert result.exit_code == 2, result.output
+    assert "converted 4 file(s)" in result.output and "broken.wav: not a readable audio file" in result.output
+    assert sorted(p.name for p in (tmp_path / "out" / "rms").iterdir()) == [p.name for p in spk["flite_rms"]]
+
+
+def test_api_round_trip_and_averaged_references(bundle, spk):
+    vc = vconv.load(bundle)
+    assert isinstance(vc, vconv.VoiceConverter) and vc.sample_rate == 16000
+    wav, sr = sf.read(str(spk["flite_kal16"][0]), dtype="float32")
+    out = vc.convert(wav, [spk["flite_slt"][0]], sr=sr)
+    assert out.shape == wav.shape and out.dtype == np.float32
+    # a 44.1 kHz stereo array is downmixed and resampled, giving the same length at 16 kHz
+    import soxr
+
+    stereo = np.stack([soxr.resample(wav, 16000, 44100)] * 2, axis=1)
+    assert abs(vc.convert(stereo, spk["flite_slt"][0], sr=44100).size - wav.size) <= 2
+    a, b = spk["flite_slt"][0], spk["espeak_f3"][0]
+    both = vc.speaker_embedding([a, b])
+    each = torch.cat([vc.speaker_embedding([a]), vc.speaker_embedding([b])]).mean(0, keepdim=True)
+    torch.testing.assert_close(both, each, rtol=1e-5, atol=1e-5)
+    emb = vc.embed([a, b])
+    assert emb.shape == (2, vc.model.config.speaker_dim)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
+    with pytest.raises(VconvError, match="sample rate"):
+        vc.convert(wav, a)
+
+
+def test_long_input_is_chunked_with_the_source_length(bundle, spk):
+    vc = vconv.load(bundle)
+    wav, _ = sf.read(str(spk["flite_awb"][0]), dtype="float32")
+    long = np.tile(wav, 3)
+    emb = vc.speaker_embedding(spk["flite_slt"][0])
+    chunked = vc.convert_wav(long, emb, chunk_seconds=1.0, overlap_seconds=0.25)
+    assert chunked.shape == long.shape and np.isfinite(chunked).all()
+    whole = vc.convert_wav(long, emb, chunk_seconds=60.0)
+    assert chunked.shape == whole.shape
+
+
+def test_cli_embed_json_npy_and_similarity(bundle, corpus_dir, tmp_path):
+    out = tmp_path / "e.json"
+    result = invoke("embed", corpus_dir / "flite_slt", corpus_dir / "flite_awb", "-o", out, "-m", bundle, "--similarity", "--no-progress")
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert set(data["speakers"]) == {"flite_slt", "flite_awb"} and len(data["utterances"]) == 8
+    assert "flite_slt" in result.output and "1.000" in result.output
+    npy = tmp_path / "e.npy"
+    assert invoke("embed", corpus_dir / "flite_slt", corpus_dir / "espeak_f3", corpus_dir / "flite_rms", "-o", npy, "-m", bundle, "--no-progress").exit_code == 0
+    matrix = np.load(npy)
+    assert matrix.shape == (3, 32)
+    np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, rtol=1e-5)
+
+
+def test_tampered_weights_fail_the_sha256_check(bundle, spk, tmp_path):
+    bad = tmp_path / "tampered"
+    shutil.copytree(bundle, bad)
+    weights = bad / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    result = invoke("convert", spk["flite_awb"][0], "-t", spk["flite_slt"][0], "-o", tmp_path / "o.wav", "-m", bad)
+    assert result.exit_code == 1 and "sha256 mismatch" in result.output
+    assert not (tmp_path / "o.wav").exists()
+
+
+def test_bundle_of_another_version_is_refused(bundle, tmp_path):
+    other = tmp_path / "old"
+    shutil.copytree(bundle, other)
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["format_version"] = 99
+    (other / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(VconvError, match="bundle format version 99"):
+        load_bundle(other)
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/vconv-pwned",))
+
+
+def test_pickle_checkpoint_that_would_run_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as fh:
+        pickle.dump({"model": _Exploit()}, fh)
+    if os.path.exists("/tmp/vconv-pwned"):
+        os.unlink("/tmp/vconv-pwned")
+    with pytest.raises(VconvError, match="refused"):
+        load_training_state(path)
+    assert not os.path.exists("/tmp/vconv-pwned")
+
+
+def test_model_vocoder_feature_mismatch_is_refused(bundle):
+    vocoder = get_vocoder("griffinlim", FeatureConfig(hop_length=200))
+    with pytest.raises(VconvError) as info:
+        check_compatible(FeatureConfig(), vocoder)
+    assert "hop_length" in str(info.value) and "200" in str(info.value) and "256" in str(info.value)
+    model, bundle_info = load_bundle(bundle)
+    with pytest.raises(VconvError, match="hop_length"):
+        vconv.VoiceConverter(model, bundle_info, vocoder)
+
+
+def test_models_lists_bundles_from_vconv_models(bundle, monkeypatch):
+    monkeypatch.setenv("VCONV_MODELS", str(bundle.parent))
+    result = invoke("models")
+    assert result.exit_code == 0 and "tiny" in result.output and "VCONV_MODELS" in result.output
+    unknown = invoke("convert", "x.wav", "-t", "y.wav", "-o", "z.wav", "-m", "no-such-model")
+    assert unknown.exit_code == 1 and "model 'no-such-model' not found" in unknown.output
+
+
+@pytest.mark.slow
+def test_regular_wheel_install_finds_the_shipped_bundles(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), root], check=True, timeout=300)
+    wheel = next((tmp_path / "dist").glob("vconv-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(tmp_path / "site"), str(wheel)], check=True, timeout=300)
+    code = "import vconv.pretrained as p, json; print(json.dumps([[b.name, str(b.path)] for b in p.list_bundles()]))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
+                          capture_output=True, text=True, timeout=120, check=True)
+    found = json.loads(proc.stdout)
+    shipped = sorted(p for p in os.listdir(os.path.join(root, "pretrained")) if os.path.isfile(os.path.join(root, "pretrained", p, "config.json")))
+    assert sorted(name for name, _ in found) == shipped
+    assert all(str(tmp_path / "site") in path for _, path in found)

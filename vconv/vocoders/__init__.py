@@ -1,0 +1,13 @@
+"""Vocoders: log-mel ``[B, n_mels, F]`` -> waveform ``[B, (F - 1) * hop_length]``.
+
+``get_vocoder("griffinlim", feature_config)`` builds one by name; :func:`check_compatible` refuses a
+vocoder built for other mel settings than the model's. Importing this package registers the built-in
+vocoders (``griffinlim``); others register themselves with :func:`register_vocoder`.
+"""
+
+from __future__ import annotations
+
+from vconv.vocoders.base import VOCODERS, Vocoder, check_compatible, get_vocoder, register_vocoder
+from vconv.vocoders.griffinlim import GriffinLim
+
+__all__ = ["VOCODERS", "GriffinLim", "Vocoder", "check_compatible", "get_vocoder", "register_vocoder"]
