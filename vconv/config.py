@@ -122,6 +122,7 @@ class TrainConfig:
     vq_weight: float = 1.0
     adversary_weight: float = 0.1
     adversary_ramp_steps: int = 2000
+    perturb_content: bool = True  # timbre-perturb the content path's input (vconv.perturb)
     bf16: bool = False  # CPU bf16 autocast; on CUDA this means bf16 mixed precision
     seed: int = 0
     log_every: int = 50

@@ -21,18 +21,24 @@ import torch
 from vconv.config import FeatureConfig
 from vconv.data import Utterance, feature_path
 from vconv.features import FeatureStats, LogMel, load_features, logmel_from_file
+from vconv.perturb import MelPerturber
 
 
 @dataclass
 class Batch:
-    """``mel`` and ``ref`` are normalised log-mels ``[B, n_mels, T]``; ``speaker`` is ``[B]`` class ids."""
+    """Normalised log-mels ``[B, n_mels, T]`` and ``[B]`` speaker class ids.
+
+    ``mel`` is the clean target, ``source`` what the content path sees (a timbre-perturbed copy of
+    ``mel`` when perturbation is on, else ``mel`` itself), ``ref`` the speaker path's segment.
+    """
 
     mel: torch.Tensor
     ref: torch.Tensor
     speaker: torch.Tensor
+    source: torch.Tensor
 
     def to(self, device: torch.device) -> "Batch":
-        return Batch(self.mel.to(device), self.ref.to(device), self.speaker.to(device))
+        return Batch(self.mel.to(device), self.ref.to(device), self.speaker.to(device), self.source.to(device))
 
 
 class FeatureStore:
@@ -75,8 +81,10 @@ class SegmentBatches(torch.utils.data.Dataset):
         seed: int = 0,
         rank: int = 0,
         steps: int = 0,
+        perturb: bool = False,
     ):
         self.store = store
+        self.perturber = MelPerturber(store.cfg) if perturb else None
         self.stats = stats
         self.batch_size = batch_size
         self.segment_frames = segment_frames
@@ -93,7 +101,7 @@ class SegmentBatches(torch.utils.data.Dataset):
         gen = torch.Generator().manual_seed(hash((self.seed, self.rank, int(step))) & 0x7FFF_FFFF_FFFF)
         n = len(self.store.utterances)
         picks = torch.randint(n, (self.batch_size,), generator=gen).tolist()
-        mels, refs, labels = [], [], []
+        mels, refs, labels, sources = [], [], [], []
         for index in picks:
             utt = self.store.utterances[index]
             mel = self.store.get(index)
@@ -105,12 +113,14 @@ class SegmentBatches(torch.utils.data.Dataset):
                 half = mel.shape[1] // 2
                 content, ref = self._crop(mel[:, :half], gen), self._crop(mel[:, half:], gen)
             mels.append(content)
+            sources.append(self.perturber(content, gen) if self.perturber else content)
             refs.append(ref)
             labels.append(self.speaker_index.get(utt.speaker, -1))
         return Batch(
             self.stats.normalize(torch.stack(mels)),
             self.stats.normalize(torch.stack(refs)),
             torch.tensor(labels, dtype=torch.long),
+            self.stats.normalize(torch.stack(sources)),
         )
 
     def _crop(self, mel: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

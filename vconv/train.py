@@ -137,7 +137,7 @@ class Trainer:
             self._restore(load_training_state(self.ckpt_dir / "latest.pt"))
         self.batches = SegmentBatches(
             self.store, self.speakers, self.stats, batch_size=train.batch_size, segment_frames=train.segment_frames,
-            seed=train.seed, rank=self.dist.rank, steps=train.steps,
+            seed=train.seed, rank=self.dist.rank, steps=train.steps, perturb=train.perturb_content,
         )
         self._tb = None
 
@@ -167,7 +167,7 @@ class Trainer:
         self.net.train()
         batch = batch.to(self.device)
         with self._autocast():
-            out = self.net(batch.mel, batch.ref, adversary_weight=self.adversary_weight(self.step))
+            out = self.net(batch.source, batch.ref, adversary_weight=self.adversary_weight(self.step))
             recon = F.l1_loss(out.mel.float(), batch.mel)
             loss = self.tcfg.recon_weight * recon + self.tcfg.vq_weight * out.quantizer.loss.float()
             metrics = {"recon": recon.item(), "vq": out.quantizer.loss.item(), "perplexity": out.quantizer.perplexity.item()}
