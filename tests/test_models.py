@@ -279,3 +279,17 @@ def test_a_few_adam_steps_lower_the_reconstruction_loss():
         losses.append(recon.item())
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < 0.8 * losses[0]
+
+
+def test_quantize_switch_off_passes_the_code_through():
+    from vconv.config import ModelConfig
+    from vconv.models import build_model
+    from vconv.nn.quantize import PassThroughQuantizer
+
+    cfg = ModelConfig(n_mels=16, channels=16, speaker_channels=16, code_dim=8, quantize=False)
+    model = build_model(cfg)
+    assert isinstance(model.quantizer, PassThroughQuantizer)
+    mel = torch.randn(2, 16, 24)
+    out = model.reconstruct(mel, mel)
+    assert out.mel.shape == mel.shape and float(out.quantizer.loss) == 0.0
+    assert float(out.quantizer.perplexity) == 1.0

@@ -80,6 +80,7 @@ class ModelConfig:
     content_blocks: int = 4
     downsample: list[int] = field(default_factory=lambda: [1, 2, 1, 1])
     code_dim: int = 64
+    quantize: bool = True  # false = no VQ bottleneck (ablation): the content code passes through
     codebook_size: int = 256
     vq_beta: float = 0.25
     vq_ema: bool = True

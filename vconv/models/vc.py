@@ -25,7 +25,7 @@ from vconv.models.adversary import SpeakerClassifier
 from vconv.models.content import ContentEncoder
 from vconv.models.decoder import AdaINDecoder
 from vconv.models.speaker import SpeakerEncoder
-from vconv.nn.quantize import QuantizerOutput, VectorQuantizer
+from vconv.nn.quantize import PassThroughQuantizer, QuantizerOutput, VectorQuantizer
 
 __all__ = ["ReconstructionOutput", "VoiceConverter", "build_model"]
 
@@ -174,14 +174,14 @@ def build_model(cfg: ModelConfig) -> VoiceConverter:
     model has no classifier parameters and ``speaker_logits`` is None.
     """
     content = ContentEncoder(cfg)
-    quantizer = VectorQuantizer(
+    quantizer: nn.Module = VectorQuantizer(
         cfg.code_dim,
         cfg.codebook_size,
         beta=cfg.vq_beta,
         ema=cfg.vq_ema,
         decay=cfg.vq_decay,
         dead_after=cfg.vq_dead_after,
-    )
+    ) if cfg.quantize else PassThroughQuantizer()
     speaker = SpeakerEncoder(cfg)
     decoder = AdaINDecoder(cfg, stride=content.total_stride)
     adversary = SpeakerClassifier(cfg) if cfg.adversary and cfg.n_speakers > 0 else None

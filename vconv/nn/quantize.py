@@ -29,7 +29,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["QuantizerOutput", "VectorQuantizer"]
+__all__ = ["PassThroughQuantizer", "QuantizerOutput", "VectorQuantizer"]
 
 
 @dataclass
@@ -205,3 +205,16 @@ class VectorQuantizer(nn.Module):
             f"dim={self.dim}, codebook_size={self.codebook_size}, beta={self.beta}, ema={self.ema}, "
             f"decay={self.decay}, dead_after={self.dead_after}"
         )
+
+
+class PassThroughQuantizer(nn.Module):
+    """No bottleneck: returns the encoder output unchanged (the "no VQ" ablation, ``model.quantize: false``).
+
+    Keeps the :class:`QuantizerOutput` contract so the rest of the model and the trainer need no
+    special case: codes are all zero, loss 0, perplexity 1.
+    """
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        zero = z.new_zeros((), dtype=torch.float32)
+        codes = torch.zeros(z.shape[0], z.shape[-1], dtype=torch.long, device=z.device)
+        return QuantizerOutput(quantized=z, codes=codes, loss=zero, perplexity=zero + 1.0)
