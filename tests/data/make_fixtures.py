@@ -6,8 +6,9 @@ Writes (paths relative to the repository root):
 * ``tests/data/corpus/<speaker>/<speaker>_<nn>.wav`` and a same-stem ``.txt``
   transcript: a tiny *parallel* corpus, 6 distinct people x 4 shared sentences.
 * ``tests/data/corpus/SHA256SUMS``: sha256 of every corpus file (sha256sum format).
-* ``examples/source.wav`` and ``examples/target.wav``: two demo voices that are
-  not in the corpus.
+
+(The README demo pair in ``examples/`` comes from held-out voices of the training corpus:
+``recipes/voices/make_examples.py``.)
 
 Usage::
 
@@ -70,20 +71,8 @@ SPEAKERS = {
     "espeak_f3": ("espeak", "en-us+f3"),       # espeak-ng formant synth, female variant
 }
 
-# Demo pair for examples/: voices not used in the corpus (different sentences,
-# as a real conversion would have: source content + target voice reference).
-EXAMPLES = {
-    "source": (("espeak", "en-us+m1"),
-               "The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background."),
-    # NB espeak-ng 1.51 silently ignores the variant in "en-gb+f2" (it stays the
-    # male default, ~100 Hz); "en-gb-x-rp+f4" does apply it (~177 Hz).
-    "target": (("espeak", "en-gb-x-rp+f4"),
-               "It's easy to tell the depth of a well. These days a chicken leg is a rare dish."),
-}
-
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS_REL = Path("tests/data/corpus")
-EXAMPLES_REL = Path("examples")
 
 
 class MissingTool(RuntimeError):
@@ -156,11 +145,6 @@ def generate(root: Path) -> list[Path]:
                        for p in sorted(written))
         (corpus / "SHA256SUMS").write_text(sums, encoding="utf-8")
         written.append(CORPUS_REL / "SHA256SUMS")
-        for name, ((engine, voice), text) in EXAMPLES.items():
-            x, sr = synthesise(engine, voice, text, tmp)
-            p = root / EXAMPLES_REL / f"{name}.wav"
-            write_wav(p, process(x, sr))
-            written.append(p.relative_to(root))
     return written
 
 

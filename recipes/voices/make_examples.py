@@ -1,0 +1,41 @@
+"""Copy the README demo pair into examples/: two held-out voices of the voices corpus.
+
+Usage: python recipes/voices/make_examples.py --root /work/data/voices
+
+source.wav: a real English male voice (FOTAQ conversation 61); target.wav: a real English female voice
+(FOTAQ conversation 39). Both speakers are in held_out.txt, so the shipped model never trained on
+them. The clip chosen is, per speaker, the one whose duration is closest to 3.5 s (ties: name order),
+so the choice is reproducible from the corpus alone. Flight of the Amazon Queen is freeware whose
+licence allows redistribution (see /usr/share/doc/flight-of-the-amazon-queen/copyright).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import soundfile as sf
+
+EXAMPLES = {"source": "fotaq_61", "target": "fotaq_39"}
+TARGET_SECONDS = 3.5
+
+
+def pick(folder: Path) -> Path:
+    clips = sorted(folder.glob("*.wav"))
+    return min(clips, key=lambda p: (abs(sf.info(str(p)).duration - TARGET_SECONDS), p.name))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, required=True, help="corpus built by build_corpus.py")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[2] / "examples")
+    args = parser.parse_args()
+    for name, speaker in EXAMPLES.items():
+        clip = pick(args.root / speaker)
+        shutil.copyfile(clip, args.out / f"{name}.wav")
+        print(f"{args.out / f'{name}.wav'} <- {clip} ({sf.info(str(clip)).duration:.2f} s)")
+
+
+if __name__ == "__main__":
+    main()
