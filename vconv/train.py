@@ -231,9 +231,14 @@ class Trainer:
         assert self.valid_store is not None
         self.model.eval()
         store = self.valid_store
-        n = min(len(store.utterances), max_utterances)
+        total = len(store.utterances)
+        n = min(total, max_utterances)
+        # spread the picks over the whole manifest: it is sorted by speaker, and the first n utterances
+        # would often be one speaker only, leaving nothing to measure speaker separation on
+        picks = sorted({round(k * (total - 1) / max(1, n - 1)) for k in range(n)})
+        n = len(picks)
         recon, ppl, embeddings, speakers = [], [], [], []
-        for i in range(n):
+        for i in picks:
             mel = self.stats.normalize(store.get(i))[None].to(self.device)
             with self._autocast():
                 out = self.model.reconstruct(mel, mel)
