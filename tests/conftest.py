@@ -35,3 +35,20 @@ def wav_file(tmp_path: Path) -> Path:
     path = tmp_path / "voice.wav"
     sf.write(path, voiced_signal(1.0), 16000, subtype="PCM_16")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A randomly initialised debug-size VC model saved as a bundle (fp16 weights)."""
+    import torch
+
+    from vconv.checkpoint import save_bundle
+    from vconv.config import load_run_config
+    from vconv.features import FeatureStats
+    from vconv.models import build_model
+
+    features, model_cfg, _ = load_run_config("debug", ["train.train_manifest=x", "train.run_dir=y"])
+    torch.manual_seed(0)
+    model = build_model(model_cfg)
+    stats = FeatureStats(torch.full((features.n_mels,), -4.0), torch.full((features.n_mels,), 2.0), 1)
+    return save_bundle(tmp_path_factory.mktemp("bundles") / "tiny", model, model_cfg, features, stats, dtype=torch.float16)

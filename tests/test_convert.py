@@ -32,13 +32,8 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    """A randomly initialised debug-size model saved as a bundle."""
-    features, model_cfg, _ = load_run_config("debug", ["train.train_manifest=x", "train.run_dir=y"])
-    torch.manual_seed(0)
-    model = build_model(model_cfg)
-    stats = FeatureStats(torch.full((features.n_mels,), -4.0), torch.full((features.n_mels,), 2.0), 1)
-    return save_bundle(tmp_path_factory.mktemp("bundles") / "tiny", model, model_cfg, features, stats, dtype=torch.float16)
+def bundle(tiny_bundle):
+    return tiny_bundle
 
 
 @pytest.fixture

@@ -117,6 +117,15 @@ class VoiceConverter:
         embedding = self.speaker_embedding(refs, sr)
         return self.convert_wav(wav, embedding, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds)
 
+    @torch.no_grad()
+    def copy_synthesis(self, source: AudioInput, sr: int | None = None) -> np.ndarray:
+        """The vocoder alone on the source's own log-mel (no conversion): the floor of any conversion's quality."""
+        wav = self.prepare_audio(source, sr, str(source) if not isinstance(source, np.ndarray) else "<array>")
+        with torch.no_grad():
+            log_mel = self.extractor(torch.from_numpy(wav).to(self.device)[None])
+        audio = self.vocoder(log_mel)[0].float().cpu().numpy()
+        return np.pad(audio, (0, max(0, wav.size - audio.size)))[: wav.size]
+
     def convert_wav(self, wav: np.ndarray, embedding: torch.Tensor, *, chunk_seconds: float = 20.0, overlap_seconds: float = 1.0) -> np.ndarray:
         """Model-rate ``[T]`` + embedding ``[1, S]`` → converted ``[T]``, chunked with linear cross-fades."""
         hop = self.features.hop_length
@@ -138,6 +147,7 @@ class VoiceConverter:
                 break
         return out
 
+    @torch.no_grad()  # convert_wav is also called directly (convert_paths): never build an autograd graph
     def _convert_chunk(self, wav: np.ndarray, embedding: torch.Tensor) -> np.ndarray:
         mel = self._mel(wav)
         # the target embedding is computed once per file, so go through the parts rather than convert()
@@ -152,9 +162,14 @@ class VoiceConverter:
 
 def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, device: str | torch.device = "cpu") -> VoiceConverter:
     """Load a bundle by name or folder (default: the shipped model) as a :class:`VoiceConverter`."""
-    from vconv.vocoders import get_vocoder
+    from vconv.vocoders import get_vocoder, load_bundle_vocoder
 
     bundle = resolve_bundle(name_or_path)
     model, info = load_bundle(bundle, device)
-    voc = get_vocoder(vocoder, info.feature_config) if vocoder else None
+    # the bundle's own (trained) vocoder by default; a name (e.g. "griffinlim") overrides it
+    voc = load_bundle_vocoder(bundle, info.feature_config) if vocoder in (None, "vocos") else None
+    if vocoder == "vocos" and voc is None:
+        raise VconvError(f"{bundle}: this bundle has no trained vocos vocoder (attach one with `vconv train-vocoder --attach`)")
+    if voc is None and vocoder:
+        voc = get_vocoder(vocoder, info.feature_config)
     return VoiceConverter(model, info, voc, device)

@@ -60,30 +60,54 @@ def _split_list(value: Optional[str]) -> Optional[list[str]]:
 @app.command()
 @friendly_errors
 def prepare(
-    root: Path = typer.Argument(..., help="Corpus root laid out as ROOT/<speaker>/**/*.{wav,flac,ogg} (+ optional same-stem .txt transcripts)."),
+    root: Path = typer.Argument(..., help="Corpus root: ROOT/<speaker>/**/*.{wav,flac,ogg} (+ optional same-stem .txt transcripts), or a VCTK root with --layout vctk."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for all/train/valid/test.jsonl and split.json."),
-    test_speakers: Optional[str] = typer.Option(None, help="Comma-separated speakers held out for testing (unseen speakers)."),
-    num_test_speakers: int = typer.Option(0, help="Hold out this many randomly chosen speakers for testing (when --test-speakers is not given)."),
-    valid_speakers: Optional[str] = typer.Option(None, help="Comma-separated speakers for validation."),
-    num_valid_speakers: int = typer.Option(0, help="Validate on this many randomly chosen speakers (when --valid-speakers is not given)."),
-    seed: int = typer.Option(0, help="Seed of the random speaker choice; the same seed gives the same split."),
+    layout: str = typer.Option("generic", "--layout", help="Corpus layout: generic (speaker folders) or vctk (VCTK 0.92 or 0.80, detected)."),
+    test_speakers: Optional[str] = typer.Option(None, help="Comma-separated speakers held out for testing (unseen speakers). vctk: default the recipe's fixed 20."),
+    num_test_speakers: int = typer.Option(0, help="Hold out this many randomly chosen speakers for testing (when --test-speakers is not given; generic only)."),
+    valid_speakers: Optional[str] = typer.Option(None, help="Comma-separated speakers for validation (generic only)."),
+    num_valid_speakers: int = typer.Option(0, help="Validate on this many randomly chosen speakers (when --valid-speakers is not given; generic only)."),
+    mic: Optional[str] = typer.Option(None, "--mic", help="vctk 0.92 only: mic1 or mic2 (default mic2)."),
+    valid_fraction: Optional[float] = typer.Option(None, "--valid-fraction", help="vctk only: fraction of the seen speakers' utterances used for validation (default 0.05)."),
+    seed: int = typer.Option(0, help="Seed of the random split; the same seed gives the same split."),
     min_seconds: float = typer.Option(0.0, help="Skip (and report) files shorter than this."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing manifests in --out."),
 ) -> None:
-    """Scan a corpus and write a JSONL manifest with speaker-disjoint train/valid/test splits."""
-    from vconv.prepare import prepare_corpus
+    """Scan a corpus and write a JSONL manifest with train/valid/test splits (speaker-disjoint test)."""
+    if layout == "vctk":
+        from vconv.corpora.vctk import prepare_vctk
 
-    report = prepare_corpus(
-        root,
-        out_dir,
-        test_speakers=_split_list(test_speakers),
-        num_test_speakers=num_test_speakers,
-        valid_speakers=_split_list(valid_speakers),
-        num_valid_speakers=num_valid_speakers,
-        seed=seed,
-        min_seconds=min_seconds,
-        force=force,
-    )
+        # VCTK splits seen speakers by utterance; speaker-drawn validation does not apply
+        if num_test_speakers or valid_speakers or num_valid_speakers:
+            raise VconvError("--num-test-speakers/--valid-speakers/--num-valid-speakers are generic-only; vctk uses --test-speakers and --valid-fraction")
+        report = prepare_vctk(
+            root,
+            out_dir,
+            mic=mic or "mic2",
+            unseen=_split_list(test_speakers),
+            valid_fraction=0.05 if valid_fraction is None else valid_fraction,
+            seed=seed,
+            min_seconds=min_seconds,
+            force=force,
+        )
+    elif layout == "generic":
+        from vconv.prepare import prepare_corpus
+
+        if mic is not None or valid_fraction is not None:
+            raise VconvError("--mic and --valid-fraction apply to --layout vctk only")
+        report = prepare_corpus(
+            root,
+            out_dir,
+            test_speakers=_split_list(test_speakers),
+            num_test_speakers=num_test_speakers,
+            valid_speakers=_split_list(valid_speakers),
+            num_valid_speakers=num_valid_speakers,
+            seed=seed,
+            min_seconds=min_seconds,
+            force=force,
+        )
+    else:
+        raise VconvError(f"--layout {layout!r}: expected generic or vctk")
     typer.echo(report.summary())
 
 
@@ -175,6 +199,50 @@ def embed(
 
 @app.command()
 @friendly_errors
+def evaluate(
+    out: Path = typer.Option(..., "--out", "-o", help="Report folder: results.json, summary.md, plots/, converted/."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle to evaluate (name or folder; default: the shipped model). Used with --manifest."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="Held-out utterances (JSONL): all source→target pairs of different speakers are converted and scored."),
+    protocol: Optional[Path] = typer.Option(None, "--protocol", help="Score given triples instead: JSON/JSONL of {source, target_refs, converted, target_other, ...}."),
+    sources_per_pair: Optional[int] = typer.Option(None, "--sources-per-pair", help="At most this many source utterances per (source, target) speaker pair (seeded sample)."),
+    vocoder: Optional[str] = typer.Option(None, "--vocoder", help="Vocoder for conversion and the copy-synthesis row (default: the bundle's)."),
+    seed: int = typer.Option(0, help="Seed of the pair sampling."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the similarity histogram and the embedding projection."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an earlier report in --out."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Score conversions with independent judges (Resemblyzer, Whisper, DNSMOS, MCD, F0), with reference rows.
+
+    Needs the eval extra: pip install 'vconv[eval]'.
+    """
+    from vconv.evaluate import read_protocol, run_evaluation
+
+    if (manifest is None) == (protocol is None):
+        raise VconvError("pass exactly one of --manifest (convert and score held-out pairs) or --protocol (score given triples)")
+    converter = None
+    if manifest is not None or model is not None:
+        from vconv.api import load
+
+        converter = load(model, vocoder=vocoder)
+    if protocol is not None:
+        pairs, utterances, convert_fn = read_protocol(protocol), None, None
+    else:
+        from vconv.data import read_manifest
+
+        pairs, utterances = None, read_manifest(manifest)
+        convert_fn = lambda src, refs: (converter.convert(src, refs), converter.sample_rate)  # noqa: E731
+    vocode_fn = (lambda path: (converter.copy_synthesis(path), converter.sample_rate)) if converter else None  # noqa: E731
+    title = f"vconv evaluate: {converter.info.path.name if converter else protocol}"
+    report = run_evaluation(
+        pairs, out_dir=out, utterances=utterances, convert_fn=convert_fn, vocode_fn=vocode_fn,
+        max_sources_per_speaker_pair=sources_per_pair, seed=seed, force=force, progress=progress, plots=plots, title=title,
+    )
+    typer.echo(report.summary_markdown)
+    typer.echo(f"report: {out}")
+
+
+@app.command()
+@friendly_errors
 def models() -> None:
     """List the model bundles vconv can find, and where."""
     from vconv.checkpoint import read_bundle_config
@@ -191,6 +259,33 @@ def models() -> None:
         typer.echo(f"{bundle.name}{mark}  [{bundle.source}]  {bundle.path}  {detail}")
     if not bundles:
         typer.echo("no bundles found in: " + ", ".join(str(r) for r, _ in search_roots()))
+
+
+@app.command("train-vocoder")
+@friendly_errors
+def train_vocoder(
+    overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides, e.g. train.train_manifest=m/train.jsonl train.run_dir=runs/voc train.steps=1000 vocoder.dim=384."),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML with features/vocoder/train sections, or a packaged config name (vocoder_debug)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in train.run_dir from its latest checkpoint."),
+    vc_model: Optional[str] = typer.Option(None, "--vc-model", help="Fine-tune on this VC bundle's reconstructed mels (same as train.vc_model=...)."),
+    attach: Optional[Path] = typer.Option(None, "--attach", help="After training, copy the vocoder into this VC bundle folder (convert then uses it by default)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (losses, steps/s, ETA)."),
+) -> None:
+    """Train the neural (Vocos-style) vocoder on a manifest's audio; writes RUN_DIR/vocoder. Multi-GPU: torchrun."""
+    from vconv.vocoder_train import VocoderTrainer, attach_vocoder, load_vocoder_run_config
+
+    extra = [f"train.vc_model={vc_model}"] if vc_model else []
+    features, vocoder_cfg, train_cfg = load_vocoder_run_config(config, (overrides or []) + extra)
+    trainer = VocoderTrainer(features, vocoder_cfg, train_cfg, resume=resume, progress=progress)
+    history = trainer.fit()
+    last = [r for r in history if r["split"] == "valid"][-1:] or history[-1:]
+    if last:
+        typer.echo("final " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in last[0].items()))
+    out = trainer.run_dir / "vocoder"
+    typer.echo(f"vocoder: {out}")
+    if attach is not None and trainer.dist.is_main:
+        attach_vocoder(attach, out)
+        typer.echo(f"attached to bundle: {attach}")
 
 
 @app.command()

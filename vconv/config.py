@@ -232,8 +232,14 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
 def load_run_config(
     name_or_path: str | Path | None, overrides: list[str] | None = None
 ) -> tuple[FeatureConfig, ModelConfig, TrainConfig]:
-    """Read ``features`` / ``model`` / ``train`` sections, apply dotted overrides, build the dataclasses."""
-    data = load_yaml(resolve_config_path(name_or_path)) if name_or_path else {}
+    """Read ``features`` / ``model`` / ``train`` sections, apply dotted overrides, build the dataclasses.
+
+    A YAML may start from another one with a top-level ``base:`` key: a name without ``.yaml``/``.yml``
+    (``debug``) is a packaged config, anything else a path relative to the YAML's own folder
+    (``../base.yaml``). The base is loaded first (recursively) and the file's sections are deep-merged
+    over it, so an ablation is a few lines (``base: ../base.yaml`` + ``model: {adversary: false}``).
+    """
+    data = _load_with_base(resolve_config_path(name_or_path)) if name_or_path else {}
     data = apply_overrides(data, overrides or [])
     unknown = sorted(set(data) - {"features", "model", "train"})
     if unknown:
@@ -244,3 +250,42 @@ def load_run_config(
         raise VconvError(f"model.n_mels {model.n_mels} differs from features.n_mels {features.n_mels}")
     train = TrainConfig.from_dict(data.get("train") or {})
     return features, model, train
+
+
+def _load_with_base(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """``load_yaml`` plus ``base:`` inheritance (see :func:`load_run_config`); cycles are an error."""
+    path = path.resolve()
+    if path in _chain:
+        raise VconvError(f"{path}: config inherits from itself via base: ({' -> '.join(p.name for p in (*_chain, path))})")
+    data = load_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base.strip():
+        raise VconvError(f"{path}: base must be a config name or a relative YAML path, got {base!r}")
+    if Path(base).suffix in (".yaml", ".yml"):
+        base_path = path.parent / base
+        if not base_path.is_file():
+            raise VconvError(f"{path}: base config {base_path} not found")
+    else:
+        base_path = PACKAGED_CONFIGS / f"{base}.yaml"
+        if not base_path.is_file():
+            names = ", ".join(sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml")))
+            raise VconvError(f"{path}: base {base!r} is not a packaged config ({names}); use a path ending in .yaml")
+    return _deep_merge(_load_with_base(base_path, (*_chain, path)), data)
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge: mappings merge key by key, anything else (lists too) is replaced.
+
+    An empty section (``model:`` with nothing under it, i.e. ``None``) keeps the base's section.
+    """
+    out = _deep_copy(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        elif value is None and isinstance(out.get(key), dict):
+            continue
+        else:
+            out[key] = _deep_copy(value)
+    return out

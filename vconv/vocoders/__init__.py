@@ -2,12 +2,15 @@
 
 ``get_vocoder("griffinlim", feature_config)`` builds one by name; :func:`check_compatible` refuses a
 vocoder built for other mel settings than the model's. Importing this package registers the built-in
-vocoders (``griffinlim``); others register themselves with :func:`register_vocoder`.
+vocoders (``griffinlim``; ``vocos``, the trained neural vocoder, whose normal source is a bundle:
+:func:`load_bundle_vocoder`); others register themselves with :func:`register_vocoder`.
 """
 
 from __future__ import annotations
 
 from vconv.vocoders.base import VOCODERS, Vocoder, check_compatible, get_vocoder, register_vocoder
 from vconv.vocoders.griffinlim import GriffinLim
+from vconv.vocoders.vocos import VocoderConfig, VocosVocoder, load_bundle_vocoder, load_vocoder
 
-__all__ = ["VOCODERS", "GriffinLim", "Vocoder", "check_compatible", "get_vocoder", "register_vocoder"]
+__all__ = ["VOCODERS", "GriffinLim", "Vocoder", "VocoderConfig", "VocosVocoder", "check_compatible", "get_vocoder",
+           "load_bundle_vocoder", "load_vocoder", "register_vocoder"]

@@ -1,0 +1,184 @@
+"""The neural (Vocos-style) vocoder: shapes, training, resume, bundles, the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from typer.testing import CliRunner
+
+import vconv
+from vconv.checkpoint import save_bundle
+from vconv.cli import app
+from vconv.config import FeatureConfig, load_run_config
+from vconv.errors import VconvError
+from vconv.features import FeatureStats, LogMel
+from vconv.models import build_model
+from vconv.prepare import prepare_corpus
+from vconv.vocoder_train import VocoderTrainer, attach_vocoder, load_vocoder_run_config
+from vconv.vocoders import VocoderConfig, VocosVocoder, get_vocoder, load_bundle_vocoder, load_vocoder
+from vconv.vocoders.discriminators import CombinedDiscriminator
+from vconv.vocoders.losses import MultiResolutionSTFTLoss
+from vconv.vocoders.vocos import save_vocoder
+
+from tests.conftest import voiced_signal
+
+TINY = VocoderConfig(dim=32, intermediate=64, blocks=2)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a busy 2-core machine they lose a lot."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def manifests(tmp_path_factory, corpus_dir):
+    out = tmp_path_factory.mktemp("manifests")
+    prepare_corpus(corpus_dir, out, num_valid_speakers=2, seed=0)
+    return out
+
+
+def tiny(manifests, run_dir, **train):
+    overrides = [f"train.train_manifest={manifests / 'train.jsonl'}", f"train.run_dir={run_dir}"]
+    return load_vocoder_run_config("vocoder_debug", overrides + [f"train.{k}={v}" for k, v in train.items()])
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    features, model_cfg, _ = load_run_config("debug", ["train.train_manifest=x", "train.run_dir=y"])
+    torch.manual_seed(0)
+    stats = FeatureStats(torch.full((features.n_mels,), -4.0), torch.full((features.n_mels,), 2.0), 1)
+    return save_bundle(tmp_path / "tiny", build_model(model_cfg), model_cfg, features, stats)
+
+
+@pytest.fixture
+def vocoder_dir(tmp_path):
+    torch.manual_seed(0)
+    return save_vocoder(tmp_path / "vocoder", VocosVocoder(FeatureConfig(), TINY))
+
+
+def test_shapes_and_length_contract():
+    cfg = FeatureConfig()
+    voc = VocosVocoder(cfg, TINY).eval()
+    wav = torch.from_numpy(voiced_signal(0.5))[: 20 * cfg.hop_length]
+    mel = LogMel(cfg)(wav[None])
+    assert mel.shape == (1, 80, 21)
+    out = voc(torch.cat([mel, mel]))
+    assert out.shape == (2, wav.numel()) and out.dtype == torch.float32 and torch.isfinite(out).all()
+    single = voc.vocode(mel[0].numpy())
+    assert isinstance(single, np.ndarray) and single.shape == (wav.numel(),)
+    np.testing.assert_allclose(single, out[0].detach().numpy(), atol=1e-5)
+    with pytest.raises(VconvError, match="expected a log-mel"):
+        voc(torch.zeros(1, 40, 10))
+    built = get_vocoder("vocos", cfg, dim=16, intermediate=32, blocks=1)
+    assert isinstance(built, VocosVocoder) and built.config.blocks == 1
+    disc = CombinedDiscriminator(mpd_channels=4, mrd_channels=4)(out.detach())
+    assert len(disc.scores) == 8 and all(s.shape[0] == 2 for s in disc.scores)
+
+
+def test_training_steps_reduce_the_spectral_loss(manifests, tmp_path):
+    trainer = VocoderTrainer(*tiny(manifests, tmp_path / "run", adversarial=False, segment_samples=2048), progress=False)
+    batch = trainer.batches[0]
+    stft_loss = MultiResolutionSTFTLoss()
+    with torch.no_grad():
+        before = stft_loss(trainer.generator(trainer.logmel(batch)), batch).item()
+    for _ in range(20):
+        trainer.train_step(batch)
+    with torch.no_grad():
+        after = stft_loss(trainer.generator(trainer.logmel(batch)), batch).item()
+    assert after < 0.8 * before, (before, after)
+
+
+def test_resume_after_kill_matches_uninterrupted_run_with_gan(manifests, tmp_path):
+    settings = dict(steps=4, save_every=2, log_every=1, gan_start_step=2, batch_size=2, segment_samples=2048)
+    full = VocoderTrainer(*tiny(manifests, tmp_path / "full", **settings), progress=False)
+    history = full.fit()
+    assert "d_loss" not in history[0] and "d_loss" in history[-1]
+    assert (tmp_path / "full" / "vocoder" / "vocoder.safetensors").is_file()
+    first = VocoderTrainer(*tiny(manifests, tmp_path / "killed", **settings), progress=False)
+    first.fit(until=3)  # killed after step 3; the last checkpoint is step 2
+    del first
+    with pytest.raises(VconvError, match="--resume"):
+        VocoderTrainer(*tiny(manifests, tmp_path / "killed", **settings), progress=False)
+    resumed = VocoderTrainer(*tiny(manifests, tmp_path / "killed", **settings), resume=True, progress=False)
+    assert resumed.step == 2
+    resumed.fit()
+    for a, b in ((full.generator, resumed.generator), (full.discriminator, resumed.discriminator)):
+        sa, sb = a.state_dict(), b.state_dict()
+        for key in sa:
+            torch.testing.assert_close(sa[key], sb[key], rtol=0, atol=1e-6, msg=key)
+    loaded = load_vocoder(tmp_path / "killed" / "vocoder")
+    x = torch.randn(1, 80, 8) - 5
+    torch.testing.assert_close(loaded(x), resumed.generator.eval()(x))
+
+
+def test_attached_vocoder_is_the_default_and_griffinlim_overrides_it(bundle, vocoder_dir, corpus_dir, tmp_path):
+    assert load_bundle_vocoder(bundle, FeatureConfig()) is None
+    assert vconv.load(bundle).vocoder.name == "griffinlim"
+    attach_vocoder(bundle, vocoder_dir)
+    config = json.loads((bundle / "config.json").read_text())
+    assert config["vocoder"] == "vocos" and {"vocoder.safetensors", "vocoder.json", "model.safetensors"} <= config["sha256"].keys()
+    vc = vconv.load(bundle)
+    assert vc.vocoder.name == "vocos" and vc.vocoder.config == TINY
+    assert vconv.load(bundle, vocoder="griffinlim").vocoder.name == "griffinlim"
+    src, ref = sorted((corpus_dir / "flite_awb").glob("*.wav"))[0], sorted((corpus_dir / "flite_slt").glob("*.wav"))[0]
+    for extra in ([], ["--vocoder", "griffinlim"]):
+        out = tmp_path / f"out{len(extra)}.wav"
+        result = invoke("convert", src, "--target", ref, "-o", out, "-m", bundle, *extra)
+        assert result.exit_code == 0, result.output
+        data, sr = sf.read(str(out))
+        assert sr == 16000 and data.size == sf.info(str(src)).frames and np.isfinite(data).all()
+
+
+def test_tampered_or_mismatched_vocoder_is_refused(bundle, vocoder_dir, corpus_dir, tmp_path):
+    attach_vocoder(bundle, vocoder_dir)
+    weights = bundle / "vocoder.safetensors"
+    blob = bytearray(weights.read_bytes())
+    blob[-1] ^= 0xFF
+    weights.write_bytes(bytes(blob))
+    with pytest.raises(VconvError, match="sha256"):
+        vconv.load(bundle)
+    src = sorted((corpus_dir / "flite_awb").glob("*.wav"))[0]
+    result = invoke("convert", src, "--target", src, "-o", tmp_path / "x.wav", "-m", bundle)
+    assert result.exit_code == 1 and "sha256" in result.output
+    other = save_vocoder(tmp_path / "hop128", VocosVocoder(FeatureConfig(hop_length=128), TINY))
+    with pytest.raises(VconvError, match="hop_length"):
+        attach_vocoder(bundle, other)
+
+
+def test_cli_train_vocoder_with_validation_and_attach(manifests, bundle, tmp_path):
+    run = tmp_path / "run"
+    result = invoke(
+        "train-vocoder", "-c", "vocoder_debug", "--no-progress", f"train.train_manifest={manifests / 'train.jsonl'}",
+        f"train.valid_manifest={manifests / 'valid.jsonl'}", f"train.run_dir={run}", "train.steps=2", "train.log_every=1",
+        "train.valid_every=2", "train.save_every=2", "--attach", bundle,
+    )
+    assert result.exit_code == 0, result.output
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    valid = [r for r in log if r["split"] == "valid"]
+    assert [r["step"] for r in log if r["split"] == "train"] == [1, 2] and {"mel_l1", "gl_mel_l1"} <= valid[0].keys()
+    assert vconv.load(bundle).vocoder.name == "vocos"
+    bad = invoke("train-vocoder", "-c", "vocoder_debug", "train.steps=2")
+    assert bad.exit_code == 1 and "train_manifest" in bad.output
+
+
+def test_fine_tuning_on_the_vc_models_reconstructions(manifests, bundle, tmp_path):
+    trainer = VocoderTrainer(*tiny(manifests, tmp_path / "run", vc_model=bundle, adversarial=False, segment_samples=2048), progress=False)
+    batch = trainer.batches[0]
+    mel = trainer.logmel(batch)
+    fed = trainer.vocoder_input(mel)
+    assert fed.shape == mel.shape and not torch.allclose(fed, mel)
+    assert np.isfinite(trainer.train_step(batch)["loss"])
+    shutil.rmtree(tmp_path / "run", ignore_errors=True)

@@ -1,0 +1,422 @@
+"""Training the neural vocoder (:class:`~vconv.vocoders.vocos.VocosVocoder`): ``vconv train-vocoder``.
+
+Same machinery as :mod:`vconv.train` (DDP under ``torchrun``, device choice, warm-up + cosine schedule,
+atomic resumable checkpoints, JSONL log, tqdm), but the data are *audio* segments: each step draws
+``batch_size`` random windows of ``segment_samples`` samples from the manifest's audio (loaded at the
+FeatureConfig's rate, kept in an LRU cache), and the input log-mel is computed on the fly with the
+same :class:`~vconv.features.LogMel` as everywhere else. Batches are a pure function of
+``(seed, rank, step)``, so a resumed run draws what an uninterrupted one would have.
+
+Losses: ``stft_weight`` x multi-resolution STFT (spectral convergence + log magnitude) +
+``mel_weight`` x mel L1; from ``gan_start_step`` on (when ``adversarial``), also hinge losses against a
+multi-period + multi-resolution discriminator and feature matching. The warm-up without the GAN gives
+the discriminator a sensible generator to start against (a GAN from scratch is slow and unstable).
+
+Fine-tuning on the VC model's own output (``vc_model``: a VC bundle): the vocoder's input becomes the
+mel that the VC model *reconstructs* from the segment (denormalised), while the targets stay the real
+audio and its real mel, so the vocoder learns to turn the model's slightly smoothed mels into clean audio.
+
+Run folder::
+
+    config.yaml              resolved configs (features, vocoder, train)
+    log.jsonl                one JSON line per logged / validated step
+    checkpoints/latest.pt    atomic, resumable (generator, discriminator, optimisers, schedulers, step, RNG)
+    vocoder/                 vocoder.safetensors + vocoder.json (see :func:`vconv.vocoders.vocos.save_vocoder`)
+
+``attach_vocoder(bundle, RUN_DIR/vocoder)`` copies the vocoder into a VC bundle, where ``vconv convert``
+picks it up by default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from vconv.checkpoint import CONFIG_FILE, load_training_state, read_bundle_config, save_training_state, sha256_of
+from vconv.config import FeatureConfig, apply_overrides, from_dict, load_yaml, resolve_config_path, save_yaml
+from vconv.data import Utterance, read_manifest
+from vconv.errors import VconvError
+from vconv.features import FeatureStats, LogMel
+from vconv.train import lr_lambda, pick_device, setup_distributed
+from vconv.vocoders.discriminators import CombinedDiscriminator
+from vconv.vocoders.losses import MelL1Loss, MultiResolutionSTFTLoss, discriminator_loss, feature_matching_loss, generator_loss
+from vconv.vocoders.vocos import VOCODER_CONFIG, VOCODER_WEIGHTS, VocoderConfig, VocosVocoder, load_vocoder, read_vocoder_meta, save_vocoder
+
+__all__ = ["VocoderTrainConfig", "VocoderTrainer", "AudioSegments", "attach_vocoder", "load_vocoder_run_config"]
+
+
+@dataclass
+class VocoderTrainConfig:
+    """What the vocoder trainer needs. ``train_manifest`` and ``run_dir`` are required."""
+
+    train_manifest: str
+    run_dir: str
+    valid_manifest: str | None = None
+    vc_model: str | None = None  # a VC bundle: fine-tune on its reconstructed mels (targets stay real audio)
+    steps: int = 200_000
+    batch_size: int = 16
+    segment_samples: int = 8192  # a multiple of hop_length (32 frames at hop 256)
+    lr: float = 5e-4
+    disc_lr: float = 5e-4
+    weight_decay: float = 1e-2
+    warmup_steps: int = 1000
+    grad_clip: float = 100.0  # GAN gradients spike; clip only the pathological ones
+    stft_weight: float = 2.5
+    mel_weight: float = 15.0
+    adversarial: bool = True
+    gan_start_step: int = 10_000  # reconstruction-only warm-up before the discriminators join
+    gan_loss: str = "hinge"  # or "lsgan"
+    adv_weight: float = 1.0
+    fm_weight: float = 2.0
+    mpd_channels: int = 16
+    mrd_channels: int = 32
+    bf16: bool = False
+    seed: int = 0
+    log_every: int = 50
+    valid_every: int = 2000
+    valid_utterances: int = 16
+    save_every: int = 1000
+    keep_checkpoints: int = 2
+    num_workers: int = 0
+    threads: int | None = None
+    cache_size: int = 2048  # decoded utterances kept in memory (per process)
+
+    def __post_init__(self) -> None:
+        if self.gan_loss not in ("hinge", "lsgan"):
+            raise VconvError(f"train.gan_loss must be hinge or lsgan, got {self.gan_loss!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "VocoderTrainConfig":
+        return from_dict(cls, data)
+
+
+def load_vocoder_run_config(name_or_path: str | Path | None, overrides: Sequence[str] = ()) -> tuple[FeatureConfig, VocoderConfig, VocoderTrainConfig]:
+    """Read ``features`` / ``vocoder`` / ``train`` sections (YAML path or packaged name), apply dotted overrides."""
+    data = load_yaml(resolve_config_path(name_or_path)) if name_or_path else {}
+    data = apply_overrides(data, list(overrides))
+    unknown = sorted(set(data) - {"features", "vocoder", "train"})
+    if unknown:
+        raise VconvError(f"unknown config section(s): {', '.join(unknown)}; expected features, vocoder, train")
+    return (FeatureConfig.from_dict(data.get("features") or {}), VocoderConfig.from_dict(data.get("vocoder") or {}),
+            VocoderTrainConfig.from_dict(data.get("train") or {}))
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+class AudioSegments(torch.utils.data.Dataset):
+    """Map-style dataset whose item ``step`` is that step's batch of waveforms ``[B, segment_samples]``.
+
+    Utterances shorter than a segment are zero-padded at the end.
+    """
+
+    def __init__(self, utterances: Sequence[Utterance], cfg: FeatureConfig, *, batch_size: int, segment_samples: int,
+                 seed: int = 0, rank: int = 0, steps: int = 0, cache_size: int = 2048):
+        if segment_samples % cfg.hop_length:
+            raise VconvError(f"train.segment_samples {segment_samples} must be a multiple of hop_length {cfg.hop_length}")
+        self.utterances = list(utterances)
+        self.cfg = cfg
+        self.batch_size, self.segment_samples = batch_size, segment_samples
+        self.seed, self.rank, self.steps = seed, rank, steps
+        self.wave = lru_cache(maxsize=cache_size)(self._load)
+
+    def _load(self, index: int) -> torch.Tensor:
+        from vconv.audio import load
+
+        wav, _ = load(self.utterances[index].path, self.cfg.sample_rate, allow_silent=True)
+        return torch.from_numpy(wav)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, step: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(hash((self.seed, self.rank, int(step))) & 0x7FFF_FFFF_FFFF)
+        picks = torch.randint(len(self.utterances), (self.batch_size,), generator=gen).tolist()
+        n = self.segment_samples
+        out = torch.zeros(self.batch_size, n)
+        for row, index in enumerate(picks):
+            wav = self.wave(index)
+            start = int(torch.randint(wav.numel() - n + 1, (1,), generator=gen)) if wav.numel() > n else 0
+            piece = wav[start : start + n]
+            out[row, : piece.numel()] = piece
+        return out
+
+
+# -------------------------------------------------------------------------------------------- trainer
+
+
+class VocoderTrainer:
+    """Builds data, generator, discriminators and optimisers from the configs; ``fit()`` trains and exports."""
+
+    def __init__(self, features: FeatureConfig, vocoder: VocoderConfig, train: VocoderTrainConfig, *,
+                 resume: bool = False, progress: bool = True):
+        self.fcfg, self.vcfg, self.tcfg = features, vocoder, train
+        self.dist = setup_distributed()
+        self.device = pick_device(self.dist.local_rank)
+        self.progress = progress and self.dist.is_main
+        if train.threads:
+            torch.set_num_threads(train.threads)
+        self.run_dir = Path(train.run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        if not resume and (self.ckpt_dir / "latest.pt").exists():
+            raise VconvError(f"{self.run_dir}: already holds a training run; pass --resume to continue it or choose another run_dir")
+        utts = read_manifest(train.train_manifest)
+        if not utts:
+            raise VconvError(f"{train.train_manifest}: manifest is empty")
+        self.valid_utts = read_manifest(train.valid_manifest)[: train.valid_utterances] if train.valid_manifest else []
+
+        torch.manual_seed(train.seed)
+        self.generator = VocosVocoder(features, vocoder).to(self.device)
+        self.discriminator = CombinedDiscriminator(mpd_channels=train.mpd_channels, mrd_channels=train.mrd_channels).to(self.device)
+        self.gen_net: torch.nn.Module = self.generator
+        self.disc_net: torch.nn.Module = self.discriminator
+        if self.dist.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.gen_net = DistributedDataParallel(self.generator, device_ids=ids)
+            self.disc_net = DistributedDataParallel(self.discriminator, device_ids=ids)
+        betas = (0.8, 0.9)  # HiFi-GAN / Vocos: a short momentum memory suits the moving GAN target
+        self.opt_g = torch.optim.AdamW(self.generator.parameters(), lr=train.lr, betas=betas, weight_decay=train.weight_decay)
+        self.opt_d = torch.optim.AdamW(self.discriminator.parameters(), lr=train.disc_lr, betas=betas, weight_decay=train.weight_decay)
+        self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, lr_lambda(train.warmup_steps, train.steps))
+        # the discriminator's schedule starts when it does
+        self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, lr_lambda(train.warmup_steps, max(1, train.steps - train.gan_start_step)))
+        self.logmel = LogMel(features).to(self.device)
+        self.stft_loss = MultiResolutionSTFTLoss().to(self.device)
+        self.mel_loss = MelL1Loss(features).to(self.device)
+        self.vc_model, self.vc_stats = self._load_vc_model(train.vc_model)
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self._gl_reference: dict[str, float] | None = None
+        if resume and (self.ckpt_dir / "latest.pt").exists():
+            self._restore(load_training_state(self.ckpt_dir / "latest.pt"))
+        self.batches = AudioSegments(utts, features, batch_size=train.batch_size, segment_samples=train.segment_samples,
+                                     seed=train.seed, rank=self.dist.rank, steps=train.steps, cache_size=train.cache_size)
+
+    def _load_vc_model(self, bundle: str | None):
+        if not bundle:
+            return None, None
+        from vconv.checkpoint import load_bundle
+
+        model, info = load_bundle(bundle, self.device)
+        diffs = info.feature_config.differences(self.fcfg)
+        if diffs:
+            raise VconvError(f"{bundle}: the VC model was trained on other features (model vs vocoder: {'; '.join(diffs)})")
+        for p in model.parameters():
+            p.requires_grad_(False)
+        stats = FeatureStats(info.feature_stats.mean.to(self.device), info.feature_stats.std.to(self.device), info.feature_stats.frames)
+        return model, stats
+
+    def _autocast(self):
+        if not self.tcfg.bf16:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def gan_active(self, step: int | None = None) -> bool:
+        return self.tcfg.adversarial and (self.step if step is None else step) >= self.tcfg.gan_start_step
+
+    @torch.no_grad()
+    def vocoder_input(self, mel: torch.Tensor) -> torch.Tensor:
+        """The log-mel the vocoder sees: the real one, or the VC model's reconstruction of it (denormalised)."""
+        if self.vc_model is None:
+            return mel
+        norm = self.vc_stats.normalize(mel)
+        return self.vc_stats.denormalize(self.vc_model.reconstruct(norm, norm).mel.float())
+
+    # ------------------------------------------------------------------------------------------ step
+
+    def train_step(self, wav: torch.Tensor) -> dict[str, float]:
+        """One generator (and, once the GAN is on, discriminator) update on ``wav [B, segment_samples]``."""
+        t = self.tcfg
+        self.gen_net.train()
+        self.disc_net.train()
+        wav = wav.to(self.device)
+        with torch.no_grad():
+            mel = self.logmel(wav)
+        with self._autocast():
+            pred = self.gen_net(self.vocoder_input(mel))
+        metrics: dict[str, float] = {}
+        gan = self.gan_active()
+        n = wav.shape[0]
+        if gan:
+            with self._autocast():
+                real, fake = self.disc_net(torch.cat([wav, pred.detach()])).split(n)
+            d_loss = discriminator_loss(real.scores, fake.scores, t.gan_loss)
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.discriminator.parameters(), t.grad_clip)
+            self.opt_d.step()
+            self.sched_d.step()
+            metrics["d_loss"] = d_loss.item()
+        stft = self.stft_loss(pred, wav)
+        mel_l1 = self.mel_loss(pred, mel)
+        loss = t.stft_weight * stft + t.mel_weight * mel_l1
+        metrics.update(stft=stft.item(), mel_l1=mel_l1.item())
+        if gan:
+            with self._autocast():
+                real, fake = self.disc_net(torch.cat([wav, pred])).split(n)
+            adv = generator_loss(fake.scores, t.gan_loss)
+            fm = feature_matching_loss(real.features, fake.features)
+            loss = loss + t.adv_weight * adv + t.fm_weight * fm
+            metrics.update(g_adv=adv.item(), fm=fm.item())
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.generator.parameters(), t.grad_clip))
+        self.opt_g.step()
+        self.sched_g.step()
+        self.step += 1
+        metrics["loss"] = loss.item()
+        metrics["lr"] = self.sched_g.get_last_lr()[0]
+        return metrics
+
+    def fit(self, until: int | None = None) -> list[dict[str, Any]]:
+        """Train until ``steps`` (``until`` stops early without exporting, like a kill); export ``RUN_DIR/vocoder``."""
+        t = self.tcfg
+        last = t.steps if until is None else min(until, t.steps)
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_yaml({"features": self.fcfg.to_dict(), "vocoder": self.vcfg.to_dict(), "train": t.to_dict()}, self.run_dir / "config.yaml")
+        loader = torch.utils.data.DataLoader(self.batches, batch_size=None, sampler=range(self.step, last),
+                                             num_workers=t.num_workers, persistent_workers=False)
+        bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, desc="train-vocoder", unit="step", dynamic_ncols=True)
+        start, start_step = time.perf_counter(), self.step
+        for wav in loader:
+            metrics = self.train_step(wav)
+            bar.update(1)
+            if self.step % t.log_every == 0 or self.step == t.steps:
+                metrics["steps_per_s"] = (self.step - start_step) / (time.perf_counter() - start)
+                self._log("train", metrics)
+                bar.set_postfix(mel=f"{metrics['mel_l1']:.3f}", stft=f"{metrics['stft']:.3f}")
+            if self.valid_utts and (self.step % t.valid_every == 0 or self.step == t.steps):
+                self._log("valid", self.validate())
+            if self.step % t.save_every == 0 or self.step == t.steps:
+                self.save_checkpoint()
+        bar.close()
+        if self.dist.is_main and self.step == t.steps:
+            save_vocoder(self.run_dir / "vocoder", self.generator, extra={"trained_steps": self.step})
+        return self.history
+
+    @torch.no_grad()
+    def validate(self, max_seconds: float = 4.0) -> dict[str, float]:
+        """Mel L1 and MR-STFT loss of the vocoder on held-out utterances (first ``max_seconds``), next to
+        Griffin-Lim's on the same audio (computed once) as the baseline to beat."""
+        from vconv.audio import load
+        from vconv.vocoders.griffinlim import GriffinLim
+
+        self.generator.eval()
+        wavs = []
+        for utt in self.valid_utts:
+            wav, _ = load(utt.path, self.fcfg.sample_rate, allow_silent=True)
+            keep = min(wav.size, int(max_seconds * self.fcfg.sample_rate)) // self.fcfg.hop_length * self.fcfg.hop_length
+            wavs.append(torch.from_numpy(wav[:keep]).to(self.device))
+
+        def score(vocoder) -> dict[str, float]:
+            mel_l1 = stft = 0.0
+            for wav in wavs:
+                mel = self.logmel(wav[None])
+                pred = vocoder(self.vocoder_input(mel) if vocoder is self.generator else mel)
+                mel_l1 += self.mel_loss(pred, mel).item()
+                stft += self.stft_loss(pred, wav[None]).item()
+            return {"mel_l1": mel_l1 / len(wavs), "stft": stft / len(wavs)}
+
+        result = score(self.generator)
+        if self._gl_reference is None:
+            self._gl_reference = score(GriffinLim(self.fcfg).to(self.device))
+        result.update({f"gl_{k}": v for k, v in self._gl_reference.items()})
+        return result
+
+    # ----------------------------------------------------------------------------------- checkpoints
+
+    def _log(self, split: str, metrics: dict[str, float]) -> None:
+        if not self.dist.is_main:
+            return
+        record = {"step": self.step, "split": split, **{k: round(v, 6) for k, v in metrics.items()}}
+        self.history.append(record)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "log.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "sched_g": self.sched_g.state_dict(),
+            "sched_d": self.sched_d.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "configs": {"features": self.fcfg.to_dict(), "vocoder": self.vcfg.to_dict(), "train": self.tcfg.to_dict()},
+        }
+
+    def save_checkpoint(self) -> None:
+        if not self.dist.is_main:
+            return
+        state = self.state()
+        save_training_state(self.ckpt_dir / f"step_{self.step:08d}.pt", state)
+        save_training_state(self.ckpt_dir / "latest.pt", state)
+        for path in sorted(self.ckpt_dir.glob("step_*.pt"))[: -self.tcfg.keep_checkpoints or None]:
+            path.unlink()
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        where = self.ckpt_dir / "latest.pt"
+        if VocoderConfig.from_dict(state["configs"]["vocoder"]) != self.vcfg:
+            raise VconvError(f"{where}: vocoder config differs from the checkpoint's; resume with the same config")
+        if FeatureConfig.from_dict(state["configs"]["features"]) != self.fcfg:
+            raise VconvError(f"{where}: feature config differs from the checkpoint's; resume with the same config")
+        self.generator.load_state_dict(state["generator"], strict=True)
+        self.discriminator.load_state_dict(state["discriminator"], strict=True)
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.sched_g.load_state_dict(state["sched_g"])
+        self.sched_d.load_state_dict(state["sched_d"])
+        self.step = int(state["step"])
+        torch.set_rng_state(state["rng_cpu"])
+        if torch.cuda.is_available() and state["rng_cuda"]:
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+
+
+# ---------------------------------------------------------------------------------------------- attach
+
+
+def attach_vocoder(bundle_dir: str | Path, vocoder_dir: str | Path) -> Path:
+    """Copy ``vocoder.safetensors`` + ``vocoder.json`` from ``vocoder_dir`` into the VC bundle ``bundle_dir``.
+
+    The vocoder is loaded first (its own sha256 checked) and must match the bundle's FeatureConfig. The
+    bundle's ``config.json`` then records both files' sha256 under ``"sha256"`` and ``"vocoder": "vocos"``;
+    every file is written to a temporary name and renamed, config.json last.
+    """
+    from vconv.vocoders.base import check_compatible
+
+    bundle_dir, vocoder_dir = Path(bundle_dir), Path(vocoder_dir)
+    config = read_bundle_config(bundle_dir)
+    meta = read_vocoder_meta(vocoder_dir)
+    vocoder = load_vocoder(vocoder_dir)  # verifies the weights against vocoder.json
+    check_compatible(FeatureConfig.from_dict(config["feature_config"]), vocoder)
+    digests = {}
+    for name in (VOCODER_WEIGHTS, VOCODER_CONFIG):
+        tmp = bundle_dir / f".{name}.tmp"
+        shutil.copyfile(vocoder_dir / name, tmp)
+        digests[name] = sha256_of(tmp)
+        os.replace(tmp, bundle_dir / name)
+    config.setdefault("sha256", {}).update(digests)
+    config["vocoder"] = meta["vocoder"]
+    fd, tmp = tempfile.mkstemp(dir=bundle_dir, prefix=f".{CONFIG_FILE}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(config, indent=2) + "\n")
+    os.replace(tmp, bundle_dir / CONFIG_FILE)
+    return bundle_dir

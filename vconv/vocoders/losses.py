@@ -1,0 +1,97 @@
+"""Reconstruction and adversarial losses for training a vocoder (used by :mod:`vconv.vocoder_train`).
+
+* :class:`MultiResolutionSTFTLoss` - spectral convergence + log-magnitude L1 at several STFT sizes
+  (Yamamoto et al., Parallel WaveGAN 2020): several resolutions so that neither time nor frequency
+  detail is favoured, and the phase must be coherent across overlapping frames of each size.
+* :class:`MelL1Loss` - L1 between log-mels of prediction and target, made by the same
+  :class:`~vconv.features.LogMel` as the features (HiFi-GAN's / Vocos's main reconstruction term).
+* hinge / LSGAN discriminator and generator losses, and feature matching (L1 between the
+  discriminators' intermediate activations on real and generated audio).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vconv.config import FeatureConfig
+from vconv.features import LogMel
+
+__all__ = ["MultiResolutionSTFTLoss", "MelL1Loss", "discriminator_loss", "generator_loss", "feature_matching_loss"]
+
+DEFAULT_RESOLUTIONS: tuple[tuple[int, int, int], ...] = ((256, 64, 256), (512, 128, 512), (1024, 256, 1024), (2048, 512, 2048))
+
+
+class MultiResolutionSTFTLoss(nn.Module):
+    """``(pred [B, T], target [B, T]) -> scalar``: mean over resolutions of SC + log-magnitude L1.
+
+    ``resolutions`` are ``(n_fft, hop, win)`` triples; the defaults suit 16 kHz and segments of >= 8192
+    samples.
+    """
+
+    def __init__(self, resolutions: Sequence[tuple[int, int, int]] = DEFAULT_RESOLUTIONS, eps: float = 1e-5):
+        super().__init__()
+        self.resolutions = [tuple(r) for r in resolutions]
+        self.eps = eps
+        for i, (_, _, win) in enumerate(self.resolutions):
+            self.register_buffer(f"window{i}", torch.hann_window(win), persistent=False)
+
+    def _mag(self, wav: torch.Tensor, i: int) -> torch.Tensor:
+        n_fft, hop, win = self.resolutions[i]
+        spec = torch.stft(wav.float(), n_fft, hop, win, window=getattr(self, f"window{i}"), center=True,
+                          pad_mode="constant", return_complex=True)
+        return spec.abs().clamp_min(self.eps)  # [B, n_fft/2+1, frames]
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        total = pred.new_zeros((), dtype=torch.float32)
+        for i in range(len(self.resolutions)):
+            p, t = self._mag(pred, i), self._mag(target, i)
+            sc = torch.linalg.vector_norm(t - p, dim=(1, 2)) / torch.linalg.vector_norm(t, dim=(1, 2)).clamp_min(self.eps)
+            total = total + sc.mean() + F.l1_loss(p.log(), t.log())
+        return total / len(self.resolutions)
+
+
+class MelL1Loss(nn.Module):
+    """``(pred [B, T], target_log_mel [B, n_mels, F]) -> scalar``: L1 of LogMel(pred) against the target log-mel."""
+
+    def __init__(self, cfg: FeatureConfig):
+        super().__init__()
+        self.logmel = LogMel(cfg)
+
+    def forward(self, pred: torch.Tensor, target_log_mel: torch.Tensor) -> torch.Tensor:
+        mel = self.logmel(pred.float())
+        frames = min(mel.shape[-1], target_log_mel.shape[-1])
+        return F.l1_loss(mel[..., :frames], target_log_mel[..., :frames].float())
+
+
+def discriminator_loss(real: Sequence[torch.Tensor], fake: Sequence[torch.Tensor], kind: str = "hinge") -> torch.Tensor:
+    """Sum over sub-discriminators of the real/fake loss on their final score maps."""
+    total = real[0].new_zeros((), dtype=torch.float32)
+    for r, f in zip(real, fake):
+        r, f = r.float(), f.float()
+        if kind == "hinge":
+            total = total + F.relu(1 - r).mean() + F.relu(1 + f).mean()
+        else:  # lsgan
+            total = total + (1 - r).pow(2).mean() + f.pow(2).mean()
+    return total
+
+
+def generator_loss(fake: Sequence[torch.Tensor], kind: str = "hinge") -> torch.Tensor:
+    """Adversarial loss of the generator, summed over sub-discriminators."""
+    total = fake[0].new_zeros((), dtype=torch.float32)
+    for f in fake:
+        f = f.float()
+        total = total + (F.relu(1 - f).mean() if kind == "hinge" else (1 - f).pow(2).mean())
+    return total
+
+
+def feature_matching_loss(real_feats: Sequence[Sequence[torch.Tensor]], fake_feats: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
+    """Mean over sub-discriminators of the summed L1 between real (detached) and fake activations."""
+    total = None
+    for rs, fs in zip(real_feats, fake_feats):
+        term = sum(F.l1_loss(f.float(), r.detach().float()) for r, f in zip(rs, fs))
+        total = term if total is None else total + term
+    return total / max(1, len(real_feats))
