@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The shipped model's recipe: build corpus -> prepare -> extract -> train -> train vocoder -> evaluate -> ship.
+#
+#   DATA=/work/data EXP=exp/voices ./recipes/voices/run.sh                 # everything (~1.5 h on 2 CPU cores)
+#   ./recipes/voices/run.sh --stage 3 --stop-stage 3                       # only (re)train; resumes if killed
+#
+# Every stage is skipped when its output exists, so a rerun continues where the last one stopped; the
+# training stages resume from their latest checkpoint. Environment: DATA (corpus root parent, default
+# data), EXP (outputs, default exp/voices), CONF / VOCODER_CONF (run configs, default conf/small.yaml and
+# conf/vocoder.yaml), NJ (extract workers), EVAL_SOURCES (source utterances per speaker pair, default 5),
+# PYTHON / VCONV (how to run vconv).
+set -euo pipefail
+
+RECIPE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+stage=0
+stop_stage=6
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --stage) stage=$2; shift 2 ;;
+    --stop-stage|--stop_stage) stop_stage=$2; shift 2 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown argument $1 (use --stage N --stop-stage M)" >&2; exit 1 ;;
+  esac
+done
+
+DATA=${DATA:-data}
+EXP=${EXP:-exp/voices}
+CONF=${CONF:-$RECIPE_DIR/conf/small.yaml}
+VOCODER_CONF=${VOCODER_CONF:-$RECIPE_DIR/conf/vocoder.yaml}
+NJ=${NJ:-$(nproc 2>/dev/null || echo 1)}
+EVAL_SOURCES=${EVAL_SOURCES:-5}
+PYTHON=${PYTHON:-python}
+VCONV=${VCONV:-$PYTHON -m vconv}
+corpus=$DATA/voices
+held_out=$(paste -sd, "$RECIPE_DIR/held_out.txt")
+valid=fotaq_03,espeak_en_us_m3  # also kept out of training: validation speakers
+log() { echo "[$(date +%H:%M:%S)] $*"; }
+resume_flag() { [[ -f $1/checkpoints/latest.pt ]] && echo --resume || true; }
+
+if [[ $stage -le 0 && $stop_stage -ge 0 ]]; then
+  log "stage 0: build the corpus in $corpus (installs nothing itself: see README for the apt packages)"
+  $PYTHON "$RECIPE_DIR/build_corpus.py" --root "$corpus"
+fi
+if [[ $stage -le 1 && $stop_stage -ge 1 && ! -f $EXP/data/all.jsonl ]]; then
+  log "stage 1: manifests; test = $held_out; valid = $valid"
+  $VCONV prepare "$corpus" -o "$EXP/data" --test-speakers "$held_out" --valid-speakers "$valid" --min-seconds 0.8
+fi
+if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
+  log "stage 2: features (statistics from the whole corpus manifest)"
+  $VCONV extract "$EXP/data/all.jsonl" -o "$EXP/features" -j "$NJ" --no-progress
+fi
+if [[ $stage -le 3 && $stop_stage -ge 3 && ! -f $EXP/train/model/config.json ]]; then
+  log "stage 3: train the VC model"
+  $VCONV train -c "$CONF" "train.train_manifest=$EXP/data/train.jsonl" "train.valid_manifest=$EXP/data/valid.jsonl" \
+    "train.features_dir=$EXP/features" "train.run_dir=$EXP/train" --no-progress $(resume_flag "$EXP/train")
+fi
+if [[ $stage -le 4 && $stop_stage -ge 4 && ! -f $EXP/vocoder/vocoder/vocoder.json ]]; then
+  log "stage 4: train the neural vocoder and attach it to the model bundle"
+  $VCONV train-vocoder -c "$VOCODER_CONF" "train.train_manifest=$EXP/data/train.jsonl" \
+    "train.valid_manifest=$EXP/data/valid.jsonl" "train.run_dir=$EXP/vocoder" --attach "$EXP/train/model" \
+    --no-progress $(resume_flag "$EXP/vocoder")
+fi
+if [[ $stage -le 5 && $stop_stage -ge 5 && ! -f $EXP/eval/results.json ]]; then
+  log "stage 5: evaluate on the held-out voices with the independent judges"
+  $VCONV evaluate --model "$EXP/train/model" --manifest "$EXP/data/test.jsonl" -o "$EXP/eval" \
+    --sources-per-pair "$EVAL_SOURCES" --seed 0 --no-progress
+  $VCONV evaluate --model "$EXP/train/model" --vocoder griffinlim --manifest "$EXP/data/test.jsonl" -o "$EXP/eval_gl" \
+    --sources-per-pair "$EVAL_SOURCES" --seed 0 --no-progress
+fi
+if [[ $stage -le 6 && $stop_stage -ge 6 ]]; then
+  log "stage 6: write the fp16 bundle + model card into pretrained/"
+  $PYTHON "$RECIPE_DIR/ship_model.py" "$EXP/train" --eval "$EXP/eval" --force
+fi
+log "done"
