@@ -99,3 +99,12 @@ def test_normalizers_and_trim():
     padded = np.concatenate([np.zeros(8000, np.float32), wav, np.zeros(8000, np.float32)])
     trimmed = audio.trim_silence(padded, 16000)
     assert wav.size <= trimmed.size < wav.size + 0.2 * 16000
+
+
+def test_saved_files_get_normal_permissions_not_mkstemp_private(tmp_path):
+    import os
+
+    from vconv.fileio import default_mode
+
+    path = audio.save(tmp_path / "p.wav", voiced_signal(0.1), 16000)
+    assert os.stat(path).st_mode & 0o777 == default_mode()

@@ -16,12 +16,10 @@ import torch
 from typer.testing import CliRunner
 
 import vconv
-from vconv.checkpoint import load_bundle, load_training_state, save_bundle
+from vconv.checkpoint import load_bundle, load_training_state
 from vconv.cli import app
-from vconv.config import FeatureConfig, load_run_config
+from vconv.config import FeatureConfig
 from vconv.errors import VconvError
-from vconv.features import FeatureStats
-from vconv.models import build_model
 from vconv.vocoders import check_compatible, get_vocoder
 
 runner = CliRunner()

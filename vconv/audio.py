@@ -11,7 +11,6 @@ temporary file that is renamed into place, so an interrupted write never leaves 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import soundfile as sf
 import soxr
 
 from vconv.errors import VconvError
+from vconv.fileio import atomic_path
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 SILENCE_PEAK = 1e-4  # below this peak (-80 dBFS) a file counts as silent
@@ -151,16 +151,9 @@ def save(path: str | Path, wav: np.ndarray, sr: int, *, force: bool = False, sub
         raise VconvError(f"{path}: unsupported output extension; use .wav, .flac or .ogg")
     if fmt == "OGG":
         subtype = "VORBIS"
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        sf.write(tmp, data, sr, format=fmt, subtype=subtype)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), data, sr, format=fmt, subtype=subtype)
     return path
 
 

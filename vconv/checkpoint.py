@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 import vconv
 from vconv.config import FeatureConfig, ModelConfig
 from vconv.errors import VconvError
+from vconv.fileio import atomic_path, default_mode
 from vconv.features import FeatureStats
 
 BUNDLE_FORMAT = "vconv-bundle"
@@ -98,6 +99,7 @@ def save_bundle(
             **(extra or {}),
         }
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        os.chmod(tmp, default_mode(directory=True))  # mkdtemp makes it private; a bundle is meant to be shared
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -170,16 +172,8 @@ def load_bundle(bundle: str | Path, device: str | torch.device = "cpu"):
 
 def save_training_state(path: str | Path, state: dict[str, Any]) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename (atomic on POSIX)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".tmp") as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def load_training_state(path: str | Path) -> dict[str, Any]:

@@ -14,8 +14,6 @@ from YAML; ``apply_overrides`` applies ``section.key=value`` strings from the co
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
@@ -23,6 +21,7 @@ from typing import Any, Mapping, TypeVar
 import yaml
 
 from vconv.errors import VconvError
+from vconv.fileio import write_text_atomic
 
 T = TypeVar("T")
 
@@ -155,12 +154,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
 
 def save_yaml(data: Mapping[str, Any], path: str | Path) -> None:
     """Write ``data`` as YAML atomically (temporary file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        yaml.safe_dump(_plain(data), fh, sort_keys=False)
-    os.replace(tmp, path)
+    write_text_atomic(path, yaml.safe_dump(_plain(data), sort_keys=False))
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

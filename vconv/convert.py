@@ -8,8 +8,6 @@ model once, and keeps going past bad files: they are reported at the end with th
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ from vconv.api import VoiceConverter
 from vconv.audio import AUDIO_EXTENSIONS, resample, save
 from vconv.data import BadFile
 from vconv.errors import VconvError
+from vconv.fileio import atomic_path
 
 
 def audio_files(path: Path) -> list[Path]:
@@ -144,16 +143,13 @@ class Embeddings:
         suffix = path.suffix.lower()
         if suffix not in {".json", ".npy", ".npz"}:
             raise VconvError(f"{path}: unsupported output; use .json, .npy or .npz")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             if suffix == ".json":
                 payload = {
                     "utterances": {n: v.round(6).tolist() for n, v in zip(self.utterances, self.utterance_vectors)},
                     "speakers": {n: v.round(6).tolist() for n, v in zip(self.speakers, self.speaker_vectors)},
                 }
-                Path(tmp).write_text(json.dumps(payload) + "\n")
+                tmp.write_text(json.dumps(payload) + "\n")
             elif suffix == ".npy":
                 with open(tmp, "wb") as fh:
                     np.save(fh, self.speaker_vectors.astype(np.float32))
@@ -161,10 +157,6 @@ class Embeddings:
                 with open(tmp, "wb") as fh:
                     np.savez(fh, utterances=np.array(self.utterances), utterance_vectors=self.utterance_vectors,
                              speakers=np.array(self.speakers), speaker_vectors=self.speaker_vectors)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         return path
 
 

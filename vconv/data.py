@@ -18,13 +18,13 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from vconv.audio import AUDIO_EXTENSIONS, audio_info
 from vconv.errors import VconvError
+from vconv.fileio import write_text_atomic
 
 
 @dataclass
@@ -98,12 +98,7 @@ def write_manifest(path: str | Path, utterances: Iterable[Utterance]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     base = path.parent.resolve()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        for utt in utterances:
-            fh.write(utt.to_json(base) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, "".join(utt.to_json(base) + "\n" for utt in utterances))
 
 
 def scan_speaker_folders(root: str | Path, min_seconds: float = 0.0) -> ScanResult:

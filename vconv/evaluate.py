@@ -39,10 +39,8 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import os
 import random
 import re
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,6 +54,7 @@ from vconv import metrics as M
 from vconv.audio import load as load_audio
 from vconv.audio import save as save_audio
 from vconv.errors import VconvError
+from vconv.fileio import atomic_path, write_text_atomic
 from vconv.judges import EVAL_EXTRA, Judges
 
 SYSTEMS = ("converted", "source", "ground_truth", "copy_synthesis")
@@ -514,17 +513,6 @@ def summarize(summary: dict[str, dict[str, Any]], verify: M.EERResult | None = N
 # ------------------------------------------------------------------------------------------- output
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _require_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
@@ -533,14 +521,8 @@ def _require_matplotlib() -> None:
 
 
 def _save_figure(fig: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def plot_similarity(rows: Sequence[dict[str, Any]], path: Path, threshold: float | None = None) -> Path:
@@ -629,9 +611,9 @@ def write_report(
         "rows": list(rows),
     }
     files["results"] = out / "results.json"
-    _write_atomic(files["results"], json.dumps(results, indent=1, ensure_ascii=False, allow_nan=False) + "\n")
+    write_text_atomic(files["results"], json.dumps(results, indent=1, ensure_ascii=False, allow_nan=False) + "\n")
     files["summary"] = out / "summary.md"
-    _write_atomic(files["summary"], summarize(summary, verify, meta))
+    write_text_atomic(files["summary"], summarize(summary, verify, meta))
     return files
 
 

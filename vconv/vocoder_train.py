@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -47,6 +46,7 @@ from vconv.checkpoint import CONFIG_FILE, load_training_state, read_bundle_confi
 from vconv.config import FeatureConfig, apply_overrides, from_dict, load_yaml, resolve_config_path, save_yaml
 from vconv.data import Utterance, read_manifest
 from vconv.errors import VconvError
+from vconv.fileio import write_text_atomic
 from vconv.features import FeatureStats, LogMel
 from vconv.train import lr_lambda, pick_device, setup_distributed
 from vconv.vocoders.discriminators import CombinedDiscriminator
@@ -415,8 +415,5 @@ def attach_vocoder(bundle_dir: str | Path, vocoder_dir: str | Path) -> Path:
         os.replace(tmp, bundle_dir / name)
     config.setdefault("sha256", {}).update(digests)
     config["vocoder"] = meta["vocoder"]
-    fd, tmp = tempfile.mkstemp(dir=bundle_dir, prefix=f".{CONFIG_FILE}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(json.dumps(config, indent=2) + "\n")
-    os.replace(tmp, bundle_dir / CONFIG_FILE)
+    write_text_atomic(bundle_dir / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     return bundle_dir
