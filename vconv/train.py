@@ -11,7 +11,7 @@ because a strong adversary early destroys content (Chou et al. 2018).
 
 Run folder::
 
-    config.yaml               resolved configs (features, model, train)
+    config.yaml               resolved configs (features, model, train)  — the folder is a vconv.runs.RunFolder
     log.jsonl                 one JSON line per logged / validated step (TensorBoard too, if installed)
     checkpoints/latest.pt     atomic, resumable (model, optimiser, scheduler, step, RNG, configs)
     checkpoints/step_N.pt     the last ``keep_checkpoints`` of them
@@ -34,12 +34,13 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from vconv.checkpoint import load_training_state, save_bundle, save_training_state
-from vconv.config import FeatureConfig, ModelConfig, TrainConfig, save_yaml
+from vconv.checkpoint import save_bundle
+from vconv.config import FeatureConfig, ModelConfig, TrainConfig
 from vconv.data import read_manifest, speakers_of
 from vconv.errors import VconvError
 from vconv.features import FeatureStats, compute_stats
 from vconv.models import VoiceConverter, build_model
+from vconv.runs import RunFolder
 from vconv.segments import Batch, FeatureStore, SegmentBatches
 
 
@@ -106,9 +107,7 @@ class Trainer:
         if train.threads:
             torch.set_num_threads(train.threads)
         self.run_dir = Path(train.run_dir)
-        self.ckpt_dir = self.run_dir / "checkpoints"
-        if not resume and (self.ckpt_dir / "latest.pt").exists():
-            raise VconvError(f"{self.run_dir}: already holds a training run; pass --resume to continue it or choose another run_dir")
+        self.run = RunFolder(self.run_dir, resume=resume, is_main=self.dist.is_main, keep_checkpoints=train.keep_checkpoints)
 
         train_utts = read_manifest(train.train_manifest)
         if not train_utts:
@@ -132,14 +131,13 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(train.warmup_steps, train.steps))
         self.step = 0
-        self.history: list[dict[str, Any]] = []
-        if resume and (self.ckpt_dir / "latest.pt").exists():
-            self._restore(load_training_state(self.ckpt_dir / "latest.pt"))
+        state = self.run.load_latest() if resume else None
+        if state is not None:
+            self._restore(state)
         self.batches = SegmentBatches(
             self.store, self.speakers, self.stats, batch_size=train.batch_size, segment_frames=train.segment_frames,
             seed=train.seed, rank=self.dist.rank, steps=train.steps, perturb=train.perturb_content,
         )
-        self._tb = None
 
     # ----------------------------------------------------------------------------------------- setup
 
@@ -194,9 +192,7 @@ class Trainer:
         """
         t = self.tcfg
         last = t.steps if until is None else min(until, t.steps)
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_yaml({"features": self.fcfg.to_dict(), "model": self.mcfg.to_dict(), "train": t.to_dict()}, self.run_dir / "config.yaml")
+        self.run.write_config({"features": self.fcfg.to_dict(), "model": self.mcfg.to_dict(), "train": t.to_dict()})
         loader = torch.utils.data.DataLoader(
             self.batches, batch_size=None, sampler=range(self.step, last), num_workers=t.num_workers,
             persistent_workers=False,
@@ -208,17 +204,17 @@ class Trainer:
             bar.update(1)
             if self.step % t.log_every == 0 or self.step == t.steps:
                 metrics["steps_per_s"] = (self.step - start_step) / (time.perf_counter() - start)
-                self._log("train", metrics)
+                self.run.log(self.step, "train", metrics)
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}", ppl=f"{metrics['perplexity']:.0f}")
             if self.valid_store is not None and (self.step % t.valid_every == 0 or self.step == t.steps):
-                self._log("valid", self.validate())
+                self.run.log(self.step, "valid", self.validate())
             if self.step % t.save_every == 0 or self.step == t.steps:
-                self.save_checkpoint()
+                self.run.save(self.step, self.state())
         bar.close()
         if self.dist.is_main and self.step == t.steps:
             save_bundle(self.run_dir / "model", self.model, self.mcfg, self.fcfg, self.stats, speakers=self.speakers,
                         extra={"trained_steps": self.step}, force=True)
-        return self.history
+        return self.run.history
 
     # ------------------------------------------------------------------------------------ validation
 
@@ -265,29 +261,6 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------- checkpoints
 
-    def _log(self, split: str, metrics: dict[str, float]) -> None:
-        if not self.dist.is_main:
-            return
-        record = {"step": self.step, "split": split, **{k: round(v, 6) for k, v in metrics.items()}}
-        self.history.append(record)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / "log.jsonl", "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-        writer = self._tensorboard()
-        if writer is not None:
-            for key, value in metrics.items():
-                writer.add_scalar(f"{split}/{key}", value, self.step)
-
-    def _tensorboard(self):
-        if self._tb is None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # TensorBoard is optional
-                self._tb = False
-            else:
-                self._tb = SummaryWriter(str(self.run_dir / "tb"))
-        return self._tb or None
-
     def state(self) -> dict[str, Any]:
         return {
             "step": self.step,
@@ -301,20 +274,10 @@ class Trainer:
             "feature_stats": self.stats.to_dict(),
         }
 
-    def save_checkpoint(self) -> None:
-        if not self.dist.is_main:
-            return
-        state = self.state()
-        save_training_state(self.ckpt_dir / f"step_{self.step:08d}.pt", state)
-        save_training_state(self.ckpt_dir / "latest.pt", state)
-        old = sorted(self.ckpt_dir.glob("step_*.pt"))[: -self.tcfg.keep_checkpoints or None]
-        for path in old:
-            path.unlink()
-
     def _restore(self, state: dict[str, Any]) -> None:
         saved = ModelConfig.from_dict(state["configs"]["model"])
         if saved != self.mcfg:
-            raise VconvError(f"{self.ckpt_dir / 'latest.pt'}: model config differs from the checkpoint's; resume with the same config")
+            raise VconvError(f"{self.run.latest}: model config differs from the checkpoint's; resume with the same config")
         self.model.load_state_dict(state["model"], strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

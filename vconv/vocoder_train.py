@@ -42,12 +42,13 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from vconv.checkpoint import CONFIG_FILE, load_training_state, read_bundle_config, save_training_state, sha256_of
-from vconv.config import FeatureConfig, apply_overrides, from_dict, load_yaml, resolve_config_path, save_yaml
+from vconv.checkpoint import CONFIG_FILE, read_bundle_config, sha256_of
+from vconv.config import FeatureConfig, apply_overrides, from_dict, load_yaml, resolve_config_path
 from vconv.data import Utterance, read_manifest
 from vconv.errors import VconvError
 from vconv.fileio import write_text_atomic
 from vconv.features import FeatureStats, LogMel
+from vconv.runs import RunFolder
 from vconv.train import lr_lambda, pick_device, setup_distributed
 from vconv.vocoders.discriminators import CombinedDiscriminator
 from vconv.vocoders.losses import MelL1Loss, MultiResolutionSTFTLoss, discriminator_loss, feature_matching_loss, generator_loss
@@ -171,9 +172,7 @@ class VocoderTrainer:
         if train.threads:
             torch.set_num_threads(train.threads)
         self.run_dir = Path(train.run_dir)
-        self.ckpt_dir = self.run_dir / "checkpoints"
-        if not resume and (self.ckpt_dir / "latest.pt").exists():
-            raise VconvError(f"{self.run_dir}: already holds a training run; pass --resume to continue it or choose another run_dir")
+        self.run = RunFolder(self.run_dir, resume=resume, is_main=self.dist.is_main, keep_checkpoints=train.keep_checkpoints)
         utts = read_manifest(train.train_manifest)
         if not utts:
             raise VconvError(f"{train.train_manifest}: manifest is empty")
@@ -199,10 +198,10 @@ class VocoderTrainer:
         self.mel_loss = MelL1Loss(features).to(self.device)
         self.vc_model, self.vc_stats = self._load_vc_model(train.vc_model)
         self.step = 0
-        self.history: list[dict[str, Any]] = []
         self._gl_reference: dict[str, float] | None = None
-        if resume and (self.ckpt_dir / "latest.pt").exists():
-            self._restore(load_training_state(self.ckpt_dir / "latest.pt"))
+        state = self.run.load_latest() if resume else None
+        if state is not None:
+            self._restore(state)
         self.batches = AudioSegments(utts, features, batch_size=train.batch_size, segment_samples=train.segment_samples,
                                      seed=train.seed, rank=self.dist.rank, steps=train.steps, cache_size=train.cache_size)
 
@@ -286,9 +285,7 @@ class VocoderTrainer:
         """Train until ``steps`` (``until`` stops early without exporting, like a kill); export ``RUN_DIR/vocoder``."""
         t = self.tcfg
         last = t.steps if until is None else min(until, t.steps)
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_yaml({"features": self.fcfg.to_dict(), "vocoder": self.vcfg.to_dict(), "train": t.to_dict()}, self.run_dir / "config.yaml")
+        self.run.write_config({"features": self.fcfg.to_dict(), "vocoder": self.vcfg.to_dict(), "train": t.to_dict()})
         loader = torch.utils.data.DataLoader(self.batches, batch_size=None, sampler=range(self.step, last),
                                              num_workers=t.num_workers, persistent_workers=False)
         bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, desc="train-vocoder", unit="step", dynamic_ncols=True)
@@ -298,16 +295,16 @@ class VocoderTrainer:
             bar.update(1)
             if self.step % t.log_every == 0 or self.step == t.steps:
                 metrics["steps_per_s"] = (self.step - start_step) / (time.perf_counter() - start)
-                self._log("train", metrics)
+                self.run.log(self.step, "train", metrics)
                 bar.set_postfix(mel=f"{metrics['mel_l1']:.3f}", stft=f"{metrics['stft']:.3f}")
             if self.valid_utts and (self.step % t.valid_every == 0 or self.step == t.steps):
-                self._log("valid", self.validate())
+                self.run.log(self.step, "valid", self.validate())
             if self.step % t.save_every == 0 or self.step == t.steps:
-                self.save_checkpoint()
+                self.run.save(self.step, self.state())
         bar.close()
         if self.dist.is_main and self.step == t.steps:
             save_vocoder(self.run_dir / "vocoder", self.generator, extra={"trained_steps": self.step})
-        return self.history
+        return self.run.history
 
     @torch.no_grad()
     def validate(self, max_seconds: float = 4.0) -> dict[str, float]:
@@ -340,15 +337,6 @@ class VocoderTrainer:
 
     # ----------------------------------------------------------------------------------- checkpoints
 
-    def _log(self, split: str, metrics: dict[str, float]) -> None:
-        if not self.dist.is_main:
-            return
-        record = {"step": self.step, "split": split, **{k: round(v, 6) for k, v in metrics.items()}}
-        self.history.append(record)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / "log.jsonl", "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-
     def state(self) -> dict[str, Any]:
         return {
             "step": self.step,
@@ -363,17 +351,8 @@ class VocoderTrainer:
             "configs": {"features": self.fcfg.to_dict(), "vocoder": self.vcfg.to_dict(), "train": self.tcfg.to_dict()},
         }
 
-    def save_checkpoint(self) -> None:
-        if not self.dist.is_main:
-            return
-        state = self.state()
-        save_training_state(self.ckpt_dir / f"step_{self.step:08d}.pt", state)
-        save_training_state(self.ckpt_dir / "latest.pt", state)
-        for path in sorted(self.ckpt_dir.glob("step_*.pt"))[: -self.tcfg.keep_checkpoints or None]:
-            path.unlink()
-
     def _restore(self, state: dict[str, Any]) -> None:
-        where = self.ckpt_dir / "latest.pt"
+        where = self.run.latest
         if VocoderConfig.from_dict(state["configs"]["vocoder"]) != self.vcfg:
             raise VconvError(f"{where}: vocoder config differs from the checkpoint's; resume with the same config")
         if FeatureConfig.from_dict(state["configs"]["features"]) != self.fcfg:

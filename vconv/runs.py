@@ -1,0 +1,75 @@
+"""A training run's folder, shared by the model trainer and the vocoder trainer.
+
+Owns what every run writes the same way: the resolved ``config.yaml``, ``log.jsonl`` (one JSON line per
+logged step, mirrored to TensorBoard when it is installed), and rotating, atomic, resumable checkpoints
+(``checkpoints/step_N.pt`` + ``checkpoints/latest.pt``). Only the main DDP rank writes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+from vconv.checkpoint import load_training_state, save_training_state
+from vconv.config import save_yaml
+from vconv.errors import VconvError
+
+
+class RunFolder:
+    """``path`` of one run; ``resume=False`` refuses a folder that already holds a run (nothing is lost)."""
+
+    def __init__(self, path: str | Path, *, resume: bool, is_main: bool = True, keep_checkpoints: int = 2):
+        self.path = Path(path)
+        self.checkpoints = self.path / "checkpoints"
+        self.is_main = is_main
+        self.keep = keep_checkpoints
+        self.history: list[dict[str, Any]] = []
+        self._tensorboard: Any = None
+        if not resume and self.latest.exists():
+            raise VconvError(f"{self.path}: already holds a training run; pass --resume to continue it or choose another run_dir")
+
+    @property
+    def latest(self) -> Path:
+        return self.checkpoints / "latest.pt"
+
+    def load_latest(self) -> dict[str, Any] | None:
+        """The latest checkpoint's state (``torch.load(weights_only=True)``), or None when there is none."""
+        return load_training_state(self.latest) if self.latest.exists() else None
+
+    def write_config(self, sections: Mapping[str, Any]) -> None:
+        if self.is_main:
+            save_yaml(dict(sections), self.path / "config.yaml")
+
+    def log(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
+        """Append ``{"step", "split", **metrics}`` to ``log.jsonl`` (and TensorBoard) and keep it in ``history``."""
+        if not self.is_main:
+            return
+        record = {"step": step, "split": split, **{k: round(float(v), 6) for k, v in metrics.items()}}
+        self.history.append(record)
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / "log.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        writer = self._writer()
+        if writer is not None:
+            for key, value in metrics.items():
+                writer.add_scalar(f"{split}/{key}", value, step)
+
+    def save(self, step: int, state: Mapping[str, Any]) -> None:
+        """Write ``step_N.pt`` and ``latest.pt`` atomically; keep only the newest ``keep_checkpoints`` step files."""
+        if not self.is_main:
+            return
+        save_training_state(self.checkpoints / f"step_{step:08d}.pt", dict(state))
+        save_training_state(self.latest, dict(state))
+        for old in sorted(self.checkpoints.glob("step_*.pt"))[: -self.keep or None]:
+            old.unlink()
+
+    def _writer(self):
+        if self._tensorboard is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # TensorBoard is optional
+                self._tensorboard = False
+            else:
+                self._tensorboard = SummaryWriter(str(self.path / "tb"))
+        return self._tensorboard or None
