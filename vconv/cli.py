@@ -144,6 +144,8 @@ def train(
     features, model, train_cfg = load_run_config(config, overrides or [])
     trainer = Trainer(features, model, train_cfg, resume=resume, progress=progress)
     history = trainer.fit()
+    if not trainer.dist.is_main:  # under torchrun only rank 0 reports
+        return
     last = [r for r in history if r["split"] == "valid"][-1:] or history[-1:]
     if last:
         typer.echo("final " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in last[0].items()))
