@@ -73,3 +73,22 @@ class RunFolder:
             else:
                 self._tensorboard = SummaryWriter(str(self.path / "tb"))
         return self._tensorboard or None
+
+
+def rng_state() -> dict[str, Any]:
+    """The random generators' state, for a checkpoint (``**rng_state()`` into the state dict)."""
+    import torch
+
+    return {
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng(state: Mapping[str, Any]) -> None:
+    """Undo :func:`rng_state`: a resumed run draws the same random numbers as an uninterrupted one."""
+    import torch
+
+    torch.set_rng_state(state["rng_cpu"])
+    if torch.cuda.is_available() and state["rng_cuda"]:
+        torch.cuda.set_rng_state_all(state["rng_cuda"])

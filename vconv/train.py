@@ -40,7 +40,7 @@ from vconv.data import read_manifest, speakers_of
 from vconv.errors import VconvError
 from vconv.features import FeatureStats, compute_stats
 from vconv.models import VoiceConverter, build_model
-from vconv.runs import RunFolder
+from vconv.runs import RunFolder, restore_rng, rng_state
 from vconv.segments import Batch, FeatureStore, SegmentBatches
 
 
@@ -267,8 +267,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            **rng_state(),
             "configs": {"features": self.fcfg.to_dict(), "model": self.mcfg.to_dict(), "train": self.tcfg.to_dict()},
             "speakers": self.speakers,
             "feature_stats": self.stats.to_dict(),
@@ -282,7 +281,5 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
-        torch.set_rng_state(state["rng_cpu"])
-        if torch.cuda.is_available() and state["rng_cuda"]:
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        restore_rng(state)
         self.stats = FeatureStats.from_dict(state["feature_stats"])

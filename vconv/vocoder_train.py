@@ -48,7 +48,7 @@ from vconv.data import Utterance, read_manifest
 from vconv.errors import VconvError
 from vconv.fileio import write_text_atomic
 from vconv.features import FeatureStats, LogMel
-from vconv.runs import RunFolder
+from vconv.runs import RunFolder, restore_rng, rng_state
 from vconv.train import lr_lambda, pick_device, setup_distributed
 from vconv.vocoders.discriminators import CombinedDiscriminator
 from vconv.vocoders.losses import MelL1Loss, MultiResolutionSTFTLoss, discriminator_loss, feature_matching_loss, generator_loss
@@ -346,8 +346,7 @@ class VocoderTrainer:
             "opt_d": self.opt_d.state_dict(),
             "sched_g": self.sched_g.state_dict(),
             "sched_d": self.sched_d.state_dict(),
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            **rng_state(),
             "configs": {"features": self.fcfg.to_dict(), "vocoder": self.vcfg.to_dict(), "train": self.tcfg.to_dict()},
         }
 
@@ -364,9 +363,7 @@ class VocoderTrainer:
         self.sched_g.load_state_dict(state["sched_g"])
         self.sched_d.load_state_dict(state["sched_d"])
         self.step = int(state["step"])
-        torch.set_rng_state(state["rng_cpu"])
-        if torch.cuda.is_available() and state["rng_cuda"]:
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        restore_rng(state)
 
 
 # ---------------------------------------------------------------------------------------------- attach
