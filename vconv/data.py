@@ -65,8 +65,11 @@ class ScanResult:
 _CORE_KEYS = {"id", "path", "speaker", "duration", "text"}
 
 
-def read_manifest(path: str | Path) -> list[Utterance]:
-    """Load a JSONL manifest; relative audio paths are resolved against the manifest's folder."""
+def read_manifest(path: str | Path, *, nonempty: bool = False) -> list[Utterance]:
+    """Load a JSONL manifest; relative audio paths are resolved against the manifest's folder.
+
+    ``nonempty`` makes an empty manifest an error (what extraction and training need).
+    """
     path = Path(path)
     if not path.is_file():
         raise VconvError(f"{path}: manifest not found; create one with `vconv prepare`")
@@ -90,6 +93,8 @@ def read_manifest(path: str | Path) -> list[Utterance]:
             )
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise VconvError(f"{path}:{lineno}: bad manifest line ({type(exc).__name__}: {exc})") from None
+    if nonempty and not out:
+        raise VconvError(f"{path}: manifest is empty")
     return out
 
 

@@ -97,9 +97,7 @@ def extract_features(
     """Compute features for every utterance of ``manifest`` into ``out_dir``; see the module docstring."""
     cfg = cfg or FeatureConfig()
     out_dir = Path(out_dir)
-    utterances = read_manifest(manifest)
-    if not utterances:
-        raise VconvError(f"{manifest}: manifest is empty")
+    utterances = read_manifest(manifest, nonempty=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg.to_dict(), out_dir / CONFIG_FILE)
     report = ExtractReport()

@@ -22,6 +22,19 @@ class PrepareReport:
     split: Split
     bad: list[BadFile]
 
+    @classmethod
+    def from_scan(cls, out_dir: str | Path, utterances: Sequence[Utterance], split: Split, bad: list[BadFile], **extra):
+        """The report of a corpus scan and its split (``extra``: fields of a subclass)."""
+        return cls(
+            out_dir=Path(out_dir),
+            utterances=len(utterances),
+            speakers=len({u.speaker for u in utterances}),
+            hours=sum(u.duration for u in utterances) / 3600,
+            split=split,
+            bad=bad,
+            **extra,
+        )
+
     def summary(self) -> str:
         lines = [
             f"{self.utterances} utterances, {self.speakers} speakers, {self.hours:.2f} h -> {self.out_dir}",
@@ -79,11 +92,4 @@ def prepare_corpus(
         seed=seed,
     )
     write_splits(out_dir, scan.utterances, split, scan.bad, force=force)
-    return PrepareReport(
-        out_dir=Path(out_dir),
-        utterances=len(scan.utterances),
-        speakers=len({u.speaker for u in scan.utterances}),
-        hours=sum(u.duration for u in scan.utterances) / 3600,
-        split=split,
-        bad=scan.bad,
-    )
+    return PrepareReport.from_scan(out_dir, scan.utterances, split, scan.bad)

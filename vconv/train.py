@@ -76,6 +76,15 @@ def pick_device(local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+def start_process(threads: int | None, progress: bool) -> tuple[DistInfo, torch.device, bool]:
+    """What every trainer does first: join DDP if launched by torchrun, pick the device, cap the
+    threads; returns ``(dist, device, show_progress)`` (only the main rank shows a progress bar)."""
+    info = setup_distributed()
+    if threads:
+        torch.set_num_threads(threads)
+    return info, pick_device(info.local_rank), progress and info.is_main
+
+
 def lr_lambda(warmup: int, total: int):
     """Linear warm-up to 1, then cosine decay to 0.1 at ``total``."""
 
@@ -101,17 +110,11 @@ class Trainer:
         progress: bool = True,
     ):
         self.fcfg, self.mcfg, self.tcfg = features, model, train
-        self.dist = setup_distributed()
-        self.device = pick_device(self.dist.local_rank)
-        self.progress = progress and self.dist.is_main
-        if train.threads:
-            torch.set_num_threads(train.threads)
+        self.dist, self.device, self.progress = start_process(train.threads, progress)
         self.run_dir = Path(train.run_dir)
         self.run = RunFolder(self.run_dir, resume=resume, is_main=self.dist.is_main, keep_checkpoints=train.keep_checkpoints)
 
-        train_utts = read_manifest(train.train_manifest)
-        if not train_utts:
-            raise VconvError(f"{train.train_manifest}: manifest is empty")
+        train_utts = read_manifest(train.train_manifest, nonempty=True)
         self.speakers = speakers_of(train_utts)
         if model.adversary and model.n_speakers == 0:
             model.n_speakers = len(self.speakers)

@@ -49,7 +49,7 @@ from vconv.errors import VconvError
 from vconv.fileio import write_text_atomic
 from vconv.features import FeatureStats, LogMel
 from vconv.runs import RunFolder, restore_rng, rng_state
-from vconv.train import lr_lambda, pick_device, setup_distributed
+from vconv.train import lr_lambda, start_process
 from vconv.vocoders.discriminators import CombinedDiscriminator
 from vconv.vocoders.losses import MelL1Loss, MultiResolutionSTFTLoss, discriminator_loss, feature_matching_loss, generator_loss
 from vconv.vocoders.vocos import VOCODER_CONFIG, VOCODER_WEIGHTS, VocoderConfig, VocosVocoder, load_vocoder, read_vocoder_meta, save_vocoder
@@ -166,16 +166,10 @@ class VocoderTrainer:
     def __init__(self, features: FeatureConfig, vocoder: VocoderConfig, train: VocoderTrainConfig, *,
                  resume: bool = False, progress: bool = True):
         self.fcfg, self.vcfg, self.tcfg = features, vocoder, train
-        self.dist = setup_distributed()
-        self.device = pick_device(self.dist.local_rank)
-        self.progress = progress and self.dist.is_main
-        if train.threads:
-            torch.set_num_threads(train.threads)
+        self.dist, self.device, self.progress = start_process(train.threads, progress)
         self.run_dir = Path(train.run_dir)
         self.run = RunFolder(self.run_dir, resume=resume, is_main=self.dist.is_main, keep_checkpoints=train.keep_checkpoints)
-        utts = read_manifest(train.train_manifest)
-        if not utts:
-            raise VconvError(f"{train.train_manifest}: manifest is empty")
+        utts = read_manifest(train.train_manifest, nonempty=True)
         self.valid_utts = read_manifest(train.valid_manifest)[: train.valid_utterances] if train.valid_manifest else []
 
         torch.manual_seed(train.seed)

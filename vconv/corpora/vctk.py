@@ -300,12 +300,4 @@ def prepare_vctk(
         "counts": {name: len(getattr(split, name)) for name in SPLIT_NAMES},
     }
     (Path(out_dir) / "vctk.json").write_text(json.dumps(details, indent=2) + "\n")
-    return VctkPrepareReport(
-        out_dir=Path(out_dir),
-        utterances=len(scan.utterances),
-        speakers=len({u.speaker for u in scan.utterances}),
-        hours=sum(u.duration for u in scan.utterances) / 3600,
-        split=split,
-        bad=scan.bad,
-        scan=scan,
-    )
+    return VctkPrepareReport.from_scan(out_dir, scan.utterances, split, scan.bad, scan=scan)

@@ -39,6 +39,18 @@ class DiscriminatorOutput:
         return a, b
 
 
+def run_stack(convs: nn.ModuleList, out: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Conv layers with leaky ReLU, then the output conv; returns ``(score, every layer's activation)``
+    (the activations feed the feature-matching loss)."""
+    feats = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), 0.1)
+        feats.append(x)
+    x = out(x)
+    feats.append(x)
+    return x, feats
+
+
 class PeriodDiscriminator(nn.Module):
     """``[B, T] -> (score [B, 1, T', p], activations)`` on the period-``p`` folding of the signal."""
 
@@ -58,13 +70,7 @@ class PeriodDiscriminator(nn.Module):
         if t % self.period:
             wav = F.pad(wav, (0, self.period - t % self.period), mode="reflect")
         x = wav.view(b, 1, -1, self.period)
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            feats.append(x)
-        x = self.out(x)
-        feats.append(x)
-        return x, feats
+        return run_stack(self.convs, self.out, x)
 
 
 class MultiPeriodDiscriminator(nn.Module):
@@ -96,13 +102,7 @@ class ResolutionDiscriminator(nn.Module):
     def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         spec = torch.stft(wav.float(), self.n_fft, self.hop, self.win, window=self.window, center=True, return_complex=True)
         x = torch.log(spec.abs().clamp_min(1e-5)).unsqueeze(1)  # [B, 1, freq, frames]
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            feats.append(x)
-        x = self.out(x)
-        feats.append(x)
-        return x, feats
+        return run_stack(self.convs, self.out, x)
 
 
 class MultiResolutionDiscriminator(nn.Module):
