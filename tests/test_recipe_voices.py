@@ -1,0 +1,164 @@
+"""The voices recipe's corpus builder (recipes/voices): Fish Fillets transcripts, per-language sentence
+lists, synthetic voices, pseudo-speaker augmentation and the install check, on fake inputs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.conftest import voiced_signal
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "voices"
+sys.path.insert(0, str(RECIPE))
+
+import build_corpus  # noqa: E402
+import corpus_augment  # noqa: E402
+import corpus_fillets  # noqa: E402
+import corpus_install  # noqa: E402
+import corpus_tts  # noqa: E402
+
+DIALOGS_CS = r'''
+dialogId("let-m-divna", "font_small", "What kind of strange ship is that?")
+dialogStr("Co je to za divnou loď?")
+
+dialogId("v-restartovat", "font_big", "The small fish gets lost.")
+dialogStr(
+"Ta malá rybka se v širém moři ztratí. Řekni \"ahoj\" v C:\\WINDOWS.")
+
+dialogId("let-x-papousek", "font_parrot", "Polly wants a cracker.")
+dialogStr("Papoušek chce sušenku, ale dostane jen vodu.")
+
+dialogId("let-m-hm", "font_small", "Hm.")
+dialogStr("Hm.")
+'''
+
+
+def make_game(root: Path) -> Path:
+    """A fake Fish Fillets tree: Czech script + clips (two heroes, a parrot, a too-short grunt)."""
+    (root / "script" / "airplane").mkdir(parents=True)
+    (root / "script" / "airplane" / "dialogs_cs.lua").write_text(DIALOGS_CS, encoding="utf-8")
+    (root / "script" / "airplane" / "dialogs_nl.lua").write_text(
+        'dialogId("let-m-divna", "font_small", "What?")\ndialogStr("Wat is dit voor raar schip?")\n', encoding="utf-8")
+    for lang, ids in {"cs": ["let-m-divna", "v-restartovat", "let-x-papousek", "let-m-hm", "no-text"],
+                      "nl": ["let-m-divna"]}.items():
+        folder = root / "sound" / "airplane" / lang
+        folder.mkdir(parents=True)
+        for i, clip in enumerate(ids):
+            seconds = 0.3 if clip == "let-m-hm" else 1.5
+            sf.write(folder / f"{clip}.ogg", voiced_signal(seconds, sr=22050, seed=i), 22050)
+    return root
+
+
+def test_parse_dialogs_reads_font_and_localised_line_with_escapes():
+    lines = corpus_fillets.parse_dialogs(DIALOGS_CS)
+    assert lines["let-m-divna"] == ("font_small", "Co je to za divnou loď?")
+    assert lines["v-restartovat"] == ("font_big", 'Ta malá rybka se v širém moři ztratí. Řekni "ahoj" v C:\\WINDOWS.')
+    assert lines["let-x-papousek"][0] == "font_parrot"
+    assert len(lines) == 4
+
+
+def test_build_fillets_keeps_heroes_with_transcripts_and_reruns(tmp_path):
+    game = make_game(tmp_path / "game")
+    root = tmp_path / "corpus"
+    counts = corpus_fillets.build_fillets(root, None, game=game)
+    assert dict(counts) == {"fillets_cs_small": 1, "fillets_cs_big": 1, "fillets_nl_small": 1}
+    wav, sr = sf.read(root / "fillets_cs_big" / "v-restartovat.wav")
+    assert sr == 16000 and 1.0 < wav.size / sr < 1.6 and np.abs(wav).max() == pytest.approx(0.9, abs=1e-3)
+    assert (root / "fillets_cs_small" / "let-m-divna.txt").read_text(encoding="utf-8") == "Co je to za divnou loď?\n"
+    assert not (root / "fillets_cs_small" / "let-m-hm.wav").exists()  # 0.3 s grunt dropped
+    before = (root / "fillets_cs_big" / "v-restartovat.wav").stat().st_mtime_ns
+    assert corpus_fillets.build_fillets(root, None, game=game) == counts
+    assert (root / "fillets_cs_big" / "v-restartovat.wav").stat().st_mtime_ns == before  # not rewritten
+
+
+def test_build_fillets_without_the_game_names_the_packages(tmp_path):
+    with pytest.raises(SystemExit, match="apt-get install fillets-ng-data"):
+        corpus_fillets.build_fillets(tmp_path / "c", None, game=tmp_path / "nowhere")
+
+
+def test_other_languages_read_the_game_script_and_fall_back_to_english(tmp_path):
+    game = make_game(tmp_path / "game")
+    czech = corpus_tts.sentences_for("cs", 10, game=game)
+    # hero lines within the length window only: not the parrot, not "Hm."
+    assert czech == ["Co je to za divnou loď?", 'Ta malá rybka se v širém moři ztratí. Řekni "ahoj" v C:\\WINDOWS.']
+    english = corpus_tts.english_sentences()
+    assert corpus_tts.sentences_for("fi", 3, game=game) == english[:3]
+    assert corpus_tts.sentences_for("cs", 3, game=tmp_path / "none") == english[:3]
+
+
+def test_no_voice_is_the_same_person_twice():
+    ids = {v.voice_id for voices in corpus_tts.VOICES.values() for v in voices}
+    assert "kal_diphone" not in ids and "cmu_us_slt_arctic_hts" not in ids  # = flite kal16 / slt
+    folders = [v.folder for voices in corpus_tts.VOICES.values() for v in voices]
+    assert len(folders) == len(set(folders))
+
+
+def test_build_synthetic_writes_parallel_sentences_and_missing_transcripts(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_synth(voice, text, out):
+        calls.append((voice.voice_id, text))
+        sf.write(out, voiced_signal(1.2, sr=22050), 22050)
+
+    monkeypatch.setitem(corpus_tts.SYNTHESISERS, "flite", fake_synth)
+    counts = corpus_tts.build_synthetic("flite", tmp_path, max_per=2)
+    assert set(counts.values()) == {2} and len(counts) == 4
+    texts = {f.parent.name: f.read_text(encoding="utf-8") for f in tmp_path.glob("*/s002.txt")}
+    assert len(set(texts.values())) == 1  # every voice says the same second sentence
+    (tmp_path / "flite_awb" / "s001.txt").unlink()
+    calls.clear()
+    corpus_tts.build_synthetic("flite", tmp_path, max_per=2)
+    assert calls == [] and (tmp_path / "flite_awb" / "s001.txt").exists()
+
+
+def test_warp_envelope_moves_a_formant_peak():
+    bins = np.arange(513)
+    envelope = np.exp(-((bins - 100) / 5.0) ** 2)[None, :].repeat(3, axis=0)
+    assert np.allclose(corpus_augment.warp_envelope(envelope, 1.0), envelope)
+    assert int(np.argmax(corpus_augment.warp_envelope(envelope, 1.2)[0])) == 120
+    assert int(np.argmax(corpus_augment.warp_envelope(envelope, 0.9)[0])) == 90
+
+
+def test_shift_voice_scales_f0():
+    pyworld = pytest.importorskip("pyworld")
+    wav = voiced_signal(1.5, f0=140.0)
+    shifted = corpus_augment.shift_voice(wav, 16000, corpus_augment.Shift(pitch=1.4, formant=1.1))
+    assert abs(shifted.size - wav.size) < 200
+
+    def median_f0(x):
+        f0, _ = pyworld.dio(x.astype(np.float64), 16000)
+        return float(np.median(f0[f0 > 0]))
+
+    assert median_f0(shifted) / median_f0(wav) == pytest.approx(1.4, rel=0.05)
+
+
+def test_build_augmented_skips_excluded_voices_and_copies_transcripts(tmp_path):
+    pytest.importorskip("pyworld")
+    for speaker in ("train_a", "held_b"):
+        (tmp_path / speaker).mkdir()
+        sf.write(tmp_path / speaker / "u1.wav", voiced_signal(1.0), 16000)
+        (tmp_path / speaker / "u1.txt").write_text("hello there\n", encoding="utf-8")
+    counts = corpus_augment.build_augmented(tmp_path, per_voice=2, exclude={"held_b"})
+    assert sorted(counts) == ["aug_train_a_p078_f090", "aug_train_a_p140_f112"]
+    assert (tmp_path / "aug_train_a_p140_f112" / "u1.txt").read_text(encoding="utf-8") == "hello there\n"
+    # augmented folders are never augmented again
+    assert sorted(corpus_augment.build_augmented(tmp_path, per_voice=2, exclude={"held_b"})) == sorted(counts)
+
+
+def test_install_check_reports_what_is_missing(monkeypatch):
+    monkeypatch.setitem(corpus_install.REQUIREMENTS, "fake", corpus_install.Needs(pip=["surely-not-installed-pkg==1.0", "numpy"]))
+    assert corpus_install.pip_missing(["surely-not-installed-pkg==1.0", "numpy"]) == ["surely-not-installed-pkg==1.0"]
+    with pytest.raises(SystemExit, match=r"pip install -q surely-not-installed-pkg==1.0"):
+        corpus_install.ensure(["fake"], install=False)
+    assert corpus_install.install_commands(corpus_install.Needs()) == []
+
+
+def test_every_source_has_requirements_and_the_cli_rejects_unknown_ones(capsys):
+    assert set(build_corpus.DEFAULT_SOURCES.split(",")) <= set(corpus_install.REQUIREMENTS)
+    with pytest.raises(SystemExit):
+        build_corpus.main(["--root", "/tmp/unused", "--sources", "fotaq,nonsense", "--no-install"])
+    assert "unknown sources: ['nonsense']" in capsys.readouterr().err
