@@ -1,6 +1,7 @@
 """Vocoder quality on held-out voices: original vs Griffin-Lim vs the neural vocoder, by independent judges.
 
 Usage: python benchmarks/bench_vocoder_quality.py --manifest TEST.jsonl --vocoder-dir RUN/vocoder [--n 40]
+       python benchmarks/bench_vocoder_quality.py --manifest TEST.jsonl --checkpoint RUN/checkpoints/latest.pt
 
 Each utterance's log-mel (the model's FeatureConfig) is vocoded by Griffin-Lim and by the neural vocoder;
 the table gives Whisper CER (against the transcript, or the original's own ASR output when there is
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import random
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +29,16 @@ from vconv.data import read_manifest  # noqa: E402
 from vconv.features import LogMel  # noqa: E402
 from vconv.judges import AsrJudge, QualityJudge, SpeakerJudge  # noqa: E402
 from vconv.vocoders import get_vocoder  # noqa: E402
+from vconv.vocoder_train import export_checkpoint  # noqa: E402
 from vconv.vocoders.vocos import load_vocoder  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", type=Path, required=True)
-    parser.add_argument("--vocoder-dir", type=Path, required=True, help="folder with vocoder.safetensors + vocoder.json")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--vocoder-dir", type=Path, help="folder with vocoder.safetensors + vocoder.json")
+    source.add_argument("--checkpoint", type=Path, help="a train-vocoder checkpoint (judge a run in progress)")
     parser.add_argument("--n", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -45,6 +50,9 @@ def main() -> None:
         by_speaker.setdefault(u.speaker, []).append(u)
     per = max(1, args.n // len(by_speaker))
     chosen = [u for group in by_speaker.values() for u in group[:per]]
+    if args.checkpoint:
+        tmp = tempfile.TemporaryDirectory()
+        args.vocoder_dir = export_checkpoint(args.checkpoint, tmp.name)
     systems = {"griffin-lim": get_vocoder("griffinlim", cfg), "neural": load_vocoder(args.vocoder_dir)}
     extractor = LogMel(cfg)
     spk, asr, mos = SpeakerJudge(), AsrJudge(), QualityJudge()

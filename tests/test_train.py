@@ -139,3 +139,24 @@ def test_unknown_override_key_is_a_clear_error():
         load_run_config("debug", ["model.chanels=3", "train.train_manifest=a", "train.run_dir=b"])
     assert isinstance(load_run_config(None, ["train.train_manifest=a", "train.run_dir=b"])[2], TrainConfig)
     assert load_run_config("debug", ["train.train_manifest=a", "train.run_dir=b"])[0] == FeatureConfig()
+
+
+def test_speaker_sampling_power_zero_balances_unequal_speakers():
+    from vconv.data import Utterance
+    from vconv.features import FeatureStats
+    from vconv.segments import FeatureStore, SegmentBatches
+
+    # speaker "big" has 9x the utterances of "small": per-utterance sampling sees it ~90 % of the time
+    utts = [Utterance(f"big{i}", f"/nowhere/big{i}.wav", "big", 1.0) for i in range(90)]
+    utts += [Utterance(f"small{i}", f"/nowhere/small{i}.wav", "small", 1.0) for i in range(10)]
+    store = FeatureStore(utts, FeatureConfig(), None)
+
+    def share_of_small(power: float) -> float:
+        batches = SegmentBatches(store, ["big", "small"], FeatureStats(torch.zeros(80), torch.ones(80), 0), batch_size=400, segment_frames=8,
+                                 speaker_sampling_power=power)
+        picks = batches._pick_utterances(torch.Generator().manual_seed(0))
+        return sum(utts[i].speaker == "small" for i in picks) / len(picks)
+
+    assert share_of_small(1.0) == pytest.approx(0.10, abs=0.04)
+    assert share_of_small(0.0) == pytest.approx(0.50, abs=0.07)
+    assert share_of_small(0.5) == pytest.approx(1 / (1 + 3), abs=0.07)  # sqrt(90/10) = 3

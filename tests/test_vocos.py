@@ -19,10 +19,10 @@ from vconv.errors import VconvError
 from vconv.features import FeatureStats, LogMel
 from vconv.models import build_model
 from vconv.prepare import prepare_corpus
-from vconv.vocoder_train import VocoderTrainer, attach_vocoder, load_vocoder_run_config
+from vconv.vocoder_train import VocoderTrainer, attach_vocoder, export_checkpoint, load_vocoder_run_config
 from vconv.vocoders import VocoderConfig, VocosVocoder, get_vocoder, load_bundle_vocoder, load_vocoder
 from vconv.vocoders.discriminators import CombinedDiscriminator
-from vconv.vocoders.losses import MultiResolutionSTFTLoss
+from vconv.vocoders.losses import MultiResolutionSTFTLoss, PhaseLoss
 from vconv.vocoders.vocos import save_vocoder
 
 from tests.conftest import voiced_signal
@@ -101,6 +101,20 @@ def test_training_steps_reduce_the_spectral_loss(manifests, tmp_path):
     assert after < 0.8 * before, (before, after)
 
 
+def test_phase_loss_ignores_whole_turns_and_training_on_it_lowers_it(manifests, tmp_path):
+    phase = torch.rand(2, 9, 11) * 6
+    assert PhaseLoss()(phase, phase + 2 * torch.pi).item() < 1e-5  # a full turn is no error
+    assert PhaseLoss()(phase, torch.rand(2, 9, 11) * 6).item() > 2.0  # unrelated phases: ~3 x pi/2 on average
+    trainer = VocoderTrainer(*tiny(manifests, tmp_path / "run", adversarial=False, segment_samples=2048,
+                                   phase_weight=1.0, lr=0.003), progress=False)
+    batch = trainer.batches[0]
+    losses = [trainer.train_step(batch)["phase"] for _ in range(30)]
+    assert losses[-1] < losses[0] - 0.1, losses[::5]
+    wav = voiced_signal(0.5)[None]
+    spec_frames = trainer.generator.analysis_phase(torch.from_numpy(wav)).shape[-1]
+    assert spec_frames == trainer.logmel(torch.from_numpy(wav)).shape[-1]  # framed like the vocoder's own spectrum
+
+
 def test_resume_after_kill_matches_uninterrupted_run_with_gan(manifests, tmp_path):
     settings = dict(steps=4, save_every=2, log_every=1, gan_start_step=2, batch_size=2, segment_samples=2048)
     full = VocoderTrainer(*tiny(manifests, tmp_path / "full", **settings), progress=False)
@@ -122,6 +136,9 @@ def test_resume_after_kill_matches_uninterrupted_run_with_gan(manifests, tmp_pat
     loaded = load_vocoder(tmp_path / "killed" / "vocoder")
     x = torch.randn(1, 80, 8) - 5
     torch.testing.assert_close(loaded(x), resumed.generator.eval()(x))
+    # a checkpoint exports to the same vocoder the finished run wrote
+    exported = load_vocoder(export_checkpoint(tmp_path / "killed" / "checkpoints" / "latest.pt", tmp_path / "exported"))
+    torch.testing.assert_close(exported(x), loaded(x))
 
 
 def test_attached_vocoder_is_the_default_and_griffinlim_overrides_it(bundle, vocoder_dir, corpus_dir, tmp_path):

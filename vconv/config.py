@@ -123,6 +123,9 @@ class TrainConfig:
     adversary_weight: float = 0.1
     adversary_ramp_steps: int = 2000
     perturb_content: bool = True  # timbre-perturb the content path's input (vconv.perturb)
+    # P(speaker) ∝ utterances**power per batch item: 1 = every utterance equally likely (big speakers
+    # dominate), 0 = every speaker equally likely; 0.5 lets small speakers be seen without overfitting them
+    speaker_sampling_power: float = 1.0
     bf16: bool = False  # CPU bf16 autocast; on CUDA this means bf16 mixed precision
     seed: int = 0
     log_every: int = 50

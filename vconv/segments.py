@@ -82,6 +82,7 @@ class SegmentBatches(torch.utils.data.Dataset):
         rank: int = 0,
         steps: int = 0,
         perturb: bool = False,
+        speaker_sampling_power: float = 1.0,
     ):
         self.store = store
         self.perturber = MelPerturber(store.cfg) if perturb else None
@@ -93,14 +94,28 @@ class SegmentBatches(torch.utils.data.Dataset):
         self.by_speaker: dict[str, list[int]] = {}
         for i, utt in enumerate(store.utterances):
             self.by_speaker.setdefault(utt.speaker, []).append(i)
+        self.speaker_sampling_power = speaker_sampling_power
+        self._speaker_order = sorted(self.by_speaker)
+        sizes = torch.tensor([len(self.by_speaker[s]) for s in self._speaker_order], dtype=torch.float64)
+        self.speaker_probs = sizes.pow(speaker_sampling_power) / sizes.pow(speaker_sampling_power).sum()
+
+    def _pick_utterances(self, gen: torch.Generator) -> list[int]:
+        """``batch_size`` utterance indices: uniform over utterances (power 1) or speaker-tempered."""
+        if self.speaker_sampling_power == 1.0:  # the original draw, so older runs resume bit-exactly
+            return torch.randint(len(self.store.utterances), (self.batch_size,), generator=gen).tolist()
+        speakers = torch.multinomial(self.speaker_probs, self.batch_size, replacement=True, generator=gen).tolist()
+        picks = []
+        for s in speakers:
+            members = self.by_speaker[self._speaker_order[s]]
+            picks.append(members[int(torch.randint(len(members), (1,), generator=gen))])
+        return picks
 
     def __len__(self) -> int:
         return self.steps
 
     def __getitem__(self, step: int) -> Batch:
         gen = torch.Generator().manual_seed(hash((self.seed, self.rank, int(step))) & 0x7FFF_FFFF_FFFF)
-        n = len(self.store.utterances)
-        picks = torch.randint(n, (self.batch_size,), generator=gen).tolist()
+        picks = self._pick_utterances(gen)
         mels, refs, labels, sources = [], [], [], []
         for index in picks:
             utt = self.store.utterances[index]

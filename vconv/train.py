@@ -140,6 +140,7 @@ class Trainer:
         self.batches = SegmentBatches(
             self.store, self.speakers, self.stats, batch_size=train.batch_size, segment_frames=train.segment_frames,
             seed=train.seed, rank=self.dist.rank, steps=train.steps, perturb=train.perturb_content,
+            speaker_sampling_power=train.speaker_sampling_power,
         )
 
     # ----------------------------------------------------------------------------------------- setup

@@ -8,7 +8,8 @@ same :class:`~vconv.features.LogMel` as everywhere else. Batches are a pure func
 ``(seed, rank, step)``, so a resumed run draws what an uninterrupted one would have.
 
 Losses: ``stft_weight`` x multi-resolution STFT (spectral convergence + log magnitude) +
-``mel_weight`` x mel L1; from ``gan_start_step`` on (when ``adversarial``), also hinge losses against a
+``mel_weight`` x mel L1 (+ ``phase_weight`` x anti-wrapping phase losses against the real STFT
+phase); from ``gan_start_step`` on (when ``adversarial``), also hinge losses against a
 multi-period + multi-resolution discriminator and feature matching. The warm-up without the GAN gives
 the discriminator a sensible generator to start against (a GAN from scratch is slow and unstable).
 
@@ -51,10 +52,10 @@ from vconv.features import FeatureStats, LogMel
 from vconv.runs import RunFolder, restore_rng, rng_state
 from vconv.train import lr_lambda, start_process
 from vconv.vocoders.discriminators import CombinedDiscriminator
-from vconv.vocoders.losses import MelL1Loss, MultiResolutionSTFTLoss, discriminator_loss, feature_matching_loss, generator_loss
+from vconv.vocoders.losses import MelL1Loss, MultiResolutionSTFTLoss, PhaseLoss, discriminator_loss, feature_matching_loss, generator_loss
 from vconv.vocoders.vocos import VOCODER_CONFIG, VOCODER_WEIGHTS, VocoderConfig, VocosVocoder, load_vocoder, read_vocoder_meta, save_vocoder
 
-__all__ = ["VocoderTrainConfig", "VocoderTrainer", "AudioSegments", "attach_vocoder", "load_vocoder_run_config"]
+__all__ = ["VocoderTrainConfig", "VocoderTrainer", "AudioSegments", "attach_vocoder", "export_checkpoint", "load_vocoder_run_config"]
 
 
 @dataclass
@@ -75,6 +76,7 @@ class VocoderTrainConfig:
     grad_clip: float = 100.0  # GAN gradients spike; clip only the pathological ones
     stft_weight: float = 2.5
     mel_weight: float = 15.0
+    phase_weight: float = 0.0  # > 0: anti-wrapping phase losses against the real STFT phase (APNet)
     adversarial: bool = True
     gan_start_step: int = 10_000  # reconstruction-only warm-up before the discriminators join
     gan_loss: str = "hinge"  # or "lsgan"
@@ -190,6 +192,7 @@ class VocoderTrainer:
         self.logmel = LogMel(features).to(self.device)
         self.stft_loss = MultiResolutionSTFTLoss().to(self.device)
         self.mel_loss = MelL1Loss(features).to(self.device)
+        self.phase_loss = PhaseLoss()
         self.vc_model, self.vc_stats = self._load_vc_model(train.vc_model)
         self.step = 0
         self._gl_reference: dict[str, float] | None = None
@@ -240,7 +243,10 @@ class VocoderTrainer:
         with torch.no_grad():
             mel = self.logmel(wav)
         with self._autocast():
-            pred = self.gen_net(self.vocoder_input(mel))
+            if t.phase_weight > 0:
+                pred, phase = self.gen_net(self.vocoder_input(mel), return_phase=True)
+            else:
+                pred = self.gen_net(self.vocoder_input(mel))
         metrics: dict[str, float] = {}
         gan = self.gan_active()
         n = wav.shape[0]
@@ -258,6 +264,10 @@ class VocoderTrainer:
         mel_l1 = self.mel_loss(pred, mel)
         loss = t.stft_weight * stft + t.mel_weight * mel_l1
         metrics.update(stft=stft.item(), mel_l1=mel_l1.item())
+        if t.phase_weight > 0:
+            phase_loss = self.phase_loss(phase.float(), self.generator.analysis_phase(wav))
+            loss = loss + t.phase_weight * phase_loss
+            metrics["phase"] = phase_loss.item()
         if gan:
             with self._autocast():
                 real, fake = self.disc_net(torch.cat([wav, pred])).split(n)
@@ -361,6 +371,20 @@ class VocoderTrainer:
 
 
 # ---------------------------------------------------------------------------------------------- attach
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:
+    """Write a loadable vocoder folder (like ``RUN_DIR/vocoder``) from a training checkpoint.
+
+    For judging a run that is still going (or an earlier step of one) with the real judges.
+    """
+    from vconv.checkpoint import load_training_state
+
+    state = load_training_state(checkpoint)
+    configs = state["configs"]
+    vocoder = VocosVocoder(FeatureConfig.from_dict(configs["features"]), VocoderConfig.from_dict(configs["vocoder"]))
+    vocoder.load_state_dict(state["generator"])
+    return save_vocoder(out_dir, vocoder, extra={"trained_steps": int(state["step"]), "from_checkpoint": str(checkpoint)})
 
 
 def attach_vocoder(bundle_dir: str | Path, vocoder_dir: str | Path) -> Path:

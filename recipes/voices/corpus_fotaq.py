@@ -22,6 +22,9 @@ APT_PACKAGES = ["flight-of-the-amazon-queen"]
 FOTAQ_MIN_CLIPS = 40
 FOTAQ_MIN_SECONDS = 120.0
 FOTAQ_PREFIX_LEN = 2  # the first two digits are the conversation (talk file) number
+# Conversations voiced by the same actor (Resemblyzer >= 0.92 between groups, README "Same person
+# twice"): merged into the first group's folder so one person is one speaker label.
+SAME_ACTOR = {"67": "06", "68": "06", "77": "06", "29": "08", "26": "25", "80": "28", "53": "33", "83": "59"}
 
 
 def read_queen_table(data: bytes) -> list[tuple[str, int, int, int]]:
@@ -71,7 +74,8 @@ def fotaq_speaker_of(name: str) -> str | None:
     if kind == "J":
         return "joe"
     if kind == "P":
-        return name[:FOTAQ_PREFIX_LEN]
+        group = name[:FOTAQ_PREFIX_LEN]
+        return SAME_ACTOR.get(group, group)
     return None  # digits / S: other characters, not labelled reliably
 
 
@@ -114,6 +118,9 @@ def build_fotaq(root: Path, max_per: int | None) -> collections.Counter:
         if ok:
             keep.append(spk)
 
+    stale = [f"fotaq_{g}" for g in SAME_ACTOR if (root / f"fotaq_{g}").is_dir()]
+    if stale:
+        log(f"[fotaq] warning: {', '.join(stale)} are now merged into their actor's group; remove those folders")
     counts: collections.Counter = collections.Counter()
     index = {e[0]: e for e in clips}
     for spk in keep:

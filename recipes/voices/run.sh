@@ -8,7 +8,7 @@
 # training stages resume from their latest checkpoint. Environment: DATA (corpus root parent, default
 # data), EXP (outputs, default exp/voices), CONF / VOCODER_CONF (run configs, default conf/small.yaml and
 # conf/vocoder.yaml), NJ (extract workers), EVAL_SOURCES (source utterances per speaker pair, default 5),
-# PYTHON / VCONV (how to run vconv).
+# AUGMENT (pitch/formant pseudo-speakers per training voice, default 0), PYTHON / VCONV (how to run vconv).
 set -euo pipefail
 
 RECIPE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -29,17 +29,18 @@ CONF=${CONF:-$RECIPE_DIR/conf/small.yaml}
 VOCODER_CONF=${VOCODER_CONF:-$RECIPE_DIR/conf/vocoder.yaml}
 NJ=${NJ:-$(nproc 2>/dev/null || echo 1)}
 EVAL_SOURCES=${EVAL_SOURCES:-5}
+AUGMENT=${AUGMENT:-0}
 PYTHON=${PYTHON:-python}
 VCONV=${VCONV:-$PYTHON -m vconv}
 corpus=$DATA/voices
 held_out=$(paste -sd, "$RECIPE_DIR/held_out.txt")
-valid=fotaq_03,espeak_en_us_m3  # also kept out of training: validation speakers
+valid=$(paste -sd, "$RECIPE_DIR/valid.txt")  # also kept out of training: validation speakers
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 resume_flag() { [[ -f $1/checkpoints/latest.pt ]] && echo --resume || true; }
 
 if [[ $stage -le 0 && $stop_stage -ge 0 ]]; then
-  log "stage 0: build the corpus in $corpus (installs nothing itself: see README for the apt packages)"
-  $PYTHON "$RECIPE_DIR/build_corpus.py" --root "$corpus"
+  log "stage 0: build the corpus in $corpus (installs missing apt/pip packages; AUGMENT=$AUGMENT pseudo-speakers per voice)"
+  $PYTHON "$RECIPE_DIR/build_corpus.py" --root "$corpus" --augment "$AUGMENT"
 fi
 if [[ $stage -le 1 && $stop_stage -ge 1 && ! -f $EXP/data/all.jsonl ]]; then
   log "stage 1: manifests; test = $held_out; valid = $valid"

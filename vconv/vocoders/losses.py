@@ -5,6 +5,9 @@
   detail is favoured, and the phase must be coherent across overlapping frames of each size.
 * :class:`MelL1Loss` - L1 between log-mels of prediction and target, made by the same
   :class:`~vconv.features.LogMel` as the features (HiFi-GAN's / Vocos's main reconstruction term).
+* :class:`PhaseLoss` - anti-wrapping losses on the predicted STFT phase against the real one
+  (instantaneous phase, group delay, instantaneous frequency; Ai & Ling, APNet 2023): direct phase
+  supervision, which teaches coherent phase in far fewer steps than an adversary does.
 * hinge / LSGAN discriminator and generator losses, and feature matching (L1 between the
   discriminators' intermediate activations on real and generated audio).
 """
@@ -20,7 +23,7 @@ from torch import nn
 from vconv.config import FeatureConfig
 from vconv.features import LogMel
 
-__all__ = ["MultiResolutionSTFTLoss", "MelL1Loss", "discriminator_loss", "generator_loss", "feature_matching_loss"]
+__all__ = ["MultiResolutionSTFTLoss", "MelL1Loss", "PhaseLoss", "discriminator_loss", "generator_loss", "feature_matching_loss"]
 
 DEFAULT_RESOLUTIONS: tuple[tuple[int, int, int], ...] = ((256, 64, 256), (512, 128, 512), (1024, 256, 1024), (2048, 512, 2048))
 
@@ -95,3 +98,24 @@ def feature_matching_loss(real_feats: Sequence[Sequence[torch.Tensor]], fake_fea
         term = sum(F.l1_loss(f.float(), r.detach().float()) for r, f in zip(rs, fs))
         total = term if total is None else total + term
     return total / max(1, len(real_feats))
+
+
+def anti_wrap(angle: torch.Tensor) -> torch.Tensor:
+    """``|angle|`` measured on the circle: the distance to the nearest multiple of 2π, in ``[0, π]``."""
+    return torch.abs(angle - 2 * torch.pi * torch.round(angle / (2 * torch.pi)))
+
+
+class PhaseLoss(nn.Module):
+    """``(pred_phase, true_phase)``, both ``[B, n_freq, F]`` radians -> scalar.
+
+    Sum of three anti-wrapped mean errors: the phase itself (IP), its difference along frequency (group
+    delay, GD) and along time (instantaneous angular frequency, IAF). Raw phase errors are meaningless
+    across a 2π wrap; the differences carry the structure that makes a phase sound natural (GD: where
+    in the frame the energy sits; IAF: the exact frequency of each harmonic).
+    """
+
+    def forward(self, pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+        ip = anti_wrap(pred - true).mean()
+        gd = anti_wrap(torch.diff(pred, dim=1) - torch.diff(true, dim=1)).mean()
+        iaf = anti_wrap(torch.diff(pred, dim=2) - torch.diff(true, dim=2)).mean()
+        return ip + gd + iaf

@@ -132,18 +132,30 @@ class VocosVocoder(Vocoder):
         log_mag, phase = out.split(self.n_freq, dim=1)
         return log_mag.clamp(max=c.max_log_magnitude), phase
 
-    def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
-        """``log_mel [B, n_mels, F]`` (natural log, un-normalised) -> ``wav [B, (F - 1) * hop_length]`` float32."""
+    def forward(self, log_mel: torch.Tensor, return_phase: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``log_mel [B, n_mels, F]`` (natural log, un-normalised) -> ``wav [B, (F - 1) * hop_length]`` float32.
+
+        ``return_phase`` also returns the predicted phase ``[B, n_fft/2+1, F]`` (for a phase loss in training;
+        going through ``forward`` keeps DDP's gradient hooks in the loop).
+        """
         self.check_input(log_mel)
         log_mag, phase = self.spectrum(log_mel)
         # the phase is an unconstrained angle: cos/sin of it is periodic, so no wrapping problem
         spec = torch.polar(torch.exp(log_mag), phase)
         fc = self.feature_config
         with torch.autocast(log_mel.device.type, enabled=False):  # istft has no bf16 kernel
-            return torch.istft(
+            wav = torch.istft(
                 spec, n_fft=fc.n_fft, hop_length=fc.hop_length, win_length=fc.win_length,
                 window=self.window, center=True, length=self.num_samples(log_mel.shape[-1]),
             )
+        return (wav, phase) if return_phase else wav
+
+    def analysis_phase(self, wav: torch.Tensor) -> torch.Tensor:
+        """The real phase ``[B, n_fft/2+1, F]`` of ``wav [B, T]``, framed exactly as :meth:`spectrum`'s output."""
+        fc = self.feature_config
+        spec = torch.stft(wav, n_fft=fc.n_fft, hop_length=fc.hop_length, win_length=fc.win_length,
+                          window=self.window, center=True, pad_mode="constant", return_complex=True)
+        return spec.angle()
 
 
 def _build(feature_config: FeatureConfig, config: VocoderConfig | Mapping[str, Any] | None = None, **kwargs: Any) -> VocosVocoder:
