@@ -132,6 +132,20 @@ def test_vq_forward_value_is_the_nearest_code():
     torch.testing.assert_close(out.quantized.transpose(1, 2).reshape(-1, 4), vq.codebook[nearest])
 
 
+def test_grouped_vq_quantises_each_part_with_the_shared_codebook():
+    vq = VectorQuantizer(4, 16, groups=2).eval()
+    z = torch.randn(3, 8, 7)
+    out = vq(z)
+    assert out.quantized.shape == (3, 8, 7) and out.codes.shape == (3, 7, 2)
+    for g in range(2):
+        part = z[:, 4 * g : 4 * (g + 1)].transpose(1, 2).reshape(-1, 4)
+        nearest = torch.cdist(part, vq.codebook).argmin(1)
+        assert torch.equal(out.codes[..., g].reshape(-1), nearest)
+        torch.testing.assert_close(out.quantized[:, 4 * g : 4 * (g + 1)].transpose(1, 2).reshape(-1, 4), vq.codebook[nearest])
+    with pytest.raises(ValueError, match=r"\[B, 8, T\]"):
+        vq(torch.randn(3, 4, 7))
+
+
 def test_vq_ema_updates_only_in_training():
     vq = _vq(ema=True)
     z = torch.randn(2, 4, 30) + 3.0  # far from the codes: an EMA step must move the used ones

@@ -85,6 +85,7 @@ class ModelConfig:
     vq_ema: bool = True
     vq_decay: float = 0.99
     vq_dead_after: int = 200  # steps without use before a code is re-initialised
+    vq_groups: int = 1  # codes per frame (product quantisation of code_dim into equal parts, one codebook)
     speaker_channels: int = 256
     speaker_blocks: int = 4
     speaker_dim: int = 128

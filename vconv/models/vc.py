@@ -174,9 +174,12 @@ def build_model(cfg: ModelConfig) -> VoiceConverter:
     model has no classifier parameters and ``speaker_logits`` is None.
     """
     content = ContentEncoder(cfg)
+    if cfg.code_dim % cfg.vq_groups:
+        raise VconvError(f"model.code_dim ({cfg.code_dim}) must be a multiple of model.vq_groups ({cfg.vq_groups})")
     quantizer: nn.Module = VectorQuantizer(
-        cfg.code_dim,
+        cfg.code_dim // cfg.vq_groups,
         cfg.codebook_size,
+        groups=cfg.vq_groups,
         beta=cfg.vq_beta,
         ema=cfg.vq_ema,
         decay=cfg.vq_decay,

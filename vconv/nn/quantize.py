@@ -57,10 +57,11 @@ def _distributed() -> bool:
 class VectorQuantizer(nn.Module):
     """Nearest-neighbour vector quantiser with EMA codebook and dead-code re-initialisation.
 
-    Shapes: ``z [B, D, T] -> QuantizerOutput(quantized [B, D, T], codes [B, T], loss [], perplexity [])``.
+    Shapes: ``z [B, G*D, T] -> QuantizerOutput(quantized [B, G*D, T], codes [B, T] (G = 1) or [B, T, G],
+    loss [], perplexity [])``.
 
     Args:
-        dim: code dimension ``D``.
+        dim: code dimension ``D`` (of one group).
         codebook_size: number of codes ``K``.
         beta: commitment weight β.
         ema: update the codebook by moving averages (no gradient); otherwise it is a parameter
@@ -70,6 +71,9 @@ class VectorQuantizer(nn.Module):
             (0 disables re-initialisation).
         data_init: initialise the whole codebook from encoder outputs of the first training batch.
         eps: Laplace smoothing of the EMA counts.
+        groups: ``G`` sub-vectors per frame, each quantised with the same codebook (product
+            quantisation). One code per frame carries at most ``log2 K`` bits; ``G`` codes carry ``G``
+            times as many, which widens the content bottleneck without a bigger (slower, sparser) codebook.
     """
 
     def __init__(
@@ -82,9 +86,13 @@ class VectorQuantizer(nn.Module):
         dead_after: int = 200,
         data_init: bool = True,
         eps: float = 1e-5,
+        groups: int = 1,
     ) -> None:
         super().__init__()
+        if groups < 1:
+            raise ValueError(f"groups must be >= 1, got {groups}")
         self.dim = dim
+        self.groups = groups
         self.codebook_size = codebook_size
         self.beta = beta
         self.ema = ema
@@ -111,12 +119,14 @@ class VectorQuantizer(nn.Module):
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         """Quantise ``z [B, D, T]``; in training mode also update the codebook."""
-        if z.dim() != 3 or z.shape[1] != self.dim:
-            raise ValueError(f"expected z of shape [B, {self.dim}, T], got {tuple(z.shape)}")
+        width = self.dim * self.groups
+        if z.dim() != 3 or z.shape[1] != width:
+            raise ValueError(f"expected z of shape [B, {width}, T], got {tuple(z.shape)}")
         batch, _, frames = z.shape
         with torch.autocast(device_type=z.device.type, enabled=False):
             z32 = z.float()
-            flat = z32.transpose(1, 2).reshape(-1, self.dim)  # [B*T, D]
+            # [B, G*D, T] -> [B*T*G, D]: one row per (frame, group); for G = 1 simply [B*T, D]
+            flat = z32.reshape(batch, self.groups, self.dim, frames).permute(0, 3, 1, 2).reshape(-1, self.dim)
             if self.training and not bool(self.initialized):
                 self._data_init(flat.detach())
             codebook = self.embedding.float()
@@ -129,7 +139,7 @@ class VectorQuantizer(nn.Module):
             one_hot = F.one_hot(codes, self.codebook_size).to(flat.dtype)  # [B*T, K]
             counts = one_hot.sum(0)  # [K]
 
-            q = codebook[codes].view(batch, frames, self.dim).transpose(1, 2)  # [B, D, T]
+            q = codebook[codes].view(batch, frames, width).transpose(1, 2)  # [B, G*D, T]
             loss = self.beta * F.mse_loss(z32, q.detach())
             if not self.ema:
                 loss = loss + F.mse_loss(q, z32.detach())
@@ -143,7 +153,7 @@ class VectorQuantizer(nn.Module):
             quantized = z32 + (q - z32).detach()
         return QuantizerOutput(
             quantized=quantized.to(z.dtype),
-            codes=codes.view(batch, frames),
+            codes=codes.view(batch, frames) if self.groups == 1 else codes.view(batch, frames, self.groups),
             loss=loss,
             perplexity=perplexity,
         )
@@ -202,7 +212,7 @@ class VectorQuantizer(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"dim={self.dim}, codebook_size={self.codebook_size}, beta={self.beta}, ema={self.ema}, "
+            f"dim={self.dim}, groups={self.groups}, codebook_size={self.codebook_size}, beta={self.beta}, ema={self.ema}, "
             f"decay={self.decay}, dead_after={self.dead_after}"
         )
 
