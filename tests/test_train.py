@@ -160,3 +160,13 @@ def test_speaker_sampling_power_zero_balances_unequal_speakers():
     assert share_of_small(1.0) == pytest.approx(0.10, abs=0.04)
     assert share_of_small(0.0) == pytest.approx(0.50, abs=0.07)
     assert share_of_small(0.5) == pytest.approx(1 / (1 + 3), abs=0.07)  # sqrt(90/10) = 3
+
+
+def test_balanced_adversary_accuracy_does_not_reward_the_majority_guess():
+    from vconv.train import adversary_accuracy
+
+    labels = torch.tensor([0, 0, 0, 0, 0, 0, 1, 2])
+    always_zero = adversary_accuracy(torch.zeros(8, dtype=torch.long), labels)
+    assert always_zero["adv_acc"] == pytest.approx(0.75)
+    assert always_zero["adv_bal_acc"] == pytest.approx(1 / 3)
+    assert adversary_accuracy(labels.clone(), labels) == {"adv_acc": 1.0, "adv_bal_acc": 1.0}

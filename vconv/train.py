@@ -97,6 +97,17 @@ def lr_lambda(warmup: int, total: int):
     return factor
 
 
+def adversary_accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Plain and balanced accuracy of the speaker adversary on ``[N]`` predicted / true speaker indices.
+
+    Plain accuracy rewards always naming the most frequent speaker (with per-utterance sampling that
+    is Joe, half of a batch); balanced accuracy, the mean per-speaker recall, does not: chance is
+    ``1 / speakers`` whatever the mix.
+    """
+    recalls = [(predicted[labels == s] == s).float().mean() for s in labels.unique()]
+    return {"adv_acc": (predicted == labels).float().mean().item(), "adv_bal_acc": torch.stack(recalls).mean().item()}
+
+
 class Trainer:
     """Builds data, model and optimiser from the configs; ``fit()`` trains, validates, checkpoints."""
 
@@ -256,10 +267,12 @@ class Trainer:
             result["spk_diff_cos"] = cos[~same].mean().item()
             result["spk_separation"] = result["spk_same_cos"] - result["spk_diff_cos"]
         if self.model.adversary is not None:
-            probe = self.batches[10**9].to(self.device)  # a fixed batch, never drawn in training
-            q = self.model.encode_content(probe.mel).quantized
-            logits = self.model.adversary(q)
-            result["adv_acc"] = (logits.argmax(-1) == probe.speaker).float().mean().item()
+            predicted, labels = [], []
+            for k in range(4):  # fixed batches, never drawn in training
+                probe = self.batches[10**9 + k].to(self.device)
+                predicted.append(self.model.adversary(self.model.encode_content(probe.mel).quantized).argmax(-1))
+                labels.append(probe.speaker)
+            result.update(adversary_accuracy(torch.cat(predicted), torch.cat(labels)))
             result["adv_chance"] = 1.0 / len(self.speakers)
         return result
 

@@ -27,7 +27,8 @@ from corpus_common import log, write_text, write_utterance
 from corpus_fillets import FILLETS, HEROES, read_transcripts
 
 SENTENCES = Path(__file__).with_name("sentences.txt")
-OTHER_LANGUAGE_LINES = (20, 110)  # characters: skip one-word grunts and paragraph-long speeches
+OTHER_LANGUAGE_LINES = (20, 110)
+KOKORO_SENTENCES = 80  # characters: skip one-word grunts and paragraph-long speeches
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Voice:
     folder: str
     language: str = "en"
     encoding: str = "latin-1"  # festival reads its input in the voice's 8-bit charset
+    sentences: int | None = None  # cap on the sentence list (the slow neural voices)
 
     def synth(self, text: str, out: Path) -> None:
         SYNTHESISERS[self.source](self, text, out)
@@ -87,7 +89,8 @@ VOICES: dict[str, list[Voice]] = {
     "espeak": [Voice("espeak", v, _espeak_folder(v))
                for v in ("en-us+m1", "en-us+m3", "en-us+f2", "en-us+f4", "en-gb-x-rp+m2", "en-us+f1")],
     "piper": [Voice("piper", v, f"piper_{v}") for v in neural_tts.PIPER_VOICES],
-    "kokoro": [Voice("kokoro", v, f"kokoro_{v}") for v in neural_tts.KOKORO_VOICES],
+    # Kokoro runs at ~0.3-1x real time here: 80 sentences per voice keep the source near 10 minutes
+    "kokoro": [Voice("kokoro", v, f"kokoro_{v}", sentences=KOKORO_SENTENCES) for v in neural_tts.KOKORO_VOICES],
 }
 
 
@@ -109,9 +112,9 @@ def sentences_for(language: str, count: int, game: Path = FILLETS) -> list[str]:
 def build_synthetic(source: str, root: Path, max_per: int | None) -> collections.Counter:
     """Every voice of ``source`` speaks its sentence list into ``root/<folder>/s<NNN>.wav`` + ``.txt``."""
     counts: collections.Counter = collections.Counter()
-    count = len(english_sentences()) if max_per is None else max_per
     for voice in VOICES[source]:
         folder = root / voice.folder
+        count = min(n for n in (len(english_sentences()), max_per, voice.sentences) if n is not None)
         for i, text in enumerate(sentences_for(voice.language, count), start=1):
             stem = f"s{i:03d}"
             if not (folder / f"{stem}.wav").exists():
