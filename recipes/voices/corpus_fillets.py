@@ -66,6 +66,7 @@ def build_fillets(root: Path, max_per: int | None, game: Path = FILLETS) -> coll
         if not clips:
             raise SystemExit(f"[fillets] no {lang} speech under {game / 'sound'}: apt-get install fillets-ng-data-{lang}")
         skipped: collections.Counter = collections.Counter()
+        seen: set[tuple[str, str]] = set()
         for clip in clips:
             font, text = lines.get(clip.stem, (None, ""))
             hero = HEROES.get(font or "")
@@ -73,6 +74,8 @@ def build_fillets(root: Path, max_per: int | None, game: Path = FILLETS) -> coll
                 skipped["no transcript" if font is None else "minor character"] += 1
                 continue
             speaker = f"fillets_{lang}_{hero}"
+            if (speaker, clip.stem) in seen:  # a few general lines sit in two levels' folders
+                continue
             if max_per is not None and counts[speaker] >= max_per:
                 continue
             folder = root / speaker
@@ -82,6 +85,7 @@ def build_fillets(root: Path, max_per: int | None, game: Path = FILLETS) -> coll
                     skipped["too short"] += 1
                     continue
                 write_utterance(folder, clip.stem, wav, sr, text)
+            seen.add((speaker, clip.stem))
             counts[speaker] += 1
         log(f"[fillets] {lang}: {len(clips)} clips; kept " + ", ".join(f"{s} {n}" for s, n in sorted(counts.items()) if f"_{lang}_" in s)
             + f"; skipped {dict(skipped)}")

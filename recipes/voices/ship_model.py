@@ -32,15 +32,15 @@ def curves_table(log_path: Path, every: int) -> str:
     train = [r for r in rows if r["split"] == "train" and (r["step"] % every == 0)]
     valid = {r["step"]: r for r in rows if r["split"] == "valid"}
     lines = [
-        "| step | train L1 | VQ loss | perplexity | adversary acc (train batch) | valid L1 | valid perplexity | valid adv acc | speaker separation |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| step | train L1 | VQ loss | perplexity | adversary acc (train batch) | valid L1 | valid perplexity | valid adv acc | valid adv balanced acc | speaker separation |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in train:
         v = valid.get(r["step"], {})
         fmt = lambda d, k: f"{d[k]:.3f}" if k in d else ""  # noqa: E731
         lines.append(
             f"| {r['step']} | {r['recon']:.3f} | {r['vq']:.4f} | {r['perplexity']:.0f} | {fmt(r, 'adv_acc')} | "
-            f"{fmt(v, 'recon')} | {fmt(v, 'perplexity')} | {fmt(v, 'adv_acc')} | {fmt(v, 'spk_separation')} |"
+            f"{fmt(v, 'recon')} | {fmt(v, 'perplexity')} | {fmt(v, 'adv_acc')} | {fmt(v, 'adv_bal_acc')} | {fmt(v, 'spk_separation')} |"
         )
     return "\n".join(lines)
 
