@@ -88,6 +88,16 @@ def test_shapes_and_length_contract():
     assert len(disc.scores) == 8 and all(s.shape[0] == 2 for s in disc.scores)
 
 
+def test_float16_copy_loads_and_vocodes_like_the_original(tmp_path):
+    torch.manual_seed(0)
+    voc = VocosVocoder(FeatureConfig(), TINY).eval()
+    half = load_vocoder(save_vocoder(tmp_path / "half", voc, dtype=torch.float16))
+    full = load_vocoder(save_vocoder(tmp_path / "full", voc))
+    assert (tmp_path / "half" / "vocoder.safetensors").stat().st_size < 0.6 * (tmp_path / "full" / "vocoder.safetensors").stat().st_size
+    mel = torch.randn(1, 80, 12) - 5
+    torch.testing.assert_close(half(mel), full(mel), atol=2e-3, rtol=0)
+
+
 def test_training_steps_reduce_the_spectral_loss(manifests, tmp_path):
     trainer = VocoderTrainer(*tiny(manifests, tmp_path / "run", adversarial=False, segment_samples=2048), progress=False)
     batch = trainer.batches[0]

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from corpus_common import SR, log, write_text, write_utterance
+from corpus_common import log, write_text, write_utterance
 
 AUG_PREFIX = "aug_"
 

@@ -3,12 +3,14 @@
 Usage::
 
     python recipes/voices/ship_model.py RUN_DIR [--name vconv-voices-small] [--out pretrained] \
-        [--eval EVAL_DIR] [--wall-minutes M] [--force]
+        [--eval EVAL_DIR] [--vocoder VOCODER_DIR] [--notes NOTES.md] [--wall-minutes M] [--force]
 
 Reads ``RUN_DIR/model`` (the bundle the trainer exports), ``RUN_DIR/log.jsonl`` (the curves) and
 ``RUN_DIR/config.yaml``; with ``--eval`` it copies the evaluation summary (``summary.md`` written by
-``vconv evaluate``) into the card. Weights are stored as float16: half the size, and conversion
-output differs from fp32 by far less than the model's own error.
+``vconv evaluate``) into the card, with ``--vocoder`` it attaches a neural vocoder (``RUN/vocoder`` of
+``vconv train-vocoder``), with ``--notes`` it appends a markdown file (history, measurements). Weights
+are stored as float16: half the size, and conversion output differs from fp32 by far less than the
+model's own error.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -25,12 +28,14 @@ sys.path.insert(0, str(ROOT))
 
 from vconv.checkpoint import load_bundle, save_bundle  # noqa: E402
 from vconv.config import load_yaml  # noqa: E402
+from vconv.vocoder_train import attach_vocoder  # noqa: E402
+from vconv.vocoders.vocos import load_vocoder, read_vocoder_meta, save_vocoder  # noqa: E402
 
 
 def curves_table(log_path: Path, every: int) -> str:
     rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-    train = [r for r in rows if r["split"] == "train" and (r["step"] % every == 0)]
     valid = {r["step"]: r for r in rows if r["split"] == "valid"}
+    train = [r for r in rows if r["split"] == "train" and (r["step"] % every == 0 or r["step"] in valid)]
     lines = [
         "| step | train L1 | VQ loss | perplexity | adversary acc (train batch) | valid L1 | valid perplexity | valid adv acc | valid adv balanced acc | speaker separation |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -51,6 +56,8 @@ def main() -> None:
     parser.add_argument("--name", default="vconv-voices-small")
     parser.add_argument("--out", type=Path, default=ROOT / "pretrained")
     parser.add_argument("--eval", type=Path, help="folder written by `vconv evaluate` (summary.md)")
+    parser.add_argument("--vocoder", type=Path, help="neural vocoder folder to attach (vocoder.safetensors + vocoder.json)")
+    parser.add_argument("--notes", type=Path, help="markdown appended to the card (history, measurements)")
     parser.add_argument("--wall-minutes", type=float, help="wall time of the training run")
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args()
@@ -62,6 +69,15 @@ def main() -> None:
         args.out / args.name, model, info.model_config, info.feature_config, info.feature_stats,
         speakers=info.speakers, dtype=torch.float16, extra={"trained_steps": steps, "name": args.name}, force=args.force,
     )
+    vocoder_line = "Griffin-Lim (32 momentum iterations); no neural vocoder attached."
+    if args.vocoder:
+        vocoder = load_vocoder(args.vocoder)
+        trained = {k: v for k, v in read_vocoder_meta(args.vocoder).items() if k == "trained_steps"}
+        with tempfile.TemporaryDirectory() as tmp:  # a float16 copy is what ships
+            attach_vocoder(dest, save_vocoder(tmp, vocoder, extra=trained, dtype=torch.float16))
+        vocoder_mb = (dest / "vocoder.safetensors").stat().st_size / 1e6
+        vocoder_line = (f"Vocos-style neural vocoder ({sum(p.numel() for p in vocoder.parameters()) / 1e6:.2f} M parameters, "
+                        f"float16, {vocoder_mb:.1f} MB), used by default; `--vocoder griffinlim` is the fallback.")
     n_params = sum(p.numel() for p in model.parameters())
     size_mb = (dest / "model.safetensors").stat().st_size / 1e6
     evaluation = (args.eval / "summary.md").read_text() if args.eval else "Not evaluated yet: run `vconv evaluate` (see recipes/voices/README.md)."
@@ -73,7 +89,7 @@ AdaIN decoder, adversarial speaker classifier), trained on CPU with `recipes/voi
 
 - **Parameters**: {n_params / 1e6:.1f} M; weights float16, {size_mb:.1f} MB (`model.safetensors`, sha256 in `config.json`).
 - **Features**: {info.feature_config.sample_rate} Hz, n_fft {info.feature_config.n_fft}, hop {info.feature_config.hop_length}, {info.feature_config.n_mels} mels (fmax {info.feature_config.fmax}).
-- **Vocoder**: Griffin-Lim (32 momentum iterations); no neural vocoder yet.
+- **Vocoder**: {vocoder_line}
 - **Training**: {steps} steps, batch {config['train']['batch_size']} × {config['train']['segment_frames']} frames, AdamW lr {config['train']['lr']},
   bf16 autocast = {config['train']['bf16']}, timbre perturbation of the content path = {config['train'].get('perturb_content')},
   adversary weight {config['train']['adversary_weight']} ramped over {config['train']['adversary_ramp_steps']} steps;
@@ -82,9 +98,10 @@ AdaIN decoder, adversarial speaker classifier), trained on CPU with `recipes/voi
 
 ## Data
 
-`recipes/voices` (see its README for counts): real English voice acting from *Flight of the Amazon
-Queen* (Joe King + conversation partners, ~2.4 h, band-limited to 5.5 kHz) and 11 synthetic voices
-(flite, festival, espeak-ng) speaking 150 shared sentences. Training speakers ({len(info.speakers)}):
+`recipes/voices` (its README has the counts per speaker and source): real voice acting from
+*Flight of the Amazon Queen* (English; Joe King and his conversation partners, band-limited to
+5.5 kHz) and *Fish Fillets NG* (Czech and Dutch), synthetic voices (flite, festival in five languages,
+espeak-ng) and neural ones (Piper, Kokoro). Training speakers ({len(info.speakers)}):
 {", ".join(info.speakers)}.
 
 **Held out (never trained on)**: {", ".join(held_out)}; validation speakers are also excluded from training.
@@ -106,9 +123,11 @@ different-speaker pairs of validation utterances (vconv's own encoder, a trainin
 - Trained for minutes on a small, partly synthetic corpus: expect audible artefacts, imperfect
   speaker similarity and some loss of intelligibility, worst on voices far from the training set.
 - Griffin-Lim phase reconstruction adds a metallic, phasey quality.
-- The FOTAQ speech is band-limited to 5.5 kHz, the synthetic voices are not; the model has seen
-  English only.
+- The FOTAQ speech is band-limited to 5.5 kHz, the synthetic voices are not; the real speech it has
+  seen is English, Czech and Dutch voice acting.
 """
+    if args.notes:
+        card += "\n" + args.notes.read_text(encoding="utf-8")
     (dest / "MODEL_CARD.md").write_text(card)
     print(f"wrote {dest} ({size_mb:.1f} MB)")
 

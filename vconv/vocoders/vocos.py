@@ -173,7 +173,8 @@ register_vocoder("vocos", _build)
 # ----------------------------------------------------------------------------------------- save / load
 
 
-def save_vocoder(out_dir: str | Path, vocoder: VocosVocoder, extra: dict[str, Any] | None = None) -> Path:
+def save_vocoder(out_dir: str | Path, vocoder: VocosVocoder, extra: dict[str, Any] | None = None,
+                 dtype: torch.dtype = torch.float32) -> Path:
     """Write ``vocoder.safetensors`` + ``vocoder.json`` (VocoderConfig, FeatureConfig, sha256) into ``out_dir``.
 
     Each file is written to a temporary name and renamed; the JSON last, so a folder with a JSON has
@@ -185,7 +186,8 @@ def save_vocoder(out_dir: str | Path, vocoder: VocosVocoder, extra: dict[str, An
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().float().contiguous().cpu() for k, v in vocoder.state_dict().items()}
+    # shipped copies use float16 (half the size); loading always computes in float32
+    state = {k: v.detach().to(dtype).contiguous().cpu() for k, v in vocoder.state_dict().items()}
     tmp = out_dir / f".{VOCODER_WEIGHTS}.tmp"
     save_file(state, str(tmp))
     tmp.replace(out_dir / VOCODER_WEIGHTS)
