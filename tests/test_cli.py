@@ -64,6 +64,20 @@ def test_extract_then_rerun_skips_finished_and_resumes(prepared, tmp_path):
     np.testing.assert_array_equal(torch_mel.numpy(), mel.numpy())
 
 
+def test_extract_stats_from_the_training_split_only(prepared, tmp_path):
+    feats = tmp_path / "feats"
+    # the training split's features are not there yet: a one-line error, no traceback
+    early = invoke("extract", prepared / "test.jsonl", "-o", feats, "--no-progress", "--stats-from", prepared / "train.jsonl")
+    assert early.exit_code == 1 and "extract that manifest first" in early.output and "Traceback" not in early.output
+    result = invoke("extract", prepared / "all.jsonl", "-o", feats, "--no-progress", "--stats-from", prepared / "train.jsonl")
+    assert result.exit_code == 0, result.output
+    from_train = json.loads((feats / "stats.json").read_text())
+    train_frames = sum(load_features(feature_path(feats, u), FeatureConfig()).shape[1] for u in read_manifest(prepared / "train.jsonl"))
+    assert from_train["frames"] == train_frames
+    invoke("extract", prepared / "all.jsonl", "-o", feats, "--no-progress")
+    assert json.loads((feats / "stats.json").read_text())["frames"] > train_frames  # default: MANIFEST's own utterances
+
+
 def test_extract_with_two_workers_skips_bad_files(tmp_path, corpus_dir):
     root = tmp_path / "corpus"
     shutil.copytree(corpus_dir, root)

@@ -119,13 +119,14 @@ def extract(
     config: Optional[Path] = typer.Option(None, help="YAML FeatureConfig (sample_rate, n_fft, hop_length, win_length, n_mels, fmin, fmax, log_floor); default: the shipped model's."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (files, audio hours, ETA)."),
+    stats_from: Optional[Path] = typer.Option(None, "--stats-from", help="Compute stats.json from this manifest's features (e.g. train.jsonl) instead of MANIFEST's."),
 ) -> None:
     """Compute log-mel features for a manifest. Rerunnable: finished files are skipped, bad files reported."""
     from vconv.config import FeatureConfig, load_yaml
     from vconv.extract import extract_features
 
     cfg = FeatureConfig.from_dict(load_yaml(config)) if config else FeatureConfig()
-    report = extract_features(manifest, out_dir, cfg, workers=workers, progress=progress)
+    report = extract_features(manifest, out_dir, cfg, workers=workers, progress=progress, stats_from=stats_from)
     typer.echo(report.summary())
 
 

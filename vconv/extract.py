@@ -93,11 +93,17 @@ def extract_features(
     workers: int = 1,
     progress: bool = True,
     write_stats: bool = True,
+    stats_from: str | Path | None = None,
 ) -> ExtractReport:
-    """Compute features for every utterance of ``manifest`` into ``out_dir``; see the module docstring."""
+    """Compute features for every utterance of ``manifest`` into ``out_dir``; see the module docstring.
+
+    ``stats_from``: a manifest (e.g. the training split) whose utterances' features give ``stats.json``,
+    so normalisation never sees evaluation speakers; they must be in ``out_dir`` once this call ends.
+    """
     cfg = cfg or FeatureConfig()
     out_dir = Path(out_dir)
     utterances = read_manifest(manifest, nonempty=True)
+    stats_utterances = read_manifest(stats_from, nonempty=True) if stats_from else utterances
     out_dir.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg.to_dict(), out_dir / CONFIG_FILE)
     report = ExtractReport()
@@ -122,7 +128,11 @@ def extract_features(
     bar.close()
     report.wall_seconds = time.perf_counter() - start
     if write_stats:
-        done = [feature_path(out_dir, u) for u in utterances]
+        done = [feature_path(out_dir, u) for u in stats_utterances]
+        missing = [p for p in done if not p.is_file()]
+        if stats_from and missing:
+            raise VconvError(f"--stats-from {stats_from}: {len(missing)} of its utterances have no features in {out_dir} "
+                             f"(e.g. {missing[0].name}); extract that manifest first")
         stats = compute_stats(load_features(p) for p in done if p.is_file())
         payload = {"feature_config": cfg.to_dict(), **stats.to_dict()}
         tmp = out_dir / f".{STATS_FILE}.tmp"

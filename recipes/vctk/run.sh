@@ -82,12 +82,9 @@ from vconv.config import load_run_config, save_yaml
 features, _, _ = load_run_config(sys.argv[1], ["train.train_manifest=-", "train.run_dir=-"])
 save_yaml(features.to_dict(), sys.argv[2])
 EOF
-    # train last: each call rewrites stats.json, and normalisation must come from training data only
-    for split in test valid train; do
-      if nonempty "$data/$split.jsonl"; then
-        $VCONV extract "$data/$split.jsonl" --out "$feats" --config "$feats/run_features.yaml" -j "$NJ" --no-progress
-      fi
-    done
+    # every utterance once; normalisation statistics from the training split only
+    $VCONV extract "$data/all.jsonl" --out "$feats" --config "$feats/run_features.yaml" -j "$NJ" --no-progress \
+      --stats-from "$data/train.jsonl"
     touch "$feats/.done"
   fi
 fi
