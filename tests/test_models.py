@@ -293,3 +293,15 @@ def test_quantize_switch_off_passes_the_code_through():
     out = model.reconstruct(mel, mel)
     assert out.mel.shape == mel.shape and float(out.quantizer.loss) == 0.0
     assert float(out.quantizer.perplexity) == 1.0
+
+
+def test_vq_groups_must_divide_the_code_dimension():
+    from vconv.config import ModelConfig
+    from vconv.errors import VconvError
+    from vconv.models import build_model
+
+    for groups in (0, 3):
+        with pytest.raises(VconvError, match="model.vq_groups must be >= 1 and divide model.code_dim"):
+            build_model(ModelConfig(code_dim=64, vq_groups=groups))
+    model = build_model(ModelConfig(code_dim=64, vq_groups=2, channels=32, speaker_dim=16))
+    assert model.quantizer.dim == 32 and model.quantizer.groups == 2

@@ -3,8 +3,9 @@
 Each utterance becomes ``OUT/<id>.safetensors`` (see :mod:`vconv.features`). Files are written
 atomically, so after a kill every file present is complete; a rerun skips the ones whose stored
 FeatureConfig matches and recomputes the rest. A bad audio file is skipped and reported at the end
-with its reason; the run still succeeds. When done, per-bin statistics over all features are written
-to ``OUT/stats.json`` together with the FeatureConfig (``OUT/features.yaml``).
+with its reason; the run still succeeds. When done, per-bin statistics over the manifest's features
+(or over those of the ``stats_from`` manifest, e.g. the training split) are written to
+``OUT/stats.json``, and the FeatureConfig to ``OUT/features.yaml``.
 """
 
 from __future__ import annotations
@@ -98,12 +99,19 @@ def extract_features(
     """Compute features for every utterance of ``manifest`` into ``out_dir``; see the module docstring.
 
     ``stats_from``: a manifest (e.g. the training split) whose utterances' features give ``stats.json``,
-    so normalisation never sees evaluation speakers; they must be in ``out_dir`` once this call ends.
+    so normalisation never sees evaluation speakers; each of them must be in ``manifest`` or already
+    extracted in ``out_dir`` (checked before any work).
     """
     cfg = cfg or FeatureConfig()
     out_dir = Path(out_dir)
     utterances = read_manifest(manifest, nonempty=True)
     stats_utterances = read_manifest(stats_from, nonempty=True) if stats_from else utterances
+    if stats_from:  # fail before hours of extraction, not after
+        being_extracted = {u.id for u in utterances}
+        uncovered = [u for u in stats_utterances if u.id not in being_extracted and not feature_path(out_dir, u).is_file()]
+        if uncovered:
+            raise VconvError(f"--stats-from {stats_from}: {len(uncovered)} of its utterances are neither in {manifest} nor "
+                             f"extracted in {out_dir} (e.g. {uncovered[0].id}); extract that manifest first")
     out_dir.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg.to_dict(), out_dir / CONFIG_FILE)
     report = ExtractReport()
@@ -128,11 +136,8 @@ def extract_features(
     bar.close()
     report.wall_seconds = time.perf_counter() - start
     if write_stats:
+        # files that failed (listed in the report) simply do not count
         done = [feature_path(out_dir, u) for u in stats_utterances]
-        missing = [p for p in done if not p.is_file()]
-        if stats_from and missing:
-            raise VconvError(f"--stats-from {stats_from}: {len(missing)} of its utterances have no features in {out_dir} "
-                             f"(e.g. {missing[0].name}); extract that manifest first")
         stats = compute_stats(load_features(p) for p in done if p.is_file())
         payload = {"feature_config": cfg.to_dict(), **stats.to_dict()}
         tmp = out_dir / f".{STATS_FILE}.tmp"

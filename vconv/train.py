@@ -236,8 +236,8 @@ class Trainer:
     @torch.no_grad()
     def validate(self, max_utterances: int = 64) -> dict[str, float]:
         """Reconstruction L1 and perplexity on held-out utterances (own reference = another utterance of
-        the same speaker when there is one); adversary accuracy on content codes of a fixed training
-        batch (the classifier only knows training speakers); speaker-encoder separation: mean cosine of
+        the same speaker when there is one); adversary accuracy, plain and balanced, on content codes of
+        four fixed training batches (the classifier only knows training speakers); speaker-encoder separation: mean cosine of
         same-speaker minus different-speaker pairs of held-out embeddings."""
         assert self.valid_store is not None
         self.model.eval()

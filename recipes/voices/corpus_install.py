@@ -45,8 +45,12 @@ REQUIREMENTS: dict[str, Needs] = {
 
 
 def apt_missing(packages: list[str]) -> list[str]:
-    if not shutil.which("dpkg-query"):
-        return list(packages)
+    if not packages:
+        return []
+    if not shutil.which("dpkg-query"):  # not Debian-like: nothing to check or install with, the user's call
+        log(f"[install] no dpkg-query here: cannot check the apt packages {' '.join(packages)}; "
+            "make sure their equivalents are installed")
+        return []
     missing = []
     for pkg in packages:
         out = subprocess.run(["dpkg-query", "-W", "-f=${Status}", pkg], capture_output=True, text=True)

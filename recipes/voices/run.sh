@@ -33,8 +33,9 @@ AUGMENT=${AUGMENT:-0}
 PYTHON=${PYTHON:-python}
 VCONV=${VCONV:-$PYTHON -m vconv}
 corpus=$DATA/voices
-held_out=$(paste -sd, "$RECIPE_DIR/held_out.txt")
-valid=$(paste -sd, "$RECIPE_DIR/valid.txt")  # also kept out of training: validation speakers
+speaker_list() { sed 's/#.*//' "$1" | tr -s ' \t\n' '\n' | grep -v '^$' | paste -sd, -; }  # comments, blanks dropped
+held_out=$(speaker_list "$RECIPE_DIR/held_out.txt")
+valid=$(speaker_list "$RECIPE_DIR/valid.txt")  # also kept out of training: validation speakers
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 resume_flag() { [[ -f $1/checkpoints/latest.pt ]] && echo --resume || true; }
 
@@ -47,8 +48,8 @@ if [[ $stage -le 1 && $stop_stage -ge 1 && ! -f $EXP/data/all.jsonl ]]; then
   $VCONV prepare "$corpus" -o "$EXP/data" --test-speakers "$held_out" --valid-speakers "$valid" --min-seconds 0.8
 fi
 if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
-  log "stage 2: features (statistics from the whole corpus manifest)"
-  $VCONV extract "$EXP/data/all.jsonl" -o "$EXP/features" -j "$NJ" --no-progress
+  log "stage 2: features (normalisation statistics from the training split only)"
+  $VCONV extract "$EXP/data/all.jsonl" -o "$EXP/features" -j "$NJ" --no-progress --stats-from "$EXP/data/train.jsonl"
 fi
 if [[ $stage -le 3 && $stop_stage -ge 3 && ! -f $EXP/train/model/config.json ]]; then
   log "stage 3: train the VC model"
@@ -61,13 +62,17 @@ if [[ $stage -le 4 && $stop_stage -ge 4 && ! -f $EXP/vocoder/vocoder/vocoder.jso
     "train.valid_manifest=$EXP/data/valid.jsonl" "train.run_dir=$EXP/vocoder" \
     --no-progress $(resume_flag "$EXP/vocoder")
 fi
-if [[ $stage -le 5 && $stop_stage -ge 5 && ! -f $EXP/eval/results.json ]]; then
-  log "stage 5: evaluate on the held-out voices with the independent judges (Griffin-Lim, then the neural vocoder)"
-  $VCONV evaluate --model "$EXP/train/model" --vocoder griffinlim --manifest "$EXP/data/test.jsonl" -o "$EXP/eval" \
-    --sources-per-pair "$EVAL_SOURCES" --seed 0 --no-progress
-  if [[ -f $EXP/vocoder/vocoder/vocoder.json ]]; then
-    $PYTHON "$RECIPE_DIR/../../benchmarks/bench_vocoder_quality.py" --manifest "$EXP/data/test.jsonl" --vocoder-dir "$EXP/vocoder/vocoder" --n 24 \
-      | tee "$EXP/vocoder_quality.md"
+if [[ $stage -le 5 && $stop_stage -ge 5 ]]; then
+  # each part has its own skip check, so a vocoder finished after a first stage 5 still gets judged
+  if [[ ! -f $EXP/eval/results.json ]]; then
+    log "stage 5: evaluate the model on the held-out voices with the independent judges (Griffin-Lim)"
+    $VCONV evaluate --model "$EXP/train/model" --vocoder griffinlim --manifest "$EXP/data/test.jsonl" -o "$EXP/eval" \
+      --sources-per-pair "$EVAL_SOURCES" --seed 0 --no-progress
+  fi
+  if [[ -f $EXP/vocoder/vocoder/vocoder.json && ! -f $EXP/eval_neural/results.json ]]; then
+    log "stage 5: judge the neural vocoder alone, then the model with it attached"
+    $PYTHON "$RECIPE_DIR/../../benchmarks/bench_vocoder_quality.py" --manifest "$EXP/data/test.jsonl" \
+      --vocoder-dir "$EXP/vocoder/vocoder" --n 24 | tee "$EXP/vocoder_quality.md"
     rm -rf "$EXP/model_neural" && cp -r "$EXP/train/model" "$EXP/model_neural"
     $PYTHON -c "import sys; from vconv.vocoder_train import attach_vocoder; attach_vocoder(*sys.argv[1:])" \
       "$EXP/model_neural" "$EXP/vocoder/vocoder"

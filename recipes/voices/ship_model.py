@@ -61,6 +61,10 @@ def main() -> None:
     parser.add_argument("--wall-minutes", type=float, help="wall time of the training run")
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args()
+    for path, what in ((args.eval and args.eval / "summary.md", "--eval: no summary.md from `vconv evaluate` in"),
+                       (args.notes, "--notes: no such file"), (args.vocoder and args.vocoder / "vocoder.json", "--vocoder: no vocoder.json in")):
+        if path and not path.is_file():
+            parser.error(f"{what} {path.parent if path.name in ('summary.md', 'vocoder.json') else path}")
 
     model, info = load_bundle(args.run_dir / "model")
     config = load_yaml(args.run_dir / "config.yaml")
@@ -108,8 +112,9 @@ espeak-ng) and neural ones (Piper, Kokoro). Training speakers ({len(info.speaker
 
 ## Training curves (from `log.jsonl`)
 
-Adversary accuracy is measured on content codes of a fixed training batch (chance = 1/{len(info.speakers)}
-≈ {1 / max(1, len(info.speakers)):.3f}); speaker separation = mean cosine of same-speaker minus
+Adversary accuracy is measured on content codes of four fixed training batches; balanced accuracy
+(mean per-speaker recall) is not fooled by always naming the biggest speaker (chance = 1/{len(info.speakers)}
+≈ {1 / max(1, len(info.speakers)):.3f}); perplexity pools all code groups (one shared codebook); speaker separation = mean cosine of same-speaker minus
 different-speaker pairs of validation utterances (vconv's own encoder, a training diagnostic only).
 
 {curves_table(args.run_dir / "log.jsonl", every=max(50, (steps or 1000) // 16))}

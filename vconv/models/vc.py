@@ -174,8 +174,8 @@ def build_model(cfg: ModelConfig) -> VoiceConverter:
     model has no classifier parameters and ``speaker_logits`` is None.
     """
     content = ContentEncoder(cfg)
-    if cfg.code_dim % cfg.vq_groups:
-        raise VconvError(f"model.code_dim ({cfg.code_dim}) must be a multiple of model.vq_groups ({cfg.vq_groups})")
+    if cfg.vq_groups < 1 or cfg.code_dim % cfg.vq_groups:
+        raise VconvError(f"model.vq_groups must be >= 1 and divide model.code_dim ({cfg.code_dim}), got {cfg.vq_groups}")
     quantizer: nn.Module = VectorQuantizer(
         cfg.code_dim // cfg.vq_groups,
         cfg.codebook_size,

@@ -118,7 +118,7 @@ class VectorQuantizer(nn.Module):
         return self.embedding.detach()
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
-        """Quantise ``z [B, D, T]``; in training mode also update the codebook."""
+        """Quantise ``z [B, G*D, T]``; in training mode also update the codebook."""
         width = self.dim * self.groups
         if z.dim() != 3 or z.shape[1] != width:
             raise ValueError(f"expected z of shape [B, {width}, T], got {tuple(z.shape)}")
