@@ -26,8 +26,22 @@ from vconv.fileio import write_text_atomic
 T = TypeVar("T")
 
 
+class ConfigSection:
+    """Base of every config dataclass (features, model, train, vocoder): the plain-dict round trip.
+
+    ``from_dict`` refuses unknown keys, so a typo in a YAML file or an override is an error.
+    """
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
+        return from_dict(cls, data)
+
+
 @dataclass(frozen=True)
-class FeatureConfig:
+class FeatureConfig(ConfigSection):
     """Log-mel front end.
 
     Defaults are those of the shipped model: 16 kHz, n_fft 1024, hop 256 (16 ms), win 1024, 80 mels,
@@ -50,12 +64,6 @@ class FeatureConfig:
         if self.fmax is not None and not (self.fmin < self.fmax <= top):
             raise VconvError(f"feature config: need fmin < fmax <= sample_rate/2, got {self.fmin}, {self.fmax}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "FeatureConfig":
-        return from_dict(cls, data)
 
     def differences(self, other: "FeatureConfig") -> list[str]:
         """Human-readable ``name: mine vs theirs`` for each field that differs."""
@@ -67,7 +75,7 @@ class FeatureConfig:
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(ConfigSection):
     """Sizes of the voice-conversion model (AdaIN-VC / VQVC lineage).
 
     ``downsample`` gives one temporal stride per content-encoder block; the decoder derives its
@@ -96,16 +104,9 @@ class ModelConfig:
     adversary_hidden: int = 256
     n_speakers: int = 0  # classifier classes; set from the training manifest
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
-        return from_dict(cls, data)
-
 
 @dataclass
-class TrainConfig:
+class TrainConfig(ConfigSection):
     """What the trainer needs. ``train_manifest`` and ``run_dir`` are required: no hidden default paths."""
 
     train_manifest: str
@@ -135,13 +136,6 @@ class TrainConfig:
     keep_checkpoints: int = 2
     num_workers: int = 0
     threads: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
-        return from_dict(cls, data)
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:

@@ -34,17 +34,17 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from vconv.checkpoint import CONFIG_FILE, read_bundle_config, sha256_of
-from vconv.config import FeatureConfig, apply_overrides, from_dict, load_yaml, resolve_config_path
+from vconv.config import ConfigSection, FeatureConfig, apply_overrides, load_yaml, resolve_config_path
 from vconv.data import Utterance, read_manifest
 from vconv.errors import VconvError
 from vconv.fileio import write_text_atomic
@@ -59,7 +59,7 @@ __all__ = ["VocoderTrainConfig", "VocoderTrainer", "AudioSegments", "attach_voco
 
 
 @dataclass
-class VocoderTrainConfig:
+class VocoderTrainConfig(ConfigSection):
     """What the vocoder trainer needs. ``train_manifest`` and ``run_dir`` are required."""
 
     train_manifest: str
@@ -98,13 +98,6 @@ class VocoderTrainConfig:
     def __post_init__(self) -> None:
         if self.gan_loss not in ("hinge", "lsgan"):
             raise VconvError(f"train.gan_loss must be hinge or lsgan, got {self.gan_loss!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "VocoderTrainConfig":
-        return from_dict(cls, data)
 
 
 def load_vocoder_run_config(name_or_path: str | Path | None, overrides: Sequence[str] = ()) -> tuple[FeatureConfig, VocoderConfig, VocoderTrainConfig]:

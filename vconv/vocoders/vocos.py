@@ -26,7 +26,7 @@ The input is the natural-log mel exactly as LogMel makes it (un-normalised); a f
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vconv.config import FeatureConfig, from_dict
+from vconv.config import ConfigSection, FeatureConfig
 from vconv.errors import VconvError
 from vconv.vocoders.base import Vocoder, register_vocoder
 
@@ -48,7 +48,7 @@ VOCODER_FORMAT_VERSION = 1
 
 
 @dataclass
-class VocoderConfig:
+class VocoderConfig(ConfigSection):
     """Sizes of :class:`VocosVocoder` (stored with its weights, so loading needs no side config).
 
     Default (dim 256, MLP 768, 8 blocks, ~3.6 M parameters): measured RTF ~0.01 for 10 s of 16 kHz
@@ -63,13 +63,6 @@ class VocoderConfig:
     input_mean: float = -5.0  # fixed input affine: typical log-mel (floor 1e-5 -> -11.5) to ~N(0, 1)
     input_scale: float = 3.0
     max_log_magnitude: float = 5.0  # clamp of the predicted log|S| (e^5 ~ 150: far above a full-scale bin)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "VocoderConfig":
-        return from_dict(cls, data)
 
 
 class ConvNeXtBlock(nn.Module):
