@@ -106,6 +106,21 @@ def write_manifest(path: str | Path, utterances: Iterable[Utterance]) -> Path:
     return write_text_atomic(path, "".join(utt.to_json(base) + "\n" for utt in utterances))
 
 
+def check_audio_file(path: Path, min_seconds: float) -> float | BadFile:
+    """The duration in seconds of one corpus file, or the :class:`BadFile` saying why it is unusable
+    (unreadable, empty, shorter than ``min_seconds``); the one check behind every corpus layout's scan."""
+    try:
+        info = audio_info(path)
+        if info.frames == 0:
+            raise VconvError(f"{path}: empty audio (0 samples)")
+        duration = info.frames / info.samplerate
+        if duration < min_seconds:
+            raise VconvError(f"{path}: too short ({duration:.2f} s < {min_seconds:.2f} s)")
+    except VconvError as exc:
+        return BadFile(str(path), str(exc).split(": ", 1)[-1])
+    return duration
+
+
 def scan_speaker_folders(root: str | Path, min_seconds: float = 0.0) -> ScanResult:
     """Find ``ROOT/<speaker>/**/*.{wav,flac,ogg}``; unreadable or too-short files are reported, not fatal.
 
@@ -118,15 +133,9 @@ def scan_speaker_folders(root: str | Path, min_seconds: float = 0.0) -> ScanResu
     bad: list[BadFile] = []
     for spk_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for audio in sorted(p for p in spk_dir.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()):
-            try:
-                info = audio_info(audio)
-                if info.frames == 0:
-                    raise VconvError(f"{audio}: empty audio (0 samples)")
-                duration = info.frames / info.samplerate
-                if duration < min_seconds:
-                    raise VconvError(f"{audio}: too short ({duration:.2f} s < {min_seconds:.2f} s)")
-            except VconvError as exc:
-                bad.append(BadFile(str(audio), str(exc).split(": ", 1)[-1]))
+            duration = check_audio_file(audio, min_seconds)
+            if isinstance(duration, BadFile):
+                bad.append(duration)
                 continue
             rel = audio.relative_to(spk_dir).with_suffix("")
             transcript = audio.with_suffix(".txt")

@@ -45,8 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from vconv.audio import audio_info
-from vconv.data import BadFile, ScanResult, Split, Utterance
+from vconv.data import BadFile, ScanResult, Split, Utterance, check_audio_file
 from vconv.errors import VconvError
 from vconv.prepare import SPLIT_NAMES, PrepareReport, write_splits
 
@@ -150,15 +149,9 @@ def scan_vctk(root: str | Path, mic: str = "mic2", min_seconds: float = 0.0) -> 
         for path in audio:
             stem = path.name[: -len(f"_{mic}.flac")] if layout == "0.92" else path.stem
             found.add(stem)
-            try:
-                header = audio_info(path)
-                if header.frames == 0:
-                    raise VconvError(f"{path}: empty audio (0 samples)")
-                duration = header.frames / header.samplerate
-                if duration < min_seconds:
-                    raise VconvError(f"{path}: too short ({duration:.2f} s < {min_seconds:.2f} s)")
-            except VconvError as exc:
-                scan.bad.append(BadFile(str(path), str(exc).split(": ", 1)[-1]))
+            duration = check_audio_file(path, min_seconds)
+            if isinstance(duration, BadFile):
+                scan.bad.append(duration)
                 continue
             text = None
             if stem in texts:
