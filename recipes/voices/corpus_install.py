@@ -100,11 +100,10 @@ def ensure(sources: list[str], install: bool = True) -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for command in commands:
         log(f"[install] {' '.join(command)}")
-        if command[0] == "apt-get" and subprocess.run(command, env=env).returncode != 0:
+        ok = subprocess.run(command, env=env).returncode == 0
+        if not ok and command[0] == "apt-get":
             # a fresh machine has no package lists yet: refresh them once and retry
             subprocess.run(["apt-get", "update", "-q"], env=env, check=False)
-            if subprocess.run(command, env=env).returncode == 0:
-                continue
-            raise SystemExit(f"[install] failed: {' '.join(command)}")
-        if command[0] != "apt-get" and subprocess.run(command).returncode != 0:
+            ok = subprocess.run(command, env=env).returncode == 0
+        if not ok:
             raise SystemExit(f"[install] failed: {' '.join(command)}")

@@ -61,10 +61,12 @@ def main() -> None:
     parser.add_argument("--wall-minutes", type=float, help="wall time of the training run")
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args()
-    for path, what in ((args.eval and args.eval / "summary.md", "--eval: no summary.md from `vconv evaluate` in"),
-                       (args.notes, "--notes: no such file"), (args.vocoder and args.vocoder / "vocoder.json", "--vocoder: no vocoder.json in")):
-        if path and not path.is_file():
-            parser.error(f"{what} {path.parent if path.name in ('summary.md', 'vocoder.json') else path}")
+    if args.eval and not (args.eval / "summary.md").is_file():
+        parser.error(f"--eval: no summary.md from `vconv evaluate` in {args.eval}")
+    if args.notes and not args.notes.is_file():
+        parser.error(f"--notes: no such file {args.notes}")
+    if args.vocoder and not (args.vocoder / "vocoder.json").is_file():
+        parser.error(f"--vocoder: no vocoder.json in {args.vocoder}")
 
     model, info = load_bundle(args.run_dir / "model")
     config = load_yaml(args.run_dir / "config.yaml")
