@@ -141,6 +141,16 @@ def test_unknown_override_key_is_a_clear_error():
     assert load_run_config("debug", ["train.train_manifest=a", "train.run_dir=b"])[0] == FeatureConfig()
 
 
+def test_exponent_numbers_from_yaml_are_numbers_and_words_are_a_clear_error():
+    from vconv.errors import VconvError
+
+    # YAML 1.1 reads 1e-4 (no dot) as the string "1e-4"
+    train = load_run_config(None, ["train.train_manifest=a", "train.run_dir=b", "train.lr=1e-4", "train.steps=2000"])[2]
+    assert train.lr == 1e-4 and isinstance(train.lr, float) and train.steps == 2000
+    with pytest.raises(VconvError, match="TrainConfig.lr: expected a number, got 'fast'"):
+        load_run_config(None, ["train.train_manifest=a", "train.run_dir=b", "train.lr=fast"])
+
+
 def test_speaker_sampling_power_zero_balances_unequal_speakers():
     from vconv.data import Utterance
     from vconv.features import FeatureStats

@@ -19,10 +19,11 @@ from vconv.errors import VconvError
 from vconv.features import FeatureStats, LogMel
 from vconv.models import build_model
 from vconv.prepare import prepare_corpus
+from vconv.train import lr_lambda
 from vconv.vocoder_train import VocoderTrainer, attach_vocoder, export_checkpoint, load_vocoder_run_config
 from vconv.vocoders import VocoderConfig, VocosVocoder, get_vocoder, load_bundle_vocoder, load_vocoder
 from vconv.vocoders.discriminators import CombinedDiscriminator
-from vconv.vocoders.losses import MultiResolutionSTFTLoss, PhaseLoss
+from vconv.vocoders.losses import MultiResolutionSTFTLoss, PhaseLoss, discriminator_loss, feature_matching_loss, generator_loss
 from vconv.vocoders.vocos import save_vocoder
 
 from tests.conftest import voiced_signal
@@ -149,6 +150,30 @@ def test_resume_after_kill_matches_uninterrupted_run_with_gan(manifests, tmp_pat
     # a checkpoint exports to the same vocoder the finished run wrote
     exported = load_vocoder(export_checkpoint(tmp_path / "killed" / "checkpoints" / "latest.pt", tmp_path / "exported"))
     torch.testing.assert_close(exported(x), loaded(x))
+
+
+def test_adversarial_losses_do_not_grow_with_the_number_of_sub_discriminators():
+    torch.manual_seed(0)
+    real, fake = [torch.randn(2, 1, 9)], [torch.randn(2, 1, 9) - 1]
+    feats_r, feats_f = [[torch.randn(2, 4, 9)]], [[torch.randn(2, 4, 9)]]
+    for kind in ("hinge", "lsgan"):
+        one = generator_loss(fake, kind)
+        assert one > 0
+        torch.testing.assert_close(generator_loss(fake * 8, kind), one)
+        torch.testing.assert_close(discriminator_loss(real * 8, fake * 8, kind), discriminator_loss(real, fake, kind))
+    torch.testing.assert_close(feature_matching_loss(feats_r * 8, feats_f * 8), feature_matching_loss(feats_r, feats_f))
+    # a fake the discriminator scores as real (>= 1) costs the hinge generator nothing
+    assert generator_loss([torch.full((2, 1, 9), 1.5)]) == 0
+
+
+def test_resume_with_a_new_learning_rate_uses_it(manifests, tmp_path):
+    settings = dict(steps=4, save_every=2, log_every=1, adversarial="false", batch_size=2, segment_samples=2048, warmup_steps=1)
+    VocoderTrainer(*tiny(manifests, tmp_path / "run", **settings), progress=False).fit(until=2)
+    resumed = VocoderTrainer(*tiny(manifests, tmp_path / "run", **settings, lr=1e-5, disc_lr=2e-5), resume=True, progress=False)
+    resumed.fit(until=3)
+    expected = 1e-5 * lr_lambda(1, 4)(3)
+    assert resumed.sched_g.get_last_lr()[0] == pytest.approx(expected)
+    assert resumed.sched_d.base_lrs == [2e-5]
 
 
 def test_attached_vocoder_is_the_default_and_griffinlim_overrides_it(bundle, vocoder_dir, corpus_dir, tmp_path):

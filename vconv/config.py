@@ -14,6 +14,7 @@ from YAML; ``apply_overrides`` applies ``section.key=value`` strings from the co
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
@@ -144,10 +145,27 @@ def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
     unknown = sorted(set(data) - known)
     if unknown:
         raise VconvError(f"{cls.__name__}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    hints = typing.get_type_hints(cls)
+    values = {key: _as_number(cls.__name__, key, value, hints[key]) for key, value in data.items()}
     try:
-        return cls(**dict(data))
+        return cls(**values)
     except TypeError as exc:  # a required field is missing
         raise VconvError(f"{cls.__name__}: {exc}") from None
+
+
+def _as_number(owner: str, key: str, value: Any, hint: Any) -> Any:
+    """A string given for a numeric field, as the number it spells.
+
+    YAML 1.1 reads ``1e-5`` (no dot) as a *string*, so ``lr: 1e-5`` or ``train.lr=1e-5`` would otherwise
+    reach the optimiser as text and fail there with a traceback.
+    """
+    allowed = typing.get_args(hint) or (hint,)
+    if not isinstance(value, str) or str in allowed or not ({int, float} & set(allowed)):
+        return value
+    try:
+        return int(value) if float not in allowed else float(value)
+    except ValueError:
+        raise VconvError(f"{owner}.{key}: expected a number, got {value!r}") from None
 
 
 def save_yaml(data: Mapping[str, Any], path: str | Path) -> None:

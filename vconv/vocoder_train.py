@@ -359,6 +359,9 @@ class VocoderTrainer:
         self.opt_d.load_state_dict(state["opt_d"])
         self.sched_g.load_state_dict(state["sched_g"])
         self.sched_d.load_state_dict(state["sched_d"])
+        # a scheduler's state carries the run's old base lr; a resume with a new train.lr / disc_lr means the new one
+        self.sched_g.base_lrs = [self.tcfg.lr for _ in self.sched_g.base_lrs]
+        self.sched_d.base_lrs = [self.tcfg.disc_lr for _ in self.sched_d.base_lrs]
         self.step = int(state["step"])
         restore_rng(state)
 

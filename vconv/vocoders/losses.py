@@ -9,7 +9,10 @@
   (instantaneous phase, group delay, instantaneous frequency; Ai & Ling, APNet 2023): direct phase
   supervision, which teaches coherent phase in far fewer steps than an adversary does.
 * hinge / LSGAN discriminator and generator losses, and feature matching (L1 between the
-  discriminators' intermediate activations on real and generated audio).
+  discriminators' intermediate activations on real and generated audio). All three are *means* over
+  the sub-discriminators (as in Vocos), so that ``adv_weight`` / ``fm_weight`` mean the same thing
+  however many periods and resolutions the discriminator has. Summing them made the adversarial term
+  of our 8 sub-discriminators outweigh the mel loss about 2:1, and the first GAN run lost quality.
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ class MelL1Loss(nn.Module):
 
 
 def discriminator_loss(real: Sequence[torch.Tensor], fake: Sequence[torch.Tensor], kind: str = "hinge") -> torch.Tensor:
-    """Sum over sub-discriminators of the real/fake loss on their final score maps."""
+    """Mean over sub-discriminators of the real/fake loss on their final score maps."""
     total = real[0].new_zeros((), dtype=torch.float32)
     for r, f in zip(real, fake):
         r, f = r.float(), f.float()
@@ -79,16 +82,16 @@ def discriminator_loss(real: Sequence[torch.Tensor], fake: Sequence[torch.Tensor
             total = total + F.relu(1 - r).mean() + F.relu(1 + f).mean()
         else:  # lsgan
             total = total + (1 - r).pow(2).mean() + f.pow(2).mean()
-    return total
+    return total / max(1, len(real))
 
 
 def generator_loss(fake: Sequence[torch.Tensor], kind: str = "hinge") -> torch.Tensor:
-    """Adversarial loss of the generator, summed over sub-discriminators."""
+    """Adversarial loss of the generator, averaged over sub-discriminators."""
     total = fake[0].new_zeros((), dtype=torch.float32)
     for f in fake:
         f = f.float()
         total = total + (F.relu(1 - f).mean() if kind == "hinge" else (1 - f).pow(2).mean())
-    return total
+    return total / max(1, len(fake))
 
 
 def feature_matching_loss(real_feats: Sequence[Sequence[torch.Tensor]], fake_feats: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
