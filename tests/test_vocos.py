@@ -152,6 +152,29 @@ def test_resume_after_kill_matches_uninterrupted_run_with_gan(manifests, tmp_pat
     torch.testing.assert_close(exported(x), loaded(x))
 
 
+def test_speed_perturbation_moves_the_pitch_within_its_range_and_is_off_by_default(tmp_path):
+    from vconv.data import Utterance
+    from vconv.vocoder_train import AudioSegments
+
+    sr, tone = 16000, 250.0
+    path = tmp_path / "tone.wav"
+    sf.write(path, (0.5 * np.sin(2 * np.pi * tone * np.arange(3 * sr) / sr)).astype(np.float32), sr)
+    utts = [Utterance("tone", str(path), "s", 3.0)]
+
+    def pitches(**kw):
+        batch = AudioSegments(utts, FeatureConfig(), batch_size=12, segment_samples=8192, steps=1, **kw)[0]
+        assert batch.shape == (12, 8192) and batch.abs().amax(dim=1).min() > 0.4  # no padding, no silence
+        spectrum = torch.fft.rfft(batch * torch.hann_window(8192), n=8 * 8192).abs()
+        return spectrum.argmax(dim=1).float() * sr / (8 * 8192)
+
+    torch.testing.assert_close(pitches(), torch.full((12,), tone), atol=1.0, rtol=0)
+    moved = pitches(speed_perturb=0.2, speed_probability=1.0)
+    assert moved.min() >= tone / 1.2 - 1 and moved.max() <= tone * 1.2 + 1
+    assert ((moved - tone).abs() > 2).sum() >= 9 and moved.std() > 5  # rows moved, by different factors
+    with pytest.raises(VconvError, match="speed_perturb"):
+        tiny(tmp_path, tmp_path / "run", speed_perturb=1.5)
+
+
 def test_adversarial_losses_do_not_grow_with_the_number_of_sub_discriminators():
     torch.manual_seed(0)
     real, fake = [torch.randn(2, 1, 9)], [torch.randn(2, 1, 9) - 1]

@@ -31,6 +31,7 @@ picks it up by default.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -43,6 +44,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from vconv.audio import resample
 from vconv.checkpoint import CONFIG_FILE, read_bundle_config, sha256_of
 from vconv.config import ConfigSection, FeatureConfig, apply_overrides, load_yaml, resolve_config_path
 from vconv.data import Utterance, read_manifest
@@ -94,10 +96,17 @@ class VocoderTrainConfig(ConfigSection):
     num_workers: int = 0
     threads: int | None = None
     cache_size: int = 2048  # decoded utterances kept in memory (per process)
+    # speed perturbation of the training audio (Ko et al. 2015): with this probability a segment is
+    # played back faster or slower by a factor drawn log-uniformly from [1/(1+r), 1+r] (r = speed_perturb),
+    # which moves pitch and formants together - more voices (and F0 ranges) than the corpus has speakers
+    speed_perturb: float = 0.0
+    speed_perturb_probability: float = 0.5
 
     def __post_init__(self) -> None:
         if self.gan_loss not in ("hinge", "lsgan"):
             raise VconvError(f"train.gan_loss must be hinge or lsgan, got {self.gan_loss!r}")
+        if not 0 <= self.speed_perturb < 1:
+            raise VconvError(f"train.speed_perturb must be in [0, 1), got {self.speed_perturb}")
 
 
 def load_vocoder_run_config(name_or_path: str | Path | None, overrides: Sequence[str] = ()) -> tuple[FeatureConfig, VocoderConfig, VocoderTrainConfig]:
@@ -117,17 +126,22 @@ def load_vocoder_run_config(name_or_path: str | Path | None, overrides: Sequence
 class AudioSegments(torch.utils.data.Dataset):
     """Map-style dataset whose item ``step`` is that step's batch of waveforms ``[B, segment_samples]``.
 
-    Utterances shorter than a segment are zero-padded at the end.
+    Utterances shorter than a segment are zero-padded at the end. With ``speed_perturb = r > 0``, each
+    segment is, with probability ``speed_probability``, cut ``speed`` times longer from its utterance and
+    resampled (soxr) to ``segment_samples``: played ``speed`` times faster, ``speed`` log-uniform in
+    ``[1/(1+r), 1+r]``.
     """
 
     def __init__(self, utterances: Sequence[Utterance], cfg: FeatureConfig, *, batch_size: int, segment_samples: int,
-                 seed: int = 0, rank: int = 0, steps: int = 0, cache_size: int = 2048):
+                 seed: int = 0, rank: int = 0, steps: int = 0, cache_size: int = 2048,
+                 speed_perturb: float = 0.0, speed_probability: float = 0.5):
         if segment_samples % cfg.hop_length:
             raise VconvError(f"train.segment_samples {segment_samples} must be a multiple of hop_length {cfg.hop_length}")
         self.utterances = list(utterances)
         self.cfg = cfg
         self.batch_size, self.segment_samples = batch_size, segment_samples
         self.seed, self.rank, self.steps = seed, rank, steps
+        self.speed_perturb, self.speed_probability = speed_perturb, speed_probability
         self.wave = lru_cache(maxsize=cache_size)(self._load)
 
     def _load(self, index: int) -> torch.Tensor:
@@ -146,10 +160,25 @@ class AudioSegments(torch.utils.data.Dataset):
         out = torch.zeros(self.batch_size, n)
         for row, index in enumerate(picks):
             wav = self.wave(index)
-            start = int(torch.randint(wav.numel() - n + 1, (1,), generator=gen)) if wav.numel() > n else 0
-            piece = wav[start : start + n]
+            speed = self._draw_speed(gen)
+            span = math.ceil(n * speed)  # source samples that become n samples at this speed
+            start = int(torch.randint(wav.numel() - span + 1, (1,), generator=gen)) if wav.numel() > span else 0
+            piece = wav[start : start + span]
+            if speed != 1.0:
+                piece = torch.from_numpy(resample(piece.numpy(), self.cfg.sample_rate * speed, self.cfg.sample_rate))[:n]
             out[row, : piece.numel()] = piece
         return out
+
+    def _draw_speed(self, gen: torch.Generator) -> float:
+        """1.0, or a log-uniform factor in [1/(1+r), 1+r] with probability ``speed_probability``.
+
+        Nothing is drawn when perturbation is off, so such runs keep their exact batches."""
+        if self.speed_perturb <= 0:
+            return 1.0
+        coin, u = torch.rand(2, generator=gen).tolist()
+        if coin >= self.speed_probability:
+            return 1.0
+        return math.exp((2 * u - 1) * math.log1p(self.speed_perturb))
 
 
 # -------------------------------------------------------------------------------------------- trainer
@@ -193,7 +222,8 @@ class VocoderTrainer:
         if state is not None:
             self._restore(state)
         self.batches = AudioSegments(utts, features, batch_size=train.batch_size, segment_samples=train.segment_samples,
-                                     seed=train.seed, rank=self.dist.rank, steps=train.steps, cache_size=train.cache_size)
+                                     seed=train.seed, rank=self.dist.rank, steps=train.steps, cache_size=train.cache_size,
+                                     speed_perturb=train.speed_perturb, speed_probability=train.speed_perturb_probability)
 
     def _load_vc_model(self, bundle: str | None):
         if not bundle:
