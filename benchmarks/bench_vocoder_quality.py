@@ -77,6 +77,11 @@ def main() -> None:
     print("|---|---|---|---|")
     for name, s in scores.items():
         print(f"| {name} | {s['edits'] / max(1, s['chars']):.3f} | {np.mean(s['sim']):.3f} | {np.mean(s['mos']):.2f} |")
+    # the same utterances go through both vocoders, so the paired difference is the fair comparison
+    for key, label in (("sim", "Resemblyzer"), ("mos", "DNSMOS")):
+        diff = np.array(scores["neural"][key]) - np.array(scores["griffin-lim"][key])
+        half = 1.96 * diff.std(ddof=1) / np.sqrt(diff.size) if diff.size > 1 else float("nan")
+        print(f"neural - griffin-lim, {label}: {diff.mean():+.3f} ± {half:.3f} (95 % CI, paired over {diff.size} utterances)")
 
 
 if __name__ == "__main__":
