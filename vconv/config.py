@@ -163,9 +163,14 @@ def _as_number(owner: str, key: str, value: Any, hint: Any) -> Any:
     if not isinstance(value, str) or str in allowed or not ({int, float} & set(allowed)):
         return value
     try:
-        return int(value) if float not in allowed else float(value)
+        number = float(value)
     except ValueError:
         raise VconvError(f"{owner}.{key}: expected a number, got {value!r}") from None
+    if float in allowed:
+        return number
+    if not number.is_integer():
+        raise VconvError(f"{owner}.{key}: expected a whole number, got {value!r}")
+    return int(number)  # "2e3" -> 2000
 
 
 def save_yaml(data: Mapping[str, Any], path: str | Path) -> None:

@@ -107,6 +107,8 @@ class VocoderTrainConfig(ConfigSection):
             raise VconvError(f"train.gan_loss must be hinge or lsgan, got {self.gan_loss!r}")
         if not 0 <= self.speed_perturb < 1:
             raise VconvError(f"train.speed_perturb must be in [0, 1), got {self.speed_perturb}")
+        if not 0 <= self.speed_perturb_probability <= 1:
+            raise VconvError(f"train.speed_perturb_probability must be in [0, 1], got {self.speed_perturb_probability}")
 
 
 def load_vocoder_run_config(name_or_path: str | Path | None, overrides: Sequence[str] = ()) -> tuple[FeatureConfig, VocoderConfig, VocoderTrainConfig]:
