@@ -111,13 +111,13 @@ def check_audio_file(path: Path, min_seconds: float) -> float | BadFile:
     (unreadable, empty, shorter than ``min_seconds``); the one check behind every corpus layout's scan."""
     try:
         info = audio_info(path)
-        if info.frames == 0:
-            raise VconvError(f"{path}: empty audio (0 samples)")
-        duration = info.frames / info.samplerate
-        if duration < min_seconds:
-            raise VconvError(f"{path}: too short ({duration:.2f} s < {min_seconds:.2f} s)")
-    except VconvError as exc:
+    except VconvError as exc:  # its message is "PATH: reason"; BadFile keeps the two apart
         return BadFile(str(path), str(exc).split(": ", 1)[-1])
+    if info.frames == 0:
+        return BadFile(str(path), "empty audio (0 samples)")
+    duration = info.frames / info.samplerate
+    if duration < min_seconds:
+        return BadFile(str(path), f"too short ({duration:.2f} s < {min_seconds:.2f} s)")
     return duration
 
 
