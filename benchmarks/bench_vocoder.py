@@ -1,10 +1,12 @@
 """Neural (Vocos-style) vocoder speed: real-time factor on 10 s of 16 kHz audio (626 frames).
 
 Usage: python benchmarks/bench_vocoder.py [--frames 626] [--threads 1 2] [--repeat 5] [--dim 256 --intermediate 768 --blocks 8]
+                                          [--envelope-passes 0 16]
 
 An untrained vocoder of the given size (default: the shipped default VocoderConfig) vocodes a random
 log-mel of ``--frames`` frames under ``inference_mode``, ``--repeat`` times after one warm-up, at each
-thread count. The best run is the figure to quote (RTF = wall seconds / audio seconds; the target is
+thread count, once per ``--envelope-passes`` value (0 = the network and its inverse STFT alone; the
+default config's value = what inference runs, mel-envelope matching included). The best run is the figure to quote (RTF = wall seconds / audio seconds; the target is
 <= 0.02, i.e. >= 50x real time): on a shared machine other processes inflate the rest, and the load
 average is printed for context. Speed does not depend on the weights' values, so no training is needed.
 """
@@ -35,6 +37,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=default.dim)
     parser.add_argument("--intermediate", type=int, default=default.intermediate)
     parser.add_argument("--blocks", type=int, default=default.blocks)
+    parser.add_argument("--envelope-passes", type=int, nargs="+", default=[0, default.envelope_passes])
     args = parser.parse_args()
 
     features = FeatureConfig()
@@ -45,19 +48,20 @@ def main() -> None:
     mel = torch.randn(1, features.n_mels, args.frames, generator=torch.Generator().manual_seed(0)) - 5.0
     print(f"vocos dim={config.dim} intermediate={config.intermediate} blocks={config.blocks}: {params / 1e6:.2f} M params; "
           f"{args.frames} frames = {seconds:.2f} s of audio; load average {os.getloadavg()[0]:.2f}")
-    for threads in args.threads:
-        torch.set_num_threads(threads)
-        with torch.inference_mode():
-            vocoder(mel)  # warm-up: allocator, FFT plans, oneDNN primitives
-            times = []
-            for _ in range(args.repeat):
-                start = time.perf_counter()
-                vocoder(mel)
-                times.append(time.perf_counter() - start)
-        best, median = min(times), statistics.median(times)
-        print(f"threads={threads}: best {best * 1000:.1f} ms (RTF {best / seconds:.4f}, {seconds / best:.0f}x real time), "
-              f"median {median * 1000:.1f} ms (RTF {median / seconds:.4f})")
-
+    for passes in args.envelope_passes:
+        vocoder.config.envelope_passes = passes
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            with torch.inference_mode():
+                vocoder(mel)  # warm-up: allocator, FFT plans, oneDNN primitives
+                times = []
+                for _ in range(args.repeat):
+                    start = time.perf_counter()
+                    vocoder(mel)
+                    times.append(time.perf_counter() - start)
+            best, median = min(times), statistics.median(times)
+            print(f"envelope passes={passes} threads={threads}: best {best * 1000:.1f} ms (RTF {best / seconds:.4f}, "
+                  f"{seconds / best:.0f}x real time), median {median * 1000:.1f} ms (RTF {median / seconds:.4f})")
 
 if __name__ == "__main__":
     main()

@@ -3,9 +3,10 @@
 Usage: python benchmarks/bench_vocoder_quality.py --manifest TEST.jsonl --vocoder-dir RUN/vocoder [--n 40]
        python benchmarks/bench_vocoder_quality.py --manifest TEST.jsonl --checkpoint RUN/checkpoints/latest.pt
 
-Each utterance's log-mel (the model's FeatureConfig) is vocoded by Griffin-Lim and by the neural vocoder;
-the table gives Whisper CER (against the transcript, or the original's own ASR output when there is
-none), Resemblyzer cosine to the *original* recording, and DNSMOS overall, per system. Needs the eval
+Each utterance's log-mel (the model's FeatureConfig) is vocoded by Griffin-Lim and by the neural vocoder,
+the latter twice: as inference runs it (with its mel-envelope matching passes) and as the network alone
+(``neural, network only``: 0 passes, the ablation); the table gives Whisper CER (against the transcript,
+or the original's own ASR output when there is none), Resemblyzer cosine to the *original* recording, and DNSMOS overall, per system. Needs the eval
 extra. The utterances are a seeded sample spread over the manifest's speakers.
 """
 
@@ -41,6 +42,7 @@ def main() -> None:
     source.add_argument("--checkpoint", type=Path, help="a train-vocoder checkpoint (judge a run in progress)")
     parser.add_argument("--n", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--envelope-passes", type=int, help="override the vocoder's envelope_passes (default: its config's)")
     args = parser.parse_args()
     cfg = FeatureConfig()
     utts = read_manifest(args.manifest)
@@ -53,7 +55,12 @@ def main() -> None:
     if args.checkpoint:
         tmp = tempfile.TemporaryDirectory()
         args.vocoder_dir = export_checkpoint(args.checkpoint, tmp.name)
-    systems = {"griffin-lim": get_vocoder("griffinlim", cfg), "neural": load_vocoder(args.vocoder_dir)}
+    network_only, neural = load_vocoder(args.vocoder_dir), load_vocoder(args.vocoder_dir)
+    network_only.config.envelope_passes = 0
+    if args.envelope_passes is not None:
+        neural.config.envelope_passes = args.envelope_passes
+    print(f"neural: envelope_passes {neural.config.envelope_passes}, momentum {neural.config.envelope_momentum}")
+    systems = {"griffin-lim": get_vocoder("griffinlim", cfg), "neural, network only": network_only, "neural": neural}
     extractor = LogMel(cfg)
     spk, asr, mos = SpeakerJudge(), AsrJudge(), QualityJudge()
     scores = {name: {"edits": 0, "chars": 0, "sim": [], "mos": []} for name in ("original", *systems)}
@@ -78,10 +85,11 @@ def main() -> None:
     for name, s in scores.items():
         print(f"| {name} | {s['edits'] / max(1, s['chars']):.3f} | {np.mean(s['sim']):.3f} | {np.mean(s['mos']):.2f} |")
     # the same utterances go through both vocoders, so the paired difference is the fair comparison
-    for key, label in (("sim", "Resemblyzer"), ("mos", "DNSMOS")):
-        diff = np.array(scores["neural"][key]) - np.array(scores["griffin-lim"][key])
-        half = 1.96 * diff.std(ddof=1) / np.sqrt(diff.size) if diff.size > 1 else float("nan")
-        print(f"neural - griffin-lim, {label}: {diff.mean():+.3f} ± {half:.3f} (95 % CI, paired over {diff.size} utterances)")
+    for name in ("neural, network only", "neural"):
+        for key, label in (("sim", "Resemblyzer"), ("mos", "DNSMOS")):
+            diff = np.array(scores[name][key]) - np.array(scores["griffin-lim"][key])
+            half = 1.96 * diff.std(ddof=1) / np.sqrt(diff.size) if diff.size > 1 else float("nan")
+            print(f"{name} - griffin-lim, {label}: {diff.mean():+.3f} ± {half:.3f} (95 % CI, paired over {diff.size} utterances)")
 
 
 if __name__ == "__main__":

@@ -80,7 +80,8 @@ def test_shapes_and_length_contract():
     assert out.shape == (2, wav.numel()) and out.dtype == torch.float32 and torch.isfinite(out).all()
     single = voc.vocode(mel[0].numpy())
     assert isinstance(single, np.ndarray) and single.shape == (wav.numel(),)
-    np.testing.assert_allclose(single, out[0].detach().numpy(), atol=1e-5)
+    # 16 envelope passes of float32 FFTs: batched and single runs agree to rounding (~1e-5 of a 0.2 signal)
+    np.testing.assert_allclose(single, out[0].detach().numpy(), atol=5e-5)
     with pytest.raises(VconvError, match="expected a log-mel"):
         voc(torch.zeros(1, 40, 10))
     built = get_vocoder("vocos", cfg, dim=16, intermediate=32, blocks=1)

@@ -349,16 +349,19 @@ class VocoderTrainer:
             keep = min(wav.size, int(max_seconds * self.fcfg.sample_rate)) // self.fcfg.hop_length * self.fcfg.hop_length
             wavs.append(torch.from_numpy(wav[:keep]).to(self.device))
 
-        def score(vocoder) -> dict[str, float]:
+        def score(vocode) -> dict[str, float]:
             mel_l1 = stft = 0.0
             for wav in wavs:
                 mel = self.logmel(wav[None])
-                pred = vocoder(self.vocoder_input(mel) if vocoder is self.generator else mel)
+                pred = vocode(mel)
                 mel_l1 += self.mel_loss(pred, mel).item()
                 stft += self.stft_loss(pred, wav[None]).item()
             return {"mel_l1": mel_l1 / len(wavs), "stft": stft / len(wavs)}
 
-        result = score(self.generator)
+        # as at inference (envelope matching on), and the network's own output (what the losses train)
+        result = score(lambda mel: self.generator(self.vocoder_input(mel)))
+        raw = score(lambda mel: self.generator(self.vocoder_input(mel), match_envelope=False))
+        result.update({f"{k}_raw": v for k, v in raw.items()})
         if self._gl_reference is None:
             self._gl_reference = score(GriffinLim(self.fcfg).to(self.device))
         result.update({f"gl_{k}": v for k, v in self._gl_reference.items()})

@@ -83,7 +83,8 @@ def main() -> None:
             attach_vocoder(dest, save_vocoder(tmp, vocoder, extra=trained, dtype=torch.float16))
         vocoder_mb = (dest / "vocoder.safetensors").stat().st_size / 1e6
         vocoder_line = (f"Vocos-style neural vocoder ({sum(p.numel() for p in vocoder.parameters()) / 1e6:.2f} M parameters, "
-                        f"float16, {vocoder_mb:.1f} MB), used by default; `--vocoder griffinlim` is the fallback.")
+                        f"float16, {vocoder_mb:.1f} MB; {vocoder.config.envelope_passes} passes of mel-envelope matching, "
+                        f"momentum {vocoder.config.envelope_momentum}), used by default; `--vocoder griffinlim` is the fallback.")
     n_params = sum(p.numel() for p in model.parameters())
     size_mb = (dest / "model.safetensors").stat().st_size / 1e6
     evaluation = (args.eval / "summary.md").read_text() if args.eval else "Not evaluated yet: run `vconv evaluate` (see recipes/voices/README.md)."

@@ -18,6 +18,11 @@ Shapes::
     log_mel [B, n_mels, F] -> embed conv (k=7) -> LayerNorm -> N x ConvNeXtBlock -> LayerNorm
         -> Linear(dim, n_fft + 2) -> log|S| [B, n_fft/2+1, F], phase [B, n_fft/2+1, F]
         -> S = exp(log|S|) * e^{i phase} -> istft -> wav [B, (F - 1) * hop]
+        -> (inference) mel-envelope matching against log_mel -> wav [B, (F - 1) * hop]
+
+The last step (:mod:`vconv.vocoders.envelope`) re-analyses the output and corrects its per-band level
+towards the input mel, keeping the predicted phase and harmonic detail; it undoes the low-band energy
+that inconsistent predicted phases cancel in the overlap-add.
 
 The input is the natural-log mel exactly as LogMel makes it (un-normalised); a fixed affine
 ``(log_mel - input_mean) / input_scale`` only brings it near zero mean / unit scale for the first conv.
@@ -37,6 +42,7 @@ from torch import nn
 from vconv.config import ConfigSection, FeatureConfig
 from vconv.errors import VconvError
 from vconv.vocoders.base import Vocoder, register_vocoder
+from vconv.vocoders.envelope import MelEnvelopeMatch
 
 __all__ = ["VocoderConfig", "VocosVocoder", "ConvNeXtBlock", "save_vocoder", "load_vocoder", "load_bundle_vocoder",
            "VOCODER_WEIGHTS", "VOCODER_CONFIG"]
@@ -63,6 +69,21 @@ class VocoderConfig(ConfigSection):
     input_mean: float = -5.0  # fixed input affine: typical log-mel (floor 1e-5 -> -11.5) to ~N(0, 1)
     input_scale: float = 3.0
     max_log_magnitude: float = 5.0  # clamp of the predicted log|S| (e^5 ~ 150: far above a full-scale bin)
+    # inference-time mel-envelope matching (vconv.vocoders.envelope): passes (0 turns it off), the bound
+    # on one pass's per-band natural-log gain, and the fast-Griffin-Lim momentum. It took the 62k-step
+    # vocoder on five held-out voices from behind Griffin-Lim to ahead of it on all three judges
+    # (MODEL_HISTORY.md)
+    envelope_passes: int = 16
+    envelope_max_log_gain: float = 1.5
+    envelope_momentum: float = 0.9
+
+    def __post_init__(self) -> None:
+        if self.envelope_passes < 0:
+            raise VconvError(f"vocoder.envelope_passes must be >= 0, got {self.envelope_passes}")
+        if self.envelope_max_log_gain <= 0:
+            raise VconvError(f"vocoder.envelope_max_log_gain must be > 0, got {self.envelope_max_log_gain}")
+        if not 0 <= self.envelope_momentum < 1:
+            raise VconvError(f"vocoder.envelope_momentum must be in [0, 1), got {self.envelope_momentum}")
 
 
 class ConvNeXtBlock(nn.Module):
@@ -102,6 +123,7 @@ class VocosVocoder(Vocoder):
         self.final_norm = nn.LayerNorm(config.dim, eps=1e-6)
         self.head = nn.Linear(config.dim, 2 * self.n_freq)
         self.register_buffer("window", torch.hann_window(fc.win_length, periodic=True), persistent=False)
+        self.envelope = MelEnvelopeMatch(fc, config.envelope_max_log_gain, config.envelope_momentum)  # no weights: buffers only
         self.apply(self._init)
 
     @staticmethod
@@ -125,11 +147,14 @@ class VocosVocoder(Vocoder):
         log_mag, phase = out.split(self.n_freq, dim=1)
         return log_mag.clamp(max=c.max_log_magnitude), phase
 
-    def forward(self, log_mel: torch.Tensor, return_phase: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, log_mel: torch.Tensor, return_phase: bool = False,
+                match_envelope: bool | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``log_mel [B, n_mels, F]`` (natural log, un-normalised) -> ``wav [B, (F - 1) * hop_length]`` float32.
 
         ``return_phase`` also returns the predicted phase ``[B, n_fft/2+1, F]`` (for a phase loss in training;
-        going through ``forward`` keeps DDP's gradient hooks in the loop).
+        going through ``forward`` keeps DDP's gradient hooks in the loop). ``match_envelope`` runs the
+        ``config.envelope_passes`` of mel-envelope matching on the output; by default it does so in eval
+        mode only, so the training losses judge the network's own output.
         """
         self.check_input(log_mel)
         log_mag, phase = self.spectrum(log_mel)
@@ -141,6 +166,8 @@ class VocosVocoder(Vocoder):
                 spec, n_fft=fc.n_fft, hop_length=fc.hop_length, win_length=fc.win_length,
                 window=self.window, center=True, length=self.num_samples(log_mel.shape[-1]),
             )
+            if (not self.training if match_envelope is None else match_envelope) and self.config.envelope_passes:
+                wav = self.envelope(wav, log_mel, self.config.envelope_passes)
         return (wav, phase) if return_phase else wav
 
     def analysis_phase(self, wav: torch.Tensor) -> torch.Tensor:
