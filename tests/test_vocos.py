@@ -258,3 +258,16 @@ def test_fine_tuning_on_the_vc_models_reconstructions(manifests, bundle, tmp_pat
     assert fed.shape == mel.shape and not torch.allclose(fed, mel)
     assert np.isfinite(trainer.train_step(batch)["loss"])
     shutil.rmtree(tmp_path / "run", ignore_errors=True)
+
+
+def test_init_from_starts_a_fresh_run_from_trained_weights(manifests, vocoder_dir, tmp_path):
+    trained = load_vocoder(vocoder_dir)  # TINY-sized
+    features, _, train_cfg = tiny(manifests, tmp_path / "ft", init_from=str(vocoder_dir), adversarial=False)
+    trainer = VocoderTrainer(features, TINY, train_cfg, progress=False)
+    assert trainer.step == 0 and trainer.opt_g.state == {}  # fresh optimiser and schedule
+    for key, value in trained.state_dict().items():
+        torch.testing.assert_close(trainer.generator.state_dict()[key], value)
+    # the envelope settings act at inference only: another value still takes the weights
+    VocoderTrainer(features, VocoderConfig.from_dict({**TINY.to_dict(), "envelope_passes": 3}), train_cfg, progress=False)
+    with pytest.raises(VconvError, match="init_from .*blocks: 2 vs 3"):
+        VocoderTrainer(features, VocoderConfig.from_dict({**TINY.to_dict(), "blocks": 3}), train_cfg, progress=False)

@@ -16,6 +16,8 @@ the discriminator a sensible generator to start against (a GAN from scratch is s
 Fine-tuning on the VC model's own output (``vc_model``: a VC bundle): the vocoder's input becomes the
 mel that the VC model *reconstructs* from the segment (denormalised), while the targets stay the real
 audio and its real mel, so the vocoder learns to turn the model's slightly smoothed mels into clean audio.
+``init_from`` (a trained vocoder folder) starts such a run from trained weights with a fresh optimiser
+and schedule, so a fine-tune is its own short run rather than a resume that stretches the old schedule.
 
 Run folder::
 
@@ -68,6 +70,7 @@ class VocoderTrainConfig(ConfigSection):
     run_dir: str
     valid_manifest: str | None = None
     vc_model: str | None = None  # a VC bundle: fine-tune on its reconstructed mels (targets stay real audio)
+    init_from: str | None = None  # a vocoder folder (vocoder.json + weights) to start from: a fine-tuning run
     steps: int = 200_000
     batch_size: int = 16
     segment_samples: int = 8192  # a multiple of hop_length (32 frames at hop 256)
@@ -223,6 +226,8 @@ class VocoderTrainer:
         state = self.run.load_latest() if resume else None
         if state is not None:
             self._restore(state)
+        elif train.init_from:
+            self._start_from(train.init_from)
         self.batches = AudioSegments(utts, features, batch_size=train.batch_size, segment_samples=train.segment_samples,
                                      seed=train.seed, rank=self.dist.rank, steps=train.steps, cache_size=train.cache_size,
                                      speed_perturb=train.speed_perturb, speed_probability=train.speed_perturb_probability)
@@ -382,9 +387,20 @@ class VocoderTrainer:
             "configs": {"features": self.fcfg.to_dict(), "vocoder": self.vcfg.to_dict(), "train": self.tcfg.to_dict()},
         }
 
+    def _start_from(self, folder: str) -> None:
+        """Generator weights from a trained vocoder folder; optimisers and schedule start fresh (step 0)."""
+        trained = load_vocoder(folder)  # sha256-checked
+        if trained.config.network() != self.vcfg.network():
+            diffs = [f"{k}: {v} vs {self.vcfg.network()[k]}" for k, v in trained.config.network().items() if self.vcfg.network()[k] != v]
+            raise VconvError(f"train.init_from {folder}: vocoder size differs from this run's ({'; '.join(diffs)})")
+        if trained.feature_config != self.fcfg:
+            raise VconvError(f"train.init_from {folder}: built for other features ({'; '.join(trained.feature_config.differences(self.fcfg))})")
+        self.generator.load_state_dict(trained.state_dict(), strict=True)
+
     def _restore(self, state: dict[str, Any]) -> None:
         where = self.run.latest
-        if VocoderConfig.from_dict(state["configs"]["vocoder"]) != self.vcfg:
+        # the envelope_* settings act at inference only: changing them must not block a resume
+        if VocoderConfig.from_dict(state["configs"]["vocoder"]).network() != self.vcfg.network():
             raise VconvError(f"{where}: vocoder config differs from the checkpoint's; resume with the same config")
         if FeatureConfig.from_dict(state["configs"]["features"]) != self.fcfg:
             raise VconvError(f"{where}: feature config differs from the checkpoint's; resume with the same config")

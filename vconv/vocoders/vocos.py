@@ -77,6 +77,11 @@ class VocoderConfig(ConfigSection):
     envelope_max_log_gain: float = 1.5
     envelope_momentum: float = 0.9
 
+    def network(self) -> dict[str, Any]:
+        """The fields that shape the weights (all but the inference-time ``envelope_*`` settings): two
+        configs with equal ``network()`` can load each other's weights."""
+        return {k: v for k, v in self.to_dict().items() if not k.startswith("envelope_")}
+
     def __post_init__(self) -> None:
         if self.envelope_passes < 0:
             raise VconvError(f"vocoder.envelope_passes must be >= 0, got {self.envelope_passes}")
