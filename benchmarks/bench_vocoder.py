@@ -1,12 +1,13 @@
 """Neural (Vocos-style) vocoder speed: real-time factor on 10 s of 16 kHz audio (626 frames).
 
 Usage: python benchmarks/bench_vocoder.py [--frames 626] [--threads 1 2] [--repeat 5] [--dim 256 --intermediate 768 --blocks 8]
-                                          [--envelope-passes 0 16]
+                                          [--consistency-passes 16] [--envelope-passes 16]
 
 An untrained vocoder of the given size (default: the shipped default VocoderConfig) vocodes a random
 log-mel of ``--frames`` frames under ``inference_mode``, ``--repeat`` times after one warm-up, at each
-thread count, once per ``--envelope-passes`` value (0 = the network and its inverse STFT alone; the
-default config's value = what inference runs, mel-envelope matching included). The best run is the figure to quote (RTF = wall seconds / audio seconds; the target is
+thread count, twice: the network and its inverse STFT alone, and with the inference-time post-processing
+(phase-consistency iterations and mel-envelope matching, by default the VocoderConfig's counts) that
+``vconv convert`` runs. The best run is the figure to quote (RTF = wall seconds / audio seconds; the target is
 <= 0.02, i.e. >= 50x real time): on a shared machine other processes inflate the rest, and the load
 average is printed for context. Speed does not depend on the weights' values, so no training is needed.
 """
@@ -37,7 +38,8 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=default.dim)
     parser.add_argument("--intermediate", type=int, default=default.intermediate)
     parser.add_argument("--blocks", type=int, default=default.blocks)
-    parser.add_argument("--envelope-passes", type=int, nargs="+", default=[0, default.envelope_passes])
+    parser.add_argument("--consistency-passes", type=int, default=default.consistency_passes)
+    parser.add_argument("--envelope-passes", type=int, default=default.envelope_passes)
     args = parser.parse_args()
 
     features = FeatureConfig()
@@ -48,8 +50,8 @@ def main() -> None:
     mel = torch.randn(1, features.n_mels, args.frames, generator=torch.Generator().manual_seed(0)) - 5.0
     print(f"vocos dim={config.dim} intermediate={config.intermediate} blocks={config.blocks}: {params / 1e6:.2f} M params; "
           f"{args.frames} frames = {seconds:.2f} s of audio; load average {os.getloadavg()[0]:.2f}")
-    for passes in args.envelope_passes:
-        vocoder.config.envelope_passes = passes
+    for label, consistency, envelope in (("network only", 0, 0), ("as shipped", args.consistency_passes, args.envelope_passes)):
+        vocoder.config.consistency_passes, vocoder.config.envelope_passes = consistency, envelope
         for threads in args.threads:
             torch.set_num_threads(threads)
             with torch.inference_mode():
@@ -60,7 +62,7 @@ def main() -> None:
                     vocoder(mel)
                     times.append(time.perf_counter() - start)
             best, median = min(times), statistics.median(times)
-            print(f"envelope passes={passes} threads={threads}: best {best * 1000:.1f} ms (RTF {best / seconds:.4f}, "
+            print(f"{label} (consistency {consistency}, envelope {envelope}) threads={threads}: best {best * 1000:.1f} ms (RTF {best / seconds:.4f}, "
                   f"{seconds / best:.0f}x real time), median {median * 1000:.1f} ms (RTF {median / seconds:.4f})")
 
 if __name__ == "__main__":

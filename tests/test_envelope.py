@@ -1,4 +1,4 @@
-"""Mel-envelope matching (vconv.vocoders.envelope) and its use in the Vocos vocoder."""
+"""Mel-envelope matching (vconv.vocoders.envelope) and the Vocos vocoder's inference-time post-processing."""
 
 from __future__ import annotations
 
@@ -82,24 +82,42 @@ def test_one_pass_lifts_the_level_by_at_most_the_gain_bound():
     assert (out.pow(2).mean().sqrt() / wav.pow(2).mean().sqrt()).item() == pytest.approx(1.0, rel=0.05)
 
 
-def test_vocoder_matches_the_envelope_in_eval_mode_only():
+def _tiny_vocoder(**post) -> VocosVocoder:
     torch.manual_seed(0)
-    voc = VocosVocoder(CFG, VocoderConfig(dim=32, intermediate=64, blocks=2, envelope_passes=8))
+    return VocosVocoder(CFG, VocoderConfig(dim=32, intermediate=64, blocks=2, **post)).eval()
+
+
+def test_vocoder_post_processes_in_eval_mode_only():
+    voc = _tiny_vocoder(envelope_passes=8, consistency_passes=8)
     wav = _speech(0.5)
     mel = LogMel(CFG)(wav)
     raw_train = voc.train()(mel)
-    raw_eval = voc.eval()(mel, match_envelope=False)
+    raw_eval = voc.eval()(mel, post_process=False)
     torch.testing.assert_close(raw_train, raw_eval)  # no dropout: the network's output is the same
-    matched = voc(mel)
-    assert matched.shape == raw_eval.shape
+    processed = voc(mel)
+    assert processed.shape == raw_eval.shape
     # an untrained vocoder is far off; matching brings its output's mel much nearer the input
-    assert _mel_error(matched, mel) < 0.5 * _mel_error(raw_eval, mel)
-    off = VocosVocoder(CFG, VocoderConfig(dim=32, intermediate=64, blocks=2, envelope_passes=0))
-    off.load_state_dict(voc.state_dict())  # the matcher has no weights: the state dicts agree
-    torch.testing.assert_close(off.eval()(mel), raw_eval)
+    assert _mel_error(processed, mel) < 0.5 * _mel_error(raw_eval, mel)
+    off = _tiny_vocoder(envelope_passes=0, consistency_passes=0)
+    assert off.state_dict().keys() == voc.state_dict().keys()  # post-processing has no weights
+    torch.testing.assert_close(off(mel), raw_eval)
 
 
-@pytest.mark.parametrize("field, value", [("envelope_passes", -1), ("envelope_max_log_gain", 0.0), ("envelope_momentum", 1.0)])
-def test_bad_envelope_settings_are_one_line_errors(field, value):
+def test_consistency_passes_make_the_output_keep_the_predicted_magnitude():
+    """The plain inverse STFT of frames whose phases disagree does not have the predicted magnitude (the
+    overlap-add cancels and beats); the phase-consistency iterations bring the two together."""
+    mel = LogMel(CFG)(_speech(0.5))
+    predicted = torch.exp(_tiny_vocoder().spectrum(mel)[0]).detach()
+
+    def magnitude_error(consistency_passes: int) -> float:
+        out = _tiny_vocoder(envelope_passes=0, consistency_passes=consistency_passes)(mel).detach()
+        return (LogMel(CFG).magnitude(out) - predicted).norm().item() / predicted.norm().item()
+
+    assert magnitude_error(16) < 0.7 * magnitude_error(0)
+
+
+@pytest.mark.parametrize("field, value", [("envelope_passes", -1), ("envelope_max_log_gain", 0.0), ("envelope_momentum", 1.0),
+                                          ("consistency_passes", -2), ("consistency_momentum", -0.1)])
+def test_bad_post_processing_settings_are_one_line_errors(field, value):
     with pytest.raises(VconvError, match=f"vocoder.{field}"):
         VocoderConfig.from_dict({field: value})

@@ -80,8 +80,10 @@ def test_shapes_and_length_contract():
     assert out.shape == (2, wav.numel()) and out.dtype == torch.float32 and torch.isfinite(out).all()
     single = voc.vocode(mel[0].numpy())
     assert isinstance(single, np.ndarray) and single.shape == (wav.numel(),)
-    # 16 envelope passes of float32 FFTs: batched and single runs agree to rounding (~1e-5 of a 0.2 signal)
-    np.testing.assert_allclose(single, out[0].detach().numpy(), atol=5e-5)
+    np.testing.assert_allclose(single, voc(mel)[0].detach().numpy(), atol=1e-6)
+    # batched FFTs round differently, and 16 momentum-0.99 consistency passes + 16 envelope passes
+    # carry that along: batch and single item agree to ~3e-4 of a ~0.2 signal
+    np.testing.assert_allclose(single, out[0].detach().numpy(), atol=2e-3)
     with pytest.raises(VconvError, match="expected a log-mel"):
         voc(torch.zeros(1, 40, 10))
     built = get_vocoder("vocos", cfg, dim=16, intermediate=32, blocks=1)

@@ -365,7 +365,7 @@ class VocoderTrainer:
 
         # as at inference (envelope matching on), and the network's own output (what the losses train)
         result = score(lambda mel: self.generator(self.vocoder_input(mel)))
-        raw = score(lambda mel: self.generator(self.vocoder_input(mel), match_envelope=False))
+        raw = score(lambda mel: self.generator(self.vocoder_input(mel), post_process=False))
         result.update({f"{k}_raw": v for k, v in raw.items()})
         if self._gl_reference is None:
             self._gl_reference = score(GriffinLim(self.fcfg).to(self.device))

@@ -118,12 +118,21 @@ class GriffinLim(Vocoder):
         return sharp * torch.sqrt(energy / sharp_energy.clamp_min(1e-20))
 
     @torch.no_grad()
-    def from_magnitude(self, magnitude: torch.Tensor, n_iter: int | None = None) -> torch.Tensor:
-        """Linear magnitude ``[B, n_fft/2+1, F]`` -> wav ``[B, (F - 1) * hop_length]`` (no sharpening here)."""
+    def from_magnitude(self, magnitude: torch.Tensor, n_iter: int | None = None,
+                       initial_phase: torch.Tensor | None = None) -> torch.Tensor:
+        """Linear magnitude ``[B, n_fft/2+1, F]`` -> wav ``[B, (F - 1) * hop_length]`` (no sharpening here).
+
+        ``initial_phase`` (radians, ``[B, n_fft/2+1, F]``) replaces the random start: the neural vocoder
+        passes its predicted phase, so the iterations only make it consistent across frames.
+        """
         n_iter = self.n_iter if n_iter is None else n_iter
         magnitude = magnitude.float()
         length = (magnitude.shape[-1] - 1) * self.feature_config.hop_length
-        spec = magnitude * self.initial_phase(magnitude.shape[-2], magnitude.shape[-1], magnitude.device)
+        if initial_phase is None:
+            start = self.initial_phase(magnitude.shape[-2], magnitude.shape[-1], magnitude.device)
+        else:
+            start = torch.polar(torch.ones_like(magnitude), initial_phase.float())
+        spec = magnitude * start
         previous = None  # c_{n-1}, the previous consistent estimate
         for _ in range(n_iter):
             # c_n: the nearest consistent spectrogram (the STFT of the signal that best matches `spec`)
