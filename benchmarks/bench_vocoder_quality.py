@@ -4,10 +4,11 @@ Usage: python benchmarks/bench_vocoder_quality.py --manifest TEST.jsonl --vocode
        python benchmarks/bench_vocoder_quality.py --manifest TEST.jsonl --checkpoint RUN/checkpoints/latest.pt
 
 Each utterance's log-mel (the model's FeatureConfig) is vocoded by Griffin-Lim and by the neural vocoder,
-the latter twice: as inference runs it (with its mel-envelope matching passes) and as the network alone
-(``neural, network only``: 0 passes, the ablation); the table gives Whisper CER (against the transcript,
-or the original's own ASR output when there is none), Resemblyzer cosine to the *original* recording, and DNSMOS overall, per system. Needs the eval
-extra. The utterances are a seeded sample spread over the manifest's speakers.
+the latter twice: as inference runs it (with its phase-consistency and mel-envelope matching passes) and
+as the network alone (``neural, network only``: no post-processing, the ablation). The table gives
+Whisper CER (against the transcript, or the original's own ASR output when there is none), Resemblyzer
+cosine to the *original* recording, and DNSMOS overall, per system. Needs the eval extra. The
+utterances are a seeded sample spread over the manifest's speakers.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--envelope-passes", type=int, help="override the vocoder's envelope_passes (default: its config's)")
+    parser.add_argument("--consistency-passes", type=int, help="override the vocoder's consistency_passes (default: its config's)")
     args = parser.parse_args()
     cfg = FeatureConfig()
     utts = read_manifest(args.manifest)
@@ -56,10 +58,14 @@ def main() -> None:
         tmp = tempfile.TemporaryDirectory()
         args.vocoder_dir = export_checkpoint(args.checkpoint, tmp.name)
     network_only, neural = load_vocoder(args.vocoder_dir), load_vocoder(args.vocoder_dir)
-    network_only.config.envelope_passes = 0
+    network_only.config.envelope_passes = network_only.config.consistency_passes = 0
     if args.envelope_passes is not None:
         neural.config.envelope_passes = args.envelope_passes
-    print(f"neural: envelope_passes {neural.config.envelope_passes}, momentum {neural.config.envelope_momentum}")
+    if args.consistency_passes is not None:
+        neural.config.consistency_passes = args.consistency_passes
+    c = neural.config
+    print(f"neural: consistency_passes {c.consistency_passes} (momentum {c.consistency_momentum}), "
+          f"envelope_passes {c.envelope_passes} (momentum {c.envelope_momentum})")
     systems = {"griffin-lim": get_vocoder("griffinlim", cfg), "neural, network only": network_only, "neural": neural}
     extractor = LogMel(cfg)
     spk, asr, mos = SpeakerJudge(), AsrJudge(), QualityJudge()

@@ -8,7 +8,8 @@
 # training stages resume from their latest checkpoint. Environment: DATA (corpus root parent, default
 # data), EXP (outputs, default exp/voices), CONF / VOCODER_CONF (run configs, default conf/small.yaml and
 # conf/vocoder.yaml), NJ (extract workers), EVAL_SOURCES (source utterances per speaker pair, default 5),
-# AUGMENT (pitch/formant pseudo-speakers per training voice, default 0), PYTHON / VCONV (how to run vconv).
+# AUGMENT (pitch/formant pseudo-speakers per training voice, default 0), SHIP_VOCODER (stage 6 attaches
+# the neural vocoder, default 1), PYTHON / VCONV (how to run vconv).
 set -euo pipefail
 
 RECIPE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -72,7 +73,7 @@ if [[ $stage -le 5 && $stop_stage -ge 5 ]]; then
   if [[ -f $EXP/vocoder/vocoder/vocoder.json && ! -f $EXP/eval_neural/results.json ]]; then
     log "stage 5: judge the neural vocoder alone, then the model with it attached"
     $PYTHON "$RECIPE_DIR/../../benchmarks/bench_vocoder_quality.py" --manifest "$EXP/data/test.jsonl" \
-      --vocoder-dir "$EXP/vocoder/vocoder" --n 24 | tee "$EXP/vocoder_quality.md"
+      --vocoder-dir "$EXP/vocoder/vocoder" --n 100 | tee "$EXP/vocoder_quality.md"
     rm -rf "$EXP/model_neural" && cp -r "$EXP/train/model" "$EXP/model_neural"
     $PYTHON -c "import sys; from vconv.vocoder_train import attach_vocoder; attach_vocoder(*sys.argv[1:])" \
       "$EXP/model_neural" "$EXP/vocoder/vocoder"
@@ -81,10 +82,10 @@ if [[ $stage -le 5 && $stop_stage -ge 5 ]]; then
   fi
 fi
 if [[ $stage -le 6 && $stop_stage -ge 6 ]]; then
-  # SHIP_VOCODER=1 attaches the neural vocoder (then convert uses it by default): only when it beats
-  # Griffin-Lim on all three judges of $EXP/vocoder_quality.md
-  log "stage 6: write the fp16 bundle + model card into pretrained/ (SHIP_VOCODER=${SHIP_VOCODER:-0})"
-  if [[ ${SHIP_VOCODER:-0} == 1 ]]; then
+  # the neural vocoder is attached (convert then uses it by default) as in the shipped bundle; set
+  # SHIP_VOCODER=0 when yours does not beat Griffin-Lim on all three judges of $EXP/vocoder_quality.md
+  log "stage 6: write the fp16 bundle + model card into pretrained/ (SHIP_VOCODER=${SHIP_VOCODER:-1})"
+  if [[ ${SHIP_VOCODER:-1} == 1 && -f $EXP/vocoder/vocoder/vocoder.json ]]; then
     $PYTHON "$RECIPE_DIR/ship_model.py" "$EXP/train" --eval "$EXP/eval_neural" --vocoder "$EXP/vocoder/vocoder" \
       --notes "$RECIPE_DIR/MODEL_HISTORY.md" --force
   else
