@@ -76,15 +76,19 @@ def main() -> None:
         speakers=info.speakers, dtype=torch.float16, extra={"trained_steps": steps, "name": args.name}, force=args.force,
     )
     vocoder_line = "Griffin-Lim (32 momentum iterations); no neural vocoder attached."
+    vocoder_limit = "Griffin-Lim phase reconstruction adds a metallic, phasey quality."
     if args.vocoder:
         vocoder = load_vocoder(args.vocoder)
         trained = {k: v for k, v in read_vocoder_meta(args.vocoder).items() if k == "trained_steps"}
         with tempfile.TemporaryDirectory() as tmp:  # a float16 copy is what ships
             attach_vocoder(dest, save_vocoder(tmp, vocoder, extra=trained, dtype=torch.float16))
         vocoder_mb = (dest / "vocoder.safetensors").stat().st_size / 1e6
+        vocoder_limit = ("The neural vocoder was trained without a GAN on the same small corpus; on converted mels it "
+                         "cannot restore intonation the model did not produce (F0 correlation with the source stays low).")
         vocoder_line = (f"Vocos-style neural vocoder ({sum(p.numel() for p in vocoder.parameters()) / 1e6:.2f} M parameters, "
-                        f"float16, {vocoder_mb:.1f} MB; {vocoder.config.envelope_passes} passes of mel-envelope matching, "
-                        f"momentum {vocoder.config.envelope_momentum}), used by default; `--vocoder griffinlim` is the fallback.")
+                        f"float16, {vocoder_mb:.1f} MB; at inference {vocoder.config.consistency_passes} phase-consistency "
+                        f"passes and {vocoder.config.envelope_passes} passes of mel-envelope matching), used by default; "
+                        f"`--vocoder griffinlim` is the fallback.")
     n_params = sum(p.numel() for p in model.parameters())
     size_mb = (dest / "model.safetensors").stat().st_size / 1e6
     evaluation = (args.eval / "summary.md").read_text() if args.eval else "Not evaluated yet: run `vconv evaluate` (see recipes/voices/README.md)."
@@ -130,14 +134,15 @@ different-speaker pairs of validation utterances (vconv's own encoder, a trainin
 
 - Trained for minutes on a small, partly synthetic corpus: expect audible artefacts, imperfect
   speaker similarity and some loss of intelligibility, worst on voices far from the training set.
-- Griffin-Lim phase reconstruction adds a metallic, phasey quality.
+- {vocoder_limit}
 - The FOTAQ speech is band-limited to 5.5 kHz, the synthetic voices are not; the real speech it has
   seen is English, Czech and Dutch voice acting.
 """
     if args.notes:
         card += "\n" + args.notes.read_text(encoding="utf-8")
     (dest / "MODEL_CARD.md").write_text(card)
-    print(f"wrote {dest} ({size_mb:.1f} MB)")
+    total_mb = sum(f.stat().st_size for f in dest.glob("*.safetensors")) / 1e6
+    print(f"wrote {dest} (model {size_mb:.1f} MB; all weights {total_mb:.1f} MB)")
 
 
 if __name__ == "__main__":
