@@ -363,7 +363,7 @@ class VocoderTrainer:
                 stft += self.stft_loss(pred, wav[None]).item()
             return {"mel_l1": mel_l1 / len(wavs), "stft": stft / len(wavs)}
 
-        # as at inference (envelope matching on), and the network's own output (what the losses train)
+        # as at inference (post-processing on), and the network's own output (what the losses train)
         result = score(lambda mel: self.generator(self.vocoder_input(mel)))
         raw = score(lambda mel: self.generator(self.vocoder_input(mel), post_process=False))
         result.update({f"{k}_raw": v for k, v in raw.items()})
@@ -390,8 +390,9 @@ class VocoderTrainer:
     def _start_from(self, folder: str) -> None:
         """Generator weights from a trained vocoder folder; optimisers and schedule start fresh (step 0)."""
         trained = load_vocoder(folder)  # sha256-checked
-        if trained.config.network() != self.vcfg.network():
-            diffs = [f"{k}: {v} vs {self.vcfg.network()[k]}" for k, v in trained.config.network().items() if self.vcfg.network()[k] != v]
+        theirs, ours = trained.config.network(), self.vcfg.network()
+        if theirs != ours:
+            diffs = [f"{k}: {v} vs {ours[k]}" for k, v in theirs.items() if ours[k] != v]
             raise VconvError(f"train.init_from {folder}: vocoder size differs from this run's ({'; '.join(diffs)})")
         if trained.feature_config != self.fcfg:
             raise VconvError(f"train.init_from {folder}: built for other features ({'; '.join(trained.feature_config.differences(self.fcfg))})")
@@ -399,7 +400,7 @@ class VocoderTrainer:
 
     def _restore(self, state: dict[str, Any]) -> None:
         where = self.run.latest
-        # the envelope_* settings act at inference only: changing them must not block a resume
+        # the envelope_* / consistency_* settings act at inference only: changing them must not block a resume
         if VocoderConfig.from_dict(state["configs"]["vocoder"]).network() != self.vcfg.network():
             raise VconvError(f"{where}: vocoder config differs from the checkpoint's; resume with the same config")
         if FeatureConfig.from_dict(state["configs"]["features"]) != self.fcfg:

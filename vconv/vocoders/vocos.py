@@ -74,9 +74,10 @@ class VocoderConfig(ConfigSection):
     input_scale: float = 3.0
     max_log_magnitude: float = 5.0  # clamp of the predicted log|S| (e^5 ~ 150: far above a full-scale bin)
     # inference-time mel-envelope matching (vconv.vocoders.envelope): passes (0 turns it off), the bound
-    # on one pass's per-band natural-log gain, and the fast-Griffin-Lim momentum. It took the 62k-step
-    # vocoder on five held-out voices from behind Griffin-Lim to ahead of it on all three judges
-    # (MODEL_HISTORY.md)
+    # on one pass's per-band natural-log gain, and the fast-Griffin-Lim momentum. With the consistency
+    # passes below it took the 62k-step vocoder on five held-out voices from behind Griffin-Lim to ahead
+    # of it on all three judges (recipes/voices/MODEL_HISTORY.md). The pass counts are read at every
+    # call; the gain bound and the momenta when the vocoder is built.
     envelope_passes: int = 16
     envelope_max_log_gain: float = 1.5
     envelope_momentum: float = 0.9
