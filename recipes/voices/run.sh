@@ -85,7 +85,7 @@ if [[ $stage -le 6 && $stop_stage -ge 6 ]]; then
   # the neural vocoder is attached (convert then uses it by default) as in the shipped bundle; set
   # SHIP_VOCODER=0 when yours does not beat Griffin-Lim on all three judges of $EXP/vocoder_quality.md
   log "stage 6: write the fp16 bundle + model card into pretrained/ (SHIP_VOCODER=${SHIP_VOCODER:-1})"
-  if [[ ${SHIP_VOCODER:-1} == 1 && -f $EXP/vocoder/vocoder/vocoder.json ]]; then
+  if [[ ${SHIP_VOCODER:-1} == 1 && -f $EXP/vocoder/vocoder/vocoder.json && -f $EXP/eval_neural/summary.md ]]; then
     $PYTHON "$RECIPE_DIR/ship_model.py" "$EXP/train" --eval "$EXP/eval_neural" --vocoder "$EXP/vocoder/vocoder" \
       --notes "$RECIPE_DIR/MODEL_HISTORY.md" --force
   else

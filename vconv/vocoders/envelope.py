@@ -43,21 +43,21 @@ class MelEnvelopeMatch(nn.Module):
 
     ``max_log_gain`` bounds the natural-log gain of one pass per band (1.5 ~ ±13 dB), so a band that the
     vocoder left near silent is not lifted to full level from noise in a single step. ``momentum`` is
-    the fast Griffin-Lim extrapolation (0: plain passes).
+    the fast Griffin-Lim extrapolation (0: plain passes); the extrapolated signal only feeds the next
+    pass, and the last corrected signal is returned.
     """
 
-    def __init__(self, feature_config: FeatureConfig, max_log_gain: float = 1.5, momentum: float = 0.0):
+    def __init__(self, feature_config: FeatureConfig):
         super().__init__()
         self.feature_config = feature_config
-        self.max_log_gain = float(max_log_gain)
-        self.momentum = float(momentum)
         self.logmel = LogMel(feature_config)
         basis = self.logmel.mel_basis  # [n_mels, n_freq]
         # bin k's log-gain = mean of the band gains weighted by how much of bin k each filter takes
         spread = basis / basis.sum(0, keepdim=True).clamp_min(1e-8)
         self.register_buffer("spread", spread.T.contiguous(), persistent=False)  # [n_freq, n_mels]
 
-    def forward(self, wav: torch.Tensor, log_mel: torch.Tensor, passes: int = 1) -> torch.Tensor:
+    def forward(self, wav: torch.Tensor, log_mel: torch.Tensor, passes: int = 1, max_log_gain: float = 1.5,
+                momentum: float = 0.0) -> torch.Tensor:
         fc = self.feature_config
         window = self.logmel.window
         length = wav.shape[-1]
@@ -70,10 +70,10 @@ class MelEnvelopeMatch(nn.Module):
             frames = min(spec.shape[-1], log_mel.shape[-1])
             spec = spec[..., :frames]
             have = torch.log(torch.clamp(torch.matmul(self.logmel.mel_basis, spec.abs()), min=fc.log_floor))
-            band_gain = (log_mel[..., :frames] - have).clamp(-self.max_log_gain, self.max_log_gain)  # [B, n_mels, F']
+            band_gain = (log_mel[..., :frames] - have).clamp(-max_log_gain, max_log_gain)  # [B, n_mels, F']
             bin_gain = torch.matmul(self.spread, band_gain)  # [B, n_freq, F']
             corrected = torch.istft(spec * torch.exp(bin_gain), fc.n_fft, fc.hop_length, fc.win_length,
                                     window=window, center=True, length=length)
-            wav = corrected if previous is None else corrected + self.momentum * (corrected - previous)
+            wav = corrected if previous is None else corrected + momentum * (corrected - previous)
             previous = corrected
-        return wav
+        return wav if previous is None else previous

@@ -119,13 +119,15 @@ class GriffinLim(Vocoder):
 
     @torch.no_grad()
     def from_magnitude(self, magnitude: torch.Tensor, n_iter: int | None = None,
-                       initial_phase: torch.Tensor | None = None) -> torch.Tensor:
+                       initial_phase: torch.Tensor | None = None, alpha: float | None = None) -> torch.Tensor:
         """Linear magnitude ``[B, n_fft/2+1, F]`` -> wav ``[B, (F - 1) * hop_length]`` (no sharpening here).
 
         ``initial_phase`` (radians, ``[B, n_fft/2+1, F]``) replaces the random start: the neural vocoder
-        passes its predicted phase, so the iterations only make it consistent across frames.
+        passes its predicted phase, so the iterations only make it consistent across frames. ``n_iter`` and
+        ``alpha`` override the instance's values.
         """
         n_iter = self.n_iter if n_iter is None else n_iter
+        alpha = self.alpha if alpha is None else alpha
         magnitude = magnitude.float()
         length = (magnitude.shape[-1] - 1) * self.feature_config.hop_length
         if initial_phase is None:
@@ -142,7 +144,7 @@ class GriffinLim(Vocoder):
             if previous is None:
                 target = consistent
             else:
-                target = torch.add(consistent, previous, alpha=-self.alpha / (1 + self.alpha))
+                target = torch.add(consistent, previous, alpha=-alpha / (1 + alpha))
             previous = consistent
             # magnitude projection: keep the phase, impose the target magnitude. sgn() is t/|t| in one
             # pass (3x faster than abs + divide) and gives 0, not NaN, where t is exactly 0.

@@ -54,7 +54,8 @@ __all__ = ["VocoderConfig", "VocosVocoder", "ConvNeXtBlock", "save_vocoder", "lo
 VOCODER_WEIGHTS = "vocoder.safetensors"
 VOCODER_CONFIG = "vocoder.json"
 VOCODER_FORMAT = "vconv-vocoder"
-VOCODER_FORMAT_VERSION = 1
+VOCODER_FORMAT_VERSION = 2  # 2 added the inference-time post-processing settings; 1 still loads (defaults)
+READABLE_FORMAT_VERSIONS = (1, 2)
 
 
 @dataclass
@@ -76,8 +77,7 @@ class VocoderConfig(ConfigSection):
     # inference-time mel-envelope matching (vconv.vocoders.envelope): passes (0 turns it off), the bound
     # on one pass's per-band natural-log gain, and the fast-Griffin-Lim momentum. With the consistency
     # passes below it took the 62k-step vocoder on five held-out voices from behind Griffin-Lim to ahead
-    # of it on all three judges (recipes/voices/MODEL_HISTORY.md). The pass counts are read at every
-    # call; the gain bound and the momenta when the vocoder is built.
+    # of it on all three judges (recipes/voices/MODEL_HISTORY.md). All of these are read at every call.
     envelope_passes: int = 16
     envelope_max_log_gain: float = 1.5
     envelope_momentum: float = 0.9
@@ -144,8 +144,8 @@ class VocosVocoder(Vocoder):
         self.head = nn.Linear(config.dim, 2 * self.n_freq)
         self.register_buffer("window", torch.hann_window(fc.win_length, periodic=True), persistent=False)
         # inference-time post-processing; neither has weights (buffers only, not in the state dict)
-        self.envelope = MelEnvelopeMatch(fc, config.envelope_max_log_gain, config.envelope_momentum)
-        self.phase_projection = GriffinLim(fc, alpha=config.consistency_momentum)
+        self.envelope = MelEnvelopeMatch(fc)
+        self.phase_projection = GriffinLim(fc)
         self.apply(self._init)
 
     @staticmethod
@@ -177,15 +177,18 @@ class VocosVocoder(Vocoder):
         going through ``forward`` keeps DDP's gradient hooks in the loop). ``post_process`` runs the
         inference-time steps, ``config.consistency_passes`` phase-consistency iterations instead of the plain
         inverse STFT and then ``config.envelope_passes`` of mel-envelope matching; by default it does so in
-        eval mode only, so the training losses judge the network's own output.
+        eval mode only, so the training losses judge the network's own output. The post-processed
+        waveform carries no gradient.
         """
         self.check_input(log_mel)
         log_mag, phase = self.spectrum(log_mel)
         inference = not self.training if post_process is None else post_process
-        fc = self.feature_config
+        fc, c = self.feature_config, self.config
         with torch.autocast(log_mel.device.type, enabled=False):  # istft has no bf16 kernel
-            if inference and self.config.consistency_passes:
-                wav = self.phase_projection.from_magnitude(torch.exp(log_mag), self.config.consistency_passes, phase)
+            if inference and c.consistency_passes:
+                with torch.no_grad():
+                    wav = self.phase_projection.from_magnitude(torch.exp(log_mag), c.consistency_passes, phase,
+                                                               alpha=c.consistency_momentum)
             else:
                 # the phase is an unconstrained angle: cos/sin of it is periodic, so no wrapping problem
                 wav = torch.istft(
@@ -193,8 +196,9 @@ class VocosVocoder(Vocoder):
                     win_length=fc.win_length, window=self.window, center=True,
                     length=self.num_samples(log_mel.shape[-1]),
                 )
-            if inference and self.config.envelope_passes:
-                wav = self.envelope(wav, log_mel, self.config.envelope_passes)
+            if inference and c.envelope_passes:
+                with torch.no_grad():
+                    wav = self.envelope(wav, log_mel, c.envelope_passes, c.envelope_max_log_gain, c.envelope_momentum)
         return (wav, phase) if return_phase else wav
 
     def analysis_phase(self, wav: torch.Tensor) -> torch.Tensor:
@@ -262,8 +266,8 @@ def read_vocoder_meta(folder: str | Path) -> dict[str, Any]:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise VconvError(f"{path}: corrupt vocoder config ({exc.msg} at line {exc.lineno})") from None
-    if meta.get("format") != VOCODER_FORMAT or meta.get("format_version") != VOCODER_FORMAT_VERSION:
-        raise VconvError(f"{path}: not a vconv vocoder config of format version {VOCODER_FORMAT_VERSION}")
+    if meta.get("format") != VOCODER_FORMAT or meta.get("format_version") not in READABLE_FORMAT_VERSIONS:
+        raise VconvError(f"{path}: not a vconv vocoder config of format version {' or '.join(map(str, READABLE_FORMAT_VERSIONS))}")
     return meta
 
 
