@@ -44,9 +44,9 @@ class LogMel(torch.nn.Module):
         self.register_buffer("mel_basis", torch.from_numpy(basis).float(), persistent=False)  # [n_mels, n_fft/2+1]
         self.register_buffer("window", torch.hann_window(cfg.win_length, periodic=True), persistent=False)
 
-    def magnitude(self, wav: torch.Tensor) -> torch.Tensor:
-        """Linear-frequency magnitude ``[B, n_fft/2+1, F]`` of ``[B, T]``."""
-        spec = torch.stft(
+    def stft(self, wav: torch.Tensor) -> torch.Tensor:
+        """Complex STFT ``[B, n_fft/2+1, F]`` of ``[B, T]``: the one analysis every mel of vconv comes from."""
+        return torch.stft(
             wav.float(),
             n_fft=self.cfg.n_fft,
             hop_length=self.cfg.hop_length,
@@ -56,17 +56,24 @@ class LogMel(torch.nn.Module):
             pad_mode="constant",
             return_complex=True,
         )
-        return spec.abs()
+
+    def magnitude(self, wav: torch.Tensor) -> torch.Tensor:
+        """Linear-frequency magnitude ``[B, n_fft/2+1, F]`` of ``[B, T]``."""
+        return self.stft(wav).abs()
 
     def mel(self, wav: torch.Tensor) -> torch.Tensor:
         """Mel magnitude (not log) ``[B, n_mels, F]``; what librosa's melspectrogram(power=1) returns."""
         return torch.matmul(self.mel_basis, self.magnitude(wav))
 
+    def log_mel_of(self, magnitude: torch.Tensor) -> torch.Tensor:
+        """Log-mel ``[B, n_mels, F]`` of a linear magnitude ``[B, n_fft/2+1, F]`` (what ``forward`` applies)."""
+        return torch.log(torch.clamp(torch.matmul(self.mel_basis, magnitude), min=self.cfg.log_floor))
+
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         single = wav.dim() == 1
         if single:
             wav = wav.unsqueeze(0)
-        out = torch.log(torch.clamp(self.mel(wav), min=self.cfg.log_floor))
+        out = self.log_mel_of(self.magnitude(wav))
         return out[0] if single else out
 
     def to_linear(self, log_mel: torch.Tensor, iterations: int = 40) -> torch.Tensor:

@@ -59,21 +59,19 @@ class MelEnvelopeMatch(nn.Module):
     def forward(self, wav: torch.Tensor, log_mel: torch.Tensor, passes: int = 1, max_log_gain: float = 1.5,
                 momentum: float = 0.0) -> torch.Tensor:
         fc = self.feature_config
-        window = self.logmel.window
         length = wav.shape[-1]
         wav = wav.float()
         log_mel = log_mel.float()
         previous = None
         for _ in range(passes):
-            spec = torch.stft(wav, fc.n_fft, fc.hop_length, fc.win_length, window=window, center=True,
-                              pad_mode="constant", return_complex=True)  # [B, n_freq, F']
+            spec = self.logmel.stft(wav)  # [B, n_freq, F']
             frames = min(spec.shape[-1], log_mel.shape[-1])
             spec = spec[..., :frames]
-            have = torch.log(torch.clamp(torch.matmul(self.logmel.mel_basis, spec.abs()), min=fc.log_floor))
+            have = self.logmel.log_mel_of(spec.abs())
             band_gain = (log_mel[..., :frames] - have).clamp(-max_log_gain, max_log_gain)  # [B, n_mels, F']
             bin_gain = torch.matmul(self.spread, band_gain)  # [B, n_freq, F']
             corrected = torch.istft(spec * torch.exp(bin_gain), fc.n_fft, fc.hop_length, fc.win_length,
-                                    window=window, center=True, length=length)
+                                    window=self.logmel.window, center=True, length=length)
             wav = corrected if previous is None else corrected + momentum * (corrected - previous)
             previous = corrected
         return wav if previous is None else previous

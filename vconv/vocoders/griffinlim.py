@@ -78,12 +78,8 @@ class GriffinLim(Vocoder):
     # ---------------------------------------------------------------------------------------- STFT pair
 
     def _stft(self, wav: torch.Tensor) -> torch.Tensor:
-        """``[B, T]`` -> complex ``[B, n_fft/2+1, F]``, the same transform as ``LogMel.magnitude``."""
-        cfg = self.feature_config
-        return torch.stft(
-            wav, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
-            window=self.logmel.window, center=True, pad_mode="constant", return_complex=True,
-        )
+        """``[B, T]`` -> complex ``[B, n_fft/2+1, F]``, the features' own transform (``LogMel.stft``)."""
+        return self.logmel.stft(wav)
 
     def _istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
         """Complex ``[B, n_fft/2+1, F]`` -> ``[B, length]`` (least-squares inverse of :meth:`_stft`)."""
