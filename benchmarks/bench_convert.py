@@ -24,9 +24,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vconv import audio  # noqa: E402
-from vconv.api import load  # noqa: E402
-from vconv.convert import convert_paths  # noqa: E402
+from vconv.audio import io as audio  # noqa: E402
+from vconv.inference.converter import load  # noqa: E402
+from vconv.inference.batch import convert_paths  # noqa: E402
 from vconv.errors import VconvError  # noqa: E402
 from vconv.vocoders import VOCODERS  # noqa: E402
 
@@ -35,13 +35,13 @@ def model_path(name: str | None, tmp: Path) -> str:
     if name:
         return name
     try:
-        from vconv.pretrained import resolve_bundle
+        from vconv.inference.registry import resolve_bundle
 
         return str(resolve_bundle(None))
     except VconvError:
-        from vconv.checkpoint import save_bundle
+        from vconv.inference.bundle import save_bundle
         from vconv.config import FeatureConfig, ModelConfig
-        from vconv.features import FeatureStats
+        from vconv.audio.frontend import FeatureStats
         from vconv.models import build_model
 
         cfg = ModelConfig()

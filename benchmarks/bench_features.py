@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vconv.config import FeatureConfig  # noqa: E402
-from vconv.data import read_manifest  # noqa: E402
-from vconv.extract import extract_features  # noqa: E402
-from vconv.prepare import prepare_corpus  # noqa: E402
+from vconv.data.manifest import read_manifest  # noqa: E402
+from vconv.data.extract import extract_features  # noqa: E402
+from vconv.data.prepare import prepare_corpus  # noqa: E402
 
 
 def librosa_throughput(paths: list[str], cfg: FeatureConfig) -> float:

@@ -26,7 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vconv.config import FeatureConfig  # noqa: E402
-from vconv.vocoders.vocos import VocoderConfig, VocosVocoder  # noqa: E402
+from vconv.config import VocoderConfig
+from vconv.vocoders.vocos import VocosVocoder  # noqa: E402
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.conftest import voiced_signal  # noqa: E402
 from vconv.config import FeatureConfig  # noqa: E402
-from vconv.features import LogMel  # noqa: E402
+from vconv.audio.logmel import LogMel  # noqa: E402
 from vconv.vocoders import GriffinLim  # noqa: E402
 
 

@@ -24,14 +24,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vconv import metrics as M  # noqa: E402
-from vconv.audio import load  # noqa: E402
+from vconv.evaluation import metrics as M  # noqa: E402
+from vconv.audio.io import load  # noqa: E402
 from vconv.config import FeatureConfig  # noqa: E402
-from vconv.data import read_manifest  # noqa: E402
-from vconv.features import LogMel  # noqa: E402
-from vconv.judges import AsrJudge, QualityJudge, SpeakerJudge  # noqa: E402
+from vconv.data.manifest import read_manifest  # noqa: E402
+from vconv.audio.logmel import LogMel  # noqa: E402
+from vconv.evaluation.judges import AsrJudge, QualityJudge, SpeakerJudge  # noqa: E402
 from vconv.vocoders import get_vocoder  # noqa: E402
-from vconv.vocoder_train import export_checkpoint  # noqa: E402
+from vconv.training.vocoder_trainer import export_checkpoint  # noqa: E402
 from vconv.vocoders.vocos import load_vocoder  # noqa: E402
 
 

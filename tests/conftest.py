@@ -42,13 +42,13 @@ def tiny_bundle(tmp_path_factory) -> Path:
     """A randomly initialised debug-size VC model saved as a bundle (fp16 weights)."""
     import torch
 
-    from vconv.checkpoint import save_bundle
+    from vconv.inference.bundle import save_bundle
     from vconv.config import load_run_config
-    from vconv.features import FeatureStats
+    from vconv.audio.frontend import FeatureStats, FrontEnd
     from vconv.models import build_model
 
     features, model_cfg, _ = load_run_config("debug", ["train.train_manifest=x", "train.run_dir=y"])
     torch.manual_seed(0)
     model = build_model(model_cfg)
     stats = FeatureStats(torch.full((features.n_mels,), -4.0), torch.full((features.n_mels,), 2.0), 1)
-    return save_bundle(tmp_path_factory.mktemp("bundles") / "tiny", model, model_cfg, features, stats, dtype=torch.float16)
+    return save_bundle(tmp_path_factory.mktemp("bundles") / "tiny", model, FrontEnd(features, stats), dtype=torch.float16)

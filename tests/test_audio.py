@@ -5,7 +5,7 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import voiced_signal
-from vconv import audio
+from vconv.audio import io as audio
 from vconv.errors import VconvError
 
 

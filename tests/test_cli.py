@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from tests.conftest import voiced_signal
 from vconv.cli import app
 from vconv.config import FeatureConfig
-from vconv.data import feature_path, read_manifest
-from vconv.features import load_features
+from vconv.data.manifest import feature_path, read_manifest
+from vconv.data.feature_files import load_features
 
 runner = CliRunner()
 

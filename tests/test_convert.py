@@ -16,7 +16,8 @@ import torch
 from typer.testing import CliRunner
 
 import vconv
-from vconv.checkpoint import load_bundle, load_training_state
+from vconv.inference.bundle import load_bundle
+from vconv.training.runs import load_training_state
 from vconv.cli import app
 from vconv.config import FeatureConfig
 from vconv.errors import VconvError
@@ -157,9 +158,9 @@ def test_model_vocoder_feature_mismatch_is_refused(bundle):
     with pytest.raises(VconvError) as info:
         check_compatible(FeatureConfig(), vocoder)
     assert "hop_length" in str(info.value) and "200" in str(info.value) and "256" in str(info.value)
-    model, bundle_info = load_bundle(bundle)
+    model, frontend, bundle_info = load_bundle(bundle)
     with pytest.raises(VconvError, match="hop_length"):
-        vconv.VoiceConverter(model, bundle_info, vocoder)
+        vconv.VoiceConverter(model, frontend, bundle_info, vocoder)
 
 
 def test_models_lists_bundles_from_vconv_models(bundle, monkeypatch):

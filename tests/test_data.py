@@ -5,9 +5,9 @@ import random
 
 import pytest
 
-from vconv.data import Utterance, read_manifest, scan_speaker_folders, split_by_speaker, write_manifest
+from vconv.data.manifest import Utterance, read_manifest, scan_speaker_folders, split_by_speaker, write_manifest
 from vconv.errors import VconvError
-from vconv.prepare import prepare_corpus
+from vconv.data.prepare import prepare_corpus
 
 
 def _utts(n_speakers=10, per=3):

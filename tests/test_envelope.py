@@ -10,9 +10,10 @@ import torch
 
 from vconv.config import FeatureConfig
 from vconv.errors import VconvError
-from vconv.features import LogMel
+from vconv.audio.logmel import LogMel
 from vconv.vocoders.envelope import MelEnvelopeMatch
-from vconv.vocoders.vocos import VocoderConfig, VocosVocoder, load_vocoder, save_vocoder
+from vconv.config import VocoderConfig
+from vconv.vocoders.vocos import VocosVocoder, load_vocoder, save_vocoder
 
 from .conftest import voiced_signal
 

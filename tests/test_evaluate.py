@@ -17,18 +17,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from vconv.data import scan_speaker_folders
+from vconv.data.manifest import scan_speaker_folders
 from vconv.errors import VconvError
-from vconv.evaluate import (
-    SYSTEMS,
-    EvalPair,
-    aggregate,
-    make_pairs,
-    read_protocol,
-    run_evaluation,
-    summarize,
-)
-from vconv.judges import Judges, SpeakerJudge
+from vconv.evaluation.evaluate import SYSTEMS, EvalPair, aggregate, make_pairs, read_protocol, run_evaluation, summarize
+from vconv.evaluation.judges import Judges, SpeakerJudge
 
 
 def oracle(source: str, refs: list[str]) -> tuple[np.ndarray, int]:

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from vconv.cli import app
-from vconv.prepare import prepare_corpus
+from vconv.data.prepare import prepare_corpus
 
 
 @pytest.mark.slow

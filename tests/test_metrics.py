@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import voiced_signal
-from vconv import metrics as M
+from vconv.evaluation import metrics as M
 from vconv.errors import VconvError
 
 SR = 16000
@@ -188,14 +188,14 @@ def test_success_and_accept_rates_on_constructed_cases():
 
 @pytest.fixture(scope="session")
 def speaker_judge():
-    from vconv.judges import SpeakerJudge
+    from vconv.evaluation.judges import SpeakerJudge
 
     return SpeakerJudge()
 
 
 @pytest.fixture(scope="session")
 def asr_judge():
-    from vconv.judges import AsrJudge
+    from vconv.evaluation.judges import AsrJudge
 
     return AsrJudge()
 
@@ -222,7 +222,7 @@ def test_resemblyzer_same_voice_scores_higher_than_other_voices(speaker_judge, c
 def test_resemblyzer_is_deterministic_and_rate_independent(speaker_judge, corpus_dir):
     import soundfile as sf
 
-    from vconv.audio import resample
+    from vconv.audio.io import resample
 
     path = corpus_dir / "flite_slt" / "flite_slt_02.wav"
     wav, sr = sf.read(path, dtype="float32")
@@ -240,7 +240,7 @@ def test_whisper_transcribes_the_fixture_voices(asr_judge, corpus_dir):
 
 
 def test_dnsmos_prefers_speech_over_noise(corpus_dir):
-    from vconv.judges import QualityJudge
+    from vconv.evaluation.judges import QualityJudge
 
     judge = QualityJudge()
     speech = judge.score(corpus_dir / "flite_awb" / "flite_awb_03.wav")
@@ -250,7 +250,7 @@ def test_dnsmos_prefers_speech_over_noise(corpus_dir):
 
 
 def test_missing_packages_name_the_install_command(monkeypatch):
-    from vconv import judges
+    from vconv.evaluation import judges
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in {"resemblyzer", "speechmos", "faster_whisper"} else real(name, *a))
@@ -263,7 +263,7 @@ def test_missing_packages_name_the_install_command(monkeypatch):
 
 
 def test_pkg_resources_stand_in_is_temporary(monkeypatch):
-    from vconv import judges
+    from vconv.evaluation import judges
 
     monkeypatch.delitem(sys.modules, "pkg_resources", raising=False)
     real = importlib.util.find_spec

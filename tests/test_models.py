@@ -1,4 +1,4 @@
-"""Tests for vconv.models: encoders, decoder, adversary and the composed VoiceConverter."""
+"""Tests for vconv.models: encoders, decoder, adversary and the composed VoiceConversionModel."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from vconv.models import (
     ReconstructionOutput,
     SpeakerClassifier,
     SpeakerEncoder,
-    VoiceConverter,
+    VoiceConversionModel,
     build_model,
 )
 from vconv.models.speaker import stats_pool
-from vconv.nn import QuantizerOutput
+from vconv.models.quantize import QuantizerOutput
 
 
 def tiny(**overrides) -> ModelConfig:
@@ -241,7 +241,7 @@ def test_mismatched_strides_are_refused():
     content = ContentEncoder(cfg)
     model = build_model(cfg)
     with pytest.raises(VconvError, match="up-samples"):
-        VoiceConverter(
+        VoiceConversionModel(
             content, model.quantizer, model.speaker_encoder, AdaINDecoder(cfg, stride=3), config=cfg
         )
 
@@ -284,7 +284,7 @@ def test_a_few_adam_steps_lower_the_reconstruction_loss():
 def test_quantize_switch_off_passes_the_code_through():
     from vconv.config import ModelConfig
     from vconv.models import build_model
-    from vconv.nn.quantize import PassThroughQuantizer
+    from vconv.models.quantize import PassThroughQuantizer
 
     cfg = ModelConfig(n_mels=16, channels=16, speaker_channels=16, code_dim=8, quantize=False)
     model = build_model(cfg)

@@ -13,7 +13,8 @@ import torch
 
 import vconv
 
-from vconv.nn import AdaIN, ConvBlock, QuantizerOutput, VectorQuantizer, grad_reverse
+from vconv.models.layers import AdaIN, ConvBlock, grad_reverse
+from vconv.models.quantize import QuantizerOutput, VectorQuantizer
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 
 from vconv.config import FeatureConfig
-from vconv.perturb import MelPerturber, PerturbConfig
+from vconv.audio.perturb import MelPerturber, PerturbConfig
 
 
 def test_warp_identity_and_direction():

@@ -7,7 +7,7 @@ import scipy.signal
 import soundfile as sf
 
 import vconv
-from vconv.pretrained import DEFAULT_BUNDLE, list_bundles
+from vconv.inference.registry import DEFAULT_BUNDLE, list_bundles
 
 EXAMPLES = __import__("pathlib").Path(__file__).resolve().parents[1] / "examples"
 

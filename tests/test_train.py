@@ -1,4 +1,4 @@
-"""Trainer: loss falls, kill + resume equals an uninterrupted run, DDP keeps replicas identical, CLI."""
+"""ModelTrainer: loss falls, kill + resume equals an uninterrupted run, DDP keeps replicas identical, CLI."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from vconv.cli import app
 from vconv.config import FeatureConfig, TrainConfig, load_run_config
-from vconv.prepare import prepare_corpus
-from vconv.train import Trainer
+from vconv.data.prepare import prepare_corpus
+from vconv.training.vc_trainer import ModelTrainer
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def test_fifty_steps_on_one_batch_halve_the_reconstruction_loss(manifests, tmp_path):
     features, model, train = tiny(manifests, tmp_path / "run", lr=0.002, warmup_steps=5)
-    trainer = Trainer(features, model, train, progress=False)
+    trainer = ModelTrainer(features, model, train, progress=False)
     batch = trainer.batches[0]
     losses = [trainer.train_step(batch)["recon"] for _ in range(50)]
     assert losses[-1] < 0.5 * losses[0], losses[::10]
@@ -44,13 +44,13 @@ def test_fifty_steps_on_one_batch_halve_the_reconstruction_loss(manifests, tmp_p
 
 def test_resume_after_kill_matches_uninterrupted_run(manifests, tmp_path):
     settings = dict(steps=6, save_every=3, log_every=1, valid_every=1000)
-    full = Trainer(*tiny(manifests, tmp_path / "full", **settings), progress=False)
+    full = ModelTrainer(*tiny(manifests, tmp_path / "full", **settings), progress=False)
     full.fit()
 
-    first = Trainer(*tiny(manifests, tmp_path / "killed", **settings), progress=False)
+    first = ModelTrainer(*tiny(manifests, tmp_path / "killed", **settings), progress=False)
     first.fit(until=4)  # "killed" after step 4; the last checkpoint is step 3
     del first
-    resumed = Trainer(*tiny(manifests, tmp_path / "killed", **settings), resume=True, progress=False)
+    resumed = ModelTrainer(*tiny(manifests, tmp_path / "killed", **settings), resume=True, progress=False)
     assert resumed.step == 3
     resumed.fit()
     a, b = params(full.model), params(resumed.model)
@@ -61,21 +61,21 @@ def test_resume_after_kill_matches_uninterrupted_run(manifests, tmp_path):
 
 def test_existing_run_is_not_overwritten_without_resume(manifests, tmp_path):
     cfgs = tiny(manifests, tmp_path / "run", steps=2, save_every=1)
-    Trainer(*cfgs, progress=False).fit()
+    ModelTrainer(*cfgs, progress=False).fit()
     from vconv.errors import VconvError
 
     with pytest.raises(VconvError, match="--resume"):
-        Trainer(*tiny(manifests, tmp_path / "run", steps=2), progress=False)
+        ModelTrainer(*tiny(manifests, tmp_path / "run", steps=2), progress=False)
 
 
 def test_adversary_switch_and_bf16(manifests, tmp_path):
     features, model, train = tiny(manifests, tmp_path / "a", bf16=True)
-    trainer = Trainer(features, model, train, progress=False)
+    trainer = ModelTrainer(features, model, train, progress=False)
     metrics = trainer.train_step(trainer.batches[0])
     assert {"adv_loss", "adv_acc"} <= metrics.keys() and torch.isfinite(torch.tensor(metrics["loss"]))
     features, model, train = tiny(manifests, tmp_path / "b")
     model.adversary = False
-    trainer = Trainer(features, model, train, progress=False)
+    trainer = ModelTrainer(features, model, train, progress=False)
     assert trainer.model.adversary is None
     assert "adv_loss" not in trainer.train_step(trainer.batches[0])
 
@@ -83,7 +83,7 @@ def test_adversary_switch_and_bf16(manifests, tmp_path):
 def test_validation_reports_disentanglement_metrics(manifests, tmp_path):
     features, model, train = tiny(manifests, tmp_path / "run", steps=2)
     train.valid_manifest = str(manifests / "valid.jsonl")
-    trainer = Trainer(features, model, train, progress=False)
+    trainer = ModelTrainer(features, model, train, progress=False)
     result = trainer.validate()
     assert {"recon", "perplexity", "adv_acc", "spk_same_cos", "spk_diff_cos", "spk_separation"} <= result.keys()
     assert 1.0 <= result["perplexity"] <= model.codebook_size
@@ -101,7 +101,7 @@ def _ddp_worker(rank: int, world: int, port: int, configs, out_dir: str) -> None
 
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    trainer = Trainer(*configs, progress=False)
+    trainer = ModelTrainer(*configs, progress=False)
     for step in range(2):
         trainer.train_step(trainer.batches[step])
     torch.save(params(trainer.model), f"{out_dir}/rank{rank}.pt")
@@ -155,9 +155,9 @@ def test_exponent_numbers_from_yaml_are_numbers_and_words_are_a_clear_error():
 
 
 def test_speaker_sampling_power_zero_balances_unequal_speakers():
-    from vconv.data import Utterance
-    from vconv.features import FeatureStats
-    from vconv.segments import FeatureStore, SegmentBatches
+    from vconv.data.manifest import Utterance
+    from vconv.audio.frontend import FeatureStats, FrontEnd
+    from vconv.data.segments import FeatureStore, SegmentBatches
 
     # speaker "big" has 9x the utterances of "small": per-utterance sampling sees it ~90 % of the time
     utts = [Utterance(f"big{i}", f"/nowhere/big{i}.wav", "big", 1.0) for i in range(90)]
@@ -165,7 +165,7 @@ def test_speaker_sampling_power_zero_balances_unequal_speakers():
     store = FeatureStore(utts, FeatureConfig(), None)
 
     def share_of_small(power: float) -> float:
-        batches = SegmentBatches(store, ["big", "small"], FeatureStats(torch.zeros(80), torch.ones(80), 0), batch_size=400, segment_frames=8,
+        batches = SegmentBatches(store, ["big", "small"], FrontEnd(FeatureConfig()), batch_size=400, segment_frames=8,
                                  speaker_sampling_power=power)
         picks = batches._pick_utterances(torch.Generator().manual_seed(0))
         return sum(utts[i].speaker == "small" for i in picks) / len(picks)
@@ -176,7 +176,7 @@ def test_speaker_sampling_power_zero_balances_unequal_speakers():
 
 
 def test_balanced_adversary_accuracy_does_not_reward_the_majority_guess():
-    from vconv.train import adversary_accuracy
+    from vconv.training.vc_trainer import adversary_accuracy
 
     labels = torch.tensor([0, 0, 0, 0, 0, 0, 1, 2])
     always_zero = adversary_accuracy(torch.zeros(8, dtype=torch.long), labels)

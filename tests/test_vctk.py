@@ -18,18 +18,8 @@ from typer.testing import CliRunner
 from tests.conftest import voiced_signal
 from vconv.cli import app
 from vconv.config import ModelConfig, load_run_config
-from vconv.corpora.vctk import (
-    UNSEEN_FEMALE,
-    UNSEEN_MALE,
-    UNSEEN_SPEAKERS,
-    detect_layout,
-    prepare_vctk,
-    read_speaker_info,
-    read_speaker_list,
-    scan_vctk,
-    split_seen_unseen,
-)
-from vconv.data import Utterance, read_manifest
+from vconv.data.corpora.vctk import UNSEEN_FEMALE, UNSEEN_MALE, UNSEEN_SPEAKERS, detect_layout, prepare_vctk, read_speaker_info, read_speaker_list, scan_vctk, split_seen_unseen
+from vconv.data.manifest import Utterance, read_manifest
 from vconv.errors import VconvError
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "vctk"

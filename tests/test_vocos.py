@@ -12,15 +12,18 @@ import torch
 from typer.testing import CliRunner
 
 import vconv
-from vconv.checkpoint import save_bundle
+from vconv.inference.bundle import save_bundle
 from vconv.cli import app
 from vconv.config import FeatureConfig, load_run_config
 from vconv.errors import VconvError
-from vconv.features import FeatureStats, LogMel
+from vconv.audio.frontend import FeatureStats, FrontEnd
+from vconv.audio.logmel import LogMel
 from vconv.models import build_model
-from vconv.prepare import prepare_corpus
-from vconv.train import lr_lambda
-from vconv.vocoder_train import VocoderTrainer, attach_vocoder, export_checkpoint, load_vocoder_run_config
+from vconv.data.prepare import prepare_corpus
+from vconv.training.base import lr_lambda
+from vconv.training.vocoder_trainer import VocoderTrainer, export_checkpoint
+from vconv.inference.bundle import attach_vocoder
+from vconv.config import load_vocoder_run_config
 from vconv.vocoders import VocoderConfig, VocosVocoder, get_vocoder, load_bundle_vocoder, load_vocoder
 from vconv.vocoders.discriminators import CombinedDiscriminator
 from vconv.vocoders.losses import MultiResolutionSTFTLoss, PhaseLoss, discriminator_loss, feature_matching_loss, generator_loss
@@ -61,7 +64,7 @@ def bundle(tmp_path):
     features, model_cfg, _ = load_run_config("debug", ["train.train_manifest=x", "train.run_dir=y"])
     torch.manual_seed(0)
     stats = FeatureStats(torch.full((features.n_mels,), -4.0), torch.full((features.n_mels,), 2.0), 1)
-    return save_bundle(tmp_path / "tiny", build_model(model_cfg), model_cfg, features, stats)
+    return save_bundle(tmp_path / "tiny", build_model(model_cfg), FrontEnd(features, stats))
 
 
 @pytest.fixture
@@ -107,11 +110,11 @@ def test_training_steps_reduce_the_spectral_loss(manifests, tmp_path):
     batch = trainer.batches[0]
     stft_loss = MultiResolutionSTFTLoss()
     with torch.no_grad():
-        before = stft_loss(trainer.generator(trainer.logmel(batch)), batch).item()
+        before = stft_loss(trainer.generator(trainer.frontend.log_mel(batch)), batch).item()
     for _ in range(20):
         trainer.train_step(batch)
     with torch.no_grad():
-        after = stft_loss(trainer.generator(trainer.logmel(batch)), batch).item()
+        after = stft_loss(trainer.generator(trainer.frontend.log_mel(batch)), batch).item()
     assert after < 0.8 * before, (before, after)
 
 
@@ -126,7 +129,7 @@ def test_phase_loss_ignores_whole_turns_and_training_on_it_lowers_it(manifests, 
     assert losses[-1] < losses[0] - 0.1, losses[::5]
     wav = voiced_signal(0.5)[None]
     spec_frames = trainer.generator.analysis_phase(torch.from_numpy(wav)).shape[-1]
-    assert spec_frames == trainer.logmel(torch.from_numpy(wav)).shape[-1]  # framed like the vocoder's own spectrum
+    assert spec_frames == trainer.frontend.log_mel(torch.from_numpy(wav)).shape[-1]  # framed like the vocoder's own spectrum
 
 
 def test_resume_after_kill_matches_uninterrupted_run_with_gan(manifests, tmp_path):
@@ -156,8 +159,8 @@ def test_resume_after_kill_matches_uninterrupted_run_with_gan(manifests, tmp_pat
 
 
 def test_speed_perturbation_moves_the_pitch_within_its_range_and_is_off_by_default(tmp_path):
-    from vconv.data import Utterance
-    from vconv.vocoder_train import AudioSegments
+    from vconv.data.manifest import Utterance
+    from vconv.data.audio_segments import AudioSegments
 
     sr, tone = 16000, 250.0
     path = tmp_path / "tone.wav"
@@ -255,7 +258,7 @@ def test_cli_train_vocoder_with_validation_and_attach(manifests, bundle, tmp_pat
 def test_fine_tuning_on_the_vc_models_reconstructions(manifests, bundle, tmp_path):
     trainer = VocoderTrainer(*tiny(manifests, tmp_path / "run", vc_model=bundle, adversarial=False, segment_samples=2048), progress=False)
     batch = trainer.batches[0]
-    mel = trainer.logmel(batch)
+    mel = trainer.frontend.log_mel(batch)
     fed = trainer.vocoder_input(mel)
     assert fed.shape == mel.shape and not torch.allclose(fed, mel)
     assert np.isfinite(trainer.train_step(batch)["loss"])

@@ -4,22 +4,25 @@ Public API (imported lazily, so ``import vconv`` and the CLI start fast)::
 
     vconv.load(name_or_path=None) -> vconv.VoiceConverter
     vconv.VoiceConverter.convert(source, refs, sr=None) / .embed(wavs, sr=None)
+
+The package is laid out by the stage of the data flow (docs/ARCHITECTURE.md): ``audio`` (I/O, log-mel,
+the front-end), ``data`` (manifests, extraction, batches), ``models``, ``vocoders``, ``training``,
+``inference`` (bundles and the converter), ``evaluation``; ``config`` and ``cli`` serve them all.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
-
-from vconv.errors import VconvError  # noqa: E402
+from vconv._version import __version__
+from vconv.errors import VconvError
 
 __all__ = ["VconvError", "VoiceConverter", "__version__", "load"]
 
 
 def __getattr__(name: str) -> Any:
     if name in {"load", "VoiceConverter"}:
-        from vconv import api
+        from vconv.inference import converter
 
-        return getattr(api, name)
+        return getattr(converter, name)
     raise AttributeError(f"module 'vconv' has no attribute {name!r}")

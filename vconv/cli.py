@@ -75,7 +75,7 @@ def prepare(
 ) -> None:
     """Scan a corpus and write a JSONL manifest with train/valid/test splits (speaker-disjoint test)."""
     if layout == "vctk":
-        from vconv.corpora.vctk import prepare_vctk
+        from vconv.data.corpora.vctk import prepare_vctk
 
         # VCTK splits seen speakers by utterance; speaker-drawn validation does not apply
         if num_test_speakers or valid_speakers or num_valid_speakers:
@@ -91,7 +91,7 @@ def prepare(
             force=force,
         )
     elif layout == "generic":
-        from vconv.prepare import prepare_corpus
+        from vconv.data.prepare import prepare_corpus
 
         if mic is not None or valid_fraction is not None:
             raise VconvError("--mic and --valid-fraction apply to --layout vctk only")
@@ -123,7 +123,7 @@ def extract(
 ) -> None:
     """Compute log-mel features for a manifest. Rerunnable: finished files are skipped, bad files reported."""
     from vconv.config import FeatureConfig, load_yaml
-    from vconv.extract import extract_features
+    from vconv.data.extract import extract_features
 
     cfg = FeatureConfig.from_dict(load_yaml(config)) if config else FeatureConfig()
     report = extract_features(manifest, out_dir, cfg, workers=workers, progress=progress, stats_from=stats_from)
@@ -140,10 +140,10 @@ def train(
 ) -> None:
     """Train the voice-conversion model. Multi-GPU: torchrun --nproc_per_node=N -m vconv train ..."""
     from vconv.config import load_run_config
-    from vconv.train import Trainer
+    from vconv.training.vc_trainer import ModelTrainer
 
     features, model, train_cfg = load_run_config(config, overrides or [])
-    trainer = Trainer(features, model, train_cfg, resume=resume, progress=progress)
+    trainer = ModelTrainer(features, model, train_cfg, resume=resume, progress=progress)
     history = trainer.fit()
     if not trainer.dist.is_main:  # under torchrun only rank 0 reports
         return
@@ -166,8 +166,8 @@ def convert(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar in folder mode."),
 ) -> None:
     """Convert SOURCE to the voice of --target (one-shot, any-to-any). Exit code 2: some files failed."""
-    from vconv.api import load
-    from vconv.convert import convert_paths
+    from vconv.inference.converter import load
+    from vconv.inference.batch import convert_paths
 
     converter = load(model, vocoder=vocoder)
     report = convert_paths(converter, source, target, out, force=force, sample_rate=sample_rate, progress=progress)
@@ -187,8 +187,8 @@ def embed(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Speaker embeddings (L2-normalised) per utterance and per speaker, from vconv's speaker encoder."""
-    from vconv.api import load
-    from vconv.convert import embed_paths
+    from vconv.inference.converter import load
+    from vconv.inference.batch import embed_paths
 
     if out is None and not similarity:
         raise VconvError("nothing to do: pass --out FILE and/or --similarity")
@@ -218,19 +218,19 @@ def evaluate(
 
     Needs the eval extra: pip install 'vconv[eval]'.
     """
-    from vconv.evaluate import read_protocol, run_evaluation
+    from vconv.evaluation.evaluate import read_protocol, run_evaluation
 
     if (manifest is None) == (protocol is None):
         raise VconvError("pass exactly one of --manifest (convert and score held-out pairs) or --protocol (score given triples)")
     converter = None
     if manifest is not None or model is not None:
-        from vconv.api import load
+        from vconv.inference.converter import load
 
         converter = load(model, vocoder=vocoder)
     if protocol is not None:
         pairs, utterances, convert_fn = read_protocol(protocol), None, None
     else:
-        from vconv.data import read_manifest
+        from vconv.data.manifest import read_manifest
 
         pairs, utterances = None, read_manifest(manifest)
         convert_fn = lambda src, refs: (converter.convert(src, refs), converter.sample_rate)  # noqa: E731
@@ -248,8 +248,8 @@ def evaluate(
 @friendly_errors
 def models() -> None:
     """List the model bundles vconv can find, and where."""
-    from vconv.checkpoint import read_bundle_config
-    from vconv.pretrained import DEFAULT_BUNDLE, list_bundles, search_roots
+    from vconv.inference.bundle import read_bundle_config
+    from vconv.inference.registry import DEFAULT_BUNDLE, list_bundles, search_roots
 
     bundles = list_bundles()
     for bundle in bundles:
@@ -275,7 +275,9 @@ def train_vocoder(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (losses, steps/s, ETA)."),
 ) -> None:
     """Train the neural (Vocos-style) vocoder on a manifest's audio; writes RUN_DIR/vocoder. Multi-GPU: torchrun."""
-    from vconv.vocoder_train import VocoderTrainer, attach_vocoder, load_vocoder_run_config
+    from vconv.training.vocoder_trainer import VocoderTrainer
+    from vconv.inference.bundle import attach_vocoder
+    from vconv.config import load_vocoder_run_config
 
     extra = [f"train.vc_model={vc_model}"] if vc_model else []
     features, vocoder_cfg, train_cfg = load_vocoder_run_config(config, (overrides or []) + extra)
@@ -298,7 +300,7 @@ def info(
     min_seconds: float = typer.Option(0.0, help="Report files shorter than this as bad."),
 ) -> None:
     """Check audio files and print duration, sample rate, channels and peak level; a bad file is an error."""
-    from vconv.audio import audio_info, load
+    from vconv.audio.io import audio_info, load
 
     for path in paths:
         meta = audio_info(path)

@@ -1,4 +1,6 @@
-"""Atomic file output: write to a temporary file beside the target, then rename it into place.
+"""Files every stage writes and reads: atomic output, sha256 digests, digest-checked weight files.
+
+Atomic output: write to a temporary file beside the target, then rename it into place.
 
 An interrupted write never leaves half a file under the real name, and a reader never sees one.
 The temporary file gets the permissions a plain ``open(path, "w")`` would give (``0o666`` less the
@@ -7,11 +9,14 @@ umask), not the private ``0o600`` of ``mkstemp``, so outputs are as shareable as
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
+
+from vconv.errors import VconvError
 
 
 def default_mode(directory: bool = False) -> int:
@@ -45,3 +50,36 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_weights(folder: str | Path, name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Read the safetensors file ``folder/name`` after checking its sha256 against ``config['sha256'][name]``.
+
+    Weights are data, not code: a file without a recorded digest, or whose digest differs, is refused
+    before a byte of it is parsed. Returns ``{name: tensor}``.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(folder) / name
+    expected = config.get("sha256", {}).get(name)
+    if not path.is_file():
+        raise VconvError(f"{path}: weight file missing from the bundle")
+    if expected is None:
+        raise VconvError(f"{path}: no sha256 recorded for this file in its config; refusing unverified weights")
+    actual = sha256_of(path)
+    if actual != expected:
+        raise VconvError(f"{path}: sha256 mismatch (expected {expected[:12]}..., got {actual[:12]}...); the file is corrupt or was modified")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise VconvError(f"{path}: unreadable weights ({exc})") from None

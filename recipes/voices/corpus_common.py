@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vconv.audio import resample, save, trim_silence
+from vconv.audio.io import resample, save, trim_silence
 
 SR = 16000
 PEAK = 0.9

@@ -26,9 +26,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from vconv.checkpoint import load_bundle, save_bundle  # noqa: E402
+from vconv.inference.bundle import load_bundle, save_bundle  # noqa: E402
 from vconv.config import load_yaml  # noqa: E402
-from vconv.vocoder_train import attach_vocoder  # noqa: E402
+from vconv.inference.bundle import attach_vocoder  # noqa: E402
 from vconv.vocoders.vocos import load_vocoder, read_vocoder_meta, save_vocoder  # noqa: E402
 
 

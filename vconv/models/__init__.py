@@ -6,7 +6,7 @@ from vconv.models.adversary import SpeakerClassifier
 from vconv.models.content import ContentEncoder
 from vconv.models.decoder import AdaINDecoder
 from vconv.models.speaker import SpeakerEncoder
-from vconv.models.vc import ReconstructionOutput, VoiceConverter, build_model
+from vconv.models.vc import ReconstructionOutput, VoiceConversionModel, build_model
 
 __all__ = [
     "AdaINDecoder",
@@ -14,6 +14,6 @@ __all__ = [
     "ReconstructionOutput",
     "SpeakerClassifier",
     "SpeakerEncoder",
-    "VoiceConverter",
+    "VoiceConversionModel",
     "build_model",
 ]

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from vconv.config import ModelConfig
-from vconv.nn.layers import ConvBlock, grad_reverse
+from vconv.models.layers import ConvBlock, grad_reverse
 
 __all__ = ["SpeakerClassifier"]
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from vconv.config import ModelConfig
 from vconv.errors import VconvError
-from vconv.nn.layers import ConvBlock
+from vconv.models.layers import ConvBlock
 
 __all__ = ["ContentEncoder"]
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vconv.config import ModelConfig
-from vconv.nn.layers import AdaIN, ConvBlock
+from vconv.models.layers import AdaIN, ConvBlock
 
 __all__ = ["AdaINDecoder", "DecoderBlock"]
 

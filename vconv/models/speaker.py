@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from vconv.config import ModelConfig
-from vconv.nn.layers import ConvBlock, make_activation
+from vconv.models.layers import ConvBlock, make_activation
 
 __all__ = ["SpeakerEncoder", "frame_mask", "stats_pool"]
 

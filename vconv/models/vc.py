@@ -1,10 +1,13 @@
 """The voice converter: composition of content encoder, quantiser, speaker encoder, decoder, adversary.
 
-``VoiceConverter.reconstruct``: ``mel [B, n_mels, T], ref_mel [B, n_mels, T_ref]`` ->
+``VoiceConversionModel.reconstruct``: ``mel [B, n_mels, T], ref_mel [B, n_mels, T_ref]`` ->
 ``ReconstructionOutput(mel [B, n_mels, T], quantizer, speaker_embedding [B, S], speaker_logits)``.
 
-``VoiceConverter.convert``: ``src_mel [B, n_mels, T]`` (or ``[n_mels, T]``) + reference mel(s) ->
-``mel`` of the same shape as ``src_mel``.
+``VoiceConversionModel.convert``: ``src_mel [B, n_mels, T]`` (or ``[n_mels, T]``) + reference mel(s) or a
+speaker embedding -> ``mel`` of the same shape as ``src_mel``. It is the one inference path: the Python
+API, the CLI and evaluation all convert through it (:mod:`vconv.inference.converter`).
+
+All mels here are in the front-end's model space (normalised log-mel, :class:`vconv.audio.frontend.FrontEnd`).
 
 The parts are built elsewhere and handed to the constructor (as in EnCodec), so a variant is a
 different part, not a copied model; :func:`build_model` builds the standard one from a
@@ -25,16 +28,16 @@ from vconv.models.adversary import SpeakerClassifier
 from vconv.models.content import ContentEncoder
 from vconv.models.decoder import AdaINDecoder
 from vconv.models.speaker import SpeakerEncoder
-from vconv.nn.quantize import PassThroughQuantizer, QuantizerOutput, VectorQuantizer
+from vconv.models.quantize import PassThroughQuantizer, QuantizerOutput, VectorQuantizer
 
-__all__ = ["ReconstructionOutput", "VoiceConverter", "build_model"]
+__all__ = ["ReconstructionOutput", "VoiceConversionModel", "build_model"]
 
 References = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 
 @dataclass
 class ReconstructionOutput:
-    """What :meth:`VoiceConverter.reconstruct` returns.
+    """What :meth:`VoiceConversionModel.reconstruct` returns.
 
     Attributes:
         mel: ``[B, n_mels, T]`` the decoded spectrogram, same ``T`` as the content input.
@@ -50,7 +53,7 @@ class ReconstructionOutput:
     speaker_logits: torch.Tensor | None
 
 
-class VoiceConverter(nn.Module):
+class VoiceConversionModel(nn.Module):
     """Disentangling auto-encoder for one-shot voice conversion.
 
     Shapes: content ``mel [B, n_mels, T]`` -> code ``[B, code_dim, T']``; reference ``[B, n_mels, T_ref]``
@@ -137,14 +140,23 @@ class VoiceConverter(nn.Module):
         """Same as :meth:`reconstruct` (so DDP wraps the training computation)."""
         return self.reconstruct(mel, ref_mel, adversary_weight)
 
+    def decode(self, quantized: torch.Tensor, embedding: torch.Tensor, length: int) -> torch.Tensor:
+        """``quantized [B, code_dim, T'] + embedding [B or 1, S] -> mel [B, n_mels, length]``."""
+        if embedding.shape[0] not in (1, quantized.shape[0]):
+            raise ValueError(f"{embedding.shape[0]} speaker embeddings for {quantized.shape[0]} sources")
+        return self.decoder(quantized, embedding.expand(quantized.shape[0], -1), length)
+
     @torch.no_grad()
-    def convert(self, src_mel: torch.Tensor, ref_mels: References) -> torch.Tensor:
-        """Say ``src_mel``'s content in the voice of ``ref_mels``.
+    def convert(self, src_mel: torch.Tensor, ref_mels: References | None = None, *,
+                embedding: torch.Tensor | None = None) -> torch.Tensor:
+        """Say ``src_mel``'s content in the voice of ``ref_mels`` (or of a precomputed ``embedding``).
 
         Args:
             src_mel: ``[B, n_mels, T]`` or ``[n_mels, T]``.
             ref_mels: a tensor ``[n_mels, T_ref]`` or ``[B or 1, n_mels, T_ref]``, or a list of
                 ``[n_mels, T_i]`` references of one target speaker (their embeddings are averaged).
+            embedding: ``[B or 1, S]``, what :meth:`embed_speaker` returned; instead of ``ref_mels``, so a
+                caller converting many sources (or chunks of one) embeds the target once.
 
         Returns:
             mel of ``src_mel``'s shape (same number of frames).
@@ -152,23 +164,23 @@ class VoiceConverter(nn.Module):
         Runs in eval mode (restoring the previous mode afterwards) so that converting never updates the
         codebook or its usage counters.
         """
+        if (ref_mels is None) == (embedding is None):
+            raise ValueError("convert needs exactly one of ref_mels or embedding")
         squeeze = src_mel.dim() == 2
         src = src_mel.unsqueeze(0) if squeeze else src_mel
         was_training = self.training
         self.eval()
         try:
-            embedding = self.embed_speaker(ref_mels)
-            if embedding.shape[0] not in (1, src.shape[0]):
-                raise ValueError(f"{embedding.shape[0]} reference embeddings for {src.shape[0]} sources")
-            quant = self.encode_content(src)
-            out = self.decoder(quant.quantized, embedding.expand(src.shape[0], -1), src.shape[-1])
+            if embedding is None:
+                embedding = self.embed_speaker(ref_mels)
+            out = self.decode(self.encode_content(src).quantized, embedding, src.shape[-1])
         finally:
             self.train(was_training)
         return out[0] if squeeze else out
 
 
-def build_model(cfg: ModelConfig) -> VoiceConverter:
-    """The standard :class:`VoiceConverter` for ``cfg``.
+def build_model(cfg: ModelConfig) -> VoiceConversionModel:
+    """The standard :class:`VoiceConversionModel` for ``cfg``.
 
     The adversary is built only when ``cfg.adversary`` is true and ``cfg.n_speakers > 0``; otherwise the
     model has no classifier parameters and ``speaker_logits`` is None.
@@ -188,4 +200,4 @@ def build_model(cfg: ModelConfig) -> VoiceConverter:
     speaker = SpeakerEncoder(cfg)
     decoder = AdaINDecoder(cfg, stride=content.total_stride)
     adversary = SpeakerClassifier(cfg) if cfg.adversary and cfg.n_speakers > 0 else None
-    return VoiceConverter(content, quantizer, speaker, decoder, adversary, config=cfg)
+    return VoiceConversionModel(content, quantizer, speaker, decoder, adversary, config=cfg)

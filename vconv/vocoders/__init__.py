@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from vconv.vocoders.base import VOCODERS, Vocoder, check_compatible, get_vocoder, register_vocoder
 from vconv.vocoders.griffinlim import GriffinLim
-from vconv.vocoders.vocos import VocoderConfig, VocosVocoder, load_bundle_vocoder, load_vocoder
+from vconv.config import VocoderConfig
+from vconv.vocoders.vocos import VocosVocoder, load_bundle_vocoder, load_vocoder
 
 __all__ = ["VOCODERS", "GriffinLim", "Vocoder", "VocoderConfig", "VocosVocoder", "check_compatible", "get_vocoder",
            "load_bundle_vocoder", "load_vocoder", "register_vocoder"]

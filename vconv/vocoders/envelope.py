@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from vconv.config import FeatureConfig
-from vconv.features import LogMel
+from vconv.audio.logmel import LogMel
 
 __all__ = ["MelEnvelopeMatch"]
 

@@ -21,7 +21,7 @@ import torch
 
 from vconv.config import FeatureConfig
 from vconv.errors import VconvError
-from vconv.features import LogMel
+from vconv.audio.logmel import LogMel
 from vconv.vocoders.base import Vocoder, register_vocoder
 
 __all__ = ["GriffinLim"]

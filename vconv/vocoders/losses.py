@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vconv.config import FeatureConfig
-from vconv.features import LogMel
+from vconv.audio.logmel import LogMel
 
 __all__ = ["MultiResolutionSTFTLoss", "MelL1Loss", "PhaseLoss", "discriminator_loss", "generator_loss", "feature_matching_loss"]
 

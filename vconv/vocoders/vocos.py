@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vconv.config import ConfigSection, FeatureConfig
+from vconv.config import FeatureConfig, VocoderConfig
 from vconv.errors import VconvError
 from vconv.vocoders.base import Vocoder, register_vocoder
 from vconv.vocoders.envelope import MelEnvelopeMatch
@@ -56,54 +56,6 @@ VOCODER_CONFIG = "vocoder.json"
 VOCODER_FORMAT = "vconv-vocoder"
 VOCODER_FORMAT_VERSION = 2  # 2 added the inference-time post-processing settings; 1 still loads (defaults)
 READABLE_FORMAT_VERSIONS = (1, 2)
-
-
-@dataclass
-class VocoderConfig(ConfigSection):
-    """Sizes of :class:`VocosVocoder` (stored with its weights, so loading needs no side config).
-
-    Default (dim 256, MLP 768, 8 blocks, ~3.6 M parameters): measured RTF ~0.01 for 10 s of 16 kHz
-    audio at 2 threads (see benchmarks/bench_vocoder.py).
-    """
-
-    dim: int = 256
-    intermediate: int = 768
-    blocks: int = 8
-    kernel_size: int = 7
-    layer_scale: float = 0.125  # initial layer scale; ~1/blocks (as in Vocos) keeps the residual stream tame
-    input_mean: float = -5.0  # fixed input affine: typical log-mel (floor 1e-5 -> -11.5) to ~N(0, 1)
-    input_scale: float = 3.0
-    max_log_magnitude: float = 5.0  # clamp of the predicted log|S| (e^5 ~ 150: far above a full-scale bin)
-    # inference-time mel-envelope matching (vconv.vocoders.envelope): passes (0 turns it off), the bound
-    # on one pass's per-band natural-log gain, and the fast-Griffin-Lim momentum. With the consistency
-    # passes below it took the 62k-step vocoder on five held-out voices from behind Griffin-Lim to ahead
-    # of it on all three judges (recipes/voices/MODEL_HISTORY.md). All of these are read at every call.
-    envelope_passes: int = 16
-    envelope_max_log_gain: float = 1.5
-    envelope_momentum: float = 0.9
-    # inference-time phase consistency: fast Griffin-Lim iterations that keep the predicted magnitude and
-    # start from the predicted phase (0 turns them off). Without them, the phases that disagree between
-    # overlapping frames beat at the frame rate (62.5 Hz at hop 256): on converted mels the output had a
-    # 62.5 Hz amplitude modulation 3-6x the neighbouring band and F0 trackers locked onto it
-    consistency_passes: int = 16
-    consistency_momentum: float = 0.99
-
-    def network(self) -> dict[str, Any]:
-        """The fields that shape the weights (all but the inference-time ``envelope_*`` / ``consistency_*``
-        settings): two configs with equal ``network()`` can load each other's weights."""
-        return {k: v for k, v in self.to_dict().items() if not k.startswith(("envelope_", "consistency_"))}
-
-    def __post_init__(self) -> None:
-        if self.envelope_passes < 0:
-            raise VconvError(f"vocoder.envelope_passes must be >= 0, got {self.envelope_passes}")
-        if self.envelope_max_log_gain <= 0:
-            raise VconvError(f"vocoder.envelope_max_log_gain must be > 0, got {self.envelope_max_log_gain}")
-        if not 0 <= self.envelope_momentum < 1:
-            raise VconvError(f"vocoder.envelope_momentum must be in [0, 1), got {self.envelope_momentum}")
-        if self.consistency_passes < 0:
-            raise VconvError(f"vocoder.consistency_passes must be >= 0, got {self.consistency_passes}")
-        if not 0 <= self.consistency_momentum < 1:
-            raise VconvError(f"vocoder.consistency_momentum must be in [0, 1), got {self.consistency_momentum}")
 
 
 class ConvNeXtBlock(nn.Module):
@@ -233,7 +185,7 @@ def save_vocoder(out_dir: str | Path, vocoder: VocosVocoder, extra: dict[str, An
     """
     from safetensors.torch import save_file
 
-    from vconv.checkpoint import sha256_of
+    from vconv.fileio import sha256_of
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -274,7 +226,7 @@ def read_vocoder_meta(folder: str | Path) -> dict[str, Any]:
 def load_vocoder(folder: str | Path, sha256: Mapping[str, str] | None = None, device: str | torch.device = "cpu") -> VocosVocoder:
     """Build the vocoder stored in ``folder`` (eval mode, parameters frozen). The weight file's sha256 is checked against
     ``sha256`` (a bundle's config.json records) or else against the one in ``vocoder.json``."""
-    from vconv.checkpoint import load_weights
+    from vconv.fileio import load_weights
 
     meta = read_vocoder_meta(folder)
     if meta.get("vocoder") != VocosVocoder.name:
@@ -297,7 +249,8 @@ def load_bundle_vocoder(bundle_dir: str | Path, feature_config: FeatureConfig, d
     ``vocoder.json`` and ``vocoder.safetensors`` are both checked against the sha256 that the bundle's
     config.json records, and the vocoder's FeatureConfig must equal the model's (``feature_config``).
     """
-    from vconv.checkpoint import read_bundle_config, sha256_of
+    from vconv.inference.bundle import read_bundle_config
+    from vconv.fileio import sha256_of
     from vconv.vocoders.base import check_compatible
 
     config = read_bundle_config(bundle_dir)

@@ -1,23 +1,18 @@
-"""Configuration dataclasses and their YAML round trip.
+"""The config machinery every config section shares: dict and YAML round trips, overrides, ``base:`` inheritance.
 
-Three configs describe a vconv run:
-
-* :class:`FeatureConfig` - how audio becomes a log-mel spectrogram. It travels with every feature file,
-  model and vocoder, so the mel settings can never drift between training and conversion.
-* :class:`ModelConfig` - the sizes of the content encoder, quantizer, speaker encoder, decoder, adversary.
-* :class:`TrainConfig` - what the trainer needs; the data paths have no defaults on purpose.
-
-Configs are plain dataclasses (no global mutable hparams dict). ``load_yaml`` / ``save_yaml`` convert to and
-from YAML; ``apply_overrides`` applies ``section.key=value`` strings from the command line.
+Configs are plain dataclasses (no global mutable hparams dict). :class:`ConfigSection` gives each its
+``to_dict`` / ``from_dict`` (unknown keys are an error, numeric strings such as YAML's ``1e-4`` become
+numbers); :func:`load_sections` reads a YAML run config (a file or a packaged preset name), follows its
+``base:`` chain, applies ``section.key=value`` overrides and checks the section names.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, Mapping, Sequence, TypeVar
 
 import yaml
 
@@ -39,104 +34,6 @@ class ConfigSection:
     @classmethod
     def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
         return from_dict(cls, data)
-
-
-@dataclass(frozen=True)
-class FeatureConfig(ConfigSection):
-    """Log-mel front end.
-
-    Defaults are those of the shipped model: 16 kHz, n_fft 1024, hop 256 (16 ms), win 1024, 80 mels,
-    0-8 kHz. ``log_floor`` is added before the natural log so that silence stays finite.
-    """
-
-    sample_rate: int = 16000
-    n_fft: int = 1024
-    hop_length: int = 256
-    win_length: int = 1024
-    n_mels: int = 80
-    fmin: float = 0.0
-    fmax: float | None = 8000.0
-    log_floor: float = 1e-5
-
-    def __post_init__(self) -> None:
-        if self.win_length > self.n_fft:
-            raise VconvError(f"feature config: win_length {self.win_length} > n_fft {self.n_fft}")
-        top = self.sample_rate / 2
-        if self.fmax is not None and not (self.fmin < self.fmax <= top):
-            raise VconvError(f"feature config: need fmin < fmax <= sample_rate/2, got {self.fmin}, {self.fmax}")
-
-
-    def differences(self, other: "FeatureConfig") -> list[str]:
-        """Human-readable ``name: mine vs theirs`` for each field that differs."""
-        return [
-            f"{f.name}: {getattr(self, f.name)!r} vs {getattr(other, f.name)!r}"
-            for f in fields(self)
-            if getattr(self, f.name) != getattr(other, f.name)
-        ]
-
-
-@dataclass
-class ModelConfig(ConfigSection):
-    """Sizes of the voice-conversion model (AdaIN-VC / VQVC lineage).
-
-    ``downsample`` gives one temporal stride per content-encoder block; the decoder derives its
-    up-sampling from the same list, so the two can never disagree.
-    """
-
-    n_mels: int = 80
-    channels: int = 256
-    content_blocks: int = 4
-    downsample: list[int] = field(default_factory=lambda: [1, 2, 1, 1])
-    code_dim: int = 64
-    quantize: bool = True  # false = no VQ bottleneck (ablation): the content code passes through
-    codebook_size: int = 256
-    vq_beta: float = 0.25
-    vq_ema: bool = True
-    vq_decay: float = 0.99
-    vq_dead_after: int = 200  # steps without use before a code is re-initialised
-    vq_groups: int = 1  # codes per frame (product quantisation of code_dim into equal parts, one codebook)
-    speaker_channels: int = 256
-    speaker_blocks: int = 4
-    speaker_dim: int = 128
-    decoder_blocks: int = 4
-    kernel_size: int = 5
-    dropout: float = 0.0
-    adversary: bool = True
-    adversary_hidden: int = 256
-    n_speakers: int = 0  # classifier classes; set from the training manifest
-
-
-@dataclass
-class TrainConfig(ConfigSection):
-    """What the trainer needs. ``train_manifest`` and ``run_dir`` are required: no hidden default paths."""
-
-    train_manifest: str
-    run_dir: str
-    valid_manifest: str | None = None
-    features_dir: str | None = None  # where `vconv extract` wrote features; None = compute on the fly
-    steps: int = 10000
-    batch_size: int = 16
-    segment_frames: int = 128
-    lr: float = 5e-4
-    weight_decay: float = 1e-4
-    warmup_steps: int = 500
-    grad_clip: float = 1.0
-    recon_weight: float = 1.0
-    vq_weight: float = 1.0
-    adversary_weight: float = 0.1
-    adversary_ramp_steps: int = 2000
-    perturb_content: bool = True  # timbre-perturb the content path's input (vconv.perturb)
-    # P(speaker) ∝ utterances**power per batch item: 1 = every utterance equally likely (big speakers
-    # dominate), 0 = every speaker equally likely; 0.5 lets small speakers be seen without overfitting them
-    speaker_sampling_power: float = 1.0
-    bf16: bool = False  # CPU bf16 autocast; on CUDA this means bf16 mixed precision
-    seed: int = 0
-    log_every: int = 50
-    valid_every: int = 500
-    save_every: int = 500
-    keep_checkpoints: int = 2
-    num_workers: int = 0
-    threads: int | None = None
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
@@ -229,7 +126,7 @@ def _plain(data: Any) -> Any:
     return data
 
 
-PACKAGED_CONFIGS = Path(__file__).parent / "configs"
+PACKAGED_CONFIGS = Path(__file__).parent / "presets"
 
 
 def resolve_config_path(name_or_path: str | Path) -> Path:
@@ -244,27 +141,21 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     raise VconvError(f"{name_or_path}: config not found (neither a file nor a packaged config: {names})")
 
 
-def load_run_config(
-    name_or_path: str | Path | None, overrides: list[str] | None = None
-) -> tuple[FeatureConfig, ModelConfig, TrainConfig]:
-    """Read ``features`` / ``model`` / ``train`` sections, apply dotted overrides, build the dataclasses.
+def load_sections(name_or_path: str | Path | None, overrides: Sequence[str], sections: Sequence[str]) -> dict[str, Any]:
+    """A run config as ``{section: mapping}``: YAML file or packaged preset, ``base:`` chain, overrides.
 
     A YAML may start from another one with a top-level ``base:`` key: a name without ``.yaml``/``.yml``
-    (``debug``) is a packaged config, anything else a path relative to the YAML's own folder
+    (``debug``) is a packaged preset, anything else a path relative to the YAML's own folder
     (``../base.yaml``). The base is loaded first (recursively) and the file's sections are deep-merged
     over it, so an ablation is a few lines (``base: ../base.yaml`` + ``model: {adversary: false}``).
+    Sections other than ``sections`` are an error.
     """
     data = _load_with_base(resolve_config_path(name_or_path)) if name_or_path else {}
-    data = apply_overrides(data, overrides or [])
-    unknown = sorted(set(data) - {"features", "model", "train"})
+    data = apply_overrides(data, list(overrides))
+    unknown = sorted(set(data) - set(sections))
     if unknown:
-        raise VconvError(f"unknown config section(s): {', '.join(unknown)}; expected features, model, train")
-    features = FeatureConfig.from_dict(data.get("features") or {})
-    model = ModelConfig.from_dict(data.get("model") or {})
-    if model.n_mels != features.n_mels:
-        raise VconvError(f"model.n_mels {model.n_mels} differs from features.n_mels {features.n_mels}")
-    train = TrainConfig.from_dict(data.get("train") or {})
-    return features, model, train
+        raise VconvError(f"unknown config section(s): {', '.join(unknown)}; expected {', '.join(sections)}")
+    return {name: data.get(name) or {} for name in sections}
 
 
 def _load_with_base(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:

@@ -4,13 +4,13 @@
     vc = vconv.load()                                   # the shipped bundle, or a name / folder
     wav = vc.convert("src.wav", refs=["target.wav"])    # float32 [T] at vc.sample_rate
 
-``vconv.VoiceConverter`` is the audio-level pipeline (load → log-mel → normalise → model → vocoder).
-It wraps ``vconv.models.VoiceConverter``, the ``nn.Module`` that maps mels to mels. Inputs are paths or
-numpy arrays (give ``sr`` for arrays); everything runs on the CPU unless a device is passed.
+:class:`VoiceConverter` is the audio-level pipeline: audio -> :class:`~vconv.audio.frontend.FrontEnd`
+(log-mel, normalised) -> :meth:`VoiceConversionModel.convert <vconv.models.vc.VoiceConversionModel.convert>`
+-> front-end (back to log-mel) -> vocoder. Inputs are paths or numpy arrays (give ``sr`` for arrays);
+everything runs on the CPU unless a device is passed.
 
-Long sources are converted in overlapping chunks whose waveforms are cross-faded, so memory stays
-bounded whatever the length (the content encoder's instance norm then sees ~``chunk_seconds`` of
-context, which is plenty for its per-utterance statistics).
+Long sources are converted in overlapping chunks whose waveforms are cross-faded
+(:mod:`vconv.inference.chunking`), so memory stays bounded whatever the length.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from typing import Sequence, Union
 import numpy as np
 import torch
 
-from vconv.audio import load as load_audio
-from vconv.audio import resample, validate
-from vconv.checkpoint import BundleInfo, load_bundle
+from vconv.audio.frontend import FrontEnd
+from vconv.audio.io import load as load_audio
+from vconv.audio.io import resample, validate
 from vconv.errors import VconvError
-from vconv.features import LogMel
-from vconv.pretrained import resolve_bundle
+from vconv.inference.bundle import BundleInfo, load_bundle
+from vconv.inference.chunking import process_in_chunks
+from vconv.inference.registry import resolve_bundle
 
 AudioInput = Union[str, Path, np.ndarray]
 MIN_SECONDS = 0.1  # the content encoder needs a few frames; 0.1 s is ~6 frames at hop 256
@@ -35,19 +36,19 @@ MIN_SECONDS = 0.1  # the content encoder needs a few frames; 0.1 s is ~6 frames 
 class VoiceConverter:
     """One-shot any-to-any conversion with a loaded bundle and a vocoder.
 
-    Attributes: ``model`` (``vconv.models.VoiceConverter``), ``info`` (:class:`BundleInfo`),
-    ``vocoder`` (a :class:`vconv.vocoders.Vocoder`), ``sample_rate``.
+    Attributes: ``model`` (:class:`vconv.models.VoiceConversionModel`), ``frontend``
+    (:class:`~vconv.audio.frontend.FrontEnd`), ``info`` (:class:`BundleInfo`), ``vocoder`` (a
+    :class:`vconv.vocoders.Vocoder`), ``sample_rate``.
     """
 
-    def __init__(self, model, info: BundleInfo, vocoder=None, device: str | torch.device = "cpu"):
+    def __init__(self, model, frontend: FrontEnd, info: BundleInfo, vocoder=None, device: str | torch.device = "cpu"):
         from vconv.vocoders import check_compatible, get_vocoder
 
         self.model = model.to(device).eval()
+        self.frontend = frontend.to(device)
         self.info = info
         self.device = torch.device(device)
-        self.features = info.feature_config
-        self.stats = info.feature_stats
-        self.extractor = LogMel(self.features).to(self.device)
+        self.features = frontend.cfg
         self.vocoder = vocoder if vocoder is not None else get_vocoder("griffinlim", self.features)
         check_compatible(self.features, self.vocoder)
         self.vocoder = self.vocoder.to(self.device).eval()
@@ -71,11 +72,15 @@ class VoiceConverter:
         validate(wav, sr, name, min_seconds=MIN_SECONDS)
         return resample(wav, sr, self.sample_rate)
 
-    def _mel(self, wav: np.ndarray) -> torch.Tensor:
-        """``[T]`` → normalised log-mel ``[1, n_mels, F]`` on the device."""
-        with torch.no_grad():
-            mel = self.extractor(torch.from_numpy(wav).to(self.device)[None])
-        return self.stats.normalize(mel.cpu()).to(self.device)
+    @torch.no_grad()
+    def _model_input(self, wav: np.ndarray) -> torch.Tensor:
+        """``[T]`` → the model's input, the normalised log-mel ``[1, n_mels, F]``, on the device."""
+        return self.frontend(wav[None])
+
+    def _vocode(self, log_mel: torch.Tensor, num_samples: int) -> np.ndarray:
+        """Log-mel ``[1, n_mels, F]`` → ``[num_samples]`` audio (the vocoder yields (F-1)*hop; pad the tail)."""
+        audio = self.vocoder(log_mel)[0].float().cpu().numpy()
+        return np.pad(audio, (0, max(0, num_samples - audio.size)))[:num_samples]
 
     # ------------------------------------------------------------------------------------- embedding
 
@@ -85,7 +90,7 @@ class VoiceConverter:
         refs = [refs] if isinstance(refs, (str, Path, np.ndarray)) else list(refs)
         if not refs:
             raise VconvError("at least one target reference is needed")
-        mels = [self._mel(self.prepare_audio(r, sr, str(r) if not isinstance(r, np.ndarray) else "<array>"))[0] for r in refs]
+        mels = [self._model_input(self.prepare_audio(r, sr, str(r) if not isinstance(r, np.ndarray) else "<array>"))[0] for r in refs]
         return self.model.embed_speaker(mels)
 
     @torch.no_grad()
@@ -121,43 +126,21 @@ class VoiceConverter:
     def copy_synthesis(self, source: AudioInput, sr: int | None = None) -> np.ndarray:
         """The vocoder alone on the source's own log-mel (no conversion): the floor of any conversion's quality."""
         wav = self.prepare_audio(source, sr, str(source) if not isinstance(source, np.ndarray) else "<array>")
-        with torch.no_grad():
-            log_mel = self.extractor(torch.from_numpy(wav).to(self.device)[None])
-        audio = self.vocoder(log_mel)[0].float().cpu().numpy()
-        return np.pad(audio, (0, max(0, wav.size - audio.size)))[: wav.size]
+        return self._vocode(self.frontend.log_mel(wav[None]), wav.size)
 
+    @torch.no_grad()  # convert_wav is also called directly (convert_paths): never build an autograd graph
     def convert_wav(self, wav: np.ndarray, embedding: torch.Tensor, *, chunk_seconds: float = 20.0, overlap_seconds: float = 1.0) -> np.ndarray:
-        """Model-rate ``[T]`` + embedding ``[1, S]`` → converted ``[T]``, chunked with linear cross-fades."""
+        """Model-rate ``[T]`` + embedding ``[1, S]`` → converted ``[T]``, in cross-faded chunks of ``chunk_seconds``."""
         hop = self.features.hop_length
         chunk = max(hop * 8, int(chunk_seconds * self.sample_rate) // hop * hop)
         overlap = min(chunk // 2, int(overlap_seconds * self.sample_rate) // hop * hop)
-        if wav.size <= chunk:
-            return self._convert_chunk(wav, embedding)
-        out = np.zeros(wav.size, dtype=np.float32)
-        step = chunk - overlap
-        fade_in = np.linspace(0.0, 1.0, overlap, dtype=np.float32)
-        for start in range(0, wav.size, step):
-            piece = self._convert_chunk(wav[start : start + chunk], embedding)
-            if start > 0 and overlap:
-                n = min(overlap, piece.size)
-                piece[:n] *= fade_in[:n]
-                out[start : start + n] *= 1.0 - fade_in[:n]
-            out[start : start + piece.size] += piece
-            if start + chunk >= wav.size:
-                break
-        return out
 
-    @torch.no_grad()  # convert_wav is also called directly (convert_paths): never build an autograd graph
-    def _convert_chunk(self, wav: np.ndarray, embedding: torch.Tensor) -> np.ndarray:
-        mel = self._mel(wav)
-        # the target embedding is computed once per file, so go through the parts rather than convert()
-        q = self.model.encode_content(mel).quantized
-        converted = self.model.decoder(q, embedding, mel.shape[-1])
-        log_mel = self.stats.denormalize(converted.float().cpu()).to(self.device)
-        audio = self.vocoder(log_mel)[0].float().cpu().numpy()
-        if audio.size < wav.size:  # the vocoder yields (F-1)*hop samples: pad the tail to the source length
-            audio = np.pad(audio, (0, wav.size - audio.size))
-        return audio[: wav.size]
+        def convert_chunk(piece: np.ndarray) -> np.ndarray:
+            # the target embedding is computed once per file and handed to the model's one conversion path
+            converted = self.model.convert(self._model_input(piece), embedding=embedding)
+            return self._vocode(self.frontend.denormalize(converted.float()), piece.size)
+
+        return process_in_chunks(wav, convert_chunk, chunk=chunk, overlap=overlap, hop=hop)
 
 
 def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, device: str | torch.device = "cpu") -> VoiceConverter:
@@ -165,11 +148,11 @@ def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, 
     from vconv.vocoders import get_vocoder, load_bundle_vocoder
 
     bundle = resolve_bundle(name_or_path)
-    model, info = load_bundle(bundle, device)
+    model, frontend, info = load_bundle(bundle, device)
     # the bundle's own (trained) vocoder by default; a name (e.g. "griffinlim") overrides it
     voc = load_bundle_vocoder(bundle, info.feature_config) if vocoder in (None, "vocos") else None
     if vocoder == "vocos" and voc is None:
         raise VconvError(f"{bundle}: this bundle has no trained vocos vocoder (attach one with `vconv train-vocoder --attach`)")
     if voc is None and vocoder:
         voc = get_vocoder(vocoder, info.feature_config)
-    return VoiceConverter(model, info, voc, device)
+    return VoiceConverter(model, frontend, info, voc, device)

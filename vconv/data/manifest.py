@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from vconv.audio import AUDIO_EXTENSIONS, audio_info
+from vconv.audio.io import AUDIO_EXTENSIONS, audio_info
 from vconv.errors import VconvError
 from vconv.fileio import write_text_atomic
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from vconv.data import BadFile, Split, Utterance, scan_speaker_folders, split_by_speaker, write_manifest
+from vconv.data.manifest import BadFile, Split, Utterance, scan_speaker_folders, split_by_speaker, write_manifest
 from vconv.errors import VconvError
 
 SPLIT_NAMES = ("train", "valid", "test")

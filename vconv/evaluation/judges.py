@@ -30,8 +30,8 @@ from typing import Iterator
 
 import numpy as np
 
-from vconv.audio import load as load_audio
-from vconv.audio import resample
+from vconv.audio.io import load as load_audio
+from vconv.audio.io import resample
 from vconv.errors import VconvError
 
 EVAL_EXTRA = "pip install 'vconv[eval]'"

@@ -102,105 +102,12 @@ def wav_to_logmel(wav: np.ndarray, cfg: FeatureConfig, extractor: LogMel | None 
         return extractor(torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)))
 
 
-# --------------------------------------------------------------------------------------- feature files
-
-
-def save_features(path: str | Path, mel: torch.Tensor, cfg: FeatureConfig, **meta: str) -> None:
-    """Write ``mel [n_mels, F]`` with its FeatureConfig and format version (atomic: temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    metadata = {
-        "format": "vconv-features",
-        "format_version": str(FEATURE_FORMAT_VERSION),
-        "feature_config": json.dumps(cfg.to_dict(), sort_keys=True),
-        **{k: str(v) for k, v in meta.items()},
-    }
-    save_file({"mel": mel.detach().float().contiguous().cpu()}, str(tmp), metadata=metadata)
-    tmp.replace(path)
-
-
-def read_feature_metadata(path: str | Path) -> dict[str, str]:
-    path = Path(path)
-    if not path.is_file():
-        raise VconvError(f"{path}: feature file not found; run `vconv extract` first")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            return dict(fh.metadata() or {})
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise VconvError(f"{path}: not a vconv feature file ({exc}); delete it and rerun `vconv extract`") from None
-
-
-def load_features(path: str | Path, expected: FeatureConfig | None = None) -> torch.Tensor:
-    """Read ``mel [n_mels, F]``; raise if the version or the FeatureConfig differs from ``expected``."""
-    path = Path(path)
-    meta = read_feature_metadata(path)
-    if meta.get("format") != "vconv-features":
-        raise VconvError(f"{path}: not a vconv feature file")
-    version = meta.get("format_version")
-    if version != str(FEATURE_FORMAT_VERSION):
-        raise VconvError(
-            f"{path}: feature format version {version}, this vconv reads {FEATURE_FORMAT_VERSION}; rerun `vconv extract`"
-        )
-    if expected is not None:
-        stored = FeatureConfig.from_dict(json.loads(meta["feature_config"]))
-        diffs = stored.differences(expected)
-        if diffs:
-            raise VconvError(f"{path}: made with another feature config (file vs expected: {'; '.join(diffs)})")
-    return load_file(str(path))["mel"]
-
-
-# ------------------------------------------------------------------------------------------ statistics
-
-
-@dataclass
-class FeatureStats:
-    """Per-mel-bin mean and standard deviation ``[n_mels]`` over a corpus, for input normalisation."""
-
-    mean: torch.Tensor
-    std: torch.Tensor
-    frames: int
-
-    def normalize(self, log_mel: torch.Tensor) -> torch.Tensor:
-        """``[..., n_mels, F]`` → zero-mean unit-variance per bin."""
-        return (log_mel - self.mean[:, None]) / self.std[:, None]
-
-    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.std[:, None] + self.mean[:, None]
-
-    def to_dict(self) -> dict[str, object]:
-        return {"mean": self.mean.tolist(), "std": self.std.tolist(), "frames": self.frames}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "FeatureStats":
-        return cls(torch.tensor(data["mean"]), torch.tensor(data["std"]), int(data["frames"]))
-
-
-def compute_stats(mels: Iterable[torch.Tensor], min_std: float = 1e-3) -> FeatureStats:
-    """Mean/std per bin over many ``[n_mels, F]`` (streamed in float64: no corpus held in memory)."""
-    total = None
-    total_sq = None
-    count = 0
-    for mel in mels:
-        m = mel.double()
-        s, sq = m.sum(dim=1), (m * m).sum(dim=1)
-        total = s if total is None else total + s
-        total_sq = sq if total_sq is None else total_sq + sq
-        count += m.shape[1]
-    if not count or total is None or total_sq is None:
-        raise VconvError("cannot compute feature statistics: no frames")
-    mean = total / count
-    var = torch.clamp(total_sq / count - mean * mean, min=0.0)
-    std = torch.clamp(var.sqrt(), min=min_std)
-    return FeatureStats(mean.float(), std.float(), count)
-
-
 def logmel_from_file(path: str | Path, cfg: FeatureConfig, extractor: LogMel | None = None, **load_kwargs) -> torch.Tensor:
     """Load audio (mono, resampled to ``cfg.sample_rate``) and return its log-mel ``[n_mels, F]``.
 
     The single path from a file to features, shared by `vconv extract`, training and conversion.
     """
-    from vconv.audio import load
+    from vconv.audio.io import load
 
     wav, _ = load(path, cfg.sample_rate, **load_kwargs)
     return wav_to_logmel(wav, cfg, extractor)

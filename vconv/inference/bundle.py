@@ -1,26 +1,19 @@
-"""Saving and loading: safe, self-describing model bundles and resumable training checkpoints.
+"""Model bundles: safe, self-describing folders that need nothing else to be loaded (weights are data, not code)::
 
-A **bundle** is a folder that needs nothing else to be loaded (weights are data, not code)::
-
-    model.safetensors   the VoiceConverter weights (fp32, or fp16/bf16 for shipping)
+    model.safetensors   the VoiceConversionModel weights (fp32, or fp16/bf16 for shipping)
     config.json         {"format", "format_version", "vconv_version", "kind", "model_config",
                          "feature_config", "feature_stats", "speakers", "sha256": {file: digest}, ...}
+    vocoder.safetensors + vocoder.json   optional: a trained neural vocoder (:func:`attach_vocoder`)
 
 Loading checks the format version and the sha256 of every weight file before reading a byte of it,
-and builds the model from the stored ``model_config`` with ``strict=True`` (missing or unexpected weights
-are an error, never silently ignored).
-
-A **training checkpoint** (``*.pt``) holds everything to resume: model, optimiser, scheduler, step, RNG
-states and the resolved configs. It is written with ``torch.save`` to a temporary file and renamed,
-and read with ``torch.load(weights_only=True)``, which refuses any pickle that would run code.
+builds the model from the stored ``model_config`` with ``strict=True`` (missing or unexpected weights
+are an error, never silently ignored) and the front-end from ``feature_config`` + ``feature_stats``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import pickle
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -28,14 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-import vconv
+from vconv._version import __version__
+from vconv.audio.frontend import FeatureStats, FrontEnd
 from vconv.config import FeatureConfig, ModelConfig
 from vconv.errors import VconvError
-from vconv.fileio import atomic_path, default_mode
-from vconv.features import FeatureStats
+from vconv.fileio import atomic_path, default_mode, load_weights, sha256_of, write_text_atomic
 
 BUNDLE_FORMAT = "vconv-bundle"
 BUNDLE_FORMAT_VERSION = 1
@@ -56,27 +48,21 @@ class BundleInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_bundle(
     out_dir: str | Path,
     model: torch.nn.Module,
-    model_config: ModelConfig,
-    feature_config: FeatureConfig,
-    feature_stats: FeatureStats,
+    frontend: FrontEnd,
     *,
     speakers: list[str] | None = None,
     dtype: torch.dtype = torch.float32,
     extra: dict[str, Any] | None = None,
     force: bool = False,
 ) -> Path:
-    """Write a bundle folder atomically (built in a temporary sibling folder, then renamed)."""
+    """Write ``model`` (a VoiceConversionModel, whose ``config`` is stored) and its front-end as a bundle folder.
+
+    Atomic: the folder is built as a temporary sibling, then renamed. ``dtype`` is the dtype of the stored
+    floating-point weights (loading always gives float32).
+    """
     out_dir = Path(out_dir)
     if out_dir.exists() and not force:
         raise VconvError(f"{out_dir}: already exists; pass --force to overwrite")
@@ -88,11 +74,11 @@ def save_bundle(
         config = {
             "format": BUNDLE_FORMAT,
             "format_version": BUNDLE_FORMAT_VERSION,
-            "vconv_version": vconv.__version__,
+            "vconv_version": __version__,
             "kind": "voice-converter",
-            "model_config": model_config.to_dict(),
-            "feature_config": feature_config.to_dict(),
-            "feature_stats": feature_stats.to_dict(),
+            "model_config": model.config.to_dict(),
+            "feature_config": frontend.cfg.to_dict(),
+            "feature_stats": frontend.stats().to_dict(),
             "speakers": list(speakers or []),
             "weights_dtype": str(dtype).replace("torch.", ""),
             "sha256": {WEIGHTS_FILE: sha256_of(tmp / WEIGHTS_FILE)},
@@ -124,30 +110,13 @@ def read_bundle_config(bundle: str | Path) -> dict[str, Any]:
     if config.get("format_version") != BUNDLE_FORMAT_VERSION:
         raise VconvError(
             f"{bundle}: bundle format version {config.get('format_version')} (vconv {config.get('vconv_version')}), "
-            f"this vconv {vconv.__version__} reads version {BUNDLE_FORMAT_VERSION}"
+            f"this vconv {__version__} reads version {BUNDLE_FORMAT_VERSION}"
         )
     return config
 
 
-def load_weights(bundle: str | Path, name: str, config: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Read a weight file of a bundle after checking its sha256 against ``config['sha256']``."""
-    path = Path(bundle) / name
-    expected = config.get("sha256", {}).get(name)
-    if not path.is_file():
-        raise VconvError(f"{path}: weight file missing from the bundle")
-    if expected is None:
-        raise VconvError(f"{path}: no sha256 recorded for this file in {CONFIG_FILE}; refusing unverified weights")
-    actual = sha256_of(path)
-    if actual != expected:
-        raise VconvError(f"{path}: sha256 mismatch (expected {expected[:12]}..., got {actual[:12]}...); the file is corrupt or was modified")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError) as exc:
-        raise VconvError(f"{path}: unreadable weights ({exc})") from None
-
-
-def load_bundle(bundle: str | Path, device: str | torch.device = "cpu"):
-    """Build the VoiceConverter of a bundle: ``(model in eval mode, fp32, on device; BundleInfo)``."""
+def load_bundle(bundle: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, FrontEnd, BundleInfo]:
+    """``(model, front-end, info)`` of a bundle: the VoiceConversionModel in eval mode, fp32, on ``device``."""
     from vconv.models import build_model
 
     bundle = Path(bundle)
@@ -167,23 +136,31 @@ def load_bundle(bundle: str | Path, device: str | torch.device = "cpu"):
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise VconvError(f"{bundle}: weights do not match the stored model config ({str(exc).splitlines()[0]})") from None
-    return model.to(device).eval(), info
+    frontend = FrontEnd(info.feature_config, info.feature_stats)
+    return model.to(device).eval(), frontend.to(device), info
 
 
-def save_training_state(path: str | Path, state: dict[str, Any]) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename (atomic on POSIX)."""
-    with atomic_path(path, suffix=".tmp") as tmp:
-        torch.save(state, tmp)
+def attach_vocoder(bundle_dir: str | Path, vocoder_dir: str | Path) -> Path:
+    """Copy ``vocoder.safetensors`` + ``vocoder.json`` from ``vocoder_dir`` into the VC bundle ``bundle_dir``.
 
+    The vocoder is loaded first (its own sha256 checked) and must match the bundle's FeatureConfig. The
+    bundle's ``config.json`` then records both files' sha256 under ``"sha256"`` and ``"vocoder": "vocos"``;
+    every file is written to a temporary name and renamed, config.json last.
+    """
+    from vconv.vocoders.base import check_compatible
+    from vconv.vocoders.vocos import VOCODER_CONFIG, VOCODER_WEIGHTS, load_vocoder, read_vocoder_meta
 
-def load_training_state(path: str | Path) -> dict[str, Any]:
-    """Read a training checkpoint with ``weights_only=True``: tensors and plain containers only."""
-    path = Path(path)
-    if not path.is_file():
-        raise VconvError(f"{path}: checkpoint not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise VconvError(f"{path}: refused: the checkpoint holds objects that would run code on load ({str(exc).splitlines()[0][:120]})") from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise VconvError(f"{path}: corrupt checkpoint ({str(exc).splitlines()[0][:120]})") from None
+    bundle_dir, vocoder_dir = Path(bundle_dir), Path(vocoder_dir)
+    config = read_bundle_config(bundle_dir)
+    meta = read_vocoder_meta(vocoder_dir)
+    vocoder = load_vocoder(vocoder_dir)  # verifies the weights against vocoder.json
+    check_compatible(FeatureConfig.from_dict(config["feature_config"]), vocoder)
+    digests = {}
+    for name in (VOCODER_WEIGHTS, VOCODER_CONFIG):
+        with atomic_path(bundle_dir / name) as tmp:
+            shutil.copyfile(vocoder_dir / name, tmp)
+            digests[name] = sha256_of(tmp)
+    config.setdefault("sha256", {}).update(digests)
+    config["vocoder"] = meta["vocoder"]
+    write_text_atomic(bundle_dir / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+    return bundle_dir

@@ -45,9 +45,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from vconv.data import BadFile, ScanResult, Split, Utterance, check_audio_file
+from vconv.data.manifest import BadFile, ScanResult, Split, Utterance, check_audio_file
 from vconv.errors import VconvError
-from vconv.prepare import SPLIT_NAMES, PrepareReport, write_splits
+from vconv.data.prepare import SPLIT_NAMES, PrepareReport, write_splits
 
 MICS = ("mic1", "mic2")
 

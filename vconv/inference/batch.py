@@ -16,9 +16,9 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from vconv.api import VoiceConverter
-from vconv.audio import AUDIO_EXTENSIONS, resample, save
-from vconv.data import BadFile
+from vconv.inference.converter import VoiceConverter
+from vconv.audio.io import AUDIO_EXTENSIONS, resample, save
+from vconv.data.manifest import BadFile
 from vconv.errors import VconvError
 from vconv.fileio import atomic_path
 

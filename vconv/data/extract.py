@@ -22,9 +22,12 @@ import torch
 from tqdm import tqdm
 
 from vconv.config import FeatureConfig, save_yaml
-from vconv.data import BadFile, Utterance, feature_path, read_manifest
+from vconv.data.manifest import BadFile, Utterance, feature_path, read_manifest
 from vconv.errors import VconvError
-from vconv.features import LogMel, compute_stats, load_features, logmel_from_file, save_features
+from vconv.fileio import write_text_atomic
+from vconv.audio.logmel import LogMel, logmel_from_file
+from vconv.audio.frontend import compute_stats
+from vconv.data.feature_files import load_features, save_features
 
 STATS_FILE = "stats.json"
 CONFIG_FILE = "features.yaml"
@@ -140,9 +143,7 @@ def extract_features(
         done = [feature_path(out_dir, u) for u in stats_utterances]
         stats = compute_stats(load_features(p) for p in done if p.is_file())
         payload = {"feature_config": cfg.to_dict(), **stats.to_dict()}
-        tmp = out_dir / f".{STATS_FILE}.tmp"
-        tmp.write_text(json.dumps(payload) + "\n")
-        tmp.replace(out_dir / STATS_FILE)
+        write_text_atomic(out_dir / STATS_FILE, json.dumps(payload) + "\n")
     return report
 
 

@@ -3,17 +3,24 @@
 Owns what every run writes the same way: the resolved ``config.yaml``, ``log.jsonl`` (one JSON line per
 logged step, mirrored to TensorBoard when it is installed), and rotating, atomic, resumable checkpoints
 (``checkpoints/step_N.pt`` + ``checkpoints/latest.pt``). Only the main DDP rank writes.
+
+A training checkpoint holds everything to resume (weights, optimisers, schedulers, step, RNG states and
+the resolved configs). It is written with ``torch.save`` to a temporary file and renamed, and read with
+``torch.load(weights_only=True)``, which refuses any pickle that would run code.
 """
 
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any, Mapping
 
-from vconv.checkpoint import load_training_state, save_training_state
+import torch
+
 from vconv.config import save_yaml
 from vconv.errors import VconvError
+from vconv.fileio import atomic_path
 
 
 class RunFolder:
@@ -77,8 +84,6 @@ class RunFolder:
 
 def rng_state() -> dict[str, Any]:
     """The random generators' state, for a checkpoint (``**rng_state()`` into the state dict)."""
-    import torch
-
     return {
         "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -87,8 +92,25 @@ def rng_state() -> dict[str, Any]:
 
 def restore_rng(state: Mapping[str, Any]) -> None:
     """Undo :func:`rng_state`: a resumed run draws the same random numbers as an uninterrupted one."""
-    import torch
-
     torch.set_rng_state(state["rng_cpu"])
     if torch.cuda.is_available() and state["rng_cuda"]:
         torch.cuda.set_rng_state_all(state["rng_cuda"])
+
+
+def save_training_state(path: str | Path, state: dict[str, Any]) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename (atomic on POSIX)."""
+    with atomic_path(path, suffix=".tmp") as tmp:
+        torch.save(state, tmp)
+
+
+def load_training_state(path: str | Path) -> dict[str, Any]:
+    """Read a training checkpoint with ``weights_only=True``: tensors and plain containers only."""
+    path = Path(path)
+    if not path.is_file():
+        raise VconvError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise VconvError(f"{path}: refused: the checkpoint holds objects that would run code on load ({str(exc).splitlines()[0][:120]})") from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise VconvError(f"{path}: corrupt checkpoint ({str(exc).splitlines()[0][:120]})") from None

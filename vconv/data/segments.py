@@ -19,9 +19,11 @@ from typing import Sequence
 import torch
 
 from vconv.config import FeatureConfig
-from vconv.data import Utterance, feature_path
-from vconv.features import FeatureStats, LogMel, load_features, logmel_from_file
-from vconv.perturb import MelPerturber
+from vconv.data.manifest import Utterance, feature_path
+from vconv.audio.frontend import FrontEnd
+from vconv.audio.logmel import LogMel, logmel_from_file
+from vconv.data.feature_files import load_features
+from vconv.audio.perturb import MelPerturber
 
 
 @dataclass
@@ -74,7 +76,7 @@ class SegmentBatches(torch.utils.data.Dataset):
         self,
         store: FeatureStore,
         speakers: Sequence[str],
-        stats: FeatureStats,
+        frontend: FrontEnd,
         *,
         batch_size: int,
         segment_frames: int,
@@ -86,7 +88,7 @@ class SegmentBatches(torch.utils.data.Dataset):
     ):
         self.store = store
         self.perturber = MelPerturber(store.cfg) if perturb else None
-        self.stats = stats
+        self.frontend = frontend  # normalises every segment (on the CPU, where batches are made)
         self.batch_size = batch_size
         self.segment_frames = segment_frames
         self.seed, self.rank, self.steps = seed, rank, steps
@@ -132,10 +134,10 @@ class SegmentBatches(torch.utils.data.Dataset):
             refs.append(ref)
             labels.append(self.speaker_index.get(utt.speaker, -1))
         return Batch(
-            self.stats.normalize(torch.stack(mels)),
-            self.stats.normalize(torch.stack(refs)),
+            self.frontend.normalize(torch.stack(mels)),
+            self.frontend.normalize(torch.stack(refs)),
             torch.tensor(labels, dtype=torch.long),
-            self.stats.normalize(torch.stack(sources)),
+            self.frontend.normalize(torch.stack(sources)),
         )
 
     def _crop(self, mel: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -33,7 +33,7 @@ def shipped_root() -> Path | None:
     try:
         import vconv._bundles as bundles
     except ImportError:  # a source tree used without installing: fall back to the checkout layout
-        candidate = Path(__file__).resolve().parents[1] / "pretrained"
+        candidate = Path(__file__).resolve().parents[2] / "pretrained"
         return candidate if candidate.is_dir() else None
     paths = list(getattr(bundles, "__path__", []))
     return Path(paths[0]) if paths else None

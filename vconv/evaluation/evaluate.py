@@ -49,13 +49,13 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from vconv import __version__
-from vconv import metrics as M
-from vconv.audio import load as load_audio
-from vconv.audio import save as save_audio
+from vconv._version import __version__
+from vconv.evaluation import metrics as M
+from vconv.audio.io import load as load_audio
+from vconv.audio.io import save as save_audio
 from vconv.errors import VconvError
 from vconv.fileio import atomic_path, write_text_atomic
-from vconv.judges import EVAL_EXTRA, Judges
+from vconv.evaluation.judges import EVAL_EXTRA, Judges
 
 SYSTEMS = ("converted", "source", "ground_truth", "copy_synthesis")
 ANALYSIS_SR = 16000  # MCD and F0 compare every file at one rate, whatever rate each was written at

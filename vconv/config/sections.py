@@ -1,0 +1,226 @@
+"""The config sections of vconv: what each stage of the data flow is built from.
+
+* :class:`FeatureConfig` - how audio becomes a log-mel spectrogram. It travels with every feature file,
+  model and vocoder, so the mel settings can never drift between training and conversion.
+* :class:`ModelConfig` - the sizes of the content encoder, quantizer, speaker encoder, decoder, adversary.
+* :class:`VocoderConfig` - the sizes (and inference-time settings) of the neural vocoder.
+* :class:`TrainConfig` / :class:`VocoderTrainConfig` - what the two trainers need; the data paths have
+  no defaults on purpose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from vconv.config.base import ConfigSection
+from vconv.errors import VconvError
+
+
+@dataclass(frozen=True)
+class FeatureConfig(ConfigSection):
+    """Log-mel front end.
+
+    Defaults are those of the shipped model: 16 kHz, n_fft 1024, hop 256 (16 ms), win 1024, 80 mels,
+    0-8 kHz. ``log_floor`` is added before the natural log so that silence stays finite.
+    """
+
+    sample_rate: int = 16000
+    n_fft: int = 1024
+    hop_length: int = 256
+    win_length: int = 1024
+    n_mels: int = 80
+    fmin: float = 0.0
+    fmax: float | None = 8000.0
+    log_floor: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if self.win_length > self.n_fft:
+            raise VconvError(f"feature config: win_length {self.win_length} > n_fft {self.n_fft}")
+        top = self.sample_rate / 2
+        if self.fmax is not None and not (self.fmin < self.fmax <= top):
+            raise VconvError(f"feature config: need fmin < fmax <= sample_rate/2, got {self.fmin}, {self.fmax}")
+
+
+    def differences(self, other: "FeatureConfig") -> list[str]:
+        """Human-readable ``name: mine vs theirs`` for each field that differs."""
+        return [
+            f"{f.name}: {getattr(self, f.name)!r} vs {getattr(other, f.name)!r}"
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(other, f.name)
+        ]
+
+
+@dataclass
+class ModelConfig(ConfigSection):
+    """Sizes of the voice-conversion model (AdaIN-VC / VQVC lineage).
+
+    ``downsample`` gives one temporal stride per content-encoder block; the decoder derives its
+    up-sampling from the same list, so the two can never disagree.
+    """
+
+    n_mels: int = 80
+    channels: int = 256
+    content_blocks: int = 4
+    downsample: list[int] = field(default_factory=lambda: [1, 2, 1, 1])
+    code_dim: int = 64
+    quantize: bool = True  # false = no VQ bottleneck (ablation): the content code passes through
+    codebook_size: int = 256
+    vq_beta: float = 0.25
+    vq_ema: bool = True
+    vq_decay: float = 0.99
+    vq_dead_after: int = 200  # steps without use before a code is re-initialised
+    vq_groups: int = 1  # codes per frame (product quantisation of code_dim into equal parts, one codebook)
+    speaker_channels: int = 256
+    speaker_blocks: int = 4
+    speaker_dim: int = 128
+    decoder_blocks: int = 4
+    kernel_size: int = 5
+    dropout: float = 0.0
+    adversary: bool = True
+    adversary_hidden: int = 256
+    n_speakers: int = 0  # classifier classes; set from the training manifest
+
+
+@dataclass
+class TrainConfig(ConfigSection):
+    """What the trainer needs. ``train_manifest`` and ``run_dir`` are required: no hidden default paths."""
+
+    train_manifest: str
+    run_dir: str
+    valid_manifest: str | None = None
+    features_dir: str | None = None  # where `vconv extract` wrote features; None = compute on the fly
+    steps: int = 10000
+    batch_size: int = 16
+    segment_frames: int = 128
+    lr: float = 5e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 500
+    grad_clip: float = 1.0
+    recon_weight: float = 1.0
+    vq_weight: float = 1.0
+    adversary_weight: float = 0.1
+    adversary_ramp_steps: int = 2000
+    perturb_content: bool = True  # timbre-perturb the content path's input (vconv.perturb)
+    # P(speaker) ∝ utterances**power per batch item: 1 = every utterance equally likely (big speakers
+    # dominate), 0 = every speaker equally likely; 0.5 lets small speakers be seen without overfitting them
+    speaker_sampling_power: float = 1.0
+    bf16: bool = False  # CPU bf16 autocast; on CUDA this means bf16 mixed precision
+    seed: int = 0
+    log_every: int = 50
+    valid_every: int = 500
+    save_every: int = 500
+    keep_checkpoints: int = 2
+    num_workers: int = 0
+    threads: int | None = None
+
+
+@dataclass
+class VocoderConfig(ConfigSection):
+    """Sizes of :class:`VocosVocoder` (stored with its weights, so loading needs no side config).
+
+    Default (dim 256, MLP 768, 8 blocks, ~3.6 M parameters): measured RTF ~0.01 for 10 s of 16 kHz
+    audio at 2 threads (see benchmarks/bench_vocoder.py).
+    """
+
+    dim: int = 256
+    intermediate: int = 768
+    blocks: int = 8
+    kernel_size: int = 7
+    layer_scale: float = 0.125  # initial layer scale; ~1/blocks (as in Vocos) keeps the residual stream tame
+    input_mean: float = -5.0  # fixed input affine: typical log-mel (floor 1e-5 -> -11.5) to ~N(0, 1)
+    input_scale: float = 3.0
+    max_log_magnitude: float = 5.0  # clamp of the predicted log|S| (e^5 ~ 150: far above a full-scale bin)
+    # inference-time mel-envelope matching (vconv.vocoders.envelope): passes (0 turns it off), the bound
+    # on one pass's per-band natural-log gain, and the fast-Griffin-Lim momentum. With the consistency
+    # passes below it took the 62k-step vocoder on five held-out voices from behind Griffin-Lim to ahead
+    # of it on all three judges (recipes/voices/MODEL_HISTORY.md). All of these are read at every call.
+    envelope_passes: int = 16
+    envelope_max_log_gain: float = 1.5
+    envelope_momentum: float = 0.9
+    # inference-time phase consistency: fast Griffin-Lim iterations that keep the predicted magnitude and
+    # start from the predicted phase (0 turns them off). Without them, the phases that disagree between
+    # overlapping frames beat at the frame rate (62.5 Hz at hop 256): on converted mels the output had a
+    # 62.5 Hz amplitude modulation 3-6x the neighbouring band and F0 trackers locked onto it
+    consistency_passes: int = 16
+    consistency_momentum: float = 0.99
+
+    def network(self) -> dict[str, Any]:
+        """The fields that shape the weights (all but the inference-time ``envelope_*`` / ``consistency_*``
+        settings): two configs with equal ``network()`` can load each other's weights."""
+        return {k: v for k, v in self.to_dict().items() if not k.startswith(("envelope_", "consistency_"))}
+
+    def __post_init__(self) -> None:
+        if self.envelope_passes < 0:
+            raise VconvError(f"vocoder.envelope_passes must be >= 0, got {self.envelope_passes}")
+        if self.envelope_max_log_gain <= 0:
+            raise VconvError(f"vocoder.envelope_max_log_gain must be > 0, got {self.envelope_max_log_gain}")
+        if not 0 <= self.envelope_momentum < 1:
+            raise VconvError(f"vocoder.envelope_momentum must be in [0, 1), got {self.envelope_momentum}")
+        if self.consistency_passes < 0:
+            raise VconvError(f"vocoder.consistency_passes must be >= 0, got {self.consistency_passes}")
+        if not 0 <= self.consistency_momentum < 1:
+            raise VconvError(f"vocoder.consistency_momentum must be in [0, 1), got {self.consistency_momentum}")
+
+
+@dataclass
+class VocoderTrainConfig(ConfigSection):
+    """What the vocoder trainer needs. ``train_manifest`` and ``run_dir`` are required."""
+
+    train_manifest: str
+    run_dir: str
+    valid_manifest: str | None = None
+    vc_model: str | None = None  # a VC bundle: fine-tune on its reconstructed mels (targets stay real audio)
+    init_from: str | None = None  # a vocoder folder (vocoder.json + weights) to start from: a fine-tuning run
+    steps: int = 200_000
+    batch_size: int = 16
+    segment_samples: int = 8192  # a multiple of hop_length (32 frames at hop 256)
+    lr: float = 5e-4
+    disc_lr: float = 5e-4
+    weight_decay: float = 1e-2
+    warmup_steps: int = 1000
+    grad_clip: float = 100.0  # GAN gradients spike; clip only the pathological ones
+    stft_weight: float = 2.5
+    mel_weight: float = 15.0
+    phase_weight: float = 0.0  # > 0: anti-wrapping phase losses against the real STFT phase (APNet)
+    adversarial: bool = True
+    gan_start_step: int = 10_000  # reconstruction-only warm-up before the discriminators join
+    gan_loss: str = "hinge"  # or "lsgan"
+    adv_weight: float = 1.0
+    fm_weight: float = 2.0
+    mpd_channels: int = 16
+    mrd_channels: int = 32
+    bf16: bool = False
+    seed: int = 0
+    log_every: int = 50
+    valid_every: int = 2000
+    valid_utterances: int = 16
+    save_every: int = 1000
+    keep_checkpoints: int = 2
+    num_workers: int = 0
+    threads: int | None = None
+    cache_size: int = 2048  # decoded utterances kept in memory (per process)
+    # speed perturbation of the training audio (Ko et al. 2015): with this probability a segment is
+    # played back faster or slower by a factor drawn log-uniformly from [1/(1+r), 1+r] (r = speed_perturb),
+    # which moves pitch and formants together - more voices (and F0 ranges) than the corpus has speakers
+    speed_perturb: float = 0.0
+    speed_perturb_probability: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.gan_loss not in ("hinge", "lsgan"):
+            raise VconvError(f"train.gan_loss must be hinge or lsgan, got {self.gan_loss!r}")
+        if not 0 <= self.speed_perturb < 1:
+            raise VconvError(f"train.speed_perturb must be in [0, 1), got {self.speed_perturb}")
+        if not 0 <= self.speed_perturb_probability <= 1:
+            raise VconvError(f"train.speed_perturb_probability must be in [0, 1], got {self.speed_perturb_probability}")
+
+
+def load_vocoder_run_config(name_or_path: str | Path | None, overrides: Sequence[str] = ()) -> tuple[FeatureConfig, VocoderConfig, VocoderTrainConfig]:
+    """Read ``features`` / ``vocoder`` / ``train`` sections (YAML path or packaged name), apply dotted overrides."""
+    data = load_yaml(resolve_config_path(name_or_path)) if name_or_path else {}
+    data = apply_overrides(data, list(overrides))
+    unknown = sorted(set(data) - {"features", "vocoder", "train"})
+    if unknown:
+        raise VconvError(f"unknown config section(s): {', '.join(unknown)}; expected features, vocoder, train")
+    return (FeatureConfig.from_dict(data.get("features") or {}), VocoderConfig.from_dict(data.get("vocoder") or {}),
+            VocoderTrainConfig.from_dict(data.get("train") or {}))

@@ -1,0 +1,63 @@
+"""Self-describing feature files: what `vconv extract` writes and training reads.
+
+A feature file is safetensors (``mel`` as float32 ``[n_mels, T]``, the raw natural-log mel, *not*
+normalised) whose metadata holds the format version and the FeatureConfig that produced it; reading one
+made with another config is an error that names each differing value.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from vconv.config import FeatureConfig
+from vconv.errors import VconvError
+from vconv.fileio import atomic_path
+
+FEATURE_FORMAT_VERSION = 1
+
+
+def save_features(path: str | Path, mel: torch.Tensor, cfg: FeatureConfig, **meta: str) -> None:
+    """Write ``mel [n_mels, F]`` with its FeatureConfig and format version (atomic: temp file + rename)."""
+    metadata = {
+        "format": "vconv-features",
+        "format_version": str(FEATURE_FORMAT_VERSION),
+        "feature_config": json.dumps(cfg.to_dict(), sort_keys=True),
+        **{k: str(v) for k, v in meta.items()},
+    }
+    with atomic_path(path) as tmp:
+        save_file({"mel": mel.detach().float().contiguous().cpu()}, str(tmp), metadata=metadata)
+
+
+def read_feature_metadata(path: str | Path) -> dict[str, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise VconvError(f"{path}: feature file not found; run `vconv extract` first")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return dict(fh.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise VconvError(f"{path}: not a vconv feature file ({exc}); delete it and rerun `vconv extract`") from None
+
+
+def load_features(path: str | Path, expected: FeatureConfig | None = None) -> torch.Tensor:
+    """Read ``mel [n_mels, F]``; raise if the version or the FeatureConfig differs from ``expected``."""
+    path = Path(path)
+    meta = read_feature_metadata(path)
+    if meta.get("format") != "vconv-features":
+        raise VconvError(f"{path}: not a vconv feature file")
+    version = meta.get("format_version")
+    if version != str(FEATURE_FORMAT_VERSION):
+        raise VconvError(
+            f"{path}: feature format version {version}, this vconv reads {FEATURE_FORMAT_VERSION}; rerun `vconv extract`"
+        )
+    if expected is not None:
+        stored = FeatureConfig.from_dict(json.loads(meta["feature_config"]))
+        diffs = stored.differences(expected)
+        if diffs:
+            raise VconvError(f"{path}: made with another feature config (file vs expected: {'; '.join(diffs)})")
+    return load_file(str(path))["mel"]

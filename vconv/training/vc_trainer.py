@@ -1,0 +1,231 @@
+"""The model trainer (``vconv train``): one code path from a single CPU process to many GPUs under ``torchrun``.
+
+No argparse and no paths of its own: everything comes from :class:`~vconv.config.TrainConfig`,
+:class:`~vconv.config.ModelConfig` and :class:`~vconv.config.FeatureConfig`. The loop, DDP, bf16, the
+schedule, logging and checkpoints are :class:`~vconv.training.base.BaseTrainer`'s.
+
+Per step: reconstruction L1 + ``vq_weight`` × VQ loss, plus (with the adversary) the speaker
+classifier's cross-entropy on the content code. The classifier sits behind a gradient-reversal layer
+whose weight ramps linearly from 0 to ``adversary_weight`` over ``adversary_ramp_steps``: the classifier
+always learns at full rate, while the encoder is pushed to *remove* speaker information only gradually,
+because a strong adversary early destroys content (Chou et al. 2018).
+
+Run folder::
+
+    config.yaml               resolved configs (features, model, train); see vconv.training.runs
+    log.jsonl                 one JSON line per logged / validated step (TensorBoard too, if installed)
+    checkpoints/latest.pt     atomic, resumable (model, optimiser, scheduler, step, RNG, configs)
+    checkpoints/step_N.pt     the last ``keep_checkpoints`` of them
+    model/                    the final model as a safe bundle (see vconv.inference.bundle)
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from vconv.audio.frontend import FeatureStats, FrontEnd, compute_stats
+from vconv.config import FeatureConfig, ModelConfig, TrainConfig
+from vconv.data.manifest import read_manifest, speakers_of
+from vconv.data.segments import Batch, FeatureStore, SegmentBatches
+from vconv.errors import VconvError
+from vconv.inference.bundle import save_bundle
+from vconv.models import VoiceConversionModel, build_model
+from vconv.training.base import BaseTrainer
+
+
+def adversary_accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Plain and balanced accuracy of the speaker adversary on ``[N]`` predicted / true speaker indices.
+
+    Plain accuracy rewards always naming the most frequent speaker (with per-utterance sampling that
+    is Joe, half of a batch); balanced accuracy, the mean per-speaker recall, does not: chance is
+    ``1 / speakers`` whatever the mix.
+    """
+    recalls = [(predicted[labels == s] == s).float().mean() for s in labels.unique()]
+    return {"adv_acc": (predicted == labels).float().mean().item(), "adv_bal_acc": torch.stack(recalls).mean().item()}
+
+
+class ModelTrainer(BaseTrainer):
+    """Builds data, model and optimiser from the configs; ``fit()`` trains, validates, checkpoints, exports."""
+
+    def __init__(
+        self,
+        features: FeatureConfig,
+        model: ModelConfig,
+        train: TrainConfig,
+        *,
+        resume: bool = False,
+        progress: bool = True,
+    ):
+        super().__init__(train, resume=resume, progress=progress)
+        self.fcfg, self.mcfg = features, model
+        train_utts = read_manifest(train.train_manifest, nonempty=True)
+        self.speakers = speakers_of(train_utts)
+        if model.adversary and model.n_speakers == 0:
+            model.n_speakers = len(self.speakers)
+        self.store = FeatureStore(train_utts, features, train.features_dir)
+        self.valid_store = None
+        if train.valid_manifest:
+            valid_utts = read_manifest(train.valid_manifest)
+            self.valid_store = FeatureStore(valid_utts, features, train.features_dir) if valid_utts else None
+
+        torch.manual_seed(train.seed)
+        self.model: VoiceConversionModel = build_model(model).to(self.device)
+        self.net = self.distributed(self.model)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        self.scheduler = self.make_scheduler(self.optimizer)
+        state = self.latest_state()
+        if state is not None:
+            self.restore(state)  # brings the run's own normalisation statistics
+        else:
+            self.frontend = FrontEnd(features, self._load_or_compute_stats())  # on the CPU, where batches are made
+        self.batches = SegmentBatches(
+            self.store, self.speakers, self.frontend, batch_size=train.batch_size, segment_frames=train.segment_frames,
+            seed=train.seed, rank=self.dist.rank, steps=train.steps, perturb=train.perturb_content,
+            speaker_sampling_power=train.speaker_sampling_power,
+        )
+
+    # ----------------------------------------------------------------------------------------- setup
+
+    def _load_or_compute_stats(self) -> FeatureStats:
+        if self.tcfg.features_dir:
+            path = Path(self.tcfg.features_dir) / "stats.json"
+            if path.is_file():
+                return FeatureStats.from_dict(json.loads(path.read_text()))
+        return compute_stats(self.store.get(i) for i in range(len(self.store.utterances)))
+
+    def sections(self) -> dict[str, Any]:
+        return {"features": self.fcfg.to_dict(), "model": self.mcfg.to_dict(), "train": self.tcfg.to_dict()}
+
+    def adversary_weight(self, step: int) -> float:
+        ramp = max(1, self.tcfg.adversary_ramp_steps)
+        return self.tcfg.adversary_weight * min(1.0, step / ramp)
+
+    def postfix(self, metrics: Mapping[str, float]) -> dict[str, str]:
+        return {"loss": f"{metrics['loss']:.3f}", "ppl": f"{metrics['perplexity']:.0f}"}
+
+    # -------------------------------------------------------------------------------------- training
+
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        """One optimiser step on ``batch``; returns the losses and diagnostics as floats."""
+        self.net.train()
+        batch = batch.to(self.device)
+        with self.autocast():
+            out = self.net(batch.source, batch.ref, adversary_weight=self.adversary_weight(self.step))
+            recon = F.l1_loss(out.mel.float(), batch.mel)
+            loss = self.tcfg.recon_weight * recon + self.tcfg.vq_weight * out.quantizer.loss.float()
+            metrics = {"recon": recon.item(), "vq": out.quantizer.loss.item(), "perplexity": out.quantizer.perplexity.item()}
+            if out.speaker_logits is not None:
+                adv = F.cross_entropy(out.speaker_logits.float(), batch.speaker)
+                loss = loss + adv  # the reversal layer scales what reaches the encoder
+                metrics["adv_loss"] = adv.item()
+                metrics["adv_acc"] = (out.speaker_logits.argmax(-1) == batch.speaker).float().mean().item()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.grad_clip))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        metrics["loss"] = loss.item()
+        metrics["lr"] = self.scheduler.get_last_lr()[0]
+        return metrics
+
+    # ------------------------------------------------------------------------------------ validation
+
+    @property
+    def has_validation(self) -> bool:
+        return self.valid_store is not None
+
+    @torch.no_grad()
+    def validate(self, max_utterances: int = 64) -> dict[str, float]:
+        """Scores on held-out speakers, and the adversary on training speakers.
+
+        * ``recon``: reconstruction L1 as training poses it - the speaker path reads *another* utterance
+          of the same speaker (the other half of the utterance for a speaker with only one), so content
+          cannot leak through it; ``recon_self_ref``: the easier task with the utterance as its own reference;
+        * ``perplexity``: codebook usage on the held-out utterances;
+        * ``adv_acc`` / ``adv_bal_acc``: the adversary on content codes of four fixed training batches (it
+          only knows training speakers; chance is ``adv_chance``);
+        * ``spk_separation``: mean cosine of same-speaker minus different-speaker pairs of held-out embeddings.
+        """
+        assert self.valid_store is not None
+        self.model.eval()
+        store = self.valid_store
+        total = len(store.utterances)
+        n = min(total, max_utterances)
+        # spread the picks over the whole manifest: it is sorted by speaker, and the first n utterances
+        # would often be one speaker only, leaving nothing to measure speaker separation on
+        picks = sorted({round(k * (total - 1) / max(1, n - 1)) for k in range(n)})
+        n = len(picks)
+        by_speaker: dict[str, list[int]] = {}
+        for i, utt in enumerate(store.utterances):
+            by_speaker.setdefault(utt.speaker, []).append(i)
+        recon, recon_self, ppl, embeddings, speakers = [], [], [], [], []
+        for i in picks:
+            mel = self.frontend.normalize(store.get(i))[None].to(self.device)
+            content, ref = mel, self._other_reference(i, by_speaker)
+            if ref is None:  # a lone utterance: content from one half, speaker from the other
+                half = mel.shape[-1] // 2
+                content, ref = mel[..., :half], mel[..., half:]
+            with self.autocast():
+                out = self.model.reconstruct(content, ref)
+                own = self.model.reconstruct(mel, mel)
+            recon.append(F.l1_loss(out.mel.float(), content).item())
+            recon_self.append(F.l1_loss(own.mel.float(), mel).item())
+            ppl.append(own.quantizer.perplexity.item())
+            embeddings.append(F.normalize(own.speaker_embedding.float(), dim=-1)[0])
+            speakers.append(store.utterances[i].speaker)
+        result = {"recon": sum(recon) / n, "recon_self_ref": sum(recon_self) / n, "perplexity": sum(ppl) / n}
+        emb = torch.stack(embeddings)
+        cos = emb @ emb.T
+        same = torch.tensor([[a == b for b in speakers] for a in speakers], device=cos.device)
+        off_diag = ~torch.eye(n, dtype=torch.bool, device=cos.device)
+        if (same & off_diag).any() and (~same).any():
+            result["spk_same_cos"] = cos[same & off_diag].mean().item()
+            result["spk_diff_cos"] = cos[~same].mean().item()
+            result["spk_separation"] = result["spk_same_cos"] - result["spk_diff_cos"]
+        if self.model.adversary is not None:
+            predicted, labels = [], []
+            for k in range(4):  # fixed batches, never drawn in training
+                probe = self.batches[10**9 + k].to(self.device)
+                predicted.append(self.model.adversary(self.model.encode_content(probe.mel).quantized).argmax(-1))
+                labels.append(probe.speaker)
+            result.update(adversary_accuracy(torch.cat(predicted), torch.cat(labels)))
+            result["adv_chance"] = 1.0 / len(self.speakers)
+        return result
+
+    def _other_reference(self, index: int, by_speaker: Mapping[str, list[int]]) -> torch.Tensor | None:
+        """The next utterance of the same speaker (cyclically), normalised ``[1, n_mels, T]``, or None."""
+        store = self.valid_store
+        siblings = by_speaker[store.utterances[index].speaker]
+        if len(siblings) < 2:
+            return None
+        other = siblings[(siblings.index(index) + 1) % len(siblings)]
+        return self.frontend.normalize(store.get(other))[None].to(self.device)
+
+    # ----------------------------------------------------------------------------------- checkpoints
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "speakers": self.speakers,
+            "feature_stats": self.frontend.stats().to_dict(),
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        saved = ModelConfig.from_dict(state["configs"]["model"])
+        if saved != self.mcfg:
+            raise VconvError(f"{self.run.latest}: model config differs from the checkpoint's; resume with the same config")
+        self.model.load_state_dict(state["model"], strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.frontend = FrontEnd(self.fcfg, FeatureStats.from_dict(state["feature_stats"]))
+
+    def export(self) -> None:
+        save_bundle(self.run_dir / "model", self.model, self.frontend, speakers=self.speakers,
+                    extra={"trained_steps": self.step}, force=True)

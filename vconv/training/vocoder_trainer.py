@@ -1,0 +1,261 @@
+"""Training the neural vocoder (:class:`~vconv.vocoders.vocos.VocosVocoder`): ``vconv train-vocoder``.
+
+The loop, DDP under ``torchrun``, bf16, the warm-up + cosine schedule, atomic resumable checkpoints and
+the JSONL log are :class:`~vconv.training.base.BaseTrainer`'s; the data are *audio* segments
+(:class:`~vconv.data.audio_segments.AudioSegments`): each step draws
+``batch_size`` random windows of ``segment_samples`` samples from the manifest's audio (loaded at the
+FeatureConfig's rate, kept in an LRU cache), and the input log-mel is computed on the fly with the
+same :class:`~vconv.audio.frontend.FrontEnd` as everywhere else. Batches are a pure function of
+``(seed, rank, step)``, so a resumed run draws what an uninterrupted one would have.
+
+Losses: ``stft_weight`` x multi-resolution STFT (spectral convergence + log magnitude) +
+``mel_weight`` x mel L1 (+ ``phase_weight`` x anti-wrapping phase losses against the real STFT
+phase); from ``gan_start_step`` on (when ``adversarial``), also hinge losses against a
+multi-period + multi-resolution discriminator and feature matching. The warm-up without the GAN gives
+the discriminator a sensible generator to start against (a GAN from scratch is slow and unstable).
+
+Fine-tuning on the VC model's own output (``vc_model``: a VC bundle): the vocoder's input becomes the
+mel that the VC model *reconstructs* from the segment (denormalised), while the targets stay the real
+audio and its real mel, so the vocoder learns to turn the model's slightly smoothed mels into clean audio.
+``init_from`` (a trained vocoder folder) starts such a run from trained weights with a fresh optimiser
+and schedule, so a fine-tune is its own short run rather than a resume that stretches the old schedule.
+
+Run folder::
+
+    config.yaml              resolved configs (features, vocoder, train)
+    log.jsonl                one JSON line per logged / validated step
+    checkpoints/latest.pt    atomic, resumable (generator, discriminator, optimisers, schedulers, step, RNG)
+    vocoder/                 vocoder.safetensors + vocoder.json (see :func:`vconv.vocoders.vocos.save_vocoder`)
+
+``attach_vocoder(bundle, RUN_DIR/vocoder)`` copies the vocoder into a VC bundle, where ``vconv convert``
+picks it up by default.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from vconv.audio.frontend import FrontEnd
+from vconv.config import FeatureConfig, VocoderConfig, VocoderTrainConfig
+from vconv.data.audio_segments import AudioSegments
+from vconv.data.manifest import read_manifest
+from vconv.errors import VconvError
+from vconv.training.base import BaseTrainer
+from vconv.training.runs import load_training_state
+from vconv.vocoders.discriminators import CombinedDiscriminator
+from vconv.vocoders.losses import MelL1Loss, MultiResolutionSTFTLoss, PhaseLoss, discriminator_loss, feature_matching_loss, generator_loss
+from vconv.vocoders.vocos import VocosVocoder, load_vocoder, save_vocoder
+
+__all__ = ["VocoderTrainer", "export_checkpoint"]
+
+
+class VocoderTrainer(BaseTrainer):
+    """Builds data, generator, discriminators and optimisers from the configs; ``fit()`` trains and exports."""
+
+    def __init__(self, features: FeatureConfig, vocoder: VocoderConfig, train: VocoderTrainConfig, *,
+                 resume: bool = False, progress: bool = True):
+        super().__init__(train, resume=resume, progress=progress)
+        self.fcfg, self.vcfg = features, vocoder
+        utts = read_manifest(train.train_manifest, nonempty=True)
+        self.valid_utts = read_manifest(train.valid_manifest)[: train.valid_utterances] if train.valid_manifest else []
+
+        torch.manual_seed(train.seed)
+        self.generator = VocosVocoder(features, vocoder).to(self.device)
+        self.discriminator = CombinedDiscriminator(mpd_channels=train.mpd_channels, mrd_channels=train.mrd_channels).to(self.device)
+        self.gen_net = self.distributed(self.generator)
+        self.disc_net = self.distributed(self.discriminator)
+        betas = (0.8, 0.9)  # HiFi-GAN / Vocos: a short momentum memory suits the moving GAN target
+        self.opt_g = torch.optim.AdamW(self.generator.parameters(), lr=train.lr, betas=betas, weight_decay=train.weight_decay)
+        self.opt_d = torch.optim.AdamW(self.discriminator.parameters(), lr=train.disc_lr, betas=betas, weight_decay=train.weight_decay)
+        self.sched_g = self.make_scheduler(self.opt_g)
+        # the discriminator's schedule starts when it does
+        self.sched_d = self.make_scheduler(self.opt_d, max(1, train.steps - train.gan_start_step))
+        self.stft_loss = MultiResolutionSTFTLoss().to(self.device)
+        self.mel_loss = MelL1Loss(features).to(self.device)
+        self.phase_loss = PhaseLoss()
+        # the VC model's front-end when fine-tuning on its reconstructions (it normalises), else log-mel only
+        self.vc_model, self.frontend = self._load_vc_model(train.vc_model)
+        self._gl_reference: dict[str, float] | None = None
+        state = self.latest_state()
+        if state is not None:
+            self.restore(state)
+        elif train.init_from:
+            self._start_from(train.init_from)
+        self.batches = AudioSegments(utts, features, batch_size=train.batch_size, segment_samples=train.segment_samples,
+                                     seed=train.seed, rank=self.dist.rank, steps=train.steps, cache_size=train.cache_size,
+                                     speed_perturb=train.speed_perturb, speed_probability=train.speed_perturb_probability)
+
+    def _load_vc_model(self, bundle: str | None) -> tuple[torch.nn.Module | None, FrontEnd]:
+        if not bundle:
+            return None, FrontEnd(self.fcfg).to(self.device)
+        from vconv.inference.bundle import load_bundle
+
+        model, frontend, info = load_bundle(bundle, self.device)
+        diffs = info.feature_config.differences(self.fcfg)
+        if diffs:
+            raise VconvError(f"{bundle}: the VC model was trained on other features (model vs vocoder: {'; '.join(diffs)})")
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model, frontend
+
+    def gan_active(self, step: int | None = None) -> bool:
+        return self.tcfg.adversarial and (self.step if step is None else step) >= self.tcfg.gan_start_step
+
+    @torch.no_grad()
+    def vocoder_input(self, mel: torch.Tensor) -> torch.Tensor:
+        """The log-mel the vocoder sees: the real one, or the VC model's reconstruction of it (denormalised)."""
+        if self.vc_model is None:
+            return mel
+        norm = self.frontend.normalize(mel)
+        return self.frontend.denormalize(self.vc_model.reconstruct(norm, norm).mel.float())
+
+    # ------------------------------------------------------------------------------------------ step
+
+    def train_step(self, wav: torch.Tensor) -> dict[str, float]:
+        """One generator (and, once the GAN is on, discriminator) update on ``wav [B, segment_samples]``."""
+        t = self.tcfg
+        self.gen_net.train()
+        self.disc_net.train()
+        wav = wav.to(self.device)
+        mel = self.frontend.log_mel(wav)
+        with self.autocast():
+            if t.phase_weight > 0:
+                pred, phase = self.gen_net(self.vocoder_input(mel), return_phase=True)
+            else:
+                pred = self.gen_net(self.vocoder_input(mel))
+        metrics: dict[str, float] = {}
+        gan = self.gan_active()
+        n = wav.shape[0]
+        if gan:
+            with self.autocast():
+                real, fake = self.disc_net(torch.cat([wav, pred.detach()])).split(n)
+            d_loss = discriminator_loss(real.scores, fake.scores, t.gan_loss)
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.discriminator.parameters(), t.grad_clip)
+            self.opt_d.step()
+            self.sched_d.step()
+            metrics["d_loss"] = d_loss.item()
+        stft = self.stft_loss(pred, wav)
+        mel_l1 = self.mel_loss(pred, mel)
+        loss = t.stft_weight * stft + t.mel_weight * mel_l1
+        metrics.update(stft=stft.item(), mel_l1=mel_l1.item())
+        if t.phase_weight > 0:
+            phase_loss = self.phase_loss(phase.float(), self.generator.analysis_phase(wav))
+            loss = loss + t.phase_weight * phase_loss
+            metrics["phase"] = phase_loss.item()
+        if gan:
+            with self.autocast():
+                real, fake = self.disc_net(torch.cat([wav, pred])).split(n)
+            adv = generator_loss(fake.scores, t.gan_loss)
+            fm = feature_matching_loss(real.features, fake.features)
+            loss = loss + t.adv_weight * adv + t.fm_weight * fm
+            metrics.update(g_adv=adv.item(), fm=fm.item())
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.generator.parameters(), t.grad_clip))
+        self.opt_g.step()
+        self.sched_g.step()
+        self.step += 1
+        metrics["loss"] = loss.item()
+        metrics["lr"] = self.sched_g.get_last_lr()[0]
+        return metrics
+
+    def sections(self) -> dict[str, Any]:
+        return {"features": self.fcfg.to_dict(), "vocoder": self.vcfg.to_dict(), "train": self.tcfg.to_dict()}
+
+    def postfix(self, metrics: Mapping[str, float]) -> dict[str, str]:
+        return {"mel": f"{metrics['mel_l1']:.3f}", "stft": f"{metrics['stft']:.3f}"}
+
+    def export(self) -> None:
+        save_vocoder(self.run_dir / "vocoder", self.generator, extra={"trained_steps": self.step})
+
+    @property
+    def has_validation(self) -> bool:
+        return bool(self.valid_utts)
+
+    @torch.no_grad()
+    def validate(self, max_seconds: float = 4.0) -> dict[str, float]:
+        """Mel L1 and MR-STFT loss of the vocoder on held-out utterances (first ``max_seconds``), next to
+        Griffin-Lim's on the same audio (computed once) as the baseline to beat."""
+        from vconv.audio.io import load
+        from vconv.vocoders.griffinlim import GriffinLim
+
+        self.generator.eval()
+        wavs = []
+        for utt in self.valid_utts:
+            wav, _ = load(utt.path, self.fcfg.sample_rate, allow_silent=True)
+            keep = min(wav.size, int(max_seconds * self.fcfg.sample_rate)) // self.fcfg.hop_length * self.fcfg.hop_length
+            wavs.append(torch.from_numpy(wav[:keep]).to(self.device))
+
+        def score(vocode) -> dict[str, float]:
+            mel_l1 = stft = 0.0
+            for wav in wavs:
+                mel = self.frontend.log_mel(wav[None])
+                pred = vocode(mel)
+                mel_l1 += self.mel_loss(pred, mel).item()
+                stft += self.stft_loss(pred, wav[None]).item()
+            return {"mel_l1": mel_l1 / len(wavs), "stft": stft / len(wavs)}
+
+        # as at inference (post-processing on), and the network's own output (what the losses train)
+        result = score(lambda mel: self.generator(self.vocoder_input(mel)))
+        raw = score(lambda mel: self.generator(self.vocoder_input(mel), post_process=False))
+        result.update({f"{k}_raw": v for k, v in raw.items()})
+        if self._gl_reference is None:
+            self._gl_reference = score(GriffinLim(self.fcfg).to(self.device))
+        result.update({f"gl_{k}": v for k, v in self._gl_reference.items()})
+        return result
+
+    # ----------------------------------------------------------------------------------- checkpoints
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "sched_g": self.sched_g.state_dict(),
+            "sched_d": self.sched_d.state_dict(),
+        }
+
+    def _start_from(self, folder: str) -> None:
+        """Generator weights from a trained vocoder folder; optimisers and schedule start fresh (step 0)."""
+        trained = load_vocoder(folder)  # sha256-checked
+        theirs, ours = trained.config.network(), self.vcfg.network()
+        if theirs != ours:
+            diffs = [f"{k}: {v} vs {ours[k]}" for k, v in theirs.items() if ours[k] != v]
+            raise VconvError(f"train.init_from {folder}: vocoder size differs from this run's ({'; '.join(diffs)})")
+        if trained.feature_config != self.fcfg:
+            raise VconvError(f"train.init_from {folder}: built for other features ({'; '.join(trained.feature_config.differences(self.fcfg))})")
+        self.generator.load_state_dict(trained.state_dict(), strict=True)
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        where = self.run.latest
+        # the envelope_* / consistency_* settings act at inference only: changing them must not block a resume
+        if VocoderConfig.from_dict(state["configs"]["vocoder"]).network() != self.vcfg.network():
+            raise VconvError(f"{where}: vocoder config differs from the checkpoint's; resume with the same config")
+        if FeatureConfig.from_dict(state["configs"]["features"]) != self.fcfg:
+            raise VconvError(f"{where}: feature config differs from the checkpoint's; resume with the same config")
+        self.generator.load_state_dict(state["generator"], strict=True)
+        self.discriminator.load_state_dict(state["discriminator"], strict=True)
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.sched_g.load_state_dict(state["sched_g"])
+        self.sched_d.load_state_dict(state["sched_d"])
+        # a scheduler's state carries the run's old base lr; a resume with a new train.lr / disc_lr means the new one
+        self.sched_g.base_lrs = [self.tcfg.lr for _ in self.sched_g.base_lrs]
+        self.sched_d.base_lrs = [self.tcfg.disc_lr for _ in self.sched_d.base_lrs]
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:
+    """Write a loadable vocoder folder (like ``RUN_DIR/vocoder``) from a training checkpoint.
+
+    For judging a run that is still going (or an earlier step of one) with the real judges.
+    """
+    state = load_training_state(checkpoint)
+    configs = state["configs"]
+    vocoder = VocosVocoder(FeatureConfig.from_dict(configs["features"]), VocoderConfig.from_dict(configs["vocoder"]))
+    vocoder.load_state_dict(state["generator"])
+    return save_vocoder(out_dir, vocoder, extra={"trained_steps": int(state["step"]), "from_checkpoint": str(checkpoint)})
