@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 import scipy.signal
 import soundfile as sf
 
 import vconv
 from vconv.inference.registry import DEFAULT_BUNDLE, list_bundles
 
-EXAMPLES = __import__("pathlib").Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+FIXTURES = Path(__file__).resolve().parent / "data" / "corpus"
 
 
 def test_default_bundle_is_shipped_and_small():
@@ -50,3 +54,29 @@ def test_shipped_neural_vocoder_is_the_default_and_does_not_beat_at_the_frame_ra
     network_only = vc.convert(EXAMPLES / "source.wav", [EXAMPLES / "target.wav"])
     # measured: 0.84 shipped, 5.7 network only, 0.81 Griffin-Lim
     assert _frame_rate_beat(shipped) < 1.5 < 3.0 < _frame_rate_beat(network_only)
+
+
+@pytest.mark.slow
+def test_shipped_model_moves_an_unseen_voice_toward_the_target_and_keeps_the_words():
+    """Judged by independent models (Resemblyzer, Whisper tiny.en): a converter that returns its input, or
+    noise, fails here. flite_awb and the example target are both held out of the shipped model's training.
+
+    Measured on this bundle: similarity to the target 0.62 (the sources themselves 0.57), to the source 0.58,
+    every conversion closer to the target than to its source; CER 0.15 (sources 0.08).
+    """
+    from vconv.evaluation.judges import AsrJudge, SpeakerJudge
+    from vconv.evaluation.metrics import cer, cosine
+
+    vc = vconv.load()
+    speaker, asr = SpeakerJudge(), AsrJudge()
+    target = speaker.embed(EXAMPLES / "target.wav")
+    to_target, source_to_target, errors = [], [], []
+    for wav in sorted((FIXTURES / "flite_awb").glob("*.wav")):
+        converted = vc.convert(wav, [EXAMPLES / "target.wav"])
+        source, out = speaker.embed(wav), speaker.embed_wav(converted, vc.sample_rate)
+        to_target.append(cosine(out, target))
+        source_to_target.append(cosine(source, target))
+        assert cosine(out, target) > cosine(out, source), wav.name  # each conversion is closer to the target
+        errors.append(cer(wav.with_suffix(".txt").read_text(), asr.transcribe_wav(converted, vc.sample_rate)))
+    assert np.mean(to_target) > np.mean(source_to_target) + 0.02
+    assert np.mean(errors) < 0.35

@@ -1,32 +1,18 @@
-"""Log-mel features, their inverse for Griffin-Lim, corpus statistics, and self-describing feature files.
+"""The log-mel analysis: the *only* place the mel settings of a FeatureConfig are interpreted.
 
 ``LogMel`` is ``torch.stft`` (centred, zero padded, periodic Hann) followed by librosa's Slaney mel
 filterbank, so it equals ``librosa.feature.melspectrogram(power=1, pad_mode="constant")`` up to float
-error, runs batched on any device, and is the *only* place the mel settings are interpreted: training,
-conversion and the vocoder all build it from the same :class:`~vconv.config.FeatureConfig`.
-
-Feature files are safetensors (``mel`` as float32 ``[n_mels, T]``) whose metadata holds the format
-version and the FeatureConfig that produced them; reading one made with another config is an error that
-names each differing value.
+error and runs batched on any device. The front-end (:class:`vconv.audio.frontend.FrontEnd`), the
+vocoders, their losses and envelope matching all build it from the same
+:class:`~vconv.config.FeatureConfig`. ``to_linear`` is its approximate inverse, for Griffin-Lim.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterable
-
 import librosa
-import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
 
 from vconv.config import FeatureConfig
-from vconv.errors import VconvError
-
-FEATURE_FORMAT_VERSION = 1
 
 
 class LogMel(torch.nn.Module):
@@ -93,21 +79,3 @@ class LogMel(torch.nn.Module):
 
     def num_frames(self, num_samples: int) -> int:
         return 1 + num_samples // self.cfg.hop_length
-
-
-def wav_to_logmel(wav: np.ndarray, cfg: FeatureConfig, extractor: LogMel | None = None) -> torch.Tensor:
-    """Mono ``[T]`` numpy waveform at ``cfg.sample_rate`` → log-mel ``[n_mels, F]`` float32."""
-    extractor = extractor or LogMel(cfg)
-    with torch.no_grad():
-        return extractor(torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)))
-
-
-def logmel_from_file(path: str | Path, cfg: FeatureConfig, extractor: LogMel | None = None, **load_kwargs) -> torch.Tensor:
-    """Load audio (mono, resampled to ``cfg.sample_rate``) and return its log-mel ``[n_mels, F]``.
-
-    The single path from a file to features, shared by `vconv extract`, training and conversion.
-    """
-    from vconv.audio.io import load
-
-    wav, _ = load(path, cfg.sample_rate, **load_kwargs)
-    return wav_to_logmel(wav, cfg, extractor)

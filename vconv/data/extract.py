@@ -25,8 +25,7 @@ from vconv.config import FeatureConfig, save_yaml
 from vconv.data.manifest import BadFile, Utterance, feature_path, read_manifest
 from vconv.errors import VconvError
 from vconv.fileio import write_text_atomic
-from vconv.audio.logmel import LogMel, logmel_from_file
-from vconv.audio.frontend import compute_stats
+from vconv.audio.frontend import FrontEnd, compute_stats
 from vconv.data.feature_files import load_features, save_features
 
 STATS_FILE = "stats.json"
@@ -54,22 +53,22 @@ class ExtractReport:
         return text
 
 
-_WORKER_EXTRACTOR: LogMel | None = None
+_WORKER_FRONTEND: FrontEnd | None = None
 
 
 def _init_worker(cfg_dict: dict) -> None:
-    global _WORKER_EXTRACTOR
+    global _WORKER_FRONTEND
     torch.set_num_threads(1)  # one process per core; intra-op threads would only fight each other
-    _WORKER_EXTRACTOR = LogMel(FeatureConfig.from_dict(cfg_dict))
+    _WORKER_FRONTEND = FrontEnd(FeatureConfig.from_dict(cfg_dict))
 
 
 def _extract_one(job: tuple[str, str, str, dict]) -> tuple[str, float, str | None]:
     """Worker: ``(audio path, out path, id, cfg)`` → ``(id, seconds of audio, error or None)``."""
     audio, out, utt_id, cfg_dict = job
     cfg = FeatureConfig.from_dict(cfg_dict)
-    extractor = _WORKER_EXTRACTOR or LogMel(cfg)
+    frontend = _WORKER_FRONTEND or FrontEnd(cfg)
     try:
-        mel = logmel_from_file(audio, cfg, extractor)
+        mel = frontend.load_log_mel(audio)
     except VconvError as exc:
         return utt_id, 0.0, str(exc).split(": ", 1)[-1]
     except Exception as exc:  # noqa: BLE001 - one bad file must not end a corpus run; reported at the end
@@ -149,14 +148,13 @@ def extract_features(
 
 def _run(jobs: list[tuple[str, str, str, dict]], workers: int, cfg: FeatureConfig) -> Iterator[tuple[str, float, str | None]]:
     if workers <= 1 or len(jobs) <= 1:
-        extractor = LogMel(cfg)
-        global _WORKER_EXTRACTOR
-        previous, _WORKER_EXTRACTOR = _WORKER_EXTRACTOR, extractor
+        global _WORKER_FRONTEND
+        previous, _WORKER_FRONTEND = _WORKER_FRONTEND, FrontEnd(cfg)
         try:
             for job in jobs:
                 yield _extract_one(job)
         finally:
-            _WORKER_EXTRACTOR = previous
+            _WORKER_FRONTEND = previous
         return
     # fork where the OS has it (as torch's DataLoader does): workers start in milliseconds instead of
     # re-importing torch and librosa; each worker then uses a single intra-op thread.

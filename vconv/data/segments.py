@@ -21,7 +21,6 @@ import torch
 from vconv.config import FeatureConfig
 from vconv.data.manifest import Utterance, feature_path
 from vconv.audio.frontend import FrontEnd
-from vconv.audio.logmel import LogMel, logmel_from_file
 from vconv.data.feature_files import load_features
 from vconv.audio.perturb import MelPerturber
 
@@ -53,16 +52,16 @@ class FeatureStore:
         self.utterances = list(utterances)
         self.cfg = cfg
         self.features_dir = Path(features_dir) if features_dir else None
-        self._extractor: LogMel | None = None
+        self._frontend: FrontEnd | None = None  # only when features are computed on the fly
         self.get = lru_cache(maxsize=cache_size)(self._load)
 
     def _load(self, index: int) -> torch.Tensor:
         utt = self.utterances[index]
         if self.features_dir is not None:
             return load_features(feature_path(self.features_dir, utt), self.cfg)
-        if self._extractor is None:
-            self._extractor = LogMel(self.cfg)
-        return logmel_from_file(utt.path, self.cfg, self._extractor)
+        if self._frontend is None:
+            self._frontend = FrontEnd(self.cfg)
+        return self._frontend.load_log_mel(utt.path)
 
 
 class SegmentBatches(torch.utils.data.Dataset):
