@@ -223,7 +223,7 @@ def test_regular_wheel_install_finds_the_shipped_bundles(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), root], check=True, timeout=300)
     wheel = next((tmp_path / "dist").glob("vconv-*.whl"))
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(tmp_path / "site"), str(wheel)], check=True, timeout=300)
-    code = "import vconv.pretrained as p, json; print(json.dumps([[b.name, str(b.path)] for b in p.list_bundles()]))"
+    code = "import vconv.inference.registry as p, json; print(json.dumps([[b.name, str(b.path)] for b in p.list_bundles()]))"
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
                           capture_output=True, text=True, timeout=120, check=True)
     found = json.loads(proc.stdout)

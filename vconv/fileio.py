@@ -10,6 +10,7 @@ umask), not the private ``0o600`` of ``mkstemp``, so outputs are as shareable as
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from contextlib import contextmanager
@@ -50,6 +51,20 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
+    """Parse a JSON file that must hold an object; a corrupt one is a one-line error naming ``what`` it is."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise VconvError(f"{path}: corrupt {what} ({exc.msg} at line {exc.lineno})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VconvError(f"{path}: unreadable {what} ({exc})") from None
+    if not isinstance(data, dict):
+        raise VconvError(f"{path}: corrupt {what} (expected a JSON object)")
+    return data
 
 
 def sha256_of(path: str | Path) -> str:

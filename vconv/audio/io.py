@@ -1,7 +1,7 @@
 """Audio in and out: load anything libsndfile reads as mono float32 at a chosen rate, and save atomically.
 
 Every way a file can be unusable ends in a :class:`~vconv.errors.VconvError` with one line naming the
-file and the reason (DESIGN §4), so the CLI never shows a traceback. Two things are converted rather than
+file and the reason (the clear-errors contract of docs/ARCHITECTURE.md), so the CLI never shows a traceback. Two things are converted rather than
 refused: the channel count (downmixed to mono by averaging) and the sample rate (resampled with soxr).
 
 Source audio is only ever read: ``save`` refuses to overwrite unless asked and writes through a

@@ -43,6 +43,19 @@ class LogMel(torch.nn.Module):
             return_complex=True,
         )
 
+    def istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
+        """``[B, length]`` from a complex ``[B, n_fft/2+1, F]``: the least-squares inverse of :meth:`stft`
+        (Griffin-Lim, the neural vocoder's synthesis and envelope matching all resynthesise through it)."""
+        return torch.istft(
+            spec,
+            n_fft=self.cfg.n_fft,
+            hop_length=self.cfg.hop_length,
+            win_length=self.cfg.win_length,
+            window=self.window,
+            center=True,
+            length=length,
+        )
+
     def magnitude(self, wav: torch.Tensor) -> torch.Tensor:
         """Linear-frequency magnitude ``[B, n_fft/2+1, F]`` of ``[B, T]``."""
         return self.stft(wav).abs()

@@ -1,4 +1,4 @@
-"""Timbre perturbation of the content path, in the log-mel domain (NANSY / Seed-VC idea, DESIGN §9).
+"""Timbre perturbation of the content path, in the log-mel domain (NANSY / Seed-VC idea).
 
 During training the content encoder sees a perturbed copy of the segment while the decoder must rebuild
 the clean one, so the encoder learns to ignore what the perturbation changes (formant/pitch scale and

@@ -83,28 +83,19 @@ class ModelConfig(ConfigSection):
 
 
 @dataclass
-class TrainConfig(ConfigSection):
-    """What the trainer needs. ``train_manifest`` and ``run_dir`` are required: no hidden default paths."""
+class LoopConfig(ConfigSection):
+    """What every trainer's loop needs (:class:`vconv.training.base.BaseTrainer`); each trainer's section
+    extends it. ``train_manifest`` and ``run_dir`` are required: no hidden default paths."""
 
     train_manifest: str
     run_dir: str
     valid_manifest: str | None = None
-    features_dir: str | None = None  # where `vconv extract` wrote features; None = compute on the fly
     steps: int = 10000
     batch_size: int = 16
-    segment_frames: int = 128
     lr: float = 5e-4
     weight_decay: float = 1e-4
     warmup_steps: int = 500
     grad_clip: float = 1.0
-    recon_weight: float = 1.0
-    vq_weight: float = 1.0
-    adversary_weight: float = 0.1
-    adversary_ramp_steps: int = 2000
-    perturb_content: bool = True  # timbre-perturb the content path's input (vconv.perturb)
-    # P(speaker) ∝ utterances**power per batch item: 1 = every utterance equally likely (big speakers
-    # dominate), 0 = every speaker equally likely; 0.5 lets small speakers be seen without overfitting them
-    speaker_sampling_power: float = 1.0
     bf16: bool = False  # CPU bf16 autocast; on CUDA this means bf16 mixed precision
     seed: int = 0
     log_every: int = 50
@@ -113,6 +104,22 @@ class TrainConfig(ConfigSection):
     keep_checkpoints: int = 2
     num_workers: int = 0
     threads: int | None = None
+
+
+@dataclass
+class TrainConfig(LoopConfig):
+    """What the model trainer needs beyond the loop: data, segment size, loss weights, perturbation."""
+
+    features_dir: str | None = None  # where `vconv extract` wrote features; None = compute on the fly
+    segment_frames: int = 128
+    recon_weight: float = 1.0
+    vq_weight: float = 1.0
+    adversary_weight: float = 0.1
+    adversary_ramp_steps: int = 2000
+    perturb_content: bool = True  # timbre-perturb the content path's input (vconv.audio.perturb)
+    # P(speaker) ∝ utterances**power per batch item: 1 = every utterance equally likely (big speakers
+    # dominate), 0 = every speaker equally likely; 0.5 lets small speakers be seen without overfitting them
+    speaker_sampling_power: float = 1.0
 
 
 @dataclass
@@ -164,22 +171,19 @@ class VocoderConfig(ConfigSection):
 
 
 @dataclass
-class VocoderTrainConfig(ConfigSection):
-    """What the vocoder trainer needs. ``train_manifest`` and ``run_dir`` are required."""
+class VocoderTrainConfig(LoopConfig):
+    """What the vocoder trainer needs beyond the loop (whose defaults it changes for a long GAN run)."""
 
-    train_manifest: str
-    run_dir: str
-    valid_manifest: str | None = None
-    vc_model: str | None = None  # a VC bundle: fine-tune on its reconstructed mels (targets stay real audio)
-    init_from: str | None = None  # a vocoder folder (vocoder.json + weights) to start from: a fine-tuning run
     steps: int = 200_000
-    batch_size: int = 16
-    segment_samples: int = 8192  # a multiple of hop_length (32 frames at hop 256)
-    lr: float = 5e-4
-    disc_lr: float = 5e-4
     weight_decay: float = 1e-2
     warmup_steps: int = 1000
     grad_clip: float = 100.0  # GAN gradients spike; clip only the pathological ones
+    valid_every: int = 2000
+    save_every: int = 1000
+    vc_model: str | None = None  # a VC bundle: fine-tune on its reconstructed mels (targets stay real audio)
+    init_from: str | None = None  # a vocoder folder (vocoder.json + weights) to start from: a fine-tuning run
+    segment_samples: int = 8192  # a multiple of hop_length (32 frames at hop 256)
+    disc_lr: float = 5e-4
     stft_weight: float = 2.5
     mel_weight: float = 15.0
     phase_weight: float = 0.0  # > 0: anti-wrapping phase losses against the real STFT phase (APNet)
@@ -190,15 +194,7 @@ class VocoderTrainConfig(ConfigSection):
     fm_weight: float = 2.0
     mpd_channels: int = 16
     mrd_channels: int = 32
-    bf16: bool = False
-    seed: int = 0
-    log_every: int = 50
-    valid_every: int = 2000
     valid_utterances: int = 16
-    save_every: int = 1000
-    keep_checkpoints: int = 2
-    num_workers: int = 0
-    threads: int | None = None
     cache_size: int = 2048  # decoded utterances kept in memory (per process)
     # speed perturbation of the training audio (Ko et al. 2015): with this probability a segment is
     # played back faster or slower by a factor drawn log-uniformly from [1/(1+r), 1+r] (r = speed_perturb),
@@ -213,14 +209,3 @@ class VocoderTrainConfig(ConfigSection):
             raise VconvError(f"train.speed_perturb must be in [0, 1), got {self.speed_perturb}")
         if not 0 <= self.speed_perturb_probability <= 1:
             raise VconvError(f"train.speed_perturb_probability must be in [0, 1], got {self.speed_perturb_probability}")
-
-
-def load_vocoder_run_config(name_or_path: str | Path | None, overrides: Sequence[str] = ()) -> tuple[FeatureConfig, VocoderConfig, VocoderTrainConfig]:
-    """Read ``features`` / ``vocoder`` / ``train`` sections (YAML path or packaged name), apply dotted overrides."""
-    data = load_yaml(resolve_config_path(name_or_path)) if name_or_path else {}
-    data = apply_overrides(data, list(overrides))
-    unknown = sorted(set(data) - {"features", "vocoder", "train"})
-    if unknown:
-        raise VconvError(f"unknown config section(s): {', '.join(unknown)}; expected features, vocoder, train")
-    return (FeatureConfig.from_dict(data.get("features") or {}), VocoderConfig.from_dict(data.get("vocoder") or {}),
-            VocoderTrainConfig.from_dict(data.get("train") or {}))

@@ -1,6 +1,6 @@
 """`vconv extract`: log-mel features for every utterance of a manifest, in parallel and resumably.
 
-Each utterance becomes ``OUT/<id>.safetensors`` (see :mod:`vconv.features`). Files are written
+Each utterance becomes ``OUT/<id>.safetensors`` (see :mod:`vconv.data.feature_files`). Files are written
 atomically, so after a kill every file present is complete; a rerun skips the ones whose stored
 FeatureConfig matches and recomputes the rest. A bad audio file is skipped and reported at the end
 with its reason; the run still succeeds. When done, per-bin statistics over the manifest's features

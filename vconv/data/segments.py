@@ -3,7 +3,7 @@
 For every item the content path gets a random ``segment_frames`` window of an utterance, and the
 speaker path a window of a *different* utterance of the same speaker (or, for a speaker with a single
 utterance, the other half of the same one), so the decoder cannot copy content through the speaker
-embedding (AGAIN-VC, DESIGN §9).
+embedding (AGAIN-VC).
 
 Batches are a pure function of ``(seed, rank, step)``: resuming at step ``s`` draws exactly the batches
 an uninterrupted run would have drawn, with no sampler state to save, and each DDP rank draws its own.

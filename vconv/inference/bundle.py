@@ -27,7 +27,7 @@ from vconv._version import __version__
 from vconv.audio.frontend import FeatureStats, FrontEnd
 from vconv.config import FeatureConfig, ModelConfig
 from vconv.errors import VconvError
-from vconv.fileio import atomic_path, default_mode, load_weights, sha256_of, write_text_atomic
+from vconv.fileio import atomic_path, default_mode, load_weights, read_json_object, sha256_of, write_text_atomic
 
 BUNDLE_FORMAT = "vconv-bundle"
 BUNDLE_FORMAT_VERSION = 1
@@ -101,10 +101,7 @@ def read_bundle_config(bundle: str | Path) -> dict[str, Any]:
     cfg_path = bundle / CONFIG_FILE
     if not bundle.is_dir() or not cfg_path.is_file():
         raise VconvError(f"{bundle}: not a vconv model bundle (no {CONFIG_FILE})")
-    try:
-        config = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise VconvError(f"{cfg_path}: corrupt config ({exc.msg} at line {exc.lineno})") from None
+    config = read_json_object(cfg_path, "config")
     if config.get("format") != BUNDLE_FORMAT:
         raise VconvError(f"{cfg_path}: not a vconv bundle config")
     if config.get("format_version") != BUNDLE_FORMAT_VERSION:

@@ -41,7 +41,7 @@ class ReconstructionOutput:
 
     Attributes:
         mel: ``[B, n_mels, T]`` the decoded spectrogram, same ``T`` as the content input.
-        quantizer: the content path's :class:`~vconv.nn.quantize.QuantizerOutput` (codes, VQ loss, ...).
+        quantizer: the content path's :class:`~vconv.models.quantize.QuantizerOutput` (codes, VQ loss, ...).
         speaker_embedding: ``[B, S]`` the embedding the decoder was conditioned on.
         speaker_logits: ``[B, n_speakers]`` the adversary's logits on the (gradient-reversed) code, or
             None when the model has no adversary.

@@ -28,6 +28,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from vconv.config import LoopConfig
 from vconv.training.distributed import start_process
 from vconv.training.runs import RunFolder, restore_rng, rng_state
 
@@ -47,14 +48,14 @@ def lr_lambda(warmup: int, total: int):
 class BaseTrainer:
     """Process, run folder, autocast, schedule and loop shared by the trainers (see the module docstring).
 
-    ``train`` is the trainer's config section; it must have ``run_dir``, ``steps``, ``threads``, ``bf16``,
-    ``seed``, ``log_every``, ``valid_every``, ``save_every``, ``keep_checkpoints`` and ``num_workers``.
+    ``train`` is the trainer's config section, a :class:`~vconv.config.LoopConfig` (run folder, steps,
+    schedule, logging and checkpoint cadence, threads, bf16).
     """
 
     #: the progress bar's label
     name = "train"
 
-    def __init__(self, train: Any, *, resume: bool, progress: bool):
+    def __init__(self, train: LoopConfig, *, resume: bool, progress: bool):
         self.tcfg = train
         self.resume = resume
         self.dist, self.device, self.progress = start_process(train.threads, progress)
@@ -109,6 +110,17 @@ class BaseTrainer:
     def make_scheduler(self, optimizer: torch.optim.Optimizer, total: int | None = None) -> torch.optim.lr_scheduler.LambdaLR:
         """Warm-up + cosine schedule over ``total`` steps (default ``train.steps``)."""
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(self.tcfg.warmup_steps, total or self.tcfg.steps))
+
+    def update(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+               module: torch.nn.Module) -> float:
+        """Backward ``loss``, clip ``module``'s gradients to ``train.grad_clip``, step the optimiser and its
+        schedule; returns the gradient norm before clipping."""
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = float(torch.nn.utils.clip_grad_norm_(module.parameters(), self.tcfg.grad_clip))
+        optimizer.step()
+        scheduler.step()
+        return norm
 
     def latest_state(self) -> dict[str, Any] | None:
         """The latest checkpoint when resuming (None on a fresh run or when there is none)."""

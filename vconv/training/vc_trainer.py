@@ -123,11 +123,7 @@ class ModelTrainer(BaseTrainer):
                 loss = loss + adv  # the reversal layer scales what reaches the encoder
                 metrics["adv_loss"] = adv.item()
                 metrics["adv_acc"] = (out.speaker_logits.argmax(-1) == batch.speaker).float().mean().item()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.grad_clip))
-        self.optimizer.step()
-        self.scheduler.step()
+        metrics["grad_norm"] = self.update(loss, self.optimizer, self.scheduler, self.model)
         self.step += 1
         metrics["loss"] = loss.item()
         metrics["lr"] = self.scheduler.get_last_lr()[0]

@@ -132,11 +132,7 @@ class VocoderTrainer(BaseTrainer):
             with self.autocast():
                 real, fake = self.disc_net(torch.cat([wav, pred.detach()])).split(n)
             d_loss = discriminator_loss(real.scores, fake.scores, t.gan_loss)
-            self.opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.discriminator.parameters(), t.grad_clip)
-            self.opt_d.step()
-            self.sched_d.step()
+            self.update(d_loss, self.opt_d, self.sched_d, self.discriminator)
             metrics["d_loss"] = d_loss.item()
         stft = self.stft_loss(pred, wav)
         mel_l1 = self.mel_loss(pred, mel)
@@ -153,11 +149,7 @@ class VocoderTrainer(BaseTrainer):
             fm = feature_matching_loss(real.features, fake.features)
             loss = loss + t.adv_weight * adv + t.fm_weight * fm
             metrics.update(g_adv=adv.item(), fm=fm.item())
-        self.opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-        metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.generator.parameters(), t.grad_clip))
-        self.opt_g.step()
-        self.sched_g.step()
+        metrics["grad_norm"] = self.update(loss, self.opt_g, self.sched_g, self.generator)
         self.step += 1
         metrics["loss"] = loss.item()
         metrics["lr"] = self.sched_g.get_last_lr()[0]

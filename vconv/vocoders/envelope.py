@@ -58,7 +58,6 @@ class MelEnvelopeMatch(nn.Module):
 
     def forward(self, wav: torch.Tensor, log_mel: torch.Tensor, passes: int = 1, max_log_gain: float = 1.5,
                 momentum: float = 0.0) -> torch.Tensor:
-        fc = self.feature_config
         length = wav.shape[-1]
         wav = wav.float()
         log_mel = log_mel.float()
@@ -70,8 +69,7 @@ class MelEnvelopeMatch(nn.Module):
             have = self.logmel.log_mel_of(spec.abs())
             band_gain = (log_mel[..., :frames] - have).clamp(-max_log_gain, max_log_gain)  # [B, n_mels, F']
             bin_gain = torch.matmul(self.spread, band_gain)  # [B, n_freq, F']
-            corrected = torch.istft(spec * torch.exp(bin_gain), fc.n_fft, fc.hop_length, fc.win_length,
-                                    window=self.logmel.window, center=True, length=length)
+            corrected = self.logmel.istft(spec * torch.exp(bin_gain), length)
             wav = corrected if previous is None else corrected + momentum * (corrected - previous)
             previous = corrected
         return wav if previous is None else previous

@@ -11,7 +11,7 @@ estimate ``c_n``; ``alpha = 0`` is classic Griffin-Lim. ``alpha`` close to 1 (de
 fewer iterations, which is the point on a 2-core CPU.
 
 It is the fallback and reference vocoder: always available, exact with respect to the feature contract
-(it uses the same STFT settings and filterbank as :class:`~vconv.features.LogMel`), but buzzy/phasey
+(it uses the same STFT settings and filterbank as :class:`~vconv.audio.frontend.LogMel`), but buzzy/phasey
 compared with a neural vocoder.
 """
 
@@ -83,11 +83,7 @@ class GriffinLim(Vocoder):
 
     def _istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
         """Complex ``[B, n_fft/2+1, F]`` -> ``[B, length]`` (least-squares inverse of :meth:`_stft`)."""
-        cfg = self.feature_config
-        return torch.istft(
-            spec, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
-            window=self.logmel.window, center=True, length=length,
-        )
+        return self.logmel.istft(spec, length)
 
     # -------------------------------------------------------------------------------- phase retrieval
 

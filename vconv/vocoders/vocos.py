@@ -10,7 +10,7 @@ convolutions at *sample* rate (16 000 steps per second of audio). Vocos never le
 STFT (log-magnitude and phase of ``n_fft/2+1`` bins) that one ``torch.istft`` turns into samples. So the
 compute per second of audio is ~256x smaller for the same width, the work is dense matrix products
 (pointwise MLPs) that run well on a CPU, and the inverse STFT is an FFT. Because the vocoder predicts
-the same STFT that :class:`~vconv.features.LogMel` analyses (same ``n_fft``/hop/win, Hann window,
+the same STFT that :class:`~vconv.audio.frontend.LogMel` analyses (same ``n_fft``/hop/win, Hann window,
 centred), the output length follows the vocoder protocol exactly: ``F`` frames -> ``(F - 1) * hop``.
 
 Shapes::
@@ -94,7 +94,6 @@ class VocosVocoder(Vocoder):
         )
         self.final_norm = nn.LayerNorm(config.dim, eps=1e-6)
         self.head = nn.Linear(config.dim, 2 * self.n_freq)
-        self.register_buffer("window", torch.hann_window(fc.win_length, periodic=True), persistent=False)
         # inference-time post-processing; neither has weights (buffers only, not in the state dict)
         self.envelope = MelEnvelopeMatch(fc)
         self.phase_projection = GriffinLim(fc)
@@ -135,7 +134,7 @@ class VocosVocoder(Vocoder):
         self.check_input(log_mel)
         log_mag, phase = self.spectrum(log_mel)
         inference = not self.training if post_process is None else post_process
-        fc, c = self.feature_config, self.config
+        c = self.config
         with torch.autocast(log_mel.device.type, enabled=False):  # istft has no bf16 kernel
             if inference and c.consistency_passes:
                 with torch.no_grad():
@@ -143,11 +142,8 @@ class VocosVocoder(Vocoder):
                                                                alpha=c.consistency_momentum)
             else:
                 # the phase is an unconstrained angle: cos/sin of it is periodic, so no wrapping problem
-                wav = torch.istft(
-                    torch.polar(torch.exp(log_mag), phase), n_fft=fc.n_fft, hop_length=fc.hop_length,
-                    win_length=fc.win_length, window=self.window, center=True,
-                    length=self.num_samples(log_mel.shape[-1]),
-                )
+                wav = self.phase_projection.logmel.istft(torch.polar(torch.exp(log_mag), phase),
+                                                         self.num_samples(log_mel.shape[-1]))
             if inference and c.envelope_passes:
                 with torch.no_grad():
                     wav = self.envelope(wav, log_mel, c.envelope_passes, c.envelope_max_log_gain, c.envelope_momentum)
@@ -155,9 +151,7 @@ class VocosVocoder(Vocoder):
 
     def analysis_phase(self, wav: torch.Tensor) -> torch.Tensor:
         """The real phase ``[B, n_fft/2+1, F]`` of ``wav [B, T]``, framed exactly as :meth:`spectrum`'s output."""
-        fc = self.feature_config
-        spec = torch.stft(wav, n_fft=fc.n_fft, hop_length=fc.hop_length, win_length=fc.win_length,
-                          window=self.window, center=True, pad_mode="constant", return_complex=True)
+        spec = self.phase_projection.logmel.stft(wav)
         return spec.angle()
 
 
@@ -185,15 +179,13 @@ def save_vocoder(out_dir: str | Path, vocoder: VocosVocoder, extra: dict[str, An
     """
     from safetensors.torch import save_file
 
-    from vconv.fileio import sha256_of
+    from vconv.fileio import atomic_path, sha256_of, write_text_atomic
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     # shipped copies use float16 (half the size); loading always computes in float32
     state = {k: v.detach().to(dtype).contiguous().cpu() for k, v in vocoder.state_dict().items()}
-    tmp = out_dir / f".{VOCODER_WEIGHTS}.tmp"
-    save_file(state, str(tmp))
-    tmp.replace(out_dir / VOCODER_WEIGHTS)
+    with atomic_path(out_dir / VOCODER_WEIGHTS) as tmp:
+        save_file(state, str(tmp))
     meta = {
         "format": VOCODER_FORMAT,
         "format_version": VOCODER_FORMAT_VERSION,
@@ -203,9 +195,7 @@ def save_vocoder(out_dir: str | Path, vocoder: VocosVocoder, extra: dict[str, An
         "sha256": {VOCODER_WEIGHTS: sha256_of(out_dir / VOCODER_WEIGHTS)},
         **(extra or {}),
     }
-    tmp = out_dir / f".{VOCODER_CONFIG}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    tmp.replace(out_dir / VOCODER_CONFIG)
+    write_text_atomic(out_dir / VOCODER_CONFIG, json.dumps(meta, indent=2) + "\n")
     return out_dir
 
 
@@ -214,10 +204,9 @@ def read_vocoder_meta(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / VOCODER_CONFIG
     if not path.is_file():
         raise VconvError(f"{folder}: no {VOCODER_CONFIG}; not a vocoder folder (train one with `vconv train-vocoder`)")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise VconvError(f"{path}: corrupt vocoder config ({exc.msg} at line {exc.lineno})") from None
+    from vconv.fileio import read_json_object
+
+    meta = read_json_object(path, "vocoder config")
     if meta.get("format") != VOCODER_FORMAT or meta.get("format_version") not in READABLE_FORMAT_VERSIONS:
         raise VconvError(f"{path}: not a vconv vocoder config of format version {' or '.join(map(str, READABLE_FORMAT_VERSIONS))}")
     return meta

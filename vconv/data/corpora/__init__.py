@@ -1,5 +1,5 @@
 """Corpus-specific preparation (layouts, metadata, known quirks, fixed splits) beyond the generic
-``ROOT/<speaker>/*.wav`` layout of :mod:`vconv.data`. One module per corpus."""
+``ROOT/<speaker>/*.wav`` layout of :mod:`vconv.data.manifest`. One module per corpus."""
 
 from vconv.data.corpora.vctk import UNSEEN_SPEAKERS, prepare_vctk, scan_vctk, split_seen_unseen
 

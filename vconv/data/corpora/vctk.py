@@ -65,7 +65,7 @@ _LAYOUTS = {"0.92": "wav48_silence_trimmed", "0.80": "wav48"}
 
 @dataclass
 class VctkScan(ScanResult):
-    """A :class:`~vconv.data.ScanResult` plus VCTK's own bookkeeping (see the module docstring)."""
+    """A :class:`~vconv.data.manifest.ScanResult` plus VCTK's own bookkeeping (see the module docstring)."""
 
     layout: str = ""
     mic: str | None = None
@@ -227,7 +227,7 @@ def split_seen_unseen(
 
 @dataclass
 class VctkPrepareReport(PrepareReport):
-    """:class:`~vconv.prepare.PrepareReport` plus the VCTK scan's counts."""
+    """:class:`~vconv.data.prepare.PrepareReport` plus the VCTK scan's counts."""
 
     scan: VctkScan | None = None
 
