@@ -183,3 +183,24 @@ def test_balanced_adversary_accuracy_does_not_reward_the_majority_guess():
     assert always_zero["adv_acc"] == pytest.approx(0.75)
     assert always_zero["adv_bal_acc"] == pytest.approx(1 / 3)
     assert adversary_accuracy(labels.clone(), labels) == {"adv_acc": 1.0, "adv_bal_acc": 1.0}
+
+
+def test_validation_poses_the_training_task_speaker_path_from_another_utterance(manifests, tmp_path):
+    """Before: validation reconstructed each utterance from itself (content could leak through the
+    speaker path, an easier task than training's); now ``recon`` takes the speaker from another utterance
+    of the same speaker, and the self-referenced score is reported apart as ``recon_self_ref``."""
+    features, model, train = tiny(manifests, tmp_path / "run", valid_manifest=manifests / "valid.jsonl")
+    trainer = ModelTrainer(features, model, train, progress=False)
+    calls = []
+    original = trainer.model.reconstruct
+
+    def spy(mel, ref, *args, **kwargs):
+        calls.append((mel, ref))
+        return original(mel, ref, *args, **kwargs)
+
+    trainer.model.reconstruct = spy
+    result = trainer.validate(max_utterances=6)
+    as_training = calls[0::2]  # each pick: first as training poses it, then self-referenced
+    assert as_training and all(ref.shape != mel.shape or not torch.equal(ref, mel) for mel, ref in as_training)
+    assert all(torch.equal(ref, mel) for mel, ref in calls[1::2])
+    assert {"recon", "recon_self_ref", "perplexity"} <= set(result)

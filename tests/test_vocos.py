@@ -276,3 +276,16 @@ def test_init_from_starts_a_fresh_run_from_trained_weights(manifests, vocoder_di
     VocoderTrainer(features, VocoderConfig.from_dict({**TINY.to_dict(), "envelope_passes": 3}), train_cfg, progress=False)
     with pytest.raises(VconvError, match="init_from .*blocks: 2 vs 3"):
         VocoderTrainer(features, VocoderConfig.from_dict({**TINY.to_dict(), "blocks": 3}), train_cfg, progress=False)
+
+
+def test_vocoder_run_config_inherits_with_base(tmp_path):
+    """Like the model's run config, a vocoder YAML can start from another with ``base:`` (before: an error)."""
+    from vconv.config import load_vocoder_run_config
+
+    (tmp_path / "parent.yaml").write_text("base: vocoder_debug\nvocoder: {dim: 48}\ntrain: {steps: 7}\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("base: parent.yaml\ntrain: {steps: 9}\n")
+    _, vocoder, train = load_vocoder_run_config(child, ["train.train_manifest=m.jsonl", "train.run_dir=r"])
+    _, preset, _ = load_vocoder_run_config("vocoder_debug", ["train.train_manifest=m.jsonl", "train.run_dir=r"])
+    assert vocoder.dim == 48 and train.steps == 9
+    assert vocoder.blocks == preset.blocks  # the rest comes from the packaged preset
