@@ -16,6 +16,11 @@ from typing import Any
 from vconv.config.base import ConfigSection
 from vconv.errors import VconvError
 
+CONTENT_INPUTS = ("mel", "whisper")
+SPEAKER_INPUTS = ("mel", "dvector")
+WHISPER_WIDTH, WHISPER_LAYERS = 384, 4  # Whisper tiny.en's encoder (vconv.audio.whisper)
+DVECTOR_DIM = 256  # the pretrained d-vector (vconv.audio.dvector)
+
 
 @dataclass(frozen=True)
 class FeatureConfig(ConfigSection):
@@ -80,6 +85,25 @@ class ModelConfig(ConfigSection):
     adversary: bool = True
     adversary_hidden: int = 256
     n_speakers: int = 0  # classifier classes; set from the training manifest
+    # what the encoders read (vconv.audio.frontend): "mel" (the normalised log-mel) or "whisper" (frozen
+    # Whisper tiny.en encoder states of block `whisper_layer`, 1-4, at the mel frame rate) for the content
+    # path; "mel" or "dvector" (a frozen pretrained 256-d d-vector, projected) for the speaker path
+    content_input: str = "mel"
+    whisper_layer: int = 4
+    speaker_input: str = "mel"
+
+    def __post_init__(self) -> None:
+        if self.content_input not in CONTENT_INPUTS:
+            raise VconvError(f"model.content_input must be one of {', '.join(CONTENT_INPUTS)}, got {self.content_input!r}")
+        if self.speaker_input not in SPEAKER_INPUTS:
+            raise VconvError(f"model.speaker_input must be one of {', '.join(SPEAKER_INPUTS)}, got {self.speaker_input!r}")
+        if not 1 <= self.whisper_layer <= WHISPER_LAYERS:
+            raise VconvError(f"model.whisper_layer must be in 1..{WHISPER_LAYERS}, got {self.whisper_layer}")
+
+    @property
+    def content_channels(self) -> int:
+        """Channels of the content encoder's input: ``n_mels``, or the Whisper encoder's width."""
+        return WHISPER_WIDTH if self.content_input == "whisper" else self.n_mels
 
 
 @dataclass

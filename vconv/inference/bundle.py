@@ -4,6 +4,9 @@
     config.json         {"format", "format_version", "vconv_version", "kind", "model_config",
                          "feature_config", "feature_stats", "speakers", "sha256": {file: digest}, ...}
     vocoder.safetensors + vocoder.json   optional: a trained neural vocoder (:func:`attach_vocoder`)
+    whisper_encoder.safetensors      with ``content_input: whisper``: the frozen Whisper encoder, cut after
+                                     the block the model reads (:mod:`vconv.audio.pretrained`)
+    dvector.onnx                     with ``speaker_input: dvector``: the frozen d-vector embedder
 
 Loading checks the format version and the sha256 of every weight file before reading a byte of it,
 builds the model from the stored ``model_config`` with ``strict=True`` (missing or unexpected weights
@@ -71,6 +74,7 @@ def save_bundle(
     try:
         state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE))
+        frontend_files = save_pretrained_parts(tmp, model.config, frontend, dtype)
         config = {
             "format": BUNDLE_FORMAT,
             "format_version": BUNDLE_FORMAT_VERSION,
@@ -81,7 +85,9 @@ def save_bundle(
             "feature_stats": frontend.stats().to_dict(),
             "speakers": list(speakers or []),
             "weights_dtype": str(dtype).replace("torch.", ""),
-            "sha256": {WEIGHTS_FILE: sha256_of(tmp / WEIGHTS_FILE)},
+            "frontends": {"content": model.config.content_input, "speaker": model.config.speaker_input,
+                          **({"whisper_layer": model.config.whisper_layer} if model.config.content_input == "whisper" else {})},
+            "sha256": {name: sha256_of(tmp / name) for name in (WEIGHTS_FILE, *frontend_files)},
             **(extra or {}),
         }
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
@@ -133,8 +139,39 @@ def load_bundle(bundle: str | Path, device: str | torch.device = "cpu") -> tuple
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise VconvError(f"{bundle}: weights do not match the stored model config ({str(exc).splitlines()[0]})") from None
-    frontend = FrontEnd(info.feature_config, info.feature_stats)
+    frontend = FrontEnd(info.feature_config, info.feature_stats, **load_pretrained_parts(bundle, info.model_config, config))
     return model.to(device).eval(), frontend.to(device), info
+
+
+def save_pretrained_parts(folder: Path, model_config: ModelConfig, frontend: FrontEnd, dtype: torch.dtype) -> list[str]:
+    """Write the frozen front-end weights ``model_config`` uses into ``folder``; returns their file names."""
+    from vconv.audio.pretrained import DVECTOR_FILE, WHISPER_FILE, save_whisper_encoder
+
+    names = []
+    if model_config.content_input == "whisper":
+        if frontend.whisper is None:
+            raise VconvError("the model reads Whisper states but its front-end has no Whisper encoder to ship")
+        save_whisper_encoder(frontend.whisper.truncated(model_config.whisper_layer), folder / WHISPER_FILE, dtype)
+        names.append(WHISPER_FILE)
+    if model_config.speaker_input == "dvector":
+        if frontend.dvector is None:
+            raise VconvError("the model reads d-vectors but its front-end has no d-vector embedder to ship")
+        shutil.copyfile(frontend.dvector.path, folder / DVECTOR_FILE)
+        names.append(DVECTOR_FILE)
+    return names
+
+
+def load_pretrained_parts(folder: Path, model_config: ModelConfig, config: dict[str, Any]) -> dict[str, Any]:
+    """The frozen front-end parts a bundle's model reads (sha256-checked): keyword arguments of FrontEnd."""
+    from vconv.audio.pretrained import load_dvector_embedder, load_whisper_encoder
+
+    parts: dict[str, Any] = {}
+    if model_config.content_input == "whisper":
+        parts["whisper"] = load_whisper_encoder(folder, config)
+        parts["whisper_layer"] = model_config.whisper_layer
+    if model_config.speaker_input == "dvector":
+        parts["dvector"] = load_dvector_embedder(folder, config)
+    return parts
 
 
 def attach_vocoder(bundle_dir: str | Path, vocoder_dir: str | Path) -> Path:

@@ -74,8 +74,8 @@ class VoiceConverter:
 
     @torch.no_grad()
     def _model_input(self, wav: np.ndarray) -> torch.Tensor:
-        """``[T]`` → the model's input, the normalised log-mel ``[1, n_mels, F]``, on the device."""
-        return self.frontend(wav[None])
+        """``[T]`` → what the content encoder reads, ``[1, C, F]`` (normalised log-mel or Whisper states)."""
+        return self.frontend.content_input(wav)
 
     def _vocode(self, log_mel: torch.Tensor, num_samples: int) -> np.ndarray:
         """Log-mel ``[1, n_mels, F]`` → ``[num_samples]`` audio (the vocoder yields (F-1)*hop; pad the tail)."""
@@ -90,8 +90,9 @@ class VoiceConverter:
         refs = [refs] if isinstance(refs, (str, Path, np.ndarray)) else list(refs)
         if not refs:
             raise VconvError("at least one target reference is needed")
-        mels = [self._model_input(self.prepare_audio(r, sr, str(r) if not isinstance(r, np.ndarray) else "<array>"))[0] for r in refs]
-        return self.model.embed_speaker(mels)
+        inputs = [self.frontend.speaker_input(self.prepare_audio(r, sr, str(r) if not isinstance(r, np.ndarray) else "<array>"))[0]
+                  for r in refs]  # normalised log-mels [n_mels, T_i] or d-vectors [256]
+        return self.model.embed_speaker(inputs)
 
     @torch.no_grad()
     def embed(self, wavs: Sequence[AudioInput] | AudioInput, sr: int | None = None) -> np.ndarray:

@@ -1,6 +1,8 @@
 """Content encoder: log-mel frames to a speaker-normalised continuous code (before quantisation).
 
-``ContentEncoder``: ``mel [B, n_mels, T] -> z [B, code_dim, T']`` with ``T' = ceil(T / prod(downsample))``.
+``ContentEncoder``: ``x [B, C_in, T] -> z [B, code_dim, T']`` with ``T' = ceil(T / prod(downsample))``, where
+``x`` is the normalised log-mel (``C_in = n_mels``) or frozen Whisper encoder states at the mel frame
+rate (``C_in = 384``), as ``ModelConfig.content_input`` says.
 
 Following AdaIN-VC, every block ends in an instance norm without affine parameters: per-utterance channel
 means and scales - where much of the speaker's timbre lives - are removed at every level, and the
@@ -68,11 +70,11 @@ class ContentEncoder(nn.Module):
             raise VconvError(f"model config: downsample strides must be integers >= 1, got {strides}")
         if cfg.content_blocks < 1:
             raise VconvError(f"model config: content_blocks must be >= 1, got {cfg.content_blocks}")
-        self.n_mels = cfg.n_mels
+        self.in_channels = cfg.content_channels
         self.code_dim = cfg.code_dim
         self.strides = [int(s) for s in strides]
         blocks = []
-        in_channels = cfg.n_mels
+        in_channels = cfg.content_channels
         for stride in self.strides:
             blocks.append(ContentBlock(in_channels, cfg.channels, cfg.kernel_size, stride, cfg.dropout))
             in_channels = cfg.channels
@@ -99,8 +101,8 @@ class ContentEncoder(nn.Module):
         Raises:
             VconvError: when ``T < min_frames`` (too short to normalise).
         """
-        if mel.dim() != 3 or mel.shape[1] != self.n_mels:
-            raise ValueError(f"expected mel of shape [B, {self.n_mels}, T], got {tuple(mel.shape)}")
+        if mel.dim() != 3 or mel.shape[1] != self.in_channels:
+            raise ValueError(f"expected a content input of shape [B, {self.in_channels}, T], got {tuple(mel.shape)}")
         if mel.shape[-1] < self.min_frames:
             raise VconvError(
                 f"input of {mel.shape[-1]} mel frames is too short: the content encoder needs at least "

@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from vconv.config import ModelConfig
+from vconv.config.sections import DVECTOR_DIM
 from vconv.models.layers import ConvBlock, make_activation
 
-__all__ = ["SpeakerEncoder", "frame_mask", "stats_pool"]
+__all__ = ["DVectorProjection", "SpeakerEncoder", "build_speaker_encoder", "frame_mask", "stats_pool"]
 
 
 def frame_mask(lengths: torch.Tensor, frames: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -45,6 +46,9 @@ def stats_pool(h: torch.Tensor, lengths: torch.Tensor | None = None, eps: float 
 
 
 class SpeakerEncoder(nn.Module):
+    #: dimensions of one reference (``[n_mels, T]``); one more is a batch
+    item_dims = 2
+
     """Convolutional speaker encoder with statistics pooling.
 
     Shapes: ``mel [B, n_mels, T]`` (+ optional ``lengths [B]``) ``-> e [B, speaker_dim]``.
@@ -107,3 +111,40 @@ class SpeakerEncoder(nn.Module):
                 raise ValueError(f"expected each reference of shape [{self.n_mels}, T], got {tuple(mel.shape)}")
             embeddings.append(self(mel.unsqueeze(0))[0])
         return torch.stack(embeddings).mean(dim=0)
+
+
+class DVectorProjection(nn.Module):
+    """Speaker encoder on a frozen pretrained d-vector: ``d [B, 256] -> e [B, speaker_dim]``.
+
+    The pretrained embedder (:mod:`vconv.audio.dvector`) already spans voices it never heard; this
+    trainable two-layer projection maps its space onto what the decoder's AdaIN layers need.
+    """
+
+    #: dimensions of one reference (``[256]``); one more is a batch
+    item_dims = 1
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.speaker_dim = cfg.speaker_dim
+        self.net = nn.Sequential(
+            nn.Linear(DVECTOR_DIM, cfg.speaker_channels),
+            make_activation("lrelu"),
+            nn.Linear(cfg.speaker_channels, cfg.speaker_dim),
+        )
+
+    def forward(self, dvector: torch.Tensor) -> torch.Tensor:
+        """``[B, 256] -> [B, speaker_dim]``."""
+        if dvector.dim() != 2 or dvector.shape[1] != DVECTOR_DIM:
+            raise ValueError(f"expected d-vectors of shape [B, {DVECTOR_DIM}], got {tuple(dvector.shape)}")
+        return self.net(dvector)
+
+    def embed_many(self, dvectors: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Average embedding of several references: list of ``[256]`` -> ``[speaker_dim]``."""
+        if len(dvectors) == 0:
+            raise ValueError("embed_many needs at least one reference d-vector")
+        return self(torch.stack(list(dvectors))).mean(dim=0)
+
+
+def build_speaker_encoder(cfg: ModelConfig) -> nn.Module:
+    """The speaker encoder ``cfg.speaker_input`` asks for."""
+    return DVectorProjection(cfg) if cfg.speaker_input == "dvector" else SpeakerEncoder(cfg)

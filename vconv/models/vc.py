@@ -27,7 +27,7 @@ from vconv.errors import VconvError
 from vconv.models.adversary import SpeakerClassifier
 from vconv.models.content import ContentEncoder
 from vconv.models.decoder import AdaINDecoder
-from vconv.models.speaker import SpeakerEncoder
+from vconv.models.speaker import SpeakerEncoder, build_speaker_encoder
 from vconv.models.quantize import PassThroughQuantizer, QuantizerOutput, VectorQuantizer
 
 __all__ = ["ReconstructionOutput", "VoiceConversionModel", "build_model"]
@@ -107,7 +107,7 @@ class VoiceConversionModel(nn.Module):
         * list of ``[n_mels, T_i]`` tensors -> ``[1, S]``, the average over the references.
         """
         if isinstance(mels, torch.Tensor):
-            if mels.dim() == 2:
+            if mels.dim() == self.speaker_encoder.item_dims:
                 mels = mels.unsqueeze(0)
             return self.speaker_encoder(mels)
         return self.speaker_encoder.embed_many(list(mels)).unsqueeze(0)
@@ -197,7 +197,7 @@ def build_model(cfg: ModelConfig) -> VoiceConversionModel:
         decay=cfg.vq_decay,
         dead_after=cfg.vq_dead_after,
     ) if cfg.quantize else PassThroughQuantizer()
-    speaker = SpeakerEncoder(cfg)
+    speaker = build_speaker_encoder(cfg)
     decoder = AdaINDecoder(cfg, stride=content.total_stride)
     adversary = SpeakerClassifier(cfg) if cfg.adversary and cfg.n_speakers > 0 else None
     return VoiceConversionModel(content, quantizer, speaker, decoder, adversary, config=cfg)

