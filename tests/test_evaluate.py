@@ -1,4 +1,4 @@
-"""The evaluation protocol (vconv.evaluate) with stand-in conversions whose right answers are known.
+"""The evaluation protocol (vconv.evaluation) with stand-in conversions whose right answers are known.
 
 - *oracle*: returns the target speaker's own recording of the source sentence — a perfect conversion;
 - *identity*: returns the source unchanged — no conversion at all.
@@ -19,8 +19,11 @@ import soundfile as sf
 
 from vconv.data.manifest import scan_speaker_folders
 from vconv.errors import VconvError
-from vconv.evaluation.evaluate import SYSTEMS, EvalPair, aggregate, make_pairs, read_protocol, run_evaluation, summarize
+from vconv.evaluation.aggregate import aggregate, summarize
 from vconv.evaluation.judges import Judges, SpeakerJudge
+from vconv.evaluation.pairs import EvalPair, make_pairs, read_protocol
+from vconv.evaluation.run import run_evaluation
+from vconv.evaluation.scoring import SYSTEMS
 
 
 def oracle(source: str, refs: list[str]) -> tuple[np.ndarray, int]:

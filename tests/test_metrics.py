@@ -1,4 +1,4 @@
-"""Properties of the objective measures (vconv.metrics) and of the pretrained judges (vconv.judges)."""
+"""Properties of the objective measures (vconv.evaluation.metrics) and of the pretrained judges (vconv.evaluation.judges)."""
 
 from __future__ import annotations
 
@@ -183,7 +183,7 @@ def test_success_and_accept_rates_on_constructed_cases():
 # ------------------------------------------------------------------------------------------ judges
 
 # The judges are real pretrained models from the eval extra. Each loads once per process
-# (vconv.judges shares the weights between instances), so these fixtures are cheap to repeat.
+# (vconv.evaluation.judge_common shares the weights between instances), so these fixtures are cheap to repeat.
 
 
 @pytest.fixture(scope="session")
@@ -263,12 +263,12 @@ def test_missing_packages_name_the_install_command(monkeypatch):
 
 
 def test_pkg_resources_stand_in_is_temporary(monkeypatch):
-    from vconv.evaluation import judges
+    from vconv.evaluation import speaker_judge
 
     monkeypatch.delitem(sys.modules, "pkg_resources", raising=False)
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pkg_resources" else real(name, *a))
-    with judges._pkg_resources_stand_in():
+    with speaker_judge._pkg_resources_stand_in():
         import pkg_resources
 
         assert pkg_resources.get_distribution("numpy").version == np.__version__

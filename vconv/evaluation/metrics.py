@@ -1,7 +1,7 @@
 """Objective measures for voice conversion: pure functions of arrays and strings, no models.
 
 Everything here is deterministic and CPU-only. The pretrained judges (speaker embedder, ASR, DNSMOS)
-live in :mod:`vconv.judges`; :mod:`vconv.evaluate` combines both into the evaluation protocol.
+live in :mod:`vconv.evaluation.judges`; :mod:`vconv.evaluation.scoring` combines both into the evaluation protocol.
 
 - **Text**: :func:`normalize_text`, :func:`edit_distance`, :func:`error_rates` (CER and WER with the
   raw counts, so a corpus-level rate is ``sum(errors) / sum(length)`` rather than a mean of ratios).

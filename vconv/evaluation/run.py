@@ -1,0 +1,102 @@
+"""The whole evaluation in one call: pair (or read pairs), score, verify, aggregate, write the report.
+
+:func:`run_evaluation` does all of it and writes ``results.json`` (every per-row score), ``summary.md``
+(the table) and ``plots/`` (similarity histograms, a 2-D PCA of speaker embeddings).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from vconv._version import __version__
+from vconv.errors import VconvError
+from vconv.evaluation import metrics as M
+from vconv.evaluation.aggregate import aggregate, summarize
+from vconv.evaluation.judges import Judges
+from vconv.evaluation.pairs import ConvertFn, EvalPair, make_pairs, speaker_pool
+from vconv.evaluation.plots import require_matplotlib
+from vconv.evaluation.report import Report, write_report
+from vconv.evaluation.scoring import ANALYSIS_SR, VocodeFn, apply_threshold, score_pairs, verification
+
+
+def run_evaluation(
+    pairs: Sequence[EvalPair] | None = None,
+    *,
+    out_dir: str | Path,
+    utterances: Sequence[Any] | None = None,
+    convert_fn: ConvertFn | None = None,
+    judges: Judges | None = None,
+    vocode_fn: VocodeFn | None = None,
+    max_sources_per_speaker_pair: int | None = None,
+    seed: int = 0,
+    force: bool = False,
+    progress: bool = True,
+    plots: bool = True,
+    notes: Sequence[str] = (),
+    title: str | None = None,
+) -> Report:
+    """Evaluate given ``pairs``, or convert held-out ``utterances`` with ``convert_fn`` first (:func:`make_pairs`).
+
+    Writes ``out_dir/{results.json, summary.md, plots/}`` (plus ``converted/`` and ``copy_synthesis/``
+    audio when it makes them). Refuses to overwrite an earlier report unless ``force``. ``judges``
+    defaults to all three (:meth:`Judges.load`), which fails at once with the pip command when the
+    eval extra is missing. The verifier's genuine/impostor pairs come from ``utterances`` plus every
+    real file the pairs mention.
+    """
+    out = Path(out_dir)
+    if (out / "results.json").exists() and not force:
+        raise VconvError(f"{out / 'results.json'}: already exists; pass --force to overwrite")
+    if pairs is None and (utterances is None or convert_fn is None):
+        raise VconvError("run_evaluation needs either pairs, or utterances and a convert_fn")
+    M._pyworld()
+    if plots:
+        require_matplotlib()
+    judges = judges if judges is not None else Judges.load()
+
+    timing: dict[str, float] = {}
+    started = time.perf_counter()
+    if pairs is None:
+        pairs = make_pairs(utterances, convert_fn, out, max_sources_per_speaker_pair=max_sources_per_speaker_pair,
+                           seed=seed, force=force, progress=progress)
+        timing["convert_s"] = time.perf_counter() - started
+    pairs = list(pairs)
+    if not pairs:
+        raise VconvError("nothing to evaluate: the protocol has no pairs")
+
+    started = time.perf_counter()
+    rows = score_pairs(pairs, judges, vocode_fn=vocode_fn, work_dir=out, force=force, progress=progress)
+    pool = speaker_pool(pairs, utterances)
+    verify = verification(judges, pool)
+    apply_threshold(rows, verify.threshold if verify else None)
+    timing["score_s"] = time.perf_counter() - started
+
+    auto_notes = list(notes)
+    if any(p.target_other is None for p in pairs):
+        auto_notes.append("Some pairs had no unseen target utterance: their SIM→target is against the conversion reference (optimistic).")
+    if any(r.get("text_from") == "source_asr" for r in rows):
+        auto_notes.append("Some sources had no transcript: CER/WER are against the source's own ASR output, and the source row has no CER.")
+    if len(pairs) < 30:
+        auto_notes.append(f"Only {len(pairs)} pairs: treat differences of a few points as noise.")
+    meta = {
+        "title": title,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "vconv_version": __version__,
+        "judges": judges.describe(),
+        "n_pairs": len(pairs),
+        "n_speakers_in_verifier": len(set(pool.values())),
+        "seed": seed,
+        "analysis_sample_rate": ANALYSIS_SR,
+        "timing": timing,
+        "notes": auto_notes,
+    }
+    summary = aggregate(rows)
+    points = None
+    if judges.speaker is not None:
+        points = [("real", spk, judges.speaker.embed(p)) for p, spk in sorted(pool.items())]
+        points += [("converted", p.target_speaker or Path(p.target_refs[0]).resolve().parent.name, judges.speaker.embed(p.converted))
+                   for p in pairs]
+    files = write_report(out, rows, summary, verify, meta, pairs=pairs, points=points, plots=plots)
+    return Report(rows, summary, verify, summarize(summary, verify, meta), pairs, files, meta)
