@@ -135,6 +135,7 @@ class TrainConfig(LoopConfig):
     """What the model trainer needs beyond the loop: data, segment size, loss weights, perturbation."""
 
     features_dir: str | None = None  # where `vconv extract` wrote features; None = compute on the fly
+    frontends_dir: str | None = None  # `vconv frontend prepare` output: needed when the model reads Whisper or d-vectors
     segment_frames: int = 128
     recon_weight: float = 1.0
     vq_weight: float = 1.0

@@ -6,6 +6,10 @@ FeatureConfig matches and recomputes the rest. A bad audio file is skipped and r
 with its reason; the run still succeeds. When done, per-bin statistics over the manifest's features
 (or over those of the ``stats_from`` manifest, e.g. the training split) are written to
 ``OUT/stats.json``, and the FeatureConfig to ``OUT/features.yaml``.
+
+With a front-end folder (:mod:`vconv.audio.pretrained`), the files also hold what the pretrained
+front-ends give: Whisper states of the blocks in ``whisper_layers`` (aligned to the mel frames) and the
+d-vector, so training never runs them per step. A file lacking a requested tensor is redone.
 """
 
 from __future__ import annotations
@@ -26,10 +30,51 @@ from vconv.data.manifest import BadFile, Utterance, feature_path, read_manifest
 from vconv.errors import VconvError
 from vconv.fileio import write_text_atomic
 from vconv.audio.frontend import FrontEnd, compute_stats
-from vconv.data.feature_files import load_features, save_features
+from vconv.data.feature_files import load_feature_tensors, load_features, save_features, whisper_key
 
 STATS_FILE = "stats.json"
 CONFIG_FILE = "features.yaml"
+
+
+@dataclass(frozen=True)
+class ExtractSpec:
+    """What to compute per utterance: the log-mel of ``features``, plus pretrained front-end outputs."""
+
+    features: dict
+    frontends_dir: str | None = None
+    whisper_layers: tuple[int, ...] = ()
+    dvector: bool = False
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return ("mel", *(whisper_key(layer) for layer in self.whisper_layers), *(("dvector",) if self.dvector else ()))
+
+    def frontend(self) -> FrontEnd:
+        """A front-end that can compute every requested tensor (pretrained parts loaded and checked)."""
+        cfg = FeatureConfig.from_dict(self.features)
+        if not (self.whisper_layers or self.dvector):
+            return FrontEnd(cfg)
+        from vconv.audio.pretrained import load_dvector_embedder, load_whisper_encoder, read_frontends_index
+
+        if not self.frontends_dir:
+            raise VconvError("Whisper or d-vector features need a front-end folder (--frontends DIR, made by `vconv frontend prepare`)")
+        index = read_frontends_index(self.frontends_dir)
+        whisper = load_whisper_encoder(self.frontends_dir, index) if self.whisper_layers else None
+        dvector = load_dvector_embedder(self.frontends_dir, index) if self.dvector else None
+        return FrontEnd(cfg, whisper=whisper, dvector=dvector)
+
+    def compute(self, frontend: FrontEnd, audio: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(mel [n_mels, F], extra tensors)`` of one audio file."""
+        from vconv.audio.io import load
+
+        wav, _ = load(audio, frontend.sample_rate)
+        extra: dict[str, torch.Tensor] = {}
+        for layer in self.whisper_layers:
+            frontend.whisper_layer = layer
+            extra[whisper_key(layer)] = frontend.whisper_features(wav).half()  # half the disk; plenty of precision
+        if self.dvector:
+            extra["dvector"] = frontend.dvector_of(wav)
+        return frontend.log_mel(wav), extra
 
 
 @dataclass
@@ -56,33 +101,33 @@ class ExtractReport:
 _WORKER_FRONTEND: FrontEnd | None = None
 
 
-def _init_worker(cfg_dict: dict) -> None:
+def _init_worker(spec: ExtractSpec) -> None:
     global _WORKER_FRONTEND
     torch.set_num_threads(1)  # one process per core; intra-op threads would only fight each other
-    _WORKER_FRONTEND = FrontEnd(FeatureConfig.from_dict(cfg_dict))
+    _WORKER_FRONTEND = spec.frontend()
 
 
-def _extract_one(job: tuple[str, str, str, dict]) -> tuple[str, float, str | None]:
-    """Worker: ``(audio path, out path, id, cfg)`` → ``(id, seconds of audio, error or None)``."""
-    audio, out, utt_id, cfg_dict = job
-    cfg = FeatureConfig.from_dict(cfg_dict)
-    frontend = _WORKER_FRONTEND or FrontEnd(cfg)
+def _extract_one(job: tuple[str, str, str, ExtractSpec]) -> tuple[str, float, str | None]:
+    """Worker: ``(audio path, out path, id, spec)`` → ``(id, seconds of audio, error or None)``."""
+    audio, out, utt_id, spec = job
+    cfg = FeatureConfig.from_dict(spec.features)
+    frontend = _WORKER_FRONTEND or spec.frontend()
     try:
-        mel = frontend.load_log_mel(audio)
+        mel, extra = spec.compute(frontend, audio)
     except VconvError as exc:
         return utt_id, 0.0, str(exc).split(": ", 1)[-1]
     except Exception as exc:  # noqa: BLE001 - one bad file must not end a corpus run; reported at the end
         return utt_id, 0.0, f"{type(exc).__name__}: {exc}"
-    save_features(out, mel, cfg, id=utt_id, source=audio)
+    save_features(out, mel, cfg, extra, id=utt_id, source=audio)
     return utt_id, (mel.shape[1] - 1) * cfg.hop_length / cfg.sample_rate, None
 
 
-def is_done(path: Path, cfg: FeatureConfig) -> bool:
-    """True when ``path`` holds complete features made with ``cfg`` (anything else is recomputed)."""
+def is_done(path: Path, cfg: FeatureConfig, keys: tuple[str, ...] = ("mel",)) -> bool:
+    """True when ``path`` holds complete features made with ``cfg``, with every tensor in ``keys``."""
     if not path.is_file():
         return False
     try:
-        load_features(path, cfg)
+        load_feature_tensors(path, cfg, keys)
     except VconvError:
         return False
     return True
@@ -97,14 +142,20 @@ def extract_features(
     progress: bool = True,
     write_stats: bool = True,
     stats_from: str | Path | None = None,
+    frontends_dir: str | Path | None = None,
+    whisper_layers: tuple[int, ...] = (),
+    dvector: bool = False,
 ) -> ExtractReport:
     """Compute features for every utterance of ``manifest`` into ``out_dir``; see the module docstring.
 
     ``stats_from``: a manifest (e.g. the training split) whose utterances' features give ``stats.json``,
     so normalisation never sees evaluation speakers; each of them must be in ``manifest`` or already
-    extracted in ``out_dir`` (checked before any work).
+    extracted in ``out_dir`` (checked before any work). ``frontends_dir``, ``whisper_layers`` and ``dvector``:
+    pretrained front-end outputs to store too (see the module docstring).
     """
     cfg = cfg or FeatureConfig()
+    spec = ExtractSpec(cfg.to_dict(), str(frontends_dir) if frontends_dir else None, tuple(whisper_layers), dvector)
+    spec.frontend()  # a missing or altered front-end file fails here, before any work
     out_dir = Path(out_dir)
     utterances = read_manifest(manifest, nonempty=True)
     stats_utterances = read_manifest(stats_from, nonempty=True) if stats_from else utterances
@@ -120,14 +171,14 @@ def extract_features(
     start = time.perf_counter()
     todo: list[Utterance] = []
     for utt in utterances:
-        if is_done(feature_path(out_dir, utt), cfg):
+        if is_done(feature_path(out_dir, utt), cfg, spec.keys):
             report.already_done += 1
         else:
             todo.append(utt)
     by_id = {u.id: u for u in todo}
-    jobs = [(u.path, str(feature_path(out_dir, u)), u.id, cfg.to_dict()) for u in todo]
+    jobs = [(u.path, str(feature_path(out_dir, u)), u.id, spec) for u in todo]
     bar = tqdm(total=len(jobs), unit="file", disable=not progress, desc="extract", dynamic_ncols=True)
-    for utt_id, seconds, error in _run(jobs, workers, cfg):
+    for utt_id, seconds, error in _run(jobs, workers, spec):
         if error is None:
             report.written += 1
             report.audio_seconds += seconds
@@ -146,10 +197,10 @@ def extract_features(
     return report
 
 
-def _run(jobs: list[tuple[str, str, str, dict]], workers: int, cfg: FeatureConfig) -> Iterator[tuple[str, float, str | None]]:
+def _run(jobs: list[tuple[str, str, str, ExtractSpec]], workers: int, spec: ExtractSpec) -> Iterator[tuple[str, float, str | None]]:
     if workers <= 1 or len(jobs) <= 1:
         global _WORKER_FRONTEND
-        previous, _WORKER_FRONTEND = _WORKER_FRONTEND, FrontEnd(cfg)
+        previous, _WORKER_FRONTEND = _WORKER_FRONTEND, spec.frontend()
         try:
             for job in jobs:
                 yield _extract_one(job)
@@ -159,5 +210,5 @@ def _run(jobs: list[tuple[str, str, str, dict]], workers: int, cfg: FeatureConfi
     # fork where the OS has it (as torch's DataLoader does): workers start in milliseconds instead of
     # re-importing torch and librosa; each worker then uses a single intra-op thread.
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg.to_dict(),)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(spec,)) as pool:
         yield from pool.map(_extract_one, jobs, chunksize=max(1, min(16, len(jobs) // (workers * 8) or 1)))

@@ -1,8 +1,12 @@
 """Self-describing feature files: what `vconv extract` writes and training reads.
 
-A feature file is safetensors (``mel`` as float32 ``[n_mels, T]``, the raw natural-log mel, *not*
-normalised) whose metadata holds the format version and the FeatureConfig that produced it; reading one
-made with another config is an error that names each differing value.
+A feature file is safetensors whose metadata holds the format version and the FeatureConfig that
+produced it; reading one made with another config is an error that names each differing value. Tensors:
+
+* ``mel`` float32 ``[n_mels, F]``: the raw natural-log mel, *not* normalised (always there);
+* ``whisper<L>`` float16 ``[384, F]``: Whisper encoder states of block ``L`` at the mel frame rate
+  (``vconv extract`` with a model that reads them);
+* ``dvector`` float32 ``[256]``: the utterance's pretrained d-vector.
 """
 
 from __future__ import annotations
@@ -21,8 +25,14 @@ from vconv.fileio import atomic_path
 FEATURE_FORMAT_VERSION = 1
 
 
-def save_features(path: str | Path, mel: torch.Tensor, cfg: FeatureConfig, **meta: str) -> None:
-    """Write ``mel [n_mels, F]`` with its FeatureConfig and format version (atomic: temp file + rename)."""
+def whisper_key(layer: int) -> str:
+    """The tensor name of Whisper block ``layer``'s states in a feature file."""
+    return f"whisper{layer}"
+
+
+def save_features(path: str | Path, mel: torch.Tensor, cfg: FeatureConfig, extra: dict[str, torch.Tensor] | None = None,
+                  **meta: str) -> None:
+    """Write ``mel [n_mels, F]`` (+ ``extra`` tensors) with its FeatureConfig and format version, atomically."""
     metadata = {
         "format": "vconv-features",
         "format_version": str(FEATURE_FORMAT_VERSION),
@@ -30,7 +40,8 @@ def save_features(path: str | Path, mel: torch.Tensor, cfg: FeatureConfig, **met
         **{k: str(v) for k, v in meta.items()},
     }
     with atomic_path(path) as tmp:
-        save_file({"mel": mel.detach().float().contiguous().cpu()}, str(tmp), metadata=metadata)
+        tensors = {"mel": mel.detach().float(), **(extra or {})}
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
 def read_feature_metadata(path: str | Path) -> dict[str, str]:
@@ -46,6 +57,12 @@ def read_feature_metadata(path: str | Path) -> dict[str, str]:
 
 def load_features(path: str | Path, expected: FeatureConfig | None = None) -> torch.Tensor:
     """Read ``mel [n_mels, F]``; raise if the version or the FeatureConfig differs from ``expected``."""
+    return load_feature_tensors(path, expected)["mel"]
+
+
+def load_feature_tensors(path: str | Path, expected: FeatureConfig | None = None,
+                         keys: tuple[str, ...] = ("mel",)) -> dict[str, torch.Tensor]:
+    """Read ``keys`` (as stored) after the same checks as :func:`load_features`; a missing key is an error."""
     path = Path(path)
     meta = read_feature_metadata(path)
     if meta.get("format") != "vconv-features":
@@ -60,4 +77,8 @@ def load_features(path: str | Path, expected: FeatureConfig | None = None) -> to
         diffs = stored.differences(expected)
         if diffs:
             raise VconvError(f"{path}: made with another feature config (file vs expected: {'; '.join(diffs)})")
-    return load_file(str(path))["mel"]
+    tensors = load_file(str(path))
+    missing = [k for k in keys if k not in tensors]
+    if missing:
+        raise VconvError(f"{path}: has no {', '.join(missing)} features; rerun `vconv extract` with the model's front-ends")
+    return {k: tensors[k] for k in keys}

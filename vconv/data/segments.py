@@ -1,9 +1,10 @@
-"""Training batches: random fixed-length mel segments, with the speaker path fed from elsewhere.
+"""Training batches: random fixed-length segments, with the speaker path fed from elsewhere.
 
-For every item the content path gets a random ``segment_frames`` window of an utterance, and the
-speaker path a window of a *different* utterance of the same speaker (or, for a speaker with a single
-utterance, the other half of the same one), so the decoder cannot copy content through the speaker
-embedding (AGAIN-VC).
+For every item the content path gets a random ``segment_frames`` window of an utterance (its
+normalised log-mel, or its Whisper states over the same frames), the decoder's target is that window's
+log-mel, and the speaker path reads a *different* utterance of the same speaker - a window of its mel,
+or its d-vector (for a speaker with a single utterance, the other half of the same one) - so the
+decoder cannot copy content through the speaker embedding (AGAIN-VC).
 
 Batches are a pure function of ``(seed, rank, step)``: resuming at step ``s`` draws exactly the batches
 an uninterrupted run would have drawn, with no sampler state to save, and each DDP rank draws its own.
@@ -18,57 +19,68 @@ from typing import Sequence
 
 import torch
 
-from vconv.config import FeatureConfig
-from vconv.data.manifest import Utterance, feature_path
 from vconv.audio.frontend import FrontEnd
-from vconv.data.feature_files import load_features
 from vconv.audio.perturb import MelPerturber
+from vconv.config import FeatureConfig
+from vconv.data.extract import ExtractSpec
+from vconv.data.feature_files import load_feature_tensors
+from vconv.data.manifest import Utterance, feature_path
 
 
 @dataclass
 class Batch:
-    """Normalised log-mels ``[B, n_mels, T]`` and ``[B]`` speaker class ids.
+    """One training step's batch: ``[B, C, T]`` tensors and ``[B]`` speaker class ids.
 
-    ``mel`` is the clean target, ``source`` what the content path sees (a timbre-perturbed copy of
-    ``mel`` when perturbation is on, else ``mel`` itself), ``ref`` the speaker path's segment.
+    ``mel`` is the clean target (normalised log-mel ``[B, n_mels, T]``); ``content`` what the content
+    path reads for it (the same mel, or Whisper states ``[B, 384, T]``); ``source`` what it is trained on
+    (``content``, timbre-perturbed when perturbation is on and the content is a mel); ``ref`` the speaker
+    path's input (a normalised mel segment ``[B, n_mels, T]`` or d-vectors ``[B, 256]``).
     """
 
     mel: torch.Tensor
     ref: torch.Tensor
     speaker: torch.Tensor
     source: torch.Tensor
+    content: torch.Tensor
 
     def to(self, device: torch.device) -> "Batch":
-        return Batch(self.mel.to(device), self.ref.to(device), self.speaker.to(device), self.source.to(device))
+        return Batch(*(getattr(self, f).to(device) for f in ("mel", "ref", "speaker", "source", "content")))
 
 
 class FeatureStore:
-    """Log-mels ``[n_mels, F]`` of a manifest, read from `vconv extract` output or computed from audio.
-
-    Keeps up to ``cache_size`` utterances in memory (the fixture corpus and small corpora fit whole).
+    """The feature tensors of a manifest (``spec.keys``: mel, Whisper states, d-vector), from `vconv extract`
+    output or computed from the audio; ``get(i)`` is the log-mel ``[n_mels, F]``, ``tensors(i)`` all of them
+    as stored (Whisper states in float16). Keeps up to ``cache_size`` utterances in memory.
     """
 
-    def __init__(self, utterances: Sequence[Utterance], cfg: FeatureConfig, features_dir: str | Path | None, cache_size: int = 100_000):
+    def __init__(self, utterances: Sequence[Utterance], spec: ExtractSpec, features_dir: str | Path | None,
+                 cache_size: int = 100_000):
         self.utterances = list(utterances)
-        self.cfg = cfg
+        self.spec = spec
+        self.cfg = FeatureConfig.from_dict(spec.features)
         self.features_dir = Path(features_dir) if features_dir else None
         self._frontend: FrontEnd | None = None  # only when features are computed on the fly
-        self.get = lru_cache(maxsize=cache_size)(self._load)
+        self.tensors = lru_cache(maxsize=cache_size)(self._load)
 
-    def _load(self, index: int) -> torch.Tensor:
+    def get(self, index: int) -> torch.Tensor:
+        return self.tensors(index)["mel"]
+
+    def _load(self, index: int) -> dict[str, torch.Tensor]:
         utt = self.utterances[index]
         if self.features_dir is not None:
-            return load_features(feature_path(self.features_dir, utt), self.cfg)
+            return load_feature_tensors(feature_path(self.features_dir, utt), self.cfg, self.spec.keys)
         if self._frontend is None:
-            self._frontend = FrontEnd(self.cfg)
-        return self._frontend.load_log_mel(utt.path)
+            self._frontend = self.spec.frontend()
+        mel, extra = self.spec.compute(self._frontend, utt.path)
+        return {"mel": mel, **extra}
 
 
 class SegmentBatches(torch.utils.data.Dataset):
     """Map-style dataset whose item ``step`` is the whole batch of that training step.
 
     Used with ``DataLoader(batch_size=None)`` so worker processes can prepare batches ahead while the
-    result stays a deterministic function of the step.
+    result stays a deterministic function of the step. ``content_key`` / ``speaker_key`` name the store's
+    tensors the two paths read (``"mel"``, ``"whisper<L>"``; ``"mel"``, ``"dvector"``).
     """
 
     def __init__(
@@ -84,9 +96,13 @@ class SegmentBatches(torch.utils.data.Dataset):
         steps: int = 0,
         perturb: bool = False,
         speaker_sampling_power: float = 1.0,
+        content_key: str = "mel",
+        speaker_key: str = "mel",
     ):
         self.store = store
-        self.perturber = MelPerturber(store.cfg) if perturb else None
+        self.content_key, self.speaker_key = content_key, speaker_key
+        # timbre perturbation works on mels; Whisper states are precomputed from the clean audio
+        self.perturber = MelPerturber(store.cfg) if perturb and content_key == "mel" else None
         self.frontend = frontend  # normalises every segment (on the CPU, where batches are made)
         self.batch_size = batch_size
         self.segment_frames = segment_frames
@@ -99,6 +115,7 @@ class SegmentBatches(torch.utils.data.Dataset):
         self._speaker_order = sorted(self.by_speaker)
         sizes = torch.tensor([len(self.by_speaker[s]) for s in self._speaker_order], dtype=torch.float64)
         self.speaker_probs = sizes.pow(speaker_sampling_power) / sizes.pow(speaker_sampling_power).sum()
+        self.log_floor = float(torch.log(torch.tensor(store.cfg.log_floor)))
 
     def _pick_utterances(self, gen: torch.Generator) -> list[int]:
         """``batch_size`` utterance indices: uniform over utterances (power 1) or speaker-tempered."""
@@ -117,33 +134,48 @@ class SegmentBatches(torch.utils.data.Dataset):
     def __getitem__(self, step: int) -> Batch:
         gen = torch.Generator().manual_seed(hash((self.seed, self.rank, int(step))) & 0x7FFF_FFFF_FFFF)
         picks = self._pick_utterances(gen)
-        mels, refs, labels, sources = [], [], [], []
+        mels, contents, refs, labels, sources = [], [], [], [], []
         for index in picks:
             utt = self.store.utterances[index]
-            mel = self.store.get(index)
+            tensors = self.store.tensors(index)
+            frames = tensors["mel"].shape[1]
             siblings = [j for j in self.by_speaker[utt.speaker] if j != index]
             if siblings:
-                other = self.store.get(siblings[int(torch.randint(len(siblings), (1,), generator=gen))])
-                content, ref = self._crop(mel, gen), self._crop(other, gen)
+                other = self.store.tensors(siblings[int(torch.randint(len(siblings), (1,), generator=gen))])
+                span = (0, frames)
             else:  # a lone utterance: content from one half, speaker from the other
-                half = mel.shape[1] // 2
-                content, ref = self._crop(mel[:, :half], gen), self._crop(mel[:, half:], gen)
-            mels.append(content)
-            sources.append(self.perturber(content, gen) if self.perturber else content)
-            refs.append(ref)
+                other, span = {**tensors, "mel": tensors["mel"][:, frames // 2 :]}, (0, frames // 2)
+            start = self._start(span[1] - span[0], gen)
+            mel = self._crop(tensors["mel"][:, span[0] : span[1]], start, self.log_floor)
+            mels.append(mel)
+            if self.speaker_key == "dvector":
+                refs.append(other["dvector"].float())
+            else:
+                refs.append(self._crop(other["mel"], self._start(other["mel"].shape[1], gen), self.log_floor))
+            if self.content_key == "mel":  # drawn after the reference, as batches always were
+                contents.append(mel)
+                sources.append(self.perturber(mel, gen) if self.perturber else mel)
+            else:
+                contents.append(self._crop(tensors[self.content_key][:, span[0] : span[1]].float(), start, 0.0))
             labels.append(self.speaker_index.get(utt.speaker, -1))
-        return Batch(
-            self.frontend.normalize(torch.stack(mels)),
-            self.frontend.normalize(torch.stack(refs)),
-            torch.tensor(labels, dtype=torch.long),
-            self.frontend.normalize(torch.stack(sources)),
-        )
+        mel = self.frontend.normalize(torch.stack(mels))
+        if self.content_key == "mel":
+            content, source = mel, self.frontend.normalize(torch.stack(sources))
+        else:
+            content = source = torch.stack(contents)
+        ref = torch.stack(refs) if self.speaker_key == "dvector" else self.frontend.normalize(torch.stack(refs))
+        return Batch(mel, ref, torch.tensor(labels, dtype=torch.long), source, content)
 
-    def _crop(self, mel: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """A random ``[n_mels, segment_frames]`` window; short utterances are padded with the log floor."""
-        frames = mel.shape[1]
+    def _start(self, frames: int, gen: torch.Generator) -> int:
+        """A random window start in an utterance of ``frames`` frames (0 when it is shorter than a window)."""
         if frames >= self.segment_frames:
-            start = int(torch.randint(frames - self.segment_frames + 1, (1,), generator=gen))
-            return mel[:, start : start + self.segment_frames]
-        pad = torch.full((mel.shape[0], self.segment_frames - frames), float(torch.log(torch.tensor(self.store.cfg.log_floor))))
-        return torch.cat([mel, pad], dim=1)
+            return int(torch.randint(frames - self.segment_frames + 1, (1,), generator=gen))
+        return 0
+
+    def _crop(self, x: torch.Tensor, start: int, pad_value: float) -> torch.Tensor:
+        """``[C, segment_frames]`` from ``start``; a short utterance is padded with ``pad_value``."""
+        window = x[:, start : start + self.segment_frames]
+        if window.shape[1] == self.segment_frames:
+            return window
+        pad = torch.full((x.shape[0], self.segment_frames - window.shape[1]), pad_value, dtype=x.dtype)
+        return torch.cat([window, pad], dim=1)

@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from vconv.audio.frontend import FeatureStats, FrontEnd, compute_stats
 from vconv.config import FeatureConfig, ModelConfig, TrainConfig
 from vconv.data.manifest import read_manifest, speakers_of
+from vconv.data.extract import ExtractSpec
+from vconv.data.feature_files import whisper_key
 from vconv.data.segments import Batch, FeatureStore, SegmentBatches
 from vconv.errors import VconvError
 from vconv.inference.bundle import save_bundle
@@ -66,11 +68,18 @@ class ModelTrainer(BaseTrainer):
         self.speakers = speakers_of(train_utts)
         if model.adversary and model.n_speakers == 0:
             model.n_speakers = len(self.speakers)
-        self.store = FeatureStore(train_utts, features, train.features_dir)
+        # what the two paths read: the mel, or frozen pretrained front-ends' outputs (precomputed by
+        # `vconv extract`, or computed here from the audio when there is no features_dir)
+        self.spec = ExtractSpec(features.to_dict(), train.frontends_dir,
+                                (model.whisper_layer,) if model.content_input == "whisper" else (),
+                                model.speaker_input == "dvector")
+        self.content_key = whisper_key(model.whisper_layer) if model.content_input == "whisper" else "mel"
+        self.speaker_key = "dvector" if model.speaker_input == "dvector" else "mel"
+        self.store = FeatureStore(train_utts, self.spec, train.features_dir)
         self.valid_store = None
         if train.valid_manifest:
             valid_utts = read_manifest(train.valid_manifest)
-            self.valid_store = FeatureStore(valid_utts, features, train.features_dir) if valid_utts else None
+            self.valid_store = FeatureStore(valid_utts, self.spec, train.features_dir) if valid_utts else None
 
         torch.manual_seed(train.seed)
         self.model: VoiceConversionModel = build_model(model).to(self.device)
@@ -81,14 +90,21 @@ class ModelTrainer(BaseTrainer):
         if state is not None:
             self.restore(state)  # brings the run's own normalisation statistics
         else:
-            self.frontend = FrontEnd(features, self._load_or_compute_stats())  # on the CPU, where batches are made
+            self.frontend = self._frontend(self._load_or_compute_stats())  # on the CPU, where batches are made
         self.batches = SegmentBatches(
             self.store, self.speakers, self.frontend, batch_size=train.batch_size, segment_frames=train.segment_frames,
             seed=train.seed, rank=self.dist.rank, steps=train.steps, perturb=train.perturb_content,
-            speaker_sampling_power=train.speaker_sampling_power,
+            speaker_sampling_power=train.speaker_sampling_power, content_key=self.content_key, speaker_key=self.speaker_key,
         )
 
     # ----------------------------------------------------------------------------------------- setup
+
+    def _frontend(self, stats: FeatureStats) -> FrontEnd:
+        """The front-end the exported bundle carries: mel statistics, and the pretrained parts the model reads."""
+        if self.spec.keys == ("mel",):
+            return FrontEnd(self.fcfg, stats)
+        parts = self.spec.frontend()
+        return FrontEnd(self.fcfg, stats, whisper=parts.whisper, whisper_layer=self.mcfg.whisper_layer, dvector=parts.dvector)
 
     def _load_or_compute_stats(self) -> FeatureStats:
         if self.tcfg.features_dir:
@@ -161,15 +177,16 @@ class ModelTrainer(BaseTrainer):
             by_speaker.setdefault(utt.speaker, []).append(i)
         recon, recon_self, ppl, embeddings, speakers = [], [], [], [], []
         for i in picks:
-            mel = self.frontend.normalize(store.get(i))[None].to(self.device)
-            content, ref = mel, self._other_reference(i, by_speaker)
+            mel, full_content, own_ref = self._valid_inputs(i)
+            content, target, ref = full_content, mel, self._other_reference(i, by_speaker)
             if ref is None:  # a lone utterance: content from one half, speaker from the other
                 half = mel.shape[-1] // 2
-                content, ref = mel[..., :half], mel[..., half:]
+                target, content = mel[..., :half], content[..., :half]
+                ref = own_ref if self.speaker_key == "dvector" else mel[..., half:]
             with self.autocast():
                 out = self.model.reconstruct(content, ref)
-                own = self.model.reconstruct(mel, mel)
-            recon.append(F.l1_loss(out.mel.float(), content).item())
+                own = self.model.reconstruct(full_content, own_ref)
+            recon.append(F.l1_loss(out.mel.float(), target).item())
             recon_self.append(F.l1_loss(own.mel.float(), mel).item())
             ppl.append(own.quantizer.perplexity.item())
             embeddings.append(F.normalize(own.speaker_embedding.float(), dim=-1)[0])
@@ -187,20 +204,27 @@ class ModelTrainer(BaseTrainer):
             predicted, labels = [], []
             for k in range(4):  # fixed batches, never drawn in training
                 probe = self.batches[10**9 + k].to(self.device)
-                predicted.append(self.model.adversary(self.model.encode_content(probe.mel).quantized).argmax(-1))
+                predicted.append(self.model.adversary(self.model.encode_content(probe.content).quantized).argmax(-1))
                 labels.append(probe.speaker)
             result.update(adversary_accuracy(torch.cat(predicted), torch.cat(labels)))
             result["adv_chance"] = 1.0 / len(self.speakers)
         return result
 
+    def _valid_inputs(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(target mel [1, n_mels, F], content input [1, C, F], speaker input)`` of a held-out utterance."""
+        tensors = self.valid_store.tensors(index)
+        mel = self.frontend.normalize(tensors["mel"])[None].to(self.device)
+        content = mel if self.content_key == "mel" else tensors[self.content_key].float()[None].to(self.device)
+        speaker = mel if self.speaker_key == "mel" else tensors["dvector"].float()[None].to(self.device)
+        return mel, content, speaker
+
     def _other_reference(self, index: int, by_speaker: Mapping[str, list[int]]) -> torch.Tensor | None:
-        """The next utterance of the same speaker (cyclically), normalised ``[1, n_mels, T]``, or None."""
+        """The speaker input of the next utterance of the same speaker (cyclically), or None."""
         store = self.valid_store
         siblings = by_speaker[store.utterances[index].speaker]
         if len(siblings) < 2:
             return None
-        other = siblings[(siblings.index(index) + 1) % len(siblings)]
-        return self.frontend.normalize(store.get(other))[None].to(self.device)
+        return self._valid_inputs(siblings[(siblings.index(index) + 1) % len(siblings)])[2]
 
     # ----------------------------------------------------------------------------------- checkpoints
 
@@ -220,7 +244,7 @@ class ModelTrainer(BaseTrainer):
         self.model.load_state_dict(state["model"], strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.frontend = FrontEnd(self.fcfg, FeatureStats.from_dict(state["feature_stats"]))
+        self.frontend = self._frontend(FeatureStats.from_dict(state["feature_stats"]))
 
     def export(self) -> None:
         save_bundle(self.run_dir / "model", self.model, self.frontend, speakers=self.speakers,
