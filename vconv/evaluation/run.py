@@ -15,7 +15,7 @@ from vconv._version import __version__
 from vconv.errors import VconvError
 from vconv.evaluation import metrics as M
 from vconv.evaluation.aggregate import aggregate, summarize
-from vconv.evaluation.judges import Judges
+from vconv.evaluation.judges import Judges, check_independence
 from vconv.evaluation.pairs import ConvertFn, EvalPair, make_pairs, speaker_pool
 from vconv.evaluation.plots import require_matplotlib
 from vconv.evaluation.report import Report, write_report
@@ -37,6 +37,7 @@ def run_evaluation(
     plots: bool = True,
     notes: Sequence[str] = (),
     title: str | None = None,
+    model_frontends: dict | None = None,
 ) -> Report:
     """Evaluate given ``pairs``, or convert held-out ``utterances`` with ``convert_fn`` first (:func:`make_pairs`).
 
@@ -44,7 +45,8 @@ def run_evaluation(
     audio when it makes them). Refuses to overwrite an earlier report unless ``force``. ``judges``
     defaults to all three (:meth:`Judges.load`), which fails at once with the pip command when the
     eval extra is missing. The verifier's genuine/impostor pairs come from ``utterances`` plus every
-    real file the pairs mention.
+    real file the pairs mention. ``model_frontends`` (a bundle's ``config.json`` entry ``frontends``) lets
+    :func:`~vconv.evaluation.judges.check_independence` refuse a judge that shares weights with the model.
     """
     out = Path(out_dir)
     if (out / "results.json").exists() and not force:
@@ -55,6 +57,7 @@ def run_evaluation(
     if plots:
         require_matplotlib()
     judges = judges if judges is not None else Judges.load()
+    check_independence(judges, model_frontends)
 
     timing: dict[str, float] = {}
     started = time.perf_counter()
