@@ -21,14 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from vconv.audio import io as audio
+from vconv.inference.converter import load
+from vconv.inference.batch import convert_paths
+from vconv.errors import VconvError
+from vconv.vocoders import VOCODERS
 
-from vconv.audio import io as audio  # noqa: E402
-from vconv.inference.converter import load  # noqa: E402
-from vconv.inference.batch import convert_paths  # noqa: E402
-from vconv.errors import VconvError  # noqa: E402
-from vconv.vocoders import VOCODERS  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]  # the repository: tests/data/corpus
 
 
 def model_path(name: str | None, tmp: Path) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,13 +19,12 @@ import librosa
 import numpy as np
 import soundfile as sf
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from vconv.config import FeatureConfig
+from vconv.data.manifest import read_manifest
+from vconv.data.extract import extract_features
+from vconv.data.prepare import prepare_corpus
 
-from vconv.config import FeatureConfig  # noqa: E402
-from vconv.data.manifest import read_manifest  # noqa: E402
-from vconv.data.extract import extract_features  # noqa: E402
-from vconv.data.prepare import prepare_corpus  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]  # the repository: tests/data/corpus
 
 
 def librosa_throughput(paths: list[str], cfg: FeatureConfig) -> float:

@@ -9,17 +9,13 @@ timed: forward, L1 + VQ + adversary losses, backward, clipping, AdamW. The first
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vconv.config import ModelConfig  # noqa: E402
-from vconv.models import build_model  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+from vconv.config import ModelConfig
+from vconv.models import build_model
 
 
 def steps_per_second(cfg: ModelConfig, bf16: bool, steps: int, batch: int, frames: int) -> float:

@@ -17,17 +17,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vconv.config import FeatureConfig  # noqa: E402
+from vconv.config import FeatureConfig
 from vconv.config import VocoderConfig
-from vconv.vocoders.vocos import VocosVocoder  # noqa: E402
+from vconv.vocoders.vocos import VocosVocoder
 
 
 def main() -> None:

@@ -15,24 +15,21 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vconv.evaluation import metrics as M  # noqa: E402
-from vconv.audio.io import load  # noqa: E402
-from vconv.config import FeatureConfig  # noqa: E402
-from vconv.data.manifest import read_manifest  # noqa: E402
-from vconv.audio.logmel import LogMel  # noqa: E402
-from vconv.evaluation.judges import AsrJudge, QualityJudge, SpeakerJudge  # noqa: E402
-from vconv.vocoders import get_vocoder  # noqa: E402
-from vconv.training.vocoder_trainer import export_checkpoint  # noqa: E402
-from vconv.vocoders.vocos import load_vocoder  # noqa: E402
+from vconv.evaluation import metrics as M
+from vconv.audio.io import load
+from vconv.config import FeatureConfig
+from vconv.data.manifest import read_manifest
+from vconv.audio.logmel import LogMel
+from vconv.evaluation.judges import AsrJudge, QualityJudge, SpeakerJudge
+from vconv.vocoders import get_vocoder
+from vconv.training.vocoder_trainer import export_checkpoint
+from vconv.vocoders.vocos import load_vocoder
 
 
 def main() -> None:

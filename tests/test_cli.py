@@ -115,3 +115,26 @@ def test_console_entry_point_prints_no_traceback(tmp_path):
     )
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"error: {tmp_path / 'nope.jsonl'}: manifest not found; create one with `vconv prepare`"
+
+
+def test_extract_config_takes_a_feature_config_or_a_run_configs_features_section(prepared, tmp_path):
+    from vconv.config import load_run_config, load_yaml
+
+    lines = (prepared / "all.jsonl").read_text().splitlines()[:2]
+    (tmp_path / "two.jsonl").write_text("\n".join(lines) + "\n")
+    run_config = tmp_path / "run.yaml"  # a run config of `vconv train`, inheriting from a packaged preset
+    run_config.write_text("base: debug\nfeatures: {fmax: 7000.0}\nmodel: {channels: 32}\ntrain: {steps: 3}\n")
+    plain = tmp_path / "features.yaml"
+    plain.write_text("fmax: 6000.0\nn_mels: 64\n")
+    debug_features = load_run_config("debug", ["train.train_manifest=x", "train.run_dir=y"])[0]
+    for config, expected in (("debug", debug_features.to_dict()), (run_config, {**debug_features.to_dict(), "fmax": 7000.0}),
+                             (plain, {**FeatureConfig().to_dict(), "fmax": 6000.0, "n_mels": 64})):
+        out = tmp_path / f"feats_{getattr(config, 'stem', config)}"
+        result = invoke("extract", tmp_path / "two.jsonl", "-o", out, "--config", config, "--no-progress")
+        assert result.exit_code == 0, result.output
+        assert load_yaml(out / "features.yaml") == expected
+    for config, reason in ((tmp_path / "nope.yaml", "config not found"), (plain.with_name("bad.yaml"), "unknown key")):
+        if config.name == "bad.yaml":
+            config.write_text("features: {n_mel: 64}\n")
+        result = invoke("extract", tmp_path / "two.jsonl", "-o", tmp_path / "x", "--config", config)
+        assert result.exit_code == 1 and result.output.startswith("error: ") and reason in result.output

@@ -1,10 +1,12 @@
-"""The voices recipe's corpus builder (recipes/voices): Fish Fillets transcripts, per-language sentence
+"""The voices recipe's corpus builder (recipes/voices/local): Fish Fillets transcripts, per-language sentence
 lists, synthetic voices, pseudo-speaker augmentation and the install check, on fake inputs."""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -12,14 +14,36 @@ import soundfile as sf
 
 from tests.conftest import voiced_signal
 
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "voices"
-sys.path.insert(0, str(RECIPE))
+LOCAL = Path(__file__).resolve().parents[1] / "recipes" / "voices" / "local"
 
-import build_corpus  # noqa: E402
-import corpus_augment  # noqa: E402
-import corpus_fillets  # noqa: E402
-import corpus_install  # noqa: E402
-import corpus_tts  # noqa: E402
+
+def load_script(name: str) -> ModuleType:
+    """Import the recipe script ``local/<name>.py`` from its file, without touching ``sys.path``.
+
+    The scripts import one another by bare name (``import corpus_common``), which works when one of them
+    runs as a script (its folder is then ``sys.path[0]``); here each is registered in ``sys.modules``
+    under that name, loaded after the ones it imports, so those imports find it.
+    """
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, LOCAL / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name]
+
+
+# dependency order: a script's sibling imports are loaded before it
+for _name in ("corpus_common", "corpus_fillets", "corpus_fotaq", "neural_tts", "corpus_install", "corpus_tts", "corpus_augment"):
+    load_script(_name)
+build_corpus = load_script("build_corpus")
+corpus_augment = sys.modules["corpus_augment"]
+corpus_fillets = sys.modules["corpus_fillets"]
+corpus_install = sys.modules["corpus_install"]
+corpus_tts = sys.modules["corpus_tts"]
 
 DIALOGS_CS = r'''
 dialogId("let-m-divna", "font_small", "What kind of strange ship is that?")

@@ -111,21 +111,36 @@ def prepare(
     typer.echo(report.summary())
 
 
+RUN_CONFIG_KEYS = {"base", "features", "model", "vocoder", "train"}
+
+
+def _feature_config(config: Optional[str]):
+    """FeatureConfig of ``--config``: a plain FeatureConfig YAML, or the ``features`` section of a run config."""
+    from vconv.config import FeatureConfig, load_sections, load_yaml, resolve_config_path
+
+    if not config:
+        return FeatureConfig()
+    path = resolve_config_path(config)  # a file, or a packaged preset name
+    data = load_yaml(path)
+    if data.keys() & RUN_CONFIG_KEYS:  # run configs of both trainers; base: chains followed
+        data = load_sections(path, [], ("features", "model", "vocoder", "train"))["features"]
+    return FeatureConfig.from_dict(data)
+
+
 @app.command()
 @friendly_errors
 def extract(
     manifest: Path = typer.Argument(..., help="JSONL manifest written by `vconv prepare`."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Feature folder: <id>.safetensors per utterance, stats.json, features.yaml."),
-    config: Optional[Path] = typer.Option(None, help="YAML FeatureConfig (sample_rate, n_fft, hop_length, win_length, n_mels, fmin, fmax, log_floor); default: the shipped model's."),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML FeatureConfig (sample_rate, n_fft, hop_length, win_length, n_mels, fmin, fmax, log_floor), or a run config whose features: section is used (a YAML of `vconv train`/`train-vocoder`, or a packaged name: debug, base); default: the shipped model's."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (files, audio hours, ETA)."),
     stats_from: Optional[Path] = typer.Option(None, "--stats-from", help="Compute stats.json from this manifest's features (e.g. train.jsonl) instead of MANIFEST's."),
 ) -> None:
     """Compute log-mel features for a manifest. Rerunnable: finished files are skipped, bad files reported."""
-    from vconv.config import FeatureConfig, load_yaml
     from vconv.data.extract import extract_features
 
-    cfg = FeatureConfig.from_dict(load_yaml(config)) if config else FeatureConfig()
+    cfg = _feature_config(config)
     report = extract_features(manifest, out_dir, cfg, workers=workers, progress=progress, stats_from=stats_from)
     typer.echo(report.summary())
 
@@ -216,9 +231,10 @@ def evaluate(
 ) -> None:
     """Score conversions with independent judges (Resemblyzer, Whisper, DNSMOS, MCD, F0), with reference rows.
 
-    Needs the eval extra: pip install 'vconv[eval]'.
+    Needs the eval extra: pip install 'vconv\\[eval]'.
     """
-    from vconv.evaluation.evaluate import read_protocol, run_evaluation
+    from vconv.evaluation.pairs import read_protocol
+    from vconv.evaluation.run import run_evaluation
 
     if (manifest is None) == (protocol is None):
         raise VconvError("pass exactly one of --manifest (convert and score held-out pairs) or --protocol (score given triples)")
@@ -307,6 +323,47 @@ def info(
         wav, sr = load(path, min_seconds=min_seconds)
         peak_db = 20 * math.log10(max(float(abs(wav).max()), 1e-9))
         typer.echo(f"{path}: {wav.size / sr:.2f} s, {meta.samplerate} Hz, {meta.channels} ch, {meta.subtype}, peak {peak_db:.1f} dBFS")
+
+
+bundle_app = typer.Typer(help="Model bundles: attach a vocoder, package a training run for shipping.", no_args_is_help=True)
+app.add_typer(bundle_app, name="bundle")
+
+
+@bundle_app.command("attach-vocoder")
+@friendly_errors
+def bundle_attach_vocoder(
+    bundle: Path = typer.Argument(..., help="VC bundle folder (e.g. RUN_DIR/model of `vconv train`); changed in place."),
+    vocoder_dir: Path = typer.Argument(..., help="Vocoder folder (RUN_DIR/vocoder of `vconv train-vocoder`: vocoder.safetensors + vocoder.json)."),
+) -> None:
+    """Copy a trained neural vocoder into a VC bundle; `vconv convert` then uses it by default."""
+    from vconv.inference.bundle import attach_vocoder
+
+    attach_vocoder(bundle, vocoder_dir)
+    typer.echo(f"attached {vocoder_dir} to bundle {bundle}")
+
+
+@bundle_app.command("package")
+@friendly_errors
+def bundle_package(
+    run_dir: Path = typer.Argument(..., help="Finished `vconv train` run: model/, config.yaml, log.jsonl."),
+    out: Path = typer.Option(Path("pretrained"), "--out", "-o", help="Parent folder of the shipped bundle."),
+    name: str = typer.Option(..., "--name", help="Bundle name: writes OUT/NAME (what `vconv convert -m NAME` finds)."),
+    eval_dir: Optional[Path] = typer.Option(None, "--eval", help="Folder written by `vconv evaluate`: its summary.md goes into the card."),
+    vocoder: Optional[Path] = typer.Option(None, "--vocoder", help="Neural vocoder folder to attach (as float16)."),
+    notes: Optional[Path] = typer.Option(None, "--notes", help="Markdown appended to the card (history, measurements)."),
+    card: Optional[Path] = typer.Option(None, "--card", help="Card template (markdown with {name}, {summary}, {speakers}, {held_out}, {curves}, {evaluation}, ... fields); default: a generic card."),
+    held_out: Optional[Path] = typer.Option(None, "--held-out", help="Speaker list file (# comments) of the voices never trained on, named in the card."),
+    wall_minutes: Optional[float] = typer.Option(None, "--wall-minutes", help="Wall time of the training run, for the card."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing OUT/NAME."),
+) -> None:
+    """Ship a training run: its model as a float16 bundle (+ vocoder) with a MODEL_CARD.md."""
+    from vconv.inference.package import package_run, read_speaker_file
+
+    report = package_run(
+        run_dir, out, name, eval_dir=eval_dir, vocoder_dir=vocoder, notes=notes, card_template=card,
+        held_out=read_speaker_file(held_out) if held_out else None, wall_minutes=wall_minutes, force=force,
+    )
+    typer.echo(report.summary())
 
 
 def main() -> None:

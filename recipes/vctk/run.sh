@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # VCTK recipe: prepare -> extract -> train -> train vocoder -> evaluate.
 #
-#   VCTK_ROOT=/data/VCTK-Corpus-0.92 ./run.sh                      # everything, one GPU
-#   VCTK_ROOT=... NGPU=4 ./run.sh --stage 3 --stop-stage 3         # train on 4 GPUs (torchrun)
-#   VCTK_ROOT=... CONF=conf/ablations/no_adversary.yaml EXP=exp/vctk_noadv ./run.sh
-#   VCTK_ROOT=... CONF=conf/debug.yaml EXP=exp/debug ./run.sh      # CPU smoke test
+#   ./run.sh                                                       # everything, one GPU; VCTK in data/VCTK-Corpus-0.92
+#   VCTK_ROOT=path/to/VCTK-Corpus-0.92 ./run.sh                    # the corpus elsewhere
+#   NGPU=4 ./run.sh --stage 3 --stop-stage 3                       # train on 4 GPUs (torchrun)
+#   CONF=conf/ablations/no_adversary.yaml EXP=exp/vctk_noadv ./run.sh
+#   CONF=conf/debug.yaml EXP=exp/debug ./run.sh                    # CPU smoke test
 #
 # Every stage is skipped when its output exists, so a rerun continues where the last one stopped;
 # an interrupted training run resumes from its latest checkpoint. Delete a stage's output to redo it.
 #
-# Environment: VCTK_ROOT (required; 0.92 or 0.80 layout), EXP (outputs, default exp/vctk), CONF (run
-# config, default conf/base.yaml), NGPU (default 1), MIC (0.92: mic1|mic2, default mic2), UNSEEN (file
+# Environment: VCTK_ROOT (the corpus, 0.92 or 0.80 layout; default data/VCTK-Corpus-0.92 in this recipe's
+# folder), EXP (outputs, default exp/vctk in this recipe's folder), CONF (run config, default
+# conf/base.yaml), NGPU (default 1), MIC (0.92: mic1|mic2, default mic2), UNSEEN (file
 # of held-out speakers, default conf/unseen_speakers.txt), VALID_FRACTION (default 0.05), NJ (extract
 # workers, default: number of cores), VOCODER_CONF (vocoder run config; default vconv's defaults, or
 # conf/vocoder_debug.yaml when CONF is conf/debug.yaml),
 # EVAL_SOURCES (default 5: source utterances per ordered speaker pair; 20 unseen speakers -> 380 pairs x 5), PYTHON / VCONV (how to run vconv).
+# Relative paths given in the environment are relative to the current folder (CONF, VOCODER_CONF: or to this recipe's).
 set -euo pipefail
 
 RECIPE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -25,13 +28,13 @@ while [[ $# -gt 0 ]]; do
   case $1 in
     --stage) stage=$2; shift 2 ;;
     --stop-stage|--stop_stage) stop_stage=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (use --stage N --stop-stage M)" >&2; exit 1 ;;
   esac
 done
 
-: "${VCTK_ROOT:?set VCTK_ROOT to the VCTK folder (the one holding wav48_silence_trimmed/ or wav48/)}"
-EXP=${EXP:-exp/vctk}
+VCTK_ROOT=${VCTK_ROOT:-$RECIPE_DIR/data/VCTK-Corpus-0.92}
+EXP=${EXP:-$RECIPE_DIR/exp/vctk}
 CONF=${CONF:-conf/base.yaml}
 NGPU=${NGPU:-1}
 MIC=${MIC:-mic2}
@@ -61,6 +64,10 @@ if [[ $stage -le 1 && $stop_stage -ge 1 ]]; then
   if [[ -f $data/split.json ]]; then
     log "stage 1: $data/split.json exists, skipping preparation"
   else
+    if [[ ! -d $VCTK_ROOT ]]; then
+      echo "run.sh: no VCTK corpus at $VCTK_ROOT; unpack VCTK there or set VCTK_ROOT to the folder holding wav48_silence_trimmed/ (0.92) or wav48/ (0.80)" >&2
+      exit 1
+    fi
     log "stage 1: prepare $VCTK_ROOT -> $data"
     # --force: manifests from an interrupted earlier attempt (no split.json yet) are incomplete
     $VCONV prepare "$VCTK_ROOT" --out "$data" --layout vctk --mic "$MIC" \
@@ -74,16 +81,9 @@ if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
     log "stage 2: $feats/.done exists, skipping feature extraction"
   else
     log "stage 2: extract features -> $feats"
-    mkdir -p "$feats"
-    # extract with the run config's own features section, so training finds matching feature files
-    $PYTHON - "$CONF" "$feats/run_features.yaml" <<'EOF'
-import sys
-from vconv.config import load_run_config, save_yaml
-features, _, _ = load_run_config(sys.argv[1], ["train.train_manifest=-", "train.run_dir=-"])
-save_yaml(features.to_dict(), sys.argv[2])
-EOF
-    # every utterance once; normalisation statistics from the training split only
-    $VCONV extract "$data/all.jsonl" --out "$feats" --config "$feats/run_features.yaml" -j "$NJ" --no-progress \
+    # every utterance once, with the run config's own features section (so training finds matching
+    # feature files); normalisation statistics from the training split only
+    $VCONV extract "$data/all.jsonl" --out "$feats" --config "$CONF" -j "$NJ" --no-progress \
       --stats-from "$data/train.jsonl"
     touch "$feats/.done"
   fi

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # The shipped model's recipe: build corpus -> prepare -> extract -> train -> train vocoder -> evaluate -> ship.
 #
-#   DATA=/work/data EXP=exp/voices ./recipes/voices/run.sh                 # everything (~1.5 h on 2 CPU cores)
+#   ./recipes/voices/run.sh                                                # everything (~1.5 h on 2 CPU cores)
 #   ./recipes/voices/run.sh --stage 3 --stop-stage 3                       # only (re)train; resumes if killed
+#   DATA=path/to/data EXP=path/to/exp ./recipes/voices/run.sh              # corpus and outputs elsewhere
 #
 # Every stage is skipped when its output exists, so a rerun continues where the last one stopped; the
-# training stages resume from their latest checkpoint. Environment: DATA (corpus root parent, default
-# data), EXP (outputs, default exp/voices), CONF / VOCODER_CONF (run configs, default conf/small.yaml and
-# conf/vocoder.yaml), NJ (extract workers), EVAL_SOURCES (source utterances per speaker pair, default 5),
-# AUGMENT (pitch/formant pseudo-speakers per training voice, default 0), SHIP_VOCODER (stage 6 attaches
-# the neural vocoder, default 1), PYTHON / VCONV (how to run vconv).
+# training stages resume from their latest checkpoint. Environment: DATA (parent of the corpus folder
+# voices/, default data/ in this recipe's folder), EXP (outputs, default exp/voices in this recipe's
+# folder), PRETRAINED (where stage 6 writes vconv-voices-small, default the repository's pretrained/),
+# CONF / VOCODER_CONF (run configs, default conf/small.yaml and conf/vocoder.yaml), NJ (extract workers),
+# EVAL_SOURCES (source utterances per speaker pair, default 5), AUGMENT (pitch/formant pseudo-speakers
+# per training voice, default 0), SHIP_VOCODER (stage 6 attaches the neural vocoder, default 1),
+# PYTHON / VCONV (how to run vconv). Relative paths given in the environment are relative to the
+# current folder. The corpus builder (stage 0) is local/build_corpus.py.
 set -euo pipefail
 
 RECIPE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -19,13 +23,14 @@ while [[ $# -gt 0 ]]; do
   case $1 in
     --stage) stage=$2; shift 2 ;;
     --stop-stage|--stop_stage) stop_stage=$2; shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (use --stage N --stop-stage M)" >&2; exit 1 ;;
   esac
 done
 
-DATA=${DATA:-data}
-EXP=${EXP:-exp/voices}
+DATA=${DATA:-$RECIPE_DIR/data}
+EXP=${EXP:-$RECIPE_DIR/exp/voices}
+PRETRAINED=${PRETRAINED:-$RECIPE_DIR/../../pretrained}
 CONF=${CONF:-$RECIPE_DIR/conf/small.yaml}
 VOCODER_CONF=${VOCODER_CONF:-$RECIPE_DIR/conf/vocoder.yaml}
 NJ=${NJ:-$(nproc 2>/dev/null || echo 1)}
@@ -42,15 +47,15 @@ resume_flag() { [[ -f $1/checkpoints/latest.pt ]] && echo --resume || true; }
 
 if [[ $stage -le 0 && $stop_stage -ge 0 ]]; then
   log "stage 0: build the corpus in $corpus (installs missing apt/pip packages; AUGMENT=$AUGMENT pseudo-speakers per voice)"
-  $PYTHON "$RECIPE_DIR/build_corpus.py" --root "$corpus" --augment "$AUGMENT"
+  $PYTHON "$RECIPE_DIR/local/build_corpus.py" --root "$corpus" --augment "$AUGMENT"
 fi
 if [[ $stage -le 1 && $stop_stage -ge 1 && ! -f $EXP/data/all.jsonl ]]; then
   log "stage 1: manifests; test = $held_out; valid = $valid"
   $VCONV prepare "$corpus" -o "$EXP/data" --test-speakers "$held_out" --valid-speakers "$valid" --min-seconds 0.8
 fi
 if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
-  log "stage 2: features (normalisation statistics from the training split only)"
-  $VCONV extract "$EXP/data/all.jsonl" -o "$EXP/features" -j "$NJ" --no-progress --stats-from "$EXP/data/train.jsonl"
+  log "stage 2: features (the run config's features section; normalisation statistics from the training split only)"
+  $VCONV extract "$EXP/data/all.jsonl" -o "$EXP/features" -c "$CONF" -j "$NJ" --no-progress --stats-from "$EXP/data/train.jsonl"
 fi
 if [[ $stage -le 3 && $stop_stage -ge 3 && ! -f $EXP/train/model/config.json ]]; then
   log "stage 3: train the VC model"
@@ -75,8 +80,7 @@ if [[ $stage -le 5 && $stop_stage -ge 5 ]]; then
     $PYTHON "$RECIPE_DIR/../../benchmarks/bench_vocoder_quality.py" --manifest "$EXP/data/test.jsonl" \
       --vocoder-dir "$EXP/vocoder/vocoder" --n 100 | tee "$EXP/vocoder_quality.md"
     rm -rf "$EXP/model_neural" && cp -r "$EXP/train/model" "$EXP/model_neural"
-    $PYTHON -c "import sys; from vconv.vocoder_train import attach_vocoder; attach_vocoder(*sys.argv[1:])" \
-      "$EXP/model_neural" "$EXP/vocoder/vocoder"
+    $VCONV bundle attach-vocoder "$EXP/model_neural" "$EXP/vocoder/vocoder"
     $VCONV evaluate --model "$EXP/model_neural" --manifest "$EXP/data/test.jsonl" -o "$EXP/eval_neural" \
       --sources-per-pair "$EVAL_SOURCES" --seed 0 --no-progress
   fi
@@ -84,12 +88,14 @@ fi
 if [[ $stage -le 6 && $stop_stage -ge 6 ]]; then
   # the neural vocoder is attached (convert then uses it by default) as in the shipped bundle; set
   # SHIP_VOCODER=0 when yours does not beat Griffin-Lim on all three judges of $EXP/vocoder_quality.md
-  log "stage 6: write the fp16 bundle + model card into pretrained/ (SHIP_VOCODER=${SHIP_VOCODER:-1})"
+  log "stage 6: write the fp16 bundle + model card into $PRETRAINED (SHIP_VOCODER=${SHIP_VOCODER:-1})"
+  ship=(--out "$PRETRAINED" --name vconv-voices-small --card "$RECIPE_DIR/conf/model_card.md"
+        --held-out "$RECIPE_DIR/held_out.txt" --notes "$RECIPE_DIR/MODEL_HISTORY.md" --force)
   if [[ ${SHIP_VOCODER:-1} == 1 && -f $EXP/vocoder/vocoder/vocoder.json && -f $EXP/eval_neural/summary.md ]]; then
-    $PYTHON "$RECIPE_DIR/ship_model.py" "$EXP/train" --eval "$EXP/eval_neural" --vocoder "$EXP/vocoder/vocoder" \
-      --notes "$RECIPE_DIR/MODEL_HISTORY.md" --force
+    $VCONV bundle package "$EXP/train" "${ship[@]}" --eval "$EXP/eval_neural" --vocoder "$EXP/vocoder/vocoder"
   else
-    $PYTHON "$RECIPE_DIR/ship_model.py" "$EXP/train" --eval "$EXP/eval" --notes "$RECIPE_DIR/MODEL_HISTORY.md" --force
+    if [[ -f $EXP/eval/summary.md ]]; then ship+=(--eval "$EXP/eval"); fi  # else the card says "not evaluated yet"
+    $VCONV bundle package "$EXP/train" "${ship[@]}"
   fi
 fi
 log "done"

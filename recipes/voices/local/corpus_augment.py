@@ -1,4 +1,4 @@
-"""Pitch/formant-shifted pseudo-speakers (DESIGN.md §9): augmentation, never new speakers.
+"""Pitch/formant-shifted pseudo-speakers: augmentation, never new speakers.
 
 Each chosen training voice gets up to ``per_voice`` transformed copies, analysed and resynthesised
 with WORLD (pyworld: dio + stonemask F0, CheapTrick envelope, D4C aperiodicity). A copy scales F0 by

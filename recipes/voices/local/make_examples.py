@@ -1,6 +1,9 @@
 """Copy the README demo pair into examples/: two held-out voices of the voices corpus.
 
-Usage: python recipes/voices/make_examples.py --root /work/data/voices
+Usage: python recipes/voices/local/make_examples.py [--root DIR] [--out DIR]
+
+``--root`` defaults to the corpus ``build_corpus.py`` writes by default (``data/voices`` in the recipe's
+folder), ``--out`` to the repository's ``examples/``.
 
 source.wav: a real English male voice (FOTAQ conversation 61); target.wav: a real English female voice
 (FOTAQ conversation 39). Both speakers are in held_out.txt, so the shipped model never trained on
@@ -19,6 +22,7 @@ import soundfile as sf
 
 EXAMPLES = {"source": "fotaq_61", "target": "fotaq_39"}
 TARGET_SECONDS = 3.5
+RECIPE = Path(__file__).resolve().parents[1]  # recipes/voices
 
 
 def pick(folder: Path) -> Path:
@@ -28,8 +32,8 @@ def pick(folder: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, required=True, help="corpus built by build_corpus.py")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[2] / "examples")
+    parser.add_argument("--root", type=Path, default=RECIPE / "data" / "voices", help="corpus built by build_corpus.py")
+    parser.add_argument("--out", type=Path, default=RECIPE.parents[1] / "examples", help="folder for source.wav and target.wav")
     args = parser.parse_args()
     for name, speaker in EXAMPLES.items():
         clip = pick(args.root / speaker)

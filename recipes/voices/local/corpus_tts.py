@@ -2,7 +2,7 @@
 Piper and Kokoro voices of :mod:`neural_tts`.
 
 English voices all speak the same ``sentences.txt`` so parallel pairs exist. Festival's other-language
-voices speak their own language best (DESIGN.md §6): the Czech and Italian ones read lines of the Fish
+voices speak their own language best: the Czech and Italian ones read lines of the Fish
 Fillets NG script in their language when the game's data is installed, the Finnish and Catalan ones
 (and any voice whose language has no lines) read the English sentences with their own accent. flite,
 festival and espeak-ng are bit-exact across runs, so a rebuilt corpus is the same corpus.
@@ -26,7 +26,7 @@ import neural_tts
 from corpus_common import log, write_text, write_utterance
 from corpus_fillets import FILLETS, HEROES, read_transcripts
 
-SENTENCES = Path(__file__).with_name("sentences.txt")
+SENTENCES = Path(__file__).resolve().parents[1] / "sentences.txt"  # recipes/voices/sentences.txt
 OTHER_LANGUAGE_LINES = (20, 110)  # characters: skip one-word grunts and paragraph-long speeches
 KOKORO_SENTENCES = 80  # sentences per Kokoro voice (the slowest source)
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build a multi-speaker speech corpus from voices available offline (DESIGN.md §6).
+"""Build a multi-speaker speech corpus from voices available offline (Debian and PyPI packages only).
 
 Layout: ``ROOT/<speaker>/<utt>.wav`` (16 kHz mono PCM_16, peak 0.9, silence trimmed) plus a
 same-stem ``.txt`` transcript when the text is known (all but FOTAQ).
@@ -20,7 +20,9 @@ never for held-out or validation voices. What a source needs is installed first 
 this interpreter; :mod:`corpus_install`); ``--no-install`` only checks. Rerunnable: existing files are
 skipped, writes are atomic.
 
-    python recipes/voices/build_corpus.py --root data/voices [--sources fotaq,fillets,...] [--augment 2]
+    python recipes/voices/local/build_corpus.py [--root DIR] [--sources fotaq,fillets,...] [--augment 2]
+
+``--root`` defaults to ``data/voices`` in the recipe's folder (where ``run.sh`` looks with its default ``DATA``).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import corpus_install
 from corpus_augment import AUG_PREFIX, build_augmented
 from corpus_common import SR, log
 
-RECIPE = Path(__file__).resolve().parent
+RECIPE = Path(__file__).resolve().parents[1]  # recipes/voices: held_out.txt, valid.txt, data/
 DEFAULT_SOURCES = "fotaq,fillets,flite,festival,festival-intl,espeak,piper,kokoro"
 REAL_PREFIXES = ("fotaq_", "fillets_")
 
@@ -80,7 +82,8 @@ def summarise(root: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--root", type=Path, required=True, help="output folder (ROOT/<speaker>/<utt>.wav)")
+    ap.add_argument("--root", type=Path, default=RECIPE / "data" / "voices",
+                    help="output folder (ROOT/<speaker>/<utt>.wav); default: data/voices in the recipe's folder")
     ap.add_argument("--sources", default=DEFAULT_SOURCES, help=f"comma-separated subset of {DEFAULT_SOURCES}")
     ap.add_argument("--max-per-speaker", type=int, default=None, help="cap utterances per speaker")
     ap.add_argument("--augment", type=int, default=0, metavar="N",

@@ -1,4 +1,4 @@
-"""Flight of the Amazon Queen: real English voice acting (DESIGN.md §6), read straight from ``queen.1c``.
+"""Flight of the Amazon Queen: real English voice acting, read straight from ``queen.1c``.
 
 The clips are MP3 at 11.025 kHz (band-limited to 5.5 kHz). Speakers: ``J`` clips are Joe King, the
 hero; ``P`` clips are the character Joe talks to, grouped by conversation number (the first two
@@ -31,7 +31,7 @@ def read_queen_table(data: bytes) -> list[tuple[str, int, int, int]]:
     """(name, bundle, offset, size) for each entry of the resource table.
 
     Header: ``QTBL`` + 6-byte version (``CEM10\\0``) + 1 byte + uint16 BE (bytes 11-12) + uint16 BE
-    entry count (bytes 13-14), then 21-byte entries from byte 15.  The count matters: the DESIGN
+    entry count (bytes 13-14), then 21-byte entries from byte 15.  The count matters: the naive
     rule "stop at the first entry that is not a file" stops at entry ``DATA`` (no extension) and
     misses every later name (``DEATH.ACT`` ... ``Z*``), about 1,100 entries.
     """

@@ -1,4 +1,4 @@
-"""Fish Fillets NG: real human voice acting in Czech and Dutch (DESIGN.md §6), with transcripts.
+"""Fish Fillets NG: real human voice acting in Czech and Dutch, with transcripts.
 
 The game's two heroes are voiced in each language by their own actor: the small fish (Czech and Dutch
 female voices) and the big fish (male voices), about 35 minutes each, 2.4 hours in all. Audio lives in

@@ -1,0 +1,135 @@
+"""`vconv bundle attach-vocoder` and `vconv bundle package`: a vocoder joins a bundle, a run becomes a shipped fp16 bundle."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from typer.testing import CliRunner
+
+import vconv
+from vconv.cli import app
+from vconv.config import FeatureConfig, VocoderConfig, load_run_config, save_yaml
+from vconv.fileio import sha256_of
+from vconv.vocoders import VocosVocoder
+from vconv.vocoders.vocos import save_vocoder
+
+TINY = VocoderConfig(dim=32, intermediate=64, blocks=2)
+RECIPE_CARD = Path(__file__).resolve().parents[1] / "recipes" / "voices" / "conf" / "model_card.md"
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result, reason: str) -> None:
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and reason in lines[0], result.output
+
+
+def dtypes(path: Path) -> set[str]:
+    with safe_open(str(path), "pt") as f:
+        return {str(f.get_tensor(k).dtype) for k in f.keys() if f.get_tensor(k).is_floating_point()}
+
+
+@pytest.fixture
+def bundle(tiny_bundle, tmp_path):
+    return Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+
+
+@pytest.fixture
+def vocoder_dir(tmp_path):
+    torch.manual_seed(0)
+    return save_vocoder(tmp_path / "vocoder", VocosVocoder(FeatureConfig(), TINY), extra={"trained_steps": 3})
+
+
+@pytest.fixture
+def run_dir(tiny_bundle, tmp_path):
+    """A finished training run as `vconv train` leaves it: model/, config.yaml, log.jsonl."""
+    run = tmp_path / "run"
+    model_dir = Path(shutil.copytree(tiny_bundle, run / "model"))
+    config = json.loads((model_dir / "config.json").read_text())
+    config.update(speakers=["spk_a", "spk_b"], trained_steps=100)
+    (model_dir / "config.json").write_text(json.dumps(config))
+    sections = load_run_config("debug", ["train.train_manifest=m.jsonl", f"train.run_dir={run}"])
+    save_yaml(dict(zip(("features", "model", "train"), (c.to_dict() for c in sections))), run / "config.yaml")  # resolved, as trainers write it
+    rows = [{"step": s, "split": "train", "recon": 1.0 / s, "vq": 0.01, "perplexity": 20.0, "adv_acc": 0.5} for s in (50, 100)]
+    rows.append({"step": 100, "split": "valid", "recon": 0.4321, "perplexity": 18.0, "spk_separation": 0.2})
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run
+
+
+def test_attach_vocoder_records_its_digests_and_convert_then_uses_it(bundle, vocoder_dir):
+    assert vconv.load(bundle).vocoder.name == "griffinlim"
+    result = invoke("bundle", "attach-vocoder", bundle, vocoder_dir)
+    assert result.exit_code == 0, result.output
+    config = json.loads((bundle / "config.json").read_text())
+    assert config["vocoder"] == "vocos"
+    for name in ("vocoder.safetensors", "vocoder.json"):
+        assert config["sha256"][name] == sha256_of(bundle / name) == sha256_of(vocoder_dir / name)
+    converter = vconv.load(bundle)
+    assert converter.vocoder.name == "vocos" and converter.vocoder.config == TINY
+
+
+def test_attach_vocoder_bad_inputs_are_one_line_errors(bundle, vocoder_dir, tmp_path):
+    one_line_error(invoke("bundle", "attach-vocoder", bundle, tmp_path / "nowhere"), "vocoder.json")
+    one_line_error(invoke("bundle", "attach-vocoder", tmp_path / "nobundle", vocoder_dir), "not a vconv model bundle")
+    other = save_vocoder(tmp_path / "hop128", VocosVocoder(FeatureConfig(hop_length=128), TINY))
+    one_line_error(invoke("bundle", "attach-vocoder", bundle, other), "hop_length")
+    assert not (bundle / "vocoder.json").exists()
+
+
+def test_package_writes_an_fp16_bundle_with_vocoder_and_model_card(run_dir, vocoder_dir, tmp_path):
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "summary.md").write_text("| system | success |\n|---|---|\n| converted | 42 % |\n")
+    (tmp_path / "notes.md").write_text("## History\n\nrun v9 was the best.\n")
+    (tmp_path / "held_out.txt").write_text("# never trained on\nspk_x\nspk_y  # a comment\n")
+    out = tmp_path / "pretrained"
+    args = ["bundle", "package", run_dir, "--out", out, "--name", "tiny-ship", "--eval", tmp_path / "eval",
+            "--vocoder", vocoder_dir, "--notes", tmp_path / "notes.md", "--held-out", tmp_path / "held_out.txt"]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    dest = out / "tiny-ship"
+    assert f"wrote {dest}" in result.output
+    config = json.loads((dest / "config.json").read_text())
+    assert config["weights_dtype"] == "float16" and config["name"] == "tiny-ship" and config["trained_steps"] == 100
+    assert config["speakers"] == ["spk_a", "spk_b"] and config["vocoder"] == "vocos"
+    assert dtypes(dest / "model.safetensors") == dtypes(dest / "vocoder.safetensors") == {"torch.float16"}
+    assert json.loads((dest / "vocoder.json").read_text())["trained_steps"] == 3
+    card = (dest / "MODEL_CARD.md").read_text()
+    assert card.startswith("# tiny-ship\n")
+    for text in ("100 steps", "Vocos-style neural vocoder", "Training speakers (2): spk_a, spk_b", "spk_x, spk_y",
+                 "| 100 | 0.010 | 0.0100 | 20 | 0.500 | 0.432 |", "| converted | 42 % |", "run v9 was the best."):
+        assert text in card, text
+    converter = vconv.load(dest)
+    assert converter.vocoder.name == "vocos"
+    # existing output: refused without --force, replaced with it
+    one_line_error(invoke(*args), "already exists")
+    assert invoke(*args, "--force").exit_code == 0
+
+
+def test_package_without_vocoder_and_with_the_voices_recipes_card(run_dir, tmp_path):
+    result = invoke("bundle", "package", run_dir, "-o", tmp_path, "--name", "gl", "--card", RECIPE_CARD, "--wall-minutes", 7)
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "gl" / "vocoder.json").exists()
+    card = (tmp_path / "gl" / "MODEL_CARD.md").read_text()
+    assert "batch 8 × 64 frames" in card and "bf16 autocast = False" in card and "None" not in card
+    assert "Griffin-Lim" in card and "trained on CPU with `recipes/voices`" in card and "7 min wall time" in card
+    assert "Not evaluated yet" in card and "{" not in card.replace("{cs,nl}", "")
+
+
+def test_package_bad_inputs_are_one_line_errors(run_dir, tmp_path):
+    out = tmp_path / "out"
+    base = ["bundle", "package", run_dir, "-o", out, "--name", "x"]
+    one_line_error(invoke("bundle", "package", tmp_path / "norun", "-o", out, "--name", "x"), "not a finished training run")
+    one_line_error(invoke(*base, "--eval", tmp_path), "no summary.md")
+    one_line_error(invoke(*base, "--vocoder", tmp_path / "novocoder"), "vocoder.json")
+    one_line_error(invoke(*base, "--held-out", tmp_path / "nolist.txt"), "speaker list not found")
+    (tmp_path / "card.md").write_text("# {name}\n{nonsense}\n")
+    one_line_error(invoke(*base, "--card", tmp_path / "card.md"), "unknown field {nonsense}")
+    assert not out.exists()  # every check comes before anything is written

@@ -1,0 +1,211 @@
+"""Ship a finished training run: an fp16 copy of its bundle plus a ``MODEL_CARD.md`` (``vconv bundle package``).
+
+Reads ``RUN_DIR/model`` (the bundle the trainer exports), ``RUN_DIR/config.yaml`` (the resolved run
+config) and ``RUN_DIR/log.jsonl`` (the curves). Weights are stored as float16: half the size, and the
+conversion output differs from fp32 by far less than the model's own error. Optionally it attaches a
+neural vocoder (also as float16), copies the ``summary.md`` of ``vconv evaluate`` into the card and
+appends markdown notes (history, measurements).
+
+The card is rendered from a markdown template (:data:`DEFAULT_CARD`, or a recipe's own file) with
+``str.format`` fields; a literal brace is written ``{{`` / ``}}``. The fields:
+
+* ``{name}`` the bundle's name; ``{summary}`` the bullet list (parameters, features, vocoder, training);
+* ``{n_speakers}``, ``{speakers}`` the training speakers; ``{held_out}`` the held-out ones (``held_out=``);
+* ``{curves}`` the training-curve table with its legend; ``{evaluation}`` the evaluation summary;
+* ``{vocoder_limit}`` one sentence on what the vocoder cannot do.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vconv.errors import VconvError
+
+CARD_FILE = "MODEL_CARD.md"
+
+DEFAULT_CARD = """# {name}
+
+One-shot any-to-any voice conversion model of vconv (IN + VQ content encoder, speaker encoder with
+AdaIN decoder, adversarial speaker classifier).
+
+{summary}
+
+## Data
+
+Training speakers ({n_speakers}): {speakers}.
+
+**Held out (never trained on)**: {held_out}.
+
+## Training curves (from `log.jsonl`)
+
+{curves}
+
+## Evaluation on held-out voices (independent judges)
+
+{evaluation}
+
+## Limits
+
+- {vocoder_limit}
+"""
+
+CARD_FIELDS = ("name", "summary", "n_speakers", "speakers", "held_out", "curves", "evaluation", "vocoder_limit")
+GRIFFIN_LIM_LINE = "Griffin-Lim (32 momentum iterations); no neural vocoder attached."
+GRIFFIN_LIM_LIMIT = "Griffin-Lim phase reconstruction adds a metallic, phasey quality."
+NEURAL_LIMIT = ("The neural vocoder was trained without a GAN on the same small corpus; on converted mels it "
+                "cannot restore intonation the model did not produce (F0 correlation with the source stays low).")
+
+CURVE_COLUMNS = [  # (header, split, metric key, format)
+    ("train L1", "train", "recon", ".3f"), ("VQ loss", "train", "vq", ".4f"), ("perplexity", "train", "perplexity", ".0f"),
+    ("adversary acc (train batch)", "train", "adv_acc", ".3f"), ("valid L1", "valid", "recon", ".3f"),
+    ("valid perplexity", "valid", "perplexity", ".3f"), ("valid adv acc", "valid", "adv_acc", ".3f"),
+    ("valid adv balanced acc", "valid", "adv_bal_acc", ".3f"), ("speaker separation", "valid", "spk_separation", ".3f"),
+]
+
+
+@dataclass
+class PackageReport:
+    path: Path
+    model_mb: float
+    total_mb: float
+
+    def summary(self) -> str:
+        return f"wrote {self.path} (model {self.model_mb:.1f} MB; all weights {self.total_mb:.1f} MB) + {CARD_FILE}"
+
+
+def read_speaker_file(path: str | Path) -> list[str]:
+    """Speaker names of a list file: whitespace-separated, ``#`` starts a comment."""
+    path = Path(path)
+    if not path.is_file():
+        raise VconvError(f"{path}: speaker list not found")
+    return [w for line in path.read_text(encoding="utf-8").splitlines() for w in line.split("#", 1)[0].split()]
+
+
+def curves_table(log_path: Path, every: int) -> str:
+    """Markdown table of the training log: every ``every``-th train step and each validated step."""
+    rows = []
+    for n, line in enumerate(log_path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise VconvError(f"{log_path}:{n}: not a JSON line") from None
+    valid = {r["step"]: r for r in rows if r.get("split") == "valid"}
+    train = [r for r in rows if r.get("split") == "train" and (r["step"] % every == 0 or r["step"] in valid)]
+    lines = ["| step | " + " | ".join(c[0] for c in CURVE_COLUMNS) + " |", "|---:|" + "---:|" * len(CURVE_COLUMNS)]
+    for r in train:
+        split = {"train": r, "valid": valid.get(r["step"], {})}
+        cells = [format(split[s][k], f) if k in split[s] else "" for _, s, k, f in CURVE_COLUMNS]
+        lines.append(f"| {r['step']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render_card(template: str, fields: dict[str, Any], source: str = "card template") -> str:
+    """``template.format(**fields)`` with one-line errors for unknown fields and stray braces."""
+    try:
+        return template.format_map(fields)
+    except KeyError as exc:
+        raise VconvError(f"{source}: unknown field {{{exc.args[0]}}}; known: {', '.join(sorted(fields))}") from None
+    except (ValueError, IndexError) as exc:
+        raise VconvError(f"{source}: {exc} (write a literal brace as {{{{ or }}}})") from None
+
+
+def package_run(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    name: str,
+    *,
+    eval_dir: str | Path | None = None,
+    vocoder_dir: str | Path | None = None,
+    notes: str | Path | None = None,
+    card_template: str | Path | None = None,
+    held_out: list[str] | None = None,
+    wall_minutes: float | None = None,
+    force: bool = False,
+) -> PackageReport:
+    """Write ``out_dir/name``: the run's model as an fp16 bundle (+ fp16 vocoder) and its ``MODEL_CARD.md``."""
+    from vconv.config import load_yaml
+    from vconv.inference.bundle import attach_vocoder, load_bundle, save_bundle
+
+    run_dir = Path(run_dir)
+    for needed in ("model", "config.yaml", "log.jsonl"):
+        if not (run_dir / needed).exists():
+            raise VconvError(f"{run_dir}: not a finished training run (no {needed}; `vconv train` writes it)")
+    if eval_dir is not None and not (Path(eval_dir) / "summary.md").is_file():
+        raise VconvError(f"{eval_dir}: no summary.md from `vconv evaluate`")
+    if notes is not None and not Path(notes).is_file():
+        raise VconvError(f"{notes}: notes file not found")
+    template, source = DEFAULT_CARD, "default card template"
+    if card_template is not None:
+        if not Path(card_template).is_file():
+            raise VconvError(f"{card_template}: card template not found")
+        template, source = Path(card_template).read_text(encoding="utf-8"), str(card_template)
+    render_card(template, dict.fromkeys(CARD_FIELDS, ""), source)  # a bad template fails before anything is written
+
+    model, frontend, info = load_bundle(run_dir / "model")
+    train = load_yaml(run_dir / "config.yaml").get("train") or {}
+    vocoder = _load_matching_vocoder(vocoder_dir, info.feature_config) if vocoder_dir is not None else None
+    steps = info.extra.get("trained_steps")
+    dest = save_bundle(Path(out_dir) / name, model, frontend, speakers=info.speakers, dtype=torch.float16,
+                       extra={"trained_steps": steps, "name": name}, force=force)
+
+    vocoder_line, vocoder_limit = GRIFFIN_LIM_LINE, GRIFFIN_LIM_LIMIT
+    if vocoder is not None:
+        from vconv.vocoders.vocos import read_vocoder_meta, save_vocoder
+
+        trained = {k: v for k, v in read_vocoder_meta(vocoder_dir).items() if k == "trained_steps"}
+        with tempfile.TemporaryDirectory() as tmp:  # a float16 copy is what ships
+            attach_vocoder(dest, save_vocoder(tmp, vocoder, extra=trained, dtype=torch.float16))
+        vocoder_mb = (dest / "vocoder.safetensors").stat().st_size / 1e6
+        vocoder_limit = NEURAL_LIMIT
+        vocoder_line = (f"Vocos-style neural vocoder ({sum(p.numel() for p in vocoder.parameters()) / 1e6:.2f} M parameters, "
+                        f"float16, {vocoder_mb:.1f} MB; at inference {vocoder.config.consistency_passes} phase-consistency "
+                        f"passes and {vocoder.config.envelope_passes} passes of mel-envelope matching), used by default; "
+                        f"`--vocoder griffinlim` is the fallback.")
+
+    n_params = sum(p.numel() for p in model.parameters())
+    model_mb = (dest / "model.safetensors").stat().st_size / 1e6
+    fc = info.feature_config
+    wall = f"; {wall_minutes:.0f} min wall time" if wall_minutes else ""
+    summary = f"""- **Parameters**: {n_params / 1e6:.1f} M; weights float16, {model_mb:.1f} MB (`model.safetensors`, sha256 in `config.json`).
+- **Features**: {fc.sample_rate} Hz, n_fft {fc.n_fft}, hop {fc.hop_length}, {fc.n_mels} mels (fmax {fc.fmax}).
+- **Vocoder**: {vocoder_line}
+- **Training**: {steps} steps, batch {train.get('batch_size')} × {train.get('segment_frames')} frames, AdamW lr {train.get('lr')},
+  bf16 autocast = {train.get('bf16')}, timbre perturbation of the content path = {train.get('perturb_content')},
+  adversary weight {train.get('adversary_weight')} ramped over {train.get('adversary_ramp_steps')} steps{wall}."""
+    n_speakers = len(info.speakers)
+    curves = f"""Adversary accuracy is measured on content codes of four fixed training batches; balanced accuracy
+(mean per-speaker recall) is not fooled by always naming the biggest speaker (chance = 1/{n_speakers}
+≈ {1 / max(1, n_speakers):.3f}); perplexity pools all code groups (one shared codebook); speaker separation = mean cosine of same-speaker minus
+different-speaker pairs of validation utterances (vconv's own encoder, a training diagnostic only).
+
+{curves_table(run_dir / "log.jsonl", every=max(50, (steps or 1000) // 16))}"""
+    fields = {  # keys: CARD_FIELDS
+        "name": name, "summary": summary, "n_speakers": n_speakers, "speakers": ", ".join(info.speakers),
+        "held_out": ", ".join(held_out) if held_out else "not recorded", "curves": curves,
+        "evaluation": (Path(eval_dir) / "summary.md").read_text(encoding="utf-8") if eval_dir is not None
+        else "Not evaluated yet: run `vconv evaluate` and package again with `--eval`.",
+        "vocoder_limit": vocoder_limit,
+    }
+    card = render_card(template, fields, source)
+    if notes is not None:
+        card += "\n" + Path(notes).read_text(encoding="utf-8")
+    (dest / CARD_FILE).write_text(card, encoding="utf-8")
+    total_mb = sum(f.stat().st_size for f in dest.glob("*.safetensors")) / 1e6
+    return PackageReport(dest, model_mb, total_mb)
+
+
+def _load_matching_vocoder(vocoder_dir: str | Path, feature_config):
+    """The vocoder of ``vocoder_dir``, checked against the model's features before anything is written."""
+    from vconv.vocoders.base import check_compatible
+    from vconv.vocoders.vocos import load_vocoder
+
+    vocoder = load_vocoder(vocoder_dir)
+    check_compatible(feature_config, vocoder)
+    return vocoder
