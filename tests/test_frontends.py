@@ -159,3 +159,26 @@ def test_a_bundle_whose_front_end_weights_are_missing_or_altered_is_refused(name
     (bundle / name).unlink()
     with pytest.raises(VconvError, match="missing"):
         vconv.load(bundle)
+
+
+def test_evaluate_refuses_a_judge_that_shares_weights_with_the_model(frontends, manifests, tmp_path):
+    """Whisper tiny.en may not judge a model whose content front-end is Whisper tiny.en; base may."""
+    from typer.testing import CliRunner
+
+    from vconv.cli import app
+    from vconv.evaluation.asr_judge import AsrJudge
+    from vconv.evaluation.judges import Judges, check_independence
+
+    with pytest.raises(VconvError, match="shares its weights"):
+        check_independence(Judges(asr=AsrJudge(model="tiny.en")), {"content": "whisper", "speaker": "mel"})
+    check_independence(Judges(asr=AsrJudge(model="base")), {"content": "whisper", "speaker": "mel"})
+    check_independence(Judges(asr=AsrJudge(model="tiny.en")), {"content": "mel", "speaker": "dvector"})
+    features, model, train = load_run_config("debug", [
+        f"train.train_manifest={manifests / 'train.jsonl'}", f"train.run_dir={tmp_path / 'run'}",
+        f"train.frontends_dir={frontends}", "train.steps=1", "model.content_input=whisper",
+    ])
+    ModelTrainer(features, model, train, progress=False).fit()
+    result = CliRunner().invoke(app, ["evaluate", "-m", str(tmp_path / "run" / "model"), "--manifest",
+                                      str(manifests / "valid.jsonl"), "-o", str(tmp_path / "eval"), "--asr-model", "tiny.en"])
+    assert result.exit_code == 1 and "shares its weights" in result.output
+    assert not (tmp_path / "eval" / "results.json").exists()

@@ -7,14 +7,15 @@ where the command says so.
 
 from __future__ import annotations
 
-import functools
 import math
 import sys
 from pathlib import Path
-from typing import Callable, List, Optional, TypeVar
+from typing import List, Optional
 
 import typer
 
+from vconv.cli_artifacts import bundle_app, frontend_app
+from vconv.cli_common import friendly_errors, split_list
 from vconv.errors import VconvError
 
 app = typer.Typer(
@@ -24,38 +25,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
-F = TypeVar("F", bound=Callable[..., object])
-
-
-def fail(message: str, code: int = 1) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def friendly_errors(func: F) -> F:
-    """Turn VconvError (and Ctrl-C) into a one-line message and a non-zero exit."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except VconvError as exc:
-            fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(130) from None
-        except MemoryError:
-            fail("out of memory; use shorter inputs or fewer workers")
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _split_list(value: Optional[str]) -> Optional[list[str]]:
-    if not value:
-        return None
-    return [s.strip() for s in value.split(",") if s.strip()]
-
 
 @app.command()
 @friendly_errors
@@ -84,7 +53,7 @@ def prepare(
             root,
             out_dir,
             mic=mic or "mic2",
-            unseen=_split_list(test_speakers),
+            unseen=split_list(test_speakers),
             valid_fraction=0.05 if valid_fraction is None else valid_fraction,
             seed=seed,
             min_seconds=min_seconds,
@@ -98,9 +67,9 @@ def prepare(
         report = prepare_corpus(
             root,
             out_dir,
-            test_speakers=_split_list(test_speakers),
+            test_speakers=split_list(test_speakers),
             num_test_speakers=num_test_speakers,
-            valid_speakers=_split_list(valid_speakers),
+            valid_speakers=split_list(valid_speakers),
             num_valid_speakers=num_valid_speakers,
             seed=seed,
             min_seconds=min_seconds,
@@ -114,17 +83,21 @@ def prepare(
 RUN_CONFIG_KEYS = {"base", "features", "model", "vocoder", "train"}
 
 
-def _feature_config(config: Optional[str]):
-    """FeatureConfig of ``--config``: a plain FeatureConfig YAML, or the ``features`` section of a run config."""
-    from vconv.config import FeatureConfig, load_sections, load_yaml, resolve_config_path
+def _extract_settings(config: Optional[str]) -> tuple:
+    """``(FeatureConfig, whisper layers, d-vector?)`` of ``--config``: a plain FeatureConfig YAML, or a run
+    config (its ``features`` section, and what its ``model`` section's encoders read)."""
+    from vconv.config import FeatureConfig, ModelConfig, load_sections, load_yaml, resolve_config_path
 
     if not config:
-        return FeatureConfig()
+        return FeatureConfig(), (), False
     path = resolve_config_path(config)  # a file, or a packaged preset name
     data = load_yaml(path)
-    if data.keys() & RUN_CONFIG_KEYS:  # run configs of both trainers; base: chains followed
-        data = load_sections(path, [], ("features", "model", "vocoder", "train"))["features"]
-    return FeatureConfig.from_dict(data)
+    if not data.keys() & RUN_CONFIG_KEYS:
+        return FeatureConfig.from_dict(data), (), False
+    sections = load_sections(path, [], ("features", "model", "vocoder", "train"))  # base: chains followed
+    model = ModelConfig.from_dict(sections["model"])
+    layers = (model.whisper_layer,) if model.content_input == "whisper" else ()
+    return FeatureConfig.from_dict(sections["features"]), layers, model.speaker_input == "dvector"
 
 
 @app.command()
@@ -132,16 +105,27 @@ def _feature_config(config: Optional[str]):
 def extract(
     manifest: Path = typer.Argument(..., help="JSONL manifest written by `vconv prepare`."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Feature folder: <id>.safetensors per utterance, stats.json, features.yaml."),
-    config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML FeatureConfig (sample_rate, n_fft, hop_length, win_length, n_mels, fmin, fmax, log_floor), or a run config whose features: section is used (a YAML of `vconv train`/`train-vocoder`, or a packaged name: debug, base); default: the shipped model's."),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML FeatureConfig (sample_rate, n_fft, hop_length, win_length, n_mels, fmin, fmax, log_floor), or a run config whose features: section is used and whose model: section says which front-end outputs to store (a YAML of `vconv train`/`train-vocoder`, or a packaged name: debug, base); default: the shipped model's."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (files, audio hours, ETA)."),
     stats_from: Optional[Path] = typer.Option(None, "--stats-from", help="Compute stats.json from this manifest's features (e.g. train.jsonl) instead of MANIFEST's."),
+    frontends: Optional[Path] = typer.Option(None, "--frontends", help="Front-end folder (`vconv frontend prepare`) for Whisper states and d-vectors."),
+    whisper_layers: Optional[str] = typer.Option(None, "--whisper-layers", help="Also store Whisper encoder states of these blocks, e.g. 2,4 (default: what --config's model reads)."),
+    dvector: Optional[bool] = typer.Option(None, "--dvector/--no-dvector", help="Also store each utterance's d-vector (default: if --config's model reads it)."),
 ) -> None:
-    """Compute log-mel features for a manifest. Rerunnable: finished files are skipped, bad files reported."""
+    """Compute log-mel features (and pretrained front-end outputs) for a manifest. Rerunnable: finished files
+    are skipped, bad files reported."""
     from vconv.data.extract import extract_features
 
-    cfg = _feature_config(config)
-    report = extract_features(manifest, out_dir, cfg, workers=workers, progress=progress, stats_from=stats_from)
+    cfg, layers, wants_dvector = _extract_settings(config)
+    if whisper_layers is not None:
+        try:
+            layers = tuple(int(x) for x in split_list(whisper_layers) or [])
+        except ValueError:
+            raise VconvError(f"--whisper-layers {whisper_layers!r}: expected block numbers such as 2,4") from None
+    report = extract_features(manifest, out_dir, cfg, workers=workers, progress=progress, stats_from=stats_from,
+                              frontends_dir=frontends, whisper_layers=layers,
+                              dvector=wants_dvector if dvector is None else dvector)
     typer.echo(report.summary())
 
 
@@ -226,13 +210,15 @@ def evaluate(
     vocoder: Optional[str] = typer.Option(None, "--vocoder", help="Vocoder for conversion and the copy-synthesis row (default: the bundle's)."),
     seed: int = typer.Option(0, help="Seed of the pair sampling."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the similarity histogram and the embedding projection."),
+    asr_model: str = typer.Option("base", "--asr-model", help="CER/WER judge: base (Whisper base, multilingual) or tiny.en; a judge that shares weights with the model is refused."),
     force: bool = typer.Option(False, "--force", help="Overwrite an earlier report in --out."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Score conversions with independent judges (Resemblyzer, Whisper, DNSMOS, MCD, F0), with reference rows.
+    """Score conversions with independent judges (Resemblyzer, Whisper base, DNSMOS, MCD, F0), with reference rows.
 
     Needs the eval extra: pip install 'vconv\\[eval]'.
     """
+    from vconv.evaluation.judges import Judges
     from vconv.evaluation.pairs import read_protocol
     from vconv.evaluation.run import run_evaluation
 
@@ -255,6 +241,7 @@ def evaluate(
     report = run_evaluation(
         pairs, out_dir=out, utterances=utterances, convert_fn=convert_fn, vocode_fn=vocode_fn,
         max_sources_per_speaker_pair=sources_per_pair, seed=seed, force=force, progress=progress, plots=plots, title=title,
+        judges=Judges.load(asr_model=asr_model), model_frontends=converter.info.extra.get("frontends") if converter else None,
     )
     typer.echo(report.summary_markdown)
     typer.echo(f"report: {out}")
@@ -325,45 +312,8 @@ def info(
         typer.echo(f"{path}: {wav.size / sr:.2f} s, {meta.samplerate} Hz, {meta.channels} ch, {meta.subtype}, peak {peak_db:.1f} dBFS")
 
 
-bundle_app = typer.Typer(help="Model bundles: attach a vocoder, package a training run for shipping.", no_args_is_help=True)
 app.add_typer(bundle_app, name="bundle")
-
-
-@bundle_app.command("attach-vocoder")
-@friendly_errors
-def bundle_attach_vocoder(
-    bundle: Path = typer.Argument(..., help="VC bundle folder (e.g. RUN_DIR/model of `vconv train`); changed in place."),
-    vocoder_dir: Path = typer.Argument(..., help="Vocoder folder (RUN_DIR/vocoder of `vconv train-vocoder`: vocoder.safetensors + vocoder.json)."),
-) -> None:
-    """Copy a trained neural vocoder into a VC bundle; `vconv convert` then uses it by default."""
-    from vconv.inference.bundle import attach_vocoder
-
-    attach_vocoder(bundle, vocoder_dir)
-    typer.echo(f"attached {vocoder_dir} to bundle {bundle}")
-
-
-@bundle_app.command("package")
-@friendly_errors
-def bundle_package(
-    run_dir: Path = typer.Argument(..., help="Finished `vconv train` run: model/, config.yaml, log.jsonl."),
-    out: Path = typer.Option(Path("pretrained"), "--out", "-o", help="Parent folder of the shipped bundle."),
-    name: str = typer.Option(..., "--name", help="Bundle name: writes OUT/NAME (what `vconv convert -m NAME` finds)."),
-    eval_dir: Optional[Path] = typer.Option(None, "--eval", help="Folder written by `vconv evaluate`: its summary.md goes into the card."),
-    vocoder: Optional[Path] = typer.Option(None, "--vocoder", help="Neural vocoder folder to attach (as float16)."),
-    notes: Optional[Path] = typer.Option(None, "--notes", help="Markdown appended to the card (history, measurements)."),
-    card: Optional[Path] = typer.Option(None, "--card", help="Card template (markdown with {name}, {summary}, {speakers}, {held_out}, {curves}, {evaluation}, ... fields); default: a generic card."),
-    held_out: Optional[Path] = typer.Option(None, "--held-out", help="Speaker list file (# comments) of the voices never trained on, named in the card."),
-    wall_minutes: Optional[float] = typer.Option(None, "--wall-minutes", help="Wall time of the training run, for the card."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing OUT/NAME."),
-) -> None:
-    """Ship a training run: its model as a float16 bundle (+ vocoder) with a MODEL_CARD.md."""
-    from vconv.inference.package import package_run, read_speaker_file
-
-    report = package_run(
-        run_dir, out, name, eval_dir=eval_dir, vocoder_dir=vocoder, notes=notes, card_template=card,
-        held_out=read_speaker_file(held_out) if held_out else None, wall_minutes=wall_minutes, force=force,
-    )
-    typer.echo(report.summary())
+app.add_typer(frontend_app, name="frontend")
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from vconv.errors import VconvError
 from vconv.evaluation.asr_judge import AsrJudge
 from vconv.evaluation.judge_common import EVAL_EXTRA, JUDGE_SR
 from vconv.evaluation.quality_judge import Mos, QualityJudge

