@@ -15,7 +15,9 @@
 # conf/base.yaml), NGPU (default 1), MIC (0.92: mic1|mic2, default mic2), UNSEEN (file
 # of held-out speakers, default conf/unseen_speakers.txt), VALID_FRACTION (default 0.05), NJ (extract
 # workers, default: number of cores), VOCODER_CONF (vocoder run config; default vconv's defaults, or
-# conf/vocoder_debug.yaml when CONF is conf/debug.yaml),
+# conf/vocoder_debug.yaml when CONF is conf/debug.yaml), FRONTENDS (pretrained front-end weights for a
+# CONF whose model reads Whisper / d-vectors, e.g. conf/whisper_dvector.yaml; default EXP/frontends, made
+# by stage 2 with `vconv frontend prepare`, which needs pip install 'vconv[frontends]'),
 # EVAL_SOURCES (default 5: source utterances per ordered speaker pair; 20 unseen speakers -> 380 pairs x 5), PYTHON / VCONV (how to run vconv).
 # Relative paths given in the environment are relative to the current folder (CONF, VOCODER_CONF: or to this recipe's).
 set -euo pipefail
@@ -28,7 +30,7 @@ while [[ $# -gt 0 ]]; do
   case $1 in
     --stage) stage=$2; shift 2 ;;
     --stop-stage|--stop_stage) stop_stage=$2; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (use --stage N --stop-stage M)" >&2; exit 1 ;;
   esac
 done
@@ -41,6 +43,7 @@ MIC=${MIC:-mic2}
 UNSEEN=${UNSEEN:-$RECIPE_DIR/conf/unseen_speakers.txt}
 VALID_FRACTION=${VALID_FRACTION:-0.05}
 NJ=${NJ:-$(nproc 2>/dev/null || echo 1)}
+FRONTENDS=${FRONTENDS:-$EXP/frontends}
 EVAL_SOURCES=${EVAL_SOURCES:-5}
 PYTHON=${PYTHON:-python}
 VCONV=${VCONV:-$PYTHON -m vconv}  # word-split on purpose: "python -m vconv" is three words
@@ -77,15 +80,18 @@ if [[ $stage -le 1 && $stop_stage -ge 1 ]]; then
 fi
 
 if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
-  if [[ -f $feats/.done ]]; then
-    log "stage 2: $feats/.done exists, skipping feature extraction"
+  done_mark=$feats/.done.$(basename "$CONF" .yaml)  # per config: another model may read other front-ends
+  if [[ -f $done_mark ]]; then
+    log "stage 2: $done_mark exists, skipping feature extraction"
   else
     log "stage 2: extract features -> $feats"
     # every utterance once, with the run config's own features section (so training finds matching
     # feature files); normalisation statistics from the training split only
-    $VCONV extract "$data/all.jsonl" --out "$feats" --config "$CONF" -j "$NJ" --no-progress \
+    # (+ the Whisper states / d-vectors the model reads, from the front-end folder made first)
+    [[ -f $FRONTENDS/frontends.json ]] || $VCONV frontend prepare -o "$FRONTENDS"
+    $VCONV extract "$data/all.jsonl" --out "$feats" --config "$CONF" --frontends "$FRONTENDS" -j "$NJ" --no-progress \
       --stats-from "$data/train.jsonl"
-    touch "$feats/.done"
+    touch "$done_mark"
   fi
 fi
 
@@ -93,7 +99,8 @@ if [[ $stage -le 3 && $stop_stage -ge 3 ]]; then
   if [[ -d $run/model ]]; then
     log "stage 3: $run/model exists, skipping training"
   else
-    args=(--config "$CONF" "train.train_manifest=$data/train.jsonl" "train.features_dir=$feats" "train.run_dir=$run")
+    args=(--config "$CONF" "train.train_manifest=$data/train.jsonl" "train.features_dir=$feats" "train.run_dir=$run"
+          "train.frontends_dir=$FRONTENDS")
     if nonempty "$data/valid.jsonl"; then args+=("train.valid_manifest=$data/valid.jsonl"); fi
     if [[ -f $run/checkpoints/latest.pt ]]; then args+=(--resume); log "stage 3: resuming $run"; fi
     log "stage 3: train ($NGPU process(es)) -> $run"

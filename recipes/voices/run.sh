@@ -9,7 +9,9 @@
 # training stages resume from their latest checkpoint. Environment: DATA (parent of the corpus folder
 # voices/, default data/ in this recipe's folder), EXP (outputs, default exp/voices in this recipe's
 # folder), PRETRAINED (where stage 6 writes vconv-voices-small, default the repository's pretrained/),
-# CONF / VOCODER_CONF (run configs, default conf/small.yaml and conf/vocoder.yaml), NJ (extract workers),
+# CONF / VOCODER_CONF (run configs, default conf/small.yaml and conf/vocoder.yaml; conf/whisper_dvector.yaml
+# and its ablations read the pretrained front-ends), FRONTENDS (their weights folder, default
+# EXP/frontends, made by stage 2 with `vconv frontend prepare`), NJ (extract workers),
 # EVAL_SOURCES (source utterances per speaker pair, default 5), AUGMENT (pitch/formant pseudo-speakers
 # per training voice, default 0), SHIP_VOCODER (stage 6 attaches the neural vocoder, default 1),
 # PYTHON / VCONV (how to run vconv). Relative paths given in the environment are relative to the
@@ -23,7 +25,7 @@ while [[ $# -gt 0 ]]; do
   case $1 in
     --stage) stage=$2; shift 2 ;;
     --stop-stage|--stop_stage) stop_stage=$2; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (use --stage N --stop-stage M)" >&2; exit 1 ;;
   esac
 done
@@ -34,6 +36,7 @@ PRETRAINED=${PRETRAINED:-$RECIPE_DIR/../../pretrained}
 CONF=${CONF:-$RECIPE_DIR/conf/small.yaml}
 VOCODER_CONF=${VOCODER_CONF:-$RECIPE_DIR/conf/vocoder.yaml}
 NJ=${NJ:-$(nproc 2>/dev/null || echo 1)}
+FRONTENDS=${FRONTENDS:-$EXP/frontends}
 EVAL_SOURCES=${EVAL_SOURCES:-5}
 AUGMENT=${AUGMENT:-0}
 PYTHON=${PYTHON:-python}
@@ -54,13 +57,17 @@ if [[ $stage -le 1 && $stop_stage -ge 1 && ! -f $EXP/data/all.jsonl ]]; then
   $VCONV prepare "$corpus" -o "$EXP/data" --test-speakers "$held_out" --valid-speakers "$valid" --min-seconds 0.8
 fi
 if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
-  log "stage 2: features (the run config's features section; normalisation statistics from the training split only)"
-  $VCONV extract "$EXP/data/all.jsonl" -o "$EXP/features" -c "$CONF" -j "$NJ" --no-progress --stats-from "$EXP/data/train.jsonl"
+  log "stage 2: front-end weights and features (the run config's features section, plus the Whisper states /
+  d-vectors its model reads; normalisation statistics from the training split only)"
+  [[ -f $FRONTENDS/frontends.json ]] || $VCONV frontend prepare -o "$FRONTENDS"
+  $VCONV extract "$EXP/data/all.jsonl" -o "$EXP/features" -c "$CONF" --frontends "$FRONTENDS" -j "$NJ" --no-progress \
+    --stats-from "$EXP/data/train.jsonl"
 fi
 if [[ $stage -le 3 && $stop_stage -ge 3 && ! -f $EXP/train/model/config.json ]]; then
   log "stage 3: train the VC model"
   $VCONV train -c "$CONF" "train.train_manifest=$EXP/data/train.jsonl" "train.valid_manifest=$EXP/data/valid.jsonl" \
-    "train.features_dir=$EXP/features" "train.run_dir=$EXP/train" --no-progress $(resume_flag "$EXP/train")
+    "train.features_dir=$EXP/features" "train.frontends_dir=$FRONTENDS" "train.run_dir=$EXP/train" --no-progress \
+    $(resume_flag "$EXP/train")
 fi
 if [[ $stage -le 4 && $stop_stage -ge 4 && ! -f $EXP/vocoder/vocoder/vocoder.json ]]; then
   log "stage 4: train the neural vocoder"

@@ -8,7 +8,7 @@ Writes (paths relative to the repository root):
 * ``tests/data/corpus/SHA256SUMS``: sha256 of every corpus file (sha256sum format).
 
 (The README demo pair in ``examples/`` comes from held-out voices of the training corpus:
-``recipes/voices/make_examples.py``.)
+``recipes/voices/local/make_examples.py``.)
 
 Usage::
 
