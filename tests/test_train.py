@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from vconv.cli import app
 from vconv.config import FeatureConfig, TrainConfig, load_run_config
+from vconv.data.extract import ExtractSpec
 from vconv.data.prepare import prepare_corpus
 from vconv.training.vc_trainer import ModelTrainer
 
@@ -162,7 +163,7 @@ def test_speaker_sampling_power_zero_balances_unequal_speakers():
     # speaker "big" has 9x the utterances of "small": per-utterance sampling sees it ~90 % of the time
     utts = [Utterance(f"big{i}", f"/nowhere/big{i}.wav", "big", 1.0) for i in range(90)]
     utts += [Utterance(f"small{i}", f"/nowhere/small{i}.wav", "small", 1.0) for i in range(10)]
-    store = FeatureStore(utts, FeatureConfig(), None)
+    store = FeatureStore(utts, ExtractSpec(FeatureConfig().to_dict()), None)
 
     def share_of_small(power: float) -> float:
         batches = SegmentBatches(store, ["big", "small"], FrontEnd(FeatureConfig()), batch_size=400, segment_frames=8,
