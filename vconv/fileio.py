@@ -76,15 +76,12 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def load_weights(folder: str | Path, name: str, config: dict[str, Any]) -> dict[str, Any]:
-    """Read the safetensors file ``folder/name`` after checking its sha256 against ``config['sha256'][name]``.
+def verified_path(folder: str | Path, name: str, config: dict[str, Any]) -> Path:
+    """``folder/name``, after checking that it exists and that its sha256 is ``config['sha256'][name]``.
 
     Weights are data, not code: a file without a recorded digest, or whose digest differs, is refused
-    before a byte of it is parsed. Returns ``{name: tensor}``.
+    before a byte of it is parsed.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     path = Path(folder) / name
     expected = config.get("sha256", {}).get(name)
     if not path.is_file():
@@ -94,6 +91,15 @@ def load_weights(folder: str | Path, name: str, config: dict[str, Any]) -> dict[
     actual = sha256_of(path)
     if actual != expected:
         raise VconvError(f"{path}: sha256 mismatch (expected {expected[:12]}..., got {actual[:12]}...); the file is corrupt or was modified")
+    return path
+
+
+def load_weights(folder: str | Path, name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The tensors ``{name: tensor}`` of the safetensors file ``folder/name``, digest-checked (:func:`verified_path`)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = verified_path(folder, name, config)
     try:
         return load_file(str(path))
     except (SafetensorError, OSError) as exc:

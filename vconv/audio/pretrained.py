@@ -24,7 +24,7 @@ import torch
 from vconv.audio.dvector import DVectorEmbedder, packaged_embedder_path
 from vconv.audio.whisper import WhisperEncoder, WhisperEncoderConfig, encoder_state_from_ctranslate2, read_ctranslate2_variables
 from vconv.errors import VconvError
-from vconv.fileio import atomic_path, load_weights, sha256_of, write_text_atomic
+from vconv.fileio import atomic_path, load_weights, sha256_of, verified_path, write_text_atomic
 
 WHISPER_FILE = "whisper_encoder.safetensors"
 DVECTOR_FILE = "dvector.onnx"
@@ -68,21 +68,7 @@ def load_whisper_encoder(folder: str | Path, config: dict[str, Any]) -> WhisperE
 
 def load_dvector_embedder(folder: str | Path, config: dict[str, Any], threads: int = 1) -> DVectorEmbedder:
     """The d-vector embedder ``folder/dvector.onnx`` after checking its sha256 against ``config``."""
-    verify_file(folder, DVECTOR_FILE, config)
-    return DVectorEmbedder(Path(folder) / DVECTOR_FILE, threads=threads)
-
-
-def verify_file(folder: str | Path, name: str, config: dict[str, Any]) -> Path:
-    """``folder/name`` if it exists and its sha256 is the one ``config['sha256'][name]`` records."""
-    path = Path(folder) / name
-    expected = config.get("sha256", {}).get(name)
-    if not path.is_file():
-        raise VconvError(f"{path}: front-end weights missing (run `vconv frontend prepare`, or re-export the bundle)")
-    if expected is None:
-        raise VconvError(f"{path}: no sha256 recorded for this file; refusing unverified weights")
-    if sha256_of(path) != expected:
-        raise VconvError(f"{path}: sha256 mismatch; the front-end weights are corrupt or were modified")
-    return path
+    return DVectorEmbedder(verified_path(folder, DVECTOR_FILE, config), threads=threads)
 
 
 def prepare_frontends(out_dir: str | Path, *, force: bool = False) -> Path:
@@ -110,7 +96,7 @@ def prepare_frontends(out_dir: str | Path, *, force: bool = False) -> Path:
 
 
 def read_frontends_index(folder: str | Path) -> dict[str, Any]:
-    """``frontends.json`` of a front-end folder (what :func:`verify_file` checks against)."""
+    """``frontends.json`` of a front-end folder (the digests :func:`vconv.fileio.verified_path` checks)."""
     from vconv.fileio import read_json_object
 
     path = Path(folder) / INDEX_FILE
