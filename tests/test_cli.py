@@ -120,8 +120,9 @@ def test_console_entry_point_prints_no_traceback(tmp_path):
 def test_extract_config_takes_a_feature_config_or_a_run_configs_features_section(prepared, tmp_path):
     from vconv.config import load_run_config, load_yaml
 
-    lines = (prepared / "all.jsonl").read_text().splitlines()[:2]
-    (tmp_path / "two.jsonl").write_text("\n".join(lines) + "\n")
+    from vconv.data.manifest import read_manifest, write_manifest
+
+    write_manifest(tmp_path / "two.jsonl", read_manifest(prepared / "all.jsonl")[:2])  # audio paths re-based
     run_config = tmp_path / "run.yaml"  # a run config of `vconv train`, inheriting from a packaged preset
     run_config.write_text("base: debug\nfeatures: {fmax: 7000.0}\nmodel: {channels: 32}\ntrain: {steps: 3}\n")
     plain = tmp_path / "features.yaml"
