@@ -157,7 +157,7 @@ def test_exponent_numbers_from_yaml_are_numbers_and_words_are_a_clear_error():
 
 def test_speaker_sampling_power_zero_balances_unequal_speakers():
     from vconv.data.manifest import Utterance
-    from vconv.audio.frontend import FeatureStats, FrontEnd
+    from vconv.audio.frontend import FrontEnd
     from vconv.data.segments import FeatureStore, SegmentBatches
 
     # speaker "big" has 9x the utterances of "small": per-utterance sampling sees it ~90 % of the time

@@ -34,7 +34,6 @@ The input is the natural-log mel exactly as LogMel makes it (un-normalised); a f
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
