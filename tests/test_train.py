@@ -205,3 +205,14 @@ def test_validation_poses_the_training_task_speaker_path_from_another_utterance(
     assert as_training and all(ref.shape != mel.shape or not torch.equal(ref, mel) for mel, ref in as_training)
     assert all(torch.equal(ref, mel) for mel, ref in calls[1::2])
     assert {"recon", "recon_self_ref", "perplexity"} <= set(result)
+
+
+def test_bf16_capability_is_read_from_the_cpu_flags(tmp_path):
+    from vconv.training.distributed import cpu_has_native_bf16
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
+    assert cpu_has_native_bf16(str(info)) is True
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2\n")
+    assert cpu_has_native_bf16(str(info)) is False
+    assert cpu_has_native_bf16(str(tmp_path / "missing")) is None

@@ -20,6 +20,7 @@ supplies:
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -29,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from vconv.config import LoopConfig
-from vconv.training.distributed import start_process
+from vconv.training.distributed import cpu_has_native_bf16, start_process
 from vconv.training.runs import RunFolder, restore_rng, rng_state
 
 
@@ -63,6 +64,9 @@ class BaseTrainer:
         self.run = RunFolder(self.run_dir, resume=resume, is_main=self.dist.is_main, keep_checkpoints=train.keep_checkpoints)
         self.step = 0
         self.batches: torch.utils.data.Dataset | None = None
+        if train.bf16 and self.device.type == "cpu" and cpu_has_native_bf16() is False and self.dist.is_main:
+            print("warning: train.bf16 on a CPU without native bf16 (avx512_bf16/amx_bf16) is emulated and runs "
+                  "tens of times slower than fp32; set train.bf16=false", file=sys.stderr)
 
     # ------------------------------------------------------------------------------- for subclasses
 

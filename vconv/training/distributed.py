@@ -52,3 +52,19 @@ def start_process(threads: int | None, progress: bool) -> tuple[DistInfo, torch.
     if threads:
         torch.set_num_threads(threads)
     return info, pick_device(info.local_rank), progress and info.is_main
+
+
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether the CPU computes bf16 natively (``avx512_bf16`` or ``amx_bf16``); None when it cannot be told.
+
+    Without it, CPU bf16 autocast is emulated: measured on a 2-core AMD EPYC without AVX-512, one training
+    step of the 256-channel model took 30 s under bf16 against 0.7 s in fp32.
+    """
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "")
+    except OSError:
+        return None
+    if not flags:
+        return None
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
