@@ -77,7 +77,7 @@ def summarize(summary: dict[str, dict[str, Any]], verify: M.EERResult | None = N
         "",
         "- **SIM→target**: Resemblyzer cosine with an utterance of the target the converter did not see "
         "(± 95 % CI); **SIM→source**: with another utterance of the source speaker; **success**: closer to target than to source.",
-        "- **CER/WER**: Whisper tiny.en vs the transcript, corpus-level (total edits / total length), text lowercased without punctuation.",
+        "- **CER/WER**: the ASR judge (named under *Judges*) vs the transcript, corpus-level (total edits / total length), text lowercased without punctuation.",
         "- **MCD**: mel-cepstral distortion (c1–c24, WORLD envelope, DTW) vs the target speaking the same sentence.",
         "- **F0 corr / log-F0 RMSE**: over jointly voiced frames after a mean-variance shift; converted is compared with "
         "the source, copy synthesis with its input, ground truth with the source (DTW). **register err**: |mean log-F0 − target's| in cents.",
