@@ -13,7 +13,7 @@
 # and its ablations read the pretrained front-ends), FRONTENDS (their weights folder, default
 # EXP/frontends, made by stage 2 with `vconv frontend prepare`), NJ (extract workers),
 # EVAL_SOURCES (source utterances per speaker pair, default 5), AUGMENT (pitch/formant pseudo-speakers
-# per training voice, default 0), SHIP_VOCODER (stage 6 attaches the neural vocoder, default 1),
+# per training voice, default 0; AUGMENT_MAX_PER caps the utterances of each), SHIP_VOCODER (stage 6 attaches the neural vocoder, default 1),
 # PYTHON / VCONV (how to run vconv). Relative paths given in the environment are relative to the
 # current folder. The corpus builder (stage 0) is local/build_corpus.py.
 set -euo pipefail
@@ -50,7 +50,7 @@ resume_flag() { [[ -f $1/checkpoints/latest.pt ]] && echo --resume || true; }
 
 if [[ $stage -le 0 && $stop_stage -ge 0 ]]; then
   log "stage 0: build the corpus in $corpus (installs missing apt/pip packages; AUGMENT=$AUGMENT pseudo-speakers per voice)"
-  $PYTHON "$RECIPE_DIR/local/build_corpus.py" --root "$corpus" --augment "$AUGMENT"
+  $PYTHON "$RECIPE_DIR/local/build_corpus.py" --root "$corpus" --augment "$AUGMENT" ${AUGMENT_MAX_PER:+--augment-max-per "$AUGMENT_MAX_PER"}
 fi
 if [[ $stage -le 1 && $stop_stage -ge 1 && ! -f $EXP/data/all.jsonl ]]; then
   log "stage 1: manifests; test = $held_out; valid = $valid"

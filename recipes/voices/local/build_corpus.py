@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import sys
 import time
 from pathlib import Path
@@ -88,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-per-speaker", type=int, default=None, help="cap utterances per speaker")
     ap.add_argument("--augment", type=int, default=0, metavar="N",
                     help="pitch/formant-shifted pseudo-speakers per training voice (0-4; slow: WORLD at ~0.15 RTF)")
+    ap.add_argument("--augment-max-per", type=int, default=None, metavar="N",
+                    help="cap utterances per pseudo-speaker (speaker variety matters more than hours per copy)")
+    ap.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="worker processes for --augment")
     ap.add_argument("--exclude-from-augment", default=f"{RECIPE / 'held_out.txt'},{RECIPE / 'valid.txt'}",
                     help="speaker-list files (one per line) never augmented: held-out and validation voices")
     ap.add_argument("--no-install", action="store_true", help="only check requirements; print what to install")
@@ -109,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.augment:
         exclude = set().union(*(read_speaker_list(Path(p)) for p in args.exclude_from_augment.split(",") if p))
         t = time.time()
-        counts = build_augmented(args.root, args.augment, exclude, args.max_per_speaker)
+        cap = min(n for n in (args.max_per_speaker, args.augment_max_per, 10**9) if n is not None)
+        counts = build_augmented(args.root, args.augment, exclude, cap, jobs=max(1, args.jobs))
         log(f"== augment: {len(counts)} pseudo-speakers (not new speakers), {sum(counts.values())} utterances, {time.time() - t:.0f} s")
     summarise(args.root)
     log(f"wall time {time.time() - t0:.0f} s")

@@ -46,37 +46,77 @@ def warp_envelope(envelope: np.ndarray, formant: float) -> np.ndarray:
     return np.stack([np.interp(source, bins, frame) for frame in envelope])
 
 
-def shift_voice(wav: np.ndarray, sr: int, shift: Shift) -> np.ndarray:
-    """``wav [T]`` float at ``sr`` → the same words in a pitch- and formant-shifted voice ``[T']``."""
+def analyse(wav: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """WORLD analysis of ``wav [T]``: ``(f0 [frames], envelope [frames, bins], aperiodicity [frames, bins])``."""
     import pyworld
 
     x = np.ascontiguousarray(wav, dtype=np.float64)
     f0, times = pyworld.dio(x, sr, frame_period=5.0)
     f0 = pyworld.stonemask(x, f0, times, sr)
-    envelope = pyworld.cheaptrick(x, f0, times, sr)
-    aperiodicity = pyworld.d4c(x, f0, times, sr)
+    return f0, pyworld.cheaptrick(x, f0, times, sr), pyworld.d4c(x, f0, times, sr)
+
+
+def resynthesise(analysis: tuple[np.ndarray, np.ndarray, np.ndarray], sr: int, shift: Shift) -> np.ndarray:
+    """One WORLD analysis → the same words in a pitch- and formant-shifted voice ``[T']`` (float32)."""
+    import pyworld
+
+    f0, envelope, aperiodicity = analysis
     y = pyworld.synthesize(f0 * shift.pitch, warp_envelope(envelope, shift.formant), aperiodicity, sr, frame_period=5.0)
     return y.astype(np.float32)
 
 
-def build_augmented(root: Path, per_voice: int, exclude: set[str], max_per: int | None = None) -> collections.Counter:
-    """Pseudo-speakers for every voice under ``root`` not in ``exclude``; returns utterances per copy."""
+def shift_voice(wav: np.ndarray, sr: int, shift: Shift) -> np.ndarray:
+    """``wav [T]`` float at ``sr`` → the same words in a pitch- and formant-shifted voice ``[T']``."""
+    return resynthesise(analyse(wav, sr), sr, shift)
+
+
+def _augment_utterance(job: tuple[Path, list[tuple[Path, Shift]]]) -> None:
+    """Write every missing shifted copy of one utterance; the (slow) analysis runs once for all of them."""
+    wav_path, targets = job
+    wav, sr = sf.read(wav_path, dtype="float32")
+    analysis = analyse(wav, sr)
+    for folder, shift in targets:
+        write_utterance(folder, wav_path.stem, resynthesise(analysis, sr, shift), sr)
+
+
+def build_augmented(root: Path, per_voice: int, exclude: set[str], max_per: int | None = None,
+                    jobs: int = 1) -> collections.Counter:
+    """Pseudo-speakers for every voice under ``root`` not in ``exclude``; returns utterances per copy.
+
+    Resumable: copies already on disk are kept. ``jobs`` worker processes share the utterances.
+    """
     try:
         import pyworld  # noqa: F401
     except ImportError:
         raise SystemExit("[augment] needs pyworld: pip install pyworld-prebuilt") from None
     voices = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(AUG_PREFIX) and p.name not in exclude)
     counts: collections.Counter = collections.Counter()
+    work: list[tuple[Path, list[tuple[Path, Shift]]]] = []
     for voice in voices:
-        for shift in SHIFTS[:per_voice]:
-            folder = root / f"{AUG_PREFIX}{voice.name}_{shift.tag}"
-            for wav_path in sorted(voice.glob("*.wav"))[:max_per]:
+        for wav_path in sorted(voice.glob("*.wav"))[:max_per]:
+            missing = []
+            for shift in SHIFTS[:per_voice]:
+                folder = root / f"{AUG_PREFIX}{voice.name}_{shift.tag}"
                 if not (folder / wav_path.name).exists():
-                    wav, sr = sf.read(wav_path, dtype="float32")
-                    write_utterance(folder, wav_path.stem, shift_voice(wav, sr, shift), sr)
+                    missing.append((folder, shift))
                 text = wav_path.with_suffix(".txt")
                 if text.exists() and not (folder / text.name).exists():
+                    folder.mkdir(parents=True, exist_ok=True)
                     write_text(folder / text.name, text.read_text(encoding="utf-8"))
                 counts[folder.name] += 1
-        log(f"[augment] {voice.name}: {per_voice} pseudo-speakers x {counts[folder.name]} utterances")
+            if missing:
+                work.append((wav_path, missing))
+    log(f"[augment] {len(voices)} voices x {per_voice} pseudo-speakers; {len(work)} utterances to analyse, {jobs} jobs")
+    if jobs > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+            for done, _ in enumerate(pool.imap_unordered(_augment_utterance, work, chunksize=8), 1):
+                if done % 500 == 0:
+                    log(f"[augment] {done}/{len(work)} utterances")
+    else:
+        for done, job in enumerate(work, 1):
+            _augment_utterance(job)
+            if done % 500 == 0:
+                log(f"[augment] {done}/{len(work)} utterances")
     return counts
