@@ -1,11 +1,14 @@
-"""Conversion speed and memory: end-to-end real-time factor per vocoder, peak RSS for a 10-minute source.
+"""Conversion speed and memory: end-to-end real-time factor per vocoder, model load time, bundle size, peak RSS.
 
 Usage: python benchmarks/bench_convert.py [--model NAME_OR_DIR] [--threads 2] [--long-minutes 10]
 
 End to end = load the wav → log-mel → model → vocoder → write the wav, timed over 10 s of audio (best
 of 3 after a warm-up). Without --model it uses the shipped bundle, or, if none is installed, a randomly
 initialised model of the default (shipped) size: speed does not depend on the weights' values.
-Peak memory is measured in a fresh process (ru_maxrss) converting a --long-minutes source.
+Load time is the best of 3 ``vconv.load`` calls (bundle read, sha256 checks, front-ends built); bundle
+size sums the files in the bundle folder. Peak memory is measured in a fresh process (ru_maxrss)
+converting a --long-minutes source. The pretrained front-ends issue set the bars RTF <= 0.03, load <= 3 s
+and bundle <= 60 MB (decimal).
 """
 
 from __future__ import annotations
@@ -82,6 +85,17 @@ def main() -> None:
         audio.save(src, source_audio(10.0), 16000)
         ref = sorted((ROOT / "tests/data/corpus/flite_slt").glob("*.wav"))[0]
         print(f"model: {model}; {args.threads} threads")
+        from vconv.inference.registry import resolve_bundle
+
+        bundle = resolve_bundle(model)
+        size = sum(f.stat().st_size for f in bundle.iterdir() if f.is_file() and f.suffix != ".md")
+        print(f"bundle size (weights and configs): {size / 1e6:.1f} MB")
+        loads = []
+        for _ in range(3):
+            start = time.perf_counter()
+            load(model)
+            loads.append(time.perf_counter() - start)
+        print(f"model load: {min(loads):.2f} s (best of 3)")
         for name in VOCODERS:
             try:
                 converter = load(model, vocoder=name)

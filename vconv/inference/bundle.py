@@ -151,7 +151,10 @@ def save_pretrained_parts(folder: Path, model_config: ModelConfig, frontend: Fro
     if model_config.content_input == "whisper":
         if frontend.whisper is None:
             raise VconvError("the model reads Whisper states but its front-end has no Whisper encoder to ship")
-        save_whisper_encoder(frontend.whisper.truncated(model_config.whisper_layer), folder / WHISPER_FILE, dtype)
+        # the converted weights are float16 to begin with (CTranslate2's model.bin): storing them wider
+        # only doubles the bundle, so float16 unless an even narrower dtype is asked for
+        whisper_dtype = dtype if dtype in (torch.float16, torch.bfloat16) else torch.float16
+        save_whisper_encoder(frontend.whisper.truncated(model_config.whisper_layer), folder / WHISPER_FILE, whisper_dtype)
         names.append(WHISPER_FILE)
     if model_config.speaker_input == "dvector":
         if frontend.dvector is None:
