@@ -132,6 +132,22 @@ def test_cli_train_writes_log_config_and_bundle(manifests, tmp_path):
     bad = CliRunner().invoke(app, ["train", "-c", "debug", "train.steps=4"])
     assert bad.exit_code == 1 and "train_manifest" in bad.output
 
+    # a checkpoint exports as a bundle: the last one holds the exported model's weights, an earlier one its own step
+    from safetensors.torch import load_file
+
+    exported = {}
+    for name in ("latest.pt", "step_00000002.pt"):
+        result = CliRunner().invoke(app, ["bundle", "from-checkpoint", str(run / "checkpoints" / name), "-o", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        exported[name] = load_file(str(tmp_path / name / "model.safetensors"))
+        assert (tmp_path / name / "model.safetensors").stat().st_mode & 0o044 == 0o044  # readable by others, as a bundle should be
+    final = load_file(str(run / "model" / "model.safetensors"))
+    assert all(torch.equal(final[k], exported["latest.pt"][k]) for k in final)
+    assert not all(torch.equal(final[k], exported["step_00000002.pt"][k]) for k in final)
+    assert json.loads((tmp_path / "step_00000002.pt" / "config.json").read_text())["trained_steps"] == 2
+    again = CliRunner().invoke(app, ["bundle", "from-checkpoint", str(run / "checkpoints" / "latest.pt"), "-o", str(tmp_path / "latest.pt")])
+    assert again.exit_code == 1 and "already exists" in again.output
+
 
 def test_unknown_override_key_is_a_clear_error():
     from vconv.errors import VconvError

@@ -13,7 +13,7 @@ import typer
 
 from vconv.cli_common import friendly_errors
 
-bundle_app = typer.Typer(help="Model bundles: attach a vocoder, package a training run for shipping.", no_args_is_help=True)
+bundle_app = typer.Typer(help="Model bundles: attach a vocoder, export a checkpoint, package a training run for shipping.", no_args_is_help=True)
 
 
 @bundle_app.command("attach-vocoder")
@@ -51,6 +51,21 @@ def bundle_package(
         held_out=read_speaker_file(held_out) if held_out else None, wall_minutes=wall_minutes, force=force,
     )
     typer.echo(report.summary())
+
+
+@bundle_app.command("from-checkpoint")
+@friendly_errors
+def bundle_from_checkpoint(
+    checkpoint: Path = typer.Argument(..., help="A `vconv train` checkpoint, e.g. RUN_DIR/checkpoints/latest.pt."),
+    out: Path = typer.Option(..., "--out", "-o", help="Bundle folder to write (evaluate or convert with --model OUT)."),
+    frontends: Optional[Path] = typer.Option(None, "--frontends", help="Front-end folder for a model that reads Whisper/d-vectors (default: the run's train.frontends_dir)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing OUT."),
+) -> None:
+    """Export a checkpoint of a run that is still going (or an earlier step) as a loadable bundle."""
+    from vconv.training.vc_trainer import export_checkpoint
+
+    dest = export_checkpoint(checkpoint, out, frontends_dir=frontends, force=force)
+    typer.echo(f"bundle: {dest}")
 
 
 frontend_app = typer.Typer(help="Pretrained front-ends: convert their weights from the installed packages.", no_args_is_help=True)

@@ -92,6 +92,8 @@ def save_bundle(
         }
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         os.chmod(tmp, default_mode(directory=True))  # mkdtemp makes it private; a bundle is meant to be shared
+        for file in tmp.iterdir():  # safetensors writes through a private temporary file of its own
+            os.chmod(file, default_mode())
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)

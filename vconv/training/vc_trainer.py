@@ -37,6 +37,7 @@ from vconv.errors import VconvError
 from vconv.inference.bundle import save_bundle
 from vconv.models import VoiceConversionModel, build_model
 from vconv.training.base import BaseTrainer
+from vconv.training.runs import load_training_state
 
 
 def adversary_accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -70,9 +71,7 @@ class ModelTrainer(BaseTrainer):
             model.n_speakers = len(self.speakers)
         # what the two paths read: the mel, or frozen pretrained front-ends' outputs (precomputed by
         # `vconv extract`, or computed here from the audio when there is no features_dir)
-        self.spec = ExtractSpec(features.to_dict(), train.frontends_dir,
-                                (model.whisper_layer,) if model.content_input == "whisper" else (),
-                                model.speaker_input == "dvector")
+        self.spec = model_frontend_spec(features, model, train.frontends_dir)
         self.content_key = whisper_key(model.whisper_layer) if model.content_input == "whisper" else "mel"
         self.speaker_key = "dvector" if model.speaker_input == "dvector" else "mel"
         self.store = FeatureStore(train_utts, self.spec, train.features_dir)
@@ -100,11 +99,7 @@ class ModelTrainer(BaseTrainer):
     # ----------------------------------------------------------------------------------------- setup
 
     def _frontend(self, stats: FeatureStats) -> FrontEnd:
-        """The front-end the exported bundle carries: mel statistics, and the pretrained parts the model reads."""
-        if self.spec.keys == ("mel",):
-            return FrontEnd(self.fcfg, stats)
-        parts = self.spec.frontend()
-        return FrontEnd(self.fcfg, stats, whisper=parts.whisper, whisper_layer=self.mcfg.whisper_layer, dvector=parts.dvector)
+        return bundle_frontend(self.fcfg, self.mcfg, stats, self.spec)
 
     def _load_or_compute_stats(self) -> FeatureStats:
         if self.tcfg.features_dir:
@@ -249,3 +244,37 @@ class ModelTrainer(BaseTrainer):
     def export(self) -> None:
         save_bundle(self.run_dir / "model", self.model, self.frontend, speakers=self.speakers,
                     extra={"trained_steps": self.step}, force=True)
+
+
+def model_frontend_spec(features: FeatureConfig, model: ModelConfig, frontends_dir: str | None) -> ExtractSpec:
+    """What the model's two paths read: the log-mel, plus the pretrained front-end outputs its config names."""
+    return ExtractSpec(features.to_dict(), frontends_dir,
+                       (model.whisper_layer,) if model.content_input == "whisper" else (),
+                       model.speaker_input == "dvector")
+
+
+def bundle_frontend(features: FeatureConfig, model: ModelConfig, stats: FeatureStats, spec: ExtractSpec) -> FrontEnd:
+    """The front-end a bundle carries: the mel statistics, and the pretrained parts the model reads."""
+    if spec.keys == ("mel",):
+        return FrontEnd(features, stats)
+    parts = spec.frontend()
+    return FrontEnd(features, stats, whisper=parts.whisper, whisper_layer=model.whisper_layer, dvector=parts.dvector)
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, frontends_dir: str | Path | None = None,
+                      force: bool = False) -> Path:
+    """Write a loadable model bundle (like ``RUN_DIR/model``) from a training checkpoint.
+
+    For judging a long run while it goes on (or an earlier step of one) with ``vconv evaluate``. The
+    pretrained front-end weights come from ``frontends_dir`` (default: the run's ``train.frontends_dir``).
+    """
+    state = load_training_state(checkpoint)
+    configs = state["configs"]
+    features, model_cfg = FeatureConfig.from_dict(configs["features"]), ModelConfig.from_dict(configs["model"])
+    model = build_model(model_cfg)
+    model.load_state_dict(state["model"], strict=True)
+    folder = str(frontends_dir) if frontends_dir else configs["train"].get("frontends_dir")
+    frontend = bundle_frontend(features, model_cfg, FeatureStats.from_dict(state["feature_stats"]),
+                               model_frontend_spec(features, model_cfg, folder))
+    return save_bundle(out_dir, model, frontend, speakers=state["speakers"], force=force,
+                       extra={"trained_steps": int(state["step"]), "from_checkpoint": str(checkpoint)})
