@@ -15,8 +15,9 @@ Shapes::
 
 **Lengths.** Whisper was trained on 30 s windows (3000 mel frames -> 1500 outputs), zero-padded. vconv
 feeds the frames it has, unpadded (positions ``0..N/2``): for a 10 s input that is 15x less work than a
-padded window (measured in ``benchmarks/bench_frontends.py``), and the content features of speech do
-not depend on how much silence follows. Inputs longer than 30 s are encoded in consecutive 30 s windows
+padded window (measured in ``benchmarks/bench_frontends.py``), and the states hardly depend on how much
+silence follows: over 10 s of speech the unpadded states match the padded window's with a mean cosine of
+0.998 at block 2 and 0.990 at block 4 (5th percentile 0.992 / 0.972; same benchmark). Inputs longer than 30 s are encoded in consecutive 30 s windows
 whose outputs are concatenated (conversion never gets there: it works in 20 s chunks).
 """
 
