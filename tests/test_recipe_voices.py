@@ -4,6 +4,7 @@ lists, synthetic voices, pseudo-speaker augmentation and the install check, on f
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -186,3 +187,38 @@ def test_every_source_has_requirements_and_the_cli_rejects_unknown_ones(capsys):
     with pytest.raises(SystemExit):
         build_corpus.main(["--root", "/tmp/unused", "--sources", "fotaq,nonsense", "--no-install"])
     assert "unknown sources: ['nonsense']" in capsys.readouterr().err
+
+
+def test_build_augmented_in_two_workers_writes_what_one_does_and_caps_utterances(tmp_path, monkeypatch):
+    pytest.importorskip("pyworld")
+    monkeypatch.syspath_prepend(str(LOCAL))  # the workers import corpus_augment as run.sh's python does: from local/
+    one, two = tmp_path / "one", tmp_path / "two"
+    for root in (one, two):
+        (root / "voice").mkdir(parents=True)
+        for i in range(3):
+            sf.write(root / "voice" / f"u{i}.wav", voiced_signal(0.6, f0=120.0 + 20 * i), 16000)
+    corpus_augment.build_augmented(one, per_voice=2, exclude=set(), max_per=2, jobs=1)
+    counts = corpus_augment.build_augmented(two, per_voice=2, exclude=set(), max_per=2, jobs=2)
+    assert dict(counts) == {"aug_voice_p140_f112": 2, "aug_voice_p078_f090": 2}
+    for folder in counts:
+        names = sorted(p.name for p in (two / folder).iterdir())
+        assert names == ["u0.wav", "u1.wav"]  # the cap keeps the first two utterances
+        assert all((one / folder / n).read_bytes() == (two / folder / n).read_bytes() for n in names)
+
+
+def test_ablation_table_reads_the_report_and_the_last_validation(tmp_path):
+    table = load_script("ablation_table")
+    run, report = tmp_path / "run", tmp_path / "eval"
+    run.mkdir()
+    report.mkdir()
+    log = [{"step": 100, "split": "train", "steps_per_s": 2.0}, {"step": 200, "split": "train", "steps_per_s": 1.0},
+           {"step": 200, "split": "valid", "recon": 0.35, "adv_bal_acc": 0.03, "adv_chance": 0.025, "perplexity": 170.2}]
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    summary = {"converted": {"success_rate": 0.57, "sim_target": 0.553, "sim_source": 0.528, "cer": 0.543,
+                             "dnsmos_ovrl": 1.52, "rtf": 0.079}, "source": {"cer": 0.099}}
+    (report / "results.json").write_text(json.dumps({"summary": summary}))
+    cells = table.row("w/d", run, report)
+    # 100 steps at 2/s + 100 at 1/s = 150 s = 2.5 min
+    assert cells == ["w/d", "200", "2", "57%", "0.553", "0.528", "0.543 (0.099)", "1.52", "0.079", "0.350",
+                     "0.030 (0.025)", "170"]
+    assert table.row("missing", tmp_path / "none", tmp_path / "none")[1:4] == ["–", "–", "–"]

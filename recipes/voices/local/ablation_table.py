@@ -1,0 +1,80 @@
+"""Markdown table of training runs judged by `vconv evaluate`: one row per (label, run folder, report folder).
+
+    python recipes/voices/local/ablation_table.py \
+        "mel/mel=exp/base/train_mel_mel:exp/base/eval_mel_mel" \
+        "whisper/dvector=exp/base/train_whisper2_dvector:exp/base/eval_whisper2_dvector" ...
+
+Columns: the held-out figures of the report's *converted* row (success, Resemblyzer similarity to the
+target and to the source, Whisper CER with the source row's CER beside it, DNSMOS, conversion RTF) and
+the run's last validation record in ``log.jsonl`` (reconstruction L1 with the speaker path from another
+utterance, adversary balanced accuracy on the content codes with its chance level, codebook
+perplexity), plus the steps and the training wall time the log holds. A row whose report is missing
+is printed with dashes, so a table can be drawn while runs are still going.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+COLUMNS = ("system", "steps", "train min", "success", "SIM→target", "SIM→source", "CER (source)", "DNSMOS",
+           "RTF", "valid L1", "adversary bal. acc (chance)", "perplexity")
+
+
+def last_validation(run_dir: Path) -> tuple[dict, int, float]:
+    """``(last valid record, last step, training minutes)`` from ``run_dir/log.jsonl`` (empty when absent)."""
+    log = run_dir / "log.jsonl"
+    if not log.is_file():
+        return {}, 0, 0.0
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    valid = [r for r in records if r.get("split") == "valid"]
+    train = [r for r in records if r.get("split") == "train"]
+    # the log holds steps/s at each logged step: integrate it back into wall time, segment by segment
+    minutes, previous = 0.0, 0
+    for record in train:
+        if record.get("steps_per_s"):
+            minutes += (record["step"] - previous) / record["steps_per_s"] / 60
+        previous = record["step"]
+    return (valid[-1] if valid else {}), (records[-1]["step"] if records else 0), minutes
+
+
+def row(label: str, run_dir: Path, eval_dir: Path) -> list[str]:
+    valid, steps, minutes = last_validation(run_dir)
+    results = eval_dir / "results.json"
+    summary = json.loads(results.read_text())["summary"] if results.is_file() else {}
+    conv, source = summary.get("converted", {}), summary.get("source", {})
+
+    def fmt(value, pattern: str) -> str:
+        return "–" if value is None else pattern.format(value)
+
+    adversary = "–"
+    if "adv_bal_acc" in valid:
+        adversary = f"{valid['adv_bal_acc']:.3f} ({valid.get('adv_chance', float('nan')):.3f})"
+    return [
+        label, fmt(steps or None, "{:,}"), fmt(minutes or None, "{:.0f}"),
+        fmt(conv.get("success_rate"), "{:.0%}"), fmt(conv.get("sim_target"), "{:.3f}"), fmt(conv.get("sim_source"), "{:.3f}"),
+        f"{fmt(conv.get('cer'), '{:.3f}')} ({fmt(source.get('cer'), '{:.3f}')})",
+        fmt(conv.get("dnsmos_ovrl"), "{:.2f}"), fmt(conv.get("rtf"), "{:.3f}"),
+        fmt(valid.get("recon"), "{:.3f}"), adversary, fmt(valid.get("perplexity"), "{:.0f}"),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("rows", nargs="+", metavar="LABEL=RUN_DIR:EVAL_DIR")
+    args = parser.parse_args(argv)
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for spec in args.rows:
+        label, sep, dirs = spec.partition("=")
+        run_dir, sep2, eval_dir = dirs.partition(":")
+        if not (sep and sep2 and label and run_dir and eval_dir):
+            parser.error(f"{spec!r}: expected LABEL=RUN_DIR:EVAL_DIR")
+        lines.append("| " + " | ".join(row(label, Path(run_dir), Path(eval_dir))) + " |")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
