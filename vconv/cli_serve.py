@@ -69,3 +69,4 @@ def serve(
         typer.echo(f"warning: listening on {listener.host}: anyone who can reach this machine can use the server", err=True)
     typer.echo(f"vconv serve: {listener.url}  (model {converter.info.path.name}; Ctrl-C stops)")
     run_server(app, listener)
+    typer.echo("vconv serve: stopped")

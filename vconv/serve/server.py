@@ -66,9 +66,12 @@ def make_server(app, listener: Listener, log_level: str = "warning"):
 
 
 def serve(app, listener: Listener) -> None:
-    """Run until Ctrl-C / SIGTERM (uvicorn handles both and shuts the app down, which removes its temporary folder)."""
+    """Run until Ctrl-C / SIGTERM: uvicorn shuts the app down (which removes its temporary folder), then
+    re-raises the signal; Ctrl-C is the normal way to stop a server, so it ends here, not as an error."""
     server = make_server(app, listener)
     try:
         server.run(sockets=[listener.sock])
+    except KeyboardInterrupt:
+        pass
     finally:
         listener.sock.close()
