@@ -71,7 +71,9 @@ def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--mute-audio",
-                "--window-size=1280,900", "--hide-scrollbars", "--force-device-scale-factor=1"):
+                "--window-size=1280,900", "--hide-scrollbars", "--force-device-scale-factor=1",
+                # a fake microphone (a beeping tone), granted without a prompt, for the recording test
+                "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console errors, e.g. a CSP violation
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
@@ -131,6 +133,31 @@ def test_page_converts_the_examples_and_plays_the_result(server_url, browser, tm
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("VCONV_UPDATE_SCREENSHOT") == "1":
         _save_small_png(shot, SCREENSHOT)
+
+
+def test_recording_in_the_browser_uploads_a_wav(server_url, browser):
+    """Record -> stop: the browser's webm is decoded in the page and uploaded as WAV, which the server converts."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(server_url)
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda d: d.find_element(By.ID, "model").text not in ("", "…"))
+    record = browser.find_element(By.ID, "source-record")
+    record.click()
+    wait.until(lambda d: "Stop" in record.text)
+    time.sleep(1.5)
+    record.click()
+    wait.until(lambda d: d.execute_script("return document.getElementById('source-file').files.length") == 1)
+    name, kind, size = browser.execute_script("const f = document.getElementById('source-file').files[0]; return [f.name, f.type, f.size];")
+    assert name == "recording-1.wav" and kind == "audio/wav" and size > 44 + 2 * 8000  # header + over 0.5 s at 8 kHz or more
+    browser.find_element(By.ID, "target-file").send_keys(str(EXAMPLES / "target.wav"))
+    browser.find_element(By.ID, "convert").click()
+    WebDriverWait(browser, 120).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") in ("done", "error"))
+    assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done", browser.find_element(By.ID, "status").text
+    wait.until(lambda d: d.execute_script("return document.getElementById('player').readyState") >= 1)
+    seconds = browser.execute_script("return document.getElementById('player').duration")
+    assert 1.0 < seconds < 3.0  # about the 1.5 s recorded
 
 
 def _save_small_png(shot: Path, out: Path) -> None:
