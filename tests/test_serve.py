@@ -241,6 +241,18 @@ def test_full_queue_answers_busy_and_recovers(tiny_converter, monkeypatch):
         assert again.status_code == 200 and again.json()["duration"] == pytest.approx(1.0, abs=1e-3)
 
 
+def test_a_failing_conversion_is_a_one_line_500_and_frees_its_place(client, monkeypatch):
+    def broken(*args):
+        raise RuntimeError("out of cheese\nTraceback (most recent call last): ...")
+
+    monkeypatch.setattr(serve_app, "run_conversion", broken)
+    answer = client.post("/api/convert", files=files(wav_bytes(1.0), wav_bytes(1.0)))
+    assert answer.status_code == 500 and answer.json() == {"error": "conversion failed: out of cheese"}
+    assert client.app.state.queue.status()["admitted"] == 0
+    monkeypatch.undo()
+    assert client.post("/api/convert", files=files(wav_bytes(1.0), wav_bytes(1.0))).status_code == 200
+
+
 def test_result_store_keeps_the_most_recent():
     from vconv.serve.jobs import ResultStore
 

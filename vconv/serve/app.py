@@ -111,9 +111,11 @@ def create_app(converter: VoiceConverter, limits: ServeLimits | None = None, *, 
                 shutil.rmtree(folder, ignore_errors=True)  # decoded: the uploaded files are no longer needed
             try:
                 result = await queue.run(run_conversion, converter, source, targets)
-            except Exception as exc:  # a one-line message for the client, the details in the server log
-                log.exception("conversion failed")
-                return JSONResponse({"error": f"conversion failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"}, status_code=500)
+            except Exception as exc:  # one line for the client and the log (the traceback at debug level only)
+                message = f"conversion failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                log.error(message)
+                log.debug("conversion failed", exc_info=True)
+                return JSONResponse({"error": message}, status_code=500)
         key = results.put(wav_bytes(result.wav, result.sample_rate))
         return JSONResponse(result_json(result, key, source.size / converter.sample_rate))
 

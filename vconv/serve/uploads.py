@@ -190,6 +190,8 @@ def decode_upload(path: Path, label: str, sample_rate: int, limits: ServeLimits)
         wav, _ = load_audio(path, sample_rate, min_seconds=MIN_SECONDS, max_seconds=None)
     except VconvError as exc:
         raise UploadError(422, _relabel(str(exc), path, label)) from None
+    except (OSError, ValueError, RuntimeError) as exc:  # a decoder failing in a way audio.io does not name
+        raise UploadError(422, _relabel(f"{label}: could not decode audio ({type(exc).__name__}: {exc})", path, label)) from None
     if wav.size / sample_rate > limits.max_seconds:  # some headers (VBR MP3) under-report the length
         raise UploadError(422, f"{label}: {wav.size / sample_rate:.1f} s is longer than the {limits.max_seconds:g} s limit of this server")
     return wav
