@@ -230,3 +230,5 @@ def test_regular_wheel_install_finds_the_shipped_bundles(tmp_path):
     shipped = sorted(p for p in os.listdir(os.path.join(root, "pretrained")) if os.path.isfile(os.path.join(root, "pretrained", p, "config.json")))
     assert sorted(name for name, _ in found) == shipped
     assert all(str(tmp_path / "site") in path for _, path in found)
+    # the page of `vconv serve` is package data too
+    assert {p.name for p in (tmp_path / "site" / "vconv" / "serve" / "static").iterdir()} == {"index.html", "app.js", "style.css"}

@@ -16,11 +16,12 @@ import typer
 
 from vconv.cli_artifacts import bundle_app, frontend_app
 from vconv.cli_common import friendly_errors, split_list
+from vconv.cli_serve import serve
 from vconv.errors import VconvError
 
 app = typer.Typer(
     name="vconv",
-    help="One-shot voice conversion: prepare corpora, extract features, train, convert, embed, evaluate.",
+    help="One-shot voice conversion: prepare corpora, extract features, train, convert, embed, evaluate, serve.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -312,6 +313,7 @@ def info(
         typer.echo(f"{path}: {wav.size / sr:.2f} s, {meta.samplerate} Hz, {meta.channels} ch, {meta.subtype}, peak {peak_db:.1f} dBFS")
 
 
+app.command("serve")(serve)  # vconv/cli_serve.py: the local web page
 app.add_typer(bundle_app, name="bundle")
 app.add_typer(frontend_app, name="frontend")
 

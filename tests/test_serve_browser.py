@@ -1,0 +1,172 @@
+"""`vconv serve` in a real browser: headless Chromium uploads the shipped examples, converts, and the audio it got is checked.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them when it runs as root) and
+selenium (the ``dev`` extra); skips with the reason otherwise. The screenshot goes to ``tmp_path``, or to
+``docs/img/serve.png`` (the README's) when ``VCONV_UPDATE_SCREENSHOT=1``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+import shutil
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+SCREENSHOT = ROOT / "docs" / "img" / "serve.png"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+RMS_FLOOR = 0.005  # -46 dBFS: speech converted by the shipped model sits near -30 dBFS; silence far below
+
+
+def _missing() -> str | None:
+    for module, what in (("selenium", "selenium (pip install -e '.[dev]')"), ("fastapi", "the serve extra (pip install -e '.[serve]')")):
+        if importlib.util.find_spec(module) is None:
+            return f"needs {what}"
+    if not CHROMIUM or not CHROMEDRIVER:
+        return "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; .ci/run installs them)"
+    return None
+
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(_missing() is not None, reason=_missing() or "")]
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    """The shipped model served by uvicorn in a thread on a free loopback port, as `vconv serve` runs it."""
+    import vconv
+    from vconv.serve.app import create_app
+    from vconv.serve.limits import ServeLimits
+    from vconv.serve.server import bind, make_server
+
+    listener = bind("127.0.0.1", 0)
+    app = create_app(vconv.load(), ServeLimits(), allowed_hosts=listener.allowed_hosts())
+    server = make_server(app, listener)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener.sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    yield listener.url
+    server.should_exit = True
+    thread.join(timeout=15)
+    listener.sock.close()
+    assert not app.state.upload_root.exists(), "the upload folder outlived the server"
+
+
+@pytest.fixture
+def browser():
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--mute-audio",
+                "--window-size=1280,900", "--hide-scrollbars", "--force-device-scale-factor=1",
+                # a fake microphone (a beeping tone), granted without a prompt, for the recording test
+                "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console errors, e.g. a CSP violation
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_page_converts_the_examples_and_plays_the_result(server_url, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(server_url)
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda d: d.find_element(By.ID, "model").text not in ("", "…"))  # /api/info answered
+    assert "vconv-voices-small" in browser.find_element(By.ID, "model").text
+
+    browser.find_element(By.ID, "source-file").send_keys(str(EXAMPLES / "source.wav"))
+    browser.find_element(By.ID, "target-file").send_keys(str(EXAMPLES / "target.wav"))
+    browser.find_element(By.ID, "convert").click()
+    WebDriverWait(browser, 120).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") in ("done", "error"))
+    assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done", browser.find_element(By.ID, "status").text
+
+    player = browser.find_element(By.ID, "player")
+    src = player.get_attribute("src")
+    assert src.startswith(server_url + "api/result/") and src.endswith(".wav")
+    # the browser itself decoded the file's header (readyState >= HAVE_METADATA)
+    wait.until(lambda d: d.execute_script("return arguments[0].readyState", player) >= 1)
+    source_seconds = sf.info(str(EXAMPLES / "source.wav")).duration
+    assert browser.execute_script("return arguments[0].duration", player) == pytest.approx(source_seconds, rel=0.02)
+
+    with urllib.request.urlopen(src, timeout=30) as answer:  # loopback only
+        wav, sr = sf.read(io.BytesIO(answer.read()), dtype="float32")
+    assert wav.ndim == 1 and wav.size / sr == pytest.approx(source_seconds, rel=0.02)
+    assert float(np.sqrt(np.mean(wav.astype(np.float64) ** 2))) > RMS_FLOOR, "the converted audio is (nearly) silent"
+
+    # the three mel spectrograms were drawn (not blank), and the similarities are shown as numbers
+    for name in ("source", "target", "converted"):
+        mean = browser.execute_script(
+            "const c = arguments[0]; const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+            "let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i] + d[i + 1] + d[i + 2]; return s / (d.length / 4) / 3;",
+            browser.find_element(By.ID, f"mel-{name}"))
+        assert mean > 20, f"the {name} spectrogram is blank"
+    assert float(browser.find_element(By.ID, "sim-target").text) <= 1.0
+    assert browser.find_element(By.ID, "download").get_attribute("href") == src
+
+    severe = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not severe, severe  # no script error, no blocked (external) resource
+
+    height = int(browser.execute_script("return document.documentElement.scrollHeight"))
+    # the whole page in one image: make the viewport as tall as the page (the window size includes no chrome headless)
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 1280, "height": min(height, 2000), "deviceScaleFactor": 1, "mobile": False})
+    shot = tmp_path / "serve.png"
+    browser.save_screenshot(str(shot))
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("VCONV_UPDATE_SCREENSHOT") == "1":
+        _save_small_png(shot, SCREENSHOT)
+
+
+def test_recording_in_the_browser_uploads_a_wav(server_url, browser):
+    """Record -> stop: the browser's webm is decoded in the page and uploaded as WAV, which the server converts."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(server_url)
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda d: d.find_element(By.ID, "model").text not in ("", "…"))
+    record = browser.find_element(By.ID, "source-record")
+    record.click()
+    wait.until(lambda d: "Stop" in record.text)
+    time.sleep(1.5)
+    record.click()
+    wait.until(lambda d: d.execute_script("return document.getElementById('source-file').files.length") == 1)
+    name, kind, size = browser.execute_script("const f = document.getElementById('source-file').files[0]; return [f.name, f.type, f.size];")
+    assert name == "recording-1.wav" and kind == "audio/wav" and size > 44 + 2 * 8000  # header + over 0.5 s at 8 kHz or more
+    browser.find_element(By.ID, "target-file").send_keys(str(EXAMPLES / "target.wav"))
+    browser.find_element(By.ID, "convert").click()
+    WebDriverWait(browser, 120).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") in ("done", "error"))
+    assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done", browser.find_element(By.ID, "status").text
+    wait.until(lambda d: d.execute_script("return document.getElementById('player').readyState") >= 1)
+    seconds = browser.execute_script("return document.getElementById('player').duration")
+    assert 1.0 < seconds < 3.0  # about the 1.5 s recorded
+
+
+def _save_small_png(shot: Path, out: Path) -> None:
+    """Copy the screenshot for the README, reduced to a 256-colour palette when Pillow is there (~4x smaller)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        from PIL import Image
+    except ImportError:
+        shutil.copyfile(shot, out)
+        return
+    with Image.open(shot) as image:
+        image.convert("RGB").quantize(colors=256).save(out, optimize=True)

@@ -1,0 +1,68 @@
+"""Safety middleware of `vconv serve`, applied to every response.
+
+- **Host check.** A server on 127.0.0.1 is still reachable from a web page the user visits, through DNS
+  rebinding (a hostile name re-pointed at 127.0.0.1). When the server listens on loopback, a request
+  whose ``Host`` is not a loopback name is refused, so only pages served from this address can use it.
+- **Content-Security-Policy.** The page may load scripts, styles, images and media from this server
+  only (plus ``data:``/``blob:`` for recorded audio): it cannot fetch anything from the internet, which
+  also guarantees it works offline. Framing by other sites is refused.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional
+from urllib.parse import urlsplit
+
+from starlette.datastructures import MutableHeaders
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "media-src 'self' blob: data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "content-security-policy": CONTENT_SECURITY_POLICY,
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+}
+
+
+def host_name(host_header: str) -> str:
+    """``"127.0.0.1:7860"`` -> ``"127.0.0.1"``, ``"[::1]:7860"`` -> ``"::1"``, lower-cased ("" if unparsable)."""
+    try:
+        return (urlsplit("//" + host_header).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+class GuardMiddleware:
+    """Pure ASGI middleware: refuse requests for other hosts (when ``allowed_hosts`` is given), add
+    :data:`SECURITY_HEADERS` to every response."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: Optional[Iterable[str]] = None):
+        self.app = app
+        self.allowed = None if allowed_hosts is None else {h.lower().strip("[]") for h in allowed_hosts}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for key, value in SECURITY_HEADERS.items():
+                    headers.setdefault(key, value)
+            await send(message)
+
+        if self.allowed is not None:
+            host = host_name(dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1"))
+            if host not in self.allowed:
+                response = JSONResponse({"error": "host not allowed: open the page at the address `vconv serve` printed"}, status_code=400)
+                await response(scope, receive, send_with_headers)
+                return
+        await self.app(scope, receive, send_with_headers)

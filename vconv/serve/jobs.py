@@ -1,0 +1,116 @@
+"""The bounded conversion queue and the bounded store of converted results.
+
+A request first takes a :class:`Ticket` (non-blocking): at most ``workers + queue_depth`` are out at
+once, and one more is refused with :class:`Busy`, which the app answers "busy, retry" (HTTP 503) —
+requests never pile up, so neither does the memory their audio holds. With a ticket, a request
+uploads, is checked, then runs its conversion through :meth:`ConversionQueue.run`: in a worker thread
+(the event loop keeps answering other requests), at most ``workers`` at a time.
+
+The primitives are threading ones on purpose: they do not belong to an event loop, so the same queue
+works under uvicorn and under a test client that runs each request in its own loop.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import OrderedDict
+from typing import Callable, Optional, TypeVar
+
+import anyio.to_thread
+
+T = TypeVar("T")
+
+
+class Busy(Exception):
+    """Every conversion slot and queue place is taken: the client should retry later."""
+
+
+class Ticket:
+    """A place in the queue; release it with ``with`` (or :meth:`release`), exactly once."""
+
+    def __init__(self, queue: "ConversionQueue"):
+        self._queue = queue
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._queue._release()
+
+    def __enter__(self) -> "Ticket":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class ConversionQueue:
+    """``workers`` conversions at a time, ``queue_depth`` more requests waiting, the rest :class:`Busy`."""
+
+    def __init__(self, workers: int, queue_depth: int):
+        self.workers = workers
+        self.capacity = workers + queue_depth
+        self._lock = threading.Lock()
+        self._held = 0
+        self._running = 0
+        self._slots = threading.BoundedSemaphore(workers)
+
+    def admit(self) -> Ticket:
+        """A ticket, or :class:`Busy` at once when ``capacity`` requests already hold one."""
+        with self._lock:
+            if self._held >= self.capacity:
+                raise Busy()
+            self._held += 1
+        return Ticket(self)
+
+    def _release(self) -> None:
+        with self._lock:
+            self._held -= 1
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(*args)`` in a worker thread once one of the ``workers`` slots is free; its return value."""
+        return await anyio.to_thread.run_sync(self._run_in_slot, fn, args)
+
+    def _run_in_slot(self, fn: Callable[..., T], args: tuple) -> T:
+        with self._slots:  # waiting threads number at most capacity - workers, so this wait is bounded too
+            with self._lock:
+                self._running += 1
+            try:
+                return fn(*args)
+            finally:
+                with self._lock:
+                    self._running -= 1
+
+    def status(self) -> dict[str, int]:
+        """Requests admitted (``admitted``: uploading, waiting or converting), converting now, and the capacity."""
+        with self._lock:
+            return {"admitted": self._held, "converting": self._running, "capacity": self.capacity}
+
+
+class ResultStore:
+    """The last ``size`` converted WAV files (bytes), by random id; the least recently used is dropped first."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, data: bytes) -> str:
+        key = uuid.uuid4().hex  # unguessable: a result is only reachable by whoever asked for it
+        with self._lock:
+            self._items[key] = data
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return key
+
+    def get(self, key: str) -> Optional[bytes]:
+        with self._lock:
+            data = self._items.get(key)
+            if data is not None:
+                self._items.move_to_end(key)
+            return data
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)

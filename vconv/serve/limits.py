@@ -1,0 +1,61 @@
+"""The limits of one `vconv serve` process: upload size and duration, concurrency, queue depth.
+
+They bound what a client can make the server hold: at most ``workers + queue_depth`` requests are
+admitted at once, each with at most ``1 + max_references`` files of ``max_upload_mb`` (streamed to a
+temporary folder, not memory) and ``max_seconds`` of audio; the rest are answered "busy, retry".
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from vconv.errors import VconvError
+
+MAX_WORKERS = 2  # conversions share the CPU's cores; more than two in parallel only slows each one down
+MAX_QUEUE_DEPTH = 32
+MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers on top of the files themselves
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """Per-file upload limits (``max_upload_mb`` bytes read, ``max_seconds`` decoded), number of target
+    references, conversions running at once (``workers``), requests waiting (``queue_depth``) and
+    converted results kept for download (``results_kept``, least recently used dropped first)."""
+
+    max_upload_mb: float = 20.0
+    max_seconds: float = 60.0
+    max_references: int = 4
+    workers: int = 1
+    queue_depth: int = 4
+    results_kept: int = 16
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_request_bytes(self) -> int:
+        """The most one request may send: every file at its limit plus the multipart framing."""
+        return self.max_upload_bytes * (1 + self.max_references) + MULTIPART_OVERHEAD
+
+    @property
+    def capacity(self) -> int:
+        """Requests admitted at once (converting + waiting); one more is answered busy."""
+        return self.workers + self.queue_depth
+
+    def check(self) -> "ServeLimits":
+        """Raise a one-line :class:`VconvError` naming the option for a value out of range; return self."""
+        if not 0 < self.max_upload_mb <= 1024:
+            raise VconvError(f"--max-upload-mb {self.max_upload_mb:g}: expected a size in MB above 0 and at most 1024")
+        if not 0 < self.max_seconds <= 3600:
+            raise VconvError(f"--max-seconds {self.max_seconds:g}: expected a duration above 0 and at most 3600 s")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise VconvError(f"--workers {self.workers}: expected 1 or {MAX_WORKERS} (conversions share the CPU)")
+        if not 0 <= self.queue_depth <= MAX_QUEUE_DEPTH:
+            raise VconvError(f"--queue {self.queue_depth}: expected 0 to {MAX_QUEUE_DEPTH} waiting requests")
+        if self.max_references < 1 or self.results_kept < 1:
+            raise VconvError("max_references and results_kept must be at least 1")
+        return self
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)

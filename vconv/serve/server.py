@@ -1,0 +1,77 @@
+"""The network side of `vconv serve`: bind the address (before the model loads), then run uvicorn on it.
+
+Binding first makes a taken port or an unknown host a one-line error in a fraction of a second rather
+than after the model load, and removes the window in which another process could take the port.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+
+from vconv.errors import VconvError
+from vconv.serve.guard import LOOPBACK_NAMES
+
+# uvicorn answers 503 itself past this many connections + tasks: a coarse flood guard in front of the
+# app's own queue (which is what normally answers "busy")
+MAX_CONNECTIONS = 64
+
+
+@dataclass
+class Listener:
+    """A bound (not yet listening) socket and what to tell the user about it."""
+
+    sock: socket.socket
+    host: str
+    port: int
+    loopback: bool
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    def allowed_hosts(self) -> list[str] | None:
+        """The Host names to answer: loopback names when listening on loopback, any otherwise."""
+        return [*LOOPBACK_NAMES, self.host] if self.loopback else None
+
+
+def bind(host: str, port: int) -> Listener:
+    """Bind ``host:port`` (port 0: a free one); a one-line :class:`VconvError` when that is impossible."""
+    if not 0 <= port <= 65535:
+        raise VconvError(f"--port {port}: expected 0 to 65535")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise VconvError(f"--host {host}: not an address of this machine ({exc.strerror if hasattr(exc, 'strerror') else exc})") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restart at once after Ctrl-C (TIME_WAIT)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise VconvError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    bound_host, bound_port = sock.getsockname()[:2]
+    return Listener(sock, bound_host, bound_port, ipaddress.ip_address(bound_host).is_loopback)
+
+
+def make_server(app, listener: Listener, log_level: str = "warning"):
+    """An uvicorn ``Server`` for ``app``; run it with ``server.run(sockets=[listener.sock])``."""
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, limit_concurrency=MAX_CONNECTIONS,
+                            timeout_graceful_shutdown=5)
+    return uvicorn.Server(config)
+
+
+def serve(app, listener: Listener) -> None:
+    """Run until Ctrl-C / SIGTERM: uvicorn shuts the app down (which removes its temporary folder), then
+    re-raises the signal; Ctrl-C is the normal way to stop a server, so it ends here, not as an error."""
+    server = make_server(app, listener)
+    try:
+        server.run(sockets=[listener.sock])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        listener.sock.close()

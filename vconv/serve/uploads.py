@@ -1,0 +1,211 @@
+"""From an HTTP body to validated waveforms: the only way client data enters the server.
+
+The multipart body is parsed as it streams in (python-multipart's push parser), never read whole
+into memory: every byte is counted against the request limit and every file part against
+``max_upload_mb`` as it arrives, and file parts go to files *we* name (``00.upload``, ``01.upload``, ...)
+inside the request's temporary folder. The client's filename is never used, so no path from the
+client is ever opened. Each file is then checked as audio (header, duration, decodability, silence)
+before any conversion work, and each problem is a one-line message naming the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Optional
+
+import numpy as np
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import Request
+
+from vconv.audio.io import audio_info
+from vconv.audio.io import load as load_audio
+from vconv.errors import VconvError
+from vconv.inference.converter import MIN_SECONDS
+from vconv.serve.limits import ServeLimits
+
+SOURCE_FIELD = "source"
+TARGET_FIELD = "target"
+# decoding reads every channel at the file's rate before the downmix: refuse more than stereo at 48 kHz
+# per second of audio, so a small, highly compressed file cannot expand into gigabytes of samples
+MAX_SAMPLES_PER_SECOND = 2 * 48000
+
+
+class UploadError(Exception):
+    """A request the server refuses: HTTP ``status`` and a one-line ``message`` for the client."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Uploads:
+    """The files of one request, in the order received: ``source`` (at most one) and ``targets``."""
+
+    source: Optional[Path] = None
+    targets: list[Path] = field(default_factory=list)
+
+
+class _PartWriter:
+    """python-multipart callbacks that stream each file part to its own file, enforcing the limits."""
+
+    def __init__(self, folder: Path, limits: ServeLimits):
+        self.folder = folder
+        self.limits = limits
+        self.uploads = Uploads()
+        self._header_field = b""
+        self._header_value = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._out: Optional[BinaryIO] = None
+        self._label = ""
+        self._size = 0
+        self._parts = 0
+
+    def callbacks(self) -> dict:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": lambda data, start, end: self._append_header("field", data[start:end]),
+            "on_header_value": lambda data, start, end: self._append_header("value", data[start:end]),
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+        }
+
+    def _part_begin(self) -> None:
+        self._headers, self._header_field, self._header_value = {}, b"", b""
+
+    def _append_header(self, which: str, data: bytes) -> None:
+        if which == "field":
+            self._header_field += data
+        else:
+            self._header_value += data
+
+    def _header_end(self) -> None:
+        self._headers[self._header_field.strip().lower()] = self._header_value.strip()
+        self._header_field, self._header_value = b"", b""
+
+    def _headers_finished(self) -> None:
+        _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
+        name = options.get(b"name", b"").decode("utf-8", "replace")
+        self._out, self._size = None, 0
+        if name not in (SOURCE_FIELD, TARGET_FIELD):
+            return  # an unknown field is read (it counts towards the request limit) but not kept
+        if name == SOURCE_FIELD:
+            if self.uploads.source is not None:
+                raise UploadError(400, "only one source file per conversion")
+            self._label = SOURCE_FIELD
+        else:
+            if len(self.uploads.targets) >= self.limits.max_references:
+                raise UploadError(400, f"at most {self.limits.max_references} target references per conversion")
+            self._label = f"target {len(self.uploads.targets) + 1}"
+        path = self.folder / f"{self._parts:02d}.upload"  # our name: the client's filename is never used
+        self._parts += 1
+        self._out = open(path, "wb")
+        if name == SOURCE_FIELD:
+            self.uploads.source = path
+        else:
+            self.uploads.targets.append(path)
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._out is None:
+            return
+        self._size += end - start
+        if self._size > self.limits.max_upload_bytes:
+            raise UploadError(413, f"{self._label}: larger than the {self.limits.max_upload_mb:g} MB upload limit")
+        self._out.write(data[start:end])
+
+    def _part_end(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+
+async def receive_uploads(request: Request, folder: Path, limits: ServeLimits) -> Uploads:
+    """Stream a ``multipart/form-data`` body into ``folder``: one ``source`` file, 1..``max_references``
+    ``target`` files. Raises :class:`UploadError` (400 malformed or missing, 413 too big)."""
+    mime, options = parse_options_header(request.headers.get("content-type", ""))
+    if mime != b"multipart/form-data" or not options.get(b"boundary"):
+        raise UploadError(400, "expected a multipart/form-data upload with a 'source' file and one or more 'target' files")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limits.max_request_bytes:  # refuse before reading a byte
+        raise UploadError(413, f"upload of {int(declared) / 2**20:.1f} MB is larger than the server's limit "
+                               f"({limits.max_upload_mb:g} MB per file)")
+    writer = _PartWriter(folder, limits)
+    error: Optional[UploadError] = None
+    received = 0
+    try:
+        parser = MultipartParser(options[b"boundary"], writer.callbacks())
+        async for chunk in request.stream():
+            received += len(chunk)  # counted as it arrives: a body without Content-Length is bounded too
+            if error is not None:  # refused: read on (bounded) so the client gets the answer, not a reset
+                if received > 2 * limits.max_request_bytes:
+                    break
+                continue
+            try:
+                if received > limits.max_request_bytes:
+                    raise UploadError(413, f"upload larger than the server's limit ({limits.max_upload_mb:g} MB per file)")
+                parser.write(chunk)
+            except UploadError as exc:
+                error = exc
+                writer.close()
+        if error is None:
+            parser.finalize()
+    except (MultipartParseError, ValueError) as exc:
+        raise UploadError(400, f"malformed multipart upload ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    finally:
+        writer.close()
+    if error is not None:
+        raise error
+    uploads = writer.uploads
+    if uploads.source is None:
+        raise UploadError(400, "no source file: upload the audio whose words to keep as 'source'")
+    if not uploads.targets:
+        raise UploadError(400, "no target reference: upload at least one recording of the target voice as 'target'")
+    return uploads
+
+
+def decode_upload(path: Path, label: str, sample_rate: int, limits: ServeLimits) -> np.ndarray:
+    """Check one uploaded file as audio and decode it: mono float32 ``[T]`` at ``sample_rate``.
+
+    Raises :class:`UploadError` 422 for an empty, non-audio, too long, too short, silent or corrupt
+    file, with the message naming ``label`` instead of the server-side path.
+    """
+    if path.stat().st_size == 0:
+        raise UploadError(422, f"{label}: empty upload (0 bytes)")
+    try:
+        info = audio_info(path)
+        if info.frames > 0 and info.frames / info.samplerate > limits.max_seconds:  # from the header, before decoding
+            raise UploadError(422, f"{label}: {info.frames / info.samplerate:.1f} s is longer than the "
+                                   f"{limits.max_seconds:g} s limit of this server")
+        if info.channels * info.samplerate > MAX_SAMPLES_PER_SECOND:
+            raise UploadError(422, f"{label}: {info.channels} channels at {info.samplerate} Hz is more than this server "
+                                   "decodes (up to stereo at 48 kHz)")
+        wav, _ = load_audio(path, sample_rate, min_seconds=MIN_SECONDS, max_seconds=None)
+    except VconvError as exc:
+        raise UploadError(422, _relabel(str(exc), path, label)) from None
+    except (OSError, ValueError, RuntimeError) as exc:  # a decoder failing in a way audio.io does not name
+        raise UploadError(422, _relabel(f"{label}: could not decode audio ({type(exc).__name__}: {exc})", path, label)) from None
+    if wav.size / sample_rate > limits.max_seconds:  # some headers (VBR MP3) under-report the length
+        raise UploadError(422, f"{label}: {wav.size / sample_rate:.1f} s is longer than the {limits.max_seconds:g} s limit of this server")
+    return wav
+
+
+def decode_uploads(uploads: Uploads, sample_rate: int, limits: ServeLimits) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The request's source ``[T]`` and target references ``[T_i]``, decoded and checked (see :func:`decode_upload`)."""
+    assert uploads.source is not None
+    source = decode_upload(uploads.source, SOURCE_FIELD, sample_rate, limits)
+    targets = [decode_upload(p, f"target {i + 1}", sample_rate, limits) for i, p in enumerate(uploads.targets)]
+    return source, targets
+
+
+def _relabel(message: str, path: Path, label: str) -> str:
+    """``"<tmp path>: reason"`` -> ``"<label>: reason"``: the client never sees server paths."""
+    line = message.splitlines()[0] if message else "unreadable audio"
+    return line.replace(str(path), label)
