@@ -34,8 +34,11 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     ``suffix`` defaults to the target's own (some writers pick the format from the extension).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix if suffix is None else suffix)
+    try:  # a folder that cannot be made or written is the user's to fix: one line, not a traceback
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix if suffix is None else suffix)
+    except OSError as exc:
+        raise VconvError(f"{path}: cannot write here ({exc.strerror or exc})") from None
     os.close(fd)
     try:
         yield Path(tmp)
