@@ -69,11 +69,12 @@ def friendly_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def report_failures(failures: Iterable[Any], what: str = "failed") -> int:
-    """List per-file failures (objects with ``path`` and ``reason``) on stderr, one line each; returns their count."""
+def report_failures(failures: Iterable[Any]) -> int:
+    """List per-file failures (objects with ``path`` and ``reason``) on stderr as ``error: PATH: reason``,
+    one line each; returns their count."""
     count = 0
     for bad in failures:
-        typer.echo(f"{what}: {bad.path}: {bad.reason}", err=True)
+        typer.echo(f"error: {bad.path}: {bad.reason}", err=True)
         count += 1
     return count
 

@@ -52,8 +52,16 @@ class Utterance:
 
 @dataclass
 class BadFile:
+    """A file a batch had to skip, and why (one line)."""
+
     path: str
     reason: str
+
+    @classmethod
+    def from_error(cls, path: str | Path, exc: Exception) -> "BadFile":
+        """From a VconvError about ``path`` (its message is usually ``PATH: reason``; the path is not repeated)."""
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return cls(str(path), message[len(str(path)) + 2:] if message.startswith(f"{path}: ") else message)
 
 
 @dataclass
@@ -148,7 +156,7 @@ def check_audio_file(path: Path, min_seconds: float) -> float | BadFile:
     try:
         info = audio_info(path)
     except VconvError as exc:  # its message is "PATH: reason"; BadFile keeps the two apart
-        return BadFile(str(path), str(exc).split(": ", 1)[-1])
+        return BadFile.from_error(path, exc)
     if info.frames == 0:
         return BadFile(str(path), "empty audio (0 samples)")
     duration = info.frames / info.samplerate

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from vconv.audio.io import save as save_audio
 from vconv.errors import VconvError
 from vconv.evaluation import metrics as M
+from vconv.paths import check_distinct_outputs
 
 ConvertFn = Callable[[str, list[str]], tuple[np.ndarray, int]]  # (source path, ref paths) -> (wav [T], sr)
 
@@ -156,6 +157,10 @@ def make_pairs(
         raise VconvError("no speaker has two or more utterances; each target needs a reference and a second utterance to judge against")
 
     out = Path(out_dir) / "converted"
+    # ids and speaker names become file names: two that flatten to the same name, or a name that is one of
+    # the inputs, would overwrite a file; refused before the first conversion
+    check_distinct_outputs([(Path(s.path), out / f"{safe_name(s.id)}__to__{safe_name(b)}.wav") for s, b in plan],
+                           [(Path(u.path), "held-out utterance") for u in utterances])
     pairs = []
     for src, b in tqdm(plan, desc="converting", unit="pair", disable=not progress):
         rng = random.Random(f"{seed}|{src.id}|{b}")

@@ -133,7 +133,12 @@ def package_run(
     from vconv.config import load_yaml
     from vconv.inference.bundle import attach_vocoder, load_bundle, save_bundle
 
+    from vconv.paths import check_output_path
+
     run_dir = Path(run_dir)
+    if not name or name in (".", "..") or Path(name).name != name or "\\" in name:
+        raise VconvError(f"--name {name!r}: a bundle name is one folder name (no / or ..), e.g. my-voices-v2")
+    check_output_path(Path(out_dir) / name, expect="folder", what="bundle folder")
     for needed in ("model", "config.yaml", "log.jsonl"):
         if not (run_dir / needed).exists():
             raise VconvError(f"{run_dir}: not a finished training run (no {needed}; `vconv train` writes it)")
