@@ -167,6 +167,20 @@ def train(
     typer.echo(f"model bundle: {trainer.run_dir / 'model'}")
 
 
+def _check_model(model: Optional[str], vocoder: Optional[str] = None) -> Path:
+    """The bundle folder of ``--model`` with its config.json validated, and ``--vocoder`` known: both cheap,
+    so a typo fails before the model's weights are loaded."""
+    from vconv.inference.bundle import read_bundle_config
+    from vconv.inference.registry import resolve_bundle
+    from vconv.vocoders import VOCODERS
+
+    bundle = resolve_bundle(model)
+    read_bundle_config(bundle)
+    if vocoder is not None and vocoder != "vocos" and vocoder not in VOCODERS:
+        raise VconvError(f"--vocoder {vocoder!r}: unknown; known: {', '.join(sorted({'vocos', *VOCODERS}))}")
+    return bundle
+
+
 @app.command()
 @friendly_errors
 def convert(
@@ -185,10 +199,11 @@ def convert(
     from vconv.inference.converter import load
     from vconv.inference.plan import plan_conversions
 
-    plan = plan_conversions(source, target, out, force=force, sample_rate=sample_rate)  # before the model load
+    bundle = _check_model(model, vocoder)  # the model, inputs and outputs are checked before the model load
+    plan = plan_conversions(source, target, out, force=force, sample_rate=sample_rate)
     if not plan.jobs:
         finish_batch(0, plan.failed)
-    converter = load(model, vocoder=vocoder)
+    converter = load(bundle, vocoder=vocoder)
     report = convert_paths(converter, source, target, out, force=force, progress=progress, plan=plan)
     typer.echo(report.summary())
     finish_batch(len(report.converted), report.failed)
@@ -212,10 +227,11 @@ def embed(
 
     if out is None and not similarity:
         raise VconvError("nothing to do: pass --out FILE and/or --similarity")
-    plan = plan_embeddings(paths, out, force=force)  # before the model load
+    bundle = _check_model(model)  # the model, inputs and the output are checked before the model load
+    plan = plan_embeddings(paths, out, force=force)
     if not plan.groups:
         finish_batch(0, plan.failed)
-    result = embed_paths(load(model), paths, progress=progress, plan=plan, allow_empty=True)
+    result = embed_paths(load(bundle), paths, progress=progress, plan=plan, allow_empty=True)
     if not result.utterances:
         finish_batch(0, result.failed)
     if out is not None:
@@ -255,6 +271,7 @@ def evaluate(
         raise VconvError("pass exactly one of --manifest (convert and score held-out pairs) or --protocol (score given triples)")
     if sources_per_pair is not None and sources_per_pair < 1:
         raise VconvError(f"--sources-per-pair {sources_per_pair}: expected 1 or more")
+    bundle = _check_model(model, vocoder) if manifest is not None or model is not None else None
     check_output_path(out, expect="folder", what="report folder")  # inputs and outputs before the model load
     if (out / "results.json").exists() and not force:
         raise VconvError(f"{out / 'results.json'}: already exists; pass --force to overwrite")
@@ -268,7 +285,7 @@ def evaluate(
     if manifest is not None or model is not None:
         from vconv.inference.converter import load
 
-        converter = load(model, vocoder=vocoder)
+        converter = load(bundle, vocoder=vocoder)
     convert_fn = None if protocol is not None else (lambda src, refs: (converter.convert(src, refs), converter.sample_rate))  # noqa: E731
     vocode_fn = (lambda path: (converter.copy_synthesis(path), converter.sample_rate)) if converter else None  # noqa: E731
     title = f"vconv evaluate: {converter.info.path.name if converter else protocol}"

@@ -16,10 +16,10 @@ Every error is one line ``error: <what>: <why>`` on stderr, usage errors include
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from typing import Any, Callable, Iterable, Optional, TypeVar
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -95,6 +95,15 @@ def finish_batch(done: int, failures: list[Any], *, allow_failures: bool = False
         raise typer.Exit(code)
 
 
+# Click's exception classes as Typer raises them: recent Typer releases vendor their own copy of Click, so
+# they are found through Typer's public BadParameter rather than `import click`
+_CLICK_CLASSES = {cls.__name__: cls for cls in typer.BadParameter.__mro__}
+_ClickException = _CLICK_CLASSES["ClickException"]
+_UsageError = _CLICK_CLASSES["UsageError"]
+_NoArgsIsHelp = getattr(sys.modules[_UsageError.__module__], "NoArgsIsHelpError", None)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 class OneLineErrorsGroup(TyperGroup):
     """The top-level command group: a usage error is one line on stderr too (exit code 2), not a framed panel."""
 
@@ -102,18 +111,18 @@ class OneLineErrorsGroup(TyperGroup):
              standalone_mode: bool = True, **extra: Any) -> Any:
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.exceptions.NoArgsIsHelpError as exc:  # `vconv` alone: the help, as before
+        except _ClickException as exc:
             if not standalone_mode:
                 raise
-            exc.show()
+            if _NoArgsIsHelp is not None and isinstance(exc, _NoArgsIsHelp):  # `vconv bundle` alone: its help
+                exc.show()
+                sys.exit(exc.exit_code)
+            ctx = getattr(exc, "ctx", None)
+            where = ctx.command_path if ctx is not None else "vconv"
+            message = _ANSI.sub("", exc.format_message())  # Typer may colour option names
+            typer.echo(f"error: {one_line(message)} (see `{where} --help`)", err=True)
             sys.exit(exc.exit_code)
-        except click.ClickException as exc:
-            if not standalone_mode:
-                raise
-            where = exc.ctx.command_path if isinstance(exc, click.UsageError) and exc.ctx else "vconv"
-            typer.echo(f"error: {one_line(click.unstyle(exc.format_message()))} (see `{where} --help`)", err=True)
-            sys.exit(exc.exit_code)
-        except click.exceptions.Abort:
+        except typer.Abort:
             if not standalone_mode:
                 raise
             typer.echo("interrupted", err=True)
