@@ -63,6 +63,8 @@ def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise VconvError(f"{path}: corrupt {what} ({exc.msg} at line {exc.lineno})") from None
+    except (ValueError, RecursionError) as exc:  # a 5000-digit number, nesting thousands deep
+        raise VconvError(f"{path}: corrupt {what} ({type(exc).__name__}: {str(exc)[:80]})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise VconvError(f"{path}: unreadable {what} ({exc})") from None
     if not isinstance(data, dict):

@@ -8,6 +8,7 @@ numbers); :func:`load_sections` reads a YAML run config (a file or a packaged pr
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import typing
 from dataclasses import MISSING, asdict, fields
@@ -102,9 +103,13 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise VconvError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise VconvError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except UnicodeDecodeError:
+        raise VconvError(f"{path}: not UTF-8 text; a config is a UTF-8 YAML file") from None
+    except (RecursionError, ValueError) as exc:  # nesting thousands deep; a number YAML cannot hold
+        raise VconvError(f"{path}: not a usable YAML config ({type(exc).__name__})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -120,21 +125,22 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise VconvError(f"override {item!r}: expected key.path=value")
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise VconvError(f"override {item!r}: not a YAML value ({str(exc).splitlines()[0]})") from None
         node = out
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise VconvError(f"override {item!r}: {part} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        node[parts[-1]] = value
     return out
 
 
 def _deep_copy(data: Any) -> Any:
-    if isinstance(data, dict):
-        return {k: _deep_copy(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_deep_copy(v) for v in data]
-    return data
+    # copy.deepcopy keeps shared parts shared: a YAML whose aliases nest ("billion laughs") stays small
+    return copy.deepcopy(data)
 
 
 def _plain(data: Any) -> Any:

@@ -115,7 +115,7 @@ def _parse_line(line: str, where: str, base: Path) -> Utterance:
     """One manifest line as an :class:`Utterance`; ``where`` (``file:line``) starts every error."""
     try:
         rec = json.loads(line)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, a 5000-digit number, nesting thousands deep
         raise VconvError(f"{where}: not a JSON line ({getattr(exc, 'msg', type(exc).__name__)})") from None
     if not isinstance(rec, dict):
         raise VconvError(f"{where}: expected a JSON object, got {type(rec).__name__}")

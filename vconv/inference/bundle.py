@@ -173,15 +173,20 @@ def read_bundle_info(bundle: str | Path) -> BundleInfo:
 def load_bundle(bundle: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, FrontEnd, BundleInfo]:
     """``(model, front-end, info)`` of a bundle: the VoiceConversionModel in eval mode, fp32, on ``device``."""
     from vconv.models import build_model
+    from vconv.models.budget import check_state_matches
 
     bundle = Path(bundle)
     info = read_bundle_info(bundle)
     config = info.extra
+    state = load_weights(bundle, WEIGHTS_FILE, config)  # digest-checked: its size is the file's
     try:
-        model = build_model(info.model_config)
+        with torch.device("meta"):  # no storage: a config that disagrees with the weights costs nothing
+            skeleton = build_model(info.model_config)
     except VconvError as exc:
         raise VconvError(f"{bundle / CONFIG_FILE}: {exc}") from None
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_weights(bundle, WEIGHTS_FILE, config).items()}
+    check_state_matches(skeleton, state, str(bundle))
+    model = build_model(info.model_config)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
