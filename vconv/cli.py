@@ -137,6 +137,10 @@ def extract(
             layers = tuple(int(x) for x in split_list(whisper_layers) or [])
         except ValueError:
             raise VconvError(f"--whisper-layers {whisper_layers!r}: expected block numbers such as 2,4") from None
+        from vconv.config.sections import WHISPER_LAYERS
+
+        if any(not 1 <= layer <= WHISPER_LAYERS for layer in layers):
+            raise VconvError(f"--whisper-layers {whisper_layers!r}: Whisper tiny.en has blocks 1..{WHISPER_LAYERS}")
     report = extract_features(manifest, out_dir, cfg, workers=workers, progress=progress, stats_from=stats_from,
                               frontends_dir=frontends, whisper_layers=layers,
                               dvector=wants_dvector if dvector is None else dvector)

@@ -56,6 +56,19 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def read_text(path: str | Path, what: str) -> str:
+    """A UTF-8 text file the user gave (a protocol, a speaker list, a template), with one-line errors naming ``what``."""
+    path = Path(path)
+    if not path.is_file():
+        raise VconvError(f"{path}: {what} not found")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise VconvError(f"{path}: {what} is not UTF-8 text (bad byte at offset {exc.start})") from None
+    except OSError as exc:
+        raise VconvError(f"{path}: unreadable {what} ({exc.strerror or exc})") from None
+
+
 def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
     """Parse a JSON file that must hold an object; a corrupt one is a one-line error naming ``what`` it is."""
     path = Path(path)

@@ -183,7 +183,8 @@ def scan_speaker_folders(root: str | Path, min_seconds: float = 0.0) -> ScanResu
                 continue
             rel = audio.relative_to(spk_dir).with_suffix("")
             transcript = audio.with_suffix(".txt")
-            text = transcript.read_text(encoding="utf-8").strip() if transcript.is_file() else None
+            # a transcript in another encoding keeps its words (as VCTK's reader does) rather than ending the scan
+            text = transcript.read_text(encoding="utf-8", errors="replace").strip() if transcript.is_file() else None
             utterances.append(
                 Utterance(
                     id=f"{spk_dir.name}/{rel.as_posix()}",
