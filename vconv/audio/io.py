@@ -234,8 +234,10 @@ def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     """Resample ``[T]`` float32 with soxr (high quality, deterministic); both rates are checked first."""
     if orig_sr == target_sr:
         return wav
-    check_sample_rate(orig_sr, "input sample rate")
-    check_sample_rate(target_sr, "output sample rate")
+    for rate, name in ((orig_sr, "input sample rate"), (target_sr, "output sample rate")):
+        # fractional rates are fine here (speed perturbation resamples by a factor), absurd ones are not
+        if isinstance(rate, bool) or not isinstance(rate, (int, float, np.number)) or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+            raise VconvError(f"{name}: expected {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz, got {rate!r}")
     return soxr.resample(wav, orig_sr, target_sr, quality="HQ").astype(np.float32, copy=False)
 
 
