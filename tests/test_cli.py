@@ -86,9 +86,11 @@ def test_extract_with_two_workers_skips_bad_files(tmp_path, corpus_dir):
     sf.write(spk / "zz_silent.wav", np.zeros(16000, np.float32), 16000)
     assert invoke("prepare", root, "-o", tmp_path / "m").exit_code == 0
     result = invoke("extract", tmp_path / "m" / "all.jsonl", "-o", tmp_path / "f", "-j", 2, "--no-progress")
-    assert result.exit_code == 0, result.output
-    assert "1 skipped" in result.output
-    assert "zz_silent.wav: audio is silent" in result.output
+    assert result.exit_code == 3, result.output  # some files skipped: partial
+    assert "1 skipped" in result.stdout
+    assert result.stderr.strip() == f"error: {(root / spk.name / 'zz_silent.wav').resolve()}: audio is silent (peak below -80 dBFS)"
+    allowed = invoke("extract", tmp_path / "m" / "all.jsonl", "-o", tmp_path / "f", "--no-progress", "--allow-skips")
+    assert allowed.exit_code == 0 and "zz_silent.wav: audio is silent" in allowed.stderr
 
 
 def test_info_bad_inputs_are_one_line_errors(tmp_path):

@@ -67,8 +67,10 @@ def test_cli_convert_folder_with_a_broken_file_is_a_partial_failure(bundle, corp
     shutil.copytree(corpus_dir / "flite_rms", src / "rms")
     (src / "rms" / "broken.wav").write_bytes(b"not audio at all")
     result = invoke("convert", src, "--target", corpus_dir / "flite_slt", "-o", tmp_path / "out", "-m", bundle, "--no-progress")
-    assert result.exit_code == 2, result.output
-    assert "converted 4 file(s)" in result.output and "broken.wav: not a readable audio file" in result.output
+    assert result.exit_code == 3, result.output  # some failed, the rest done
+    assert "converted 4 file(s)" in result.stdout and "1 failed" in result.stdout
+    assert result.stderr.strip().startswith(f"error: {src / 'rms' / 'broken.wav'}: not a readable audio file (")
+    assert len(result.stderr.strip().splitlines()) == 1
     assert sorted(p.name for p in (tmp_path / "out" / "rms").iterdir()) == [p.name for p in spk["flite_rms"]]
 
 

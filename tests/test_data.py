@@ -42,7 +42,7 @@ def test_manifest_round_trip_with_relative_paths_and_extra_keys(tmp_path, corpus
 def test_bad_manifest_line_names_the_line(tmp_path):
     path = tmp_path / "m.jsonl"
     path.write_text('{"id": "a", "path": "a.wav", "speaker": "s", "duration": 1}\n{"id": "b"}\n')
-    with pytest.raises(VconvError, match=r"m.jsonl:2: bad manifest line"):
+    with pytest.raises(VconvError, match=r"m.jsonl:2: missing key\(s\) path, speaker, duration"):
         read_manifest(path)
 
 

@@ -300,8 +300,9 @@ def test_vq_groups_must_divide_the_code_dimension():
     from vconv.errors import VconvError
     from vconv.models import build_model
 
-    for groups in (0, 3):
-        with pytest.raises(VconvError, match="model.vq_groups must be >= 1 and divide model.code_dim"):
-            build_model(ModelConfig(code_dim=64, vq_groups=groups))
+    with pytest.raises(VconvError, match="model.vq_groups: expected 1..4096, got 0"):  # the config's own range check
+        ModelConfig(code_dim=64, vq_groups=0)
+    with pytest.raises(VconvError, match="model.vq_groups must be >= 1 and divide model.code_dim"):
+        build_model(ModelConfig(code_dim=64, vq_groups=3))
     model = build_model(ModelConfig(code_dim=64, vq_groups=2, channels=32, speaker_dim=16))
     assert model.quantizer.dim == 32 and model.quantizer.groups == 2

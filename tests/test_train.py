@@ -165,9 +165,9 @@ def test_exponent_numbers_from_yaml_are_numbers_and_words_are_a_clear_error():
     train = load_run_config(None, ["train.train_manifest=a", "train.run_dir=b", "train.lr=1e-4", "train.steps=2000"])[2]
     assert train.lr == 1e-4 and isinstance(train.lr, float) and train.steps == 2000
     assert load_run_config(None, ["train.train_manifest=a", "train.run_dir=b", "train.steps=2e3"])[2].steps == 2000
-    with pytest.raises(VconvError, match="TrainConfig.steps: expected a whole number"):
+    with pytest.raises(VconvError, match="train.steps: expected a whole number"):
         load_run_config(None, ["train.train_manifest=a", "train.run_dir=b", "train.steps=1.25e1"])
-    with pytest.raises(VconvError, match="TrainConfig.lr: expected a number, got 'fast'"):
+    with pytest.raises(VconvError, match="train.lr: expected a number, got 'fast'"):
         load_run_config(None, ["train.train_manifest=a", "train.run_dir=b", "train.lr=fast"])
 
 

@@ -1,8 +1,15 @@
 """The `vconv` command line: each command is a thin wrapper over a library function.
 
-Errors the user can act on (:class:`~vconv.errors.VconvError`) print one line ``error: ...`` on stderr
-and exit with code 1; no traceback. Partial failure of a batch (some files skipped) exits with code 2
-where the command says so.
+Exit codes (defined once in :mod:`vconv.cli_common`, listed in ``vconv --help`` and the README):
+
+* ``0`` success;
+* ``1`` an error the user can act on (:class:`~vconv.errors.VconvError`: bad input file, config or path),
+  printed as one line ``error: ...`` on stderr, never a traceback; also a batch where every file failed;
+* ``2`` a usage error (unknown option, missing argument, a value of the wrong type), also one line;
+* ``3`` some files of a batch failed (each listed on stderr as ``error: FILE: reason``), the rest were done.
+
+Commands that load a model (convert, embed, evaluate) check their inputs, options and output paths
+first, so a typo fails at once rather than after the model load.
 """
 
 from __future__ import annotations
@@ -15,13 +22,15 @@ from typing import List, Optional
 import typer
 
 from vconv.cli_artifacts import bundle_app, frontend_app
-from vconv.cli_common import friendly_errors, split_list
+from vconv.cli_common import EXIT_CODES_HELP, OneLineErrorsGroup, finish_batch, friendly_errors, split_list
 from vconv.cli_serve import serve
 from vconv.errors import VconvError
 
 app = typer.Typer(
     name="vconv",
     help="One-shot voice conversion: prepare corpora, extract features, train, convert, embed, evaluate, serve.",
+    epilog=EXIT_CODES_HELP,
+    cls=OneLineErrorsGroup,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -43,7 +52,11 @@ def prepare(
     min_seconds: float = typer.Option(0.0, help="Skip (and report) files shorter than this."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing manifests in --out."),
 ) -> None:
-    """Scan a corpus and write a JSONL manifest with train/valid/test splits (speaker-disjoint test)."""
+    """Scan a corpus and write a JSONL manifest with train/valid/test splits (speaker-disjoint test).
+    Unreadable or too-short files are skipped, listed in the summary and in split.json (exit code 0)."""
+    from vconv.paths import check_output_path
+
+    check_output_path(out_dir, expect="folder", what="output folder")  # before a long scan
     if layout == "vctk":
         from vconv.data.corpora.vctk import prepare_vctk
 
@@ -113,9 +126,10 @@ def extract(
     frontends: Optional[Path] = typer.Option(None, "--frontends", help="Front-end folder (`vconv frontend prepare`) for Whisper states and d-vectors."),
     whisper_layers: Optional[str] = typer.Option(None, "--whisper-layers", help="Also store Whisper encoder states of these blocks, e.g. 2,4 (default: what --config's model reads)."),
     dvector: Optional[bool] = typer.Option(None, "--dvector/--no-dvector", help="Also store each utterance's d-vector (default: if --config's model reads it)."),
+    allow_skips: bool = typer.Option(False, "--allow-skips", help="Exit 0 even when some files were skipped (they are still listed on stderr); default: exit 3."),
 ) -> None:
     """Compute log-mel features (and pretrained front-end outputs) for a manifest. Rerunnable: finished files
-    are skipped, bad files reported."""
+    are skipped; bad files are listed on stderr and make the exit code 3 (unless --allow-skips)."""
     from vconv.data.extract import extract_features
 
     cfg, layers, wants_dvector = _extract_settings(config)
@@ -124,10 +138,15 @@ def extract(
             layers = tuple(int(x) for x in split_list(whisper_layers) or [])
         except ValueError:
             raise VconvError(f"--whisper-layers {whisper_layers!r}: expected block numbers such as 2,4") from None
+        from vconv.config.sections import WHISPER_LAYERS
+
+        if any(not 1 <= layer <= WHISPER_LAYERS for layer in layers):
+            raise VconvError(f"--whisper-layers {whisper_layers!r}: Whisper tiny.en has blocks 1..{WHISPER_LAYERS}")
     report = extract_features(manifest, out_dir, cfg, workers=workers, progress=progress, stats_from=stats_from,
                               frontends_dir=frontends, whisper_layers=layers,
                               dvector=wants_dvector if dvector is None else dvector)
     typer.echo(report.summary())
+    finish_batch(report.written + report.already_done, report.bad, allow_failures=allow_skips)
 
 
 @app.command()
@@ -153,6 +172,20 @@ def train(
     typer.echo(f"model bundle: {trainer.run_dir / 'model'}")
 
 
+def _check_model(model: Optional[str], vocoder: Optional[str] = None) -> Path:
+    """The bundle folder of ``--model`` with its config.json validated, and ``--vocoder`` known: both cheap,
+    so a typo fails before the model's weights are loaded."""
+    from vconv.inference.bundle import read_bundle_config
+    from vconv.inference.registry import resolve_bundle
+    from vconv.vocoders import VOCODERS
+
+    bundle = resolve_bundle(model)
+    read_bundle_config(bundle)
+    if vocoder is not None and vocoder != "vocos" and vocoder not in VOCODERS:
+        raise VconvError(f"--vocoder {vocoder!r}: unknown; known: {', '.join(sorted({'vocos', *VOCODERS}))}")
+    return bundle
+
+
 @app.command()
 @friendly_errors
 def convert(
@@ -161,19 +194,24 @@ def convert(
     out: Path = typer.Option(..., "--out", "-o", help="Output .wav/.flac/.ogg file (or folder for a folder source)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle name (see `vconv models`) or bundle folder; default: the shipped model."),
     vocoder: Optional[str] = typer.Option(None, "--vocoder", help="Vocoder: griffinlim, or the bundle's own (default)."),
-    sample_rate: Optional[int] = typer.Option(None, "--sample-rate", help="Resample the output to this rate (default: the model's)."),
-    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+    sample_rate: Optional[int] = typer.Option(None, "--sample-rate", help="Resample the output to this rate, 1000..768000 Hz (default: the model's)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite outputs of an earlier run (never a source or a reference)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar in folder mode."),
 ) -> None:
-    """Convert SOURCE to the voice of --target (one-shot, any-to-any). Exit code 2: some files failed."""
-    from vconv.inference.converter import load
+    """Convert SOURCE to the voice of --target (one-shot, any-to-any); long files are converted in chunks.
+    Failed files are listed on stderr; exit code 3 when some failed, 1 when all did."""
     from vconv.inference.batch import convert_paths
+    from vconv.inference.converter import load
+    from vconv.inference.plan import plan_conversions
 
-    converter = load(model, vocoder=vocoder)
-    report = convert_paths(converter, source, target, out, force=force, sample_rate=sample_rate, progress=progress)
+    bundle = _check_model(model, vocoder)  # the model, inputs and outputs are checked before the model load
+    plan = plan_conversions(source, target, out, force=force, sample_rate=sample_rate)
+    if not plan.jobs:
+        finish_batch(0, plan.failed)
+    converter = load(bundle, vocoder=vocoder)
+    report = convert_paths(converter, source, target, out, force=force, progress=progress, plan=plan)
     typer.echo(report.summary())
-    if report.exit_code:
-        raise typer.Exit(report.exit_code)
+    finish_batch(len(report.converted), report.failed)
 
 
 @app.command()
@@ -186,18 +224,27 @@ def embed(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out file."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Speaker embeddings (L2-normalised) per utterance and per speaker, from vconv's speaker encoder."""
-    from vconv.inference.converter import load
+    """Speaker embeddings (L2-normalised) per utterance and per speaker, from vconv's speaker encoder.
+    Bad files are listed on stderr and skipped; exit code 3 when some failed, 1 when all did."""
     from vconv.inference.batch import embed_paths
+    from vconv.inference.converter import load
+    from vconv.inference.plan import plan_embeddings
 
     if out is None and not similarity:
         raise VconvError("nothing to do: pass --out FILE and/or --similarity")
-    result = embed_paths(load(model), paths, progress=progress)
+    bundle = _check_model(model)  # the model, inputs and the output are checked before the model load
+    plan = plan_embeddings(paths, out, force=force)
+    if not plan.groups:
+        finish_batch(0, plan.failed)
+    result = embed_paths(load(bundle), paths, progress=progress, plan=plan, allow_empty=True)
+    if not result.utterances:
+        finish_batch(0, result.failed)
     if out is not None:
         result.save(out, force=force)
         typer.echo(f"{len(result.utterances)} utterance(s), {len(result.speakers)} speaker(s) -> {out}")
     if similarity:
         typer.echo(result.similarity_table())
+    finish_batch(len(result.utterances), result.failed)
 
 
 @app.command()
@@ -223,20 +270,28 @@ def evaluate(
     from vconv.evaluation.pairs import read_protocol
     from vconv.evaluation.run import run_evaluation
 
+    from vconv.paths import check_output_path
+
     if (manifest is None) == (protocol is None):
         raise VconvError("pass exactly one of --manifest (convert and score held-out pairs) or --protocol (score given triples)")
+    if sources_per_pair is not None and sources_per_pair < 1:
+        raise VconvError(f"--sources-per-pair {sources_per_pair}: expected 1 or more")
+    bundle = _check_model(model, vocoder) if manifest is not None or model is not None else None
+    check_output_path(out, expect="folder", what="report folder")  # inputs and outputs before the model load
+    if (out / "results.json").exists() and not force:
+        raise VconvError(f"{out / 'results.json'}: already exists; pass --force to overwrite")
+    if protocol is not None:
+        pairs, utterances = read_protocol(protocol), None
+    else:
+        from vconv.data.manifest import read_manifest
+
+        pairs, utterances = None, read_manifest(manifest, nonempty=True)
     converter = None
     if manifest is not None or model is not None:
         from vconv.inference.converter import load
 
-        converter = load(model, vocoder=vocoder)
-    if protocol is not None:
-        pairs, utterances, convert_fn = read_protocol(protocol), None, None
-    else:
-        from vconv.data.manifest import read_manifest
-
-        pairs, utterances = None, read_manifest(manifest)
-        convert_fn = lambda src, refs: (converter.convert(src, refs), converter.sample_rate)  # noqa: E731
+        converter = load(bundle, vocoder=vocoder)
+    convert_fn = None if protocol is not None else (lambda src, refs: (converter.convert(src, refs), converter.sample_rate))  # noqa: E731
     vocode_fn = (lambda path: (converter.copy_synthesis(path), converter.sample_rate)) if converter else None  # noqa: E731
     title = f"vconv evaluate: {converter.info.path.name if converter else protocol}"
     report = run_evaluation(
@@ -251,17 +306,18 @@ def evaluate(
 @app.command()
 @friendly_errors
 def models() -> None:
-    """List the model bundles vconv can find, and where."""
-    from vconv.inference.bundle import read_bundle_config
+    """List the model bundles vconv can find, and where; a broken one is marked `unusable: <reason>`."""
+    from vconv.cli_common import one_line
+    from vconv.inference.bundle import read_bundle_info
     from vconv.inference.registry import DEFAULT_BUNDLE, list_bundles, search_roots
 
     bundles = list_bundles()
     for bundle in bundles:
         try:
-            cfg = read_bundle_config(bundle.path)
-            detail = f"vconv {cfg.get('vconv_version')}, {cfg['feature_config']['sample_rate']} Hz"
+            info = read_bundle_info(bundle.path)
+            detail = f"vconv {info.vconv_version or '?'}, {info.feature_config.sample_rate} Hz"
         except VconvError as exc:
-            detail = f"unusable: {exc}"
+            detail = f"unusable: {one_line(exc)}"
         mark = " (default)" if bundle.name == DEFAULT_BUNDLE else ""
         typer.echo(f"{bundle.name}{mark}  [{bundle.source}]  {bundle.path}  {detail}")
     if not bundles:
@@ -300,17 +356,24 @@ def train_vocoder(
 @app.command()
 @friendly_errors
 def info(
-    paths: List[Path] = typer.Argument(..., help="Audio files to check."),
+    paths: List[Path] = typer.Argument(..., help="Audio files to check (any length: read in blocks)."),
     min_seconds: float = typer.Option(0.0, help="Report files shorter than this as bad."),
 ) -> None:
-    """Check audio files and print duration, sample rate, channels and peak level; a bad file is an error."""
-    from vconv.audio.io import audio_info, load
+    """Check audio files and print duration, sample rate, channels and peak level. Bad files are listed on
+    stderr with the reason; exit code 3 when some were bad, 1 when all were."""
+    from vconv.audio.io import inspect_audio
+    from vconv.data.manifest import BadFile
 
+    failed: list[BadFile] = []
     for path in paths:
-        meta = audio_info(path)
-        wav, sr = load(path, min_seconds=min_seconds)
-        peak_db = 20 * math.log10(max(float(abs(wav).max()), 1e-9))
-        typer.echo(f"{path}: {wav.size / sr:.2f} s, {meta.samplerate} Hz, {meta.channels} ch, {meta.subtype}, peak {peak_db:.1f} dBFS")
+        try:
+            found = inspect_audio(path, min_seconds=min_seconds)
+        except VconvError as exc:
+            failed.append(BadFile.from_error(path, exc))
+            continue
+        meta, peak_db = found.info, 20 * math.log10(max(found.peak, 1e-9))
+        typer.echo(f"{path}: {found.seconds:.2f} s, {meta.samplerate} Hz, {meta.channels} ch, {meta.subtype}, peak {peak_db:.1f} dBFS")
+    finish_batch(len(paths) - len(failed), failed)
 
 
 app.command("serve")(serve)  # vconv/cli_serve.py: the local web page

@@ -1,20 +1,54 @@
-"""What every `vconv` command shares: one-line errors instead of tracebacks, and option parsing helpers."""
+"""What every `vconv` command shares: exit codes, one-line errors instead of tracebacks, batch reports.
+
+Exit codes (the README's "Errors and exit codes" and ``vconv --help`` list the same):
+
+* :data:`EXIT_OK` ``0``: everything asked for was done;
+* :data:`EXIT_ERROR` ``1``: an error the user can act on (a :class:`~vconv.errors.VconvError`: bad input
+  file, bad config, bad path, an existing output without ``--force``) - or every file of a batch failed;
+* :data:`EXIT_USAGE` ``2``: a usage error (unknown option, missing argument, a value of the wrong type),
+  Click's own convention;
+* :data:`EXIT_PARTIAL` ``3``: some files of a batch failed (listed on stderr with their reasons), the rest
+  were done.
+
+Every error is one line ``error: <what>: <why>`` on stderr, usage errors included (:class:`OneLineErrorsGroup`).
+"""
 
 from __future__ import annotations
 
 import functools
-from typing import Callable, Optional, TypeVar
+import re
+import sys
+from typing import Any, Callable, Iterable, Optional, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from vconv.errors import VconvError
 
 F = TypeVar("F", bound=Callable[..., object])
 
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_PARTIAL = 3
+EXIT_INTERRUPTED = 130  # the shell's convention for Ctrl-C
 
-def fail(message: str, code: int = 1) -> None:
+EXIT_CODES_HELP = (
+    f"Exit codes: {EXIT_OK} success; {EXIT_ERROR} error you can act on (bad file, config or path; one line "
+    f"on stderr); {EXIT_USAGE} usage error (bad option or argument); {EXIT_PARTIAL} some files of a batch "
+    "failed (listed on stderr), the rest done."
+)
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def friendly_errors(func: F) -> F:
@@ -25,14 +59,78 @@ def friendly_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except VconvError as exc:
-            fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            fail(one_line(exc))
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         except MemoryError:
             fail("out of memory; use shorter inputs or fewer workers")
 
     return wrapper  # type: ignore[return-value]
+
+
+def report_failures(failures: Iterable[Any]) -> int:
+    """List per-file failures (objects with ``path`` and ``reason``) on stderr as ``error: PATH: reason``,
+    one line each; returns their count."""
+    count = 0
+    for bad in failures:
+        typer.echo(f"error: {bad.path}: {bad.reason}", err=True)
+        count += 1
+    return count
+
+
+def batch_exit_code(done: int, failed: int) -> int:
+    """:data:`EXIT_OK` when nothing failed, :data:`EXIT_PARTIAL` when some did, :data:`EXIT_ERROR` when all did."""
+    if not failed:
+        return EXIT_OK
+    return EXIT_PARTIAL if done else EXIT_ERROR
+
+
+def finish_batch(done: int, failures: list[Any], *, allow_failures: bool = False) -> None:
+    """End a batch command: failures to stderr, then the exit code of :func:`batch_exit_code`
+    (:data:`EXIT_OK` anyway with ``allow_failures``, e.g. ``extract --allow-skips``)."""
+    report_failures(failures)
+    code = EXIT_OK if allow_failures else batch_exit_code(done, len(failures))
+    if code:
+        raise typer.Exit(code)
+
+
+# Click's exception classes as Typer raises them: recent Typer releases vendor their own copy of Click, so
+# they are found through Typer's public BadParameter rather than `import click`
+_CLICK_CLASSES = {cls.__name__: cls for cls in typer.BadParameter.__mro__}
+_ClickException = _CLICK_CLASSES["ClickException"]
+_UsageError = _CLICK_CLASSES["UsageError"]
+_NoArgsIsHelp = getattr(sys.modules[_UsageError.__module__], "NoArgsIsHelpError", None)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class OneLineErrorsGroup(TyperGroup):
+    """The top-level command group: a usage error is one line on stderr too (exit code 2), not a framed panel."""
+
+    def main(self, args: Optional[list[str]] = None, prog_name: Optional[str] = None, complete_var: Optional[str] = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _ClickException as exc:
+            if not standalone_mode:
+                raise
+            if _NoArgsIsHelp is not None and isinstance(exc, _NoArgsIsHelp):  # `vconv bundle` alone: its help
+                exc.show()
+                sys.exit(exc.exit_code)
+            ctx = getattr(exc, "ctx", None)
+            where = ctx.command_path if ctx is not None else "vconv"
+            message = _ANSI.sub("", exc.format_message())  # Typer may colour option names
+            typer.echo(f"error: {one_line(message)} (see `{where} --help`)", err=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            if not standalone_mode:
+                raise
+            typer.echo("interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        if not standalone_mode:
+            return result
+        # without standalone mode Click returns an Exit's code (ours, or 0 after --help) instead of exiting
+        sys.exit(result if isinstance(result, int) else EXIT_OK)
 
 
 def split_list(value: Optional[str]) -> Optional[list[str]]:

@@ -34,8 +34,11 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     ``suffix`` defaults to the target's own (some writers pick the format from the extension).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix if suffix is None else suffix)
+    try:  # a folder that cannot be made or written is the user's to fix: one line, not a traceback
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix if suffix is None else suffix)
+    except OSError as exc:
+        raise VconvError(f"{path}: cannot write here ({exc.strerror or exc})") from None
     os.close(fd)
     try:
         yield Path(tmp)
@@ -53,6 +56,19 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def read_text(path: str | Path, what: str) -> str:
+    """A UTF-8 text file the user gave (a protocol, a speaker list, a template), with one-line errors naming ``what``."""
+    path = Path(path)
+    if not path.is_file():
+        raise VconvError(f"{path}: {what} not found")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise VconvError(f"{path}: {what} is not UTF-8 text (bad byte at offset {exc.start})") from None
+    except OSError as exc:
+        raise VconvError(f"{path}: unreadable {what} ({exc.strerror or exc})") from None
+
+
 def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
     """Parse a JSON file that must hold an object; a corrupt one is a one-line error naming ``what`` it is."""
     path = Path(path)
@@ -60,6 +76,8 @@ def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise VconvError(f"{path}: corrupt {what} ({exc.msg} at line {exc.lineno})") from None
+    except (ValueError, RecursionError) as exc:  # a 5000-digit number, nesting thousands deep
+        raise VconvError(f"{path}: corrupt {what} ({type(exc).__name__}: {str(exc)[:80]})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise VconvError(f"{path}: unreadable {what} ({exc})") from None
     if not isinstance(data, dict):

@@ -90,7 +90,7 @@ if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
     # (+ the Whisper states / d-vectors the model reads, from the front-end folder made first)
     [[ -f $FRONTENDS/frontends.json ]] || $VCONV frontend prepare -o "$FRONTENDS"
     $VCONV extract "$data/all.jsonl" --out "$feats" --config "$CONF" --frontends "$FRONTENDS" -j "$NJ" --no-progress \
-      --stats-from "$data/train.jsonl"
+      --stats-from "$data/train.jsonl" --allow-skips  # a few unusable VCTK files are listed, not fatal
     touch "$done_mark"
   fi
 fi

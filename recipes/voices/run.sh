@@ -61,7 +61,7 @@ if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
   d-vectors its model reads; normalisation statistics from the training split only)"
   [[ -f $FRONTENDS/frontends.json ]] || $VCONV frontend prepare -o "$FRONTENDS"
   $VCONV extract "$EXP/data/all.jsonl" -o "$EXP/features" -c "$CONF" --frontends "$FRONTENDS" -j "$NJ" --no-progress \
-    --stats-from "$EXP/data/train.jsonl"
+    --stats-from "$EXP/data/train.jsonl" --allow-skips  # skipped files are listed on stderr, not fatal
 fi
 if [[ $stage -le 3 && $stop_stage -ge 3 && ! -f $EXP/train/model/config.json ]]; then
   log "stage 3: train the VC model"

@@ -24,6 +24,7 @@ state at the same instant, linearly interpolated between its two neighbours.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -52,8 +53,27 @@ class FeatureStats:
         return {"mean": self.mean.tolist(), "std": self.std.tolist(), "frames": self.frames}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "FeatureStats":
-        return cls(torch.tensor(data["mean"]), torch.tensor(data["std"]), int(data["frames"]))
+    def from_dict(cls, data: dict, n_mels: int | None = None) -> "FeatureStats":
+        """Read ``{"mean": [...], "std": [...], "frames": N}``; anything else (``n_mels`` values each, when
+        given; finite; std > 0) is a one-line VconvError."""
+        if not isinstance(data, dict):
+            raise VconvError(f"feature statistics: expected a mapping with mean, std and frames, got {type(data).__name__}")
+        columns = []
+        for key in ("mean", "std"):
+            values = data.get(key)
+            if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                raise VconvError(f"feature statistics: {key} must be a list of numbers")
+            if n_mels is not None and len(values) != n_mels:
+                raise VconvError(f"feature statistics: {key} has {len(values)} values, the features have {n_mels} mel bins")
+            if not all(math.isfinite(v) for v in values) or (key == "std" and min(values, default=1.0) <= 0):
+                raise VconvError(f"feature statistics: {key} must hold finite numbers{' above 0' if key == 'std' else ''}")
+            columns.append(torch.tensor(values, dtype=torch.float32))
+        frames = data.get("frames")
+        if isinstance(frames, bool) or not isinstance(frames, int) or frames < 0:
+            raise VconvError(f"feature statistics: frames must be a whole number >= 0, got {frames!r}")
+        if columns[0].shape != columns[1].shape:
+            raise VconvError("feature statistics: mean and std have different lengths")
+        return cls(columns[0], columns[1], frames)
 
 
 def compute_stats(mels: Iterable[torch.Tensor], min_std: float = 1e-3) -> FeatureStats:

@@ -3,6 +3,10 @@
 Every way a file can be unusable ends in a :class:`~vconv.errors.VconvError` with one line naming the
 file and the reason (the clear-errors contract of docs/ARCHITECTURE.md), so the CLI never shows a traceback. Two things are converted rather than
 refused: the channel count (downmixed to mono by averaging) and the sample rate (resampled with soxr).
+Arrays handed to the Python API go through :func:`as_float_audio` (integer PCM scaled to [-1, 1]) and
+:func:`check_sample_rate`; a WAV cut short is refused (:func:`audio_info` compares its header with its
+size), and so are channels that cancel when mixed to mono. :func:`inspect_audio` checks a file of any
+length in blocks, so its memory stays bounded.
 
 Source audio is only ever read: ``save`` refuses to overwrite unless asked and writes through a
 temporary file that is renamed into place, so an interrupted write never leaves half a file.
@@ -11,6 +15,8 @@ temporary file that is renamed into place, so an interrupted write never leaves 
 from __future__ import annotations
 
 import os
+import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +28,62 @@ from vconv.fileio import atomic_path
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 SILENCE_PEAK = 1e-4  # below this peak (-80 dBFS) a file counts as silent
-DEFAULT_MAX_SECONDS = 30 * 60.0  # a whole-file load above this is refused: stream it in blocks instead
+DEFAULT_MAX_SECONDS = 30 * 60.0  # a whole-file load above this is refused (convert and info take any length)
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000  # what any rate argument may be: telephone-band to studio DXD
+# float samples far above full scale are integer PCM passed as float (e.g. int16 values): refuse, never clip
+MAX_FLOAT_MAGNITUDE = 32.0
+_PCM_SCALE = {1: 128.0, 2: 32768.0, 4: 2147483648.0}  # bytes per integer sample -> full scale
+
+
+def check_sample_rate(sr: object, name: str = "sample rate") -> int:
+    """``sr`` as an int if it is a whole number of Hz in ``MIN_SAMPLE_RATE..MAX_SAMPLE_RATE``, else a VconvError.
+
+    0 or 1 Hz would divide by zero or ask soxr for millions of output samples per input one.
+    """
+    if isinstance(sr, (bool, np.bool_)) or not isinstance(sr, (int, np.integer)):
+        raise VconvError(f"{name}: expected a whole number of Hz in {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE}, got {sr!r}")
+    if not MIN_SAMPLE_RATE <= int(sr) <= MAX_SAMPLE_RATE:
+        raise VconvError(f"{name}: {int(sr)} Hz is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz")
+    return int(sr)
+
+
+def as_float_audio(audio: object, name: str = "<array>") -> np.ndarray:
+    """An array of samples as float32 in [-1, 1]: integer PCM scaled by its full scale, floats checked.
+
+    int8/int16/int32 are divided by 2**7/2**15/2**31, uint8 (8-bit WAV) is centred at 128. int64, other
+    unsigned types, bool, complex and object arrays are refused, and so are floats far outside [-1, 1]
+    (> :data:`MAX_FLOAT_MAGNITUDE`, integer PCM stored as float) - either would give a wrong voice silently.
+    """
+    arr = np.asarray(audio)
+    kind, size = arr.dtype.kind, arr.dtype.itemsize
+    if kind == "f":
+        wav = arr.astype(np.float32, copy=False)
+        finite = np.abs(wav[np.isfinite(wav)]) if wav.size else wav
+        peak = float(finite.max()) if finite.size else 0.0
+        if peak > MAX_FLOAT_MAGNITUDE:
+            raise VconvError(f"{name}: float samples reach {peak:.4g}, far outside -1..1 (integer PCM as float?); "
+                             "scale them to -1..1, e.g. divide 16-bit values by 32768")
+        return wav
+    if kind == "i" and size in _PCM_SCALE:
+        return (arr.astype(np.float64) / _PCM_SCALE[size]).astype(np.float32)
+    if kind == "u" and size == 1:
+        return ((arr.astype(np.float32) - 128.0) / 128.0).astype(np.float32)
+    raise VconvError(f"{name}: {arr.dtype} samples are not audio; pass float32 in -1..1 or int8/int16/int32 PCM")
+
+
+def downmix(data: np.ndarray, name: str | Path = "<array>", *, allow_silent: bool = False) -> np.ndarray:
+    """``[T, C]`` → mono ``[T]`` (channel mean); channels that cancel each other are an error, not "silence"."""
+    if data.ndim != 2 or data.shape[1] == 1:
+        return np.ascontiguousarray(data[:, 0] if data.ndim == 2 else data, dtype=np.float32)
+    wav = np.ascontiguousarray(data.mean(axis=1), dtype=np.float32)
+    if not allow_silent and wav.size and _peak(wav) < SILENCE_PEAK and _peak(data) >= SILENCE_PEAK:
+        if all(_peak(data[:, c]) >= SILENCE_PEAK for c in range(data.shape[1])):
+            raise VconvError(f"{name}: channels cancel when mixed to mono (one is the other inverted); keep one channel")
+    return wav
+
+
+def _peak(x: np.ndarray) -> float:
+    return float(np.max(np.abs(x))) if x.size else 0.0
 
 
 def audio_info(path: str | Path) -> sf._SoundFileInfo:
@@ -30,9 +91,43 @@ def audio_info(path: str | Path) -> sf._SoundFileInfo:
     path = Path(path)
     _check_exists(path)
     try:
-        return sf.info(str(path))
+        info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise VconvError(f"{path}: not a readable audio file ({_reason(exc)})") from None
+    if info.format in ("WAV", "WAVEX"):
+        _check_wav_complete(path, info)
+    return info
+
+
+def _check_wav_complete(path: Path, info: sf._SoundFileInfo) -> None:
+    """Refuse a WAV whose data chunk is shorter than its header declares (a copy or download cut short).
+
+    libsndfile silently reads what is there and reports that as the length, so the header is read here.
+    """
+    with open(path, "rb") as fh:
+        riff = fh.read(12)
+        if len(riff) < 12 or riff[:4] not in (b"RIFF", b"RIFX") or riff[8:12] != b"WAVE":
+            return  # RF64 and others: libsndfile's own length is all there is
+        order = "<" if riff[:4] == b"RIFF" else ">"
+        size_on_disk, block_align = os.fstat(fh.fileno()).st_size, 0
+        for _ in range(1000):  # chunks before the data: fmt, LIST, fact, ...; bounded against a looping file
+            head = fh.read(8)
+            if len(head) < 8:
+                return
+            chunk, size = head[:4], struct.unpack(order + "I", head[4:])[0]
+            if chunk == b"fmt ":
+                body = fh.read(min(size, 16))
+                block_align = struct.unpack(order + "H", body[12:14])[0] if len(body) >= 14 else 0
+                fh.seek(size - len(body) + (size & 1), os.SEEK_CUR)
+            elif chunk == b"data":
+                held = size_on_disk - fh.tell()
+                if size in (0, 0xFFFFFFFF) or size <= held or block_align <= 0:
+                    return  # complete, or written by a streaming writer that never knew its length
+                rate = info.samplerate or 1
+                raise VconvError(f"{path}: truncated (header says {size // block_align / rate:.2f} s, file holds "
+                                 f"{held // block_align / rate:.2f} s); copy or export the file again")
+            else:
+                fh.seek(size + (size & 1), os.SEEK_CUR)
 
 
 def load(
@@ -56,15 +151,16 @@ def load(
     seconds = info.frames / info.samplerate
     if max_seconds is not None and seconds > max_seconds:
         raise VconvError(
-            f"{path}: {seconds / 60:.1f} min is longer than the {max_seconds / 60:.0f} min limit for one load; "
-            "split it or use the streaming converter"
+            f"{path}: {seconds / 60:.1f} min is longer than the {max_seconds / 60:.0f} min limit for reading a whole "
+            "file here; split it into shorter files (`vconv convert` converts any length in chunks)"
         )
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as exc:
-        raise VconvError(f"{path}: could not decode audio ({_reason(exc)})") from None
-    wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    wav = np.ascontiguousarray(wav, dtype=np.float32)
+        raise VconvError(f"{path}: could not decode audio ({_reason(exc)}); the file is truncated or corrupt") from None
+    if data.shape[0] < info.frames:
+        raise VconvError(f"{path}: truncated (header says {info.frames / sr:.2f} s, file holds {data.shape[0] / sr:.2f} s)")
+    wav = downmix(data, path, allow_silent=allow_silent)
     validate(wav, sr, path, min_seconds=min_seconds, allow_silent=allow_silent)
     if sample_rate is not None and sr != sample_rate:
         wav = resample(wav, sr, sample_rate)
@@ -72,10 +168,55 @@ def load(
     return wav, sr
 
 
+@dataclass
+class AudioSummary:
+    """What :func:`inspect_audio` found: the header, the seconds actually decoded and the peak of the mono mix."""
+
+    info: sf._SoundFileInfo
+    seconds: float
+    peak: float
+
+
+def inspect_audio(path: str | Path, *, min_seconds: float = 0.0, block_seconds: float = 10.0) -> AudioSummary:
+    """Decode ``path`` in blocks of ``block_seconds`` and check it like :func:`load` does, for a file of any length.
+
+    Memory stays at one block whatever the duration (a 31-minute file is no problem).
+    """
+    path = Path(path)
+    info = audio_info(path)
+    if info.frames == 0:
+        raise VconvError(f"{path}: empty audio (0 samples)")
+    block = max(1, int(block_seconds * info.samplerate))
+    frames, peak, channel_peaks, bad = 0, 0.0, np.zeros(info.channels), 0
+    try:
+        for data in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
+            finite = np.isfinite(data)
+            bad += int(data.size - np.count_nonzero(finite))
+            data = np.where(finite, data, 0.0)
+            channel_peaks = np.maximum(channel_peaks, np.abs(data).max(axis=0))
+            peak = max(peak, _peak(data.mean(axis=1)))
+            frames += data.shape[0]
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise VconvError(f"{path}: could not decode audio ({_reason(exc)}); the file is truncated or corrupt") from None
+    sr = info.samplerate
+    if frames < info.frames:
+        raise VconvError(f"{path}: truncated (header says {info.frames / sr:.2f} s, file holds {frames / sr:.2f} s)")
+    if bad:
+        raise VconvError(f"{path}: contains {bad} NaN/Inf samples; the file is corrupt")
+    if frames / sr < min_seconds:
+        raise VconvError(f"{path}: too short ({frames / sr:.2f} s < {min_seconds:.2f} s minimum)")
+    if peak < SILENCE_PEAK:
+        if info.channels > 1 and channel_peaks.min() >= SILENCE_PEAK:
+            raise VconvError(f"{path}: channels cancel when mixed to mono (one is the other inverted); keep one channel")
+        raise VconvError(f"{path}: audio is silent (peak below -80 dBFS)")
+    return AudioSummary(info, frames / sr, peak)
+
+
 def validate(
     wav: np.ndarray, sr: int, name: str | Path = "<array>", *, min_seconds: float = 0.0, allow_silent: bool = False
 ) -> None:
     """Check a mono waveform ``[T]`` for the bad-input cases; raise a one-line :class:`VconvError`."""
+    check_sample_rate(sr, f"{name}: sample rate")
     if wav.ndim != 1:
         raise VconvError(f"{name}: expected mono audio [T], got shape {tuple(wav.shape)}")
     if wav.size == 0:
@@ -90,9 +231,13 @@ def validate(
 
 
 def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    """Resample ``[T]`` float32 with soxr (high quality, deterministic)."""
+    """Resample ``[T]`` float32 with soxr (high quality, deterministic); both rates are checked first."""
     if orig_sr == target_sr:
         return wav
+    for rate, name in ((orig_sr, "input sample rate"), (target_sr, "output sample rate")):
+        # fractional rates are fine here (speed perturbation resamples by a factor), absurd ones are not
+        if isinstance(rate, bool) or not isinstance(rate, (int, float, np.number)) or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+            raise VconvError(f"{name}: expected {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz, got {rate!r}")
     return soxr.resample(wav, orig_sr, target_sr, quality="HQ").astype(np.float32, copy=False)
 
 
@@ -151,6 +296,7 @@ def save(path: str | Path, wav: np.ndarray, sr: int, *, force: bool = False, sub
         raise VconvError(f"{path}: unsupported output extension; use .wav, .flac or .ogg")
     if fmt == "OGG":
         subtype = "VORBIS"
+    check_sample_rate(sr, f"{path}: sample rate")
     data = np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0)
     with atomic_path(path) as tmp:
         sf.write(str(tmp), data, sr, format=fmt, subtype=subtype)

@@ -73,7 +73,9 @@ def load_dvector_embedder(folder: str | Path, config: dict[str, Any], threads: i
 
 def prepare_frontends(out_dir: str | Path, *, force: bool = False) -> Path:
     """Convert the installed packages' weights into a front-end folder (see the module docstring)."""
-    out_dir = Path(out_dir)
+    from vconv.paths import check_output_path
+
+    out_dir = check_output_path(out_dir, expect="folder", what="front-end folder")
     index = out_dir / INDEX_FILE
     if index.exists() and not force:
         raise VconvError(f"{out_dir}: already holds front-end weights; pass --force to rewrite them")

@@ -8,14 +8,16 @@ numbers); :func:`load_sections` reads a YAML run config (a file or a packaged pr
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import typing
-from dataclasses import asdict, fields
+from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence, TypeVar
 
 import yaml
 
+from vconv.config.validate import check_section, field_hints, section_name
 from vconv.errors import VconvError
 from vconv.fileio import write_text_atomic
 
@@ -25,8 +27,16 @@ T = TypeVar("T")
 class ConfigSection:
     """Base of every config dataclass (features, model, train, vocoder): the plain-dict round trip.
 
-    ``from_dict`` refuses unknown keys, so a typo in a YAML file or an override is an error.
+    ``from_dict`` refuses unknown keys, so a typo in a YAML file or an override is an error. Every field
+    is checked against its type hint and the class's ``LIMITS`` when the dataclass is built
+    (:mod:`vconv.config.validate`); a subclass with its own ``__post_init__`` calls this one first.
     """
+
+    SECTION = "config"
+    LIMITS: dict[str, tuple[float, float]] = {}
+
+    def __post_init__(self) -> None:
+        check_section(self)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)  # type: ignore[call-overload]
@@ -37,26 +47,38 @@ class ConfigSection:
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
-    """Build dataclass ``cls`` from a mapping; unknown keys are an error (typos must not pass silently)."""
+    """Build dataclass ``cls`` from a mapping; unknown keys are an error (typos must not pass silently).
+
+    Numeric strings (YAML's ``1e-5``) become numbers and whole floats (``3000.0``) ints for int fields;
+    everything else is checked, not converted.
+    """
+    section = section_name(cls)
+    if not isinstance(data, Mapping):
+        raise VconvError(f"{section}: expected a mapping of key: value, got {type(data).__name__}")
     known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - known)
+    unknown = sorted(set(map(str, data)) - known)
     if unknown:
-        raise VconvError(f"{cls.__name__}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    hints = typing.get_type_hints(cls)
-    values = {key: _as_number(cls.__name__, key, value, hints[key]) for key, value in data.items()}
-    try:
-        return cls(**values)
-    except TypeError as exc:  # a required field is missing
-        raise VconvError(f"{cls.__name__}: {exc}") from None
+        raise VconvError(f"{section}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]  # type: ignore[arg-type]
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise VconvError(f"{section}: missing required key(s) {', '.join(missing)}")
+    hints = field_hints(cls)
+    values = {key: _as_number(section, key, value, hints[key]) for key, value in data.items()}
+    return cls(**values)
 
 
 def _as_number(owner: str, key: str, value: Any, hint: Any) -> Any:
-    """A string given for a numeric field, as the number it spells.
+    """A string given for a numeric field, as the number it spells; a whole float for an int field, as an int.
 
     YAML 1.1 reads ``1e-5`` (no dot) as a *string*, so ``lr: 1e-5`` or ``train.lr=1e-5`` would otherwise
-    reach the optimiser as text and fail there with a traceback.
+    reach the optimiser as text and fail there with a traceback. Anything else is left to the type check.
     """
+    if typing.get_origin(hint) is list:
+        return value
     allowed = typing.get_args(hint) or (hint,)
+    if int in allowed and float not in allowed and isinstance(value, float) and value.is_integer():
+        return int(value)  # JSON and YAML writers may spell 3000 as 3000.0
     if not isinstance(value, str) or str in allowed or not ({int, float} & set(allowed)):
         return value
     try:
@@ -81,9 +103,13 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise VconvError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise VconvError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except UnicodeDecodeError:
+        raise VconvError(f"{path}: not UTF-8 text; a config is a UTF-8 YAML file") from None
+    except (RecursionError, ValueError) as exc:  # nesting thousands deep; a number YAML cannot hold
+        raise VconvError(f"{path}: not a usable YAML config ({type(exc).__name__})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -99,21 +125,22 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise VconvError(f"override {item!r}: expected key.path=value")
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise VconvError(f"override {item!r}: not a YAML value ({str(exc).splitlines()[0]})") from None
         node = out
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise VconvError(f"override {item!r}: {part} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        node[parts[-1]] = value
     return out
 
 
 def _deep_copy(data: Any) -> Any:
-    if isinstance(data, dict):
-        return {k: _deep_copy(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_deep_copy(v) for v in data]
-    return data
+    # copy.deepcopy keeps shared parts shared: a YAML whose aliases nest ("billion laughs") stays small
+    return copy.deepcopy(data)
 
 
 def _plain(data: Any) -> Any:

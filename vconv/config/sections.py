@@ -30,6 +30,10 @@ class FeatureConfig(ConfigSection):
     0-8 kHz. ``log_floor`` is added before the natural log so that silence stays finite.
     """
 
+    SECTION = "features"
+    LIMITS = {"sample_rate": (1_000, 768_000), "n_fft": (16, 16384), "hop_length": (8, 16384), "win_length": (16, 16384),
+              "n_mels": (1, 512), "fmin": (0.0, 384_000.0), "fmax": (0.0, 384_000.0), "log_floor": (1e-12, 1.0)}
+
     sample_rate: int = 16000
     n_fft: int = 1024
     hop_length: int = 256
@@ -40,11 +44,14 @@ class FeatureConfig(ConfigSection):
     log_floor: float = 1e-5
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.win_length > self.n_fft:
-            raise VconvError(f"feature config: win_length {self.win_length} > n_fft {self.n_fft}")
+            raise VconvError(f"features.win_length {self.win_length} > features.n_fft {self.n_fft}")
         top = self.sample_rate / 2
         if self.fmax is not None and not (self.fmin < self.fmax <= top):
-            raise VconvError(f"feature config: need fmin < fmax <= sample_rate/2, got {self.fmin}, {self.fmax}")
+            raise VconvError(f"features: need fmin < fmax <= sample_rate/2, got {self.fmin}, {self.fmax}")
+        if self.fmax is None and not self.fmin < top:
+            raise VconvError(f"features: need fmin < sample_rate/2, got {self.fmin}")
 
 
     def differences(self, other: "FeatureConfig") -> list[str]:
@@ -63,6 +70,14 @@ class ModelConfig(ConfigSection):
     ``downsample`` gives one temporal stride per content-encoder block; the decoder derives its
     up-sampling from the same list, so the two can never disagree.
     """
+
+    SECTION = "model"
+    # sizes far beyond any trained model; the parameter budget (vconv.models.budget) bounds their product
+    LIMITS = {"n_mels": (1, 512), "channels": (1, 4096), "content_blocks": (1, 64), "downsample": (1, 8),
+              "code_dim": (1, 4096), "codebook_size": (1, 65536), "vq_beta": (0.0, 100.0), "vq_decay": (0.0, 1.0),
+              "vq_dead_after": (0, 10**9), "vq_groups": (1, 4096), "speaker_channels": (1, 4096), "speaker_blocks": (1, 64),
+              "speaker_dim": (1, 4096), "decoder_blocks": (1, 64), "kernel_size": (1, 63), "dropout": (0.0, 1.0),
+              "adversary_hidden": (1, 4096), "n_speakers": (0, 1_000_000), "whisper_layer": (1, 4)}
 
     n_mels: int = 80
     channels: int = 256
@@ -93,6 +108,7 @@ class ModelConfig(ConfigSection):
     speaker_input: str = "mel"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.content_input not in CONTENT_INPUTS:
             raise VconvError(f"model.content_input must be one of {', '.join(CONTENT_INPUTS)}, got {self.content_input!r}")
         if self.speaker_input not in SPEAKER_INPUTS:
@@ -110,6 +126,12 @@ class ModelConfig(ConfigSection):
 class LoopConfig(ConfigSection):
     """What every trainer's loop needs (:class:`vconv.training.base.BaseTrainer`); each trainer's section
     extends it. ``train_manifest`` and ``run_dir`` are required: no hidden default paths."""
+
+    SECTION = "train"
+    LIMITS = {"steps": (1, 10**9), "batch_size": (1, 4096), "lr": (0.0, 10.0), "weight_decay": (0.0, 10.0),
+              "warmup_steps": (0, 10**9), "grad_clip": (0.0, 1e9), "seed": (0, 2**63 - 1), "log_every": (1, 10**9),
+              "valid_every": (1, 10**9), "save_every": (1, 10**9), "keep_checkpoints": (0, 10**6),
+              "num_workers": (0, 256), "threads": (1, 4096)}
 
     train_manifest: str
     run_dir: str
@@ -134,6 +156,9 @@ class LoopConfig(ConfigSection):
 class TrainConfig(LoopConfig):
     """What the model trainer needs beyond the loop: data, segment size, loss weights, perturbation."""
 
+    LIMITS = {"segment_frames": (1, 100_000), "recon_weight": (0.0, 1e6), "vq_weight": (0.0, 1e6),
+              "adversary_weight": (0.0, 1e6), "adversary_ramp_steps": (0, 10**9), "speaker_sampling_power": (0.0, 10.0)}
+
     features_dir: str | None = None  # where `vconv extract` wrote features; None = compute on the fly
     frontends_dir: str | None = None  # `vconv frontend prepare` output: needed when the model reads Whisper or d-vectors
     segment_frames: int = 128
@@ -154,6 +179,12 @@ class VocoderConfig(ConfigSection):
     Default (dim 256, MLP 768, 8 blocks, ~3.6 M parameters): measured RTF ~0.01 for 10 s of 16 kHz
     audio at 2 threads (see benchmarks/bench_vocoder.py).
     """
+
+    SECTION = "vocoder"
+    LIMITS = {"dim": (1, 4096), "intermediate": (1, 16384), "blocks": (1, 64), "kernel_size": (1, 63),
+              "layer_scale": (0.0, 10.0), "input_mean": (-100.0, 100.0), "input_scale": (1e-6, 1e6),
+              "max_log_magnitude": (0.0, 100.0), "envelope_passes": (0, 1000), "envelope_max_log_gain": (0.0, 100.0),
+              "envelope_momentum": (0.0, 1.0), "consistency_passes": (0, 1000), "consistency_momentum": (0.0, 1.0)}
 
     dim: int = 256
     intermediate: int = 768
@@ -183,6 +214,7 @@ class VocoderConfig(ConfigSection):
         return {k: v for k, v in self.to_dict().items() if not k.startswith(("envelope_", "consistency_"))}
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.envelope_passes < 0:
             raise VconvError(f"vocoder.envelope_passes must be >= 0, got {self.envelope_passes}")
         if self.envelope_max_log_gain <= 0:
@@ -198,6 +230,11 @@ class VocoderConfig(ConfigSection):
 @dataclass
 class VocoderTrainConfig(LoopConfig):
     """What the vocoder trainer needs beyond the loop (whose defaults it changes for a long GAN run)."""
+
+    LIMITS = {"segment_samples": (1, 10**7), "disc_lr": (0.0, 10.0), "stft_weight": (0.0, 1e6), "mel_weight": (0.0, 1e6),
+              "phase_weight": (0.0, 1e6), "gan_start_step": (0, 10**9), "adv_weight": (0.0, 1e6), "fm_weight": (0.0, 1e6),
+              "mpd_channels": (1, 256), "mrd_channels": (1, 256), "valid_utterances": (0, 10**6), "cache_size": (0, 10**7),
+              "speed_perturb": (0.0, 1.0), "speed_perturb_probability": (0.0, 1.0)}
 
     steps: int = 200_000
     weight_decay: float = 1e-2
@@ -228,6 +265,7 @@ class VocoderTrainConfig(LoopConfig):
     speed_perturb_probability: float = 0.5
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.gan_loss not in ("hinge", "lsgan"):
             raise VconvError(f"train.gan_loss must be hinge or lsgan, got {self.gan_loss!r}")
         if not 0 <= self.speed_perturb < 1:

@@ -3,7 +3,8 @@
 Each utterance becomes ``OUT/<id>.safetensors`` (see :mod:`vconv.data.feature_files`). Files are written
 atomically, so after a kill every file present is complete; a rerun skips the ones whose stored
 FeatureConfig matches and recomputes the rest. A bad audio file is skipped and reported at the end
-with its reason; the run still succeeds. When done, per-bin statistics over the manifest's features
+with its reason (`vconv extract` then exits 3 unless ``--allow-skips``). Manifest ids are safe relative
+names (:func:`vconv.data.manifest.read_manifest`), so no feature file is ever written outside ``OUT``. When done, per-bin statistics over the manifest's features
 (or over those of the ``stats_from`` manifest, e.g. the training split) are written to
 ``OUT/stats.json``, and the FeatureConfig to ``OUT/features.yaml``.
 
@@ -29,6 +30,7 @@ from vconv.config import FeatureConfig, save_yaml
 from vconv.data.manifest import BadFile, Utterance, feature_path, read_manifest
 from vconv.errors import VconvError
 from vconv.fileio import write_text_atomic
+from vconv.paths import check_output_path
 from vconv.audio.frontend import FrontEnd, compute_stats
 from vconv.data.feature_files import load_feature_tensors, load_features, save_features, whisper_key
 
@@ -154,6 +156,7 @@ def extract_features(
     pretrained front-end outputs to store too (see the module docstring).
     """
     cfg = cfg or FeatureConfig()
+    check_output_path(out_dir, expect="folder", what="feature folder")
     spec = ExtractSpec(cfg.to_dict(), str(frontends_dir) if frontends_dir else None, tuple(whisper_layers), dvector)
     spec.frontend()  # a missing or altered front-end file fails here, before any work
     out_dir = Path(out_dir)

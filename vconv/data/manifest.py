@@ -16,6 +16,7 @@ seed always give the same split, whatever order the file system lists files in.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 from dataclasses import asdict, dataclass, field
@@ -25,6 +26,7 @@ from typing import Any, Iterable, Sequence
 from vconv.audio.io import AUDIO_EXTENSIONS, audio_info
 from vconv.errors import VconvError
 from vconv.fileio import write_text_atomic
+from vconv.paths import safe_relative_id
 
 
 @dataclass
@@ -50,8 +52,16 @@ class Utterance:
 
 @dataclass
 class BadFile:
+    """A file a batch had to skip, and why (one line)."""
+
     path: str
     reason: str
+
+    @classmethod
+    def from_error(cls, path: str | Path, exc: Exception) -> "BadFile":
+        """From a VconvError about ``path`` (its message is usually ``PATH: reason``; the path is not repeated)."""
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return cls(str(path), message[len(str(path)) + 2:] if message.startswith(f"{path}: ") else message)
 
 
 @dataclass
@@ -68,34 +78,68 @@ _CORE_KEYS = {"id", "path", "speaker", "duration", "text"}
 def read_manifest(path: str | Path, *, nonempty: bool = False) -> list[Utterance]:
     """Load a JSONL manifest; relative audio paths are resolved against the manifest's folder.
 
-    ``nonempty`` makes an empty manifest an error (what extraction and training need).
+    ``nonempty`` makes an empty manifest an error (what extraction and training need). Every problem is one
+    line naming the file and the line number: text that is not UTF-8, a line that is not a JSON object, a
+    missing key or one of the wrong type, an id that is not a safe relative name
+    (:func:`vconv.paths.safe_relative_id`: features are written to ``<dir>/<id>.safetensors``), a
+    repeated id (both lines named).
     """
     path = Path(path)
     if not path.is_file():
         raise VconvError(f"{path}: manifest not found; create one with `vconv prepare`")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise VconvError(f"{path}: unreadable manifest ({exc.strerror or exc})") from None
     base = path.parent
     out = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    first_line: dict[str, int] = {}
+    for lineno, chunk in enumerate(raw.split(b"\n"), 1):
+        try:
+            line = chunk.decode("utf-8")
+        except UnicodeDecodeError:
+            raise VconvError(f"{path}:{lineno}: not UTF-8 text; a manifest is UTF-8 JSON Lines (write it with `vconv prepare`)") from None
         if not line.strip():
             continue
-        try:
-            rec = json.loads(line)
-            audio = Path(rec["path"])
-            out.append(
-                Utterance(
-                    id=str(rec["id"]),
-                    path=str(audio if audio.is_absolute() else (base / audio).resolve()),
-                    speaker=str(rec["speaker"]),
-                    duration=float(rec["duration"]),
-                    text=rec.get("text"),
-                    extra={k: v for k, v in rec.items() if k not in _CORE_KEYS},
-                )
-            )
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise VconvError(f"{path}:{lineno}: bad manifest line ({type(exc).__name__}: {exc})") from None
+        utt = _parse_line(line, f"{path}:{lineno}", base)
+        if utt.id in first_line:
+            raise VconvError(f"{path}:{lineno}: id {utt.id!r} repeats line {first_line[utt.id]}; ids must be unique")
+        first_line[utt.id] = lineno
+        out.append(utt)
     if nonempty and not out:
         raise VconvError(f"{path}: manifest is empty")
     return out
+
+
+def _parse_line(line: str, where: str, base: Path) -> Utterance:
+    """One manifest line as an :class:`Utterance`; ``where`` (``file:line``) starts every error."""
+    try:
+        rec = json.loads(line)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, a 5000-digit number, nesting thousands deep
+        raise VconvError(f"{where}: not a JSON line ({getattr(exc, 'msg', type(exc).__name__)})") from None
+    if not isinstance(rec, dict):
+        raise VconvError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+    missing = [k for k in ("id", "path", "speaker", "duration") if k not in rec]
+    if missing:
+        raise VconvError(f"{where}: missing key(s) {', '.join(missing)}")
+    utt_id = safe_relative_id(rec["id"], where)
+    for key in ("path", "speaker"):
+        if not isinstance(rec[key], str) or not rec[key].strip() or "\x00" in rec[key]:
+            raise VconvError(f"{where}: {key} must be a non-empty string, got {rec[key]!r}")
+    duration = rec["duration"]
+    if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not math.isfinite(duration) or duration < 0:
+        raise VconvError(f"{where}: duration must be a number of seconds >= 0, got {duration!r}")
+    if rec.get("text") is not None and not isinstance(rec["text"], str):
+        raise VconvError(f"{where}: text must be a string, got {type(rec['text']).__name__}")
+    audio = Path(rec["path"])
+    return Utterance(
+        id=utt_id,
+        path=str(audio if audio.is_absolute() else (base / audio).resolve()),
+        speaker=rec["speaker"],
+        duration=float(duration),
+        text=rec.get("text"),
+        extra={k: v for k, v in rec.items() if k not in _CORE_KEYS},
+    )
 
 
 def write_manifest(path: str | Path, utterances: Iterable[Utterance]) -> Path:
@@ -112,7 +156,7 @@ def check_audio_file(path: Path, min_seconds: float) -> float | BadFile:
     try:
         info = audio_info(path)
     except VconvError as exc:  # its message is "PATH: reason"; BadFile keeps the two apart
-        return BadFile(str(path), str(exc).split(": ", 1)[-1])
+        return BadFile.from_error(path, exc)
     if info.frames == 0:
         return BadFile(str(path), "empty audio (0 samples)")
     duration = info.frames / info.samplerate
@@ -139,7 +183,8 @@ def scan_speaker_folders(root: str | Path, min_seconds: float = 0.0) -> ScanResu
                 continue
             rel = audio.relative_to(spk_dir).with_suffix("")
             transcript = audio.with_suffix(".txt")
-            text = transcript.read_text(encoding="utf-8").strip() if transcript.is_file() else None
+            # a transcript in another encoding keeps its words (as VCTK's reader does) rather than ending the scan
+            text = transcript.read_text(encoding="utf-8", errors="replace").strip() if transcript.is_file() else None
             utterances.append(
                 Utterance(
                     id=f"{spk_dir.name}/{rel.as_posix()}",
@@ -202,8 +247,9 @@ def split_by_speaker(
 
 
 def feature_path(features_dir: str | Path, utt: Utterance) -> Path:
-    """Where `vconv extract` stores the features of ``utt``: ``<dir>/<id>.safetensors``."""
-    return Path(features_dir) / f"{utt.id}.safetensors"
+    """Where `vconv extract` stores the features of ``utt``: ``<dir>/<id>.safetensors`` (an id that could
+    leave ``<dir>`` is refused, whoever built the utterance)."""
+    return Path(features_dir) / f"{safe_relative_id(utt.id, f'utterance {utt.id!r}')}.safetensors"
 
 
 def speakers_of(utterances: Iterable[Utterance]) -> list[str]:

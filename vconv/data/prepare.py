@@ -9,6 +9,7 @@ from typing import Sequence
 
 from vconv.data.manifest import BadFile, Split, Utterance, scan_speaker_folders, split_by_speaker, write_manifest
 from vconv.errors import VconvError
+from vconv.fileio import write_text_atomic
 
 SPLIT_NAMES = ("train", "valid", "test")
 
@@ -63,7 +64,7 @@ def write_splits(
         write_manifest(out_dir / f"{name}.jsonl", getattr(split, name))
     info = {name: split.speakers(name) for name in SPLIT_NAMES}
     info["bad_files"] = [{"path": b.path, "reason": b.reason} for b in bad]
-    (out_dir / "split.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_text_atomic(out_dir / "split.json", json.dumps(info, indent=2) + "\n")
     return out_dir
 
 

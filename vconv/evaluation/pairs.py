@@ -23,6 +23,8 @@ from tqdm import tqdm
 from vconv.audio.io import save as save_audio
 from vconv.errors import VconvError
 from vconv.evaluation import metrics as M
+from vconv.fileio import read_text
+from vconv.paths import check_distinct_outputs
 
 ConvertFn = Callable[[str, list[str]], tuple[np.ndarray, int]]  # (source path, ref paths) -> (wav [T], sr)
 
@@ -92,9 +94,7 @@ class EvalPair:
 def read_protocol(path: str | Path) -> list[EvalPair]:
     """Read pairs from a JSON list or JSON Lines file of :class:`EvalPair` records (paths relative to the file)."""
     path = Path(path)
-    if not path.is_file():
-        raise VconvError(f"{path}: protocol file not found")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, "protocol file")
     try:
         if text.lstrip().startswith("["):
             records = json.loads(text)
@@ -102,6 +102,10 @@ def read_protocol(path: str | Path) -> list[EvalPair]:
             records = [json.loads(line) for line in text.splitlines() if line.strip()]
     except json.JSONDecodeError as exc:
         raise VconvError(f"{path}: not valid JSON/JSONL ({exc.msg} at line {exc.lineno})") from None
+    except (ValueError, RecursionError) as exc:
+        raise VconvError(f"{path}: not valid JSON/JSONL ({type(exc).__name__})") from None
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise VconvError(f"{path}: a protocol is a JSON list (or JSON Lines) of objects")
     return [EvalPair.from_dict(r, path.parent) for r in records]
 
 
@@ -156,6 +160,10 @@ def make_pairs(
         raise VconvError("no speaker has two or more utterances; each target needs a reference and a second utterance to judge against")
 
     out = Path(out_dir) / "converted"
+    # ids and speaker names become file names: two that flatten to the same name, or a name that is one of
+    # the inputs, would overwrite a file; refused before the first conversion
+    check_distinct_outputs([(Path(s.path), out / f"{safe_name(s.id)}__to__{safe_name(b)}.wav") for s, b in plan],
+                           [(Path(u.path), "held-out utterance") for u in utterances])
     pairs = []
     for src, b in tqdm(plan, desc="converting", unit="pair", disable=not progress):
         rng = random.Random(f"{seed}|{src.id}|{b}")

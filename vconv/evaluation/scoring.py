@@ -41,9 +41,11 @@ from tqdm import tqdm
 
 from vconv.audio.io import load as load_audio
 from vconv.audio.io import save as save_audio
+from vconv.errors import VconvError
 from vconv.evaluation import metrics as M
 from vconv.evaluation.judges import Judges
 from vconv.evaluation.pairs import EvalPair, safe_name
+from vconv.paths import absolute
 
 SYSTEMS = ("converted", "source", "ground_truth", "copy_synthesis")
 ANALYSIS_SR = 16000  # MCD and F0 compare every file at one rate, whatever rate each was written at
@@ -109,6 +111,10 @@ def score_pairs(
         raise ValueError("score_pairs: vocode_fn needs a work_dir to write the copy-synthesis audio to")
     analysis = _Analysis()
     vocoded: dict[str, tuple[str, float]] = {}  # input path -> (output path, vocoder seconds)
+    # every file the pairs read: a copy-synthesis output must never be one of them
+    inputs = {absolute(f) for p in pairs for f in (p.source, p.converted, *p.target_refs, p.target_other,
+                                                   p.target_parallel, p.source_other) if f}
+    written: dict[Path, str] = {}  # copy-synthesis output -> the reference it vocodes
     rows: list[dict[str, Any]] = []
     for pair in tqdm(pairs, desc="scoring", unit="pair", disable=not progress):
         judged_on = pair.target_other or pair.target_refs[0]
@@ -141,7 +147,12 @@ def score_pairs(
                     wav, sr = vocode_fn(gt)
                     elapsed = time.perf_counter() - started
                     name = f"{safe_name(Path(gt).parent.name)}__{safe_name(Path(gt).stem)}.wav"
-                    out = save_audio(Path(work_dir) / "copy_synthesis" / name, np.asarray(wav, np.float32), int(sr), force=force)
+                    dest = Path(work_dir) / "copy_synthesis" / name
+                    # two references that flatten to one name, or a name that is an input: refused, not overwritten
+                    if absolute(dest) in inputs or written.setdefault(absolute(dest), gt) != gt:
+                        raise VconvError(f"{dest}: copy synthesis of {gt} would overwrite "
+                                         f"{written.get(absolute(dest), 'an evaluation input')}; rename one of them")
+                    out = save_audio(dest, np.asarray(wav, np.float32), int(sr), force=force)
                     vocoded[gt] = (str(out), elapsed)
                 out, elapsed = vocoded[gt]
                 outputs.append(("copy_synthesis", out, dict(text=gt_text, f0_ref=gt, f0_align="time",

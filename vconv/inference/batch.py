@@ -1,7 +1,8 @@
 """File-level conversion and embedding, as `vconv convert` and `vconv embed` use them.
 
-``convert_paths`` converts one file or a whole tree (mirrored under the output folder), loading the
-model once, and keeps going past bad files: they are reported at the end with their reason.
+``convert_paths`` converts one file or a whole tree (mirrored under the output folder) with one loaded
+model, and keeps going past bad files: they are reported at the end with their reason. What it reads
+and writes is checked first by :mod:`vconv.inference.plan` (the CLI does that before loading the model).
 ``embed_paths`` gives L2-normalised speaker embeddings per utterance and per speaker.
 """
 
@@ -17,44 +18,27 @@ import numpy as np
 from tqdm import tqdm
 
 from vconv.inference.converter import VoiceConverter
-from vconv.audio.io import AUDIO_EXTENSIONS, resample, save
+from vconv.inference.plan import ConversionPlan, EmbeddingPlan, plan_conversions, plan_embeddings
+from vconv.audio.io import resample, save
 from vconv.data.manifest import BadFile
 from vconv.errors import VconvError
 from vconv.fileio import atomic_path
 
 
-def audio_files(path: Path) -> list[Path]:
-    """``path`` itself if it is a file, else every audio file below it (sorted)."""
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
-        if not files:
-            raise VconvError(f"{path}: no audio files (.wav, .flac, .ogg) in this folder")
-        return files
-    if not path.exists():
-        raise VconvError(f"{path}: file not found")
-    return [path]
-
-
 @dataclass
 class ConvertReport:
+    """What a conversion run did: ``converted`` ``(source, output)`` pairs and the ``failed`` files with reasons."""
+
     converted: list[tuple[Path, Path]] = field(default_factory=list)
     failed: list[BadFile] = field(default_factory=list)
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
 
-    @property
-    def exit_code(self) -> int:
-        """0 all converted, 2 some failed (partial), 1 nothing converted."""
-        if not self.failed:
-            return 0
-        return 2 if self.converted else 1
-
     def summary(self) -> str:
+        """One line of counts (the failures themselves are in ``failed``; the CLI lists them on stderr)."""
         rtf = self.wall_seconds / self.audio_seconds if self.audio_seconds else 0.0
         text = f"converted {len(self.converted)} file(s), {self.audio_seconds:.1f} s of audio, real-time factor {rtf:.3f}"
-        if self.failed:
-            text += f"; {len(self.failed)} failed:\n" + "\n".join(f"  {b.path}: {b.reason}" for b in self.failed)
-        return text
+        return text + (f"; {len(self.failed)} failed" if self.failed else "")
 
 
 def convert_paths(
@@ -66,47 +50,42 @@ def convert_paths(
     force: bool = False,
     sample_rate: int | None = None,
     progress: bool = True,
+    plan: ConversionPlan | None = None,
 ) -> ConvertReport:
     """Convert ``source`` (file or folder) to the voice of ``targets`` (files and/or folders, averaged).
 
     A folder source mirrors its tree under ``out`` (``a/b.flac`` → ``OUT/a/b.wav``); a file source is
-    written to ``out`` (or into ``out`` when that is an existing folder). Existing outputs are kept
-    unless ``force``. Bad target references are an error (nothing to convert to); a bad source file
-    in a folder is reported and skipped.
+    written to ``out`` (or into ``out`` when that is an existing folder). Everything is checked first by
+    :func:`~vconv.inference.plan.plan_conversions` (pass its ``plan`` to skip the second check; the CLI
+    makes it before loading the model): no output may be a source or a reference, or be shared by two
+    sources. Existing outputs are kept unless ``force``. Bad target references are an error (nothing to
+    convert to); a bad source file in a folder is reported and skipped.
     """
-    source, out = Path(source), Path(out)
-    refs = [f for t in targets for f in audio_files(Path(t))]
-    if not refs:
-        raise VconvError("no target reference given; pass --target FILE or --target FOLDER")
-    embedding = converter.speaker_embedding(refs)
-    if source.is_dir():
-        jobs = [(f, out / f.relative_to(source).with_suffix(".wav")) for f in audio_files(source)]
-    else:
-        audio_files(source)
-        dest = out / f"{source.stem}.wav" if out.is_dir() else out
-        jobs = [(source, dest)]
-    report = ConvertReport()
+    if plan is None:
+        plan = plan_conversions(source, targets, out, force=force, sample_rate=sample_rate)
+    report = ConvertReport(failed=list(plan.failed))
+    if not plan.jobs:
+        return report
+    embedding = converter.speaker_embedding(plan.refs)
     start = time.perf_counter()
-    rate = sample_rate or converter.sample_rate
+    rate = plan.sample_rate if plan.sample_rate is not None else converter.sample_rate
+    jobs = plan.jobs
     for src, dest in tqdm(jobs, unit="file", desc="convert", disable=not progress or len(jobs) < 2, dynamic_ncols=True):
         try:
-            if dest.exists() and not force:
+            if dest.exists() and not force:  # made since the plan was checked
                 raise VconvError(f"{dest}: already exists; pass --force to overwrite")
-            if dest.resolve() == src.resolve():
-                raise VconvError(f"{dest}: output would overwrite the source")
             wav = converter.prepare_audio(src, None, str(src))
             converted = converter.convert_wav(wav, embedding)
             if rate != converter.sample_rate:
                 converted = resample(converted, converter.sample_rate, rate)
             save(dest, converted, rate, force=force)
         except VconvError as exc:
-            message = str(exc)
-            report.failed.append(BadFile(str(src), message.split(": ", 1)[-1] if message.startswith(str(src)) else message))
+            report.failed.append(BadFile.from_error(src, exc))
             continue
         report.converted.append((src, dest))
         report.audio_seconds += wav.size / converter.sample_rate
     report.wall_seconds = time.perf_counter() - start
-    if len(jobs) == 1 and report.failed:
+    if plan.single and report.failed:
         raise VconvError(f"{report.failed[0].path}: {report.failed[0].reason}")
     return report
 
@@ -119,6 +98,7 @@ class Embeddings:
     utterance_vectors: np.ndarray
     speakers: list[str]
     speaker_vectors: np.ndarray
+    failed: list[BadFile] = field(default_factory=list)  # files skipped, with the reason
 
     def similarity(self) -> tuple[list[str], np.ndarray]:
         """Cosine matrix between speakers (or utterances when each speaker has one)."""
@@ -160,24 +140,35 @@ class Embeddings:
         return path
 
 
-def embed_paths(converter: VoiceConverter, paths: Sequence[str | Path], progress: bool = True) -> Embeddings:
-    """Each folder argument is one speaker (all its audio); each file argument is a speaker of its own."""
-    groups: dict[str, list[Path]] = {}
-    for arg in map(Path, paths):
-        name = arg.name if arg.is_dir() else arg.stem
-        while name in groups:
-            name += "'"
-        groups[name] = audio_files(arg)
-    names, vectors, speaker_vectors = [], [], []
-    bar = tqdm(total=sum(len(v) for v in groups.values()), unit="file", desc="embed", disable=not progress)
-    for files in groups.values():
+def embed_paths(converter: VoiceConverter, paths: Sequence[str | Path], progress: bool = True,
+                plan: EmbeddingPlan | None = None, *, allow_empty: bool = False) -> Embeddings:
+    """Each folder argument is one speaker (all its audio); each file argument is a speaker of its own.
+
+    A file that cannot be embedded is listed in ``failed`` and skipped (its speaker keeps the others);
+    when none can, the first failure is raised (with ``allow_empty``, an empty result is returned instead).
+    """
+    plan = plan or plan_embeddings(paths)
+    failed = list(plan.failed)
+    names, vectors, speakers, speaker_vectors = [], [], [], []
+    bar = tqdm(total=sum(len(v) for v in plan.groups.values()), unit="file", desc="embed", disable=not progress)
+    for speaker, files in plan.groups.items():
         rows = []
         for f in files:
-            rows.append(converter.embed([f])[0])
-            names.append(str(f))
+            try:
+                rows.append(converter.embed([f])[0])
+                names.append(str(f))
+            except VconvError as exc:
+                failed.append(BadFile.from_error(f, exc))
             bar.update(1)
-        vectors += rows
-        mean = np.mean(rows, axis=0)
-        speaker_vectors.append(mean / max(np.linalg.norm(mean), 1e-12))
+        if rows:
+            vectors += rows
+            mean = np.mean(rows, axis=0)
+            speakers.append(speaker)
+            speaker_vectors.append(mean / max(np.linalg.norm(mean), 1e-12))
     bar.close()
-    return Embeddings(names, np.stack(vectors), list(groups), np.stack(speaker_vectors))
+    if not vectors and allow_empty:
+        return Embeddings([], np.zeros((0, 0), np.float32), [], np.zeros((0, 0), np.float32), failed)
+    if not vectors:
+        first = failed[0] if failed else BadFile(", ".join(map(str, paths)), "no audio to embed")
+        raise VconvError(f"{first.path}: {first.reason}")
+    return Embeddings(names, np.stack(vectors), speakers, np.stack(speaker_vectors), failed)

@@ -104,7 +104,11 @@ def save_bundle(
 
 
 def read_bundle_config(bundle: str | Path) -> dict[str, Any]:
-    """Parse and check ``config.json`` of a bundle (format and version)."""
+    """Parse and check ``config.json`` of a bundle: format and version, then its structure and every config in it.
+
+    Each problem is one VconvError line naming the file and the key, so nothing is built from a broken
+    or absurd config (``model_config.channels: 65536`` is refused here, not by an 86 GB allocation).
+    """
     bundle = Path(bundle)
     cfg_path = bundle / CONFIG_FILE
     if not bundle.is_dir() or not cfg_path.is_file():
@@ -117,26 +121,74 @@ def read_bundle_config(bundle: str | Path) -> dict[str, Any]:
             f"{bundle}: bundle format version {config.get('format_version')} (vconv {config.get('vconv_version')}), "
             f"this vconv {__version__} reads version {BUNDLE_FORMAT_VERSION}"
         )
+    for key, kind in _REQUIRED_KEYS.items():
+        if key not in config:
+            raise VconvError(f"{cfg_path}: missing key {key!r}; the bundle is incomplete (re-export or re-download it)")
+        if not isinstance(config[key], kind):
+            raise VconvError(f"{cfg_path}: {key} must be a JSON {_JSON_NAMES[kind]}, got {type(config[key]).__name__}")
+    for key, kind in _OPTIONAL_KEYS.items():
+        if key in config and not isinstance(config[key], kind):
+            raise VconvError(f"{cfg_path}: {key} must be a JSON {_JSON_NAMES[kind]}, got {type(config[key]).__name__}")
+    bad_digest = [k for k, v in config["sha256"].items() if not (isinstance(v, str) and len(v) == 64)]
+    if bad_digest or not config["sha256"]:
+        raise VconvError(f"{cfg_path}: sha256 must map each weight file to a 64-character digest ({bad_digest[0] if bad_digest else 'empty'})")
+    if not all(isinstance(s, str) for s in config.get("speakers", [])):
+        raise VconvError(f"{cfg_path}: speakers must be a list of names")
+    _parse_configs(config, cfg_path)
     return config
+
+
+_REQUIRED_KEYS = {"model_config": dict, "feature_config": dict, "feature_stats": dict, "sha256": dict}
+_OPTIONAL_KEYS = {"speakers": list, "frontends": dict, "vocoder": str, "vconv_version": str}
+_JSON_NAMES = {dict: "object", list: "list", str: "string"}
+
+
+def _parse_configs(config: dict[str, Any], cfg_path: Path) -> tuple[ModelConfig, FeatureConfig, FeatureStats]:
+    """The validated configs of a bundle's ``config.json``; an error names the file and the key."""
+    try:
+        model_config = ModelConfig.from_dict(config["model_config"])
+        feature_config = FeatureConfig.from_dict(config["feature_config"])
+        stats = FeatureStats.from_dict(config["feature_stats"], feature_config.n_mels)
+    except VconvError as exc:
+        raise VconvError(f"{cfg_path}: {exc}") from None
+    if model_config.n_mels != feature_config.n_mels:
+        raise VconvError(f"{cfg_path}: model n_mels {model_config.n_mels} differs from the features' {feature_config.n_mels}")
+    return model_config, feature_config, stats
+
+
+def read_bundle_info(bundle: str | Path) -> BundleInfo:
+    """What a bundle's ``config.json`` says (validated by :func:`read_bundle_config`), without loading weights."""
+    bundle = Path(bundle)
+    config = read_bundle_config(bundle)
+    model_config, feature_config, stats = _parse_configs(config, bundle / CONFIG_FILE)
+    return BundleInfo(
+        path=bundle,
+        model_config=model_config,
+        feature_config=feature_config,
+        feature_stats=stats,
+        speakers=list(config.get("speakers", [])),
+        vconv_version=str(config.get("vconv_version", "")),
+        extra={k: v for k, v in config.items() if k not in {"model_config", "feature_config", "feature_stats", "speakers"}},
+    )
 
 
 def load_bundle(bundle: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, FrontEnd, BundleInfo]:
     """``(model, front-end, info)`` of a bundle: the VoiceConversionModel in eval mode, fp32, on ``device``."""
     from vconv.models import build_model
+    from vconv.models.budget import check_state_matches
 
     bundle = Path(bundle)
-    config = read_bundle_config(bundle)
-    info = BundleInfo(
-        path=bundle,
-        model_config=ModelConfig.from_dict(config["model_config"]),
-        feature_config=FeatureConfig.from_dict(config["feature_config"]),
-        feature_stats=FeatureStats.from_dict(config["feature_stats"]),
-        speakers=list(config.get("speakers", [])),
-        vconv_version=str(config.get("vconv_version", "")),
-        extra={k: v for k, v in config.items() if k not in {"model_config", "feature_config", "feature_stats", "speakers"}},
-    )
+    info = read_bundle_info(bundle)
+    config = info.extra
+    state = load_weights(bundle, WEIGHTS_FILE, config)  # digest-checked: its size is the file's
+    try:
+        with torch.device("meta"):  # no storage: a config that disagrees with the weights costs nothing
+            skeleton = build_model(info.model_config)
+    except VconvError as exc:
+        raise VconvError(f"{bundle / CONFIG_FILE}: {exc}") from None
+    check_state_matches(skeleton, state, str(bundle))
     model = build_model(info.model_config)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_weights(bundle, WEIGHTS_FILE, config).items()}
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -23,10 +23,11 @@ import torch
 
 from vconv.audio.frontend import FrontEnd
 from vconv.audio.io import load as load_audio
-from vconv.audio.io import resample, validate
+from vconv.audio.io import as_float_audio, check_sample_rate, downmix, resample, validate
 from vconv.errors import VconvError
 from vconv.inference.bundle import BundleInfo, load_bundle
 from vconv.inference.chunking import process_in_chunks
+from vconv.inference.devices import check_device
 from vconv.inference.registry import resolve_bundle
 
 AudioInput = Union[str, Path, np.ndarray]
@@ -64,11 +65,12 @@ class VoiceConverter:
         if isinstance(audio, (str, Path)):
             wav, _ = load_audio(audio, self.sample_rate, min_seconds=MIN_SECONDS, max_seconds=None)
             return wav
-        wav = np.asarray(audio, dtype=np.float32)
-        if wav.ndim == 2:  # [T, C] or [C, T]: downmix the smaller axis
-            wav = wav.mean(axis=int(np.argmin(wav.shape)))
         if sr is None:
             raise VconvError(f"{name}: a numpy waveform needs its sample rate (sr=...)")
+        sr = check_sample_rate(sr, f"{name}: sr")
+        wav = as_float_audio(audio, name)  # int16/int32 PCM scaled to [-1, 1]; nonsense dtypes refused
+        if wav.ndim == 2:  # [T, C] or [C, T]: downmix the smaller axis
+            wav = downmix(wav if np.argmin(wav.shape) == 1 else wav.T, name)
         validate(wav, sr, name, min_seconds=MIN_SECONDS)
         return resample(wav, sr, self.sample_rate)
 
@@ -148,6 +150,7 @@ def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, 
     """Load a bundle by name or folder (default: the shipped model) as a :class:`VoiceConverter`."""
     from vconv.vocoders import get_vocoder, load_bundle_vocoder
 
+    device = check_device(device)  # before the bundle: a typo in the device fails at once
     bundle = resolve_bundle(name_or_path)
     model, frontend, info = load_bundle(bundle, device)
     # the bundle's own (trained) vocoder by default; a name (e.g. "griffinlim") overrides it

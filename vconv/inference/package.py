@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from vconv.errors import VconvError
+from vconv.fileio import read_text
 
 CARD_FILE = "MODEL_CARD.md"
 
@@ -81,16 +82,13 @@ class PackageReport:
 
 def read_speaker_file(path: str | Path) -> list[str]:
     """Speaker names of a list file: whitespace-separated, ``#`` starts a comment."""
-    path = Path(path)
-    if not path.is_file():
-        raise VconvError(f"{path}: speaker list not found")
-    return [w for line in path.read_text(encoding="utf-8").splitlines() for w in line.split("#", 1)[0].split()]
+    return [w for line in read_text(path, "speaker list").splitlines() for w in line.split("#", 1)[0].split()]
 
 
 def curves_table(log_path: Path, every: int) -> str:
     """Markdown table of the training log: every ``every``-th train step and each validated step."""
     rows = []
-    for n, line in enumerate(log_path.read_text().splitlines(), 1):
+    for n, line in enumerate(read_text(log_path, "training log").splitlines(), 1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
@@ -133,7 +131,12 @@ def package_run(
     from vconv.config import load_yaml
     from vconv.inference.bundle import attach_vocoder, load_bundle, save_bundle
 
+    from vconv.paths import check_output_path
+
     run_dir = Path(run_dir)
+    if not name or name in (".", "..") or Path(name).name != name or "\\" in name:
+        raise VconvError(f"--name {name!r}: a bundle name is one folder name (no / or ..), e.g. my-voices-v2")
+    check_output_path(Path(out_dir) / name, expect="folder", what="bundle folder")
     for needed in ("model", "config.yaml", "log.jsonl"):
         if not (run_dir / needed).exists():
             raise VconvError(f"{run_dir}: not a finished training run (no {needed}; `vconv train` writes it)")
@@ -145,7 +148,7 @@ def package_run(
     if card_template is not None:
         if not Path(card_template).is_file():
             raise VconvError(f"{card_template}: card template not found")
-        template, source = Path(card_template).read_text(encoding="utf-8"), str(card_template)
+        template, source = read_text(card_template, "card template"), str(card_template)
     render_card(template, dict.fromkeys(CARD_FIELDS, ""), source)  # a bad template fails before anything is written
 
     model, frontend, info = load_bundle(run_dir / "model")
@@ -189,13 +192,13 @@ different-speaker pairs of validation utterances (vconv's own encoder, a trainin
     fields = {  # keys: CARD_FIELDS
         "name": name, "summary": summary, "n_speakers": n_speakers, "speakers": ", ".join(info.speakers),
         "held_out": ", ".join(held_out) if held_out else "not recorded", "curves": curves,
-        "evaluation": (Path(eval_dir) / "summary.md").read_text(encoding="utf-8") if eval_dir is not None
+        "evaluation": read_text(Path(eval_dir) / "summary.md", "evaluation summary") if eval_dir is not None
         else "Not evaluated yet: run `vconv evaluate` and package again with `--eval`.",
         "vocoder_limit": vocoder_limit,
     }
     card = render_card(template, fields, source)
     if notes is not None:
-        card += "\n" + Path(notes).read_text(encoding="utf-8")
+        card += "\n" + read_text(notes, "notes file")
     (dest / CARD_FILE).write_text(card, encoding="utf-8")
     total_mb = sum(f.stat().st_size for f in dest.glob("*.safetensors")) / 1e6
     return PackageReport(dest, model_mb, total_mb)

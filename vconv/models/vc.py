@@ -25,6 +25,7 @@ from torch import nn
 from vconv.config import ModelConfig
 from vconv.errors import VconvError
 from vconv.models.adversary import SpeakerClassifier
+from vconv.models.budget import build_within_budget
 from vconv.models.content import ContentEncoder
 from vconv.models.decoder import AdaINDecoder
 from vconv.models.speaker import SpeakerEncoder, build_speaker_encoder
@@ -183,8 +184,13 @@ def build_model(cfg: ModelConfig) -> VoiceConversionModel:
     """The standard :class:`VoiceConversionModel` for ``cfg``.
 
     The adversary is built only when ``cfg.adversary`` is true and ``cfg.n_speakers > 0``; otherwise the
-    model has no classifier parameters and ``speaker_logits`` is None.
+    model has no classifier parameters and ``speaker_logits`` is None. A config whose model would exceed
+    the parameter budget (:mod:`vconv.models.budget`) is refused before anything is allocated.
     """
+    return build_within_budget(lambda: _build(cfg), "model config")
+
+
+def _build(cfg: ModelConfig) -> VoiceConversionModel:
     content = ContentEncoder(cfg)
     if cfg.vq_groups < 1 or cfg.code_dim % cfg.vq_groups:
         raise VconvError(f"model.vq_groups must be >= 1 and divide model.code_dim ({cfg.code_dim}), got {cfg.vq_groups}")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -30,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from vconv.config import LoopConfig
+from vconv.paths import check_output_path
 from vconv.training.distributed import cpu_has_native_bf16, start_process
 from vconv.training.runs import RunFolder, restore_rng, rng_state
 
@@ -59,8 +59,8 @@ class BaseTrainer:
     def __init__(self, train: LoopConfig, *, resume: bool, progress: bool):
         self.tcfg = train
         self.resume = resume
+        self.run_dir = check_output_path(train.run_dir, expect="folder", what="train.run_dir")  # before any work
         self.dist, self.device, self.progress = start_process(train.threads, progress)
-        self.run_dir = Path(train.run_dir)
         self.run = RunFolder(self.run_dir, resume=resume, is_main=self.dist.is_main, keep_checkpoints=train.keep_checkpoints)
         self.step = 0
         self.batches: torch.utils.data.Dataset | None = None

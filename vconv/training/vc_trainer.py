@@ -20,7 +20,6 @@ Run folder::
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -34,6 +33,7 @@ from vconv.data.extract import ExtractSpec
 from vconv.data.feature_files import whisper_key
 from vconv.data.segments import Batch, FeatureStore, SegmentBatches
 from vconv.errors import VconvError
+from vconv.fileio import read_json_object
 from vconv.inference.bundle import save_bundle
 from vconv.models import VoiceConversionModel, build_model
 from vconv.training.base import BaseTrainer
@@ -105,7 +105,10 @@ class ModelTrainer(BaseTrainer):
         if self.tcfg.features_dir:
             path = Path(self.tcfg.features_dir) / "stats.json"
             if path.is_file():
-                return FeatureStats.from_dict(json.loads(path.read_text()))
+                try:
+                    return FeatureStats.from_dict(read_json_object(path, "feature statistics"), self.fcfg.n_mels)
+                except VconvError as exc:
+                    raise VconvError(exc if str(exc).startswith(str(path)) else f"{path}: {exc}") from None
         return compute_stats(self.store.get(i) for i in range(len(self.store.utterances)))
 
     def sections(self) -> dict[str, Any]:

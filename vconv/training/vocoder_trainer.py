@@ -42,6 +42,7 @@ from vconv.config import FeatureConfig, VocoderConfig, VocoderTrainConfig
 from vconv.data.audio_segments import AudioSegments
 from vconv.data.manifest import read_manifest
 from vconv.errors import VconvError
+from vconv.models.budget import build_within_budget
 from vconv.training.base import BaseTrainer
 from vconv.training.runs import load_training_state
 from vconv.vocoders.discriminators import CombinedDiscriminator
@@ -62,8 +63,10 @@ class VocoderTrainer(BaseTrainer):
         self.valid_utts = read_manifest(train.valid_manifest)[: train.valid_utterances] if train.valid_manifest else []
 
         torch.manual_seed(train.seed)
-        self.generator = VocosVocoder(features, vocoder).to(self.device)
-        self.discriminator = CombinedDiscriminator(mpd_channels=train.mpd_channels, mrd_channels=train.mrd_channels).to(self.device)
+        self.generator = build_within_budget(lambda: VocosVocoder(features, vocoder), "vocoder config").to(self.device)
+        self.discriminator = build_within_budget(
+            lambda: CombinedDiscriminator(mpd_channels=train.mpd_channels, mrd_channels=train.mrd_channels),
+            "train.mpd_channels/mrd_channels").to(self.device)
         self.gen_net = self.distributed(self.generator)
         self.disc_net = self.distributed(self.discriminator)
         betas = (0.8, 0.9)  # HiFi-GAN / Vocos: a short momentum memory suits the moving GAN target

@@ -211,6 +211,14 @@ def read_vocoder_meta(folder: str | Path) -> dict[str, Any]:
     return meta
 
 
+def _configs(meta: Mapping[str, Any], folder: str | Path) -> tuple[FeatureConfig, VocoderConfig]:
+    """The FeatureConfig and VocoderConfig of a ``vocoder.json``, validated; errors name the file."""
+    try:
+        return FeatureConfig.from_dict(meta.get("feature_config")), VocoderConfig.from_dict(meta.get("vocoder_config"))
+    except VconvError as exc:
+        raise VconvError(f"{Path(folder) / VOCODER_CONFIG}: {exc}") from None
+
+
 def load_vocoder(folder: str | Path, sha256: Mapping[str, str] | None = None, device: str | torch.device = "cpu") -> VocosVocoder:
     """Build the vocoder stored in ``folder`` (eval mode, parameters frozen). The weight file's sha256 is checked against
     ``sha256`` (a bundle's config.json records) or else against the one in ``vocoder.json``."""
@@ -219,7 +227,10 @@ def load_vocoder(folder: str | Path, sha256: Mapping[str, str] | None = None, de
     meta = read_vocoder_meta(folder)
     if meta.get("vocoder") != VocosVocoder.name:
         raise VconvError(f"{folder}: unknown vocoder kind {meta.get('vocoder')!r}")
-    vocoder = VocosVocoder(FeatureConfig.from_dict(meta["feature_config"]), VocoderConfig.from_dict(meta["vocoder_config"]))
+    from vconv.models.budget import build_within_budget
+
+    features, config = _configs(meta, folder)
+    vocoder = build_within_budget(lambda: VocosVocoder(features, config), f"{folder}: vocoder config")
     checks = {"sha256": dict(sha256 if sha256 is not None else meta.get("sha256", {}))}
     state = load_weights(folder, VOCODER_WEIGHTS, checks)
     try:

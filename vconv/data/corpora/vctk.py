@@ -47,6 +47,7 @@ from typing import Any, Sequence
 
 from vconv.data.manifest import BadFile, ScanResult, Split, Utterance, check_audio_file
 from vconv.errors import VconvError
+from vconv.fileio import read_text
 from vconv.data.prepare import SPLIT_NAMES, PrepareReport, write_splits
 
 MICS = ("mic1", "mic2")
@@ -176,10 +177,7 @@ def scan_vctk(root: str | Path, mic: str = "mic2", min_seconds: float = 0.0) -> 
 
 def read_speaker_list(path: str | Path) -> list[str]:
     """One speaker id per line; blank lines and ``#`` comments ignored."""
-    path = Path(path)
-    if not path.is_file():
-        raise VconvError(f"{path}: speaker list not found")
-    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    lines = (line.split("#", 1)[0].strip() for line in read_text(path, "speaker list").splitlines())
     return [line for line in lines if line]
 
 

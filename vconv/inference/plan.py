@@ -1,0 +1,131 @@
+"""What a conversion or embedding run will read and write, checked before the model is loaded.
+
+:func:`plan_conversions` turns ``vconv convert``'s arguments into ``(source, output)`` jobs and checks
+all of it in a second or less, so a typo fails at once instead of after the 2-3 s model load: the
+sample rate, every target reference (it exists and its header reads), every source header, the output
+paths (:mod:`vconv.paths`: writable, right kind, never a source or a reference, never two sources onto
+one output, never the source folder or inside it) and existing outputs without ``force``.
+:func:`plan_embeddings` does the same for ``vconv embed``.
+
+Two inputs with the same stem (``g.wav``, ``g.flac``) would both become ``g.wav``: the run is refused
+naming both, rather than renaming one, so output names always follow one rule (``<stem>.wav``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from vconv.audio.io import AUDIO_EXTENSIONS, audio_info, check_sample_rate
+from vconv.data.manifest import BadFile
+from vconv.errors import VconvError
+from vconv.paths import check_distinct_outputs, check_not_inside, check_output_path
+
+EMBEDDING_EXTENSIONS = (".json", ".npy", ".npz")
+
+
+def audio_files(path: Path) -> list[Path]:
+    """``path`` itself if it is a file, else every audio file below it (sorted)."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+        if not files:
+            raise VconvError(f"{path}: no audio files (.wav, .flac, .ogg) in this folder")
+        return files
+    if not path.exists():
+        raise VconvError(f"{path}: file not found")
+    return [path]
+
+
+def header_failure(path: Path) -> BadFile | None:
+    """None when ``path``'s audio header reads (and a WAV is complete), else why not."""
+    try:
+        audio_info(path)
+    except VconvError as exc:
+        return BadFile.from_error(path, exc)
+    return None
+
+
+@dataclass
+class ConversionPlan:
+    """The checked jobs of one conversion run; ``failed`` are sources refused before any model work."""
+
+    jobs: list[tuple[Path, Path]]
+    refs: list[Path]
+    failed: list[BadFile] = field(default_factory=list)
+    sample_rate: int | None = None
+    single: bool = False  # one source file: its failure is the run's error, not a line in a report
+
+
+def plan_conversions(
+    source: str | Path, targets: Sequence[str | Path], out: str | Path, *, force: bool = False,
+    sample_rate: int | None = None,
+) -> ConversionPlan:
+    """Check everything ``convert_paths`` will read and write (see the module docstring); raises VconvError."""
+    source, out = Path(source), Path(out)
+    if sample_rate is not None:
+        sample_rate = check_sample_rate(sample_rate, "--sample-rate")
+    refs = [f for t in targets for f in audio_files(Path(t))]
+    if not refs:
+        raise VconvError("no target reference given; pass --target FILE or --target FOLDER")
+    for ref in refs:  # a bad reference leaves nothing to convert to: an error, not a skipped file
+        audio_info(ref)
+    if source.is_dir():
+        if out.suffix.lower() in AUDIO_EXTENSIONS and not out.is_dir():
+            raise VconvError(f"{out}: a folder source is converted into an output folder, not the file {out.name}")
+        check_output_path(out, expect="folder", what="output folder")
+        check_not_inside(out, source)
+        jobs = [(f, out / f.relative_to(source).with_suffix(".wav")) for f in audio_files(source)]
+        single = False
+    else:
+        audio_files(source)
+        audio_info(source)
+        dest = out / f"{source.stem}.wav" if out.is_dir() else out
+        check_output_path(dest, extensions=AUDIO_EXTENSIONS)
+        jobs, single = [(source, dest)], True
+    check_distinct_outputs(jobs, [(r, "target reference") for r in refs])
+    plan = ConversionPlan([], refs, sample_rate=sample_rate, single=single)
+    for src, dest in jobs:
+        bad = header_failure(src) or (BadFile(str(dest), "already exists; pass --force to overwrite") if dest.exists() and not force else None)
+        if bad is not None and single:
+            raise VconvError(f"{bad.path}: {bad.reason}")
+        if bad is not None:
+            plan.failed.append(bad)
+        else:
+            plan.jobs.append((src, dest))
+    return plan
+
+
+@dataclass
+class EmbeddingPlan:
+    """Speakers (name → their files) whose headers read, and the files refused before any model work."""
+
+    groups: dict[str, list[Path]]
+    failed: list[BadFile] = field(default_factory=list)
+
+
+def plan_embeddings(paths: Sequence[str | Path], out: str | Path | None = None, *, force: bool = False) -> EmbeddingPlan:
+    """Each folder argument is one speaker (all its audio), each file argument a speaker of its own; the
+    output (when given) is checked like every other: kind, extension, never an input, ``--force``."""
+    plan = EmbeddingPlan({})
+    files: list[Path] = []
+    for arg in map(Path, paths):
+        name = arg.name if arg.is_dir() else arg.stem
+        while name in plan.groups:
+            name += "'"
+        group = audio_files(arg)
+        files += group
+        plan.groups[name] = [f for f in group if not _record(header_failure(f), plan.failed)]
+    plan.groups = {name: group for name, group in plan.groups.items() if group}
+    if out is not None:
+        out = check_output_path(out, extensions=EMBEDDING_EXTENSIONS, what="embeddings output")
+        check_distinct_outputs([(files[0], out)] if files else [], [(f, "input") for f in files])
+        if out.exists() and not force:
+            raise VconvError(f"{out}: already exists; pass --force to overwrite")
+    return plan
+
+
+def _record(bad: BadFile | None, failed: list[BadFile]) -> bool:
+    if bad is not None:
+        failed.append(bad)
+    return bad is not None
