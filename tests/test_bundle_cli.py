@@ -104,7 +104,8 @@ def test_package_writes_an_fp16_bundle_with_vocoder_and_model_card(run_dir, voco
     card = (dest / "MODEL_CARD.md").read_text()
     assert card.startswith("# tiny-ship\n")
     for text in ("100 steps", "Vocos-style neural vocoder", "Training speakers (2): spk_a, spk_b", "spk_x, spk_y",
-                 "| 100 | 0.010 | 0.0100 | 20 | 0.500 | 0.432 |", "| converted | 42 % |", "run v9 was the best."):
+                 "| 100 | 0.010 | 0.0100 | 20 | 0.500 | 0.432 |", "| converted | 42 % |", "run v9 was the best.",
+                 "content encoder reads the normalised log-mel; speaker path: vconv's own speaker encoder on the log-mel."):
         assert text in card, text
     converter = vconv.load(dest)
     assert converter.vocoder.name == "vocos"
@@ -133,3 +134,13 @@ def test_package_bad_inputs_are_one_line_errors(run_dir, tmp_path):
     (tmp_path / "card.md").write_text("# {name}\n{nonsense}\n")
     one_line_error(invoke(*base, "--card", tmp_path / "card.md"), "unknown field {nonsense}")
     assert not out.exists()  # every check comes before anything is written
+
+
+def test_card_names_the_pretrained_front_ends_and_their_sizes(tmp_path):
+    from vconv.config import ModelConfig
+    from vconv.inference.package import frontends_line
+
+    (tmp_path / "whisper_encoder.safetensors").write_bytes(b"\0" * 2_500_000)
+    line = frontends_line(ModelConfig(content_input="whisper", whisper_layer=4, speaker_input="dvector"), tmp_path)
+    assert "Whisper tiny.en encoder states of block 4" in line and "2.5 MB" in line
+    assert "d-vector (`dvector.onnx`, missing)" in line  # a file the bundle should hold and does not is said so

