@@ -1,6 +1,6 @@
 """Conversion speed and memory: end-to-end real-time factor per vocoder, model load time, bundle size, peak RSS.
 
-Usage: python benchmarks/bench_convert.py [--model NAME_OR_DIR] [--threads 2] [--long-minutes 10]
+Usage: python benchmarks/bench_convert.py [--model NAME_OR_DIR] [--threads 2] [--long-minutes 10] [--json OUT]
 
 End to end = load the wav → log-mel → model → vocoder → write the wav, timed over 10 s of audio (best
 of 3 after a warm-up). Without --model it uses the shipped bundle, or, if none is installed, a randomly
@@ -8,12 +8,14 @@ initialised model of the default (shipped) size: speed does not depend on the we
 Load time is the best of 3 ``vconv.load`` calls (bundle read, sha256 checks, front-ends built); bundle
 size sums the files in the bundle folder. Peak memory is measured in a fresh process (ru_maxrss)
 converting a --long-minutes source. The pretrained front-ends issue set the bars RTF <= 0.03, load <= 3 s
-and bundle <= 60 MB (decimal).
+and bundle <= 60 MB (decimal). ``--json`` also writes the figures (``rtf`` per vocoder, ``default_vocoder``:
+the one ``vconv convert`` uses for this bundle, ``load_s``, ``bundle_mb``, ``peak_rss_mb``, ``threads``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import subprocess
 import sys
@@ -72,6 +74,7 @@ def main() -> None:
     parser.add_argument("--model")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--long-minutes", type=float, default=10.0)
+    parser.add_argument("--json", type=Path, help="Also write the figures to this JSON file.")
     parser.add_argument("--child-peak", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -96,6 +99,8 @@ def main() -> None:
             load(model)
             loads.append(time.perf_counter() - start)
         print(f"model load: {min(loads):.2f} s (best of 3)")
+        figures = {"model": str(bundle), "threads": args.threads, "bundle_mb": round(size / 1e6, 1),
+                   "load_s": round(min(loads), 3), "default_vocoder": load(model).vocoder.name, "rtf": {}}
         for name in VOCODERS:
             try:
                 converter = load(model, vocoder=name)
@@ -108,12 +113,18 @@ def main() -> None:
                 start = time.perf_counter()
                 convert_paths(converter, src, [ref], tmp / "out.wav", force=True, progress=False)
                 times.append(time.perf_counter() - start)
+            figures["rtf"][name] = round(min(times) / 10, 5)
             print(f"vocoder {name:12s}: 10 s of audio in {min(times):.3f} s -> RTF {min(times) / 10:.4f} ({10 / min(times):.0f}x real time)")
         proc = subprocess.run(
             [sys.executable, __file__, "--threads", str(args.threads), "--long-minutes", str(args.long_minutes), "--child-peak", model, str(tmp)],
             capture_output=True, text=True, check=True,
         )
-        print(f"peak RSS converting a {args.long_minutes:g}-minute source: {float(proc.stdout.strip().splitlines()[-1]):.0f} MB")
+        peak = float(proc.stdout.strip().splitlines()[-1])
+        print(f"peak RSS converting a {args.long_minutes:g}-minute source: {peak:.0f} MB")
+        figures.update(peak_rss_mb=round(peak), long_minutes=args.long_minutes)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

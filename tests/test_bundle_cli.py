@@ -58,7 +58,8 @@ def run_dir(tiny_bundle, tmp_path):
     (model_dir / "config.json").write_text(json.dumps(config))
     sections = load_run_config("debug", ["train.train_manifest=m.jsonl", f"train.run_dir={run}"])
     save_yaml(dict(zip(("features", "model", "train"), (c.to_dict() for c in sections))), run / "config.yaml")  # resolved, as trainers write it
-    rows = [{"step": s, "split": "train", "recon": 1.0 / s, "vq": 0.01, "perplexity": 20.0, "adv_acc": 0.5} for s in (50, 100)]
+    rows = [{"step": s, "split": "train", "recon": 1.0 / s, "vq": 0.01, "perplexity": 20.0, "adv_acc": 0.5, "train_s": 15.0 * s}
+            for s in (50, 100)]
     rows.append({"step": 100, "split": "valid", "recon": 0.4321, "perplexity": 18.0, "spk_separation": 0.2})
     (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return run
@@ -103,7 +104,7 @@ def test_package_writes_an_fp16_bundle_with_vocoder_and_model_card(run_dir, voco
     assert json.loads((dest / "vocoder.json").read_text())["trained_steps"] == 3
     card = (dest / "MODEL_CARD.md").read_text()
     assert card.startswith("# tiny-ship\n")
-    for text in ("100 steps", "Vocos-style neural vocoder", "Training speakers (2): spk_a, spk_b", "spk_x, spk_y",
+    for text in ("100 steps", "25 min wall time", "Vocos-style neural vocoder", "Training speakers (2): spk_a, spk_b", "spk_x, spk_y",
                  "| 100 | 0.010 | 0.0100 | 20 | 0.500 | 0.432 |", "| converted | 42 % |", "run v9 was the best.",
                  "content encoder reads the normalised log-mel; speaker path: vconv's own speaker encoder on the log-mel."):
         assert text in card, text

@@ -218,7 +218,15 @@ def test_ablation_table_reads_the_report_and_the_last_validation(tmp_path):
                              "dnsmos_ovrl": 1.52, "rtf": 0.079}, "source": {"cer": 0.099}}
     (report / "results.json").write_text(json.dumps({"summary": summary}))
     cells = table.row("w/d", run, report)
-    # 100 steps at 2/s + 100 at 1/s = 150 s = 2.5 min
-    assert cells == ["w/d", "200", "2", "57%", "0.553", "0.528", "0.543 (0.099)", "1.52", "0.079", "0.350",
+    # no train_s in this (older) log: 100 steps at 2/s + 100 at 1/s = 150 s ≈ 2.5 min; no bench: evaluate's RTF
+    assert cells == ["w/d", "200", "≈2", "57%", "0.553", "0.528", "0.543 (0.099)", "1.52", "≈0.079", "0.350",
                      "0.030 (0.025)", "170"]
     assert table.row("missing", tmp_path / "none", tmp_path / "none")[1:4] == ["–", "–", "–"]
+
+    # a log with train_s gives the exact minutes; bench_convert.json gives the idle RTF of the default vocoder
+    log[1]["train_s"] = 1260.0
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    (report / "bench_convert.json").write_text(json.dumps({"default_vocoder": "vocos",
+                                                           "rtf": {"griffinlim": 0.0424, "vocos": 0.04641}}))
+    cells = table.row("w/d", run, report)
+    assert (cells[2], cells[8]) == ("21", "0.0464")

@@ -60,6 +60,21 @@ def test_resume_after_kill_matches_uninterrupted_run(manifests, tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
 
 
+def test_training_wall_time_is_logged_and_summed_over_a_resume(manifests, tmp_path):
+    settings = dict(steps=4, save_every=2, log_every=1, valid_every=1000)
+    first = ModelTrainer(*tiny(manifests, tmp_path / "run", **settings), progress=False)
+    first.fit(until=2)
+    spent = first.train_seconds
+    assert spent > 0
+    del first
+    resumed = ModelTrainer(*tiny(manifests, tmp_path / "run", **settings), resume=True, progress=False)
+    assert 0 < resumed.train_seconds <= spent  # the step-2 checkpoint was written just before fit() returned
+    resumed.fit()
+    logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    seconds = [r["train_s"] for r in logged if r["split"] == "train"]
+    assert len(seconds) == 4 and seconds == sorted(seconds) and seconds[-1] > seconds[1] > 0
+
+
 def test_existing_run_is_not_overwritten_without_resume(manifests, tmp_path):
     cfgs = tiny(manifests, tmp_path / "run", steps=2, save_every=1)
     ModelTrainer(*cfgs, progress=False).fit()

@@ -40,7 +40,7 @@ def bundle_package(
     notes: Optional[Path] = typer.Option(None, "--notes", help="Markdown appended to the card (history, measurements)."),
     card: Optional[Path] = typer.Option(None, "--card", help="Card template (markdown with {name}, {summary}, {speakers}, {held_out}, {curves}, {evaluation}, ... fields); default: a generic card."),
     held_out: Optional[Path] = typer.Option(None, "--held-out", help="Speaker list file (# comments) of the voices never trained on, named in the card."),
-    wall_minutes: Optional[float] = typer.Option(None, "--wall-minutes", help="Wall time of the training run, for the card."),
+    wall_minutes: Optional[float] = typer.Option(None, "--wall-minutes", help="Wall time of the training run, for the card (default: the train_s its log.jsonl records)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing OUT/NAME."),
 ) -> None:
     """Ship a training run: its model as a float16 bundle (+ vocoder) with a MODEL_CARD.md."""

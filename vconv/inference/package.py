@@ -104,6 +104,19 @@ def curves_table(log_path: Path, every: int) -> str:
     return "\n".join(lines)
 
 
+def logged_train_minutes(log_path: Path) -> float | None:
+    """Training wall minutes from the last ``train_s`` of the log (summed over resumes), or None."""
+    if not log_path.is_file():
+        return None
+    for line in reversed(read_text(log_path, "training log").splitlines()):
+        if '"train_s"' in line:
+            try:
+                return float(json.loads(line)["train_s"]) / 60
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                return None
+    return None
+
+
 def frontends_line(model_config: Any, bundle: Path) -> str:
     """One sentence on what the content and speaker paths read, with the shipped pretrained files' sizes."""
     def size(name: str) -> str:
@@ -188,7 +201,8 @@ def package_run(
     n_params = sum(p.numel() for p in model.parameters())
     model_mb = (dest / "model.safetensors").stat().st_size / 1e6
     fc = info.feature_config
-    wall = f"; {wall_minutes:.0f} min wall time" if wall_minutes else ""
+    wall_minutes = wall_minutes or logged_train_minutes(run_dir / "log.jsonl")
+    wall = f"; {max(wall_minutes, 1):.0f} min wall time" if wall_minutes else ""
     summary = f"""- **Parameters**: {n_params / 1e6:.1f} M; weights float16, {model_mb:.1f} MB (`model.safetensors`, sha256 in `config.json`).
 - **Features**: {fc.sample_rate} Hz, n_fft {fc.n_fft}, hop {fc.hop_length}, {fc.n_mels} mels (fmax {fc.fmax}).
 - **Front-ends**: {frontends_line(model.config, dest)}

@@ -63,6 +63,8 @@ class BaseTrainer:
         self.dist, self.device, self.progress = start_process(train.threads, progress)
         self.run = RunFolder(self.run_dir, resume=resume, is_main=self.dist.is_main, keep_checkpoints=train.keep_checkpoints)
         self.step = 0
+        self._fit_start: float | None = None
+        self.train_seconds = 0.0  # wall time spent in fit() so far, summed over resumes (logged as train_s)
         self.batches: torch.utils.data.Dataset | None = None
         if train.bf16 and self.device.type == "cpu" and cpu_has_native_bf16() is False and self.dist.is_main:
             print("warning: train.bf16 on a CPU without native bf16 (avx512_bf16/amx_bf16) is emulated and runs "
@@ -134,11 +136,16 @@ class BaseTrainer:
         """Undo :meth:`checkpoint`: the subclass's state, then the step and the random generators."""
         self.load_state(state)
         self.step = int(state["step"])
+        self.train_seconds = float(state.get("train_seconds", 0.0))  # absent in checkpoints older than the field
         restore_rng(state)
 
     def checkpoint(self) -> dict[str, Any]:
         """Everything a resume needs: the subclass's state, the step, the RNG states and the configs."""
-        return {**self.state(), "step": self.step, **rng_state(), "configs": self.sections()}
+        return {**self.state(), "step": self.step, "train_seconds": self.elapsed(), **rng_state(), "configs": self.sections()}
+
+    def elapsed(self) -> float:
+        """Training wall seconds up to now: the resumed total plus this fit()'s time so far."""
+        return self.train_seconds + (time.perf_counter() - self._fit_start if self._fit_start is not None else 0.0)
 
     # ---------------------------------------------------------------------------------------- loop
 
@@ -155,11 +162,13 @@ class BaseTrainer:
                                              num_workers=t.num_workers, persistent_workers=False)
         bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, desc=self.name, unit="step", dynamic_ncols=True)
         start, start_step = time.perf_counter(), self.step
+        self._fit_start = start
         for batch in loader:
             metrics = self.train_step(batch)
             bar.update(1)
             if self.step % t.log_every == 0 or self.step == t.steps:
                 metrics["steps_per_s"] = (self.step - start_step) / (time.perf_counter() - start)
+                metrics["train_s"] = round(self.elapsed(), 1)
                 self.run.log(self.step, "train", metrics)
                 bar.set_postfix(self.postfix(metrics))
             if self.has_validation and (self.step % t.valid_every == 0 or self.step == t.steps):
@@ -167,6 +176,7 @@ class BaseTrainer:
             if self.step % t.save_every == 0 or self.step == t.steps:
                 self.run.save(self.step, self.checkpoint())
         bar.close()
+        self.train_seconds, self._fit_start = self.elapsed(), None
         if self.dist.is_main and self.step == t.steps:
             self.export()
         return self.run.history

@@ -8,8 +8,11 @@ Columns: the held-out figures of the report's *converted* row (success, Resembly
 target and to the source, Whisper CER with the source row's CER beside it, DNSMOS, conversion RTF) and
 the run's last validation record in ``log.jsonl`` (reconstruction L1 with the speaker path from another
 utterance, adversary balanced accuracy on the content codes with its chance level, codebook
-perplexity), plus the steps and the training wall time the log holds. A row whose report is missing
-is printed with dashes, so a table can be drawn while runs are still going.
+perplexity), plus the steps and the training wall time the log holds (``train_s``, summed over resumes;
+logs older than that field give an estimate from steps/s, marked ≈). RTF is the idle figure of
+``benchmarks/bench_convert.py --json EVAL_DIR/bench_convert.json`` when that file exists (the bundle's
+own vocoder), else the one ``vconv evaluate`` measured, marked ≈, which is only as idle as the machine
+was. A row whose report is missing is printed with dashes, so a table can be drawn while runs are going.
 """
 
 from __future__ import annotations
@@ -23,21 +26,32 @@ COLUMNS = ("system", "steps", "train min", "success", "SIM→target", "SIM→sou
            "RTF", "valid L1", "adversary bal. acc (chance)", "perplexity")
 
 
-def last_validation(run_dir: Path) -> tuple[dict, int, float]:
-    """``(last valid record, last step, training minutes)`` from ``run_dir/log.jsonl`` (empty when absent)."""
+def last_validation(run_dir: Path) -> tuple[dict, int, str]:
+    """``(last valid record, last step, training minutes as text)`` from ``run_dir/log.jsonl``."""
     log = run_dir / "log.jsonl"
     if not log.is_file():
-        return {}, 0, 0.0
+        return {}, 0, "–"
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     valid = [r for r in records if r.get("split") == "valid"]
     train = [r for r in records if r.get("split") == "train"]
-    # the log holds steps/s at each logged step: integrate it back into wall time, segment by segment
+    if train and "train_s" in train[-1]:
+        return (valid[-1] if valid else {}), records[-1]["step"], f"{train[-1]['train_s'] / 60:.0f}"
+    # older logs: integrate steps/s (averaged since each process start) back into wall time, an estimate
     minutes, previous = 0.0, 0
     for record in train:
         if record.get("steps_per_s"):
             minutes += (record["step"] - previous) / record["steps_per_s"] / 60
         previous = record["step"]
-    return (valid[-1] if valid else {}), (records[-1]["step"] if records else 0), minutes
+    return (valid[-1] if valid else {}), (records[-1]["step"] if records else 0), (f"≈{minutes:.0f}" if minutes else "–")
+
+
+def idle_rtf(eval_dir: Path, measured_in_evaluate: float | None) -> str:
+    """The bundle's RTF from ``bench_convert.json`` (its default vocoder), else evaluate's, marked ≈."""
+    bench = eval_dir / "bench_convert.json"
+    if bench.is_file():
+        figures = json.loads(bench.read_text())
+        return f"{figures['rtf'][figures['default_vocoder']]:.4f}"
+    return "–" if measured_in_evaluate is None else f"≈{measured_in_evaluate:.3f}"
 
 
 def row(label: str, run_dir: Path, eval_dir: Path) -> list[str]:
@@ -53,10 +67,10 @@ def row(label: str, run_dir: Path, eval_dir: Path) -> list[str]:
     if "adv_bal_acc" in valid:
         adversary = f"{valid['adv_bal_acc']:.3f} ({valid.get('adv_chance', float('nan')):.3f})"
     return [
-        label, fmt(steps or None, "{:,}"), fmt(minutes or None, "{:.0f}"),
+        label, fmt(steps or None, "{:,}"), minutes,
         fmt(conv.get("success_rate"), "{:.0%}"), fmt(conv.get("sim_target"), "{:.3f}"), fmt(conv.get("sim_source"), "{:.3f}"),
         f"{fmt(conv.get('cer'), '{:.3f}')} ({fmt(source.get('cer'), '{:.3f}')})",
-        fmt(conv.get("dnsmos_ovrl"), "{:.2f}"), fmt(conv.get("rtf"), "{:.3f}"),
+        fmt(conv.get("dnsmos_ovrl"), "{:.2f}"), idle_rtf(eval_dir, conv.get("rtf")),
         fmt(valid.get("recon"), "{:.3f}"), adversary, fmt(valid.get("perplexity"), "{:.0f}"),
     ]
 
