@@ -164,6 +164,21 @@ def test_cli_train_writes_log_config_and_bundle(manifests, tmp_path):
     assert again.exit_code == 1 and "already exists" in again.output
 
 
+def test_cli_train_in_slices_stops_with_a_checkpoint_and_resumes_to_the_end(manifests, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "-c", "debug", "--no-progress", f"train.train_manifest={manifests / 'train.jsonl'}",
+            f"train.run_dir={run}", "train.steps=5", "train.log_every=1", "train.valid_every=1000", "train.save_every=4"]
+    first = CliRunner().invoke(app, [*args, "--until", "3"])
+    assert first.exit_code == 0, first.output
+    assert "stopped at step 3 of 5" in first.output and "--resume" in first.output
+    assert (run / "checkpoints" / "step_00000003.pt").is_file()  # off the save_every grid: written because it stopped there
+    assert not (run / "model").exists()  # no export before the last step
+    rest = CliRunner().invoke(app, [*args, "--resume"])
+    assert rest.exit_code == 0, rest.output
+    steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5] and (run / "model" / "model.safetensors").is_file()
+
+
 def test_unknown_override_key_is_a_clear_error():
     from vconv.errors import VconvError
 

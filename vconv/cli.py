@@ -156,6 +156,7 @@ def train(
     config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML with features/model/train sections, or a packaged config name (debug, base)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in train.run_dir from its latest checkpoint."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (loss, steps/s, ETA)."),
+    until: Optional[int] = typer.Option(None, "--until", min=1, help="Stop at this step with a checkpoint (no export); --resume continues. For training in slices."),
 ) -> None:
     """Train the voice-conversion model. Multi-GPU: torchrun --nproc_per_node=N -m vconv train ..."""
     from vconv.config import load_run_config
@@ -163,8 +164,11 @@ def train(
 
     features, model, train_cfg = load_run_config(config, overrides or [])
     trainer = ModelTrainer(features, model, train_cfg, resume=resume, progress=progress)
-    history = trainer.fit()
+    history = trainer.fit(until=until, checkpoint_at_stop=True)
     if not trainer.dist.is_main:  # under torchrun only rank 0 reports
+        return
+    if trainer.step < train_cfg.steps:
+        typer.echo(f"stopped at step {trainer.step} of {train_cfg.steps}: checkpoint {trainer.run.latest}; continue with --resume")
         return
     last = [r for r in history if r["split"] == "valid"][-1:] or history[-1:]
     if last:

@@ -149,11 +149,12 @@ class BaseTrainer:
 
     # ---------------------------------------------------------------------------------------- loop
 
-    def fit(self, until: int | None = None) -> list[dict[str, Any]]:
+    def fit(self, until: int | None = None, checkpoint_at_stop: bool = False) -> list[dict[str, Any]]:
         """Train until ``train.steps``; log, validate and checkpoint on schedule; export at the end.
 
-        ``until`` stops early at that step without exporting (what a kill looks like, for tests and for
-        training in slices).
+        ``until`` stops early at that step without exporting (what a kill looks like, for tests); with
+        ``checkpoint_at_stop`` it also checkpoints that step, so training in slices (``vconv train
+        --until``) can resume and judge exactly there.
         """
         t = self.tcfg
         last = t.steps if until is None else min(until, t.steps)
@@ -176,6 +177,8 @@ class BaseTrainer:
             if self.step % t.save_every == 0 or self.step == t.steps:
                 self.run.save(self.step, self.checkpoint())
         bar.close()
+        if checkpoint_at_stop and self.step == last < t.steps and self.step % t.save_every:
+            self.run.save(self.step, self.checkpoint())
         self.train_seconds, self._fit_start = self.elapsed(), None
         if self.dist.is_main and self.step == t.steps:
             self.export()
