@@ -230,3 +230,19 @@ def test_ablation_table_reads_the_report_and_the_last_validation(tmp_path):
                                                            "rtf": {"griffinlim": 0.0424, "vocos": 0.04641}}))
     cells = table.row("w/d", run, report)
     assert (cells[2], cells[8]) == ("21", "0.0464")
+
+
+def test_twins_group_each_pseudo_speaker_utterance_with_its_original(tmp_path):
+    twins = load_script("twins")
+    ids = ["fotaq_06/0601", "fotaq_06/0602", "aug_fotaq_06_p140_f112/0601", "aug_fotaq_06_p078_f090/0601",
+           "aug_fotaq_06_p078_f090/0602", "aug_gone_p140_f112/0601", "aug_fotaq_06_bad/0601", "piper_joe/0601"]
+    assert twins.twin_groups(ids) == [
+        ["fotaq_06/0601", "aug_fotaq_06_p078_f090/0601", "aug_fotaq_06_p140_f112/0601"],
+        ["fotaq_06/0602", "aug_fotaq_06_p078_f090/0602"],
+    ]  # a copy whose original is not in the manifest, or an unknown folder name, is left out
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text("".join(json.dumps({"id": i}) + "\n" for i in ids))
+    assert twins.main([str(manifest), "-o", str(tmp_path / "twins.json")]) == 0
+    from vconv.data.twins import load_twin_groups
+
+    assert load_twin_groups(tmp_path / "twins.json") == twins.twin_groups(ids)

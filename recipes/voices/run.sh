@@ -13,7 +13,8 @@
 # and its ablations read the pretrained front-ends), FRONTENDS (their weights folder, default
 # EXP/frontends, made by stage 2 with `vconv frontend prepare`), NJ (extract workers),
 # EVAL_SOURCES (source utterances per speaker pair, default 5), AUGMENT (pitch/formant pseudo-speakers
-# per training voice, default 0; AUGMENT_MAX_PER caps the utterances of each), SHIP_VOCODER (stage 6 attaches the neural vocoder, default 1),
+# per training voice, default 0; AUGMENT_MAX_PER caps the utterances of each; TWINS=1 then lets the content
+# path read a warped copy of the utterance half the time, train.content_twins), SHIP_VOCODER (stage 6 attaches the neural vocoder, default 1),
 # PYTHON / VCONV (how to run vconv). Relative paths given in the environment are relative to the
 # current folder. The corpus builder (stage 0) is local/build_corpus.py.
 set -euo pipefail
@@ -64,9 +65,14 @@ if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
     --stats-from "$EXP/data/train.jsonl" --allow-skips  # skipped files are listed on stderr, not fatal
 fi
 if [[ $stage -le 3 && $stop_stage -ge 3 && ! -f $EXP/train/model/config.json ]]; then
-  log "stage 3: train the VC model"
+  log "stage 3: train the VC model (TWINS=${TWINS:-0})"
+  twins=()
+  if [[ ${TWINS:-0} == 1 ]]; then  # each pseudo-speaker utterance grouped with its original recording
+    $PYTHON "$RECIPE_DIR/local/twins.py" "$EXP/data/train.jsonl" -o "$EXP/data/twins.json"
+    twins=("train.content_twins=$EXP/data/twins.json")
+  fi
   $VCONV train -c "$CONF" "train.train_manifest=$EXP/data/train.jsonl" "train.valid_manifest=$EXP/data/valid.jsonl" \
-    "train.features_dir=$EXP/features" "train.frontends_dir=$FRONTENDS" "train.run_dir=$EXP/train" --no-progress \
+    "train.features_dir=$EXP/features" "train.frontends_dir=$FRONTENDS" "train.run_dir=$EXP/train" "${twins[@]}" --no-progress \
     $(resume_flag "$EXP/train")
 fi
 if [[ $stage -le 4 && $stop_stage -ge 4 && ! -f $EXP/vocoder/vocoder/vocoder.json ]]; then

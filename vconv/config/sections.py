@@ -157,7 +157,8 @@ class TrainConfig(LoopConfig):
     """What the model trainer needs beyond the loop: data, segment size, loss weights, perturbation."""
 
     LIMITS = {"segment_frames": (1, 100_000), "recon_weight": (0.0, 1e6), "vq_weight": (0.0, 1e6),
-              "adversary_weight": (0.0, 1e6), "adversary_ramp_steps": (0, 10**9), "speaker_sampling_power": (0.0, 10.0)}
+              "adversary_weight": (0.0, 1e6), "adversary_ramp_steps": (0, 10**9), "speaker_sampling_power": (0.0, 10.0),
+              "content_twin_probability": (0.0, 1.0)}
 
     features_dir: str | None = None  # where `vconv extract` wrote features; None = compute on the fly
     frontends_dir: str | None = None  # `vconv frontend prepare` output: needed when the model reads Whisper or d-vectors
@@ -170,6 +171,11 @@ class TrainConfig(LoopConfig):
     # P(speaker) ∝ utterances**power per batch item: 1 = every utterance equally likely (big speakers
     # dominate), 0 = every speaker equally likely; 0.5 lets small speakers be seen without overfitting them
     speaker_sampling_power: float = 1.0
+    # twins (vconv.data.twins): a JSON file of groups of manifest ids that are one recording in several
+    # voices; with this probability an utterance that has twins gets one twin's content features (same
+    # frames, another voice) while the decoder still rebuilds its own mel: perturbation for Whisper states
+    content_twins: str | None = None
+    content_twin_probability: float = 0.5
 
 
 @dataclass

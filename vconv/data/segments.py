@@ -4,7 +4,8 @@ For every item the content path gets a random ``segment_frames`` window of an ut
 normalised log-mel, or its Whisper states over the same frames), the decoder's target is that window's
 log-mel, and the speaker path reads a *different* utterance of the same speaker - a window of its mel,
 or its d-vector (for a speaker with a single utterance, the other half of the same one) - so the
-decoder cannot copy content through the speaker embedding (AGAIN-VC).
+decoder cannot copy content through the speaker embedding (AGAIN-VC). With twins (``vconv.data.twins``),
+the content path sometimes reads the same frames of the recording in another voice instead.
 
 Batches are a pure function of ``(seed, rank, step)``: resuming at step ``s`` draws exactly the batches
 an uninterrupted run would have drawn, with no sampler state to save, and each DDP rank draws its own.
@@ -98,8 +99,13 @@ class SegmentBatches(torch.utils.data.Dataset):
         speaker_sampling_power: float = 1.0,
         content_key: str = "mel",
         speaker_key: str = "mel",
+        twins: dict[int, list[int]] | None = None,
+        twin_probability: float = 0.0,
     ):
         self.store = store
+        # index -> indices of the same recording in other voices (vconv.data.twins); used with twin_probability
+        self.twins = twins or {}
+        self.twin_probability = twin_probability if self.twins else 0.0
         self.content_key, self.speaker_key = content_key, speaker_key
         # timbre perturbation works on mels; Whisper states are precomputed from the clean audio
         self.perturber = MelPerturber(store.cfg) if perturb and content_key == "mel" else None
@@ -152,11 +158,13 @@ class SegmentBatches(torch.utils.data.Dataset):
                 refs.append(other["dvector"].float())
             else:
                 refs.append(self._crop(other["mel"], self._start(other["mel"].shape[1], gen), self.log_floor))
-            if self.content_key == "mel":  # drawn after the reference, as batches always were
+            content_of = self._content_donor(index, tensors, gen)  # drawn after the reference, as batches always were
+            if self.content_key == "mel":
                 contents.append(mel)
-                sources.append(self.perturber(mel, gen) if self.perturber else mel)
+                twin_mel = mel if content_of is tensors else self._crop(content_of["mel"][:, span[0] : span[1]], start, self.log_floor)
+                sources.append(self.perturber(twin_mel, gen) if self.perturber else twin_mel)
             else:
-                contents.append(self._crop(tensors[self.content_key][:, span[0] : span[1]].float(), start, 0.0))
+                contents.append(self._crop(content_of[self.content_key][:, span[0] : span[1]].float(), start, 0.0))
             labels.append(self.speaker_index.get(utt.speaker, -1))
         mel = self.frontend.normalize(torch.stack(mels))
         if self.content_key == "mel":
@@ -165,6 +173,15 @@ class SegmentBatches(torch.utils.data.Dataset):
             content = source = torch.stack(contents)
         ref = torch.stack(refs) if self.speaker_key == "dvector" else self.frontend.normalize(torch.stack(refs))
         return Batch(mel, ref, torch.tensor(labels, dtype=torch.long), source, content)
+
+    def _content_donor(self, index: int, tensors: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, torch.Tensor]:
+        """Whose features the content path reads: the utterance's own, or (with ``twin_probability``) a
+        twin's, the same frames in another voice. Draws nothing when twins are off, so such runs keep
+        their batches."""
+        twins = self.twins.get(index)
+        if not self.twin_probability or not twins or float(torch.rand(1, generator=gen)) >= self.twin_probability:
+            return tensors
+        return self.store.tensors(twins[int(torch.randint(len(twins), (1,), generator=gen))])
 
     def _start(self, frames: int, gen: torch.Generator) -> int:
         """A random window start in an utterance of ``frames`` frames (0 when it is shorter than a window)."""

@@ -20,6 +20,7 @@ Run folder::
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -32,6 +33,7 @@ from vconv.data.manifest import read_manifest, speakers_of
 from vconv.data.extract import ExtractSpec
 from vconv.data.feature_files import whisper_key
 from vconv.data.segments import Batch, FeatureStore, SegmentBatches
+from vconv.data.twins import load_twin_groups, twin_index
 from vconv.errors import VconvError
 from vconv.fileio import read_json_object
 from vconv.inference.bundle import save_bundle
@@ -75,6 +77,11 @@ class ModelTrainer(BaseTrainer):
         self.content_key = whisper_key(model.whisper_layer) if model.content_input == "whisper" else "mel"
         self.speaker_key = "dvector" if model.speaker_input == "dvector" else "mel"
         self.store = FeatureStore(train_utts, self.spec, train.features_dir)
+        # same recordings in other voices, for the content path's perturbation (vconv.data.twins)
+        self.twins = twin_index(load_twin_groups(train.content_twins), train_utts) if train.content_twins else {}
+        if train.content_twins and not self.twins and self.dist.is_main:
+            print(f"warning: {train.content_twins}: no group has two utterances of the training manifest; "
+                  "content twins are off", file=sys.stderr)
         self.valid_store = None
         if train.valid_manifest:
             valid_utts = read_manifest(train.valid_manifest)
@@ -94,6 +101,7 @@ class ModelTrainer(BaseTrainer):
             self.store, self.speakers, self.frontend, batch_size=train.batch_size, segment_frames=train.segment_frames,
             seed=train.seed, rank=self.dist.rank, steps=train.steps, perturb=train.perturb_content,
             speaker_sampling_power=train.speaker_sampling_power, content_key=self.content_key, speaker_key=self.speaker_key,
+            twins=self.twins, twin_probability=train.content_twin_probability,
         )
 
     # ----------------------------------------------------------------------------------------- setup
