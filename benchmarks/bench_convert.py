@@ -3,7 +3,8 @@
 Usage: python benchmarks/bench_convert.py [--model NAME_OR_DIR] [--threads 2] [--long-minutes 10] [--json OUT]
 
 End to end = load the wav → log-mel → model → vocoder → write the wav, timed over 10 s of audio (best
-of 3 after a warm-up). Without --model it uses the shipped bundle, or, if none is installed, a randomly
+of 3 after a warm-up), per vocoder and for ``vconv convert --fast`` (the neural vocoder without its
+post-processing passes). Without --model it uses the shipped bundle, or, if none is installed, a randomly
 initialised model of the default (shipped) size: speed does not depend on the weights' values.
 Load time is the best of 3 ``vconv.load`` calls (bundle read, sha256 checks, front-ends built); bundle
 size sums the files in the bundle folder. Peak memory is measured in a fresh process (ru_maxrss)
@@ -101,9 +102,9 @@ def main() -> None:
         print(f"model load: {min(loads):.2f} s (best of 3)")
         figures = {"model": str(bundle), "threads": args.threads, "bundle_mb": round(size / 1e6, 1),
                    "load_s": round(min(loads), 3), "default_vocoder": load(model).vocoder.name, "rtf": {}}
-        for name in VOCODERS:
+        for name in (*VOCODERS, "vocos --fast"):
             try:
-                converter = load(model, vocoder=name)
+                converter = load(model, vocoder=name.split()[0], fast=name.endswith("--fast"))
             except VconvError as exc:
                 print(f"{name}: skipped ({exc})")
                 continue

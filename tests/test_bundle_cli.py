@@ -77,6 +77,22 @@ def test_attach_vocoder_records_its_digests_and_convert_then_uses_it(bundle, voc
     assert converter.vocoder.name == "vocos" and converter.vocoder.config == TINY
 
 
+def test_fast_conversion_skips_the_vocoder_post_processing(bundle, vocoder_dir, tmp_path):
+    wav = sorted((Path(__file__).parent / "data" / "corpus").glob("*/*.wav"))[0]
+    assert invoke("bundle", "attach-vocoder", bundle, vocoder_dir).exit_code == 0
+    fast = vconv.load(bundle, fast=True)
+    assert fast.vocoder.config.consistency_passes == fast.vocoder.config.envelope_passes == 0
+    assert vconv.load(bundle).vocoder.config == TINY  # the bundle itself is untouched
+    outs = {}
+    for name, flags in (("full", []), ("fast", ["--fast"])):
+        result = invoke("convert", wav, "--target", wav, "-m", bundle, "-o", tmp_path / f"{name}.wav", *flags)
+        assert result.exit_code == 0, result.output
+        outs[name] = (tmp_path / f"{name}.wav").read_bytes()
+    assert outs["full"] != outs["fast"]
+    one_line_error(invoke("convert", wav, "--target", wav, "-m", bundle, "-o", tmp_path / "gl.wav", "--fast",
+                          "--vocoder", "griffinlim"), "Griffin-Lim, which has none")
+
+
 def test_attach_vocoder_bad_inputs_are_one_line_errors(bundle, vocoder_dir, tmp_path):
     one_line_error(invoke("bundle", "attach-vocoder", bundle, tmp_path / "nowhere"), "vocoder.json")
     one_line_error(invoke("bundle", "attach-vocoder", tmp_path / "nobundle", vocoder_dir), "not a vconv model bundle")

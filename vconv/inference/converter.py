@@ -15,6 +15,8 @@ Long sources are converted in overlapping chunks whose waveforms are cross-faded
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -146,8 +148,14 @@ class VoiceConverter:
         return process_in_chunks(wav, convert_chunk, chunk=chunk, overlap=overlap, hop=hop)
 
 
-def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, device: str | torch.device = "cpu") -> VoiceConverter:
-    """Load a bundle by name or folder (default: the shipped model) as a :class:`VoiceConverter`."""
+def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, device: str | torch.device = "cpu",
+         fast: bool = False) -> VoiceConverter:
+    """Load a bundle by name or folder (default: the shipped model) as a :class:`VoiceConverter`.
+
+    ``fast`` runs the bundle's neural vocoder without its inference-time post-processing (phase
+    consistency and mel-envelope matching passes): about a third less time per conversion, at the
+    quality cost `recipes/voices/MODEL_HISTORY.md` measures ("network only").
+    """
     from vconv.vocoders import get_vocoder, load_bundle_vocoder
 
     device = check_device(device)  # before the bundle: a typo in the device fails at once
@@ -159,4 +167,8 @@ def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, 
         raise VconvError(f"{bundle}: this bundle has no trained vocos vocoder (attach one with `vconv train-vocoder --attach`)")
     if voc is None and vocoder:
         voc = get_vocoder(vocoder, info.feature_config)
+    if fast:
+        if voc is None or getattr(voc, "name", None) != "vocos":
+            raise VconvError("--fast skips the neural vocoder's post-processing; this conversion uses Griffin-Lim, which has none")
+        voc.config = dataclasses.replace(voc.config, consistency_passes=0, envelope_passes=0)
     return VoiceConverter(model, frontend, info, voc, device)
