@@ -90,7 +90,7 @@ def test_fast_conversion_skips_the_vocoder_post_processing(bundle, vocoder_dir, 
         outs[name] = (tmp_path / f"{name}.wav").read_bytes()
     assert outs["full"] != outs["fast"]
     one_line_error(invoke("convert", wav, "--target", wav, "-m", bundle, "-o", tmp_path / "gl.wav", "--fast",
-                          "--vocoder", "griffinlim"), "Griffin-Lim, which has none")
+                          "--vocoder", "griffinlim"), "vocoder griffinlim has none")
 
 
 def test_attach_vocoder_bad_inputs_are_one_line_errors(bundle, vocoder_dir, tmp_path):
@@ -129,6 +129,18 @@ def test_package_writes_an_fp16_bundle_with_vocoder_and_model_card(run_dir, voco
     # existing output: refused without --force, replaced with it
     one_line_error(invoke(*args), "already exists")
     assert invoke(*args, "--force").exit_code == 0
+
+
+def test_wall_time_is_read_only_from_a_log_that_has_it_from_the_start(tmp_path):
+    from vconv.inference.package import logged_train_minutes
+
+    log = tmp_path / "log.jsonl"
+    rows = [{"step": 50, "split": "train"}, {"step": 60, "split": "valid"}, {"step": 100, "split": "train", "train_s": 120.0}]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert logged_train_minutes(log) is None  # begun before train_s existed: its figure counts from a resume only
+    rows[0]["train_s"] = 60.0
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert logged_train_minutes(log) == 2.0 and logged_train_minutes(tmp_path / "none.jsonl") is None
 
 
 def test_package_without_vocoder_and_with_the_voices_recipes_card(run_dir, tmp_path):

@@ -223,8 +223,12 @@ def test_ablation_table_reads_the_report_and_the_last_validation(tmp_path):
                      "0.030 (0.025)", "170"]
     assert table.row("missing", tmp_path / "none", tmp_path / "none")[1:4] == ["–", "–", "–"]
 
-    # a log with train_s gives the exact minutes; bench_convert.json gives the idle RTF of the default vocoder
+    # resumed under the newer code: train_s counts from the resume, added to the estimate before it (≈)
     log[1]["train_s"] = 1260.0
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    assert table.row("w/d", run, report)[2] == "≈22"  # 100 s estimated + 1260 s logged
+    # a log with train_s from the start gives the exact minutes; bench_convert.json the idle RTF of the default vocoder
+    log[0]["train_s"] = 50.0
     (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
     (report / "bench_convert.json").write_text(json.dumps({"default_vocoder": "vocos",
                                                            "rtf": {"griffinlim": 0.0424, "vocos": 0.04641}}))

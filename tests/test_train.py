@@ -173,6 +173,9 @@ def test_cli_train_in_slices_stops_with_a_checkpoint_and_resumes_to_the_end(mani
     assert "stopped at step 3 of 5" in first.output and "--resume" in first.output
     assert (run / "checkpoints" / "step_00000003.pt").is_file()  # off the save_every grid: written because it stopped there
     assert not (run / "model").exists()  # no export before the last step
+    behind = CliRunner().invoke(app, [*args, "--resume", "--until", "2"])
+    assert behind.exit_code == 1 and "--until 2" in behind.output and "already at step 3" in behind.output
+    assert len(behind.output.strip().splitlines()) == 1
     rest = CliRunner().invoke(app, [*args, "--resume"])
     assert rest.exit_code == 0, rest.output
     steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]

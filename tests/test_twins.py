@@ -69,14 +69,31 @@ def test_with_probability_one_the_content_comes_from_a_twin_and_the_target_stays
     assert torch.equal(batch.mel, own_mels)  # the decoder still rebuilds the utterance's own mel
 
 
-def test_probability_zero_gives_the_batches_of_a_run_without_twins():
-    plain = SegmentBatches(fake_store(utterances()), sorted({u.speaker for u in utterances()}), FrontEnd(FeatureConfig()),
-                           batch_size=64, segment_frames=SEGMENT, content_key="whisper4", speaker_key="dvector")
-    off = batches(0.0, "whisper4")
-    for step in (0, 7):
-        a, b = plain[step], off[step]
-        for field in ("mel", "ref", "speaker", "source", "content"):
-            assert torch.equal(getattr(a, field), getattr(b, field)), field
+def seeded_features(i: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(i)
+    return {"mel": torch.randn(80, FRAMES, generator=g) - 4.0, "whisper4": torch.randn(384, FRAMES, generator=g),
+            "dvector": torch.randn(256, generator=g)}
+
+
+# sums of (mel, ref, speaker, source, content) of step 3, computed with the code before twins existed
+# (commit 7164714): runs without twins, or with probability 0, must keep drawing exactly these batches
+PINNED = {"mel": [-41198.341, -41.0125, 9.0, -41207.216, -41198.341],
+          "whisper4": [-41137.0661, -41.0125, 9.0, 178.0382, 178.0382]}
+
+
+@pytest.mark.parametrize("twins", [None, "probability 0"])
+@pytest.mark.parametrize(("key", "perturb"), [("mel", True), ("whisper4", False)])
+def test_without_twins_the_batches_are_those_of_before(key, perturb, twins):
+    utts = utterances()
+    store = FeatureStore(utts, ExtractSpec(FeatureConfig().to_dict()), None)
+    store.tensors = seeded_features
+    groups = twin_index([["a/u0", "aug_a/u0", "aug_b/u0"]], utts) if twins else None
+    data = SegmentBatches(store, sorted({u.speaker for u in utts}), FrontEnd(FeatureConfig()), batch_size=8,
+                          segment_frames=SEGMENT, content_key=key, speaker_key="dvector", perturb=perturb,
+                          twins=groups, twin_probability=0.0)
+    batch = data[3]
+    sums = [float(getattr(batch, f).double().sum()) for f in ("mel", "ref", "speaker", "source", "content")]
+    assert sums == pytest.approx(PINNED[key], rel=1e-6, abs=1e-3)
 
 
 def test_mel_content_path_reads_the_twin_mel_as_its_source():
@@ -86,6 +103,26 @@ def test_mel_content_path_reads_the_twin_mel_as_its_source():
     picks = data._pick_utterances(torch.Generator().manual_seed(hash((0, 0, 5)) & 0x7FFF_FFFF_FFFF))
     assert twin_sources.tolist() == [i in data.twins for i in picks]
     assert torch.equal(batch.content, batch.mel)  # what the content path is judged against stays the clean own mel
+    # the adversary's label is the voice the content path read: the twin's speaker
+    donors = [data.speaker_index[data.store.utterances[i].speaker] for i in picks]
+    assert [lab != own for lab, own in zip(batch.speaker.tolist(), donors)] == [i in data.twins for i in picks]
+
+
+def test_twins_with_perturbation_on_perturb_the_twin_mel():
+    utts = utterances()
+    store = FeatureStore(utts, ExtractSpec(FeatureConfig().to_dict()), None)
+    store.tensors = seeded_features
+    twins = twin_index([["a/u0", "aug_a/u0", "aug_b/u0"], ["a/u1", "aug_b/u1"]], utts)
+    common = dict(batch_size=64, segment_frames=SEGMENT, content_key="mel", speaker_key="dvector", twins=twins, twin_probability=1.0)
+    speakers = sorted({u.speaker for u in utts})
+    clean = SegmentBatches(store, speakers, FrontEnd(FeatureConfig()), perturb=False, **common)
+    perturbed = SegmentBatches(store, speakers, FrontEnd(FeatureConfig()), perturb=True, **common)
+    # the first item of a batch is drawn before any perturbation: the same utterance, window and twin
+    step = next(s for s in range(50) if clean._pick_utterances(torch.Generator().manual_seed(hash((0, 0, s)) & 0x7FFF_FFFF_FFFF))[0] in twins)
+    a, b = clean[step], perturbed[step]
+    assert torch.equal(a.mel[0], b.mel[0]) and a.speaker[0] == b.speaker[0]
+    assert not torch.equal(a.source[0], a.mel[0])  # the twin's mel ...
+    assert not torch.equal(b.source[0], a.source[0]) and torch.isfinite(b.source).all()  # ... then timbre-perturbed
 
 
 def test_trainer_reads_the_twins_file_and_warns_when_nothing_matches(corpus_dir, tmp_path, capsys):

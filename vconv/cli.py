@@ -164,6 +164,8 @@ def train(
 
     features, model, train_cfg = load_run_config(config, overrides or [])
     trainer = ModelTrainer(features, model, train_cfg, resume=resume, progress=progress)
+    if until is not None and until <= trainer.step:
+        raise VconvError(f"--until {until}: the run in {train_cfg.run_dir} is already at step {trainer.step}")
     history = trainer.fit(until=until, checkpoint_at_stop=True)
     if not trainer.dist.is_main:  # under torchrun only rank 0 reports
         return
@@ -199,7 +201,7 @@ def convert(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle name (see `vconv models`) or bundle folder; default: the shipped model."),
     vocoder: Optional[str] = typer.Option(None, "--vocoder", help="Vocoder: griffinlim, or the bundle's own (default)."),
     sample_rate: Optional[int] = typer.Option(None, "--sample-rate", help="Resample the output to this rate, 1000..768000 Hz (default: the model's)."),
-    fast: bool = typer.Option(False, "--fast", help="Skip the neural vocoder's post-processing passes: ~1/3 faster, lower quality (see the model card)."),
+    fast: bool = typer.Option(False, "--fast", help="Skip the neural vocoder's post-processing passes: ~40 % less time, lower quality (recipes/voices/MODEL_HISTORY.md)."),
     force: bool = typer.Option(False, "--force", help="Overwrite outputs of an earlier run (never a source or a reference)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar in folder mode."),
 ) -> None:

@@ -72,7 +72,7 @@ if [[ $stage -le 3 && $stop_stage -ge 3 && ! -f $EXP/train/model/config.json ]];
     twins=("train.content_twins=$EXP/data/twins.json")
   fi
   $VCONV train -c "$CONF" "train.train_manifest=$EXP/data/train.jsonl" "train.valid_manifest=$EXP/data/valid.jsonl" \
-    "train.features_dir=$EXP/features" "train.frontends_dir=$FRONTENDS" "train.run_dir=$EXP/train" "${twins[@]}" --no-progress \
+    "train.features_dir=$EXP/features" "train.frontends_dir=$FRONTENDS" "train.run_dir=$EXP/train" ${twins[@]+"${twins[@]}"} --no-progress \
     $(resume_flag "$EXP/train")
 fi
 if [[ $stage -le 4 && $stop_stage -ge 4 && ! -f $EXP/vocoder/vocoder/vocoder.json ]]; then

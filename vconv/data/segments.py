@@ -32,10 +32,12 @@ from vconv.data.manifest import Utterance, feature_path
 class Batch:
     """One training step's batch: ``[B, C, T]`` tensors and ``[B]`` speaker class ids.
 
-    ``mel`` is the clean target (normalised log-mel ``[B, n_mels, T]``); ``content`` what the content
-    path reads for it (the same mel, or Whisper states ``[B, 384, T]``); ``source`` what it is trained on
-    (``content``, timbre-perturbed when perturbation is on and the content is a mel); ``ref`` the speaker
-    path's input (a normalised mel segment ``[B, n_mels, T]`` or d-vectors ``[B, 256]``).
+    ``mel`` is the clean target (normalised log-mel ``[B, n_mels, T]``); ``content`` the clean features of
+    the content path (the same mel, or Whisper states ``[B, 384, T]``); ``source`` what it is trained on
+    (for a mel: ``content`` timbre-perturbed when perturbation is on, or a twin's mel; for Whisper states:
+    ``content`` itself, which is then a twin's states when one was drawn); ``ref`` the speaker path's input
+    (a normalised mel segment ``[B, n_mels, T]`` or d-vectors ``[B, 256]``); ``speaker`` the class id of the
+    voice the content path read (the adversary's label: a twin's voice when a twin was drawn).
     """
 
     mel: torch.Tensor
@@ -158,14 +160,16 @@ class SegmentBatches(torch.utils.data.Dataset):
                 refs.append(other["dvector"].float())
             else:
                 refs.append(self._crop(other["mel"], self._start(other["mel"].shape[1], gen), self.log_floor))
-            content_of = self._content_donor(index, tensors, gen)  # drawn after the reference, as batches always were
+            donor = self._content_donor(index, gen)  # drawn after the reference, as batches always were
+            content_of = tensors if donor == index else self.store.tensors(donor)
             if self.content_key == "mel":
                 contents.append(mel)
-                twin_mel = mel if content_of is tensors else self._crop(content_of["mel"][:, span[0] : span[1]], start, self.log_floor)
-                sources.append(self.perturber(twin_mel, gen) if self.perturber else twin_mel)
+                read = mel if donor == index else self._crop(content_of["mel"][:, span[0] : span[1]], start, self.log_floor)
+                sources.append(self.perturber(read, gen) if self.perturber else read)
             else:
                 contents.append(self._crop(content_of[self.content_key][:, span[0] : span[1]].float(), start, 0.0))
-            labels.append(self.speaker_index.get(utt.speaker, -1))
+            # the adversary asks whose voice the content codes came from: the donor's
+            labels.append(self.speaker_index.get(self.store.utterances[donor].speaker, -1))
         mel = self.frontend.normalize(torch.stack(mels))
         if self.content_key == "mel":
             content, source = mel, self.frontend.normalize(torch.stack(sources))
@@ -174,14 +178,14 @@ class SegmentBatches(torch.utils.data.Dataset):
         ref = torch.stack(refs) if self.speaker_key == "dvector" else self.frontend.normalize(torch.stack(refs))
         return Batch(mel, ref, torch.tensor(labels, dtype=torch.long), source, content)
 
-    def _content_donor(self, index: int, tensors: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, torch.Tensor]:
-        """Whose features the content path reads: the utterance's own, or (with ``twin_probability``) a
-        twin's, the same frames in another voice. Draws nothing when twins are off, so such runs keep
-        their batches."""
+    def _content_donor(self, index: int, gen: torch.Generator) -> int:
+        """The utterance whose features the content path reads: ``index`` itself, or (with
+        ``twin_probability``) a twin, the same frames in another voice. Draws nothing when twins are off,
+        so such runs keep their batches."""
         twins = self.twins.get(index)
         if not self.twin_probability or not twins or float(torch.rand(1, generator=gen)) >= self.twin_probability:
-            return tensors
-        return self.store.tensors(twins[int(torch.randint(len(twins), (1,), generator=gen))])
+            return index
+        return twins[int(torch.randint(len(twins), (1,), generator=gen))]
 
     def _start(self, frames: int, gen: torch.Generator) -> int:
         """A random window start in an utterance of ``frames`` frames (0 when it is shorter than a window)."""

@@ -153,8 +153,9 @@ def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, 
     """Load a bundle by name or folder (default: the shipped model) as a :class:`VoiceConverter`.
 
     ``fast`` runs the bundle's neural vocoder without its inference-time post-processing (phase
-    consistency and mel-envelope matching passes): about a third less time per conversion, at the
-    quality cost `recipes/voices/MODEL_HISTORY.md` measures ("network only").
+    consistency and mel-envelope matching passes): about 40 % less time per conversion (RTF 0.050 ->
+    0.028 for a front-end bundle, ``benchmarks/bench_convert.py``), at the quality cost that
+    ``recipes/voices/MODEL_HISTORY.md`` measures ("network only").
     """
     from vconv.vocoders import get_vocoder, load_bundle_vocoder
 
@@ -168,7 +169,8 @@ def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, 
     if voc is None and vocoder:
         voc = get_vocoder(vocoder, info.feature_config)
     if fast:
-        if voc is None or getattr(voc, "name", None) != "vocos":
-            raise VconvError("--fast skips the neural vocoder's post-processing; this conversion uses Griffin-Lim, which has none")
+        name = getattr(voc, "name", None) or "griffinlim"
+        if name != "vocos":
+            raise VconvError(f"fast mode skips the neural vocoder's post-processing passes; vocoder {name} has none")
         voc.config = dataclasses.replace(voc.config, consistency_passes=0, envelope_passes=0)
     return VoiceConverter(model, frontend, info, voc, device)

@@ -105,16 +105,16 @@ def curves_table(log_path: Path, every: int) -> str:
 
 
 def logged_train_minutes(log_path: Path) -> float | None:
-    """Training wall minutes from the last ``train_s`` of the log (summed over resumes), or None."""
+    """Training wall minutes from the last ``train_s`` of the log (summed over resumes), or None when the
+    log does not have it from its first training record (a run begun before the field existed)."""
     if not log_path.is_file():
         return None
-    for line in reversed(read_text(log_path, "training log").splitlines()):
-        if '"train_s"' in line:
-            try:
-                return float(json.loads(line)["train_s"]) / 60
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                return None
-    return None
+    try:
+        train = [r for r in map(json.loads, filter(str.strip, read_text(log_path, "training log").splitlines()))
+                 if r.get("split") == "train"]
+        return float(train[-1]["train_s"]) / 60 if train and "train_s" in train[0] else None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        return None
 
 
 def frontends_line(model_config: Any, bundle: Path) -> str:

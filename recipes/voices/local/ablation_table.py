@@ -34,15 +34,20 @@ def last_validation(run_dir: Path) -> tuple[dict, int, str]:
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     valid = [r for r in records if r.get("split") == "valid"]
     train = [r for r in records if r.get("split") == "train"]
-    if train and "train_s" in train[-1]:
-        return (valid[-1] if valid else {}), records[-1]["step"], f"{train[-1]['train_s'] / 60:.0f}"
-    # older logs: integrate steps/s (averaged since each process start) back into wall time, an estimate
+    last_valid, last_step = (valid[-1] if valid else {}), (records[-1]["step"] if records else 0)
+    if train and "train_s" in train[0]:
+        return last_valid, last_step, f"{train[-1]['train_s'] / 60:.0f}"
+    # older logs: integrate steps/s (averaged since each process start) back into wall time, an estimate; a
+    # run resumed under the newer code has train_s counted from that resume, added to the estimate before it
     minutes, previous = 0.0, 0
     for record in train:
+        if "train_s" in record:
+            minutes += record["train_s"] / 60 if record is train[-1] else 0.0
+            continue
         if record.get("steps_per_s"):
             minutes += (record["step"] - previous) / record["steps_per_s"] / 60
         previous = record["step"]
-    return (valid[-1] if valid else {}), (records[-1]["step"] if records else 0), (f"≈{minutes:.0f}" if minutes else "–")
+    return last_valid, last_step, (f"≈{minutes:.0f}" if minutes else "–")
 
 
 def idle_rtf(eval_dir: Path, measured_in_evaluate: float | None) -> str:
