@@ -250,3 +250,50 @@ def test_twins_group_each_pseudo_speaker_utterance_with_its_original(tmp_path):
     from vconv.data.twins import load_twin_groups
 
     assert load_twin_groups(tmp_path / "twins.json") == twins.twin_groups(ids)
+
+
+STUB_VCONV = '''
+import json, sys
+from pathlib import Path
+args = sys.argv[1:]
+with open(sys.argv[0] + ".calls", "a") as calls:
+    calls.write(" ".join(args) + "\\n")
+if args[0] == "train":
+    run = Path(next(a.split("=", 1)[1] for a in args if a.startswith("train.run_dir=")))
+    (run / "model").mkdir(parents=True)
+    (run / "model" / "config.json").write_text("{}")
+    (run / "log.jsonl").write_text(json.dumps({"step": 30, "split": "train", "train_s": 120.0}) + "\\n")
+elif args[:2] == ["bundle", "attach-vocoder"]:
+    (Path(args[2]) / "vocoder.json").write_text("{}")
+elif args[0] == "evaluate":
+    out = Path(args[args.index("-o") + 1])
+    out.mkdir(parents=True)
+    summary = {"converted": {"success_rate": 0.5, "sim_target": 0.6, "sim_source": 0.5, "cer": 0.4}, "source": {"cer": 0.1}}
+    (out / "results.json").write_text(json.dumps({"summary": summary}))
+'''
+
+
+def test_ablation_script_trains_evaluates_and_tables_each_row_once(tmp_path):
+    import subprocess
+
+    exp = tmp_path / "exp"
+    (exp / "data").mkdir(parents=True)
+    (exp / "features").mkdir()
+    (exp / "data" / "train.jsonl").write_text("")
+    stub = tmp_path / "vconv_stub.py"
+    stub.write_text(STUB_VCONV)
+    env = {"PATH": "/usr/bin:/bin", "EXP": str(exp), "STEPS": "30", "PYTHON": sys.executable, "VCONV": f"{sys.executable} {stub}",
+           "ROWS": "mel_mel:small whisper_dvector_twins:whisper_dvector:train.content_twins=t.json,train.content_twin_probability=0.3"}
+    script = LOCAL.parent / "ablation.sh"
+    first = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    calls = Path(f"{stub}.calls").read_text().splitlines()
+    assert [c.split()[0] for c in calls] == ["train", "bundle", "evaluate"] * 2
+    assert "train.steps=30" in calls[0] and "train.bf16=false" in calls[0] and "conf/small.yaml" in calls[0]
+    assert "train.content_twins=t.json train.content_twin_probability=0.3" in calls[3]
+    assert "| whisper_dvector_twins | 30 | 2 | 50% | 0.600 | 0.500 | 0.400 (0.100) |" in first.stdout
+    assert first.stdout.endswith((exp / "ablation" / "table.md").read_text())  # after the progress lines
+    again = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and len(Path(f"{stub}.calls").read_text().splitlines()) == 6  # all rows were done
+    missing = subprocess.run(["bash", str(script)], env={**env, "EXP": str(tmp_path / "none")}, capture_output=True, text=True)
+    assert missing.returncode == 1 and "run run.sh --stop-stage 2 first" in missing.stderr
