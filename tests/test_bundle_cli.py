@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 import vconv
 from vconv.cli import app
 from vconv.config import FeatureConfig, VocoderConfig, load_run_config, save_yaml
+from vconv.errors import VconvError
 from vconv.fileio import sha256_of
 from vconv.vocoders import VocosVocoder
 from vconv.vocoders.vocos import save_vocoder
@@ -131,16 +132,23 @@ def test_package_writes_an_fp16_bundle_with_vocoder_and_model_card(run_dir, voco
     assert invoke(*args, "--force").exit_code == 0
 
 
-def test_wall_time_is_read_only_from_a_log_that_has_it_from_the_start(tmp_path):
-    from vconv.inference.package import logged_train_minutes
+def test_wall_time_is_exact_only_from_a_log_that_has_it_from_the_start(tmp_path):
+    from vconv.training.runs import logged_wall_minutes, read_log
 
     log = tmp_path / "log.jsonl"
-    rows = [{"step": 50, "split": "train"}, {"step": 60, "split": "valid"}, {"step": 100, "split": "train", "train_s": 120.0}]
+    rows = [{"step": 50, "split": "train", "steps_per_s": 0.5}, {"step": 60, "split": "valid"},
+            {"step": 100, "split": "train", "train_s": 120.0}]
     log.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert logged_train_minutes(log) is None  # begun before train_s existed: its figure counts from a resume only
+    # begun before train_s existed: 50 steps at 0.5/s estimated (100 s) + the 120 s counted since the resume
+    minutes, exact = logged_wall_minutes(read_log(log))
+    assert not exact and abs(minutes - 220 / 60) < 1e-9
     rows[0]["train_s"] = 60.0
     log.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert logged_train_minutes(log) == 2.0 and logged_train_minutes(tmp_path / "none.jsonl") is None
+    assert logged_wall_minutes(read_log(log)) == (2.0, True)
+    assert logged_wall_minutes([{"step": 1, "split": "valid"}]) == (None, False)
+    log.write_text(json.dumps(rows[0]) + "\n{not json\n")
+    with pytest.raises(VconvError, match=r"log.jsonl:2: not a JSON line"):
+        read_log(log)
 
 
 def test_package_without_vocoder_and_with_the_voices_recipes_card(run_dir, tmp_path):

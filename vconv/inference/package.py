@@ -17,7 +17,6 @@ The card is rendered from a markdown template (:data:`DEFAULT_CARD`, or a recipe
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 
 from vconv.errors import VconvError
 from vconv.fileio import read_text
+from vconv.training.runs import logged_wall_minutes, read_log
 
 CARD_FILE = "MODEL_CARD.md"
 
@@ -85,36 +85,16 @@ def read_speaker_file(path: str | Path) -> list[str]:
     return [w for line in read_text(path, "speaker list").splitlines() for w in line.split("#", 1)[0].split()]
 
 
-def curves_table(log_path: Path, every: int) -> str:
-    """Markdown table of the training log: every ``every``-th train step and each validated step."""
-    rows = []
-    for n, line in enumerate(read_text(log_path, "training log").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise VconvError(f"{log_path}:{n}: not a JSON line") from None
-    valid = {r["step"]: r for r in rows if r.get("split") == "valid"}
-    train = [r for r in rows if r.get("split") == "train" and (r["step"] % every == 0 or r["step"] in valid)]
+def curves_table(records: list[dict[str, Any]], every: int) -> str:
+    """Markdown table of a training log's records: every ``every``-th train step and each validated step."""
+    valid = {r["step"]: r for r in records if r.get("split") == "valid"}
+    train = [r for r in records if r.get("split") == "train" and (r["step"] % every == 0 or r["step"] in valid)]
     lines = ["| step | " + " | ".join(c[0] for c in CURVE_COLUMNS) + " |", "|---:|" + "---:|" * len(CURVE_COLUMNS)]
     for r in train:
         split = {"train": r, "valid": valid.get(r["step"], {})}
         cells = [format(split[s][k], f) if k in split[s] else "" for _, s, k, f in CURVE_COLUMNS]
         lines.append(f"| {r['step']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def logged_train_minutes(log_path: Path) -> float | None:
-    """Training wall minutes from the last ``train_s`` of the log (summed over resumes), or None when the
-    log does not have it from its first training record (a run begun before the field existed)."""
-    if not log_path.is_file():
-        return None
-    try:
-        train = [r for r in map(json.loads, filter(str.strip, read_text(log_path, "training log").splitlines()))
-                 if r.get("split") == "train"]
-        return float(train[-1]["train_s"]) / 60 if train and "train_s" in train[0] else None
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
-        return None
 
 
 def frontends_line(model_config: Any, bundle: Path) -> str:
@@ -201,7 +181,10 @@ def package_run(
     n_params = sum(p.numel() for p in model.parameters())
     model_mb = (dest / "model.safetensors").stat().st_size / 1e6
     fc = info.feature_config
-    wall_minutes = wall_minutes or logged_train_minutes(run_dir / "log.jsonl")
+    log = read_log(run_dir / "log.jsonl")
+    logged_minutes, exact = logged_wall_minutes(log)
+    # the card states a wall time only when the log counted it from the start (an estimate is not a figure)
+    wall_minutes = wall_minutes or (logged_minutes if exact else None)
     wall = f"; {max(wall_minutes, 1):.0f} min wall time" if wall_minutes else ""
     summary = f"""- **Parameters**: {n_params / 1e6:.1f} M; weights float16, {model_mb:.1f} MB (`model.safetensors`, sha256 in `config.json`).
 - **Features**: {fc.sample_rate} Hz, n_fft {fc.n_fft}, hop {fc.hop_length}, {fc.n_mels} mels (fmax {fc.fmax}).
@@ -216,7 +199,7 @@ def package_run(
 ≈ {1 / max(1, n_speakers):.3f}); perplexity pools all code groups (one shared codebook); speaker separation = mean cosine of same-speaker minus
 different-speaker pairs of validation utterances (vconv's own encoder, a training diagnostic only).
 
-{curves_table(run_dir / "log.jsonl", every=max(50, (steps or 1000) // 16))}"""
+{curves_table(log, every=max(50, (steps or 1000) // 16))}"""
     fields = {  # keys: CARD_FIELDS
         "name": name, "summary": summary, "n_speakers": n_speakers, "speakers": ", ".join(info.speakers),
         "held_out": ", ".join(held_out) if held_out else "not recorded", "curves": curves,

@@ -20,7 +20,7 @@ import torch
 
 from vconv.config import save_yaml
 from vconv.errors import VconvError
-from vconv.fileio import atomic_path
+from vconv.fileio import atomic_path, read_text
 
 
 class RunFolder:
@@ -80,6 +80,40 @@ class RunFolder:
             else:
                 self._tensorboard = SummaryWriter(str(self.path / "tb"))
         return self._tensorboard or None
+
+
+def read_log(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a run's ``log.jsonl``, in order; a line that is not JSON is a one-line error naming it."""
+    records = []
+    for n, line in enumerate(read_text(path, "training log").splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise VconvError(f"{path}:{n}: not a JSON line") from None
+    return records
+
+
+def logged_wall_minutes(records: list[dict[str, Any]]) -> tuple[float | None, bool]:
+    """``(minutes, exact)`` of training wall time from a run's log records.
+
+    Exact when the first training record already has ``train_s`` (the trainer counts it across resumes):
+    the last record's figure. A log begun before that field existed gives an estimate instead: steps/s
+    (averaged since each process start) integrated back into time, plus the ``train_s`` a resume under
+    newer code counted from that resume. ``(None, False)`` when there is nothing to go on.
+    """
+    train = [r for r in records if r.get("split") == "train"]
+    if train and "train_s" in train[0]:
+        return float(train[-1]["train_s"]) / 60, True
+    minutes, previous = 0.0, 0
+    for record in train:
+        if "train_s" in record:
+            minutes += float(record["train_s"]) / 60 if record is train[-1] else 0.0
+            continue
+        if record.get("steps_per_s"):
+            minutes += (record["step"] - previous) / record["steps_per_s"] / 60
+        previous = record["step"]
+    return (minutes or None), False
 
 
 def rng_state() -> dict[str, Any]:

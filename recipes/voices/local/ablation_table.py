@@ -22,6 +22,8 @@ import json
 import sys
 from pathlib import Path
 
+from vconv.training.runs import logged_wall_minutes, read_log
+
 COLUMNS = ("system", "steps", "train min", "success", "SIM→target", "SIM→source", "CER (source)", "DNSMOS",
            "RTF", "valid L1", "adversary bal. acc (chance)", "perplexity")
 
@@ -31,23 +33,11 @@ def last_validation(run_dir: Path) -> tuple[dict, int, str]:
     log = run_dir / "log.jsonl"
     if not log.is_file():
         return {}, 0, "–"
-    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    records = read_log(log)
     valid = [r for r in records if r.get("split") == "valid"]
-    train = [r for r in records if r.get("split") == "train"]
-    last_valid, last_step = (valid[-1] if valid else {}), (records[-1]["step"] if records else 0)
-    if train and "train_s" in train[0]:
-        return last_valid, last_step, f"{train[-1]['train_s'] / 60:.0f}"
-    # older logs: integrate steps/s (averaged since each process start) back into wall time, an estimate; a
-    # run resumed under the newer code has train_s counted from that resume, added to the estimate before it
-    minutes, previous = 0.0, 0
-    for record in train:
-        if "train_s" in record:
-            minutes += record["train_s"] / 60 if record is train[-1] else 0.0
-            continue
-        if record.get("steps_per_s"):
-            minutes += (record["step"] - previous) / record["steps_per_s"] / 60
-        previous = record["step"]
-    return last_valid, last_step, (f"≈{minutes:.0f}" if minutes else "–")
+    minutes, exact = logged_wall_minutes(records)
+    text = "–" if minutes is None else f"{'' if exact else '≈'}{minutes:.0f}"
+    return (valid[-1] if valid else {}), (records[-1]["step"] if records else 0), text
 
 
 def idle_rtf(eval_dir: Path, measured_in_evaluate: float | None) -> str:
