@@ -248,6 +248,8 @@ CLI_CASES = [
          1, ("a_file", "expected a folder")),
     Case("evaluate-zero-sources-per-pair", lambda w: ["evaluate", "--manifest", w / "m" / "good.jsonl", "-o", w / "eval",
                                                       "--sources-per-pair", "0"], 1, ("--sources-per-pair", "1 or more")),
+    Case("evaluate-zero-target-refs", lambda w: ["evaluate", "--manifest", w / "m" / "good.jsonl", "-o", w / "eval",
+                                                 "--target-refs", "0"], 1, ("--target-refs", "1 or more")),
     Case("embed-unsupported-output", lambda w: ["embed", w / "src.wav", "-o", w / "emb.txt", "-m", w / "bundle"],
          1, ("emb.txt", "unsupported embeddings output extension")),
     Case("embed-only-a-bad-file", lambda w: ["embed", w / "notes.wav", "--similarity", "-m", w / "bundle"], 1, ("notes.wav", "not a readable")),

@@ -89,6 +89,22 @@ def test_make_pairs_keeps_references_apart_and_is_seeded(utterances, tmp_path):
         make_pairs(_speakers(utterances, "flite_rms"), identity, tmp_path / "d", progress=False)
 
 
+def test_several_target_references_never_include_the_judged_one(utterances, tmp_path):
+    utts = _speakers(utterances, "flite_rms", "flite_slt")  # 4 utterances each: 3 besides the ground truth
+    given = []
+    pairs = make_pairs(utts, lambda src, refs: (given.append(refs), identity(src, refs))[1], tmp_path / "a",
+                       target_refs=2, progress=False)
+    assert given == [p.target_refs for p in pairs]  # the converter got exactly what the pair records
+    for p in pairs:
+        assert len(set(p.target_refs)) == 2
+        assert p.target_other not in p.target_refs and p.target_parallel not in p.target_refs
+    capped = make_pairs(utts, identity, tmp_path / "b", target_refs=9, progress=False)
+    assert {len(p.target_refs) for p in capped} == {2}  # one of the three is kept back to judge on
+    one = make_pairs(utts, identity, tmp_path / "c", target_refs=1, progress=False)
+    default = make_pairs(utts, identity, tmp_path / "d", progress=False)
+    assert [(p.target_refs, p.target_other) for p in one] == [(p.target_refs, p.target_other) for p in default]
+
+
 def test_perfect_and_absent_conversions_score_at_the_ends(utterances, speaker_only, tmp_path):
     utts = _speakers(utterances, "flite_rms", "flite_slt", "espeak_f3")
     kw = dict(utterances=utts, judges=speaker_only, max_sources_per_speaker_pair=1, progress=False, plots=False)

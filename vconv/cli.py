@@ -262,6 +262,7 @@ def evaluate(
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="Held-out utterances (JSONL): all source→target pairs of different speakers are converted and scored."),
     protocol: Optional[Path] = typer.Option(None, "--protocol", help="Score given triples instead: JSON/JSONL of {source, target_refs, converted, target_other, ...}."),
     sources_per_pair: Optional[int] = typer.Option(None, "--sources-per-pair", help="At most this many source utterances per (source, target) speaker pair (seeded sample)."),
+    target_refs: int = typer.Option(1, "--target-refs", help="Target utterances given to the converter per pair (averaged by its speaker path); never the judged one."),
     vocoder: Optional[str] = typer.Option(None, "--vocoder", help="Vocoder for conversion and the copy-synthesis row (default: the bundle's)."),
     seed: int = typer.Option(0, help="Seed of the pair sampling."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the similarity histogram and the embedding projection."),
@@ -283,6 +284,8 @@ def evaluate(
         raise VconvError("pass exactly one of --manifest (convert and score held-out pairs) or --protocol (score given triples)")
     if sources_per_pair is not None and sources_per_pair < 1:
         raise VconvError(f"--sources-per-pair {sources_per_pair}: expected 1 or more")
+    if target_refs < 1:
+        raise VconvError(f"--target-refs {target_refs}: expected 1 or more")
     bundle = _check_model(model, vocoder) if manifest is not None or model is not None else None
     check_output_path(out, expect="folder", what="report folder")  # inputs and outputs before the model load
     if (out / "results.json").exists() and not force:
@@ -303,7 +306,7 @@ def evaluate(
     title = f"vconv evaluate: {converter.info.path.name if converter else protocol}"
     report = run_evaluation(
         pairs, out_dir=out, utterances=utterances, convert_fn=convert_fn, vocode_fn=vocode_fn,
-        max_sources_per_speaker_pair=sources_per_pair, seed=seed, force=force, progress=progress, plots=plots, title=title,
+        max_sources_per_speaker_pair=sources_per_pair, target_refs=target_refs, seed=seed, force=force, progress=progress, plots=plots, title=title,
         judges=Judges.load(asr_model=asr_model), model_frontends=converter.info.extra.get("frontends") if converter else None,
     )
     typer.echo(report.summary_markdown)

@@ -123,6 +123,7 @@ def make_pairs(
     out_dir: str | Path,
     *,
     max_sources_per_speaker_pair: int | None = None,
+    target_refs: int = 1,
     seed: int = 0,
     force: bool = False,
     progress: bool = True,
@@ -132,9 +133,10 @@ def make_pairs(
     ``utterances``: :class:`vconv.data.Utterance`-like objects (``id``, ``path``, ``speaker``, ``text``).
     For each ordered speaker pair (A → B) and each chosen source utterance of A (all, or a seeded sample
     of ``max_sources_per_speaker_pair``): the target's utterance with the same sentence becomes the
-    ground truth (``target_parallel``), and two *other* utterances of B are drawn as the conversion
-    reference and the similarity reference, so neither the ground truth nor the judged reference is
-    ever shown to the converter. Choices are seeded per (source, target) pair, so they do not depend
+    ground truth (``target_parallel``), and *other* utterances of B are drawn as the conversion
+    references (``target_refs`` of them, averaged by the converter's speaker path; fewer when B has too
+    few) and the similarity reference, so neither the ground truth nor the judged reference is ever
+    shown to the converter. With one reference the draws are those of the one-reference protocol. Choices are seeded per (source, target) pair, so they do not depend
     on list order. A target with fewer than two utterances cannot be judged honestly and is skipped.
 
     Each output is written to ``out_dir/converted/<source id>__to__<target>.wav``; only the
@@ -172,20 +174,20 @@ def make_pairs(
         parallel = next((t for t in targets if key and t.text and M.normalize_text(t.text) == key), None)
         others = [t for t in targets if t is not parallel]
         if len(others) >= 2:
-            ref, judge_on = rng.sample(others, 2)
+            *refs, judge_on = rng.sample(others, min(target_refs, len(others) - 1) + 1)
         else:  # only one non-parallel utterance: give up the ground truth rather than leak it
-            ref, judge_on, parallel = others[0], parallel, None
+            refs, judge_on, parallel = [others[0]], parallel, None
         rest = [u for u in by_speaker[src.speaker] if u.id != src.id]
         src_other = rng.choice(rest) if rest else None
 
         started = time.perf_counter()
-        wav, sr = convert_fn(str(src.path), [str(ref.path)])
+        wav, sr = convert_fn(str(src.path), [str(r.path) for r in refs])
         elapsed = time.perf_counter() - started
         path = save_audio(out / f"{safe_name(src.id)}__to__{safe_name(b)}.wav", np.asarray(wav, dtype=np.float32), int(sr), force=force)
         pairs.append(
             EvalPair(
                 source=str(src.path),
-                target_refs=[str(ref.path)],
+                target_refs=[str(r.path) for r in refs],
                 converted=str(path),
                 target_other=str(judge_on.path),
                 target_parallel=str(parallel.path) if parallel else None,

@@ -31,6 +31,7 @@ def run_evaluation(
     judges: Judges | None = None,
     vocode_fn: VocodeFn | None = None,
     max_sources_per_speaker_pair: int | None = None,
+    target_refs: int = 1,
     seed: int = 0,
     force: bool = False,
     progress: bool = True,
@@ -63,7 +64,7 @@ def run_evaluation(
     started = time.perf_counter()
     if pairs is None:
         pairs = make_pairs(utterances, convert_fn, out, max_sources_per_speaker_pair=max_sources_per_speaker_pair,
-                           seed=seed, force=force, progress=progress)
+                           target_refs=target_refs, seed=seed, force=force, progress=progress)
         timing["convert_s"] = time.perf_counter() - started
     pairs = list(pairs)
     if not pairs:
@@ -81,6 +82,10 @@ def run_evaluation(
         auto_notes.append("Some pairs had no unseen target utterance: their SIM→target is against the conversion reference (optimistic).")
     if any(r.get("text_from") == "source_asr" for r in rows):
         auto_notes.append("Some sources had no transcript: CER/WER are against the source's own ASR output, and the source row has no CER.")
+    n_refs = sorted({len(p.target_refs) for p in pairs})
+    if n_refs != [1]:
+        span = str(n_refs[0]) if len(n_refs) == 1 else f"{n_refs[0]}–{n_refs[-1]}"
+        auto_notes.append(f"The converter was given {span} target references per pair (averaged by its speaker path), not one.")
     if len(pairs) < 30:
         auto_notes.append(f"Only {len(pairs)} pairs: treat differences of a few points as noise.")
     meta = {
@@ -91,6 +96,7 @@ def run_evaluation(
         "n_pairs": len(pairs),
         "n_speakers_in_verifier": len(set(pool.values())),
         "seed": seed,
+        "target_refs_per_pair": n_refs,
         "analysis_sample_rate": ANALYSIS_SR,
         "timing": timing,
         "notes": auto_notes,
