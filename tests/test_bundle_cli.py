@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -78,6 +79,19 @@ def test_attach_vocoder_records_its_digests_and_convert_then_uses_it(bundle, voc
     assert converter.vocoder.name == "vocos" and converter.vocoder.config == TINY
 
 
+def test_attach_vocoder_can_set_the_post_processing_the_bundle_runs(bundle, vocoder_dir, tmp_path):
+    result = invoke("bundle", "attach-vocoder", bundle, vocoder_dir, "--consistency-passes", 4, "--envelope-passes", 12)
+    assert result.exit_code == 0, result.output
+    config = json.loads((bundle / "config.json").read_text())
+    assert config["sha256"]["vocoder.json"] == sha256_of(bundle / "vocoder.json") != sha256_of(vocoder_dir / "vocoder.json")
+    assert sha256_of(bundle / "vocoder.safetensors") == sha256_of(vocoder_dir / "vocoder.safetensors")  # weights untouched
+    loaded = vconv.load(bundle).vocoder.config
+    assert (loaded.consistency_passes, loaded.envelope_passes) == (4, 12)
+    assert dataclasses.replace(loaded, consistency_passes=TINY.consistency_passes, envelope_passes=TINY.envelope_passes) == TINY
+    one_line_error(invoke("bundle", "attach-vocoder", bundle, vocoder_dir, "--envelope-passes", -1), "envelope_passes")
+    assert vconv.load(bundle).vocoder.config == loaded  # the refused call changed nothing
+
+
 def test_fast_conversion_skips_the_vocoder_post_processing(bundle, vocoder_dir, tmp_path):
     wav = sorted((Path(__file__).parent / "data" / "corpus").glob("*/*.wav"))[0]
     assert invoke("bundle", "attach-vocoder", bundle, vocoder_dir).exit_code == 0
@@ -109,7 +123,8 @@ def test_package_writes_an_fp16_bundle_with_vocoder_and_model_card(run_dir, voco
     (tmp_path / "held_out.txt").write_text("# never trained on\nspk_x\nspk_y  # a comment\n")
     out = tmp_path / "pretrained"
     args = ["bundle", "package", run_dir, "--out", out, "--name", "tiny-ship", "--eval", tmp_path / "eval",
-            "--vocoder", vocoder_dir, "--notes", tmp_path / "notes.md", "--held-out", tmp_path / "held_out.txt"]
+            "--vocoder", vocoder_dir, "--notes", tmp_path / "notes.md", "--held-out", tmp_path / "held_out.txt",
+            "--consistency-passes", 3]
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     dest = out / "tiny-ship"
@@ -121,12 +136,12 @@ def test_package_writes_an_fp16_bundle_with_vocoder_and_model_card(run_dir, voco
     assert json.loads((dest / "vocoder.json").read_text())["trained_steps"] == 3
     card = (dest / "MODEL_CARD.md").read_text()
     assert card.startswith("# tiny-ship\n")
-    for text in ("100 steps", "25 min wall time", "Vocos-style neural vocoder", "Training speakers (2): spk_a, spk_b", "spk_x, spk_y",
+    for text in ("100 steps", "25 min wall time", "Vocos-style neural vocoder", "3 phase-consistency passes", "Training speakers (2): spk_a, spk_b", "spk_x, spk_y",
                  "| 100 | 0.010 | 0.0100 | 20 | 0.500 | 0.432 |", "| converted | 42 % |", "run v9 was the best.",
                  "content encoder reads the normalised log-mel; speaker path: vconv's own speaker encoder on the log-mel."):
         assert text in card, text
     converter = vconv.load(dest)
-    assert converter.vocoder.name == "vocos"
+    assert converter.vocoder.name == "vocos" and converter.vocoder.config.consistency_passes == 3
     # existing output: refused without --force, replaced with it
     one_line_error(invoke(*args), "already exists")
     assert invoke(*args, "--force").exit_code == 0

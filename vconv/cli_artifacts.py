@@ -16,16 +16,27 @@ from vconv.cli_common import friendly_errors
 bundle_app = typer.Typer(help="Model bundles: attach a vocoder, export a checkpoint, package a training run for shipping.", no_args_is_help=True)
 
 
+PASSES_HELP = "Inference-time {} passes the bundle's vocoder runs by default (default: the vocoder's own setting)."
+
+
+def _passes(consistency: int | None, envelope: int | None) -> dict[str, int]:
+    """The vocoder post-processing settings given on the command line (range-checked by VocoderConfig)."""
+    given = {"consistency_passes": consistency, "envelope_passes": envelope}
+    return {key: value for key, value in given.items() if value is not None}
+
+
 @bundle_app.command("attach-vocoder")
 @friendly_errors
 def bundle_attach_vocoder(
     bundle: Path = typer.Argument(..., help="VC bundle folder (e.g. RUN_DIR/model of `vconv train`); changed in place."),
     vocoder_dir: Path = typer.Argument(..., help="Vocoder folder (RUN_DIR/vocoder of `vconv train-vocoder`: vocoder.safetensors + vocoder.json)."),
+    consistency_passes: Optional[int] = typer.Option(None, "--consistency-passes", help=PASSES_HELP.format("phase-consistency")),
+    envelope_passes: Optional[int] = typer.Option(None, "--envelope-passes", help=PASSES_HELP.format("mel-envelope matching")),
 ) -> None:
     """Copy a trained neural vocoder into a VC bundle; `vconv convert` then uses it by default."""
     from vconv.inference.bundle import attach_vocoder
 
-    attach_vocoder(bundle, vocoder_dir)
+    attach_vocoder(bundle, vocoder_dir, passes=_passes(consistency_passes, envelope_passes))
     typer.echo(f"attached {vocoder_dir} to bundle {bundle}")
 
 
@@ -41,6 +52,8 @@ def bundle_package(
     card: Optional[Path] = typer.Option(None, "--card", help="Card template (markdown with {name}, {summary}, {speakers}, {held_out}, {curves}, {evaluation}, ... fields); default: a generic card."),
     held_out: Optional[Path] = typer.Option(None, "--held-out", help="Speaker list file (# comments) of the voices never trained on, named in the card."),
     wall_minutes: Optional[float] = typer.Option(None, "--wall-minutes", help="Wall time of the training run, for the card (default: the train_s its log.jsonl records)."),
+    consistency_passes: Optional[int] = typer.Option(None, "--consistency-passes", help=PASSES_HELP.format("phase-consistency")),
+    envelope_passes: Optional[int] = typer.Option(None, "--envelope-passes", help=PASSES_HELP.format("mel-envelope matching")),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing OUT/NAME."),
 ) -> None:
     """Ship a training run: its model as a float16 bundle (+ vocoder) with a MODEL_CARD.md."""
@@ -48,7 +61,8 @@ def bundle_package(
 
     report = package_run(
         run_dir, out, name, eval_dir=eval_dir, vocoder_dir=vocoder, notes=notes, card_template=card,
-        held_out=read_speaker_file(held_out) if held_out else None, wall_minutes=wall_minutes, force=force,
+        held_out=read_speaker_file(held_out) if held_out else None, wall_minutes=wall_minutes,
+        vocoder_passes=_passes(consistency_passes, envelope_passes), force=force,
     )
     typer.echo(report.summary())
 

@@ -231,13 +231,16 @@ def load_pretrained_parts(folder: Path, model_config: ModelConfig, config: dict[
     return parts
 
 
-def attach_vocoder(bundle_dir: str | Path, vocoder_dir: str | Path) -> Path:
+def attach_vocoder(bundle_dir: str | Path, vocoder_dir: str | Path, *, passes: dict[str, int] | None = None) -> Path:
     """Copy ``vocoder.safetensors`` + ``vocoder.json`` from ``vocoder_dir`` into the VC bundle ``bundle_dir``.
 
     The vocoder is loaded first (its own sha256 checked) and must match the bundle's FeatureConfig. The
     bundle's ``config.json`` then records both files' sha256 under ``"sha256"`` and ``"vocoder": "vocos"``;
-    every file is written to a temporary name and renamed, config.json last.
+    every file is written to a temporary name and renamed, config.json last. ``passes`` (e.g.
+    ``{"consistency_passes": 4}``) sets the inference-time post-processing the bundle's copy runs by
+    default; the weights (and their sha256 in ``vocoder.json``) are untouched.
     """
+    from vconv.config import VocoderConfig
     from vconv.vocoders.base import check_compatible
     from vconv.vocoders.vocos import VOCODER_CONFIG, VOCODER_WEIGHTS, load_vocoder, read_vocoder_meta
 
@@ -246,10 +249,18 @@ def attach_vocoder(bundle_dir: str | Path, vocoder_dir: str | Path) -> Path:
     meta = read_vocoder_meta(vocoder_dir)
     vocoder = load_vocoder(vocoder_dir)  # verifies the weights against vocoder.json
     check_compatible(FeatureConfig.from_dict(config["feature_config"]), vocoder)
+    unknown = sorted(set(passes or {}) - {"consistency_passes", "envelope_passes"})
+    if unknown:
+        raise VconvError(f"vocoder passes: unknown setting(s) {', '.join(unknown)} (consistency_passes, envelope_passes)")
+    if passes:
+        meta["vocoder_config"] = VocoderConfig.from_dict({**meta["vocoder_config"], **passes}).to_dict()  # range-checked
     digests = {}
     for name in (VOCODER_WEIGHTS, VOCODER_CONFIG):
         with atomic_path(bundle_dir / name) as tmp:
-            shutil.copyfile(vocoder_dir / name, tmp)
+            if name == VOCODER_CONFIG and passes:
+                Path(tmp).write_text(json.dumps(meta, indent=2) + "\n")
+            else:
+                shutil.copyfile(vocoder_dir / name, tmp)
             digests[name] = sha256_of(tmp)
     config.setdefault("sha256", {}).update(digests)
     config["vocoder"] = meta["vocoder"]

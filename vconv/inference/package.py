@@ -17,6 +17,7 @@ The card is rendered from a markdown template (:data:`DEFAULT_CARD`, or a recipe
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,9 +132,14 @@ def package_run(
     card_template: str | Path | None = None,
     held_out: list[str] | None = None,
     wall_minutes: float | None = None,
+    vocoder_passes: dict[str, int] | None = None,
     force: bool = False,
 ) -> PackageReport:
-    """Write ``out_dir/name``: the run's model as an fp16 bundle (+ fp16 vocoder) and its ``MODEL_CARD.md``."""
+    """Write ``out_dir/name``: the run's model as an fp16 bundle (+ fp16 vocoder) and its ``MODEL_CARD.md``.
+
+    ``vocoder_passes`` (``consistency_passes`` / ``envelope_passes``) sets the post-processing the shipped
+    vocoder runs by default (:func:`~vconv.inference.bundle.attach_vocoder`).
+    """
     from vconv.config import load_yaml
     from vconv.inference.bundle import attach_vocoder, load_bundle, save_bundle
 
@@ -170,7 +176,8 @@ def package_run(
 
         trained = {k: v for k, v in read_vocoder_meta(vocoder_dir).items() if k == "trained_steps"}
         with tempfile.TemporaryDirectory() as tmp:  # a float16 copy is what ships
-            attach_vocoder(dest, save_vocoder(tmp, vocoder, extra=trained, dtype=torch.float16))
+            attach_vocoder(dest, save_vocoder(tmp, vocoder, extra=trained, dtype=torch.float16), passes=vocoder_passes)
+        vocoder.config = dataclasses.replace(vocoder.config, **(vocoder_passes or {}))  # for the card's line
         vocoder_mb = (dest / "vocoder.safetensors").stat().st_size / 1e6
         vocoder_limit = NEURAL_LIMIT
         vocoder_line = (f"Vocos-style neural vocoder ({sum(p.numel() for p in vocoder.parameters()) / 1e6:.2f} M parameters, "
