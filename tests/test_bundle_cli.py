@@ -136,7 +136,8 @@ def test_package_writes_an_fp16_bundle_with_vocoder_and_model_card(run_dir, voco
     assert json.loads((dest / "vocoder.json").read_text())["trained_steps"] == 3
     card = (dest / "MODEL_CARD.md").read_text()
     assert card.startswith("# tiny-ship\n")
-    for text in ("100 steps", "25 min wall time", "Vocos-style neural vocoder", "3 phase-consistency passes", "Training speakers (2): spk_a, spk_b", "spk_x, spk_y",
+    for text in ("100 steps", "25 min wall time", "Vocos-style neural vocoder", "3 phase-consistency passes",
+                 "timbre perturbation of the content path = True", "Training speakers (2): spk_a, spk_b", "spk_x, spk_y",
                  "| 100 | 0.010 | 0.0100 | 20 | 0.500 | 0.432 |", "| converted | 42 % |", "run v9 was the best.",
                  "content encoder reads the normalised log-mel; speaker path: vconv's own speaker encoder on the log-mel."):
         assert text in card, text
@@ -145,6 +146,17 @@ def test_package_writes_an_fp16_bundle_with_vocoder_and_model_card(run_dir, voco
     # existing output: refused without --force, replaced with it
     one_line_error(invoke(*args), "already exists")
     assert invoke(*args, "--force").exit_code == 0
+
+
+def test_card_says_what_the_content_path_read_in_training():
+    from vconv.config import ModelConfig
+    from vconv.inference.package import content_perturbation_line
+
+    whisper = ModelConfig(content_input="whisper")
+    assert content_perturbation_line(ModelConfig(), {"perturb_content": False}) == "timbre perturbation of the content path = False"
+    line = content_perturbation_line(whisper, {"perturb_content": True, "content_twins": "t.json", "content_twin_probability": 0.5})
+    assert line.startswith("no timbre perturbation") and line.endswith("with probability 0.5")
+    assert "twins" not in content_perturbation_line(whisper, {"perturb_content": True})
 
 
 def test_wall_time_is_exact_only_from_a_log_that_has_it_from_the_start(tmp_path):

@@ -98,6 +98,15 @@ def curves_table(records: list[dict[str, Any]], every: int) -> str:
     return "\n".join(lines)
 
 
+def content_perturbation_line(model_config: Any, train: dict[str, Any]) -> str:
+    """What the content path read in training besides the clean input, for the card's training line."""
+    twins = (f"; twins (warped copies of the same recording) read by the content path with probability "
+             f"{train.get('content_twin_probability')}") if train.get("content_twins") else ""
+    if getattr(model_config, "content_input", "mel") == "whisper":  # the mel perturber cannot touch precomputed states
+        return f"no timbre perturbation of the content path (Whisper states are precomputed){twins}"
+    return f"timbre perturbation of the content path = {train.get('perturb_content')}{twins}"
+
+
 def frontends_line(model_config: Any, bundle: Path) -> str:
     """One sentence on what the content and speaker paths read, with the shipped pretrained files' sizes."""
     def size(name: str) -> str:
@@ -198,7 +207,7 @@ def package_run(
 - **Front-ends**: {frontends_line(model.config, dest)}
 - **Vocoder**: {vocoder_line}
 - **Training**: {steps} steps, batch {train.get('batch_size')} × {train.get('segment_frames')} frames, AdamW lr {train.get('lr')},
-  bf16 autocast = {train.get('bf16')}, timbre perturbation of the content path = {train.get('perturb_content')},
+  bf16 autocast = {train.get('bf16')}, {content_perturbation_line(model.config, train)},
   adversary weight {train.get('adversary_weight')} ramped over {train.get('adversary_ramp_steps')} steps{wall}."""
     n_speakers = len(info.speakers)
     curves = f"""Adversary accuracy is measured on content codes of four fixed training batches; balanced accuracy
