@@ -143,6 +143,10 @@ def test_package_writes_an_fp16_bundle_with_vocoder_and_model_card(run_dir, voco
         assert text in card, text
     converter = vconv.load(dest)
     assert converter.vocoder.name == "vocos" and converter.vocoder.config.consistency_passes == 3
+    # bad pass settings, or passes without a vocoder: refused before anything is written
+    one_line_error(invoke(*args, "--name", "bad", "--envelope-passes", -1), "envelope_passes")
+    one_line_error(invoke("bundle", "package", run_dir, "--out", out, "--name", "novoc", "--consistency-passes", 2), "need --vocoder")
+    assert not (out / "bad").exists() and not (out / "novoc").exists()
     # existing output: refused without --force, replaced with it
     one_line_error(invoke(*args), "already exists")
     assert invoke(*args, "--force").exit_code == 0
@@ -175,6 +179,9 @@ def test_wall_time_is_exact_only_from_a_log_that_has_it_from_the_start(tmp_path)
     assert logged_wall_minutes([{"step": 1, "split": "valid"}]) == (None, False)
     log.write_text(json.dumps(rows[0]) + "\n{not json\n")
     with pytest.raises(VconvError, match=r"log.jsonl:2: not a JSON line"):
+        read_log(log)
+    log.write_text(json.dumps(rows[0]) + "\n[1, 2]\n")
+    with pytest.raises(VconvError, match=r"log.jsonl:2: not a log record"):
         read_log(log)
 
 

@@ -100,9 +100,30 @@ def test_several_target_references_never_include_the_judged_one(utterances, tmp_
         assert p.target_other not in p.target_refs and p.target_parallel not in p.target_refs
     capped = make_pairs(utts, identity, tmp_path / "b", target_refs=9, progress=False)
     assert {len(p.target_refs) for p in capped} == {2}  # one of the three is kept back to judge on
-    one = make_pairs(utts, identity, tmp_path / "c", target_refs=1, progress=False)
-    default = make_pairs(utts, identity, tmp_path / "d", progress=False)
-    assert [(p.target_refs, p.target_other) for p in one] == [(p.target_refs, p.target_other) for p in default]
+    one = make_pairs(utts, identity, tmp_path / "c", progress=False)
+    # one reference draws what the one-reference protocol always drew; more references only add to it,
+    # so the judged utterance (and the source's other utterance) stay the same for every N
+    by_id = {str(u.path): u for u in utts}
+    for p1, p2 in zip(one, pairs):
+        src = by_id[p1.source]
+        others = sorted((u for u in utts if u.speaker == p1.target_speaker and str(u.path) != p1.target_parallel),
+                        key=lambda u: u.id)
+        ref, judge_on = random.Random(f"0|{src.id}|{p1.target_speaker}").sample(others, 2)
+        assert p1.target_refs == [str(ref.path)] and p1.target_other == str(judge_on.path)
+        assert p2.target_refs[0] == p1.target_refs[0] and (p2.target_other, p2.source_other) == (p1.target_other, p1.source_other)
+    with pytest.raises(VconvError, match="target_refs 0"):
+        make_pairs(utts, identity, tmp_path / "d", target_refs=0, progress=False)
+
+
+def test_the_report_says_how_many_target_references_were_given(utterances, speaker_only, tmp_path):
+    utts = _speakers(utterances, "flite_rms", "flite_slt")
+    report = run_evaluation(out_dir=tmp_path / "two", convert_fn=identity, utterances=utts, judges=speaker_only,
+                            target_refs=3, max_sources_per_speaker_pair=1, progress=False, plots=False)
+    assert report.meta["target_refs"] == {"asked": 3, "min": 2, "max": 2}
+    assert any("3 asked" in note and "2 to 2" in note for note in report.meta["notes"])
+    single = run_evaluation(out_dir=tmp_path / "one", convert_fn=identity, utterances=utts, judges=speaker_only,
+                            max_sources_per_speaker_pair=1, progress=False, plots=False)
+    assert single.meta["target_refs"]["max"] == 1 and not any("Target references" in n for n in single.meta["notes"])
 
 
 def test_perfect_and_absent_conversions_score_at_the_ends(utterances, speaker_only, tmp_path):

@@ -133,15 +133,19 @@ def make_pairs(
     ``utterances``: :class:`vconv.data.Utterance`-like objects (``id``, ``path``, ``speaker``, ``text``).
     For each ordered speaker pair (A → B) and each chosen source utterance of A (all, or a seeded sample
     of ``max_sources_per_speaker_pair``): the target's utterance with the same sentence becomes the
-    ground truth (``target_parallel``), and *other* utterances of B are drawn as the conversion
-    references (``target_refs`` of them, averaged by the converter's speaker path; fewer when B has too
-    few) and the similarity reference, so neither the ground truth nor the judged reference is ever
-    shown to the converter. With one reference the draws are those of the one-reference protocol. Choices are seeded per (source, target) pair, so they do not depend
-    on list order. A target with fewer than two utterances cannot be judged honestly and is skipped.
+    ground truth (``target_parallel``), and two *other* utterances of B are drawn as the conversion
+    reference and the similarity reference, so neither the ground truth nor the judged reference is
+    ever shown to the converter. ``target_refs > 1`` adds more conversion references (averaged by the
+    converter's speaker path; fewer when B has too few) from a separate seeded draw, so the judged
+    utterance, the first reference and the source's other utterance are the same for every N. Choices
+    are seeded per (source, target) pair, so they do not depend on list order. A target with fewer than
+    two utterances cannot be judged honestly and is skipped.
 
     Each output is written to ``out_dir/converted/<source id>__to__<target>.wav``; only the
     ``convert_fn`` call is timed (``convert_seconds``), not the file writing.
     """
+    if target_refs < 1:
+        raise VconvError(f"target_refs {target_refs}: expected 1 or more")
     by_speaker: dict[str, list[Any]] = {}
     for u in sorted(utterances, key=lambda u: u.id):
         by_speaker.setdefault(u.speaker, []).append(u)
@@ -174,7 +178,10 @@ def make_pairs(
         parallel = next((t for t in targets if key and t.text and M.normalize_text(t.text) == key), None)
         others = [t for t in targets if t is not parallel]
         if len(others) >= 2:
-            *refs, judge_on = rng.sample(others, min(target_refs, len(others) - 1) + 1)
+            ref, judge_on = rng.sample(others, 2)
+            spare = [t for t in others if t is not ref and t is not judge_on]
+            extra = random.Random(f"{seed}|{src.id}|{b}|refs").sample(spare, min(target_refs - 1, len(spare)))
+            refs = [ref, *extra]
         else:  # only one non-parallel utterance: give up the ground truth rather than leak it
             refs, judge_on, parallel = [others[0]], parallel, None
         rest = [u for u in by_speaker[src.speaker] if u.id != src.id]

@@ -103,7 +103,7 @@ def content_perturbation_line(model_config: Any, train: dict[str, Any]) -> str:
     twins = (f"; twins (warped copies of the same recording) read by the content path with probability "
              f"{train.get('content_twin_probability')}") if train.get("content_twins") else ""
     if getattr(model_config, "content_input", "mel") == "whisper":  # the mel perturber cannot touch precomputed states
-        return f"no timbre perturbation of the content path (Whisper states are precomputed){twins}"
+        return f"no timbre perturbation of the content path (its Whisper states come from the clean audio){twins}"
     return f"timbre perturbation of the content path = {train.get('perturb_content')}{twins}"
 
 
@@ -172,9 +172,14 @@ def package_run(
         template, source = read_text(card_template, "card template"), str(card_template)
     render_card(template, dict.fromkeys(CARD_FIELDS, ""), source)  # a bad template fails before anything is written
 
+    if vocoder_passes and vocoder_dir is None:
+        raise VconvError("--consistency-passes / --envelope-passes set the vocoder's post-processing: they need --vocoder")
     model, frontend, info = load_bundle(run_dir / "model")
     train = load_yaml(run_dir / "config.yaml").get("train") or {}
+    log = read_log(run_dir / "log.jsonl")  # before anything is written: a broken log stops the packaging
     vocoder = _load_matching_vocoder(vocoder_dir, info.feature_config) if vocoder_dir is not None else None
+    if vocoder is not None and vocoder_passes:
+        vocoder.config = dataclasses.replace(vocoder.config, **vocoder_passes)  # range-checked here, also for the card
     steps = info.extra.get("trained_steps")
     dest = save_bundle(Path(out_dir) / name, model, frontend, speakers=info.speakers, dtype=torch.float16,
                        extra={"trained_steps": steps, "name": name}, force=force)
@@ -185,8 +190,7 @@ def package_run(
 
         trained = {k: v for k, v in read_vocoder_meta(vocoder_dir).items() if k == "trained_steps"}
         with tempfile.TemporaryDirectory() as tmp:  # a float16 copy is what ships
-            attach_vocoder(dest, save_vocoder(tmp, vocoder, extra=trained, dtype=torch.float16), passes=vocoder_passes)
-        vocoder.config = dataclasses.replace(vocoder.config, **(vocoder_passes or {}))  # for the card's line
+            attach_vocoder(dest, save_vocoder(tmp, vocoder, extra=trained, dtype=torch.float16))
         vocoder_mb = (dest / "vocoder.safetensors").stat().st_size / 1e6
         vocoder_limit = NEURAL_LIMIT
         vocoder_line = (f"Vocos-style neural vocoder ({sum(p.numel() for p in vocoder.parameters()) / 1e6:.2f} M parameters, "
@@ -197,7 +201,6 @@ def package_run(
     n_params = sum(p.numel() for p in model.parameters())
     model_mb = (dest / "model.safetensors").stat().st_size / 1e6
     fc = info.feature_config
-    log = read_log(run_dir / "log.jsonl")
     logged_minutes, exact = logged_wall_minutes(log)
     # the card states a wall time only when the log counted it from the start (an estimate is not a figure)
     wall_minutes = wall_minutes or (logged_minutes if exact else None)

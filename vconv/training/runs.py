@@ -88,9 +88,12 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
     for n, line in enumerate(read_text(path, "training log").splitlines(), 1):
         if line.strip():
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
                 raise VconvError(f"{path}:{n}: not a JSON line") from None
+            if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                raise VconvError(f"{path}:{n}: not a log record (a JSON object with an integer step)")
+            records.append(record)
     return records
 
 
