@@ -260,9 +260,20 @@ with open(sys.argv[0] + ".calls", "a") as calls:
     calls.write(" ".join(args) + "\\n")
 if args[0] == "train":
     run = Path(next(a.split("=", 1)[1] for a in args if a.startswith("train.run_dir=")))
-    (run / "model").mkdir(parents=True)
-    (run / "model" / "config.json").write_text("{}")
-    (run / "log.jsonl").write_text(json.dumps({"step": 30, "split": "train", "train_s": 120.0}) + "\\n")
+    steps = int(next(a.split("=", 1)[1] for a in args if a.startswith("train.steps=")))
+    until = int(args[args.index("--until") + 1]) if "--until" in args else steps
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    for name in (f"step_{until:08d}.pt", "latest.pt"):
+        (run / "checkpoints" / name).write_text(str(until))
+    if until == steps:
+        (run / "model").mkdir(exist_ok=True)
+        (run / "model" / "config.json").write_text("{}")
+    with open(run / "log.jsonl", "a") as log:
+        log.write(json.dumps({"step": until, "split": "train", "train_s": 120.0}) + "\\n")
+elif args[:2] == ["bundle", "from-checkpoint"]:
+    out = Path(args[args.index("-o") + 1])
+    out.mkdir(parents=True)
+    (out / "config.json").write_text(json.dumps({"from": Path(args[2]).read_text()}))
 elif args[:2] == ["bundle", "attach-vocoder"]:
     (Path(args[2]) / "vocoder.json").write_text("{}")
 elif args[0] == "evaluate":
@@ -297,3 +308,36 @@ def test_ablation_script_trains_evaluates_and_tables_each_row_once(tmp_path):
     assert again.returncode == 0 and len(Path(f"{stub}.calls").read_text().splitlines()) == 6  # all rows were done
     missing = subprocess.run(["bash", str(script)], env={**env, "EXP": str(tmp_path / "none")}, capture_output=True, text=True)
     assert missing.returncode == 1 and "run run.sh --stop-stage 2 first" in missing.stderr
+
+
+def test_long_run_forks_a_row_trains_in_slices_and_judges_each(tmp_path):
+    import subprocess
+
+    exp = tmp_path / "exp"
+    (exp / "data").mkdir(parents=True)
+    row = exp / "ablation" / "whisper_mel" / "train"
+    (row / "checkpoints").mkdir(parents=True)
+    (row / "config.yaml").write_text("train: {}\n")
+    (row / "log.jsonl").write_text(json.dumps({"step": 30, "split": "train"}) + "\n")
+    (row / "checkpoints" / "step_00000030.pt").write_text("30")
+    stub = tmp_path / "vconv_stub.py"
+    stub.write_text(STUB_VCONV)
+    env = {"PATH": "/usr/bin:/bin", "EXP": str(exp), "PYTHON": sys.executable, "VCONV": f"{sys.executable} {stub}",
+           "FORK_STEP": "30", "LONG_STEPS": "90", "JUDGE_AT": "60 90"}
+    script = LOCAL.parent / "long_run.sh"
+    first = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    calls = Path(f"{stub}.calls").read_text().splitlines()
+    assert [" ".join(c.split()[:2]) for c in calls] == [
+        "train -c", "bundle from-checkpoint", "bundle attach-vocoder", "evaluate --model",
+        "train -c", "bundle attach-vocoder", "evaluate --model"]
+    assert "train.steps=90" in calls[0] and "--resume --until 60" in calls[0] and "--until 90" in calls[4]
+    long = exp / "long" / "whisper_mel"
+    assert (long / "train" / "log.jsonl").read_text().startswith('{"step": 30')  # the row's log travels with the fork
+    assert json.loads((long / "model_60" / "config.json").read_text()) == {"from": "60"}  # step 60's own checkpoint
+    assert (long / "eval_60" / "results.json").is_file() and (long / "eval_90" / "results.json").is_file()
+    again = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and len(Path(f"{stub}.calls").read_text().splitlines()) == 7  # nothing left to do
+    for bad_env, reason in (({"JUDGE_AT": "20"}, "above FORK_STEP"), ({"EXP": str(tmp_path / "none")}, "train the row first")):
+        bad = subprocess.run(["bash", str(script)], env={**env, **bad_env}, capture_output=True, text=True)
+        assert bad.returncode == 1 and reason in bad.stderr, bad.stderr
