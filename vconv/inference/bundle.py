@@ -15,6 +15,7 @@ are an error, never silently ignored) and the front-end from ``feature_config`` 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -28,7 +29,7 @@ from safetensors.torch import save_file
 
 from vconv._version import __version__
 from vconv.audio.frontend import FeatureStats, FrontEnd
-from vconv.config import FeatureConfig, ModelConfig
+from vconv.config import FeatureConfig, ModelConfig, VocoderConfig
 from vconv.errors import VconvError
 from vconv.fileio import atomic_path, default_mode, load_weights, read_json_object, sha256_of, write_text_atomic
 
@@ -231,6 +232,20 @@ def load_pretrained_parts(folder: Path, model_config: ModelConfig, config: dict[
     return parts
 
 
+VOCODER_PASSES = ("consistency_passes", "envelope_passes")
+
+
+def with_vocoder_passes(config: VocoderConfig, passes: dict[str, int] | None) -> VocoderConfig:
+    """``config`` with the inference-time post-processing of ``passes`` (keys: :data:`VOCODER_PASSES`).
+
+    Only these may change once a vocoder is trained; values are range-checked by VocoderConfig.
+    """
+    unknown = sorted(set(passes or {}) - set(VOCODER_PASSES))
+    if unknown:
+        raise VconvError(f"vocoder passes: unknown setting(s) {', '.join(unknown)} ({', '.join(VOCODER_PASSES)})")
+    return dataclasses.replace(config, **(passes or {}))
+
+
 def attach_vocoder(bundle_dir: str | Path, vocoder_dir: str | Path, *, passes: dict[str, int] | None = None) -> Path:
     """Copy ``vocoder.safetensors`` + ``vocoder.json`` from ``vocoder_dir`` into the VC bundle ``bundle_dir``.
 
@@ -240,7 +255,6 @@ def attach_vocoder(bundle_dir: str | Path, vocoder_dir: str | Path, *, passes: d
     ``{"consistency_passes": 4}``) sets the inference-time post-processing the bundle's copy runs by
     default; the weights (and their sha256 in ``vocoder.json``) are untouched.
     """
-    from vconv.config import VocoderConfig
     from vconv.vocoders.base import check_compatible
     from vconv.vocoders.vocos import VOCODER_CONFIG, VOCODER_WEIGHTS, load_vocoder, read_vocoder_meta
 
@@ -249,11 +263,8 @@ def attach_vocoder(bundle_dir: str | Path, vocoder_dir: str | Path, *, passes: d
     meta = read_vocoder_meta(vocoder_dir)
     vocoder = load_vocoder(vocoder_dir)  # verifies the weights against vocoder.json
     check_compatible(FeatureConfig.from_dict(config["feature_config"]), vocoder)
-    unknown = sorted(set(passes or {}) - {"consistency_passes", "envelope_passes"})
-    if unknown:
-        raise VconvError(f"vocoder passes: unknown setting(s) {', '.join(unknown)} (consistency_passes, envelope_passes)")
     if passes:
-        meta["vocoder_config"] = VocoderConfig.from_dict({**meta["vocoder_config"], **passes}).to_dict()  # range-checked
+        meta["vocoder_config"] = with_vocoder_passes(vocoder.config, passes).to_dict()
     digests = {}
     for name in (VOCODER_WEIGHTS, VOCODER_CONFIG):
         with atomic_path(bundle_dir / name) as tmp:

@@ -17,7 +17,6 @@ The card is rendered from a markdown template (:data:`DEFAULT_CARD`, or a recipe
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,7 +149,7 @@ def package_run(
     vocoder runs by default (:func:`~vconv.inference.bundle.attach_vocoder`).
     """
     from vconv.config import load_yaml
-    from vconv.inference.bundle import attach_vocoder, load_bundle, save_bundle
+    from vconv.inference.bundle import attach_vocoder, load_bundle, save_bundle, with_vocoder_passes
 
     from vconv.paths import check_output_path
 
@@ -179,7 +178,7 @@ def package_run(
     log = read_log(run_dir / "log.jsonl")  # before anything is written: a broken log stops the packaging
     vocoder = _load_matching_vocoder(vocoder_dir, info.feature_config) if vocoder_dir is not None else None
     if vocoder is not None and vocoder_passes:
-        vocoder.config = dataclasses.replace(vocoder.config, **vocoder_passes)  # range-checked here, also for the card
+        vocoder.config = with_vocoder_passes(vocoder.config, vocoder_passes)  # checked before writing; the card reads it
     steps = info.extra.get("trained_steps")
     dest = save_bundle(Path(out_dir) / name, model, frontend, speakers=info.speakers, dtype=torch.float16,
                        extra={"trained_steps": steps, "name": name}, force=force)
