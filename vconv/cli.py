@@ -202,6 +202,7 @@ def convert(
     vocoder: Optional[str] = typer.Option(None, "--vocoder", help="Vocoder: griffinlim, or the bundle's own (default)."),
     sample_rate: Optional[int] = typer.Option(None, "--sample-rate", help="Resample the output to this rate, 1000..768000 Hz (default: the model's)."),
     fast: bool = typer.Option(False, "--fast", help="Skip the neural vocoder's post-processing passes: ~40 % less time, lower quality (recipes/voices/MODEL_HISTORY.md)."),
+    target_match: str = typer.Option("meanstd", "--target-match", help="Move the converted spectrum onto the target's: meanstd (each mel band's mean and spread, default), mean, or off (the model's output as is)."),
     force: bool = typer.Option(False, "--force", help="Overwrite outputs of an earlier run (never a source or a reference)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar in folder mode."),
 ) -> None:
@@ -210,12 +211,14 @@ def convert(
     from vconv.inference.batch import convert_paths
     from vconv.inference.converter import load
     from vconv.inference.plan import plan_conversions
+    from vconv.inference.target_match import check_mode
 
+    check_mode(target_match, "--target-match")
     bundle = _check_model(model, vocoder)  # the model, inputs and outputs are checked before the model load
     plan = plan_conversions(source, target, out, force=force, sample_rate=sample_rate)
     if not plan.jobs:
         finish_batch(0, plan.failed)
-    converter = load(bundle, vocoder=vocoder, fast=fast)
+    converter = load(bundle, vocoder=vocoder, fast=fast, target_match=target_match)
     report = convert_paths(converter, source, target, out, force=force, progress=progress, plan=plan)
     typer.echo(report.summary())
     finish_batch(len(report.converted), report.failed)
@@ -264,6 +267,7 @@ def evaluate(
     sources_per_pair: Optional[int] = typer.Option(None, "--sources-per-pair", help="At most this many source utterances per (source, target) speaker pair (seeded sample)."),
     target_refs: int = typer.Option(1, "--target-refs", help="Target utterances given to the converter per pair (averaged by its speaker path); never the judged one."),
     vocoder: Optional[str] = typer.Option(None, "--vocoder", help="Vocoder for conversion and the copy-synthesis row (default: the bundle's)."),
+    target_match: str = typer.Option("meanstd", "--target-match", help="Move the converted spectrum onto the target's: meanstd (each mel band's mean and spread, default), mean, or off (the model's output as is)."),
     seed: int = typer.Option(0, help="Seed of the pair sampling."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the similarity histogram and the embedding projection."),
     asr_model: str = typer.Option("base", "--asr-model", help="CER/WER judge: base (Whisper base, multilingual) or tiny.en; a judge that shares weights with the model is refused."),
@@ -277,6 +281,7 @@ def evaluate(
     from vconv.evaluation.judges import Judges
     from vconv.evaluation.pairs import read_protocol
     from vconv.evaluation.run import run_evaluation
+    from vconv.inference.target_match import check_mode
 
     from vconv.paths import check_output_path
 
@@ -286,6 +291,7 @@ def evaluate(
         raise VconvError(f"--sources-per-pair {sources_per_pair}: expected 1 or more")
     if target_refs < 1:
         raise VconvError(f"--target-refs {target_refs}: expected 1 or more")
+    check_mode(target_match, "--target-match")
     bundle = _check_model(model, vocoder) if manifest is not None or model is not None else None
     check_output_path(out, expect="folder", what="report folder")  # inputs and outputs before the model load
     if (out / "results.json").exists() and not force:
@@ -300,13 +306,14 @@ def evaluate(
     if manifest is not None or model is not None:
         from vconv.inference.converter import load
 
-        converter = load(bundle, vocoder=vocoder)
+        converter = load(bundle, vocoder=vocoder, target_match=target_match)
     convert_fn = None if protocol is not None else (lambda src, refs: (converter.convert(src, refs), converter.sample_rate))  # noqa: E731
     vocode_fn = (lambda path: (converter.copy_synthesis(path), converter.sample_rate)) if converter else None  # noqa: E731
     title = f"vconv evaluate: {converter.info.path.name if converter else protocol}"
+    notes = [f"Target-spectrum matching: {target_match}."] if converter else []
     report = run_evaluation(
         pairs, out_dir=out, utterances=utterances, convert_fn=convert_fn, vocode_fn=vocode_fn,
-        max_sources_per_speaker_pair=sources_per_pair, target_refs=target_refs, seed=seed, force=force, progress=progress, plots=plots, title=title,
+        max_sources_per_speaker_pair=sources_per_pair, target_refs=target_refs, seed=seed, force=force, progress=progress, plots=plots, title=title, notes=notes,
         judges=Judges.load(asr_model=asr_model), model_frontends=converter.info.extra.get("frontends") if converter else None,
     )
     typer.echo(report.summary_markdown)

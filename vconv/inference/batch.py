@@ -66,7 +66,7 @@ def convert_paths(
     report = ConvertReport(failed=list(plan.failed))
     if not plan.jobs:
         return report
-    embedding = converter.speaker_embedding(plan.refs)
+    target = converter.target_voice(plan.refs)  # embedding and spectrum statistics, once for every source
     start = time.perf_counter()
     rate = plan.sample_rate if plan.sample_rate is not None else converter.sample_rate
     jobs = plan.jobs
@@ -75,7 +75,7 @@ def convert_paths(
             if dest.exists() and not force:  # made since the plan was checked
                 raise VconvError(f"{dest}: already exists; pass --force to overwrite")
             wav = converter.prepare_audio(src, None, str(src))
-            converted = converter.convert_wav(wav, embedding)
+            converted = converter.convert_wav(wav, target)
             if rate != converter.sample_rate:
                 converted = resample(converted, converter.sample_rate, rate)
             save(dest, converted, rate, force=force)

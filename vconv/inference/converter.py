@@ -6,7 +6,7 @@
 
 :class:`VoiceConverter` is the audio-level pipeline: audio -> :class:`~vconv.audio.frontend.FrontEnd`
 (log-mel, normalised) -> :meth:`VoiceConversionModel.convert <vconv.models.vc.VoiceConversionModel.convert>`
--> front-end (back to log-mel) -> vocoder. Inputs are paths or numpy arrays (give ``sr`` for arrays);
+-> front-end (back to log-mel) -> target-spectrum matching (:mod:`vconv.inference.target_match`) -> vocoder. Inputs are paths or numpy arrays (give ``sr`` for arrays);
 everything runs on the CPU unless a device is passed.
 
 Long sources are converted in overlapping chunks whose waveforms are cross-faded
@@ -31,9 +31,22 @@ from vconv.inference.bundle import BundleInfo, load_bundle
 from vconv.inference.chunking import process_in_chunks
 from vconv.inference.devices import check_device
 from vconv.inference.registry import resolve_bundle
+from vconv.inference.target_match import DEFAULT_MODE, SpectrumStats, check_mode, match_spectrum, spectrum_stats
 
 AudioInput = Union[str, Path, np.ndarray]
 MIN_SECONDS = 0.1  # the content encoder needs a few frames; 0.1 s is ~6 frames at hop 256
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetVoice:
+    """What a conversion needs of its target references, computed once per target.
+
+    ``embedding``: ``[1, S]`` the speaker embedding (references averaged), which drives AdaIN;
+    ``spectrum``: the references' long-term log-mel statistics for target-spectrum matching.
+    """
+
+    embedding: torch.Tensor
+    spectrum: SpectrumStats
 
 
 class VoiceConverter:
@@ -41,10 +54,12 @@ class VoiceConverter:
 
     Attributes: ``model`` (:class:`vconv.models.VoiceConversionModel`), ``frontend``
     (:class:`~vconv.audio.frontend.FrontEnd`), ``info`` (:class:`BundleInfo`), ``vocoder`` (a
-    :class:`vconv.vocoders.Vocoder`), ``sample_rate``.
+    :class:`vconv.vocoders.Vocoder`), ``sample_rate``, ``target_match`` (``meanstd``, ``mean`` or ``off``:
+    how the converted spectrum is moved onto the target's, :mod:`vconv.inference.target_match`).
     """
 
-    def __init__(self, model, frontend: FrontEnd, info: BundleInfo, vocoder=None, device: str | torch.device = "cpu"):
+    def __init__(self, model, frontend: FrontEnd, info: BundleInfo, vocoder=None, device: str | torch.device = "cpu",
+                 target_match: str = DEFAULT_MODE):
         from vconv.vocoders import check_compatible, get_vocoder
 
         self.model = model.to(device).eval()
@@ -55,6 +70,7 @@ class VoiceConverter:
         self.vocoder = vocoder if vocoder is not None else get_vocoder("griffinlim", self.features)
         check_compatible(self.features, self.vocoder)
         self.vocoder = self.vocoder.to(self.device).eval()
+        self.target_match = check_mode(target_match)
 
     @property
     def sample_rate(self) -> int:
@@ -99,6 +115,17 @@ class VoiceConverter:
         return self.model.embed_speaker(inputs)
 
     @torch.no_grad()
+    def target_voice(self, refs: Sequence[AudioInput] | AudioInput, sr: int | None = None) -> TargetVoice:
+        """The speaker embedding and the log-mel statistics of one or several target references."""
+        refs = [refs] if isinstance(refs, (str, Path, np.ndarray)) else list(refs)
+        if not refs:
+            raise VconvError("at least one target reference is needed")
+        wavs = [self.prepare_audio(r, sr, str(r) if not isinstance(r, np.ndarray) else "<array>") for r in refs]
+        rate = self.sample_rate  # prepared: mono float32 at the model's rate
+        spectrum = spectrum_stats([self.frontend.log_mel(w[None])[0] for w in wavs])
+        return TargetVoice(embedding=self.speaker_embedding(wavs, rate), spectrum=spectrum)
+
+    @torch.no_grad()
     def embed(self, wavs: Sequence[AudioInput] | AudioInput, sr: int | None = None) -> np.ndarray:
         """L2-normalised speaker embeddings ``[N, S]``, one per input utterance."""
         wavs = [wavs] if isinstance(wavs, (str, Path, np.ndarray)) else list(wavs)
@@ -124,8 +151,8 @@ class VoiceConverter:
         """
         name = str(source) if not isinstance(source, np.ndarray) else "<array>"
         wav = self.prepare_audio(source, sr, name)
-        embedding = self.speaker_embedding(refs, sr)
-        return self.convert_wav(wav, embedding, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds)
+        target = self.target_voice(refs, sr)
+        return self.convert_wav(wav, target, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds)
 
     @torch.no_grad()
     def copy_synthesis(self, source: AudioInput, sr: int | None = None) -> np.ndarray:
@@ -134,8 +161,18 @@ class VoiceConverter:
         return self._vocode(self.frontend.log_mel(wav[None]), wav.size)
 
     @torch.no_grad()  # convert_wav is also called directly (convert_paths): never build an autograd graph
-    def convert_wav(self, wav: np.ndarray, embedding: torch.Tensor, *, chunk_seconds: float = 20.0, overlap_seconds: float = 1.0) -> np.ndarray:
-        """Model-rate ``[T]`` + embedding ``[1, S]`` → converted ``[T]``, in cross-faded chunks of ``chunk_seconds``."""
+    def convert_wav(self, wav: np.ndarray, target: TargetVoice | torch.Tensor, *, chunk_seconds: float = 20.0,
+                    overlap_seconds: float = 1.0) -> np.ndarray:
+        """Model-rate ``[T]`` + target → converted ``[T]``, in cross-faded chunks of ``chunk_seconds``.
+
+        ``target``: a :class:`TargetVoice` (:meth:`target_voice`), or a bare embedding ``[1, S]``, which
+        converts without target-spectrum matching (there are no target statistics to match).
+        Each chunk is matched on its own statistics (chunks are long enough, 20 s by default, for them to be stable).
+        """
+        if isinstance(target, TargetVoice):
+            embedding, spectrum = target.embedding, target.spectrum
+        else:
+            embedding, spectrum = target, None
         hop = self.features.hop_length
         chunk = max(hop * 8, int(chunk_seconds * self.sample_rate) // hop * hop)
         overlap = min(chunk // 2, int(overlap_seconds * self.sample_rate) // hop * hop)
@@ -143,13 +180,16 @@ class VoiceConverter:
         def convert_chunk(piece: np.ndarray) -> np.ndarray:
             # the target embedding is computed once per file and handed to the model's one conversion path
             converted = self.model.convert(self._model_input(piece), embedding=embedding)
-            return self._vocode(self.frontend.denormalize(converted.float()), piece.size)
+            log_mel = self.frontend.denormalize(converted.float())
+            if spectrum is not None:
+                log_mel = match_spectrum(log_mel, spectrum, self.target_match)
+            return self._vocode(log_mel, piece.size)
 
         return process_in_chunks(wav, convert_chunk, chunk=chunk, overlap=overlap, hop=hop)
 
 
 def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, device: str | torch.device = "cpu",
-         fast: bool = False) -> VoiceConverter:
+         fast: bool = False, target_match: str = DEFAULT_MODE) -> VoiceConverter:
     """Load a bundle by name or folder (default: the shipped model) as a :class:`VoiceConverter`.
 
     ``fast`` runs the bundle's neural vocoder without its inference-time post-processing (phase
@@ -159,6 +199,7 @@ def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, 
     """
     from vconv.vocoders import get_vocoder, load_bundle_vocoder
 
+    target_match = check_mode(target_match)
     device = check_device(device)  # before the bundle: a typo in the device fails at once
     bundle = resolve_bundle(name_or_path)
     model, frontend, info = load_bundle(bundle, device)
@@ -173,4 +214,4 @@ def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, 
         if name != "vocos":
             raise VconvError(f"fast mode skips the neural vocoder's post-processing passes; vocoder {name} has none")
         voc.config = dataclasses.replace(voc.config, consistency_passes=0, envelope_passes=0)
-    return VoiceConverter(model, frontend, info, voc, device)
+    return VoiceConverter(model, frontend, info, voc, device, target_match=target_match)

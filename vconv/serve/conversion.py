@@ -47,12 +47,12 @@ def run_conversion(converter: VoiceConverter, source: np.ndarray, targets: list[
     """Convert ``source`` ``[T]`` to the voice of ``targets`` (``[T_i]`` each), all at ``converter.sample_rate``."""
     sr = converter.sample_rate
     start = time.perf_counter()
-    embedding = converter.speaker_embedding(targets, sr)  # [1, S], the references averaged
-    wav = converter.convert_wav(source, embedding)
+    target = converter.target_voice(targets, sr)  # embedding [1, S] (references averaged) and spectrum statistics
+    wav = converter.convert_wav(source, target)
     seconds = time.perf_counter() - start
     return ConversionResult(
         wav=wav, sample_rate=sr, seconds=seconds,
-        similarity=similarities(converter, source, embedding, wav),
+        similarity=similarities(converter, source, target.embedding, wav),
         mels=mel_images(converter, {"source": source, "target": targets[0], "converted": wav}),
     )
 

@@ -1,0 +1,111 @@
+"""Target-spectrum matching (vconv.inference.target_match) and its place in the conversion path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import vconv
+from vconv.cli import app
+from vconv.errors import VconvError
+from vconv.inference.converter import TargetVoice
+from vconv.inference.target_match import (
+    MIN_SPEECH_FRAMES,
+    STD_RATIO_RANGE,
+    check_mode,
+    match_spectrum,
+    speech_frames,
+    spectrum_stats,
+)
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def utterance(frames: int = 200, n_mels: int = 80, level: float = 0.0, spread: float = 1.0, seed: int = 0) -> torch.Tensor:
+    """A log-mel ``[n_mels, frames]``: speech in the middle half (around ``level``), near-silence around it."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.full((n_mels, frames), -11.0) + 0.1 * torch.randn(n_mels, frames, generator=g)
+    body = slice(frames // 4, 3 * frames // 4)
+    tilt = torch.linspace(1.0, -1.0, n_mels)[:, None]  # a spectral slope, so the bands differ
+    x[:, body] = level + tilt + spread * torch.randn(n_mels, frames // 2, generator=g)
+    return x
+
+
+def test_speech_frames_leave_the_pauses_out():
+    x = utterance()
+    kept = speech_frames(x)
+    assert kept.shape == (80, 100)  # the middle half; the -11 nats of silence are 11 below speech
+    assert kept.mean() > -1.0
+
+
+def test_stats_pool_references_and_match_moves_mean_and_spread_onto_the_target():
+    target = spectrum_stats([utterance(level=-2.0, spread=0.8, seed=1), utterance(level=-2.0, spread=0.8, seed=2)])
+    assert target.frames == 200 and target.mean.shape == target.std.shape == (80, 1)
+    source = utterance(level=1.0, spread=0.6, seed=3)[None]  # [1, n_mels, F]
+    out = match_spectrum(source, target, "meanstd")
+    assert out.shape == source.shape
+    moved = spectrum_stats([out[0]])
+    torch.testing.assert_close(moved.mean, target.mean, atol=0.05, rtol=0)
+    torch.testing.assert_close(moved.std, target.std, atol=0.05, rtol=0)
+    # mean only: the mean moves, the spread stays the converted one's
+    shifted = spectrum_stats([match_spectrum(source, target, "mean")[0]])
+    torch.testing.assert_close(shifted.mean, target.mean, atol=0.05, rtol=0)
+    torch.testing.assert_close(shifted.std, spectrum_stats([source[0]]).std, atol=1e-4, rtol=0)
+
+
+def test_spread_ratio_is_bounded():
+    target = spectrum_stats([utterance(spread=5.0)])
+    source = utterance(spread=0.5, seed=4)[None]
+    out = spectrum_stats([match_spectrum(source, target)[0]]).std
+    ratio = out / spectrum_stats([source[0]]).std
+    assert float(ratio.max()) <= STD_RATIO_RANGE[1] + 1e-4
+
+
+def test_off_and_too_little_speech_leave_the_output_as_the_model_made_it():
+    source = utterance(level=1.0, seed=5)[None]
+    target = spectrum_stats([utterance(level=-3.0, seed=6)])
+    assert torch.equal(match_spectrum(source, target, "off"), source)
+    short = spectrum_stats([utterance(frames=2 * MIN_SPEECH_FRAMES - 4, level=-3.0)])  # fewer speech frames than trusted
+    assert not short.trusted
+    assert torch.equal(match_spectrum(source, short), source)
+    tiny_source = utterance(frames=20, level=1.0)[None]
+    assert torch.equal(match_spectrum(tiny_source, target), tiny_source)
+
+
+def test_unknown_mode_is_a_one_line_error():
+    assert check_mode("mean") == "mean"
+    with pytest.raises(VconvError, match="--target-match 'loud': unknown; choose one of meanstd, mean, off"):
+        check_mode("loud", "--target-match")
+
+
+def test_conversion_matches_the_target_spectrum_and_a_bare_embedding_does_not():
+    """The shipped model's output moves toward the target reference's long-term spectrum."""
+    vc = vconv.load()
+    assert vc.target_match == "meanstd"
+    source = vc.prepare_audio(EXAMPLES / "source.wav", None)
+    target = vc.target_voice([EXAMPLES / "target.wav"])
+    assert isinstance(target, TargetVoice) and target.spectrum.trusted
+    torch.testing.assert_close(target.embedding, vc.speaker_embedding([EXAMPLES / "target.wav"]))
+    matched = vc.convert_wav(source, target)
+    plain = vc.convert_wav(source, target.embedding)  # no statistics given: the model's own output
+    assert matched.shape == plain.shape == source.shape and np.isfinite(matched).all()
+
+    def distance(wav: np.ndarray) -> float:
+        own = spectrum_stats([vc.frontend.log_mel(wav[None])[0]])
+        return float((own.mean - target.spectrum.mean).abs().mean())
+
+    assert distance(matched) < 0.7 * distance(plain)
+    off = vconv.load(target_match="off")
+    np.testing.assert_allclose(off.convert_wav(source, target), plain, atol=1e-5)
+
+
+def test_cli_refuses_an_unknown_mode_before_loading_anything(tmp_path):
+    result = CliRunner().invoke(app, ["convert", str(EXAMPLES / "source.wav"), "--target", str(EXAMPLES / "target.wav"),
+                                      "--out", str(tmp_path / "o.wav"), "--target-match", "loud"])
+    assert result.exit_code != 0
+    assert "--target-match 'loud': unknown" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o.wav").exists()

@@ -1,0 +1,104 @@
+"""Target-spectrum matching: move the converted log-mel's long-term spectrum onto the target's.
+
+The decoder's AdaIN renders a voice from one speaker embedding; for voices far from the few dozen it
+was trained on, the output keeps an averaged timbre (the held-out similarity to the target stalls near
+0.58 whatever the front-end, ``recipes/voices/MODEL_HISTORY.md``). The long-term average spectrum of
+the target reference is a cheap, robust part of that timbre (vocal-tract length, breathiness, and also
+the reference's channel). Before vocoding, every mel band of the converted utterance gets the mean of
+the target's speech frames and, in ``meanstd`` mode, its spread (the classic mean/variance conversion
+of spectral features, applied per band in the log-mel domain)::
+
+    y[b, t] = (x[b, t] - mean_x[b]) * clamp(std_t[b] / std_x[b], 0.5, 2) + mean_t[b]
+
+Statistics are pooled over *speech* frames only (loudness within ``SPEECH_RANGE_NATS`` of a loud
+frame), so pauses do not drag the mean down. With fewer than ``MIN_SPEECH_FRAMES`` speech frames on
+either side the statistics are not trusted and the utterance is left as the model made it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from vconv.errors import VconvError
+
+MODES = ("meanstd", "mean", "off")
+DEFAULT_MODE = "meanstd"
+# 3 nats of mel magnitude ≈ 26 dB below a loud frame (the 98th percentile, not the maximum: a click is no anchor)
+SPEECH_RANGE_NATS = 3.0
+LOUD_QUANTILE = 0.98
+MIN_SPEECH_FRAMES = 16  # ≈ 0.26 s at 62.5 frames/s
+STD_RATIO_RANGE = (0.5, 2.0)  # a near-constant band must not be blown up, nor a lively one flattened
+
+
+@dataclass(frozen=True)
+class SpectrumStats:
+    """Per-band statistics of the speech frames of one or more log-mels.
+
+    ``mean`` and ``std``: ``[n_mels, 1]`` (natural-log mel magnitude); ``frames``: how many speech
+    frames they pool.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    frames: int
+
+    @property
+    def trusted(self) -> bool:
+        return self.frames >= MIN_SPEECH_FRAMES
+
+
+def check_mode(mode: str, what: str = "target matching") -> str:
+    """``mode`` if it is one of :data:`MODES`, else a one-line error naming ``what`` (e.g. the CLI flag)."""
+    if mode not in MODES:
+        raise VconvError(f"{what} {mode!r}: unknown; choose one of {', '.join(MODES)}")
+    return mode
+
+
+def speech_frames(log_mel: torch.Tensor) -> torch.Tensor:
+    """``[n_mels, F]`` → ``[n_mels, F']``: the frames whose mean log-magnitude is within
+    ``SPEECH_RANGE_NATS`` of the loud frames (``F' ≤ F``; all of them for a constant input)."""
+    loudness = log_mel.float().mean(0)  # [F]
+    if loudness.numel() == 0:
+        return log_mel
+    anchor = torch.quantile(loudness, LOUD_QUANTILE) if loudness.numel() > 1 else loudness.max()
+    return log_mel[:, loudness >= anchor - SPEECH_RANGE_NATS]
+
+
+def spectrum_stats(log_mels: Sequence[torch.Tensor]) -> SpectrumStats:
+    """Pooled speech-frame statistics of log-mels ``[n_mels, F_i]`` (several references are one voice)."""
+    if not log_mels:
+        raise VconvError("spectrum statistics need at least one log-mel")
+    frames = torch.cat([speech_frames(m) for m in log_mels], dim=1).float()  # [n_mels, ΣF']
+    n = frames.shape[1]
+    if n == 0:
+        zeros = torch.zeros(frames.shape[0], 1)
+        return SpectrumStats(zeros, zeros, 0)
+    mean = frames.mean(1, keepdim=True)
+    std = frames.std(1, keepdim=True, unbiased=False) if n > 1 else torch.zeros_like(mean)
+    return SpectrumStats(mean, std, n)
+
+
+def match_spectrum(log_mel: torch.Tensor, target: SpectrumStats, mode: str = DEFAULT_MODE) -> torch.Tensor:
+    """Converted log-mel ``[B, n_mels, F]`` → the same shape with each band moved onto ``target``.
+
+    Unchanged when ``mode`` is ``off`` or either side has too few speech frames to trust.
+    """
+    check_mode(mode)
+    if mode == "off" or not target.trusted:
+        return log_mel
+    out = []
+    for x in log_mel:  # each utterance of the batch has its own statistics
+        own = spectrum_stats([x])
+        if not own.trusted:
+            out.append(x)
+            continue
+        mean, tmean = own.mean.to(x), target.mean.to(x)
+        if mode == "mean":
+            out.append(x - mean + tmean)
+            continue
+        ratio = (target.std.to(x) / own.std.to(x).clamp_min(1e-3)).clamp(*STD_RATIO_RANGE)
+        out.append((x - mean) * ratio + tmean)
+    return torch.stack(out)
