@@ -139,6 +139,7 @@ def test_package_writes_an_fp16_bundle_with_vocoder_and_model_card(run_dir, voco
     for text in ("100 steps", "25 min wall time", "Vocos-style neural vocoder", "3 phase-consistency passes",
                  "timbre perturbation of the content path = True", "Training speakers (2): spk_a, spk_b", "spk_x, spk_y",
                  "| 100 | 0.010 | 0.0100 | 20 | 0.500 | 0.432 |", "| converted | 42 % |", "run v9 was the best.",
+                 "target-spectrum matching, `--target-match meanstd`, the default",
                  "content encoder reads the normalised log-mel; speaker path: vconv's own speaker encoder on the log-mel."):
         assert text in card, text
     converter = vconv.load(dest)

@@ -57,6 +57,10 @@ Training speakers ({n_speakers}): {speakers}.
 """
 
 CARD_FIELDS = ("name", "summary", "n_speakers", "speakers", "held_out", "curves", "evaluation", "vocoder_limit")
+TARGET_MATCH_LINE = ("the converted log-mel gets each band's mean and spread from the target references' speech frames "
+                     "(target-spectrum matching, `--target-match meanstd`, the default; `off` gives the model's output as is).")
+
+
 GRIFFIN_LIM_LINE = "Griffin-Lim (32 momentum iterations); no neural vocoder attached."
 GRIFFIN_LIM_LIMIT = "Griffin-Lim phase reconstruction adds a metallic, phasey quality."
 NEURAL_LIMIT = ("The neural vocoder was trained without a GAN on the same small corpus; on converted mels it "
@@ -208,6 +212,7 @@ def package_run(
 - **Features**: {fc.sample_rate} Hz, n_fft {fc.n_fft}, hop {fc.hop_length}, {fc.n_mels} mels (fmax {fc.fmax}).
 - **Front-ends**: {frontends_line(model.config, dest)}
 - **Vocoder**: {vocoder_line}
+- **Inference**: {TARGET_MATCH_LINE}
 - **Training**: {steps} steps, batch {train.get('batch_size')} × {train.get('segment_frames')} frames, AdamW lr {train.get('lr')},
   bf16 autocast = {train.get('bf16')}, {content_perturbation_line(model.config, train)},
   adversary weight {train.get('adversary_weight')} ramped over {train.get('adversary_ramp_steps')} steps{wall}."""
