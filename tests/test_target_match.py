@@ -109,3 +109,11 @@ def test_cli_refuses_an_unknown_mode_before_loading_anything(tmp_path):
     assert result.exit_code != 0
     assert "--target-match 'loud': unknown" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "o.wav").exists()
+
+
+def test_nothing_ends_below_the_feature_floor():
+    target = spectrum_stats([utterance(spread=2.0)])
+    source = utterance(spread=0.5, seed=7)[None]  # its pauses at -11 would be pushed to about -3 - 8 * 2
+    floor = float(np.log(1e-5))
+    assert float(match_spectrum(source, target).min()) < floor
+    assert float(match_spectrum(source, target, floor=floor).min()) >= floor

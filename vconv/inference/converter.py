@@ -16,6 +16,7 @@ Long sources are converted in overlapping chunks whose waveforms are cross-faded
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from pathlib import Path
 from typing import Sequence, Union
@@ -182,7 +183,7 @@ class VoiceConverter:
             converted = self.model.convert(self._model_input(piece), embedding=embedding)
             log_mel = self.frontend.denormalize(converted.float())
             if spectrum is not None:
-                log_mel = match_spectrum(log_mel, spectrum, self.target_match)
+                log_mel = match_spectrum(log_mel, spectrum, self.target_match, floor=math.log(self.features.log_floor))
             return self._vocode(log_mel, piece.size)
 
         return process_in_chunks(wav, convert_chunk, chunk=chunk, overlap=overlap, hop=hop)

@@ -81,10 +81,13 @@ def spectrum_stats(log_mels: Sequence[torch.Tensor]) -> SpectrumStats:
     return SpectrumStats(mean, std, n)
 
 
-def match_spectrum(log_mel: torch.Tensor, target: SpectrumStats, mode: str = DEFAULT_MODE) -> torch.Tensor:
+def match_spectrum(log_mel: torch.Tensor, target: SpectrumStats, mode: str = DEFAULT_MODE,
+                   floor: float | None = None) -> torch.Tensor:
     """Converted log-mel ``[B, n_mels, F]`` → the same shape with each band moved onto ``target``.
 
-    Unchanged when ``mode`` is ``off`` or either side has too few speech frames to trust.
+    Unchanged when ``mode`` is ``off`` or either side has too few speech frames to trust. ``floor``
+    (the features' ``log(log_floor)``): no value ends below it, since a widened spread would otherwise
+    push pauses under anything the vocoder ever saw.
     """
     check_mode(mode)
     if mode == "off" or not target.trusted:
@@ -101,4 +104,5 @@ def match_spectrum(log_mel: torch.Tensor, target: SpectrumStats, mode: str = DEF
             continue
         ratio = (target.std.to(x) / own.std.to(x).clamp_min(1e-3)).clamp(*STD_RATIO_RANGE)
         out.append((x - mean) * ratio + tmean)
-    return torch.stack(out)
+    matched = torch.stack(out)
+    return matched if floor is None else matched.clamp_min(floor)
