@@ -151,6 +151,10 @@ def test_package_writes_an_fp16_bundle_with_vocoder_and_model_card(run_dir, voco
     # existing output: refused without --force, replaced with it
     one_line_error(invoke(*args), "already exists")
     assert invoke(*args, "--force").exit_code == 0
+    # re-shipping with the vocoder taken from the very bundle being replaced (how a new default replaces the old)
+    again = [*args[:args.index("--vocoder") + 1], dest, *args[args.index("--vocoder") + 2:], "--force"]
+    assert invoke(*again).exit_code == 0
+    assert json.loads((dest / "vocoder.json").read_text())["trained_steps"] == 3 and vconv.load(dest).vocoder.name == "vocos"
 
 
 def test_card_says_what_the_content_path_read_in_training():

@@ -57,26 +57,43 @@ def test_shipped_neural_vocoder_is_the_default_and_does_not_beat_at_the_frame_ra
 
 
 @pytest.mark.slow
-def test_shipped_model_moves_an_unseen_voice_toward_the_target_and_keeps_the_words():
-    """Judged by independent models (Resemblyzer, Whisper tiny.en): a converter that returns its input, or
-    noise, fails here. flite_awb and the example target are both held out of the shipped model's training.
+def test_shipped_model_moves_unseen_voices_toward_the_target_and_keeps_the_words():
+    """Judged by independent models (Resemblyzer, Whisper tiny.en) on 13 conversions between voices that
+    no shipped model trained on: flite_awb and espeak_f3 (the fixtures) to the README's example target
+    (fotaq_39), flite_awb to espeak_f3, and the example source (fotaq_61) to flite_awb. Where the target
+    has more than the reference utterance, the conversion is judged against the others. A converter that
+    returns its input (never closer to the target) or noise (no words) fails here.
 
-    Measured on this bundle: similarity to the target 0.62 (the sources themselves 0.57), to the source 0.58,
-    every conversion closer to the target than to its source; CER 0.15 (sources 0.08).
+    Four pair types rather than one: flite_awb -> fotaq_39 alone is the hardest pair of the held-out
+    evaluation (success 3/5 for the mel/mel v4, 2/5 with target matching) and said little about the rest.
+    Measured (closer to the target / mean similarity to it; the untouched sources 0.525 / CER):
+    the shipped whisper/mel bundle 9/13, 0.648, CER 0.23; with `target_match="off"` 11/13, 0.562, 0.20;
+    the previous mel/mel v4 11/13, 0.672, 0.26.
     """
     from vconv.evaluation.judges import AsrJudge, SpeakerJudge
     from vconv.evaluation.metrics import cer, cosine
 
     vc = vconv.load()
     speaker, asr = SpeakerJudge(), AsrJudge()
-    target = speaker.embed(EXAMPLES / "target.wav")
-    to_target, source_to_target, errors = [], [], []
-    for wav in sorted((FIXTURES / "flite_awb").glob("*.wav")):
-        converted = vc.convert(wav, [EXAMPLES / "target.wav"])
-        source, out = speaker.embed(wav), speaker.embed_wav(converted, vc.sample_rate)
+    awb, f3 = sorted((FIXTURES / "flite_awb").glob("*.wav")), sorted((FIXTURES / "espeak_f3").glob("*.wav"))
+
+    def judged_against(files: list[Path]) -> np.ndarray:
+        mean = np.mean([speaker.embed(f) for f in files], axis=0)
+        return mean / np.linalg.norm(mean)
+
+    example_target = speaker.embed(EXAMPLES / "target.wav")  # one clip: judged against itself (optimistic)
+    cases = ([(w, EXAMPLES / "target.wav", example_target) for w in awb + f3]
+             + [(w, f3[0], judged_against(f3[1:])) for w in awb]
+             + [(EXAMPLES / "source.wav", awb[0], judged_against(awb[1:]))])
+    closer, to_target, source_to_target, errors = 0, [], [], []
+    for source, reference, target in cases:
+        converted = vc.convert(source, [reference])
+        out, own = speaker.embed_wav(converted, vc.sample_rate), speaker.embed(source)
+        closer += cosine(out, target) > cosine(out, own)
         to_target.append(cosine(out, target))
-        source_to_target.append(cosine(source, target))
-        assert cosine(out, target) > cosine(out, source), wav.name  # each conversion is closer to the target
-        errors.append(cer(wav.with_suffix(".txt").read_text(), asr.transcribe_wav(converted, vc.sample_rate)))
-    assert np.mean(to_target) > np.mean(source_to_target) + 0.02
+        source_to_target.append(cosine(own, target))
+        if source.with_suffix(".txt").exists():
+            errors.append(cer(source.with_suffix(".txt").read_text(), asr.transcribe_wav(converted, vc.sample_rate)))
+    assert closer >= 8, f"only {closer} of {len(cases)} conversions closer to the target than to their source"
+    assert np.mean(to_target) > np.mean(source_to_target) + 0.05
     assert np.mean(errors) < 0.35

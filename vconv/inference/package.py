@@ -27,6 +27,7 @@ import torch
 from vconv.errors import VconvError
 from vconv.fileio import read_text
 from vconv.training.runs import logged_wall_minutes, read_log
+from vconv.vocoders.vocos import read_vocoder_meta
 
 CARD_FILE = "MODEL_CARD.md"
 
@@ -181,6 +182,8 @@ def package_run(
     train = load_yaml(run_dir / "config.yaml").get("train") or {}
     log = read_log(run_dir / "log.jsonl")  # before anything is written: a broken log stops the packaging
     vocoder = _load_matching_vocoder(vocoder_dir, info.feature_config) if vocoder_dir is not None else None
+    # read before anything is written: --vocoder may name the very bundle this call replaces
+    vocoder_meta = read_vocoder_meta(vocoder_dir) if vocoder is not None else {}
     if vocoder is not None and vocoder_passes:
         vocoder.config = with_vocoder_passes(vocoder.config, vocoder_passes)  # checked before writing; the card reads it
     steps = info.extra.get("trained_steps")
@@ -189,9 +192,9 @@ def package_run(
 
     vocoder_line, vocoder_limit = GRIFFIN_LIM_LINE, GRIFFIN_LIM_LIMIT
     if vocoder is not None:
-        from vconv.vocoders.vocos import read_vocoder_meta, save_vocoder
+        from vconv.vocoders.vocos import save_vocoder
 
-        trained = {k: v for k, v in read_vocoder_meta(vocoder_dir).items() if k == "trained_steps"}
+        trained = {k: v for k, v in vocoder_meta.items() if k == "trained_steps"}
         with tempfile.TemporaryDirectory() as tmp:  # a float16 copy is what ships
             attach_vocoder(dest, save_vocoder(tmp, vocoder, extra=trained, dtype=torch.float16))
         vocoder_mb = (dest / "vocoder.safetensors").stat().st_size / 1e6
