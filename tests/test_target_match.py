@@ -14,6 +14,7 @@ from vconv.cli import app
 from vconv.errors import VconvError
 from vconv.inference.converter import TargetVoice
 from vconv.inference.target_match import (
+    SpectrumStats,
     MIN_SPEECH_FRAMES,
     STD_RATIO_RANGE,
     check_mode,
@@ -31,7 +32,9 @@ def utterance(frames: int = 200, n_mels: int = 80, level: float = 0.0, spread: f
     x = torch.full((n_mels, frames), -11.0) + 0.1 * torch.randn(n_mels, frames, generator=g)
     body = slice(frames // 4, 3 * frames // 4)
     tilt = torch.linspace(1.0, -1.0, n_mels)[:, None]  # a spectral slope, so the bands differ
-    x[:, body] = level + tilt + spread * torch.randn(n_mels, frames // 2, generator=g)
+    # speech-like: each band moves slowly (syllables), not from frame to frame
+    wiggle = torch.nn.functional.avg_pool1d(torch.randn(n_mels, 1, frames // 2 + 14, generator=g), 15, stride=1)[:, 0]
+    x[:, body] = level + tilt + spread * wiggle / wiggle.std(1, keepdim=True)
     return x
 
 
@@ -49,8 +52,12 @@ def test_stats_pool_references_and_match_moves_mean_and_spread_onto_the_target()
     out = match_spectrum(source, target, "meanstd")
     assert out.shape == source.shape
     moved = spectrum_stats([out[0]])
-    torch.testing.assert_close(moved.mean, target.mean, atol=0.05, rtol=0)
-    torch.testing.assert_close(moved.std, target.std, atol=0.05, rtol=0)
+    # the speech frames of a slow contour are matched exactly; the smoothing across the pause edges and
+    # the unscaled frame-to-frame detail leave a little off
+    torch.testing.assert_close(moved.mean, target.mean, atol=0.2, rtol=0)  # the move is 3 nats
+    torch.testing.assert_close(moved.std, target.std, atol=0, rtol=0.25)
+    assert abs(float(moved.std.mean() / target.std.mean()) - 1) < 0.1
+    assert float((moved.std / spectrum_stats([source[0]]).std).mean()) > 1.2  # 0.8 / 0.6: the spread widened
     # mean only: the mean moves, the spread stays the converted one's
     shifted = spectrum_stats([match_spectrum(source, target, "mean")[0]])
     torch.testing.assert_close(shifted.mean, target.mean, atol=0.05, rtol=0)
@@ -62,7 +69,7 @@ def test_spread_ratio_is_bounded():
     source = utterance(spread=0.5, seed=4)[None]
     out = spectrum_stats([match_spectrum(source, target)[0]]).std
     ratio = out / spectrum_stats([source[0]]).std
-    assert float(ratio.max()) <= STD_RATIO_RANGE[1] + 1e-4
+    assert float(ratio.median()) <= STD_RATIO_RANGE[1] * 1.05  # not the 10x the target asked for
 
 
 def test_off_and_too_little_speech_leave_the_output_as_the_model_made_it():
@@ -117,3 +124,26 @@ def test_nothing_ends_below_the_feature_floor():
     floor = float(np.log(1e-5))
     assert float(match_spectrum(source, target).min()) < floor
     assert float(match_spectrum(source, target, floor=floor).min()) >= floor
+
+
+def test_the_spread_is_scaled_on_the_slow_contour_and_frame_to_frame_detail_passes_unscaled():
+    from vconv.inference.target_match import slow_contour
+
+    frames = 400
+    t = torch.arange(frames, dtype=torch.float32)
+    slow = torch.sin(2 * torch.pi * t / 100)  # a 1.6 s contour
+    fast = 0.3 * (-1.0) ** t  # frame-rate jitter
+    x = torch.stack([slow + fast] * 4) - 2.0  # [4 bands, F], all speech
+    torch.testing.assert_close(slow_contour(torch.full((3, 50), 1.5)), torch.full((3, 50), 1.5))  # a constant stays
+    assert slow_contour(x).shape == x.shape
+    target = SpectrumStats(mean=torch.full((4, 1), -1.0), std=torch.full((4, 1), 2 * float(slow.std())), frames=frames)
+    y = match_spectrum(x[None], target)[0]
+    sign = (-1.0) ** t
+
+    def jitter(z: torch.Tensor) -> float:  # amplitude of the frame-rate component
+        return float((z * sign).mean(1).abs().mean())
+
+    assert abs(jitter(y) - 0.3) < 0.03  # scaling everything would have made it about 0.6
+    def contour(z: torch.Tensor) -> torch.Tensor:
+        return (z * torch.sin(2 * torch.pi * t / 100)).mean(1)
+    assert float(contour(y).mean()) > 1.8 * float(contour(x).mean())  # the contour got the target's spread

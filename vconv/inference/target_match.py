@@ -6,9 +6,13 @@ was trained on, the output keeps an averaged timbre (the held-out similarity to 
 the target reference is a cheap, robust part of that timbre (vocal-tract length, breathiness, and also
 the reference's channel). Before vocoding, every mel band of the converted utterance gets the mean of
 the target's speech frames and, in ``meanstd`` mode, its spread (the classic mean/variance conversion
-of spectral features, applied per band in the log-mel domain)::
+of spectral features, applied per band in the log-mel domain). The spread is scaled on the band's
+slow contour only (a Hann-smoothed copy, ``SLOW_FRAMES`` ≈ 140 ms); the frame-to-frame detail passes
+unscaled, because widening it also widens the frame-rate jitter, which the vocoder renders as a
+62.5 Hz beat (beat index on the README example: 1.77 with everything scaled, 1.06 this way, 1.28
+unmatched; the held-out similarity is the same, ``recipes/voices/MODEL_HISTORY.md``)::
 
-    y[b, t] = (x[b, t] - mean_x[b]) * clamp(std_t[b] / std_x[b], 0.5, 2) + mean_t[b]
+    slow = smooth(x);  y[b, t] = (slow[b, t] - mean_x[b]) * clamp(std_t[b] / std_x[b], 0.5, 2) + mean_t[b] + (x - slow)[b, t]
 
 Statistics are pooled over *speech* frames only (loudness within ``SPEECH_RANGE_NATS`` of a loud
 frame), so pauses do not drag the mean down. With fewer than ``MIN_SPEECH_FRAMES`` speech frames on
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from vconv.errors import VconvError
 
@@ -31,6 +36,7 @@ SPEECH_RANGE_NATS = 3.0
 LOUD_QUANTILE = 0.98
 MIN_SPEECH_FRAMES = 16  # ≈ 0.26 s at 62.5 frames/s
 STD_RATIO_RANGE = (0.5, 2.0)  # a near-constant band must not be blown up, nor a lively one flattened
+SLOW_FRAMES = 9  # the spread is scaled on the contour smoothed over this many frames (≈ 140 ms at 62.5 frames/s)
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,15 @@ def spectrum_stats(log_mels: Sequence[torch.Tensor]) -> SpectrumStats:
     return SpectrumStats(mean, std, n)
 
 
+def slow_contour(log_mel: torch.Tensor, frames: int = SLOW_FRAMES) -> torch.Tensor:
+    """``[n_mels, F]`` → the same shape, each band smoothed over time by a normalised Hann window of ``frames``
+    taps (edges padded with their own value, so a constant band stays constant)."""
+    window = torch.hann_window(frames + 2, dtype=log_mel.dtype, device=log_mel.device)[1:-1]
+    window = (window / window.sum()).view(1, 1, -1)
+    padded = F.pad(log_mel[:, None, :], (frames // 2, frames - 1 - frames // 2), mode="replicate")  # [n_mels, 1, F + frames - 1]
+    return F.conv1d(padded, window)[:, 0]
+
+
 def match_spectrum(log_mel: torch.Tensor, target: SpectrumStats, mode: str = DEFAULT_MODE,
                    floor: float | None = None) -> torch.Tensor:
     """Converted log-mel ``[B, n_mels, F]`` → the same shape with each band moved onto ``target``.
@@ -103,6 +118,7 @@ def match_spectrum(log_mel: torch.Tensor, target: SpectrumStats, mode: str = DEF
             out.append(x - mean + tmean)
             continue
         ratio = (target.std.to(x) / own.std.to(x).clamp_min(1e-3)).clamp(*STD_RATIO_RANGE)
-        out.append((x - mean) * ratio + tmean)
+        slow = slow_contour(x)
+        out.append((slow - mean) * ratio + tmean + (x - slow))
     matched = torch.stack(out)
     return matched if floor is None else matched.clamp_min(floor)
