@@ -169,6 +169,8 @@ class VoiceConverter:
         ``target``: a :class:`TargetVoice` (:meth:`target_voice`), or a bare embedding ``[1, S]``, which
         converts without target-spectrum matching (there are no target statistics to match).
         Each chunk is matched on its own statistics (chunks are long enough, 20 s by default, for them to be stable).
+        Keep some overlap: with none, a Whisper content front-end sees no context across a join and the
+        join is audible (``tests/test_convert.py`` measures it).
         """
         if isinstance(target, TargetVoice):
             embedding, spectrum = target.embedding, target.spectrum
