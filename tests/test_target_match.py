@@ -54,13 +54,18 @@ def test_stats_pool_references_and_match_moves_mean_and_spread_onto_the_target()
     moved = spectrum_stats([out[0]])
     # the speech frames of a slow contour are matched exactly; the smoothing across the pause edges and
     # the unscaled frame-to-frame detail leave a little off
-    torch.testing.assert_close(moved.mean, target.mean, atol=0.2, rtol=0)  # the move is 3 nats
+    def shape(mean: torch.Tensor) -> torch.Tensor:  # the spectral shape: band means less their average
+        return mean - mean.mean()
+
+    torch.testing.assert_close(shape(moved.mean), shape(target.mean), atol=0.2, rtol=0)
+    # the level (average over bands) stays the converted one's: 3 nats above the target here
+    assert abs(float(moved.mean.mean() - spectrum_stats([source[0]]).mean.mean())) < 0.2
     torch.testing.assert_close(moved.std, target.std, atol=0, rtol=0.25)
     assert abs(float(moved.std.mean() / target.std.mean()) - 1) < 0.1
     assert float((moved.std / spectrum_stats([source[0]]).std).mean()) > 1.2  # 0.8 / 0.6: the spread widened
     # mean only: the mean moves, the spread stays the converted one's
     shifted = spectrum_stats([match_spectrum(source, target, "mean")[0]])
-    torch.testing.assert_close(shifted.mean, target.mean, atol=0.05, rtol=0)
+    torch.testing.assert_close(shape(shifted.mean), shape(target.mean), atol=0.05, rtol=0)
     torch.testing.assert_close(shifted.std, spectrum_stats([source[0]]).std, atol=1e-4, rtol=0)
 
 
@@ -101,9 +106,9 @@ def test_conversion_matches_the_target_spectrum_and_a_bare_embedding_does_not():
     plain = vc.convert_wav(source, target.embedding)  # no statistics given: the model's own output
     assert matched.shape == plain.shape == source.shape and np.isfinite(matched).all()
 
-    def distance(wav: np.ndarray) -> float:
-        own = spectrum_stats([vc.frontend.log_mel(wav[None])[0]])
-        return float((own.mean - target.spectrum.mean).abs().mean())
+    def distance(wav: np.ndarray) -> float:  # between spectral shapes (loudness is left alone)
+        own = spectrum_stats([vc.frontend.log_mel(wav[None])[0]]).mean
+        return float(((own - own.mean()) - (target.spectrum.mean - target.spectrum.mean.mean())).abs().mean())
 
     assert distance(matched) < 0.7 * distance(plain)
     off = vconv.load(target_match="off")
@@ -147,3 +152,14 @@ def test_the_spread_is_scaled_on_the_slow_contour_and_frame_to_frame_detail_pass
     def contour(z: torch.Tensor) -> torch.Tensor:
         return (z * torch.sin(2 * torch.pi * t / 100)).mean(1)
     assert float(contour(y).mean()) > 1.8 * float(contour(x).mean())  # the contour got the target's spread
+
+
+def test_a_conversion_never_clips_and_a_quiet_one_is_left_alone():
+    from vconv.inference.converter import PEAK, limit_peak
+
+    loud = np.array([0.5, -3.0, 1.5], dtype=np.float32)
+    limited = limit_peak(loud)
+    assert limited.dtype == np.float32 and np.isclose(np.abs(limited).max(), PEAK)
+    np.testing.assert_allclose(limited / limited[0], loud / loud[0], rtol=1e-6)  # one gain for the whole file
+    quiet = np.array([0.1, -0.2], dtype=np.float32)
+    assert limit_peak(quiet) is quiet and limit_peak(np.zeros(0, np.float32)).size == 0

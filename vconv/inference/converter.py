@@ -188,7 +188,19 @@ class VoiceConverter:
                 log_mel = match_spectrum(log_mel, spectrum, self.target_match, floor=math.log(self.features.log_floor))
             return self._vocode(log_mel, piece.size)
 
-        return process_in_chunks(wav, convert_chunk, chunk=chunk, overlap=overlap, hop=hop)
+        converted = process_in_chunks(wav, convert_chunk, chunk=chunk, overlap=overlap, hop=hop)
+        return limit_peak(converted)
+
+
+PEAK = 0.99  # full scale less a margin, so 16-bit files and players do not clip
+
+
+def limit_peak(wav: np.ndarray, peak: float = PEAK) -> np.ndarray:
+    """``[T]`` scaled down as a whole when it would exceed ``peak`` (one gain per file, so the chunks of a
+    long conversion keep their relative level); unchanged otherwise. The vocoder does not bound its
+    output, and a clipped file loses what the user wanted to keep."""
+    top = float(np.max(np.abs(wav))) if wav.size else 0.0
+    return wav * np.float32(peak / top) if top > peak else wav
 
 
 def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, device: str | torch.device = "cpu",

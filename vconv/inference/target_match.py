@@ -14,6 +14,9 @@ unmatched; the held-out similarity is the same, ``recipes/voices/MODEL_HISTORY.m
 
     slow = smooth(x);  y[b, t] = (slow[b, t] - mean_x[b]) * clamp(std_t[b] / std_x[b], 0.5, 2) + mean_t[b] + (x - slow)[b, t]
 
+The band means are moved as a shape: the converted utterance keeps its own overall level (mean over
+bands), so a loud reference does not make a loud (or clipped) conversion.
+
 Statistics are pooled over *speech* frames only (loudness within ``SPEECH_RANGE_NATS`` of a loud
 frame), so pauses do not drag the mean down. With fewer than ``MIN_SPEECH_FRAMES`` speech frames on
 either side the statistics are not trusted and the utterance is left as the model made it.
@@ -113,7 +116,10 @@ def match_spectrum(log_mel: torch.Tensor, target: SpectrumStats, mode: str = DEF
         if not own.trusted:
             out.append(x)
             continue
-        mean, tmean = own.mean.to(x), target.mean.to(x)
+        mean = own.mean.to(x)
+        # the target's spectral *shape*, at the converted utterance's own level (the mean over bands of the
+        # log-magnitude): loudness stays the model's, only the timbre moves
+        tmean = target.mean.to(x) - target.mean.to(x).mean() + mean.mean()
         if mode == "mean":
             out.append(x - mean + tmean)
             continue
