@@ -36,6 +36,7 @@ def serve(
     max_seconds: float = typer.Option(60.0, "--max-seconds", help="Longest audio per file, in seconds (checked before converting)."),
     workers: int = typer.Option(1, "--workers", help="Conversions running at once: 1 or 2."),
     queue: int = typer.Option(4, "--queue", help="Requests waiting for a worker; past that the server answers 'busy, retry' (HTTP 503)."),
+    target_match: str = typer.Option("meanstd", "--target-match", help="Move the converted spectrum onto the target's: meanstd (default), mean, or off (the model's output as is)."),
 ) -> None:
     """Start a local web page to try conversions: upload or record a source and target references, convert, listen, download.
 
@@ -45,6 +46,9 @@ def serve(
     """
     from vconv.serve.limits import ServeLimits
 
+    from vconv.inference.target_match import check_mode
+
+    check_mode(target_match, "--target-match")
     _require_serve_extra()
     limits = ServeLimits(max_upload_mb=max_upload_mb, max_seconds=max_seconds, workers=workers, queue_depth=queue).check()
 
@@ -60,7 +64,7 @@ def serve(
         # each conversion gets an equal share of the cores; more threads than cores only adds contention
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // limits.workers))
         typer.echo(f"loading model {model or '(shipped default)'} ...", err=True)
-        converter = load(model, vocoder=vocoder)
+        converter = load(model, vocoder=vocoder, target_match=target_match)
         app = create_app(converter, limits, allowed_hosts=listener.allowed_hosts())
     except BaseException:
         listener.sock.close()
