@@ -115,7 +115,11 @@ def test_conversion_matches_the_target_spectrum_and_a_bare_embedding_does_not():
     np.testing.assert_allclose(off.convert_wav(source, target), plain, atol=1e-5)
 
 
-def test_cli_refuses_an_unknown_mode_before_loading_anything(tmp_path):
+def test_cli_refuses_an_unknown_mode_before_loading_anything(tmp_path, monkeypatch):
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model must not load before --target-match is checked")
+
+    monkeypatch.setattr("vconv.inference.converter.load", no_load)
     result = CliRunner().invoke(app, ["convert", str(EXAMPLES / "source.wav"), "--target", str(EXAMPLES / "target.wav"),
                                       "--out", str(tmp_path / "o.wav"), "--target-match", "loud"])
     assert result.exit_code != 0
@@ -163,3 +167,14 @@ def test_a_conversion_never_clips_and_a_quiet_one_is_left_alone():
     np.testing.assert_allclose(limited / limited[0], loud / loud[0], rtol=1e-6)  # one gain for the whole file
     quiet = np.array([0.1, -0.2], dtype=np.float32)
     assert limit_peak(quiet) is quiet and limit_peak(np.zeros(0, np.float32)).size == 0
+
+
+def test_near_silence_is_left_alone_and_a_target_of_another_model_is_a_clear_error():
+    floor = float(np.log(1e-5))
+    target = spectrum_stats([utterance(level=-2.0)])
+    hush = (torch.full((1, 80, 200), floor) + 0.3 * torch.rand(1, 80, 200, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(match_spectrum(hush, target, floor=floor), hush)  # a pause-only chunk gets no voice painted on
+    vc = vconv.load()
+    alien = TargetVoice(embedding=vc.speaker_embedding([EXAMPLES / "target.wav"]), spectrum=spectrum_stats([torch.zeros(40, 50)]))
+    with pytest.raises(VconvError, match="40 mel bands, this model 80"):
+        vc.convert_wav(vc.prepare_audio(EXAMPLES / "source.wav", None), alien)

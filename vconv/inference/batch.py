@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from vconv.inference.converter import VoiceConverter
+from vconv.inference.converter import VoiceConverter, limit_peak
 from vconv.inference.plan import ConversionPlan, EmbeddingPlan, plan_conversions, plan_embeddings
 from vconv.audio.io import resample, save
 from vconv.data.manifest import BadFile
@@ -76,8 +76,8 @@ def convert_paths(
                 raise VconvError(f"{dest}: already exists; pass --force to overwrite")
             wav = converter.prepare_audio(src, None, str(src))
             converted = converter.convert_wav(wav, target)
-            if rate != converter.sample_rate:
-                converted = resample(converted, converter.sample_rate, rate)
+            if rate != converter.sample_rate:  # resampling can overshoot the limited peak: limit again
+                converted = limit_peak(resample(converted, converter.sample_rate, rate))
             save(dest, converted, rate, force=force)
         except VconvError as exc:
             report.failed.append(BadFile.from_error(src, exc))

@@ -174,6 +174,9 @@ class VoiceConverter:
         """
         if isinstance(target, TargetVoice):
             embedding, spectrum = target.embedding, target.spectrum
+            if spectrum.mean.shape[0] != self.features.n_mels:
+                raise VconvError(f"the target's spectrum has {spectrum.mean.shape[0]} mel bands, this model {self.features.n_mels}: "
+                                 "compute the target with this converter's target_voice()")
         else:
             embedding, spectrum = target, None
         hop = self.features.hop_length

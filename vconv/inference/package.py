@@ -58,7 +58,8 @@ Training speakers ({n_speakers}): {speakers}.
 """
 
 CARD_FIELDS = ("name", "summary", "n_speakers", "speakers", "held_out", "curves", "evaluation", "vocoder_limit")
-TARGET_MATCH_LINE = ("the converted log-mel gets each band's mean and spread from the target references' speech frames "
+TARGET_MATCH_LINE = ("the converted log-mel takes the target references' spectral shape (at its own level) and the spread "
+                     "of each band's slow contour from their speech frames "
                      "(target-spectrum matching, `--target-match meanstd`, the default; `off` gives the model's output as is).")
 
 

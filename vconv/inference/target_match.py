@@ -12,7 +12,8 @@ unscaled, because widening it also widens the frame-rate jitter, which the vocod
 62.5 Hz beat (beat index on the README example: 1.77 with everything scaled, 1.06 this way, 1.28
 unmatched; the held-out similarity is the same, ``recipes/voices/MODEL_HISTORY.md``)::
 
-    slow = smooth(x);  y[b, t] = (slow[b, t] - mean_x[b]) * clamp(std_t[b] / std_x[b], 0.5, 2) + mean_t[b] + (x - slow)[b, t]
+    slow = smooth(x);  y[b, t] = (slow[b, t] - mean_x[b]) * clamp(std_t[b] / std_x[b], 0.5, 2) + shape_t[b] + (x - slow)[b, t]
+    shape_t[b] = mean_t[b] - avg_b'(mean_t[b']) + avg_b'(mean_x[b'])     (the target's shape at the converted level)
 
 The band means are moved as a shape: the converted utterance keeps its own overall level (mean over
 bands), so a loud reference does not make a loud (or clipped) conversion.
@@ -103,7 +104,9 @@ def match_spectrum(log_mel: torch.Tensor, target: SpectrumStats, mode: str = DEF
                    floor: float | None = None) -> torch.Tensor:
     """Converted log-mel ``[B, n_mels, F]`` → the same shape with each band moved onto ``target``.
 
-    Unchanged when ``mode`` is ``off`` or either side has too few speech frames to trust. ``floor``
+    Unchanged when ``mode`` is ``off``, when either side has too few speech frames to trust, or for an
+    utterance (a chunk of a long file) whose loudest frames are within ``SPEECH_RANGE_NATS`` of ``floor``:
+    near-silence has no spectrum to move, and giving it the voice's would paint it onto the noise. ``floor``
     (the features' ``log(log_floor)``): no value ends below it, since a widened spread would otherwise
     push pauses under anything the vocoder ever saw.
     """
@@ -113,7 +116,8 @@ def match_spectrum(log_mel: torch.Tensor, target: SpectrumStats, mode: str = DEF
     out = []
     for x in log_mel:  # each utterance of the batch has its own statistics
         own = spectrum_stats([x])
-        if not own.trusted:
+        silent = floor is not None and float(torch.quantile(x.float().mean(0), LOUD_QUANTILE)) < floor + SPEECH_RANGE_NATS
+        if not own.trusted or silent:
             out.append(x)
             continue
         mean = own.mean.to(x)
