@@ -22,7 +22,7 @@ from typing import List, Optional
 import typer
 
 from vconv.cli_artifacts import bundle_app, frontend_app
-from vconv.cli_common import EXIT_CODES_HELP, OneLineErrorsGroup, finish_batch, friendly_errors, split_list
+from vconv.cli_common import EXIT_CODES_HELP, TARGET_MATCH_HELP, OneLineErrorsGroup, finish_batch, friendly_errors, split_list
 from vconv.cli_serve import serve
 from vconv.errors import VconvError
 
@@ -202,7 +202,7 @@ def convert(
     vocoder: Optional[str] = typer.Option(None, "--vocoder", help="Vocoder: griffinlim, or the bundle's own (default)."),
     sample_rate: Optional[int] = typer.Option(None, "--sample-rate", help="Resample the output to this rate, 1000..768000 Hz (default: the model's)."),
     fast: bool = typer.Option(False, "--fast", help="Skip the neural vocoder's post-processing passes: ~40 % less time, lower quality (recipes/voices/MODEL_HISTORY.md)."),
-    target_match: str = typer.Option("meanstd", "--target-match", help="Move the converted spectrum onto the target's: meanstd (the target's band shape at the converted level, and the spread of each band's slow contour; default), mean (the shape only), or off (the model's output as is)."),
+    target_match: str = typer.Option("meanstd", "--target-match", help=TARGET_MATCH_HELP),
     force: bool = typer.Option(False, "--force", help="Overwrite outputs of an earlier run (never a source or a reference)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar in folder mode."),
 ) -> None:
@@ -267,7 +267,7 @@ def evaluate(
     sources_per_pair: Optional[int] = typer.Option(None, "--sources-per-pair", help="At most this many source utterances per (source, target) speaker pair (seeded sample)."),
     target_refs: int = typer.Option(1, "--target-refs", help="Target utterances given to the converter per pair (averaged by its speaker path); never the judged one."),
     vocoder: Optional[str] = typer.Option(None, "--vocoder", help="Vocoder for conversion and the copy-synthesis row (default: the bundle's)."),
-    target_match: str = typer.Option("meanstd", "--target-match", help="Move the converted spectrum onto the target's: meanstd (the target's band shape at the converted level, and the spread of each band's slow contour; default), mean (the shape only), or off (the model's output as is)."),
+    target_match: str = typer.Option("meanstd", "--target-match", help=TARGET_MATCH_HELP),
     seed: int = typer.Option(0, help="Seed of the pair sampling."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the similarity histogram and the embedding projection."),
     asr_model: str = typer.Option("base", "--asr-model", help="CER/WER judge: base (Whisper base, multilingual) or tiny.en; a judge that shares weights with the model is refused."),

@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from vconv.cli_common import friendly_errors
+from vconv.cli_common import TARGET_MATCH_HELP, friendly_errors
 from vconv.errors import VconvError
 
 MISSING_EXTRA = "vconv serve needs the serve extra: pip install 'vconv[serve]'"
@@ -36,7 +36,7 @@ def serve(
     max_seconds: float = typer.Option(60.0, "--max-seconds", help="Longest audio per file, in seconds (checked before converting)."),
     workers: int = typer.Option(1, "--workers", help="Conversions running at once: 1 or 2."),
     queue: int = typer.Option(4, "--queue", help="Requests waiting for a worker; past that the server answers 'busy, retry' (HTTP 503)."),
-    target_match: str = typer.Option("meanstd", "--target-match", help="Move the converted spectrum onto the target's: meanstd (default), mean, or off (the model's output as is)."),
+    target_match: str = typer.Option("meanstd", "--target-match", help=TARGET_MATCH_HELP),
 ) -> None:
     """Start a local web page to try conversions: upload or record a source and target references, convert, listen, download.
 

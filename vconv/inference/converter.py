@@ -105,26 +105,29 @@ class VoiceConverter:
 
     # ------------------------------------------------------------------------------------- embedding
 
-    @torch.no_grad()
-    def speaker_embedding(self, refs: Sequence[AudioInput] | AudioInput, sr: int | None = None) -> torch.Tensor:
-        """Average speaker embedding ``[1, S]`` of one or several references (not normalised)."""
+    def _prepare_refs(self, refs: Sequence[AudioInput] | AudioInput, sr: int | None) -> list[np.ndarray]:
+        """One or several references → prepared waveforms ``[T_i]`` (at least one)."""
         refs = [refs] if isinstance(refs, (str, Path, np.ndarray)) else list(refs)
         if not refs:
             raise VconvError("at least one target reference is needed")
-        inputs = [self.frontend.speaker_input(self.prepare_audio(r, sr, str(r) if not isinstance(r, np.ndarray) else "<array>"))[0]
-                  for r in refs]  # normalised log-mels [n_mels, T_i] or d-vectors [256]
+        return [self.prepare_audio(r, sr, str(r) if not isinstance(r, np.ndarray) else "<array>") for r in refs]
+
+    def _embed_prepared(self, wavs: list[np.ndarray]) -> torch.Tensor:
+        """Prepared waveforms → their average speaker embedding ``[1, S]``."""
+        inputs = [self.frontend.speaker_input(w)[0] for w in wavs]  # normalised log-mels [n_mels, T_i] or d-vectors [256]
         return self.model.embed_speaker(inputs)
+
+    @torch.no_grad()
+    def speaker_embedding(self, refs: Sequence[AudioInput] | AudioInput, sr: int | None = None) -> torch.Tensor:
+        """Average speaker embedding ``[1, S]`` of one or several references (not normalised)."""
+        return self._embed_prepared(self._prepare_refs(refs, sr))
 
     @torch.no_grad()
     def target_voice(self, refs: Sequence[AudioInput] | AudioInput, sr: int | None = None) -> TargetVoice:
         """The speaker embedding and the log-mel statistics of one or several target references."""
-        refs = [refs] if isinstance(refs, (str, Path, np.ndarray)) else list(refs)
-        if not refs:
-            raise VconvError("at least one target reference is needed")
-        wavs = [self.prepare_audio(r, sr, str(r) if not isinstance(r, np.ndarray) else "<array>") for r in refs]
-        rate = self.sample_rate  # prepared: mono float32 at the model's rate
+        wavs = self._prepare_refs(refs, sr)  # each reference loaded and checked once, for both
         spectrum = spectrum_stats([self.frontend.log_mel(w[None])[0] for w in wavs])
-        return TargetVoice(embedding=self.speaker_embedding(wavs, rate), spectrum=spectrum)
+        return TargetVoice(embedding=self._embed_prepared(wavs), spectrum=spectrum)
 
     @torch.no_grad()
     def embed(self, wavs: Sequence[AudioInput] | AudioInput, sr: int | None = None) -> np.ndarray:

@@ -4,8 +4,8 @@ The decoder's AdaIN renders a voice from one speaker embedding; for voices far f
 was trained on, the output keeps an averaged timbre (the held-out similarity to the target stalls near
 0.58 whatever the front-end, ``recipes/voices/MODEL_HISTORY.md``). The long-term average spectrum of
 the target reference is a cheap, robust part of that timbre (vocal-tract length, breathiness, and also
-the reference's channel). Before vocoding, every mel band of the converted utterance gets the mean of
-the target's speech frames and, in ``meanstd`` mode, its spread (the classic mean/variance conversion
+the reference's channel). Before vocoding, the converted utterance takes the band means of the target's
+speech frames as a shape (at its own level, below) and, in ``meanstd`` mode, their spread (the classic mean/variance conversion
 of spectral features, applied per band in the log-mel domain). The spread is scaled on the band's
 slow contour only (a Hann-smoothed copy, ``SLOW_FRAMES`` ≈ 140 ms); the frame-to-frame detail passes
 unscaled, because widening it also widens the frame-rate jitter, which the vocoder renders as a
