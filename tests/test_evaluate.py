@@ -126,6 +126,19 @@ def test_the_report_says_how_many_target_references_were_given(utterances, speak
     assert single.meta["target_refs"]["max"] == 1 and not any("Target references" in n for n in single.meta["notes"])
 
 
+def test_notes_given_as_a_callable_are_asked_after_the_conversions(utterances, speaker_only, tmp_path):
+    converted: list[str] = []
+
+    def counting(src, refs):
+        converted.append(str(src))
+        return identity(src, refs)
+
+    report = run_evaluation(out_dir=tmp_path / "e", convert_fn=counting, utterances=_speakers(utterances, "flite_rms", "flite_slt"),
+                            judges=speaker_only, max_sources_per_speaker_pair=1, progress=False, plots=False,
+                            notes=lambda: [f"{len(converted)} conversions seen"])
+    assert converted and f"{len(converted)} conversions seen" in report.meta["notes"]
+
+
 def test_perfect_and_absent_conversions_score_at_the_ends(utterances, speaker_only, tmp_path):
     utts = _speakers(utterances, "flite_rms", "flite_slt", "espeak_f3")
     kw = dict(utterances=utts, judges=speaker_only, max_sources_per_speaker_pair=1, progress=False, plots=False)

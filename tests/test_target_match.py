@@ -178,3 +178,27 @@ def test_near_silence_is_left_alone_and_a_target_of_another_model_is_a_clear_err
     alien = TargetVoice(embedding=vc.speaker_embedding([EXAMPLES / "target.wav"]), spectrum=spectrum_stats([torch.zeros(40, 50)]))
     with pytest.raises(VconvError, match="40 mel bands, this model 80"):
         vc.convert_wav(vc.prepare_audio(EXAMPLES / "source.wav", None), alien)
+
+
+def test_a_reference_too_short_to_match_onto_is_said_not_silent(tmp_path):
+    """Matching is skipped for a reference with under MIN_SPEECH_FRAMES of speech, and convert says so on stderr."""
+    import soundfile as sf
+
+    wav, sr = sf.read(EXAMPLES / "target.wav", dtype="float32")
+    loudest = int(np.argmax(np.abs(wav)))
+    short = tmp_path / "short.wav"
+    sf.write(short, wav[max(0, loudest - sr // 10): loudest + sr // 10], sr)  # 0.2 s of speech: 12 frames < 16
+    vc = vconv.load()
+    assert vc.matching_skipped(vc.target_voice([EXAMPLES / "target.wav"])) is None
+    said = vc.matching_skipped(vc.target_voice([short]))
+    assert said is not None and "at least 0.26 s is needed" in said
+    assert vconv.load(target_match="off").matching_skipped(vc.target_voice([short])) is None
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["convert", str(EXAMPLES / "source.wav"), "--target", str(short), "--out", str(tmp_path / "o.wav")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "o.wav").exists()
+    assert "note: target-spectrum matching skipped" in result.stderr and "Traceback" not in result.output
+    result = runner.invoke(app, ["convert", str(EXAMPLES / "source.wav"), "--target", str(EXAMPLES / "target.wav"),
+                                 "--out", str(tmp_path / "p.wav")])
+    assert result.exit_code == 0 and "note:" not in result.stderr

@@ -221,6 +221,8 @@ def convert(
     converter = load(bundle, vocoder=vocoder, fast=fast, target_match=target_match)
     report = convert_paths(converter, source, target, out, force=force, progress=progress, plan=plan)
     typer.echo(report.summary())
+    for note in report.notes:
+        typer.echo(f"note: {note}", err=True)
     finish_batch(len(report.converted), report.failed)
 
 
@@ -307,12 +309,29 @@ def evaluate(
         from vconv.inference.converter import load
 
         converter = load(bundle, vocoder=vocoder, target_match=target_match)
-    convert_fn = None if protocol is not None else (lambda src, refs: (converter.convert(src, refs), converter.sample_rate))  # noqa: E731
+    skipped_matching: list[str] = []  # one entry per conversion whose references were too short to match onto
+
+    def convert_fn(src, refs):
+        wav = converter.prepare_audio(src, None, str(src))
+        target = converter.target_voice(refs)
+        if converter.matching_skipped(target):
+            skipped_matching.append(str(src))
+        return converter.convert_wav(wav, target), converter.sample_rate
+
     vocode_fn = (lambda path: (converter.copy_synthesis(path), converter.sample_rate)) if converter else None  # noqa: E731
     title = f"vconv evaluate: {converter.info.path.name if converter else protocol}"
-    notes = [f"Target-spectrum matching: {target_match}."] if converter else []
+
+    def notes() -> list[str]:  # asked after the conversions
+        if converter is None:
+            return []
+        said = [f"Target-spectrum matching: {target_match}."]
+        if skipped_matching:
+            said.append(f"Target-spectrum matching was skipped for {len(skipped_matching)} conversion(s): their target "
+                        "references hold too little speech for trusted statistics, so they are the model's own output.")
+        return said
+
     report = run_evaluation(
-        pairs, out_dir=out, utterances=utterances, convert_fn=convert_fn, vocode_fn=vocode_fn,
+        pairs, out_dir=out, utterances=utterances, convert_fn=convert_fn if protocol is None else None, vocode_fn=vocode_fn,
         max_sources_per_speaker_pair=sources_per_pair, target_refs=target_refs, seed=seed, force=force, progress=progress, plots=plots, title=title, notes=notes,
         judges=Judges.load(asr_model=asr_model), model_frontends=converter.info.extra.get("frontends") if converter else None,
     )

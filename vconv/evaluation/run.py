@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from vconv._version import __version__
 from vconv.errors import VconvError
@@ -36,7 +36,7 @@ def run_evaluation(
     force: bool = False,
     progress: bool = True,
     plots: bool = True,
-    notes: Sequence[str] = (),
+    notes: Sequence[str] | Callable[[], Sequence[str]] = (),
     title: str | None = None,
     model_frontends: dict | None = None,
 ) -> Report:
@@ -49,7 +49,8 @@ def run_evaluation(
     real file the pairs mention. ``model_frontends`` (a bundle's ``config.json`` entry ``frontends``) lets
     :func:`~vconv.evaluation.judges.check_independence` refuse a judge that shares weights with the model.
     ``target_refs`` target utterances go to the converter per pair (:func:`make_pairs`); the report notes
-    how many were given when that is more than one.
+    how many were given when that is more than one. ``notes`` are the caller's lines for the report; a
+    callable is asked after the conversions, for notes that depend on them.
     """
     out = Path(out_dir)
     if (out / "results.json").exists() and not force:
@@ -80,7 +81,7 @@ def run_evaluation(
     apply_threshold(rows, verify.threshold if verify else None)
     timing["score_s"] = time.perf_counter() - started
 
-    auto_notes = list(notes)
+    auto_notes = list(notes() if callable(notes) else notes)
     if any(p.target_other is None for p in pairs):
         auto_notes.append("Some pairs had no unseen target utterance: their SIM→target is against the conversion reference (optimistic).")
     if any(r.get("text_from") == "source_asr" for r in rows):

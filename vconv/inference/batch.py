@@ -31,6 +31,7 @@ class ConvertReport:
 
     converted: list[tuple[Path, Path]] = field(default_factory=list)
     failed: list[BadFile] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the user should know of outputs that were written
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
 
@@ -67,6 +68,9 @@ def convert_paths(
     if not plan.jobs:
         return report
     target = converter.target_voice(plan.refs)  # embedding and spectrum statistics, once for every source
+    skipped = converter.matching_skipped(target)
+    if skipped:
+        report.notes.append(skipped)
     start = time.perf_counter()
     rate = plan.sample_rate if plan.sample_rate is not None else converter.sample_rate
     jobs = plan.jobs

@@ -32,7 +32,7 @@ from vconv.inference.bundle import BundleInfo, load_bundle
 from vconv.inference.chunking import process_in_chunks
 from vconv.inference.devices import check_device
 from vconv.inference.registry import resolve_bundle
-from vconv.inference.target_match import DEFAULT_MODE, SpectrumStats, check_mode, match_spectrum, spectrum_stats
+from vconv.inference.target_match import DEFAULT_MODE, MIN_SPEECH_FRAMES, SpectrumStats, check_mode, match_spectrum, spectrum_stats
 
 AudioInput = Union[str, Path, np.ndarray]
 MIN_SECONDS = 0.1  # the content encoder needs a few frames; 0.1 s is ~6 frames at hop 256
@@ -138,6 +138,18 @@ class VoiceConverter:
         return emb.cpu().numpy()
 
     # ------------------------------------------------------------------------------------ conversion
+
+    def matching_skipped(self, target: TargetVoice) -> str | None:
+        """Why this converter's matching mode cannot match onto ``target`` (one line), or ``None`` when it can.
+
+        Matching is skipped, not refused, when the references hold too little speech for trusted
+        statistics: the conversion is then the model's own output, and the caller should say so.
+        """
+        if self.target_match == "off" or target.spectrum.trusted:
+            return None
+        frames_per_second = self.sample_rate / self.features.hop_length
+        return (f"target-spectrum matching skipped: the target references hold {target.spectrum.frames / frames_per_second:.2f} s "
+                f"of speech, at least {MIN_SPEECH_FRAMES / frames_per_second:.2f} s is needed; the output is the model's own")
 
     @torch.no_grad()
     def convert(
