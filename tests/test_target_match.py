@@ -15,6 +15,7 @@ from vconv.errors import VconvError
 from vconv.inference.converter import TargetVoice
 from vconv.inference.target_match import (
     SpectrumStats,
+    is_pause,
     MIN_SPEECH_FRAMES,
     STD_RATIO_RANGE,
     check_mode,
@@ -202,3 +203,24 @@ def test_a_reference_too_short_to_match_onto_is_said_not_silent(tmp_path):
     result = runner.invoke(app, ["convert", str(EXAMPLES / "source.wav"), "--target", str(EXAMPLES / "target.wav"),
                                  "--out", str(tmp_path / "p.wav")])
     assert result.exit_code == 0 and "note:" not in result.stderr
+
+
+def test_a_chunk_of_room_tone_in_a_long_file_is_not_matched():
+    """Chunks are matched on their own statistics, but one whose source holds no speech compared with the
+    whole file (room tone between takes) is left as the model made it: matching would paint the voice onto it."""
+    vc = vconv.load()
+    speech = vc.prepare_audio(EXAMPLES / "source.wav", None)
+    sr = vc.sample_rate
+    room = 0.003 * np.random.default_rng(0).standard_normal(7 * sr).astype(np.float32)  # 32 dB below the voice, far above the log floor
+    wav = np.concatenate([speech, room])
+    target = vc.target_voice([EXAMPLES / "target.wav"])
+    matched = vc.convert_wav(wav, target, chunk_seconds=3.0, overlap_seconds=0.5)
+    plain = vconv.load(target_match="off").convert_wav(wav, target, chunk_seconds=3.0, overlap_seconds=0.5)
+    tail = slice(speech.size + 3 * sr, wav.size - sr)  # covered only by chunks of room tone
+
+    def same(a: np.ndarray, b: np.ndarray) -> bool:  # equal up to the one per-file peak-limiting gain
+        return float(np.corrcoef(a, b)[0, 1]) > 0.9999
+
+    assert same(matched[tail], plain[tail])
+    assert not same(matched[: speech.size // 2], plain[: speech.size // 2])  # the speech is matched
+    assert is_pause(-9.0, -5.0) and not is_pause(-8.0, -5.0)

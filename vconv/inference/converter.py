@@ -32,7 +32,8 @@ from vconv.inference.bundle import BundleInfo, load_bundle
 from vconv.inference.chunking import process_in_chunks
 from vconv.inference.devices import check_device
 from vconv.inference.registry import resolve_bundle
-from vconv.inference.target_match import DEFAULT_MODE, MIN_SPEECH_FRAMES, SpectrumStats, check_mode, match_spectrum, spectrum_stats
+from vconv.inference.target_match import (DEFAULT_MODE, MIN_SPEECH_FRAMES, SpectrumStats, check_mode, energy_level, is_pause,
+                                         match_spectrum, spectrum_stats)
 
 AudioInput = Union[str, Path, np.ndarray]
 MIN_SECONDS = 0.1  # the content encoder needs a few frames; 0.1 s is ~6 frames at hop 256
@@ -183,7 +184,8 @@ class VoiceConverter:
 
         ``target``: a :class:`TargetVoice` (:meth:`target_voice`), or a bare embedding ``[1, S]``, which
         converts without target-spectrum matching (there are no target statistics to match).
-        Each chunk is matched on its own statistics (chunks are long enough, 20 s by default, for them to be stable).
+        Each chunk is matched on its own statistics (chunks are long enough, 20 s by default, for them to be stable),
+        except a chunk whose source holds no speech compared with the whole file (``target_match.is_pause``).
         Keep some overlap: with none, a Whisper content front-end sees no context across a join and the
         join is audible (``tests/test_convert.py`` measures it).
         """
@@ -197,12 +199,16 @@ class VoiceConverter:
         hop = self.features.hop_length
         chunk = max(hop * 8, int(chunk_seconds * self.sample_rate) // hop * hop)
         overlap = min(chunk // 2, int(overlap_seconds * self.sample_rate) // hop * hop)
+        matching = spectrum is not None and self.target_match != "off"
+        # several chunks: each is judged against the whole file's speech level, so a chunk of room tone is not matched
+        file_level = energy_level(self.frontend.log_mel(wav)) if matching and wav.size > chunk else None
 
         def convert_chunk(piece: np.ndarray) -> np.ndarray:
             # the target embedding is computed once per file and handed to the model's one conversion path
             converted = self.model.convert(self._model_input(piece), embedding=embedding)
             log_mel = self.frontend.denormalize(converted.float())
-            if spectrum is not None:
+            pause = file_level is not None and is_pause(energy_level(self.frontend.log_mel(piece)), file_level)
+            if matching and not pause:
                 log_mel = match_spectrum(log_mel, spectrum, self.target_match, floor=math.log(self.features.log_floor))
             return self._vocode(log_mel, piece.size)
 

@@ -20,11 +20,14 @@ bands), so a loud reference does not make a loud (or clipped) conversion.
 
 Statistics are pooled over *speech* frames only (loudness within ``SPEECH_RANGE_NATS`` of a loud
 frame), so pauses do not drag the mean down. With fewer than ``MIN_SPEECH_FRAMES`` speech frames on
-either side the statistics are not trusted and the utterance is left as the model made it.
+either side the statistics are not trusted and the utterance is left as the model made it. A long file is
+converted (and matched) in chunks; a chunk whose source is room tone compared with the whole file
+(:func:`is_pause`) is not matched at all.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -40,6 +43,9 @@ SPEECH_RANGE_NATS = 3.0
 LOUD_QUANTILE = 0.98
 MIN_SPEECH_FRAMES = 16  # ≈ 0.26 s at 62.5 frames/s
 STD_RATIO_RANGE = (0.5, 2.0)  # a near-constant band must not be blown up, nor a lively one flattened
+# a chunk whose loudest frames are this far below the file's (≈ 30 dB) is room tone, not speech: white noise
+# 32 dB below the README example's voice sits 4.1 nats below it, the voice itself 26 dB quieter 3.0
+PAUSE_RANGE_NATS = 3.5
 SLOW_FRAMES = 9  # the spread is scaled on the contour smoothed over this many frames (≈ 140 ms at 62.5 frames/s)
 
 
@@ -67,14 +73,38 @@ def check_mode(mode: str, what: str = "target matching") -> str:
     return mode
 
 
+def loud_level(log_mel: torch.Tensor) -> float:
+    """``[n_mels, F]`` → the loudness of its loud frames: the ``LOUD_QUANTILE`` of the per-frame mean
+    log-magnitude (``-inf`` for no frames)."""
+    loudness = log_mel.float().mean(0)  # [F]
+    if loudness.numel() == 0:
+        return float("-inf")
+    return float(torch.quantile(loudness, LOUD_QUANTILE)) if loudness.numel() > 1 else float(loudness.max())
+
+
+def energy_level(log_mel: torch.Tensor) -> float:
+    """``[n_mels, F]`` → the level of its loud frames by energy: the ``LOUD_QUANTILE`` of each frame's log of
+    the mean mel magnitude (``-inf`` for no frames). Unlike :func:`loud_level` (a mean of logs, in which a flat
+    noise's high bands weigh as much as the voice's strong low ones) it follows what a listener hears as loud."""
+    if log_mel.shape[-1] == 0:
+        return float("-inf")
+    energy = torch.logsumexp(log_mel.float(), dim=0) - math.log(log_mel.shape[0])  # [F]
+    return float(torch.quantile(energy, LOUD_QUANTILE)) if energy.numel() > 1 else float(energy.max())
+
+
+def is_pause(chunk_level: float, file_level: float) -> bool:
+    """Whether a chunk of a long file holds no speech: its loud frames stay ``PAUSE_RANGE_NATS`` below the
+    whole file's (both :func:`energy_level` of the *source*). Such a chunk (room tone between two takes)
+    must not be matched on its own statistics, which would give the noise the voice's spectrum."""
+    return chunk_level < file_level - PAUSE_RANGE_NATS
+
+
 def speech_frames(log_mel: torch.Tensor) -> torch.Tensor:
     """``[n_mels, F]`` → ``[n_mels, F']``: the frames whose mean log-magnitude is within
     ``SPEECH_RANGE_NATS`` of the loud frames (``F' ≤ F``; all of them for a constant input)."""
-    loudness = log_mel.float().mean(0)  # [F]
-    if loudness.numel() == 0:
+    if log_mel.shape[-1] == 0:
         return log_mel
-    anchor = torch.quantile(loudness, LOUD_QUANTILE) if loudness.numel() > 1 else loudness.max()
-    return log_mel[:, loudness >= anchor - SPEECH_RANGE_NATS]
+    return log_mel[:, log_mel.float().mean(0) >= loud_level(log_mel) - SPEECH_RANGE_NATS]
 
 
 def spectrum_stats(log_mels: Sequence[torch.Tensor]) -> SpectrumStats:
@@ -116,7 +146,7 @@ def match_spectrum(log_mel: torch.Tensor, target: SpectrumStats, mode: str = DEF
     out = []
     for x in log_mel:  # each utterance of the batch has its own statistics
         own = spectrum_stats([x])
-        silent = floor is not None and float(torch.quantile(x.float().mean(0), LOUD_QUANTILE)) < floor + SPEECH_RANGE_NATS
+        silent = floor is not None and loud_level(x) < floor + SPEECH_RANGE_NATS
         if not own.trusted or silent:
             out.append(x)
             continue
