@@ -232,8 +232,8 @@ def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, 
     """Load a bundle by name or folder (default: the shipped model) as a :class:`VoiceConverter`.
 
     ``fast`` runs the bundle's neural vocoder without its inference-time post-processing (phase
-    consistency and mel-envelope matching passes): about 40 % less time per conversion (RTF 0.050 ->
-    0.028 for a front-end bundle, ``benchmarks/bench_convert.py``), at the quality cost that
+    consistency and mel-envelope matching passes): about 20 % less time per conversion with the shipped
+    bundle's 4 + 4 passes (RTF 0.0256 -> 0.0206, ``benchmarks/bench_convert.py``), at the quality cost that
     ``recipes/voices/MODEL_HISTORY.md`` measures ("network only").
     """
     from vconv.vocoders import get_vocoder, load_bundle_vocoder
