@@ -34,6 +34,43 @@ def test_identity_through_chunks_is_the_input(length, overlap):
     np.testing.assert_allclose(y, x, rtol=0, atol=1e-6)  # the fades sum to one wherever chunks overlap
 
 
+def _spoilt_at_the_edges(piece: np.ndarray, edge: int = 16) -> np.ndarray:
+    """A stand-in for a model whose output is wrong near the ends of its input: zeros there."""
+    out = piece.copy()
+    out[:edge] = out[-edge:] = 0.0
+    return out
+
+
+@pytest.mark.parametrize("overlap", [0, 64])
+def test_context_keeps_a_models_edge_effects_away_from_the_joins(overlap):
+    x = np.random.default_rng(1).standard_normal(1000).astype(np.float32)
+    inner = slice(16, -16)  # the signal's own ends stay edges: no context exists there
+    without = process_in_chunks(x, _spoilt_at_the_edges, chunk=256, overlap=overlap, hop=8)
+    assert np.abs(without - x)[inner].max() > 0.5  # joins carry the dropouts (overlap only softens them)
+    with_ctx = process_in_chunks(x, _spoilt_at_the_edges, chunk=256, overlap=overlap, hop=8, context=16)
+    np.testing.assert_allclose(with_ctx[inner], x[inner], rtol=0, atol=1e-6)
+
+
+def test_context_is_clipped_at_the_signal_ends_and_frames_stay_on_the_hop_grid():
+    seen = []
+
+    def record(piece: np.ndarray) -> np.ndarray:
+        seen.append(piece[0])  # x[i] == i, so the first value is where the piece starts
+        return piece.copy()
+
+    x = np.arange(600, dtype=np.float32)
+    y = process_in_chunks(x, record, chunk=256, overlap=0, hop=8, context=24)
+    np.testing.assert_array_equal(y, x)
+    assert seen == [0, 256 - 24, 512 - 24]  # chunks start at 0, 256, 512; none reads before 0 (or past the end)
+    assert all(s % 8 == 0 for s in seen)
+
+
+@pytest.mark.parametrize("context", [-8, 12])
+def test_bad_context_is_refused(context):
+    with pytest.raises(ValueError, match="context"):
+        process_in_chunks(np.zeros(1000, np.float32), lambda p: p, chunk=256, overlap=0, hop=8, context=context)
+
+
 def test_overlap_add_cross_fades_linearly():
     out = overlap_add(6, [0, 2], [np.ones(4, np.float32), 2 * np.ones(4, np.float32)])
     np.testing.assert_allclose(out, [1, 1, 1, 2, 2, 2])  # fade over the 2 shared samples: 1*(1-w) + 2*w, w = 0, 1

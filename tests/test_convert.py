@@ -115,11 +115,12 @@ def test_chunked_conversion_of_a_long_input_is_continuous_and_matches_the_whole(
     """Away from the joins a chunked conversion sounds like the unchunked one; at the joins there is no jump.
 
     Compared as log-mels (the vocoder's phases may differ sample by sample). Measured with the shipped v5
-    on 10.7 s in 4 s chunks, as fractions of how far conversion itself moves the log-mel (0.97): away from
-    the joins 0.22 (1 s overlap) / 0.27 (none) / 0.26 (1 s, target matching), near them 0.34 / 0.61 / 0.38;
-    the largest frame-to-frame level step 0.93 / 1.15 / 0.93 of the unchunked one. Without overlap the
-    Whisper encoder sees no context across a join, hence the looser bound near the joins there (v4, mel
-    content: 0.26-0.36 with or without overlap).
+    (4 + 4 vocoder passes) on 10.7 s in 4 s chunks, as fractions of how far conversion itself moves the
+    log-mel (0.97): away from the joins 0.23 (1 s overlap) / 0.26 (none) / 0.27 (1 s, target matching),
+    near them 0.33 / 0.35 / 0.36; the largest frame-to-frame level step 0.91 / 0.98 / 1.03 of the unchunked
+    one. Before chunks were converted with context (``CONTEXT_SECONDS``), zero overlap gave 0.62 near the
+    joins and a step of 1.44: the model's first frames of every chunk, 1.7-3.7 nats too quiet, left a
+    ~50 ms dropout at each join.
     """
     vc = vconv.load()
     source = vc.prepare_audio(EXAMPLES / "source.wav", None)
@@ -134,7 +135,7 @@ def test_chunked_conversion_of_a_long_input_is_continuous_and_matches_the_whole(
     away = _seam_frames(vc, long.size, 4.0, overlap_seconds, margin_seconds=0.5)
     conversion_change = np.abs(b - vc.frontend.log_mel(long).numpy())[:, speech].mean()
     assert np.abs(a - b)[:, away & speech].mean() < 0.4 * conversion_change
-    assert np.abs(a - b)[:, ~away & speech].mean() < (0.5 if overlap_seconds > 0 else 0.7) * conversion_change
+    assert np.abs(a - b)[:, ~away & speech].mean() < 0.5 * conversion_change
     level = a.mean(axis=0)  # a click or a gap at a join is a step in the frame level
     assert np.abs(np.diff(level)).max() < 1.25 * np.abs(np.diff(b.mean(axis=0))).max()
 

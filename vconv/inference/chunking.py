@@ -10,6 +10,13 @@ Chunks start on hop boundaries. When the remainder after the last full step woul
 (shorter than ``min_tail``), the last chunk is moved back so that it is a whole ``chunk`` long and
 overlaps its neighbour by more: no chunk is ever too short for the model (a few samples would give
 the instance norm nothing to normalise), whatever ``overlap`` is - including 0.
+
+Each chunk is also converted with up to ``context`` samples of its neighbours on either side, which are
+cut off again before the cross-fade. Why: a model's output is not like the rest at the edges of its
+input. Measured with the shipped v5 on a 4 s piece of speech against the same frames converted inside
+the whole file, the first 4 frames came out 1.7-3.7 nats quieter and the last ones up to 1.7 louder, so
+chunks joined with no overlap had a ~50 ms dropout at each join (a cross-fade hides it, but only where it
+is long enough). With context, where a chunk is cut and where the model's input ends are not the same place.
 """
 
 from __future__ import annotations
@@ -59,13 +66,28 @@ def overlap_add(length: int, starts: list[int], pieces: list[np.ndarray]) -> np.
     return out
 
 
+def with_context(wav: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], start: int, stop: int,
+                 context: int) -> np.ndarray:
+    """``fn`` applied to ``wav[start - context : stop + context]`` (clipped to the signal), then cut back to
+    the ``[stop - start]`` samples of ``wav[start:stop]``. With ``start`` and ``context`` on hop boundaries,
+    the frames ``fn`` computes line up with the whole signal's."""
+    lead = min(context, start)
+    piece = wav[start - lead : min(wav.size, stop + context)]
+    return fn(piece)[lead : lead + stop - start]
+
+
 def process_in_chunks(wav: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], *, chunk: int, overlap: int,
-                      hop: int = 1) -> np.ndarray:
+                      hop: int = 1, context: int = 0) -> np.ndarray:
     """``fn`` applied to overlapping chunks of ``wav [T]`` and cross-faded back into ``[T]``.
 
-    ``fn`` maps a ``[n]`` chunk to ``[n]`` samples. One chunk (no copy, no fade) when ``T <= chunk``.
+    ``fn`` maps a ``[n]`` chunk to ``[n]`` samples; it sees up to ``context`` more samples on each side of a
+    chunk than the chunk keeps (a multiple of ``hop``, so frames stay aligned). One chunk (no copy, no
+    fade, no context) when ``T <= chunk``.
     """
+    if context < 0 or context % hop:
+        raise ValueError(f"need context >= 0 on a hop boundary ({hop}), got {context}")
     starts = chunk_starts(wav.size, chunk, overlap, hop)
     if len(starts) == 1:
         return fn(wav)
-    return overlap_add(wav.size, starts, [fn(wav[s : s + chunk]) for s in starts])
+    pieces = [with_context(wav, fn, s, min(wav.size, s + chunk), context) for s in starts]
+    return overlap_add(wav.size, starts, pieces)
