@@ -219,7 +219,7 @@ class VoiceConverter:
 
 
 # how much of its neighbours each chunk of a long input sees on either side (trimmed before the cross-fade):
-# the model's output settles within ~5 frames (80 ms) of an input edge; 0.5 s costs 5 % more work at 20 s chunks
+# the model's output settles within ~6 frames (0.1 s) of an input edge; 0.5 s costs 5 % more work at 20 s chunks
 CONTEXT_SECONDS = 0.5
 PEAK = 0.99  # full scale less a margin, so 16-bit files and players do not clip
 
