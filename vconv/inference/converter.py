@@ -208,7 +208,7 @@ class VoiceConverter:
             # the target embedding is computed once per file and handed to the model's one conversion path
             converted = self.model.convert(self._model_input(piece), embedding=embedding)
             log_mel = self.frontend.denormalize(converted.float())
-            # the piece includes its context: room tone within 0.5 s of speech is matched on that speech's
+            # the piece includes its context: room tone within CONTEXT_SECONDS of speech is matched on that speech's
             # statistics (speech frames only), as a pause inside one chunk is
             pause = file_level is not None and is_pause(energy_level(self.frontend.log_mel(piece)), file_level)
             if matching and not pause:
