@@ -42,7 +42,7 @@ def tiny_bundle(tmp_path_factory) -> Path:
     """A randomly initialised debug-size VC model saved as a bundle (fp16 weights)."""
     import torch
 
-    from vconv.inference.bundle import save_bundle
+    from vconv.bundles import save_bundle
     from vconv.config import load_run_config
     from vconv.audio.frontend import FeatureStats, FrontEnd
     from vconv.models import build_model

@@ -159,9 +159,9 @@ def test_package_writes_an_fp16_bundle_with_vocoder_and_model_card(run_dir, voco
 
 def test_card_says_what_the_content_path_read_in_training():
     from vconv.config import ModelConfig
-    from vconv.inference.package import content_perturbation_line
+    from vconv.training.package import content_perturbation_line
 
-    whisper = ModelConfig(content_input="whisper")
+    whisper = ModelConfig(content_frontend={"kind": "whisper"})
     assert content_perturbation_line(ModelConfig(), {"perturb_content": False}) == "timbre perturbation of the content path = False"
     line = content_perturbation_line(whisper, {"perturb_content": True, "content_twins": "t.json", "content_twin_probability": 0.5})
     assert line.startswith("no timbre perturbation") and line.endswith("with probability 0.5")
@@ -214,9 +214,9 @@ def test_package_bad_inputs_are_one_line_errors(run_dir, tmp_path):
 
 def test_card_names_the_pretrained_front_ends_and_their_sizes(tmp_path):
     from vconv.config import ModelConfig
-    from vconv.inference.package import frontends_line
+    from vconv.training.package import frontends_line
 
     (tmp_path / "whisper_encoder.safetensors").write_bytes(b"\0" * 2_500_000)
-    line = frontends_line(ModelConfig(content_input="whisper", whisper_layer=4, speaker_input="dvector"), tmp_path)
+    line = frontends_line(ModelConfig(content_frontend={"kind": "whisper", "layer": 4}, speaker_frontend={"kind": "dvector"}), tmp_path)
     assert "Whisper tiny.en encoder states of block 4" in line and "2.5 MB" in line
     assert "d-vector (`dvector.onnx`, missing)" in line  # a file the bundle should hold and does not is said so

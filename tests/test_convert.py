@@ -17,7 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 import vconv
-from vconv.inference.bundle import load_bundle
+from vconv.bundles import load_bundle
 from vconv.training.runs import load_training_state
 from vconv.cli import app
 from vconv.config import FeatureConfig

@@ -1,5 +1,5 @@
 """Pretrained front-ends: the Whisper port against CTranslate2, the d-vector, frame alignment, extraction,
-and every content_input x speaker_input combination trained, exported and converted on CPU."""
+and every content x speaker front-end combination trained, exported and converted on CPU."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import soundfile as sf
 import torch
 
 import vconv
-from vconv.audio.frontend import align_to_mel_frames
+from vconv.frontends.whisper import align_to_mel_frames
 from vconv.audio.pretrained import DVECTOR_FILE, WHISPER_FILE, load_whisper_encoder, prepare_frontends, read_frontends_index
 from vconv.audio.whisper import WhisperLogMel, read_ctranslate2_variables
-from vconv.config import load_run_config
+from vconv.config import ModelConfig, load_run_config
 from vconv.data.extract import extract_features
 from vconv.data.feature_files import load_feature_tensors
 from vconv.data.manifest import feature_path, read_manifest
@@ -27,6 +27,8 @@ from vconv.training.vc_trainer import ModelTrainer
 
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+WHISPER_2 = ("content", {"kind": "whisper", "layer": 2})
+DVECTOR = ("speaker", {"kind": "dvector"})
 
 
 @pytest.fixture(scope="module")
@@ -108,16 +110,16 @@ def test_extract_stores_the_front_end_outputs_and_reruns_only_what_is_missing(fr
     first = extract_features(manifests / "all.jsonl", out, progress=False)
     assert first.written == 24
     second = extract_features(manifests / "all.jsonl", out, progress=False, frontends_dir=frontends,
-                              whisper_layers=(2, 4), dvector=True)
+                              frontends=[WHISPER_2, ("content", {"kind": "whisper", "layer": 4}), DVECTOR])
     assert second.written == 24  # the mel-only files lacked the new tensors
     utt = read_manifest(manifests / "all.jsonl")[0]
     tensors = load_feature_tensors(feature_path(out, utt), None, ("mel", "whisper2", "whisper4", "dvector"))
     assert tensors["whisper2"].shape == (384, tensors["mel"].shape[1]) and tensors["dvector"].shape == (256,)
     assert not torch.equal(tensors["whisper2"], tensors["whisper4"])
-    third = extract_features(manifests / "all.jsonl", out, progress=False, frontends_dir=frontends, whisper_layers=(2,), dvector=True)
+    third = extract_features(manifests / "all.jsonl", out, progress=False, frontends_dir=frontends, frontends=[WHISPER_2, DVECTOR])
     assert third.written == 0 and third.already_done == 24
     with pytest.raises(VconvError, match="front-end folder"):
-        extract_features(manifests / "all.jsonl", out, progress=False, whisper_layers=(2,))
+        extract_features(manifests / "all.jsonl", out, progress=False, frontends=[WHISPER_2])
 
 
 @pytest.mark.parametrize(("content", "speaker"), [("mel", "mel"), ("whisper", "mel"), ("mel", "dvector"), ("whisper", "dvector")])
@@ -125,13 +127,15 @@ def test_each_front_end_combination_trains_exports_and_converts(content, speaker
     features, model, train = load_run_config("debug", [
         f"train.train_manifest={manifests / 'train.jsonl'}", f"train.valid_manifest={manifests / 'valid.jsonl'}",
         f"train.run_dir={tmp_path / 'run'}", f"train.frontends_dir={frontends}", "train.steps=4", "train.valid_every=4",
-        f"model.content_input={content}", f"model.speaker_input={speaker}", "model.whisper_layer=2",
+        f"model.content_frontend={{kind: {content}}}", f"model.speaker_frontend={{kind: {speaker}}}",
+        *(["model.content_frontend.layer=2"] if content == "whisper" else []),
     ])
     history = ModelTrainer(features, model, train, progress=False).fit()
     assert [r for r in history if r["split"] == "valid"]
     bundle = tmp_path / "run" / "model"
     config = json.loads((bundle / "config.json").read_text())
-    assert config["frontends"]["content"] == content and config["frontends"]["speaker"] == speaker
+    assert config["model_config"]["content_frontend"]["kind"] == content
+    assert config["model_config"]["speaker_frontend"] == {"kind": speaker}
     assert (WHISPER_FILE in config["sha256"]) == (content == "whisper")
     assert (DVECTOR_FILE in config["sha256"]) == (speaker == "dvector")
     vc = vconv.load(bundle, vocoder="griffinlim")
@@ -145,7 +149,8 @@ def test_each_front_end_combination_trains_exports_and_converts(content, speaker
 def test_a_bundle_whose_front_end_weights_are_missing_or_altered_is_refused(name, frontends, manifests, tmp_path):
     features, model, train = load_run_config("debug", [
         f"train.train_manifest={manifests / 'train.jsonl'}", f"train.run_dir={tmp_path / 'run'}",
-        f"train.frontends_dir={frontends}", "train.steps=1", "model.content_input=whisper", "model.speaker_input=dvector",
+        f"train.frontends_dir={frontends}", "train.steps=1", "model.content_frontend.kind=whisper",
+        "model.speaker_frontend.kind=dvector",
     ])
     ModelTrainer(features, model, train, progress=False).fit()
     bundle = tmp_path / "run" / "model"
@@ -170,12 +175,12 @@ def test_evaluate_refuses_a_judge_that_shares_weights_with_the_model(frontends, 
     from vconv.evaluation.judges import Judges, check_independence
 
     with pytest.raises(VconvError, match="shares its weights"):
-        check_independence(Judges(asr=AsrJudge(model="tiny.en")), {"content": "whisper", "speaker": "mel"})
-    check_independence(Judges(asr=AsrJudge(model="base")), {"content": "whisper", "speaker": "mel"})
-    check_independence(Judges(asr=AsrJudge(model="tiny.en")), {"content": "mel", "speaker": "dvector"})
+        check_independence(Judges(asr=AsrJudge(model="tiny.en")), ModelConfig(content_frontend={"kind": "whisper"}))
+    check_independence(Judges(asr=AsrJudge(model="base")), ModelConfig(content_frontend={"kind": "whisper"}))
+    check_independence(Judges(asr=AsrJudge(model="tiny.en")), ModelConfig(speaker_frontend={"kind": "dvector"}))
     features, model, train = load_run_config("debug", [
         f"train.train_manifest={manifests / 'train.jsonl'}", f"train.run_dir={tmp_path / 'run'}",
-        f"train.frontends_dir={frontends}", "train.steps=1", "model.content_input=whisper",
+        f"train.frontends_dir={frontends}", "train.steps=1", "model.content_frontend.kind=whisper",
     ])
     ModelTrainer(features, model, train, progress=False).fit()
     result = CliRunner().invoke(app, ["evaluate", "-m", str(tmp_path / "run" / "model"), "--manifest",

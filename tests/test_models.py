@@ -21,6 +21,7 @@ from vconv.models import (
     build_model,
 )
 from vconv.models.speaker import stats_pool
+from vconv.models.vc import adversary_for, content_encoder_for, decoder_for, speaker_encoder_for
 from vconv.models.quantize import QuantizerOutput
 
 
@@ -52,7 +53,7 @@ def tiny(**overrides) -> ModelConfig:
 @pytest.mark.parametrize("downsample", [[1, 1], [1, 2], [2, 2], [3, 2]])
 @pytest.mark.parametrize("frames", [7, 37, 40, 41])
 def test_content_encoder_shapes(downsample, frames):
-    enc = ContentEncoder(tiny(downsample=downsample))
+    enc = content_encoder_for(tiny(downsample=downsample), 16)
     assert enc.total_stride == math.prod(downsample)
     z = enc.eval()(torch.randn(2, 16, frames))
     assert z.shape == (2, 8, math.ceil(frames / enc.total_stride))
@@ -60,7 +61,7 @@ def test_content_encoder_shapes(downsample, frames):
 
 
 def test_content_encoder_refuses_too_short_input():
-    enc = ContentEncoder(tiny(downsample=[2, 2]))
+    enc = content_encoder_for(tiny(downsample=[2, 2]), 16)
     assert enc(torch.randn(1, 16, enc.min_frames)).shape[-1] == 2
     with pytest.raises(VconvError, match="too short"):
         enc(torch.randn(1, 16, enc.min_frames - 1))
@@ -68,14 +69,14 @@ def test_content_encoder_refuses_too_short_input():
 
 def test_content_encoder_rejects_stride_count_mismatch():
     with pytest.raises(VconvError, match="downsample"):
-        ContentEncoder(tiny(content_blocks=3, downsample=[1, 2]))
+        content_encoder_for(tiny(content_blocks=3, downsample=[1, 2]), 16)
     with pytest.raises(VconvError, match="downsample"):
-        ContentEncoder(tiny(downsample=[1, 0]))
+        content_encoder_for(tiny(downsample=[1, 0]), 16)
 
 
 def test_content_encoder_instance_norm_outputs_are_normalised():
     torch.manual_seed(0)
-    enc = ContentEncoder(tiny())
+    enc = content_encoder_for(tiny(), 16)
     seen: list[torch.Tensor] = []
     hooks = [b.norm.register_forward_hook(lambda m, i, o: seen.append(o)) for b in enc.blocks]
     # speaker-like offsets and scales per channel that the norms must remove
@@ -95,7 +96,7 @@ def test_content_encoder_instance_norm_outputs_are_normalised():
 
 def test_speaker_encoder_shapes_and_lengths():
     torch.manual_seed(0)
-    enc = SpeakerEncoder(tiny()).eval()
+    enc = speaker_encoder_for(tiny(), 16).eval()
     assert enc(torch.randn(3, 16, 25)).shape == (3, 12)
     # stats pooling with lengths ignores padded frames exactly
     h = torch.randn(2, 5, 30)
@@ -114,7 +115,7 @@ def test_speaker_encoder_shapes_and_lengths():
 
 def test_embed_many_averages_references():
     torch.manual_seed(0)
-    enc = SpeakerEncoder(tiny()).eval()
+    enc = speaker_encoder_for(tiny(), 16).eval()
     refs = [torch.randn(16, t) for t in (20, 33, 41)]
     single = torch.stack([enc(r[None])[0] for r in refs])
     torch.testing.assert_close(enc.embed_many(refs), single.mean(0))
@@ -129,7 +130,7 @@ def test_embed_many_averages_references():
 @pytest.mark.parametrize("stride", [1, 2, 3])
 @pytest.mark.parametrize("length", [1, 37, 40, 41])
 def test_decoder_output_length(stride, length):
-    dec = AdaINDecoder(tiny(), stride=stride)
+    dec = decoder_for(tiny(), stride)
     t_code = math.ceil(length / stride)
     q, e = torch.randn(2, 8, t_code), torch.randn(2, 12)
     assert dec(q, e, length).shape == (2, 16, length)
@@ -139,7 +140,7 @@ def test_decoder_output_length(stride, length):
 
 def test_decoder_output_depends_on_speaker():
     torch.manual_seed(0)
-    dec = AdaINDecoder(tiny(), stride=2)
+    dec = decoder_for(tiny(), 2)
     for p in dec.parameters():  # AdaIN starts near identity; make the speaker's influence visible
         torch.nn.init.normal_(p, std=0.3)
     q = torch.randn(1, 8, 10)
@@ -148,7 +149,7 @@ def test_decoder_output_depends_on_speaker():
 
 def test_speaker_classifier_shapes_and_reversal():
     torch.manual_seed(0)
-    clf = SpeakerClassifier(tiny(n_speakers=5))
+    clf = adversary_for(tiny(n_speakers=5))
     q = torch.randn(2, 8, 13, requires_grad=True)
     logits = clf(q)
     assert logits.shape == (2, 5)
@@ -238,11 +239,11 @@ def test_convert_keeps_length_shape_and_model_state():
 
 def test_mismatched_strides_are_refused():
     cfg = tiny()
-    content = ContentEncoder(cfg)
+    content = content_encoder_for(cfg, 16)
     model = build_model(cfg)
     with pytest.raises(VconvError, match="up-samples"):
         VoiceConversionModel(
-            content, model.quantizer, model.speaker_encoder, AdaINDecoder(cfg, stride=3), config=cfg
+            content, model.quantizer, model.speaker_encoder, decoder_for(cfg, 3), config=cfg
         )
 
 

@@ -58,7 +58,7 @@ def bundle_copy(tiny_bundle, tmp_path_factory) -> Path:
 
 
 def _load_bundle_with_config(bundle: Path, config_bytes: bytes, scratch: Path) -> None:
-    from vconv.inference.bundle import load_bundle
+    from vconv.bundles import load_bundle
 
     target = scratch / "b"
     if target.exists():
@@ -113,7 +113,7 @@ def test_bundle_config_with_a_mutated_value(data, bundle_copy, tmp_path, small_b
 def test_bundle_weights_of_random_bytes(data, keep_digest, bundle_copy, tmp_path, small_budget):
     """Garbage weights are refused by the digest, or (digest updated, as a forger would) by the parser."""
     from vconv.fileio import sha256_of
-    from vconv.inference.bundle import load_bundle
+    from vconv.bundles import load_bundle
 
     target = tmp_path / "w"
     if target.exists():
@@ -178,7 +178,7 @@ def test_manifest_with_mutated_values(key, value, ids, tmp_path):
 SECTIONS = {
     "features": ["sample_rate", "n_fft", "hop_length", "win_length", "n_mels", "fmin", "fmax", "log_floor"],
     "model": ["n_mels", "channels", "content_blocks", "downsample", "code_dim", "codebook_size", "vq_groups", "speaker_dim",
-              "decoder_blocks", "kernel_size", "dropout", "adversary", "n_speakers", "content_input", "whisper_layer"],
+              "decoder_blocks", "kernel_size", "dropout", "adversary", "n_speakers", "content_frontend", "speaker_frontend"],
     "train": ["steps", "batch_size", "lr", "bf16", "seed", "threads", "segment_frames", "valid_manifest", "keep_checkpoints"],
 }
 

@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 import vconv
-from vconv.inference.bundle import save_bundle
+from vconv.bundles import save_bundle
 from vconv.cli import app
 from vconv.config import FeatureConfig, load_run_config
 from vconv.errors import VconvError
@@ -22,9 +22,10 @@ from vconv.models import build_model
 from vconv.data.prepare import prepare_corpus
 from vconv.training.base import lr_lambda
 from vconv.training.vocoder_trainer import VocoderTrainer, export_checkpoint
-from vconv.inference.bundle import attach_vocoder
+from vconv.bundles import attach_vocoder
 from vconv.config import load_vocoder_run_config
-from vconv.vocoders import VocoderConfig, VocosVocoder, get_vocoder, load_bundle_vocoder, load_vocoder
+from vconv.bundles import load_bundle_vocoder
+from vconv.vocoders import VocoderConfig, VocosVocoder, get_vocoder, load_vocoder
 from vconv.vocoders.discriminators import CombinedDiscriminator
 from vconv.vocoders.losses import MultiResolutionSTFTLoss, PhaseLoss, discriminator_loss, feature_matching_loss, generator_loss
 from vconv.vocoders.vocos import save_vocoder

@@ -98,20 +98,35 @@ RUN_CONFIG_KEYS = {"base", "features", "model", "vocoder", "train"}
 
 
 def _extract_settings(config: Optional[str]) -> tuple:
-    """``(FeatureConfig, whisper layers, d-vector?)`` of ``--config``: a plain FeatureConfig YAML, or a run
-    config (its ``features`` section, and what its ``model`` section's encoders read)."""
+    """``(FeatureConfig, {role: [front-end part sections]})`` of ``--config``: a plain FeatureConfig YAML, or
+    a run config (its ``features`` section, and the front-end parts its ``model`` section's encoders read)."""
     from vconv.config import FeatureConfig, ModelConfig, load_sections, load_yaml, resolve_config_path
 
     if not config:
-        return FeatureConfig(), (), False
+        return FeatureConfig(), {"content": [], "speaker": []}
     path = resolve_config_path(config)  # a file, or a packaged preset name
     data = load_yaml(path)
     if not data.keys() & RUN_CONFIG_KEYS:
-        return FeatureConfig.from_dict(data), (), False
+        return FeatureConfig.from_dict(data), {"content": [], "speaker": []}
     sections = load_sections(path, [], ("features", "model", "vocoder", "train"))  # base: chains followed
     model = ModelConfig.from_dict(sections["model"])
-    layers = (model.whisper_layer,) if model.content_input == "whisper" else ()
-    return FeatureConfig.from_dict(sections["features"]), layers, model.speaker_input == "dvector"
+    return FeatureConfig.from_dict(sections["features"]), {"content": [model.content_frontend], "speaker": [model.speaker_frontend]}
+
+
+def _whisper_sections(option: str) -> list[dict]:
+    """``--whisper-layers 2,4`` as Whisper content-part sections, each checked by the part."""
+    from vconv.frontends import build_frontend_part
+
+    try:
+        sections = [{"kind": "whisper", "layer": int(x)} for x in split_list(option) or []]
+    except ValueError:
+        raise VconvError(f"--whisper-layers {option!r}: expected block numbers such as 2,4") from None
+    for section in sections:
+        try:
+            build_frontend_part("content", section)
+        except VconvError as exc:
+            raise VconvError(f"--whisper-layers {option!r}: {str(exc).split(': ', 1)[-1]}") from None
+    return sections
 
 
 @app.command()
@@ -132,19 +147,14 @@ def extract(
     are skipped; bad files are listed on stderr and make the exit code 3 (unless --allow-skips)."""
     from vconv.data.extract import extract_features
 
-    cfg, layers, wants_dvector = _extract_settings(config)
-    if whisper_layers is not None:
-        try:
-            layers = tuple(int(x) for x in split_list(whisper_layers) or [])
-        except ValueError:
-            raise VconvError(f"--whisper-layers {whisper_layers!r}: expected block numbers such as 2,4") from None
-        from vconv.config.sections import WHISPER_LAYERS
-
-        if any(not 1 <= layer <= WHISPER_LAYERS for layer in layers):
-            raise VconvError(f"--whisper-layers {whisper_layers!r}: Whisper tiny.en has blocks 1..{WHISPER_LAYERS}")
+    cfg, parts = _extract_settings(config)
+    if whisper_layers is not None:  # instead of what --config's content path reads
+        parts["content"] = _whisper_sections(whisper_layers)
+    if dvector is not None:  # instead of what --config's speaker path reads
+        parts["speaker"] = [{"kind": "dvector"}] if dvector else []
+    sections = [(role, section) for role, listed in parts.items() for section in listed]
     report = extract_features(manifest, out_dir, cfg, workers=workers, progress=progress, stats_from=stats_from,
-                              frontends_dir=frontends, whisper_layers=layers,
-                              dvector=wants_dvector if dvector is None else dvector)
+                              frontends_dir=frontends, frontends=sections)
     typer.echo(report.summary())
     finish_batch(report.written + report.already_done, report.bad, allow_failures=allow_skips)
 
@@ -181,7 +191,7 @@ def train(
 def _check_model(model: Optional[str], vocoder: Optional[str] = None) -> Path:
     """The bundle folder of ``--model`` with its config.json validated, and ``--vocoder`` known: both cheap,
     so a typo fails before the model's weights are loaded."""
-    from vconv.inference.bundle import read_bundle_config
+    from vconv.bundles import read_bundle_config
     from vconv.inference.registry import resolve_bundle
     from vconv.vocoders import VOCODERS
 
@@ -333,7 +343,7 @@ def evaluate(
     report = run_evaluation(
         pairs, out_dir=out, utterances=utterances, convert_fn=convert_fn if protocol is None else None, vocode_fn=vocode_fn,
         max_sources_per_speaker_pair=sources_per_pair, target_refs=target_refs, seed=seed, force=force, progress=progress, plots=plots, title=title, notes=notes,
-        judges=Judges.load(asr_model=asr_model), model_frontends=converter.info.extra.get("frontends") if converter else None,
+        judges=Judges.load(asr_model=asr_model), model_frontends=converter.info.model_config if converter else None,
     )
     typer.echo(report.summary_markdown)
     typer.echo(f"report: {out}")
@@ -344,7 +354,7 @@ def evaluate(
 def models() -> None:
     """List the model bundles vconv can find, and where; a broken one is marked `unusable: <reason>`."""
     from vconv.cli_common import one_line
-    from vconv.inference.bundle import read_bundle_info
+    from vconv.bundles import read_bundle_info
     from vconv.inference.registry import DEFAULT_BUNDLE, list_bundles, search_roots
 
     bundles = list_bundles()
@@ -372,7 +382,7 @@ def train_vocoder(
 ) -> None:
     """Train the neural (Vocos-style) vocoder on a manifest's audio; writes RUN_DIR/vocoder. Multi-GPU: torchrun."""
     from vconv.training.vocoder_trainer import VocoderTrainer
-    from vconv.inference.bundle import attach_vocoder
+    from vconv.bundles import attach_vocoder
     from vconv.config import load_vocoder_run_config
 
     extra = [f"train.vc_model={vc_model}"] if vc_model else []

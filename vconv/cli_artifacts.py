@@ -1,6 +1,6 @@
 """`vconv bundle ...` and `vconv frontend ...`: commands that make and change model artefacts.
 
-Each is a thin layer over a library function (:mod:`vconv.inference.bundle`, :mod:`vconv.inference.package`,
+Each is a thin layer over a library function (:mod:`vconv.bundles`, :mod:`vconv.training.package`,
 :mod:`vconv.audio.pretrained`); :mod:`vconv.cli` mounts both groups on the main app.
 """
 
@@ -34,7 +34,7 @@ def bundle_attach_vocoder(
     envelope_passes: Optional[int] = typer.Option(None, "--envelope-passes", help=PASSES_HELP.format("mel-envelope matching")),
 ) -> None:
     """Copy a trained neural vocoder into a VC bundle; `vconv convert` then uses it by default."""
-    from vconv.inference.bundle import attach_vocoder
+    from vconv.bundles import attach_vocoder
 
     attach_vocoder(bundle, vocoder_dir, passes=_passes(consistency_passes, envelope_passes))
     typer.echo(f"attached {vocoder_dir} to bundle {bundle}")
@@ -57,7 +57,7 @@ def bundle_package(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing OUT/NAME."),
 ) -> None:
     """Ship a training run: its model as a float16 bundle (+ vocoder) with a MODEL_CARD.md."""
-    from vconv.inference.package import package_run, read_speaker_file
+    from vconv.training.package import package_run, read_speaker_file
 
     report = package_run(
         run_dir, out, name, eval_dir=eval_dir, vocoder_dir=vocoder, notes=notes, card_template=card,

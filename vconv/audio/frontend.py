@@ -3,7 +3,7 @@
 Every stage goes through it - feature extraction (the raw log-mel it stores), both trainers (normalised
 batches), conversion and evaluation - so the mel settings and the normalisation statistics can never
 drift between training and conversion. A bundle stores both (``feature_config`` and ``feature_stats`` in
-its ``config.json``) and :func:`vconv.inference.bundle.load_bundle` rebuilds the front-end from them.
+its ``config.json``) and :func:`vconv.bundles.load_bundle` rebuilds the front-end from them.
 
 Spaces::
 
@@ -11,15 +11,11 @@ Spaces::
                --normalize--> model space [B, n_mels, F]  (zero mean, unit variance per mel bin)
     model output [B, n_mels, F] --denormalize--> log-mel [B, n_mels, F] --vocoder--> wav
 
-With pretrained parts (``ModelConfig.content_input = "whisper"`` / ``speaker_input = "dvector"``) the
-front-end also gives the encoders what they read instead of the mel::
+It also holds the model's two front-end parts (:mod:`vconv.frontends`: ``ModelConfig.content_frontend`` /
+``speaker_frontend``) and gives the encoders what they read::
 
-    wav [T] --whisper_features--> Whisper encoder states [384, F]  (block ``whisper_layer``, at the mel frame rate)
-    wav [T] --dvector_of--> d-vector [256]
-
-Whisper's 50 frames/s meet the mel's ``sample_rate / hop_length`` frames/s (62.5 at hop 256) in one
-place, :func:`align_to_mel_frames`: mel frame ``k`` (centred at ``k * hop`` samples) reads the Whisper
-state at the same instant, linearly interpolated between its two neighbours.
+    wav [T] --content_input--> [1, C, F]   (the normalised log-mel, or e.g. Whisper encoder states)
+    wav [T] --speaker_input--> [1, C, F] or [1, C]   (the normalised log-mel, or e.g. a d-vector)
 """
 
 from __future__ import annotations
@@ -34,9 +30,6 @@ import torch
 from torch import nn
 
 from vconv.audio.logmel import LogMel
-from vconv.audio.whisper import FRAME_RATE as WHISPER_FRAME_RATE
-from vconv.audio.whisper import SAMPLE_RATE as WHISPER_SAMPLE_RATE
-from vconv.audio.whisper import WhisperEncoder, WhisperLogMel
 from vconv.config import FeatureConfig
 from vconv.errors import VconvError
 
@@ -95,21 +88,6 @@ def compute_stats(mels: Iterable[torch.Tensor], min_std: float = 1e-3) -> Featur
     return FeatureStats(mean.float(), std.float(), count)
 
 
-def align_to_mel_frames(states: torch.Tensor, frames: int, mel_frame_rate: float) -> torch.Tensor:
-    """Whisper states ``[B, C, N]`` at 50 frames/s -> ``[B, C, frames]`` at ``mel_frame_rate`` frames/s.
-
-    Mel frame ``k`` is centred at ``k / mel_frame_rate`` s and Whisper state ``j`` at ``j / 50`` s (its
-    mel frames are centred STFT frames, the stride-2 conv keeps every other one), so frame ``k`` reads
-    position ``k * 50 / mel_frame_rate``, linearly interpolated; past the last state it repeats it.
-    """
-    position = torch.arange(frames, dtype=torch.float32, device=states.device) * (WHISPER_FRAME_RATE / mel_frame_rate)
-    position = position.clamp(max=states.shape[-1] - 1)
-    left = position.floor().long()
-    right = (left + 1).clamp(max=states.shape[-1] - 1)
-    weight = (position - left).to(states.dtype)
-    return states[..., left] * (1 - weight) + states[..., right] * weight
-
-
 class FrontEnd(nn.Module):
     """Mel settings + normalisation statistics as one module (statistics as buffers ``[n_mels]``).
 
@@ -119,8 +97,7 @@ class FrontEnd(nn.Module):
     ``config.json`` (:meth:`stats`), so a model's weights file holds only the model.
     """
 
-    def __init__(self, cfg: FeatureConfig, stats: FeatureStats | None = None, *, whisper: WhisperEncoder | None = None,
-                 whisper_layer: int | None = None, dvector: Any = None):
+    def __init__(self, cfg: FeatureConfig, stats: FeatureStats | None = None, *, content: Any = None, speaker: Any = None):
         super().__init__()
         if stats is None:  # log-mel only (a vocoder's input): normalisation is the identity
             stats = FeatureStats(torch.zeros(cfg.n_mels), torch.ones(cfg.n_mels), 0)
@@ -131,14 +108,13 @@ class FrontEnd(nn.Module):
         self.logmel = LogMel(cfg)
         self.register_buffer("mean", stats.mean.float().clone(), persistent=False)
         self.register_buffer("std", stats.std.float().clone(), persistent=False)
-        if (whisper is not None or dvector is not None) and cfg.sample_rate != WHISPER_SAMPLE_RATE:
-            raise VconvError(f"the pretrained front-ends need 16 kHz audio; features.sample_rate is {cfg.sample_rate}")
-        # pretrained parts (frozen): the content path reads Whisper when there is one, the speaker path
-        # the d-vector (a DVectorEmbedder, run by onnxruntime) when there is one
-        self.whisper = whisper.eval().requires_grad_(False) if whisper is not None else None
-        self.whisper_layer = whisper_layer or (whisper.config.layers if whisper is not None else None)
-        self.whisper_log_mel = WhisperLogMel() if whisper is not None else None
-        self.dvector = dvector
+        # what the two encoders read (vconv.frontends parts); None = the normalised log-mel
+        for part in (content, speaker):
+            needed = getattr(part, "sample_rate", None)
+            if needed is not None and needed != cfg.sample_rate:
+                raise VconvError(f"the {part.kind} front-end needs {needed} Hz audio; features.sample_rate is {cfg.sample_rate}")
+        self.content = content.eval().requires_grad_(False) if content is not None else None
+        self.speaker = speaker.eval().requires_grad_(False) if speaker is not None else None
 
     @property
     def sample_rate(self) -> int:
@@ -177,32 +153,16 @@ class FrontEnd(nn.Module):
     def forward(self, wav: torch.Tensor | np.ndarray) -> torch.Tensor:
         return self.normalize(self.log_mel(wav))
 
-    # ---------------------------------------------------------------------------- pretrained parts
-
-    @torch.no_grad()
-    def whisper_features(self, wav: np.ndarray) -> torch.Tensor:
-        """Mono ``[T]`` at 16 kHz -> Whisper encoder states ``[384, F]`` at the mel frame rate (``F = 1 + T // hop``)."""
-        if self.whisper is None:
-            raise VconvError("this front-end has no Whisper encoder (model.content_input is mel)")
-        x = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)).to(self.mean.device)
-        states = self.whisper(self.whisper_log_mel(x[None]), self.whisper_layer).transpose(1, 2)  # [1, C, N/2]
-        frames = 1 + wav.shape[-1] // self.cfg.hop_length
-        return align_to_mel_frames(states, frames, self.sample_rate / self.cfg.hop_length)[0]
-
-    def dvector_of(self, wav: np.ndarray) -> torch.Tensor:
-        """Mono ``[T]`` at 16 kHz -> the pretrained d-vector ``[256]`` (unit norm)."""
-        if self.dvector is None:
-            raise VconvError("this front-end has no d-vector embedder (model.speaker_input is mel)")
-        return torch.from_numpy(self.dvector(wav)).to(self.mean.device)
+    # ------------------------------------------------------------------------------- encoder inputs
 
     def content_input(self, wav: np.ndarray) -> torch.Tensor:
-        """What the content encoder reads for ``[T]``: ``[1, C, F]`` (normalised log-mel or Whisper states)."""
-        if self.whisper is not None:
-            return self.whisper_features(wav)[None]
-        return self(wav[None])
+        """What the content encoder reads for mono ``[T]``: ``[1, C, F]`` (by default the normalised log-mel)."""
+        if self.content is None:
+            return self(wav[None])
+        return self.content.compute(wav, self).float().to(self.mean.device)[None]
 
     def speaker_input(self, wav: np.ndarray) -> torch.Tensor:
-        """What the speaker encoder reads for ``[T]``: the normalised log-mel ``[1, n_mels, F]`` or a d-vector ``[1, 256]``."""
-        if self.dvector is not None:
-            return self.dvector_of(wav)[None]
-        return self(wav[None])
+        """What the speaker encoder reads for mono ``[T]``: ``[1, C, F]`` (by default the normalised log-mel) or ``[1, C]``."""
+        if self.speaker is None:
+            return self(wav[None])
+        return self.speaker.compute(wav, self).float().to(self.mean.device)[None]

@@ -211,11 +211,14 @@ def _load_with_base(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]
 def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     """Recursive dict merge: mappings merge key by key, anything else (lists too) is replaced.
 
-    An empty section (``model:`` with nothing under it, i.e. ``None``) keeps the base's section.
+    An empty section (``model:`` with nothing under it, i.e. ``None``) keeps the base's section. A mapping
+    that names another ``kind`` than the base's (a front-end part, ``{kind: mel}`` over ``{kind: whisper,
+    layer: 4}``) replaces it whole: another kind's settings would not fit it.
     """
     out = _deep_copy(base)
     for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+        other_kind = isinstance(value, Mapping) and isinstance(out.get(key), dict) and value.get("kind", out[key].get("kind")) != out[key].get("kind")
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict) and not other_kind:
             out[key] = _deep_merge(out[key], value)
         elif value is None and isinstance(out.get(key), dict):
             continue

@@ -11,15 +11,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Mapping
 
-from vconv.config.base import ConfigSection
+from vconv.config.base import ConfigSection, from_dict
 from vconv.errors import VconvError
 
-CONTENT_INPUTS = ("mel", "whisper")
-SPEAKER_INPUTS = ("mel", "dvector")
-WHISPER_WIDTH, WHISPER_LAYERS = 384, 4  # Whisper tiny.en's encoder (vconv.audio.whisper)
-DVECTOR_DIM = 256  # the pretrained d-vector (vconv.audio.dvector)
+from vconv.config.legacy import upgrade_model_config
 
 
 @dataclass(frozen=True)
@@ -77,7 +74,7 @@ class ModelConfig(ConfigSection):
               "code_dim": (1, 4096), "codebook_size": (1, 65536), "vq_beta": (0.0, 100.0), "vq_decay": (0.0, 1.0),
               "vq_dead_after": (0, 10**9), "vq_groups": (1, 4096), "speaker_channels": (1, 4096), "speaker_blocks": (1, 64),
               "speaker_dim": (1, 4096), "decoder_blocks": (1, 64), "kernel_size": (1, 63), "dropout": (0.0, 1.0),
-              "adversary_hidden": (1, 4096), "n_speakers": (0, 1_000_000), "whisper_layer": (1, 4)}
+              "adversary_hidden": (1, 4096), "n_speakers": (0, 1_000_000)}
 
     n_mels: int = 80
     channels: int = 256
@@ -100,26 +97,21 @@ class ModelConfig(ConfigSection):
     adversary: bool = True
     adversary_hidden: int = 256
     n_speakers: int = 0  # classifier classes; set from the training manifest
-    # what the encoders read (vconv.audio.frontend): "mel" (the normalised log-mel) or "whisper" (frozen
-    # Whisper tiny.en encoder states of block `whisper_layer`, 1-4, at the mel frame rate) for the content
-    # path; "mel" or "dvector" (a frozen pretrained 256-d d-vector, projected) for the speaker path
-    content_input: str = "mel"
-    whisper_layer: int = 4
-    speaker_input: str = "mel"
+    # what the encoders read: each a front-end part's section, {"kind": NAME, **its settings}
+    # (vconv.frontends: content "mel" | "whisper" with "layer" 1-4; speaker "mel" | "dvector")
+    content_frontend: dict[str, Any] = field(default_factory=lambda: {"kind": "mel"})
+    speaker_frontend: dict[str, Any] = field(default_factory=lambda: {"kind": "mel"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.content_input not in CONTENT_INPUTS:
-            raise VconvError(f"model.content_input must be one of {', '.join(CONTENT_INPUTS)}, got {self.content_input!r}")
-        if self.speaker_input not in SPEAKER_INPUTS:
-            raise VconvError(f"model.speaker_input must be one of {', '.join(SPEAKER_INPUTS)}, got {self.speaker_input!r}")
-        if not 1 <= self.whisper_layer <= WHISPER_LAYERS:
-            raise VconvError(f"model.whisper_layer must be in 1..{WHISPER_LAYERS}, got {self.whisper_layer}")
+        for name in ("content_frontend", "speaker_frontend"):
+            if not isinstance(getattr(self, name).get("kind"), str):
+                raise VconvError(f"model.{name} needs a kind, e.g. {{kind: mel}}; got {getattr(self, name)!r}")
 
-    @property
-    def content_channels(self) -> int:
-        """Channels of the content encoder's input: ``n_mels``, or the Whisper encoder's width."""
-        return WHISPER_WIDTH if self.content_input == "whisper" else self.n_mels
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
+        """As every section, after translating the keys of older configs (:mod:`vconv.config.legacy`)."""
+        return from_dict(cls, upgrade_model_config(data))
 
 
 @dataclass

@@ -90,6 +90,12 @@ def check_type(key: str, value: Any, hint: Any) -> None:
         for item in value:
             check_type(key, item, args[0] if args else Any)
         return
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise VconvError(f"{key}: expected a mapping of key: value, got {_show(value)}")
+        if len(value) > MAX_LIST_ITEMS:
+            raise VconvError(f"{key}: expected at most {MAX_LIST_ITEMS} keys, got {len(value)}")
+        return
     if hint in _TYPE_WORDS and not _fits(value, hint):
         raise VconvError(f"{key}: expected {_TYPE_WORDS[hint]}, got {_show(value)}")
 

@@ -8,9 +8,10 @@ names (:func:`vconv.data.manifest.read_manifest`), so no feature file is ever wr
 (or over those of the ``stats_from`` manifest, e.g. the training split) are written to
 ``OUT/stats.json``, and the FeatureConfig to ``OUT/features.yaml``.
 
-With a front-end folder (:mod:`vconv.audio.pretrained`), the files also hold what the pretrained
-front-ends give: Whisper states of the blocks in ``whisper_layers`` (aligned to the mel frames) and the
-d-vector, so training never runs them per step. A file lacking a requested tensor is redone.
+With front-end parts (:mod:`vconv.frontends`; their weights from a front-end folder, :mod:`vconv.audio.pretrained`),
+the files also hold what the parts give under each part's feature key (e.g. ``whisper4``: Whisper states of
+block 4 aligned to the mel frames; ``dvector``), so training never runs them per step. A file lacking a
+requested tensor is redone.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 from tqdm import tqdm
@@ -32,51 +33,63 @@ from vconv.errors import VconvError
 from vconv.fileio import write_text_atomic
 from vconv.paths import check_output_path
 from vconv.audio.frontend import FrontEnd, compute_stats
-from vconv.data.feature_files import load_feature_tensors, load_features, save_features, whisper_key
+from vconv.data.feature_files import load_feature_tensors, load_features, save_features
+from vconv.frontends import FrontEndPart, build_frontend_part, load_parts
 
 STATS_FILE = "stats.json"
 CONFIG_FILE = "features.yaml"
 
 
+FrontEndSection = tuple[str, dict[str, Any]]  # (role, part section), e.g. ("content", {"kind": "whisper", "layer": 4})
+
+
 @dataclass(frozen=True)
 class ExtractSpec:
-    """What to compute per utterance: the log-mel of ``features``, plus pretrained front-end outputs."""
+    """What to compute per utterance: the log-mel of ``features``, plus the outputs of front-end parts
+    (:mod:`vconv.frontends`) whose weights come from ``frontends_dir`` (``vconv frontend prepare``).
+
+    The log-mel parts need nothing beyond the mel, so they add no tensor.
+    """
 
     features: dict
     frontends_dir: str | None = None
-    whisper_layers: tuple[int, ...] = ()
-    dvector: bool = False
+    frontends: tuple[FrontEndSection, ...] = ()
+
+    def parts(self) -> list[FrontEndPart]:
+        """The extra parts (no weights loaded), each with its own feature key."""
+        built = [build_frontend_part(role, section) for role, section in self.frontends]
+        return [part for part in built if not part.is_log_mel]
 
     @property
     def keys(self) -> tuple[str, ...]:
-        return ("mel", *(whisper_key(layer) for layer in self.whisper_layers), *(("dvector",) if self.dvector else ()))
+        return ("mel", *dict.fromkeys(part.feature_key for part in self.parts()))
 
-    def frontend(self) -> FrontEnd:
-        """A front-end that can compute every requested tensor (pretrained parts loaded and checked)."""
+    def extractor(self) -> "Extractor":
+        """What computes every requested tensor (the parts' weights loaded and checked)."""
         cfg = FeatureConfig.from_dict(self.features)
-        if not (self.whisper_layers or self.dvector):
-            return FrontEnd(cfg)
-        from vconv.audio.pretrained import load_dvector_embedder, load_whisper_encoder, read_frontends_index
+        parts = self.parts()
+        if parts:
+            from vconv.audio.pretrained import read_frontends_index
 
-        if not self.frontends_dir:
-            raise VconvError("Whisper or d-vector features need a front-end folder (--frontends DIR, made by `vconv frontend prepare`)")
-        index = read_frontends_index(self.frontends_dir)
-        whisper = load_whisper_encoder(self.frontends_dir, index) if self.whisper_layers else None
-        dvector = load_dvector_embedder(self.frontends_dir, index) if self.dvector else None
-        return FrontEnd(cfg, whisper=whisper, dvector=dvector)
+            index = read_frontends_index(self.frontends_dir) if self.frontends_dir else {}
+            load_parts(tuple(parts), self.frontends_dir, index)
+        return Extractor(FrontEnd(cfg), parts)
 
-    def compute(self, frontend: FrontEnd, audio: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``(mel [n_mels, F], extra tensors)`` of one audio file."""
+
+@dataclass
+class Extractor:
+    """The log-mel front-end and the loaded extra parts of an :class:`ExtractSpec`."""
+
+    frontend: FrontEnd
+    parts: list[FrontEndPart]
+
+    def compute(self, audio: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(mel [n_mels, F], {feature key: tensor})`` of one audio file."""
         from vconv.audio.io import load
 
-        wav, _ = load(audio, frontend.sample_rate)
-        extra: dict[str, torch.Tensor] = {}
-        for layer in self.whisper_layers:
-            frontend.whisper_layer = layer
-            extra[whisper_key(layer)] = frontend.whisper_features(wav).half()  # half the disk; plenty of precision
-        if self.dvector:
-            extra["dvector"] = frontend.dvector_of(wav)
-        return frontend.log_mel(wav), extra
+        wav, _ = load(audio, self.frontend.sample_rate)
+        extra = {part.feature_key: part.compute(wav, self.frontend).to(part.storage_dtype) for part in self.parts}
+        return self.frontend.log_mel(wav), extra
 
 
 @dataclass
@@ -100,22 +113,22 @@ class ExtractReport:
         return text
 
 
-_WORKER_FRONTEND: FrontEnd | None = None
+_WORKER_EXTRACTOR: Extractor | None = None
 
 
 def _init_worker(spec: ExtractSpec) -> None:
-    global _WORKER_FRONTEND
+    global _WORKER_EXTRACTOR
     torch.set_num_threads(1)  # one process per core; intra-op threads would only fight each other
-    _WORKER_FRONTEND = spec.frontend()
+    _WORKER_EXTRACTOR = spec.extractor()
 
 
 def _extract_one(job: tuple[str, str, str, ExtractSpec]) -> tuple[str, float, str | None]:
     """Worker: ``(audio path, out path, id, spec)`` → ``(id, seconds of audio, error or None)``."""
     audio, out, utt_id, spec = job
     cfg = FeatureConfig.from_dict(spec.features)
-    frontend = _WORKER_FRONTEND or spec.frontend()
+    extractor = _WORKER_EXTRACTOR or spec.extractor()
     try:
-        mel, extra = spec.compute(frontend, audio)
+        mel, extra = extractor.compute(audio)
     except VconvError as exc:
         return utt_id, 0.0, str(exc).split(": ", 1)[-1]
     except Exception as exc:  # noqa: BLE001 - one bad file must not end a corpus run; reported at the end
@@ -145,20 +158,19 @@ def extract_features(
     write_stats: bool = True,
     stats_from: str | Path | None = None,
     frontends_dir: str | Path | None = None,
-    whisper_layers: tuple[int, ...] = (),
-    dvector: bool = False,
+    frontends: Sequence[FrontEndSection] = (),
 ) -> ExtractReport:
     """Compute features for every utterance of ``manifest`` into ``out_dir``; see the module docstring.
 
     ``stats_from``: a manifest (e.g. the training split) whose utterances' features give ``stats.json``,
     so normalisation never sees evaluation speakers; each of them must be in ``manifest`` or already
-    extracted in ``out_dir`` (checked before any work). ``frontends_dir``, ``whisper_layers`` and ``dvector``:
-    pretrained front-end outputs to store too (see the module docstring).
+    extracted in ``out_dir`` (checked before any work). ``frontends``: ``(role, section)`` of front-end
+    parts whose outputs to store too, their weights from ``frontends_dir`` (see the module docstring).
     """
     cfg = cfg or FeatureConfig()
     check_output_path(out_dir, expect="folder", what="feature folder")
-    spec = ExtractSpec(cfg.to_dict(), str(frontends_dir) if frontends_dir else None, tuple(whisper_layers), dvector)
-    spec.frontend()  # a missing or altered front-end file fails here, before any work
+    spec = ExtractSpec(cfg.to_dict(), str(frontends_dir) if frontends_dir else None, tuple(frontends))
+    spec.extractor()  # an unknown part, or a missing or altered front-end file, fails here, before any work
     out_dir = Path(out_dir)
     utterances = read_manifest(manifest, nonempty=True)
     stats_utterances = read_manifest(stats_from, nonempty=True) if stats_from else utterances
@@ -202,13 +214,13 @@ def extract_features(
 
 def _run(jobs: list[tuple[str, str, str, ExtractSpec]], workers: int, spec: ExtractSpec) -> Iterator[tuple[str, float, str | None]]:
     if workers <= 1 or len(jobs) <= 1:
-        global _WORKER_FRONTEND
-        previous, _WORKER_FRONTEND = _WORKER_FRONTEND, spec.frontend()
+        global _WORKER_EXTRACTOR
+        previous, _WORKER_EXTRACTOR = _WORKER_EXTRACTOR, spec.extractor()
         try:
             for job in jobs:
                 yield _extract_one(job)
         finally:
-            _WORKER_FRONTEND = previous
+            _WORKER_EXTRACTOR = previous
         return
     # fork where the OS has it (as torch's DataLoader does): workers start in milliseconds instead of
     # re-importing torch and librosa; each worker then uses a single intra-op thread.

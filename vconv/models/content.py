@@ -2,7 +2,7 @@
 
 ``ContentEncoder``: ``x [B, C_in, T] -> z [B, code_dim, T']`` with ``T' = ceil(T / prod(downsample))``, where
 ``x`` is the normalised log-mel (``C_in = n_mels``) or frozen Whisper encoder states at the mel frame
-rate (``C_in = 384``), as ``ModelConfig.content_input`` says.
+rate (``C_in = 384``): whatever the model's content front-end part gives (:mod:`vconv.frontends`).
 
 Following AdaIN-VC, every block ends in an instance norm without affine parameters: per-utterance channel
 means and scales - where much of the speaker's timbre lives - are removed at every level, and the
@@ -16,7 +16,6 @@ import math
 import torch
 from torch import nn
 
-from vconv.config import ModelConfig
 from vconv.errors import VconvError
 from vconv.models.layers import ConvBlock
 
@@ -48,38 +47,39 @@ class ContentBlock(nn.Module):
 class ContentEncoder(nn.Module):
     """Convolutional content encoder with instance normalisation (AdaIN-VC / VQVC lineage).
 
-    Shapes: ``mel [B, n_mels, T] -> z [B, code_dim, T']``, ``T' = ceil(T / total_stride)``.
+    Shapes: ``x [B, in_channels, T] -> z [B, code_dim, T']``, ``T' = ceil(T / total_stride)``.
 
-    ``cfg.content_blocks`` blocks of ``cfg.channels`` channels and kernel ``cfg.kernel_size``; block ``i``
-    is strided by ``cfg.downsample[i]``, and a 1x1 projection maps to ``cfg.code_dim``. The projection
-    is left unnormalised on purpose: the quantiser's codebook follows the encoder's scale.
+    ``blocks`` blocks of ``channels`` channels and kernel ``kernel_size``; block ``i`` is strided by
+    ``downsample[i]``, and a 1x1 projection maps to ``code_dim``. The projection is left unnormalised on
+    purpose: the quantiser's codebook follows the encoder's scale.
 
     Raises:
-        VconvError: when ``len(cfg.downsample) != cfg.content_blocks`` or a stride is not positive.
+        VconvError: when ``len(downsample) != blocks`` or a stride is not positive.
     """
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, *, in_channels: int, channels: int, blocks: int, downsample: list[int], code_dim: int,
+                 kernel_size: int, dropout: float = 0.0) -> None:
         super().__init__()
-        strides = list(cfg.downsample)
-        if len(strides) != cfg.content_blocks:
+        strides = list(downsample)
+        if len(strides) != blocks:
             raise VconvError(
                 f"model config: downsample has {len(strides)} entries {strides} but content_blocks is "
-                f"{cfg.content_blocks}; give one stride per content block"
+                f"{blocks}; give one stride per content block"
             )
         if any(int(s) != s or s < 1 for s in strides):
             raise VconvError(f"model config: downsample strides must be integers >= 1, got {strides}")
-        if cfg.content_blocks < 1:
-            raise VconvError(f"model config: content_blocks must be >= 1, got {cfg.content_blocks}")
-        self.in_channels = cfg.content_channels
-        self.code_dim = cfg.code_dim
+        if blocks < 1:
+            raise VconvError(f"model config: content_blocks must be >= 1, got {blocks}")
+        self.in_channels = in_channels
+        self.code_dim = code_dim
         self.strides = [int(s) for s in strides]
-        blocks = []
-        in_channels = cfg.content_channels
+        layers = []
+        width = in_channels
         for stride in self.strides:
-            blocks.append(ContentBlock(in_channels, cfg.channels, cfg.kernel_size, stride, cfg.dropout))
-            in_channels = cfg.channels
-        self.blocks = nn.ModuleList(blocks)
-        self.proj = nn.Conv1d(cfg.channels, cfg.code_dim, 1)
+            layers.append(ContentBlock(width, channels, kernel_size, stride, dropout))
+            width = channels
+        self.blocks = nn.ModuleList(layers)
+        self.proj = nn.Conv1d(channels, code_dim, 1)
 
     @property
     def total_stride(self) -> int:

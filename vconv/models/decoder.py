@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vconv.config import ModelConfig
 from vconv.models.layers import AdaIN, ConvBlock
 
 __all__ = ["AdaINDecoder", "DecoderBlock"]
@@ -46,8 +45,8 @@ class AdaINDecoder(nn.Module):
     (``T' * stride`` frames when ``length`` is None).
 
     Args:
-        cfg: model sizes (``code_dim``, ``channels``, ``decoder_blocks``, ``kernel_size``, ``speaker_dim``,
-            ``n_mels``, ``dropout``).
+        code_dim, channels, blocks, kernel_size, speaker_dim, n_mels, dropout: sizes (``ModelConfig``'s
+            ``code_dim``, ``channels``, ``decoder_blocks``, ...).
         stride: temporal up-sampling factor. Pass the content encoder's ``total_stride``: deriving it
             from the encoder (rather than a second constant) means the two can never disagree.
 
@@ -56,20 +55,21 @@ class AdaINDecoder(nn.Module):
     smooth the steps.
     """
 
-    def __init__(self, cfg: ModelConfig, stride: int) -> None:
+    def __init__(self, *, code_dim: int, channels: int, blocks: int, speaker_dim: int, n_mels: int, kernel_size: int,
+                 stride: int, dropout: float = 0.0) -> None:
         super().__init__()
         if stride < 1:
             raise ValueError(f"stride must be >= 1, got {stride}")
-        if cfg.decoder_blocks < 1:
-            raise ValueError(f"decoder_blocks must be >= 1, got {cfg.decoder_blocks}")
+        if blocks < 1:
+            raise ValueError(f"decoder_blocks must be >= 1, got {blocks}")
         self.stride = int(stride)
-        self.code_dim = cfg.code_dim
-        self.speaker_dim = cfg.speaker_dim
-        self.inp = nn.Conv1d(cfg.code_dim, cfg.channels, 1)
+        self.code_dim = code_dim
+        self.speaker_dim = speaker_dim
+        self.inp = nn.Conv1d(code_dim, channels, 1)
         self.blocks = nn.ModuleList(
-            DecoderBlock(cfg.channels, cfg.speaker_dim, cfg.kernel_size, cfg.dropout) for _ in range(cfg.decoder_blocks)
+            DecoderBlock(channels, speaker_dim, kernel_size, dropout) for _ in range(blocks)
         )
-        self.out = nn.Conv1d(cfg.channels, cfg.n_mels, 1)
+        self.out = nn.Conv1d(channels, n_mels, 1)
 
     def forward(self, q: torch.Tensor, e: torch.Tensor, length: int | None = None) -> torch.Tensor:
         """``q [B, code_dim, T'], e [B, speaker_dim] -> mel [B, n_mels, length]``.

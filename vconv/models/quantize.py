@@ -29,7 +29,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PassThroughQuantizer", "QuantizerOutput", "VectorQuantizer"]
+__all__ = ["PassThroughQuantizer", "Quantizer", "QuantizerOutput", "VectorQuantizer"]
 
 
 @dataclass
@@ -54,7 +54,15 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-class VectorQuantizer(nn.Module):
+class Quantizer(nn.Module):
+    """What the model needs of a bottleneck: ``forward(z [B, C, T]) -> QuantizerOutput`` (``quantized`` of
+    ``z``'s shape). :class:`VectorQuantizer` and :class:`PassThroughQuantizer` are the two."""
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        raise NotImplementedError
+
+
+class VectorQuantizer(Quantizer):
     """Nearest-neighbour vector quantiser with EMA codebook and dead-code re-initialisation.
 
     Shapes: ``z [B, G*D, T] -> QuantizerOutput(quantized [B, G*D, T], codes [B, T] (G = 1) or [B, T, G],
@@ -217,7 +225,7 @@ class VectorQuantizer(nn.Module):
         )
 
 
-class PassThroughQuantizer(nn.Module):
+class PassThroughQuantizer(Quantizer):
     """No bottleneck: returns the encoder output unchanged (the "no VQ" ablation, ``model.quantize: false``).
 
     Keeps the :class:`QuantizerOutput` contract so the rest of the model and the trainer need no

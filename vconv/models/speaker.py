@@ -1,6 +1,8 @@
 """Speaker encoder: one or several reference utterances to a fixed-size speaker embedding.
 
-``SpeakerEncoder``: ``mel [B, n_mels, T] -> e [B, speaker_dim]``.
+``SpeakerEncoder``: ``x [B, C, T] -> e [B, speaker_dim]`` (``x`` a sequence: the log-mel by default);
+``VectorProjection``: ``v [B, C] -> e [B, speaker_dim]`` (``v`` one vector per utterance, e.g. a d-vector).
+Both are :class:`SpeakerEncoderBase`, what :class:`~vconv.models.vc.VoiceConversionModel` takes.
 
 The encoder sees the whole reference and summarises it by the per-channel mean and standard deviation
 over time (statistics pooling). Those are exactly the statistics the content encoder's instance norms
@@ -9,16 +11,28 @@ throw away, which is what makes the two paths complementary (AdaIN-VC).
 
 from __future__ import annotations
 
-from typing import Sequence
+from abc import ABC, abstractmethod
+from typing import ClassVar, Sequence
 
 import torch
 from torch import nn
 
-from vconv.config import ModelConfig
-from vconv.config.sections import DVECTOR_DIM
 from vconv.models.layers import ConvBlock, make_activation
 
-__all__ = ["DVectorProjection", "SpeakerEncoder", "build_speaker_encoder", "frame_mask", "stats_pool"]
+__all__ = ["SpeakerEncoder", "SpeakerEncoderBase", "VectorProjection", "frame_mask", "stats_pool"]
+
+
+class SpeakerEncoderBase(nn.Module, ABC):
+    """What the model needs of a speaker encoder: ``forward(batch) -> e [B, speaker_dim]`` and the average
+    embedding of several references, ``embed_many(list of items) -> [speaker_dim]``."""
+
+    #: dimensions of one reference item (``[C, T]``: 2; ``[C]``: 1); one more is a batch
+    item_dims: ClassVar[int]
+    speaker_dim: int
+
+    @abstractmethod
+    def embed_many(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Average embedding of several references -> ``[speaker_dim]``."""
 
 
 def frame_mask(lengths: torch.Tensor, frames: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -45,38 +59,35 @@ def stats_pool(h: torch.Tensor, lengths: torch.Tensor | None = None, eps: float 
     return torch.cat([mean, torch.sqrt(var + eps)], dim=-1)
 
 
-class SpeakerEncoder(nn.Module):
-    #: dimensions of one reference (``[n_mels, T]``); one more is a batch
-    item_dims = 2
-
+class SpeakerEncoder(SpeakerEncoderBase):
     """Convolutional speaker encoder with statistics pooling.
 
-    Shapes: ``mel [B, n_mels, T]`` (+ optional ``lengths [B]``) ``-> e [B, speaker_dim]``.
+    Shapes: ``mel [B, in_channels, T]`` (+ optional ``lengths [B]``) ``-> e [B, speaker_dim]``.
 
-    ``cfg.speaker_blocks`` pairs of convolutions with ``cfg.speaker_channels`` channels (residual
-    after the first), mean + std pooling over time, then a two-layer MLP to ``cfg.speaker_dim``.
+    ``blocks`` pairs of convolutions with ``channels`` channels (residual after the first), mean + std
+    pooling over time, then a two-layer MLP to ``speaker_dim``.
     """
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    item_dims = 2  # one reference is [in_channels, T]
+
+    def __init__(self, *, in_channels: int, channels: int, blocks: int, speaker_dim: int, kernel_size: int,
+                 dropout: float = 0.0) -> None:
         super().__init__()
-        if cfg.speaker_blocks < 1:
-            raise ValueError(f"speaker_blocks must be >= 1, got {cfg.speaker_blocks}")
-        self.n_mels = cfg.n_mels
-        self.speaker_dim = cfg.speaker_dim
-        channels = cfg.speaker_channels
+        if blocks < 1:
+            raise ValueError(f"speaker_blocks must be >= 1, got {blocks}")
+        self.n_mels = in_channels
+        self.speaker_dim = speaker_dim
         layers: list[nn.Module] = []
-        in_channels = cfg.n_mels
-        for _ in range(cfg.speaker_blocks):
-            layers.append(
-                ConvBlock(in_channels, channels, cfg.kernel_size, residual=in_channels == channels, dropout=cfg.dropout)
-            )
-            layers.append(ConvBlock(channels, channels, cfg.kernel_size, residual=True, dropout=cfg.dropout))
-            in_channels = channels
+        width = in_channels
+        for _ in range(blocks):
+            layers.append(ConvBlock(width, channels, kernel_size, residual=width == channels, dropout=dropout))
+            layers.append(ConvBlock(channels, channels, kernel_size, residual=True, dropout=dropout))
+            width = channels
         self.convs = nn.Sequential(*layers)
         self.head = nn.Sequential(
             nn.Linear(2 * channels, channels),
             make_activation("lrelu"),
-            nn.Linear(channels, cfg.speaker_dim),
+            nn.Linear(channels, speaker_dim),
         )
 
     def forward(self, mel: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
@@ -97,54 +108,50 @@ class SpeakerEncoder(nn.Module):
             h = layer(h) * mask
         return self.head(stats_pool(h, lengths))
 
-    def embed_many(self, mels: Sequence[torch.Tensor]) -> torch.Tensor:
+    def embed_many(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
         """Average embedding of several references: list of ``[n_mels, T_i]`` -> ``[speaker_dim]``.
 
         Each reference is embedded on its own (no padding, so lengths may differ freely) and the
         embeddings are averaged: more references give a steadier estimate of the voice.
         """
-        if len(mels) == 0:
+        if len(items) == 0:
             raise ValueError("embed_many needs at least one reference mel")
         embeddings = []
-        for mel in mels:
+        for mel in items:
             if mel.dim() != 2:
                 raise ValueError(f"expected each reference of shape [{self.n_mels}, T], got {tuple(mel.shape)}")
             embeddings.append(self(mel.unsqueeze(0))[0])
         return torch.stack(embeddings).mean(dim=0)
 
 
-class DVectorProjection(nn.Module):
-    """Speaker encoder on a frozen pretrained d-vector: ``d [B, 256] -> e [B, speaker_dim]``.
+class VectorProjection(SpeakerEncoderBase):
+    """Speaker encoder on a frozen pretrained per-utterance vector: ``v [B, in_dim] -> e [B, speaker_dim]``.
 
-    The pretrained embedder (:mod:`vconv.audio.dvector`) already spans voices it never heard; this
-    trainable two-layer projection maps its space onto what the decoder's AdaIN layers need.
+    The pretrained embedder (e.g. the d-vector front-end, :mod:`vconv.frontends.dvector`) already spans
+    voices it never heard; this trainable two-layer projection maps its space onto what the decoder's
+    AdaIN layers need.
     """
 
-    #: dimensions of one reference (``[256]``); one more is a batch
-    item_dims = 1
+    item_dims = 1  # one reference is [in_dim]
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, *, in_dim: int, channels: int, speaker_dim: int) -> None:
         super().__init__()
-        self.speaker_dim = cfg.speaker_dim
+        self.in_dim = in_dim
+        self.speaker_dim = speaker_dim
         self.net = nn.Sequential(
-            nn.Linear(DVECTOR_DIM, cfg.speaker_channels),
+            nn.Linear(in_dim, channels),
             make_activation("lrelu"),
-            nn.Linear(cfg.speaker_channels, cfg.speaker_dim),
+            nn.Linear(channels, speaker_dim),
         )
 
-    def forward(self, dvector: torch.Tensor) -> torch.Tensor:
-        """``[B, 256] -> [B, speaker_dim]``."""
-        if dvector.dim() != 2 or dvector.shape[1] != DVECTOR_DIM:
-            raise ValueError(f"expected d-vectors of shape [B, {DVECTOR_DIM}], got {tuple(dvector.shape)}")
-        return self.net(dvector)
+    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
+        """``[B, in_dim] -> [B, speaker_dim]``."""
+        if vectors.dim() != 2 or vectors.shape[1] != self.in_dim:
+            raise ValueError(f"expected speaker vectors of shape [B, {self.in_dim}], got {tuple(vectors.shape)}")
+        return self.net(vectors)
 
-    def embed_many(self, dvectors: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Average embedding of several references: list of ``[256]`` -> ``[speaker_dim]``."""
-        if len(dvectors) == 0:
-            raise ValueError("embed_many needs at least one reference d-vector")
-        return self(torch.stack(list(dvectors))).mean(dim=0)
-
-
-def build_speaker_encoder(cfg: ModelConfig) -> nn.Module:
-    """The speaker encoder ``cfg.speaker_input`` asks for."""
-    return DVectorProjection(cfg) if cfg.speaker_input == "dvector" else SpeakerEncoder(cfg)
+    def embed_many(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Average embedding of several references: list of ``[in_dim]`` -> ``[speaker_dim]``."""
+        if len(items) == 0:
+            raise ValueError("embed_many needs at least one reference vector")
+        return self(torch.stack(list(items))).mean(dim=0)

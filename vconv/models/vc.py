@@ -28,10 +28,11 @@ from vconv.models.adversary import SpeakerClassifier
 from vconv.models.budget import build_within_budget
 from vconv.models.content import ContentEncoder
 from vconv.models.decoder import AdaINDecoder
-from vconv.models.speaker import SpeakerEncoder, build_speaker_encoder
-from vconv.models.quantize import PassThroughQuantizer, QuantizerOutput, VectorQuantizer
+from vconv.models.quantize import PassThroughQuantizer, Quantizer, QuantizerOutput, VectorQuantizer
+from vconv.models.speaker import SpeakerEncoder, SpeakerEncoderBase, VectorProjection
 
-__all__ = ["ReconstructionOutput", "VoiceConversionModel", "build_model"]
+__all__ = ["ReconstructionOutput", "VoiceConversionModel", "adversary_for", "build_model", "content_encoder_for",
+           "decoder_for", "quantizer_for", "speaker_encoder_for"]
 
 References = Union[torch.Tensor, Sequence[torch.Tensor]]
 
@@ -72,8 +73,8 @@ class VoiceConversionModel(nn.Module):
     def __init__(
         self,
         content_encoder: ContentEncoder,
-        quantizer: VectorQuantizer,
-        speaker_encoder: SpeakerEncoder,
+        quantizer: Quantizer,
+        speaker_encoder: SpeakerEncoderBase,
         decoder: AdaINDecoder,
         adversary: SpeakerClassifier | None = None,
         *,
@@ -97,7 +98,7 @@ class VoiceConversionModel(nn.Module):
     # the two paths
 
     def encode_content(self, mel: torch.Tensor) -> QuantizerOutput:
-        """``mel [B, n_mels, T] -> QuantizerOutput(quantized [B, code_dim, T'], codes [B, T'], ...)``."""
+        """``x [B, C_in, T] -> QuantizerOutput(quantized [B, code_dim, T'], codes [B, T'] or [B, T', G], ...)``."""
         return self.quantizer(self.content_encoder(mel))
 
     def embed_speaker(self, mels: References) -> torch.Tensor:
@@ -191,19 +192,52 @@ def build_model(cfg: ModelConfig) -> VoiceConversionModel:
 
 
 def _build(cfg: ModelConfig) -> VoiceConversionModel:
-    content = ContentEncoder(cfg)
+    """Each part from its own settings; the two front-end parts say what the encoders read."""
+    from vconv.frontends import model_parts
+
+    content_input, speaker_input = model_parts(cfg)
+    content = content_encoder_for(cfg, content_input.channels(cfg.n_mels))
+    speaker = speaker_encoder_for(cfg, speaker_input.channels(cfg.n_mels), per_utterance=speaker_input.per_utterance)
+    return VoiceConversionModel(content, quantizer_for(cfg), speaker, decoder_for(cfg, content.total_stride),
+                                adversary_for(cfg), config=cfg)
+
+
+def content_encoder_for(cfg: ModelConfig, in_channels: int) -> ContentEncoder:
+    """The content encoder of ``cfg`` reading ``in_channels`` channels per frame."""
+    return ContentEncoder(in_channels=in_channels, channels=cfg.channels, blocks=cfg.content_blocks,
+                          downsample=cfg.downsample, code_dim=cfg.code_dim, kernel_size=cfg.kernel_size,
+                          dropout=cfg.dropout)
+
+
+def quantizer_for(cfg: ModelConfig) -> Quantizer:
+    """The VQ bottleneck of ``cfg`` (``vq_groups`` codes per frame), or none (``quantize: false``)."""
+    if not cfg.quantize:
+        return PassThroughQuantizer()
     if cfg.vq_groups < 1 or cfg.code_dim % cfg.vq_groups:
         raise VconvError(f"model.vq_groups must be >= 1 and divide model.code_dim ({cfg.code_dim}), got {cfg.vq_groups}")
-    quantizer: nn.Module = VectorQuantizer(
-        cfg.code_dim // cfg.vq_groups,
-        cfg.codebook_size,
-        groups=cfg.vq_groups,
-        beta=cfg.vq_beta,
-        ema=cfg.vq_ema,
-        decay=cfg.vq_decay,
-        dead_after=cfg.vq_dead_after,
-    ) if cfg.quantize else PassThroughQuantizer()
-    speaker = build_speaker_encoder(cfg)
-    decoder = AdaINDecoder(cfg, stride=content.total_stride)
-    adversary = SpeakerClassifier(cfg) if cfg.adversary and cfg.n_speakers > 0 else None
-    return VoiceConversionModel(content, quantizer, speaker, decoder, adversary, config=cfg)
+    return VectorQuantizer(cfg.code_dim // cfg.vq_groups, cfg.codebook_size, groups=cfg.vq_groups, beta=cfg.vq_beta,
+                           ema=cfg.vq_ema, decay=cfg.vq_decay, dead_after=cfg.vq_dead_after)
+
+
+def speaker_encoder_for(cfg: ModelConfig, in_channels: int, *, per_utterance: bool = False) -> SpeakerEncoderBase:
+    """The speaker encoder of ``cfg``: convolutional over ``[in_channels, T]``, or a projection of one
+    pretrained ``[in_channels]`` vector per utterance (``per_utterance``)."""
+    if per_utterance:
+        return VectorProjection(in_dim=in_channels, channels=cfg.speaker_channels, speaker_dim=cfg.speaker_dim)
+    return SpeakerEncoder(in_channels=in_channels, channels=cfg.speaker_channels, blocks=cfg.speaker_blocks,
+                          speaker_dim=cfg.speaker_dim, kernel_size=cfg.kernel_size, dropout=cfg.dropout)
+
+
+def decoder_for(cfg: ModelConfig, stride: int) -> AdaINDecoder:
+    """The AdaIN decoder of ``cfg``, up-sampling by ``stride`` (the content encoder's ``total_stride``)."""
+    return AdaINDecoder(code_dim=cfg.code_dim, channels=cfg.channels, blocks=cfg.decoder_blocks,
+                        speaker_dim=cfg.speaker_dim, n_mels=cfg.n_mels, kernel_size=cfg.kernel_size,
+                        stride=stride, dropout=cfg.dropout)
+
+
+def adversary_for(cfg: ModelConfig) -> SpeakerClassifier | None:
+    """The adversarial speaker classifier, when ``cfg.adversary`` is on and there are speakers to tell apart."""
+    if not (cfg.adversary and cfg.n_speakers > 0):
+        return None
+    return SpeakerClassifier(code_dim=cfg.code_dim, hidden=cfg.adversary_hidden, n_speakers=cfg.n_speakers,
+                             kernel_size=cfg.kernel_size, dropout=cfg.dropout)

@@ -16,10 +16,11 @@ Run folder::
     log.jsonl                 one JSON line per logged / validated step (TensorBoard too, if installed)
     checkpoints/latest.pt     atomic, resumable (model, optimiser, scheduler, step, RNG, configs)
     checkpoints/step_N.pt     the last ``keep_checkpoints`` of them
-    model/                    the final model as a safe bundle (see vconv.inference.bundle)
+    model/                    the final model as a safe bundle (see vconv.bundles)
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any, Mapping
@@ -31,12 +32,12 @@ from vconv.audio.frontend import FeatureStats, FrontEnd, compute_stats
 from vconv.config import FeatureConfig, ModelConfig, TrainConfig
 from vconv.data.manifest import read_manifest, speakers_of
 from vconv.data.extract import ExtractSpec
-from vconv.data.feature_files import whisper_key
 from vconv.data.segments import Batch, FeatureStore, SegmentBatches
 from vconv.data.twins import load_twin_groups, twin_index
 from vconv.errors import VconvError
 from vconv.fileio import read_json_object
-from vconv.inference.bundle import save_bundle
+from vconv.bundles import save_bundle
+from vconv.frontends import FrontEndPart, load_parts, model_parts
 from vconv.models import VoiceConversionModel, build_model
 from vconv.training.base import BaseTrainer
 from vconv.training.runs import load_training_state
@@ -66,16 +67,15 @@ class ModelTrainer(BaseTrainer):
         progress: bool = True,
     ):
         super().__init__(train, resume=resume, progress=progress)
-        self.fcfg, self.mcfg = features, model
         train_utts = read_manifest(train.train_manifest, nonempty=True)
         self.speakers = speakers_of(train_utts)
-        if model.adversary and model.n_speakers == 0:
-            model.n_speakers = len(self.speakers)
-        # what the two paths read: the mel, or frozen pretrained front-ends' outputs (precomputed by
-        # `vconv extract`, or computed here from the audio when there is no features_dir)
+        if model.adversary and model.n_speakers == 0:  # a new config, not a change to the validated one
+            model = dataclasses.replace(model, n_speakers=len(self.speakers))
+        self.fcfg, self.mcfg = features, model
+        # what the two paths read: front-end parts (vconv.frontends) whose outputs are precomputed by
+        # `vconv extract`, or computed here from the audio when there is no features_dir
         self.spec = model_frontend_spec(features, model, train.frontends_dir)
-        self.content_key = whisper_key(model.whisper_layer) if model.content_input == "whisper" else "mel"
-        self.speaker_key = "dvector" if model.speaker_input == "dvector" else "mel"
+        self.content_part, self.speaker_part = model_parts(model)
         self.store = FeatureStore(train_utts, self.spec, train.features_dir)
         # same recordings in other voices, for the content path's perturbation (vconv.data.twins)
         self.twins = twin_index(load_twin_groups(train.content_twins), train_utts) if train.content_twins else {}
@@ -100,7 +100,7 @@ class ModelTrainer(BaseTrainer):
         self.batches = SegmentBatches(
             self.store, self.speakers, self.frontend, batch_size=train.batch_size, segment_frames=train.segment_frames,
             seed=train.seed, rank=self.dist.rank, steps=train.steps, perturb=train.perturb_content,
-            speaker_sampling_power=train.speaker_sampling_power, content_key=self.content_key, speaker_key=self.speaker_key,
+            speaker_sampling_power=train.speaker_sampling_power, content=self.content_part, speaker=self.speaker_part,
             twins=self.twins, twin_probability=train.content_twin_probability,
         )
 
@@ -188,7 +188,7 @@ class ModelTrainer(BaseTrainer):
             if ref is None:  # a lone utterance: content from one half, speaker from the other
                 half = mel.shape[-1] // 2
                 target, content = mel[..., :half], content[..., :half]
-                ref = own_ref if self.speaker_key == "dvector" else mel[..., half:]
+                ref = own_ref if self.speaker_part.per_utterance else own_ref[..., half:]
             with self.autocast():
                 out = self.model.reconstruct(content, ref)
                 own = self.model.reconstruct(full_content, own_ref)
@@ -220,9 +220,11 @@ class ModelTrainer(BaseTrainer):
         """``(target mel [1, n_mels, F], content input [1, C, F], speaker input)`` of a held-out utterance."""
         tensors = self.valid_store.tensors(index)
         mel = self.frontend.normalize(tensors["mel"])[None].to(self.device)
-        content = mel if self.content_key == "mel" else tensors[self.content_key].float()[None].to(self.device)
-        speaker = mel if self.speaker_key == "mel" else tensors["dvector"].float()[None].to(self.device)
-        return mel, content, speaker
+        return mel, self._path_input(self.content_part, tensors, mel), self._path_input(self.speaker_part, tensors, mel)
+
+    def _path_input(self, part: FrontEndPart, tensors: Mapping[str, torch.Tensor], mel: torch.Tensor) -> torch.Tensor:
+        """What one path reads of a stored utterance: the normalised ``mel``, or the part's tensor (batch of 1)."""
+        return mel if part.is_log_mel else tensors[part.feature_key].float()[None].to(self.device)
 
     def _other_reference(self, index: int, by_speaker: Mapping[str, list[int]]) -> torch.Tensor | None:
         """The speaker input of the next utterance of the same speaker (cyclically), or None."""
@@ -253,23 +255,25 @@ class ModelTrainer(BaseTrainer):
         self.frontend = self._frontend(FeatureStats.from_dict(state["feature_stats"]))
 
     def export(self) -> None:
+        # the run's own bundle keeps the adversary and the speakers (the card and `bundle package` read them)
         save_bundle(self.run_dir / "model", self.model, self.frontend, speakers=self.speakers,
-                    extra={"trained_steps": self.step}, force=True)
+                    extra={"trained_steps": self.step}, training_parts=True, force=True)
 
 
 def model_frontend_spec(features: FeatureConfig, model: ModelConfig, frontends_dir: str | None) -> ExtractSpec:
-    """What the model's two paths read: the log-mel, plus the pretrained front-end outputs its config names."""
+    """What the model's two paths read: the log-mel, plus the outputs of the front-end parts its config names."""
     return ExtractSpec(features.to_dict(), frontends_dir,
-                       (model.whisper_layer,) if model.content_input == "whisper" else (),
-                       model.speaker_input == "dvector")
+                       (("content", model.content_frontend), ("speaker", model.speaker_frontend)))
 
 
 def bundle_frontend(features: FeatureConfig, model: ModelConfig, stats: FeatureStats, spec: ExtractSpec) -> FrontEnd:
-    """The front-end a bundle carries: the mel statistics, and the pretrained parts the model reads."""
-    if spec.keys == ("mel",):
-        return FrontEnd(features, stats)
-    parts = spec.frontend()
-    return FrontEnd(features, stats, whisper=parts.whisper, whisper_layer=model.whisper_layer, dvector=parts.dvector)
+    """The front-end a bundle carries: the mel statistics and the model's two parts, their weights loaded."""
+    from vconv.audio.pretrained import read_frontends_index
+
+    parts = model_parts(model)
+    index = read_frontends_index(spec.frontends_dir) if spec.frontends_dir and any(p.weight_files for p in parts) else {}
+    content, speaker = load_parts(parts, spec.frontends_dir, index)
+    return FrontEnd(features, stats, content=content, speaker=speaker)
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, frontends_dir: str | Path | None = None,
@@ -287,5 +291,5 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, frontends_
     folder = str(frontends_dir) if frontends_dir else configs["train"].get("frontends_dir")
     frontend = bundle_frontend(features, model_cfg, FeatureStats.from_dict(state["feature_stats"]),
                                model_frontend_spec(features, model_cfg, folder))
-    return save_bundle(out_dir, model, frontend, speakers=state["speakers"], force=force,
+    return save_bundle(out_dir, model, frontend, speakers=state["speakers"], force=force, training_parts=True,
                        extra={"trained_steps": int(state["step"]), "from_checkpoint": str(checkpoint)})

@@ -93,7 +93,7 @@ class VocoderTrainer(BaseTrainer):
     def _load_vc_model(self, bundle: str | None) -> tuple[torch.nn.Module | None, FrontEnd]:
         if not bundle:
             return None, FrontEnd(self.fcfg).to(self.device)
-        from vconv.inference.bundle import load_bundle
+        from vconv.bundles import load_bundle
 
         model, frontend, info = load_bundle(bundle, self.device)
         diffs = info.feature_config.differences(self.fcfg)

@@ -47,7 +47,7 @@ from vconv.vocoders.base import Vocoder, register_vocoder
 from vconv.vocoders.envelope import MelEnvelopeMatch
 from vconv.vocoders.griffinlim import GriffinLim
 
-__all__ = ["VocoderConfig", "VocosVocoder", "ConvNeXtBlock", "save_vocoder", "load_vocoder", "load_bundle_vocoder",
+__all__ = ["VocoderConfig", "VocosVocoder", "ConvNeXtBlock", "save_vocoder", "load_vocoder",
            "VOCODER_WEIGHTS", "VOCODER_CONFIG"]
 
 VOCODER_WEIGHTS = "vocoder.safetensors"
@@ -240,31 +240,3 @@ def load_vocoder(folder: str | Path, sha256: Mapping[str, str] | None = None, de
     # an inference object: frozen, so callers outside no_grad (e.g. the converter) get plain tensors;
     # to train it further, call requires_grad_(True)
     return vocoder.requires_grad_(False).to(device).eval()
-
-
-def load_bundle_vocoder(bundle_dir: str | Path, feature_config: FeatureConfig, device: str | torch.device = "cpu") -> Vocoder | None:
-    """The neural vocoder shipped in a VC bundle, or ``None`` when the bundle has none.
-
-    ``vocoder.json`` and ``vocoder.safetensors`` are both checked against the sha256 that the bundle's
-    config.json records, and the vocoder's FeatureConfig must equal the model's (``feature_config``).
-    """
-    from vconv.inference.bundle import read_bundle_config
-    from vconv.fileio import sha256_of
-    from vconv.vocoders.base import check_compatible
-
-    config = read_bundle_config(bundle_dir)
-    kind = config.get("vocoder")
-    if not kind:
-        return None
-    if kind != VocosVocoder.name:
-        raise VconvError(f"{bundle_dir}: unknown vocoder kind {kind!r} in config.json")
-    digests = config.get("sha256", {})
-    meta_path = Path(bundle_dir) / VOCODER_CONFIG
-    expected = digests.get(VOCODER_CONFIG)
-    if meta_path.is_file() and expected is not None and sha256_of(meta_path) != expected:
-        raise VconvError(f"{meta_path}: sha256 mismatch; the file is corrupt or was modified")
-    if expected is None:
-        raise VconvError(f"{meta_path}: no sha256 recorded for this file in config.json; refusing an unverified vocoder")
-    vocoder = load_vocoder(bundle_dir, sha256=digests, device=device)
-    check_compatible(feature_config, vocoder)
-    return vocoder

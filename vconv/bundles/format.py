@@ -4,13 +4,18 @@
     config.json         {"format", "format_version", "vconv_version", "kind", "model_config",
                          "feature_config", "feature_stats", "speakers", "sha256": {file: digest}, ...}
     vocoder.safetensors + vocoder.json   optional: a trained neural vocoder (:func:`attach_vocoder`)
-    whisper_encoder.safetensors      with ``content_input: whisper``: the frozen Whisper encoder, cut after
-                                     the block the model reads (:mod:`vconv.audio.pretrained`)
-    dvector.onnx                     with ``speaker_input: dvector``: the frozen d-vector embedder
+    (front-end weights)              the frozen weights of the model's front-end parts, each part's
+                                     ``weight_files`` (:mod:`vconv.frontends`): e.g. ``whisper_encoder.safetensors``
+                                     (the Whisper encoder cut after the block the model reads), ``dvector.onnx``
 
 Loading checks the format version and the sha256 of every weight file before reading a byte of it,
 builds the model from the stored ``model_config`` with ``strict=True`` (missing or unexpected weights
 are an error, never silently ignored) and the front-end from ``feature_config`` + ``feature_stats``.
+
+A bundle holds what conversion needs and nothing more: :func:`save_bundle` drops the training-only parts
+(the adversary's weights, the training speaker list) unless asked to keep them (``training_parts=True``,
+what a run's own ``RUN_DIR/model`` keeps); older bundles that carry them still load. Older bundles' model
+configs are read through the one translation in :mod:`vconv.config.legacy`.
 """
 
 from __future__ import annotations
@@ -29,14 +34,16 @@ from safetensors.torch import save_file
 
 from vconv._version import __version__
 from vconv.audio.frontend import FeatureStats, FrontEnd
-from vconv.config import FeatureConfig, ModelConfig, VocoderConfig
+from vconv.config import FeatureConfig, ModelConfig
 from vconv.errors import VconvError
-from vconv.fileio import atomic_path, default_mode, load_weights, read_json_object, sha256_of, write_text_atomic
+from vconv.fileio import default_mode, load_weights, read_json_object, sha256_of, write_text_atomic
+from vconv.frontends import load_parts, model_parts
 
 BUNDLE_FORMAT = "vconv-bundle"
 BUNDLE_FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+TRAINING_ONLY_PREFIXES = ("adversary.",)  # weights that only training reads
 
 
 @dataclass
@@ -60,12 +67,14 @@ def save_bundle(
     speakers: list[str] | None = None,
     dtype: torch.dtype = torch.float32,
     extra: dict[str, Any] | None = None,
+    training_parts: bool = False,
     force: bool = False,
 ) -> Path:
     """Write ``model`` (a VoiceConversionModel, whose ``config`` is stored) and its front-end as a bundle folder.
 
     Atomic: the folder is built as a temporary sibling, then renamed. ``dtype`` is the dtype of the stored
-    floating-point weights (loading always gives float32).
+    floating-point weights (loading always gives float32). Without ``training_parts`` the adversary's
+    weights and the speaker list stay out (the stored config then says ``adversary: false``).
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not force:
@@ -73,25 +82,28 @@ def save_bundle(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     try:
-        state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous().cpu() for k, v in model.state_dict().items()}
+        state = model.state_dict()
+        model_config = model.config
+        if not training_parts:
+            state = {k: v for k, v in state.items() if not k.startswith(TRAINING_ONLY_PREFIXES)}
+            model_config = dataclasses.replace(model_config, adversary=False)
+        state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous().cpu() for k, v in state.items()}
         save_file(state, str(tmp / WEIGHTS_FILE))
-        frontend_files = save_pretrained_parts(tmp, model.config, frontend, dtype)
+        frontend_files = [name for part in frontend_parts(frontend) for name in part.save_weights(tmp, dtype)]
         config = {
             "format": BUNDLE_FORMAT,
             "format_version": BUNDLE_FORMAT_VERSION,
             "vconv_version": __version__,
             "kind": "voice-converter",
-            "model_config": model.config.to_dict(),
+            "model_config": model_config.to_dict(),
             "feature_config": frontend.cfg.to_dict(),
             "feature_stats": frontend.stats().to_dict(),
-            "speakers": list(speakers or []),
+            **({"speakers": list(speakers or [])} if training_parts else {}),
             "weights_dtype": str(dtype).replace("torch.", ""),
-            "frontends": {"content": model.config.content_input, "speaker": model.config.speaker_input,
-                          **({"whisper_layer": model.config.whisper_layer} if model.config.content_input == "whisper" else {})},
             "sha256": {name: sha256_of(tmp / name) for name in (WEIGHTS_FILE, *frontend_files)},
             **(extra or {}),
         }
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        write_text_atomic(tmp / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
         os.chmod(tmp, default_mode(directory=True))  # mkdtemp makes it private; a bundle is meant to be shared
         for file in tmp.iterdir():  # safetensors writes through a private temporary file of its own
             os.chmod(file, default_mode())
@@ -148,6 +160,7 @@ def _parse_configs(config: dict[str, Any], cfg_path: Path) -> tuple[ModelConfig,
     """The validated configs of a bundle's ``config.json``; an error names the file and the key."""
     try:
         model_config = ModelConfig.from_dict(config["model_config"])
+        model_parts(model_config)  # an unknown front-end kind or setting is named here, before any weights
         feature_config = FeatureConfig.from_dict(config["feature_config"])
         stats = FeatureStats.from_dict(config["feature_stats"], feature_config.n_mels)
     except VconvError as exc:
@@ -194,86 +207,11 @@ def load_bundle(bundle: str | Path, device: str | torch.device = "cpu") -> tuple
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise VconvError(f"{bundle}: weights do not match the stored model config ({str(exc).splitlines()[0]})") from None
-    frontend = FrontEnd(info.feature_config, info.feature_stats, **load_pretrained_parts(bundle, info.model_config, config))
+    content, speaker = load_parts(model_parts(info.model_config), bundle, config, what="their weights in the bundle")
+    frontend = FrontEnd(info.feature_config, info.feature_stats, content=content, speaker=speaker)
     return model.to(device).eval(), frontend.to(device), info
 
 
-def save_pretrained_parts(folder: Path, model_config: ModelConfig, frontend: FrontEnd, dtype: torch.dtype) -> list[str]:
-    """Write the frozen front-end weights ``model_config`` uses into ``folder``; returns their file names."""
-    from vconv.audio.pretrained import DVECTOR_FILE, WHISPER_FILE, save_whisper_encoder
-
-    names = []
-    if model_config.content_input == "whisper":
-        if frontend.whisper is None:
-            raise VconvError("the model reads Whisper states but its front-end has no Whisper encoder to ship")
-        # the converted weights are float16 to begin with (CTranslate2's model.bin): storing them wider
-        # only doubles the bundle, so float16 unless an even narrower dtype is asked for
-        whisper_dtype = dtype if dtype in (torch.float16, torch.bfloat16) else torch.float16
-        save_whisper_encoder(frontend.whisper.truncated(model_config.whisper_layer), folder / WHISPER_FILE, whisper_dtype)
-        names.append(WHISPER_FILE)
-    if model_config.speaker_input == "dvector":
-        if frontend.dvector is None:
-            raise VconvError("the model reads d-vectors but its front-end has no d-vector embedder to ship")
-        shutil.copyfile(frontend.dvector.path, folder / DVECTOR_FILE)
-        names.append(DVECTOR_FILE)
-    return names
-
-
-def load_pretrained_parts(folder: Path, model_config: ModelConfig, config: dict[str, Any]) -> dict[str, Any]:
-    """The frozen front-end parts a bundle's model reads (sha256-checked): keyword arguments of FrontEnd."""
-    from vconv.audio.pretrained import load_dvector_embedder, load_whisper_encoder
-
-    parts: dict[str, Any] = {}
-    if model_config.content_input == "whisper":
-        parts["whisper"] = load_whisper_encoder(folder, config)
-        parts["whisper_layer"] = model_config.whisper_layer
-    if model_config.speaker_input == "dvector":
-        parts["dvector"] = load_dvector_embedder(folder, config)
-    return parts
-
-
-VOCODER_PASSES = ("consistency_passes", "envelope_passes")
-
-
-def with_vocoder_passes(config: VocoderConfig, passes: dict[str, int] | None) -> VocoderConfig:
-    """``config`` with the inference-time post-processing of ``passes`` (keys: :data:`VOCODER_PASSES`).
-
-    Only these may change once a vocoder is trained; values are range-checked by VocoderConfig.
-    """
-    unknown = sorted(set(passes or {}) - set(VOCODER_PASSES))
-    if unknown:
-        raise VconvError(f"vocoder passes: unknown setting(s) {', '.join(unknown)} ({', '.join(VOCODER_PASSES)})")
-    return dataclasses.replace(config, **(passes or {}))
-
-
-def attach_vocoder(bundle_dir: str | Path, vocoder_dir: str | Path, *, passes: dict[str, int] | None = None) -> Path:
-    """Copy ``vocoder.safetensors`` + ``vocoder.json`` from ``vocoder_dir`` into the VC bundle ``bundle_dir``.
-
-    The vocoder is loaded first (its own sha256 checked) and must match the bundle's FeatureConfig. The
-    bundle's ``config.json`` then records both files' sha256 under ``"sha256"`` and ``"vocoder": "vocos"``;
-    every file is written to a temporary name and renamed, config.json last. ``passes`` (e.g.
-    ``{"consistency_passes": 4}``) sets the inference-time post-processing the bundle's copy runs by
-    default; the weights (and their sha256 in ``vocoder.json``) are untouched.
-    """
-    from vconv.vocoders.base import check_compatible
-    from vconv.vocoders.vocos import VOCODER_CONFIG, VOCODER_WEIGHTS, load_vocoder, read_vocoder_meta
-
-    bundle_dir, vocoder_dir = Path(bundle_dir), Path(vocoder_dir)
-    config = read_bundle_config(bundle_dir)
-    meta = read_vocoder_meta(vocoder_dir)
-    vocoder = load_vocoder(vocoder_dir)  # verifies the weights against vocoder.json
-    check_compatible(FeatureConfig.from_dict(config["feature_config"]), vocoder)
-    if passes:
-        meta["vocoder_config"] = with_vocoder_passes(vocoder.config, passes).to_dict()
-    digests = {}
-    for name in (VOCODER_WEIGHTS, VOCODER_CONFIG):
-        with atomic_path(bundle_dir / name) as tmp:
-            if name == VOCODER_CONFIG and passes:
-                Path(tmp).write_text(json.dumps(meta, indent=2) + "\n")
-            else:
-                shutil.copyfile(vocoder_dir / name, tmp)
-            digests[name] = sha256_of(tmp)
-    config.setdefault("sha256", {}).update(digests)
-    config["vocoder"] = meta["vocoder"]
-    write_text_atomic(bundle_dir / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
-    return bundle_dir
+def frontend_parts(frontend: FrontEnd) -> list[Any]:
+    """The front-end parts ``frontend`` holds (what a bundle must carry the weights of)."""
+    return [part for part in (frontend.content, frontend.speaker) if part is not None]

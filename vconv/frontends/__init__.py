@@ -1,0 +1,34 @@
+"""Front-end parts: what the content and speaker encoders read (see :mod:`vconv.frontends.base`).
+
+Registered here: ``mel`` (both roles), ``whisper`` (content), ``dvector`` (speaker).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from vconv.errors import VconvError
+from vconv.frontends import dvector, mel, whisper  # noqa: F401  (registers the parts)
+from vconv.frontends.base import ROLES, FrontEndPart, build_frontend_part, frontend_kinds, register_frontend
+
+__all__ = ["ROLES", "FrontEndPart", "build_frontend_part", "frontend_kinds", "load_parts", "model_parts", "register_frontend"]
+
+
+def model_parts(model_config: Any) -> tuple[FrontEndPart, FrontEndPart]:
+    """``(content part, speaker part)`` a :class:`~vconv.config.ModelConfig` names (no weights loaded)."""
+    return (build_frontend_part("content", model_config.content_frontend),
+            build_frontend_part("speaker", model_config.speaker_frontend))
+
+
+def load_parts(parts: tuple[FrontEndPart, ...], folder: str | Path | None, config: Mapping[str, Any],
+               what: str = "the pretrained front-ends") -> tuple[FrontEndPart, ...]:
+    """Load each part's frozen weights from ``folder`` (digests from ``config``); parts without weights pass."""
+    needing = [p for p in parts if p.weight_files]
+    if needing and folder is None:
+        names = ", ".join(f"{p.kind} ({p.role})" for p in needing)
+        raise VconvError(f"{names} need {what}: give a front-end folder (--frontends DIR or train.frontends_dir, "
+                         "made by `vconv frontend prepare`)")
+    for part in needing:
+        part.load_weights(folder, config)
+    return parts

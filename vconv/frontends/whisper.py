@@ -1,0 +1,106 @@
+"""The Whisper content front-end: frozen states of one block of Whisper tiny.en's encoder, at the mel frame rate.
+
+The encoder is our torch port (:mod:`vconv.audio.whisper`); its weights are converted once by
+``vconv frontend prepare`` (:mod:`vconv.audio.pretrained`), and a bundle carries the encoder cut after
+the block it reads. Whisper's 50 frames/s meet the mel's ``sample_rate / hop_length`` frames/s (62.5 at
+hop 256) in one place, :func:`align_to_mel_frames`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from vconv.audio.pretrained import WHISPER_FILE
+from vconv.audio.whisper import FRAME_RATE, SAMPLE_RATE, WhisperEncoder, WhisperEncoderConfig, WhisperLogMel
+from vconv.errors import VconvError
+from vconv.frontends.base import FrontEndPart, check_int, register_frontend
+
+WHISPER_BLOCKS = WhisperEncoderConfig().layers  # tiny.en: 4
+
+
+def align_to_mel_frames(states: torch.Tensor, frames: int, mel_frame_rate: float) -> torch.Tensor:
+    """Whisper states ``[B, C, N]`` at 50 frames/s -> ``[B, C, frames]`` at ``mel_frame_rate`` frames/s.
+
+    Mel frame ``k`` is centred at ``k / mel_frame_rate`` s and Whisper state ``j`` at ``j / 50`` s (its
+    mel frames are centred STFT frames, the stride-2 conv keeps every other one), so frame ``k`` reads
+    position ``k * 50 / mel_frame_rate``, linearly interpolated; past the last state it repeats it.
+    """
+    position = torch.arange(frames, dtype=torch.float32, device=states.device) * (FRAME_RATE / mel_frame_rate)
+    position = position.clamp(max=states.shape[-1] - 1)
+    left = position.floor().long()
+    right = (left + 1).clamp(max=states.shape[-1] - 1)
+    weight = (position - left).to(states.dtype)
+    return states[..., left] * (1 - weight) + states[..., right] * weight
+
+
+@register_frontend
+class WhisperContent(FrontEndPart):
+    """Content path: Whisper tiny.en encoder states of block ``layer`` (1-4), ``[384, F]`` at the mel frame rate."""
+
+    role = "content"
+    kind = "whisper"
+    weight_files = (WHISPER_FILE,)
+    sample_rate = SAMPLE_RATE
+    pretrained = "whisper-tiny.en"
+    storage_dtype = torch.float16  # half the disk of float32; plenty of precision for frozen states
+
+    def __init__(self, layer: int = WHISPER_BLOCKS) -> None:
+        super().__init__()
+        self.layer = check_int("layer", layer, 1, WHISPER_BLOCKS)
+        self.encoder: WhisperEncoder | None = None
+        self.log_mel = WhisperLogMel()
+
+    def channels(self, n_mels: int) -> int:
+        return WhisperEncoderConfig().width
+
+    @property
+    def feature_key(self) -> str:
+        return f"whisper{self.layer}"
+
+    def load_weights(self, folder: str | Path, config: Mapping[str, Any]) -> "WhisperContent":
+        from vconv.audio.pretrained import load_whisper_encoder
+
+        self.encoder = load_whisper_encoder(folder, dict(config)).requires_grad_(False)
+        if self.encoder.config.layers < self.layer:
+            raise VconvError(f"{folder}: the Whisper encoder there stops at block {self.encoder.config.layers}; "
+                             f"this model reads block {self.layer}")
+        return self
+
+    def save_weights(self, folder: Path, dtype: torch.dtype) -> list[str]:
+        from vconv.audio.pretrained import save_whisper_encoder
+
+        encoder = self._encoder()
+        # the converted weights are float16 to begin with (CTranslate2's model.bin): storing them wider
+        # only doubles the bundle, so float16 unless an even narrower dtype is asked for
+        stored = dtype if dtype in (torch.float16, torch.bfloat16) else torch.float16
+        save_whisper_encoder(encoder.truncated(self.layer), folder / WHISPER_FILE, stored)
+        return [WHISPER_FILE]
+
+    @torch.no_grad()
+    def compute(self, wav: np.ndarray, frontend: Any) -> torch.Tensor:
+        """Mono ``[T]`` at 16 kHz -> encoder states ``[384, F]`` at the mel frame rate (``F = 1 + T // hop``)."""
+        encoder = self._encoder()
+        device = next(encoder.parameters()).device
+        x = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)).to(device)
+        states = encoder(self.log_mel(x[None]), self.layer).transpose(1, 2)  # [1, C, N/2]
+        frames = 1 + wav.shape[-1] // frontend.cfg.hop_length
+        return align_to_mel_frames(states, frames, frontend.cfg.sample_rate / frontend.cfg.hop_length)[0]
+
+    def describe(self, bundle: Path) -> str:
+        size = _size(bundle / self.weight_files[0])
+        return (f"frozen Whisper tiny.en encoder states of block {self.layer} "
+                f"(`{self.weight_files[0]}`, {size}, converted by `vconv frontend prepare`)")
+
+    def _encoder(self) -> WhisperEncoder:
+        if self.encoder is None:
+            raise VconvError("the Whisper content front-end has no encoder weights loaded "
+                             "(train.frontends_dir or a bundle that carries them)")
+        return self.encoder
+
+
+def _size(path: Path) -> str:
+    return f"{path.stat().st_size / 1e6:.1f} MB" if path.is_file() else "missing"
