@@ -44,7 +44,7 @@ def model_path(name: str | None, tmp: Path) -> str:
 
         return str(resolve_bundle(None))
     except VconvError:
-        from vconv.inference.bundle import save_bundle
+        from vconv.bundles import save_bundle
         from vconv.config import FeatureConfig, ModelConfig
         from vconv.audio.frontend import FeatureStats
         from vconv.models import build_model

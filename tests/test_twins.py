@@ -14,8 +14,17 @@ from vconv.data.manifest import Utterance
 from vconv.data.segments import FeatureStore, SegmentBatches
 from vconv.data.twins import load_twin_groups, twin_index
 from vconv.errors import VconvError
+from vconv.frontends import build_frontend_part
 
 FRAMES, SEGMENT = 40, 16
+
+
+DVECTOR = build_frontend_part("speaker", {"kind": "dvector"})
+
+
+def content_part(key: str):
+    """The content front-end part whose feature key is ``key`` (``mel`` or ``whisper4``)."""
+    return build_frontend_part("content", {"kind": "mel"} if key == "mel" else {"kind": "whisper", "layer": 4})
 
 
 def utterances() -> list[Utterance]:
@@ -50,7 +59,7 @@ def batches(twin_probability: float, content_key: str, utts=None) -> SegmentBatc
     twins = twin_index([["a/u0", "aug_a/u0", "aug_b/u0"], ["a/u1", "aug_b/u1"]], utts)
     speakers = sorted({u.speaker for u in utts})
     return SegmentBatches(fake_store(utts), speakers, FrontEnd(FeatureConfig()), batch_size=64, segment_frames=SEGMENT,
-                          content_key=content_key, speaker_key="dvector", perturb=False,
+                          content=content_part(content_key), speaker=DVECTOR, perturb=False,
                           twins=twins, twin_probability=twin_probability)
 
 
@@ -89,7 +98,7 @@ def test_without_twins_the_batches_are_those_of_before(key, perturb, twins):
     store.tensors = seeded_features
     groups = twin_index([["a/u0", "aug_a/u0", "aug_b/u0"]], utts) if twins else None
     data = SegmentBatches(store, sorted({u.speaker for u in utts}), FrontEnd(FeatureConfig()), batch_size=8,
-                          segment_frames=SEGMENT, content_key=key, speaker_key="dvector", perturb=perturb,
+                          segment_frames=SEGMENT, content=content_part(key), speaker=DVECTOR, perturb=perturb,
                           twins=groups, twin_probability=0.0)
     batch = data[3]
     sums = [float(getattr(batch, f).double().sum()) for f in ("mel", "ref", "speaker", "source", "content")]
@@ -113,7 +122,7 @@ def test_twins_with_perturbation_on_perturb_the_twin_mel():
     store = FeatureStore(utts, ExtractSpec(FeatureConfig().to_dict()), None)
     store.tensors = seeded_features
     twins = twin_index([["a/u0", "aug_a/u0", "aug_b/u0"], ["a/u1", "aug_b/u1"]], utts)
-    common = dict(batch_size=64, segment_frames=SEGMENT, content_key="mel", speaker_key="dvector", twins=twins, twin_probability=1.0)
+    common = dict(batch_size=64, segment_frames=SEGMENT, content=content_part("mel"), speaker=DVECTOR, twins=twins, twin_probability=1.0)
     speakers = sorted({u.speaker for u in utts})
     clean = SegmentBatches(store, speakers, FrontEnd(FeatureConfig()), perturb=False, **common)
     perturbed = SegmentBatches(store, speakers, FrontEnd(FeatureConfig()), perturb=True, **common)

@@ -13,7 +13,7 @@ import typer
 
 from vconv.cli_common import friendly_errors
 
-bundle_app = typer.Typer(help="Model bundles: attach a vocoder, export a checkpoint, package a training run for shipping.", no_args_is_help=True)
+bundle_app = typer.Typer(help="Model bundles: attach a vocoder, export a checkpoint, package a training run for shipping, repack an older bundle.", no_args_is_help=True)
 
 
 PASSES_HELP = "Inference-time {} passes the bundle's vocoder runs by default (default: the vocoder's own setting)."
@@ -38,6 +38,21 @@ def bundle_attach_vocoder(
 
     attach_vocoder(bundle, vocoder_dir, passes=_passes(consistency_passes, envelope_passes))
     typer.echo(f"attached {vocoder_dir} to bundle {bundle}")
+
+
+@bundle_app.command("repack")
+@friendly_errors
+def bundle_repack(
+    bundle: str = typer.Argument(..., help="Bundle folder or name to read (left as it is)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Bundle folder to write."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing OUT."),
+) -> None:
+    """Rewrite a bundle in the current format with its inference weights only (no adversary, no speaker list)."""
+    from vconv.bundles.repack import repack_bundle
+    from vconv.inference.registry import resolve_bundle
+
+    dest = repack_bundle(resolve_bundle(bundle), out, force=force)
+    typer.echo(f"wrote {dest}")
 
 
 @bundle_app.command("package")

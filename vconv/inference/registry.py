@@ -8,6 +8,10 @@ Search order for a bundle *name*:
    checkout all see the same bundles).
 
 A *path* to a bundle folder is used as it is.
+
+The shipped bundles are pinned: :data:`SHIPPED_CONFIG_SHA256` holds the sha256 of each one's
+``config.json`` (which itself records the sha256 of every weight file, checked when it loads), so a
+shipped bundle found by name that is not the genuine one is refused.
 """
 
 from __future__ import annotations
@@ -19,6 +23,10 @@ from pathlib import Path
 from vconv.errors import VconvError
 
 DEFAULT_BUNDLE = "vconv-voices-small"
+# the genuine shipped bundles: name -> sha256 of their config.json (update with the bundle, in one commit)
+SHIPPED_CONFIG_SHA256 = {
+    "vconv-voices-small": "83c64dce1d26ca85bc17d08660567c1de620cb568319f6be70c15985fb2299b8",
+}
 
 
 @dataclass(frozen=True)
@@ -70,7 +78,19 @@ def resolve_bundle(name_or_path: str | Path | None = None) -> Path:
         raise VconvError(f"{path}: a model must be a bundle folder (config.json + model.safetensors), not a file")
     for bundle in list_bundles():
         if bundle.name == str(name_or_path):
+            if bundle.source == "shipped":
+                check_shipped(bundle)
             return bundle.path
     known = ", ".join(b.name for b in list_bundles()) or "none found"
     hint = "train one with `vconv train` (it writes RUN_DIR/model)" if name_or_path == DEFAULT_BUNDLE else "see `vconv models`"
     raise VconvError(f"model {name_or_path!r} not found (known bundles: {known}); {hint}")
+
+
+def check_shipped(bundle: BundleLocation) -> None:
+    """Refuse a shipped bundle whose ``config.json`` is not the one :data:`SHIPPED_CONFIG_SHA256` pins."""
+    from vconv.fileio import sha256_of
+
+    expected = SHIPPED_CONFIG_SHA256.get(bundle.name)
+    if expected is not None and sha256_of(bundle.path / "config.json") != expected:
+        raise VconvError(f"{bundle.path}: the shipped bundle {bundle.name!r} is not the genuine one (its config.json "
+                         "differs from the digest this vconv release pins); reinstall vconv")
