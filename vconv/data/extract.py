@@ -27,14 +27,14 @@ from typing import Any, Iterator, Sequence
 import torch
 from tqdm import tqdm
 
+from vconv.audio.frontend import FrontEnd, compute_stats
 from vconv.config import FeatureConfig, save_yaml
+from vconv.data.feature_files import load_feature_tensors, load_features, save_features
 from vconv.data.manifest import BadFile, Utterance, feature_path, read_manifest
 from vconv.errors import VconvError
 from vconv.fileio import write_text_atomic
-from vconv.paths import check_output_path
-from vconv.audio.frontend import FrontEnd, compute_stats
-from vconv.data.feature_files import load_feature_tensors, load_features, save_features
 from vconv.frontends import FrontEndPart, build_frontend_part, load_parts
+from vconv.paths import check_output_path
 
 STATS_FILE = "stats.json"
 CONFIG_FILE = "features.yaml"
@@ -175,11 +175,7 @@ def extract_features(
     utterances = read_manifest(manifest, nonempty=True)
     stats_utterances = read_manifest(stats_from, nonempty=True) if stats_from else utterances
     if stats_from:  # fail before hours of extraction, not after
-        being_extracted = {u.id for u in utterances}
-        uncovered = [u for u in stats_utterances if u.id not in being_extracted and not feature_path(out_dir, u).is_file()]
-        if uncovered:
-            raise VconvError(f"--stats-from {stats_from}: {len(uncovered)} of its utterances are neither in {manifest} nor "
-                             f"extracted in {out_dir} (e.g. {uncovered[0].id}); extract that manifest first")
+        _check_stats_covered(stats_from, stats_utterances, manifest, utterances, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg.to_dict(), out_dir / CONFIG_FILE)
     report = ExtractReport()
@@ -210,6 +206,16 @@ def extract_features(
         payload = {"feature_config": cfg.to_dict(), **stats.to_dict()}
         write_text_atomic(out_dir / STATS_FILE, json.dumps(payload) + "\n")
     return report
+
+
+def _check_stats_covered(stats_from: str | Path, stats_utterances: list[Utterance], manifest: str | Path,
+                         utterances: list[Utterance], out_dir: Path) -> None:
+    """Refuse ``--stats-from`` utterances that will be neither extracted now nor found already extracted."""
+    being_extracted = {u.id for u in utterances}
+    uncovered = [u for u in stats_utterances if u.id not in being_extracted and not feature_path(out_dir, u).is_file()]
+    if uncovered:
+        raise VconvError(f"--stats-from {stats_from}: {len(uncovered)} of its utterances are neither in {manifest} nor "
+                         f"extracted in {out_dir} (e.g. {uncovered[0].id}); extract that manifest first")
 
 
 def _run(jobs: list[tuple[str, str, str, ExtractSpec]], workers: int, spec: ExtractSpec) -> Iterator[tuple[str, float, str | None]]:

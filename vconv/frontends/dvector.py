@@ -10,8 +10,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from vconv.audio.pretrained import DVECTOR_FILE
 from vconv.audio.dvector import DIM, SAMPLE_RATE, DVectorEmbedder
+from vconv.audio.pretrained import DVECTOR_FILE
 from vconv.errors import VconvError
 from vconv.frontends.base import FrontEndPart, register_frontend
 
