@@ -290,61 +290,13 @@ def evaluate(
 
     Needs the eval extra: pip install 'vconv\\[eval]'.
     """
-    from vconv.evaluation.judges import Judges
-    from vconv.evaluation.pairs import read_protocol
-    from vconv.evaluation.run import run_evaluation
-    from vconv.inference.target_match import check_mode
+    from vconv.evaluation.model_eval import EvaluationRequest, evaluate_model
 
-    from vconv.paths import check_output_path
-
-    if (manifest is None) == (protocol is None):
-        raise VconvError("pass exactly one of --manifest (convert and score held-out pairs) or --protocol (score given triples)")
-    if sources_per_pair is not None and sources_per_pair < 1:
-        raise VconvError(f"--sources-per-pair {sources_per_pair}: expected 1 or more")
-    if target_refs < 1:
-        raise VconvError(f"--target-refs {target_refs}: expected 1 or more")
-    check_mode(target_match, "--target-match")
     bundle = _check_model(model, vocoder) if manifest is not None or model is not None else None
-    check_output_path(out, expect="folder", what="report folder")  # inputs and outputs before the model load
-    if (out / "results.json").exists() and not force:
-        raise VconvError(f"{out / 'results.json'}: already exists; pass --force to overwrite")
-    if protocol is not None:
-        pairs, utterances = read_protocol(protocol), None
-    else:
-        from vconv.data.manifest import read_manifest
-
-        pairs, utterances = None, read_manifest(manifest, nonempty=True)
-    converter = None
-    if manifest is not None or model is not None:
-        from vconv.inference.converter import load
-
-        converter = load(bundle, vocoder=vocoder, target_match=target_match)
-    skipped_matching: list[str] = []  # one entry per conversion whose references were too short to match onto
-
-    def convert_fn(src, refs):
-        wav = converter.prepare_audio(src, None, str(src))
-        target = converter.target_voice(refs)
-        if converter.matching_skipped(target):
-            skipped_matching.append(str(src))
-        return converter.convert_wav(wav, target), converter.sample_rate
-
-    vocode_fn = (lambda path: (converter.copy_synthesis(path), converter.sample_rate)) if converter else None  # noqa: E731
-    title = f"vconv evaluate: {converter.info.path.name if converter else protocol}"
-
-    def notes() -> list[str]:  # asked after the conversions
-        if converter is None:
-            return []
-        said = [f"Target-spectrum matching: {target_match}."]
-        if skipped_matching:
-            said.append(f"Target-spectrum matching was skipped for {len(skipped_matching)} conversion(s): their target "
-                        "references hold too little speech for trusted statistics, so they are the model's own output.")
-        return said
-
-    report = run_evaluation(
-        pairs, out_dir=out, utterances=utterances, convert_fn=convert_fn if protocol is None else None, vocode_fn=vocode_fn,
-        max_sources_per_speaker_pair=sources_per_pair, target_refs=target_refs, seed=seed, force=force, progress=progress, plots=plots, title=title, notes=notes,
-        judges=Judges.load(asr_model=asr_model), model_frontends=converter.info.model_config if converter else None,
-    )
+    report = evaluate_model(EvaluationRequest(
+        out, bundle=bundle, manifest=manifest, protocol=protocol, sources_per_pair=sources_per_pair,
+        target_refs=target_refs, vocoder=vocoder, target_match=target_match, seed=seed, plots=plots,
+        asr_model=asr_model, force=force, progress=progress))
     typer.echo(report.summary_markdown)
     typer.echo(f"report: {out}")
 
@@ -353,8 +305,8 @@ def evaluate(
 @friendly_errors
 def models() -> None:
     """List the model bundles vconv can find, and where; a broken one is marked `unusable: <reason>`."""
-    from vconv.cli_common import one_line
     from vconv.bundles import read_bundle_info
+    from vconv.cli_common import one_line
     from vconv.inference.registry import DEFAULT_BUNDLE, list_bundles, search_roots
 
     bundles = list_bundles()
@@ -381,9 +333,9 @@ def train_vocoder(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (losses, steps/s, ETA)."),
 ) -> None:
     """Train the neural (Vocos-style) vocoder on a manifest's audio; writes RUN_DIR/vocoder. Multi-GPU: torchrun."""
-    from vconv.training.vocoder_trainer import VocoderTrainer
     from vconv.bundles import attach_vocoder
     from vconv.config import load_vocoder_run_config
+    from vconv.training.vocoder_trainer import VocoderTrainer
 
     extra = [f"train.vc_model={vc_model}"] if vc_model else []
     features, vocoder_cfg, train_cfg = load_vocoder_run_config(config, (overrides or []) + extra)

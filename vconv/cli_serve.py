@@ -44,15 +44,15 @@ def serve(
 
     Needs the serve extra: pip install 'vconv\\[serve]'.
     """
-    from vconv.serve.limits import ServeLimits
-
     from vconv.inference.target_match import check_mode
+    from vconv.serve.limits import ServeLimits
 
     check_mode(target_match, "--target-match")
     _require_serve_extra()
     limits = ServeLimits(max_upload_mb=max_upload_mb, max_seconds=max_seconds, workers=workers, queue_depth=queue).check()
 
-    from vconv.serve.server import bind, serve as run_server
+    from vconv.serve.server import bind
+    from vconv.serve.server import serve as run_server
 
     listener = bind(host, port)
     try:

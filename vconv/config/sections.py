@@ -14,9 +14,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 from vconv.config.base import ConfigSection, from_dict
-from vconv.errors import VconvError
-
 from vconv.config.legacy import upgrade_model_config
+from vconv.errors import VconvError
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,9 @@ from vconv.audio.frontend import FrontEnd
 from vconv.audio.perturb import MelPerturber
 from vconv.config import FeatureConfig
 from vconv.data.extract import Extractor, ExtractSpec
-from vconv.frontends import FrontEndPart
 from vconv.data.feature_files import load_feature_tensors
 from vconv.data.manifest import Utterance, feature_path
+from vconv.frontends import FrontEndPart
 
 
 @dataclass

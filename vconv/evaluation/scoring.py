@@ -110,11 +110,7 @@ def score_pairs(
     if vocode_fn is not None and work_dir is None:
         raise ValueError("score_pairs: vocode_fn needs a work_dir to write the copy-synthesis audio to")
     analysis = _Analysis()
-    vocoded: dict[str, tuple[str, float]] = {}  # input path -> (output path, vocoder seconds)
-    # every file the pairs read: a copy-synthesis output must never be one of them
-    inputs = {absolute(f) for p in pairs for f in (p.source, p.converted, *p.target_refs, p.target_other,
-                                                   p.target_parallel, p.source_other) if f}
-    written: dict[Path, str] = {}  # copy-synthesis output -> the reference it vocodes
+    copies = _CopySynthesis(vocode_fn, work_dir, pairs, force)
     rows: list[dict[str, Any]] = []
     for pair in tqdm(pairs, desc="scoring", unit="pair", disable=not progress):
         judged_on = pair.target_other or pair.target_refs[0]
@@ -122,8 +118,6 @@ def score_pairs(
         text, text_from = pair.text, "transcript"
         if text is None and judges.asr is not None:
             text, text_from = judges.asr.transcribe(pair.source), "source_asr"
-        gt = pair.target_parallel or next((r for r in pair.target_refs if r != judged_on), None)
-        gt_text = text if pair.target_parallel else None
         common = {
             "pair": pair.id,
             "source_speaker": pair.source_speaker,
@@ -131,36 +125,61 @@ def score_pairs(
             "target_judged_on": "other_utterance" if pair.target_other else "conversion_reference",
             "text_from": text_from if text else None,
         }
-        outputs: list[tuple[str, str, dict[str, Any]]] = [
-            ("converted", pair.converted, dict(text=text, f0_ref=pair.source, f0_align="time",
-                                               mcd_ref=pair.target_parallel, seconds=pair.convert_seconds,
-                                               per=pair.source)),
-            ("source", pair.source, dict(text=None if text_from == "source_asr" else text, f0_ref=None,
-                                         f0_align=None, mcd_ref=pair.target_parallel, seconds=None, per=None)),
-        ]
-        if gt is not None:
-            outputs.append(("ground_truth", gt, dict(text=gt_text, f0_ref=pair.source if pair.target_parallel else None,
-                                                     f0_align="dtw", mcd_ref=None, seconds=None, per=None)))
-            if vocode_fn is not None:
-                if gt not in vocoded:
-                    started = time.perf_counter()
-                    wav, sr = vocode_fn(gt)
-                    elapsed = time.perf_counter() - started
-                    name = f"{safe_name(Path(gt).parent.name)}__{safe_name(Path(gt).stem)}.wav"
-                    dest = Path(work_dir) / "copy_synthesis" / name
-                    # two references that flatten to one name, or a name that is an input: refused, not overwritten
-                    if absolute(dest) in inputs or written.setdefault(absolute(dest), gt) != gt:
-                        raise VconvError(f"{dest}: copy synthesis of {gt} would overwrite "
-                                         f"{written.get(absolute(dest), 'an evaluation input')}; rename one of them")
-                    out = save_audio(dest, np.asarray(wav, np.float32), int(sr), force=force)
-                    vocoded[gt] = (str(out), elapsed)
-                out, elapsed = vocoded[gt]
-                outputs.append(("copy_synthesis", out, dict(text=gt_text, f0_ref=gt, f0_align="time",
-                                                            mcd_ref=pair.target_parallel, seconds=elapsed, per=gt)))
-        for system, output, how in outputs:
+        for system, output, how in _systems(pair, judged_on, text, text_from, copies):
             rows.append({"system": system, "output": output, **common,
                          **_score_one(output, judged_on, source_judge, how, judges, analysis)})
     return rows
+
+
+def _systems(pair: EvalPair, judged_on: str, text: str | None, text_from: str,
+             copies: "_CopySynthesis") -> list[tuple[str, str, dict[str, Any]]]:
+    """``(system, audio, how to score it)`` of one pair: converted, source, ground truth, copy synthesis."""
+    gt = pair.target_parallel or next((r for r in pair.target_refs if r != judged_on), None)
+    gt_text = text if pair.target_parallel else None
+    outputs: list[tuple[str, str, dict[str, Any]]] = [
+        ("converted", pair.converted, dict(text=text, f0_ref=pair.source, f0_align="time",
+                                           mcd_ref=pair.target_parallel, seconds=pair.convert_seconds,
+                                           per=pair.source)),
+        ("source", pair.source, dict(text=None if text_from == "source_asr" else text, f0_ref=None,
+                                     f0_align=None, mcd_ref=pair.target_parallel, seconds=None, per=None)),
+    ]
+    if gt is not None:
+        outputs.append(("ground_truth", gt, dict(text=gt_text, f0_ref=pair.source if pair.target_parallel else None,
+                                                 f0_align="dtw", mcd_ref=None, seconds=None, per=None)))
+        if copies.vocode_fn is not None:
+            out, elapsed = copies.of(gt)
+            outputs.append(("copy_synthesis", out, dict(text=gt_text, f0_ref=gt, f0_align="time",
+                                                        mcd_ref=pair.target_parallel, seconds=elapsed, per=gt)))
+    return outputs
+
+
+class _CopySynthesis:
+    """The vocoder's resynthesis of each ground truth, once per file, written under ``work_dir/copy_synthesis``."""
+
+    def __init__(self, vocode_fn: VocodeFn | None, work_dir: str | Path | None, pairs: Sequence[EvalPair], force: bool):
+        self.vocode_fn, self.work_dir, self.force = vocode_fn, work_dir, force
+        self.vocoded: dict[str, tuple[str, float]] = {}  # input path -> (output path, vocoder seconds)
+        # every file the pairs read: a copy-synthesis output must never be one of them
+        self.inputs = {absolute(f) for p in pairs for f in (p.source, p.converted, *p.target_refs, p.target_other,
+                                                            p.target_parallel, p.source_other) if f}
+        self.written: dict[Path, str] = {}  # copy-synthesis output -> the reference it vocodes
+
+    def of(self, gt: str) -> tuple[str, float]:
+        """``(output path, vocoder seconds)`` of the copy synthesis of ``gt``."""
+        if gt not in self.vocoded:
+            assert self.vocode_fn is not None and self.work_dir is not None
+            started = time.perf_counter()
+            wav, sr = self.vocode_fn(gt)
+            elapsed = time.perf_counter() - started
+            name = f"{safe_name(Path(gt).parent.name)}__{safe_name(Path(gt).stem)}.wav"
+            dest = Path(self.work_dir) / "copy_synthesis" / name
+            # two references that flatten to one name, or a name that is an input: refused, not overwritten
+            if absolute(dest) in self.inputs or self.written.setdefault(absolute(dest), gt) != gt:
+                raise VconvError(f"{dest}: copy synthesis of {gt} would overwrite "
+                                 f"{self.written.get(absolute(dest), 'an evaluation input')}; rename one of them")
+            out = save_audio(dest, np.asarray(wav, np.float32), int(sr), force=self.force)
+            self.vocoded[gt] = (str(out), elapsed)
+        return self.vocoded[gt]
 
 
 def _score_one(

@@ -17,12 +17,12 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from vconv.inference.converter import VoiceConverter, limit_peak
-from vconv.inference.plan import ConversionPlan, EmbeddingPlan, plan_conversions, plan_embeddings
 from vconv.audio.io import resample, save
 from vconv.data.manifest import BadFile
 from vconv.errors import VconvError
 from vconv.fileio import atomic_path
+from vconv.inference.converter import VoiceConverter, limit_peak
+from vconv.inference.plan import ConversionPlan, EmbeddingPlan, plan_conversions, plan_embeddings
 
 
 @dataclass

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -25,15 +24,23 @@ import numpy as np
 import torch
 
 from vconv.audio.frontend import FrontEnd
-from vconv.audio.io import load as load_audio
 from vconv.audio.io import as_float_audio, check_sample_rate, downmix, resample, validate
-from vconv.errors import VconvError
+from vconv.audio.io import load as load_audio
 from vconv.bundles import BundleInfo, load_bundle
+from vconv.errors import VconvError
 from vconv.inference.chunking import process_in_chunks
 from vconv.inference.devices import check_device
 from vconv.inference.registry import resolve_bundle
-from vconv.inference.target_match import (DEFAULT_MODE, MIN_SPEECH_FRAMES, SpectrumStats, check_mode, energy_level, is_pause,
-                                         match_spectrum, spectrum_stats)
+from vconv.inference.target_match import (
+    DEFAULT_MODE,
+    MIN_SPEECH_FRAMES,
+    SpectrumStats,
+    check_mode,
+    energy_level,
+    is_pause,
+    match_spectrum,
+    spectrum_stats,
+)
 
 AudioInput = Union[str, Path, np.ndarray]
 MIN_SECONDS = 0.1  # the content encoder needs a few frames; 0.1 s is ~6 frames at hop 256

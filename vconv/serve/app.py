@@ -67,6 +67,14 @@ def create_app(converter: VoiceConverter, limits: ServeLimits | None = None, *, 
     app.state.results = results
     app.state.limits = limits
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _add_error_handlers(app)
+    _add_pages(app, converter, limits, queue, results)
+    _add_convert(app, converter, limits, queue, results, Path(upload_root.name))
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error the client sees is ``{"error": message}`` JSON with its status."""
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -79,6 +87,11 @@ def create_app(converter: VoiceConverter, limits: ServeLimits | None = None, *, 
     @app.exception_handler(Busy)
     async def busy(_: Request, exc: Busy) -> JSONResponse:
         return JSONResponse({"error": "busy, retry"}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def _add_pages(app: FastAPI, converter: VoiceConverter, limits: ServeLimits, queue: ConversionQueue,
+               results: ResultStore) -> None:
+    """The page, what it asks about the server, and the converted files it plays."""
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -95,6 +108,19 @@ def create_app(converter: VoiceConverter, limits: ServeLimits | None = None, *, 
             "queue": queue.status(),
         }
 
+    @app.get("/api/result/{key}.wav")
+    async def result_file(key: str) -> Response:
+        data = results.get(key) if RESULT_ID.fullmatch(key) else None
+        if data is None:
+            return JSONResponse({"error": "no such result (results are kept in memory for a while only): convert again"}, status_code=404)
+        return Response(data, media_type="audio/wav", headers={
+            "Content-Disposition": 'inline; filename="vconv-converted.wav"', "Cache-Control": "no-store"})
+
+
+def _add_convert(app: FastAPI, converter: VoiceConverter, limits: ServeLimits, queue: ConversionQueue,
+                 results: ResultStore, upload_root: Path) -> None:
+    """``POST /api/convert``: a queue place first, then the streamed uploads, their checks, the conversion."""
+
     @app.post("/api/convert")
     async def convert(request: Request) -> JSONResponse:
         try:
@@ -103,7 +129,7 @@ def create_app(converter: VoiceConverter, limits: ServeLimits | None = None, *, 
             await _discard_body(request, limits.max_request_bytes)  # let the client finish sending, then say busy
             raise
         with ticket:
-            folder = Path(tempfile.mkdtemp(dir=upload_root.name))
+            folder = Path(tempfile.mkdtemp(dir=upload_root))
             try:
                 uploads = await receive_uploads(request, folder, limits)
                 source, targets = await anyio.to_thread.run_sync(decode_uploads, uploads, converter.sample_rate, limits)
@@ -118,16 +144,6 @@ def create_app(converter: VoiceConverter, limits: ServeLimits | None = None, *, 
                 return JSONResponse({"error": message}, status_code=500)
         key = results.put(wav_bytes(result.wav, result.sample_rate))
         return JSONResponse(result_json(result, key, source.size / converter.sample_rate))
-
-    @app.get("/api/result/{key}.wav")
-    async def result_file(key: str) -> Response:
-        data = results.get(key) if RESULT_ID.fullmatch(key) else None
-        if data is None:
-            return JSONResponse({"error": "no such result (results are kept in memory for a while only): convert again"}, status_code=404)
-        return Response(data, media_type="audio/wav", headers={
-            "Content-Disposition": 'inline; filename="vconv-converted.wav"', "Cache-Control": "no-store"})
-
-    return app
 
 
 def result_json(result: ConversionResult, key: str, source_seconds: float) -> dict:

@@ -29,14 +29,14 @@ import torch
 import torch.nn.functional as F
 
 from vconv.audio.frontend import FeatureStats, FrontEnd, compute_stats
+from vconv.bundles import save_bundle
 from vconv.config import FeatureConfig, ModelConfig, TrainConfig
-from vconv.data.manifest import read_manifest, speakers_of
 from vconv.data.extract import ExtractSpec
+from vconv.data.manifest import read_manifest, speakers_of
 from vconv.data.segments import Batch, FeatureStore, SegmentBatches
 from vconv.data.twins import load_twin_groups, twin_index
 from vconv.errors import VconvError
 from vconv.fileio import read_json_object
-from vconv.bundles import save_bundle
 from vconv.frontends import FrontEndPart, load_parts, model_parts
 from vconv.models import VoiceConversionModel, build_model
 from vconv.training.base import BaseTrainer

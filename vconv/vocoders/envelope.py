@@ -32,8 +32,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vconv.config import FeatureConfig
 from vconv.audio.logmel import LogMel
+from vconv.config import FeatureConfig
 
 __all__ = ["MelEnvelopeMatch"]
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import torch
 
+from vconv.audio.logmel import LogMel
 from vconv.config import FeatureConfig
 from vconv.errors import VconvError
-from vconv.audio.logmel import LogMel
 from vconv.vocoders.base import Vocoder, register_vocoder
 
 __all__ = ["GriffinLim"]

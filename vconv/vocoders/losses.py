@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vconv.config import FeatureConfig
 from vconv.audio.logmel import LogMel
+from vconv.config import FeatureConfig
 
 __all__ = ["MultiResolutionSTFTLoss", "MelL1Loss", "PhaseLoss", "discriminator_loss", "generator_loss", "feature_matching_loss"]
 

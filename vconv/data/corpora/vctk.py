@@ -46,9 +46,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from vconv.data.manifest import BadFile, ScanResult, Split, Utterance, check_audio_file
+from vconv.data.prepare import SPLIT_NAMES, PrepareReport, write_splits
 from vconv.errors import VconvError
 from vconv.fileio import read_text
-from vconv.data.prepare import SPLIT_NAMES, PrepareReport, write_splits
 
 MICS = ("mic1", "mic2")
 
