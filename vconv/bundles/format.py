@@ -27,7 +27,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import save_file
@@ -38,6 +38,9 @@ from vconv.config import FeatureConfig, ModelConfig
 from vconv.errors import VconvError
 from vconv.fileio import default_mode, load_weights, read_json_object, sha256_of, write_text_atomic
 from vconv.frontends import load_parts, model_parts
+
+if TYPE_CHECKING:
+    from vconv.models import VoiceConversionModel
 
 BUNDLE_FORMAT = "vconv-bundle"
 BUNDLE_FORMAT_VERSION = 1
@@ -61,7 +64,7 @@ class BundleInfo:
 
 def save_bundle(
     out_dir: str | Path,
-    model: torch.nn.Module,
+    model: VoiceConversionModel,
     frontend: FrontEnd,
     *,
     speakers: list[str] | None = None,
@@ -151,9 +154,9 @@ def read_bundle_config(bundle: str | Path) -> dict[str, Any]:
     return config
 
 
-_REQUIRED_KEYS = {"model_config": dict, "feature_config": dict, "feature_stats": dict, "sha256": dict}
-_OPTIONAL_KEYS = {"speakers": list, "frontends": dict, "vocoder": str, "vconv_version": str}
-_JSON_NAMES = {dict: "object", list: "list", str: "string"}
+_REQUIRED_KEYS: dict[str, type] = {"model_config": dict, "feature_config": dict, "feature_stats": dict, "sha256": dict}
+_OPTIONAL_KEYS: dict[str, type] = {"speakers": list, "frontends": dict, "vocoder": str, "vconv_version": str}
+_JSON_NAMES: dict[type, str] = {dict: "object", list: "list", str: "string"}
 
 
 def _parse_configs(config: dict[str, Any], cfg_path: Path) -> tuple[ModelConfig, FeatureConfig, FeatureStats]:
@@ -186,7 +189,7 @@ def read_bundle_info(bundle: str | Path) -> BundleInfo:
     )
 
 
-def load_bundle(bundle: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, FrontEnd, BundleInfo]:
+def load_bundle(bundle: str | Path, device: str | torch.device = "cpu") -> tuple[VoiceConversionModel, FrontEnd, BundleInfo]:
     """``(model, front-end, info)`` of a bundle: the VoiceConversionModel in eval mode, fp32, on ``device``."""
     from vconv.models import build_model
     from vconv.models.budget import check_state_matches

@@ -72,7 +72,7 @@ def check_independence(judges: Judges, model_config: Any | None) -> None:
 
     shared = {part.pretrained: part for part in model_parts(model_config) if part.pretrained}
     for judge in (judges.asr, judges.speaker, judges.quality):
-        part = shared.get(getattr(judge, "name", None))
-        if part is not None:
+        part = shared.get(judge.name) if judge is not None else None
+        if judge is not None and part is not None:
             raise VconvError(f"the judge {judge.name} shares its weights with this model's {part.role} front-end "
                              f"({part.kind}); judge it with another model (the default ASR judge is Whisper base)")

@@ -177,7 +177,7 @@ def _plan(by_speaker: dict[str, list[Any]], max_sources: int | None, seed: int) 
     speakers = sorted(by_speaker)
     if len(speakers) < 2:
         raise VconvError(f"evaluation needs at least two held-out speakers, got {len(speakers)}: {speakers}")
-    plan = []
+    plan: list[tuple[Any, str]] = []
     for a in speakers:
         for b in speakers:
             if a == b or len(by_speaker[b]) < 2:

@@ -62,6 +62,7 @@ def run_evaluation(
     started = time.perf_counter()
     asked = None if pairs is not None else target_refs  # a given protocol brings its own references
     if pairs is None:
+        assert utterances is not None and convert_fn is not None  # refused above otherwise
         pairs = make_pairs(utterances, convert_fn, out, max_sources_per_speaker_pair=max_sources_per_speaker_pair,
                            target_refs=target_refs, seed=seed, force=force, progress=progress)
         timing["convert_s"] = time.perf_counter() - started

@@ -30,5 +30,6 @@ def load_parts(parts: tuple[FrontEndPart, ...], folder: str | Path | None, confi
         raise VconvError(f"{names} need {what}: give a front-end folder (--frontends DIR or train.frontends_dir, "
                          "made by `vconv frontend prepare`)")
     for part in needing:
+        assert folder is not None  # refused above
         part.load_weights(folder, config)
     return parts

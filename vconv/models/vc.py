@@ -174,6 +174,7 @@ class VoiceConversionModel(nn.Module):
         self.eval()
         try:
             if embedding is None:
+                assert ref_mels is not None  # exactly one of the two, checked above
                 embedding = self.embed_speaker(ref_mels)
             out = self.decode(self.encode_content(src).quantized, embedding, src.shape[-1])
         finally:
