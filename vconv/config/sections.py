@@ -100,10 +100,13 @@ class ModelConfig(ConfigSection):
     # (vconv.frontends: content "mel" | "whisper" with "layer" 1-4; speaker "mel" | "dvector")
     content_frontend: dict[str, Any] = field(default_factory=lambda: {"kind": "mel"})
     speaker_frontend: dict[str, Any] = field(default_factory=lambda: {"kind": "mel"})
+    # the reference path (vconv.models.reference): {"kind": "none"}, or {"kind": "attention", ...its settings}:
+    # the decoder also reads the target references' frames, beside the AdaIN embedding
+    reference: dict[str, Any] = field(default_factory=lambda: {"kind": "none"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("content_frontend", "speaker_frontend"):
+        for name in ("content_frontend", "speaker_frontend", "reference"):
             if not isinstance(getattr(self, name).get("kind"), str):
                 raise VconvError(f"model.{name} needs a kind, e.g. {{kind: mel}}; got {getattr(self, name)!r}")
 

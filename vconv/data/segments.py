@@ -38,7 +38,9 @@ class Batch:
     (for a mel: ``content`` timbre-perturbed when perturbation is on, or a twin's mel; for Whisper states:
     ``content`` itself, which is then a twin's states when one was drawn); ``ref`` the speaker path's input
     (a normalised mel segment ``[B, n_mels, T]`` or d-vectors ``[B, 256]``); ``speaker`` the class id of the
-    voice the content path read (the adversary's label: a twin's voice when a twin was drawn).
+    voice the content path read (the adversary's label: a twin's voice when a twin was drawn);
+    ``ref_frames`` what a reference path reads (a normalised mel segment ``[B, n_mels, T]`` of the same other
+    utterance as ``ref``, never the reconstructed one), or None when the model has no reference path.
     """
 
     mel: torch.Tensor
@@ -46,9 +48,11 @@ class Batch:
     speaker: torch.Tensor
     source: torch.Tensor
     content: torch.Tensor
+    ref_frames: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> "Batch":
-        return Batch(*(getattr(self, f).to(device) for f in ("mel", "ref", "speaker", "source", "content")))
+        moved = [getattr(self, f).to(device) for f in ("mel", "ref", "speaker", "source", "content")]
+        return Batch(*moved, ref_frames=self.ref_frames.to(device) if self.ref_frames is not None else None)
 
 
 class FeatureStore:
@@ -106,6 +110,7 @@ class SegmentBatches(torch.utils.data.Dataset):
         speaker: FrontEndPart | None = None,
         twins: dict[int, list[int]] | None = None,
         twin_probability: float = 0.0,
+        reference_frames: bool = False,
     ):
         self.store = store
         # index -> indices of the same recording in other voices (vconv.data.twins); used with twin_probability
@@ -116,6 +121,7 @@ class SegmentBatches(torch.utils.data.Dataset):
         self.speaker_is_mel = speaker is None or speaker.is_log_mel
         self.speaker_key = "mel" if speaker is None else speaker.feature_key
         self.speaker_per_utterance = speaker is not None and speaker.per_utterance
+        self.reference_frames = reference_frames  # the model's reference path reads another utterance's mel
         # timbre perturbation works on mels; a pretrained part's output is precomputed from the clean audio
         self.perturber = MelPerturber(store.cfg) if perturb and self.content_is_mel else None
         self.frontend = frontend  # normalises every segment (on the CPU, where batches are made)
@@ -149,7 +155,7 @@ class SegmentBatches(torch.utils.data.Dataset):
     def __getitem__(self, step: int) -> Batch:
         gen = torch.Generator().manual_seed(hash((self.seed, self.rank, int(step))) & 0x7FFF_FFFF_FFFF)
         picks = self._pick_utterances(gen)
-        mels, contents, refs, labels, sources = [], [], [], [], []
+        mels, contents, refs, labels, sources, windows = [], [], [], [], [], []
         for index in picks:
             utt = self.store.utterances[index]
             tensors = self.store.tensors(index)
@@ -164,6 +170,9 @@ class SegmentBatches(torch.utils.data.Dataset):
             mel = self._crop(tensors["mel"][:, span[0] : span[1]], start, self.log_floor)
             mels.append(mel)
             refs.append(self._reference(other, gen))
+            if self.reference_frames:  # the speaker path's own window when it reads the mel, else one of its own
+                windows.append(refs[-1] if self.speaker_is_mel else
+                              self._crop(other["mel"], self._start(other["mel"].shape[1], gen), self.log_floor))
             donor = self._content_donor(index, gen)  # drawn after the reference, as batches always were
             content_of = tensors if donor == index else self.store.tensors(donor)
             if self.content_is_mel:
@@ -180,7 +189,8 @@ class SegmentBatches(torch.utils.data.Dataset):
         else:
             content = source = torch.stack(contents)
         ref = self.frontend.normalize(torch.stack(refs)) if self.speaker_is_mel else torch.stack(refs)
-        return Batch(mel, ref, torch.tensor(labels, dtype=torch.long), source, content)
+        ref_frames = self.frontend.normalize(torch.stack(windows)) if windows else None
+        return Batch(mel, ref, torch.tensor(labels, dtype=torch.long), source, content, ref_frames)
 
     def _reference(self, other: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
         """What the speaker path reads of utterance ``other``: a random window (``[C, segment_frames]``) or

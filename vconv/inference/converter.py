@@ -41,6 +41,7 @@ from vconv.inference.target_match import (
     match_spectrum,
     spectrum_stats,
 )
+from vconv.models.reference import ReferenceMemory
 
 AudioInput = Union[str, Path, np.ndarray]
 MIN_SECONDS = 0.1  # the content encoder needs a few frames; 0.1 s is ~6 frames at hop 256
@@ -51,11 +52,13 @@ class TargetVoice:
     """What a conversion needs of its target references, computed once per target.
 
     ``embedding``: ``[1, S]`` the speaker embedding (references averaged), which drives AdaIN;
-    ``spectrum``: the references' long-term log-mel statistics for target-spectrum matching.
+    ``spectrum``: the references' long-term log-mel statistics for target-spectrum matching;
+    ``reference``: for a model with a reference path, the memory of the references' frames it attends over.
     """
 
     embedding: torch.Tensor
     spectrum: SpectrumStats
+    reference: ReferenceMemory | None = None
 
 
 class VoiceConverter:
@@ -133,9 +136,12 @@ class VoiceConverter:
     @torch.no_grad()
     def target_voice(self, refs: Sequence[AudioInput] | AudioInput, sr: int | None = None) -> TargetVoice:
         """The speaker embedding and the log-mel statistics of one or several target references."""
-        wavs = self._prepare_refs(refs, sr)  # each reference loaded and checked once, for both
-        spectrum = spectrum_stats([self.frontend.log_mel(w[None])[0] for w in wavs])
-        return TargetVoice(embedding=self._embed_prepared(wavs), spectrum=spectrum)
+        wavs = self._prepare_refs(refs, sr)  # each reference loaded and checked once, for all three
+        log_mels = [self.frontend.log_mel(w[None])[0] for w in wavs]
+        reference = None
+        if self.model.reference is not None:  # its frames, normalised as the model reads them, encoded once
+            reference = self.model.encode_reference([self.frontend.normalize(m) for m in log_mels])
+        return TargetVoice(embedding=self._embed_prepared(wavs), spectrum=spectrum_stats(log_mels), reference=reference)
 
     @torch.no_grad()
     def embed(self, wavs: Sequence[AudioInput] | AudioInput, sr: int | None = None) -> np.ndarray:
@@ -198,12 +204,15 @@ class VoiceConverter:
         :mod:`vconv.inference.chunking`); ``overlap_seconds`` is only the cross-fade, and may be 0.
         """
         if isinstance(target, TargetVoice):
-            embedding, spectrum = target.embedding, target.spectrum
+            embedding, spectrum, reference = target.embedding, target.spectrum, target.reference
             if spectrum.mean.shape[0] != self.features.n_mels:
                 raise VconvError(f"the target's spectrum has {spectrum.mean.shape[0]} mel bands, this model {self.features.n_mels}: "
                                  "compute the target with this converter's target_voice()")
         else:
-            embedding, spectrum = target, None
+            embedding, spectrum, reference = target, None, None
+        if self.model.reference is not None and reference is None:
+            raise VconvError("this model reads the target's frames: give a target from this converter's target_voice(), "
+                             "not a bare embedding")
         hop = self.features.hop_length
         chunk = max(hop * 8, int(chunk_seconds * self.sample_rate) // hop * hop)
         overlap = min(chunk // 2, int(overlap_seconds * self.sample_rate) // hop * hop)
@@ -213,7 +222,7 @@ class VoiceConverter:
 
         def convert_chunk(piece: np.ndarray) -> np.ndarray:
             # the target embedding is computed once per file and handed to the model's one conversion path
-            converted = self.model.convert(self._model_input(piece), embedding=embedding)
+            converted = self.model.convert(self._model_input(piece), embedding=embedding, reference=reference)
             log_mel = self.frontend.denormalize(converted.float())
             # the piece includes its context: room tone within CONTEXT_SECONDS of speech is matched on that speech's
             # statistics (speech frames only), as a pause inside one chunk is

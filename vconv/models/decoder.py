@@ -9,6 +9,8 @@ embedding come out in another voice.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -71,11 +73,14 @@ class AdaINDecoder(nn.Module):
         )
         self.out = nn.Conv1d(channels, n_mels, 1)
 
-    def forward(self, q: torch.Tensor, e: torch.Tensor, length: int | None = None) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, e: torch.Tensor, length: int | None = None,
+                attend: Callable[[int, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """``q [B, code_dim, T'], e [B, speaker_dim] -> mel [B, n_mels, length]``.
 
         ``length`` is the number of mel frames wanted (the content input's ``T``); the up-sampled output
         (``T' * stride`` frames) is cropped to it, or padded by repeating the last frame if longer.
+        ``attend(block, x [B, C, T]) -> [B, C, T]``, when given, runs after each block (1-based): the
+        model's reference path (:mod:`vconv.models.reference`).
         """
         if q.dim() != 3 or q.shape[1] != self.code_dim:
             raise ValueError(f"expected q of shape [B, {self.code_dim}, T'], got {tuple(q.shape)}")
@@ -88,8 +93,10 @@ class AdaINDecoder(nn.Module):
         x = self.inp(q)
         if self.stride > 1:
             x = torch.repeat_interleave(x, self.stride, dim=-1)
-        for block in self.blocks:
+        for number, block in enumerate(self.blocks, start=1):
             x = block(x, e)
+            if attend is not None:
+                x = attend(number, x)
         mel = self.out(x)
         if length is not None:
             mel = fit_length(mel, length)

@@ -29,6 +29,7 @@ from vconv.models.budget import build_within_budget
 from vconv.models.content import ContentEncoder
 from vconv.models.decoder import AdaINDecoder
 from vconv.models.quantize import PassThroughQuantizer, Quantizer, QuantizerOutput, VectorQuantizer
+from vconv.models.reference import ReferenceMemory, ReferencePath, build_reference_path
 from vconv.models.speaker import SpeakerEncoder, SpeakerEncoderBase, VectorProjection
 
 __all__ = ["ReconstructionOutput", "VoiceConversionModel", "adversary_for", "build_model", "content_encoder_for",
@@ -67,6 +68,8 @@ class VoiceConversionModel(nn.Module):
         speaker_encoder: ``mel -> e``, with ``embed_many(list of [n_mels, T_i]) -> [S]``.
         decoder: ``(q, e, length) -> mel``, with a ``stride`` attribute equal to the encoder's.
         adversary: optional speaker classifier ``(q, reversal_weight) -> logits``.
+        reference: optional reference path (:mod:`vconv.models.reference`): the decoder also attends over
+            the reference's frames ``[n_mels, T_ref]``.
         config: the :class:`ModelConfig` the parts were built from (stored with checkpoints).
     """
 
@@ -79,6 +82,7 @@ class VoiceConversionModel(nn.Module):
         adversary: SpeakerClassifier | None = None,
         *,
         config: ModelConfig,
+        reference: ReferencePath | None = None,
     ) -> None:
         super().__init__()
         enc_stride = getattr(content_encoder, "total_stride", None)
@@ -92,6 +96,7 @@ class VoiceConversionModel(nn.Module):
         self.speaker_encoder = speaker_encoder
         self.decoder = decoder
         self.adversary = adversary
+        self.reference = reference
         self.config = config
 
     # ----------------------------------------------------------------------------------------------
@@ -114,43 +119,62 @@ class VoiceConversionModel(nn.Module):
             return self.speaker_encoder(mels)
         return self.speaker_encoder.embed_many(list(mels)).unsqueeze(0)
 
+    def encode_reference(self, frames: References | ReferenceMemory | None) -> ReferenceMemory | None:
+        """The reference path's memory of ``frames`` (``[B, n_mels, T_ref]``, or a list of ``[n_mels, T_i]``
+        of one voice); None for a model without the path. A model with it refuses ``None``."""
+        if self.reference is None or isinstance(frames, ReferenceMemory):
+            return frames if self.reference is not None else None
+        if frames is None:
+            raise ValueError("this model reads the target's frames (model.reference): give reference frames")
+        return self.reference.encode(frames)
+
     # ----------------------------------------------------------------------------------------------
     # training and inference
 
     def reconstruct(
-        self, mel: torch.Tensor, ref_mel: References, adversary_weight: float = 0.0
+        self, mel: torch.Tensor, ref_mel: References, adversary_weight: float = 0.0, ref_frames: References | None = None
     ) -> ReconstructionOutput:
         """Rebuild ``mel [B, n_mels, T]`` from its codes and the speaker embedding of ``ref_mel``.
 
         ``ref_mel`` is ``[B, n_mels, T_ref]`` (another segment of the same speaker during training, so
         content cannot leak through the speaker path), or anything :meth:`embed_speaker` takes that
-        gives one embedding. ``adversary_weight`` scales the reversed gradient that the adversary
-        sends into the content encoder (0 trains the classifier without touching the encoder).
+        gives one embedding. ``ref_frames`` (``[B, n_mels, T_ref]``, likewise another segment) is what the
+        reference path reads; default ``ref_mel``, when that is a log-mel. ``adversary_weight`` scales the
+        reversed gradient that the adversary sends into the content encoder (0 trains the classifier
+        without touching the encoder).
         """
         quant = self.encode_content(mel)
         embedding = self.embed_speaker(ref_mel)
         if embedding.shape[0] not in (1, mel.shape[0]):
             raise ValueError(f"{embedding.shape[0]} speaker embeddings for a batch of {mel.shape[0]}")
         embedding = embedding.expand(mel.shape[0], -1)
-        out = self.decoder(quant.quantized, embedding, mel.shape[-1])
+        memory = self.encode_reference(ref_frames if ref_frames is not None or self.reference is None else ref_mel)
+        out = self.decode(quant.quantized, embedding, mel.shape[-1], memory)
         logits = None
         if self.adversary is not None:
             logits = self.adversary(quant.quantized, reversal_weight=adversary_weight)
         return ReconstructionOutput(mel=out, quantizer=quant, speaker_embedding=embedding, speaker_logits=logits)
 
-    def forward(self, mel: torch.Tensor, ref_mel: References, adversary_weight: float = 0.0) -> ReconstructionOutput:
+    def forward(self, mel: torch.Tensor, ref_mel: References, adversary_weight: float = 0.0,
+                ref_frames: References | None = None) -> ReconstructionOutput:
         """Same as :meth:`reconstruct` (so DDP wraps the training computation)."""
-        return self.reconstruct(mel, ref_mel, adversary_weight)
+        return self.reconstruct(mel, ref_mel, adversary_weight, ref_frames)
 
-    def decode(self, quantized: torch.Tensor, embedding: torch.Tensor, length: int) -> torch.Tensor:
-        """``quantized [B, code_dim, T'] + embedding [B or 1, S] -> mel [B, n_mels, length]``."""
+    def decode(self, quantized: torch.Tensor, embedding: torch.Tensor, length: int,
+               memory: ReferenceMemory | None = None) -> torch.Tensor:
+        """``quantized [B, code_dim, T'] + embedding [B or 1, S]`` (+ the reference path's ``memory``)
+        ``-> mel [B, n_mels, length]``."""
         if embedding.shape[0] not in (1, quantized.shape[0]):
             raise ValueError(f"{embedding.shape[0]} speaker embeddings for {quantized.shape[0]} sources")
-        return self.decoder(quantized, embedding.expand(quantized.shape[0], -1), length)
+        path = self.reference
+        if path is not None and memory is None:
+            raise ValueError("this model reads the target's frames (model.reference): decode needs their memory")
+        attend = None if path is None else (lambda stage, h: path.attend(stage, h, memory))
+        return self.decoder(quantized, embedding.expand(quantized.shape[0], -1), length, attend)
 
     @torch.no_grad()
     def convert(self, src_mel: torch.Tensor, ref_mels: References | None = None, *,
-                embedding: torch.Tensor | None = None) -> torch.Tensor:
+                embedding: torch.Tensor | None = None, reference: References | ReferenceMemory | None = None) -> torch.Tensor:
         """Say ``src_mel``'s content in the voice of ``ref_mels`` (or of a precomputed ``embedding``).
 
         Args:
@@ -159,6 +183,8 @@ class VoiceConversionModel(nn.Module):
                 ``[n_mels, T_i]`` references of one target speaker (their embeddings are averaged).
             embedding: ``[B or 1, S]``, what :meth:`embed_speaker` returned; instead of ``ref_mels``, so a
                 caller converting many sources (or chunks of one) embeds the target once.
+            reference: for a model with a reference path, the target's frames (``[n_mels, T]``, a list of
+                them, or the :meth:`encode_reference` memory, computed once per target); default ``ref_mels``.
 
         Returns:
             mel of ``src_mel``'s shape (same number of frames).
@@ -176,7 +202,8 @@ class VoiceConversionModel(nn.Module):
             if embedding is None:
                 assert ref_mels is not None  # exactly one of the two, checked above
                 embedding = self.embed_speaker(ref_mels)
-            out = self.decode(self.encode_content(src).quantized, embedding, src.shape[-1])
+            memory = self.encode_reference(reference if reference is not None or self.reference is None else ref_mels)
+            out = self.decode(self.encode_content(src).quantized, embedding, src.shape[-1], memory)
         finally:
             self.train(was_training)
         return out[0] if squeeze else out
@@ -199,8 +226,10 @@ def _build(cfg: ModelConfig) -> VoiceConversionModel:
     content_input, speaker_input = model_parts(cfg)
     content = content_encoder_for(cfg, content_input.channels(cfg.n_mels))
     speaker = speaker_encoder_for(cfg, speaker_input.channels(cfg.n_mels), per_utterance=speaker_input.per_utterance)
+    reference = build_reference_path(cfg.reference, n_mels=cfg.n_mels, channels=cfg.channels,
+                                     decoder_blocks=cfg.decoder_blocks)
     return VoiceConversionModel(content, quantizer_for(cfg), speaker, decoder_for(cfg, content.total_stride),
-                                adversary_for(cfg), config=cfg)
+                                adversary_for(cfg), config=cfg, reference=reference)
 
 
 def content_encoder_for(cfg: ModelConfig, in_channels: int) -> ContentEncoder:

@@ -102,6 +102,7 @@ class ModelTrainer(BaseTrainer):
             seed=train.seed, rank=self.dist.rank, steps=train.steps, perturb=train.perturb_content,
             speaker_sampling_power=train.speaker_sampling_power, content=self.content_part, speaker=self.speaker_part,
             twins=self.twins, twin_probability=train.content_twin_probability,
+            reference_frames=self.model.reference is not None,
         )
 
     # ----------------------------------------------------------------------------------------- setup
@@ -136,7 +137,7 @@ class ModelTrainer(BaseTrainer):
         self.net.train()
         batch = batch.to(self.device)
         with self.autocast():
-            out = self.net(batch.source, batch.ref, adversary_weight=self.adversary_weight(self.step))
+            out = self.net(batch.source, batch.ref, adversary_weight=self.adversary_weight(self.step), ref_frames=batch.ref_frames)
             recon = F.l1_loss(out.mel.float(), batch.mel)
             loss = self.tcfg.recon_weight * recon + self.tcfg.vq_weight * out.quantizer.loss.float()
             metrics = {"recon": recon.item(), "vq": out.quantizer.loss.item(), "perplexity": out.quantizer.perplexity.item()}
@@ -184,14 +185,17 @@ class ModelTrainer(BaseTrainer):
         recon, recon_self, ppl, embeddings, speakers = [], [], [], [], []
         for i in picks:
             mel, full_content, own_ref = self._valid_inputs(i)
-            content, target, ref = full_content, mel, self._other_reference(i, by_speaker)
-            if ref is None:  # a lone utterance: content from one half, speaker from the other
+            content, target, other = full_content, mel, self._other_reference(i, by_speaker)
+            if other is None:  # a lone utterance: content from one half, speaker (and reference path) from the other
                 half = mel.shape[-1] // 2
                 target, content = mel[..., :half], content[..., :half]
                 ref = own_ref if self.speaker_part.per_utterance else own_ref[..., half:]
+                frames = mel[..., half:]
+            else:
+                ref, frames = other
             with self.autocast():
-                out = self.model.reconstruct(content, ref)
-                own = self.model.reconstruct(full_content, own_ref)
+                out = self.model.reconstruct(content, ref, ref_frames=frames)
+                own = self.model.reconstruct(full_content, own_ref, ref_frames=mel)
             recon.append(F.l1_loss(out.mel.float(), target).item())
             recon_self.append(F.l1_loss(own.mel.float(), mel).item())
             ppl.append(own.quantizer.perplexity.item())
@@ -226,13 +230,14 @@ class ModelTrainer(BaseTrainer):
         """What one path reads of a stored utterance: the normalised ``mel``, or the part's tensor (batch of 1)."""
         return mel if part.is_log_mel else tensors[part.feature_key].float()[None].to(self.device)
 
-    def _other_reference(self, index: int, by_speaker: Mapping[str, list[int]]) -> torch.Tensor | None:
-        """The speaker input of the next utterance of the same speaker (cyclically), or None."""
+    def _other_reference(self, index: int, by_speaker: Mapping[str, list[int]]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(speaker input, normalised mel)`` of the next utterance of the same speaker (cyclically), or None."""
         store = self.valid_store
         siblings = by_speaker[store.utterances[index].speaker]
         if len(siblings) < 2:
             return None
-        return self._valid_inputs(siblings[(siblings.index(index) + 1) % len(siblings)])[2]
+        mel, _, speaker = self._valid_inputs(siblings[(siblings.index(index) + 1) % len(siblings)])
+        return speaker, mel
 
     # ----------------------------------------------------------------------------------- checkpoints
 
