@@ -51,8 +51,8 @@ class Batch:
     ref_frames: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> "Batch":
-        moved = [getattr(self, f).to(device) for f in ("mel", "ref", "speaker", "source", "content")]
-        return Batch(*moved, ref_frames=self.ref_frames.to(device) if self.ref_frames is not None else None)
+        return Batch(self.mel.to(device), self.ref.to(device), self.speaker.to(device), self.source.to(device),
+                     self.content.to(device), self.ref_frames.to(device) if self.ref_frames is not None else None)
 
 
 class FeatureStore:

@@ -158,10 +158,11 @@ class TimbreAttention(ReferencePath):
         self.key = nn.ModuleList(nn.Linear(dim, dim) for _ in self.stages)
         self.value = nn.ModuleList(nn.Linear(dim, dim) for _ in self.stages)
         self.query = nn.ModuleList(nn.Linear(channels, dim) for _ in self.stages)
-        self.out = nn.ModuleList(nn.Linear(dim, channels) for _ in self.stages)
-        for layer in self.out:  # an untrained path adds nothing: the model starts as the AdaIN model
+        out = [nn.Linear(dim, channels) for _ in self.stages]
+        for layer in out:  # an untrained path adds nothing: the model starts as the AdaIN model
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        self.out = nn.ModuleList(out)
 
     def encode(self, refs: torch.Tensor | Sequence[torch.Tensor]) -> ReferenceMemory:
         if isinstance(refs, torch.Tensor):

@@ -122,8 +122,10 @@ class VoiceConversionModel(nn.Module):
     def encode_reference(self, frames: References | ReferenceMemory | None) -> ReferenceMemory | None:
         """The reference path's memory of ``frames`` (``[B, n_mels, T_ref]``, or a list of ``[n_mels, T_i]``
         of one voice); None for a model without the path. A model with it refuses ``None``."""
-        if self.reference is None or isinstance(frames, ReferenceMemory):
-            return frames if self.reference is not None else None
+        if self.reference is None:
+            return None
+        if isinstance(frames, ReferenceMemory):
+            return frames
         if frames is None:
             raise ValueError("this model reads the target's frames (model.reference): give reference frames")
         return self.reference.encode(frames)
@@ -167,9 +169,12 @@ class VoiceConversionModel(nn.Module):
         if embedding.shape[0] not in (1, quantized.shape[0]):
             raise ValueError(f"{embedding.shape[0]} speaker embeddings for {quantized.shape[0]} sources")
         path = self.reference
-        if path is not None and memory is None:
-            raise ValueError("this model reads the target's frames (model.reference): decode needs their memory")
-        attend = None if path is None else (lambda stage, h: path.attend(stage, h, memory))
+        attend = None
+        if path is not None:
+            if memory is None:
+                raise ValueError("this model reads the target's frames (model.reference): decode needs their memory")
+            read = memory
+            attend = lambda stage, h: path.attend(stage, h, read)  # noqa: E731
         return self.decoder(quantized, embedding.expand(quantized.shape[0], -1), length, attend)
 
     @torch.no_grad()
