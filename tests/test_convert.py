@@ -239,3 +239,19 @@ def test_regular_wheel_install_finds_the_shipped_bundles(tmp_path):
     assert all(str(tmp_path / "site") in path for _, path in found)
     # the page of `vconv serve` is package data too
     assert {p.name for p in (tmp_path / "site" / "vconv" / "serve" / "static").iterdir()} == {"index.html", "app.js", "style.css"}
+
+
+@pytest.mark.parametrize("chunk_seconds", [20.0, 1.0])  # one chunk, and several cross-faded ones
+def test_the_pair_of_outputs_is_the_conversion_and_the_model_own_output(tiny_bundle, chunk_seconds):
+    """convert_wav_pair: what `vconv convert` writes, and what it writes with --target-match off, from one pass."""
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    matched_vc = vconv.load(tiny_bundle, vocoder="griffinlim")
+    off_vc = vconv.load(tiny_bundle, vocoder="griffinlim", target_match="off")
+    wav = matched_vc.prepare_audio(examples / "source.wav", None)
+    refs = [examples / "target.wav"]
+    target = matched_vc.target_voice(refs)
+    converted, own = matched_vc.convert_wav_pair(wav, target, chunk_seconds=chunk_seconds, overlap_seconds=0.25)
+    np.testing.assert_array_equal(converted, matched_vc.convert_wav(wav, target, chunk_seconds=chunk_seconds, overlap_seconds=0.25))
+    np.testing.assert_array_equal(own, off_vc.convert_wav(wav, off_vc.target_voice(refs), chunk_seconds=chunk_seconds,
+                                                          overlap_seconds=0.25))
+    assert not np.array_equal(converted, own)  # the matching did something

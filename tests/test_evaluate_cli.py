@@ -21,10 +21,14 @@ def test_cli_evaluate_writes_json_markdown_and_plots(tiny_bundle, corpus_dir, tm
     assert result.exit_code == 0, result.output
     data = json.loads((out / "results.json").read_text())
     kinds = {row["system"] if "system" in row else row.get("kind") for row in data["rows"]}
-    assert {"converted", "source", "ground_truth", "copy_synthesis"} <= kinds
+    assert {"converted", "unmatched", "source", "ground_truth", "copy_synthesis"} <= kinds
     assert len(data["pairs"]) == 6  # 3 speakers -> 6 ordered pairs, 1 source each
+    # the model's own output (matching off) is its own row, from the same conversions: one file per pair
+    assert sorted(p.name for p in (out / "unmatched").iterdir()) == sorted(p.name for p in (out / "converted").iterdir())
+    assert all(pair["unmatched"] for pair in data["pairs"])
+    assert data["summary"]["unmatched"]["n"] == data["summary"]["converted"]["n"] == 6
     summary = (out / "summary.md").read_text()
-    assert "converted" in summary and "copy_synthesis" in summary.replace(" ", "_")
+    assert "| unmatched |" in summary and "copy_synthesis" in summary.replace(" ", "_")
     assert (out / "plots" / "similarity.png").stat().st_size > 1000
     assert (out / "plots" / "embeddings.png").stat().st_size > 1000
     again = CliRunner().invoke(app, args)

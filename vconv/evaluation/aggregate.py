@@ -82,7 +82,9 @@ def summarize(summary: dict[str, dict[str, Any]], verify: M.EERResult | None = N
         "- **F0 corr / log-F0 RMSE**: over jointly voiced frames after a mean-variance shift; converted is compared with "
         "the source, copy synthesis with its input, ground truth with the source (DTW). **register err**: |mean log-F0 − target's| in cents.",
         "- **RTF**: compute seconds per second of input (converted: the conversion; copy synthesis: the vocoder).",
-        "- Rows: *source* = input unchanged (floor), *ground_truth* = the target's own utterance (ceiling), "
+        "- Rows: *converted* = the conversion as `vconv convert` makes it; *unmatched* = the same model output "
+        "without target-spectrum matching (the network's own voice); "
+        "*source* = input unchanged (floor), *ground_truth* = the target's own utterance (ceiling), "
         "*copy_synthesis* = ground truth through the vocoder alone.",
     ]
     for note in meta.get("notes", []):

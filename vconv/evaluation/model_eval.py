@@ -63,12 +63,15 @@ class _Conversions:
     target_match: str
     skipped_matching: list[str] = field(default_factory=list)
 
-    def convert(self, src: str, refs: list[str]) -> tuple[Any, int]:
+    def convert(self, src: str, refs: list[str]) -> tuple[Any, int, Any]:
+        """``(converted, sample rate, the model's own output)``; the latter only when matching is on (else
+        the two are one and the report has no separate row)."""
         wav = self.converter.prepare_audio(src, None, str(src))
         target = self.converter.target_voice(refs)
         if self.converter.matching_skipped(target):
             self.skipped_matching.append(str(src))
-        return self.converter.convert_wav(wav, target), self.converter.sample_rate
+        matched, own = self.converter.convert_wav_pair(wav, target, unmatched=self.target_match != "off")
+        return matched, self.converter.sample_rate, own
 
     def vocode(self, path: str) -> tuple[Any, int]:
         return self.converter.copy_synthesis(path), self.converter.sample_rate

@@ -26,7 +26,9 @@ from vconv.evaluation import metrics as M
 from vconv.fileio import read_text
 from vconv.paths import check_distinct_outputs
 
-ConvertFn = Callable[[str, list[str]], tuple[np.ndarray, int]]  # (source path, ref paths) -> (wav [T], sr)
+# (source path, ref paths) -> (wav [T], sr), or (wav [T], sr, the model's own output [T] without matching)
+ConvertFn = Callable[[str, list[str]], tuple]
+PATH_FIELDS = ("source", "converted", "target_other", "target_parallel", "source_other", "unmatched")
 
 
 @dataclass
@@ -49,13 +51,14 @@ class EvalPair:
     target_speaker: str | None = None
     convert_seconds: float | None = None  # wall time of the conversion, for RTF
     id: str = ""
+    unmatched: str | None = None  # the model's own output (target-spectrum matching off), when there is one
 
     def __post_init__(self) -> None:
         if isinstance(self.target_refs, (str, Path)):
             self.target_refs = [self.target_refs]
         if not self.target_refs:
             raise VconvError(f"pair {self.id or self.source}: needs at least one target reference")
-        for name in ("source", "converted", "target_other", "target_parallel", "source_other"):
+        for name in PATH_FIELDS:
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, str(value))
@@ -80,7 +83,7 @@ class EvalPair:
 
         if base is not None:
             resolve = lambda p: str(base / p)  # noqa: E731 — an absolute p stays as it is under "/"
-            for k in ("source", "converted", "target_other", "target_parallel", "source_other"):
+            for k in PATH_FIELDS:
                 if rec.get(k) is not None:
                     rec[k] = resolve(rec[k])
             refs = rec["target_refs"] if isinstance(rec["target_refs"], list) else [rec["target_refs"]]
@@ -141,8 +144,9 @@ def make_pairs(
     are seeded per (source, target) pair, so they do not depend on list order. A target with fewer than
     two utterances cannot be judged honestly and is skipped.
 
-    Each output is written to ``out_dir/converted/<source id>__to__<target>.wav``; only the
-    ``convert_fn`` call is timed (``convert_seconds``), not the file writing.
+    Each output is written to ``out_dir/converted/<source id>__to__<target>.wav``, and the model's own output,
+    when ``convert_fn`` gives it, to ``out_dir/unmatched/`` under the same name; only the ``convert_fn`` call
+    is timed (``convert_seconds``), not the file writing.
     """
     if target_refs < 1:
         raise VconvError(f"target_refs {target_refs}: expected 1 or more")
@@ -159,14 +163,18 @@ def make_pairs(
     for src, b in tqdm(plan, desc="converting", unit="pair", disable=not progress):
         refs, judge_on, parallel, src_other = _references(src, b, by_speaker, target_refs, seed)
         started = time.perf_counter()
-        wav, sr = convert_fn(str(src.path), [str(r.path) for r in refs])
+        wav, sr, *own = convert_fn(str(src.path), [str(r.path) for r in refs])
         elapsed = time.perf_counter() - started
-        path = save_audio(out / f"{safe_name(src.id)}__to__{safe_name(b)}.wav", np.asarray(wav, dtype=np.float32), int(sr), force=force)
+        name = f"{safe_name(src.id)}__to__{safe_name(b)}.wav"
+        path = save_audio(out / name, np.asarray(wav, dtype=np.float32), int(sr), force=force)
+        unmatched = save_audio(out.parent / "unmatched" / name, np.asarray(own[0], dtype=np.float32), int(sr), force=force) \
+            if own and own[0] is not None else None
         pairs.append(EvalPair(
             source=str(src.path), target_refs=[str(r.path) for r in refs], converted=str(path),
             target_other=str(judge_on.path), target_parallel=str(parallel.path) if parallel else None,
             source_other=str(src_other.path) if src_other else None, text=src.text, source_speaker=src.speaker,
             target_speaker=b, convert_seconds=elapsed, id=f"{src.id}->{b}",
+            unmatched=str(unmatched) if unmatched else None,
         ))
     return pairs
 

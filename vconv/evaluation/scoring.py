@@ -47,7 +47,8 @@ from vconv.evaluation.judges import Judges
 from vconv.evaluation.pairs import EvalPair, safe_name
 from vconv.paths import absolute
 
-SYSTEMS = ("converted", "source", "ground_truth", "copy_synthesis")
+# unmatched: the model's own output (target-spectrum matching off), from the same conversion as "converted"
+SYSTEMS = ("converted", "unmatched", "source", "ground_truth", "copy_synthesis")
 ANALYSIS_SR = 16000  # MCD and F0 compare every file at one rate, whatever rate each was written at
 
 VocodeFn = Callable[[str], tuple[np.ndarray, int]]  # path -> (wav [T], sr) after analysis + vocoder
@@ -143,6 +144,9 @@ def _systems(pair: EvalPair, judged_on: str, text: str | None, text_from: str,
         ("source", pair.source, dict(text=None if text_from == "source_asr" else text, f0_ref=None,
                                      f0_align=None, mcd_ref=pair.target_parallel, seconds=None, per=None)),
     ]
+    if pair.unmatched is not None:  # scored as the conversion is; not timed on its own (one more vocoder pass)
+        outputs.insert(1, ("unmatched", pair.unmatched, dict(text=text, f0_ref=pair.source, f0_align="time",
+                                                            mcd_ref=pair.target_parallel, seconds=None, per=pair.source)))
     if gt is not None:
         outputs.append(("ground_truth", gt, dict(text=gt_text, f0_ref=pair.source if pair.target_parallel else None,
                                                  f0_align="dtw", mcd_ref=None, seconds=None, per=None)))

@@ -50,19 +50,21 @@ def overlap_add(length: int, starts: list[int], pieces: list[np.ndarray]) -> np.
     """Join ``pieces[i]`` (placed at ``starts[i]``) into one ``[length]`` signal, cross-fading overlaps.
 
     Where piece ``i`` overlaps its predecessor, the predecessor fades out linearly and piece ``i`` fades in,
-    over the whole overlapping span.
+    over the whole overlapping span. Pieces may carry leading axes (``[K, n]``: K signals joined alike).
     """
-    out = np.zeros(length, dtype=np.float32)
+    first = np.asarray(pieces[0])
+    out = np.zeros((*first.shape[:-1], length), dtype=np.float32)
     end_of_previous = 0
     for start, piece in zip(starts, pieces):
-        piece = np.asarray(piece, dtype=np.float32)[: length - start].copy()
-        shared = max(0, min(end_of_previous - start, piece.size))
+        piece = np.asarray(piece, dtype=np.float32)[..., : length - start].copy()
+        size = piece.shape[-1]
+        shared = max(0, min(end_of_previous - start, size))
         if shared:
             fade_in = np.linspace(0.0, 1.0, shared, dtype=np.float32)
-            piece[:shared] *= fade_in
-            out[start : start + shared] *= 1.0 - fade_in
-        out[start : start + piece.size] += piece
-        end_of_previous = start + piece.size
+            piece[..., :shared] *= fade_in
+            out[..., start : start + shared] *= 1.0 - fade_in
+        out[..., start : start + size] += piece
+        end_of_previous = start + size
     return out
 
 
@@ -73,14 +75,14 @@ def with_context(wav: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], start:
     the frames ``fn`` computes line up with the whole signal's."""
     lead = min(context, start)
     piece = wav[start - lead : min(wav.size, stop + context)]
-    return fn(piece)[lead : lead + stop - start]
+    return fn(piece)[..., lead : lead + stop - start]
 
 
 def process_in_chunks(wav: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], *, chunk: int, overlap: int,
                       hop: int = 1, context: int = 0) -> np.ndarray:
     """``fn`` applied to overlapping chunks of ``wav [T]`` and cross-faded back into ``[T]``.
 
-    ``fn`` maps a ``[n]`` chunk to ``[n]`` samples; it sees up to ``context`` more samples on each side of a
+    ``fn`` maps a ``[n]`` chunk to ``[n]`` samples (or ``[K, n]``: K outputs, each joined alike); it sees up to ``context`` more samples on each side of a
     chunk than the chunk keeps (a multiple of ``hop``, so frames stay aligned). One chunk (no copy, no
     fade, no context) when ``T <= chunk``.
     """

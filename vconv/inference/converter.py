@@ -195,6 +195,18 @@ class VoiceConverter:
                     overlap_seconds: float = 1.0) -> np.ndarray:
         """Model-rate ``[T]`` + target → converted ``[T]``, in cross-faded chunks of ``chunk_seconds``.
 
+        See :meth:`convert_wav_pair` (this is its first output, the conversion as configured).
+        """
+        return self.convert_wav_pair(wav, target, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds,
+                                     unmatched=False)[0]
+
+    @torch.no_grad()
+    def convert_wav_pair(self, wav: np.ndarray, target: TargetVoice | torch.Tensor, *, chunk_seconds: float = 20.0,
+                         overlap_seconds: float = 1.0, unmatched: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(converted [T], the model's own output [T] or None)``: with ``unmatched`` the same model output is
+        also vocoded without target-spectrum matching (what the network alone does), at the cost of one more
+        vocoder pass, not a second conversion.
+
         ``target``: a :class:`TargetVoice` (:meth:`target_voice`), or a bare embedding ``[1, S]``, which
         converts without target-spectrum matching (there are no target statistics to match).
         Each chunk is matched on its own statistics (chunks are long enough, 20 s by default, for them to be stable),
@@ -227,13 +239,19 @@ class VoiceConverter:
             # the piece includes its context: room tone within CONTEXT_SECONDS of speech is matched on that speech's
             # statistics (speech frames only), as a pause inside one chunk is
             pause = file_level is not None and is_pause(energy_level(self.frontend.log_mel(piece)), file_level)
+            own = self._vocode(log_mel, piece.size) if unmatched else None
             if matching and not pause:
                 log_mel = match_spectrum(log_mel, spectrum, self.target_match, floor=math.log(self.features.log_floor))
-            return self._vocode(log_mel, piece.size)
+            elif own is not None:  # nothing matched: the two outputs are one
+                return np.stack([own, own])
+            out = self._vocode(log_mel, piece.size)
+            return out if own is None else np.stack([out, own])
 
         context = int(CONTEXT_SECONDS * self.sample_rate) // hop * hop
         converted = process_in_chunks(wav, convert_chunk, chunk=chunk, overlap=overlap, hop=hop, context=context)
-        return limit_peak(converted)
+        if not unmatched:
+            return limit_peak(converted), None
+        return limit_peak(converted[0]), limit_peak(converted[1])
 
 
 # how much of its neighbours each chunk of a long input sees on either side (trimmed before the cross-fade):
