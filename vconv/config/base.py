@@ -157,7 +157,7 @@ PACKAGED_CONFIGS = Path(__file__).parent / "presets"
 
 
 def resolve_config_path(name_or_path: str | Path) -> Path:
-    """A YAML path, or the name of a config shipped in ``vconv/configs`` (``debug``, ``base``)."""
+    """A YAML path, or the name of a config shipped in ``vconv/config/presets`` (``debug``, ``base``)."""
     path = Path(name_or_path)
     if path.is_file():
         return path

@@ -176,8 +176,7 @@ class TrainConfig(LoopConfig):
 class VocoderConfig(ConfigSection):
     """Sizes of :class:`VocosVocoder` (stored with its weights, so loading needs no side config).
 
-    Default (dim 256, MLP 768, 8 blocks, ~3.6 M parameters): measured RTF ~0.01 for 10 s of 16 kHz
-    audio at 2 threads (see benchmarks/bench_vocoder.py).
+    Default: dim 256, MLP 768, 8 blocks, ~3.6 M parameters (its speed: ``benchmarks/bench_vocoder.py``).
     """
 
     SECTION = "vocoder"

@@ -3,7 +3,7 @@
 * :mod:`vconv.evaluation.metrics` - pure measures of arrays and strings: CER/WER, MCD (DTW), F0 scores, EER;
 * :mod:`vconv.evaluation.judge_common` - what the judges share: the install line, 16 kHz input, weights loaded once, per-file caches;
 * :mod:`vconv.evaluation.speaker_judge` - ``SpeakerJudge``: Resemblyzer speaker embeddings and similarity;
-* :mod:`vconv.evaluation.asr_judge` - ``AsrJudge``: Whisper tiny.en transcripts (faster-whisper);
+* :mod:`vconv.evaluation.asr_judge` - ``AsrJudge``: Whisper transcripts (faster-whisper; base by default, or tiny.en);
 * :mod:`vconv.evaluation.quality_judge` - ``QualityJudge``: DNSMOS scores (speechmos);
 * :mod:`vconv.evaluation.judges` - ``Judges``: the bundle of judges one evaluation uses;
 * :mod:`vconv.evaluation.pairs` - ``EvalPair``: reading a protocol, making pairs by converting held-out speakers, the speaker pool;

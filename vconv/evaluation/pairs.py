@@ -133,7 +133,7 @@ def make_pairs(
 ) -> list[EvalPair]:
     """Convert every source utterance to every *other* held-out speaker and return the pairs.
 
-    ``utterances``: :class:`vconv.data.Utterance`-like objects (``id``, ``path``, ``speaker``, ``text``).
+    ``utterances``: :class:`vconv.data.manifest.Utterance`-like objects (``id``, ``path``, ``speaker``, ``text``).
     For each ordered speaker pair (A → B) and each chosen source utterance of A (all, or a seeded sample
     of ``max_sources_per_speaker_pair``): the target's utterance with the same sentence becomes the
     ground truth (``target_parallel``), and two *other* utterances of B are drawn as the conversion

@@ -17,7 +17,7 @@ Measures per row (``None`` where not applicable):
   the source speaker (``source_other``; the source itself if there is none); ``success``:
   ``sim_target > sim_source``; ``accepted``: ``sim_target >=`` the EER threshold of a verifier built
   from genuine/impostor pairs of the real utterances of the evaluation speakers.
-- ``cer`` / ``wer``: Whisper tiny.en against the transcript (or, lacking one, the source's own ASR
+- ``cer`` / ``wer``: the ASR judge (Whisper base by default) against the transcript (or, lacking one, the source's own ASR
   output — then the source row's CER is trivially 0 and reported as ``None``).
 - ``mcd``: mel-cepstral distortion (dB, DTW) against the parallel target utterance.
 - ``f0_corr`` / ``lf0_rmse_cents``: log-F0 agreement with the contour the output should follow

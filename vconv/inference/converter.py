@@ -273,9 +273,8 @@ def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, 
     """Load a bundle by name or folder (default: the shipped model) as a :class:`VoiceConverter`.
 
     ``fast`` runs the bundle's neural vocoder without its inference-time post-processing (phase
-    consistency and mel-envelope matching passes): about 20 % less time per conversion with the shipped
-    bundle's 4 + 4 passes (RTF 0.0256 -> 0.0206, ``benchmarks/bench_convert.py``), at the quality cost that
-    ``recipes/voices/MODEL_HISTORY.md`` measures ("network only").
+    consistency and mel-envelope matching passes): less time per conversion (``benchmarks/bench_convert.py``
+    prints both), at the quality cost that ``recipes/voices/MODEL_HISTORY.md`` measures ("network only").
     """
     from vconv.bundles import load_bundle_vocoder
     from vconv.vocoders import get_vocoder

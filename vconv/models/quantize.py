@@ -1,6 +1,7 @@
 """Vector quantisation bottleneck (VQ-VAE, van den Oord et al. 2017; VQVC / VQVC+, Wu & Lee 2020).
 
-``VectorQuantizer``: ``z [B, D, T] -> QuantizerOutput(quantized [B, D, T], codes [B, T], loss, perplexity)``.
+``VectorQuantizer``: ``z [B, G*D, T] -> QuantizerOutput(quantized [B, G*D, T], codes [B, T] (one code per frame,
+G = 1) or [B, T, G] (G codes per frame, as the shipped model has), loss, perplexity)``.
 
 Each frame of the content encoder's output is replaced by its nearest code (L2). The discrete code keeps
 *what* is said; whatever it cannot represent - mostly the speaker - has to come from the speaker path.

@@ -1,6 +1,6 @@
 """The vocoder protocol, the feature-contract check, and a small registry of vocoder factories.
 
-A vocoder turns a natural-log mel spectrogram, exactly as :class:`vconv.audio.frontend.LogMel` makes it
+A vocoder turns a natural-log mel spectrogram, exactly as :class:`vconv.audio.logmel.LogMel` makes it
 (``log(max(mel_magnitude, log_floor))``, *not* normalised by corpus statistics), into a waveform:
 
     log_mel ``[B, n_mels, F]`` -> wav ``[B, T]`` with ``T = (F - 1) * hop_length``

@@ -19,8 +19,8 @@ each pass's output is extrapolated along its last step, ``x + momentum * (x - x_
 0.9, 16 passes leave the log-mel error where 32 plain passes do (0.063 vs 0.066 nats on 15 held-out
 utterances); 0.95 and 0.99 were slower.
 
-Cost per pass: one STFT, one ``[n_mels, n_fft/2+1]`` product each way and one inverse STFT, ~3 ms
-for 10 s of audio at 2 threads (16 passes: RTF ~0.005, a little more than the network's own 0.003).
+Cost per pass: one STFT, one ``[n_mels, n_fft/2+1]`` product each way and one inverse STFT (the time it
+adds to a conversion: ``benchmarks/bench_convert.py``).
 
 In :class:`~vconv.vocoders.vocos.VocosVocoder` this runs after the phase-consistency iterations (fast
 Griffin-Lim from the predicted magnitude and phase), which remove the frame-rate beat that matching

@@ -11,7 +11,7 @@ estimate ``c_n``; ``alpha = 0`` is classic Griffin-Lim. ``alpha`` close to 1 (de
 fewer iterations, which is the point on a 2-core CPU.
 
 It is the fallback and reference vocoder: always available, exact with respect to the feature contract
-(it uses the same STFT settings and filterbank as :class:`~vconv.audio.frontend.LogMel`), but buzzy/phasey
+(it uses the same STFT settings and filterbank as :class:`~vconv.audio.logmel.LogMel`), but buzzy/phasey
 compared with a neural vocoder.
 """
 

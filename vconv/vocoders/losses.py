@@ -4,7 +4,7 @@
   (Yamamoto et al., Parallel WaveGAN 2020): several resolutions so that neither time nor frequency
   detail is favoured, and the phase must be coherent across overlapping frames of each size.
 * :class:`MelL1Loss` - L1 between log-mels of prediction and target, made by the same
-  :class:`~vconv.audio.frontend.LogMel` as the features (HiFi-GAN's / Vocos's main reconstruction term).
+  :class:`~vconv.audio.logmel.LogMel` as the features (HiFi-GAN's / Vocos's main reconstruction term).
 * :class:`PhaseLoss` - anti-wrapping losses on the predicted STFT phase against the real one
   (instantaneous phase, group delay, instantaneous frequency; Ai & Ling, APNet 2023): direct phase
   supervision, which teaches coherent phase in far fewer steps than an adversary does.

@@ -10,7 +10,7 @@ convolutions at *sample* rate (16 000 steps per second of audio). Vocos never le
 STFT (log-magnitude and phase of ``n_fft/2+1`` bins) that one ``torch.istft`` turns into samples. So the
 compute per second of audio is ~256x smaller for the same width, the work is dense matrix products
 (pointwise MLPs) that run well on a CPU, and the inverse STFT is an FFT. Because the vocoder predicts
-the same STFT that :class:`~vconv.audio.frontend.LogMel` analyses (same ``n_fft``/hop/win, Hann window,
+the same STFT that :class:`~vconv.audio.logmel.LogMel` analyses (same ``n_fft``/hop/win, Hann window,
 centred), the output length follows the vocoder protocol exactly: ``F`` frames -> ``(F - 1) * hop``.
 
 Shapes::

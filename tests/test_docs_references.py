@@ -1,0 +1,65 @@
+"""Docs name only what exists: every vconv path, module and name in README.md, docs/, the recipe READMEs,
+docstrings and ``--help`` texts resolves (a class or function at the module the text names, not merely
+imported there; a package may re-export its parts)."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PATH = re.compile(r"(?<![\w/.])((?:vconv|docs|recipes|benchmarks|tests|pretrained|examples)/[\w./-]*\w)")
+MODULE = re.compile(r"(?<![\w.])(vconv(?:\.[A-Za-z_]\w*)+)")
+RELATIVE = re.compile(r"`([a-z_]+/[\w/]*\w\.(?:py|md|yaml|json))`")
+
+
+def _texts() -> list[tuple[str, str]]:
+    texts = [(str(p.relative_to(ROOT)), p.read_text(encoding="utf-8"))
+             for p in [ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("recipes/*/README.md"), ROOT / "pretrained/README.md"]
+             if p.is_file()]
+    for path in sorted((ROOT / "vconv").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            where = f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', 1)}"
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and ast.get_docstring(node):
+                texts.append((where, ast.get_docstring(node) or ""))
+            if isinstance(node, ast.keyword) and node.arg == "help" and isinstance(node.value, ast.Constant):
+                texts.append((where, str(node.value.value)))
+    return texts
+
+
+def _resolves(dotted: str) -> bool:
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            owner = obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[i:]:
+                owner, obj = obj, getattr(obj, attr)
+        except AttributeError:
+            return False
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            return obj.__module__ == owner.__name__ or inspect.isclass(owner) or hasattr(owner, "__path__")
+        return True
+    return False
+
+
+def _path_exists(ref: str) -> bool:
+    if re.match(r"recipes/\w+/(data|exp)\b", ref):
+        return True  # the folders a recipe writes
+    return (ROOT / ref).exists() or (ROOT / "vconv" / ref).exists() or any((ROOT / "vconv").glob(f"*/{ref}")) \
+        or any(ROOT.glob(f"recipes/*/{ref}"))
+
+
+def test_every_named_path_module_and_name_exists():
+    dead = []
+    for where, text in _texts():
+        dead += [f"{where}: {m.group(1)}" for m in PATH.finditer(text) if not _path_exists(m.group(1).rstrip("."))]
+        dead += [f"{where}: {m.group(1)}" for m in RELATIVE.finditer(text) if not _path_exists(m.group(1))]
+        dead += [f"{where}: {m.group(1)}" for m in MODULE.finditer(text)
+                 if not m.group(1).startswith("vconv._bundles") and not _resolves(m.group(1).rstrip("."))]
+    assert not dead, "dead references (fix the text or the name):\n" + "\n".join(dead)
