@@ -1,4 +1,5 @@
-"""Shared fixtures: the committed TTS corpus and small generated signals."""
+"""Shared fixtures and helpers: the committed TTS corpus, manifests of it, small generated signals, and the
+CLI runner with its one-line-error check (``from tests.conftest import invoke, one_line_error``)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,33 @@ def voiced_signal(seconds: float = 1.0, sr: int = 16000, f0: float = 140.0, seed
     return (0.5 * wav / np.max(np.abs(wav))).astype(np.float32)
 
 
+def invoke(*args):
+    """Run the vconv CLI in-process with ``args`` (paths and numbers as strings); the Typer result."""
+    from typer.testing import CliRunner
+
+    from vconv.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result, reason: str) -> None:
+    """Assert a CLI result failed with exit code 1 and exactly one ``error: ...`` line naming ``reason``."""
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and reason in lines[0], result.output
+
+
+@pytest.fixture(scope="module")
+def manifests(request, tmp_path_factory, corpus_dir) -> Path:
+    """``all/train/valid/test.jsonl`` of the fixture corpus (seed 0), once per test module; the module's
+    ``VALID_SPEAKERS`` (default 1) speakers go to validation."""
+    from vconv.data.prepare import prepare_corpus
+
+    out = tmp_path_factory.mktemp("manifests")
+    prepare_corpus(corpus_dir, out, num_valid_speakers=getattr(request.module, "VALID_SPEAKERS", 1), seed=0)
+    return out
+
+
 @pytest.fixture(scope="session")
 def corpus_dir() -> Path:
     assert CORPUS.is_dir(), "tests/data/corpus is missing; run python tests/data/make_fixtures.py"
@@ -42,9 +70,9 @@ def tiny_bundle(tmp_path_factory) -> Path:
     """A randomly initialised debug-size VC model saved as a bundle (fp16 weights)."""
     import torch
 
+    from vconv.audio.frontend import FeatureStats, FrontEnd
     from vconv.bundles import save_bundle
     from vconv.config import load_run_config
-    from vconv.audio.frontend import FeatureStats, FrontEnd
     from vconv.models import build_model
 
     features, model_cfg, _ = load_run_config("debug", ["train.train_manifest=x", "train.run_dir=y"])

@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
-from typer.testing import CliRunner
 
 import vconv
-from vconv.cli import app
+from tests.conftest import invoke, one_line_error
 from vconv.config import FeatureConfig, VocoderConfig, load_run_config, save_yaml
 from vconv.errors import VconvError
 from vconv.fileio import sha256_of
@@ -22,16 +21,6 @@ from vconv.vocoders.vocos import save_vocoder
 
 TINY = VocoderConfig(dim=32, intermediate=64, blocks=2)
 RECIPE_CARD = Path(__file__).resolve().parents[1] / "recipes" / "voices" / "conf" / "model_card.md"
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, reason: str) -> None:
-    assert result.exit_code == 1, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and reason in lines[0], result.output
 
 
 def dtypes(path: Path) -> set[str]:

@@ -12,17 +12,12 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from tests.conftest import voiced_signal
-from vconv.cli import app
+from tests.conftest import invoke, voiced_signal
 from vconv.config import FeatureConfig
-from vconv.data.manifest import feature_path, read_manifest
 from vconv.data.feature_files import load_features
+from vconv.data.manifest import feature_path, read_manifest
 
 runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture
@@ -121,7 +116,6 @@ def test_console_entry_point_prints_no_traceback(tmp_path):
 
 def test_extract_config_takes_a_feature_config_or_a_run_configs_features_section(prepared, tmp_path):
     from vconv.config import load_run_config, load_yaml
-
     from vconv.data.manifest import read_manifest, write_manifest
 
     write_manifest(tmp_path / "two.jsonl", read_manifest(prepared / "all.jsonl")[:2])  # audio paths re-based

@@ -17,21 +17,17 @@ import torch
 from typer.testing import CliRunner
 
 import vconv
+from tests.conftest import invoke
 from vconv.bundles import load_bundle
-from vconv.training.runs import load_training_state
-from vconv.cli import app
 from vconv.config import FeatureConfig
 from vconv.errors import VconvError
+from vconv.training.runs import load_training_state
 from vconv.vocoders import check_compatible, get_vocoder
 
 runner = CliRunner()
 
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import random
 import pytest
 
 from vconv.data.manifest import Utterance, read_manifest, scan_speaker_folders, split_by_speaker, write_manifest
-from vconv.errors import VconvError
 from vconv.data.prepare import prepare_corpus
+from vconv.errors import VconvError
 
 
 def _utts(n_speakers=10, per=3):

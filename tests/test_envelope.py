@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from vconv.config import FeatureConfig
-from vconv.errors import VconvError
 from vconv.audio.logmel import LogMel
+from vconv.config import FeatureConfig, VocoderConfig
+from vconv.errors import VconvError
 from vconv.vocoders.envelope import MelEnvelopeMatch
-from vconv.config import VocoderConfig
 from vconv.vocoders.vocos import VocosVocoder, load_vocoder, save_vocoder
 
 from .conftest import voiced_signal

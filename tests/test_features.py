@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from tests.conftest import voiced_signal
-from vconv.config import FeatureConfig
-from vconv.errors import VconvError
-from vconv.audio.logmel import LogMel
 from vconv.audio.frontend import FrontEnd, compute_stats
+from vconv.audio.logmel import LogMel
+from vconv.config import FeatureConfig
 from vconv.data.feature_files import load_features, save_features
+from vconv.errors import VconvError
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from vconv.config import ModelConfig, load_run_config
 from vconv.data.extract import extract_features
 from vconv.data.feature_files import load_feature_tensors
 from vconv.data.manifest import feature_path, read_manifest
-from vconv.data.prepare import prepare_corpus
 from vconv.errors import VconvError
 from vconv.frontends import FrontEndPart, build_frontend_part, frontend_kinds, register_frontend
 from vconv.inference.registry import SHIPPED_CONFIG_SHA256, BundleLocation, check_shipped, resolve_bundle
@@ -48,13 +47,6 @@ class BandEnergyContent(FrontEndPart):
     def compute(self, wav: np.ndarray, frontend) -> torch.Tensor:
         mel = frontend(wav[None])[0]  # [n_mels, F]
         return self.gain * torch.stack([chunk.mean(0) for chunk in mel.chunk(self.bands, dim=0)])
-
-
-@pytest.fixture(scope="module")
-def manifests(tmp_path_factory, corpus_dir):
-    out = tmp_path_factory.mktemp("manifests")
-    prepare_corpus(corpus_dir, out, num_valid_speakers=1, seed=0)
-    return out
 
 
 def test_a_toy_front_end_extracts_trains_and_converts(manifests, tmp_path):

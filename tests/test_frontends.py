@@ -13,18 +13,15 @@ import soundfile as sf
 import torch
 
 import vconv
-from vconv.frontends.whisper import align_to_mel_frames
 from vconv.audio.pretrained import DVECTOR_FILE, WHISPER_FILE, load_whisper_encoder, prepare_frontends, read_frontends_index
 from vconv.audio.whisper import WhisperLogMel, read_ctranslate2_variables
 from vconv.config import ModelConfig, load_run_config
 from vconv.data.extract import extract_features
 from vconv.data.feature_files import load_feature_tensors
 from vconv.data.manifest import feature_path, read_manifest
-from vconv.data.prepare import prepare_corpus
 from vconv.errors import VconvError
+from vconv.frontends.whisper import align_to_mel_frames
 from vconv.training.vc_trainer import ModelTrainer
-
-
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 WHISPER_2 = ("content", {"kind": "whisper", "layer": 2})
@@ -39,13 +36,6 @@ def spk(corpus_dir):
 @pytest.fixture(scope="module")
 def frontends(tmp_path_factory):
     return prepare_frontends(tmp_path_factory.mktemp("frontends"))
-
-
-@pytest.fixture(scope="module")
-def manifests(tmp_path_factory, corpus_dir):
-    out = tmp_path_factory.mktemp("manifests")
-    prepare_corpus(corpus_dir, out, num_valid_speakers=1, seed=0)
-    return out
 
 
 def test_whisper_port_matches_ctranslate2(frontends):

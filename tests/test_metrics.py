@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import voiced_signal
-from vconv.evaluation import metrics as M
 from vconv.errors import VconvError
+from vconv.evaluation import metrics as M
 
 SR = 16000
 

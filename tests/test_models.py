@@ -12,17 +12,14 @@ import torch.nn.functional as F
 from vconv.config import ModelConfig
 from vconv.errors import VconvError
 from vconv.models import (
-    AdaINDecoder,
-    ContentEncoder,
     ReconstructionOutput,
     SpeakerClassifier,
-    SpeakerEncoder,
     VoiceConversionModel,
     build_model,
 )
+from vconv.models.quantize import QuantizerOutput
 from vconv.models.speaker import stats_pool
 from vconv.models.vc import adversary_for, content_encoder_for, decoder_for, speaker_encoder_for
-from vconv.models.quantize import QuantizerOutput
 
 
 def tiny(**overrides) -> ModelConfig:

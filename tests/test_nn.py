@@ -12,10 +12,8 @@ import pytest
 import torch
 
 import vconv
-
 from vconv.models.layers import AdaIN, ConvBlock, grad_reverse
 from vconv.models.quantize import QuantizerOutput, VectorQuantizer
-
 
 # ------------------------------------------------------------------------------------------------------
 # ConvBlock

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vconv.config import FeatureConfig
 from vconv.audio.perturb import MelPerturber, PerturbConfig
+from vconv.config import FeatureConfig
 
 
 def test_warp_identity_and_direction():

@@ -112,8 +112,8 @@ def test_bundle_config_with_a_mutated_value(data, bundle_copy, tmp_path, small_b
 @given(data=st.binary(max_size=4096), keep_digest=st.booleans())
 def test_bundle_weights_of_random_bytes(data, keep_digest, bundle_copy, tmp_path, small_budget):
     """Garbage weights are refused by the digest, or (digest updated, as a forger would) by the parser."""
-    from vconv.fileio import sha256_of
     from vconv.bundles import load_bundle
+    from vconv.fileio import sha256_of
 
     target = tmp_path / "w"
     if target.exists():

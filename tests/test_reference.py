@@ -16,7 +16,6 @@ from vconv.audio.frontend import FrontEnd
 from vconv.config import FeatureConfig, ModelConfig, load_run_config
 from vconv.data.extract import ExtractSpec
 from vconv.data.manifest import Utterance
-from vconv.data.prepare import prepare_corpus
 from vconv.data.segments import FeatureStore, SegmentBatches
 from vconv.errors import VconvError
 from vconv.frontends import build_frontend_part
@@ -144,12 +143,6 @@ def test_without_the_path_batches_carry_no_frames_and_stay_as_before():
 
 
 # ---------------------------------------------------------------------------------------------- bundles
-
-@pytest.fixture(scope="module")
-def manifests(tmp_path_factory, corpus_dir):
-    out = tmp_path_factory.mktemp("manifests")
-    prepare_corpus(corpus_dir, out, num_valid_speakers=1, seed=0)
-    return out
 
 
 def test_a_reference_path_bundle_and_the_shipped_one_both_load_and_convert(manifests, tmp_path):

@@ -11,17 +11,14 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-from typer.testing import CliRunner
 
 from tests.conftest import voiced_signal
-from vconv.cli import app as cli_app
 
 pytest.importorskip("fastapi", reason="needs the serve extra: pip install -e '.[serve]'")
 pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx (the dev extra)")
@@ -29,6 +26,7 @@ pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx (the dev e
 from fastapi.testclient import TestClient  # noqa: E402
 
 import vconv  # noqa: E402
+from tests.conftest import invoke, one_line_error
 from vconv.serve import app as serve_app  # noqa: E402
 from vconv.serve.app import create_app  # noqa: E402
 from vconv.serve.limits import ServeLimits  # noqa: E402
@@ -37,16 +35,6 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 STATIC = ROOT / "vconv" / "serve" / "static"
 TEST_LIMITS = ServeLimits(max_upload_mb=1, max_seconds=5, max_references=2)
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli_app, [str(a) for a in args])
-
-
-def one_line_error(result, reason: str) -> None:
-    assert result.exit_code == 1, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and reason in lines[0], result.output
 
 
 def wav_bytes(seconds: float, sr: int = 16000, silent: bool = False) -> bytes:

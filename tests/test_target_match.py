@@ -14,14 +14,14 @@ from vconv.cli import app
 from vconv.errors import VconvError
 from vconv.inference.converter import TargetVoice
 from vconv.inference.target_match import (
-    SpectrumStats,
-    is_pause,
     MIN_SPEECH_FRAMES,
     STD_RATIO_RANGE,
+    SpectrumStats,
     check_mode,
+    is_pause,
     match_spectrum,
-    speech_frames,
     spectrum_stats,
+    speech_frames,
 )
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

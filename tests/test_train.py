@@ -13,15 +13,9 @@ from typer.testing import CliRunner
 from vconv.cli import app
 from vconv.config import FeatureConfig, TrainConfig, load_run_config
 from vconv.data.extract import ExtractSpec
-from vconv.data.prepare import prepare_corpus
 from vconv.training.vc_trainer import ModelTrainer
 
-
-@pytest.fixture(scope="module")
-def manifests(tmp_path_factory, corpus_dir):
-    out = tmp_path_factory.mktemp("manifests")
-    prepare_corpus(corpus_dir, out, num_valid_speakers=2, seed=0)
-    return out
+VALID_SPEAKERS = 2  # the shared manifests fixture (conftest) sends two speakers to validation
 
 
 def tiny(manifests, run_dir, **train_overrides):
@@ -205,8 +199,8 @@ def test_exponent_numbers_from_yaml_are_numbers_and_words_are_a_clear_error():
 
 
 def test_speaker_sampling_power_zero_balances_unequal_speakers():
-    from vconv.data.manifest import Utterance
     from vconv.audio.frontend import FrontEnd
+    from vconv.data.manifest import Utterance
     from vconv.data.segments import FeatureStore, SegmentBatches
 
     # speaker "big" has 9x the utterances of "small": per-utterance sampling sees it ~90 % of the time

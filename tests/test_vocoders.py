@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from tests.conftest import voiced_signal
+from vconv.audio.logmel import LogMel
 from vconv.config import FeatureConfig
 from vconv.errors import VconvError
-from vconv.audio.logmel import LogMel
 from vconv.vocoders import VOCODERS, GriffinLim, Vocoder, check_compatible, get_vocoder, register_vocoder
 
 

@@ -9,28 +9,21 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from typer.testing import CliRunner
 
 import vconv
-from vconv.bundles import save_bundle
-from vconv.cli import app
-from vconv.config import FeatureConfig, load_run_config
-from vconv.errors import VconvError
+from tests.conftest import invoke, voiced_signal
 from vconv.audio.frontend import FeatureStats, FrontEnd
 from vconv.audio.logmel import LogMel
+from vconv.bundles import attach_vocoder, load_bundle_vocoder, save_bundle
+from vconv.config import FeatureConfig, load_run_config, load_vocoder_run_config
+from vconv.errors import VconvError
 from vconv.models import build_model
-from vconv.data.prepare import prepare_corpus
 from vconv.training.base import lr_lambda
 from vconv.training.vocoder_trainer import VocoderTrainer, export_checkpoint
-from vconv.bundles import attach_vocoder
-from vconv.config import load_vocoder_run_config
-from vconv.bundles import load_bundle_vocoder
 from vconv.vocoders import VocoderConfig, VocosVocoder, get_vocoder, load_vocoder
 from vconv.vocoders.discriminators import CombinedDiscriminator
 from vconv.vocoders.losses import MultiResolutionSTFTLoss, PhaseLoss, discriminator_loss, feature_matching_loss, generator_loss
 from vconv.vocoders.vocos import save_vocoder
-
-from tests.conftest import voiced_signal
 
 TINY = VocoderConfig(dim=32, intermediate=64, blocks=2)
 
@@ -44,15 +37,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-@pytest.fixture(scope="module")
-def manifests(tmp_path_factory, corpus_dir):
-    out = tmp_path_factory.mktemp("manifests")
-    prepare_corpus(corpus_dir, out, num_valid_speakers=2, seed=0)
-    return out
+VALID_SPEAKERS = 2  # the shared manifests fixture (conftest) sends two speakers to validation
 
 
 def tiny(manifests, run_dir, **train):
@@ -160,8 +145,8 @@ def test_resume_after_kill_matches_uninterrupted_run_with_gan(manifests, tmp_pat
 
 
 def test_speed_perturbation_moves_the_pitch_within_its_range_and_is_off_by_default(tmp_path):
-    from vconv.data.manifest import Utterance
     from vconv.data.audio_segments import AudioSegments
+    from vconv.data.manifest import Utterance
 
     sr, tone = 16000, 250.0
     path = tmp_path / "tone.wav"
