@@ -342,3 +342,20 @@ def test_long_run_forks_a_row_trains_in_slices_and_judges_each(tmp_path):
     for bad_env, reason in (({"JUDGE_AT": "20"}, "above FORK_STEP"), ({"EXP": str(tmp_path / "none")}, "train the row first")):
         bad = subprocess.run(["bash", str(script)], env={**env, **bad_env}, capture_output=True, text=True)
         assert bad.returncode == 1 and reason in bad.stderr, bad.stderr
+
+
+def test_ablation_table_gives_own_output_and_matched_rows(tmp_path):
+    """A report with the unmatched row gives two table rows per run (own output, matched); an older one, one."""
+    table = load_script("ablation_table")
+    summary = {"converted": {"success_rate": 0.9, "sim_target": 0.70, "sim_source": 0.5, "cer": 0.2, "rtf": 0.02},
+               "unmatched": {"success_rate": 0.6, "sim_target": 0.55, "sim_source": 0.52, "cer": 0.19},
+               "source": {"cer": 0.1}}
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "results.json").write_text(json.dumps({"summary": summary}))
+    own, matched = table.rows("ref", tmp_path / "run", tmp_path / "eval")
+    assert own[0] == "ref, own output" and own[3:6] == ["60%", "0.550", "0.520"] and own[6] == "0.190 (0.100)"
+    assert matched[0] == "ref, matched" and matched[3:5] == ["90%", "0.700"]
+    assert own[8] == matched[8] == "≈0.020"  # one conversion, timed once
+    del summary["unmatched"]
+    (tmp_path / "eval" / "results.json").write_text(json.dumps({"summary": summary}))
+    assert [r[0] for r in table.rows("old", tmp_path / "run", tmp_path / "eval")] == ["old"]

@@ -10,10 +10,11 @@
 # Every row: `vconv train` STEPS steps (default 3000) in fp32 (resumes when killed), the shipped neural
 # vocoder attached (VOCODER, default pretrained/vconv-voices-small), `vconv evaluate` on the test split
 # (EVAL_SOURCES sources per pair, seed 0), then `local/ablation_table.py` over all rows. Outputs go to
-# EXP/ablation/<name>/{train,eval}; rows that are done are skipped. Environment: EXP (as run.sh), STEPS,
+# EXP/ablation/<name>/{train,eval}; rows that are done are skipped. The report has the model's own output
+# (matching off) and the matched conversion as two rows, from one conversion each. Environment: EXP (as run.sh), STEPS,
 # ROWS (space-separated name:config[:override,...]; config is a file in conf/ without .yaml), FRONTENDS,
-# THREADS (torch threads, default 2), VOCODER, EVAL_SOURCES, TARGET_MATCH (default off: the table compares the
-# models' own output; `vconv convert` matches the target spectrum by default, see MODEL_HISTORY.md), PYTHON / VCONV.
+# THREADS (torch threads, default 2), VOCODER, EVAL_SOURCES, TARGET_MATCH (default meanstd, as `vconv convert`;
+# off gives the own-output row alone), PYTHON / VCONV.
 set -euo pipefail
 
 RECIPE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -25,7 +26,7 @@ FRONTENDS=${FRONTENDS:-$EXP/frontends}
 THREADS=${THREADS:-2}
 VOCODER=${VOCODER:-$REPO/pretrained/vconv-voices-small}
 EVAL_SOURCES=${EVAL_SOURCES:-5}
-TARGET_MATCH=${TARGET_MATCH:-off}
+TARGET_MATCH=${TARGET_MATCH:-meanstd}
 PYTHON=${PYTHON:-python}
 VCONV=${VCONV:-$PYTHON -m vconv}
 log() { echo "[$(date +%H:%M:%S)] $*"; }

@@ -4,7 +4,10 @@
         "mel/mel=exp/base/train_mel_mel:exp/base/eval_mel_mel" \
         "whisper/dvector=exp/base/train_whisper2_dvector:exp/base/eval_whisper2_dvector" ...
 
-Columns: the held-out figures of the report's *converted* row (success, Resemblyzer similarity to the
+Each run gives two rows when its report has the model's own output (``vconv evaluate`` with matching on,
+the default): *own output* (the report's *unmatched* row: the network alone) and *matched* (its
+*converted* row: as `vconv convert` makes it); an older report gives its *converted* row alone.
+Columns: the held-out figures of that row (success, Resemblyzer similarity to the
 target and to the source, Whisper CER with the source row's CER beside it, DNSMOS, conversion RTF) and
 the run's last validation record in ``log.jsonl`` (reconstruction L1 with the speaker path from another
 utterance, adversary balanced accuracy on the content codes with its chance level, codebook
@@ -49,11 +52,24 @@ def idle_rtf(eval_dir: Path, measured_in_evaluate: float | None) -> str:
     return "–" if measured_in_evaluate is None else f"≈{measured_in_evaluate:.3f}"
 
 
-def row(label: str, run_dir: Path, eval_dir: Path) -> list[str]:
-    valid, steps, minutes = last_validation(run_dir)
+def rows(label: str, run_dir: Path, eval_dir: Path) -> list[list[str]]:
+    """The table rows of one run: own output and matched, or the converted row alone (see the module docstring)."""
     results = eval_dir / "results.json"
     summary = json.loads(results.read_text())["summary"] if results.is_file() else {}
-    conv, source = summary.get("converted", {}), summary.get("source", {})
+    if "unmatched" not in summary:
+        return [row(label, run_dir, eval_dir, summary, "converted")]
+    return [row(f"{label}, own output", run_dir, eval_dir, summary, "unmatched"),
+            row(f"{label}, matched", run_dir, eval_dir, summary, "converted")]
+
+
+def row(label: str, run_dir: Path, eval_dir: Path, summary: dict | None = None, system: str = "converted") -> list[str]:
+    """The cells of one table row: ``system``'s figures from the report's ``summary`` (read when None)."""
+    if summary is None:
+        results = eval_dir / "results.json"
+        summary = json.loads(results.read_text())["summary"] if results.is_file() else {}
+    valid, steps, minutes = last_validation(run_dir)
+    conv, source = summary.get(system, {}), summary.get("source", {})
+    timed = summary.get("converted", {})  # the conversion is timed once, for both rows
 
     def fmt(value, pattern: str) -> str:
         return "–" if value is None else pattern.format(value)
@@ -65,7 +81,7 @@ def row(label: str, run_dir: Path, eval_dir: Path) -> list[str]:
         label, fmt(steps or None, "{:,}"), minutes,
         fmt(conv.get("success_rate"), "{:.0%}"), fmt(conv.get("sim_target"), "{:.3f}"), fmt(conv.get("sim_source"), "{:.3f}"),
         f"{fmt(conv.get('cer'), '{:.3f}')} ({fmt(source.get('cer'), '{:.3f}')})",
-        fmt(conv.get("dnsmos_ovrl"), "{:.2f}"), idle_rtf(eval_dir, conv.get("rtf")),
+        fmt(conv.get("dnsmos_ovrl"), "{:.2f}"), idle_rtf(eval_dir, timed.get("rtf")),
         fmt(valid.get("recon"), "{:.3f}"), adversary, fmt(valid.get("perplexity"), "{:.0f}"),
     ]
 
@@ -80,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir, sep2, eval_dir = dirs.partition(":")
         if not (sep and sep2 and label and run_dir and eval_dir):
             parser.error(f"{spec!r}: expected LABEL=RUN_DIR:EVAL_DIR")
-        lines.append("| " + " | ".join(row(label, Path(run_dir), Path(eval_dir))) + " |")
+        lines += ["| " + " | ".join(cells) + " |" for cells in rows(label, Path(run_dir), Path(eval_dir))]
     print("\n".join(lines))
     return 0
 
