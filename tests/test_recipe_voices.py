@@ -301,7 +301,7 @@ def test_ablation_script_trains_evaluates_and_tables_each_row_once(tmp_path):
     calls = Path(f"{stub}.calls").read_text().splitlines()
     assert [c.split()[0] for c in calls] == ["train", "bundle", "evaluate"] * 2
     assert "train.steps=30" in calls[0] and "train.bf16=false" in calls[0] and "conf/small.yaml" in calls[0]
-    assert calls[2].endswith("--target-match off")  # the table compares the models' own output
+    assert calls[2].endswith("--target-match meanstd")  # one evaluation gives the own-output and the matched rows
     assert "train.content_twins=t.json train.content_twin_probability=0.3" in calls[3]
     assert "| whisper_dvector_twins | 30 | 2 | 50% | 0.600 | 0.500 | 0.400 (0.100) |" in first.stdout
     assert first.stdout.endswith((exp / "ablation" / "table.md").read_text())  # after the progress lines
