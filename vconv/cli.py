@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
@@ -63,7 +63,7 @@ def prepare(
         # VCTK splits seen speakers by utterance; speaker-drawn validation does not apply
         if num_test_speakers or valid_speakers or num_valid_speakers:
             raise VconvError("--num-test-speakers/--valid-speakers/--num-valid-speakers are generic-only; vctk uses --test-speakers and --valid-fraction")
-        report = prepare_vctk(
+        report: Any = prepare_vctk(  # a VctkPrepareReport, or below a PrepareReport: both summarise themselves
             root,
             out_dir,
             mic=mic or "mic2",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import re
 import sys
-from typing import Any, Callable, Iterable, Optional, TypeVar
+from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
 
 import typer
 from typer.core import TyperGroup
@@ -101,7 +101,7 @@ def finish_batch(done: int, failures: list[Any], *, allow_failures: bool = False
 # Click's exception classes as Typer raises them: recent Typer releases vendor their own copy of Click, so
 # they are found through Typer's public BadParameter rather than `import click`
 _CLICK_CLASSES = {cls.__name__: cls for cls in typer.BadParameter.__mro__}
-_ClickException = _CLICK_CLASSES["ClickException"]
+_ClickException: Any = _CLICK_CLASSES["ClickException"]  # a class found at run time (see above)
 _UsageError = _CLICK_CLASSES["UsageError"]
 _NoArgsIsHelp = getattr(sys.modules[_UsageError.__module__], "NoArgsIsHelpError", None)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -110,10 +110,11 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 class OneLineErrorsGroup(TyperGroup):
     """The top-level command group: a usage error is one line on stderr too (exit code 2), not a framed panel."""
 
-    def main(self, args: Optional[list[str]] = None, prog_name: Optional[str] = None, complete_var: Optional[str] = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
+    def main(self, args: Optional[Sequence[str]] = None, prog_name: Optional[str] = None, complete_var: Optional[str] = None,
+             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
         try:
-            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            result = super().main(args, prog_name, complete_var, standalone_mode=False,
+                                  windows_expand_args=windows_expand_args, **extra)
         except _ClickException as exc:
             if not standalone_mode:
                 raise
@@ -123,7 +124,7 @@ class OneLineErrorsGroup(TyperGroup):
             ctx = getattr(exc, "ctx", None)
             where = ctx.command_path if ctx is not None else "vconv"
             message = _ANSI.sub("", exc.format_message())  # Typer may colour option names
-            typer.echo(f"error: {one_line(message)} (see `{where} --help`)", err=True)
+            typer.echo(f"error: {one_line(Exception(message))} (see `{where} --help`)", err=True)
             sys.exit(exc.exit_code)
         except typer.Abort:
             if not standalone_mode:

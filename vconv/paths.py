@@ -78,7 +78,8 @@ def check_distinct_outputs(jobs: Iterable[tuple[Path, Path]], inputs: Iterable[t
     writers: dict[Path, Path] = {}
     for src, dest in jobs:
         key = absolute(dest)
-        hit = by_input.get(key) or by_inode.get(_inode(dest))
+        inode = _inode(dest)
+        hit = by_input.get(key) or (by_inode.get(inode) if inode is not None else None)
         if hit is not None:
             raise VconvError(f"{dest}: output would overwrite the {hit[1]} {hit[0]}; choose another output")
         if key in writers:

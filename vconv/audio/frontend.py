@@ -97,6 +97,9 @@ class FrontEnd(nn.Module):
     ``config.json`` (:meth:`stats`), so a model's weights file holds only the model.
     """
 
+    mean: torch.Tensor  # [n_mels] buffers (not in any state_dict)
+    std: torch.Tensor
+
     def __init__(self, cfg: FeatureConfig, stats: FeatureStats | None = None, *, content: Any = None, speaker: Any = None):
         super().__init__()
         if stats is None:  # log-mel only (a vocoder's input): normalisation is the identity

@@ -230,7 +230,7 @@ def validate(
         raise VconvError(f"{name}: audio is silent (peak below -80 dBFS)")
 
 
-def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+def resample(wav: np.ndarray, orig_sr: float, target_sr: float) -> np.ndarray:
     """Resample ``[T]`` float32 with soxr (high quality, deterministic); both rates are checked first."""
     if orig_sr == target_sr:
         return wav

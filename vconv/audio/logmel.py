@@ -21,6 +21,9 @@ class LogMel(torch.nn.Module):
     ``F = 1 + T // hop_length`` (centred frames). Values are ``log(max(mel_magnitude, log_floor))``.
     """
 
+    mel_basis: torch.Tensor  # [n_mels, n_fft/2+1], a buffer
+    window: torch.Tensor  # [win_length], a buffer
+
     def __init__(self, cfg: FeatureConfig):
         super().__init__()
         self.cfg = cfg

@@ -59,6 +59,9 @@ class WhisperEncoderConfig:
 class WhisperLogMel(nn.Module):
     """Waveform ``[B, T]`` at 16 kHz -> Whisper's normalised log-mel ``[B, 80, T // 160]``."""
 
+    window: torch.Tensor  # buffers
+    mel_basis: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
@@ -96,6 +99,8 @@ class EncoderBlock(nn.Module):
 
 class WhisperEncoder(nn.Module):
     """Whisper's audio encoder: log-mel ``[B, 80, N]`` -> hidden states ``[B, N // 2, width]`` of one layer."""
+
+    positions: torch.Tensor  # [positions, width], a buffer
 
     def __init__(self, config: WhisperEncoderConfig = WhisperEncoderConfig()):
         super().__init__()

@@ -42,11 +42,11 @@ class ConfigSection:
         return asdict(self)  # type: ignore[call-overload]
 
     @classmethod
-    def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
+    def from_dict(cls: type[T], data: Any) -> T:
         return from_dict(cls, data)
 
 
-def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
+def from_dict(cls: type[T], data: Any) -> T:
     """Build dataclass ``cls`` from a mapping; unknown keys are an error (typos must not pass silently).
 
     Numeric strings (YAML's ``1e-5``) become numbers and whole floats (``3000.0``) ints for int fields;
@@ -63,7 +63,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
     missing = [name for name in required if name not in data]
     if missing:
         raise VconvError(f"{section}: missing required key(s) {', '.join(missing)}")
-    hints = field_hints(cls)
+    hints = field_hints(cls)  # type: ignore[arg-type]  # a class is hashable (lru_cache's stub says Hashable)
     values = {key: _as_number(section, key, value, hints[key]) for key, value in data.items()}
     return cls(**values)
 

@@ -54,8 +54,9 @@ def limits_of(cls: type) -> dict[str, tuple[float, float]]:
 def check_section(obj: Any) -> None:
     """Raise a one-line VconvError for the first field of ``obj`` that has the wrong type or is out of range."""
     cls = type(obj)
-    limits = limits_of(cls)
-    for name, hint in field_hints(cls).items():
+    # typeshed types lru_cache's arguments as Hashable, which a class is; mypy does not see it
+    limits = limits_of(cls)  # type: ignore[arg-type]
+    for name, hint in field_hints(cls).items():  # type: ignore[arg-type]
         key = f"{section_name(cls)}.{name}"
         value = getattr(obj, name)
         check_type(key, value, hint)

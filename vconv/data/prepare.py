@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from vconv.data.manifest import BadFile, Split, Utterance, scan_speaker_folders, split_by_speaker, write_manifest
 from vconv.errors import VconvError
@@ -62,7 +62,7 @@ def write_splits(
     write_manifest(out_dir / "all.jsonl", utterances)
     for name in SPLIT_NAMES:
         write_manifest(out_dir / f"{name}.jsonl", getattr(split, name))
-    info = {name: split.speakers(name) for name in SPLIT_NAMES}
+    info: dict[str, Any] = {name: split.speakers(name) for name in SPLIT_NAMES}
     info["bad_files"] = [{"path": b.path, "reason": b.reason} for b in bad]
     write_text_atomic(out_dir / "split.json", json.dumps(info, indent=2) + "\n")
     return out_dir

@@ -30,8 +30,8 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             if key == "sim_target" and vals.size > 1:
                 s["sim_target_ci95"] = float(1.96 * vals.std(ddof=1) / math.sqrt(vals.size))
         for key, name in (("success", "success_rate"), ("accepted", "accept_rate")):
-            vals = [r[key] for r in sel if r.get(key) is not None]
-            s[name] = float(np.mean(vals)) if vals else None
+            flags = [r[key] for r in sel if r.get(key) is not None]
+            s[name] = float(np.mean(flags)) if flags else None
         for unit in ("char", "word"):
             errs = [r[f"{unit}_errors"] for r in sel if r.get(f"{unit}_errors") is not None]
             lens = [r[f"{unit}s"] for r in sel if r.get(f"{unit}s") is not None]

@@ -36,8 +36,9 @@ def plot_similarity(rows: Sequence[dict[str, Any]], path: Path, threshold: float
     for system in SYSTEMS:
         vals = [r["sim_target"] for r in rows if r["system"] == system and r.get("sim_target") is not None]
         if vals:  # the conversion filled, its reference rows as outlines, so coinciding ones stay visible
-            style = dict(histtype="stepfilled", alpha=0.35) if system == "converted" else dict(histtype="step", linewidth=1.8)
-            ax.hist(vals, bins=bins, label=f"{system} (n={len(vals)})", **style)
+            style: dict[str, Any] = (dict(histtype="stepfilled", alpha=0.35) if system == "converted"
+                                     else dict(histtype="step", linewidth=1.8))
+            ax.hist(vals, bins=bins.tolist(), label=f"{system} (n={len(vals)})", **style)
     if threshold is not None:
         ax.axvline(threshold, color="k", linestyle="--", linewidth=1, label=f"EER threshold {threshold:.2f}")
     ax.set_xlabel("cosine similarity to an unseen utterance of the target (Resemblyzer)")
@@ -67,9 +68,9 @@ def plot_embeddings(points: Sequence[tuple[str, str, np.ndarray]], path: Path) -
     ax = fig.subplots()
     for kind, marker, size in (("real", "o", 28), ("converted", "x", 36)):
         for s in speakers:
-            xy = [(e - mean) @ axes for k, sp, e in points if k == kind and sp == s]
-            if xy:
-                xy = np.array(xy)
+            projected = [(e - mean) @ axes for k, sp, e in points if k == kind and sp == s]
+            if projected:
+                xy = np.array(projected)
                 ax.scatter(xy[:, 0], xy[:, 1], marker=marker, s=size, color=colors[s],
                            label=s if kind == "real" else None, alpha=0.8)
     ax.scatter([], [], marker="x", color="gray", label="converted (colour = target)")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Sequence, Union, cast
 
 import numpy as np
 import torch
@@ -240,7 +240,7 @@ class VoiceConverter:
             # statistics (speech frames only), as a pause inside one chunk is
             pause = file_level is not None and is_pause(energy_level(self.frontend.log_mel(piece)), file_level)
             own = self._vocode(log_mel, piece.size) if unmatched else None
-            if matching and not pause:
+            if matching and not pause and spectrum is not None:  # (matching implies a spectrum; said for mypy)
                 log_mel = match_spectrum(log_mel, spectrum, self.target_match, floor=math.log(self.features.log_floor))
             elif own is not None:  # nothing matched: the two outputs are one
                 return np.stack([own, own])
@@ -293,5 +293,8 @@ def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, 
         name = getattr(voc, "name", None) or "griffinlim"
         if name != "vocos":
             raise VconvError(f"fast mode skips the neural vocoder's post-processing passes; vocoder {name} has none")
-        voc.config = dataclasses.replace(voc.config, consistency_passes=0, envelope_passes=0)
+        from vconv.vocoders.vocos import VocosVocoder
+
+        vocos = cast(VocosVocoder, voc)  # named vocos just above
+        vocos.config = dataclasses.replace(vocos.config, consistency_passes=0, envelope_passes=0)
     return VoiceConverter(model, frontend, info, voc, device, target_match=target_match)

@@ -129,13 +129,13 @@ class GradientReversal(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: float) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, weight: float) -> torch.Tensor:
         ctx.weight = float(weight)
         # view_as: a new tensor object is required so autograd records this node.
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
         return -ctx.weight * grad_output, None
 
 

@@ -85,6 +85,12 @@ class VectorQuantizer(Quantizer):
             times as many, which widens the content bottleneck without a bigger (slower, sparser) codebook.
     """
 
+    embedding: torch.Tensor  # [K, D] (a buffer with EMA, else a parameter)
+    cluster_size: torch.Tensor  # [K], EMA buffers
+    embed_sum: torch.Tensor  # [K, D]
+    unused_steps: torch.Tensor  # [K]
+    initialized: torch.Tensor  # [] bool
+
     def __init__(
         self,
         dim: int,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Optional
+from typing import Any, BinaryIO, Optional
 
 import numpy as np
 from python_multipart.exceptions import MultipartParseError
@@ -64,7 +64,7 @@ class _PartWriter:
         self._size = 0
         self._parts = 0
 
-    def callbacks(self) -> dict:
+    def callbacks(self) -> Any:  # python-multipart's MultipartCallbacks (a TypedDict of these functions)
         return {
             "on_part_begin": self._part_begin,
             "on_header_field": lambda data, start, end: self._append_header("field", data[start:end]),

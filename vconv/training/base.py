@@ -157,6 +157,7 @@ class BaseTrainer:
         --until``) can resume and judge exactly there.
         """
         t = self.tcfg
+        assert self.batches is not None, "a trainer sets self.batches in its constructor"
         last = t.steps if until is None else min(until, t.steps)
         self.run.write_config(self.sections())
         loader = torch.utils.data.DataLoader(self.batches, batch_size=None, sampler=range(self.step, last),

@@ -57,6 +57,10 @@ def adversary_accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> dict[st
 class ModelTrainer(BaseTrainer):
     """Builds data, model and optimiser from the configs; ``fit()`` trains, validates, checkpoints, exports."""
 
+    tcfg: TrainConfig
+    batches: SegmentBatches
+    valid_store: FeatureStore | None
+
     def __init__(
         self,
         features: FeatureConfig,
@@ -222,6 +226,7 @@ class ModelTrainer(BaseTrainer):
 
     def _valid_inputs(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(target mel [1, n_mels, F], content input [1, C, F], speaker input)`` of a held-out utterance."""
+        assert self.valid_store is not None  # validation runs only with a validation store (has_validation)
         tensors = self.valid_store.tensors(index)
         mel = self.frontend.normalize(tensors["mel"])[None].to(self.device)
         return mel, self._path_input(self.content_part, tensors, mel), self._path_input(self.speaker_part, tensors, mel)
@@ -233,6 +238,7 @@ class ModelTrainer(BaseTrainer):
     def _other_reference(self, index: int, by_speaker: Mapping[str, list[int]]) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(speaker input, normalised mel)`` of the next utterance of the same speaker (cyclically), or None."""
         store = self.valid_store
+        assert store is not None  # as in _valid_inputs
         siblings = by_speaker[store.utterances[index].speaker]
         if len(siblings) < 2:
             return None

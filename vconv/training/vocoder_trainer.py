@@ -33,7 +33,7 @@ picks it up by default.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
@@ -49,11 +49,16 @@ from vconv.vocoders.discriminators import CombinedDiscriminator
 from vconv.vocoders.losses import MelL1Loss, MultiResolutionSTFTLoss, PhaseLoss, discriminator_loss, feature_matching_loss, generator_loss
 from vconv.vocoders.vocos import VocosVocoder, load_vocoder, save_vocoder
 
+if TYPE_CHECKING:
+    from vconv.models import VoiceConversionModel
+
 __all__ = ["VocoderTrainer", "export_checkpoint"]
 
 
 class VocoderTrainer(BaseTrainer):
     """Builds data, generator, discriminators and optimisers from the configs; ``fit()`` trains and exports."""
+
+    tcfg: VocoderTrainConfig
 
     def __init__(self, features: FeatureConfig, vocoder: VocoderConfig, train: VocoderTrainConfig, *,
                  resume: bool = False, progress: bool = True):
@@ -90,7 +95,7 @@ class VocoderTrainer(BaseTrainer):
                                      seed=train.seed, rank=self.dist.rank, steps=train.steps, cache_size=train.cache_size,
                                      speed_perturb=train.speed_perturb, speed_probability=train.speed_perturb_probability)
 
-    def _load_vc_model(self, bundle: str | None) -> tuple[torch.nn.Module | None, FrontEnd]:
+    def _load_vc_model(self, bundle: str | None) -> tuple[VoiceConversionModel | None, FrontEnd]:
         if not bundle:
             return None, FrontEnd(self.fcfg).to(self.device)
         from vconv.bundles import load_bundle
@@ -155,7 +160,7 @@ class VocoderTrainer(BaseTrainer):
         metrics["grad_norm"] = self.update(loss, self.opt_g, self.sched_g, self.generator)
         self.step += 1
         metrics["loss"] = loss.item()
-        metrics["lr"] = self.sched_g.get_last_lr()[0]
+        metrics["lr"] = float(self.sched_g.get_last_lr()[0])
         return metrics
 
     def sections(self) -> dict[str, Any]:

@@ -20,7 +20,7 @@ only use :func:`get_vocoder`.
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable, Union
+from typing import Any, Callable, Union, cast
 
 import numpy as np
 import torch
@@ -74,7 +74,7 @@ class Vocoder(torch.nn.Module, abc.ABC):
         tensor); runs under ``no_grad`` on the vocoder's device.
         """
         as_numpy = isinstance(log_mel, np.ndarray)
-        x = torch.from_numpy(np.ascontiguousarray(log_mel, dtype=np.float32)) if as_numpy else log_mel
+        x = torch.from_numpy(np.ascontiguousarray(log_mel, dtype=np.float32)) if as_numpy else cast(torch.Tensor, log_mel)
         single = x.dim() == 2
         if single:
             x = x.unsqueeze(0)

@@ -86,6 +86,8 @@ class MultiPeriodDiscriminator(nn.Module):
 class ResolutionDiscriminator(nn.Module):
     """``[B, T] -> (score [B, 1, frames', bins'], activations)`` on the log-magnitude STFT of one size."""
 
+    window: torch.Tensor  # a buffer
+
     def __init__(self, n_fft: int, hop: int, win: int, channels: int = 32):
         super().__init__()
         self.n_fft, self.hop, self.win = n_fft, hop, win

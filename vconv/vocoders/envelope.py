@@ -47,6 +47,8 @@ class MelEnvelopeMatch(nn.Module):
     pass, and the last corrected signal is returned.
     """
 
+    spread: torch.Tensor  # [n_freq, n_mels], a buffer
+
     def __init__(self, feature_config: FeatureConfig):
         super().__init__()
         self.feature_config = feature_config

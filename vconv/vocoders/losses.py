@@ -17,7 +17,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -96,10 +96,12 @@ def generator_loss(fake: Sequence[torch.Tensor], kind: str = "hinge") -> torch.T
 
 def feature_matching_loss(real_feats: Sequence[Sequence[torch.Tensor]], fake_feats: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
     """Mean over sub-discriminators of the summed L1 between real (detached) and fake activations."""
-    total = None
+    total: torch.Tensor | None = None
     for rs, fs in zip(real_feats, fake_feats):
-        term = sum(F.l1_loss(f.float(), r.detach().float()) for r, f in zip(rs, fs))
+        term = cast(torch.Tensor, sum(F.l1_loss(f.float(), r.detach().float()) for r, f in zip(rs, fs)))
         total = term if total is None else total + term
+    if total is None:
+        raise ValueError("feature_matching_loss needs at least one sub-discriminator")
     return total / max(1, len(real_feats))
 
 

@@ -102,7 +102,8 @@ class VocosVocoder(Vocoder):
     def _init(module: nn.Module) -> None:
         if isinstance(module, (nn.Conv1d, nn.Linear)):
             nn.init.trunc_normal_(module.weight, std=0.02)
-            nn.init.zeros_(module.bias)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
 
     def extra_repr(self) -> str:
         c = self.config
@@ -119,8 +120,9 @@ class VocosVocoder(Vocoder):
         log_mag, phase = out.split(self.n_freq, dim=1)
         return log_mag.clamp(max=c.max_log_magnitude), phase
 
-    def forward(self, log_mel: torch.Tensor, return_phase: bool = False,
+    def forward(self, log_mel: torch.Tensor, return_phase: bool = False,  # type: ignore[override]
                 post_process: bool | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        # (return_phase, for the trainer's phase losses, widens what the Vocoder protocol returns)
         """``log_mel [B, n_mels, F]`` (natural log, un-normalised) -> ``wav [B, (F - 1) * hop_length]`` float32.
 
         ``return_phase`` also returns the predicted phase ``[B, n_fft/2+1, F]`` (for a phase loss in training;
