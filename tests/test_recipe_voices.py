@@ -38,7 +38,7 @@ def load_script(name: str) -> ModuleType:
 
 
 # dependency order: a script's sibling imports are loaded before it
-for _name in ("corpus_common", "corpus_fillets", "corpus_fotaq", "neural_tts", "corpus_install", "corpus_tts", "corpus_augment"):
+for _name in ("corpus_common", "corpus_fillets", "corpus_fotaq", "corpus_bass", "neural_tts", "corpus_install", "corpus_tts", "corpus_augment"):
     load_script(_name)
 build_corpus = load_script("build_corpus")
 corpus_augment = sys.modules["corpus_augment"]
@@ -359,3 +359,36 @@ def test_ablation_table_gives_own_output_and_matched_rows(tmp_path):
     del summary["unmatched"]
     (tmp_path / "eval" / "results.json").write_text(json.dumps({"summary": summary}))
     assert [r[0] for r in table.rows("old", tmp_path / "run", tmp_path / "eval")] == ["old"]
+
+
+def test_bass_index_offsets_and_packed_speech(monkeypatch):
+    """sky.dnr entries: a 24-bit offset with bit 23 set is shifted left by 4; only RNC-packed speech decodes."""
+    corpus_bass = sys.modules["corpus_bass"]
+    import struct
+
+    def entry(number: int, offset: int, flags: int) -> bytes:
+        return struct.pack("<H", number) + offset.to_bytes(3, "little") + flags.to_bytes(3, "little")
+
+    dnr = struct.pack("<I", 3) + entry(50001, 0x000100, 0x000040) + entry(50002, 0x800010, 0x000020) + entry(7, 5, 0x800010)
+    assert corpus_bass.read_index(dnr) == [(50001, 0x100, 0x40), (50002, 0x100, 0x20), (7, 5, 0x800010)]
+    with pytest.raises(ValueError, match="3 entries announced"):
+        corpus_bass.read_index(dnr[:-4])
+    header = struct.pack("<11H", 0x81, *range(10))
+    fake = type("propack", (), {"unpack": staticmethod(lambda data: bytes([128, 255, 0]))})
+    monkeypatch.setitem(sys.modules, "propack", fake)
+    wav = corpus_bass.decode_speech(header + b"RNC\x01...", flags=0x40)
+    np.testing.assert_allclose(wav, [0.0, 127 / 128, -1.0])
+    assert corpus_bass.decode_speech(header + b"RNC\x01...", flags=0x800040) is None  # entry says: not packed
+    assert corpus_bass.decode_speech(struct.pack("<11H", 0x01, *range(10)) + b"RNC\x01", flags=0x40) is None
+
+
+def test_bass_clusters_split_voices_and_report_similarity():
+    corpus_bass = sys.modules["corpus_bass"]
+    rng = np.random.default_rng(0)
+    voices = rng.standard_normal((3, 32))
+    embeddings = np.concatenate([v + 0.15 * rng.standard_normal((20, 32)) for v in voices])
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    labels = corpus_bass.cluster(embeddings)
+    assert len(set(labels)) == 3 and all(len(set(labels[20 * k : 20 * (k + 1)])) == 1 for k in range(3))
+    report = corpus_bass.similarity_report(list(labels), embeddings)
+    assert all(within > 0.9 and nearest < 0.5 for within, nearest in report.values())

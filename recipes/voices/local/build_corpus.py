@@ -8,6 +8,7 @@ Sources (one module each):
 
 * ``fotaq``          real English voice acting, Flight of the Amazon Queen (:mod:`corpus_fotaq`).
 * ``fillets``        real Czech and Dutch voice acting, Fish Fillets NG, with transcripts (:mod:`corpus_fillets`).
+* ``bass``           real English voice acting, Beneath a Steel Sky, labelled by clustering (:mod:`corpus_bass`).
 * ``flite``          kal16, awb, rms, slt.                                   (:mod:`corpus_tts`)
 * ``festival``       ked_diphone (English).
 * ``festival-intl``  9 Czech, Italian, Finnish and Catalan festival voices.
@@ -41,8 +42,8 @@ from corpus_augment import AUG_PREFIX, build_augmented
 from corpus_common import SR, log
 
 RECIPE = Path(__file__).resolve().parents[1]  # recipes/voices: held_out.txt, valid.txt, data/
-DEFAULT_SOURCES = "fotaq,fillets,flite,festival,festival-intl,espeak,piper,kokoro"
-REAL_PREFIXES = ("fotaq_", "fillets_")
+DEFAULT_SOURCES = "fotaq,fillets,bass,flite,festival,festival-intl,espeak,piper,kokoro"
+REAL_PREFIXES = ("fotaq_", "fillets_", "bass_")
 
 
 def read_speaker_list(path: Path) -> set[str]:
@@ -58,6 +59,10 @@ def build_source(source: str, root: Path, max_per: int | None) -> collections.Co
         from corpus_fillets import build_fillets
 
         return build_fillets(root, max_per)
+    if source == "bass":
+        from corpus_bass import build_bass
+
+        return build_bass(root, max_per)
     from corpus_tts import build_synthetic
 
     return build_synthetic(source, root, max_per)

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
+import corpus_bass
 import corpus_fillets
 import corpus_fotaq
 import neural_tts
@@ -33,6 +34,7 @@ class Needs:
 REQUIREMENTS: dict[str, Needs] = {
     "fotaq": Needs(apt=corpus_fotaq.APT_PACKAGES),
     "fillets": Needs(apt=corpus_fillets.APT_PACKAGES),
+    "bass": Needs(apt=corpus_bass.APT_PACKAGES, pip=corpus_bass.PIP_PACKAGES),
     "flite": Needs(apt=["flite"]),
     "festival": Needs(apt=["festival", "festvox-kdlpc16k"]),
     # the Czech and Italian voices read the game's script lines in their language (corpus_tts)
