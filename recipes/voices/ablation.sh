@@ -7,7 +7,7 @@
 #   ./recipes/voices/ablation.sh                                  # the four rows, then the table
 #   ROWS="whisper_dvector_twins:whisper_dvector:train.content_twins=exp/voices/data/twins.json" ./recipes/voices/ablation.sh
 #
-# Every row: `vconv train` STEPS steps (default 3000) in fp32 (resumes when killed), the shipped neural
+# Every row: `vconv train` STEPS steps (default 3000) in fp32 (BF16=true: bf16 autocast; resumes when killed), the shipped neural
 # vocoder attached (VOCODER, default pretrained/vconv-voices-small), `vconv evaluate` on the test split
 # (EVAL_SOURCES sources per pair, seed 0), then `local/ablation_table.py` over all rows. Outputs go to
 # EXP/ablation/<name>/{train,eval}; rows that are done are skipped. The report has the model's own output
@@ -21,6 +21,7 @@ RECIPE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$RECIPE_DIR/../.." && pwd)
 EXP=${EXP:-$RECIPE_DIR/exp/voices}
 STEPS=${STEPS:-3000}
+BF16=${BF16:-false}
 ROWS=${ROWS:-"mel_mel:small whisper_mel:whisper_mel mel_dvector:mel_dvector whisper_dvector:whisper_dvector"}
 FRONTENDS=${FRONTENDS:-$EXP/frontends}
 THREADS=${THREADS:-2}
@@ -43,7 +44,7 @@ for row in $ROWS; do
     resume=(); [[ -f $out/train/checkpoints/latest.pt ]] && resume=(--resume)
     $VCONV train -c "$RECIPE_DIR/conf/$conf.yaml" "train.train_manifest=$EXP/data/train.jsonl" \
       "train.valid_manifest=$EXP/data/valid.jsonl" "train.features_dir=$EXP/features" "train.frontends_dir=$FRONTENDS" \
-      "train.run_dir=$out/train" "train.steps=$STEPS" train.bf16=false "train.threads=$THREADS" \
+      "train.run_dir=$out/train" "train.steps=$STEPS" "train.bf16=$BF16" "train.threads=$THREADS" \
       ${extra[@]+"${extra[@]}"} --no-progress ${resume[@]+"${resume[@]}"}
   fi
   [[ -f $out/train/model/vocoder.json ]] || $VCONV bundle attach-vocoder "$out/train/model" "$VOCODER"
