@@ -42,6 +42,14 @@ def test_the_layers_hold_and_no_module_cycles():
     _run("lint-imports")
 
 
+def test_files_are_written_through_the_atomic_helpers():
+    """Nothing is lost: vconv writes files via vconv.fileio (temporary name, then rename), never in place."""
+    in_place = [f"{path.relative_to(ROOT)}:{number}" for path in sorted(PACKAGE.rglob("*.py")) if path.name != "fileio.py"
+                for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+                if ".write_text(" in line or ".write_bytes(" in line]
+    assert not in_place, "write through vconv.fileio.write_text_atomic / atomic_path instead:\n" + "\n".join(in_place)
+
+
 def test_no_function_in_vconv_is_longer_than_60_lines():
     long = []
     for path in sorted(PACKAGE.rglob("*.py")):

@@ -48,7 +48,7 @@ from typing import Any, Sequence
 from vconv.data.manifest import BadFile, ScanResult, Split, Utterance, check_audio_file
 from vconv.data.prepare import SPLIT_NAMES, PrepareReport, write_splits
 from vconv.errors import VconvError
-from vconv.fileio import read_text
+from vconv.fileio import read_text, write_text_atomic
 
 MICS = ("mic1", "mic2")
 
@@ -290,5 +290,5 @@ def prepare_vctk(
         "no_metadata": scan.no_metadata,
         "counts": {name: len(getattr(split, name)) for name in SPLIT_NAMES},
     }
-    (Path(out_dir) / "vctk.json").write_text(json.dumps(details, indent=2) + "\n")
+    write_text_atomic(Path(out_dir) / "vctk.json", json.dumps(details, indent=2) + "\n")
     return VctkPrepareReport.from_scan(out_dir, scan.utterances, split, scan.bad, scan=scan)
