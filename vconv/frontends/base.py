@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vconv.errors import VconvError
+from vconv.config.parts import build_part
 
 ROLES = ("content", "speaker")
 _REGISTRY: dict[str, dict[str, type["FrontEndPart"]]] = {role: {} for role in ROLES}
@@ -102,21 +102,7 @@ def build_frontend_part(role: str, section: Mapping[str, Any] | None) -> FrontEn
     The section's other keys are the part's constructor arguments; an unknown kind or key, or a value the
     part refuses, is a one-line VconvError naming ``model.<role>_frontend``.
     """
-    where = f"model.{role}_frontend"
-    section = dict(section or {"kind": "mel"})
-    kind = section.pop("kind", None)
-    known = _REGISTRY[role]
-    if kind not in known:
-        raise VconvError(f"{where}.kind must be one of {', '.join(known)}, got {kind!r}")
-    cls = known[kind]
-    params = [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
-    unknown = sorted(set(section) - set(params))
-    if unknown:
-        raise VconvError(f"{where}: {kind} takes {', '.join(params) or 'no settings'}; unknown key(s) {', '.join(unknown)}")
-    try:
-        return cls(**section)
-    except (TypeError, ValueError) as exc:
-        raise VconvError(f"{where}: {exc}") from None
+    return build_part(f"model.{role}_frontend", _REGISTRY[role], section or {"kind": "mel"})
 
 
 def check_int(name: str, value: Any, low: int, high: int) -> int:

@@ -23,7 +23,6 @@ A path is a registered part (:func:`register_reference`), chosen by ``ModelConfi
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, Sequence
 
@@ -31,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vconv.config.parts import build_part
 from vconv.errors import VconvError
 from vconv.models.layers import ConvBlock
 
@@ -103,24 +103,13 @@ def build_reference_path(section: Mapping[str, Any] | None, *, n_mels: int, chan
                          decoder_blocks: int) -> ReferencePath | None:
     """The path ``model.reference`` names (``None`` for ``{kind: none}``); settings are the part's keyword
     arguments, besides the sizes it takes from the model (``n_mels``, ``channels``, ``decoder_blocks``)."""
-    section = dict(section or {"kind": "none"})
-    kind = section.pop("kind", None)
-    if kind == "none":
-        if section:
-            raise VconvError(f"model.reference: kind none takes no settings, got {', '.join(sorted(section))}")
+    section = section or {"kind": "none"}
+    if section.get("kind") == "none":
+        if len(section) > 1:
+            raise VconvError(f"model.reference: kind none takes no settings, got {', '.join(sorted(set(section) - {'kind'}))}")
         return None
-    if kind not in REFERENCE_PATHS:
-        raise VconvError(f"model.reference.kind must be one of none, {', '.join(REFERENCE_PATHS)}, got {kind!r}")
-    cls = REFERENCE_PATHS[kind]
-    model_sizes = {"n_mels", "channels", "decoder_blocks"}
-    params = [n for n in inspect.signature(cls.__init__).parameters if n not in ("self", *model_sizes)]
-    unknown = sorted(set(section) - set(params))
-    if unknown:
-        raise VconvError(f"model.reference: {kind} takes {', '.join(params)}; unknown key(s) {', '.join(unknown)}")
-    try:
-        return cls(n_mels=n_mels, channels=channels, decoder_blocks=decoder_blocks, **section)
-    except (TypeError, ValueError) as exc:
-        raise VconvError(f"model.reference: {exc}") from None
+    return build_part("model.reference", REFERENCE_PATHS, section, also=("none",), n_mels=n_mels, channels=channels,
+                      decoder_blocks=decoder_blocks)
 
 
 @register_reference
