@@ -81,7 +81,9 @@ def summarize(summary: dict[str, dict[str, Any]], verify: M.EERResult | None = N
         "- **MCD**: mel-cepstral distortion (c1–c24, WORLD envelope, DTW) vs the target speaking the same sentence.",
         "- **F0 corr / log-F0 RMSE**: over jointly voiced frames after a mean-variance shift; converted is compared with "
         "the source, copy synthesis with its input, ground truth with the source (DTW). **register err**: |mean log-F0 − target's| in cents.",
-        "- **RTF**: compute seconds per second of input (converted: the conversion; copy synthesis: the vocoder).",
+        "- **RTF**: compute seconds per second of input (converted: the conversion, including the one extra vocoder "
+        "pass that makes the unmatched row when there is one; copy synthesis: the vocoder); "
+        "`benchmarks/bench_convert.py` measures conversion speed on an idle machine.",
         "- Rows: *converted* = the conversion as `vconv convert` makes it; *unmatched* = the same model output "
         "without target-spectrum matching (the network's own voice); "
         "*source* = input unchanged (floor), *ground_truth* = the target's own utterance (ceiling), "
