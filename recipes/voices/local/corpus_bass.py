@@ -91,15 +91,16 @@ def cluster(embeddings: np.ndarray, distance: float = CLUSTER_DISTANCE) -> np.nd
 
 
 def similarity_report(labels: list[int], embeddings: np.ndarray) -> dict[int, tuple[float, float]]:
-    """``{cluster: (mean within-cluster cosine, highest mean cosine to another cluster)}``."""
-    centroids = {c: embeddings[np.array(labels) == c].mean(0) for c in set(labels)}
+    """``{cluster: (mean cosine between its clips, highest mean cosine between its clips and another cluster's)}``
+    for unit-norm ``embeddings [N, D]``: a voice split in two shows as a high second figure."""
+    labels_arr = np.array(labels)
+    groups = {c: embeddings[labels_arr == c] for c in sorted(set(labels))}
     out = {}
-    for c in centroids:
-        members = embeddings[np.array(labels) == c]
+    for c, members in groups.items():
         sims = members @ members.T
         within = float((sims.sum() - np.trace(sims)) / max(1, len(members) * (len(members) - 1)))
-        others = [float(members.mean(0) @ centroids[o] / max(1e-9, np.linalg.norm(centroids[o]))) for o in centroids if o != c]
-        out[c] = (within, max(others, default=float("nan")))
+        between = [float((members @ other.T).mean()) for o, other in groups.items() if o != c]
+        out[c] = (within, max(between, default=float("nan")))
     return out
 
 
@@ -141,12 +142,15 @@ def build_bass(root: Path, max_per: int | None) -> collections.Counter:
 
 
 def _resemblyzer_report(names: list[str], labels: list[int], at_16k: dict[str, np.ndarray]) -> dict[int, tuple[float, float]]:
-    """The same report by Resemblyzer (another network than the d-vector that made the clusters)."""
+    """The same report by Resemblyzer (another network than the d-vector that made the clusters), through
+    vconv's own judge wrapper (which lets Resemblyzer import on a current setuptools)."""
     try:
-        from resemblyzer import VoiceEncoder, preprocess_wav
-    except ImportError:
-        log("[bass] resemblyzer is not installed: no second check of the clusters (pip install resemblyzer)")
+        from vconv.evaluation.speaker_judge import SpeakerJudge
+
+        judge = SpeakerJudge()
+        embeddings = np.stack([judge.embed_wav(at_16k[n], 16000) for n in names])
+    except Exception as exc:  # noqa: BLE001 - the check is a report, not a step the corpus needs
+        log(f"[bass] no second check of the clusters by Resemblyzer ({str(exc).splitlines()[0][:120]})")
         return {}
-    encoder = VoiceEncoder("cpu", verbose=False)
-    embeddings = np.stack([encoder.embed_utterance(preprocess_wav(at_16k[n], source_sr=16000)) for n in names])
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
     return similarity_report(labels, embeddings)
