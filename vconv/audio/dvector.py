@@ -18,22 +18,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import librosa
 import numpy as np
 
+from vconv.audio.mel_filters import centre_pad, periodic_hamming, slaney_mel_basis
 from vconv.errors import VconvError
 
 SAMPLE_RATE = 16000
 DIM = 256
 WINDOW, STRIDE, N_MELS = 80, 40, 40
+_N_FFT, _HOP = 512, 160
+_WINDOW = centre_pad(periodic_hamming(400), _N_FFT)  # [512]
+_MEL_BASIS = slaney_mel_basis(SAMPLE_RATE, _N_FFT, N_MELS).astype(np.float64)  # [40, 257]
 
 
 def dvector_log_mel(wav: np.ndarray) -> np.ndarray:
-    """Mono ``[T]`` at 16 kHz -> the embedder's input features ``[frames, 40]`` (log10 power mel)."""
-    power = librosa.feature.melspectrogram(y=np.ascontiguousarray(wav, dtype=np.float32), sr=SAMPLE_RATE, n_fft=512,
-                                           win_length=400, hop_length=160, n_mels=N_MELS, window="hamming",
-                                           center=False, power=2.0)
-    return np.log10(power + 1e-10).T.astype(np.float32)
+    """Mono ``[T]`` at 16 kHz -> the embedder's input features ``[frames, 40]`` (log10 power mel).
+
+    Frames start every 160 samples and are not centred (``frames = 1 + (T - 512) // 160``; none when
+    ``T < 512``): the Hamming window of 400 samples sits in the middle of each 512-sample FFT frame.
+    """
+    wav = np.ascontiguousarray(wav, dtype=np.float32)
+    if wav.shape[0] < _N_FFT:
+        return np.zeros((0, N_MELS), np.float32)
+    frames = np.lib.stride_tricks.sliding_window_view(wav, _N_FFT)[::_HOP]  # [frames, 512], a view
+    power = np.abs(np.fft.rfft(frames * _WINDOW, axis=-1)) ** 2  # [frames, 257]
+    return np.log10(power @ _MEL_BASIS.T + 1e-10).astype(np.float32)
 
 
 def windows_of(features: np.ndarray) -> np.ndarray:

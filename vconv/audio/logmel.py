@@ -1,7 +1,7 @@
 """The log-mel analysis: the *only* place the mel settings of a FeatureConfig are interpreted.
 
-``LogMel`` is ``torch.stft`` (centred, zero padded, periodic Hann) followed by librosa's Slaney mel
-filterbank, so it equals ``librosa.feature.melspectrogram(power=1, pad_mode="constant")`` up to float
+``LogMel`` is ``torch.stft`` (centred, zero padded, periodic Hann) followed by Slaney's mel
+filterbank (:mod:`vconv.audio.mel_filters`), so it equals ``librosa.feature.melspectrogram(power=1, pad_mode="constant")`` up to float
 error and runs batched on any device. The front-end (:class:`vconv.audio.frontend.FrontEnd`), the
 vocoders, their losses and envelope matching all build it from the same
 :class:`~vconv.config.FeatureConfig`. ``to_linear`` is its approximate inverse, for Griffin-Lim.
@@ -9,9 +9,9 @@ vocoders, their losses and envelope matching all build it from the same
 
 from __future__ import annotations
 
-import librosa
 import torch
 
+from vconv.audio.mel_filters import slaney_mel_basis
 from vconv.config import FeatureConfig
 
 
@@ -27,9 +27,7 @@ class LogMel(torch.nn.Module):
     def __init__(self, cfg: FeatureConfig):
         super().__init__()
         self.cfg = cfg
-        basis = librosa.filters.mel(
-            sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax
-        )
+        basis = slaney_mel_basis(cfg.sample_rate, cfg.n_fft, cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax)
         self.register_buffer("mel_basis", torch.from_numpy(basis).float(), persistent=False)  # [n_mels, n_fft/2+1]
         self.register_buffer("window", torch.hann_window(cfg.win_length, periodic=True), persistent=False)
 

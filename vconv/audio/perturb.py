@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import librosa
 import numpy as np
 import torch
 
+from vconv.audio.mel_filters import mel_frequencies
 from vconv.config import FeatureConfig
 
 
@@ -40,7 +40,7 @@ class MelPerturber:
     def __init__(self, features: FeatureConfig, cfg: PerturbConfig = PerturbConfig()):
         self.cfg = cfg
         fmax = features.fmax or features.sample_rate / 2
-        self.centres = librosa.mel_frequencies(features.n_mels + 2, fmin=features.fmin, fmax=fmax)[1:-1]
+        self.centres = mel_frequencies(features.n_mels + 2, fmin=features.fmin, fmax=fmax)[1:-1]
         self.n_mels = features.n_mels
 
     def warp(self, mel: torch.Tensor, alpha: float) -> torch.Tensor:

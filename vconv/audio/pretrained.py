@@ -24,7 +24,8 @@ import torch
 from vconv.audio.dvector import DVectorEmbedder, packaged_embedder_path
 from vconv.audio.whisper import WhisperEncoder, WhisperEncoderConfig, encoder_state_from_ctranslate2, read_ctranslate2_variables
 from vconv.errors import VconvError
-from vconv.fileio import atomic_path, load_weights, sha256_of, verified_path, write_text_atomic
+from vconv.fileio import atomic_path, load_weights_and_metadata, sha256_of, verified_path, write_text_atomic
+from vconv.skeleton import load_assigned
 
 WHISPER_FILE = "whisper_encoder.safetensors"
 DVECTOR_FILE = "dvector.onnx"
@@ -53,14 +54,11 @@ def save_whisper_encoder(encoder: WhisperEncoder, path: str | Path, dtype: torch
 
 def load_whisper_encoder(folder: str | Path, config: dict[str, Any]) -> WhisperEncoder:
     """The encoder in ``folder/whisper_encoder.safetensors`` (sha256 checked against ``config``), float32, eval."""
-    from safetensors import safe_open
-
-    state = load_weights(folder, WHISPER_FILE, config)
-    with safe_open(str(Path(folder) / WHISPER_FILE), framework="pt") as fh:
-        meta = fh.metadata() or {}
+    state, meta = load_weights_and_metadata(folder, WHISPER_FILE, config, float32=True)
     try:
-        encoder = WhisperEncoder(WhisperEncoderConfig(**json.loads(meta["config"])))
-        encoder.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+        encoder_config = WhisperEncoderConfig(**json.loads(meta["config"]))
+        encoder = load_assigned(lambda: WhisperEncoder(encoder_config), state,
+                               str(Path(folder) / WHISPER_FILE))
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise VconvError(f"{Path(folder) / WHISPER_FILE}: not a vconv Whisper encoder file ({str(exc).splitlines()[0][:100]})") from None
     return encoder.eval()

@@ -28,12 +28,12 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-import librosa
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vconv.audio.mel_filters import slaney_mel_basis
 from vconv.errors import VconvError
 
 SAMPLE_RATE = 16000
@@ -65,7 +65,7 @@ class WhisperLogMel(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
-        basis = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS)
+        basis = slaney_mel_basis(SAMPLE_RATE, N_FFT, N_MELS)
         self.register_buffer("mel_basis", torch.from_numpy(basis).float(), persistent=False)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:

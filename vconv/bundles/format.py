@@ -191,25 +191,17 @@ def read_bundle_info(bundle: str | Path) -> BundleInfo:
 
 def load_bundle(bundle: str | Path, device: str | torch.device = "cpu") -> tuple[VoiceConversionModel, FrontEnd, BundleInfo]:
     """``(model, front-end, info)`` of a bundle: the VoiceConversionModel in eval mode, fp32, on ``device``."""
-    from vconv.models import build_model
-    from vconv.models.budget import check_state_matches
+    from vconv.models.vc import load_model
 
     bundle = Path(bundle)
     info = read_bundle_info(bundle)
     config = info.extra
-    state = load_weights(bundle, WEIGHTS_FILE, config)  # digest-checked: its size is the file's
+    state = load_weights(bundle, WEIGHTS_FILE, config, float32=True)  # digest-checked: its size is the file's
     try:
-        with torch.device("meta"):  # no storage: a config that disagrees with the weights costs nothing
-            skeleton = build_model(info.model_config)
+        model = load_model(info.model_config, state, str(bundle))
     except VconvError as exc:
-        raise VconvError(f"{bundle / CONFIG_FILE}: {exc}") from None
-    check_state_matches(skeleton, state, str(bundle))
-    model = build_model(info.model_config)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise VconvError(f"{bundle}: weights do not match the stored model config ({str(exc).splitlines()[0]})") from None
+        message = str(exc)
+        raise VconvError(message if message.startswith(str(bundle)) else f"{bundle / CONFIG_FILE}: {message}") from None
     content, speaker = load_parts(model_parts(info.model_config), bundle, config, what="their weights in the bundle")
     frontend = FrontEnd(info.feature_config, info.feature_stats, content=content, speaker=speaker)
     return model.to(device).eval(), frontend.to(device), info

@@ -17,7 +17,7 @@ different part, not a copied model; :func:`build_model` builds the standard one 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Mapping, Sequence, Union
 
 import torch
 from torch import nn
@@ -25,7 +25,7 @@ from torch import nn
 from vconv.config import ModelConfig
 from vconv.errors import VconvError
 from vconv.models.adversary import SpeakerClassifier
-from vconv.models.budget import build_within_budget
+from vconv.models.budget import build_within_budget, load_network
 from vconv.models.content import ContentEncoder
 from vconv.models.decoder import AdaINDecoder
 from vconv.models.quantize import PassThroughQuantizer, Quantizer, QuantizerOutput, VectorQuantizer
@@ -222,6 +222,12 @@ def build_model(cfg: ModelConfig) -> VoiceConversionModel:
     the parameter budget (:mod:`vconv.models.budget`) is refused before anything is allocated.
     """
     return build_within_budget(lambda: _build(cfg), "model config")
+
+
+def load_model(cfg: ModelConfig, state: Mapping[str, torch.Tensor], what: str) -> VoiceConversionModel:
+    """The model of ``cfg`` holding the weights ``state``, assigned in place (nothing initialised that is
+    then overwritten; :mod:`vconv.skeleton`); a mismatch is a one-line VconvError naming ``what``."""
+    return load_network(lambda: _build(cfg), state, what)
 
 
 def _build(cfg: ModelConfig) -> VoiceConversionModel:

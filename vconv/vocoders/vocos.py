@@ -229,16 +229,12 @@ def load_vocoder(folder: str | Path, sha256: Mapping[str, str] | None = None, de
     meta = read_vocoder_meta(folder)
     if meta.get("vocoder") != VocosVocoder.name:
         raise VconvError(f"{folder}: unknown vocoder kind {meta.get('vocoder')!r}")
-    from vconv.models.budget import build_within_budget
+    from vconv.models.budget import load_network
 
     features, config = _configs(meta, folder)
-    vocoder = build_within_budget(lambda: VocosVocoder(features, config), f"{folder}: vocoder config")
     checks = {"sha256": dict(sha256 if sha256 is not None else meta.get("sha256", {}))}
-    state = load_weights(folder, VOCODER_WEIGHTS, checks)
-    try:
-        vocoder.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
-    except RuntimeError as exc:
-        raise VconvError(f"{folder}: vocoder weights do not match the stored config ({str(exc).splitlines()[0]})") from None
+    state = load_weights(folder, VOCODER_WEIGHTS, checks, float32=True)
+    vocoder = load_network(lambda: VocosVocoder(features, config), state, f"{folder}: vocoder config")
     # an inference object: frozen, so callers outside no_grad (e.g. the converter) get plain tensors;
     # to train it further, call requires_grad_(True)
     return vocoder.requires_grad_(False).to(device).eval()
