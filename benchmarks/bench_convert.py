@@ -1,16 +1,23 @@
-"""Conversion speed and memory: end-to-end real-time factor per vocoder, model load time, bundle size, peak RSS.
+"""Conversion speed and memory: start-up, end-to-end and memory as ratios, plus RTF per vocoder, load time, bundle size.
 
-Usage: python benchmarks/bench_convert.py [--model NAME_OR_DIR] [--threads 2] [--long-minutes 10] [--json OUT]
+Usage: python benchmarks/bench_convert.py [--model NAME_OR_DIR] [--threads 2] [--long-minutes 10] [--runs 7] [--json OUT]
 
-End to end = load the wav → log-mel → model → vocoder → write the wav, timed over 10 s of audio (best
-of 3 after a warm-up), per vocoder and for ``vconv convert --fast`` (the neural vocoder without its
-post-processing passes). Without --model it uses the shipped bundle, or, if none is installed, a randomly
-initialised model of the default (shipped) size: speed does not depend on the weights' values.
-Load time is the best of 3 ``vconv.load`` calls (bundle read, sha256 checks, front-ends built); bundle
-size sums the files in the bundle folder. Peak memory is measured in a fresh process (ru_maxrss)
-converting a --long-minutes source. The pretrained front-ends issue set the bars RTF <= 0.03, load <= 3 s
-and bundle <= 60 MB (decimal). ``--json`` also writes the figures (``rtf`` per vocoder, ``default_vocoder``:
-the one ``vconv convert`` uses for this bundle, ``load_s``, ``bundle_mb``, ``peak_rss_mb``, ``threads``).
+These machines are noisy, so the headline figures are ratios of two things measured side by side, in
+turns (A B A B ...), each pair's ratio taken and the median of those quoted:
+
+(a) **start-up**: the whole process ``vconv convert examples/source.wav --target examples/target.wav``
+    against ``python -c "import torch"`` (wall time, ``--runs`` pairs after a warm-up pair);
+(b) **end to end**: in one process, converting 10 s (load the wav -> target -> front-end -> model ->
+    vocoder -> write the wav) against the content front-end alone on the same 10 s (``--runs`` pairs);
+(c) **memory**: peak RSS (ru_maxrss) of a fresh process converting a ``--long-minutes`` source, written
+    beforehand by this process, beside a fresh process converting the 10 s source.
+
+Then, as before: RTF of the 10 s conversion per vocoder and for ``vconv convert --fast`` (the neural vocoder
+without its post-processing passes; best of 3 after a warm-up), the best of 3 ``vconv.load`` calls, and
+the bundle's size. Without --model it uses the shipped bundle, or, if none is installed, a randomly
+initialised model of the default (shipped) size: speed does not depend on the weights' values. ``--json``
+also writes the figures (``startup_ratio``, ``end_to_end_ratio``, ``peak_rss_mb``, ``peak_rss_10s_mb``,
+``rtf`` per vocoder, ``default_vocoder``, ``load_s``, ``bundle_mb``, ``threads``).
 """
 
 from __future__ import annotations
@@ -18,19 +25,21 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
 from vconv.audio import io as audio
-from vconv.inference.converter import load
-from vconv.inference.batch import convert_paths
 from vconv.errors import VconvError
+from vconv.inference.batch import convert_paths
+from vconv.inference.converter import load
 from vconv.vocoders import VOCODERS
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: tests/data/corpus
@@ -44,9 +53,9 @@ def model_path(name: str | None, tmp: Path) -> str:
 
         return str(resolve_bundle(None))
     except VconvError:
+        from vconv.audio.frontend import FeatureStats
         from vconv.bundles import save_bundle
         from vconv.config import FeatureConfig, ModelConfig
-        from vconv.audio.frontend import FeatureStats
         from vconv.models import build_model
 
         cfg = ModelConfig()
@@ -61,13 +70,80 @@ def source_audio(seconds: float, sr: int = 16000) -> np.ndarray:
     return np.tile(joined, int(np.ceil(seconds * sr / joined.size)))[: int(seconds * sr)]
 
 
-def peak_rss_child(model: str, minutes: float, tmp: Path) -> None:
-    """Run in a fresh process: convert a long file, print peak RSS in MB."""
-    src = tmp / "long.wav"
-    audio.save(src, source_audio(minutes * 60), 16000, force=True)
-    ref = sorted((ROOT / "tests/data/corpus/flite_slt").glob("*.wav"))[0]
-    convert_paths(load(model), src, [ref], tmp / "long_out.wav", force=True, progress=False)
+def paired(first: Callable[[], float], second: Callable[[], float], runs: int) -> tuple[float, float, float]:
+    """``(median of first, median of second, median of first/second pair by pair)``; the two run in turns
+    after one warm-up pair, so drift on a shared machine hits both alike."""
+    first(), second()
+    pairs = [(first(), second()) for _ in range(runs)]
+    return (statistics.median(a for a, _ in pairs), statistics.median(b for _, b in pairs),
+            statistics.median(a / b for a, b in pairs))
+
+
+def timed_process(command: list[str]) -> float:
+    """Wall seconds of a whole process (its output discarded; a failure stops the benchmark)."""
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return time.perf_counter() - start
+
+
+def startup_ratio(model: str | None, out: Path, runs: int) -> tuple[float, float, float]:
+    """(a): the CLI's example conversion against ``python -c "import torch"``, whole processes."""
+    convert = [sys.executable, "-m", "vconv", "convert", str(ROOT / "examples/source.wav"), "--target",
+               str(ROOT / "examples/target.wav"), "-o", str(out), "--force", *(["--model", model] if model else [])]
+    return paired(lambda: timed_process(convert), lambda: timed_process([sys.executable, "-c", "import torch"]), runs)
+
+
+def end_to_end_ratio(converter, src: Path, ref: Path, out: Path, runs: int) -> tuple[float, float, float]:
+    """(b): converting the 10 s file end to end against the content front-end alone on the same audio."""
+    wav = audio.load(src, converter.sample_rate)[0]
+
+    def whole() -> float:
+        start = time.perf_counter()
+        convert_paths(converter, src, [ref], out, force=True, progress=False)
+        return time.perf_counter() - start
+
+    @torch.no_grad()
+    def front_end() -> float:
+        start = time.perf_counter()
+        converter.frontend.content_input(wav)
+        return time.perf_counter() - start
+
+    return paired(whole, front_end, runs)
+
+
+def peak_rss(model: str, src: Path, ref: Path, out: Path, threads: int) -> float:
+    """(c): peak RSS in MB of a fresh process that loads ``model`` and converts ``src``."""
+    proc = subprocess.run(
+        [sys.executable, __file__, "--threads", str(threads), "--child-peak", model, str(src), str(ref), str(out)],
+        capture_output=True, text=True, check=True,
+    )
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
+def peak_rss_child(model: str, src: str, ref: str, out: str) -> None:
+    """Run in a fresh process: convert ``src``, print peak RSS in MB."""
+    convert_paths(load(model), src, [ref], out, force=True, progress=False)
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def vocoder_rtfs(model: str, src: Path, ref: Path, out: Path) -> dict[str, float]:
+    """RTF of the 10 s conversion per vocoder (best of 3 after a warm-up)."""
+    rtf = {}
+    for name in (*VOCODERS, "vocos --fast"):
+        try:
+            converter = load(model, vocoder=name.split()[0], fast=name.endswith("--fast"))
+        except VconvError as exc:
+            print(f"{name}: skipped ({exc})")
+            continue
+        convert_paths(converter, src, [ref], out, force=True, progress=False)
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            convert_paths(converter, src, [ref], out, force=True, progress=False)
+            times.append(time.perf_counter() - start)
+        rtf[name] = round(min(times) / 10, 5)
+        print(f"vocoder {name:12s}: 10 s of audio in {min(times):.3f} s -> RTF {min(times) / 10:.4f} ({10 / min(times):.0f}x real time)")
+    return rtf
 
 
 def main() -> None:
@@ -75,57 +151,54 @@ def main() -> None:
     parser.add_argument("--model")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--long-minutes", type=float, default=10.0)
+    parser.add_argument("--runs", type=int, default=7, help="pairs for the start-up and end-to-end ratios")
     parser.add_argument("--json", type=Path, help="Also write the figures to this JSON file.")
-    parser.add_argument("--child-peak", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--child-peak", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.child_peak:
-        peak_rss_child(args.child_peak[0], args.long_minutes, Path(args.child_peak[1]))
+        peak_rss_child(*args.child_peak)
         return
     with tempfile.TemporaryDirectory() as tmpdir:
-        tmp = Path(tmpdir)
-        model = model_path(args.model, tmp)
-        src = tmp / "src10.wav"
-        audio.save(src, source_audio(10.0), 16000)
-        ref = sorted((ROOT / "tests/data/corpus/flite_slt").glob("*.wav"))[0]
-        print(f"model: {model}; {args.threads} threads")
-        from vconv.inference.registry import resolve_bundle
-
-        bundle = resolve_bundle(model)
-        size = sum(f.stat().st_size for f in bundle.iterdir() if f.is_file() and f.suffix != ".md")
-        print(f"bundle size (weights and configs): {size / 1e6:.1f} MB")
-        loads = []
-        for _ in range(3):
-            start = time.perf_counter()
-            load(model)
-            loads.append(time.perf_counter() - start)
-        print(f"model load: {min(loads):.2f} s (best of 3)")
-        figures = {"model": str(bundle), "threads": args.threads, "bundle_mb": round(size / 1e6, 1),
-                   "load_s": round(min(loads), 3), "default_vocoder": load(model).vocoder.name, "rtf": {}}
-        for name in (*VOCODERS, "vocos --fast"):
-            try:
-                converter = load(model, vocoder=name.split()[0], fast=name.endswith("--fast"))
-            except VconvError as exc:
-                print(f"{name}: skipped ({exc})")
-                continue
-            convert_paths(converter, src, [ref], tmp / "warm.wav", force=True, progress=False)
-            times = []
-            for _ in range(3):
-                start = time.perf_counter()
-                convert_paths(converter, src, [ref], tmp / "out.wav", force=True, progress=False)
-                times.append(time.perf_counter() - start)
-            figures["rtf"][name] = round(min(times) / 10, 5)
-            print(f"vocoder {name:12s}: 10 s of audio in {min(times):.3f} s -> RTF {min(times) / 10:.4f} ({10 / min(times):.0f}x real time)")
-        proc = subprocess.run(
-            [sys.executable, __file__, "--threads", str(args.threads), "--long-minutes", str(args.long_minutes), "--child-peak", model, str(tmp)],
-            capture_output=True, text=True, check=True,
-        )
-        peak = float(proc.stdout.strip().splitlines()[-1])
-        print(f"peak RSS converting a {args.long_minutes:g}-minute source: {peak:.0f} MB")
-        figures.update(peak_rss_mb=round(peak), long_minutes=args.long_minutes)
+        figures = measure(args, Path(tmpdir))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
         print(f"wrote {args.json}")
+
+
+def measure(args: argparse.Namespace, tmp: Path) -> dict:
+    from vconv.inference.registry import resolve_bundle
+
+    model = model_path(args.model, tmp)
+    src, long_src = tmp / "src10.wav", tmp / "long.wav"
+    audio.save(src, source_audio(10.0), 16000)
+    audio.save(long_src, source_audio(args.long_minutes * 60), 16000)
+    ref = sorted((ROOT / "tests/data/corpus/flite_slt").glob("*.wav"))[0]
+    bundle = resolve_bundle(model)
+    size = sum(f.stat().st_size for f in bundle.iterdir() if f.is_file() and f.suffix != ".md")
+    print(f"model: {model}; {args.threads} threads; bundle size (weights and configs): {size / 1e6:.1f} MB")
+    cli, torch_only, startup = startup_ratio(args.model or (None if model == str(resolve_bundle(None)) else model),
+                                             tmp / "cli.wav", args.runs)
+    print(f"(a) start-up: `vconv convert` of the example {cli:.2f} s, `python -c \"import torch\"` {torch_only:.2f} s "
+          f"-> ratio {startup:.2f} (median of {args.runs} pairs)")
+    converter = load(model)
+    whole, front, e2e = end_to_end_ratio(converter, src, ref, tmp / "out.wav", args.runs)
+    print(f"(b) end to end: 10 s converted in {whole:.3f} s, the content front-end alone {front:.3f} s "
+          f"-> ratio {e2e:.2f} (median of {args.runs} pairs)")
+    peak, peak10 = (peak_rss(model, s, ref, tmp / "peak.wav", args.threads) for s in (long_src, src))
+    print(f"(c) peak RSS converting a {args.long_minutes:g}-minute source: {peak:.0f} MB (a 10 s source: {peak10:.0f} MB)")
+    loads = []
+    for _ in range(3):
+        start = time.perf_counter()
+        load(model)
+        loads.append(time.perf_counter() - start)
+    print(f"model load: {min(loads):.2f} s (best of 3)")
+    return {"model": str(bundle), "threads": args.threads, "bundle_mb": round(size / 1e6, 1),
+            "startup_ratio": round(startup, 3), "startup_s": round(cli, 3), "import_torch_s": round(torch_only, 3),
+            "end_to_end_ratio": round(e2e, 3), "end_to_end_s": round(whole, 4), "front_end_s": round(front, 4),
+            "peak_rss_mb": round(peak), "peak_rss_10s_mb": round(peak10), "long_minutes": args.long_minutes,
+            "load_s": round(min(loads), 3), "default_vocoder": converter.vocoder.name,
+            "rtf": vocoder_rtfs(model, src, ref, tmp / "out.wav")}
 
 
 if __name__ == "__main__":

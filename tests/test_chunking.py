@@ -82,3 +82,20 @@ def test_overlap_add_cross_fades_linearly():
 def test_bad_chunk_settings_are_refused(chunk, overlap):
     with pytest.raises(ValueError, match="chunk > overlap"):
         chunk_starts(100, chunk, overlap)
+
+
+def test_overlap_add_takes_the_pieces_one_at_a_time():
+    """A generator of pieces gives what a list gives, and each piece is made only when the previous one
+    has been added (so a long conversion holds the output and one chunk, not every chunk)."""
+    pieces = [np.full(5, float(i + 1), np.float32) for i in range(4)]
+    made: list[int] = []
+
+    def lazily():
+        for i, piece in enumerate(pieces):
+            made.append(i)
+            yield piece
+            assert made[-1] == i  # not asked for the next before this one was used
+
+    np.testing.assert_array_equal(overlap_add(14, [0, 3, 6, 9], lazily()), overlap_add(14, [0, 3, 6, 9], pieces))
+    with pytest.raises(ValueError, match="at least one piece"):
+        overlap_add(4, [], iter([]))

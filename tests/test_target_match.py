@@ -224,3 +224,17 @@ def test_a_chunk_of_room_tone_in_a_long_file_is_not_matched():
     assert same(matched[tail], plain[tail])
     assert not same(matched[: speech.size // 2], plain[: speech.size // 2])  # the speech is matched
     assert is_pause(-9.0, -5.0) and not is_pause(-8.0, -5.0)
+
+
+def test_the_file_level_in_blocks_is_the_whole_files():
+    """A long file's speech level is measured block by block (its whole spectrogram would take ~60 bytes
+    per sample); it agrees with the level of the whole file's log-mel."""
+    from vconv.inference.target_match import energy_level
+
+    vc = vconv.load()
+    speech = vc.prepare_audio(EXAMPLES / "source.wav", None)
+    quiet = 0.002 * np.random.default_rng(1).standard_normal(5 * vc.sample_rate).astype(np.float32)
+    wav = np.concatenate([speech, quiet, speech * 0.5, quiet])
+    whole = energy_level(vc.frontend.log_mel(wav))
+    for block in (vc.sample_rate, 3 * vc.sample_rate + 256):
+        assert abs(vc._energy_level_in_blocks(wav, block) - whole) < 0.05

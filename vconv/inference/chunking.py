@@ -21,7 +21,7 @@ is long enough). With context, where a chunk is cut and where the model's input 
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -46,17 +46,19 @@ def chunk_starts(length: int, chunk: int, overlap: int, hop: int = 1, min_tail: 
     return starts
 
 
-def overlap_add(length: int, starts: list[int], pieces: list[np.ndarray]) -> np.ndarray:
+def overlap_add(length: int, starts: list[int], pieces: Iterable[np.ndarray]) -> np.ndarray:
     """Join ``pieces[i]`` (placed at ``starts[i]``) into one ``[length]`` signal, cross-fading overlaps.
 
     Where piece ``i`` overlaps its predecessor, the predecessor fades out linearly and piece ``i`` fades in,
     over the whole overlapping span. Pieces may carry leading axes (``[K, n]``: K signals joined alike).
+    ``pieces`` may be a generator: each is added as it comes, so only the output and one piece are held.
     """
-    first = np.asarray(pieces[0])
-    out = np.zeros((*first.shape[:-1], length), dtype=np.float32)
+    out: np.ndarray | None = None
     end_of_previous = 0
     for start, piece in zip(starts, pieces):
         piece = np.asarray(piece, dtype=np.float32)[..., : length - start].copy()
+        if out is None:
+            out = np.zeros((*piece.shape[:-1], length), dtype=np.float32)
         size = piece.shape[-1]
         shared = max(0, min(end_of_previous - start, size))
         if shared:
@@ -65,6 +67,8 @@ def overlap_add(length: int, starts: list[int], pieces: list[np.ndarray]) -> np.
             out[..., start : start + shared] *= 1.0 - fade_in
         out[..., start : start + size] += piece
         end_of_previous = start + size
+    if out is None:
+        raise ValueError("overlap_add needs at least one piece")
     return out
 
 
@@ -91,5 +95,5 @@ def process_in_chunks(wav: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], *
     starts = chunk_starts(wav.size, chunk, overlap, hop)
     if len(starts) == 1:
         return fn(wav)
-    pieces = [with_context(wav, fn, s, min(wav.size, s + chunk), context) for s in starts]
+    pieces = (with_context(wav, fn, s, min(wav.size, s + chunk), context) for s in starts)  # one at a time
     return overlap_add(wav.size, starts, pieces)

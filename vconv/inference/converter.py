@@ -37,7 +37,9 @@ from vconv.inference.target_match import (
     SpectrumStats,
     check_mode,
     energy_level,
+    frame_energy,
     is_pause,
+    level_of_energies,
     match_spectrum,
     spectrum_stats,
 )
@@ -108,6 +110,12 @@ class VoiceConverter:
     def _model_input(self, wav: np.ndarray) -> torch.Tensor:
         """``[T]`` → what the content encoder reads, ``[1, C, F]`` (normalised log-mel or Whisper states)."""
         return self.frontend.content_input(wav)
+
+    def _energy_level_in_blocks(self, wav: np.ndarray, block: int) -> float:
+        """:func:`~vconv.inference.target_match.energy_level` of a long ``[T]``, its log-mel computed ``block``
+        samples at a time: the whole file's spectrogram would take ~60 bytes per sample (600 MB for 10 minutes)."""
+        energies = [frame_energy(self.frontend.log_mel(wav[s : s + block])) for s in range(0, wav.size, block)]
+        return level_of_energies(torch.cat(energies))
 
     def _vocode(self, log_mel: torch.Tensor, num_samples: int) -> np.ndarray:
         """Log-mel ``[1, n_mels, F]`` → ``[num_samples]`` audio (the vocoder yields (F-1)*hop; pad the tail)."""
@@ -230,7 +238,7 @@ class VoiceConverter:
         overlap = min(chunk // 2, int(overlap_seconds * self.sample_rate) // hop * hop)
         matching = spectrum is not None and self.target_match != "off"
         # several chunks: each is judged against the whole file's speech level, so a chunk of room tone is not matched
-        file_level = energy_level(self.frontend.log_mel(wav)) if matching and wav.size > chunk else None
+        file_level = self._energy_level_in_blocks(wav, chunk) if matching and wav.size > chunk else None
 
         def convert_chunk(piece: np.ndarray) -> np.ndarray:
             # the target embedding is computed once per file and handed to the model's one conversion path

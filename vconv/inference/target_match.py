@@ -82,13 +82,22 @@ def loud_level(log_mel: torch.Tensor) -> float:
     return float(torch.quantile(loudness, LOUD_QUANTILE)) if loudness.numel() > 1 else float(loudness.max())
 
 
+def frame_energy(log_mel: torch.Tensor) -> torch.Tensor:
+    """``[n_mels, F]`` → ``[F]``: each frame's log of its mean mel magnitude."""
+    return torch.logsumexp(log_mel.float(), dim=0) - math.log(log_mel.shape[0])
+
+
 def energy_level(log_mel: torch.Tensor) -> float:
     """``[n_mels, F]`` → the level of its loud frames by energy: the ``LOUD_QUANTILE`` of each frame's log of
     the mean mel magnitude (``-inf`` for no frames). Unlike :func:`loud_level` (a mean of logs, in which a flat
     noise's high bands weigh as much as the voice's strong low ones) it follows what a listener hears as loud."""
-    if log_mel.shape[-1] == 0:
+    return level_of_energies(frame_energy(log_mel)) if log_mel.shape[-1] else float("-inf")
+
+
+def level_of_energies(energy: torch.Tensor) -> float:
+    """``[F]`` frame energies (:func:`frame_energy`, possibly of several blocks) → their ``LOUD_QUANTILE``."""
+    if energy.numel() == 0:
         return float("-inf")
-    energy = torch.logsumexp(log_mel.float(), dim=0) - math.log(log_mel.shape[0])  # [F]
     return float(torch.quantile(energy, LOUD_QUANTILE)) if energy.numel() > 1 else float(energy.max())
 
 
