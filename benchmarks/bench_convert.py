@@ -10,7 +10,9 @@ turns (A B A B ...), each pair's ratio taken and the median of those quoted:
 (b) **end to end**: in one process, converting 10 s (load the wav -> target -> front-end -> model ->
     vocoder -> write the wav) against the content front-end alone on the same 10 s (``--runs`` pairs);
 (c) **memory**: peak RSS (ru_maxrss) of a fresh process converting a ``--long-minutes`` source, written
-    beforehand by this process, beside a fresh process converting the 10 s source.
+    beforehand by this process, beside a fresh process converting the 10 s source and one converting a
+    ``--longer-minutes`` source (default 2 hours): a long source is converted a chunk at a time, so its
+    peak does not grow with its length.
 
 Then, as before: RTF of the 10 s conversion per vocoder and for ``vconv convert --fast`` (the neural vocoder
 without its post-processing passes; best of 3 after a warm-up), the best of 3 ``vconv.load`` calls, and
@@ -111,6 +113,17 @@ def end_to_end_ratio(converter, src: Path, ref: Path, out: Path, runs: int) -> t
     return paired(whole, front_end, runs)
 
 
+def write_long_source(path: Path, minutes: float) -> None:
+    """``minutes`` of the fixture speech as 16-bit 16 kHz PCM, written a minute at a time (a 2-hour source
+    held in memory here would be 460 MB)."""
+    import soundfile as sf
+
+    minute = source_audio(60.0)
+    with sf.SoundFile(str(path), "w", 16000, 1, subtype="PCM_16") as fh:
+        for _ in range(int(np.ceil(minutes))):
+            fh.write(minute)
+
+
 def peak_rss(model: str, src: Path, ref: Path, out: Path, threads: int) -> float:
     """(c): peak RSS in MB of a fresh process that loads ``model`` and converts ``src``."""
     proc = subprocess.run(
@@ -151,6 +164,8 @@ def main() -> None:
     parser.add_argument("--model")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--long-minutes", type=float, default=10.0)
+    parser.add_argument("--longer-minutes", type=float, default=120.0,
+                        help="a second long source, to show that the peak does not grow with the length (0: skip)")
     parser.add_argument("--runs", type=int, default=7, help="pairs for the start-up and end-to-end ratios")
     parser.add_argument("--json", type=Path, help="Also write the figures to this JSON file.")
     parser.add_argument("--child-peak", nargs=4, help=argparse.SUPPRESS)
@@ -170,7 +185,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict:
     from vconv.inference.registry import resolve_bundle
 
     model = model_path(args.model, tmp)
-    src, long_src = tmp / "src10.wav", tmp / "long.wav"
+    src, long_src, longer_src = tmp / "src10.wav", tmp / "long.wav", tmp / "longer.wav"
     audio.save(src, source_audio(10.0), 16000)
     audio.save(long_src, source_audio(args.long_minutes * 60), 16000)
     ref = sorted((ROOT / "tests/data/corpus/flite_slt").glob("*.wav"))[0]
@@ -187,6 +202,12 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict:
           f"-> ratio {e2e:.2f} (median of {args.runs} pairs)")
     peak, peak10 = (peak_rss(model, s, ref, tmp / "peak.wav", args.threads) for s in (long_src, src))
     print(f"(c) peak RSS converting a {args.long_minutes:g}-minute source: {peak:.0f} MB (a 10 s source: {peak10:.0f} MB)")
+    longer = None
+    if args.longer_minutes:
+        write_long_source(longer_src, args.longer_minutes)
+        longer = peak_rss(model, longer_src, ref, tmp / "peak.wav", args.threads)
+        longer_src.unlink()
+        print(f"    a {args.longer_minutes:g}-minute source: {longer:.0f} MB ({longer / peak:.2f}x the {args.long_minutes:g}-minute one's)")
     loads = []
     for _ in range(3):
         start = time.perf_counter()
@@ -197,6 +218,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict:
             "startup_ratio": round(startup, 3), "startup_s": round(cli, 3), "import_torch_s": round(torch_only, 3),
             "end_to_end_ratio": round(e2e, 3), "end_to_end_s": round(whole, 4), "front_end_s": round(front, 4),
             "peak_rss_mb": round(peak), "peak_rss_10s_mb": round(peak10), "long_minutes": args.long_minutes,
+            "peak_rss_longer_mb": None if longer is None else round(longer), "longer_minutes": args.longer_minutes,
             "load_s": round(min(loads), 3), "default_vocoder": converter.vocoder.name,
             "rtf": vocoder_rtfs(model, src, ref, tmp / "out.wav")}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vconv.inference.chunking import chunk_starts, overlap_add, process_in_chunks
+from vconv.inference.chunking import chunk_starts, overlap_add, process_in_chunks, stream_chunks
 
 
 @pytest.mark.parametrize("overlap", [0, 16, 64])
@@ -99,3 +99,25 @@ def test_overlap_add_takes_the_pieces_one_at_a_time():
     np.testing.assert_array_equal(overlap_add(14, [0, 3, 6, 9], lazily()), overlap_add(14, [0, 3, 6, 9], pieces))
     with pytest.raises(ValueError, match="at least one piece"):
         overlap_add(4, [], iter([]))
+
+
+@pytest.mark.parametrize(("length", "chunk", "overlap", "context"), [(1000, 256, 64, 32), (1001, 300, 0, 16),
+                                                                    (200, 256, 64, 32), (5000, 512, 100, 64)])
+def test_stream_chunks_equals_process_in_chunks(length, chunk, overlap, context):
+    """Read a span at a time and written as it comes, a chunked conversion is the in-memory one, sample for sample."""
+    wav = np.random.default_rng(length).standard_normal(length).astype(np.float32)
+
+    def model(x: np.ndarray) -> np.ndarray:  # edge-dependent, so the context and the joins matter
+        return np.cumsum(x) / (1 + np.arange(x.size)) + x[::-1].mean()
+
+    reads: list[tuple[int, int]] = []
+
+    def read(start: int, stop: int) -> np.ndarray:
+        reads.append((start, stop))
+        return wav[start:stop]
+
+    out: list[np.ndarray] = []
+    stream_chunks(length, read, model, out.append, chunk=chunk, overlap=overlap, hop=16 if context else 1, context=context)
+    expected = process_in_chunks(wav, model, chunk=chunk, overlap=overlap, hop=16 if context else 1, context=context)
+    np.testing.assert_allclose(np.concatenate(out), expected, rtol=1e-6, atol=1e-6)
+    assert max(stop - start for start, stop in reads) <= chunk + 2 * context  # never the whole signal

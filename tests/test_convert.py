@@ -251,3 +251,36 @@ def test_the_pair_of_outputs_is_the_conversion_and_the_model_own_output(tiny_bun
     np.testing.assert_array_equal(own, off_vc.convert_wav(wav, off_vc.target_voice(refs), chunk_seconds=chunk_seconds,
                                                           overlap_seconds=0.25))
     assert not np.array_equal(converted, own)  # the matching did something
+
+
+@pytest.mark.parametrize(("source_rate", "out_rate"), [(16000, None), (44100, 22050)])
+def test_a_long_file_converts_in_bounded_memory_to_what_the_whole_file_gives(tmp_path, source_rate, out_rate):
+    """A source longer than one chunk is read, converted and written a chunk at a time (vconv.inference.long_files);
+    the file it writes is the one converting the whole waveform in memory gives."""
+    from vconv.audio.io import resample, save
+    from vconv.inference.batch import convert_paths, is_long
+    from vconv.inference.converter import limit_peak
+
+    vc = vconv.load()
+    speech = vc.prepare_audio(EXAMPLES / "source.wav", None)
+    stereo_noise = 0.01 * np.random.default_rng(0).standard_normal((speech.size * 13, 2)).astype(np.float32)
+    stereo = np.tile(speech, 13)[:, None] * np.array([0.9, 0.7], np.float32) + stereo_noise  # ~46 s, 3 chunks
+    src = tmp_path / "long.wav"
+    if source_rate == 16000:  # stereo at the model's rate: read in place, downmixed a span at a time
+        sf.write(src, stereo, source_rate)
+    else:  # mono at another rate: read through the resampled scratch copy
+        sf.write(src, resample(stereo.mean(axis=1), 16000, source_rate), source_rate)
+    assert is_long(src, vc.sample_rate)
+    ref = EXAMPLES / "target.wav"
+    report = convert_paths(vc, src, [ref], tmp_path / "streamed.wav", force=True, progress=False, sample_rate=out_rate)
+    assert report.converted and not report.failed
+
+    whole = vc.convert_wav(vc.prepare_audio(src, None, str(src)), vc.target_voice([ref]))  # the in-memory path
+    rate = out_rate or vc.sample_rate
+    if rate != vc.sample_rate:
+        whole = limit_peak(resample(whole, vc.sample_rate, rate))
+    save(tmp_path / "whole.wav", whole, rate)
+    streamed, sr = sf.read(tmp_path / "streamed.wav", dtype="int16")
+    expected, _ = sf.read(tmp_path / "whole.wav", dtype="int16")
+    assert sr == rate and streamed.shape == expected.shape
+    assert np.abs(streamed.astype(np.int32) - expected).max() <= 2  # 16-bit rounding of float differences

@@ -237,4 +237,4 @@ def test_the_file_level_in_blocks_is_the_whole_files():
     wav = np.concatenate([speech, quiet, speech * 0.5, quiet])
     whole = energy_level(vc.frontend.log_mel(wav))
     for block in (vc.sample_rate, 3 * vc.sample_rate + 256):
-        assert abs(vc._energy_level_in_blocks(wav, block) - whole) < 0.05
+        assert abs(vc._energy_level_in_blocks(lambda a, b: wav[a:b], wav.size, block) - whole) < 0.05

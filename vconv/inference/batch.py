@@ -17,11 +17,12 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from vconv.audio.io import resample, save
+from vconv.audio.io import audio_info, resample, save
 from vconv.data.manifest import BadFile
 from vconv.errors import VconvError
 from vconv.fileio import atomic_path
-from vconv.inference.converter import VoiceConverter, limit_peak
+from vconv.inference.converter import TargetVoice, VoiceConverter, limit_peak
+from vconv.inference.long_files import convert_long_file
 from vconv.inference.plan import ConversionPlan, EmbeddingPlan, plan_conversions, plan_embeddings
 
 
@@ -78,20 +79,34 @@ def convert_paths(
         try:
             if dest.exists() and not force:  # made since the plan was checked
                 raise VconvError(f"{dest}: already exists; pass --force to overwrite")
-            wav = converter.prepare_audio(src, None, str(src))
-            converted = converter.convert_wav(wav, target)
-            if rate != converter.sample_rate:  # resampling can overshoot the limited peak: limit again
-                converted = limit_peak(resample(converted, converter.sample_rate, rate))
-            save(dest, converted, rate, force=force)
+            report.audio_seconds += convert_one(converter, src, target, dest, rate=rate, force=force)
         except VconvError as exc:
             report.failed.append(BadFile.from_error(src, exc))
             continue
         report.converted.append((src, dest))
-        report.audio_seconds += wav.size / converter.sample_rate
     report.wall_seconds = time.perf_counter() - start
     if plan.single and report.failed:
         raise VconvError(f"{report.failed[0].path}: {report.failed[0].reason}")
     return report
+
+
+def convert_one(converter: VoiceConverter, src: Path, target: TargetVoice, dest: Path, *, rate: int, force: bool) -> float:
+    """Convert one file; returns its seconds. A source longer than one chunk is converted in bounded memory
+    (:mod:`vconv.inference.long_files`); a shorter one, in memory."""
+    if is_long(src, converter.sample_rate):
+        return convert_long_file(converter, src, target, dest, rate=rate, force=force)
+    wav = converter.prepare_audio(src, None, str(src))
+    converted = converter.convert_wav(wav, target)
+    if rate != converter.sample_rate:  # resampling can overshoot the limited peak: limit again
+        converted = limit_peak(resample(converted, converter.sample_rate, rate))
+    save(dest, converted, rate, force=force)
+    return wav.size / converter.sample_rate
+
+
+def is_long(path: Path, rate: int, chunk_seconds: float = 20.0) -> bool:
+    """Whether ``path`` (by its header) is longer than one conversion chunk at the model's ``rate``."""
+    info = audio_info(path)
+    return info.frames / info.samplerate > chunk_seconds + 1.0 / rate
 
 
 @dataclass

@@ -97,3 +97,53 @@ def process_in_chunks(wav: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], *
         return fn(wav)
     pieces = (with_context(wav, fn, s, min(wav.size, s + chunk), context) for s in starts)  # one at a time
     return overlap_add(wav.size, starts, pieces)
+
+
+class StreamedOverlapAdd:
+    """:func:`overlap_add` for pieces that arrive in order, handing on each stretch of output as soon as no
+    later piece can touch it: memory holds one piece and the overlap, whatever the signal's length.
+
+    ``emit(samples [n])`` receives consecutive stretches of the joined ``[length]`` signal.
+    """
+
+    def __init__(self, length: int, emit: Callable[[np.ndarray], None]) -> None:
+        self.length, self.emit = length, emit
+        self.done = 0  # samples emitted so far
+        self.pending = np.zeros(0, np.float32)  # the joined signal from `done` on, not final yet
+
+    def add(self, start: int, piece: np.ndarray, next_start: int | None) -> None:
+        """Add ``piece`` at ``start`` (cross-faded over what it shares with the previous one); everything before
+        ``next_start`` (the next piece's start; ``None`` for the last piece) is then final and emitted."""
+        piece = np.asarray(piece, dtype=np.float32)[: self.length - start].copy()
+        offset = start - self.done  # where the piece begins within `pending`
+        shared = max(0, min(self.pending.size - offset, piece.size))
+        if shared:
+            fade_in = np.linspace(0.0, 1.0, shared, dtype=np.float32)
+            piece[:shared] *= fade_in
+            self.pending[offset : offset + shared] *= 1.0 - fade_in
+        joined = np.zeros(max(self.pending.size, offset + piece.size), np.float32)
+        joined[: self.pending.size] = self.pending
+        joined[offset : offset + piece.size] += piece
+        final = joined.size if next_start is None else next_start - self.done
+        self.emit(joined[:final])
+        self.pending, self.done = joined[final:], self.done + final
+
+
+def stream_chunks(length: int, read: Callable[[int, int], np.ndarray], fn: Callable[[np.ndarray], np.ndarray],
+                  emit: Callable[[np.ndarray], None], *, chunk: int, overlap: int, hop: int = 1, context: int = 0) -> None:
+    """:func:`process_in_chunks` over a signal that is read a span at a time and written out as it is made.
+
+    ``read(start, stop)`` returns ``[stop - start]`` samples of a ``[length]`` signal (``0 <= start < stop <=
+    length``); ``fn`` maps a chunk with its context to as many samples (one output, ``[n]``); ``emit`` receives
+    the joined output in order. The output equals :func:`process_in_chunks` on the whole signal.
+    """
+    if context < 0 or context % hop:
+        raise ValueError(f"need context >= 0 on a hop boundary ({hop}), got {context}")
+    starts = chunk_starts(length, chunk, overlap, hop)
+    joined = StreamedOverlapAdd(length, emit)
+    for i, start in enumerate(starts):
+        stop = min(length, start + chunk)
+        lead = min(context, start) if len(starts) > 1 else 0
+        tail = min(length, stop + context) if len(starts) > 1 else stop
+        piece = fn(read(start - lead, tail))[..., lead : lead + stop - start]
+        joined.add(start, piece, starts[i + 1] if i + 1 < len(starts) else None)

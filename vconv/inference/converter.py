@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Sequence, Union, cast
+from typing import Callable, Sequence, Union, cast
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from vconv.audio.io import as_float_audio, check_sample_rate, downmix, resample,
 from vconv.audio.io import load as load_audio
 from vconv.bundles import BundleInfo, load_bundle
 from vconv.errors import VconvError
-from vconv.inference.chunking import process_in_chunks
+from vconv.inference.chunking import process_in_chunks, stream_chunks
 from vconv.inference.devices import check_device
 from vconv.inference.registry import resolve_bundle
 from vconv.inference.target_match import (
@@ -111,10 +111,11 @@ class VoiceConverter:
         """``[T]`` → what the content encoder reads, ``[1, C, F]`` (normalised log-mel or Whisper states)."""
         return self.frontend.content_input(wav)
 
-    def _energy_level_in_blocks(self, wav: np.ndarray, block: int) -> float:
-        """:func:`~vconv.inference.target_match.energy_level` of a long ``[T]``, its log-mel computed ``block``
-        samples at a time: the whole file's spectrogram would take ~60 bytes per sample (600 MB for 10 minutes)."""
-        energies = [frame_energy(self.frontend.log_mel(wav[s : s + block])) for s in range(0, wav.size, block)]
+    def _energy_level_in_blocks(self, read: Callable[[int, int], np.ndarray], length: int, block: int) -> float:
+        """:func:`~vconv.inference.target_match.energy_level` of a long ``[length]`` signal read a span at a time,
+        its log-mel computed ``block`` samples at a time: the whole file's spectrogram would take ~60 bytes per
+        sample (600 MB for 10 minutes)."""
+        energies = [frame_energy(self.frontend.log_mel(read(s, min(length, s + block)))) for s in range(0, length, block)]
         return level_of_energies(torch.cat(energies))
 
     def _vocode(self, log_mel: torch.Tensor, num_samples: int) -> np.ndarray:
@@ -223,6 +224,43 @@ class VoiceConverter:
         the cross-fade, so a join never falls where the model's input ends (its output is off at the edges:
         :mod:`vconv.inference.chunking`); ``overlap_seconds`` is only the cross-fade, and may be 0.
         """
+        chunk, overlap, context = self._chunking(chunk_seconds, overlap_seconds)
+        convert_chunk = self._chunk_converter(target, lambda: self._energy_level_in_blocks(lambda a, b: wav[a:b], wav.size, chunk),
+                                              several=wav.size > chunk, unmatched=unmatched)
+        converted = process_in_chunks(wav, convert_chunk, chunk=chunk, overlap=overlap, hop=self.features.hop_length,
+                                      context=context)
+        if not unmatched:
+            return limit_peak(converted), None
+        return limit_peak(converted[0]), limit_peak(converted[1])
+
+    def convert_spans(self, length: int, read: Callable[[int, int], np.ndarray], target: TargetVoice | torch.Tensor,
+                      emit: Callable[[np.ndarray], None], *, chunk_seconds: float = 20.0, overlap_seconds: float = 1.0) -> None:
+        """:meth:`convert_wav` of a model-rate signal ``[length]`` that is read a span at a time (``read(start,
+        stop)``) and handed on as it is made (``emit``, in order): memory is one chunk, whatever the length.
+
+        The output is :meth:`convert_wav`'s before its peak limiting (one gain for the whole file: the
+        caller applies it, :func:`limit_peak_gain`, once it has seen every sample).
+        """
+        chunk, overlap, context = self._chunking(chunk_seconds, overlap_seconds)
+        convert_chunk = self._chunk_converter(target, lambda: self._energy_level_in_blocks(read, length, chunk),
+                                              several=length > chunk, unmatched=False)
+        stream_chunks(length, read, convert_chunk, emit, chunk=chunk, overlap=overlap, hop=self.features.hop_length,
+                      context=context)
+
+    def _chunking(self, chunk_seconds: float, overlap_seconds: float) -> tuple[int, int, int]:
+        """``(chunk, overlap, context)`` in samples, on hop boundaries."""
+        hop = self.features.hop_length
+        chunk = max(hop * 8, int(chunk_seconds * self.sample_rate) // hop * hop)
+        overlap = min(chunk // 2, int(overlap_seconds * self.sample_rate) // hop * hop)
+        return chunk, overlap, int(CONTEXT_SECONDS * self.sample_rate) // hop * hop
+
+    def _chunk_converter(self, target: TargetVoice | torch.Tensor, file_level: Callable[[], float], *, several: bool,
+                         unmatched: bool) -> Callable[[np.ndarray], np.ndarray]:
+        """The function that converts one chunk (with its context) ``[n] -> [n]`` (``[2, n]`` with ``unmatched``).
+
+        ``file_level`` measures the whole source's speech level; it is called once, only when there are
+        ``several`` chunks and matching is on (a chunk far quieter than the file is a pause, not matched).
+        """
         if isinstance(target, TargetVoice):
             embedding, spectrum, reference = target.embedding, target.spectrum, target.reference
             if spectrum.mean.shape[0] != self.features.n_mels:
@@ -233,12 +271,8 @@ class VoiceConverter:
         if self.model.reference is not None and reference is None:
             raise VconvError("this model reads the target's frames: give a target from this converter's target_voice(), "
                              "not a bare embedding")
-        hop = self.features.hop_length
-        chunk = max(hop * 8, int(chunk_seconds * self.sample_rate) // hop * hop)
-        overlap = min(chunk // 2, int(overlap_seconds * self.sample_rate) // hop * hop)
         matching = spectrum is not None and self.target_match != "off"
-        # several chunks: each is judged against the whole file's speech level, so a chunk of room tone is not matched
-        file_level = self._energy_level_in_blocks(wav, chunk) if matching and wav.size > chunk else None
+        level = file_level() if matching and several else None
 
         def convert_chunk(piece: np.ndarray) -> np.ndarray:
             # the target embedding is computed once per file and handed to the model's one conversion path
@@ -246,7 +280,7 @@ class VoiceConverter:
             log_mel = self.frontend.denormalize(converted.float())
             # the piece includes its context: room tone within CONTEXT_SECONDS of speech is matched on that speech's
             # statistics (speech frames only), as a pause inside one chunk is
-            pause = file_level is not None and is_pause(energy_level(self.frontend.log_mel(piece)), file_level)
+            pause = level is not None and is_pause(energy_level(self.frontend.log_mel(piece)), level)
             own = self._vocode(log_mel, piece.size) if unmatched else None
             if matching and not pause and spectrum is not None:  # (matching implies a spectrum; said for mypy)
                 log_mel = match_spectrum(log_mel, spectrum, self.target_match, floor=math.log(self.features.log_floor))
@@ -255,17 +289,18 @@ class VoiceConverter:
             out = self._vocode(log_mel, piece.size)
             return out if own is None else np.stack([out, own])
 
-        context = int(CONTEXT_SECONDS * self.sample_rate) // hop * hop
-        converted = process_in_chunks(wav, convert_chunk, chunk=chunk, overlap=overlap, hop=hop, context=context)
-        if not unmatched:
-            return limit_peak(converted), None
-        return limit_peak(converted[0]), limit_peak(converted[1])
+        return convert_chunk
 
 
 # how much of its neighbours each chunk of a long input sees on either side (trimmed before the cross-fade):
 # the model's output settles within ~6 frames (0.1 s) of an input edge; 0.5 s costs 5 % more work at 20 s chunks
 CONTEXT_SECONDS = 0.5
 PEAK = 0.99  # full scale less a margin, so 16-bit files and players do not clip
+
+
+def limit_peak_gain(top: float, peak: float = PEAK) -> float:
+    """The one gain :func:`limit_peak` applies to a signal whose largest absolute sample is ``top``."""
+    return peak / top if top > peak else 1.0
 
 
 def limit_peak(wav: np.ndarray, peak: float = PEAK) -> np.ndarray:

@@ -1,0 +1,79 @@
+"""Converting a file of any length with memory bounded by one chunk, not by the file.
+
+A source longer than one conversion chunk is never held whole: it is checked in blocks
+(:func:`~vconv.audio.io.inspect_audio`), read a chunk at a time at the model's rate
+(:class:`~vconv.audio.spans.SpanReader`), converted chunk by chunk (:meth:`VoiceConverter.convert_spans
+<vconv.inference.converter.VoiceConverter.convert_spans>`) into a scratch file of float32 samples, and
+written out from it in blocks: resampled to the output rate if asked, with the one peak-limiting gain
+for the whole file (known only once every sample is made), atomically under the output's name. The
+output is what converting the whole file in memory gives (`tests/test_convert.py`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from vconv.audio.io import check_sample_rate, inspect_audio
+from vconv.audio.spans import BLOCK_SECONDS, SpanReader
+from vconv.errors import VconvError
+from vconv.fileio import atomic_path
+from vconv.inference.converter import MIN_SECONDS, TargetVoice, VoiceConverter, limit_peak_gain
+
+_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
+
+
+def convert_long_file(converter: VoiceConverter, source: Path, target: TargetVoice, dest: Path, *, rate: int,
+                      force: bool = False) -> float:
+    """Convert ``source`` into ``dest`` at ``rate`` Hz in bounded memory; returns the seconds converted."""
+    if dest.exists() and not force:
+        raise VconvError(f"{dest}: already exists; pass --force to overwrite")
+    fmt, subtype = _output_format(dest)
+    check_sample_rate(rate, f"{dest}: sample rate")
+    inspect_audio(source, min_seconds=MIN_SECONDS)  # NaN, silence, truncation...: checked in blocks
+    with tempfile.TemporaryDirectory(prefix="vconv-long-") as scratch:
+        reader = SpanReader(source, converter.sample_rate, scratch)
+        raw = Path(scratch) / "converted.f32"
+        with open(raw, "wb") as out:
+            converter.convert_spans(reader.length, reader.read, target, lambda x: out.write(x.tobytes()))
+        if rate != converter.sample_rate:  # resampled in one streaming pass, then limited like convert_wav's output
+            raw = _resample_raw(raw, converter.sample_rate, rate, Path(scratch) / "resampled.f32")
+        gain = limit_peak_gain(max((float(np.abs(b).max()) for b in _raw_blocks(raw, rate)), default=0.0))
+        with atomic_path(dest) as tmp, sf.SoundFile(str(tmp), "w", rate, 1, subtype=subtype, format=fmt) as fh:
+            for block in _raw_blocks(raw, rate):
+                fh.write(np.clip(block * np.float32(gain), -1.0, 1.0))
+    return reader.length / converter.sample_rate
+
+
+def _output_format(dest: Path) -> tuple[str, str]:
+    if dest.suffix.lower() not in _FORMATS:
+        raise VconvError(f"{dest}: unsupported output extension; use .wav, .flac or .ogg")
+    return _FORMATS[dest.suffix.lower()]
+
+
+def _raw_blocks(raw: Path, rate: int) -> Iterator[np.ndarray]:
+    """The float32 samples of ``raw`` in blocks of :data:`BLOCK_SECONDS`."""
+    block = int(BLOCK_SECONDS * rate)
+    with open(raw, "rb") as fh:
+        while True:
+            samples = np.fromfile(fh, dtype=np.float32, count=block)
+            if samples.size == 0:
+                return
+            yield samples
+
+
+def _resample_raw(raw: Path, rate: int, new_rate: int, out_path: Path) -> Path:
+    stream = soxr.ResampleStream(rate, new_rate, 1, dtype="float32", quality="HQ")
+    blocks = _raw_blocks(raw, rate)
+    with open(out_path, "wb") as out:
+        block = next(blocks, None)
+        while block is not None:
+            following = next(blocks, None)
+            out.write(np.ascontiguousarray(stream.resample_chunk(block, last=following is None), np.float32).tobytes())
+            block = following
+    return out_path
