@@ -40,7 +40,10 @@ def convert_long_file(converter: VoiceConverter, source: Path, target: TargetVoi
         reader = SpanReader(source, converter.sample_rate, scratch)
         raw = Path(scratch) / "converted.f32"
         with open(raw, "wb") as out:
-            converter.convert_spans(reader.length, reader.read, target, lambda x: out.write(x.tobytes()))
+            def write(samples: np.ndarray) -> None:
+                out.write(samples.tobytes())
+
+            converter.convert_spans(reader.length, reader.read, target, write)
         if rate != converter.sample_rate:  # resampled in one streaming pass, then limited like convert_wav's output
             raw = _resample_raw(raw, converter.sample_rate, rate, Path(scratch) / "resampled.f32")
         gain = limit_peak_gain(max((float(np.abs(b).max()) for b in _raw_blocks(raw, rate)), default=0.0))
