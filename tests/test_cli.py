@@ -135,3 +135,74 @@ def test_extract_config_takes_a_feature_config_or_a_run_configs_features_section
             config.write_text("features: {n_mel: 64}\n")
         result = invoke("extract", tmp_path / "two.jsonl", "-o", tmp_path / "x", "--config", config)
         assert result.exit_code == 1 and result.output.startswith("error: ") and reason in result.output
+
+
+def test_extract_into_a_folder_of_other_settings_is_refused_without_force(prepared, tmp_path):
+    from vconv.data.manifest import write_manifest
+
+    write_manifest(tmp_path / "two.jsonl", read_manifest(prepared / "all.jsonl")[:2])
+    first = invoke("extract", tmp_path / "two.jsonl", "-o", tmp_path / "f", "--no-progress")
+    assert first.exit_code == 0, first.output
+    before = {p: p.read_bytes() for p in (tmp_path / "f").rglob("*.safetensors")}
+    other = tmp_path / "other.yaml"
+    other.write_text("n_mels: 64\nfmax: 7000.0\n")
+    refused = invoke("extract", tmp_path / "two.jsonl", "-o", tmp_path / "f", "--config", other, "--no-progress")
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert refused.stderr.strip().count("\n") == 0
+    assert "holds features made with other settings (n_mels 80 there, 64 now; fmax 8000.0 there, 7000.0 now)" in refused.stderr
+    assert {p: p.read_bytes() for p in (tmp_path / "f").rglob("*.safetensors")} == before  # nothing replaced
+    again = invoke("extract", tmp_path / "two.jsonl", "-o", tmp_path / "f", "--no-progress")  # same settings: a rerun
+    assert again.exit_code == 0 and "0 written, 2 already done" in again.output
+    forced = invoke("extract", tmp_path / "two.jsonl", "-o", tmp_path / "f", "--config", other, "--no-progress", "--force")
+    assert forced.exit_code == 0 and "2 written" in forced.output
+    assert load_features(next(iter(before)), FeatureConfig(n_mels=64, fmax=7000.0)).shape[0] == 64
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers follow their parent through Linux's prctl")
+def test_extract_workers_end_when_their_parent_is_killed(prepared, tmp_path):
+    """`vconv extract -j 2` killed with SIGKILL (no chance to stop its pool) leaves no worker running."""
+    import dataclasses
+    import os
+    import signal
+    import time
+
+    from vconv.data.manifest import write_manifest
+
+    utts = read_manifest(prepared / "all.jsonl")
+    many = [dataclasses.replace(u, id=f"{u.id}_{i}") for i in range(40) for u in utts]  # minutes of work
+    write_manifest(tmp_path / "many.jsonl", many)
+    proc = subprocess.Popen([sys.executable, "-m", "vconv", "extract", str(tmp_path / "many.jsonl"), "-o",
+                             str(tmp_path / "f"), "-j", "2", "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def workers() -> list[int]:
+        try:
+            with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as fh:
+                return [int(p) for p in fh.read().split()]
+        except OSError:
+            return []
+
+    deadline = time.time() + 60
+    while len(workers()) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    pids = workers()
+    assert len(pids) >= 2, "the workers never started"
+    while not any((tmp_path / "f").rglob("*.safetensors")) and time.time() < deadline:
+        time.sleep(0.2)  # past start-up: they are extracting
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    deadline = time.time() + 15
+    alive = pids
+    while alive and time.time() < deadline:
+        time.sleep(0.2)
+        alive = [p for p in pids if _running(p)]
+    assert not alive, f"workers {alive} outlived their parent"
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (Linux's /proc)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return "zombie" not in fh.read()
+    except OSError:
+        return False

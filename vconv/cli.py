@@ -143,6 +143,7 @@ def extract(
     whisper_layers: Optional[str] = typer.Option(None, "--whisper-layers", help="Also store Whisper encoder states of these blocks, e.g. 2,4 (default: what --config's model reads)."),
     dvector: Optional[bool] = typer.Option(None, "--dvector/--no-dvector", help="Also store each utterance's d-vector (default: if --config's model reads it)."),
     allow_skips: bool = typer.Option(False, "--allow-skips", help="Exit 0 even when some files were skipped (they are still listed on stderr); default: exit 3."),
+    force: bool = typer.Option(False, "--force", help="Extract into a folder made with other feature settings, replacing its files."),
 ) -> None:
     """Compute log-mel features (and pretrained front-end outputs) for a manifest. Rerunnable: finished files
     are skipped; bad files are listed on stderr and make the exit code 3 (unless --allow-skips)."""
@@ -155,7 +156,7 @@ def extract(
         parts["speaker"] = [{"kind": "dvector"}] if dvector else []
     sections = [(role, section) for role, listed in parts.items() for section in listed]
     report = extract_features(manifest, out_dir, cfg, workers=workers, progress=progress, stats_from=stats_from,
-                              frontends_dir=frontends, frontends=sections)
+                              frontends_dir=frontends, frontends=sections, force=force)
     typer.echo(report.summary())
     finish_batch(report.written + report.already_done, report.bad, allow_failures=allow_skips)
 

@@ -16,8 +16,12 @@ requested tensor is redone.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import multiprocessing as mp
+import os
+import signal
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -28,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from vconv.audio.frontend import FrontEnd, compute_stats
-from vconv.config import FeatureConfig, save_yaml
+from vconv.config import FeatureConfig, load_yaml, save_yaml
 from vconv.data.feature_files import load_feature_tensors, load_features, save_features
 from vconv.data.manifest import BadFile, Utterance, feature_path, read_manifest
 from vconv.errors import VconvError
@@ -116,10 +120,27 @@ class ExtractReport:
 _WORKER_EXTRACTOR: Extractor | None = None
 
 
-def _init_worker(spec: ExtractSpec) -> None:
+def _init_worker(spec: ExtractSpec, parent: int) -> None:
     global _WORKER_EXTRACTOR
+    _die_with_parent(parent)
     torch.set_num_threads(1)  # one process per core; intra-op threads would only fight each other
     _WORKER_EXTRACTOR = spec.extractor()
+
+
+def _die_with_parent(parent: int) -> None:
+    """Make this worker end when the process that started it does, however that one ends (a killed
+    ``vconv extract -j N`` must not leave N workers extracting into its folder). Linux only: the kernel
+    sends the worker SIGTERM when its parent dies (``prctl(PR_SET_PDEATHSIG)``)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):  # no prctl in this libc: the pool's own shutdown is all there is
+            pass
+    if os.getppid() != parent:  # the parent died before the request above was made
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def _extract_one(job: tuple[str, str, str, ExtractSpec]) -> tuple[str, float, str | None]:
@@ -159,6 +180,7 @@ def extract_features(
     stats_from: str | Path | None = None,
     frontends_dir: str | Path | None = None,
     frontends: Sequence[FrontEndSection] = (),
+    force: bool = False,
 ) -> ExtractReport:
     """Compute features for every utterance of ``manifest`` into ``out_dir``; see the module docstring.
 
@@ -166,6 +188,8 @@ def extract_features(
     so normalisation never sees evaluation speakers; each of them must be in ``manifest`` or already
     extracted in ``out_dir`` (checked before any work). ``frontends``: ``(role, section)`` of front-end
     parts whose outputs to store too, their weights from ``frontends_dir`` (see the module docstring).
+    A folder already made with other feature settings is refused unless ``force`` (its files are then
+    replaced as they are reached): features of two settings never mix silently.
     """
     cfg = cfg or FeatureConfig()
     check_output_path(out_dir, expect="folder", what="feature folder")
@@ -176,6 +200,7 @@ def extract_features(
     stats_utterances = read_manifest(stats_from, nonempty=True) if stats_from else utterances
     if stats_from:  # fail before hours of extraction, not after
         _check_stats_covered(stats_from, stats_utterances, manifest, utterances, out_dir)
+    check_same_settings(out_dir, cfg, force=force)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg.to_dict(), out_dir / CONFIG_FILE)
     report = ExtractReport()
@@ -208,6 +233,23 @@ def extract_features(
     return report
 
 
+def check_same_settings(out_dir: Path, cfg: FeatureConfig, *, force: bool = False) -> None:
+    """Refuse to extract into ``out_dir`` when its ``features.yaml`` records other settings than ``cfg``
+    (a one-line VconvError naming them), unless ``force``."""
+    recorded = Path(out_dir) / CONFIG_FILE
+    if force or not recorded.is_file():
+        return
+    try:
+        before = FeatureConfig.from_dict(load_yaml(recorded)).to_dict()
+    except VconvError as exc:
+        raise VconvError(f"{recorded}: not a feature config ({exc}); pass --force to extract into this folder again") from None
+    now = cfg.to_dict()
+    changed = [f"{key} {before[key]!r} there, {now[key]!r} now" for key in now if before.get(key) != now[key]]
+    if changed:
+        raise VconvError(f"{out_dir}: holds features made with other settings ({'; '.join(changed)}); "
+                         "use another folder, or pass --force to replace them")
+
+
 def _check_stats_covered(stats_from: str | Path, stats_utterances: list[Utterance], manifest: str | Path,
                          utterances: list[Utterance], out_dir: Path) -> None:
     """Refuse ``--stats-from`` utterances that will be neither extracted now nor found already extracted."""
@@ -231,5 +273,5 @@ def _run(jobs: list[tuple[str, str, str, ExtractSpec]], workers: int, spec: Extr
     # fork where the OS has it (as torch's DataLoader does): workers start in milliseconds instead of
     # re-importing torch and librosa; each worker then uses a single intra-op thread.
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(spec,)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(spec, os.getpid())) as pool:
         yield from pool.map(_extract_one, jobs, chunksize=max(1, min(16, len(jobs) // (workers * 8) or 1)))
