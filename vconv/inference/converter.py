@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Callable, Sequence, Union, cast
+from typing import TYPE_CHECKING, Callable, Sequence, Union, cast
 
 import numpy as np
 import torch
@@ -31,10 +31,10 @@ from vconv.errors import VconvError
 from vconv.inference.chunking import process_in_chunks, stream_chunks
 from vconv.inference.devices import check_device
 from vconv.inference.registry import resolve_bundle
+from vconv.inference.target import TargetVoice
 from vconv.inference.target_match import (
     DEFAULT_MODE,
     MIN_SPEECH_FRAMES,
-    SpectrumStats,
     check_mode,
     energy_level,
     frame_energy,
@@ -43,24 +43,12 @@ from vconv.inference.target_match import (
     match_spectrum,
     spectrum_stats,
 )
-from vconv.models.reference import ReferenceMemory
+
+if TYPE_CHECKING:
+    from vconv.inference.streaming import StreamConverter
 
 AudioInput = Union[str, Path, np.ndarray]
 MIN_SECONDS = 0.1  # the content encoder needs a few frames; 0.1 s is ~6 frames at hop 256
-
-
-@dataclasses.dataclass(frozen=True)
-class TargetVoice:
-    """What a conversion needs of its target references, computed once per target.
-
-    ``embedding``: ``[1, S]`` the speaker embedding (references averaged), which drives AdaIN;
-    ``spectrum``: the references' long-term log-mel statistics for target-spectrum matching;
-    ``reference``: for a model with a reference path, the memory of the references' frames it attends over.
-    """
-
-    embedding: torch.Tensor
-    spectrum: SpectrumStats
-    reference: ReferenceMemory | None = None
 
 
 class VoiceConverter:
@@ -161,6 +149,21 @@ class VoiceConverter:
         return emb.cpu().numpy()
 
     # ------------------------------------------------------------------------------------ conversion
+
+    def stream(self, target: TargetVoice | Sequence[AudioInput] | AudioInput, *, block_ms: float = 80.0,
+               lookahead_ms: float = 64.0, context_ms: float = 1500.0, crossfade_ms: float = 32.0,
+               sample_rate: int | None = None, sr: int | None = None) -> "StreamConverter":
+        """A live converter to ``target`` (references, prepared once, or a :class:`TargetVoice`): ``push(pcm) ->
+        pcm`` any number of samples at a time, ``flush()`` for the rest (:mod:`vconv.inference.streaming`).
+
+        ``sample_rate``: the stream's audio rate (default the model's); ``sr``: the rate of numpy references.
+        Latency (``.latency_ms``): the block plus the look-ahead, each rounded to whole mel hops.
+        """
+        from vconv.inference.streaming import StreamConverter, StreamSettings
+
+        prepared = target if isinstance(target, TargetVoice) else self.target_voice(target, sr)
+        settings = StreamSettings(block_ms=block_ms, lookahead_ms=lookahead_ms, crossfade_ms=crossfade_ms, context_ms=context_ms)
+        return StreamConverter(self, prepared, settings, sample_rate=sample_rate)
 
     def matching_skipped(self, target: TargetVoice) -> str | None:
         """Why this converter's matching mode cannot match onto ``target`` (one line), or ``None`` when it can.

@@ -140,21 +140,23 @@ def slow_contour(log_mel: torch.Tensor, frames: int = SLOW_FRAMES) -> torch.Tens
 
 
 def match_spectrum(log_mel: torch.Tensor, target: SpectrumStats, mode: str = DEFAULT_MODE,
-                   floor: float | None = None) -> torch.Tensor:
+                   floor: float | None = None, own: SpectrumStats | None = None) -> torch.Tensor:
     """Converted log-mel ``[B, n_mels, F]`` → the same shape with each band moved onto ``target``.
 
     Unchanged when ``mode`` is ``off``, when either side has too few speech frames to trust, or for an
     utterance (a chunk of a long file) whose loudest frames are within ``SPEECH_RANGE_NATS`` of ``floor``:
     near-silence has no spectrum to move, and giving it the voice's would paint it onto the noise. ``floor``
     (the features' ``log(log_floor)``): no value ends below it, since a widened spread would otherwise
-    push pauses under anything the vocoder ever saw.
+    push pauses under anything the vocoder ever saw. ``own``: the converted speech's statistics when they
+    come from elsewhere (a stream pools everything converted so far); by default each utterance's own.
     """
     check_mode(mode)
     if mode == "off" or not target.trusted:
         return log_mel
     out = []
+    given = own
     for x in log_mel:  # each utterance of the batch has its own statistics
-        own = spectrum_stats([x])
+        own = given if given is not None else spectrum_stats([x])
         silent = floor is not None and loud_level(x) < floor + SPEECH_RANGE_NATS
         if not own.trusted or silent:
             out.append(x)

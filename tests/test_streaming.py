@@ -1,0 +1,98 @@
+"""Live conversion (vconv.inference.streaming): blocks of any size, the tail, bounded state, bad blocks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import vconv
+from vconv.errors import VconvError
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture(scope="module")
+def vc():
+    return vconv.load()
+
+
+@pytest.fixture(scope="module")
+def source(vc):
+    return vc.prepare_audio(EXAMPLES / "source.wav", None)
+
+
+@pytest.fixture(scope="module")
+def target(vc):
+    return vc.target_voice([EXAMPLES / "target.wav"])
+
+
+def _run(stream, wav: np.ndarray, sizes) -> np.ndarray:
+    out, i = [], 0
+    for n in sizes:
+        out.append(stream.push(wav[i : i + n]))
+        i += n
+        if i >= wav.size:
+            break
+    out.append(stream.flush())
+    return np.concatenate(out)
+
+
+def test_blocks_of_any_size_give_the_output_of_one_push(vc, source, target):
+    whole = _run(vc.stream(target), source, [source.size])
+    rng = np.random.default_rng(0)
+    ragged = _run(vc.stream(target), source, rng.integers(0, 3000, size=10_000))
+    singles = _run(vc.stream(target), source[:8000], [1] * 8000)
+    assert whole.shape == ragged.shape == source.shape  # flush returns the tail: as long as the input
+    np.testing.assert_allclose(ragged, whole, atol=1e-6)
+    np.testing.assert_allclose(singles, _run(vc.stream(target), source[:8000], [8000]), atol=1e-6)
+    assert np.sqrt(np.mean(whole**2)) > 0.01  # speech came out, not silence
+
+
+def test_output_trails_the_input_by_the_latency(vc, source, target):
+    stream = vc.stream(target, block_ms=80, lookahead_ms=64)
+    assert stream.latency_ms == pytest.approx(144.0)  # 5 + 4 hops of 16 ms
+    got = 0
+    for start in range(0, 12 * 1280, 1280):
+        got += stream.push(source[start : start + 1280]).size
+        assert start + 1280 - got <= stream.block + stream.lookahead  # what is held back: at most the latency
+    assert stream.flush().size == 12 * 1280 - got
+    assert stream.flush().size == 0
+    with pytest.raises(VconvError, match="flushed"):
+        stream.push(source[:100])
+
+
+def test_state_stays_bounded_over_a_long_stream(vc, target):
+    stream = vc.stream(target, context_ms=500)
+    noise = (0.05 * np.random.default_rng(1).standard_normal(16000 * 30)).astype(np.float32)
+    held = []
+    for start in range(0, noise.size, 1600):
+        stream.push(noise[start : start + 1600])
+        held.append(stream._buffer.size)
+    assert max(held[10:]) <= stream.context + stream.block + stream.lookahead + 1600
+    assert max(held[-20:]) <= max(held[10:30])  # no growth with the stream's length
+
+
+def test_another_sample_rate_streams_in_and_out_at_that_rate(vc, source, target):
+    from vconv.audio.io import resample
+
+    wav48 = resample(source, 16000, 48000)
+    out = _run(vc.stream(target, sample_rate=48000), wav48, [4800] * 1000)
+    assert abs(out.size - wav48.size) <= 3 and np.sqrt(np.mean(out**2)) > 0.01
+
+
+@pytest.mark.parametrize(("block", "reason"), [
+    (np.full(100, np.nan, np.float32), "100 NaN/Inf samples"),
+    (np.zeros((100, 2), np.float32), "expected mono samples"),
+    (np.zeros(100, np.int16), "expected float samples"),
+])
+def test_bad_blocks_are_one_line_errors(vc, target, block, reason):
+    with pytest.raises(VconvError, match=reason) as err:
+        vc.stream(target).push(block)
+    assert "\n" not in str(err.value)
+
+
+def test_a_bad_rate_is_refused(vc, target):
+    with pytest.raises(VconvError, match="stream sample rate"):
+        vc.stream(target, sample_rate=0)

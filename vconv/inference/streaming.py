@@ -1,0 +1,233 @@
+"""Live conversion: audio pushed in blocks of any size, converted audio returned as soon as it is final.
+
+The stream is the offline chunked conversion (:mod:`vconv.inference.chunking`) with short chunks and one
+sided context, and with its state carried from block to block instead of being recomputed from the whole
+file. Output block ``k`` covers ``[k*B, (k+1)*B)`` (``B``: the block, a whole number of mel hops). To make
+it, the converter runs on the window ``[k*B - C, (k+1)*B + A)``: ``C`` samples of left context (what the
+content front-end, the instance norms and the decoder see of the past) and ``A`` of look-ahead (the right
+edge of a convolutional model's input is off for a few frames: the look-ahead keeps it out of what is
+emitted). The block and the first ``X <= A`` samples after it are kept; those ``X`` are cross-faded with
+the next block's start, so joins have no step. The algorithmic latency, from a sample entering to the
+block that holds it leaving, is ``B + A``.
+
+State carried between calls (all of it bounded, whatever the stream's length):
+
+* the input of the last ``C + B + A`` samples (the window) and a resampler's state when the input's rate
+  is not the model's;
+* the cross-fade tail of the last block (``X`` samples);
+* the converted speech's running spectrum statistics, onto which target-spectrum matching maps the
+  target's (offline, each chunk's own statistics over 20 s; here, everything converted so far, pooled).
+
+The vocoder only renders the window's last frames (its receptive field is a few dozen frames), not the
+whole left context.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import soxr
+import torch
+
+from vconv.audio.io import check_sample_rate
+from vconv.errors import VconvError
+from vconv.inference.chunking import StreamedOverlapAdd
+from vconv.inference.target import TargetVoice
+from vconv.inference.target_match import SPEECH_RANGE_NATS, SpectrumStats, loud_level, match_spectrum
+
+if TYPE_CHECKING:  # the converter makes streams (VoiceConverter.stream): a type here, not an import
+    from vconv.inference.converter import VoiceConverter
+
+MAX_BLOCKS_TIMED = 90_000
+VOCODER_MARGIN_FRAMES = 32  # frames rendered before the emitted ones: the neural vocoder's receptive field is ±24
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """Block, look-ahead, cross-fade and left context in milliseconds (each rounded to whole mel hops)."""
+
+    block_ms: float = 80.0
+    lookahead_ms: float = 64.0
+    crossfade_ms: float = 32.0
+    context_ms: float = 1500.0
+
+    def samples(self, hop: int, rate: int) -> tuple[int, int, int, int]:
+        """``(block, lookahead, crossfade, context)`` in samples at ``rate``, multiples of ``hop``."""
+        def hops(ms: float, least: int) -> int:
+            return max(least, round(ms * rate / 1000 / hop)) * hop
+
+        block, lookahead = hops(self.block_ms, 1), hops(self.lookahead_ms, 0)
+        crossfade = min(hops(self.crossfade_ms, 0), lookahead)
+        return block, lookahead, crossfade, hops(self.context_ms, 0)
+
+    def latency_ms(self, hop: int, rate: int) -> float:
+        """The algorithmic latency ``block + look-ahead``, in ms."""
+        block, lookahead, _, _ = self.samples(hop, rate)
+        return 1000.0 * (block + lookahead) / rate
+
+
+@dataclass
+class RunningSpectrum:
+    """Pooled speech-frame statistics of everything converted so far (sums, so memory stays constant)."""
+
+    total: torch.Tensor | None = None  # [n_mels, 1]
+    squares: torch.Tensor | None = None
+    frames: int = 0
+
+    def add(self, speech: torch.Tensor) -> None:
+        """Pool the speech frames ``[n_mels, F]``."""
+        speech = speech.double()
+        if speech.shape[-1] == 0:
+            return
+        if self.total is None or self.squares is None:
+            self.total, self.squares = torch.zeros(speech.shape[0], 1, dtype=torch.float64), torch.zeros(speech.shape[0], 1, dtype=torch.float64)
+        self.total += speech.sum(1, keepdim=True)
+        self.squares += (speech ** 2).sum(1, keepdim=True)
+        self.frames += speech.shape[-1]
+
+    def stats(self) -> SpectrumStats | None:
+        if self.total is None or self.squares is None or not self.frames:
+            return None
+        mean = self.total / self.frames
+        std = (self.squares / self.frames - mean ** 2).clamp_min(0).sqrt()
+        return SpectrumStats(mean.float(), std.float(), self.frames)
+
+
+@dataclass
+class BlockTimes:
+    """Compute seconds per converted block (for the p50/p95/p99 a live user cares about): the last
+    ``MAX_BLOCKS_TIMED`` blocks (two hours of 80 ms blocks), so a stream of any length keeps a bounded list."""
+
+    seconds: deque = field(default_factory=lambda: deque(maxlen=MAX_BLOCKS_TIMED))
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.seconds, q)) if self.seconds else 0.0
+
+
+class StreamConverter:
+    """``push(pcm) -> pcm`` any number of samples at a time, ``flush() -> pcm`` for the rest.
+
+    Made by :meth:`VoiceConverter.stream <vconv.inference.converter.VoiceConverter.stream>`; ``target`` is
+    prepared once. Input and output are mono float32 at ``sample_rate`` (default the model's). The output
+    trails the input by :attr:`latency_ms`; after ``flush`` it has exactly the input's length.
+    """
+
+    def __init__(self, converter: "VoiceConverter", target: TargetVoice, settings: StreamSettings = StreamSettings(),
+                 sample_rate: int | None = None) -> None:
+        self.converter, self.target, self.settings = converter, target, settings
+        self.model_rate = converter.sample_rate
+        self.sample_rate = check_sample_rate(self.model_rate if sample_rate is None else sample_rate, "stream sample rate")
+        self.hop = converter.features.hop_length
+        self.block, self.lookahead, self.crossfade, self.context = settings.samples(self.hop, self.model_rate)
+        self.latency_ms = settings.latency_ms(self.hop, self.model_rate)
+        self.times = BlockTimes()
+        self._inbound = self._resampler(self.sample_rate, self.model_rate)
+        self._outbound = self._resampler(self.model_rate, self.sample_rate)
+        self._buffer = np.zeros(0, np.float32)  # model-rate input from sample `_buffer_start` on
+        self._buffer_start = 0
+        self._received = 0  # model-rate samples received so far
+        self._next_block = 0  # start of the next block to convert
+        self._ready: list[np.ndarray] = []
+        self._joiner = StreamedOverlapAdd(2**62, self._ready.append)
+        self._spectrum = RunningSpectrum()
+        self._flushed = False
+
+    @staticmethod
+    def _resampler(rate_in: int, rate_out: int) -> soxr.ResampleStream | None:
+        return None if rate_in == rate_out else soxr.ResampleStream(rate_in, rate_out, 1, dtype="float32", quality="HQ")
+
+    # ------------------------------------------------------------------------------------------ API
+
+    def push(self, pcm: np.ndarray) -> np.ndarray:
+        """Take ``pcm [n]`` (float32 in -1..1, any ``n``); return the converted samples that are ready."""
+        if self._flushed:
+            raise VconvError("this stream was flushed; start a new one with vc.stream(...)")
+        samples = _check_block(pcm)
+        if self._inbound is not None:
+            samples = self._inbound.resample_chunk(samples)
+        self._append(samples)
+        while self._received >= self._next_block + self.block + self.lookahead:
+            self._convert_block(final=False)
+        return self._take()
+
+    def flush(self) -> np.ndarray:
+        """Convert what is left (with the look-ahead there is) and return it; the stream is then closed."""
+        if self._flushed:
+            return np.zeros(0, np.float32)
+        if self._inbound is not None:
+            self._append(self._inbound.resample_chunk(np.zeros(0, np.float32), last=True))
+        self._flushed = True
+        while self._next_block < self._received:
+            self._convert_block(final=self._next_block + self.block >= self._received)
+        return self._take(last=True)
+
+    # ------------------------------------------------------------------------------------- internals
+
+    def _append(self, samples: np.ndarray) -> None:
+        self._buffer = np.concatenate([self._buffer, samples.astype(np.float32, copy=False)])
+        self._received += samples.size
+
+    def _take(self, last: bool = False) -> np.ndarray:
+        out = np.concatenate(self._ready) if self._ready else np.zeros(0, np.float32)
+        self._ready.clear()
+        if self._outbound is not None:
+            out = self._outbound.resample_chunk(out, last=last)
+        return np.clip(out, -1.0, 1.0).astype(np.float32, copy=False)
+
+    def _convert_block(self, final: bool) -> None:
+        start = self._next_block
+        stop = min(self._received, start + self.block)
+        window_start = max(0, start - self.context)
+        window_stop = min(self._received, stop + self.lookahead)
+        window = self._buffer[window_start - self._buffer_start : window_stop - self._buffer_start]
+        keep = (stop if final else min(window_stop, stop + self.crossfade)) - start
+        began = time.perf_counter()
+        piece = self._convert_window(window, start - window_start, keep)
+        self.times.seconds.append(time.perf_counter() - began)
+        if final:  # nothing follows: the piece ends the stream exactly at the input's length
+            self._joiner.add(start, piece, None)
+        else:
+            self._joiner.add(start, piece, stop)
+        self._next_block = stop
+        drop = max(0, stop - self.context - self._buffer_start)  # what no later window reaches
+        self._buffer, self._buffer_start = self._buffer[drop:], self._buffer_start + drop
+
+    @torch.no_grad()
+    def _convert_window(self, window: np.ndarray, lead: int, keep: int) -> np.ndarray:
+        """Samples ``[lead, lead + keep)`` of ``window``, converted: front-end -> model -> matching -> vocoder."""
+        conv, target = self.converter, self.target
+        converted = conv.model.convert(conv.frontend.content_input(window), embedding=target.embedding,
+                                       reference=target.reference)
+        log_mel = conv.frontend.denormalize(converted.float())  # [1, n_mels, F], frame j centred at j*hop
+        first_new = lead // self.hop  # the block's own frames join the running statistics: those that are
+        # speech by the whole window's loudness (a block of silence alone would count all of its frames)
+        floor = math.log(conv.features.log_floor)
+        level = loud_level(log_mel[0])
+        if level >= floor + SPEECH_RANGE_NATS:
+            block = log_mel[0, :, first_new : first_new + self.block // self.hop]
+            self._spectrum.add(block[:, block.float().mean(0) >= level - SPEECH_RANGE_NATS])
+        own = self._spectrum.stats()
+        if conv.target_match != "off" and own is not None:
+            log_mel = match_spectrum(log_mel, target.spectrum, conv.target_match, floor=floor, own=own)
+        skip = max(0, first_new - VOCODER_MARGIN_FRAMES)  # render only the last frames, from a margin before the block
+        audio = conv.vocoder(log_mel[..., skip:])[0].float().cpu().numpy()
+        offset = lead - skip * self.hop
+        audio = np.pad(audio, (0, max(0, offset + keep - audio.size)))
+        return audio[offset : offset + keep]
+
+
+def _check_block(pcm: np.ndarray) -> np.ndarray:
+    """A pushed block as float32 ``[n]``; stereo, NaN/Inf and non-audio types are one-line errors."""
+    arr = np.asarray(pcm)
+    if arr.ndim != 1:
+        raise VconvError(f"stream input: expected mono samples [n], got shape {tuple(arr.shape)}; mix to one channel first")
+    if arr.dtype.kind != "f":
+        raise VconvError(f"stream input: expected float samples in -1..1, got {arr.dtype}")
+    if arr.size and not np.all(np.isfinite(arr)):
+        raise VconvError(f"stream input: {int(np.count_nonzero(~np.isfinite(arr)))} NaN/Inf samples in this block")
+    return arr.astype(np.float32, copy=False)
