@@ -96,3 +96,48 @@ def test_bad_blocks_are_one_line_errors(vc, target, block, reason):
 def test_a_bad_rate_is_refused(vc, target):
     with pytest.raises(VconvError, match="stream sample rate"):
         vc.stream(target, sample_rate=0)
+
+
+def test_cli_stream_file_to_file_raw_pipe_and_wav_pipe(tmp_path):
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    from tests.conftest import invoke
+
+    out = tmp_path / "live.wav"
+    result = invoke("stream", "--target", EXAMPLES / "target.wav", "--input", EXAMPLES / "source.wav", "--output", out)
+    assert result.exit_code == 0, result.output
+    assert "latency 144 ms (block 80 ms + look-ahead 64 ms)" in result.stderr
+    assert "compute per block p50" in result.stderr and "missed their deadline" in result.stderr
+    source, rate = sf.read(EXAMPLES / "source.wav", dtype="int16")
+    converted, out_rate = sf.read(out, dtype="int16")
+    assert out_rate == rate and converted.shape == source.shape and np.abs(converted).max() > 1000
+    again = invoke("stream", "-t", EXAMPLES / "target.wav", "-i", EXAMPLES / "source.wav", "-o", out)
+    assert again.exit_code == 1 and "already exists; pass --force" in again.stderr
+
+    raw = subprocess.run([sys.executable, "-m", "vconv", "stream", "-t", str(EXAMPLES / "target.wav"), "--raw",
+                          "--sample-rate", str(rate)], input=source.astype("<i2").tobytes(), capture_output=True, timeout=300)
+    assert raw.returncode == 0, raw.stderr.decode()[-500:]
+    assert len(raw.stdout) == 2 * source.size  # as long as the input, headerless
+    piped = subprocess.run([sys.executable, "-m", "vconv", "stream", "-t", str(EXAMPLES / "target.wav")],
+                           input=(EXAMPLES / "source.wav").read_bytes(), capture_output=True, timeout=300)
+    assert piped.returncode == 0 and piped.stdout[:4] == b"RIFF" and len(piped.stdout) == 44 + 2 * source.size
+
+
+@pytest.mark.parametrize(("args", "reason"), [
+    (["--raw"], "--raw input needs --sample-rate N"),
+    (["--input", "{src}", "--raw"], "--raw is for standard input/output"),
+    (["--input", "{src}", "--sample-rate", "44100"], "the output keeps the input's rate"),
+    (["--input", "{missing}"], "file not found"),
+    (["--input", "{src}", "--target-match", "loud"], "--target-match 'loud': unknown"),
+])
+def test_cli_stream_bad_options_are_one_line_errors(tmp_path, args, reason):
+    from tests.conftest import invoke
+
+    filled = [a.format(src=EXAMPLES / "source.wav", missing=tmp_path / "nope.wav") for a in args]
+    result = invoke("stream", "-t", EXAMPLES / "target.wav", *filled, "-o", tmp_path / "o.wav")
+    assert result.exit_code == 1, result.output
+    assert reason in result.stderr and result.stderr.strip().count("\n") == 0 and "Traceback" not in result.output
+    assert not list(tmp_path.glob("*o.*wav"))  # no output, no temporary file left behind

@@ -25,6 +25,7 @@ import typer
 from vconv.cli_artifacts import bundle_app, frontend_app
 from vconv.cli_common import EXIT_CODES_HELP, TARGET_MATCH_HELP, OneLineErrorsGroup, finish_batch, friendly_errors, split_list
 from vconv.cli_serve import serve
+from vconv.cli_stream import stream
 from vconv.errors import VconvError
 
 app = typer.Typer(
@@ -377,6 +378,7 @@ def info(
 
 
 app.command("serve")(serve)  # vconv/cli_serve.py: the local web page
+app.command("stream")(stream)  # vconv/cli_stream.py: live conversion from a file or a pipe
 app.add_typer(bundle_app, name="bundle")
 app.add_typer(frontend_app, name="frontend")
 

@@ -1,0 +1,181 @@
+"""Audio that flows: readers and writers of mono float32 blocks for ``vconv stream``.
+
+Readers (``read(n) -> float32 [<= n]``, empty at the end; ``sample_rate``): an audio file of any format
+libsndfile reads (:class:`FileReader`), raw 16-bit little-endian PCM from a pipe (:class:`RawReader`), or a
+WAV arriving on a pipe (:class:`WavPipeReader`: 16-bit or float PCM, any channel count, its header read
+as it arrives, a length of "unknown" accepted). Writers (``write(samples)``, ``close()``): an audio file,
+written under a temporary name and renamed into place when the stream ends (:class:`FileWriter`), raw
+16-bit PCM (:class:`RawWriter`) or a WAV whose header says "length unknown" (:class:`WavPipeWriter`), so a
+player can start before the stream ends. Channels are mixed to mono on the way in.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import soundfile as sf
+
+from vconv.audio.io import audio_info, check_sample_rate, downmix
+from vconv.errors import VconvError
+from vconv.fileio import default_mode
+
+_PCM16 = 32768.0
+_UNKNOWN = 0xFFFFFFFF  # a RIFF/data size a streaming writer does not know yet
+
+
+class FileReader:
+    """An audio file read ``n`` samples at a time, mixed to mono."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.sample_rate = audio_info(self.path).samplerate
+        self._file = sf.SoundFile(str(self.path))
+
+    def read(self, n: int) -> np.ndarray:
+        data = self._file.read(n, dtype="float32", always_2d=True)
+        return downmix(data, self.path, allow_silent=True)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class RawReader:
+    """Raw 16-bit little-endian PCM (``channels`` interleaved) from a binary stream."""
+
+    def __init__(self, stream: BinaryIO, sample_rate: int, channels: int = 1, name: str = "stdin") -> None:
+        self.stream, self.name, self.channels = stream, name, channels
+        self.sample_rate = check_sample_rate(sample_rate, f"{name}: --sample-rate")
+        self._carry = b""
+
+    def read(self, n: int) -> np.ndarray:
+        frame = 2 * self.channels
+        data = self._carry + _read_up_to(self.stream, max(0, n * frame - len(self._carry)))
+        whole = len(data) // frame * frame
+        self._carry = data[whole:]  # a partial frame waits for the rest of its bytes
+        samples = np.frombuffer(data[:whole], dtype="<i2").astype(np.float32) / _PCM16
+        return downmix(samples.reshape(-1, self.channels), self.name, allow_silent=True)
+
+    def close(self) -> None:
+        pass
+
+
+class WavPipeReader(RawReader):
+    """A WAV file arriving on a binary stream (16-bit PCM or 32-bit float), its header parsed as it comes."""
+
+    def __init__(self, stream: BinaryIO, name: str = "stdin") -> None:
+        rate, channels, self._float = _read_wav_header(stream, name)
+        super().__init__(stream, rate, channels, name)
+
+    def read(self, n: int) -> np.ndarray:
+        if not self._float:
+            return super().read(n)
+        data = _read_up_to(self.stream, n * 4 * self.channels)
+        samples = np.frombuffer(data[: len(data) // (4 * self.channels) * 4 * self.channels], dtype="<f4")
+        return downmix(samples.reshape(-1, self.channels).astype(np.float32), self.name, allow_silent=True)
+
+
+def _read_up_to(stream: BinaryIO, size: int) -> bytes:
+    """Up to ``size`` bytes: fewer only at the end of the stream (a pipe hands out what it has)."""
+    parts, got = [], 0
+    while got < size:
+        chunk = stream.read(size - got)
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def _read_wav_header(stream: BinaryIO, name: str) -> tuple[int, int, bool]:
+    """``(rate, channels, is_float)`` from a WAV header on a stream, leaving it at the first sample."""
+    riff = _read_up_to(stream, 12)
+    if len(riff) < 12 or riff[:4] != b"RIFF" or riff[8:12] != b"WAVE":
+        raise VconvError(f"{name}: not a WAV stream (for headerless PCM pass --raw --sample-rate N)")
+    fmt: tuple[int, int, int, int] | None = None
+    for _ in range(64):  # chunks before the data: fmt, LIST, fact...
+        head = _read_up_to(stream, 8)
+        if len(head) < 8:
+            break
+        chunk, size = head[:4], struct.unpack("<I", head[4:])[0]
+        if chunk == b"data":
+            if fmt is None:
+                break
+            tag, channels, rate, bits = fmt
+            if (tag, bits) not in ((1, 16), (3, 32), (0xFFFE, 16), (0xFFFE, 32)) or channels < 1:
+                raise VconvError(f"{name}: WAV stream of {bits}-bit samples (format {tag}); stream 16-bit PCM or 32-bit float")
+            return check_sample_rate(rate, f"{name}: sample rate"), channels, bits == 32
+        body = _read_up_to(stream, size + (size & 1))
+        if chunk == b"fmt " and len(body) >= 16:
+            tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
+            fmt = (tag, channels, rate, bits)
+    raise VconvError(f"{name}: WAV stream without a format and data chunk")
+
+
+class FileWriter:
+    """An audio file written as the stream goes, under a temporary name renamed into place by :meth:`close`
+    (:meth:`abort` removes it): no half-written file ever carries the output's name."""
+
+    FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
+
+    def __init__(self, path: str | Path, sample_rate: int, *, force: bool = False) -> None:
+        self.path = Path(path)
+        if self.path.suffix.lower() not in self.FORMATS:
+            raise VconvError(f"{self.path}: unsupported output extension; use .wav, .flac or .ogg")
+        if self.path.exists() and not force:
+            raise VconvError(f"{self.path}: already exists; pass --force to overwrite")
+        fmt, subtype = self.FORMATS[self.path.suffix.lower()]
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=self.path.suffix)
+        except OSError as exc:
+            raise VconvError(f"{self.path}: cannot write here ({exc.strerror or exc})") from None
+        os.close(fd)
+        self._tmp = Path(tmp)
+        self._file = sf.SoundFile(str(self._tmp), "w", sample_rate, 1, subtype=subtype, format=fmt)
+
+    def write(self, samples: np.ndarray) -> None:
+        if samples.size:
+            self._file.write(np.clip(samples, -1.0, 1.0))
+
+    def close(self) -> None:
+        self._file.close()
+        os.chmod(self._tmp, default_mode())
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+class RawWriter:
+    """Raw 16-bit little-endian mono PCM to a binary stream, flushed after every block."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+
+    def write(self, samples: np.ndarray) -> None:
+        if samples.size:
+            pcm = np.clip(np.round(samples * (_PCM16 - 1)), -_PCM16, _PCM16 - 1).astype("<i2")
+            self.stream.write(pcm.tobytes())
+            self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.flush()
+
+    def abort(self) -> None:
+        self.close()
+
+
+class WavPipeWriter(RawWriter):
+    """A 16-bit mono WAV to a binary stream; its header, written first, gives the lengths as unknown."""
+
+    def __init__(self, stream: BinaryIO, sample_rate: int) -> None:
+        super().__init__(stream)
+        fmt = struct.pack("<HHIIHH", 1, 1, sample_rate, 2 * sample_rate, 2, 16)
+        stream.write(b"RIFF" + struct.pack("<I", _UNKNOWN) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
+                     + b"data" + struct.pack("<I", _UNKNOWN))
+        stream.flush()

@@ -1,0 +1,93 @@
+"""`vconv stream`: live conversion from a file or a pipe to a file or a pipe (:mod:`vconv.inference.streaming`).
+
+Everything the user gave is checked (the input opened, the output's place, the target references) before
+the model loads; the algorithmic latency is printed once at the start and the compute per block when the
+stream ends (at the end of the input, or on Ctrl-C, which flushes what came in).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from vconv.cli_common import TARGET_MATCH_HELP, friendly_errors
+from vconv.errors import VconvError
+
+STDIO = Path("-")
+
+
+@friendly_errors
+def stream(
+    target: List[Path] = typer.Option(..., "--target", "-t", help="Target speaker reference (a file); repeat to average several."),
+    input_path: Path = typer.Option(STDIO, "--input", "-i", help="Audio file to stream from, or - for standard input (a WAV stream, or headerless PCM with --raw)."),
+    output: Path = typer.Option(STDIO, "--output", "-o", help="Output .wav/.flac/.ogg file, or - for standard output (a WAV stream, or headerless PCM with --raw)."),
+    block_ms: float = typer.Option(80.0, "--block-ms", min=16.0, max=2000.0, help="Block length in ms (rounded to whole 16 ms hops); the latency is the block plus the look-ahead."),
+    lookahead_ms: float = typer.Option(64.0, "--lookahead-ms", min=0.0, max=2000.0, help="Look-ahead in ms: more costs latency and gives the model's right edge more room."),
+    context_ms: float = typer.Option(1500.0, "--context-ms", min=0.0, max=30000.0, help="Left context in ms that each block is converted with."),
+    raw: bool = typer.Option(False, "--raw", help="Standard input/output is headerless 16-bit little-endian PCM (mono out; --channels in)."),
+    sample_rate: Optional[int] = typer.Option(None, "--sample-rate", help="Rate of raw input (required with --raw on standard input); the output keeps the input's rate."),
+    channels: int = typer.Option(1, "--channels", min=1, max=16, help="Interleaved channels of raw input (mixed to mono)."),
+    realtime: bool = typer.Option(False, "--realtime", help="Read a file at the pace it plays (as a microphone would), not as fast as possible."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle name or folder; default: the shipped model."),
+    target_match: str = typer.Option("meanstd", "--target-match", help=TARGET_MATCH_HELP),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
+) -> None:
+    """Convert a stream as it comes, block by block, with bounded latency: from a file or standard input, to a file
+    or standard output. Prints the latency at the start and the compute per block (p50/p95/p99) and deadline
+    misses at the end; Ctrl-C ends the stream and keeps what came in."""
+    from vconv.audio.io import inspect_audio
+    from vconv.inference.target_match import check_mode
+
+    check_mode(target_match, "--target-match")
+    if raw and input_path == STDIO and sample_rate is None:
+        raise VconvError("--raw input needs --sample-rate N (headerless PCM does not say its rate)")
+    reader = _open_reader(input_path, raw, sample_rate, channels)
+    if sample_rate is not None and sample_rate != reader.sample_rate:
+        raise VconvError(f"--sample-rate {sample_rate}: {input_path} is {reader.sample_rate} Hz, and the output keeps the input's rate")
+    for ref in target:  # before the model loads
+        inspect_audio(ref)
+    writer = _open_writer(output, raw, reader.sample_rate, force)
+    try:
+        report, converter_stream = _run(target, reader, writer, model, target_match, block_ms, lookahead_ms,
+                                        context_ms, realtime)
+    except BaseException:
+        writer.abort()
+        raise
+    typer.echo(report.summary(1000 * converter_stream.block / converter_stream.model_rate), err=True)
+
+
+def _run(target: List[Path], reader: Any, writer: Any, model: Optional[str], target_match: str, block_ms: float,
+         lookahead_ms: float, context_ms: float, realtime: bool) -> tuple[Any, Any]:
+    from vconv.inference.converter import load
+    from vconv.inference.stream_run import run_stream
+
+    converter = load(model, target_match=target_match)
+    live = converter.stream([str(t) for t in target], block_ms=block_ms, lookahead_ms=lookahead_ms, context_ms=context_ms,
+                            sample_rate=reader.sample_rate)
+    typer.echo(f"latency {live.latency_ms:.0f} ms (block {1000 * live.block / live.model_rate:.0f} ms + look-ahead "
+               f"{1000 * live.lookahead / live.model_rate:.0f} ms), plus the device's own", err=True)
+    return run_stream(live, reader, writer, realtime=realtime), live
+
+
+def _open_reader(path: Path, raw: bool, sample_rate: Optional[int], channels: int) -> Any:
+    from vconv.audio.pcm_stream import FileReader, RawReader, WavPipeReader
+
+    if path != STDIO:
+        if raw:
+            raise VconvError("--raw is for standard input/output; an input file is read by its own header")
+        return FileReader(path)
+    if raw:
+        assert sample_rate is not None  # checked by the caller
+        return RawReader(sys.stdin.buffer, sample_rate, channels)
+    return WavPipeReader(sys.stdin.buffer)
+
+
+def _open_writer(path: Path, raw: bool, sample_rate: int, force: bool) -> Any:
+    from vconv.audio.pcm_stream import FileWriter, RawWriter, WavPipeWriter
+
+    if path != STDIO:
+        return FileWriter(path, sample_rate, force=force)
+    return RawWriter(sys.stdout.buffer) if raw else WavPipeWriter(sys.stdout.buffer, sample_rate)
