@@ -1,0 +1,159 @@
+"""Live conversion (`vc.stream` / `vconv stream`): latency, compute per block, deadline misses, memory, quality.
+
+Usage: python benchmarks/bench_stream.py [--model M] [--threads 2] [--minutes 10] [--realtime]
+                                         [--manifest EXP/data/test.jsonl --sources-per-pair 1] [--json OUT]
+
+1. **Latency**: the algorithmic latency, block + look-ahead (the stream's defaults unless --block-ms,
+   --lookahead-ms, --context-ms say otherwise).
+2. **A long stream**: the fixture speech tiled to ``--minutes``, pushed one block at a time through one
+   stream, paced as a microphone would deliver it with ``--realtime`` (then it takes that long), else as
+   fast as it goes. Reports the compute per block (p50/p95/p99, and as a fraction of the block), the blocks
+   that missed their deadline (:mod:`vconv.inference.stream_run`), and resident memory after the first
+   minute and at the end (growth over the stream).
+3. **Quality** (with ``--manifest``, e.g. the voices recipe's held-out ``test.jsonl``): every ordered pair of
+   different speakers (``--sources-per-pair`` sources each, seed 0, the pairs of ``vconv evaluate``) converted
+   offline and streamed, judged by Resemblyzer (SIM→target against another utterance of the target,
+   SIM→source) and Whisper base (CER against the transcript); and the joins: the largest frame-to-frame
+   level step of each streamed output against the offline one's (the measure ``tests/test_convert.py``
+   uses for chunk joins), worst over the pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vconv.inference.converter import load
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        return int(fh.read().split("VmRSS:")[1].split()[0]) / 1024
+
+
+def long_stream(vc, target, minutes: float, realtime: bool, settings: dict) -> dict:
+    """Section 2: one stream of ``minutes`` of speech, block by block."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_convert import source_audio
+
+    minute = source_audio(60.0)
+    stream = vc.stream(target, **settings)
+    block_s = stream.block / stream.model_rate
+    started, fed, missed, pushes = time.perf_counter(), 0.0, 0, 0
+    rss_after_minute = None
+    for m in range(int(np.ceil(minutes))):
+        for start in range(0, minute.size, stream.block):
+            if realtime:
+                time.sleep(max(0.0, started + fed + block_s - time.perf_counter()))
+            piece = minute[start : start + stream.block]
+            arrived = time.perf_counter()
+            stream.push(piece)
+            if time.perf_counter() - arrived > block_s:
+                missed += 1
+            fed += piece.size / stream.model_rate
+            pushes += 1
+        if m == 0:
+            rss_after_minute = rss_mb()
+    stream.flush()
+    times = np.array(stream.times.seconds)
+    p50, p95, p99 = (float(np.percentile(times, q)) for q in (50, 95, 99))
+    return {"minutes": minutes, "realtime": realtime, "blocks": int(times.size), "block_ms": 1000 * block_s,
+            "p50_ms": 1000 * p50, "p95_ms": 1000 * p95, "p99_ms": 1000 * p99, "p99_of_block": p99 / block_s,
+            "missed": missed, "rss_after_first_minute_mb": rss_after_minute, "rss_end_mb": rss_mb(),
+            "rss_growth_mb": rss_mb() - (rss_after_minute or 0.0), "wall_s": time.perf_counter() - started}
+
+
+def quality(vc, manifest: Path, sources_per_pair: int, settings: dict, work: Path) -> dict:
+    """Section 3: offline against streamed on the held-out pairs, by the independent judges."""
+    from vconv.data.manifest import read_manifest
+    from vconv.evaluation import metrics as M
+    from vconv.evaluation.asr_judge import AsrJudge
+    from vconv.evaluation.pairs import make_pairs
+    from vconv.evaluation.speaker_judge import SpeakerJudge
+
+    utterances = read_manifest(manifest)
+
+    def offline(src: str, refs: list[str]) -> tuple:
+        return vc.convert(src, refs), vc.sample_rate
+
+    def streamed(src: str, refs: list[str]) -> tuple:
+        wav = vc.prepare_audio(src, None, src)
+        stream = vc.stream(refs, **settings)
+        out = [stream.push(wav[i : i + stream.block]) for i in range(0, wav.size, stream.block)]
+        return np.concatenate([*out, stream.flush()]), vc.sample_rate
+
+    runs = {name: make_pairs(utterances, fn, work / name, max_sources_per_speaker_pair=sources_per_pair, seed=0,
+                             progress=False) for name, fn in (("offline", offline), ("streamed", streamed))}
+    speaker, asr = SpeakerJudge(), AsrJudge()
+    result: dict = {"pairs": len(runs["offline"])}
+    for name, pairs in runs.items():
+        sim_t = [speaker.similarity(p.converted, p.target_other) for p in pairs]
+        sim_s = [speaker.similarity(p.converted, p.source_other) for p in pairs if p.source_other]
+        cers = [M.cer(p.text, asr.transcribe(p.converted)) for p in pairs if p.text]
+        result[name] = {"sim_target": statistics.mean(sim_t), "sim_source": statistics.mean(sim_s),
+                        "cer": statistics.mean(cers), "success": M.success_rate(sim_t, sim_s) if len(sim_s) == len(sim_t) else None}
+    result["join_step_ratio"] = max(_largest_step(vc, s.converted) / _largest_step(vc, o.converted)
+                                    for o, s in zip(runs["offline"], runs["streamed"]))
+    return result
+
+
+def _largest_step(vc, path: str) -> float:
+    from vconv.audio.io import load as load_audio
+
+    level = vc.frontend.log_mel(load_audio(path, vc.sample_rate)[0]).numpy().mean(axis=0)
+    return float(np.abs(np.diff(level)).max())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--realtime", action="store_true", help="pace the long stream as a live input (takes --minutes)")
+    parser.add_argument("--block-ms", type=float, default=80.0)
+    parser.add_argument("--lookahead-ms", type=float, default=64.0)
+    parser.add_argument("--context-ms", type=float, default=1500.0)
+    parser.add_argument("--manifest", type=Path, help="held-out manifest for the quality section")
+    parser.add_argument("--sources-per-pair", type=int, default=1)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    settings = {"block_ms": args.block_ms, "lookahead_ms": args.lookahead_ms, "context_ms": args.context_ms}
+    vc = load(args.model)
+    target = vc.target_voice([ROOT / "examples/target.wav"])
+    figures: dict = {"threads": args.threads, "settings": settings,
+                     "latency_ms": vc.stream(target, **settings).latency_ms}
+    print(f"1. latency {figures['latency_ms']:.0f} ms (block + look-ahead); {args.threads} threads")
+    run = figures["stream"] = long_stream(vc, target, args.minutes, args.realtime, settings) if args.minutes else None
+    if run:
+        print(f"2. {run['minutes']:g} min {'in real time' if run['realtime'] else 'as fast as possible'}: {run['blocks']} blocks "
+              f"of {run['block_ms']:.0f} ms; compute p50 {run['p50_ms']:.1f} / p95 {run['p95_ms']:.1f} / p99 {run['p99_ms']:.1f} ms "
+              f"(p99 {run['p99_of_block']:.2f}x the block); {run['missed']} missed their deadline; RSS "
+              f"{run['rss_after_first_minute_mb']:.0f} MB after the first minute, {run['rss_end_mb']:.0f} MB at the end "
+              f"({run['rss_growth_mb']:+.1f} MB)")
+    if args.manifest:
+        with tempfile.TemporaryDirectory() as work:
+            q = figures["quality"] = quality(vc, args.manifest, args.sources_per_pair, settings, Path(work))
+        for name in ("offline", "streamed"):
+            r = q[name]
+            print(f"3. {name:8s} ({q['pairs']} pairs): SIM→target {r['sim_target']:.3f}, SIM→source {r['sim_source']:.3f}, "
+                  f"CER {r['cer']:.3f}, success {r['success']:.0%}")
+        print(f"   streamed - offline: SIM→target {q['streamed']['sim_target'] - q['offline']['sim_target']:+.3f}, "
+              f"CER {q['streamed']['cer'] - q['offline']['cer']:+.3f}; largest level step, streamed / offline, worst pair: "
+              f"{q['join_step_ratio']:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
