@@ -284,3 +284,32 @@ def test_a_long_file_converts_in_bounded_memory_to_what_the_whole_file_gives(tmp
     expected, _ = sf.read(tmp_path / "whole.wav", dtype="int16")
     assert sr == rate and streamed.shape == expected.shape
     assert np.abs(streamed.astype(np.int32) - expected).max() <= 2  # 16-bit rounding of float differences
+
+
+PEAK_PROBE = """
+import resource, sys
+from vconv.cli import main
+sys.argv = ["vconv", "convert", sys.argv[1], "--target", sys.argv[2], "-o", sys.argv[3], "--force"]
+try:
+    main()
+except SystemExit as exc:
+    assert not exc.code, exc.code
+print("PEAK", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+@pytest.mark.slow
+def test_memory_does_not_grow_with_the_source_length(tmp_path):
+    """`vconv convert` of a 5-minute source peaks within 10 % of a 40-second one's (both several chunks long),
+    each in a fresh process: the source is read, converted and written a chunk at a time."""
+    speech, rate = sf.read(EXAMPLES / "source.wav", dtype="float32")
+    peaks = {}
+    for seconds in (40, 300):
+        src = tmp_path / f"src{seconds}.wav"
+        sf.write(src, np.tile(speech, int(np.ceil(seconds * rate / speech.size)))[: seconds * rate], rate)
+        proc = subprocess.run([sys.executable, "-c", PEAK_PROBE, str(src), str(EXAMPLES / "target.wav"),
+                               str(tmp_path / f"out{seconds}.wav")], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-1000:]
+        peaks[seconds] = int(proc.stdout.split("PEAK")[1])
+        assert sf.info(tmp_path / f"out{seconds}.wav").frames == seconds * rate
+    assert peaks[300] < 1.10 * peaks[40], peaks
