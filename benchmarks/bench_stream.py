@@ -123,12 +123,15 @@ def main() -> None:
     parser.add_argument("--block-ms", type=float, default=80.0)
     parser.add_argument("--lookahead-ms", type=float, default=64.0)
     parser.add_argument("--context-ms", type=float, default=1500.0)
+    parser.add_argument("--no-vocoder-passes", dest="vocoder_passes", action="store_false",
+                        help="stream without the vocoder's post-processing passes")
     parser.add_argument("--manifest", type=Path, help="held-out manifest for the quality section")
     parser.add_argument("--sources-per-pair", type=int, default=1)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    settings = {"block_ms": args.block_ms, "lookahead_ms": args.lookahead_ms, "context_ms": args.context_ms}
+    settings = {"block_ms": args.block_ms, "lookahead_ms": args.lookahead_ms, "context_ms": args.context_ms,
+                "vocoder_passes": args.vocoder_passes}
     vc = load(args.model)
     target = vc.target_voice([ROOT / "examples/target.wav"])
     figures: dict = {"threads": args.threads, "settings": settings,

@@ -152,17 +152,19 @@ class VoiceConverter:
 
     def stream(self, target: TargetVoice | Sequence[AudioInput] | AudioInput, *, block_ms: float = 80.0,
                lookahead_ms: float = 64.0, context_ms: float = 1500.0, crossfade_ms: float = 32.0,
-               sample_rate: int | None = None, sr: int | None = None) -> "StreamConverter":
+               vocoder_passes: bool = True, sample_rate: int | None = None, sr: int | None = None) -> "StreamConverter":
         """A live converter to ``target`` (references, prepared once, or a :class:`TargetVoice`): ``push(pcm) ->
         pcm`` any number of samples at a time, ``flush()`` for the rest (:mod:`vconv.inference.streaming`).
 
         ``sample_rate``: the stream's audio rate (default the model's); ``sr``: the rate of numpy references.
-        Latency (``.latency_ms``): the block plus the look-ahead, each rounded to whole mel hops.
+        Latency (``.latency_ms``): the block plus the look-ahead, each rounded to whole mel hops. ``vocoder_passes``:
+        the neural vocoder's post-processing on every block, as offline (on by default).
         """
         from vconv.inference.streaming import StreamConverter, StreamSettings
 
         prepared = target if isinstance(target, TargetVoice) else self.target_voice(target, sr)
-        settings = StreamSettings(block_ms=block_ms, lookahead_ms=lookahead_ms, crossfade_ms=crossfade_ms, context_ms=context_ms)
+        settings = StreamSettings(block_ms=block_ms, lookahead_ms=lookahead_ms, crossfade_ms=crossfade_ms, context_ms=context_ms,
+                                  vocoder_passes=vocoder_passes)
         return StreamConverter(self, prepared, settings, sample_rate=sample_rate)
 
     def matching_skipped(self, target: TargetVoice) -> str | None:

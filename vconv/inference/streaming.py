@@ -55,6 +55,10 @@ class StreamSettings:
     lookahead_ms: float = 64.0
     crossfade_ms: float = 32.0
     context_ms: float = 1500.0
+    # the neural vocoder's post-processing passes (phase consistency, envelope matching) as offline: they work over
+    # the whole window, so consecutive windows disagree a little where their blocks meet, but without them the
+    # held-out CER of streamed conversions was worse (benchmarks/bench_stream.py; the note in docs/STREAMING.md)
+    vocoder_passes: bool = True
 
     def samples(self, hop: int, rate: int) -> tuple[int, int, int, int]:
         """``(block, lookahead, crossfade, context)`` in samples at ``rate``, multiples of ``hop``."""
@@ -215,7 +219,8 @@ class StreamConverter:
         if conv.target_match != "off" and own is not None:
             log_mel = match_spectrum(log_mel, target.spectrum, conv.target_match, floor=floor, own=own)
         skip = max(0, first_new - VOCODER_MARGIN_FRAMES)  # render only the last frames, from a margin before the block
-        audio = conv.vocoder(log_mel[..., skip:])[0].float().cpu().numpy()
+        passes = {"post_process": self.settings.vocoder_passes} if getattr(conv.vocoder, "name", "") == "vocos" else {}
+        audio = conv.vocoder(log_mel[..., skip:], **passes)[0].float().cpu().numpy()
         offset = lead - skip * self.hop
         audio = np.pad(audio, (0, max(0, offset + keep - audio.size)))
         return audio[offset : offset + keep]
