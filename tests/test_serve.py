@@ -315,3 +315,18 @@ def test_burst_of_concurrent_requests_on_loopback(tiny_bundle):
             proc.kill()
             raise
     assert code == 0, proc.stderr.read()
+
+
+def test_cross_site_posts_are_refused_and_same_site_ones_pass(client, conversions):
+    good = wav_bytes(1.0)
+    for origin in ({"origin": "https://attacker.example"}, {"origin": "null"},
+                   {"referer": "http://attacker.example/page.html"}, {"origin": "http://127.0.0.1:9999"}):
+        answer = client.post("/api/convert", files=files(good, good), headers={"host": "127.0.0.1:7860", **origin})
+        assert answer.status_code == 403 and "cross-site request refused" in answer.json()["error"], origin
+    assert conversions == []  # refused before the upload was read
+    same = client.post("/api/convert", files=files(good, good),
+                       headers={"host": "127.0.0.1:7860", "origin": "http://127.0.0.1:7860"})
+    assert same.status_code == 200, same.text
+    plain = client.post("/api/convert", files=files(good, good))  # no Origin, no Referer: not a web page
+    assert plain.status_code == 200, plain.text
+    assert client.get("/api/info", headers={"origin": "https://attacker.example"}).status_code == 200  # reading is not changing

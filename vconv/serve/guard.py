@@ -3,6 +3,10 @@
 - **Host check.** A server on 127.0.0.1 is still reachable from a web page the user visits, through DNS
   rebinding (a hostile name re-pointed at 127.0.0.1). When the server listens on loopback, a request
   whose ``Host`` is not a loopback name is refused, so only pages served from this address can use it.
+- **Cross-site requests.** Any page the user opens can make the browser post to 127.0.0.1 (the Host is
+  then a loopback name). Browsers say where such a request comes from: a request that changes state
+  (anything but GET, HEAD, OPTIONS) whose ``Origin`` (or, without one, ``Referer``) is not this server's own
+  address is refused with 403. Programs that send neither (curl, scripts) are local already and pass.
 - **Content-Security-Policy.** The page may load scripts, styles, images and media from this server
   only (plus ``data:``/``blob:`` for recorded audio): it cannot fetch anything from the internet, which
   also guarantees it works offline. Framing by other sites is refused.
@@ -39,6 +43,27 @@ def host_name(host_header: str) -> str:
         return ""
 
 
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def same_origin(scope: Scope) -> bool:
+    """Whether a request may change state: a safe method, or an ``Origin`` (else ``Referer``) naming the
+    host and port the request was sent to; a request that names neither is not from a web page."""
+    if scope.get("method", "GET") in SAFE_METHODS:
+        return True
+    headers = dict(scope.get("headers") or [])
+    origin = headers.get(b"origin", b"").decode("latin-1") or headers.get(b"referer", b"").decode("latin-1")
+    if not origin:
+        return True
+    if origin == "null":  # a sandboxed frame or a file: page
+        return False
+    try:
+        sent_from = urlsplit(origin).netloc.lower()
+    except ValueError:
+        return False
+    return sent_from == headers.get(b"host", b"").decode("latin-1").lower()
+
+
 class GuardMiddleware:
     """Pure ASGI middleware: refuse requests for other hosts (when ``allowed_hosts`` is given), add
     :data:`SECURITY_HEADERS` to every response."""
@@ -65,4 +90,8 @@ class GuardMiddleware:
                 response = JSONResponse({"error": "host not allowed: open the page at the address `vconv serve` printed"}, status_code=400)
                 await response(scope, receive, send_with_headers)
                 return
+        if not same_origin(scope):
+            response = JSONResponse({"error": "cross-site request refused: use the page `vconv serve` serves"}, status_code=403)
+            await response(scope, receive, send_with_headers)
+            return
         await self.app(scope, receive, send_with_headers)
