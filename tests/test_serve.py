@@ -330,3 +330,64 @@ def test_cross_site_posts_are_refused_and_same_site_ones_pass(client, conversion
     plain = client.post("/api/convert", files=files(good, good))  # no Origin, no Referer: not a web page
     assert plain.status_code == 200, plain.text
     assert client.get("/api/info", headers={"origin": "https://attacker.example"}).status_code == 200  # reading is not changing
+
+
+def _start_server(model: Path) -> tuple[subprocess.Popen, str]:
+    """`vconv serve --port 0` as a user starts it; its URL once it prints it (the port then listens)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "vconv", "serve", "--model", str(model), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    ready, _, _ = select.select([proc.stdout], [], [], 120)
+    line = proc.stdout.readline() if ready else ""
+    match = re.search(r"http://127\.0\.0\.1:\d+/", line)
+    assert match, line
+    return proc, match.group(0)
+
+
+@pytest.mark.slow
+def test_stalled_uploads_and_idle_connections_do_not_stop_a_normal_request(tiny_bundle):
+    """5 clients that start an upload and stall, 64 that connect and send nothing: a normal conversion still
+    gets its answer within 10 s of its upload, the stalled ones hold no conversion place, and the silent
+    connections are closed by the server."""
+    import time
+
+    import httpx
+
+    proc, url = _start_server(tiny_bundle)
+    port = int(url.rstrip("/").rsplit(":", 1)[1])
+    sockets: list[socket.socket] = []
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as probe:  # the printed URL already listens
+            probe.sendall(b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            assert probe.recv(12) == b"HTTP/1.1 200"
+        for _ in range(5):
+            stalled = socket.create_connection(("127.0.0.1", port))
+            stalled.sendall(b"POST /api/convert HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
+                            b"boundary=b\r\nContent-Length: 500000\r\n\r\n--b\r\nContent-Disposition: form-data; "
+                            b'name="source"; filename="s.wav"\r\n\r\nRIFF')
+            sockets.append(stalled)
+        sockets += [socket.create_connection(("127.0.0.1", port)) for _ in range(64)]
+        time.sleep(1.0)
+        source, target = (EXAMPLES / "source.wav").read_bytes(), (EXAMPLES / "target.wav").read_bytes()
+        with httpx.Client(base_url=url, timeout=60) as http:
+            started = time.perf_counter()
+            answer = http.post("/api/convert", files=files(source, target))
+            assert answer.status_code == 200, answer.text
+            assert time.perf_counter() - started < 10.0
+            assert http.get("/api/info").json()["queue"]["admitted"] == 0  # the stalled uploads hold no queue place
+        time.sleep(11.0)  # past the server's deadline for a connection's first request
+        silent = sockets[5:]
+        closed = 0
+        for sock in silent:
+            sock.settimeout(0.5)
+            try:
+                closed += sock.recv(1) == b""
+            except (ConnectionResetError, socket.timeout):
+                closed += isinstance(sys.exc_info()[1], ConnectionResetError)
+        assert closed == len(silent), f"{len(silent) - closed} silent connections still open"
+        assert proc.poll() is None, "the server died"
+    finally:
+        for sock in sockets:
+            sock.close()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)

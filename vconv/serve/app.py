@@ -31,7 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from vconv.inference.converter import VoiceConverter
 from vconv.serve.conversion import SIMILARITY_ENCODER, ConversionResult, run_conversion, wav_bytes
 from vconv.serve.guard import GuardMiddleware
-from vconv.serve.jobs import Busy, ConversionQueue, ResultStore
+from vconv.serve.jobs import Busy, ConversionQueue, Gate, ResultStore
 from vconv.serve.limits import ServeLimits
 from vconv.serve.uploads import UploadError, decode_uploads, receive_uploads
 
@@ -119,22 +119,26 @@ def _add_pages(app: FastAPI, converter: VoiceConverter, limits: ServeLimits, que
 
 def _add_convert(app: FastAPI, converter: VoiceConverter, limits: ServeLimits, queue: ConversionQueue,
                  results: ResultStore, upload_root: Path) -> None:
-    """``POST /api/convert``: a queue place first, then the streamed uploads, their checks, the conversion."""
+    """``POST /api/convert``: an upload place, the streamed uploads and their checks, then a queue place and
+    the conversion."""
+    uploads = Gate(limits.uploads)
+    app.state.uploads = uploads
 
     @app.post("/api/convert")
     async def convert(request: Request) -> JSONResponse:
         try:
-            ticket = queue.admit()
+            upload_ticket = uploads.admit()
         except Busy:
             await _discard_body(request, limits.max_request_bytes)  # let the client finish sending, then say busy
             raise
-        with ticket:
+        with upload_ticket:  # an upload place while the files arrive: a stalled client holds no conversion place
             folder = Path(tempfile.mkdtemp(dir=upload_root))
             try:
-                uploads = await receive_uploads(request, folder, limits)
-                source, targets = await anyio.to_thread.run_sync(decode_uploads, uploads, converter.sample_rate, limits)
+                received = await receive_uploads(request, folder, limits)
+                source, targets = await anyio.to_thread.run_sync(decode_uploads, received, converter.sample_rate, limits)
             finally:
                 shutil.rmtree(folder, ignore_errors=True)  # decoded: the uploaded files are no longer needed
+        with queue.admit():  # only complete, checked requests wait for a conversion
             try:
                 result = await queue.run(run_conversion, converter, source, targets)
             except Exception as exc:  # one line for the client and the log (the traceback at debug level only)

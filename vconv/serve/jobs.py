@@ -1,10 +1,12 @@
-"""The bounded conversion queue and the bounded store of converted results.
+"""The bounded upload gate, the bounded conversion queue and the bounded store of converted results.
 
-A request first takes a :class:`Ticket` (non-blocking): at most ``workers + queue_depth`` are out at
-once, and one more is refused with :class:`Busy`, which the app answers "busy, retry" (HTTP 503) —
-requests never pile up, so neither does the memory their audio holds. With a ticket, a request
-uploads, is checked, then runs its conversion through :meth:`ConversionQueue.run`: in a worker thread
-(the event loop keeps answering other requests), at most ``workers`` at a time.
+A request first takes an upload :class:`Ticket` from a :class:`Gate` (non-blocking; at most ``uploads``
+uploads at once, one more is refused with :class:`Busy`, which the app answers "busy, retry", HTTP 503).
+Only once its files have arrived and been checked does it take a conversion ticket from the
+:class:`ConversionQueue` (at most ``workers + queue_depth``), so a client that opens an upload and stalls
+holds an upload place until its read times out, never a conversion place. With a ticket, a request runs its
+conversion through :meth:`ConversionQueue.run`: in a worker thread (the event loop keeps answering other
+requests), at most ``workers`` at a time.
 
 The primitives are threading ones on purpose: they do not belong to an event loop, so the same queue
 works under uvicorn and under a test client that runs each request in its own loop.
@@ -29,7 +31,7 @@ class Busy(Exception):
 class Ticket:
     """A place in the queue; release it with ``with`` (or :meth:`release`), exactly once."""
 
-    def __init__(self, queue: "ConversionQueue"):
+    def __init__(self, queue: "Gate"):
         self._queue = queue
         self._released = False
 
@@ -45,16 +47,13 @@ class Ticket:
         self.release()
 
 
-class ConversionQueue:
-    """``workers`` conversions at a time, ``queue_depth`` more requests waiting, the rest :class:`Busy`."""
+class Gate:
+    """At most ``capacity`` tickets out at once; :meth:`admit` past that raises :class:`Busy` at once."""
 
-    def __init__(self, workers: int, queue_depth: int):
-        self.workers = workers
-        self.capacity = workers + queue_depth
+    def __init__(self, capacity: int):
+        self.capacity = capacity
         self._lock = threading.Lock()
         self._held = 0
-        self._running = 0
-        self._slots = threading.BoundedSemaphore(workers)
 
     def admit(self) -> Ticket:
         """A ticket, or :class:`Busy` at once when ``capacity`` requests already hold one."""
@@ -67,6 +66,20 @@ class ConversionQueue:
     def _release(self) -> None:
         with self._lock:
             self._held -= 1
+
+    def status(self) -> dict[str, int]:
+        with self._lock:
+            return {"admitted": self._held, "capacity": self.capacity}
+
+
+class ConversionQueue(Gate):
+    """``workers`` conversions at a time, ``queue_depth`` more requests waiting, the rest :class:`Busy`."""
+
+    def __init__(self, workers: int, queue_depth: int):
+        super().__init__(workers + queue_depth)
+        self.workers = workers
+        self._running = 0
+        self._slots = threading.BoundedSemaphore(workers)
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """``fn(*args)`` in a worker thread once one of the ``workers`` slots is free; its return value."""
@@ -83,7 +96,7 @@ class ConversionQueue:
                     self._running -= 1
 
     def status(self) -> dict[str, int]:
-        """Requests admitted (``admitted``: uploading, waiting or converting), converting now, and the capacity."""
+        """Requests admitted (``admitted``: waiting or converting), converting now, and the capacity."""
         with self._lock:
             return {"admitted": self._held, "converting": self._running, "capacity": self.capacity}
 

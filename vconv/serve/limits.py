@@ -28,6 +28,8 @@ class ServeLimits:
     workers: int = 1
     queue_depth: int = 4
     results_kept: int = 16
+    uploads: int = 8  # uploads in progress at once (each holds a temporary folder, not a conversion place)
+    read_timeout: float = 20.0  # seconds an upload may go without sending a byte before it is dropped (408)
 
     @property
     def max_upload_bytes(self) -> int:
@@ -53,6 +55,8 @@ class ServeLimits:
             raise VconvError(f"--workers {self.workers}: expected 1 or {MAX_WORKERS} (conversions share the CPU)")
         if not 0 <= self.queue_depth <= MAX_QUEUE_DEPTH:
             raise VconvError(f"--queue {self.queue_depth}: expected 0 to {MAX_QUEUE_DEPTH} waiting requests")
+        if not 1 <= self.uploads <= 256 or not 0 < self.read_timeout <= 600:
+            raise VconvError("uploads must be 1..256 and read_timeout 0..600 s")
         if self.max_references < 1 or self.results_kept < 1:
             raise VconvError("max_references and results_kept must be at least 1")
         return self

@@ -14,8 +14,11 @@ from vconv.errors import VconvError
 from vconv.serve.guard import LOOPBACK_NAMES
 
 # uvicorn answers 503 itself past this many connections + tasks: a coarse flood guard in front of the
-# app's own queue (which is what normally answers "busy")
-MAX_CONNECTIONS = 64
+# app's own upload gate and queue (which are what normally answer "busy"); connections that send no request
+# are closed after REQUEST_START_TIMEOUT, so idle ones cannot fill it for long
+MAX_CONNECTIONS = 256
+BACKLOG = 128
+REQUEST_START_TIMEOUT = 10.0  # seconds a new connection has to send a whole request head, else it is closed
 
 
 @dataclass
@@ -49,6 +52,9 @@ def bind(host: str, port: int) -> Listener:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restart at once after Ctrl-C (TIME_WAIT)
         sock.bind(address)
+        # listening from here on: the URL printed next is reachable at once (a client that connects while the
+        # model loads waits in the backlog rather than being refused)
+        sock.listen(BACKLOG)
     except OSError as exc:
         sock.close()
         raise VconvError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
@@ -61,8 +67,26 @@ def make_server(app, listener: Listener, log_level: str = "warning"):
     import uvicorn
 
     config = uvicorn.Config(app, log_level=log_level, access_log=False, limit_concurrency=MAX_CONNECTIONS,
-                            timeout_graceful_shutdown=5)
+                            timeout_graceful_shutdown=5, http=_protocol_closing_silent_connections())
     return uvicorn.Server(config)
+
+
+def _protocol_closing_silent_connections():
+    """uvicorn's h11 protocol, plus a deadline from the moment a connection opens to its first request head:
+    uvicorn times out idle keep-alive connections only after a response, so a client that connects and sends
+    nothing (or trickles a header a byte at a time) would otherwise hold its connection for ever."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class ClosingSilentConnections(H11Protocol):
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self.loop.call_later(REQUEST_START_TIMEOUT, self._close_if_no_request)
+
+        def _close_if_no_request(self) -> None:
+            if self.cycle is None and not self.transport.is_closing():
+                self.transport.close()
+
+    return ClosingSilentConnections
 
 
 def serve(app, listener: Listener) -> None:

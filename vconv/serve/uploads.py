@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Optional
+from typing import Any, AsyncIterator, BinaryIO, Optional
 
+import anyio
 import numpy as np
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -127,6 +128,20 @@ class _PartWriter:
             self._out = None
 
 
+async def _with_timeout(chunks: AsyncIterator[bytes], seconds: float) -> AsyncIterator[bytes]:
+    """``chunks``, each awaited at most ``seconds``: a client that stops sending is an UploadError 408."""
+    iterator = chunks.__aiter__()
+    while True:
+        try:
+            with anyio.fail_after(seconds):
+                chunk = await iterator.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise UploadError(408, f"upload stalled: nothing received for {seconds:g} s") from None
+        yield chunk
+
+
 async def receive_uploads(request: Request, folder: Path, limits: ServeLimits) -> Uploads:
     """Stream a ``multipart/form-data`` body into ``folder``: one ``source`` file, 1..``max_references``
     ``target`` files. Raises :class:`UploadError` (400 malformed or missing, 413 too big)."""
@@ -142,7 +157,7 @@ async def receive_uploads(request: Request, folder: Path, limits: ServeLimits) -
     received = 0
     try:
         parser = MultipartParser(options[b"boundary"], writer.callbacks())
-        async for chunk in request.stream():
+        async for chunk in _with_timeout(request.stream(), limits.read_timeout):
             received += len(chunk)  # counted as it arrives: a body without Content-Length is bounded too
             if error is not None:  # refused: read on (bounded) so the client gets the answer, not a reset
                 if received > 2 * limits.max_request_bytes:
