@@ -115,7 +115,20 @@ def world(world_template, tmp_path) -> Path:
     shutil.copytree(world_template, root, symlinks=True)
     os.unlink(root / "link.wav")  # re-point the symlink at this copy's source
     os.symlink(root / "src.wav", root / "link.wav")
+    add_odd_names(root)
     return root
+
+
+def add_odd_names(root: Path) -> None:
+    """Special files and names that are not plain text (made per test: copying a FIFO would block)."""
+    os.mkfifo(root / "fifo.wav")
+    (root / "bad\nname.wav").write_text("a newline in the name, and not audio")
+    (root / os.fsdecode(b"bad\xffname.wav")).write_text("a byte that is not UTF-8 in the name, and not audio")
+    odd = root / "odd"
+    odd.mkdir()
+    for name in ("a.wav", "new\nline.wav", os.fsdecode(b"latin\xe9.wav")):
+        shutil.copy(root / "src.wav", odd / name)
+    os.mkfifo(odd / "pipe.wav")
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -262,6 +275,15 @@ CLI_CASES = [
     Case("usage-rate-not-a-number", _convert("src.wav", "out.wav", "--sample-rate", "fast"), 2, ("--sample-rate",)),
     Case("usage-unknown-command", lambda w: ["convertt", w / "src.wav"], 2, ("convertt",)),
     Case("partial-info", lambda w: ["info", w / "src.wav", w / "notes.wav"], 3, ("notes.wav", "not a readable audio file")),
+    # 5. file-system oddities: special files refused before opening, names printed escaped on one line
+    Case("convert-fifo-source", _convert("fifo.wav", "out.wav"), 1, ("fifo.wav", "is a FIFO, not a regular file")),
+    Case("convert-fifo-target", lambda w: ["convert", w / "src.wav", T, w / "fifo.wav", "-o", w / "out.wav"], 1,
+         ("fifo.wav", "is a FIFO")),
+    Case("info-fifo", lambda w: ["info", w / "fifo.wav"], 1, ("fifo.wav", "is a FIFO")),
+    Case("convert-newline-in-name", _convert("bad\nname.wav", "out.wav"), 1, ("bad\\nname.wav", "not a readable audio file")),
+    Case("info-not-utf8-name", lambda w: ["info", w / os.fsdecode(b"bad\xffname.wav")], 1, ("bad\\xffname.wav", "not a readable")),
+    Case("partial-convert-odd-folder", lambda w: ["convert", w / "odd", T, w / "tgt.wav", "-o", w / "out", "-m", w / "bundle",
+                                                  "--no-progress"], 3, ("pipe.wav", "is a FIFO"), before_load=False),
     Case("partial-extract", _extract("skips.jsonl"), 3, ("silent.wav", "silent")),
     Case("partial-convert-folder", lambda w: ["convert", w / "mixed", T, w / "tgt.wav", "-o", w / "out", "-m", w / "bundle", "--no-progress"],
          3, ("broken.wav", "not a readable audio file"), before_load=False),
@@ -427,3 +449,14 @@ def test_convert_sample_rate_is_used_not_ignored(world):
                                       "-m", str(world / "bundle"), "--sample-rate", "8000"])
     assert result.exit_code == 0, result.output
     assert sf.info(str(out)).samplerate == 8000
+
+
+def test_odd_names_convert_and_special_files_are_counted(world):
+    """A folder batch goes on past a FIFO (reported, exit 3) and converts files whose names hold a newline or
+    a byte that is not UTF-8, under the same names."""
+    result = CliRunner().invoke(app, ["convert", str(world / "odd"), "-t", str(world / "tgt.wav"), "-o", str(world / "out"),
+                                      "-m", str(world / "bundle"), "--no-progress"])
+    assert result.exit_code == 3, result.output
+    assert "converted 3 file(s)" in result.stdout and "1 failed" in result.stdout
+    made = sorted(p.name for p in (world / "out").iterdir())
+    assert made == sorted(["a.wav", "new\nline.wav", os.fsdecode(b"latin\xe9.wav")])

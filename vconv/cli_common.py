@@ -44,14 +44,34 @@ EXIT_CODES_HELP = (
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> None:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {printable(message)}", err=True)
     raise typer.Exit(code)
 
 
 def one_line(exc: BaseException) -> str:
-    """The first line of an exception's message (its type name when it has none)."""
+    """An exception's message on one line (its type name when it has none): a file name's own control
+    characters are escaped, not printed (:func:`printable`); a message of several lines keeps its first."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    if isinstance(exc, VconvError):  # ours: one line by construction, so any line break is a file name's
+        return printable(text)
+    return printable(text.splitlines()[0])
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print as one line: control characters as escapes (``\\n``, ``\\x1b``) and the bytes
+    of a file name that are not UTF-8 as ``\\xNN``, so no name can start a line of its own or garble the terminal."""
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's stand-in for an undecodable byte
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif code < 0x20 or 0x7F <= code < 0xA0 or 0xD800 <= code <= 0xDFFF:
+            out.append(ch.encode("unicode_escape", "backslashreplace").decode("ascii"))
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def friendly_errors(func: F) -> F:
@@ -77,7 +97,7 @@ def report_failures(failures: Iterable[Any]) -> int:
     one line each; returns their count."""
     count = 0
     for bad in failures:
-        typer.echo(f"error: {bad.path}: {bad.reason}", err=True)
+        typer.echo(f"error: {printable(str(bad.path))}: {printable(str(bad.reason))}", err=True)
         count += 1
     return count
 

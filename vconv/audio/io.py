@@ -15,6 +15,7 @@ temporary file that is renamed into place, so an interrupted write never leaves 
 from __future__ import annotations
 
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +92,7 @@ def audio_info(path: str | Path) -> sf._SoundFileInfo:
     path = Path(path)
     _check_exists(path)
     try:
-        info = sf.info(str(path))
+        info = sf.info(os.fsencode(path))
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise VconvError(f"{path}: not a readable audio file ({_reason(exc)})") from None
     if info.format in ("WAV", "WAVEX"):
@@ -155,7 +156,7 @@ def load(
             "file here; split it into shorter files (`vconv convert` converts any length in chunks)"
         )
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        data, sr = sf.read(os.fsencode(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise VconvError(f"{path}: could not decode audio ({_reason(exc)}); the file is truncated or corrupt") from None
     if data.shape[0] < info.frames:
@@ -189,7 +190,7 @@ def inspect_audio(path: str | Path, *, min_seconds: float = 0.0, block_seconds: 
     block = max(1, int(block_seconds * info.samplerate))
     frames, peak, channel_peaks, bad = 0, 0.0, np.zeros(info.channels), 0
     try:
-        for data in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
+        for data in sf.blocks(os.fsencode(path), blocksize=block, dtype="float32", always_2d=True):
             finite = np.isfinite(data)
             bad += int(data.size - np.count_nonzero(finite))
             data = np.where(finite, data, 0.0)
@@ -299,7 +300,7 @@ def save(path: str | Path, wav: np.ndarray, sr: int, *, force: bool = False, sub
     check_sample_rate(sr, f"{path}: sample rate")
     data = np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0)
     with atomic_path(path) as tmp:
-        sf.write(str(tmp), data, sr, format=fmt, subtype=subtype)
+        sf.write(os.fsencode(tmp), data, sr, format=fmt, subtype=subtype)
     return path
 
 
@@ -308,8 +309,22 @@ def _check_exists(path: Path) -> None:
         raise VconvError(f"{path}: file not found")
     if path.is_dir():
         raise VconvError(f"{path}: is a directory, expected an audio file")
+    kind = _special_kind(path)
+    if kind:  # opening a FIFO blocks until a writer comes; a device can be endless: refused before opening
+        raise VconvError(f"{path}: is a {kind}, not a regular file")
     if not os.access(path, os.R_OK):
         raise VconvError(f"{path}: permission denied")
+
+
+def _special_kind(path: Path) -> str:
+    """``""`` for a regular file (or a link to one), else what it is: "FIFO", "device", "socket"."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return ""  # unreadable or vanished: the checks that follow say so
+    if stat.S_ISREG(mode):
+        return ""
+    return "FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special file"
 
 
 def _reason(exc: Exception) -> str:

@@ -34,7 +34,7 @@ class FileReader:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.sample_rate = audio_info(self.path).samplerate
-        self._file = sf.SoundFile(str(self.path))
+        self._file = sf.SoundFile(os.fsencode(self.path))
 
     def read(self, n: int) -> np.ndarray:
         data = self._file.read(n, dtype="float32", always_2d=True)
@@ -135,7 +135,7 @@ class FileWriter:
             raise VconvError(f"{self.path}: cannot write here ({exc.strerror or exc})") from None
         os.close(fd)
         self._tmp = Path(tmp)
-        self._file = sf.SoundFile(str(self._tmp), "w", sample_rate, 1, subtype=subtype, format=fmt)
+        self._file = sf.SoundFile(os.fsencode(self._tmp), "w", sample_rate, 1, subtype=subtype, format=fmt)
 
     def write(self, samples: np.ndarray) -> None:
         if samples.size:

@@ -8,6 +8,7 @@ file gives) into a scratch file of float32 samples, which is then read in place.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -45,7 +46,7 @@ class SpanReader:
         if self._raw is not None:
             return np.fromfile(self._raw, dtype=np.float32, count=stop - start, offset=4 * start)
         try:
-            data, _ = sf.read(str(self.path), start=start, stop=stop, dtype="float32", always_2d=True)
+            data, _ = sf.read(os.fsencode(self.path), start=start, stop=stop, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise VconvError(f"{self.path}: could not decode audio ({exc})") from None
         return downmix(data, self.path, allow_silent=True)
@@ -64,7 +65,7 @@ def resample_file(path: Path, raw: Path, rate: int) -> int:
     with open(raw, "wb") as out:
         for start in range(0, info.frames, block):
             stop = min(info.frames, start + block)
-            data, _ = sf.read(str(path), start=start, stop=stop, dtype="float32", always_2d=True)
+            data, _ = sf.read(os.fsencode(path), start=start, stop=stop, dtype="float32", always_2d=True)
             samples = stream.resample_chunk(downmix(data, path, allow_silent=True), last=stop >= info.frames)
             out.write(np.ascontiguousarray(samples, dtype=np.float32).tobytes())
             written += samples.size

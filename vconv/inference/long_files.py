@@ -11,6 +11,7 @@ output is what converting the whole file in memory gives (`tests/test_convert.py
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -47,7 +48,7 @@ def convert_long_file(converter: VoiceConverter, source: Path, target: TargetVoi
         if rate != converter.sample_rate:  # resampled in one streaming pass, then limited like convert_wav's output
             raw = _resample_raw(raw, converter.sample_rate, rate, Path(scratch) / "resampled.f32")
         gain = limit_peak_gain(max((float(np.abs(b).max()) for b in _raw_blocks(raw, rate)), default=0.0))
-        with atomic_path(dest) as tmp, sf.SoundFile(str(tmp), "w", rate, 1, subtype=subtype, format=fmt) as fh:
+        with atomic_path(dest) as tmp, sf.SoundFile(os.fsencode(tmp), "w", rate, 1, subtype=subtype, format=fmt) as fh:
             for block in _raw_blocks(raw, rate):
                 fh.write(np.clip(block * np.float32(gain), -1.0, 1.0))
     return reader.length / converter.sample_rate

@@ -13,6 +13,7 @@ naming both, rather than renaming one, so output names always follow one rule (`
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -25,11 +26,24 @@ from vconv.paths import check_distinct_outputs, check_not_inside, check_output_p
 EMBEDDING_EXTENSIONS = (".json", ".npy", ".npz")
 
 
-def audio_files(path: Path) -> list[Path]:
-    """``path`` itself if it is a file, else every audio file below it (sorted)."""
+def audio_files(path: Path, unreadable: list[BadFile] | None = None) -> list[Path]:
+    """``path`` itself if it is a file, else every entry with an audio extension below it (sorted).
+
+    Entries that are not regular files (a FIFO named ``x.wav``) are listed too: the header check refuses
+    them with their reason, rather than leaving them out unsaid. A subfolder that cannot be read is added to
+    ``unreadable`` when given (a batch goes on and reports it), else it is an error. Links to folders are
+    not followed (as before, with pathlib's rglob: a link cycle cannot loop).
+    """
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
-        if not files:
+        def refuse(err: OSError) -> None:
+            bad = BadFile(str(err.filename or path), f"unreadable folder ({err.strerror or err})")
+            if unreadable is None:
+                raise VconvError(f"{bad.path}: {bad.reason}")
+            unreadable.append(bad)
+
+        files = sorted(Path(root) / name for root, _, names in os.walk(path, onerror=refuse)
+                       for name in names if Path(name).suffix.lower() in AUDIO_EXTENSIONS)
+        if not files and not unreadable:
             raise VconvError(f"{path}: no audio files (.wav, .flac, .ogg) in this folder")
         return files
     if not path.exists():
@@ -75,7 +89,8 @@ def plan_conversions(
             raise VconvError(f"{out}: a folder source is converted into an output folder, not the file {out.name}")
         check_output_path(out, expect="folder", what="output folder")
         check_not_inside(out, source)
-        jobs = [(f, out / f.relative_to(source).with_suffix(".wav")) for f in audio_files(source)]
+        unreadable: list[BadFile] = []
+        jobs = [(f, out / f.relative_to(source).with_suffix(".wav")) for f in audio_files(source, unreadable)]
         single = False
     else:
         audio_files(source)
@@ -84,7 +99,7 @@ def plan_conversions(
         check_output_path(dest, extensions=AUDIO_EXTENSIONS)
         jobs, single = [(source, dest)], True
     check_distinct_outputs(jobs, [(r, "target reference") for r in refs])
-    plan = ConversionPlan([], refs, sample_rate=sample_rate, single=single)
+    plan = ConversionPlan([], refs, sample_rate=sample_rate, single=single, failed=[] if single else unreadable)
     for src, dest in jobs:
         bad = header_failure(src) or (BadFile(str(dest), "already exists; pass --force to overwrite") if dest.exists() and not force else None)
         if bad is not None and single:
