@@ -282,6 +282,7 @@ CLI_CASES = [
     Case("info-fifo", lambda w: ["info", w / "fifo.wav"], 1, ("fifo.wav", "is a FIFO")),
     Case("convert-newline-in-name", _convert("bad\nname.wav", "out.wav"), 1, ("bad\\nname.wav", "not a readable audio file")),
     Case("info-not-utf8-name", lambda w: ["info", w / os.fsdecode(b"bad\xffname.wav")], 1, ("bad\\xffname.wav", "not a readable")),
+    Case("convert-name-too-long", _convert("src.wav", "n" * 250 + ".wav"), 1, ("output file name too long", "temporary name")),
     Case("partial-convert-odd-folder", lambda w: ["convert", w / "odd", T, w / "tgt.wav", "-o", w / "out", "-m", w / "bundle",
                                                   "--no-progress"], 3, ("pipe.wav", "is a FIFO"), before_load=False),
     Case("partial-extract", _extract("skips.jsonl"), 3, ("silent.wav", "silent")),
@@ -460,3 +461,67 @@ def test_odd_names_convert_and_special_files_are_counted(world):
     assert "converted 3 file(s)" in result.stdout and "1 failed" in result.stdout
     made = sorted(p.name for p in (world / "out").iterdir())
     assert made == sorted(["a.wav", "new\nline.wav", os.fsdecode(b"latin\xe9.wav")])
+
+
+def test_a_folder_in_the_way_of_one_output_fails_that_file_only(world):
+    (world / "way2" / "a.wav").mkdir(parents=True)
+    result = CliRunner().invoke(app, ["convert", str(world / "odd"), "-t", str(world / "tgt.wav"), "-o", str(world / "way2"),
+                                      "-m", str(world / "bundle"), "--no-progress", "--force"])
+    assert result.exit_code == 3 and "converted 2 file(s)" in result.stdout
+    assert "way2/a.wav: output is an existing folder, expected a file name" in result.stderr
+    assert (world / "way2" / "a.wav").is_dir() and (world / "way2" / "new\nline.wav").is_file()
+
+
+def test_an_output_that_appears_meanwhile_is_not_replaced_without_force(tmp_path):
+    from vconv.fileio import atomic_path
+
+    dest = tmp_path / "out.wav"
+    with pytest.raises(VconvError, match="created by something else while this ran; pass --force"):
+        with atomic_path(dest, overwrite=False) as tmp:
+            tmp.write_bytes(b"ours")
+            dest.write_bytes(b"another process's")  # the other writer finished first
+    assert dest.read_bytes() == b"another process's" and sorted(p.name for p in tmp_path.iterdir()) == ["out.wav"]
+    with atomic_path(dest) as tmp:  # --force: replaced
+        tmp.write_bytes(b"ours")
+    assert dest.read_bytes() == b"ours"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/proc/mounts").exists(), reason="mounting a tiny tmpfs needs root (CI runs as root)")
+def test_a_full_disk_is_one_line_and_leaves_nothing(world, tmp_path):
+    import subprocess
+
+    full = tmp_path / "full"
+    full.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(full)], capture_output=True).returncode:
+        pytest.skip("this machine does not let us mount a tmpfs")
+    try:
+        result = CliRunner().invoke(app, ["convert", str(world / "src.wav"), "-t", str(world / "tgt.wav"),
+                                          "-o", str(full / "out.wav"), "-m", str(world / "bundle")])
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert "out.wav: no space left on the device" in result.stderr and result.stderr.strip().count("\n") == 0
+        assert list(full.iterdir()) == []  # no half-written output, no temporary file
+    finally:
+        subprocess.run(["umount", str(full)], check=False)
+
+
+@pytest.mark.slow
+def test_sigterm_removes_the_temporary_output(tmp_path):
+    """SIGTERM during a long conversion ends it like Ctrl-C: exit 143, no output and no temporary file left."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    speech, rate = sf.read(Path(__file__).resolve().parents[1] / "examples" / "source.wav", dtype="float32")
+    src = tmp_path / "long.wav"
+    sf.write(src, np.tile(speech, 150), rate)  # ~9 minutes: several seconds of work
+    out = tmp_path / "out" / "converted.wav"
+    target = Path(__file__).resolve().parents[1] / "examples" / "target.wav"
+    proc = subprocess.Popen([sys.executable, "-m", "vconv", "convert", str(src), "-t", str(target), "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (out.parent.exists() and list(out.parent.iterdir())) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)  # the temporary output exists once the last write has begun
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143, proc.stderr.read().decode()[-500:]
+    assert not out.exists() and (not out.parent.exists() or list(out.parent.iterdir()) == [])

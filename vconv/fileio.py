@@ -9,9 +9,11 @@ umask), not the private ``0o600`` of ``mkstemp``, so outputs are as shareable as
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,10 +30,13 @@ def default_mode(directory: bool = False) -> int:
 
 
 @contextmanager
-def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
+def atomic_path(path: str | Path, suffix: str | None = None, *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path in ``path``'s folder; on success rename it to ``path``, else delete it.
 
-    ``suffix`` defaults to the target's own (some writers pick the format from the extension).
+    ``suffix`` defaults to the target's own (some writers pick the format from the extension). With
+    ``overwrite=False`` the file is put in place only if ``path`` still does not exist (a hard link, which
+    fails rather than replaces): two processes writing the same output never silently replace each other.
+    Every failure, a full disk included, is a one-line VconvError.
     """
     path = Path(path)
     try:  # a folder that cannot be made or written is the user's to fix: one line, not a traceback
@@ -43,10 +48,37 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.chmod(tmp, default_mode())
-        os.replace(tmp, path)
+        _put_in_place(Path(tmp), path, overwrite)
+    except OSError as exc:
+        raise VconvError(f"{path}: {write_failure(path, exc)}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _put_in_place(tmp: Path, path: Path, overwrite: bool) -> None:
+    if path.is_dir():
+        raise VconvError(f"{path}: is a folder; an output file cannot replace it")
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # fails if the name exists: nothing is replaced
+    except FileExistsError:
+        raise VconvError(f"{path}: was created by something else while this ran; pass --force to overwrite") from None
+
+
+def write_failure(path: Path, exc: BaseException) -> str:
+    """Why writing ``path`` failed, in a few words: a full disk is named as such (libsndfile says only
+    "System error")."""
+    try:
+        full = shutil.disk_usage(path.parent).free < 1 << 20
+    except OSError:
+        full = False
+    if full or getattr(exc, "errno", None) == errno.ENOSPC:
+        return "no space left on the device"
+    reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"could not write ({reason})"
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

@@ -32,6 +32,22 @@ def absolute(path: str | Path) -> Path:
     return Path(os.path.realpath(os.path.abspath(path)))
 
 
+TEMP_NAME_EXTRA = 10  # what atomic writing adds to a name: "." + name + "." + 8 random characters
+
+
+def check_name_length(path: Path, what: str = "output") -> None:
+    """Refuse a file name too long for its folder once the temporary name it is written under is longer
+    still (checked before any work, not found after it)."""
+    try:
+        limit = os.pathconf(absolute(path).parent if absolute(path).parent.exists() else "/", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    size = len(os.fsencode(path.name))
+    if size + TEMP_NAME_EXTRA > limit:
+        raise VconvError(f"{path.name[:40]}...: {what} file name too long ({size} bytes; at most "
+                         f"{limit - TEMP_NAME_EXTRA} here, leaving room for the temporary name it is written under)")
+
+
 def check_output_path(
     path: str | Path, *, expect: Literal["file", "folder"] = "file", extensions: Sequence[str] | None = None,
     what: str = "output",
@@ -52,6 +68,8 @@ def check_output_path(
             raise VconvError(f"{path}: {what} is an existing folder, expected a file name")
         if expect == "folder" and not path.is_dir():
             raise VconvError(f"{path}: {what} is an existing file, expected a folder")
+    if expect == "file":
+        check_name_length(path, what)
     if expect == "file" and extensions is not None and path.suffix.lower() not in extensions:
         raise VconvError(f"{path}: unsupported {what} extension {path.suffix or '(none)'!r}; use {', '.join(extensions)}")
     folder = real if expect == "folder" else real.parent

@@ -25,7 +25,7 @@ import soundfile as sf
 import soxr
 
 from vconv.errors import VconvError
-from vconv.fileio import atomic_path
+from vconv.fileio import atomic_path, write_failure
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 SILENCE_PEAK = 1e-4  # below this peak (-80 dBFS) a file counts as silent
@@ -299,8 +299,11 @@ def save(path: str | Path, wav: np.ndarray, sr: int, *, force: bool = False, sub
         subtype = "VORBIS"
     check_sample_rate(sr, f"{path}: sample rate")
     data = np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0)
-    with atomic_path(path) as tmp:
-        sf.write(os.fsencode(tmp), data, sr, format=fmt, subtype=subtype)
+    with atomic_path(path, overwrite=force) as tmp:
+        try:
+            sf.write(os.fsencode(tmp), data, sr, format=fmt, subtype=subtype)
+        except (RuntimeError, OSError) as exc:  # libsndfile's errors (a full disk among them) are RuntimeErrors
+            raise VconvError(f"{path}: {write_failure(tmp, exc)}") from None
     return path
 
 

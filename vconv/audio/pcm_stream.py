@@ -22,7 +22,7 @@ import soundfile as sf
 
 from vconv.audio.io import audio_info, check_sample_rate, downmix
 from vconv.errors import VconvError
-from vconv.fileio import default_mode
+from vconv.fileio import default_mode, write_failure
 
 _PCM16 = 32768.0
 _UNKNOWN = 0xFFFFFFFF  # a RIFF/data size a streaming writer does not know yet
@@ -139,12 +139,19 @@ class FileWriter:
 
     def write(self, samples: np.ndarray) -> None:
         if samples.size:
-            self._file.write(np.clip(samples, -1.0, 1.0))
+            try:
+                self._file.write(np.clip(samples, -1.0, 1.0))
+            except (RuntimeError, OSError) as exc:  # a full disk among them
+                raise VconvError(f"{self.path}: {write_failure(self._tmp, exc)}") from None
 
     def close(self) -> None:
-        self._file.close()
-        os.chmod(self._tmp, default_mode())
-        os.replace(self._tmp, self.path)
+        try:
+            self._file.close()
+            os.chmod(self._tmp, default_mode())
+            os.replace(self._tmp, self.path)
+        except (RuntimeError, OSError) as exc:
+            self._tmp.unlink(missing_ok=True)
+            raise VconvError(f"{self.path}: {write_failure(self._tmp, exc)}") from None
 
     def abort(self) -> None:
         self._file.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -23,7 +24,7 @@ import soxr
 from vconv.audio.io import check_sample_rate, inspect_audio
 from vconv.audio.spans import BLOCK_SECONDS, SpanReader
 from vconv.errors import VconvError
-from vconv.fileio import atomic_path
+from vconv.fileio import atomic_path, write_failure
 from vconv.inference.converter import MIN_SECONDS, TargetVoice, VoiceConverter, limit_peak_gain
 
 _FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
@@ -37,7 +38,7 @@ def convert_long_file(converter: VoiceConverter, source: Path, target: TargetVoi
     fmt, subtype = _output_format(dest)
     check_sample_rate(rate, f"{dest}: sample rate")
     inspect_audio(source, min_seconds=MIN_SECONDS)  # NaN, silence, truncation...: checked in blocks
-    with tempfile.TemporaryDirectory(prefix="vconv-long-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="vconv-long-") as scratch, _scratch_errors(Path(scratch)):
         reader = SpanReader(source, converter.sample_rate, scratch)
         raw = Path(scratch) / "converted.f32"
         with open(raw, "wb") as out:
@@ -48,10 +49,24 @@ def convert_long_file(converter: VoiceConverter, source: Path, target: TargetVoi
         if rate != converter.sample_rate:  # resampled in one streaming pass, then limited like convert_wav's output
             raw = _resample_raw(raw, converter.sample_rate, rate, Path(scratch) / "resampled.f32")
         gain = limit_peak_gain(max((float(np.abs(b).max()) for b in _raw_blocks(raw, rate)), default=0.0))
-        with atomic_path(dest) as tmp, sf.SoundFile(os.fsencode(tmp), "w", rate, 1, subtype=subtype, format=fmt) as fh:
-            for block in _raw_blocks(raw, rate):
-                fh.write(np.clip(block * np.float32(gain), -1.0, 1.0))
+        with atomic_path(dest, overwrite=force) as tmp:
+            try:
+                with sf.SoundFile(os.fsencode(tmp), "w", rate, 1, subtype=subtype, format=fmt) as fh:
+                    for block in _raw_blocks(raw, rate):
+                        fh.write(np.clip(block * np.float32(gain), -1.0, 1.0))
+            except (RuntimeError, OSError) as exc:  # libsndfile's errors, a full disk among them
+                raise VconvError(f"{dest}: {write_failure(tmp, exc)}") from None
     return reader.length / converter.sample_rate
+
+
+@contextmanager
+def _scratch_errors(scratch: Path) -> Iterator[None]:
+    """A full or failing temporary folder while converting: one line naming it."""
+    try:
+        yield
+    except OSError as exc:
+        raise VconvError(f"{scratch.parent}: temporary folder: {write_failure(scratch, exc)} "
+                         "(set TMPDIR to a folder with room for a long conversion)") from None
 
 
 def _output_format(dest: Path) -> tuple[str, str]:

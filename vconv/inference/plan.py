@@ -60,6 +60,18 @@ def header_failure(path: Path) -> BadFile | None:
     return None
 
 
+def output_failure(dest: Path, force: bool) -> BadFile | None:
+    """None when ``dest`` can be written, else why not (a folder in its place, a name too long, an earlier
+    output without ``force``): one file of a batch, reported, not the end of the batch."""
+    try:
+        check_output_path(dest, extensions=AUDIO_EXTENSIONS)
+    except VconvError as exc:
+        return BadFile(str(dest), str(exc).split(": ", 1)[-1])
+    if dest.exists() and not force:
+        return BadFile(str(dest), "already exists; pass --force to overwrite")
+    return None
+
+
 @dataclass
 class ConversionPlan:
     """The checked jobs of one conversion run; ``failed`` are sources refused before any model work."""
@@ -101,7 +113,7 @@ def plan_conversions(
     check_distinct_outputs(jobs, [(r, "target reference") for r in refs])
     plan = ConversionPlan([], refs, sample_rate=sample_rate, single=single, failed=[] if single else unreadable)
     for src, dest in jobs:
-        bad = header_failure(src) or (BadFile(str(dest), "already exists; pass --force to overwrite") if dest.exists() and not force else None)
+        bad = header_failure(src) or output_failure(dest, force)
         if bad is not None and single:
             raise VconvError(f"{bad.path}: {bad.reason}")
         if bad is not None:
