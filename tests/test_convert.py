@@ -313,3 +313,21 @@ def test_memory_does_not_grow_with_the_source_length(tmp_path):
         peaks[seconds] = int(proc.stdout.split("PEAK")[1])
         assert sf.info(tmp_path / f"out{seconds}.wav").frames == seconds * rate
     assert peaks[300] < 1.10 * peaks[40], peaks
+
+
+@pytest.mark.slow
+def test_a_long_reference_is_read_only_as_far_as_it_is_used(tmp_path):
+    """A 10-minute target reference: its first two minutes make the voice (said in a note), memory stays
+    far below what reading it whole would take, and the conversion equals one with those two minutes."""
+    speech, rate = sf.read(EXAMPLES / "target.wav", dtype="float32")
+    long_ref = tmp_path / "long_target.wav"
+    sf.write(long_ref, np.tile(speech, int(np.ceil(600 * rate / speech.size)))[: 600 * rate], rate)
+    first = tmp_path / "first_two_minutes.wav"
+    sf.write(first, np.tile(speech, int(np.ceil(120 * rate / speech.size)))[: 120 * rate], rate)
+    result = invoke("convert", EXAMPLES / "source.wav", "-t", long_ref, "-o", tmp_path / "a.wav")
+    assert result.exit_code == 0, result.output
+    assert "long_target.wav: 10.0 min long; its first 120 s are used for the voice" in result.stderr
+    assert invoke("convert", EXAMPLES / "source.wav", "-t", first, "-o", tmp_path / "b.wav").exit_code == 0
+    a, _ = sf.read(tmp_path / "a.wav", dtype="int16")
+    b, _ = sf.read(tmp_path / "b.wav", dtype="int16")
+    assert np.abs(a.astype(np.int32) - b).max() <= 1

@@ -24,7 +24,7 @@ from typing import Any, List, Optional
 import typer
 
 from vconv.cli_artifacts import bundle_app, frontend_app
-from vconv.cli_common import EXIT_CODES_HELP, TARGET_MATCH_HELP, OneLineErrorsGroup, finish_batch, friendly_errors, split_list
+from vconv.cli_common import EXIT_CODES_HELP, TARGET_MATCH_HELP, OneLineErrorsGroup, finish_batch, friendly_errors, printable, split_list
 from vconv.cli_serve import serve
 from vconv.cli_stream import stream
 from vconv.errors import VconvError
@@ -236,7 +236,7 @@ def convert(
     report = convert_paths(converter, source, target, out, force=force, progress=progress, plan=plan)
     typer.echo(report.summary())
     for note in report.notes:
-        typer.echo(f"note: {note}", err=True)
+        typer.echo(f"note: {printable(note)}", err=True)
     finish_batch(len(report.converted), report.failed)
 
 
@@ -252,7 +252,7 @@ def embed(
 ) -> None:
     """Speaker embeddings (L2-normalised) per utterance and per speaker, from vconv's speaker encoder.
     Bad files are listed on stderr and skipped; exit code 3 when some failed, 1 when all did."""
-    from vconv.inference.batch import embed_paths
+    from vconv.inference.batch import embed_paths, long_reference_notes
     from vconv.inference.converter import load
     from vconv.inference.plan import plan_embeddings
 
@@ -270,6 +270,8 @@ def embed(
         typer.echo(f"{len(result.utterances)} utterance(s), {len(result.speakers)} speaker(s) -> {out}")
     if similarity:
         typer.echo(result.similarity_table())
+    for note in long_reference_notes([f for files in plan.groups.values() for f in files]):
+        typer.echo(f"note: {printable(note)}", err=True)
     finish_batch(len(result.utterances), result.failed)
 
 

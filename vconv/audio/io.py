@@ -138,8 +138,12 @@ def load(
     min_seconds: float = 0.0,
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
     allow_silent: bool = False,
+    first_seconds: float | None = None,
 ) -> tuple[np.ndarray, int]:
     """Read ``path`` as mono float32 ``[T]`` in [-1, 1] and resample to ``sample_rate`` (if given).
+
+    ``first_seconds``: read only the file's beginning (a speaker reference of an hour needs no more than a
+    few minutes; memory stays bounded); the checks below then apply to what was read.
 
     Returns ``(wav, sr)``. Raises :class:`VconvError` for a missing, unreadable, non-audio, empty,
     all-silent (unless ``allow_silent``), NaN/Inf-containing, too short (< ``min_seconds``) or too long
@@ -155,11 +159,12 @@ def load(
             f"{path}: {seconds / 60:.1f} min is longer than the {max_seconds / 60:.0f} min limit for reading a whole "
             "file here; split it into shorter files (`vconv convert` converts any length in chunks)"
         )
+    expected = info.frames if first_seconds is None else min(info.frames, int(first_seconds * info.samplerate))
     try:
-        data, sr = sf.read(os.fsencode(path), dtype="float32", always_2d=True)
+        data, sr = sf.read(os.fsencode(path), dtype="float32", always_2d=True, stop=expected)
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise VconvError(f"{path}: could not decode audio ({_reason(exc)}); the file is truncated or corrupt") from None
-    if data.shape[0] < info.frames:
+    if data.shape[0] < expected:
         raise VconvError(f"{path}: truncated (header says {info.frames / sr:.2f} s, file holds {data.shape[0] / sr:.2f} s)")
     wav = downmix(data, path, allow_silent=allow_silent)
     validate(wav, sr, path, min_seconds=min_seconds, allow_silent=allow_silent)

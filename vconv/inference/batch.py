@@ -21,7 +21,7 @@ from vconv.audio.io import audio_info, resample, save
 from vconv.data.manifest import BadFile
 from vconv.errors import VconvError
 from vconv.fileio import atomic_path
-from vconv.inference.converter import TargetVoice, VoiceConverter, limit_peak
+from vconv.inference.converter import MAX_REFERENCE_SECONDS, TargetVoice, VoiceConverter, limit_peak
 from vconv.inference.long_files import convert_long_file
 from vconv.inference.plan import ConversionPlan, EmbeddingPlan, plan_conversions, plan_embeddings
 
@@ -72,6 +72,7 @@ def convert_paths(
     skipped = converter.matching_skipped(target)
     if skipped:
         report.notes.append(skipped)
+    report.notes += long_reference_notes(plan.refs)
     start = time.perf_counter()
     rate = plan.sample_rate if plan.sample_rate is not None else converter.sample_rate
     jobs = plan.jobs
@@ -101,6 +102,17 @@ def convert_one(converter: VoiceConverter, src: Path, target: TargetVoice, dest:
         converted = limit_peak(resample(converted, converter.sample_rate, rate))
     save(dest, converted, rate, force=force)
     return wav.size / converter.sample_rate
+
+
+def long_reference_notes(paths: Sequence[Path]) -> list[str]:
+    """A note for each reference longer than :data:`MAX_REFERENCE_SECONDS`: only its beginning is used."""
+    notes = []
+    for path in paths:
+        info = audio_info(path)
+        if info.frames / info.samplerate > MAX_REFERENCE_SECONDS:
+            notes.append(f"{path}: {info.frames / info.samplerate / 60:.1f} min long; its first "
+                         f"{MAX_REFERENCE_SECONDS:.0f} s are used for the voice")
+    return notes
 
 
 def is_long(path: Path, rate: int, chunk_seconds: float = 20.0) -> bool:

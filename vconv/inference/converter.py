@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
 AudioInput = Union[str, Path, np.ndarray]
 MIN_SECONDS = 0.1  # the content encoder needs a few frames; 0.1 s is ~6 frames at hop 256
+MAX_REFERENCE_SECONDS = 120.0  # of a longer target reference (or file to embed) its first two minutes are used
 
 
 class VoiceConverter:
@@ -118,7 +119,14 @@ class VoiceConverter:
         refs = [refs] if isinstance(refs, (str, Path, np.ndarray)) else list(refs)
         if not refs:
             raise VconvError("at least one target reference is needed")
-        return [self.prepare_audio(r, sr, str(r) if not isinstance(r, np.ndarray) else "<array>") for r in refs]
+        return [self._reference_audio(r, sr) for r in refs]
+
+    def _reference_audio(self, ref: AudioInput, sr: int | None) -> np.ndarray:
+        """A reference at the model's rate: of a file, its first :data:`MAX_REFERENCE_SECONDS` only."""
+        if isinstance(ref, (str, Path)):
+            return load_audio(ref, self.sample_rate, min_seconds=MIN_SECONDS, max_seconds=None,
+                              first_seconds=MAX_REFERENCE_SECONDS)[0]
+        return self.prepare_audio(ref, sr, "<array>")
 
     def _embed_prepared(self, wavs: list[np.ndarray]) -> torch.Tensor:
         """Prepared waveforms → their average speaker embedding ``[1, S]``."""
