@@ -375,6 +375,19 @@ def test_stalled_uploads_and_idle_connections_do_not_stop_a_normal_request(tiny_
             assert answer.status_code == 200, answer.text
             assert time.perf_counter() - started < 10.0
             assert http.get("/api/info").json()["queue"]["admitted"] == 0  # the stalled uploads hold no queue place
+        extra = [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]  # past 100 from one address
+        time.sleep(0.5)
+        refused = 0
+        for sock in extra:
+            sock.settimeout(0.2)
+            try:
+                refused += sock.recv(1) == b""
+            except socket.timeout:
+                pass
+            except ConnectionResetError:
+                refused += 1
+            sock.close()
+        assert refused >= 40 - (100 - 69), f"only {refused} of the connections past the per-client limit were refused"
         time.sleep(11.0)  # past the server's deadline for a connection's first request
         silent = sockets[5:]
         closed = 0
@@ -391,3 +404,26 @@ def test_stalled_uploads_and_idle_connections_do_not_stop_a_normal_request(tiny_
             sock.close()
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_client_that_leaves_and_a_shutdown_mid_request_are_one_line_each(tiny_bundle):
+    import time
+
+    proc, url = _start_server(tiny_bundle)
+    port = int(url.rstrip("/").rsplit(":", 1)[1])
+    head = (b"POST /api/convert HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 500000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"source\"; filename=\"s.wav\"\r\n\r\nRIFF")
+    with socket.create_connection(("127.0.0.1", port)) as leaving:
+        leaving.sendall(head)
+        time.sleep(0.5)
+    time.sleep(0.5)
+    staying = socket.create_connection(("127.0.0.1", port))
+    staying.sendall(head)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    staying.close()
+    assert "Traceback" not in err, err
+    assert "the client disconnected before the request was complete" in err
+    assert "cut short by the server's shutdown" in err

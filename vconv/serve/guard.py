@@ -7,6 +7,8 @@
   then a loopback name). Browsers say where such a request comes from: a request that changes state
   (anything but GET, HEAD, OPTIONS) whose ``Origin`` (or, without one, ``Referer``) is not this server's own
   address is refused with 403. Programs that send neither (curl, scripts) are local already and pass.
+- **Endings.** A client that disconnects mid-request, and a request cut short by the server's shutdown, are
+  one line in the log, not a traceback.
 - **Content-Security-Policy.** The page may load scripts, styles, images and media from this server
   only (plus ``data:``/``blob:`` for recorded audio): it cannot fetch anything from the internet, which
   also guarantees it works offline. Framing by other sites is refused.
@@ -14,13 +16,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Iterable, Optional
 from urllib.parse import urlsplit
 
 from starlette.datastructures import MutableHeaders
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+log = logging.getLogger("vconv.serve")
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
@@ -94,4 +100,9 @@ class GuardMiddleware:
             response = JSONResponse({"error": "cross-site request refused: use the page `vconv serve` serves"}, status_code=403)
             await response(scope, receive, send_with_headers)
             return
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except ClientDisconnect:  # nobody is left to answer: one line in the log, not a traceback
+            log.warning("%s %s: the client disconnected before the request was complete", scope.get("method"), scope.get("path"))
+        except asyncio.CancelledError:  # the server is stopping and this request did not finish in time
+            log.warning("%s %s: cut short by the server's shutdown", scope.get("method"), scope.get("path"))

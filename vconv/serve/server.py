@@ -19,6 +19,7 @@ from vconv.serve.guard import LOOPBACK_NAMES
 MAX_CONNECTIONS = 256
 BACKLOG = 128
 REQUEST_START_TIMEOUT = 10.0  # seconds a new connection has to send a whole request head, else it is closed
+MAX_CONNECTIONS_PER_CLIENT = 100  # one address's connections at once; more are closed at once
 
 
 @dataclass
@@ -72,15 +73,29 @@ def make_server(app, listener: Listener, log_level: str = "warning"):
 
 
 def _protocol_closing_silent_connections():
-    """uvicorn's h11 protocol, plus a deadline from the moment a connection opens to its first request head:
-    uvicorn times out idle keep-alive connections only after a response, so a client that connects and sends
-    nothing (or trickles a header a byte at a time) would otherwise hold its connection for ever."""
+    """uvicorn's h11 protocol, plus a deadline from the moment a connection opens to its first request head
+    (uvicorn times out idle keep-alive connections only after a response, so a client that connects and sends
+    nothing, or trickles a header a byte at a time, would otherwise hold its connection for ever) and at most
+    :data:`MAX_CONNECTIONS_PER_CLIENT` connections per client address."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    per_client: dict[str, int] = {}
 
     class ClosingSilentConnections(H11Protocol):
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
+            self._address = (self.client or ("?",))[0]
+            per_client[self._address] = per_client.get(self._address, 0) + 1
+            if per_client[self._address] > MAX_CONNECTIONS_PER_CLIENT:  # refused quickly: closed, not queued
+                transport.close()
+                return
             self.loop.call_later(REQUEST_START_TIMEOUT, self._close_if_no_request)
+
+        def connection_lost(self, exc) -> None:
+            per_client[self._address] -= 1
+            if not per_client[self._address]:
+                del per_client[self._address]
+            super().connection_lost(exc)
 
         def _close_if_no_request(self) -> None:
             if self.cycle is None and not self.transport.is_closing():

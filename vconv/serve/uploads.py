@@ -174,6 +174,9 @@ async def receive_uploads(request: Request, folder: Path, limits: ServeLimits) -
             parser.finalize()
     except (MultipartParseError, ValueError) as exc:
         raise UploadError(400, f"malformed multipart upload ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    except OSError as exc:  # the server's temporary folder is full or gone: the client's answer, the log's line
+        raise UploadError(507, f"the server could not store the upload ({exc.strerror or type(exc).__name__}); "
+                               "try again later") from None
     finally:
         writer.close()
     if error is not None:
