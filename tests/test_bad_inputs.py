@@ -525,3 +525,25 @@ def test_sigterm_removes_the_temporary_output(tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 143, proc.stderr.read().decode()[-500:]
     assert not out.exists() and (not out.parent.exists() or list(out.parent.iterdir()) == [])
+
+
+def test_an_unreadable_subfolder_is_reported_not_skipped(world, monkeypatch):
+    """A subfolder the user cannot read is a listed failure (exit 3), the rest converts. (As root every folder
+    is readable, so the walk is told that one is not, as the kernel tells a normal user.)"""
+    import vconv.inference.plan as plan
+
+    (world / "odd" / "locked").mkdir()
+    real_walk = os.walk
+
+    def walk(top, onerror=None, **kwargs):
+        for root, dirs, files in real_walk(top, onerror=onerror, **kwargs):
+            if "locked" in dirs:
+                dirs.remove("locked")
+                onerror(PermissionError(13, "Permission denied", str(Path(root) / "locked")))
+            yield root, dirs, files
+
+    monkeypatch.setattr(plan.os, "walk", walk)
+    result = CliRunner().invoke(app, ["convert", str(world / "odd"), "-t", str(world / "tgt.wav"), "-o", str(world / "out"),
+                                      "-m", str(world / "bundle"), "--no-progress"])
+    assert result.exit_code == 3 and "converted 3 file(s)" in result.stdout
+    assert "odd/locked: unreadable folder (Permission denied)" in result.stderr
