@@ -225,12 +225,16 @@ def extract_features(
     bar.close()
     report.wall_seconds = time.perf_counter() - start
     if write_stats:
-        # files that failed (listed in the report) simply do not count
-        done = [feature_path(out_dir, u) for u in stats_utterances]
-        stats = compute_stats(load_features(p) for p in done if p.is_file())
-        payload = {"feature_config": cfg.to_dict(), **stats.to_dict()}
-        write_text_atomic(out_dir / STATS_FILE, json.dumps(payload) + "\n")
+        _write_stats(out_dir, cfg, stats_utterances)
     return report
+
+
+def _write_stats(out_dir: Path, cfg: FeatureConfig, utterances: list[Utterance]) -> None:
+    """``stats.json`` from the features of ``utterances`` (files that failed, listed in the report, do not count)."""
+    done = [feature_path(out_dir, u) for u in utterances]
+    stats = compute_stats(load_features(p) for p in done if p.is_file())
+    payload = {"feature_config": cfg.to_dict(), **stats.to_dict()}
+    write_text_atomic(out_dir / STATS_FILE, json.dumps(payload) + "\n")
 
 
 def check_same_settings(out_dir: Path, cfg: FeatureConfig, *, force: bool = False) -> None:
