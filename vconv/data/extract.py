@@ -131,6 +131,9 @@ def _die_with_parent(parent: int) -> None:
     """Make this worker end when the process that started it does, however that one ends (a killed
     ``vconv extract -j N`` must not leave N workers extracting into its folder). Linux only: the kernel
     sends the worker SIGTERM when its parent dies (``prctl(PR_SET_PDEATHSIG)``)."""
+    # a forked worker inherits the CLI's SIGTERM handler, which raises SystemExit; the pool's worker loop
+    # catches that as a task's failure and goes on: the default action (end the process) is what is meant here
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
