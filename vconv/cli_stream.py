@@ -1,4 +1,5 @@
-"""`vconv stream`: live conversion from a file or a pipe to a file or a pipe (:mod:`vconv.inference.streaming`).
+"""`vconv stream`: live conversion from a file, a pipe or a microphone to a file, a pipe or a loudspeaker
+(:mod:`vconv.inference.streaming`; the devices: :mod:`vconv.audio.live`).
 
 Everything the user gave is checked (the input opened, the output's place, the target references) before
 the model loads; the algorithmic latency is printed once at the start and the compute per block when the
@@ -21,7 +22,7 @@ STDIO = Path("-")
 
 @friendly_errors
 def stream(
-    target: List[Path] = typer.Option(..., "--target", "-t", help="Target speaker reference (a file); repeat to average several."),
+    target: List[Path] = typer.Option([], "--target", "-t", help="Target speaker reference (a file); repeat to average several."),
     input_path: Path = typer.Option(STDIO, "--input", "-i", help="Audio file to stream from, or - for standard input (a WAV stream, or headerless PCM with --raw)."),
     output: Path = typer.Option(STDIO, "--output", "-o", help="Output .wav/.flac/.ogg file, or - for standard output (a WAV stream, or headerless PCM with --raw)."),
     block_ms: float = typer.Option(80.0, "--block-ms", min=16.0, max=2000.0, help="Block length in ms (rounded to whole 16 ms hops); the latency is the block plus the look-ahead."),
@@ -34,6 +35,9 @@ def stream(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle name or folder; default: the shipped model."),
     target_match: str = typer.Option("meanstd", "--target-match", help=TARGET_MATCH_HELP),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
+    input_device: Optional[str] = typer.Option(None, "--input-device", help="Capture from a microphone instead: its number or part of its name in --list-devices, or 'default' (needs vconv[live])."),
+    output_device: Optional[str] = typer.Option(None, "--output-device", help="Play on a loudspeaker instead of writing: its number or part of its name, or 'default' (needs vconv[live])."),
+    list_devices: bool = typer.Option(False, "--list-devices", help="List the audio devices (needs vconv[live]) and exit."),
 ) -> None:
     """Convert a stream as it comes, block by block, with bounded latency: from a file or standard input, to a file
     or standard output. Prints the latency at the start and the compute per block (p50/p95/p99) and deadline
@@ -41,21 +45,31 @@ def stream(
     from vconv.audio.io import inspect_audio
     from vconv.inference.target_match import check_mode
 
+    if list_devices:
+        from vconv.audio.live import list_devices as devices
+
+        typer.echo(devices())
+        return
+    if not target:
+        raise VconvError("give the target voice: --target REF.wav (repeat for several references)")
     check_mode(target_match, "--target-match")
-    if raw and input_path == STDIO and sample_rate is None:
+    _check_sources(input_path, output, input_device, output_device, raw, realtime)
+    if raw and input_path == STDIO and sample_rate is None and input_device is None:
         raise VconvError("--raw input needs --sample-rate N (headerless PCM does not say its rate)")
-    reader = _open_reader(input_path, raw, sample_rate, channels)
+    for ref in target:  # before the model loads or a device opens
+        inspect_audio(ref)
+    reader = _open_reader(input_path, raw, sample_rate, channels, input_device)
     if sample_rate is not None and sample_rate != reader.sample_rate:
         raise VconvError(f"--sample-rate {sample_rate}: {input_path} is {reader.sample_rate} Hz, and the output keeps the input's rate")
-    for ref in target:  # before the model loads
-        inspect_audio(ref)
-    writer = _open_writer(output, raw, reader.sample_rate, force)
+    writer = _open_writer(output, raw, reader.sample_rate, force, output_device)
     try:
         report, converter_stream = _run(target, reader, writer, model, target_match, block_ms, lookahead_ms,
                                         context_ms, realtime)
     except BaseException:
         writer.abort()
         raise
+    finally:
+        getattr(reader, "close", lambda: None)()
     typer.echo(report.summary(1000 * converter_stream.block / converter_stream.model_rate), err=True)
 
 
@@ -72,9 +86,30 @@ def _run(target: List[Path], reader: Any, writer: Any, model: Optional[str], tar
     return run_stream(live, reader, writer, realtime=realtime), live
 
 
-def _open_reader(path: Path, raw: bool, sample_rate: Optional[int], channels: int) -> Any:
+def _check_sources(input_path: Path, output: Path, input_device: Optional[str], output_device: Optional[str],
+                   raw: bool, realtime: bool) -> None:
+    """One input and one output: a device excludes a file or pipe on the same side."""
+    if input_device is not None and input_path != STDIO:
+        raise VconvError("give either --input or --input-device, not both")
+    if output_device is not None and output != STDIO:
+        raise VconvError("give either --output or --output-device, not both")
+    if input_device is not None and realtime:
+        raise VconvError("--realtime paces a file; a microphone keeps its own pace")
+    if raw and input_device is not None and output_device is not None:
+        raise VconvError("--raw is for standard input/output; with two devices there is neither")
+
+
+def _device(spec: Optional[str]) -> Optional[str]:
+    return None if spec in (None, "default") else spec
+
+
+def _open_reader(path: Path, raw: bool, sample_rate: Optional[int], channels: int, device: Optional[str] = None) -> Any:
     from vconv.audio.pcm_stream import FileReader, RawReader, WavPipeReader
 
+    if device is not None:
+        from vconv.audio.live import DeviceReader
+
+        return DeviceReader(_device(device), sample_rate)
     if path != STDIO:
         if raw:
             raise VconvError("--raw is for standard input/output; an input file is read by its own header")
@@ -85,9 +120,13 @@ def _open_reader(path: Path, raw: bool, sample_rate: Optional[int], channels: in
     return WavPipeReader(sys.stdin.buffer)
 
 
-def _open_writer(path: Path, raw: bool, sample_rate: int, force: bool) -> Any:
+def _open_writer(path: Path, raw: bool, sample_rate: int, force: bool, device: Optional[str] = None) -> Any:
     from vconv.audio.pcm_stream import FileWriter, RawWriter, WavPipeWriter
 
+    if device is not None:
+        from vconv.audio.live import DeviceWriter
+
+        return DeviceWriter(_device(device), sample_rate)
     if path != STDIO:
         return FileWriter(path, sample_rate, force=force)
     return RawWriter(sys.stdout.buffer) if raw else WavPipeWriter(sys.stdout.buffer, sample_rate)

@@ -45,6 +45,7 @@ from vconv.inference.target_match import (
 )
 
 if TYPE_CHECKING:
+    from vconv.models.vc import VoiceConversionModel
     from vconv.inference.streaming import StreamConverter
 
 AudioInput = Union[str, Path, np.ndarray]
@@ -74,6 +75,7 @@ class VoiceConverter:
         check_compatible(self.features, self.vocoder)
         self.vocoder = self.vocoder.to(self.device).eval()
         self.target_match = check_mode(target_match)
+        self._stream_twin: "VoiceConversionModel | None | bool" = False  # False: not looked for yet
 
     @property
     def sample_rate(self) -> int:
@@ -158,22 +160,36 @@ class VoiceConverter:
 
     # ------------------------------------------------------------------------------------ conversion
 
+    def stream_twin(self) -> VoiceConversionModel | None:
+        """The bundle's causal twin (:mod:`vconv.bundles.stream_twin`), loaded on first use, or None."""
+        if self._stream_twin is False:
+            from vconv.bundles.stream_twin import load_stream_twin
+
+            self._stream_twin = load_stream_twin(self.info.path, self.info.model_config, self.device)
+        return self._stream_twin if self._stream_twin is not True else None
+
     def stream(self, target: TargetVoice | Sequence[AudioInput] | AudioInput, *, block_ms: float = 80.0,
                lookahead_ms: float = 64.0, context_ms: float = 1500.0, crossfade_ms: float = 32.0,
-               vocoder_passes: bool = True, sample_rate: int | None = None, sr: int | None = None) -> "StreamConverter":
+               vocoder_passes: bool = True, sample_rate: int | None = None, sr: int | None = None,
+               twin: bool | None = None) -> "StreamConverter":
         """A live converter to ``target`` (references, prepared once, or a :class:`TargetVoice`): ``push(pcm) ->
         pcm`` any number of samples at a time, ``flush()`` for the rest (:mod:`vconv.inference.streaming`).
 
         ``sample_rate``: the stream's audio rate (default the model's); ``sr``: the rate of numpy references.
         Latency (``.latency_ms``): the block plus the look-ahead, each rounded to whole mel hops. ``vocoder_passes``:
-        the neural vocoder's post-processing on every block, as offline (on by default).
+        the neural vocoder's post-processing on every block, as offline (on by default). ``twin``: run the
+        bundle's causal twin (default: when the bundle ships one; ``True`` for a bundle without one is an error),
+        or ``False`` for the offline model on each window.
         """
         from vconv.inference.streaming import StreamConverter, StreamSettings
 
         prepared = target if isinstance(target, TargetVoice) else self.target_voice(target, sr)
         settings = StreamSettings(block_ms=block_ms, lookahead_ms=lookahead_ms, crossfade_ms=crossfade_ms, context_ms=context_ms,
                                   vocoder_passes=vocoder_passes)
-        return StreamConverter(self, prepared, settings, sample_rate=sample_rate)
+        model = self.stream_twin() if twin is not False else None
+        if twin and model is None:
+            raise VconvError(f"{self.info.path}: this bundle has no causal twin for streaming (docs/STREAMING.md)")
+        return StreamConverter(self, prepared, settings, sample_rate=sample_rate, model=model)
 
     def matching_skipped(self, target: TargetVoice) -> str | None:
         """Why this converter's matching mode cannot match onto ``target`` (one line), or ``None`` when it can.

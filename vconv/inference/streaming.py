@@ -42,6 +42,7 @@ from vconv.inference.target_match import SPEECH_RANGE_NATS, SpectrumStats, loud_
 
 if TYPE_CHECKING:  # the converter makes streams (VoiceConverter.stream): a type here, not an import
     from vconv.inference.converter import VoiceConverter
+    from vconv.models.vc import VoiceConversionModel
 
 MAX_BLOCKS_TIMED = 90_000
 VOCODER_MARGIN_FRAMES = 32  # frames rendered before the emitted ones: the neural vocoder's receptive field is ±24
@@ -122,13 +123,19 @@ class StreamConverter:
     """
 
     def __init__(self, converter: "VoiceConverter", target: TargetVoice, settings: StreamSettings = StreamSettings(),
-                 sample_rate: int | None = None) -> None:
+                 sample_rate: int | None = None, model: "VoiceConversionModel | None" = None) -> None:
         self.converter, self.target, self.settings = converter, target, settings
+        # the bundle's causal twin (vconv.models.causal) when given, else the offline model on each window
+        self.model = model if model is not None else converter.model
         self.model_rate = converter.sample_rate
         self.sample_rate = check_sample_rate(self.model_rate if sample_rate is None else sample_rate, "stream sample rate")
         self.hop = converter.features.hop_length
         self.block, self.lookahead, self.crossfade, self.context = settings.samples(self.hop, self.model_rate)
         self.latency_ms = settings.latency_ms(self.hop, self.model_rate)
+        layout = getattr(self.model, "causal_layout", None)
+        if layout is not None and self.lookahead < layout.lookahead_frames * self.hop:
+            raise VconvError(f"stream look-ahead: this bundle's causal twin reads {layout.lookahead_frames * self.hop * 1000 // self.model_rate} ms "
+                             f"ahead; give --lookahead-ms of at least that")
         self.times = BlockTimes()
         self._inbound = self._resampler(self.sample_rate, self.model_rate)
         self._outbound = self._resampler(self.model_rate, self.sample_rate)
@@ -205,7 +212,7 @@ class StreamConverter:
     def _convert_window(self, window: np.ndarray, lead: int, keep: int) -> np.ndarray:
         """Samples ``[lead, lead + keep)`` of ``window``, converted: front-end -> model -> matching -> vocoder."""
         conv, target = self.converter, self.target
-        converted = conv.model.convert(conv.frontend.content_input(window), embedding=target.embedding,
+        converted = self.model.convert(conv.frontend.content_input(window), embedding=target.embedding,
                                        reference=target.reference)
         log_mel = conv.frontend.denormalize(converted.float())  # [1, n_mels, F], frame j centred at j*hop
         first_new = lead // self.hop  # the block's own frames join the running statistics: those that are

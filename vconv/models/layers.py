@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConvBlock", "AdaIN", "GradientReversal", "grad_reverse", "make_activation"]
+__all__ = ["ConvBlock", "AdaIN", "causal_stats", "GradientReversal", "grad_reverse", "make_activation"]
 
 
 def make_activation(name: str) -> nn.Module:
@@ -85,6 +85,24 @@ class ConvBlock(nn.Module):
         return y
 
 
+def causal_stats(x: torch.Tensor, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frame mean and (biased) variance over the last ``frames`` frames up to and including each frame.
+
+    ``x [B, C, T] -> (mean [B, C, T], var [B, C, T])``; frame ``t`` pools ``x[..., max(0, t - frames + 1) : t + 1]``.
+    Computed with running sums in float64 (exact enough whatever ``T``), then cast back.
+    """
+    x64 = x.double()
+    sums = torch.cumsum(x64, -1)
+    squares = torch.cumsum(x64 * x64, -1)
+    if x.shape[-1] > frames:  # drop what slid out of the window: the sum up to t minus the sum up to t - frames
+        sums = torch.cat([sums[..., :frames], sums[..., frames:] - sums[..., :-frames]], -1)
+        squares = torch.cat([squares[..., :frames], squares[..., frames:] - squares[..., :-frames]], -1)
+    count = torch.arange(1, x.shape[-1] + 1, device=x.device, dtype=torch.float64).clamp(max=frames)
+    mean = sums / count
+    var = (squares / count - mean * mean).clamp_min(0.0)
+    return mean.to(x.dtype), var.to(x.dtype)
+
+
 class AdaIN(nn.Module):
     """Adaptive instance normalisation driven by an embedding.
 
@@ -103,6 +121,9 @@ class AdaIN(nn.Module):
         self.channels = channels
         self.eps = eps
         self.affine = nn.Linear(embed_dim, 2 * channels)
+        # the causal twin (vconv.models.causal) takes the statistics over the last `causal_frames` frames
+        # up to each frame instead of over the whole input
+        self.causal_frames: int | None = None
         nn.init.normal_(self.affine.weight, std=0.02)
         nn.init.zeros_(self.affine.bias)
 
@@ -113,8 +134,11 @@ class AdaIN(nn.Module):
 
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         """``x [B, C, T], e [B, S] -> [B, C, T]`` with channel mean β and std ``|γ|``."""
-        mean = x.mean(dim=-1, keepdim=True)
-        var = x.var(dim=-1, keepdim=True, unbiased=False)
+        if self.causal_frames is not None:
+            mean, var = causal_stats(x, self.causal_frames)
+        else:
+            mean = x.mean(dim=-1, keepdim=True)
+            var = x.var(dim=-1, keepdim=True, unbiased=False)
         normed = (x - mean) * torch.rsqrt(var + self.eps)
         gamma, beta = self.style(e)
         return normed * gamma + beta

@@ -221,17 +221,18 @@ def build_model(cfg: ModelConfig) -> VoiceConversionModel:
     model has no classifier parameters and ``speaker_logits`` is None. A config whose model would exceed
     the parameter budget (:mod:`vconv.models.budget`) is refused before anything is allocated.
     """
-    return build_within_budget(lambda: _build(cfg), "model config")
+    return build_within_budget(lambda: build_model_unchecked(cfg), "model config")
 
 
 def load_model(cfg: ModelConfig, state: Mapping[str, torch.Tensor], what: str) -> VoiceConversionModel:
     """The model of ``cfg`` holding the weights ``state``, assigned in place (nothing initialised that is
     then overwritten; :mod:`vconv.skeleton`); a mismatch is a one-line VconvError naming ``what``."""
-    return load_network(lambda: _build(cfg), state, what)
+    return load_network(lambda: build_model_unchecked(cfg), state, what)
 
 
-def _build(cfg: ModelConfig) -> VoiceConversionModel:
-    """Each part from its own settings; the two front-end parts say what the encoders read."""
+def build_model_unchecked(cfg: ModelConfig) -> VoiceConversionModel:
+    """The model of ``cfg`` without the budget check: for callers that build under one themselves
+    (:func:`vconv.models.budget.load_network`). Each part from its own settings; the two front-end parts say what the encoders read."""
     from vconv.frontends import model_parts
 
     content_input, speaker_input = model_parts(cfg)

@@ -1,0 +1,73 @@
+"""A bundle's causal twin: the model :func:`vc.stream <vconv.inference.converter.VoiceConverter.stream>` runs.
+
+``stream_model.safetensors`` sits beside the model's weights; the bundle's ``config.json`` records its sha256
+and, under ``"stream_twin"``, its layout (:class:`vconv.models.causal.CausalLayout`) and training steps. A
+bundle without one streams with its offline model (whose last frames depend on input not yet arrived:
+docs/STREAMING.md). Offline conversion never reads the twin.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from vconv.bundles.format import CONFIG_FILE, read_bundle_config, read_bundle_info
+from vconv.config import ModelConfig
+from vconv.errors import VconvError
+from vconv.fileio import atomic_path, load_weights, sha256_of, write_text_atomic
+from vconv.models.causal import CausalLayout, load_causal_model
+from vconv.models.vc import VoiceConversionModel
+
+TWIN_WEIGHTS = "stream_model.safetensors"
+TWIN_KEY = "stream_twin"
+
+
+def twin_layout(config: dict[str, Any]) -> CausalLayout | None:
+    """The layout ``config.json`` records for the bundle's twin, or None when it has none."""
+    section = config.get(TWIN_KEY)
+    if section is None:
+        return None
+    try:
+        layout = CausalLayout(int(section["lookahead_frames"]), int(section["norm_frames"]))
+    except (TypeError, KeyError, ValueError) as exc:
+        raise VconvError(f"config.json: {TWIN_KEY} needs integer lookahead_frames and norm_frames ({exc})") from None
+    if not (0 <= layout.lookahead_frames <= 64 and 1 <= layout.norm_frames <= 100_000):
+        raise VconvError(f"config.json: {TWIN_KEY} out of range: {layout.to_dict()}")
+    return layout
+
+
+def attach_stream_twin(bundle_dir: str | Path, weights: str | Path, *, steps: int | None = None) -> Path:
+    """Copy the twin ``weights`` (what :func:`vconv.training.stream_student.distill` wrote; its header holds
+    the layout) into ``bundle_dir`` as float16 and record it in ``config.json`` (written last)."""
+    bundle_dir, weights = Path(bundle_dir), Path(weights)
+    config = read_bundle_config(bundle_dir)
+    from safetensors import safe_open
+
+    with safe_open(str(weights), "pt") as handle:
+        meta = handle.metadata() or {}
+    layout = CausalLayout(int(meta["lookahead_frames"]), int(meta["norm_frames"]))
+    state = {k: v.half() if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}
+    load_causal_model(read_bundle_info(bundle_dir).model_config, layout, {k: v.float() for k, v in state.items()},
+                      str(weights))  # it must fit the bundle's model
+    with atomic_path(bundle_dir / TWIN_WEIGHTS) as tmp:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "vconv-causal-twin"})
+        digest = sha256_of(tmp)
+    config.setdefault("sha256", {})[TWIN_WEIGHTS] = digest
+    config[TWIN_KEY] = {**layout.to_dict(), "steps": int(steps if steps is not None else meta.get("step", 0))}
+    write_text_atomic(bundle_dir / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+    return bundle_dir
+
+
+def load_stream_twin(bundle_dir: str | Path, model_config: ModelConfig, device: str | torch.device = "cpu") -> VoiceConversionModel | None:
+    """The bundle's causal twin (digest-checked, float32, eval mode), or None when the bundle has none."""
+    config = read_bundle_config(bundle_dir)
+    layout = twin_layout(config)
+    if layout is None:
+        return None
+    state = load_weights(bundle_dir, TWIN_WEIGHTS, config, float32=True)
+    twin = load_causal_model(model_config, layout, state, f"{bundle_dir}/{TWIN_WEIGHTS}")
+    return twin.to(device).eval()
