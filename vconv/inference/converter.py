@@ -45,8 +45,8 @@ from vconv.inference.target_match import (
 )
 
 if TYPE_CHECKING:
-    from vconv.models.vc import VoiceConversionModel
     from vconv.inference.streaming import StreamConverter
+    from vconv.models.vc import VoiceConversionModel
 
 AudioInput = Union[str, Path, np.ndarray]
 MIN_SECONDS = 0.1  # the content encoder needs a few frames; 0.1 s is ~6 frames at hop 256
