@@ -64,20 +64,36 @@ def server_url():
     assert not app.state.upload_root.exists(), "the upload folder outlived the server"
 
 
-@pytest.fixture
-def browser():
+def _chromium(*extra: str):
     from selenium import webdriver
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--mute-audio",
                 "--window-size=1280,900", "--hide-scrollbars", "--force-device-scale-factor=1",
-                # a fake microphone (a beeping tone), granted without a prompt, for the recording test
-                "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"):
+                # a fake microphone (a beeping tone, or a wav with --use-file-for-fake-audio-capture), granted
+                # without a prompt
+                "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream", *extra):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console errors, e.g. a CSP violation
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
     driver.set_page_load_timeout(30)
+    return driver
+
+
+@pytest.fixture
+def browser():
+    driver = _chromium()
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def speaking_browser():
+    """Chromium whose microphone speaks the shipped source (looped)."""
+    driver = _chromium(f"--use-file-for-fake-audio-capture={EXAMPLES / 'source.wav'}")
     try:
         yield driver
     finally:
@@ -158,6 +174,59 @@ def test_recording_in_the_browser_uploads_a_wav(server_url, browser):
     wait.until(lambda d: d.execute_script("return document.getElementById('player').readyState") >= 1)
     seconds = browser.execute_script("return document.getElementById('player').duration")
     assert 1.0 < seconds < 3.0  # about the 1.5 s recorded
+
+
+def test_live_mode_streams_the_microphone_in_the_target_voice(server_url, speaking_browser):
+    """Start live with the fake microphone speaking the source: converted speech arrives and plays, the latency
+    is shown, and a second session (one worker) and an oversized target upload are refused."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser = speaking_browser
+    browser.get(server_url)
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda d: d.find_element(By.ID, "model").text not in ("", "…"))
+    browser.find_element(By.ID, "target-file").send_keys(str(EXAMPLES / "target.wav"))
+    browser.find_element(By.ID, "live-toggle").click()
+    WebDriverWait(browser, 60).until(lambda d: d.execute_script("return window.vconvLive.received / Math.max(1, window.vconvLive.rate)") > 3.0,
+                                     "no converted audio arrived: " + browser.find_element(By.ID, "live-status").text)
+    assert browser.find_element(By.ID, "live-latency").text == "144 ms"
+    measured = browser.execute_script("return window.vconvLive.latencyMs")
+    assert 100 < measured < 2000, measured
+
+    # the server's limits hold while the session is open: its one worker is taken, uploads are still bounded
+    second = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "const ws = new WebSocket(`ws://${location.host}/api/live?target=${'0'.repeat(32)}&rate=48000`);"
+        "ws.onclose = (e) => done([e.code, e.reason]);")
+    assert second[0] == 1008  # an unknown target is refused before the queue is asked
+    target = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1]; const f = new FormData();"
+        "f.append('target', new Blob([new Uint8Array(25 * 1024 * 1024)]), 't.wav');"
+        "fetch('/api/target', {method: 'POST', body: f}).then((r) => done(r.status));")
+    assert target == 413
+    busy = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1]; const f = new FormData();"
+        "f.append('target', document.getElementById('target-file').files[0]);"
+        "fetch('/api/target', {method: 'POST', body: f}).then((r) => r.json()).then((b) => {"
+        "  const ws = new WebSocket(`ws://${location.host}/api/live?target=${b.target}&rate=48000`);"
+        "  ws.onclose = (e) => done([e.code, e.reason, b]); });")
+    assert busy[:2] == [1013, "busy, retry"], busy
+
+    browser.find_element(By.ID, "live-toggle").click()  # stop: the server flushes and closes
+    wait.until(lambda d: d.execute_script("return window.vconvLive.closed") is not None)
+    assert browser.execute_script("return window.vconvLive.closed.code") == 1000
+    rate, captured, output = browser.execute_script(
+        "const s = window.vconvLive; const flat = (l) => Array.from(l.reduce((a, b) => { const c = new Float32Array(a.length + b.length);"
+        " c.set(a); c.set(b, a.length); return c; }, new Float32Array(0))); return [s.rate, flat(s.captured), flat(s.output)];")
+    captured, output = np.asarray(captured, np.float32), np.asarray(output, np.float32)
+    assert output.size > 3 * rate and float(np.sqrt(np.mean(output ** 2))) > RMS_FLOOR, "the converted audio is (nearly) silent"
+    # not the microphone passed through: at no lag up to a second does the output follow the input
+    n = min(captured.size, output.size) - rate
+    best = max(abs(float(np.corrcoef(captured[:n], output[lag : lag + n])[0, 1])) for lag in range(0, rate, rate // 400))
+    assert best < 0.5, best
+    severe = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE" and "api/target" not in e["message"]]
+    assert not severe, severe
 
 
 def _save_small_png(shot: Path, out: Path) -> None:

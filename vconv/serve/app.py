@@ -7,6 +7,7 @@ Routes::
     POST /api/convert            multipart: ``source`` (1 file) + ``target`` (1..max_references files)
                                  -> 200 JSON (see :func:`result_json`), 4xx {"error": ...}, 503 busy
     GET  /api/result/{id}.wav    a converted file from the in-memory store (16-bit PCM WAV)
+    POST /api/target, WS /api/live   the live mode (:mod:`vconv.serve.live`)
 
 Every error is JSON ``{"error": "<one line>"}``. FastAPI's interactive docs are switched off: they
 load Swagger UI from a CDN, and the server must work offline.
@@ -15,7 +16,6 @@ load Swagger UI from a CDN, and the server must work offline.
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 import tempfile
 from contextlib import asynccontextmanager
@@ -31,13 +31,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from vconv.inference.converter import VoiceConverter
 from vconv.serve.conversion import SIMILARITY_ENCODER, ConversionResult, run_conversion, wav_bytes
 from vconv.serve.guard import GuardMiddleware
-from vconv.serve.jobs import Busy, ConversionQueue, Gate, ResultStore
+from vconv.serve.jobs import RESULT_ID, Busy, ConversionQueue, Gate, ResultStore
 from vconv.serve.limits import ServeLimits
+from vconv.serve.live import add_live_routes
 from vconv.serve.uploads import UploadError, decode_uploads, receive_uploads
 
 STATIC = Path(__file__).parent / "static"
 RETRY_AFTER_SECONDS = 5
-RESULT_ID = re.compile(r"[0-9a-f]{32}")
 log = logging.getLogger("vconv.serve")
 
 
@@ -51,7 +51,7 @@ def create_app(converter: VoiceConverter, limits: ServeLimits | None = None, *, 
     limits = (limits or ServeLimits()).check()
     upload_root = tempfile.TemporaryDirectory(prefix="vconv-serve-")
     queue = ConversionQueue(limits.workers, limits.queue_depth)
-    results = ResultStore(limits.results_kept)
+    results: ResultStore[bytes] = ResultStore(limits.results_kept)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -69,7 +69,8 @@ def create_app(converter: VoiceConverter, limits: ServeLimits | None = None, *, 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _add_error_handlers(app)
     _add_pages(app, converter, limits, queue, results)
-    _add_convert(app, converter, limits, queue, results, Path(upload_root.name))
+    uploads = _add_convert(app, converter, limits, queue, results, Path(upload_root.name))
+    add_live_routes(app, converter, limits, queue, uploads, Path(upload_root.name))
     return app
 
 
@@ -90,7 +91,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def _add_pages(app: FastAPI, converter: VoiceConverter, limits: ServeLimits, queue: ConversionQueue,
-               results: ResultStore) -> None:
+               results: ResultStore[bytes]) -> None:
     """The page, what it asks about the server, and the converted files it plays."""
 
     @app.get("/", include_in_schema=False)
@@ -118,9 +119,9 @@ def _add_pages(app: FastAPI, converter: VoiceConverter, limits: ServeLimits, que
 
 
 def _add_convert(app: FastAPI, converter: VoiceConverter, limits: ServeLimits, queue: ConversionQueue,
-                 results: ResultStore, upload_root: Path) -> None:
+                 results: ResultStore[bytes], upload_root: Path) -> Gate:
     """``POST /api/convert``: an upload place, the streamed uploads and their checks, then a queue place and
-    the conversion."""
+    the conversion. Returns the upload gate (the live mode's target uploads share it)."""
     uploads = Gate(limits.uploads)
     app.state.uploads = uploads
 
@@ -148,6 +149,8 @@ def _add_convert(app: FastAPI, converter: VoiceConverter, limits: ServeLimits, q
                 return JSONResponse({"error": message}, status_code=500)
         key = results.put(wav_bytes(result.wav, result.sample_rate))
         return JSONResponse(result_json(result, key, source.size / converter.sample_rate))
+
+    return uploads
 
 
 def result_json(result: ConversionResult, key: str, source_seconds: float) -> dict:

@@ -54,8 +54,9 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 def same_origin(scope: Scope) -> bool:
     """Whether a request may change state: a safe method, or an ``Origin`` (else ``Referer``) naming the
-    host and port the request was sent to; a request that names neither is not from a web page."""
-    if scope.get("method", "GET") in SAFE_METHODS:
+    host and port the request was sent to; a request that names neither is not from a web page. A WebSocket
+    handshake is a GET, but what follows changes state (it converts): it always needs the check."""
+    if scope["type"] == "http" and scope.get("method", "GET") in SAFE_METHODS:
         return True
     headers = dict(scope.get("headers") or [])
     origin = headers.get(b"origin", b"").decode("latin-1") or headers.get(b"referer", b"").decode("latin-1")
@@ -78,7 +79,27 @@ class GuardMiddleware:
         self.app = app
         self.allowed = None if allowed_hosts is None else {h.lower().strip("[]") for h in allowed_hosts}
 
+    def _host_allowed(self, scope: Scope) -> bool:
+        if self.allowed is None:
+            return True
+        return host_name(dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")) in self.allowed
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The same host and origin checks for a WebSocket handshake; a refused one is closed before it opens
+        (the client sees HTTP 403)."""
+        if not self._host_allowed(scope) or not same_origin(scope):
+            await receive()  # the websocket.connect message
+            await send({"type": "websocket.close", "code": 1008, "reason": "cross-site or wrong host"})
+            return
+        try:
+            await self.app(scope, receive, send)
+        except asyncio.CancelledError:
+            log.warning("live session cut short by the server's shutdown")
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -90,12 +111,10 @@ class GuardMiddleware:
                     headers.setdefault(key, value)
             await send(message)
 
-        if self.allowed is not None:
-            host = host_name(dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1"))
-            if host not in self.allowed:
-                response = JSONResponse({"error": "host not allowed: open the page at the address `vconv serve` printed"}, status_code=400)
-                await response(scope, receive, send_with_headers)
-                return
+        if not self._host_allowed(scope):
+            response = JSONResponse({"error": "host not allowed: open the page at the address `vconv serve` printed"}, status_code=400)
+            await response(scope, receive, send_with_headers)
+            return
         if not same_origin(scope):
             response = JSONResponse({"error": "cross-site request refused: use the page `vconv serve` serves"}, status_code=403)
             await response(scope, receive, send_with_headers)

@@ -14,14 +14,17 @@ works under uvicorn and under a test client that runs each request in its own lo
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from collections import OrderedDict
-from typing import Callable, Optional, TypeVar
+from typing import Callable, Generic, Optional, TypeVar
 
 import anyio.to_thread
 
 T = TypeVar("T")
+V = TypeVar("V")
+RESULT_ID = re.compile(r"[0-9a-f]{32}")  # what ResultStore.put returns
 
 
 class Busy(Exception):
@@ -95,21 +98,36 @@ class ConversionQueue(Gate):
                 with self._lock:
                     self._running -= 1
 
+    def hold_worker(self) -> bool:
+        """Take a worker slot for a long session (a live stream) without waiting: False when none is free.
+        The holder runs its work itself (not through :meth:`run`) and gives the slot back with :meth:`release_worker`."""
+        if not self._slots.acquire(blocking=False):
+            return False
+        with self._lock:
+            self._running += 1
+        return True
+
+    def release_worker(self) -> None:
+        with self._lock:
+            self._running -= 1
+        self._slots.release()
+
     def status(self) -> dict[str, int]:
         """Requests admitted (``admitted``: waiting or converting), converting now, and the capacity."""
         with self._lock:
             return {"admitted": self._held, "converting": self._running, "capacity": self.capacity}
 
 
-class ResultStore:
-    """The last ``size`` converted WAV files (bytes), by random id; the least recently used is dropped first."""
+class ResultStore(Generic[V]):
+    """The last ``size`` items (converted WAV files, prepared voices), by random id; the least recently used
+    is dropped first."""
 
     def __init__(self, size: int):
         self.size = size
-        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._items: OrderedDict[str, V] = OrderedDict()
         self._lock = threading.Lock()
 
-    def put(self, data: bytes) -> str:
+    def put(self, data: V) -> str:
         key = uuid.uuid4().hex  # unguessable: a result is only reachable by whoever asked for it
         with self._lock:
             self._items[key] = data
@@ -117,7 +135,7 @@ class ResultStore:
                 self._items.popitem(last=False)
         return key
 
-    def get(self, key: str) -> Optional[bytes]:
+    def get(self, key: str) -> Optional[V]:
         with self._lock:
             data = self._items.get(key)
             if data is not None:

@@ -30,6 +30,7 @@ class ServeLimits:
     results_kept: int = 16
     uploads: int = 8  # uploads in progress at once (each holds a temporary folder, not a conversion place)
     read_timeout: float = 20.0  # seconds an upload may go without sending a byte before it is dropped (408)
+    max_live_seconds: float = 600.0  # one live session's audio (it holds a conversion worker while it lasts)
 
     @property
     def max_upload_bytes(self) -> int:
@@ -57,6 +58,8 @@ class ServeLimits:
             raise VconvError(f"--queue {self.queue_depth}: expected 0 to {MAX_QUEUE_DEPTH} waiting requests")
         if not 1 <= self.uploads <= 256 or not 0 < self.read_timeout <= 600:
             raise VconvError("uploads must be 1..256 and read_timeout 0..600 s")
+        if not 0 < self.max_live_seconds <= 86400:
+            raise VconvError(f"max_live_seconds {self.max_live_seconds:g}: expected above 0 and at most a day")
         if self.max_references < 1 or self.results_kept < 1:
             raise VconvError("max_references and results_kept must be at least 1")
         return self

@@ -142,9 +142,9 @@ async def _with_timeout(chunks: AsyncIterator[bytes], seconds: float) -> AsyncIt
         yield chunk
 
 
-async def receive_uploads(request: Request, folder: Path, limits: ServeLimits) -> Uploads:
-    """Stream a ``multipart/form-data`` body into ``folder``: one ``source`` file, 1..``max_references``
-    ``target`` files. Raises :class:`UploadError` (400 malformed or missing, 413 too big)."""
+async def receive_uploads(request: Request, folder: Path, limits: ServeLimits, *, need_source: bool = True) -> Uploads:
+    """Stream a ``multipart/form-data`` body into ``folder``: one ``source`` file (unless not ``need_source``),
+    1..``max_references`` ``target`` files. Raises :class:`UploadError` (400 malformed or missing, 413 too big)."""
     mime, options = parse_options_header(request.headers.get("content-type", ""))
     if mime != b"multipart/form-data" or not options.get(b"boundary"):
         raise UploadError(400, "expected a multipart/form-data upload with a 'source' file and one or more 'target' files")
@@ -182,7 +182,7 @@ async def receive_uploads(request: Request, folder: Path, limits: ServeLimits) -
     if error is not None:
         raise error
     uploads = writer.uploads
-    if uploads.source is None:
+    if uploads.source is None and need_source:
         raise UploadError(400, "no source file: upload the audio whose words to keep as 'source'")
     if not uploads.targets:
         raise UploadError(400, "no target reference: upload at least one recording of the target voice as 'target'")

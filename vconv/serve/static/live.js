@@ -1,0 +1,146 @@
+// vconv serve, live mode: the microphone goes over a WebSocket (/api/live) to the server's streaming converter and
+// the converted audio plays as it arrives. Capture and playback run in an AudioWorklet (live-worklet.js); this
+// file moves samples between them and the socket and shows the latency. Protocol: vconv/serve/live.py.
+"use strict";
+
+const LIVE_MESSAGE_SECONDS = 0.02; // how much microphone audio one message carries
+const LIVE_KEEP_SECONDS = 120; // what the page keeps of a session's input and output (window.vconvLive)
+let live = null; // the open session: {mic, context, capture, playback, socket, pending, pendingLength}
+
+// The session's figures and the audio it sent and got (the last LIVE_KEEP_SECONDS), for the page and for tests.
+window.vconvLive = { rate: 0, sent: 0, received: 0, captured: [], output: [], latencyMs: null, closed: null };
+
+function liveStatus(text, isError = false) {
+  $("live-status").textContent = text;
+  $("live-status").classList.toggle("error", isError);
+}
+
+function keep(list, samples, rate) {
+  list.push(samples);
+  let total = list.reduce((n, s) => n + s.length, 0);
+  while (list.length > 1 && total - list[0].length > LIVE_KEEP_SECONDS * rate) total -= list.shift().length;
+}
+
+async function uploadTarget() {
+  const targets = [...$("target-file").files];
+  if (!targets.length) throw new Error("Choose or record the target voice first (step 2).");
+  const tooBig = checkSizes(targets);
+  if (tooBig) throw new Error(tooBig);
+  const form = new FormData();
+  targets.forEach((t) => form.append("target", t));
+  const answer = await fetch("/api/target", { method: "POST", body: form });
+  const body = await answer.json().catch(() => ({ error: `HTTP ${answer.status}` }));
+  if (!answer.ok) throw new Error(body.error || `HTTP ${answer.status}`);
+  return body.target;
+}
+
+async function startLive() {
+  const button = $("live-toggle");
+  button.disabled = true;
+  try {
+    if (!navigator.mediaDevices || !window.AudioWorkletNode) {
+      throw new Error("Live mode needs microphone access and AudioWorklet, which browsers give only to pages on localhost or https.");
+    }
+    liveStatus("Preparing the target voice…");
+    const target = await uploadTarget();
+    const mic = await navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false, channelCount: 1 },
+    });
+    const context = new AudioContext({ latencyHint: "interactive" });
+    await context.audioWorklet.addModule("/static/live-worklet.js");
+    const capture = new AudioWorkletNode(context, "vconv-capture");
+    const playback = new AudioWorkletNode(context, "vconv-playback");
+    const silent = context.createGain(); // the capture node must be connected to render; it is heard through nothing
+    silent.gain.value = 0;
+    context.createMediaStreamSource(mic).connect(capture).connect(silent).connect(context.destination);
+    playback.connect(context.destination);
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const socket = new WebSocket(`${scheme}://${location.host}/api/live?target=${target}&rate=${context.sampleRate}`);
+    socket.binaryType = "arraybuffer";
+    live = { mic, context, capture, playback, socket, pending: [], pendingLength: 0 };
+    Object.assign(window.vconvLive, { rate: context.sampleRate, sent: 0, received: 0, captured: [], output: [], latencyMs: null, closed: null });
+    socket.onmessage = (event) => onLiveMessage(event.data);
+    socket.onclose = (event) => endLive(event.code, event.reason);
+    socket.onopen = () => {
+      capture.port.onmessage = (event) => sendCaptured(event.data);
+      button.textContent = "■ Stop live";
+      button.classList.add("on");
+      button.disabled = false;
+      document.body.dataset.live = "on";
+      liveStatus("Live: speak.");
+    };
+  } catch (err) {
+    liveStatus(err.message, true);
+    teardownLive();
+    button.disabled = false;
+  }
+}
+
+function sendCaptured(samples) {
+  const state = window.vconvLive;
+  keep(state.captured, samples, state.rate);
+  live.pending.push(samples);
+  live.pendingLength += samples.length;
+  if (live.pendingLength < LIVE_MESSAGE_SECONDS * state.rate) return;
+  const message = new Float32Array(live.pendingLength);
+  let offset = 0;
+  for (const piece of live.pending) { message.set(piece, offset); offset += piece.length; }
+  live.pending = [];
+  live.pendingLength = 0;
+  if (live.socket.readyState === WebSocket.OPEN) {
+    live.socket.send(message.buffer);
+    state.sent += message.length;
+  }
+}
+
+function onLiveMessage(data) {
+  const state = window.vconvLive;
+  if (typeof data === "string") {
+    const info = JSON.parse(data);
+    if ("latency_ms" in info) {
+      $("live-latency").textContent = `${info.latency_ms.toFixed(0)} ms`;
+    } else {
+      $("live-compute").textContent = `${info.p50_ms.toFixed(0)} / ${info.p99_ms.toFixed(0)} ms`;
+      $("live-seconds").textContent = `${info.seconds_in.toFixed(1)} s` + (info.missed ? `, ${info.missed} late` : "");
+    }
+    return;
+  }
+  const samples = new Float32Array(data);
+  live.playback.port.postMessage(samples);
+  state.received += samples.length;
+  keep(state.output, samples, state.rate);
+  state.latencyMs = (1000 * (state.sent - state.received)) / state.rate; // how far the output trails what was sent
+  $("live-measured").textContent = `${state.latencyMs.toFixed(0)} ms`;
+}
+
+function stopLive() {
+  if (!live) return;
+  $("live-toggle").disabled = true;
+  live.capture.port.onmessage = null;
+  if (live.socket.readyState === WebSocket.OPEN) live.socket.send("end"); // the server flushes the tail, then closes
+  else teardownLive();
+}
+
+function endLive(code, reason) {
+  window.vconvLive.closed = { code, reason };
+  const ended = code === 1000 || code === 1005;
+  liveStatus(ended ? "Stopped." : `Live session ended: ${reason || `code ${code}`}`, !ended);
+  setTimeout(teardownLive, 500); // let the flushed tail play
+}
+
+function teardownLive() {
+  if (live) {
+    live.mic.getTracks().forEach((t) => t.stop());
+    live.context.close();
+    live = null;
+  }
+  const button = $("live-toggle");
+  button.textContent = "● Start live";
+  button.classList.remove("on");
+  button.disabled = false;
+  document.body.dataset.live = "off";
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("live-toggle").addEventListener("click", () => (live ? stopLive() : startLive()));
+});
