@@ -120,8 +120,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--realtime", action="store_true", help="pace the long stream as a live input (takes --minutes)")
-    parser.add_argument("--block-ms", type=float, default=80.0)
-    parser.add_argument("--lookahead-ms", type=float, default=64.0)
+    parser.add_argument("--block-ms", type=float, default=96.0)
+    parser.add_argument("--lookahead-ms", type=float, default=48.0)
     parser.add_argument("--context-ms", type=float, default=1500.0)
     parser.add_argument("--no-vocoder-passes", dest="vocoder_passes", action="store_false",
                         help="stream without the vocoder's post-processing passes")

@@ -109,7 +109,7 @@ def test_cli_stream_file_to_file_raw_pipe_and_wav_pipe(tmp_path):
     out = tmp_path / "live.wav"
     result = invoke("stream", "--target", EXAMPLES / "target.wav", "--input", EXAMPLES / "source.wav", "--output", out)
     assert result.exit_code == 0, result.output
-    assert "latency 144 ms (block 80 ms + look-ahead 64 ms)" in result.stderr
+    assert "latency 144 ms (block 96 ms + look-ahead 48 ms)" in result.stderr
     assert "compute per block p50" in result.stderr and "missed their deadline" in result.stderr
     source, rate = sf.read(EXAMPLES / "source.wav", dtype="int16")
     converted, out_rate = sf.read(out, dtype="int16")

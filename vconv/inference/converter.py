@@ -168,8 +168,8 @@ class VoiceConverter:
             self._stream_twin = load_stream_twin(self.info.path, self.info.model_config, self.device)
         return self._stream_twin if self._stream_twin is not True else None
 
-    def stream(self, target: TargetVoice | Sequence[AudioInput] | AudioInput, *, block_ms: float = 80.0,
-               lookahead_ms: float = 64.0, context_ms: float = 1500.0, crossfade_ms: float = 32.0,
+    def stream(self, target: TargetVoice | Sequence[AudioInput] | AudioInput, *, block_ms: float = 96.0,
+               lookahead_ms: float = 48.0, context_ms: float = 1500.0, crossfade_ms: float = 32.0,
                vocoder_passes: bool = True, sample_rate: int | None = None, sr: int | None = None,
                twin: bool | None = None) -> "StreamConverter":
         """A live converter to ``target`` (references, prepared once, or a :class:`TargetVoice`): ``push(pcm) ->

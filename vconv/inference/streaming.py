@@ -45,15 +45,15 @@ if TYPE_CHECKING:  # the converter makes streams (VoiceConverter.stream): a type
     from vconv.models.vc import VoiceConversionModel
 
 MAX_BLOCKS_TIMED = 90_000
-VOCODER_MARGIN_FRAMES = 32  # frames rendered before the emitted ones: the neural vocoder's receptive field is ±24
+VOCODER_MARGIN_FRAMES = 24  # frames rendered before the emitted ones: the neural vocoder's receptive field is ±24
 
 
 @dataclass(frozen=True)
 class StreamSettings:
     """Block, look-ahead, cross-fade and left context in milliseconds (each rounded to whole mel hops)."""
 
-    block_ms: float = 80.0
-    lookahead_ms: float = 64.0
+    block_ms: float = 96.0
+    lookahead_ms: float = 48.0
     crossfade_ms: float = 32.0
     context_ms: float = 1500.0
     # the neural vocoder's post-processing passes (phase consistency, envelope matching) as offline: they work over

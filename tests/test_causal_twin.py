@@ -1,0 +1,121 @@
+"""The causal twin for streaming (vconv.models.causal, vconv.training.stream_student, vconv.bundles.stream_twin)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vconv.errors import VconvError
+from vconv.models.causal import CausalLayout, lookahead_of, make_causal
+from vconv.models.layers import causal_stats
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+LAYOUT = CausalLayout(lookahead_frames=3, norm_frames=24)
+
+
+def _config():
+    from vconv.config import load_run_config
+
+    features, model_cfg, _ = load_run_config("debug", ["train.train_manifest=x", "train.run_dir=y"])
+    return features, dataclasses.replace(model_cfg, downsample=[1, 1, 1])  # the twin needs frame-exact layers
+
+
+def test_causal_stats_are_those_of_the_last_frames():
+    x = torch.randn(2, 3, 40, dtype=torch.float64)
+    mean, var = causal_stats(x, 7)
+    for t in (0, 3, 6, 7, 25, 39):
+        window = x[..., max(0, t - 6) : t + 1]
+        assert torch.allclose(mean[..., t], window.mean(-1)) and torch.allclose(var[..., t], window.var(-1, unbiased=False))
+
+
+def test_the_twin_reads_no_further_ahead_than_its_lookahead():
+    from vconv.models import build_model
+
+    _, cfg = _config()
+    torch.manual_seed(0)
+    twin = make_causal(build_model(cfg), LAYOUT).eval()
+    assert lookahead_of(twin) == LAYOUT.lookahead_frames
+    mel, other = torch.randn(1, cfg.n_mels, 80), torch.randn(1, cfg.n_mels, 80)
+    changed = torch.cat([mel[..., :50], other[..., 50:]], -1)  # the same up to frame 49, different after
+    e = torch.randn(1, cfg.speaker_dim)
+    a, b = twin.convert(mel, embedding=e), twin.convert(changed, embedding=e)
+    last_same = 49 - LAYOUT.lookahead_frames
+    assert torch.equal(a[..., : last_same + 1], b[..., : last_same + 1])
+    assert not torch.allclose(a[..., last_same + 1], b[..., last_same + 1])  # the look-ahead is used
+
+
+def test_a_model_that_downsamples_has_no_twin():
+    from vconv.config import load_run_config
+    from vconv.models import build_model
+
+    _, cfg, _ = load_run_config("debug", ["train.train_manifest=x", "train.run_dir=y"])
+    with pytest.raises(ValueError, match="without down-sampling"):
+        make_causal(build_model(cfg), LAYOUT)
+
+
+@pytest.fixture(scope="module")
+def distilled(tmp_path_factory, corpus_dir):
+    """A debug-size bundle, its fixture-corpus features, and a twin distilled from it for 40 steps."""
+    from vconv.audio.frontend import FeatureStats, FrontEnd
+    from vconv.audio.io import load
+    from vconv.bundles import save_bundle
+    from vconv.data.feature_files import save_features
+    from vconv.data.prepare import prepare_corpus
+    from vconv.models import build_model
+    from vconv.training.stream_student import StudentSettings, distill
+
+    root = tmp_path_factory.mktemp("twin")
+    features, cfg = _config()
+    torch.manual_seed(0)
+    stats = FeatureStats(torch.full((features.n_mels,), -4.0), torch.full((features.n_mels,), 2.0), 1)
+    frontend = FrontEnd(features, stats)
+    bundle = save_bundle(root / "bundle", build_model(cfg), frontend, dtype=torch.float16)
+    prepare_corpus(corpus_dir, root / "data", num_valid_speakers=1, seed=0)
+    from vconv.data.manifest import read_manifest
+
+    for utt in read_manifest(root / "data" / "all.jsonl"):
+        wav, _ = load(utt.path, features.sample_rate)
+        save_features(root / "features" / f"{utt.id}.safetensors", frontend.log_mel(wav), features)
+    log: list[str] = []
+    settings = StudentSettings(steps=40, batch=4, frames=48, lr=1e-3, valid_every=20, layout=LAYOUT)
+    weights = distill(bundle, root / "features", root / "data" / "train.jsonl", root / "data" / "valid.jsonl",
+                      root / "run", settings, log=log.append)
+    return bundle, weights, log
+
+
+def test_distillation_brings_the_twin_closer_to_the_teacher(distilled):
+    _, weights, log = distilled
+    valid = [float(m) for line in log for m in re.findall(r"valid L1 ([0-9.]+)", line)]
+    assert len(valid) == 2 and valid[1] < valid[0], log
+    assert weights.name == "stream_model.safetensors" and weights.is_file()
+
+
+def test_an_attached_twin_is_what_the_stream_runs(distilled, tmp_path):
+    import shutil
+
+    import vconv
+    from vconv.bundles.stream_twin import attach_stream_twin
+
+    bundle, weights, _ = distilled
+    plain = vconv.load(bundle)
+    with pytest.raises(VconvError, match="no causal twin"):
+        plain.stream([EXAMPLES / "target.wav"], twin=True)
+    copy = shutil.copytree(bundle, tmp_path / "with-twin")
+    attach_stream_twin(copy, weights)
+    vc = vconv.load(copy)
+    stream = vc.stream([EXAMPLES / "target.wav"])
+    assert stream.model is vc.stream_twin() and lookahead_of(stream.model) == LAYOUT.lookahead_frames
+    assert vc.stream([EXAMPLES / "target.wav"], twin=False).model is vc.model
+    wav = vc.prepare_audio(EXAMPLES / "source.wav", None)
+    out = np.concatenate([stream.push(wav), stream.flush()])
+    assert out.size == wav.size and np.isfinite(out).all()
+    with pytest.raises(VconvError, match="causal twin reads 48 ms ahead"):
+        vc.stream([EXAMPLES / "target.wav"], lookahead_ms=16)
+    (copy / "stream_model.safetensors").write_bytes(b"tampered")
+    with pytest.raises(VconvError, match="sha256"):
+        vconv.load(copy).stream([EXAMPLES / "target.wav"])
