@@ -234,7 +234,7 @@ def test_regular_wheel_install_finds_the_shipped_bundles(tmp_path):
     assert sorted(name for name, _ in found) == shipped
     assert all(str(tmp_path / "site") in path for _, path in found)
     # the page of `vconv serve` is package data too
-    assert {p.name for p in (tmp_path / "site" / "vconv" / "serve" / "static").iterdir()} == {"index.html", "app.js", "style.css"}
+    assert {p.name for p in (tmp_path / "site" / "vconv" / "serve" / "static").iterdir()} == {"index.html", "app.js", "live.js", "live-worklet.js", "style.css"}
 
 
 @pytest.mark.parametrize("chunk_seconds", [20.0, 1.0])  # one chunk, and several cross-faded ones
