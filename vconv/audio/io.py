@@ -288,6 +288,18 @@ def trim_silence(wav: np.ndarray, sr: int, top_db: float = 40.0, margin_seconds:
     return wav[start:end]
 
 
+# extension -> libsndfile (format, subtype) of every writer: `save`, the stream's FileWriter, long files
+OUTPUT_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
+
+
+def output_format(path: str | Path) -> tuple[str, str]:
+    """``(format, subtype)`` libsndfile writes ``path`` in, by its extension; a one-line VconvError otherwise."""
+    found = OUTPUT_FORMATS.get(Path(path).suffix.lower())
+    if found is None:
+        raise VconvError(f"{path}: unsupported output extension; use .wav, .flac or .ogg")
+    return found
+
+
 def save(path: str | Path, wav: np.ndarray, sr: int, *, force: bool = False, subtype: str = "PCM_16") -> Path:
     """Write ``[T]`` float audio atomically (temp file in the same folder, then rename).
 
@@ -297,11 +309,9 @@ def save(path: str | Path, wav: np.ndarray, sr: int, *, force: bool = False, sub
     path = Path(path)
     if path.exists() and not force:
         raise VconvError(f"{path}: already exists; pass --force to overwrite")
-    fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}.get(path.suffix.lower())
-    if fmt is None:
-        raise VconvError(f"{path}: unsupported output extension; use .wav, .flac or .ogg")
-    if fmt == "OGG":
-        subtype = "VORBIS"
+    fmt, default_subtype = output_format(path)
+    if fmt == "OGG":  # Vorbis is Ogg's only subtype here; PCM subtypes apply to the others
+        subtype = default_subtype
     check_sample_rate(sr, f"{path}: sample rate")
     data = np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0)
     with atomic_path(path, overwrite=force) as tmp:

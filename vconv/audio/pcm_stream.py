@@ -20,7 +20,7 @@ from typing import BinaryIO
 import numpy as np
 import soundfile as sf
 
-from vconv.audio.io import audio_info, check_sample_rate, downmix
+from vconv.audio.io import audio_info, check_sample_rate, downmix, output_format
 from vconv.errors import VconvError
 from vconv.fileio import default_mode, write_failure
 
@@ -120,15 +120,11 @@ class FileWriter:
     """An audio file written as the stream goes, under a temporary name renamed into place by :meth:`close`
     (:meth:`abort` removes it): no half-written file ever carries the output's name."""
 
-    FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
-
     def __init__(self, path: str | Path, sample_rate: int, *, force: bool = False) -> None:
         self.path = Path(path)
-        if self.path.suffix.lower() not in self.FORMATS:
-            raise VconvError(f"{self.path}: unsupported output extension; use .wav, .flac or .ogg")
+        fmt, subtype = output_format(self.path)
         if self.path.exists() and not force:
             raise VconvError(f"{self.path}: already exists; pass --force to overwrite")
-        fmt, subtype = self.FORMATS[self.path.suffix.lower()]
         try:
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=self.path.suffix)
         except OSError as exc:

@@ -21,13 +21,11 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from vconv.audio.io import check_sample_rate, inspect_audio
+from vconv.audio.io import check_sample_rate, inspect_audio, output_format
 from vconv.audio.spans import BLOCK_SECONDS, SpanReader
 from vconv.errors import VconvError
 from vconv.fileio import atomic_path, write_failure
 from vconv.inference.converter import MIN_SECONDS, TargetVoice, VoiceConverter, limit_peak_gain
-
-_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
 
 
 def convert_long_file(converter: VoiceConverter, source: Path, target: TargetVoice, dest: Path, *, rate: int,
@@ -35,7 +33,7 @@ def convert_long_file(converter: VoiceConverter, source: Path, target: TargetVoi
     """Convert ``source`` into ``dest`` at ``rate`` Hz in bounded memory; returns the seconds converted."""
     if dest.exists() and not force:
         raise VconvError(f"{dest}: already exists; pass --force to overwrite")
-    fmt, subtype = _output_format(dest)
+    fmt, subtype = output_format(dest)
     check_sample_rate(rate, f"{dest}: sample rate")
     inspect_audio(source, min_seconds=MIN_SECONDS)  # NaN, silence, truncation...: checked in blocks
     with tempfile.TemporaryDirectory(prefix="vconv-long-") as scratch, _scratch_errors(Path(scratch)):
@@ -67,12 +65,6 @@ def _scratch_errors(scratch: Path) -> Iterator[None]:
     except OSError as exc:
         raise VconvError(f"{scratch.parent}: temporary folder: {write_failure(scratch, exc)} "
                          "(set TMPDIR to a folder with room for a long conversion)") from None
-
-
-def _output_format(dest: Path) -> tuple[str, str]:
-    if dest.suffix.lower() not in _FORMATS:
-        raise VconvError(f"{dest}: unsupported output extension; use .wav, .flac or .ogg")
-    return _FORMATS[dest.suffix.lower()]
 
 
 def _raw_blocks(raw: Path, rate: int) -> Iterator[np.ndarray]:
