@@ -99,6 +99,7 @@ def test_microphone_to_file(tmp_path, monkeypatch, source):
     wav, rate = source
     card = FakeCard(wav, rate)
     monkeypatch.setitem(sys.modules, "sounddevice", card.module())
+    monkeypatch.setattr("vconv.audio.live.MAX_BACKLOG_SECONDS", 60.0)  # the fake clock runs faster than real time
     out = tmp_path / "mic.wav"
     result = invoke("stream", "-t", EXAMPLES / "target.wav", "--input-device", "default", "-o", out)
     assert result.exit_code == 0, result.output
@@ -165,3 +166,21 @@ def test_device_options_are_one_line_errors(monkeypatch, tmp_path, args, reason)
     assert result.exit_code == 1, result.output
     assert reason in result.stderr and result.stderr.strip().count("\n") == 0
     assert not list(tmp_path.iterdir())
+
+
+def test_a_reader_that_fell_behind_drops_its_oldest_audio(monkeypatch):
+    from vconv.audio.live import MAX_BACKLOG_SECONDS, DeviceReader
+
+    rate = 16000
+    signal = (np.arange(3 * rate) // 2).astype(np.int16)  # a ramp: each sample says when it was captured
+    card = FakeCard(signal, rate)
+    monkeypatch.setitem(sys.modules, "sounddevice", card.module())
+    reader = DeviceReader(None)
+    first = reader.read(160)
+    time.sleep(1.0)  # the fake clock captures everything meanwhile: a reader far behind
+    late = reader.read(160)
+    assert reader.dropped_seconds > 1.0
+    backlog = reader.read(int(2 * rate))  # what is left is at most the allowed backlog
+    assert backlog.size <= MAX_BACKLOG_SECONDS * rate
+    assert first[0] == 0 and 2 * late[0] * 32768 > rate  # the late read starts over a second into the capture
+    reader.close()

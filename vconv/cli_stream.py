@@ -71,6 +71,8 @@ def stream(
     finally:
         getattr(reader, "close", lambda: None)()
     typer.echo(report.summary(1000 * converter_stream.block / converter_stream.model_rate), err=True)
+    if getattr(reader, "dropped_seconds", 0.0) > 0:  # a microphone whose stream fell behind (vconv.audio.live)
+        typer.echo(f"dropped {reader.dropped_seconds:.1f} s of microphone audio while the conversion was behind", err=True)
 
 
 def _run(target: List[Path], reader: Any, writer: Any, model: Optional[str], target_match: str, block_ms: float,

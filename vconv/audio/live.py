@@ -23,6 +23,8 @@ from vconv.errors import VconvError
 
 INSTALL_HINT = "pip install 'vconv[live]' and the PortAudio library (Debian/Ubuntu: apt-get install libportaudio2)"
 PCM16 = 32768.0
+MAX_BACKLOG_SECONDS = 0.5  # captured audio waiting to be read past this is dropped: a live stream that fell behind
+# catches up (a gap in the output) instead of trailing the speaker by ever more
 MAX_QUEUED_SECONDS = 1.0  # a writer holds at most this much unplayed audio: a faster source (a file) waits for the device
 
 
@@ -80,6 +82,7 @@ class DeviceReader:
         self._ready = threading.Condition()
         self._stream, self.sample_rate = _open("input", lambda sd: sd.InputStream, device, sample_rate, self._captured)
         self.overflows = 0
+        self.dropped_seconds = 0.0
         self._started = False  # capture starts at the first read: nothing piles up while the model loads
 
     def _captured(self, indata: np.ndarray, frames: int, time: Any, status: Any) -> None:
@@ -101,6 +104,10 @@ class DeviceReader:
                 self._ready.wait(timeout=0.1)  # a timeout, so Ctrl-C is seen in the main thread
             out = np.concatenate(list(self._buffer)) if self._buffer else np.zeros(0, np.float32)
             self._buffer.clear()
+            excess = out.size - n - int(MAX_BACKLOG_SECONDS * self.sample_rate)
+            if excess > 0:  # the oldest goes: what is said now matters more than what was said a while ago
+                out = out[excess:]
+                self.dropped_seconds += excess / self.sample_rate
             self._buffer.append(out[n:])
             self._buffered = max(0, out.size - n)
         return out[:n]
