@@ -101,17 +101,13 @@ def _check_sources(input_path: Path, output: Path, input_device: Optional[str], 
         raise VconvError("--raw is for standard input/output; with two devices there is neither")
 
 
-def _device(spec: Optional[str]) -> Optional[str]:
-    return None if spec in (None, "default") else spec
-
-
 def _open_reader(path: Path, raw: bool, sample_rate: Optional[int], channels: int, device: Optional[str] = None) -> Any:
     from vconv.audio.pcm_stream import FileReader, RawReader, WavPipeReader
 
     if device is not None:
         from vconv.audio.live import DeviceReader
 
-        return DeviceReader(_device(device), sample_rate)
+        return DeviceReader(device, sample_rate)
     if path != STDIO:
         if raw:
             raise VconvError("--raw is for standard input/output; an input file is read by its own header")
@@ -128,7 +124,7 @@ def _open_writer(path: Path, raw: bool, sample_rate: int, force: bool, device: O
     if device is not None:
         from vconv.audio.live import DeviceWriter
 
-        return DeviceWriter(_device(device), sample_rate)
+        return DeviceWriter(device, sample_rate)
     if path != STDIO:
         return FileWriter(path, sample_rate, force=force)
     return RawWriter(sys.stdout.buffer) if raw else WavPipeWriter(sys.stdout.buffer, sample_rate)

@@ -52,8 +52,9 @@ def list_devices() -> str:
 
 
 def _device(spec: str | None) -> int | str | None:
-    """A device given as its number in ``--list-devices`` or a part of its name; None: the default."""
-    if spec is None or spec == "":
+    """A device given as its number in ``--list-devices`` or a part of its name; None, "" or "default": the
+    system's default."""
+    if spec in (None, "", "default"):
         return None
     return int(spec) if spec.isdigit() else spec
 
@@ -68,7 +69,7 @@ def _open(kind: str, factory: Any, spec: str | None, sample_rate: int | None, ca
         # always exact); the conversion to and from float32 is ours
         stream = factory(sd)(device=device, channels=1, samplerate=rate, dtype="int16", callback=callback)
     except (ValueError, sd.PortAudioError) as exc:
-        name = "default " + kind if spec is None else f"{kind} device {spec!r}"
+        name = "default " + kind if device is None else f"{kind} device {spec!r}"
         raise VconvError(f"{name}: {str(exc).splitlines()[0]} (vconv stream --list-devices shows what there is)") from None
     return stream, rate
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from vconv.bundles.format import CONFIG_FILE, read_bundle_config, read_bundle_info
 from vconv.config import ModelConfig
@@ -29,14 +30,17 @@ TWIN_KEY = "stream_twin"
 def twin_layout(config: dict[str, Any]) -> CausalLayout | None:
     """The layout ``config.json`` records for the bundle's twin, or None when it has none."""
     section = config.get(TWIN_KEY)
-    if section is None:
-        return None
+    return None if section is None else _layout(section, f"config.json: {TWIN_KEY}")
+
+
+def _layout(section: Any, where: str) -> CausalLayout:
+    """A :class:`CausalLayout` from ``{"lookahead_frames", "norm_frames"}`` (ints or their strings), range-checked."""
     try:
         layout = CausalLayout(int(section["lookahead_frames"]), int(section["norm_frames"]))
     except (TypeError, KeyError, ValueError) as exc:
-        raise VconvError(f"config.json: {TWIN_KEY} needs integer lookahead_frames and norm_frames ({exc})") from None
+        raise VconvError(f"{where} needs integer lookahead_frames and norm_frames ({exc})") from None
     if not (0 <= layout.lookahead_frames <= 64 and 1 <= layout.norm_frames <= 100_000):
-        raise VconvError(f"config.json: {TWIN_KEY} out of range: {layout.to_dict()}")
+        raise VconvError(f"{where} out of range: {layout.to_dict()}")
     return layout
 
 
@@ -45,12 +49,11 @@ def attach_stream_twin(bundle_dir: str | Path, weights: str | Path, *, steps: in
     the layout) into ``bundle_dir`` as float16 and record it in ``config.json`` (written last)."""
     bundle_dir, weights = Path(bundle_dir), Path(weights)
     config = read_bundle_config(bundle_dir)
-    from safetensors import safe_open
-
-    with safe_open(str(weights), "pt") as handle:
+    with safe_open(str(weights), "pt") as handle:  # the header's layout and the tensors from one opening
         meta = handle.metadata() or {}
-    layout = CausalLayout(int(meta["lookahead_frames"]), int(meta["norm_frames"]))
-    state = {k: v.half() if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}
+        state = {k: handle.get_tensor(k) for k in handle.keys()}
+    layout = _layout(meta, f"{weights}: header")
+    state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     load_causal_model(read_bundle_info(bundle_dir).model_config, layout, {k: v.float() for k, v in state.items()},
                       str(weights))  # it must fit the bundle's model
     with atomic_path(bundle_dir / TWIN_WEIGHTS) as tmp:

@@ -75,7 +75,8 @@ class VoiceConverter:
         check_compatible(self.features, self.vocoder)
         self.vocoder = self.vocoder.to(self.device).eval()
         self.target_match = check_mode(target_match)
-        self._stream_twin: "VoiceConversionModel | None | bool" = False  # False: not looked for yet
+        self._stream_twin: "VoiceConversionModel | None" = None
+        self._stream_twin_read = False  # whether the bundle was looked at for one (on the first stream)
 
     @property
     def sample_rate(self) -> int:
@@ -162,11 +163,12 @@ class VoiceConverter:
 
     def stream_twin(self) -> VoiceConversionModel | None:
         """The bundle's causal twin (:mod:`vconv.bundles.stream_twin`), loaded on first use, or None."""
-        if self._stream_twin is False:
+        if not self._stream_twin_read:
             from vconv.bundles.stream_twin import load_stream_twin
 
             self._stream_twin = load_stream_twin(self.info.path, self.info.model_config, self.device)
-        return self._stream_twin if self._stream_twin is not True else None
+            self._stream_twin_read = True
+        return self._stream_twin
 
     def stream(self, target: TargetVoice | Sequence[AudioInput] | AudioInput, *, block_ms: float = 96.0,
                lookahead_ms: float = 48.0, context_ms: float = 1500.0, crossfade_ms: float = 32.0,

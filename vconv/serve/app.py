@@ -16,13 +16,11 @@ load Swagger UI from a CDN, and the server must work offline.
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator, Iterable, Optional
 
-import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -34,7 +32,7 @@ from vconv.serve.guard import GuardMiddleware
 from vconv.serve.jobs import RESULT_ID, Busy, ConversionQueue, Gate, ResultStore
 from vconv.serve.limits import ServeLimits
 from vconv.serve.live import add_live_routes
-from vconv.serve.uploads import UploadError, decode_uploads, receive_uploads
+from vconv.serve.uploads import UploadError, receive_audio
 
 STATIC = Path(__file__).parent / "static"
 RETRY_AFTER_SECONDS = 5
@@ -133,12 +131,8 @@ def _add_convert(app: FastAPI, converter: VoiceConverter, limits: ServeLimits, q
             await _discard_body(request, limits.max_request_bytes)  # let the client finish sending, then say busy
             raise
         with upload_ticket:  # an upload place while the files arrive: a stalled client holds no conversion place
-            folder = Path(tempfile.mkdtemp(dir=upload_root))
-            try:
-                received = await receive_uploads(request, folder, limits)
-                source, targets = await anyio.to_thread.run_sync(decode_uploads, received, converter.sample_rate, limits)
-            finally:
-                shutil.rmtree(folder, ignore_errors=True)  # decoded: the uploaded files are no longer needed
+            source, targets = await receive_audio(request, upload_root, limits, converter.sample_rate)
+        assert source is not None  # receive_audio requires one by default
         with queue.admit():  # only complete, checked requests wait for a conversion
             try:
                 result = await queue.run(run_conversion, converter, source, targets)

@@ -89,19 +89,16 @@ class ConversionQueue(Gate):
         return await anyio.to_thread.run_sync(self._run_in_slot, fn, args)
 
     def _run_in_slot(self, fn: Callable[..., T], args: tuple) -> T:
-        with self._slots:  # waiting threads number at most capacity - workers, so this wait is bounded too
-            with self._lock:
-                self._running += 1
-            try:
-                return fn(*args)
-            finally:
-                with self._lock:
-                    self._running -= 1
+        self.hold_worker(wait=True)  # waiting threads number at most capacity - workers, so this wait is bounded too
+        try:
+            return fn(*args)
+        finally:
+            self.release_worker()
 
-    def hold_worker(self) -> bool:
-        """Take a worker slot for a long session (a live stream) without waiting: False when none is free.
-        The holder runs its work itself (not through :meth:`run`) and gives the slot back with :meth:`release_worker`."""
-        if not self._slots.acquire(blocking=False):
+    def hold_worker(self, wait: bool = False) -> bool:
+        """Take a worker slot (for a live stream: without waiting, False when none is free). The holder runs
+        its work itself and gives the slot back with :meth:`release_worker`."""
+        if not self._slots.acquire(blocking=wait):
             return False
         with self._lock:
             self._running += 1

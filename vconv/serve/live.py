@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -43,7 +41,7 @@ from vconv.inference.converter import VoiceConverter
 from vconv.inference.target import TargetVoice
 from vconv.serve.jobs import RESULT_ID, Busy, ConversionQueue, Gate, ResultStore
 from vconv.serve.limits import ServeLimits
-from vconv.serve.uploads import decode_upload, receive_uploads
+from vconv.serve.uploads import receive_audio
 
 log = logging.getLogger("vconv.serve")
 MAX_MESSAGE_SECONDS = 1.0  # one message of audio: browsers send a few ms at a time
@@ -61,13 +59,7 @@ def add_live_routes(app: FastAPI, converter: VoiceConverter, limits: ServeLimits
     @app.post("/api/target")
     async def prepare_target(request: Request) -> JSONResponse:
         with uploads.admit():  # Busy -> 503 by the app's handler
-            folder = Path(tempfile.mkdtemp(dir=upload_root))
-            try:
-                received = await receive_uploads(request, folder, limits, need_source=False)
-                refs = [await anyio.to_thread.run_sync(decode_upload, p, f"target {i + 1}", converter.sample_rate, limits)
-                        for i, p in enumerate(received.targets)]
-            finally:
-                shutil.rmtree(folder, ignore_errors=True)
+            _, refs = await receive_audio(request, upload_root, limits, converter.sample_rate, need_source=False)
             # a speaker embedding and spectrum statistics: cheap, so not queued behind conversions (a live
             # session holds a worker for minutes); the upload place bounds how many run at once
             voice = await anyio.to_thread.run_sync(converter.target_voice, refs, converter.sample_rate)

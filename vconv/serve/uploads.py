@@ -10,11 +10,14 @@ before any conversion work, and each problem is a one-line message naming the fi
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, BinaryIO, Optional
 
 import anyio
+import anyio.to_thread
 import numpy as np
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -215,12 +218,24 @@ def decode_upload(path: Path, label: str, sample_rate: int, limits: ServeLimits)
     return wav
 
 
-def decode_uploads(uploads: Uploads, sample_rate: int, limits: ServeLimits) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The request's source ``[T]`` and target references ``[T_i]``, decoded and checked (see :func:`decode_upload`)."""
-    assert uploads.source is not None
-    source = decode_upload(uploads.source, SOURCE_FIELD, sample_rate, limits)
+def decode_uploads(uploads: Uploads, sample_rate: int, limits: ServeLimits) -> tuple[np.ndarray | None, list[np.ndarray]]:
+    """The request's source ``[T]`` (None when it sent none) and target references ``[T_i]``, decoded and
+    checked (see :func:`decode_upload`)."""
+    source = None if uploads.source is None else decode_upload(uploads.source, SOURCE_FIELD, sample_rate, limits)
     targets = [decode_upload(p, f"target {i + 1}", sample_rate, limits) for i, p in enumerate(uploads.targets)]
     return source, targets
+
+
+async def receive_audio(request: Request, upload_root: Path, limits: ServeLimits, sample_rate: int, *,
+                        need_source: bool = True) -> tuple[np.ndarray | None, list[np.ndarray]]:
+    """:func:`receive_uploads` into a fresh sub-folder of ``upload_root``, then :func:`decode_uploads` in a worker
+    thread; the folder is removed whatever happens (decoded, the uploaded files are no longer needed)."""
+    folder = Path(tempfile.mkdtemp(dir=upload_root))
+    try:
+        received = await receive_uploads(request, folder, limits, need_source=need_source)
+        return await anyio.to_thread.run_sync(decode_uploads, received, sample_rate, limits)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _relabel(message: str, path: Path, label: str) -> str:

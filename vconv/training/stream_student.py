@@ -41,7 +41,7 @@ STUDENT_FILE = "stream_model.safetensors"
 
 @dataclass
 class StudentSettings:
-    """The distillation's knobs (the defaults are what the shipped twin was trained with)."""
+    """The distillation's knobs (the defaults are what the twin measured in docs/STREAMING.md was trained with)."""
 
     steps: int = 3000
     batch: int = 8
@@ -82,19 +82,16 @@ class Distiller:
         self.student = make_causal(copy.deepcopy(teacher), settings.layout).requires_grad_(True)
         self.student.quantizer.eval()  # the codebook is the teacher's: no EMA updates, straight-through gradients
         self.student.speaker_encoder.requires_grad_(False)
-        self.settings, self.train_items, self.valid_items = settings, train, valid
-        self.by_speaker: dict[str, list[Utterance]] = {}
-        for item in train:
-            self.by_speaker.setdefault(item.speaker, []).append(item)
-        self.rng = random.Random(settings.seed)
+        self.settings = settings
+        self.train_pools, self.valid_pools = _by_speaker(train), _by_speaker(valid)
         with torch.no_grad():
             self.voices = torch.cat([teacher.embed_speaker(item.mel.float()[None]) for item in train])  # [N, S]
 
-    def sequence(self, rng: random.Random, voice: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(content [C, frames], teacher's output [n_mels, frames])``: one speaker's utterances end to end,
-        each converted whole by the teacher to ``voice [1, S]``, cropped at a random offset."""
+    def sequence(self, rng: random.Random, voice: torch.Tensor, pools: dict[str, list[Utterance]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(content [C, frames], teacher's output [n_mels, frames])``: the utterances of one speaker of
+        ``pools`` end to end, each converted whole by the teacher to ``voice [1, S]``, cropped at a random offset."""
         frames = self.settings.frames
-        pool = self.by_speaker[rng.choice(sorted(self.by_speaker))]
+        pool = pools[rng.choice(sorted(pools))]
         contents, targets, total = [], [], 0
         while total < frames + 1:
             content = rng.choice(pool).content.float()[None]
@@ -105,10 +102,10 @@ class Distiller:
         start = rng.randrange(total - frames)
         return torch.cat(contents, -1)[:, start : start + frames], torch.cat(targets, -1)[:, start : start + frames]
 
-    def batch(self, rng: random.Random, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def batch(self, rng: random.Random, size: int, pools: dict[str, list[Utterance]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(content [B, C, frames], target [B, n_mels, frames], voices [B, S])``, a random voice each."""
         voices = torch.cat([self.voices[rng.randrange(len(self.voices))][None] for _ in range(size)])
-        pairs = [self.sequence(rng, voice[None]) for voice in voices]
+        pairs = [self.sequence(rng, voice[None], pools) for voice in voices]
         return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs]), voices
 
     def loss(self, content: torch.Tensor, target: torch.Tensor, voices: torch.Tensor) -> torch.Tensor:
@@ -118,16 +115,17 @@ class Distiller:
     def valid_loss(self) -> float:
         """The student's L1 against the teacher on the validation utterances (the same sequences and voices
         every time)."""
-        saved, self.by_speaker = self.by_speaker, {}
-        for item in self.valid_items:
-            self.by_speaker.setdefault(item.speaker, []).append(item)
-        try:
-            rng = random.Random(1234)
-            with torch.no_grad():
-                losses = [float(self.loss(*self.batch(rng, 4))) for _ in range(8)]
-        finally:
-            self.by_speaker = saved
+        rng = random.Random(1234)
+        with torch.no_grad():
+            losses = [float(self.loss(*self.batch(rng, 4, self.valid_pools))) for _ in range(8)]
         return sum(losses) / len(losses)
+
+
+def _by_speaker(items: list[Utterance]) -> dict[str, list[Utterance]]:
+    pools: dict[str, list[Utterance]] = {}
+    for item in items:
+        pools.setdefault(item.speaker, []).append(item)
+    return pools
 
 
 def distill(bundle: str | Path, features: Path, train_manifest: Path, valid_manifest: Path, out: Path,
@@ -149,11 +147,11 @@ def distill(bundle: str | Path, features: Path, train_manifest: Path, valid_mani
     params = [p for p in job.student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
     last_save, started = time.monotonic(), time.monotonic()
-    job.rng = random.Random(settings.seed + step)
+    rng = random.Random(settings.seed + step)
     while step < settings.steps:
         job.student.train()
         job.student.quantizer.eval()
-        loss = job.loss(*job.batch(job.rng, settings.batch))
+        loss = job.loss(*job.batch(rng, settings.batch, job.train_pools))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
