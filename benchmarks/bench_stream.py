@@ -1,6 +1,6 @@
 """Live conversion (`vc.stream` / `vconv stream`): latency, compute per block, deadline misses, memory, quality.
 
-Usage: python benchmarks/bench_stream.py [--model M] [--threads 2] [--minutes 10] [--realtime]
+Usage: python benchmarks/bench_stream.py [--model M] [--threads 2] [--minutes 10] [--realtime] [--target-match off]
                                          [--manifest EXP/data/test.jsonl --sources-per-pair 1] [--json OUT]
 
 1. **Latency**: the algorithmic latency, block + look-ahead (the stream's defaults unless --block-ms,
@@ -125,6 +125,8 @@ def main() -> None:
     parser.add_argument("--context-ms", type=float, default=1500.0)
     parser.add_argument("--no-vocoder-passes", dest="vocoder_passes", action="store_false",
                         help="stream without the vocoder's post-processing passes")
+    parser.add_argument("--target-match", default="meanstd",
+                        help="target-spectrum matching of both the offline and the streamed conversions (off: the network alone)")
     parser.add_argument("--manifest", type=Path, help="held-out manifest for the quality section")
     parser.add_argument("--sources-per-pair", type=int, default=1)
     parser.add_argument("--json", type=Path)
@@ -132,7 +134,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     settings = {"block_ms": args.block_ms, "lookahead_ms": args.lookahead_ms, "context_ms": args.context_ms,
                 "vocoder_passes": args.vocoder_passes}
-    vc = load(args.model)
+    vc = load(args.model, target_match=args.target_match)
     target = vc.target_voice([ROOT / "examples/target.wav"])
     figures: dict = {"threads": args.threads, "settings": settings,
                      "latency_ms": vc.stream(target, **settings).latency_ms}
