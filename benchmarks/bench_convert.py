@@ -8,7 +8,9 @@ turns (A B A B ...), each pair's ratio taken and the median of those quoted:
 (a) **start-up**: the whole process ``vconv convert examples/source.wav --target examples/target.wav``
     against ``python -c "import torch"`` (wall time, ``--runs`` pairs after a warm-up pair);
 (b) **end to end**: in one process, converting 10 s (load the wav -> target -> front-end -> model ->
-    vocoder -> write the wav) against the content front-end alone on the same 10 s (``--runs`` pairs);
+    vocoder -> write the wav) against the content front-end alone on the same 10 s (``--runs`` pairs), with the
+    networks in the converter's default arithmetic (bfloat16 where the CPU has it, vconv.inference.precision; the
+    front-end always float32) and, beside it, all in float32;
 (c) **memory**: peak RSS (ru_maxrss) of a fresh process converting a ``--long-minutes`` source, written
     beforehand by this process, beside a fresh process converting the 10 s source and one converting a
     ``--longer-minutes`` source (default 2 hours): a long source is converted a chunk at a time, so its
@@ -19,7 +21,8 @@ without its post-processing passes; best of 3 after a warm-up), the best of 3 ``
 the bundle's size. Without --model it uses the shipped bundle, or, if none is installed, a randomly
 initialised model of the default (shipped) size: speed does not depend on the weights' values. ``--json``
 also writes the figures (``startup_ratio``, ``end_to_end_ratio``, ``peak_rss_mb``, ``peak_rss_10s_mb``,
-``rtf`` per vocoder, ``default_vocoder``, ``load_s``, ``bundle_mb``, ``threads``).
+``compute_dtype``, ``end_to_end_ratio_float32``, ``rtf`` per vocoder, ``default_vocoder``, ``load_s``, ``bundle_mb``,
+``threads``).
 """
 
 from __future__ import annotations
@@ -198,8 +201,13 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict:
           f"-> ratio {startup:.2f} (median of {args.runs} pairs)")
     converter = load(model)
     whole, front, e2e = end_to_end_ratio(converter, src, ref, tmp / "out.wav", args.runs)
+    dtype = str(converter.compute_dtype).removeprefix("torch.")
     print(f"(b) end to end: 10 s converted in {whole:.3f} s, the content front-end alone {front:.3f} s "
-          f"-> ratio {e2e:.2f} (median of {args.runs} pairs)")
+          f"-> ratio {e2e:.2f} (median of {args.runs} pairs; networks in {dtype}, the front-end in float32)")
+    e2e_float32 = None
+    if converter.compute_dtype != torch.float32:  # what the same conversion costs without bfloat16, side by side
+        whole32, front32, e2e_float32 = end_to_end_ratio(load(model, precision="float32"), src, ref, tmp / "out.wav", args.runs)
+        print(f"    all in float32: {whole32:.3f} s against {front32:.3f} s -> ratio {e2e_float32:.2f}")
     peak, peak10 = (peak_rss(model, s, ref, tmp / "peak.wav", args.threads) for s in (long_src, src))
     print(f"(c) peak RSS converting a {args.long_minutes:g}-minute source: {peak:.0f} MB (a 10 s source: {peak10:.0f} MB)")
     longer = None
@@ -217,6 +225,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict:
     return {"model": str(bundle), "threads": args.threads, "bundle_mb": round(size / 1e6, 1),
             "startup_ratio": round(startup, 3), "startup_s": round(cli, 3), "import_torch_s": round(torch_only, 3),
             "end_to_end_ratio": round(e2e, 3), "end_to_end_s": round(whole, 4), "front_end_s": round(front, 4),
+            "compute_dtype": dtype, "end_to_end_ratio_float32": None if e2e_float32 is None else round(e2e_float32, 3),
             "peak_rss_mb": round(peak), "peak_rss_10s_mb": round(peak10), "long_minutes": args.long_minutes,
             "peak_rss_longer_mb": None if longer is None else round(longer), "longer_minutes": args.longer_minutes,
             "load_s": round(min(loads), 3), "default_vocoder": converter.vocoder.name,

@@ -20,8 +20,8 @@ import numpy as np
 import soundfile as sf
 
 from vconv.config import FeatureConfig
-from vconv.data.manifest import read_manifest
 from vconv.data.extract import extract_features
+from vconv.data.manifest import read_manifest
 from vconv.data.prepare import prepare_corpus
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: tests/data/corpus

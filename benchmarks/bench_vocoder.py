@@ -21,8 +21,7 @@ import time
 
 import torch
 
-from vconv.config import FeatureConfig
-from vconv.config import VocoderConfig
+from vconv.config import FeatureConfig, VocoderConfig
 from vconv.vocoders.vocos import VocosVocoder
 
 

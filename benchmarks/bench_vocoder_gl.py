@@ -19,8 +19,8 @@ import time
 import numpy as np
 import torch
 
-from vconv.config import FeatureConfig
 from vconv.audio.logmel import LogMel
+from vconv.config import FeatureConfig
 from vconv.vocoders import GriffinLim
 
 

@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vconv.evaluation import metrics as M
 from vconv.audio.io import load
+from vconv.audio.logmel import LogMel
 from vconv.config import FeatureConfig
 from vconv.data.manifest import read_manifest
-from vconv.audio.logmel import LogMel
+from vconv.evaluation import metrics as M
 from vconv.evaluation.judges import AsrJudge, QualityJudge, SpeakerJudge
-from vconv.vocoders import get_vocoder
 from vconv.training.vocoder_trainer import export_checkpoint
+from vconv.vocoders import get_vocoder
 from vconv.vocoders.vocos import load_vocoder
 
 

@@ -40,6 +40,25 @@ def test_logmel_batched_equals_single_and_frame_count(cfg):
     assert torch.isfinite(extractor(torch.zeros(4000))).all()  # silence stays finite thanks to the floor
 
 
+@pytest.mark.parametrize("n_fft, win, hop", [(1024, 1024, 256), (512, 400, 128), (1024, 800, 200), (400, 400, 160)])
+@pytest.mark.parametrize("samples, extra", [(16000, 0), (16001, -7), (5000, 300)])
+def test_inverse_stft_equals_torch_istft(n_fft, win, hop, samples, extra):
+    # the overlap-add by shifted sums (hop divides n_fft) and torch's general path (it does not: 1024/200)
+    cfg = FeatureConfig(n_fft=n_fft, win_length=win, hop_length=hop)
+    extractor = LogMel(cfg)
+    spec = extractor.stft(torch.randn(2, samples, generator=torch.Generator().manual_seed(samples)))
+    length = samples + extra
+    ours = extractor.istft(spec, length)
+    kept = min(length, samples)  # past the signal torch may refuse (its window envelope nears 0 there)
+    theirs = torch.istft(spec, n_fft=n_fft, hop_length=hop, win_length=win, window=extractor.window, center=True,
+                         length=kept)
+    assert ours.shape == (2, length)
+    torch.testing.assert_close(ours[:, :kept], theirs, rtol=0, atol=1e-5)
+    round_trip = extractor.istft(spec, samples)  # and it inverts the analysis
+    torch.testing.assert_close(round_trip, torch.randn(2, samples, generator=torch.Generator().manual_seed(samples)),
+                               rtol=0, atol=1e-5)
+
+
 def test_mel_inverse_recovers_the_spectrum_shape(cfg):
     extractor = LogMel(cfg)
     wav = torch.from_numpy(voiced_signal(1.0, seed=4))[None]

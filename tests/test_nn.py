@@ -64,6 +64,17 @@ def test_adain_output_statistics_are_the_injected_gamma_beta():
     torch.testing.assert_close(adain(x * 2.0 + 1.0, e), y, atol=1e-4, rtol=1e-4)
 
 
+def test_adain_normalises_like_instance_norm_at_large_offsets():
+    # the two-pass statistics: the biased variance about the mean, exact even where the mean dwarfs the spread
+    torch.manual_seed(1)
+    adain = AdaIN(channels=16, embed_dim=4)
+    x = torch.randn(2, 16, 625) * 0.1 + 30.0  # mean 300x the spread
+    e = torch.randn(2, 4)
+    gamma, beta = adain.style(e)
+    expected = torch.nn.functional.instance_norm(x.double(), eps=adain.eps) * gamma.double() + beta.double()
+    torch.testing.assert_close(adain(x, e).double(), expected, rtol=0, atol=1e-3)
+
+
 def test_adain_embedding_changes_output():
     torch.manual_seed(0)
     adain = AdaIN(4, 3)

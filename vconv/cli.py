@@ -24,7 +24,16 @@ from typing import Any, List, Optional
 import typer
 
 from vconv.cli_artifacts import bundle_app, frontend_app
-from vconv.cli_common import EXIT_CODES_HELP, TARGET_MATCH_HELP, OneLineErrorsGroup, finish_batch, friendly_errors, printable, split_list
+from vconv.cli_common import (
+    EXIT_CODES_HELP,
+    PRECISION_HELP,
+    TARGET_MATCH_HELP,
+    OneLineErrorsGroup,
+    finish_batch,
+    friendly_errors,
+    printable,
+    split_list,
+)
 from vconv.cli_serve import serve
 from vconv.cli_stream import stream
 from vconv.errors import VconvError
@@ -217,6 +226,7 @@ def convert(
     sample_rate: Optional[int] = typer.Option(None, "--sample-rate", help="Resample the output to this rate, 1000..768000 Hz (default: the model's)."),
     fast: bool = typer.Option(False, "--fast", help="Skip the neural vocoder's post-processing passes: less time, lower quality (benchmarks/bench_convert.py measures the time, recipes/voices/MODEL_HISTORY.md the quality)."),
     target_match: str = typer.Option("meanstd", "--target-match", help=TARGET_MATCH_HELP),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     force: bool = typer.Option(False, "--force", help="Overwrite outputs of an earlier run (never a source or a reference)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar in folder mode."),
 ) -> None:
@@ -225,14 +235,16 @@ def convert(
     from vconv.inference.batch import convert_paths
     from vconv.inference.converter import load
     from vconv.inference.plan import plan_conversions
+    from vconv.inference.precision import check_precision
     from vconv.inference.target_match import check_mode
 
     check_mode(target_match, "--target-match")
+    check_precision(precision, "--precision")
     bundle = _check_model(model, vocoder)  # the model, inputs and outputs are checked before the model load
     plan = plan_conversions(source, target, out, force=force, sample_rate=sample_rate)
     if not plan.jobs:
         finish_batch(0, plan.failed)
-    converter = load(bundle, vocoder=vocoder, fast=fast, target_match=target_match)
+    converter = load(bundle, vocoder=vocoder, fast=fast, target_match=target_match, precision=precision)
     report = convert_paths(converter, source, target, out, force=force, progress=progress, plan=plan)
     typer.echo(report.summary())
     for note in report.notes:
@@ -286,6 +298,7 @@ def evaluate(
     target_refs: int = typer.Option(1, "--target-refs", help="Target utterances given to the converter per pair (averaged by its speaker path); never the judged one."),
     vocoder: Optional[str] = typer.Option(None, "--vocoder", help="Vocoder for conversion and the copy-synthesis row (default: the bundle's)."),
     target_match: str = typer.Option("meanstd", "--target-match", help=TARGET_MATCH_HELP),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     seed: int = typer.Option(0, help="Seed of the pair sampling."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the similarity histogram and the embedding projection."),
     asr_model: str = typer.Option("base", "--asr-model", help="CER/WER judge: base (Whisper base, multilingual) or tiny.en; a judge that shares weights with the model is refused."),
@@ -301,7 +314,7 @@ def evaluate(
     bundle = _check_model(model, vocoder) if manifest is not None or model is not None else None
     report = evaluate_model(EvaluationRequest(
         out, bundle=bundle, manifest=manifest, protocol=protocol, sources_per_pair=sources_per_pair,
-        target_refs=target_refs, vocoder=vocoder, target_match=target_match, seed=seed, plots=plots,
+        target_refs=target_refs, vocoder=vocoder, target_match=target_match, precision=precision, seed=seed, plots=plots,
         asr_model=asr_model, force=force, progress=progress))
     typer.echo(report.summary_markdown)
     typer.echo(f"report: {out}")

@@ -36,6 +36,8 @@ EXIT_INTERRUPTED = 130  # the shell's convention for Ctrl-C
 TARGET_MATCH_HELP = ("Move the converted spectrum onto the target's: meanstd (the target's band shape at the converted "
                      "level, and the spread of each band's slow contour; default), mean (the shape only), or off "
                      "(the model's output as is).")
+PRECISION_HELP = ("Arithmetic of the networks: auto (bfloat16 on a CPU that computes it natively, float32 "
+                  "otherwise; the default), float32, or bfloat16.")
 EXIT_CODES_HELP = (
     f"Exit codes: {EXIT_OK} success; {EXIT_ERROR} error you can act on (bad file, config or path; one line "
     f"on stderr); {EXIT_USAGE} usage error (bad option or argument); {EXIT_PARTIAL} some files of a batch "

@@ -14,7 +14,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from vconv.cli_common import TARGET_MATCH_HELP, friendly_errors
+from vconv.cli_common import PRECISION_HELP, TARGET_MATCH_HELP, friendly_errors
 from vconv.errors import VconvError
 
 STDIO = Path("-")
@@ -34,6 +34,7 @@ def stream(
     realtime: bool = typer.Option(False, "--realtime", help="Read a file at the pace it plays (as a microphone would), not as fast as possible."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle name or folder; default: the shipped model."),
     target_match: str = typer.Option("meanstd", "--target-match", help=TARGET_MATCH_HELP),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
     input_device: Optional[str] = typer.Option(None, "--input-device", help="Capture from a microphone instead: its number or part of its name in --list-devices, or 'default' (needs vconv[live])."),
     output_device: Optional[str] = typer.Option(None, "--output-device", help="Play on a loudspeaker instead of writing: its number or part of its name, or 'default' (needs vconv[live])."),
@@ -43,6 +44,7 @@ def stream(
     or standard output. Prints the latency at the start and the compute per block (p50/p95/p99) and deadline
     misses at the end; Ctrl-C ends the stream and keeps what came in."""
     from vconv.audio.io import inspect_audio
+    from vconv.inference.precision import check_precision
     from vconv.inference.target_match import check_mode
 
     if list_devices:
@@ -53,6 +55,7 @@ def stream(
     if not target:
         raise VconvError("give the target voice: --target REF.wav (repeat for several references)")
     check_mode(target_match, "--target-match")
+    check_precision(precision, "--precision")
     _check_sources(input_path, output, input_device, output_device, raw, realtime)
     if raw and input_path == STDIO and sample_rate is None and input_device is None:
         raise VconvError("--raw input needs --sample-rate N (headerless PCM does not say its rate)")
@@ -63,7 +66,7 @@ def stream(
         raise VconvError(f"--sample-rate {sample_rate}: {input_path} is {reader.sample_rate} Hz, and the output keeps the input's rate")
     writer = _open_writer(output, raw, reader.sample_rate, force, output_device)
     try:
-        report, converter_stream = _run(target, reader, writer, model, target_match, block_ms, lookahead_ms,
+        report, converter_stream = _run(target, reader, writer, model, target_match, precision, block_ms, lookahead_ms,
                                         context_ms, realtime)
     except BaseException:
         writer.abort()
@@ -75,12 +78,12 @@ def stream(
         typer.echo(f"dropped {reader.dropped_seconds:.1f} s of microphone audio while the conversion was behind", err=True)
 
 
-def _run(target: List[Path], reader: Any, writer: Any, model: Optional[str], target_match: str, block_ms: float,
-         lookahead_ms: float, context_ms: float, realtime: bool) -> tuple[Any, Any]:
+def _run(target: List[Path], reader: Any, writer: Any, model: Optional[str], target_match: str, precision: str,
+         block_ms: float, lookahead_ms: float, context_ms: float, realtime: bool) -> tuple[Any, Any]:
     from vconv.inference.converter import load
     from vconv.inference.stream_run import run_stream
 
-    converter = load(model, target_match=target_match)
+    converter = load(model, target_match=target_match, precision=precision)
     live = converter.stream([str(t) for t in target], block_ms=block_ms, lookahead_ms=lookahead_ms, context_ms=context_ms,
                             sample_rate=reader.sample_rate)
     typer.echo(f"latency {live.latency_ms:.0f} ms (block {1000 * live.block / live.model_rate:.0f} ms + look-ahead "

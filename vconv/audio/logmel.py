@@ -46,16 +46,32 @@ class LogMel(torch.nn.Module):
 
     def istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
         """``[B, length]`` from a complex ``[B, n_fft/2+1, F]``: the least-squares inverse of :meth:`stft`
-        (Griffin-Lim, the neural vocoder's synthesis and envelope matching all resynthesise through it)."""
-        return torch.istft(
-            spec,
-            n_fft=self.cfg.n_fft,
-            hop_length=self.cfg.hop_length,
-            win_length=self.cfg.win_length,
-            window=self.window,
-            center=True,
-            length=length,
-        )
+        (Griffin-Lim, the neural vocoder's synthesis and envelope matching all resynthesise through it).
+
+        Equal to ``torch.istft`` (centred, same window) up to float error; when the hop divides ``n_fft``
+        (every shipped setting) it overlap-adds with ``n_fft / hop`` shifted sums instead of ``torch.istft``'s
+        general fold, and the squared-window envelope it divides by is built the same cheap way: 3.5x
+        faster on a CPU, and the vocoder's post-processing calls it nine times per conversion.
+        """
+        cfg = self.cfg
+        if cfg.n_fft % cfg.hop_length:
+            return torch.istft(spec, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
+                               window=self.window, center=True, length=length)
+        window = self._padded_window()  # [n_fft]
+        frames = torch.fft.irfft(spec, n=cfg.n_fft, dim=-2) * window[:, None]  # [B, n_fft, F]
+        signal = _overlap_add(frames, cfg.hop_length)  # [B, (F - 1) * hop + n_fft]
+        envelope = _overlap_add(window.square()[None, :, None].expand(1, -1, spec.shape[-1]), cfg.hop_length)[0]
+        start = cfg.n_fft // 2  # centred frames: sample 0 sits in the middle of frame 0
+        signal, envelope = signal[:, start:start + length], envelope[start:start + length]
+        if signal.shape[-1] < length:  # asked for more than the frames cover: zeros, as torch.istft gives
+            signal = torch.nn.functional.pad(signal, (0, length - signal.shape[-1]))
+            envelope = torch.nn.functional.pad(envelope, (0, length - envelope.shape[-1]), value=1.0)
+        return signal / envelope.clamp_min(1e-11)
+
+    def _padded_window(self) -> torch.Tensor:
+        """The analysis window zero-padded (centred) to ``n_fft``, as the STFT applies it: ``[n_fft]``."""
+        left = (self.cfg.n_fft - self.window.shape[0]) // 2
+        return torch.nn.functional.pad(self.window, (left, self.cfg.n_fft - self.window.shape[0] - left))
 
     def magnitude(self, wav: torch.Tensor) -> torch.Tensor:
         """Linear-frequency magnitude ``[B, n_fft/2+1, F]`` of ``[B, T]``."""
@@ -93,3 +109,18 @@ class LogMel(torch.nn.Module):
 
     def num_frames(self, num_samples: int) -> int:
         return 1 + num_samples // self.cfg.hop_length
+
+
+def _overlap_add(frames: torch.Tensor, hop: int) -> torch.Tensor:
+    """``[B, n, F]`` frames, ``F`` of them ``hop`` apart -> their sum ``[B, (F - 1) * hop + n]``; ``hop`` divides ``n``.
+
+    Each frame is cut into ``n / hop`` pieces of one hop; piece ``k`` of frame ``f`` lands on hop-slot
+    ``f + k``, so the whole overlap-add is ``n / hop`` shifted additions of ``[B, F, hop]`` blocks.
+    """
+    batch, n, count = frames.shape
+    pieces = n // hop
+    blocks = frames.reshape(batch, pieces, hop, count).permute(0, 3, 1, 2)  # [B, F, pieces, hop]
+    out = frames.new_zeros(batch, count + pieces - 1, hop)
+    for k in range(pieces):
+        out[:, k:k + count] += blocks[:, :, k]
+    return out.reshape(batch, -1)

@@ -30,6 +30,7 @@ class EvaluationRequest:
     target_refs: int = 1
     vocoder: str | None = None
     target_match: str = "meanstd"
+    precision: str = "auto"
     seed: int = 0
     plots: bool = True
     asr_model: str = "base"
@@ -38,6 +39,7 @@ class EvaluationRequest:
 
     def check(self) -> None:
         """Every option against the others and the output folder, before anything loads."""
+        from vconv.inference.precision import check_precision
         from vconv.inference.target_match import check_mode
         from vconv.paths import check_output_path
 
@@ -50,6 +52,7 @@ class EvaluationRequest:
         if self.target_refs < 1:
             raise VconvError(f"--target-refs {self.target_refs}: expected 1 or more")
         check_mode(self.target_match, "--target-match")
+        check_precision(self.precision, "--precision")
         check_output_path(self.out, expect="folder", what="report folder")  # inputs and outputs before the model load
         if (self.out / "results.json").exists() and not self.force:
             raise VconvError(f"{self.out / 'results.json'}: already exists; pass --force to overwrite")
@@ -77,7 +80,8 @@ class _Conversions:
         return self.converter.copy_synthesis(path), self.converter.sample_rate
 
     def notes(self) -> list[str]:  # asked after the conversions
-        said = [f"Target-spectrum matching: {self.target_match}."]
+        said = [f"Target-spectrum matching: {self.target_match}. Networks computed in "
+                f"{str(self.converter.compute_dtype).removeprefix('torch.')}."]
         if self.skipped_matching:
             said.append(f"Target-spectrum matching was skipped for {len(self.skipped_matching)} conversion(s): their target "
                         "references hold too little speech for trusted statistics, so they are the model's own output.")
@@ -99,7 +103,8 @@ def evaluate_model(request: EvaluationRequest) -> Report:
     if request.bundle is not None:
         from vconv.inference.converter import load
 
-        conversions = _Conversions(load(request.bundle, vocoder=request.vocoder, target_match=request.target_match),
+        conversions = _Conversions(load(request.bundle, vocoder=request.vocoder, target_match=request.target_match,
+                                        precision=request.precision),
                                    request.target_match)
     name = conversions.converter.info.path.name if conversions else request.protocol
     return run_evaluation(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence, Union, cast
+from typing import TYPE_CHECKING, Callable, ContextManager, Sequence, Union, cast
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ from vconv.bundles import BundleInfo, load_bundle
 from vconv.errors import VconvError
 from vconv.inference.chunking import process_in_chunks, stream_chunks
 from vconv.inference.devices import check_device
+from vconv.inference.precision import DEFAULT_PRECISION, compute_in, resolve_precision
 from vconv.inference.registry import resolve_bundle
 from vconv.inference.target import TargetVoice
 from vconv.inference.target_match import (
@@ -59,11 +60,12 @@ class VoiceConverter:
     Attributes: ``model`` (:class:`vconv.models.VoiceConversionModel`), ``frontend``
     (:class:`~vconv.audio.frontend.FrontEnd`), ``info`` (:class:`BundleInfo`), ``vocoder`` (a
     :class:`vconv.vocoders.Vocoder`), ``sample_rate``, ``target_match`` (``meanstd``, ``mean`` or ``off``:
-    how the converted spectrum is moved onto the target's, :mod:`vconv.inference.target_match`).
+    how the converted spectrum is moved onto the target's, :mod:`vconv.inference.target_match`), ``compute_dtype``
+    (what the networks compute in: float32, or bfloat16 autocast, :mod:`vconv.inference.precision`).
     """
 
     def __init__(self, model, frontend: FrontEnd, info: BundleInfo, vocoder=None, device: str | torch.device = "cpu",
-                 target_match: str = DEFAULT_MODE):
+                 target_match: str = DEFAULT_MODE, precision: str = DEFAULT_PRECISION):
         from vconv.vocoders import check_compatible, get_vocoder
 
         self.model = model.to(device).eval()
@@ -75,12 +77,21 @@ class VoiceConverter:
         check_compatible(self.features, self.vocoder)
         self.vocoder = self.vocoder.to(self.device).eval()
         self.target_match = check_mode(target_match)
+        self.compute_dtype = resolve_precision(precision, self.device)
         self._stream_twin: "VoiceConversionModel | None" = None
         self._stream_twin_read = False  # whether the bundle was looked at for one (on the first stream)
 
     @property
     def sample_rate(self) -> int:
         return self.features.sample_rate
+
+    def compute(self, part: str = "model") -> ContextManager:
+        """The context a network runs in (bfloat16 autocast or nothing, :attr:`compute_dtype`): ``part`` is
+        ``"model"`` (the conversion network, its speaker and reference encoders) or ``"vocoder"`` (a vocoder
+        whose weights tolerate it; Griffin-Lim's least-squares inversion always stays float32)."""
+        if part == "vocoder" and not getattr(self.vocoder, "mixed_precision", False):
+            return compute_in(torch.float32, self.device)
+        return compute_in(self.compute_dtype, self.device)
 
     # ---------------------------------------------------------------------------------------- inputs
 
@@ -112,7 +123,8 @@ class VoiceConverter:
 
     def _vocode(self, log_mel: torch.Tensor, num_samples: int) -> np.ndarray:
         """Log-mel ``[1, n_mels, F]`` → ``[num_samples]`` audio (the vocoder yields (F-1)*hop; pad the tail)."""
-        audio = self.vocoder(log_mel)[0].float().cpu().numpy()
+        with self.compute("vocoder"):
+            audio = self.vocoder(log_mel)[0].float().cpu().numpy()
         return np.pad(audio, (0, max(0, num_samples - audio.size)))[:num_samples]
 
     # ------------------------------------------------------------------------------------- embedding
@@ -134,7 +146,8 @@ class VoiceConverter:
     def _embed_prepared(self, wavs: list[np.ndarray]) -> torch.Tensor:
         """Prepared waveforms → their average speaker embedding ``[1, S]``."""
         inputs = [self.frontend.speaker_input(w)[0] for w in wavs]  # normalised log-mels [n_mels, T_i] or d-vectors [256]
-        return self.model.embed_speaker(inputs)
+        with self.compute():
+            return self.model.embed_speaker(inputs).float()
 
     @torch.no_grad()
     def speaker_embedding(self, refs: Sequence[AudioInput] | AudioInput, sr: int | None = None) -> torch.Tensor:
@@ -148,7 +161,10 @@ class VoiceConverter:
         log_mels = [self.frontend.log_mel(w[None])[0] for w in wavs]
         reference = None
         if self.model.reference is not None:  # its frames, normalised as the model reads them, encoded once
-            reference = self.model.encode_reference([self.frontend.normalize(m) for m in log_mels])
+            with self.compute():
+                memory = self.model.encode_reference([self.frontend.normalize(m) for m in log_mels])
+            # kept in float32, like the embedding: a prepared target serves converters of either precision
+            reference = dataclasses.replace(memory, keys=memory.keys.float(), values=memory.values.float())
         return TargetVoice(embedding=self._embed_prepared(wavs), spectrum=spectrum_stats(log_mels), reference=reference)
 
     @torch.no_grad()
@@ -307,7 +323,9 @@ class VoiceConverter:
 
         def convert_chunk(piece: np.ndarray) -> np.ndarray:
             # the target embedding is computed once per file and handed to the model's one conversion path
-            converted = self.model.convert(self._model_input(piece), embedding=embedding, reference=reference)
+            content = self._model_input(piece)
+            with self.compute():
+                converted = self.model.convert(content, embedding=embedding, reference=reference)
             log_mel = self.frontend.denormalize(converted.float())
             # the piece includes its context: room tone within CONTEXT_SECONDS of speech is matched on that speech's
             # statistics (speech frames only), as a pause inside one chunk is
@@ -343,18 +361,21 @@ def limit_peak(wav: np.ndarray, peak: float = PEAK) -> np.ndarray:
 
 
 def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, device: str | torch.device = "cpu",
-         fast: bool = False, target_match: str = DEFAULT_MODE) -> VoiceConverter:
+         fast: bool = False, target_match: str = DEFAULT_MODE, precision: str = DEFAULT_PRECISION) -> VoiceConverter:
     """Load a bundle by name or folder (default: the shipped model) as a :class:`VoiceConverter`.
 
     ``fast`` runs the bundle's neural vocoder without its inference-time post-processing (phase
     consistency and mel-envelope matching passes): less time per conversion (``benchmarks/bench_convert.py``
     prints both), at the quality cost that ``recipes/voices/MODEL_HISTORY.md`` measures ("network only").
+    ``precision``: ``auto`` (bfloat16 where the CPU computes it natively), ``float32`` or ``bfloat16``
+    (:mod:`vconv.inference.precision`).
     """
     from vconv.bundles import load_bundle_vocoder
     from vconv.vocoders import get_vocoder
 
     target_match = check_mode(target_match)
-    device = check_device(device)  # before the bundle: a typo in the device fails at once
+    device = check_device(device)  # before the bundle: a typo in the device or precision fails at once
+    resolve_precision(precision, torch.device(device))
     bundle = resolve_bundle(name_or_path)
     model, frontend, info = load_bundle(bundle, device)
     # the bundle's own (trained) vocoder by default; a name (e.g. "griffinlim") overrides it
@@ -371,4 +392,4 @@ def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, 
 
         vocos = cast(VocosVocoder, voc)  # named vocos just above
         vocos.config = dataclasses.replace(vocos.config, consistency_passes=0, envelope_passes=0)
-    return VoiceConverter(model, frontend, info, voc, device, target_match=target_match)
+    return VoiceConverter(model, frontend, info, voc, device, target_match=target_match, precision=precision)

@@ -212,8 +212,9 @@ class StreamConverter:
     def _convert_window(self, window: np.ndarray, lead: int, keep: int) -> np.ndarray:
         """Samples ``[lead, lead + keep)`` of ``window``, converted: front-end -> model -> matching -> vocoder."""
         conv, target = self.converter, self.target
-        converted = self.model.convert(conv.frontend.content_input(window), embedding=target.embedding,
-                                       reference=target.reference)
+        content = conv.frontend.content_input(window)
+        with conv.compute():
+            converted = self.model.convert(content, embedding=target.embedding, reference=target.reference)
         log_mel = conv.frontend.denormalize(converted.float())  # [1, n_mels, F], frame j centred at j*hop
         first_new = lead // self.hop  # the block's own frames join the running statistics: those that are
         # speech by the whole window's loudness (a block of silence alone would count all of its frames)
@@ -227,7 +228,8 @@ class StreamConverter:
             log_mel = match_spectrum(log_mel, target.spectrum, conv.target_match, floor=floor, own=own)
         skip = max(0, first_new - VOCODER_MARGIN_FRAMES)  # render only the last frames, from a margin before the block
         passes = {"post_process": self.settings.vocoder_passes} if getattr(conv.vocoder, "name", "") == "vocos" else {}
-        audio = conv.vocoder(log_mel[..., skip:], **passes)[0].float().cpu().numpy()
+        with conv.compute("vocoder"):
+            audio = conv.vocoder(log_mel[..., skip:], **passes)[0].float().cpu().numpy()
         offset = lead - skip * self.hop
         audio = np.pad(audio, (0, max(0, offset + keep - audio.size)))
         return audio[offset : offset + keep]

@@ -8,7 +8,13 @@ convolutions and sliding-window norms, and learns to give what the teacher gives
   ``frames`` frames at a random offset;
 * its target is the teacher's conversion of each utterance *as a whole* (what offline conversion gives),
   to a voice picked at random among the training utterances (the speaker encoder is the teacher's);
-* the loss is the L1 distance in model space (normalised log-mel) between student and teacher.
+* the loss is the L1 distance in model space (normalised log-mel) between student and teacher, plus (with
+  ``code_weight > 0``, the default) a cross-entropy that teaches the student's content encoder the teacher's
+  VQ codes of the whole utterance. With it the student's decoder reads the teacher's codes in training
+  (teacher forcing): the encoder learns *which* code each frame is (a classification target, which does
+  not blur as a regression to the teacher's spectrogram does), the decoder learns to render true codes
+  causally. At inference the student reads its own codes. (A model without a VQ bottleneck has no codes:
+  the L1 alone.)
 
 The teacher's inputs are the content front-end's states of whole utterances, read from the feature files
 ``vconv extract`` wrote; the stream computes them on a window that ends at the look-ahead, which the student
@@ -21,6 +27,7 @@ started again with the same ``out`` resumes from them (the optimiser's moments s
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import random
 import time
@@ -28,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from vconv.data.feature_files import load_feature_tensors
@@ -35,6 +43,7 @@ from vconv.data.manifest import read_manifest
 from vconv.errors import VconvError
 from vconv.fileio import atomic_path
 from vconv.models.causal import CausalLayout, lookahead_of, make_causal
+from vconv.models.quantize import VectorQuantizer
 
 STUDENT_FILE = "stream_model.safetensors"
 
@@ -49,6 +58,7 @@ class StudentSettings:
     lr: float = 2e-4
     checkpoint_minutes: float = 5.0
     valid_every: int = 250
+    code_weight: float = 1.0  # the cross-entropy to the teacher's codes (0: the L1 alone, the decoder on the student's codes)
     layout: CausalLayout = CausalLayout()
     seed: int = 0
 
@@ -87,38 +97,79 @@ class Distiller:
         with torch.no_grad():
             self.voices = torch.cat([teacher.embed_speaker(item.mel.float()[None]) for item in train])  # [N, S]
 
-    def sequence(self, rng: random.Random, voice: torch.Tensor, pools: dict[str, list[Utterance]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(content [C, frames], teacher's output [n_mels, frames])``: the utterances of one speaker of
-        ``pools`` end to end, each converted whole by the teacher to ``voice [1, S]``, cropped at a random offset."""
+    def sequence(self, rng: random.Random, voice: torch.Tensor, pools: dict[str, list[Utterance]]) -> Batch:
+        """The utterances of one speaker of ``pools`` end to end, each encoded and converted whole by the teacher
+        to ``voice [1, S]``, cropped to ``frames`` at a random offset (one item, no batch axis)."""
         frames = self.settings.frames
         pool = pools[rng.choice(sorted(pools))]
-        contents, targets, total = [], [], 0
+        contents, targets, quantized, codes, total = [], [], [], [], 0
         while total < frames + 1:
             content = rng.choice(pool).content.float()[None]
             with torch.no_grad():
-                targets.append(self.teacher.convert(content, embedding=voice)[0])
+                encoded = self.teacher.encode_content(content)
+                targets.append(self.teacher.decode(encoded.quantized, voice, content.shape[-1])[0])
             contents.append(content[0])
+            quantized.append(encoded.quantized[0])
+            codes.append(encoded.codes[0].reshape(content.shape[-1], -1))  # [F, G]
             total += content.shape[-1]
         start = rng.randrange(total - frames)
-        return torch.cat(contents, -1)[:, start : start + frames], torch.cat(targets, -1)[:, start : start + frames]
+        span = slice(start, start + frames)
+        return Batch(torch.cat(contents, -1)[:, span], torch.cat(targets, -1)[:, span], voice[0],
+                     torch.cat(quantized, -1)[:, span], torch.cat(codes, 0)[span])
 
-    def batch(self, rng: random.Random, size: int, pools: dict[str, list[Utterance]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(content [B, C, frames], target [B, n_mels, frames], voices [B, S])``, a random voice each."""
-        voices = torch.cat([self.voices[rng.randrange(len(self.voices))][None] for _ in range(size)])
-        pairs = [self.sequence(rng, voice[None], pools) for voice in voices]
-        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs]), voices
+    def batch(self, rng: random.Random, size: int, pools: dict[str, list[Utterance]]) -> Batch:
+        """``size`` sequences (:meth:`sequence`) stacked, a random training voice each."""
+        voices = [self.voices[rng.randrange(len(self.voices))][None] for _ in range(size)]
+        items = [self.sequence(rng, voice, pools) for voice in voices]
+        return Batch(*(torch.stack([getattr(item, f.name) for item in items]) for f in dataclasses.fields(Batch)))
 
-    def loss(self, content: torch.Tensor, target: torch.Tensor, voices: torch.Tensor) -> torch.Tensor:
-        out = self.student.decode(self.student.encode_content(content).quantized, voices, content.shape[-1])
-        return (out - target).abs().mean()
+    def code_logits(self, content: torch.Tensor, quantizer: VectorQuantizer) -> torch.Tensor:
+        """The student's scores for every code at every frame and group, ``[B, T, G, K]``: minus the squared
+        distance of its (unquantised) content vector to each code vector, the nearest code scoring highest."""
+        z = self.student.content_encoder(content).float()  # [B, G*D, T]
+        batch, _, frames = z.shape
+        z = z.reshape(batch, quantizer.groups, quantizer.dim, frames).permute(0, 3, 1, 2)  # [B, T, G, D]
+        codebook = quantizer.codebook.float()  # [K, D]
+        return -(z.pow(2).sum(-1, keepdim=True) - 2.0 * z @ codebook.t() + codebook.pow(2).sum(-1))
 
-    def valid_loss(self) -> float:
-        """The student's L1 against the teacher on the validation utterances (the same sequences and voices
-        every time)."""
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """L1 of the student's output against the teacher's, plus ``code_weight`` x the cross-entropy of its
+        codes against the teacher's (then the decoder reads the teacher's codes)."""
+        frames = batch.content.shape[-1]
+        quantizer = self.student.quantizer
+        if self.settings.code_weight <= 0 or not isinstance(quantizer, VectorQuantizer):
+            out = self.student.decode(self.student.encode_content(batch.content).quantized, batch.voices, frames)
+            return (out - batch.target).abs().mean()
+        out = self.student.decode(batch.quantized, batch.voices, frames)
+        logits = self.code_logits(batch.content, quantizer)
+        codes = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.codes.reshape(-1))
+        return (out - batch.target).abs().mean() + self.settings.code_weight * codes
+
+    def validate(self) -> tuple[float, float]:
+        """``(L1, code accuracy)`` of the student *as it streams* (its own codes) against the teacher, on the
+        validation utterances (the same sequences and voices every time)."""
         rng = random.Random(1234)
+        l1, hits = [], []
         with torch.no_grad():
-            losses = [float(self.loss(*self.batch(rng, 4, self.valid_pools))) for _ in range(8)]
-        return sum(losses) / len(losses)
+            for _ in range(8):
+                batch = self.batch(rng, 4, self.valid_pools)
+                encoded = self.student.encode_content(batch.content)
+                out = self.student.decode(encoded.quantized, batch.voices, batch.content.shape[-1])
+                l1.append(float((out - batch.target).abs().mean()))
+                hits.append(float((encoded.codes.reshape(batch.codes.shape) == batch.codes).float().mean()))
+        return sum(l1) / len(l1), sum(hits) / len(hits)
+
+
+@dataclass
+class Batch:
+    """Training sequences: ``content [B, C, T]`` (front-end states), ``target [B, n_mels, T]`` (the teacher's
+    output), ``voices [B, S]``, ``quantized [B, code_dim, T]`` and ``codes [B, T, G]`` (the teacher's codes)."""
+
+    content: torch.Tensor
+    target: torch.Tensor
+    voices: torch.Tensor
+    quantized: torch.Tensor
+    codes: torch.Tensor
 
 
 def _by_speaker(items: list[Utterance]) -> dict[str, list[Utterance]]:
@@ -151,7 +202,7 @@ def distill(bundle: str | Path, features: Path, train_manifest: Path, valid_mani
     while step < settings.steps:
         job.student.train()
         job.student.quantizer.eval()
-        loss = job.loss(*job.batch(rng, settings.batch, job.train_pools))
+        loss = job.loss(job.batch(rng, settings.batch, job.train_pools))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -161,7 +212,8 @@ def distill(bundle: str | Path, features: Path, train_manifest: Path, valid_mani
             log(f"step {step} loss {loss.item():.4f} ({(time.monotonic() - started) / 60:.1f} min)")
         if step % settings.valid_every == 0 or step == settings.steps:
             job.student.eval()
-            log(f"step {step} valid L1 {job.valid_loss():.4f}")
+            l1, accuracy = job.validate()
+            log(f"step {step} valid L1 {l1:.4f} code accuracy {accuracy:.3f}")
         if time.monotonic() - last_save > settings.checkpoint_minutes * 60 or step == settings.steps:
             _save(job, out, step)
             last_save = time.monotonic()

@@ -42,6 +42,9 @@ class Vocoder(torch.nn.Module, abc.ABC):
     """
 
     name: str = "vocoder"
+    # whether its network may run under bfloat16 autocast at inference (vconv.inference.precision); a vocoder
+    # without weights (Griffin-Lim's least-squares inversion) needs float32
+    mixed_precision: bool = False
 
     def __init__(self, feature_config: FeatureConfig):
         super().__init__()

@@ -79,6 +79,7 @@ class VocosVocoder(Vocoder):
     """Log-mel ``[B, n_mels, F]`` -> waveform ``[B, (F - 1) * hop_length]`` (see the module docstring)."""
 
     name = "vocos"
+    mixed_precision = True  # the backbone under autocast; spectrum() returns float32 and the passes stay float32
 
     def __init__(self, feature_config: FeatureConfig, config: VocoderConfig | None = None):
         super().__init__(feature_config)
