@@ -427,3 +427,33 @@ def test_a_client_that_leaves_and_a_shutdown_mid_request_are_one_line_each(tiny_
     assert "Traceback" not in err, err
     assert "the client disconnected before the request was complete" in err
     assert "cut short by the server's shutdown" in err
+
+
+def test_a_refused_upload_is_read_to_its_budget_before_the_busy_answer():
+    """/api/convert and /api/target alike: with no upload place left the body is drained (up to the request
+    budget), so the client, still sending, gets the 503 and not a reset connection."""
+    import anyio
+
+    from vconv.serve.jobs import Busy, Gate
+    from vconv.serve.uploads import admit_upload
+
+    class Body:
+        def __init__(self, chunks: int):
+            self.chunks, self.read = chunks, 0
+
+        async def stream(self):
+            for _ in range(self.chunks):
+                self.read += 1
+                yield b"x" * 1000
+
+    gate = Gate(1)
+    held = gate.admit()
+    small, huge = Body(5), Body(1000)
+    for body in (small, huge):
+        with pytest.raises(Busy):
+            anyio.run(admit_upload, gate, body, 10_000)
+    assert small.read == 5  # all of it
+    assert huge.read == 11  # past the budget it stops reading: a refused client cannot hold the server
+    held.release()
+    with anyio.run(admit_upload, gate, Body(3), 10_000):
+        assert gate.status()["admitted"] == 1

@@ -32,7 +32,7 @@ from vconv.serve.guard import GuardMiddleware
 from vconv.serve.jobs import RESULT_ID, Busy, ConversionQueue, Gate, ResultStore
 from vconv.serve.limits import ServeLimits
 from vconv.serve.live import add_live_routes
-from vconv.serve.uploads import UploadError, receive_audio
+from vconv.serve.uploads import UploadError, admit_upload, receive_audio
 
 STATIC = Path(__file__).parent / "static"
 RETRY_AFTER_SECONDS = 5
@@ -125,12 +125,7 @@ def _add_convert(app: FastAPI, converter: VoiceConverter, limits: ServeLimits, q
 
     @app.post("/api/convert")
     async def convert(request: Request) -> JSONResponse:
-        try:
-            upload_ticket = uploads.admit()
-        except Busy:
-            await _discard_body(request, limits.max_request_bytes)  # let the client finish sending, then say busy
-            raise
-        with upload_ticket:  # an upload place while the files arrive: a stalled client holds no conversion place
+        with await admit_upload(uploads, request, limits.max_request_bytes):  # an upload place while the files arrive: a stalled client holds no conversion place
             source, targets = await receive_audio(request, upload_root, limits, converter.sample_rate)
         assert source is not None  # receive_audio requires one by default
         with queue.admit():  # only complete, checked requests wait for a conversion
@@ -160,15 +155,3 @@ def result_json(result: ConversionResult, key: str, source_seconds: float) -> di
         "similarity": {"encoder": SIMILARITY_ENCODER, **result.similarity},
         "mels": result.mels,
     }
-
-
-async def _discard_body(request: Request, budget: int) -> None:
-    """Read and drop up to ``budget`` bytes of the body, so a refused client gets the answer instead of a reset."""
-    received = 0
-    try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > budget:
-                break
-    except Exception:  # the client went away: nothing to answer
-        pass

@@ -41,7 +41,7 @@ from vconv.inference.converter import VoiceConverter
 from vconv.inference.target import TargetVoice
 from vconv.serve.jobs import RESULT_ID, Busy, ConversionQueue, Gate, ResultStore
 from vconv.serve.limits import ServeLimits
-from vconv.serve.uploads import receive_audio
+from vconv.serve.uploads import admit_upload, receive_audio
 
 log = logging.getLogger("vconv.serve")
 MAX_MESSAGE_SECONDS = 1.0  # one message of audio: browsers send a few ms at a time
@@ -58,7 +58,7 @@ def add_live_routes(app: FastAPI, converter: VoiceConverter, limits: ServeLimits
 
     @app.post("/api/target")
     async def prepare_target(request: Request) -> JSONResponse:
-        with uploads.admit():  # Busy -> 503 by the app's handler
+        with await admit_upload(uploads, request, limits.max_request_bytes):  # Busy -> 503 by the app's handler
             _, refs = await receive_audio(request, upload_root, limits, converter.sample_rate, need_source=False)
             # a speaker embedding and spectrum statistics: cheap, so not queued behind conversions (a live
             # session holds a worker for minutes); the upload place bounds how many run at once

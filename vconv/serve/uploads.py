@@ -27,6 +27,7 @@ from vconv.audio.io import audio_info
 from vconv.audio.io import load as load_audio
 from vconv.errors import VconvError
 from vconv.inference.converter import MIN_SECONDS
+from vconv.serve.jobs import Busy, Gate, Ticket
 from vconv.serve.limits import ServeLimits
 
 SOURCE_FIELD = "source"
@@ -242,3 +243,26 @@ def _relabel(message: str, path: Path, label: str) -> str:
     """``"<tmp path>: reason"`` -> ``"<label>: reason"``: the client never sees server paths."""
     line = message.splitlines()[0] if message else "unreadable audio"
     return line.replace(str(path), label)
+
+
+async def admit_upload(gate: Gate, request: Request, budget: int) -> Ticket:
+    """An upload place from ``gate``; when there is none, up to ``budget`` bytes of the request's body are read and
+    dropped before :class:`~vconv.serve.jobs.Busy` goes up, so a refused client gets the 503 instead of a reset
+    connection (it is still sending when the answer would come)."""
+    try:
+        return gate.admit()
+    except Busy:
+        await discard_body(request, budget)
+        raise
+
+
+async def discard_body(request: Request, budget: int) -> None:
+    """Read and drop up to ``budget`` bytes of the body (the client may go away meanwhile: nothing to answer then)."""
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > budget:
+                break
+    except Exception:  # the client went away
+        pass
