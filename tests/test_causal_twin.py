@@ -92,6 +92,9 @@ def test_distillation_brings_the_twin_closer_to_the_teacher(distilled):
     _, weights, log = distilled
     valid = [float(m) for line in log for m in re.findall(r"valid L1 ([0-9.]+)", line)]
     assert len(valid) == 2 and valid[1] < valid[0], log
+    # the student also learns the teacher's codes (a cross-entropy); validation reports how many it finds itself
+    accuracy = [float(m) for line in log for m in re.findall(r"code accuracy ([0-9.]+)", line)]
+    assert len(accuracy) == 2 and all(0.0 <= a <= 1.0 for a in accuracy), log
     assert weights.name == "stream_model.safetensors" and weights.is_file()
 
 
