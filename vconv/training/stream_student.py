@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ class StudentSettings:
     steps: int = 3000
     batch: int = 8
     frames: int = 256
-    lr: float = 2e-4
+    lr: float = 2e-4  # the peak; it follows a cosine down to 0 at ``steps`` (from the step a run resumes at, too)
     checkpoint_minutes: float = 5.0
     valid_every: int = 250
     code_weight: float = 1.0  # the cross-entropy to the teacher's codes (0: the L1 alone, the decoder on the student's codes)
@@ -202,6 +203,8 @@ def distill(bundle: str | Path, features: Path, train_manifest: Path, valid_mani
     while step < settings.steps:
         job.student.train()
         job.student.quantizer.eval()
+        for group in opt.param_groups:
+            group["lr"] = settings.lr * 0.5 * (1.0 + math.cos(math.pi * step / settings.steps))
         loss = job.loss(job.batch(rng, settings.batch, job.train_pools))
         opt.zero_grad(set_to_none=True)
         loss.backward()
