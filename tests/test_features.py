@@ -110,3 +110,15 @@ def test_stats_match_numpy():
     normed = frontend.normalize(torch.from_numpy(joined))
     assert abs(float(normed.mean())) < 1e-4 and abs(float(normed.std()) - 1) < 1e-2
     torch.testing.assert_close(frontend.denormalize(normed), torch.from_numpy(joined), rtol=1e-4, atol=1e-4)
+
+
+def test_inverse_stft_keeps_no_stale_window_envelope_across_lengths():
+    # istft keeps the window envelope of the last few frame counts: one extractor asked for many counts, in turns
+    # and past the number it keeps, must give what a fresh extractor gives for each
+    cfg = FeatureConfig()
+    shared = LogMel(cfg)
+    lengths = [2560 * k + 7 * k for k in range(1, 12)] * 2
+    for length in lengths:
+        spec = shared.stft(torch.randn(1, length, generator=torch.Generator().manual_seed(length)))
+        torch.testing.assert_close(shared.istft(spec, length), LogMel(cfg).istft(spec, length), rtol=0, atol=0)
+    assert len(shared._envelopes) <= 8

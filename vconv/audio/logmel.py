@@ -30,6 +30,7 @@ class LogMel(torch.nn.Module):
         basis = slaney_mel_basis(cfg.sample_rate, cfg.n_fft, cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax)
         self.register_buffer("mel_basis", torch.from_numpy(basis).float(), persistent=False)  # [n_mels, n_fft/2+1]
         self.register_buffer("window", torch.hann_window(cfg.win_length, periodic=True), persistent=False)
+        self._envelopes: dict[tuple, torch.Tensor] = {}  # frame count -> istft's window envelope (_window_envelope)
 
     def stft(self, wav: torch.Tensor) -> torch.Tensor:
         """Complex STFT ``[B, n_fft/2+1, F]`` of ``[B, T]``: the one analysis every mel of vconv comes from."""
@@ -60,13 +61,27 @@ class LogMel(torch.nn.Module):
         window = self._padded_window()  # [n_fft]
         frames = torch.fft.irfft(spec, n=cfg.n_fft, dim=-2) * window[:, None]  # [B, n_fft, F]
         signal = _overlap_add(frames, cfg.hop_length)  # [B, (F - 1) * hop + n_fft]
-        envelope = _overlap_add(window.square()[None, :, None].expand(1, -1, spec.shape[-1]), cfg.hop_length)[0]
+        envelope = self._window_envelope(spec.shape[-1])
         start = cfg.n_fft // 2  # centred frames: sample 0 sits in the middle of frame 0
         signal, envelope = signal[:, start:start + length], envelope[start:start + length]
         if signal.shape[-1] < length:  # asked for more than the frames cover: zeros, as torch.istft gives
             signal = torch.nn.functional.pad(signal, (0, length - signal.shape[-1]))
             envelope = torch.nn.functional.pad(envelope, (0, length - envelope.shape[-1]), value=1.0)
         return signal / envelope.clamp_min(1e-11)
+
+    def _window_envelope(self, frames: int) -> torch.Tensor:
+        """The squared window overlap-added over ``frames`` frames, ``[(frames - 1) * hop + n_fft]``: what :meth:`istft`
+        divides by. It depends only on the frame count, and the vocoder's passes ask for the same count nine times per
+        conversion (a stream, every block), so the last few are kept."""
+        key = (frames, self.window.device, self.window.dtype)
+        envelope = self._envelopes.get(key)
+        if envelope is None:
+            window = self._padded_window()
+            envelope = _overlap_add(window.square()[None, :, None].expand(1, -1, frames), self.cfg.hop_length)[0]
+            if len(self._envelopes) >= 8:  # a long file's last chunk and a stream's first windows differ: keep it small
+                self._envelopes.pop(next(iter(self._envelopes)))
+            self._envelopes[key] = envelope
+        return envelope
 
     def _padded_window(self) -> torch.Tensor:
         """The analysis window zero-padded (centred) to ``n_fft``, as the STFT applies it: ``[n_fft]``."""

@@ -30,7 +30,7 @@ from vconv.bundles import BundleInfo, load_bundle
 from vconv.errors import VconvError
 from vconv.inference.chunking import process_in_chunks, stream_chunks
 from vconv.inference.devices import check_device
-from vconv.inference.precision import DEFAULT_PRECISION, compute_in, resolve_precision
+from vconv.inference.precision import DEFAULT_PRECISION, compute_in, resolve_precision, store_lowered
 from vconv.inference.registry import resolve_bundle
 from vconv.inference.target import TargetVoice
 from vconv.inference.target_match import (
@@ -392,4 +392,9 @@ def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, 
 
         vocos = cast(VocosVocoder, voc)  # named vocos just above
         vocos.config = dataclasses.replace(vocos.config, consistency_passes=0, envelope_passes=0)
-    return VoiceConverter(model, frontend, info, voc, device, target_match=target_match, precision=precision)
+    converter = VoiceConverter(model, frontend, info, voc, device, target_match=target_match, precision=precision)
+    # the networks were built here and run only under the converter's autocast: their weights lowered once
+    store_lowered(converter.model, converter.compute_dtype)
+    if getattr(converter.vocoder, "mixed_precision", False):
+        store_lowered(converter.vocoder, converter.compute_dtype)
+    return converter

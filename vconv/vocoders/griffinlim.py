@@ -123,10 +123,9 @@ class GriffinLim(Vocoder):
         magnitude = magnitude.float()
         length = (magnitude.shape[-1] - 1) * self.feature_config.hop_length
         if initial_phase is None:
-            start = self.initial_phase(magnitude.shape[-2], magnitude.shape[-1], magnitude.device)
-        else:
-            start = torch.polar(torch.ones_like(magnitude), initial_phase.float())
-        spec = magnitude * start
+            spec = magnitude * self.initial_phase(magnitude.shape[-2], magnitude.shape[-1], magnitude.device)
+        else:  # |S| e^{i phase} in one op (the same values as a unit phasor times the magnitude)
+            spec = torch.polar(magnitude, initial_phase.float())
         previous = None  # c_{n-1}, the previous consistent estimate
         for _ in range(n_iter):
             # c_n: the nearest consistent spectrogram (the STFT of the signal that best matches `spec`)
