@@ -79,7 +79,7 @@ class LogMel(torch.nn.Module):
             window = self._padded_window()
             envelope = _overlap_add(window.square()[None, :, None].expand(1, -1, frames), self.cfg.hop_length)[0]
             if len(self._envelopes) >= 8:  # a long file's last chunk and a stream's first windows differ: keep it small
-                self._envelopes.pop(next(iter(self._envelopes)))
+                self._envelopes.clear()  # (one call: safe while another thread of a server reads it)
             self._envelopes[key] = envelope
         return envelope
 
