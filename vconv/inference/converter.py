@@ -89,9 +89,14 @@ class VoiceConverter:
         """The context a network runs in (bfloat16 autocast or nothing, :attr:`compute_dtype`): ``part`` is
         ``"model"`` (the conversion network, its speaker and reference encoders) or ``"vocoder"`` (a vocoder
         whose weights tolerate it; Griffin-Lim's least-squares inversion always stays float32)."""
+        return compute_in(self.dtype_of(part), self.device)
+
+    def dtype_of(self, part: str = "model") -> torch.dtype:
+        """What ``part`` (as :meth:`compute` names them) computes in: :attr:`compute_dtype`, but float32 for a
+        vocoder that does not tolerate bfloat16."""
         if part == "vocoder" and not getattr(self.vocoder, "mixed_precision", False):
-            return compute_in(torch.float32, self.device)
-        return compute_in(self.compute_dtype, self.device)
+            return torch.float32
+        return self.compute_dtype
 
     # ---------------------------------------------------------------------------------------- inputs
 
@@ -394,7 +399,6 @@ def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, 
         vocos.config = dataclasses.replace(vocos.config, consistency_passes=0, envelope_passes=0)
     converter = VoiceConverter(model, frontend, info, voc, device, target_match=target_match, precision=precision)
     # the networks were built here and run only under the converter's autocast: their weights lowered once
-    store_lowered(converter.model, converter.compute_dtype)
-    if getattr(converter.vocoder, "mixed_precision", False):
-        store_lowered(converter.vocoder, converter.compute_dtype)
+    store_lowered(converter.model, converter.dtype_of("model"))
+    store_lowered(converter.vocoder, converter.dtype_of("vocoder"))
     return converter

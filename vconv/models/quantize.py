@@ -30,7 +30,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PassThroughQuantizer", "Quantizer", "QuantizerOutput", "VectorQuantizer"]
+__all__ = ["PassThroughQuantizer", "Quantizer", "QuantizerOutput", "VectorQuantizer", "squared_distances"]
 
 
 @dataclass
@@ -49,6 +49,12 @@ class QuantizerOutput:
     codes: torch.Tensor
     loss: torch.Tensor
     perplexity: torch.Tensor
+
+
+def squared_distances(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """Squared Euclidean distance of every vector ``z [..., D]`` to every code ``codebook [K, D]``: ``[..., K]``,
+    as ``|z|^2 - 2 z.c + |c|^2`` (one matrix product; the nearest code is the argmin)."""
+    return z.pow(2).sum(-1, keepdim=True) - 2.0 * z @ codebook.t() + codebook.pow(2).sum(-1)
 
 
 def _distributed() -> bool:
@@ -145,11 +151,7 @@ class VectorQuantizer(Quantizer):
             if self.training and not bool(self.initialized):
                 self._data_init(flat.detach())
             codebook = self.embedding.float()
-            distances = (
-                flat.detach().pow(2).sum(1, keepdim=True)
-                - 2.0 * flat.detach() @ codebook.detach().t()
-                + codebook.detach().pow(2).sum(1)[None, :]
-            )  # [B*T, K]
+            distances = squared_distances(flat.detach(), codebook.detach())  # [B*T, K]
             codes = distances.argmin(dim=1)
             one_hot = F.one_hot(codes, self.codebook_size).to(flat.dtype)  # [B*T, K]
             counts = one_hot.sum(0)  # [K]

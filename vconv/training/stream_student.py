@@ -44,7 +44,7 @@ from vconv.data.manifest import read_manifest
 from vconv.errors import VconvError
 from vconv.fileio import atomic_path
 from vconv.models.causal import CausalLayout, lookahead_of, make_causal
-from vconv.models.quantize import VectorQuantizer
+from vconv.models.quantize import VectorQuantizer, squared_distances
 
 STUDENT_FILE = "stream_model.safetensors"
 
@@ -131,7 +131,7 @@ class Distiller:
         batch, _, frames = z.shape
         z = z.reshape(batch, quantizer.groups, quantizer.dim, frames).permute(0, 3, 1, 2)  # [B, T, G, D]
         codebook = quantizer.codebook.float()  # [K, D]
-        return -(z.pow(2).sum(-1, keepdim=True) - 2.0 * z @ codebook.t() + codebook.pow(2).sum(-1))
+        return -squared_distances(z, codebook)
 
     def loss(self, batch: Batch) -> torch.Tensor:
         """L1 of the student's output against the teacher's, plus ``code_weight`` x the cross-entropy of its
