@@ -68,12 +68,16 @@ def test_cli_refuses_an_unknown_precision_in_one_line(tiny_bundle, tmp_path):
 
 def test_bfloat16_weights_are_stored_lowered_and_change_no_sample(pair, tiny_bundle, corpus_dir):
     full, low = pair
-    layers = [m for m in low.model.modules() if isinstance(m, (torch.nn.Conv1d, torch.nn.Linear))]
+    content = {id(m) for m in low.model.content_encoder.modules()}
+    layers = [m for m in low.model.modules() if isinstance(m, (torch.nn.Conv1d, torch.nn.Linear)) and id(m) not in content]
     assert layers and all(m.weight.dtype == torch.bfloat16 for m in layers)
+    assert all(p.dtype == torch.float32 for p in low.model.content_encoder.parameters())  # its codes carry the words
+    assert low.model.content_in_float32 and not full.model.content_in_float32
     assert all(p.dtype == torch.float32 for p in full.model.parameters())  # float32 precision lowers nothing
     assert low.model.quantizer.embedding.dtype == torch.float32  # the codebook's distances stay float32
     # the same bundle with float32 weights under the same autocast: what autocast would cast at every call
     cast_every_call = vconv.load(tiny_bundle, precision="float32")
     cast_every_call.compute_dtype = torch.bfloat16
+    cast_every_call.model.content_in_float32 = True
     src, ref = sorted((corpus_dir / "flite_kal16").glob("*.wav"))[0], sorted((corpus_dir / "flite_slt").glob("*.wav"))[0]
     np.testing.assert_array_equal(low.convert(src, ref), cast_every_call.convert(src, ref))

@@ -67,19 +67,21 @@ def compute_in(dtype: torch.dtype, device: torch.device) -> ContextManager:
     return torch.autocast(device.type, dtype=dtype)
 
 
-def store_lowered(network: torch.nn.Module, dtype: torch.dtype) -> None:
+def store_lowered(network: torch.nn.Module, dtype: torch.dtype, keep: torch.nn.Module | None = None) -> None:
     """Keep the weights and biases of ``network``'s convolutions and linear layers in ``dtype``, in place.
 
     Why: autocast casts the float32 weights of every convolution and linear layer to bfloat16 at every call
     (it caches casts only for weights that require gradients), ~3 % of a 10 s conversion. Cast once, the
     same products are computed from the same bfloat16 values: the output is identical bit for bit. Only for a
     network that runs under :func:`compute_in` of ``dtype`` and nowhere else (the converter's own, as
-    :func:`vconv.inference.converter.load` builds them); the norms, the codebook and every other parameter stay float32.
+    :func:`vconv.inference.converter.load` builds them); the norms, the codebook and every other parameter stay float32,
+    and so does the part ``keep`` (a submodule that computes in float32 under that autocast).
     """
     import torch
 
     if dtype == torch.float32:
         return
+    kept = {id(m) for m in keep.modules()} if keep is not None else set()
     for module in network.modules():
-        if isinstance(module, (torch.nn.Conv1d, torch.nn.Linear)):
+        if isinstance(module, (torch.nn.Conv1d, torch.nn.Linear)) and id(module) not in kept:
             module.to(dtype)

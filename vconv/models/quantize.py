@@ -166,8 +166,10 @@ class VectorQuantizer(Quantizer):
 
             probs = counts / counts.sum().clamp_min(1.0)
             perplexity = torch.exp(-(probs * torch.log(probs + 1e-10)).sum())
-            # Straight-through: forward value q, gradient of the identity onto z.
-            quantized = z32 + (q - z32).detach()
+            # Straight-through: forward value q, gradient of the identity onto z. Without a gradient to pass, q
+            # itself: z + (q - z) is q only up to float32 rounding, and that residue of z made two inputs with the
+            # same codes decode differently once the decoder rounds to bfloat16.
+            quantized = z32 + (q - z32).detach() if z32.requires_grad else q
         return QuantizerOutput(
             quantized=quantized.to(z.dtype),
             codes=codes.view(batch, frames) if self.groups == 1 else codes.view(batch, frames, self.groups),

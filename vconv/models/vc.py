@@ -98,12 +98,18 @@ class VoiceConversionModel(nn.Module):
         self.adversary = adversary
         self.reference = reference
         self.config = config
+        # the content encoder in float32 even under an outer bfloat16 autocast (the converter sets it: its codes carry
+        # the words, and bfloat16 rounding of the encoder flips code choices; vconv.inference.precision)
+        self.content_in_float32 = False
 
     # ----------------------------------------------------------------------------------------------
     # the two paths
 
     def encode_content(self, mel: torch.Tensor) -> QuantizerOutput:
         """``x [B, C_in, T] -> QuantizerOutput(quantized [B, code_dim, T'], codes [B, T'] or [B, T', G], ...)``."""
+        if self.content_in_float32:
+            with torch.autocast(mel.device.type, enabled=False):
+                return self.quantizer(self.content_encoder(mel.float()))
         return self.quantizer(self.content_encoder(mel))
 
     def embed_speaker(self, mels: References) -> torch.Tensor:
