@@ -100,8 +100,8 @@ class ModelConfig(ConfigSection):
     # (vconv.frontends: content "mel" | "whisper" with "layer" 1-4; speaker "mel" | "dvector")
     content_frontend: dict[str, Any] = field(default_factory=lambda: {"kind": "mel"})
     speaker_frontend: dict[str, Any] = field(default_factory=lambda: {"kind": "mel"})
-    # the reference path (vconv.models.reference): {"kind": "none"}, or {"kind": "attention", ...its settings}:
-    # the decoder also reads the target references' frames, beside the AdaIN embedding
+    # the reference path (vconv.models.reference): {"kind": "none"}, or {"kind": "attention" | "retrieval", ...its
+    # settings}: the decoder also reads the target references' frames, beside the AdaIN embedding
     reference: dict[str, Any] = field(default_factory=lambda: {"kind": "none"})
 
     def __post_init__(self) -> None:

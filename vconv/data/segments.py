@@ -40,7 +40,8 @@ class Batch:
     (a normalised mel segment ``[B, n_mels, T]`` or d-vectors ``[B, 256]``); ``speaker`` the class id of the
     voice the content path read (the adversary's label: a twin's voice when a twin was drawn);
     ``ref_frames`` what a reference path reads (a normalised mel segment ``[B, n_mels, T]`` of the same other
-    utterance as ``ref``, never the reconstructed one), or None when the model has no reference path.
+    utterance as ``ref``, never the reconstructed one; for a path that matches on content codes, that window's
+    content features stacked below it, ``[B, n_mels + C, T]``), or None when the model has no reference path.
     """
 
     mel: torch.Tensor
@@ -111,6 +112,7 @@ class SegmentBatches(torch.utils.data.Dataset):
         twins: dict[int, list[int]] | None = None,
         twin_probability: float = 0.0,
         reference_frames: bool = False,
+        reference_content: bool = False,
     ):
         self.store = store
         # index -> indices of the same recording in other voices (vconv.data.twins); used with twin_probability
@@ -122,6 +124,8 @@ class SegmentBatches(torch.utils.data.Dataset):
         self.speaker_key = "mel" if speaker is None else speaker.feature_key
         self.speaker_per_utterance = speaker is not None and speaker.per_utterance
         self.reference_frames = reference_frames  # the model's reference path reads another utterance's mel
+        # ... and its content features on the same frames (a path that matches on content codes)
+        self.reference_content = reference_frames and reference_content
         # timbre perturbation works on mels; a pretrained part's output is precomputed from the clean audio
         self.perturber = MelPerturber(store.cfg) if perturb and self.content_is_mel else None
         self.frontend = frontend  # normalises every segment (on the CPU, where batches are made)
@@ -155,7 +159,7 @@ class SegmentBatches(torch.utils.data.Dataset):
     def __getitem__(self, step: int) -> Batch:
         gen = torch.Generator().manual_seed(hash((self.seed, self.rank, int(step))) & 0x7FFF_FFFF_FFFF)
         picks = self._pick_utterances(gen)
-        mels, contents, refs, labels, sources, windows = [], [], [], [], [], []
+        mels, contents, refs, labels, sources, windows, window_contents = [], [], [], [], [], [], []
         for index in picks:
             utt = self.store.utterances[index]
             tensors = self.store.tensors(index)
@@ -166,11 +170,21 @@ class SegmentBatches(torch.utils.data.Dataset):
                 span = (0, frames)
             else:  # a lone utterance: content from one half, speaker from the other
                 other, span = {**tensors, "mel": tensors["mel"][:, frames // 2 :]}, (0, frames // 2)
+                if self.reference_content and not self.content_is_mel:
+                    other[self.content_key] = tensors[self.content_key][:, frames // 2 :]
             start = self._start(span[1] - span[0], gen)
             mel = self._crop(tensors["mel"][:, span[0] : span[1]], start, self.log_floor)
             mels.append(mel)
-            refs.append(self._reference(other, gen))
-            if self.reference_frames:  # the speaker path's own window when it reads the mel, else one of its own
+            if self.reference_content:  # one window of the other utterance: its mel and its content features
+                at = self._start(other["mel"].shape[1], gen)  # the draw _reference makes for a mel speaker path
+                windows.append(self._crop(other["mel"], at, self.log_floor))
+                refs.append(windows[-1] if self.speaker_is_mel else self._reference(other, gen))
+                window_contents.append(windows[-1] if self.content_is_mel else
+                                       self._crop(other[self.content_key].float(), at, 0.0))
+            else:
+                refs.append(self._reference(other, gen))
+            if self.reference_frames and not self.reference_content:
+                # the speaker path's own window when it reads the mel, else one of its own
                 windows.append(refs[-1] if self.speaker_is_mel else
                               self._crop(other["mel"], self._start(other["mel"].shape[1], gen), self.log_floor))
             donor = self._content_donor(index, gen)  # drawn after the reference, as batches always were
@@ -190,6 +204,10 @@ class SegmentBatches(torch.utils.data.Dataset):
             content = source = torch.stack(contents)
         ref = self.frontend.normalize(torch.stack(refs)) if self.speaker_is_mel else torch.stack(refs)
         ref_frames = self.frontend.normalize(torch.stack(windows)) if windows else None
+        if ref_frames is not None and self.reference_content:  # [B, n_mels + C_content, T]
+            window_content = torch.stack(window_contents)
+            window_content = self.frontend.normalize(window_content) if self.content_is_mel else window_content
+            ref_frames = torch.cat([ref_frames, window_content.to(ref_frames.dtype)], dim=1)
         return Batch(mel, ref, torch.tensor(labels, dtype=torch.long), source, content, ref_frames)
 
     def _reference(self, other: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:

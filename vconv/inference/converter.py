@@ -166,8 +166,11 @@ class VoiceConverter:
         log_mels = [self.frontend.log_mel(w[None])[0] for w in wavs]
         reference = None
         if self.model.reference is not None:  # its frames, normalised as the model reads them, encoded once
+            frames = [self.frontend.normalize(m) for m in log_mels]
+            if self.model.reference.reads_codes:  # with the content features the path matches on
+                frames = [self.model.reference_frames(f, self.frontend.content_input(w)[0]) for f, w in zip(frames, wavs)]
             with self.compute():
-                memory = self.model.encode_reference([self.frontend.normalize(m) for m in log_mels])
+                memory = self.model.encode_reference(frames)
             # kept in float32, like the embedding: a prepared target serves converters of either precision
             reference = dataclasses.replace(memory, keys=memory.keys.float(), values=memory.values.float())
         return TargetVoice(embedding=self._embed_prepared(wavs), spectrum=spectrum_stats(log_mels), reference=reference)

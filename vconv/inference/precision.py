@@ -9,7 +9,7 @@ bfloat16 is emulated and slower, so ``auto`` keeps float32 there.
 What runs in bfloat16: only what autocast lowers (convolutions, linear layers, attention) inside the
 conversion network, the speaker encoder and the neural vocoder's backbone. What stays float32: the
 content front-end (Whisper's states carry the words; it is the fixed cost a conversion is measured
-against), the quantiser's distances (``vconv.models.quantize``), every norm's statistics, target-spectrum
+against), the content encoder (its rounding in bfloat16 flipped VQ code choices and cost words), the quantiser's distances (``vconv.models.quantize``), every norm's statistics, target-spectrum
 matching, and the vocoder's inverse STFT and post-processing passes.
 """
 

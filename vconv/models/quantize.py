@@ -68,6 +68,11 @@ class Quantizer(nn.Module):
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         raise NotImplementedError
 
+    def lookup(self, z: torch.Tensor) -> torch.Tensor:
+        """``z [B, C, T]`` -> its quantised value ``[B, C, T]``, without gradient and without touching any
+        training state (for frames the model reads but does not learn from: a reference's codes)."""
+        raise NotImplementedError
+
 
 class VectorQuantizer(Quantizer):
     """Nearest-neighbour vector quantiser with EMA codebook and dead-code re-initialisation.
@@ -177,6 +182,17 @@ class VectorQuantizer(Quantizer):
             perplexity=perplexity,
         )
 
+    @torch.no_grad()
+    def lookup(self, z: torch.Tensor) -> torch.Tensor:
+        width = self.dim * self.groups
+        if z.dim() != 3 or z.shape[1] != width:
+            raise ValueError(f"expected z of shape [B, {width}, T], got {tuple(z.shape)}")
+        batch, _, frames = z.shape
+        flat = z.float().reshape(batch, self.groups, self.dim, frames).permute(0, 3, 1, 2).reshape(-1, self.dim)
+        codebook = self.embedding.float()
+        codes = squared_distances(flat, codebook).argmin(dim=1)
+        return codebook[codes].view(batch, frames, width).transpose(1, 2).to(z.dtype)
+
     # ----------------------------------------------------------------------------------------------
     # codebook maintenance (training mode only)
 
@@ -247,3 +263,6 @@ class PassThroughQuantizer(Quantizer):
         zero = z.new_zeros((), dtype=torch.float32)
         codes = torch.zeros(z.shape[0], z.shape[-1], dtype=torch.long, device=z.device)
         return QuantizerOutput(quantized=z, codes=codes, loss=zero, perplexity=zero + 1.0)
+
+    def lookup(self, z: torch.Tensor) -> torch.Tensor:
+        return z.detach()

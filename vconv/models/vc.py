@@ -27,7 +27,7 @@ from vconv.errors import VconvError
 from vconv.models.adversary import SpeakerClassifier
 from vconv.models.budget import build_within_budget, load_network
 from vconv.models.content import ContentEncoder
-from vconv.models.decoder import AdaINDecoder
+from vconv.models.decoder import AdaINDecoder, fit_length
 from vconv.models.quantize import PassThroughQuantizer, Quantizer, QuantizerOutput, VectorQuantizer
 from vconv.models.reference import ReferenceMemory, ReferencePath, build_reference_path
 from vconv.models.speaker import SpeakerEncoder, SpeakerEncoderBase, VectorProjection
@@ -127,14 +127,45 @@ class VoiceConversionModel(nn.Module):
 
     def encode_reference(self, frames: References | ReferenceMemory | None) -> ReferenceMemory | None:
         """The reference path's memory of ``frames`` (``[B, n_mels, T_ref]``, or a list of ``[n_mels, T_i]``
-        of one voice); None for a model without the path. A model with it refuses ``None``."""
-        if self.reference is None:
+        of one voice); None for a model without the path. A model with it refuses ``None``.
+
+        For a path that :attr:`~vconv.models.reference.ReferencePath.reads_codes`, each reference is its
+        normalised log-mel and its content features on the same frames, stacked along channels
+        (``[B, n_mels + C_content, T_ref]``; :meth:`reference_frames`): the model's content encoder and
+        quantiser turn the second part into the codes the path matches on.
+        """
+        path = self.reference
+        if path is None:
             return None
         if isinstance(frames, ReferenceMemory):
             return frames
         if frames is None:
             raise ValueError("this model reads the target's frames (model.reference): give reference frames")
-        return self.reference.encode(frames)
+        if not path.reads_codes:
+            return path.encode(frames)
+        n_mels = self.config.n_mels
+        if isinstance(frames, torch.Tensor):
+            frames = frames[None] if frames.dim() == 2 else frames  # one reference [n_mels + C, T]
+            return path.encode(frames[:, :n_mels], self.reference_codes(frames[:, n_mels:]))
+        return path.encode([f[:n_mels] for f in frames], [self.reference_codes(f[None, n_mels:])[0] for f in frames])
+
+    @staticmethod
+    def reference_frames(mel: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+        """What a code-reading reference path takes of one reference: normalised ``mel [.., n_mels, T]`` and
+        the content features ``[.., C, T']`` on its frames, stacked along channels (cut to the shorter)."""
+        frames = min(mel.shape[-1], content.shape[-1])
+        return torch.cat([mel[..., :frames], content[..., :frames].to(mel.dtype)], dim=-2)
+
+    @torch.no_grad()
+    def reference_codes(self, content: torch.Tensor) -> torch.Tensor:
+        """Content features ``[B, C_in, T]`` -> their quantised codes on the same ``T`` frames ``[B, code_dim, T]``
+        (no gradient, no codebook update: the reference path matches on them, nothing learns from them)."""
+        if self.content_in_float32:
+            with torch.autocast(content.device.type, enabled=False):
+                codes = self.quantizer.lookup(self.content_encoder(content.float()))
+        else:
+            codes = self.quantizer.lookup(self.content_encoder(content))
+        return fit_length(torch.repeat_interleave(codes, self.decoder.stride, dim=-1), content.shape[-1])
 
     # ----------------------------------------------------------------------------------------------
     # training and inference
@@ -180,7 +211,9 @@ class VoiceConversionModel(nn.Module):
             if memory is None:
                 raise ValueError("this model reads the target's frames (model.reference): decode needs their memory")
             read = memory
-            attend = lambda stage, h: path.attend(stage, h, read)  # noqa: E731
+            # a code-reading path matches the source's codes, on the decoder's (up-sampled) frames
+            codes = torch.repeat_interleave(quantized, self.decoder.stride, dim=-1) if path.reads_codes else None
+            attend = lambda stage, h: path.attend(stage, h, read, codes)  # noqa: E731
         return self.decoder(quantized, embedding.expand(quantized.shape[0], -1), length, attend)
 
     @torch.no_grad()
@@ -245,7 +278,7 @@ def build_model_unchecked(cfg: ModelConfig) -> VoiceConversionModel:
     content = content_encoder_for(cfg, content_input.channels(cfg.n_mels))
     speaker = speaker_encoder_for(cfg, speaker_input.channels(cfg.n_mels), per_utterance=speaker_input.per_utterance)
     reference = build_reference_path(cfg.reference, n_mels=cfg.n_mels, channels=cfg.channels,
-                                     decoder_blocks=cfg.decoder_blocks)
+                                     decoder_blocks=cfg.decoder_blocks, code_dim=cfg.code_dim)
     return VoiceConversionModel(content, quantizer_for(cfg), speaker, decoder_for(cfg, content.total_stride),
                                 adversary_for(cfg), config=cfg, reference=reference)
 

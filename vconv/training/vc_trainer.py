@@ -107,6 +107,7 @@ class ModelTrainer(BaseTrainer):
             speaker_sampling_power=train.speaker_sampling_power, content=self.content_part, speaker=self.speaker_part,
             twins=self.twins, twin_probability=train.content_twin_probability,
             reference_frames=self.model.reference is not None,
+            reference_content=self.model.reference is not None and self.model.reference.reads_codes,
         )
 
     # ----------------------------------------------------------------------------------------- setup
@@ -194,12 +195,12 @@ class ModelTrainer(BaseTrainer):
                 half = mel.shape[-1] // 2
                 target, content = mel[..., :half], content[..., :half]
                 ref = own_ref if self.speaker_part.per_utterance else own_ref[..., half:]
-                frames = mel[..., half:]
+                frames = self._reference_frames(mel, full_content)[..., half:]
             else:
                 ref, frames = other
             with self.autocast():
                 out = self.model.reconstruct(content, ref, ref_frames=frames)
-                own = self.model.reconstruct(full_content, own_ref, ref_frames=mel)
+                own = self.model.reconstruct(full_content, own_ref, ref_frames=self._reference_frames(mel, full_content))
             recon.append(F.l1_loss(out.mel.float(), target).item())
             recon_self.append(F.l1_loss(own.mel.float(), mel).item())
             ppl.append(own.quantizer.perplexity.item())
@@ -236,14 +237,21 @@ class ModelTrainer(BaseTrainer):
         return mel if part.is_log_mel else tensors[part.feature_key].float()[None].to(self.device)
 
     def _other_reference(self, index: int, by_speaker: Mapping[str, list[int]]) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """``(speaker input, normalised mel)`` of the next utterance of the same speaker (cyclically), or None."""
+        """``(speaker input, reference frames)`` of the next utterance of the same speaker (cyclically), or None."""
         store = self.valid_store
         assert store is not None  # as in _valid_inputs
         siblings = by_speaker[store.utterances[index].speaker]
         if len(siblings) < 2:
             return None
-        mel, _, speaker = self._valid_inputs(siblings[(siblings.index(index) + 1) % len(siblings)])
-        return speaker, mel
+        mel, content, speaker = self._valid_inputs(siblings[(siblings.index(index) + 1) % len(siblings)])
+        return speaker, self._reference_frames(mel, content)
+
+    def _reference_frames(self, mel: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+        """What the model's reference path reads of an utterance: its normalised ``mel``, with its ``content``
+        input stacked below it for a path that matches on content codes."""
+        if self.model.reference is not None and self.model.reference.reads_codes:
+            return self.model.reference_frames(mel, content)
+        return mel
 
     # ----------------------------------------------------------------------------------- checkpoints
 
