@@ -174,6 +174,24 @@ def test_a_retrieval_model_starts_as_the_adaln_model_and_matches_on_its_own_code
     assert not all(torch.equal(v, before[k]) for k, v in model.quantizer.state_dict().items())
 
 
+def test_speaker_dropout_zeroes_the_embedding_only_in_training():
+    torch.manual_seed(0)
+    model = build_model(tiny(reference=RETRIEVAL, dropout=0.0))
+    src, ref_mel = torch.randn(3, N_MELS, 41), torch.randn(3, N_MELS, 30)
+    frames = model.reference_frames(ref_mel, ref_mel)
+    model.train()
+    dropped = model.reconstruct(src, ref_mel, ref_frames=frames, speaker_dropout=1.0)
+    memory = model.encode_reference(frames)
+    zero = torch.zeros(3, model.config.speaker_dim)
+    assert torch.equal(dropped.speaker_embedding, zero)
+    expected = model.decode(dropped.quantizer.quantized, zero, 41, memory)  # the same codes, no embedding
+    assert torch.allclose(dropped.mel, expected, atol=1e-5)
+    model.eval()
+    kept = model.reconstruct(src, ref_mel, ref_frames=frames, speaker_dropout=1.0)
+    assert torch.allclose(kept.mel, model.reconstruct(src, ref_mel, ref_frames=frames).mel)
+    assert not torch.allclose(kept.mel, model.decode(model.encode_content(src).quantized, zero, 41, memory), atol=1e-4)
+
+
 # -------------------------------------------------------------------------- what training shows the path
 
 def _store(utts: list[Utterance], frames: int = 40) -> FeatureStore:

@@ -152,7 +152,7 @@ class TrainConfig(LoopConfig):
 
     LIMITS = {"segment_frames": (1, 100_000), "recon_weight": (0.0, 1e6), "vq_weight": (0.0, 1e6),
               "adversary_weight": (0.0, 1e6), "adversary_ramp_steps": (0, 10**9), "speaker_sampling_power": (0.0, 10.0),
-              "content_twin_probability": (0.0, 1.0)}
+              "content_twin_probability": (0.0, 1.0), "speaker_dropout": (0.0, 1.0)}
 
     features_dir: str | None = None  # where `vconv extract` wrote features; None = compute on the fly
     frontends_dir: str | None = None  # `vconv frontend prepare` output: needed when the model reads Whisper or d-vectors
@@ -170,6 +170,9 @@ class TrainConfig(LoopConfig):
     # frames, another voice) while the decoder still rebuilds its own mel: perturbation for Whisper states
     content_twins: str | None = None
     content_twin_probability: float = 0.5
+    # with this probability a batch item's AdaIN speaker embedding is zeroed, so the decoder must take the voice
+    # from the reference path's frames (a model with one; the embedding alone can name every training voice)
+    speaker_dropout: float = 0.0
 
 
 @dataclass

@@ -171,7 +171,8 @@ class VoiceConversionModel(nn.Module):
     # training and inference
 
     def reconstruct(
-        self, mel: torch.Tensor, ref_mel: References, adversary_weight: float = 0.0, ref_frames: References | None = None
+        self, mel: torch.Tensor, ref_mel: References, adversary_weight: float = 0.0, ref_frames: References | None = None,
+        speaker_dropout: float = 0.0,
     ) -> ReconstructionOutput:
         """Rebuild ``mel [B, n_mels, T]`` from its codes and the speaker embedding of ``ref_mel``.
 
@@ -180,13 +181,17 @@ class VoiceConversionModel(nn.Module):
         gives one embedding. ``ref_frames`` (``[B, n_mels, T_ref]``, likewise another segment) is what the
         reference path reads; default ``ref_mel``, when that is a log-mel. ``adversary_weight`` scales the
         reversed gradient that the adversary sends into the content encoder (0 trains the classifier
-        without touching the encoder).
+        without touching the encoder). ``speaker_dropout``: in training mode, the probability that an item's
+        embedding is zeroed (the decoder must then read the voice from the reference path).
         """
         quant = self.encode_content(mel)
         embedding = self.embed_speaker(ref_mel)
         if embedding.shape[0] not in (1, mel.shape[0]):
             raise ValueError(f"{embedding.shape[0]} speaker embeddings for a batch of {mel.shape[0]}")
         embedding = embedding.expand(mel.shape[0], -1)
+        if self.training and speaker_dropout > 0:
+            kept = torch.rand(mel.shape[0], 1, device=embedding.device) >= speaker_dropout
+            embedding = embedding * kept.to(embedding.dtype)
         memory = self.encode_reference(ref_frames if ref_frames is not None or self.reference is None else ref_mel)
         out = self.decode(quant.quantized, embedding, mel.shape[-1], memory)
         logits = None
@@ -195,9 +200,9 @@ class VoiceConversionModel(nn.Module):
         return ReconstructionOutput(mel=out, quantizer=quant, speaker_embedding=embedding, speaker_logits=logits)
 
     def forward(self, mel: torch.Tensor, ref_mel: References, adversary_weight: float = 0.0,
-                ref_frames: References | None = None) -> ReconstructionOutput:
+                ref_frames: References | None = None, speaker_dropout: float = 0.0) -> ReconstructionOutput:
         """Same as :meth:`reconstruct` (so DDP wraps the training computation)."""
-        return self.reconstruct(mel, ref_mel, adversary_weight, ref_frames)
+        return self.reconstruct(mel, ref_mel, adversary_weight, ref_frames, speaker_dropout)
 
     def decode(self, quantized: torch.Tensor, embedding: torch.Tensor, length: int,
                memory: ReferenceMemory | None = None) -> torch.Tensor:

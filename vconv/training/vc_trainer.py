@@ -142,7 +142,8 @@ class ModelTrainer(BaseTrainer):
         self.net.train()
         batch = batch.to(self.device)
         with self.autocast():
-            out = self.net(batch.source, batch.ref, adversary_weight=self.adversary_weight(self.step), ref_frames=batch.ref_frames)
+            out = self.net(batch.source, batch.ref, adversary_weight=self.adversary_weight(self.step), ref_frames=batch.ref_frames,
+                           speaker_dropout=self.tcfg.speaker_dropout if self.model.reference is not None else 0.0)
             recon = F.l1_loss(out.mel.float(), batch.mel)
             loss = self.tcfg.recon_weight * recon + self.tcfg.vq_weight * out.quantizer.loss.float()
             metrics = {"recon": recon.item(), "vq": out.quantizer.loss.item(), "perplexity": out.quantizer.perplexity.item()}
