@@ -14,7 +14,7 @@
 # last one is the run's own model/), the shipped vocoder attached (VOCODER) and judged like the rows
 # (`vconv evaluate`, EVAL_SOURCES sources per pair, seed 0) into EXP/long/<name>/eval_<step>. Finished
 # slices and reports are skipped. Environment: EXP, ROW (name:config[:override,...] as in ablation.sh),
-# FORK_STEP, LONG_STEPS, JUDGE_AT (space-separated steps), FRONTENDS, THREADS (default 2), KEEP
+# FORK_STEP, LONG_STEPS, BF16 (default false; true for a row that ablation.sh trained with BF16=true), JUDGE_AT (space-separated steps), FRONTENDS, THREADS (default 2), KEEP
 # (checkpoints kept, default 4), VOCODER, EVAL_SOURCES, PYTHON / VCONV.
 set -euo pipefail
 
@@ -24,6 +24,7 @@ EXP=${EXP:-$RECIPE_DIR/exp/voices}
 ROW=${ROW:-whisper_mel:whisper_mel}
 FORK_STEP=${FORK_STEP:-3000}
 LONG_STEPS=${LONG_STEPS:-7000}
+BF16=${BF16:-false}
 JUDGE_AT=${JUDGE_AT:-$LONG_STEPS}
 FRONTENDS=${FRONTENDS:-$EXP/frontends}
 THREADS=${THREADS:-2}
@@ -63,7 +64,7 @@ for stop in $JUDGE_AT; do
     log "$name: train to step $stop of $LONG_STEPS"
     $VCONV train -c "$RECIPE_DIR/conf/$conf.yaml" "train.train_manifest=$EXP/data/train.jsonl" \
       "train.valid_manifest=$EXP/data/valid.jsonl" "train.features_dir=$EXP/features" "train.frontends_dir=$FRONTENDS" \
-      "train.run_dir=$run" "train.steps=$LONG_STEPS" train.bf16=false "train.threads=$THREADS" \
+      "train.run_dir=$run" "train.steps=$LONG_STEPS" "train.bf16=$BF16" "train.threads=$THREADS" \
       "train.keep_checkpoints=$KEEP" ${extra[@]+"${extra[@]}"} --no-progress --resume --until "$stop"
   fi
   [[ -f $bundle/config.json ]] || $VCONV bundle from-checkpoint "$ckpt" -o "$bundle" --force
