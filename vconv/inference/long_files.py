@@ -39,14 +39,19 @@ def convert_long_file(converter: VoiceConverter, source: Path, target: TargetVoi
     with tempfile.TemporaryDirectory(prefix="vconv-long-") as scratch, _scratch_errors(Path(scratch)):
         reader = SpanReader(source, converter.sample_rate, scratch)
         raw = Path(scratch) / "converted.f32"
+        peak = 0.0  # of the model-rate output
         with open(raw, "wb") as out:
             def write(samples: np.ndarray) -> None:
+                nonlocal peak
+                peak = max(peak, float(np.abs(samples).max()) if samples.size else 0.0)
                 out.write(samples.tobytes())
 
             converter.convert_spans(reader.length, reader.read, target, write)
         if rate != converter.sample_rate:  # resampled in one streaming pass, then limited like convert_wav's output
             raw = _resample_raw(raw, converter.sample_rate, rate, Path(scratch) / "resampled.f32")
-        gain = limit_peak_gain(max((float(np.abs(b).max()) for b in _raw_blocks(raw, rate)), default=0.0))
+            # the in-memory path limits at the model's rate, resamples, and limits again: one gain of the larger peak
+            peak = max(peak, max((float(np.abs(b).max()) for b in _raw_blocks(raw, rate)), default=0.0))
+        gain = limit_peak_gain(peak)
         with atomic_path(dest, overwrite=force) as tmp:
             try:
                 with sf.SoundFile(os.fsencode(tmp), "w", rate, 1, subtype=subtype, format=fmt) as fh:
