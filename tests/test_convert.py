@@ -331,3 +331,32 @@ def test_a_long_reference_is_read_only_as_far_as_it_is_used(tmp_path):
     a, _ = sf.read(tmp_path / "a.wav", dtype="int16")
     b, _ = sf.read(tmp_path / "b.wav", dtype="int16")
     assert np.abs(a.astype(np.int32) - b).max() <= 1
+
+
+def test_a_long_file_at_another_rate_gets_the_in_memory_peak_gain(tmp_path):
+    """The long-file path applies one gain for the whole file; at another output rate it must equal the two gains
+    of the in-memory path (limit at the model's rate, resample, limit again), whichever of the two peaks is larger."""
+    from types import SimpleNamespace
+
+    from vconv.audio.io import resample, save
+    from vconv.inference.converter import limit_peak
+    from vconv.inference.long_files import convert_long_file
+
+    rng = np.random.default_rng(3)
+    peaks = []
+    for case in range(2):  # over 0.99 at 16 kHz; resampled, the peak rises (noise) or falls (lone one-sample clicks)
+        source = (0.4 if case == 0 else 0.05) * rng.standard_normal(16000 * 3)
+        if case == 1:
+            source[rng.choice(source.size, 20, replace=False)] = 0.9
+        source = source.clip(-0.99, 0.99).astype(np.float32)
+        sf.write(tmp_path / "src.wav", source, 16000)
+        made = 2.0 * source  # what the stand-in converter makes of it (peak > 0.99)
+        peaks.append(float(np.abs(resample(made, 16000, 22050)).max()) > float(np.abs(made).max()))
+        converter = SimpleNamespace(sample_rate=16000, convert_spans=lambda length, read, target, emit: [
+            emit(2.0 * read(a, min(a + 5000, length))) for a in range(0, length, 5000)])
+        convert_long_file(converter, tmp_path / "src.wav", None, tmp_path / "long.wav", rate=22050, force=True)
+        save(tmp_path / f"whole{case}.wav", limit_peak(resample(limit_peak(made), 16000, 22050)), 22050)
+        written, _ = sf.read(tmp_path / "long.wav", dtype="int16")
+        expected, _ = sf.read(tmp_path / f"whole{case}.wav", dtype="int16")
+        assert np.abs(written.astype(np.int32) - expected).max() <= 2, case
+    assert peaks == [True, False]  # both orders of the two peaks were met
