@@ -145,14 +145,9 @@ class VectorQuantizer(Quantizer):
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         """Quantise ``z [B, G*D, T]``; in training mode also update the codebook."""
-        width = self.dim * self.groups
-        if z.dim() != 3 or z.shape[1] != width:
-            raise ValueError(f"expected z of shape [B, {width}, T], got {tuple(z.shape)}")
-        batch, _, frames = z.shape
         with torch.autocast(device_type=z.device.type, enabled=False):
             z32 = z.float()
-            # [B, G*D, T] -> [B*T*G, D]: one row per (frame, group); for G = 1 simply [B*T, D]
-            flat = z32.reshape(batch, self.groups, self.dim, frames).permute(0, 3, 1, 2).reshape(-1, self.dim)
+            flat = self._rows(z32)
             if self.training and not bool(self.initialized):
                 self._data_init(flat.detach())
             codebook = self.embedding.float()
@@ -161,7 +156,7 @@ class VectorQuantizer(Quantizer):
             one_hot = F.one_hot(codes, self.codebook_size).to(flat.dtype)  # [B*T, K]
             counts = one_hot.sum(0)  # [K]
 
-            q = codebook[codes].view(batch, frames, width).transpose(1, 2)  # [B, G*D, T]
+            q = self._code_vectors(codebook, codes, z.shape)
             loss = self.beta * F.mse_loss(z32, q.detach())
             if not self.ema:
                 loss = loss + F.mse_loss(q, z32.detach())
@@ -177,21 +172,30 @@ class VectorQuantizer(Quantizer):
             quantized = z32 + (q - z32).detach() if z32.requires_grad else q
         return QuantizerOutput(
             quantized=quantized.to(z.dtype),
-            codes=codes.view(batch, frames) if self.groups == 1 else codes.view(batch, frames, self.groups),
+            codes=codes.view(z.shape[0], z.shape[2]) if self.groups == 1 else codes.view(z.shape[0], z.shape[2], self.groups),
             loss=loss,
             perplexity=perplexity,
         )
 
     @torch.no_grad()
     def lookup(self, z: torch.Tensor) -> torch.Tensor:
+        codebook = self.embedding.float()
+        codes = squared_distances(self._rows(z.float()), codebook).argmin(dim=1)
+        return self._code_vectors(codebook, codes, z.shape).to(z.dtype)
+
+    def _rows(self, z: torch.Tensor) -> torch.Tensor:
+        """``z [B, G*D, T] -> [B*T*G, D]``: one row per (frame, group); for G = 1 simply ``[B*T, D]``."""
         width = self.dim * self.groups
         if z.dim() != 3 or z.shape[1] != width:
             raise ValueError(f"expected z of shape [B, {width}, T], got {tuple(z.shape)}")
         batch, _, frames = z.shape
-        flat = z.float().reshape(batch, self.groups, self.dim, frames).permute(0, 3, 1, 2).reshape(-1, self.dim)
-        codebook = self.embedding.float()
-        codes = squared_distances(flat, codebook).argmin(dim=1)
-        return codebook[codes].view(batch, frames, width).transpose(1, 2).to(z.dtype)
+        return z.reshape(batch, self.groups, self.dim, frames).permute(0, 3, 1, 2).reshape(-1, self.dim)
+
+    @staticmethod
+    def _code_vectors(codebook: torch.Tensor, codes: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """The vectors of ``codes [B*T*G]`` (rows of :meth:`_rows`) back in ``z``'s ``shape [B, G*D, T]``."""
+        batch, width, frames = shape
+        return codebook[codes].view(batch, frames, width).transpose(1, 2)
 
     # ----------------------------------------------------------------------------------------------
     # codebook maintenance (training mode only)

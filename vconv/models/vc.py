@@ -107,10 +107,15 @@ class VoiceConversionModel(nn.Module):
 
     def encode_content(self, mel: torch.Tensor) -> QuantizerOutput:
         """``x [B, C_in, T] -> QuantizerOutput(quantized [B, code_dim, T'], codes [B, T'] or [B, T', G], ...)``."""
+        return self.quantizer(self._content_states(mel))
+
+    def _content_states(self, x: torch.Tensor) -> torch.Tensor:
+        """The content encoder's output ``[B, code_dim, T']`` for ``x [B, C_in, T]``, in float32 when
+        :attr:`content_in_float32` (the quantiser's distances are float32 anyway)."""
         if self.content_in_float32:
-            with torch.autocast(mel.device.type, enabled=False):
-                return self.quantizer(self.content_encoder(mel.float()))
-        return self.quantizer(self.content_encoder(mel))
+            with torch.autocast(x.device.type, enabled=False):
+                return self.content_encoder(x.float())
+        return self.content_encoder(x)
 
     def embed_speaker(self, mels: References) -> torch.Tensor:
         """Speaker embedding(s).
@@ -160,11 +165,7 @@ class VoiceConversionModel(nn.Module):
     def reference_codes(self, content: torch.Tensor) -> torch.Tensor:
         """Content features ``[B, C_in, T]`` -> their quantised codes on the same ``T`` frames ``[B, code_dim, T]``
         (no gradient, no codebook update: the reference path matches on them, nothing learns from them)."""
-        if self.content_in_float32:
-            with torch.autocast(content.device.type, enabled=False):
-                codes = self.quantizer.lookup(self.content_encoder(content.float()))
-        else:
-            codes = self.quantizer.lookup(self.content_encoder(content))
+        codes = self.quantizer.lookup(self._content_states(content))
         return fit_length(torch.repeat_interleave(codes, self.decoder.stride, dim=-1), content.shape[-1])
 
     # ----------------------------------------------------------------------------------------------
