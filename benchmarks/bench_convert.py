@@ -58,14 +58,14 @@ def model_path(name: str | None, tmp: Path) -> str:
 
         return str(resolve_bundle(None))
     except VconvError:
-        from vconv.audio.frontend import FeatureStats
+        from vconv.audio.frontend import FeatureStats, FrontEnd
         from vconv.bundles import save_bundle
         from vconv.config import FeatureConfig, ModelConfig
         from vconv.models import build_model
 
         cfg = ModelConfig()
         stats = FeatureStats(torch.full((80,), -4.0), torch.full((80,), 2.0), 1)
-        return str(save_bundle(tmp / "random-default", build_model(cfg), cfg, FeatureConfig(), stats))
+        return str(save_bundle(tmp / "random-default", build_model(cfg), FrontEnd(FeatureConfig(), stats)))
 
 
 def source_audio(seconds: float, sr: int = 16000) -> np.ndarray:

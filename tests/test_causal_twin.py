@@ -49,6 +49,41 @@ def test_the_twin_reads_no_further_ahead_than_its_lookahead():
     assert not torch.allclose(a[..., last_same + 1], b[..., last_same + 1])  # the look-ahead is used
 
 
+def test_a_model_config_can_ask_for_a_causal_network_trained_as_such(tmp_path):
+    """``model.causal`` builds the network causal from the start; its bundle saves and loads with the layout."""
+    from vconv.audio.frontend import FeatureStats, FrontEnd
+    from vconv.bundles import load_bundle, save_bundle
+    from vconv.config import ModelConfig
+    from vconv.models import build_model
+
+    features, cfg = _config()
+    cfg = ModelConfig.from_dict({**cfg.to_dict(), "causal": LAYOUT.to_dict()})
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    assert lookahead_of(model) == LAYOUT.lookahead_frames and model.causal_layout == LAYOUT
+    stats = FeatureStats(torch.zeros(cfg.n_mels), torch.ones(cfg.n_mels), 1)
+    loaded, _, info = load_bundle(save_bundle(tmp_path / "causal", model, FrontEnd(features, stats)))
+    assert info.model_config.causal == LAYOUT.to_dict() and lookahead_of(loaded) == LAYOUT.lookahead_frames
+    mel, e = torch.randn(1, cfg.n_mels, 60), torch.randn(1, cfg.speaker_dim)
+    whole, prefix = loaded.convert(mel, embedding=e), loaded.convert(mel[..., :40], embedding=e)
+    assert torch.equal(whole[..., : 40 - LAYOUT.lookahead_frames], prefix[..., : 40 - LAYOUT.lookahead_frames])
+    assert ModelConfig().causal == {}  # offline by default: every existing bundle loads as before
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"lookahead_frames": 3}, "needs integer lookahead_frames and norm_frames"),
+    ({"lookahead_frames": "x", "norm_frames": 4}, "needs integer"),
+    ({"lookahead_frames": 3, "norm_frames": 0}, "out of range"),
+    ({"lookahead_frames": 3, "norm_frames": 9, "frames": 1}, "takes lookahead_frames and norm_frames"),
+])
+def test_a_bad_causal_section_is_a_one_line_error(section, message):
+    from vconv.config import ModelConfig
+
+    with pytest.raises(VconvError, match=message) as info:
+        ModelConfig.from_dict({"causal": section})
+    assert "model.causal" in str(info.value) and "\n" not in str(info.value)
+
+
 def test_a_model_that_downsamples_has_no_twin():
     from vconv.config import load_run_config
     from vconv.models import build_model

@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 
 from vconv.bundles.format import CONFIG_FILE, read_bundle_config, read_bundle_info
 from vconv.config import ModelConfig
+from vconv.config.sections import check_causal_section
 from vconv.errors import VconvError
 from vconv.fileio import atomic_path, load_weights, sha256_of, write_text_atomic
 from vconv.models.causal import CausalLayout, load_causal_model
@@ -35,13 +36,10 @@ def twin_layout(config: dict[str, Any]) -> CausalLayout | None:
 
 def _layout(section: Any, where: str) -> CausalLayout:
     """A :class:`CausalLayout` from ``{"lookahead_frames", "norm_frames"}`` (ints or their strings), range-checked."""
-    try:
-        layout = CausalLayout(int(section["lookahead_frames"]), int(section["norm_frames"]))
-    except (TypeError, KeyError, ValueError) as exc:
-        raise VconvError(f"{where} needs integer lookahead_frames and norm_frames ({exc})") from None
-    if not (0 <= layout.lookahead_frames <= 64 and 1 <= layout.norm_frames <= 100_000):
-        raise VconvError(f"{where} out of range: {layout.to_dict()}")
-    return layout
+    if not isinstance(section, dict):
+        raise VconvError(f"{where} needs integer lookahead_frames and norm_frames, got {section!r}")
+    # the section (or a weights header) records more than the layout (steps, format): the layout is its two keys
+    return CausalLayout(*check_causal_section({k: section[k] for k in ("lookahead_frames", "norm_frames") if k in section}, where))
 
 
 def attach_stream_twin(bundle_dir: str | Path, weights: str | Path, *, steps: int | None = None) -> Path:

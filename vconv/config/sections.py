@@ -103,17 +103,37 @@ class ModelConfig(ConfigSection):
     # the reference path (vconv.models.reference): {"kind": "none"}, or {"kind": "attention" | "retrieval", ...its
     # settings}: the decoder also reads the target references' frames, beside the AdaIN embedding
     reference: dict[str, Any] = field(default_factory=lambda: {"kind": "none"})
+    # a causal network, for live conversion (vconv.models.causal): {} (offline, the default), or
+    # {lookahead_frames: N, norm_frames: M}: convolutions that read at most N frames ahead in all and norms whose
+    # statistics cover the last M frames up to each frame; trained as such from the start
+    causal: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in ("content_frontend", "speaker_frontend", "reference"):
             if not isinstance(getattr(self, name).get("kind"), str):
                 raise VconvError(f"model.{name} needs a kind, e.g. {{kind: mel}}; got {getattr(self, name)!r}")
+        if self.causal:
+            check_causal_section(self.causal, "model.causal")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
         """As every section, after translating the keys of older configs (:mod:`vconv.config.legacy`)."""
         return from_dict(cls, upgrade_model_config(data))
+
+
+def check_causal_section(section: Any, where: str) -> tuple[int, int]:
+    """``(lookahead_frames, norm_frames)`` of a causal layout section (ints or their strings), range-checked;
+    anything else is a one-line VconvError naming ``where``."""
+    if not isinstance(section, Mapping) or set(section) - {"lookahead_frames", "norm_frames"}:
+        raise VconvError(f"{where} takes lookahead_frames and norm_frames, got {section!r}")
+    try:
+        lookahead, norm = int(section["lookahead_frames"]), int(section["norm_frames"])
+    except (TypeError, KeyError, ValueError) as exc:
+        raise VconvError(f"{where} needs integer lookahead_frames and norm_frames ({exc})") from None
+    if not (0 <= lookahead <= 64 and 1 <= norm <= 100_000):
+        raise VconvError(f"{where} out of range (lookahead_frames 0-64, norm_frames 1-100000): {dict(section)}")
+    return lookahead, norm
 
 
 @dataclass

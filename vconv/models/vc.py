@@ -285,8 +285,13 @@ def build_model_unchecked(cfg: ModelConfig) -> VoiceConversionModel:
     speaker = speaker_encoder_for(cfg, speaker_input.channels(cfg.n_mels), per_utterance=speaker_input.per_utterance)
     reference = build_reference_path(cfg.reference, n_mels=cfg.n_mels, channels=cfg.channels,
                                      decoder_blocks=cfg.decoder_blocks, code_dim=cfg.code_dim)
-    return VoiceConversionModel(content, quantizer_for(cfg), speaker, decoder_for(cfg, content.total_stride),
-                                adversary_for(cfg), config=cfg, reference=reference)
+    model = VoiceConversionModel(content, quantizer_for(cfg), speaker, decoder_for(cfg, content.total_stride),
+                                 adversary_for(cfg), config=cfg, reference=reference)
+    if cfg.causal:  # a network trained causal from the start (live conversion): the layout applied before any weight
+        from vconv.models.causal import CausalLayout, make_causal
+
+        make_causal(model, CausalLayout(int(cfg.causal["lookahead_frames"]), int(cfg.causal["norm_frames"])))
+    return model
 
 
 def content_encoder_for(cfg: ModelConfig, in_channels: int) -> ContentEncoder:
