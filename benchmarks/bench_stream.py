@@ -123,6 +123,8 @@ def main() -> None:
     parser.add_argument("--block-ms", type=float, default=96.0)
     parser.add_argument("--lookahead-ms", type=float, default=48.0)
     parser.add_argument("--context-ms", type=float, default=1500.0)
+    parser.add_argument("--no-prime", dest="prime", action="store_false",
+                        help="start the stream without the target's speech as past context (StreamSettings.prime)")
     parser.add_argument("--no-vocoder-passes", dest="vocoder_passes", action="store_false",
                         help="stream without the vocoder's post-processing passes")
     parser.add_argument("--target-match", default="meanstd",
@@ -133,7 +135,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     settings = {"block_ms": args.block_ms, "lookahead_ms": args.lookahead_ms, "context_ms": args.context_ms,
-                "vocoder_passes": args.vocoder_passes}
+                "vocoder_passes": args.vocoder_passes, "prime": args.prime}
     vc = load(args.model, target_match=args.target_match)
     target = vc.target_voice([ROOT / "examples/target.wav"])
     figures: dict = {"threads": args.threads, "settings": settings,

@@ -63,6 +63,32 @@ def test_output_trails_the_input_by_the_latency(vc, source, target):
         stream.push(source[:100])
 
 
+def test_the_stream_is_primed_with_the_targets_own_speech(vc, source, target):
+    """The primer is past context: read by the first windows, never emitted; without it the start differs."""
+    import dataclasses
+
+    rate, hop = vc.sample_rate, vc.features.hop_length
+    assert target.primer is not None and target.primer.dtype == np.float32
+    assert target.primer.size == min(int(3.0 * rate), vc.prepare_audio(EXAMPLES / "target.wav", None).size)
+    stream = vc.stream(target, context_ms=1000)
+    assert stream._buffer_start == -stream.context and stream.context % hop == 0  # the last second of it, before sample 0
+    np.testing.assert_array_equal(stream._buffer, target.primer[-stream.context:])
+    primed = _run(stream, source, [source.size])
+    plain = _run(vc.stream(target, context_ms=1000, prime=False), source, [source.size])
+    unprimed_target = _run(vc.stream(dataclasses.replace(target, primer=None), context_ms=1000), source, [source.size])
+    assert primed.shape == plain.shape == source.shape  # nothing of the primer comes out
+    np.testing.assert_array_equal(plain, unprimed_target)  # prime=False is a target without a primer
+    first = slice(0, rate // 4)
+    assert np.abs(primed[first] - plain[first]).max() > 1e-3  # the first windows read the primer
+    # past the context both streams read the same input: with matching off (its running statistics remember the
+    # start), the same output
+    unmatched = vconv.load(target_match="off")
+    late = slice(source.size - rate, source.size)
+    primed, plain = (_run(unmatched.stream(target, context_ms=1000, prime=p), source, [source.size]) for p in (True, False))
+    assert np.abs(primed[first] - plain[first]).max() > 1e-3
+    np.testing.assert_allclose(primed[late], plain[late], atol=1e-6)
+
+
 def test_state_stays_bounded_over_a_long_stream(vc, target):
     stream = vc.stream(target, context_ms=500)
     noise = (0.05 * np.random.default_rng(1).standard_normal(16000 * 30)).astype(np.float32)

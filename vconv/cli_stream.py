@@ -28,6 +28,7 @@ def stream(
     block_ms: float = typer.Option(96.0, "--block-ms", min=16.0, max=2000.0, help="Block length in ms (rounded to whole 16 ms hops); the latency is the block plus the look-ahead."),
     lookahead_ms: float = typer.Option(48.0, "--lookahead-ms", min=0.0, max=2000.0, help="Look-ahead in ms: more costs latency and gives the model's right edge more room."),
     context_ms: float = typer.Option(1500.0, "--context-ms", min=0.0, max=30000.0, help="Left context in ms that each block is converted with."),
+    prime: bool = typer.Option(True, "--prime/--no-prime", help="Start with the target's own speech as left context (never output), so the first blocks are not normalised on a few frames."),
     raw: bool = typer.Option(False, "--raw", help="Standard input/output is headerless 16-bit little-endian PCM (mono out; --channels in)."),
     sample_rate: Optional[int] = typer.Option(None, "--sample-rate", help="Rate of raw input (required with --raw on standard input); the output keeps the input's rate."),
     channels: int = typer.Option(1, "--channels", min=1, max=16, help="Interleaved channels of raw input (mixed to mono)."),
@@ -67,7 +68,7 @@ def stream(
     writer = _open_writer(output, raw, reader.sample_rate, force, output_device)
     try:
         report, converter_stream = _run(target, reader, writer, model, target_match, precision, block_ms, lookahead_ms,
-                                        context_ms, realtime)
+                                        context_ms, realtime, prime)
     except BaseException:
         writer.abort()
         raise
@@ -79,13 +80,13 @@ def stream(
 
 
 def _run(target: List[Path], reader: Any, writer: Any, model: Optional[str], target_match: str, precision: str,
-         block_ms: float, lookahead_ms: float, context_ms: float, realtime: bool) -> tuple[Any, Any]:
+         block_ms: float, lookahead_ms: float, context_ms: float, realtime: bool, prime: bool = True) -> tuple[Any, Any]:
     from vconv.inference.converter import load
     from vconv.inference.stream_run import run_stream
 
     converter = load(model, target_match=target_match, precision=precision)
     live = converter.stream([str(t) for t in target], block_ms=block_ms, lookahead_ms=lookahead_ms, context_ms=context_ms,
-                            sample_rate=reader.sample_rate)
+                            sample_rate=reader.sample_rate, prime=prime)
     typer.echo(f"latency {live.latency_ms:.0f} ms (block {1000 * live.block / live.model_rate:.0f} ms + look-ahead "
                f"{1000 * live.lookahead / live.model_rate:.0f} ms), plus the device's own", err=True)
     return run_stream(live, reader, writer, realtime=realtime), live

@@ -32,7 +32,7 @@ from vconv.inference.chunking import process_in_chunks, stream_chunks
 from vconv.inference.devices import check_device
 from vconv.inference.precision import DEFAULT_PRECISION, compute_in, resolve_precision, store_lowered
 from vconv.inference.registry import resolve_bundle
-from vconv.inference.target import TargetVoice
+from vconv.inference.target import PRIMER_SECONDS, TargetVoice
 from vconv.inference.target_match import (
     DEFAULT_MODE,
     MIN_SPEECH_FRAMES,
@@ -173,7 +173,9 @@ class VoiceConverter:
                 memory = self.model.encode_reference(frames)
             # kept in float32, like the embedding: a prepared target serves converters of either precision
             reference = dataclasses.replace(memory, keys=memory.keys.float(), values=memory.values.float())
-        return TargetVoice(embedding=self._embed_prepared(wavs), spectrum=spectrum_stats(log_mels), reference=reference)
+        primer = np.concatenate(wavs)[-int(PRIMER_SECONDS * self.sample_rate):].astype(np.float32)  # the references' tail
+        return TargetVoice(embedding=self._embed_prepared(wavs), spectrum=spectrum_stats(log_mels), reference=reference,
+                           primer=primer)
 
     @torch.no_grad()
     def embed(self, wavs: Sequence[AudioInput] | AudioInput, sr: int | None = None) -> np.ndarray:
@@ -197,7 +199,7 @@ class VoiceConverter:
     def stream(self, target: TargetVoice | Sequence[AudioInput] | AudioInput, *, block_ms: float = 96.0,
                lookahead_ms: float = 48.0, context_ms: float = 1500.0, crossfade_ms: float = 32.0,
                vocoder_passes: bool = True, sample_rate: int | None = None, sr: int | None = None,
-               twin: bool | None = None) -> "StreamConverter":
+               twin: bool | None = None, prime: bool = True) -> "StreamConverter":
         """A live converter to ``target`` (references, prepared once, or a :class:`TargetVoice`): ``push(pcm) ->
         pcm`` any number of samples at a time, ``flush()`` for the rest (:mod:`vconv.inference.streaming`).
 
@@ -205,13 +207,15 @@ class VoiceConverter:
         Latency (``.latency_ms``): the block plus the look-ahead, each rounded to whole mel hops. ``vocoder_passes``:
         the neural vocoder's post-processing on every block, as offline (on by default). ``twin``: run the
         bundle's causal twin (default: when the bundle ships one; ``True`` for a bundle without one is an error),
-        or ``False`` for the offline model on each window.
+        or ``False`` for the offline model on each window. ``prime``: start with the target references' last
+        ``context_ms`` of speech as past context (never emitted), so the first blocks are not normalised on a few
+        frames alone (docs/STREAMING.md measures both).
         """
         from vconv.inference.streaming import StreamConverter, StreamSettings
 
         prepared = target if isinstance(target, TargetVoice) else self.target_voice(target, sr)
         settings = StreamSettings(block_ms=block_ms, lookahead_ms=lookahead_ms, crossfade_ms=crossfade_ms, context_ms=context_ms,
-                                  vocoder_passes=vocoder_passes)
+                                  vocoder_passes=vocoder_passes, prime=prime)
         model = self.stream_twin() if twin is not False else None
         if twin and model is None:
             raise VconvError(f"{self.info.path}: this bundle has no causal twin for streaming (docs/STREAMING.md)")

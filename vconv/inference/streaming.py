@@ -60,6 +60,9 @@ class StreamSettings:
     # the whole window, so consecutive windows disagree a little where their blocks meet, but without them the
     # held-out CER of streamed conversions was worse (benchmarks/bench_stream.py; the note in docs/STREAMING.md)
     vocoder_passes: bool = True
+    # start with the target's own speech as past context (TargetVoice.primer): the first windows otherwise hold only
+    # block + look-ahead, and norms over 9 frames cost words and left the largest level step (docs/STREAMING.md)
+    prime: bool = True
 
     def samples(self, hop: int, rate: int) -> tuple[int, int, int, int]:
         """``(block, lookahead, crossfade, context)`` in samples at ``rate``, multiples of ``hop``."""
@@ -141,6 +144,10 @@ class StreamConverter:
         self._outbound = self._resampler(self.model_rate, self.sample_rate)
         self._buffer = np.zeros(0, np.float32)  # model-rate input from sample `_buffer_start` on
         self._buffer_start = 0
+        if settings.prime and target.primer is not None:  # past context before sample 0: read, never emitted
+            primed = min(self.context, target.primer.size) // self.hop * self.hop
+            self._buffer = np.array(target.primer[target.primer.size - primed:], np.float32)
+            self._buffer_start = -primed
         self._received = 0  # model-rate samples received so far
         self._next_block = 0  # start of the next block to convert
         self._ready: list[np.ndarray] = []
@@ -193,7 +200,7 @@ class StreamConverter:
     def _convert_block(self, final: bool) -> None:
         start = self._next_block
         stop = min(self._received, start + self.block)
-        window_start = max(0, start - self.context)
+        window_start = max(self._buffer_start, start - self.context)  # the primer before sample 0, if any
         window_stop = min(self._received, stop + self.lookahead)
         window = self._buffer[window_start - self._buffer_start : window_stop - self._buffer_start]
         keep = (stop if final else min(window_stop, stop + self.crossfade)) - start

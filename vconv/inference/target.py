@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import torch
 
 from vconv.inference.target_match import SpectrumStats
@@ -17,9 +18,16 @@ class TargetVoice:
 
     ``embedding``: ``[1, S]`` the speaker embedding (references averaged), which drives AdaIN;
     ``spectrum``: the references' long-term log-mel statistics for target-spectrum matching;
-    ``reference``: for a model with a reference path, the memory of the references' frames it attends over.
+    ``reference``: for a model with a reference path, the memory of the references' frames it attends over;
+    ``primer``: the references' last :data:`PRIMER_SECONDS` of audio at the model's rate, float32 ``[n]``: a stream
+    (:mod:`vconv.inference.streaming`) starts with it as past context, so its first windows are normalised on
+    speech rather than on a few frames; it is never emitted.
     """
 
     embedding: torch.Tensor
     spectrum: SpectrumStats
     reference: ReferenceMemory | None = None
+    primer: np.ndarray | None = None
+
+
+PRIMER_SECONDS = 3.0  # as much as a stream's longest sensible context; the default context takes the last 1.5 s
