@@ -89,6 +89,23 @@ def test_the_stream_is_primed_with_the_targets_own_speech(vc, source, target):
     np.testing.assert_allclose(primed[late], plain[late], atol=1e-6)
 
 
+def test_the_window_edge_is_held_only_where_it_is_speech(vc, source, target):
+    import torch
+
+    from vconv.inference.streaming import _speech_at_edge
+
+    loud = torch.full((80, 50), -2.0)
+    fading = loud.clone()
+    fading[:, -2:] = -8.0  # the last two frames 6 nats under the window's loud frames: a pause or a fade-out
+    assert _speech_at_edge(loud) and not _speech_at_edge(fading)
+    held, plain = (_run(vc.stream(target, edge_hold_frames=n), source, [source.size]) for n in (4, 0))
+    assert held.shape == plain.shape == source.shape
+    assert np.abs(held - plain).max() > 1e-3  # the example's speech has edges the hold changes
+    rng = np.random.default_rng(3)
+    np.testing.assert_allclose(_run(vc.stream(target, edge_hold_frames=4), source, rng.integers(1, 4000, size=1000)), held,
+                               atol=1e-6)  # still the output of one push
+
+
 def test_state_stays_bounded_over_a_long_stream(vc, target):
     stream = vc.stream(target, context_ms=500)
     noise = (0.05 * np.random.default_rng(1).standard_normal(16000 * 30)).astype(np.float32)

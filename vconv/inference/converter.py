@@ -199,7 +199,7 @@ class VoiceConverter:
     def stream(self, target: TargetVoice | Sequence[AudioInput] | AudioInput, *, block_ms: float = 96.0,
                lookahead_ms: float = 48.0, context_ms: float = 1500.0, crossfade_ms: float = 32.0,
                vocoder_passes: bool = True, sample_rate: int | None = None, sr: int | None = None,
-               twin: bool | None = None, prime: bool = True) -> "StreamConverter":
+               twin: bool | None = None, prime: bool = True, edge_hold_frames: int = 4) -> "StreamConverter":
         """A live converter to ``target`` (references, prepared once, or a :class:`TargetVoice`): ``push(pcm) ->
         pcm`` any number of samples at a time, ``flush()`` for the rest (:mod:`vconv.inference.streaming`).
 
@@ -209,13 +209,14 @@ class VoiceConverter:
         bundle's causal twin (default: when the bundle ships one; ``True`` for a bundle without one is an error),
         or ``False`` for the offline model on each window. ``prime``: start with the target references' last
         ``context_ms`` of speech as past context (never emitted), so the first blocks are not normalised on a few
-        frames alone (docs/STREAMING.md measures both).
+        frames alone (docs/STREAMING.md measures both). ``edge_hold_frames``: the window's last content frame held this
+        many frames past its edge for the network, instead of the zero padding that reads as the end of an utterance.
         """
         from vconv.inference.streaming import StreamConverter, StreamSettings
 
         prepared = target if isinstance(target, TargetVoice) else self.target_voice(target, sr)
         settings = StreamSettings(block_ms=block_ms, lookahead_ms=lookahead_ms, crossfade_ms=crossfade_ms, context_ms=context_ms,
-                                  vocoder_passes=vocoder_passes, prime=prime)
+                                  vocoder_passes=vocoder_passes, prime=prime, edge_hold_frames=edge_hold_frames)
         model = self.stream_twin() if twin is not False else None
         if twin and model is None:
             raise VconvError(f"{self.info.path}: this bundle has no causal twin for streaming (docs/STREAMING.md)")

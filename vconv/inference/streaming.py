@@ -63,6 +63,11 @@ class StreamSettings:
     # start with the target's own speech as past context (TargetVoice.primer): the first windows otherwise hold only
     # block + look-ahead, and norms over 9 frames cost words and left the largest level step (docs/STREAMING.md)
     prime: bool = True
+    # the window's last content frame held for this many more frames before the network (cut off again after it):
+    # past the input's edge the offline network sees zero padding, which it learned as "the utterance ends here";
+    # held, the frame says "the sound goes on", as it does in a stream. Only where the edge is speech, and not at the
+    # stream's true end (flush).
+    edge_hold_frames: int = 4
 
     def samples(self, hop: int, rate: int) -> tuple[int, int, int, int]:
         """``(block, lookahead, crossfade, context)`` in samples at ``rate``, multiples of ``hop``."""
@@ -205,7 +210,8 @@ class StreamConverter:
         window = self._buffer[window_start - self._buffer_start : window_stop - self._buffer_start]
         keep = (stop if final else min(window_stop, stop + self.crossfade)) - start
         began = time.perf_counter()
-        piece = self._convert_window(window, start - window_start, keep)
+        ended = self._flushed and window_stop == self._received  # the input's true end: nothing to hold
+        piece = self._convert_window(window, start - window_start, keep, hold=0 if ended else self.settings.edge_hold_frames)
         self.times.seconds.append(time.perf_counter() - began)
         if final:  # nothing follows: the piece ends the stream exactly at the input's length
             self._joiner.add(start, piece, None)
@@ -216,12 +222,16 @@ class StreamConverter:
         self._buffer, self._buffer_start = self._buffer[drop:], self._buffer_start + drop
 
     @torch.no_grad()
-    def _convert_window(self, window: np.ndarray, lead: int, keep: int) -> np.ndarray:
-        """Samples ``[lead, lead + keep)`` of ``window``, converted: front-end -> model -> matching -> vocoder."""
+    def _convert_window(self, window: np.ndarray, lead: int, keep: int, hold: int = 0) -> np.ndarray:
+        """Samples ``[lead, lead + keep)`` of ``window``, converted: front-end -> model -> matching -> vocoder;
+        the content's last frame held ``hold`` more frames for the network (:attr:`StreamSettings.edge_hold_frames`)."""
         conv, target = self.converter, self.target
-        content = conv.frontend.content_input(window)
+        content = conv.frontend.content_input(window)  # [1, C, F]
+        frames = content.shape[-1]
+        if hold > 0 and _speech_at_edge(conv.frontend.log_mel(window[None])[0]):
+            content = torch.cat([content, content[..., -1:].expand(-1, -1, hold)], -1)
         with conv.compute():
-            converted = self.model.convert(content, embedding=target.embedding, reference=target.reference)
+            converted = self.model.convert(content, embedding=target.embedding, reference=target.reference)[..., :frames]
         log_mel = conv.frontend.denormalize(converted.float())  # [1, n_mels, F], frame j centred at j*hop
         first_new = lead // self.hop  # the block's own frames join the running statistics: those that are
         # speech by the whole window's loudness (a block of silence alone would count all of its frames)
@@ -240,6 +250,14 @@ class StreamConverter:
         offset = lead - skip * self.hop
         audio = np.pad(audio, (0, max(0, offset + keep - audio.size)))
         return audio[offset : offset + keep]
+
+
+def _speech_at_edge(log_mel: torch.Tensor, frames: int = 2) -> bool:
+    """Whether the last ``frames`` of a window's input log-mel ``[n_mels, F]`` are speech by the window's own loudness:
+    only then is its edge held (:attr:`StreamSettings.edge_hold_frames`). At a pause or where speech fades out, the
+    zero padding's "it ends here" is the right guess (held, the fade-out of an utterance came out too loud)."""
+    edge = float(log_mel[:, -frames:].float().mean())
+    return edge >= loud_level(log_mel) - SPEECH_RANGE_NATS
 
 
 def _check_block(pcm: np.ndarray) -> np.ndarray:
