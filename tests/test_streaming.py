@@ -90,14 +90,14 @@ def test_the_stream_is_primed_with_the_targets_own_speech(vc, source, target):
 
 
 def test_the_window_edge_is_held_only_where_it_is_speech(vc, source, target):
-    import torch
-
     from vconv.inference.streaming import _speech_at_edge
 
-    loud = torch.full((80, 50), -2.0)
-    fading = loud.clone()
-    fading[:, -2:] = -8.0  # the last two frames 6 nats under the window's loud frames: a pause or a fade-out
-    assert _speech_at_edge(loud) and not _speech_at_edge(fading)
+    hop = vc.features.hop_length
+    loud = (0.3 * np.random.default_rng(2).standard_normal(50 * hop)).astype(np.float32)
+    fading = loud.copy()
+    fading[-2 * hop:] *= np.exp(-6.0)  # the last two hops 6 nats under the window's loud ones: a pause or a fade-out
+    assert _speech_at_edge(loud, hop) and not _speech_at_edge(fading, hop)
+    assert not _speech_at_edge(loud[: 2 * hop], hop)  # too short to tell
     held, plain = (_run(vc.stream(target, edge_hold_frames=n), source, [source.size]) for n in (4, 0))
     assert held.shape == plain.shape == source.shape
     assert np.abs(held - plain).max() > 1e-3  # the example's speech has edges the hold changes

@@ -38,7 +38,7 @@ from vconv.audio.io import check_sample_rate
 from vconv.errors import VconvError
 from vconv.inference.chunking import StreamedOverlapAdd
 from vconv.inference.target import TargetVoice
-from vconv.inference.target_match import SPEECH_RANGE_NATS, SpectrumStats, loud_level, match_spectrum
+from vconv.inference.target_match import LOUD_QUANTILE, SPEECH_RANGE_NATS, SpectrumStats, loud_level, match_spectrum
 
 if TYPE_CHECKING:  # the converter makes streams (VoiceConverter.stream): a type here, not an import
     from vconv.inference.converter import VoiceConverter
@@ -228,7 +228,7 @@ class StreamConverter:
         conv, target = self.converter, self.target
         content = conv.frontend.content_input(window)  # [1, C, F]
         frames = content.shape[-1]
-        if hold > 0 and _speech_at_edge(conv.frontend.log_mel(window[None])[0]):
+        if hold > 0 and _speech_at_edge(window, self.hop):
             content = torch.cat([content, content[..., -1:].expand(-1, -1, hold)], -1)
         with conv.compute():
             converted = self.model.convert(content, embedding=target.embedding, reference=target.reference)[..., :frames]
@@ -252,12 +252,18 @@ class StreamConverter:
         return audio[offset : offset + keep]
 
 
-def _speech_at_edge(log_mel: torch.Tensor, frames: int = 2) -> bool:
-    """Whether the last ``frames`` of a window's input log-mel ``[n_mels, F]`` are speech by the window's own loudness:
-    only then is its edge held (:attr:`StreamSettings.edge_hold_frames`). At a pause or where speech fades out, the
-    zero padding's "it ends here" is the right guess (held, the fade-out of an utterance came out too loud)."""
-    edge = float(log_mel[:, -frames:].float().mean())
-    return edge >= loud_level(log_mel) - SPEECH_RANGE_NATS
+def _speech_at_edge(window: np.ndarray, hop: int, frames: int = 2) -> bool:
+    """Whether the last ``frames`` hops of ``window [T]`` are speech by the window's own loudness: only then is its
+    edge held (:attr:`StreamSettings.edge_hold_frames`). At a pause or where speech fades out, the zero padding's
+    "it ends here" is the right guess (held, the fade-out of an utterance came out too loud). Measured on the
+    samples' RMS per hop (log, magnitude scale, as the log-mel's levels), not on a spectrum: it runs every block."""
+    count = window.size // hop
+    if count <= frames:
+        return False
+    power = np.square(window[window.size - count * hop:], dtype=np.float32).reshape(count, hop).mean(1)
+    level = 0.5 * np.log(np.maximum(power, 1e-12))  # [count] log RMS per hop
+    edge = float(np.log(np.mean(np.exp(level[-frames:]))))
+    return edge >= float(np.quantile(level, LOUD_QUANTILE)) - SPEECH_RANGE_NATS
 
 
 def _check_block(pcm: np.ndarray) -> np.ndarray:
