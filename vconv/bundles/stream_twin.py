@@ -21,8 +21,8 @@ from vconv.config import ModelConfig
 from vconv.config.sections import check_causal_section
 from vconv.errors import VconvError
 from vconv.fileio import atomic_path, load_weights, sha256_of, write_text_atomic
-from vconv.models.causal import CausalLayout, load_causal_model
-from vconv.models.vc import VoiceConversionModel
+from vconv.models.causal import CausalLayout
+from vconv.models.vc import VoiceConversionModel, load_causal_model
 
 TWIN_WEIGHTS = "stream_model.safetensors"
 TWIN_KEY = "stream_twin"

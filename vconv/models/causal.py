@@ -22,17 +22,17 @@ Its weights are then trained (distilled) to reproduce the offline model's whole-
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from vconv.config import ModelConfig
-from vconv.models.budget import load_network
 from vconv.models.layers import AdaIN, ConvBlock, causal_stats
-from vconv.models.vc import VoiceConversionModel, build_model_unchecked
 
-__all__ = ["CausalLayout", "CausalInstanceNorm", "causal_stats", "load_causal_model", "lookahead_of", "make_causal"]
+if TYPE_CHECKING:  # vc builds a causal network from its config (model.causal) with make_causal: a type here, not an import
+    from vconv.models.vc import VoiceConversionModel
+
+__all__ = ["CausalLayout", "CausalInstanceNorm", "causal_stats", "lookahead_of", "make_causal"]
 
 
 @dataclass(frozen=True)
@@ -102,9 +102,3 @@ def make_causal(model: VoiceConversionModel, layout: CausalLayout) -> VoiceConve
 def lookahead_of(model: VoiceConversionModel) -> int:
     """Frames past the output frame that the content encoder and decoder read (0 for a fully causal model)."""
     return sum(conv.pad_right for conv in _content_convs(model) + _decoder_convs(model))
-
-
-def load_causal_model(cfg: ModelConfig, layout: CausalLayout, state: Mapping[str, torch.Tensor], what: str) -> VoiceConversionModel:
-    """The causal twin of the model of ``cfg`` (a :class:`~vconv.config.ModelConfig`) holding ``state``,
-    built once with its weights assigned in place; a mismatch is a one-line VconvError naming ``what``."""
-    return load_network(lambda: make_causal(build_model_unchecked(cfg), layout), state, what)

@@ -16,6 +16,7 @@ different part, not a copied model; :func:`build_model` builds the standard one 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Mapping, Sequence, Union
 
@@ -26,6 +27,7 @@ from vconv.config import ModelConfig
 from vconv.errors import VconvError
 from vconv.models.adversary import SpeakerClassifier
 from vconv.models.budget import build_within_budget, load_network
+from vconv.models.causal import CausalLayout, make_causal
 from vconv.models.content import ContentEncoder
 from vconv.models.decoder import AdaINDecoder, fit_length
 from vconv.models.quantize import PassThroughQuantizer, Quantizer, QuantizerOutput, VectorQuantizer
@@ -275,6 +277,13 @@ def load_model(cfg: ModelConfig, state: Mapping[str, torch.Tensor], what: str) -
     return load_network(lambda: build_model_unchecked(cfg), state, what)
 
 
+def load_causal_model(cfg: ModelConfig, layout: CausalLayout, state: Mapping[str, torch.Tensor], what: str) -> VoiceConversionModel:
+    """The causal twin (:mod:`vconv.models.causal`) of the model of ``cfg`` holding ``state``: the model of ``cfg``
+    with ``layout`` as its ``causal`` section, built once with its weights assigned in place; a mismatch is a one-line
+    VconvError naming ``what``."""
+    return load_model(dataclasses.replace(cfg, causal=layout.to_dict()), state, what)
+
+
 def build_model_unchecked(cfg: ModelConfig) -> VoiceConversionModel:
     """The model of ``cfg`` without the budget check: for callers that build under one themselves
     (:func:`vconv.models.budget.load_network`). Each part from its own settings; the two front-end parts say what the encoders read."""
@@ -288,8 +297,6 @@ def build_model_unchecked(cfg: ModelConfig) -> VoiceConversionModel:
     model = VoiceConversionModel(content, quantizer_for(cfg), speaker, decoder_for(cfg, content.total_stride),
                                  adversary_for(cfg), config=cfg, reference=reference)
     if cfg.causal:  # a network trained causal from the start (live conversion): the layout applied before any weight
-        from vconv.models.causal import CausalLayout, make_causal
-
         make_causal(model, CausalLayout(int(cfg.causal["lookahead_frames"]), int(cfg.causal["norm_frames"])))
     return model
 
