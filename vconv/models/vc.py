@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from vconv.config import ModelConfig
+from vconv.config.sections import check_causal_section
 from vconv.errors import VconvError
 from vconv.models.adversary import SpeakerClassifier
 from vconv.models.budget import build_within_budget, load_network
@@ -297,7 +298,7 @@ def build_model_unchecked(cfg: ModelConfig) -> VoiceConversionModel:
     model = VoiceConversionModel(content, quantizer_for(cfg), speaker, decoder_for(cfg, content.total_stride),
                                  adversary_for(cfg), config=cfg, reference=reference)
     if cfg.causal:  # a network trained causal from the start (live conversion): the layout applied before any weight
-        make_causal(model, CausalLayout(int(cfg.causal["lookahead_frames"]), int(cfg.causal["norm_frames"])))
+        make_causal(model, CausalLayout(*check_causal_section(cfg.causal, "model.causal")))
     return model
 
 
