@@ -250,7 +250,8 @@ class VoiceConversionModel(nn.Module):
         squeeze = src_mel.dim() == 2
         src = src_mel.unsqueeze(0) if squeeze else src_mel
         was_training = self.training
-        self.eval()
+        if was_training:  # (Module.eval walks every submodule: ~1 ms a call, and a stream converts every block)
+            self.eval()
         try:
             if embedding is None:
                 assert ref_mels is not None  # exactly one of the two, checked above
@@ -258,7 +259,8 @@ class VoiceConversionModel(nn.Module):
             memory = self.encode_reference(reference if reference is not None or self.reference is None else ref_mels)
             out = self.decode(self.encode_content(src).quantized, embedding, src.shape[-1], memory)
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train()
         return out[0] if squeeze else out
 
 
