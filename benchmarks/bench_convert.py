@@ -10,7 +10,8 @@ turns (A B A B ...), each pair's ratio taken and the median of those quoted:
 (b) **end to end**: in one process, converting 10 s (load the wav -> target -> front-end -> model ->
     vocoder -> write the wav) against the content front-end alone on the same 10 s (``--runs`` pairs), with the
     networks in the converter's default arithmetic (bfloat16 where the CPU has it, vconv.inference.precision; the
-    front-end always float32) and, beside it, all in float32;
+    front-end always float32) and, beside it, all in float32; then where the time goes, stage by stage (read,
+    target, front-end, conversion network, matching, vocoder network, vocoder passes, write);
 (c) **memory**: peak RSS (ru_maxrss) of a fresh process converting a ``--long-minutes`` source, written
     beforehand by this process, beside a fresh process converting the 10 s source and one converting a
     ``--longer-minutes`` source (default 2 hours): a long source is converted a chunk at a time, so its
@@ -21,7 +22,7 @@ without its post-processing passes; best of 3 after a warm-up), the best of 3 ``
 the bundle's size. Without --model it uses the shipped bundle, or, if none is installed, a randomly
 initialised model of the default (shipped) size: speed does not depend on the weights' values. ``--json``
 also writes the figures (``startup_ratio``, ``end_to_end_ratio``, ``peak_rss_mb``, ``peak_rss_10s_mb``,
-``compute_dtype``, ``end_to_end_ratio_float32``, ``rtf`` per vocoder, ``default_vocoder``, ``load_s``, ``bundle_mb``,
+``stage_s``, ``compute_dtype``, ``end_to_end_ratio_float32``, ``rtf`` per vocoder, ``default_vocoder``, ``load_s``, ``bundle_mb``,
 ``threads``).
 """
 
@@ -116,6 +117,59 @@ def end_to_end_ratio(converter, src: Path, ref: Path, out: Path, runs: int) -> t
     return paired(whole, front_end, runs)
 
 
+@torch.no_grad()
+def stage_times(converter, src: Path, ref: Path, out: Path, runs: int) -> dict[str, float]:
+    """Where (b)'s 10 s conversion spends its time: the median of ``runs`` timings of each stage (in turns, after a
+    warm-up round) on the inputs ``convert_paths`` gives it, in the converter's arithmetic. ``vocoder passes`` is the
+    neural vocoder with its post-processing minus without it; what no stage covers (checks, the plan, copies, the
+    peak limit) is the whole conversion's time less their sum."""
+    from vconv.inference.target_match import match_spectrum
+
+    vc = converter
+    wav = vc.prepare_audio(src, None)
+    target = vc.target_voice([ref])
+    content = vc.frontend.content_input(wav)
+    floor = float(np.log(vc.features.log_floor))
+    with_passes = {} if vc.vocoder.name != "vocos" else {"post_process": True}
+
+    def network() -> torch.Tensor:
+        with vc.compute():
+            return vc.model.convert(content, embedding=target.embedding, reference=target.reference)
+
+    def matching() -> torch.Tensor:
+        return match_spectrum(vc.frontend.denormalize(converted.float()), target.spectrum, vc.target_match, floor=floor)
+
+    def vocode(**kwargs: bool) -> np.ndarray:
+        with vc.compute("vocoder"):
+            return vc.vocoder(log_mel, **kwargs)[0].float().numpy()
+
+    converted = network()
+    log_mel = matching()
+    output = vocode(**with_passes)
+    stages: dict[str, Callable[[], object]] = {
+        "read source": lambda: vc.prepare_audio(src, None),
+        "target (read, embed, spectrum)": lambda: vc.target_voice([ref]),
+        "content front-end": lambda: vc.frontend.content_input(wav),
+        "conversion network": network,
+        "matching": matching,
+        "vocoder network": lambda: vocode(post_process=False) if with_passes else vocode(),
+        "vocoder passes": lambda: vocode(**with_passes),
+        "write": lambda: audio.save(out, output, vc.sample_rate, force=True),
+    }
+    if not with_passes:
+        del stages["vocoder passes"]
+    times: dict[str, list[float]] = {name: [] for name in stages}
+    for _ in range(runs + 1):
+        for name, stage in stages.items():
+            start = time.perf_counter()
+            stage()
+            times[name].append(time.perf_counter() - start)
+    result = {name: statistics.median(t[1:]) for name, t in times.items()}
+    if with_passes:  # timed as the whole vocoder: the passes are what it adds to the network
+        result["vocoder passes"] -= result["vocoder network"]
+    return result
+
+
 def write_long_source(path: Path, minutes: float) -> None:
     """``minutes`` of the fixture speech as 16-bit 16 kHz PCM, written a minute at a time (a 2-hour source
     held in memory here would be 460 MB)."""
@@ -204,6 +258,9 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict:
     dtype = str(converter.compute_dtype).removeprefix("torch.")
     print(f"(b) end to end: 10 s converted in {whole:.3f} s, the content front-end alone {front:.3f} s "
           f"-> ratio {e2e:.2f} (median of {args.runs} pairs; networks in {dtype}, the front-end in float32)")
+    stages = stage_times(converter, src, ref, tmp / "out.wav", args.runs)
+    print("    where the time goes: " + ", ".join(f"{name} {1000 * t:.1f} ms" for name, t in stages.items())
+          + f"; the rest (checks, the plan, copies) {1000 * (whole - sum(stages.values())):.1f} ms")
     e2e_float32 = None
     if converter.compute_dtype != torch.float32:  # what the same conversion costs without bfloat16, side by side
         whole32, front32, e2e_float32 = end_to_end_ratio(load(model, precision="float32"), src, ref, tmp / "out.wav", args.runs)
@@ -225,6 +282,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict:
     return {"model": str(bundle), "threads": args.threads, "bundle_mb": round(size / 1e6, 1),
             "startup_ratio": round(startup, 3), "startup_s": round(cli, 3), "import_torch_s": round(torch_only, 3),
             "end_to_end_ratio": round(e2e, 3), "end_to_end_s": round(whole, 4), "front_end_s": round(front, 4),
+            "stage_s": {name: round(t, 4) for name, t in stages.items()},
             "compute_dtype": dtype, "end_to_end_ratio_float32": None if e2e_float32 is None else round(e2e_float32, 3),
             "peak_rss_mb": round(peak), "peak_rss_10s_mb": round(peak10), "long_minutes": args.long_minutes,
             "peak_rss_longer_mb": None if longer is None else round(longer), "longer_minutes": args.longer_minutes,
