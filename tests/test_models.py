@@ -217,6 +217,15 @@ def test_embed_speaker_list_is_the_mean_of_individual_embeddings():
     assert model.embed_speaker(torch.randn(3, 16, 30)).shape == (3, 12)
 
 
+def test_convert_never_updates_a_codebook_left_training_inside_an_eval_model():
+    torch.manual_seed(0)
+    model = build_model(tiny()).eval()
+    model.quantizer.train()  # a part left training: convert must still run it in eval mode
+    book = model.quantizer.codebook.clone()
+    model.convert(torch.randn(16, 41), torch.randn(16, 30))
+    assert torch.equal(model.quantizer.codebook, book)
+
+
 def test_convert_keeps_length_shape_and_model_state():
     torch.manual_seed(0)
     model = build_model(tiny()).train()
