@@ -33,18 +33,22 @@ def test_causal_stats_are_those_of_the_last_frames():
         assert torch.allclose(mean[..., t], window.mean(-1)) and torch.allclose(var[..., t], window.var(-1, unbiased=False))
 
 
-def test_the_twin_reads_no_further_ahead_than_its_lookahead():
+@pytest.mark.parametrize("layout", [
+    LAYOUT,
+    CausalLayout(lookahead_frames=3, norm_frames=24, norm="frame", lookahead_first="decoder"),
+], ids=["window-norms-content-first", "frame-norms-decoder-first"])
+def test_the_twin_reads_no_further_ahead_than_its_lookahead(layout):
     from vconv.models import build_model
 
     _, cfg = _config()
     torch.manual_seed(0)
-    twin = make_causal(build_model(cfg), LAYOUT).eval()
-    assert lookahead_of(twin) == LAYOUT.lookahead_frames
+    twin = make_causal(build_model(cfg), layout).eval()
+    assert lookahead_of(twin) == layout.lookahead_frames
     mel, other = torch.randn(1, cfg.n_mels, 80), torch.randn(1, cfg.n_mels, 80)
     changed = torch.cat([mel[..., :50], other[..., 50:]], -1)  # the same up to frame 49, different after
     e = torch.randn(1, cfg.speaker_dim)
     a, b = twin.convert(mel, embedding=e), twin.convert(changed, embedding=e)
-    last_same = 49 - LAYOUT.lookahead_frames
+    last_same = 49 - layout.lookahead_frames
     assert torch.equal(a[..., : last_same + 1], b[..., : last_same + 1])
     assert not torch.allclose(a[..., last_same + 1], b[..., last_same + 1])  # the look-ahead is used
 
@@ -74,7 +78,9 @@ def test_a_model_config_can_ask_for_a_causal_network_trained_as_such(tmp_path):
     ({"lookahead_frames": 3}, "needs integer lookahead_frames and norm_frames"),
     ({"lookahead_frames": "x", "norm_frames": 4}, "needs integer"),
     ({"lookahead_frames": 3, "norm_frames": 0}, "out of range"),
-    ({"lookahead_frames": 3, "norm_frames": 9, "frames": 1}, "takes lookahead_frames and norm_frames"),
+    ({"lookahead_frames": 3, "norm_frames": 9, "frames": 1}, "takes lookahead_frames, norm_frames, norm and"),
+    ({"lookahead_frames": 3, "norm_frames": 9, "norm": "batch"}, "norm is one of window, frame"),
+    ({"lookahead_frames": 3, "norm_frames": 9, "lookahead_first": "vocoder"}, "lookahead_first one of content, decoder"),
 ])
 def test_a_bad_causal_section_is_a_one_line_error(section, message):
     from vconv.config import ModelConfig
@@ -82,6 +88,32 @@ def test_a_bad_causal_section_is_a_one_line_error(section, message):
     with pytest.raises(VconvError, match=message) as info:
         ModelConfig.from_dict({"causal": section})
     assert "model.causal" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_look_ahead_goes_to_the_decoder_first_when_asked():
+    from vconv.models import build_model
+    from vconv.models.causal import _content_convs, _decoder_convs
+
+    _, cfg = _config()
+    twin = make_causal(build_model(cfg), CausalLayout(lookahead_frames=3, norm_frames=24, lookahead_first="decoder"))
+    assert [c.pad_right for c in _decoder_convs(twin)][:2] == [2, 1] and sum(c.pad_right for c in _content_convs(twin)) == 0
+
+
+def test_frame_norms_read_each_frame_alone():
+    """norm="frame": every content norm and AdaIN normalises each frame over its channels, so a frame's output
+    does not move when any other frame does (a stream needs no statistics carried between blocks)."""
+    from vconv.models.causal import FrameNorm
+    from vconv.models.layers import AdaIN
+
+    x = torch.randn(2, 8, 30)
+    y = FrameNorm()(x)
+    assert torch.allclose(y.mean(1), torch.zeros(2, 30), atol=1e-5) and torch.allclose(y.std(1, unbiased=False), torch.ones(2, 30), atol=1e-3)
+    ada = AdaIN(8, 4)
+    ada.causal_frames = 0
+    e = torch.randn(2, 4)
+    changed = x.clone()
+    changed[..., 10:] = torch.randn(2, 8, 20)
+    assert torch.equal(ada(x, e)[..., :10], ada(changed, e)[..., :10])
 
 
 def test_a_model_that_downsamples_has_no_twin():

@@ -38,8 +38,8 @@ def _layout(section: Any, where: str) -> CausalLayout:
     """A :class:`CausalLayout` from ``{"lookahead_frames", "norm_frames"}`` (ints or their strings), range-checked."""
     if not isinstance(section, dict):
         raise VconvError(f"{where} needs integer lookahead_frames and norm_frames, got {section!r}")
-    # the section (or a weights header) records more than the layout (steps, format): the layout is its two keys
-    return CausalLayout(*check_causal_section({k: section[k] for k in ("lookahead_frames", "norm_frames") if k in section}, where))
+    # the section (or a weights header) records more than the layout (steps, format): the layout is its own keys
+    return CausalLayout(*check_causal_section({k: section[k] for k in ("lookahead_frames", "norm_frames", "norm", "lookahead_first") if k in section}, where))
 
 
 def attach_stream_twin(bundle_dir: str | Path, weights: str | Path, *, steps: int | None = None) -> Path:

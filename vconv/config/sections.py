@@ -122,18 +122,28 @@ class ModelConfig(ConfigSection):
         return from_dict(cls, upgrade_model_config(data))
 
 
-def check_causal_section(section: Any, where: str) -> tuple[int, int]:
-    """``(lookahead_frames, norm_frames)`` of a causal layout section (ints or their strings), range-checked;
-    anything else is a one-line VconvError naming ``where``."""
-    if not isinstance(section, Mapping) or set(section) - {"lookahead_frames", "norm_frames"}:
-        raise VconvError(f"{where} takes lookahead_frames and norm_frames, got {section!r}")
+CAUSAL_NORMS = ("window", "frame")  # statistics over the last norm_frames frames, or over each frame's channels
+CAUSAL_LOOKAHEAD_FIRST = ("content", "decoder")  # which part's convolutions get the look-ahead budget first
+
+
+def check_causal_section(section: Any, where: str) -> tuple[int, int, str, str]:
+    """``(lookahead_frames, norm_frames, norm, lookahead_first)`` of a causal layout section (ints or their strings;
+    ``norm`` and ``lookahead_first`` optional, ``window`` and ``content`` when absent, as every layout before them),
+    range-checked; anything else is a one-line VconvError naming ``where``."""
+    keys = {"lookahead_frames", "norm_frames", "norm", "lookahead_first"}
+    if not isinstance(section, Mapping) or set(section) - keys:
+        raise VconvError(f"{where} takes lookahead_frames, norm_frames, norm and lookahead_first, got {section!r}")
     try:
-        lookahead, norm = int(section["lookahead_frames"]), int(section["norm_frames"])
+        lookahead, norm_frames = int(section["lookahead_frames"]), int(section["norm_frames"])
     except (TypeError, KeyError, ValueError) as exc:
         raise VconvError(f"{where} needs integer lookahead_frames and norm_frames ({exc})") from None
-    if not (0 <= lookahead <= 64 and 1 <= norm <= 100_000):
+    if not (0 <= lookahead <= 64 and 1 <= norm_frames <= 100_000):
         raise VconvError(f"{where} out of range (lookahead_frames 0-64, norm_frames 1-100000): {dict(section)}")
-    return lookahead, norm
+    norm, first = str(section.get("norm", "window")), str(section.get("lookahead_first", "content"))
+    if norm not in CAUSAL_NORMS or first not in CAUSAL_LOOKAHEAD_FIRST:
+        raise VconvError(f"{where}: norm is one of {', '.join(CAUSAL_NORMS)} and lookahead_first one of "
+                         f"{', '.join(CAUSAL_LOOKAHEAD_FIRST)}, got {norm!r} and {first!r}")
+    return lookahead, norm_frames, norm, first
 
 
 @dataclass

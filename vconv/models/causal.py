@@ -13,7 +13,12 @@ front-end's states of the whole file (docs/STREAMING.md).
   given to the first convolutions of the content encoder (2 frames each, as the offline kernel is centred),
   so the whole network reads at most ``lookahead_frames`` frames past the one it outputs;
 * every instance norm and AdaIN takes its statistics over the last ``norm_frames`` frames up to the
-  current one (:func:`causal_stats`) instead of over the whole input.
+  current one (:func:`causal_stats`) instead of over the whole input (``norm="window"``), or over each
+  frame's own channels (``norm="frame"``, a layer norm per frame: no statistics that need the past or the
+  future at all; AdaIN's speaker scale and bias then act on that).
+
+``lookahead_first`` says whose convolutions receive the look-ahead budget first: the content encoder's (the
+first layout) or the decoder's (which keeps more words at the same budget, docs/STREAMING.md).
 
 Its weights are then trained (distilled) to reproduce the offline model's whole-utterance output
 (:mod:`vconv.training.stream_student`). The twin is what ``vc.stream`` runs when a bundle ships one.
@@ -32,7 +37,7 @@ from vconv.models.layers import AdaIN, ConvBlock, causal_stats
 if TYPE_CHECKING:  # vc builds a causal network from its config (model.causal) with make_causal: a type here, not an import
     from vconv.models.vc import VoiceConversionModel
 
-__all__ = ["CausalLayout", "CausalInstanceNorm", "causal_stats", "lookahead_of", "make_causal"]
+__all__ = ["CausalLayout", "CausalInstanceNorm", "FrameNorm", "causal_stats", "lookahead_of", "make_causal"]
 
 
 @dataclass(frozen=True)
@@ -41,9 +46,12 @@ class CausalLayout:
 
     lookahead_frames: int = 4
     norm_frames: int = 96
+    norm: str = "window"  # "window": statistics over the last norm_frames frames; "frame": over each frame's channels
+    lookahead_first: str = "content"  # "content" or "decoder": whose convolutions get the look-ahead budget first
 
-    def to_dict(self) -> dict[str, int]:
-        return {"lookahead_frames": self.lookahead_frames, "norm_frames": self.norm_frames}
+    def to_dict(self) -> dict[str, int | str]:
+        return {"lookahead_frames": self.lookahead_frames, "norm_frames": self.norm_frames, "norm": self.norm,
+                "lookahead_first": self.lookahead_first}
 
 
 class CausalInstanceNorm(nn.Module):
@@ -60,6 +68,19 @@ class CausalInstanceNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"frames={self.frames}"
+
+
+class FrameNorm(nn.Module):
+    """Normalisation of each frame over its channels, without affine parameters (a layer norm per frame):
+    causal and stream-exact, as it reads no other frame. ``[B, C, T] -> [B, C, T]``."""
+
+    def __init__(self, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centred = x - x.mean(dim=1, keepdim=True)
+        return centred * torch.rsqrt(centred.square().mean(dim=1, keepdim=True) + self.eps)
 
 
 def _content_convs(model: VoiceConversionModel) -> list[ConvBlock]:
@@ -79,7 +100,8 @@ def make_causal(model: VoiceConversionModel, layout: CausalLayout) -> VoiceConve
             or has a reference path (its attention reads the whole target, which is fine, but it has not
             been tried).
     """
-    convs = _content_convs(model) + _decoder_convs(model)
+    content, decoder = _content_convs(model), _decoder_convs(model)
+    convs = decoder + content if layout.lookahead_first == "decoder" else content + decoder
     if any(conv.stride != 1 for conv in convs):
         raise ValueError("the causal twin needs a model without down-sampling (model.downsample all 1)")
     if getattr(model, "reference", None) is not None:
@@ -90,11 +112,12 @@ def make_causal(model: VoiceConversionModel, layout: CausalLayout) -> VoiceConve
         right = min(budget, width // 2)
         conv.pad_left, conv.pad_right = width - right, right
         budget -= right
+    per_frame = layout.norm == "frame"
     for block in model.content_encoder.blocks:
-        block.norm = CausalInstanceNorm(layout.norm_frames)
+        block.norm = FrameNorm() if per_frame else CausalInstanceNorm(layout.norm_frames)
     for norm in model.decoder.modules():
         if isinstance(norm, AdaIN):
-            norm.causal_frames = layout.norm_frames
+            norm.causal_frames = 0 if per_frame else layout.norm_frames
     model.causal_layout = layout  # type: ignore[assignment]  # read back by the stream (its look-ahead check)
     return model
 

@@ -122,7 +122,7 @@ class AdaIN(nn.Module):
         self.eps = eps
         self.affine = nn.Linear(embed_dim, 2 * channels)
         # the causal twin (vconv.models.causal) takes the statistics over the last `causal_frames` frames
-        # up to each frame instead of over the whole input
+        # up to each frame instead of over the whole input; 0: over each frame's channels (a layer norm per frame)
         self.causal_frames: int | None = None
         nn.init.normal_(self.affine.weight, std=0.02)
         nn.init.zeros_(self.affine.bias)
@@ -134,7 +134,10 @@ class AdaIN(nn.Module):
 
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         """``x [B, C, T], e [B, S] -> [B, C, T]`` with channel mean β and std ``|γ|``."""
-        if self.causal_frames is not None:
+        if self.causal_frames == 0:
+            centred = x - x.mean(dim=1, keepdim=True)
+            normed = centred * torch.rsqrt(centred.square().mean(dim=1, keepdim=True) + self.eps)
+        elif self.causal_frames is not None:
             mean, var = causal_stats(x, self.causal_frames)
             normed = (x - mean) * torch.rsqrt(var + self.eps)
         else:
