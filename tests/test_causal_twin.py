@@ -189,3 +189,38 @@ def test_an_attached_twin_is_what_the_stream_runs(distilled, tmp_path):
     (copy / "stream_model.safetensors").write_bytes(b"tampered")
     with pytest.raises(VconvError, match="sha256"):
         vconv.load(copy).stream([EXAMPLES / "target.wav"])
+
+
+def test_a_network_trained_causal_apart_streams_with_its_own_speaker_space(distilled, tmp_path):
+    """A bundle trained causal from the start (model.causal) attaches from its folder; the stream then embeds the
+    target with that network's own speaker encoder, not the bundle model's."""
+    import shutil
+
+    import vconv
+    from vconv.audio.frontend import FeatureStats, FrontEnd
+    from vconv.bundles import save_bundle
+    from vconv.bundles.stream_twin import attach_stream_twin
+    from vconv.config import ModelConfig
+    from vconv.models import build_model
+
+    bundle, _, _ = distilled
+    features, cfg = _config()
+    layout = CausalLayout(lookahead_frames=3, norm_frames=24, norm="frame", lookahead_first="decoder")
+    torch.manual_seed(1)  # other weights than the bundle's model, speaker encoder included
+    apart = build_model(ModelConfig.from_dict({**cfg.to_dict(), "causal": layout.to_dict(), "adversary": True}))
+    stats = FeatureStats(torch.full((features.n_mels,), -4.0), torch.full((features.n_mels,), 2.0), 1)
+    apart_dir = save_bundle(tmp_path / "apart", apart, FrontEnd(features, stats), training_parts=True)
+    copy = shutil.copytree(bundle, tmp_path / "with-apart")
+    with pytest.raises(VconvError, match="not a causal network"):
+        attach_stream_twin(copy, bundle)
+    attach_stream_twin(copy, apart_dir)
+    vc = vconv.load(copy)
+    stream = vc.stream([EXAMPLES / "target.wav"], lookahead_ms=48)
+    assert stream.model.causal_layout == layout and lookahead_of(stream.model) == 3
+    target = vc.target_voice([EXAMPLES / "target.wav"])
+    own = apart.eval().embed_speaker(list(target.speaker_inputs))
+    torch.testing.assert_close(stream.embedding, own, atol=2e-2, rtol=2e-2)  # fp16 weights in the bundle
+    assert not torch.allclose(stream.embedding, target.embedding, atol=1e-2)  # not the bundle model's space
+    wav = vc.prepare_audio(EXAMPLES / "source.wav", None)
+    out = np.concatenate([stream.push(wav), stream.flush()])
+    assert out.size == wav.size and np.isfinite(out).all()

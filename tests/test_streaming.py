@@ -89,6 +89,19 @@ def test_the_stream_is_primed_with_the_targets_own_speech(vc, source, target):
     np.testing.assert_allclose(primed[late], plain[late], atol=1e-6)
 
 
+def test_the_first_blocks_are_matched_with_the_primers_statistics(vc, source, target):
+    """Until the stream has converted a quarter second of its own speech, the spectrum matching reads the primer's
+    converted frames (offline, the whole file is matched from its first frame); after that, its own statistics alone."""
+    rate = vc.sample_rate
+    stream = vc.stream(target)
+    seeded = _run(stream, source, [source.size])
+    assert stream._primer_spectrum is not None and stream._primer_spectrum.trusted and stream._spectrum.stats().trusted
+    plain = _run(vc.stream(target, prime_matching=False), source, [source.size])
+    first, late = slice(0, rate // 4), slice(rate, source.size)
+    assert np.abs(seeded[first] - plain[first]).max() > 1e-3
+    np.testing.assert_allclose(seeded[late], plain[late], atol=1e-6)
+
+
 def test_the_window_edge_is_held_only_where_it_is_speech(vc, source, target):
     from vconv.inference.streaming import _speech_at_edge
 

@@ -16,7 +16,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from vconv.bundles.format import CONFIG_FILE, read_bundle_config, read_bundle_info
+from vconv.bundles.format import CONFIG_FILE, WEIGHTS_FILE, read_bundle_config, read_bundle_info
 from vconv.config import ModelConfig
 from vconv.config.sections import check_causal_section
 from vconv.errors import VconvError
@@ -43,17 +43,25 @@ def _layout(section: Any, where: str) -> CausalLayout:
 
 
 def attach_stream_twin(bundle_dir: str | Path, weights: str | Path, *, steps: int | None = None) -> Path:
-    """Copy the twin ``weights`` (what :func:`vconv.training.stream_student.distill` wrote; its header holds
-    the layout) into ``bundle_dir`` as float16 and record it in ``config.json`` (written last)."""
+    """Copy a stream network into ``bundle_dir`` as float16 and record it in ``config.json`` (written last).
+
+    ``weights`` is either what :func:`vconv.training.stream_student.distill` wrote (its header holds the layout),
+    or the folder of a bundle trained causal from the start (``model.causal`` in its config: its layout; the same
+    model settings as ``bundle_dir``'s otherwise; parts used only in training, the adversary, are left out).
+    """
     bundle_dir, weights = Path(bundle_dir), Path(weights)
     config = read_bundle_config(bundle_dir)
-    with safe_open(str(weights), "pt") as handle:  # the header's layout and the tensors from one opening
-        meta = handle.metadata() or {}
-        state = {k: handle.get_tensor(k) for k in handle.keys()}
-    layout = _layout(meta, f"{weights}: header")
+    model_config = read_bundle_info(bundle_dir).model_config
+    if weights.is_dir():
+        layout, state, meta = _trained_causal(weights)
+        state = {k: v for k, v in state.items() if not k.startswith("adversary.")}
+    else:
+        with safe_open(str(weights), "pt") as handle:  # the header's layout and the tensors from one opening
+            meta = handle.metadata() or {}
+            state = {k: handle.get_tensor(k) for k in handle.keys()}
+        layout = _layout(meta, f"{weights}: header")
     state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    load_causal_model(read_bundle_info(bundle_dir).model_config, layout, {k: v.float() for k, v in state.items()},
-                      str(weights))  # it must fit the bundle's model
+    load_causal_model(model_config, layout, {k: v.float() for k, v in state.items()}, str(weights))  # it must fit the bundle's model
     with atomic_path(bundle_dir / TWIN_WEIGHTS) as tmp:
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "vconv-causal-twin"})
         digest = sha256_of(tmp)
@@ -61,6 +69,16 @@ def attach_stream_twin(bundle_dir: str | Path, weights: str | Path, *, steps: in
     config[TWIN_KEY] = {**layout.to_dict(), "steps": int(steps if steps is not None else meta.get("step", 0))}
     write_text_atomic(bundle_dir / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     return bundle_dir
+
+
+def _trained_causal(folder: Path) -> tuple[CausalLayout, dict[str, torch.Tensor], dict[str, Any]]:
+    """``(layout, float32 weights, {"step": ...})`` of the bundle ``folder`` trained causal (``model.causal``)."""
+    info = read_bundle_info(folder)
+    if not info.model_config.causal:
+        raise VconvError(f"{folder}: not a causal network (its config has no model.causal); train one with model.causal set")
+    layout = CausalLayout(*check_causal_section(info.model_config.causal, f"{folder}: model.causal"))
+    state = load_weights(folder, WEIGHTS_FILE, read_bundle_config(folder), float32=True)
+    return layout, state, {"step": str(read_bundle_config(folder).get("trained_steps", 0))}
 
 
 def load_stream_twin(bundle_dir: str | Path, model_config: ModelConfig, device: str | torch.device = "cpu") -> VoiceConversionModel | None:

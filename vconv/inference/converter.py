@@ -150,7 +150,14 @@ class VoiceConverter:
 
     def _embed_prepared(self, wavs: list[np.ndarray]) -> torch.Tensor:
         """Prepared waveforms → their average speaker embedding ``[1, S]``."""
-        inputs = [self.frontend.speaker_input(w)[0] for w in wavs]  # normalised log-mels [n_mels, T_i] or d-vectors [256]
+        return self._embed_inputs(self._speaker_inputs(wavs))
+
+    def _speaker_inputs(self, wavs: list[np.ndarray]) -> list[torch.Tensor]:
+        """What the speaker encoder reads of each prepared waveform: normalised log-mels ``[n_mels, T_i]`` or d-vectors ``[256]``."""
+        return [self.frontend.speaker_input(w)[0] for w in wavs]
+
+    def _embed_inputs(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        """The speaker encoder's inputs → their average speaker embedding ``[1, S]``."""
         with self.compute():
             return self.model.embed_speaker(inputs).float()
 
@@ -174,8 +181,9 @@ class VoiceConverter:
             # kept in float32, like the embedding: a prepared target serves converters of either precision
             reference = dataclasses.replace(memory, keys=memory.keys.float(), values=memory.values.float())
         primer = np.concatenate(wavs)[-int(PRIMER_SECONDS * self.sample_rate):].astype(np.float32)  # the references' tail
-        return TargetVoice(embedding=self._embed_prepared(wavs), spectrum=spectrum_stats(log_mels), reference=reference,
-                           primer=primer)
+        inputs = self._speaker_inputs(wavs)
+        return TargetVoice(embedding=self._embed_inputs(inputs), spectrum=spectrum_stats(log_mels), reference=reference,
+                           primer=primer, speaker_inputs=tuple(inputs))
 
     @torch.no_grad()
     def embed(self, wavs: Sequence[AudioInput] | AudioInput, sr: int | None = None) -> np.ndarray:
@@ -199,7 +207,8 @@ class VoiceConverter:
     def stream(self, target: TargetVoice | Sequence[AudioInput] | AudioInput, *, block_ms: float = 96.0,
                lookahead_ms: float = 48.0, context_ms: float = 1500.0, crossfade_ms: float = 32.0,
                vocoder_passes: bool = True, sample_rate: int | None = None, sr: int | None = None,
-               twin: bool | None = None, prime: bool = True, edge_hold_frames: int = 4) -> "StreamConverter":
+               twin: bool | None = None, prime: bool = True, edge_hold_frames: int = 4,
+               prime_matching: bool = True) -> "StreamConverter":
         """A live converter to ``target`` (references, prepared once, or a :class:`TargetVoice`): ``push(pcm) ->
         pcm`` any number of samples at a time, ``flush()`` for the rest (:mod:`vconv.inference.streaming`).
 
@@ -211,12 +220,15 @@ class VoiceConverter:
         ``context_ms`` of speech as past context (never emitted), so the first blocks are not normalised on a few
         frames alone (docs/STREAMING.md measures both). ``edge_hold_frames``: the window's last content frame held this
         many frames past its edge for the network, instead of the zero padding that reads as the end of an utterance.
+        ``prime_matching``: until a quarter second of the stream's own speech is converted, the spectrum matching
+        takes the converted primer's statistics (otherwise those first blocks are left unmatched).
         """
         from vconv.inference.streaming import StreamConverter, StreamSettings
 
         prepared = target if isinstance(target, TargetVoice) else self.target_voice(target, sr)
         settings = StreamSettings(block_ms=block_ms, lookahead_ms=lookahead_ms, crossfade_ms=crossfade_ms, context_ms=context_ms,
-                                  vocoder_passes=vocoder_passes, prime=prime, edge_hold_frames=edge_hold_frames)
+                                  vocoder_passes=vocoder_passes, prime=prime, edge_hold_frames=edge_hold_frames,
+                                  prime_matching=prime_matching)
         model = self.stream_twin() if twin is not False else None
         if twin and model is None:
             raise VconvError(f"{self.info.path}: this bundle has no causal twin for streaming (docs/STREAMING.md)")

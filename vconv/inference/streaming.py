@@ -38,7 +38,7 @@ from vconv.audio.io import check_sample_rate
 from vconv.errors import VconvError
 from vconv.inference.chunking import StreamedOverlapAdd
 from vconv.inference.target import TargetVoice
-from vconv.inference.target_match import LOUD_QUANTILE, SPEECH_RANGE_NATS, SpectrumStats, loud_level, match_spectrum
+from vconv.inference.target_match import LOUD_QUANTILE, SPEECH_RANGE_NATS, SpectrumStats, loud_level, match_spectrum, spectrum_stats
 
 if TYPE_CHECKING:  # the converter makes streams (VoiceConverter.stream): a type here, not an import
     from vconv.inference.converter import VoiceConverter
@@ -68,6 +68,10 @@ class StreamSettings:
     # held, the frame says "the sound goes on", as it does in a stream. Only where the edge is speech, and not at the
     # stream's true end (flush).
     edge_hold_frames: int = 4
+    # until the stream has converted enough speech of its own to trust its statistics (MIN_SPEECH_FRAMES), the
+    # spectrum matching takes them from the primer's converted frames (read in the first window anyway) instead of
+    # leaving the first quarter second unmatched, which offline is matched
+    prime_matching: bool = True
 
     def samples(self, hop: int, rate: int) -> tuple[int, int, int, int]:
         """``(block, lookahead, crossfade, context)`` in samples at ``rate``, multiples of ``hop``."""
@@ -136,6 +140,12 @@ class StreamConverter:
         # the bundle's causal twin (vconv.models.causal) when given, else the offline model on each window
         self.model = model if model is not None else converter.model
         self.model_rate = converter.sample_rate
+        # a stream network trained apart from the bundle's model has a speaker encoder of its own: the target is
+        # embedded in its space (a distilled twin keeps the teacher's encoder, so this gives the same embedding)
+        self.embedding = target.embedding
+        if self.model is not converter.model and target.speaker_inputs:
+            with torch.no_grad(), converter.compute():
+                self.embedding = self.model.embed_speaker(list(target.speaker_inputs)).float()
         self.sample_rate = check_sample_rate(self.model_rate if sample_rate is None else sample_rate, "stream sample rate")
         self.hop = converter.features.hop_length
         self.block, self.lookahead, self.crossfade, self.context = settings.samples(self.hop, self.model_rate)
@@ -158,6 +168,7 @@ class StreamConverter:
         self._ready: list[np.ndarray] = []
         self._joiner = StreamedOverlapAdd(2**62, self._ready.append)
         self._spectrum = RunningSpectrum()
+        self._primer_spectrum: SpectrumStats | None = None  # the primer's converted speech (prime_matching)
         self._flushed = False
 
     @staticmethod
@@ -231,7 +242,7 @@ class StreamConverter:
         if hold > 0 and _speech_at_edge(window, self.hop):
             content = torch.cat([content, content[..., -1:].expand(-1, -1, hold)], -1)
         with conv.compute():
-            converted = self.model.convert(content, embedding=target.embedding, reference=target.reference)[..., :frames]
+            converted = self.model.convert(content, embedding=self.embedding, reference=target.reference)[..., :frames]
         log_mel = conv.frontend.denormalize(converted.float())  # [1, n_mels, F], frame j centred at j*hop
         first_new = lead // self.hop  # the block's own frames join the running statistics: those that are
         # speech by the whole window's loudness (a block of silence alone would count all of its frames)
@@ -240,7 +251,13 @@ class StreamConverter:
         if level >= floor + SPEECH_RANGE_NATS:
             block = log_mel[0, :, first_new : first_new + self.block // self.hop]
             self._spectrum.add(block[:, block.float().mean(0) >= level - SPEECH_RANGE_NATS])
+        if self.settings.prime_matching and self._primer_spectrum is None and self._next_block == 0 and lead > 0:
+            # the first window: everything before the block is the primer (the target's speech, converted)
+            primer = log_mel[0, :, :first_new]
+            self._primer_spectrum = spectrum_stats([primer]) if primer.shape[-1] else None
         own = self._spectrum.stats()
+        if (own is None or not own.trusted) and self._primer_spectrum is not None and self._primer_spectrum.trusted:
+            own = self._primer_spectrum
         if conv.target_match != "off" and own is not None:
             log_mel = match_spectrum(log_mel, target.spectrum, conv.target_match, floor=floor, own=own)
         skip = max(0, first_new - VOCODER_MARGIN_FRAMES)  # render only the last frames, from a margin before the block

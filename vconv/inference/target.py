@@ -21,13 +21,17 @@ class TargetVoice:
     ``reference``: for a model with a reference path, the memory of the references' frames it attends over;
     ``primer``: the references' last :data:`PRIMER_SECONDS` of audio at the model's rate, float32 ``[n]``: a stream
     (:mod:`vconv.inference.streaming`) starts with it as past context, so its first windows are normalised on
-    speech rather than on a few frames; it is never emitted.
+    speech rather than on a few frames; it is never emitted;
+    ``speaker_inputs``: what the speaker encoder read, one per reference (normalised log-mels ``[n_mels, T_i]`` or
+    d-vectors ``[256]``): a stream network with a speaker encoder of its own (one trained apart, not distilled from
+    the bundle's model) embeds the target from them.
     """
 
     embedding: torch.Tensor
     spectrum: SpectrumStats
     reference: ReferenceMemory | None = None
     primer: np.ndarray | None = None
+    speaker_inputs: tuple[torch.Tensor, ...] = ()
 
 
 PRIMER_SECONDS = 3.0  # as much as a stream's longest sensible context; the default context takes the last 1.5 s
