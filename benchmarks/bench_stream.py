@@ -124,8 +124,8 @@ def main() -> None:
     parser.add_argument("--lookahead-ms", type=float, default=48.0)
     parser.add_argument("--context-ms", type=float, default=1500.0)
     parser.add_argument("--edge-hold", type=int, default=4, help="StreamSettings.edge_hold_frames (0: zero padding past the window)")
-    parser.add_argument("--no-prime-matching", dest="prime_matching", action="store_false",
-                        help="leave the stream's first quarter second unmatched (StreamSettings.prime_matching)")
+    parser.add_argument("--prime-matching", choices=("auto", "on", "off"), default="auto",
+                        help="seed the matching's statistics with the converted primer (StreamSettings.prime_matching; auto: for a twin)")
     parser.add_argument("--no-prime", dest="prime", action="store_false",
                         help="start the stream without the target's speech as past context (StreamSettings.prime)")
     parser.add_argument("--no-vocoder-passes", dest="vocoder_passes", action="store_false",
@@ -139,7 +139,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     settings = {"block_ms": args.block_ms, "lookahead_ms": args.lookahead_ms, "context_ms": args.context_ms,
                 "vocoder_passes": args.vocoder_passes, "prime": args.prime, "edge_hold_frames": args.edge_hold,
-                "prime_matching": args.prime_matching}
+                "prime_matching": {"auto": None, "on": True, "off": False}[args.prime_matching]}
     vc = load(args.model, target_match=args.target_match)
     target = vc.target_voice([ROOT / "examples/target.wav"])
     figures: dict = {"threads": args.threads, "settings": settings,

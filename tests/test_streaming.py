@@ -89,17 +89,19 @@ def test_the_stream_is_primed_with_the_targets_own_speech(vc, source, target):
     np.testing.assert_allclose(primed[late], plain[late], atol=1e-6)
 
 
-def test_the_first_blocks_are_matched_with_the_primers_statistics(vc, source, target):
-    """Until the stream has converted a quarter second of its own speech, the spectrum matching reads the primer's
-    converted frames (offline, the whole file is matched from its first frame); after that, its own statistics alone."""
+def test_the_matching_statistics_start_from_the_primers_converted_speech(vc, source, target):
+    """The stream's running statistics of its converted speech start with the primer's (converted in the first window
+    anyway): the first blocks are matched at once, as offline, and the primer's weight fades as the stream goes on."""
     rate = vc.sample_rate
-    stream = vc.stream(target)
-    seeded = _run(stream, source, [source.size])
-    assert stream._primer_spectrum is not None and stream._primer_spectrum.trusted and stream._spectrum.stats().trusted
-    plain = _run(vc.stream(target, prime_matching=False), source, [source.size])
-    first, late = slice(0, rate // 4), slice(rate, source.size)
+    seeded_stream, plain_stream = vc.stream(target, prime_matching=True), vc.stream(target, prime_matching=False)
+    assert not vc.stream(target).prime_matching  # by default only for a stream twin (measured worse on windows)
+    seeded, plain = _run(seeded_stream, source, [source.size]), _run(plain_stream, source, [source.size])
+    primer_frames = seeded_stream._spectrum.frames - plain_stream._spectrum.frames
+    assert 0.5 * rate / vc.features.hop_length < primer_frames <= seeded_stream.context // vc.features.hop_length
+    first = slice(0, rate // 4)  # unmatched without the primer's statistics, matched with them
     assert np.abs(seeded[first] - plain[first]).max() > 1e-3
-    np.testing.assert_allclose(seeded[late], plain[late], atol=1e-6)
+    # the same stream either way but for the statistics: the outputs are close, not equal
+    assert np.sqrt(np.mean((seeded - plain) ** 2)) < 0.5 * np.sqrt(np.mean(plain**2))
 
 
 def test_the_window_edge_is_held_only_where_it_is_speech(vc, source, target):

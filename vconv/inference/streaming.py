@@ -38,7 +38,7 @@ from vconv.audio.io import check_sample_rate
 from vconv.errors import VconvError
 from vconv.inference.chunking import StreamedOverlapAdd
 from vconv.inference.target import TargetVoice
-from vconv.inference.target_match import LOUD_QUANTILE, SPEECH_RANGE_NATS, SpectrumStats, loud_level, match_spectrum, spectrum_stats
+from vconv.inference.target_match import LOUD_QUANTILE, SPEECH_RANGE_NATS, SpectrumStats, loud_level, match_spectrum
 
 if TYPE_CHECKING:  # the converter makes streams (VoiceConverter.stream): a type here, not an import
     from vconv.inference.converter import VoiceConverter
@@ -68,10 +68,11 @@ class StreamSettings:
     # held, the frame says "the sound goes on", as it does in a stream. Only where the edge is speech, and not at the
     # stream's true end (flush).
     edge_hold_frames: int = 4
-    # until the stream has converted enough speech of its own to trust its statistics (MIN_SPEECH_FRAMES), the
-    # spectrum matching takes them from the primer's converted frames (read in the first window anyway) instead of
-    # leaving the first quarter second unmatched, which offline is matched
-    prime_matching: bool = True
+    # the running statistics of the converted speech (the spectrum matching's "own" side) start with the primer's
+    # converted speech frames (read by the first window anyway): offline, each utterance is matched with the
+    # statistics of all of it; a stream's first seconds would otherwise be matched on a few frames, or not at all.
+    # None: on for a stream network (a twin), off for the offline network on windows, as measured (docs/STREAMING.md)
+    prime_matching: bool | None = None
 
     def samples(self, hop: int, rate: int) -> tuple[int, int, int, int]:
         """``(block, lookahead, crossfade, context)`` in samples at ``rate``, multiples of ``hop``."""
@@ -154,6 +155,7 @@ class StreamConverter:
         if layout is not None and self.lookahead < layout.lookahead_frames * self.hop:
             raise VconvError(f"stream look-ahead: this bundle's causal twin reads {layout.lookahead_frames * self.hop * 1000 // self.model_rate} ms "
                              f"ahead; give --lookahead-ms of at least that")
+        self.prime_matching = settings.prime_matching if settings.prime_matching is not None else self.model is not converter.model
         self.times = BlockTimes()
         self._inbound = self._resampler(self.sample_rate, self.model_rate)
         self._outbound = self._resampler(self.model_rate, self.sample_rate)
@@ -168,7 +170,6 @@ class StreamConverter:
         self._ready: list[np.ndarray] = []
         self._joiner = StreamedOverlapAdd(2**62, self._ready.append)
         self._spectrum = RunningSpectrum()
-        self._primer_spectrum: SpectrumStats | None = None  # the primer's converted speech (prime_matching)
         self._flushed = False
 
     @staticmethod
@@ -251,13 +252,12 @@ class StreamConverter:
         if level >= floor + SPEECH_RANGE_NATS:
             block = log_mel[0, :, first_new : first_new + self.block // self.hop]
             self._spectrum.add(block[:, block.float().mean(0) >= level - SPEECH_RANGE_NATS])
-        if self.settings.prime_matching and self._primer_spectrum is None and self._next_block == 0 and lead > 0:
-            # the first window: everything before the block is the primer (the target's speech, converted)
+        if self.prime_matching and self._next_block == 0 and lead > 0 and level >= floor + SPEECH_RANGE_NATS:
+            # the first window: everything before the block is the primer (the target's speech, converted); its speech
+            # frames seed the running statistics, a prior that the stream's own speech outweighs as it goes on
             primer = log_mel[0, :, :first_new]
-            self._primer_spectrum = spectrum_stats([primer]) if primer.shape[-1] else None
+            self._spectrum.add(primer[:, primer.float().mean(0) >= level - SPEECH_RANGE_NATS])
         own = self._spectrum.stats()
-        if (own is None or not own.trusted) and self._primer_spectrum is not None and self._primer_spectrum.trusted:
-            own = self._primer_spectrum
         if conv.target_match != "off" and own is not None:
             log_mel = match_spectrum(log_mel, target.spectrum, conv.target_match, floor=floor, own=own)
         skip = max(0, first_new - VOCODER_MARGIN_FRAMES)  # render only the last frames, from a margin before the block
