@@ -102,16 +102,21 @@ def quality(vc, manifest: Path, sources_per_pair: int, settings: dict, work: Pat
         cers = [M.cer(p.text, asr.transcribe(p.converted)) for p in pairs if p.text]
         result[name] = {"sim_target": statistics.mean(sim_t), "sim_source": statistics.mean(sim_s),
                         "cer": statistics.mean(cers), "success": M.success_rate(sim_t, sim_s) if len(sim_s) == len(sim_t) else None}
-    result["join_step_ratio"] = max(_largest_step(vc, s.converted) / _largest_step(vc, o.converted)
-                                    for o, s in zip(runs["offline"], runs["streamed"]))
+    ratios = []
+    for o, s in zip(runs["offline"], runs["streamed"]):
+        (stream_step, frame), (offline_step, _) = _largest_step(vc, s.converted), _largest_step(vc, o.converted)
+        ratios.append((stream_step / offline_step, Path(s.converted).stem, frame))
+    result["join_step_ratio"], worst_pair, worst_frame = max(ratios)
+    result["join_step_worst"] = {"pair": worst_pair, "frame": worst_frame}  # where the streamed output's largest step is
     return result
 
 
-def _largest_step(vc, path: str) -> float:
+def _largest_step(vc, path: str) -> tuple[float, int]:
+    """The largest frame-to-frame step of a file's mean log-mel level, and the frame it ends at."""
     from vconv.audio.io import load as load_audio
 
-    level = vc.frontend.log_mel(load_audio(path, vc.sample_rate)[0]).numpy().mean(axis=0)
-    return float(np.abs(np.diff(level)).max())
+    steps = np.abs(np.diff(vc.frontend.log_mel(load_audio(path, vc.sample_rate)[0]).numpy().mean(axis=0)))
+    return float(steps.max()), int(steps.argmax()) + 1
 
 
 def main() -> None:
@@ -124,8 +129,8 @@ def main() -> None:
     parser.add_argument("--lookahead-ms", type=float, default=48.0)
     parser.add_argument("--context-ms", type=float, default=1500.0)
     parser.add_argument("--edge-hold", type=int, default=4, help="StreamSettings.edge_hold_frames (0: zero padding past the window)")
-    parser.add_argument("--prime-matching", choices=("auto", "on", "off"), default="auto",
-                        help="seed the matching's statistics with the converted primer (StreamSettings.prime_matching; auto: for a twin)")
+    parser.add_argument("--no-prime-matching", dest="prime_matching", action="store_false",
+                        help="leave the stream's first quarter second unmatched (StreamSettings.prime_matching)")
     parser.add_argument("--no-prime", dest="prime", action="store_false",
                         help="start the stream without the target's speech as past context (StreamSettings.prime)")
     parser.add_argument("--no-vocoder-passes", dest="vocoder_passes", action="store_false",
@@ -139,7 +144,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     settings = {"block_ms": args.block_ms, "lookahead_ms": args.lookahead_ms, "context_ms": args.context_ms,
                 "vocoder_passes": args.vocoder_passes, "prime": args.prime, "edge_hold_frames": args.edge_hold,
-                "prime_matching": {"auto": None, "on": True, "off": False}[args.prime_matching]}
+                "prime_matching": args.prime_matching}
     vc = load(args.model, target_match=args.target_match)
     target = vc.target_voice([ROOT / "examples/target.wav"])
     figures: dict = {"threads": args.threads, "settings": settings,
@@ -161,7 +166,7 @@ def main() -> None:
                   f"CER {r['cer']:.3f}, success {r['success']:.0%}")
         print(f"   streamed - offline: SIM→target {q['streamed']['sim_target'] - q['offline']['sim_target']:+.3f}, "
               f"CER {q['streamed']['cer'] - q['offline']['cer']:+.3f}; largest level step, streamed / offline, worst pair: "
-              f"{q['join_step_ratio']:.2f}")
+              f"{q['join_step_ratio']:.2f} ({q['join_step_worst']['pair']}, frame {q['join_step_worst']['frame']})")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
 

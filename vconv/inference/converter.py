@@ -208,7 +208,7 @@ class VoiceConverter:
                lookahead_ms: float = 48.0, context_ms: float = 1500.0, crossfade_ms: float = 32.0,
                vocoder_passes: bool = True, sample_rate: int | None = None, sr: int | None = None,
                twin: bool | None = None, prime: bool = True, edge_hold_frames: int = 4,
-               prime_matching: bool | None = None) -> "StreamConverter":
+               prime_matching: bool = True) -> "StreamConverter":
         """A live converter to ``target`` (references, prepared once, or a :class:`TargetVoice`): ``push(pcm) ->
         pcm`` any number of samples at a time, ``flush()`` for the rest (:mod:`vconv.inference.streaming`).
 
@@ -220,8 +220,8 @@ class VoiceConverter:
         ``context_ms`` of speech as past context (never emitted), so the first blocks are not normalised on a few
         frames alone (docs/STREAMING.md measures both). ``edge_hold_frames``: the window's last content frame held this
         many frames past its edge for the network, instead of the zero padding that reads as the end of an utterance.
-        ``prime_matching``: the spectrum matching's statistics of the converted speech start with the converted
-        primer's (default: for a stream twin only, where it measured better; docs/STREAMING.md).
+        ``prime_matching``: until a quarter second of the stream's own speech is converted, its spectrum is moved with
+        the converted primer's band means (shape only) instead of being left unmatched (docs/STREAMING.md).
         """
         from vconv.inference.streaming import StreamConverter, StreamSettings
 

@@ -38,7 +38,7 @@ from vconv.audio.io import check_sample_rate
 from vconv.errors import VconvError
 from vconv.inference.chunking import StreamedOverlapAdd
 from vconv.inference.target import TargetVoice
-from vconv.inference.target_match import LOUD_QUANTILE, SPEECH_RANGE_NATS, SpectrumStats, loud_level, match_spectrum
+from vconv.inference.target_match import LOUD_QUANTILE, SPEECH_RANGE_NATS, SpectrumStats, loud_level, match_spectrum, spectrum_stats
 
 if TYPE_CHECKING:  # the converter makes streams (VoiceConverter.stream): a type here, not an import
     from vconv.inference.converter import VoiceConverter
@@ -68,11 +68,10 @@ class StreamSettings:
     # held, the frame says "the sound goes on", as it does in a stream. Only where the edge is speech, and not at the
     # stream's true end (flush).
     edge_hold_frames: int = 4
-    # the running statistics of the converted speech (the spectrum matching's "own" side) start with the primer's
-    # converted speech frames (read by the first window anyway): offline, each utterance is matched with the
-    # statistics of all of it; a stream's first seconds would otherwise be matched on a few frames, or not at all.
-    # None: on for a stream network (a twin), off for the offline network on windows, as measured (docs/STREAMING.md)
-    prime_matching: bool | None = None
+    # until the stream has converted a quarter second of its own speech (MIN_SPEECH_FRAMES), its spectrum is moved
+    # with the converted primer's band means (the shape only; the first window converts the primer anyway), where it
+    # was left unmatched; offline, every frame of an utterance is matched (docs/STREAMING.md measures both)
+    prime_matching: bool = True
 
     def samples(self, hop: int, rate: int) -> tuple[int, int, int, int]:
         """``(block, lookahead, crossfade, context)`` in samples at ``rate``, multiples of ``hop``."""
@@ -155,7 +154,6 @@ class StreamConverter:
         if layout is not None and self.lookahead < layout.lookahead_frames * self.hop:
             raise VconvError(f"stream look-ahead: this bundle's causal twin reads {layout.lookahead_frames * self.hop * 1000 // self.model_rate} ms "
                              f"ahead; give --lookahead-ms of at least that")
-        self.prime_matching = settings.prime_matching if settings.prime_matching is not None else self.model is not converter.model
         self.times = BlockTimes()
         self._inbound = self._resampler(self.sample_rate, self.model_rate)
         self._outbound = self._resampler(self.model_rate, self.sample_rate)
@@ -170,6 +168,7 @@ class StreamConverter:
         self._ready: list[np.ndarray] = []
         self._joiner = StreamedOverlapAdd(2**62, self._ready.append)
         self._spectrum = RunningSpectrum()
+        self._primer_spectrum: SpectrumStats | None = None  # the converted primer's (prime_matching)
         self._flushed = False
 
     @staticmethod
@@ -252,14 +251,17 @@ class StreamConverter:
         if level >= floor + SPEECH_RANGE_NATS:
             block = log_mel[0, :, first_new : first_new + self.block // self.hop]
             self._spectrum.add(block[:, block.float().mean(0) >= level - SPEECH_RANGE_NATS])
-        if self.prime_matching and self._next_block == 0 and lead > 0 and level >= floor + SPEECH_RANGE_NATS:
-            # the first window: everything before the block is the primer (the target's speech, converted); its speech
-            # frames seed the running statistics, a prior that the stream's own speech outweighs as it goes on
-            primer = log_mel[0, :, :first_new]
-            self._spectrum.add(primer[:, primer.float().mean(0) >= level - SPEECH_RANGE_NATS])
-        own = self._spectrum.stats()
-        if conv.target_match != "off" and own is not None:
-            log_mel = match_spectrum(log_mel, target.spectrum, conv.target_match, floor=floor, own=own)
+        if self.settings.prime_matching and self._next_block == 0 and lead > 0:
+            # the first window: everything before the block is the primer (the target's speech, converted)
+            self._primer_spectrum = spectrum_stats([log_mel[0, :, :first_new]])
+        own, mode = self._spectrum.stats(), conv.target_match
+        if (own is None or not own.trusted) and self._primer_spectrum is not None and self._primer_spectrum.trusted:
+            # until the stream's own speech is trusted, the primer's statistics move the spectrum's shape only: its
+            # spread and level are the target's speech, not this source's (scaled on them, a quieter source's first
+            # frames came out quieter still)
+            own, mode = self._primer_spectrum, "mean" if mode != "off" else mode
+        if mode != "off" and own is not None:
+            log_mel = match_spectrum(log_mel, target.spectrum, mode, floor=floor, own=own)
         skip = max(0, first_new - VOCODER_MARGIN_FRAMES)  # render only the last frames, from a margin before the block
         passes = {"post_process": self.settings.vocoder_passes} if getattr(conv.vocoder, "name", "") == "vocos" else {}
         with conv.compute("vocoder"):
