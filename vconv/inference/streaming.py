@@ -45,7 +45,9 @@ if TYPE_CHECKING:  # the converter makes streams (VoiceConverter.stream): a type
     from vconv.models.vc import VoiceConversionModel
 
 MAX_BLOCKS_TIMED = 90_000
-VOCODER_MARGIN_FRAMES = 24  # frames rendered before the emitted ones: the neural vocoder's receptive field is ±24
+VOCODER_MARGIN_FRAMES = 24
+# the stream's own converted speech frames after which its statistics replace the primer's shape (prime_matching)
+PRIMER_MATCHING_FRAMES = 16  # frames rendered before the emitted ones: the neural vocoder's receptive field is ±24
 
 
 @dataclass(frozen=True)
@@ -255,7 +257,7 @@ class StreamConverter:
             # the first window: everything before the block is the primer (the target's speech, converted)
             self._primer_spectrum = spectrum_stats([log_mel[0, :, :first_new]])
         own, mode = self._spectrum.stats(), conv.target_match
-        if (own is None or not own.trusted) and self._primer_spectrum is not None and self._primer_spectrum.trusted:
+        if (own is None or own.frames < PRIMER_MATCHING_FRAMES) and self._primer_spectrum is not None and self._primer_spectrum.trusted:
             # until the stream's own speech is trusted, the primer's statistics move the spectrum's shape only: its
             # spread and level are the target's speech, not this source's (scaled on them, a quieter source's first
             # frames came out quieter still)
