@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from vconv.bundles.format import CONFIG_FILE, WEIGHTS_FILE, read_bundle_config, read_bundle_info
 from vconv.config import ModelConfig
-from vconv.config.sections import check_causal_section
+from vconv.config.sections import CAUSAL_KEYS, check_causal_section
 from vconv.errors import VconvError
 from vconv.fileio import atomic_path, load_weights, sha256_of, write_text_atomic
 from vconv.models.causal import CausalLayout
@@ -35,11 +35,11 @@ def twin_layout(config: dict[str, Any]) -> CausalLayout | None:
 
 
 def _layout(section: Any, where: str) -> CausalLayout:
-    """A :class:`CausalLayout` from ``{"lookahead_frames", "norm_frames"}`` (ints or their strings), range-checked."""
+    """A :class:`CausalLayout` from a section holding its keys (:data:`CAUSAL_KEYS`; ints or their strings), range-checked."""
     if not isinstance(section, dict):
         raise VconvError(f"{where} needs integer lookahead_frames and norm_frames, got {section!r}")
     # the section (or a weights header) records more than the layout (steps, format): the layout is its own keys
-    return CausalLayout(*check_causal_section({k: section[k] for k in ("lookahead_frames", "norm_frames", "norm", "lookahead_first") if k in section}, where))
+    return CausalLayout(*check_causal_section({k: section[k] for k in CAUSAL_KEYS if k in section}, where))
 
 
 def attach_stream_twin(bundle_dir: str | Path, weights: str | Path, *, steps: int | None = None) -> Path:
@@ -73,12 +73,12 @@ def attach_stream_twin(bundle_dir: str | Path, weights: str | Path, *, steps: in
 
 def _trained_causal(folder: Path) -> tuple[CausalLayout, dict[str, torch.Tensor], dict[str, Any]]:
     """``(layout, float32 weights, {"step": ...})`` of the bundle ``folder`` trained causal (``model.causal``)."""
-    info = read_bundle_info(folder)
-    if not info.model_config.causal:
+    causal = read_bundle_info(folder).model_config.causal
+    if not causal:
         raise VconvError(f"{folder}: not a causal network (its config has no model.causal); train one with model.causal set")
-    layout = CausalLayout(*check_causal_section(info.model_config.causal, f"{folder}: model.causal"))
-    state = load_weights(folder, WEIGHTS_FILE, read_bundle_config(folder), float32=True)
-    return layout, state, {"step": str(read_bundle_config(folder).get("trained_steps", 0))}
+    layout = CausalLayout(*check_causal_section(causal, f"{folder}: model.causal"))
+    config = read_bundle_config(folder)
+    return layout, load_weights(folder, WEIGHTS_FILE, config, float32=True), {"step": str(config.get("trained_steps", 0))}
 
 
 def load_stream_twin(bundle_dir: str | Path, model_config: ModelConfig, device: str | torch.device = "cpu") -> VoiceConversionModel | None:

@@ -122,6 +122,7 @@ class ModelConfig(ConfigSection):
         return from_dict(cls, upgrade_model_config(data))
 
 
+CAUSAL_KEYS = ("lookahead_frames", "norm_frames", "norm", "lookahead_first")  # a causal layout section's keys
 CAUSAL_NORMS = ("window", "frame")  # statistics over the last norm_frames frames, or over each frame's channels
 CAUSAL_LOOKAHEAD_FIRST = ("content", "decoder")  # which part's convolutions get the look-ahead budget first
 
@@ -130,8 +131,7 @@ def check_causal_section(section: Any, where: str) -> tuple[int, int, str, str]:
     """``(lookahead_frames, norm_frames, norm, lookahead_first)`` of a causal layout section (ints or their strings;
     ``norm`` and ``lookahead_first`` optional, ``window`` and ``content`` when absent, as every layout before them),
     range-checked; anything else is a one-line VconvError naming ``where``."""
-    keys = {"lookahead_frames", "norm_frames", "norm", "lookahead_first"}
-    if not isinstance(section, Mapping) or set(section) - keys:
+    if not isinstance(section, Mapping) or set(section) - set(CAUSAL_KEYS):
         raise VconvError(f"{where} takes lookahead_frames, norm_frames, norm and lookahead_first, got {section!r}")
     try:
         lookahead, norm_frames = int(section["lookahead_frames"]), int(section["norm_frames"])

@@ -45,9 +45,9 @@ if TYPE_CHECKING:  # the converter makes streams (VoiceConverter.stream): a type
     from vconv.models.vc import VoiceConversionModel
 
 MAX_BLOCKS_TIMED = 90_000
-VOCODER_MARGIN_FRAMES = 24
+VOCODER_MARGIN_FRAMES = 24  # frames rendered before the emitted ones: the neural vocoder's receptive field is ±24
 # the stream's own converted speech frames after which its statistics replace the primer's shape (prime_matching)
-PRIMER_MATCHING_FRAMES = 16  # frames rendered before the emitted ones: the neural vocoder's receptive field is ±24
+PRIMER_MATCHING_FRAMES = 16
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class StreamSettings:
     # held, the frame says "the sound goes on", as it does in a stream. Only where the edge is speech, and not at the
     # stream's true end (flush).
     edge_hold_frames: int = 4
-    # until the stream has converted a quarter second of its own speech (MIN_SPEECH_FRAMES), its spectrum is moved
+    # until the stream has converted a quarter second of its own speech (PRIMER_MATCHING_FRAMES), its spectrum is moved
     # with the converted primer's band means (the shape only; the first window converts the primer anyway), where it
     # was left unmatched; offline, every frame of an utterance is matched (docs/STREAMING.md measures both)
     prime_matching: bool = True
@@ -258,7 +258,7 @@ class StreamConverter:
             self._primer_spectrum = spectrum_stats([log_mel[0, :, :first_new]])
         own, mode = self._spectrum.stats(), conv.target_match
         if (own is None or own.frames < PRIMER_MATCHING_FRAMES) and self._primer_spectrum is not None and self._primer_spectrum.trusted:
-            # until the stream's own speech is trusted, the primer's statistics move the spectrum's shape only: its
+            # until the stream has PRIMER_MATCHING_FRAMES of its own speech, the primer's statistics move the spectrum's shape only: its
             # spread and level are the target's speech, not this source's (scaled on them, a quieter source's first
             # frames came out quieter still)
             own, mode = self._primer_spectrum, "mean" if mode != "off" else mode

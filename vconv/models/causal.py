@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from vconv.models.layers import AdaIN, ConvBlock, causal_stats
+from vconv.models.layers import AdaIN, ConvBlock, causal_stats, frame_norm
 
 if TYPE_CHECKING:  # vc builds a causal network from its config (model.causal) with make_causal: a type here, not an import
     from vconv.models.vc import VoiceConversionModel
@@ -79,8 +79,7 @@ class FrameNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        centred = x - x.mean(dim=1, keepdim=True)
-        return centred * torch.rsqrt(centred.square().mean(dim=1, keepdim=True) + self.eps)
+        return frame_norm(x, self.eps)
 
 
 def _content_convs(model: VoiceConversionModel) -> list[ConvBlock]:

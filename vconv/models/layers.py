@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConvBlock", "AdaIN", "causal_stats", "GradientReversal", "grad_reverse", "make_activation"]
+__all__ = ["ConvBlock", "AdaIN", "causal_stats", "frame_norm", "GradientReversal", "grad_reverse", "make_activation"]
 
 
 def make_activation(name: str) -> nn.Module:
@@ -103,6 +103,13 @@ def causal_stats(x: torch.Tensor, frames: int) -> tuple[torch.Tensor, torch.Tens
     return mean.to(x.dtype), var.to(x.dtype)
 
 
+def frame_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Each frame normalised over its channels, no affine (a layer norm per frame): ``x [B, C, T] -> [B, C, T]``.
+    Reads no other frame, so a network normalised this way streams exactly (:mod:`vconv.models.causal`)."""
+    centred = x - x.mean(dim=1, keepdim=True)
+    return centred * torch.rsqrt(centred.square().mean(dim=1, keepdim=True) + eps)
+
+
 class AdaIN(nn.Module):
     """Adaptive instance normalisation driven by an embedding.
 
@@ -135,8 +142,7 @@ class AdaIN(nn.Module):
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         """``x [B, C, T], e [B, S] -> [B, C, T]`` with channel mean β and std ``|γ|``."""
         if self.causal_frames == 0:
-            centred = x - x.mean(dim=1, keepdim=True)
-            normed = centred * torch.rsqrt(centred.square().mean(dim=1, keepdim=True) + self.eps)
+            normed = frame_norm(x, self.eps)
         elif self.causal_frames is not None:
             mean, var = causal_stats(x, self.causal_frames)
             normed = (x - mean) * torch.rsqrt(var + self.eps)
