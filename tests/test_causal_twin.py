@@ -116,6 +116,29 @@ def test_frame_norms_read_each_frame_alone():
     assert torch.equal(ada(x, e)[..., :10], ada(changed, e)[..., :10])
 
 
+def test_utterance_norms_keep_the_offline_statistics_and_only_the_convolutions_turn_causal():
+    """norm="utterance": the convolutions read at most the look-ahead, the norms stay whole-input instance norms (so
+    a frame far in the future still moves every output frame, through the statistics alone)."""
+    from torch import nn
+
+    from vconv.models import build_model
+    from vconv.models.layers import AdaIN
+
+    _, cfg = _config()
+    torch.manual_seed(0)
+    layout = CausalLayout(lookahead_frames=3, norm_frames=24, norm="utterance", lookahead_first="decoder")
+    net = make_causal(build_model(cfg), layout).eval()
+    assert lookahead_of(net) == 3 and net.causal_layout == layout
+    assert all(isinstance(b.norm, nn.InstanceNorm1d) for b in net.content_encoder.blocks)
+    assert all(m.causal_frames is None for m in net.decoder.modules() if isinstance(m, AdaIN))
+    mel = torch.randn(1, cfg.n_mels, 80)
+    e = torch.randn(1, cfg.speaker_dim)
+    louder_end = mel.clone()
+    louder_end[..., 70:] += 3.0  # 20+ frames past the look-ahead of frame 40
+    a, b = net.convert(mel, embedding=e), net.convert(louder_end, embedding=e)
+    assert not torch.allclose(a[..., :40], b[..., :40])  # the statistics span the whole input
+
+
 def test_a_model_that_downsamples_has_no_twin():
     from vconv.config import load_run_config
     from vconv.models import build_model

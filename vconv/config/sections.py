@@ -123,7 +123,8 @@ class ModelConfig(ConfigSection):
 
 
 CAUSAL_KEYS = ("lookahead_frames", "norm_frames", "norm", "lookahead_first")  # a causal layout section's keys
-CAUSAL_NORMS = ("window", "frame")  # statistics over the last norm_frames frames, or over each frame's channels
+CAUSAL_NORMS = ("window", "frame", "utterance")  # statistics over the last norm_frames frames, over each frame's channels,
+# or over the whole input as offline (a stream then takes them over its window)
 CAUSAL_LOOKAHEAD_FIRST = ("content", "decoder")  # which part's convolutions get the look-ahead budget first
 
 
@@ -132,7 +133,7 @@ def check_causal_section(section: Any, where: str) -> tuple[int, int, str, str]:
     ``norm`` and ``lookahead_first`` optional, ``window`` and ``content`` when absent, as every layout before them),
     range-checked; anything else is a one-line VconvError naming ``where``."""
     if not isinstance(section, Mapping) or set(section) - set(CAUSAL_KEYS):
-        raise VconvError(f"{where} takes lookahead_frames, norm_frames, norm and lookahead_first, got {section!r}")
+        raise VconvError(f"{where} takes {', '.join(CAUSAL_KEYS[:-1])} and {CAUSAL_KEYS[-1]}, got {section!r}")
     try:
         lookahead, norm_frames = int(section["lookahead_frames"]), int(section["norm_frames"])
     except (TypeError, KeyError, ValueError) as exc:

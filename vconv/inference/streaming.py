@@ -256,14 +256,16 @@ class StreamConverter:
         if self.settings.prime_matching and self._next_block == 0 and lead > 0:
             # the first window: everything before the block is the primer (the target's speech, converted)
             self._primer_spectrum = spectrum_stats([log_mel[0, :, :first_new]])
-        own, mode = self._spectrum.stats(), conv.target_match
-        if (own is None or own.frames < PRIMER_MATCHING_FRAMES) and self._primer_spectrum is not None and self._primer_spectrum.trusted:
-            # until the stream has PRIMER_MATCHING_FRAMES of its own speech, the primer's statistics move the spectrum's shape only: its
-            # spread and level are the target's speech, not this source's (scaled on them, a quieter source's first
-            # frames came out quieter still)
-            own, mode = self._primer_spectrum, "mean" if mode != "off" else mode
-        if mode != "off" and own is not None:
-            log_mel = match_spectrum(log_mel, target.spectrum, mode, floor=floor, own=own)
+        if conv.target_match != "off":
+            own, mode = self._spectrum.stats(), conv.target_match
+            primer = self._primer_spectrum
+            if (own is None or own.frames < PRIMER_MATCHING_FRAMES) and primer is not None and primer.trusted:
+                # until the stream has PRIMER_MATCHING_FRAMES of its own speech, the primer's statistics move the
+                # spectrum's shape only: their spread and level are the target's speech, not this source's (scaled on
+                # them, a quieter source's first frames came out quieter still)
+                own, mode = primer, "mean"
+            if own is not None:
+                log_mel = match_spectrum(log_mel, target.spectrum, mode, floor=floor, own=own)
         skip = max(0, first_new - VOCODER_MARGIN_FRAMES)  # render only the last frames, from a margin before the block
         passes = {"post_process": self.settings.vocoder_passes} if getattr(conv.vocoder, "name", "") == "vocos" else {}
         with conv.compute("vocoder"):

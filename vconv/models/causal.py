@@ -15,7 +15,10 @@ front-end's states of the whole file (docs/STREAMING.md).
 * every instance norm and AdaIN takes its statistics over the last ``norm_frames`` frames up to the
   current one (:func:`causal_stats`) instead of over the whole input (``norm="window"``), or over each
   frame's own channels (``norm="frame"``, a layer norm per frame: no statistics that need the past or the
-  future at all; AdaIN's speaker scale and bias then act on that).
+  future at all; AdaIN's speaker scale and bias then act on that), or they stay as offline, over the whole
+  input (``norm="utterance"``: only the convolutions are made causal, and a stream takes the statistics over its
+  window, past context and look-ahead; for v5 on windows the whole file's statistics kept no more words than the
+  window's, but a network trained this way keeps fewer words than with frame norms, docs/STREAMING.md).
 
 ``lookahead_first`` says whose convolutions receive the look-ahead budget first: the content encoder's (the
 first layout) or the decoder's (which keeps more words at the same budget, docs/STREAMING.md).
@@ -46,7 +49,7 @@ class CausalLayout:
 
     lookahead_frames: int = 4
     norm_frames: int = 96
-    norm: str = "window"  # "window": statistics over the last norm_frames frames; "frame": over each frame's channels
+    norm: str = "window"  # "window": over the last norm_frames frames; "frame": over each frame's channels; "utterance": as offline
     lookahead_first: str = "content"  # "content" or "decoder": whose convolutions get the look-ahead budget first
 
     def to_dict(self) -> dict[str, int | str]:
@@ -111,13 +114,15 @@ def make_causal(model: VoiceConversionModel, layout: CausalLayout) -> VoiceConve
         right = min(budget, width // 2)
         conv.pad_left, conv.pad_right = width - right, right
         budget -= right
+    model.causal_layout = layout  # type: ignore[assignment]  # read back by the stream (its look-ahead check)
+    if layout.norm == "utterance":  # the offline norms kept: statistics over the whole input
+        return model
     per_frame = layout.norm == "frame"
     for block in model.content_encoder.blocks:
         block.norm = FrameNorm() if per_frame else CausalInstanceNorm(layout.norm_frames)
     for norm in model.decoder.modules():
         if isinstance(norm, AdaIN):
             norm.causal_frames = 0 if per_frame else layout.norm_frames
-    model.causal_layout = layout  # type: ignore[assignment]  # read back by the stream (its look-ahead check)
     return model
 
 
