@@ -38,7 +38,7 @@ def load_script(name: str) -> ModuleType:
 
 
 # dependency order: a script's sibling imports are loaded before it
-for _name in ("corpus_common", "corpus_fillets", "corpus_fotaq", "corpus_bass", "neural_tts", "corpus_install", "corpus_tts", "corpus_augment"):
+for _name in ("corpus_common", "corpus_fillets", "corpus_fotaq", "corpus_fotaq_minor", "corpus_bass", "neural_tts", "corpus_install", "corpus_tts", "corpus_augment"):
     load_script(_name)
 build_corpus = load_script("build_corpus")
 corpus_augment = sys.modules["corpus_augment"]
@@ -392,3 +392,23 @@ def test_bass_clusters_split_voices_and_report_similarity():
     assert len(set(labels)) == 3 and all(len(set(labels[20 * k : 20 * (k + 1)])) == 1 for k in range(3))
     report = corpus_bass.similarity_report(list(labels), embeddings)
     assert all(within > 0.9 and nearest < 0.5 for within, nearest in report.values())
+
+
+def test_fotaq_minor_actors_merge_same_voices_and_never_take_a_judged_voice():
+    minor = sys.modules["corpus_fotaq_minor"]
+
+    def unit(v):
+        return v / np.linalg.norm(v)
+
+    rng = np.random.default_rng(1)
+    base = {name: rng.standard_normal(64) for name in ("judged", "trained", "new", "other")}
+    near = {name: unit(base[name] + 0.05 * rng.standard_normal(64)) for name in base}  # the same actor, another character
+    voices = {"61": unit(base["judged"]), "06": unit(base["trained"]), "62": near["judged"], "07": near["trained"],
+              "20": unit(base["new"]), "21": near["new"], "58": unit(base["other"])}
+    groups = ["20", "21", "58", "62", "07"]
+    labels = minor.actors_of(np.stack([voices[g] for g in groups]))
+    assert labels[0] == labels[1] and len(set(labels)) == 4  # 20 and 21 are one actor; the rest apart
+    assert "judged fotaq_61" in minor.why_dropped(["62"], voices, ["61"], ["06"], 300.0)
+    assert "training speaker fotaq_06" in minor.why_dropped(["07"], voices, ["61"], ["06"], 300.0)
+    assert "30 s" in minor.why_dropped(["58"], voices, ["61"], ["06"], 30.0)
+    assert minor.why_dropped(["20", "21"], voices, ["61"], ["06"], 300.0) is None

@@ -42,7 +42,7 @@ from corpus_augment import AUG_PREFIX, build_augmented
 from corpus_common import SR, log
 
 RECIPE = Path(__file__).resolve().parents[1]  # recipes/voices: held_out.txt, valid.txt, data/
-DEFAULT_SOURCES = "fotaq,fillets,bass,flite,festival,festival-intl,espeak,piper,kokoro"
+DEFAULT_SOURCES = "fotaq,fotaq-minor,fillets,bass,flite,festival,festival-intl,espeak,piper,kokoro"
 REAL_PREFIXES = ("fotaq_", "fillets_", "bass_")
 
 
@@ -55,6 +55,10 @@ def build_source(source: str, root: Path, max_per: int | None) -> collections.Co
         from corpus_fotaq import build_fotaq
 
         return build_fotaq(root, max_per)
+    if source == "fotaq-minor":  # never an actor of the judged voices (held out or validation)
+        from corpus_fotaq_minor import build_fotaq_minor
+
+        return build_fotaq_minor(root, max_per, read_speaker_list(RECIPE / "held_out.txt") | read_speaker_list(RECIPE / "valid.txt"))
     if source == "fillets":
         from corpus_fillets import build_fillets
 

@@ -79,15 +79,13 @@ def fotaq_speaker_of(name: str) -> str | None:
     return None  # digits / S: other characters, not labelled reliably
 
 
-def build_fotaq(root: Path, max_per: int | None) -> collections.Counter:
-    """Write the kept FOTAQ speakers into ``root/fotaq_<group>/``; returns utterances per speaker."""
-    data = QUEEN.read_bytes()
+def fotaq_groups(data: bytes) -> tuple[list[tuple[str, int, int, int]], dict[str, list[tuple[str, float]]]]:
+    """The ``.SB`` entries of ``queen.1c`` and their labelled clips by speaker group, ``{group: [(name, trimmed
+    seconds)]}`` (pass 1: decode and trim at the native rate for durations, ~4 s for all clips)."""
     entries = read_queen_table(data)
     clips = [e for e in entries if e[0].upper().endswith(".SB")]
     kinds = collections.Counter(e[0][6] for e in clips)
     log(f"[fotaq] {len(entries)} table entries, {len(clips)} .SB clips; 7th-char kinds: {dict(sorted(kinds.items()))}")
-
-    # pass 1: decode + trim at native rate for durations (cheap: ~4 s for all clips)
     groups: dict[str, list[tuple[str, float]]] = collections.defaultdict(list)
     failed, short = [], 0
     for name, _b, off, size in clips:
@@ -107,13 +105,24 @@ def build_fotaq(root: Path, max_per: int | None) -> collections.Counter:
     if failed:
         log(f"[fotaq] {len(failed)} clips failed to decode, e.g. {failed[:3]}")
     log(f"[fotaq] dropped {short} clips shorter than {MIN_SECONDS} s after trimming")
+    return clips, groups
 
+
+def is_kept(group: str, clips: list[tuple[str, float]]) -> bool:
+    """Whether a group has enough speech to be a speaker of the ``fotaq`` source on its own."""
+    return group == "joe" or (len(clips) >= FOTAQ_MIN_CLIPS and sum(d for _, d in clips) >= FOTAQ_MIN_SECONDS)
+
+
+def build_fotaq(root: Path, max_per: int | None) -> collections.Counter:
+    """Write the kept FOTAQ speakers into ``root/fotaq_<group>/``; returns utterances per speaker."""
+    data = QUEEN.read_bytes()
+    clips, groups = fotaq_groups(data)
     log(f"[fotaq] candidate groups (J = Joe; P grouped by first {FOTAQ_PREFIX_LEN} chars of the name):")
     log(f"  {'group':>6} {'clips':>6} {'min':>6}  kept")
     keep = []
     for spk in sorted(groups, key=lambda s: (s != "joe", s)):
         n, secs = len(groups[spk]), sum(d for _, d in groups[spk])
-        ok = spk == "joe" or (n >= FOTAQ_MIN_CLIPS and secs >= FOTAQ_MIN_SECONDS)
+        ok = is_kept(spk, groups[spk])
         log(f"  {spk:>6} {n:6d} {secs / 60:6.1f}  {'yes' if ok else ''}")
         if ok:
             keep.append(spk)

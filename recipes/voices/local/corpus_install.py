@@ -33,6 +33,7 @@ class Needs:
 
 REQUIREMENTS: dict[str, Needs] = {
     "fotaq": Needs(apt=corpus_fotaq.APT_PACKAGES),
+    "fotaq-minor": Needs(apt=corpus_fotaq.APT_PACKAGES, pip=["resemblyzer"]),  # the same-actor check's embedder
     "fillets": Needs(apt=corpus_fillets.APT_PACKAGES),
     "bass": Needs(apt=corpus_bass.APT_PACKAGES, pip=corpus_bass.PIP_PACKAGES),
     "flite": Needs(apt=["flite"]),
