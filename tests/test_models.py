@@ -313,3 +313,20 @@ def test_vq_groups_must_divide_the_code_dimension():
         build_model(ModelConfig(code_dim=64, vq_groups=3))
     model = build_model(ModelConfig(code_dim=64, vq_groups=2, channels=32, speaker_dim=16))
     assert model.quantizer.dim == 32 and model.quantizer.groups == 2
+
+
+def test_quantizer_in_eval_counts_codes_as_training_does():
+    """Eval mode counts code use without the one-hot matrix; the perplexity, codes and vectors are those of the
+    training-mode forward on the same codebook."""
+    from vconv.models.quantize import VectorQuantizer
+
+    torch.manual_seed(0)
+    vq = VectorQuantizer(dim=8, codebook_size=16, groups=2, data_init=False, dead_after=0)
+    z = torch.randn(2, 16, 30)
+    evaluated = vq.eval()(z)
+    vq.train()
+    vq.decay = 1.0  # the EMA keeps the codebook as it is, so both forwards see the same codes
+    trained = vq(z)
+    assert torch.equal(evaluated.codes, trained.codes) and torch.equal(evaluated.quantized, trained.quantized)
+    assert float(evaluated.perplexity) == pytest.approx(float(trained.perplexity), rel=1e-6)
+    assert 1.0 < float(evaluated.perplexity) <= 16.0

@@ -153,8 +153,11 @@ class VectorQuantizer(Quantizer):
             codebook = self.embedding.float()
             distances = squared_distances(flat.detach(), codebook.detach())  # [B*T, K]
             codes = distances.argmin(dim=1)
-            one_hot = F.one_hot(codes, self.codebook_size).to(flat.dtype)  # [B*T, K]
-            counts = one_hot.sum(0)  # [K]
+            if self.training:  # the EMA update sums the rows per code through the one-hot matrix
+                one_hot = F.one_hot(codes, self.codebook_size).to(flat.dtype)  # [B*T, K]
+                counts = one_hot.sum(0)  # [K]
+            else:  # the same counts without a [B*T, K] matrix (a conversion of 10 s: 1252 x 512)
+                counts = torch.bincount(codes, minlength=self.codebook_size).to(flat.dtype)
 
             q = self._code_vectors(codebook, codes, z.shape)
             loss = self.beta * F.mse_loss(z32, q.detach())
