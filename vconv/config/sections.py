@@ -183,7 +183,9 @@ class TrainConfig(LoopConfig):
 
     LIMITS = {"segment_frames": (1, 100_000), "recon_weight": (0.0, 1e6), "vq_weight": (0.0, 1e6),
               "adversary_weight": (0.0, 1e6), "adversary_ramp_steps": (0, 10**9), "speaker_sampling_power": (0.0, 10.0),
-              "content_twin_probability": (0.0, 1.0), "speaker_dropout": (0.0, 1.0)}
+              "content_twin_probability": (0.0, 1.0), "speaker_dropout": (0.0, 1.0), "mel_gan_weight": (0.0, 1e6),
+              "mel_fm_weight": (0.0, 1e6), "mel_gan_start_step": (0, 10**9), "mel_disc_lr": (0.0, 10.0),
+              "mel_disc_channels": (1, 1024)}
 
     features_dir: str | None = None  # where `vconv extract` wrote features; None = compute on the fly
     frontends_dir: str | None = None  # `vconv frontend prepare` output: needed when the model reads Whisper or d-vectors
@@ -204,6 +206,14 @@ class TrainConfig(LoopConfig):
     # with this probability a batch item's AdaIN speaker embedding is zeroed, so the decoder must take the voice
     # from the reference path's frames (a model with one; the embedding alone can name every training voice)
     speaker_dropout: float = 0.0
+    # an adversarial loss on the output mel (vconv.training.mel_gan): a discriminator on real and reconstructed
+    # log-mel segments from mel_gan_start_step on, its LSGAN loss (weight mel_gan_weight; 0 = no discriminator at
+    # all) and feature matching on its activations (mel_fm_weight) added to the reconstruction loss
+    mel_gan_weight: float = 0.0
+    mel_fm_weight: float = 0.0
+    mel_gan_start_step: int = 0
+    mel_disc_lr: float = 2e-4
+    mel_disc_channels: int = 16
 
 
 @dataclass

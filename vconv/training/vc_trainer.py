@@ -8,7 +8,10 @@ Per step: reconstruction L1 + ``vq_weight`` × VQ loss, plus (with the adversary
 classifier's cross-entropy on the content code. The classifier sits behind a gradient-reversal layer
 whose weight ramps linearly from 0 to ``adversary_weight`` over ``adversary_ramp_steps``: the classifier
 always learns at full rate, while the encoder is pushed to *remove* speaker information only gradually,
-because a strong adversary early destroys content (Chou et al. 2018).
+because a strong adversary early destroys content (Chou et al. 2018). With ``mel_gan_weight`` > 0, from
+``mel_gan_start_step`` on, a discriminator on real and reconstructed log-mel segments is updated first and its
+LSGAN and feature-matching terms join the loss (:mod:`vconv.training.mel_gan`); it is training-only, like the
+optimiser, and never part of the bundle.
 
 Run folder::
 
@@ -40,7 +43,9 @@ from vconv.fileio import read_json_object
 from vconv.frontends import FrontEndPart, load_parts, model_parts
 from vconv.models import VoiceConversionModel, build_model
 from vconv.training.base import BaseTrainer
+from vconv.training.mel_gan import MelDiscriminator
 from vconv.training.runs import load_training_state
+from vconv.vocoders.losses import discriminator_loss, feature_matching_loss, generator_loss
 
 
 def adversary_accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -96,6 +101,13 @@ class ModelTrainer(BaseTrainer):
         self.net = self.distributed(self.model)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
         self.scheduler = self.make_scheduler(self.optimizer)
+        self.discriminator: MelDiscriminator | None = None  # the output mel's adversary (vconv.training.mel_gan)
+        if train.mel_gan_weight > 0:
+            self.discriminator = MelDiscriminator(train.mel_disc_channels).to(self.device)
+            self.disc_net = self.distributed(self.discriminator)
+            self.opt_d = torch.optim.AdamW(self.discriminator.parameters(), lr=train.mel_disc_lr, betas=(0.8, 0.9),
+                                           weight_decay=train.weight_decay)  # HiFi-GAN's short momentum for a moving target
+            self.sched_d = self.make_scheduler(self.opt_d, max(1, train.steps - train.mel_gan_start_step))
         state = self.latest_state()
         if state is not None:
             self.restore(state)  # brings the run's own normalisation statistics
@@ -152,11 +164,29 @@ class ModelTrainer(BaseTrainer):
                 loss = loss + adv  # the reversal layer scales what reaches the encoder
                 metrics["adv_loss"] = adv.item()
                 metrics["adv_acc"] = (out.speaker_logits.argmax(-1) == batch.speaker).float().mean().item()
+        if self.discriminator is not None and self.step >= self.tcfg.mel_gan_start_step:
+            loss = loss + self._mel_gan_terms(batch.mel, out.mel.float(), metrics)
         metrics["grad_norm"] = self.update(loss, self.optimizer, self.scheduler, self.model)
         self.step += 1
         metrics["loss"] = loss.item()
         metrics["lr"] = self.scheduler.get_last_lr()[0]
         return metrics
+
+    def _mel_gan_terms(self, real: torch.Tensor, fake: torch.Tensor, metrics: dict[str, float]) -> torch.Tensor:
+        """One discriminator update on real and reconstructed segments ``[B, n_mels, T]``, then the model's weighted
+        adversarial + feature-matching terms (their gradient reaches the model through ``fake``)."""
+        t, n = self.tcfg, real.shape[0]
+        assert self.discriminator is not None  # called only when there is one
+        with self.autocast():
+            judged_real, judged_fake = self.disc_net(torch.cat([real, fake.detach()])).split(n)
+        d_loss = discriminator_loss(judged_real.scores, judged_fake.scores, "lsgan")
+        self.update(d_loss, self.opt_d, self.sched_d, self.discriminator)
+        with self.autocast():
+            judged_real, judged_fake = self.disc_net(torch.cat([real, fake])).split(n)
+        adversarial = generator_loss(judged_fake.scores, "lsgan")
+        matching = feature_matching_loss(judged_real.features, judged_fake.features)
+        metrics.update(mel_d_loss=d_loss.item(), mel_g_adv=adversarial.item(), mel_fm=matching.item())
+        return t.mel_gan_weight * adversarial + t.mel_fm_weight * matching
 
     # ------------------------------------------------------------------------------------ validation
 
@@ -263,6 +293,8 @@ class ModelTrainer(BaseTrainer):
             "scheduler": self.scheduler.state_dict(),
             "speakers": self.speakers,
             "feature_stats": self.frontend.stats().to_dict(),
+            **({} if self.discriminator is None else {"mel_discriminator": self.discriminator.state_dict(),
+                                                       "opt_d": self.opt_d.state_dict(), "sched_d": self.sched_d.state_dict()}),
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
@@ -273,6 +305,13 @@ class ModelTrainer(BaseTrainer):
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.frontend = self._frontend(FeatureStats.from_dict(state["feature_stats"]))
+        if self.discriminator is not None and "mel_discriminator" in state:
+            self.discriminator.load_state_dict(state["mel_discriminator"], strict=True)
+            self.opt_d.load_state_dict(state["opt_d"])
+            self.sched_d.load_state_dict(state["sched_d"])
+            self.sched_d.base_lrs = [self.tcfg.mel_disc_lr for _ in self.sched_d.base_lrs]  # a resume may set a new one
+        elif self.discriminator is not None and self.dist.is_main:  # a run forked from one trained without it
+            print(f"note: {self.run.latest} has no mel discriminator; it starts now, at step {state['step']}", file=sys.stderr)
 
     def export(self) -> None:
         # the run's own bundle keeps the adversary and the speakers (the card and `bundle package` read them)

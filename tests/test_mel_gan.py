@@ -1,0 +1,70 @@
+"""The adversarial loss on the output mel (vconv.training.mel_gan): shapes, when it starts, that it trains both
+sides, that a checkpoint resumes it exactly, that a run forked from one without it starts it, and that the
+bundle never carries it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vconv.bundles import load_bundle
+from vconv.training.mel_gan import MelDiscriminator
+from vconv.training.vc_trainer import ModelTrainer
+
+from .test_train import params, tiny
+
+GAN = dict(mel_gan_weight=0.1, mel_fm_weight=1.0, mel_gan_start_step=2)
+
+
+def test_discriminator_scores_patches_and_returns_its_activations():
+    disc = MelDiscriminator(channels=8)
+    out = disc(torch.randn(3, 80, 64))
+    assert len(out.scores) == 1 and out.scores[0].shape == (3, 1, 10, 16)
+    assert len(out.features) == 1 and len(out.features[0]) == 5  # four convolutions and the score map
+    assert out.features[0][1].shape == (3, 16, 40, 32)
+    with pytest.raises(ValueError, match=r"\[B, n_mels, T\]"):
+        disc(torch.randn(80, 64))
+
+
+def test_the_gan_starts_at_its_step_and_updates_the_discriminator(manifests, tmp_path):
+    trainer = ModelTrainer(*tiny(manifests, tmp_path / "run", **GAN), progress=False)
+    assert trainer.discriminator is not None
+    before = params(trainer.discriminator)
+    early = [trainer.train_step(trainer.batches[step]) for step in range(2)]
+    assert all("mel_d_loss" not in m for m in early)
+    assert all(torch.equal(before[k], v) for k, v in params(trainer.discriminator).items())  # not trained yet
+    late = trainer.train_step(trainer.batches[2])
+    assert {"mel_d_loss", "mel_g_adv", "mel_fm"} <= late.keys() and late["mel_fm"] > 0
+    assert any(not torch.equal(before[k], v) for k, v in params(trainer.discriminator).items())
+
+
+def test_no_discriminator_without_a_weight(manifests, tmp_path):
+    trainer = ModelTrainer(*tiny(manifests, tmp_path / "run"), progress=False)
+    assert trainer.discriminator is None and "mel_discriminator" not in trainer.state()
+    assert "mel_d_loss" not in trainer.train_step(trainer.batches[0])
+
+
+def test_resume_restores_the_discriminator_and_the_bundle_leaves_it_out(manifests, tmp_path):
+    settings = dict(steps=6, save_every=3, log_every=1, valid_every=1000, **GAN)
+    full = ModelTrainer(*tiny(manifests, tmp_path / "full", **settings), progress=False)
+    full.fit()
+    first = ModelTrainer(*tiny(manifests, tmp_path / "killed", **settings), progress=False)
+    first.fit(until=4)
+    resumed = ModelTrainer(*tiny(manifests, tmp_path / "killed", **settings), resume=True, progress=False)
+    assert resumed.step == 3
+    resumed.fit()
+    for whole, again in ((full.model, resumed.model), (full.discriminator, resumed.discriminator)):
+        a, b = params(whole), params(again)
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    model, _, _ = load_bundle(tmp_path / "full" / "model")
+    assert params(model).keys() == params(full.model).keys()  # the model's weights, no discriminator
+
+
+def test_a_run_forked_from_one_without_the_gan_starts_it(manifests, tmp_path, capsys):
+    plain = ModelTrainer(*tiny(manifests, tmp_path / "run", steps=4, save_every=2, valid_every=1000), progress=False)
+    plain.fit(until=2)
+    forked = ModelTrainer(*tiny(manifests, tmp_path / "run", steps=4, save_every=2, valid_every=1000, **GAN), resume=True,
+                          progress=False)
+    assert forked.step == 2 and "has no mel discriminator; it starts now, at step 2" in capsys.readouterr().err
+    assert "mel_d_loss" in forked.train_step(forked.batches[2])
