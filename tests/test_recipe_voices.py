@@ -342,6 +342,12 @@ def test_long_run_forks_a_row_trains_in_slices_and_judges_each(tmp_path):
     for bad_env, reason in (({"JUDGE_AT": "20"}, "above FORK_STEP"), ({"EXP": str(tmp_path / "none")}, "train the row first")):
         bad = subprocess.run(["bash", str(script)], env={**env, **bad_env}, capture_output=True, text=True)
         assert bad.returncode == 1 and reason in bad.stderr, bad.stderr
+    # a variant (e.g. with a loss added) forks another row's checkpoint under its own name
+    variant = {**env, "ROW": "whisper_mel_gan:whisper_mel:train.mel_gan_weight=0.1", "FORK_FROM": "whisper_mel", "JUDGE_AT": "90"}
+    forked = subprocess.run(["bash", str(script)], env=variant, capture_output=True, text=True)
+    assert forked.returncode == 0, forked.stderr
+    assert (exp / "long" / "whisper_mel_gan" / "train" / "log.jsonl").read_text().startswith('{"step": 30')
+    assert "train.mel_gan_weight=0.1" in Path(f"{stub}.calls").read_text().splitlines()[7]
 
 
 def test_ablation_table_gives_own_output_and_matched_rows(tmp_path):

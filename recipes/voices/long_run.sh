@@ -14,7 +14,8 @@
 # last one is the run's own model/), the shipped vocoder attached (VOCODER) and judged like the rows
 # (`vconv evaluate`, EVAL_SOURCES sources per pair, seed 0) into EXP/long/<name>/eval_<step>. Finished
 # slices and reports are skipped. Environment: EXP, ROW (name:config[:override,...] as in ablation.sh),
-# FORK_STEP, LONG_STEPS, BF16 (default false; true for a row that ablation.sh trained with BF16=true), JUDGE_AT (space-separated steps), FRONTENDS, THREADS (default 2), KEEP
+# FORK_FROM (the ablation row whose checkpoint is forked, default the ROW's own name: a variant such as
+# train.mel_gan_weight=0.1 continues another row under a new name), FORK_STEP, LONG_STEPS, BF16 (default false; true for a row that ablation.sh trained with BF16=true), JUDGE_AT (space-separated steps), FRONTENDS, THREADS (default 2), KEEP
 # (checkpoints kept, default 4), VOCODER, EVAL_SOURCES, PYTHON / VCONV.
 set -euo pipefail
 
@@ -39,7 +40,7 @@ fail() { echo "long_run.sh: $*" >&2; exit 1; }
 IFS=: read -r name conf overrides <<< "$ROW"
 extra=()
 [[ -n ${overrides:-} ]] && IFS=, read -r -a extra <<< "$overrides"
-source_run=$EXP/ablation/$name/train
+source_run=$EXP/ablation/${FORK_FROM:-$name}/train  # FORK_FROM: another row's run to fork (a variant of it)
 run=$EXP/long/$name/train
 for stop in $JUDGE_AT; do
   [[ $stop =~ ^[0-9]+$ ]] && (( stop > FORK_STEP && stop <= LONG_STEPS )) \
