@@ -68,3 +68,23 @@ def test_a_run_forked_from_one_without_the_gan_starts_it(manifests, tmp_path, ca
                           progress=False)
     assert forked.step == 2 and "has no mel discriminator; it starts now, at step 2" in capsys.readouterr().err
     assert "mel_d_loss" in forked.train_step(forked.batches[2])
+
+
+def test_a_run_starts_from_a_bundle_with_its_weights_and_statistics(manifests, tmp_path):
+    """train.init_from: a fine-tuning run begins at step 0 with the bundle's weights and normalisation statistics;
+    a bundle of another model config is refused with the differing key named."""
+    from vconv.errors import VconvError
+
+    first = ModelTrainer(*tiny(manifests, tmp_path / "first", steps=2, valid_every=1000), progress=False)
+    first.fit()
+    bundle = tmp_path / "first" / "model"
+    tuned = ModelTrainer(*tiny(manifests, tmp_path / "tuned", steps=2, init_from=bundle, **GAN), progress=False)
+    assert tuned.step == 0
+    for key, value in params(first.model).items():
+        torch.testing.assert_close(params(tuned.model)[key], value, rtol=0, atol=0, msg=key)
+    torch.testing.assert_close(tuned.frontend.stats().mean, first.frontend.stats().mean)
+    features, model, train = tiny(manifests, tmp_path / "other", init_from=bundle)
+    import dataclasses
+
+    with pytest.raises(VconvError, match=r"model config differs from this run's \(model\.channels: "):
+        ModelTrainer(features, dataclasses.replace(model, channels=model.channels * 2), train, progress=False)

@@ -214,6 +214,9 @@ class TrainConfig(LoopConfig):
     mel_gan_start_step: int = 0
     mel_disc_lr: float = 2e-4
     mel_disc_channels: int = 16
+    # a model bundle to start from (a fine-tuning run: its weights and its normalisation statistics, a fresh optimiser
+    # and schedule at step 0); its model and feature configs must be this run's
+    init_from: str | None = None
 
 
 @dataclass

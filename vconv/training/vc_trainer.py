@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from vconv.audio.frontend import FeatureStats, FrontEnd, compute_stats
-from vconv.bundles import save_bundle
+from vconv.bundles import load_bundle, save_bundle
 from vconv.config import FeatureConfig, ModelConfig, TrainConfig
 from vconv.data.extract import ExtractSpec
 from vconv.data.manifest import read_manifest, speakers_of
@@ -111,6 +111,8 @@ class ModelTrainer(BaseTrainer):
         state = self.latest_state()
         if state is not None:
             self.restore(state)  # brings the run's own normalisation statistics
+        elif train.init_from:
+            self.frontend = self._start_from(train.init_from)
         else:
             self.frontend = self._frontend(self._load_or_compute_stats())  # on the CPU, where batches are made
         self.batches = SegmentBatches(
@@ -126,6 +128,18 @@ class ModelTrainer(BaseTrainer):
 
     def _frontend(self, stats: FeatureStats) -> FrontEnd:
         return bundle_frontend(self.fcfg, self.mcfg, stats, self.spec)
+
+    def _start_from(self, bundle: str) -> FrontEnd:
+        """Load a trained bundle's weights into the model (a fine-tuning run) and return the front-end with *its*
+        normalisation statistics: the weights were trained on those, whatever this run's features_dir holds."""
+        trained, _, info = load_bundle(bundle)  # sha256-checked
+        for what, theirs, ours in (("model", info.model_config, self.mcfg), ("feature", info.feature_config, self.fcfg)):
+            if theirs != ours:
+                a, b = theirs.to_dict(), ours.to_dict()
+                diffs = [f"{what}.{k}: {a.get(k)!r} there, {b.get(k)!r} here" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+                raise VconvError(f"train.init_from {bundle}: its {what} config differs from this run's ({'; '.join(diffs)})")
+        self.model.load_state_dict(trained.state_dict(), strict=True)
+        return self._frontend(info.feature_stats)
 
     def _load_or_compute_stats(self) -> FeatureStats:
         if self.tcfg.features_dir:
