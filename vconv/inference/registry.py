@@ -25,7 +25,7 @@ from vconv.errors import VconvError
 DEFAULT_BUNDLE = "vconv-voices-small"
 # the genuine shipped bundles: name -> sha256 of their config.json (update with the bundle, in one commit)
 SHIPPED_CONFIG_SHA256 = {
-    "vconv-voices-small": "83c64dce1d26ca85bc17d08660567c1de620cb568319f6be70c15985fb2299b8",
+    "vconv-voices-small": "14a9f424d10668618884bba4f8a76b67c6c75181bfed1b43d166dce3fec4dab6",
 }
 
 
