@@ -38,6 +38,14 @@ class ConfigSection:
     def __post_init__(self) -> None:
         check_section(self)
 
+    def differences(self, other: Any) -> list[str]:
+        """Human-readable ``name: mine vs theirs`` for each field that differs from ``other`` (a section of the same kind)."""
+        return [
+            f"{f.name}: {getattr(self, f.name)!r} vs {getattr(other, f.name)!r}"
+            for f in fields(self)  # type: ignore[arg-type]  # every section is a dataclass
+            if getattr(self, f.name) != getattr(other, f.name)
+        ]
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)  # type: ignore[call-overload]
 

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from vconv.config.base import ConfigSection, from_dict
@@ -49,14 +49,6 @@ class FeatureConfig(ConfigSection):
         if self.fmax is None and not self.fmin < top:
             raise VconvError(f"features: need fmin < sample_rate/2, got {self.fmin}")
 
-
-    def differences(self, other: "FeatureConfig") -> list[str]:
-        """Human-readable ``name: mine vs theirs`` for each field that differs."""
-        return [
-            f"{f.name}: {getattr(self, f.name)!r} vs {getattr(other, f.name)!r}"
-            for f in fields(self)
-            if getattr(self, f.name) != getattr(other, f.name)
-        ]
 
 
 @dataclass

@@ -134,10 +134,9 @@ class ModelTrainer(BaseTrainer):
         normalisation statistics: the weights were trained on those, whatever this run's features_dir holds."""
         trained, _, info = load_bundle(bundle)  # sha256-checked
         for what, theirs, ours in (("model", info.model_config, self.mcfg), ("feature", info.feature_config, self.fcfg)):
-            if theirs != ours:
-                a, b = theirs.to_dict(), ours.to_dict()
-                diffs = [f"{what}.{k}: {a.get(k)!r} there, {b.get(k)!r} here" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-                raise VconvError(f"train.init_from {bundle}: its {what} config differs from this run's ({'; '.join(diffs)})")
+            if theirs != ours:  # "model.channels: the bundle's vs this run's"
+                diffs = "; ".join(f"{what}.{d}" for d in theirs.differences(ours))
+                raise VconvError(f"train.init_from {bundle}: its {what} config differs from this run's ({diffs})")
         self.model.load_state_dict(trained.state_dict(), strict=True)
         return self._frontend(info.feature_stats)
 

@@ -34,11 +34,13 @@ GUARD_SIMILARITY = 0.92  # stricter toward the judged voices: the recipe's same-
 MIN_SECONDS_PER_ACTOR = 60.0
 
 
-def group_voices(data: bytes, clips: list, groups: dict[str, list[tuple[str, float]]], names: list[str]) -> np.ndarray:
-    """Unit-norm mean Resemblyzer embedding ``[len(names), 256]`` of each group's first clips."""
+def group_voices(data: bytes, index: dict[str, tuple[str, int, int, int]], groups: dict[str, list[tuple[str, float]]],
+                 names: list[str]) -> np.ndarray:
+    """Unit-norm mean Resemblyzer embedding ``[len(names), 256]`` of each group's first clips (``index``: clip name ->
+    its table entry)."""
     from vconv.evaluation.speaker_judge import SpeakerJudge
 
-    judge, index = SpeakerJudge(), {e[0]: e for e in clips}
+    judge = SpeakerJudge()
     voices = []
     for group in names:
         embeddings = []
@@ -87,14 +89,15 @@ def build_fotaq_minor(root: Path, max_per: int | None, judged: set[str]) -> coll
     minor = sorted(g for g in groups if not is_kept(g, groups[g]) and len(groups[g]) >= MIN_CLIPS)
     guarded = [g for g in kept if f"fotaq_{g}" in judged]
     training = [g for g in kept if g not in guarded]
-    voices = dict(zip(kept + minor, group_voices(data, clips, groups, kept + minor)))
-    labels = actors_of(np.stack([voices[g] for g in minor]))
-    log(f"[fotaq-minor] {len(minor)} groups of {MIN_CLIPS}+ clips below the fotaq bar; {len(set(labels))} actors at "
+    index = {e[0]: e for e in clips}
+    voices = dict(zip(kept + minor, group_voices(data, index, groups, kept + minor)))
+    actors: dict[int, list[str]] = {}  # cluster -> its groups, in the order of each cluster's first group
+    for group, label in zip(minor, actors_of(np.stack([voices[g] for g in minor]))):
+        actors.setdefault(int(label), []).append(group)
+    log(f"[fotaq-minor] {len(minor)} groups of {MIN_CLIPS}+ clips below the fotaq bar; {len(actors)} actors at "
         f"similarity {SAME_ACTOR_SIMILARITY}; judged voices guarded: {', '.join(guarded) or 'none'}")
     counts: collections.Counter = collections.Counter()
-    index = {e[0]: e for e in clips}
-    for label in sorted(set(labels), key=lambda c: minor[list(labels).index(c)]):
-        members = [g for g, c in zip(minor, labels) if c == label]
+    for members in actors.values():
         seconds = sum(d for m in members for _, d in groups[m])
         reason = why_dropped(members, voices, guarded, training, seconds)
         if reason is None:
