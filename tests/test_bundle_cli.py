@@ -69,14 +69,16 @@ def test_attach_vocoder_records_its_digests_and_convert_then_uses_it(bundle, voc
 
 
 def test_attach_vocoder_can_set_the_post_processing_the_bundle_runs(bundle, vocoder_dir, tmp_path):
-    result = invoke("bundle", "attach-vocoder", bundle, vocoder_dir, "--consistency-passes", 4, "--envelope-passes", 12)
+    result = invoke("bundle", "attach-vocoder", bundle, vocoder_dir, "--consistency-passes", 4, "--envelope-passes", 12,
+                    "--envelope-prematch", 2)
     assert result.exit_code == 0, result.output
     config = json.loads((bundle / "config.json").read_text())
     assert config["sha256"]["vocoder.json"] == sha256_of(bundle / "vocoder.json") != sha256_of(vocoder_dir / "vocoder.json")
     assert sha256_of(bundle / "vocoder.safetensors") == sha256_of(vocoder_dir / "vocoder.safetensors")  # weights untouched
     loaded = vconv.load(bundle).vocoder.config
-    assert (loaded.consistency_passes, loaded.envelope_passes) == (4, 12)
-    assert dataclasses.replace(loaded, consistency_passes=TINY.consistency_passes, envelope_passes=TINY.envelope_passes) == TINY
+    assert (loaded.consistency_passes, loaded.envelope_passes, loaded.envelope_prematch) == (4, 12, 2)
+    assert dataclasses.replace(loaded, consistency_passes=TINY.consistency_passes, envelope_passes=TINY.envelope_passes,
+                               envelope_prematch=TINY.envelope_prematch) == TINY
     one_line_error(invoke("bundle", "attach-vocoder", bundle, vocoder_dir, "--envelope-passes", -1), "envelope_passes")
     assert vconv.load(bundle).vocoder.config == loaded  # the refused call changed nothing
 
@@ -85,7 +87,7 @@ def test_fast_conversion_skips_the_vocoder_post_processing(bundle, vocoder_dir, 
     wav = sorted((Path(__file__).parent / "data" / "corpus").glob("*/*.wav"))[0]
     assert invoke("bundle", "attach-vocoder", bundle, vocoder_dir).exit_code == 0
     fast = vconv.load(bundle, fast=True)
-    assert fast.vocoder.config.consistency_passes == fast.vocoder.config.envelope_passes == 0
+    assert fast.vocoder.config.consistency_passes == fast.vocoder.config.envelope_passes == fast.vocoder.config.envelope_prematch == 0
     assert vconv.load(bundle).vocoder.config == TINY  # the bundle itself is untouched
     outs = {}
     for name, flags in (("full", []), ("fast", ["--fast"])):

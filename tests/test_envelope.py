@@ -84,6 +84,34 @@ def test_one_pass_lifts_the_level_by_at_most_the_gain_bound():
     assert (out.pow(2).mean().sqrt() / wav.pow(2).mean().sqrt()).item() == pytest.approx(1.0, rel=0.05)
 
 
+def test_prematch_moves_the_predicted_magnitude_toward_the_input_mel_without_an_stft():
+    wav = _speech()
+    logmel = LogMel(CFG)
+    target = logmel(wav)
+    log_mag = torch.log(logmel.magnitude(wav).clamp_min(1e-5))
+    damaged = log_mag.clone()
+    damaged[:, :40] += np.log(0.2)  # the low band 14 dB too quiet, as cancelling phases leave it
+
+    def error(candidate: torch.Tensor) -> float:
+        return (logmel.log_mel_of(torch.exp(candidate)) - target).abs().mean().item()
+
+    match = MelEnvelopeMatch(CFG)
+    steps = [match.prematch(damaged, target, steps=n) for n in (0, 1, 3)]
+    assert torch.equal(steps[0], damaged)  # 0 steps: untouched
+    assert error(steps[0]) > 2 * error(steps[1]) > 2 * error(steps[2])
+    assert steps[2].shape == damaged.shape and steps[2].dtype == torch.float32
+    # one step's gain per band is bounded as a pass's is
+    assert (match.prematch(damaged - 10.0, target, steps=1, max_log_gain=1.5) - (damaged - 10.0)).max() <= 1.5 + 1e-4
+
+
+def test_vocoder_prematches_in_eval_mode_only_and_changes_its_output():
+    mel = LogMel(CFG)(_speech(0.5))
+    plain, prematched = _tiny_vocoder(envelope_passes=2), _tiny_vocoder(envelope_passes=2, envelope_prematch=1)
+    torch.testing.assert_close(prematched(mel, post_process=False), plain(mel, post_process=False))
+    assert not torch.allclose(prematched(mel), plain(mel))
+    assert _mel_error(prematched(mel), mel) < _mel_error(plain(mel), mel)
+
+
 def _tiny_vocoder(**post) -> VocosVocoder:
     torch.manual_seed(0)
     return VocosVocoder(CFG, VocoderConfig(dim=32, intermediate=64, blocks=2, **post)).eval()
@@ -119,7 +147,8 @@ def test_consistency_passes_make_the_output_keep_the_predicted_magnitude():
 
 
 @pytest.mark.parametrize("field, value", [("envelope_passes", -1), ("envelope_max_log_gain", 0.0), ("envelope_momentum", 1.0),
-                                          ("consistency_passes", -2), ("consistency_momentum", -0.1)])
+                                          ("consistency_passes", -2), ("consistency_momentum", -0.1),
+                                          ("envelope_prematch", -1)])
 def test_bad_post_processing_settings_are_one_line_errors(field, value):
     with pytest.raises(VconvError, match=f"vocoder.{field}"):
         VocoderConfig.from_dict({field: value})

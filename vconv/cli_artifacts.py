@@ -17,11 +17,13 @@ bundle_app = typer.Typer(help="Model bundles: attach a vocoder, export a checkpo
 
 
 PASSES_HELP = "Inference-time {} passes the bundle's vocoder runs by default (default: the vocoder's own setting)."
+PREMATCH_HELP = ("Steps of mel-envelope matching on the predicted magnitude, before the passes, the bundle's vocoder runs "
+                 "by default (default: the vocoder's own setting).")
 
 
-def _passes(consistency: int | None, envelope: int | None) -> dict[str, int]:
+def _passes(consistency: int | None, envelope: int | None, prematch: int | None) -> dict[str, int]:
     """The vocoder post-processing settings given on the command line (range-checked by VocoderConfig)."""
-    given = {"consistency_passes": consistency, "envelope_passes": envelope}
+    given = {"consistency_passes": consistency, "envelope_passes": envelope, "envelope_prematch": prematch}
     return {key: value for key, value in given.items() if value is not None}
 
 
@@ -32,11 +34,12 @@ def bundle_attach_vocoder(
     vocoder_dir: Path = typer.Argument(..., help="Vocoder folder (RUN_DIR/vocoder of `vconv train-vocoder`: vocoder.safetensors + vocoder.json)."),
     consistency_passes: Optional[int] = typer.Option(None, "--consistency-passes", help=PASSES_HELP.format("phase-consistency")),
     envelope_passes: Optional[int] = typer.Option(None, "--envelope-passes", help=PASSES_HELP.format("mel-envelope matching")),
+    envelope_prematch: Optional[int] = typer.Option(None, "--envelope-prematch", help=PREMATCH_HELP),
 ) -> None:
     """Copy a trained neural vocoder into a VC bundle; `vconv convert` then uses it by default."""
     from vconv.bundles import attach_vocoder
 
-    attach_vocoder(bundle, vocoder_dir, passes=_passes(consistency_passes, envelope_passes))
+    attach_vocoder(bundle, vocoder_dir, passes=_passes(consistency_passes, envelope_passes, envelope_prematch))
     typer.echo(f"attached {vocoder_dir} to bundle {bundle}")
 
 
@@ -69,6 +72,7 @@ def bundle_package(
     wall_minutes: Optional[float] = typer.Option(None, "--wall-minutes", help="Wall time of the training run, for the card (default: the train_s its log.jsonl records)."),
     consistency_passes: Optional[int] = typer.Option(None, "--consistency-passes", help=PASSES_HELP.format("phase-consistency")),
     envelope_passes: Optional[int] = typer.Option(None, "--envelope-passes", help=PASSES_HELP.format("mel-envelope matching")),
+    envelope_prematch: Optional[int] = typer.Option(None, "--envelope-prematch", help=PREMATCH_HELP),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing OUT/NAME."),
 ) -> None:
     """Ship a training run: its model as a float16 bundle (+ vocoder) with a MODEL_CARD.md."""
@@ -77,7 +81,7 @@ def bundle_package(
     report = package_run(
         run_dir, out, name, eval_dir=eval_dir, vocoder_dir=vocoder, notes=notes, card_template=card,
         held_out=read_speaker_file(held_out) if held_out else None, wall_minutes=wall_minutes,
-        vocoder_passes=_passes(consistency_passes, envelope_passes), force=force,
+        vocoder_passes=_passes(consistency_passes, envelope_passes, envelope_prematch), force=force,
     )
     typer.echo(report.summary())
 

@@ -21,7 +21,7 @@ from vconv.fileio import atomic_path, sha256_of, verified_path, write_text_atomi
 from vconv.vocoders.base import Vocoder, check_compatible
 from vconv.vocoders.vocos import VOCODER_CONFIG, VOCODER_WEIGHTS, VocosVocoder, load_vocoder, read_vocoder_meta
 
-VOCODER_PASSES = ("consistency_passes", "envelope_passes")
+VOCODER_PASSES = ("consistency_passes", "envelope_passes", "envelope_prematch")
 
 
 def with_vocoder_passes(config: VocoderConfig, passes: dict[str, int] | None) -> VocoderConfig:

@@ -222,7 +222,8 @@ class VocoderConfig(ConfigSection):
     LIMITS = {"dim": (1, 4096), "intermediate": (1, 16384), "blocks": (1, 64), "kernel_size": (1, 63),
               "layer_scale": (0.0, 10.0), "input_mean": (-100.0, 100.0), "input_scale": (1e-6, 1e6),
               "max_log_magnitude": (0.0, 100.0), "envelope_passes": (0, 1000), "envelope_max_log_gain": (0.0, 100.0),
-              "envelope_momentum": (0.0, 1.0), "consistency_passes": (0, 1000), "consistency_momentum": (0.0, 1.0)}
+              "envelope_momentum": (0.0, 1.0), "envelope_prematch": (0, 100), "consistency_passes": (0, 1000),
+              "consistency_momentum": (0.0, 1.0)}
 
     dim: int = 256
     intermediate: int = 768
@@ -241,6 +242,9 @@ class VocoderConfig(ConfigSection):
     envelope_passes: int = 4
     envelope_max_log_gain: float = 1.5
     envelope_momentum: float = 0.9
+    # the same matching done first on the predicted magnitude itself (steps of it, no STFT: the magnitude's own
+    # mel against the input's), before the phase-consistency passes; what is left for the passes after it is smaller
+    envelope_prematch: int = 0
     # inference-time phase consistency: fast Griffin-Lim iterations that keep the predicted magnitude and
     # start from the predicted phase (0 turns them off). Without them, the phases that disagree between
     # overlapping frames beat at the frame rate (62.5 Hz at hop 256): on converted mels the output had a

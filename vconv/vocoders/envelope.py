@@ -75,3 +75,19 @@ class MelEnvelopeMatch(nn.Module):
             wav = corrected if previous is None else corrected + momentum * (corrected - previous)
             previous = corrected
         return wav if previous is None else previous
+
+    def prematch(self, log_magnitude: torch.Tensor, log_mel: torch.Tensor, steps: int = 1,
+                 max_log_gain: float = 1.5) -> torch.Tensor:
+        """``log|S| [B, n_fft/2+1, F]`` moved toward ``log_mel [B, n_mels, F]``: each step compares the magnitude's own
+        log-mel with ``log_mel`` and adds the spread band gains (bounded by ``max_log_gain``) to every bin.
+
+        The same correction as a pass of :meth:`forward`, made on the predicted magnitude before any inverse STFT:
+        it costs two small matrix products instead of an STFT pair, and leaves the passes after it less to do.
+        """
+        log_magnitude = log_magnitude.float()
+        log_mel = log_mel.float()
+        for _ in range(steps):
+            have = self.logmel.log_mel_of(torch.exp(log_magnitude))
+            log_magnitude = log_magnitude + torch.matmul(self.spread, (log_mel - have).clamp(-max_log_gain, max_log_gain))
+        return log_magnitude
+

@@ -128,7 +128,8 @@ class VocosVocoder(Vocoder):
 
         ``return_phase`` also returns the predicted phase ``[B, n_fft/2+1, F]`` (for a phase loss in training;
         going through ``forward`` keeps DDP's gradient hooks in the loop). ``post_process`` runs the
-        inference-time steps, ``config.consistency_passes`` phase-consistency iterations instead of the plain
+        inference-time steps: ``config.envelope_prematch`` steps of mel-envelope matching on the predicted magnitude,
+        ``config.consistency_passes`` phase-consistency iterations instead of the plain
         inverse STFT and then ``config.envelope_passes`` of mel-envelope matching; by default it does so in
         eval mode only, so the training losses judge the network's own output. The post-processed
         waveform carries no gradient.
@@ -137,6 +138,9 @@ class VocosVocoder(Vocoder):
         log_mag, phase = self.spectrum(log_mel)
         inference = not self.training if post_process is None else post_process
         c = self.config
+        if inference and c.envelope_prematch:
+            with torch.no_grad():
+                log_mag = self.envelope.prematch(log_mag, log_mel, c.envelope_prematch, c.envelope_max_log_gain)
         with torch.autocast(log_mel.device.type, enabled=False):  # istft has no bf16 kernel
             if inference and c.consistency_passes:
                 with torch.no_grad():
