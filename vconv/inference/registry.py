@@ -25,7 +25,7 @@ from vconv.errors import VconvError
 DEFAULT_BUNDLE = "vconv-voices-small"
 # the genuine shipped bundles: name -> sha256 of their config.json (update with the bundle, in one commit)
 SHIPPED_CONFIG_SHA256 = {
-    "vconv-voices-small": "14a9f424d10668618884bba4f8a76b67c6c75181bfed1b43d166dce3fec4dab6",
+    "vconv-voices-small": "897062a0a49a5d9bc12cc0c014311fb5f50ea081c4461e6140a27789e5f13bdd",
 }
 
 
