@@ -55,7 +55,7 @@ def main() -> None:
         tmp = tempfile.TemporaryDirectory()
         args.vocoder_dir = export_checkpoint(args.checkpoint, tmp.name)
     network_only, neural = load_vocoder(args.vocoder_dir), load_vocoder(args.vocoder_dir)
-    network_only.config.envelope_passes = network_only.config.consistency_passes = 0
+    network_only.config = network_only.config.without_post_processing()
     if args.envelope_passes is not None:
         neural.config.envelope_passes = args.envelope_passes
     if args.consistency_passes is not None:

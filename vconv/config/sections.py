@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -253,6 +254,11 @@ class VocoderConfig(ConfigSection):
     # 62.5 Hz amplitude modulation 3-6x the neighbouring band and F0 trackers locked onto it
     consistency_passes: int = 4
     consistency_momentum: float = 0.99
+
+    def without_post_processing(self) -> "VocoderConfig":
+        """This config with every inference-time step off (no prematch, no consistency or envelope pass): the
+        network's own output, as ``--fast`` and the "network only" measurements run it."""
+        return dataclasses.replace(self, envelope_prematch=0, consistency_passes=0, envelope_passes=0)
 
     def network(self) -> dict[str, Any]:
         """The fields that shape the weights (all but the inference-time ``envelope_*`` / ``consistency_*``

@@ -416,7 +416,7 @@ def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, 
         from vconv.vocoders.vocos import VocosVocoder
 
         vocos = cast(VocosVocoder, voc)  # named vocos just above
-        vocos.config = dataclasses.replace(vocos.config, consistency_passes=0, envelope_passes=0, envelope_prematch=0)
+        vocos.config = vocos.config.without_post_processing()
     converter = VoiceConverter(model, frontend, info, voc, device, target_match=target_match, precision=precision)
     # the networks were built here and run only under the converter's autocast: their weights lowered once
     # the content encoder stays float32: in bfloat16 it flipped VQ code choices (CER 0.28 -> 0.35 on the fixture

@@ -68,9 +68,7 @@ class MelEnvelopeMatch(nn.Module):
             spec = self.logmel.stft(wav)  # [B, n_freq, F']
             frames = min(spec.shape[-1], log_mel.shape[-1])
             spec = spec[..., :frames]
-            have = self.logmel.log_mel_of(spec.abs())
-            band_gain = (log_mel[..., :frames] - have).clamp(-max_log_gain, max_log_gain)  # [B, n_mels, F']
-            bin_gain = torch.matmul(self.spread, band_gain)  # [B, n_freq, F']
+            bin_gain = self.bin_log_gain(spec.abs(), log_mel[..., :frames], max_log_gain)  # [B, n_freq, F']
             corrected = self.logmel.istft(spec * torch.exp(bin_gain), length)
             wav = corrected if previous is None else corrected + momentum * (corrected - previous)
             previous = corrected
@@ -87,7 +85,11 @@ class MelEnvelopeMatch(nn.Module):
         log_magnitude = log_magnitude.float()
         log_mel = log_mel.float()
         for _ in range(steps):
-            have = self.logmel.log_mel_of(torch.exp(log_magnitude))
-            log_magnitude = log_magnitude + torch.matmul(self.spread, (log_mel - have).clamp(-max_log_gain, max_log_gain))
+            log_magnitude = log_magnitude + self.bin_log_gain(torch.exp(log_magnitude), log_mel, max_log_gain)
         return log_magnitude
 
+    def bin_log_gain(self, magnitude: torch.Tensor, log_mel: torch.Tensor, max_log_gain: float) -> torch.Tensor:
+        """The natural-log gain ``[B, n_fft/2+1, F]`` that moves ``magnitude [B, n_fft/2+1, F]``'s log-mel toward
+        ``log_mel [B, n_mels, F]``: each band's difference, bounded by ``max_log_gain``, spread onto the bins it covers."""
+        band_gain = (log_mel - self.logmel.log_mel_of(magnitude)).clamp(-max_log_gain, max_log_gain)  # [B, n_mels, F]
+        return torch.matmul(self.spread, band_gain)
