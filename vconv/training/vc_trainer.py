@@ -45,6 +45,7 @@ from vconv.models import VoiceConversionModel, build_model
 from vconv.training.base import BaseTrainer
 from vconv.training.mel_gan import MelDiscriminator
 from vconv.training.runs import load_training_state
+from vconv.training.speaker_consistency import SpeakerConsistency
 from vconv.vocoders.losses import discriminator_loss, feature_matching_loss, generator_loss
 
 
@@ -101,13 +102,7 @@ class ModelTrainer(BaseTrainer):
         self.net = self.distributed(self.model)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
         self.scheduler = self.make_scheduler(self.optimizer)
-        self.discriminator: MelDiscriminator | None = None  # the output mel's adversary (vconv.training.mel_gan)
-        if train.mel_gan_weight > 0:
-            self.discriminator = MelDiscriminator(train.mel_disc_channels).to(self.device)
-            self.disc_net = self.distributed(self.discriminator)
-            self.opt_d = torch.optim.AdamW(self.discriminator.parameters(), lr=train.mel_disc_lr, betas=(0.8, 0.9),
-                                           weight_decay=train.weight_decay)  # HiFi-GAN's short momentum for a moving target
-            self.sched_d = self.make_scheduler(self.opt_d, max(1, train.steps - train.mel_gan_start_step))
+        self._build_output_critics(features, train)
         state = self.latest_state()
         if state is not None:
             self.restore(state)  # brings the run's own normalisation statistics
@@ -125,6 +120,20 @@ class ModelTrainer(BaseTrainer):
         )
 
     # ----------------------------------------------------------------------------------------- setup
+
+    def _build_output_critics(self, features: FeatureConfig, train: TrainConfig) -> None:
+        """The training-only networks that judge the model's output, never part of the bundle: the output mel's
+        adversary (vconv.training.mel_gan) and the frozen d-vector of speaker consistency."""
+        self.discriminator: MelDiscriminator | None = None
+        if train.mel_gan_weight > 0:
+            self.discriminator = MelDiscriminator(train.mel_disc_channels).to(self.device)
+            self.disc_net = self.distributed(self.discriminator)
+            self.opt_d = torch.optim.AdamW(self.discriminator.parameters(), lr=train.mel_disc_lr, betas=(0.8, 0.9),
+                                           weight_decay=train.weight_decay)  # HiFi-GAN's short momentum for a moving target
+            self.sched_d = self.make_scheduler(self.opt_d, max(1, train.steps - train.mel_gan_start_step))
+        self.speaker_consistency: SpeakerConsistency | None = None
+        if train.speaker_consistency_weight > 0:
+            self.speaker_consistency = SpeakerConsistency(features).to(self.device)
 
     def _frontend(self, stats: FeatureStats) -> FrontEnd:
         return bundle_frontend(self.fcfg, self.mcfg, stats, self.spec)
@@ -179,6 +188,8 @@ class ModelTrainer(BaseTrainer):
                 metrics["adv_acc"] = (out.speaker_logits.argmax(-1) == batch.speaker).float().mean().item()
         if self.discriminator is not None and self.step >= self.tcfg.mel_gan_start_step:
             loss = loss + self._mel_gan_terms(batch.mel, out.mel.float(), metrics)
+        if self.speaker_consistency is not None:
+            loss = loss + self.tcfg.speaker_consistency_weight * self._speaker_consistency_term(batch, out, metrics)
         metrics["grad_norm"] = self.update(loss, self.optimizer, self.scheduler, self.model)
         self.step += 1
         metrics["loss"] = loss.item()
@@ -200,6 +211,29 @@ class ModelTrainer(BaseTrainer):
         matching = feature_matching_loss(judged_real.features, judged_fake.features)
         metrics.update(mel_d_loss=d_loss.item(), mel_g_adv=adversarial.item(), mel_fm=matching.item())
         return t.mel_gan_weight * adversarial + t.mel_fm_weight * matching
+
+    def _speaker_consistency_term(self, batch: Batch, out: Any, metrics: dict[str, float]) -> torch.Tensor:
+        """The first ``speaker_consistency_items`` items' codes decoded in the *next* item's voice (its embedding and
+        reference frames), scored by the frozen d-vector against that item's real segment; items whose neighbour is
+        the same speaker are left out. Reuses the reconstruction's codes and embeddings: only the decoder runs again."""
+        n = batch.mel.shape[0]
+        k = min(self.tcfg.speaker_consistency_items, n)
+        other = (torch.arange(k, device=batch.mel.device) + 1) % n  # item i takes item i+1's voice
+        differs = batch.speaker[:k] != batch.speaker[other]
+        if n < 2 or not bool(differs.any()):
+            return out.mel.new_zeros(())
+        memory = None
+        if self.model.reference is not None:
+            frames = batch.ref_frames if batch.ref_frames is not None else batch.ref
+            memory = self.model.encode_reference(frames[other])
+        with self.autocast():
+            converted = self.model.decode(out.quantizer.quantized[:k], out.speaker_embedding[other], batch.mel.shape[-1], memory)
+        assert self.speaker_consistency is not None  # called only when there is one
+        denorm = self.frontend.denormalize
+        cosine = self.speaker_consistency(denorm(converted.float()), denorm(batch.mel[other]))  # [k]
+        cosine = cosine[differs]
+        metrics["spk_cos"] = cosine.mean().item()
+        return (1 - cosine).mean()
 
     # ------------------------------------------------------------------------------------ validation
 
