@@ -108,16 +108,11 @@ class DVectorFeatures(torch.nn.Module):
 
     def __init__(self, cfg: FeatureConfig, nnls_iterations: int = 8):
         super().__init__()
-        self.basis: torch.Tensor  # [n_mels, K], buffers (declared for the type checker)
-        self.pinv: torch.Tensor  # [K, n_mels]
-        self.onto: torch.Tensor  # [40, K]
+        self.onto: torch.Tensor  # [40, K], a buffer (declared for the type checker)
         if cfg.sample_rate != _DV_RATE:
             raise VconvError(f"speaker consistency needs 16 kHz features (the d-vector's rate), not {cfg.sample_rate} Hz")
         self.cfg, self.iterations = cfg, nnls_iterations
         self.logmel = LogMel(cfg)
-        basis = torch.from_numpy(slaney_mel_basis(cfg.sample_rate, cfg.n_fft, cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax)).float()
-        self.register_buffer("basis", basis, persistent=False)  # [n_mels, K]
-        self.register_buffer("pinv", torch.linalg.pinv(basis), persistent=False)  # [K, n_mels]
         # the embedder's 40 bands on its 257 bins, its bins read from ours by linear interpolation in frequency
         ours = np.arange(cfg.n_fft // 2 + 1) * cfg.sample_rate / cfg.n_fft
         theirs = np.arange(_DV_N_FFT // 2 + 1) * _DV_RATE / _DV_N_FFT
@@ -128,11 +123,7 @@ class DVectorFeatures(torch.nn.Module):
         self.offset = self._level_offset()
 
     def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
-        mel = torch.exp(log_mel.float())  # [B, n_mels, F]
-        magnitude = torch.clamp(self.pinv @ mel, min=1e-6)  # [B, K, F]
-        numerator = self.basis.T @ mel
-        for _ in range(self.iterations):  # Lee & Seung's multiplicative NNLS steps, as LogMel.to_linear
-            magnitude = magnitude * numerator / (self.basis.T @ (self.basis @ magnitude) + 1e-10)
+        magnitude = self.logmel.to_linear(log_mel, self.iterations)  # [B, K, F], differentiable
         bands = torch.log10(self.onto @ magnitude.square() + 1e-10) + self.offset  # [B, 40, F]
         # empty bands (band-limited recordings, silence): the embedder's own analysis of real audio never reads much
         # below ~-7.4 there (its window's leakage), where ours, rebuilt from a floored mel, falls to ~-10

@@ -41,7 +41,7 @@ from vconv.data.twins import load_twin_groups, twin_index
 from vconv.errors import VconvError
 from vconv.fileio import read_json_object
 from vconv.frontends import FrontEndPart, load_parts, model_parts
-from vconv.models import VoiceConversionModel, build_model
+from vconv.models import ReconstructionOutput, VoiceConversionModel, build_model
 from vconv.training.base import BaseTrainer
 from vconv.training.mel_gan import MelDiscriminator
 from vconv.training.runs import load_training_state
@@ -212,7 +212,7 @@ class ModelTrainer(BaseTrainer):
         metrics.update(mel_d_loss=d_loss.item(), mel_g_adv=adversarial.item(), mel_fm=matching.item())
         return t.mel_gan_weight * adversarial + t.mel_fm_weight * matching
 
-    def _speaker_consistency_term(self, batch: Batch, out: Any, metrics: dict[str, float]) -> torch.Tensor:
+    def _speaker_consistency_term(self, batch: Batch, out: ReconstructionOutput, metrics: dict[str, float]) -> torch.Tensor:
         """The first ``speaker_consistency_items`` items' codes decoded in the *next* item's voice (its embedding and
         reference frames), scored by the frozen d-vector against that item's real segment; items whose neighbour is
         the same speaker are left out. Reuses the reconstruction's codes and embeddings: only the decoder runs again."""
@@ -220,7 +220,7 @@ class ModelTrainer(BaseTrainer):
         k = min(self.tcfg.speaker_consistency_items, n)
         other = (torch.arange(k, device=batch.mel.device) + 1) % n  # item i takes item i+1's voice
         differs = batch.speaker[:k] != batch.speaker[other]
-        if n < 2 or not bool(differs.any()):
+        if not bool(differs.any()):  # (a batch of one is its own neighbour)
             return out.mel.new_zeros(())
         memory = None
         if self.model.reference is not None:
