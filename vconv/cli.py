@@ -26,6 +26,7 @@ import typer
 from vconv.cli_artifacts import bundle_app, frontend_app
 from vconv.cli_common import (
     EXIT_CODES_HELP,
+    FIT_VOICE_HELP,
     PRECISION_HELP,
     TARGET_MATCH_HELP,
     OneLineErrorsGroup,
@@ -227,6 +228,7 @@ def convert(
     fast: bool = typer.Option(False, "--fast", help="Skip the neural vocoder's post-processing passes: less time, lower quality (benchmarks/bench_convert.py measures the time, recipes/voices/MODEL_HISTORY.md the quality)."),
     target_match: str = typer.Option("meanstd", "--target-match", help=TARGET_MATCH_HELP),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+    fit_voice: int = typer.Option(0, "--fit-voice", metavar="STEPS", help=FIT_VOICE_HELP),
     force: bool = typer.Option(False, "--force", help="Overwrite outputs of an earlier run (never a source or a reference)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar in folder mode."),
 ) -> None:
@@ -237,14 +239,16 @@ def convert(
     from vconv.inference.plan import plan_conversions
     from vconv.inference.precision import check_precision
     from vconv.inference.target_match import check_mode
+    from vconv.inference.voice_fit import check_fit_steps
 
     check_mode(target_match, "--target-match")
     check_precision(precision, "--precision")
+    check_fit_steps(fit_voice)
     bundle = _check_model(model, vocoder)  # the model, inputs and outputs are checked before the model load
     plan = plan_conversions(source, target, out, force=force, sample_rate=sample_rate)
     if not plan.jobs:
         finish_batch(0, plan.failed)
-    converter = load(bundle, vocoder=vocoder, fast=fast, target_match=target_match, precision=precision)
+    converter = load(bundle, vocoder=vocoder, fast=fast, target_match=target_match, precision=precision, fit_steps=fit_voice)
     report = convert_paths(converter, source, target, out, force=force, progress=progress, plan=plan)
     typer.echo(report.summary())
     for note in report.notes:
@@ -299,6 +303,7 @@ def evaluate(
     vocoder: Optional[str] = typer.Option(None, "--vocoder", help="Vocoder for conversion and the copy-synthesis row (default: the bundle's)."),
     target_match: str = typer.Option("meanstd", "--target-match", help=TARGET_MATCH_HELP),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+    fit_voice: int = typer.Option(0, "--fit-voice", metavar="STEPS", help=FIT_VOICE_HELP),
     seed: int = typer.Option(0, help="Seed of the pair sampling."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the similarity histogram and the embedding projection."),
     asr_model: str = typer.Option("base", "--asr-model", help="CER/WER judge: base (Whisper base, multilingual) or tiny.en; a judge that shares weights with the model is refused."),
@@ -314,8 +319,8 @@ def evaluate(
     bundle = _check_model(model, vocoder) if manifest is not None or model is not None else None
     report = evaluate_model(EvaluationRequest(
         out, bundle=bundle, manifest=manifest, protocol=protocol, sources_per_pair=sources_per_pair,
-        target_refs=target_refs, vocoder=vocoder, target_match=target_match, precision=precision, seed=seed, plots=plots,
-        asr_model=asr_model, force=force, progress=progress))
+        target_refs=target_refs, vocoder=vocoder, target_match=target_match, precision=precision, fit_steps=fit_voice,
+        seed=seed, plots=plots, asr_model=asr_model, force=force, progress=progress))
     typer.echo(report.summary_markdown)
     typer.echo(f"report: {out}")
 

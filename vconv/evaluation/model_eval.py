@@ -31,6 +31,7 @@ class EvaluationRequest:
     vocoder: str | None = None
     target_match: str = "meanstd"
     precision: str = "auto"
+    fit_steps: int = 0
     seed: int = 0
     plots: bool = True
     asr_model: str = "base"
@@ -41,6 +42,7 @@ class EvaluationRequest:
         """Every option against the others and the output folder, before anything loads."""
         from vconv.inference.precision import check_precision
         from vconv.inference.target_match import check_mode
+        from vconv.inference.voice_fit import check_fit_steps
         from vconv.paths import check_output_path
 
         if (self.manifest is None) == (self.protocol is None):
@@ -53,6 +55,7 @@ class EvaluationRequest:
             raise VconvError(f"--target-refs {self.target_refs}: expected 1 or more")
         check_mode(self.target_match, "--target-match")
         check_precision(self.precision, "--precision")
+        check_fit_steps(self.fit_steps)
         check_output_path(self.out, expect="folder", what="report folder")  # inputs and outputs before the model load
         if (self.out / "results.json").exists() and not self.force:
             raise VconvError(f"{self.out / 'results.json'}: already exists; pass --force to overwrite")
@@ -82,6 +85,9 @@ class _Conversions:
     def notes(self) -> list[str]:  # asked after the conversions
         said = [f"Target-spectrum matching: {self.target_match}. Networks computed in "
                 f"{str(self.converter.compute_dtype).removeprefix('torch.')}."]
+        if self.converter.fit_steps:
+            said.append(f"The speaker embedding was fitted to each pair's target references in {self.converter.fit_steps} "
+                        "steps (`--fit-voice`): every row of the model, matched and unmatched, converts with it.")
         if self.skipped_matching:
             said.append(f"Target-spectrum matching was skipped for {len(self.skipped_matching)} conversion(s): their target "
                         "references hold too little speech for trusted statistics, so they are the model's own output.")
@@ -104,7 +110,7 @@ def evaluate_model(request: EvaluationRequest) -> Report:
         from vconv.inference.converter import load
 
         conversions = _Conversions(load(request.bundle, vocoder=request.vocoder, target_match=request.target_match,
-                                        precision=request.precision),
+                                        precision=request.precision, fit_steps=request.fit_steps),
                                    request.target_match)
     name = conversions.converter.info.path.name if conversions else request.protocol
     return run_evaluation(

@@ -72,6 +72,8 @@ def convert_paths(
     skipped = converter.matching_skipped(target)
     if skipped:
         report.notes.append(skipped)
+    if target.fit_losses:
+        report.notes.append(fit_note(target.fit_losses))
     report.notes += long_reference_notes(plan.refs)
     start = time.perf_counter()
     rate = plan.sample_rate if plan.sample_rate is not None else converter.sample_rate
@@ -102,6 +104,12 @@ def convert_one(converter: VoiceConverter, src: Path, target: TargetVoice, dest:
         converted = limit_peak(resample(converted, converter.sample_rate, rate))
     save(dest, converted, rate, force=force)
     return wav.size / converter.sample_rate
+
+
+def fit_note(losses: Sequence[float]) -> str:
+    """One line on a voice fit (:mod:`vconv.inference.voice_fit`): its steps and the references' reconstruction error."""
+    return (f"voice fitted to the target references in {len(losses) - 1} steps: their reconstruction L1 "
+            f"{losses[0]:.3f} -> {losses[-1]:.3f}")
 
 
 def long_reference_notes(paths: Sequence[Path]) -> list[str]:

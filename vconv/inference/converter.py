@@ -44,9 +44,11 @@ from vconv.inference.target_match import (
     match_spectrum,
     spectrum_stats,
 )
+from vconv.inference.voice_fit import MAX_FIT_SECONDS, FitReference, VoiceFit, check_fit_steps, crop_references, fit_embedding
 
 if TYPE_CHECKING:
     from vconv.inference.streaming import StreamConverter
+    from vconv.models.reference import ReferenceMemory
     from vconv.models.vc import VoiceConversionModel
 
 AudioInput = Union[str, Path, np.ndarray]
@@ -65,7 +67,7 @@ class VoiceConverter:
     """
 
     def __init__(self, model, frontend: FrontEnd, info: BundleInfo, vocoder=None, device: str | torch.device = "cpu",
-                 target_match: str = DEFAULT_MODE, precision: str = DEFAULT_PRECISION):
+                 target_match: str = DEFAULT_MODE, precision: str = DEFAULT_PRECISION, fit_steps: int = 0):
         from vconv.vocoders import check_compatible, get_vocoder
 
         self.model = model.to(device).eval()
@@ -78,6 +80,7 @@ class VoiceConverter:
         self.vocoder = self.vocoder.to(self.device).eval()
         self.target_match = check_mode(target_match)
         self.compute_dtype = resolve_precision(precision, self.device)
+        self.fit_steps = check_fit_steps(fit_steps, "fit_steps")
         self._stream_twin: "VoiceConversionModel | None" = None
         self._stream_twin_read = False  # whether the bundle was looked at for one (on the first stream)
 
@@ -182,8 +185,26 @@ class VoiceConverter:
             reference = dataclasses.replace(memory, keys=memory.keys.float(), values=memory.values.float())
         primer = np.concatenate(wavs)[-int(PRIMER_SECONDS * self.sample_rate):].astype(np.float32)  # the references' tail
         inputs = self._speaker_inputs(wavs)
-        return TargetVoice(embedding=self._embed_inputs(inputs), spectrum=spectrum_stats(log_mels), reference=reference,
-                           primer=primer, speaker_inputs=tuple(inputs))
+        embedding, fit_losses = self._embed_inputs(inputs), cast(tuple[float, ...], ())
+        if self.fit_steps:
+            fit = self._fit_voice(wavs, log_mels, embedding, reference)
+            embedding, fit_losses = fit.embedding, fit.losses
+        return TargetVoice(embedding=embedding, spectrum=spectrum_stats(log_mels), reference=reference,
+                           primer=primer, speaker_inputs=tuple(inputs), fit_losses=fit_losses)
+
+    def _fit_voice(self, wavs: list[np.ndarray], log_mels: list[torch.Tensor], embedding: torch.Tensor,
+                   reference: ReferenceMemory | None) -> VoiceFit:
+        """The embedding ``[1, S]`` tuned on the references (:mod:`vconv.inference.voice_fit`), from ``embedding``."""
+        max_frames = int(MAX_FIT_SECONDS * self.sample_rate / self.features.hop_length)
+        references, frames = [], 0
+        for wav, log_mel in zip(wavs, log_mels):  # only what the fit reads goes through the content front-end
+            if frames >= max_frames:
+                break
+            references.append(FitReference(self.frontend.content_input(wav), self.frontend.normalize(log_mel)[None]))
+            frames += log_mel.shape[-1]
+        with self.compute():
+            return fit_embedding(self.model, crop_references(references, max_frames), embedding, steps=self.fit_steps,
+                                 memory=reference)
 
     @torch.no_grad()
     def embed(self, wavs: Sequence[AudioInput] | AudioInput, sr: int | None = None) -> np.ndarray:
@@ -386,14 +407,16 @@ def limit_peak(wav: np.ndarray, peak: float = PEAK) -> np.ndarray:
 
 
 def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, device: str | torch.device = "cpu",
-         fast: bool = False, target_match: str = DEFAULT_MODE, precision: str = DEFAULT_PRECISION) -> VoiceConverter:
+         fast: bool = False, target_match: str = DEFAULT_MODE, precision: str = DEFAULT_PRECISION,
+         fit_steps: int = 0) -> VoiceConverter:
     """Load a bundle by name or folder (default: the shipped model) as a :class:`VoiceConverter`.
 
     ``fast`` runs the bundle's neural vocoder without its inference-time post-processing (phase
     consistency and mel-envelope matching passes): less time per conversion (``benchmarks/bench_convert.py``
     prints both), at the quality cost that ``recipes/voices/MODEL_HISTORY.md`` measures ("network only").
     ``precision``: ``auto`` (bfloat16 where the CPU computes it natively), ``float32`` or ``bfloat16``
-    (:mod:`vconv.inference.precision`).
+    (:mod:`vconv.inference.precision`). ``fit_steps``: tune the speaker embedding on the target references for this
+    many steps before converting (:mod:`vconv.inference.voice_fit`; 0, the default, uses the speaker encoder's).
     """
     from vconv.bundles import load_bundle_vocoder
     from vconv.vocoders import get_vocoder
@@ -401,6 +424,7 @@ def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, 
     target_match = check_mode(target_match)
     device = check_device(device)  # before the bundle: a typo in the device or precision fails at once
     resolve_precision(precision, torch.device(device))
+    check_fit_steps(fit_steps, "fit_steps")
     bundle = resolve_bundle(name_or_path)
     model, frontend, info = load_bundle(bundle, device)
     # the bundle's own (trained) vocoder by default; a name (e.g. "griffinlim") overrides it
@@ -417,7 +441,8 @@ def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, 
 
         vocos = cast(VocosVocoder, voc)  # named vocos just above
         vocos.config = vocos.config.without_post_processing()
-    converter = VoiceConverter(model, frontend, info, voc, device, target_match=target_match, precision=precision)
+    converter = VoiceConverter(model, frontend, info, voc, device, target_match=target_match, precision=precision,
+                               fit_steps=fit_steps)
     # the networks were built here and run only under the converter's autocast: their weights lowered once
     # the content encoder stays float32: in bfloat16 it flipped VQ code choices (CER 0.28 -> 0.35 on the fixture
     # conversions of tests/test_pretrained.py; 0.29-0.30 with it in float32 and the rest in bfloat16)

@@ -24,7 +24,10 @@ class TargetVoice:
     speech rather than on a few frames; it is never emitted;
     ``speaker_inputs``: what the speaker encoder read, one per reference (normalised log-mels ``[n_mels, T_i]`` or
     d-vectors ``[256]``): a stream network with a speaker encoder of its own (one trained apart, not distilled from
-    the bundle's model) embeds the target from them.
+    the bundle's model) embeds the target from them;
+    ``fit_losses``: when the embedding was fitted to the references (:mod:`vconv.inference.voice_fit`), their
+    reconstruction L1 before each fit step and after the last (the first is the speaker encoder's embedding's); empty
+    when it was not.
     """
 
     embedding: torch.Tensor
@@ -32,6 +35,7 @@ class TargetVoice:
     reference: ReferenceMemory | None = None
     primer: np.ndarray | None = None
     speaker_inputs: tuple[torch.Tensor, ...] = ()
+    fit_losses: tuple[float, ...] = ()
 
 
 PRIMER_SECONDS = 3.0  # as much as a stream's longest sensible context; the default context takes the last 1.5 s

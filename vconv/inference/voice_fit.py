@@ -1,0 +1,116 @@
+"""Fitting the target's voice at conversion time: the speaker embedding tuned on the target's own references.
+
+Why: the speaker encoder learned its embedding space from a few dozen training voices, so a voice it never
+heard is mapped near the voices it knows, and the decoder renders that neighbour (on the held-out voices the
+network's own output stays ~0.58 from the target, recipes/voices/MODEL_HISTORY.md). Here the encoder's
+embedding is only the starting point: a few Adam steps move it so that the frozen decoder rebuilds each
+reference's log-mel from that reference's own content codes. The codes carry the words; the one vector
+``[1, S]`` that drives every AdaIN layer can only take up what is the same all through the references, the
+voice. No weight of the network changes, and the cost is per target (``steps`` decoder passes forward and back
+over at most :data:`MAX_FIT_SECONDS` of reference), not per second of source.
+
+:func:`fit_embedding` is the whole procedure; :class:`~vconv.inference.converter.VoiceConverter` calls it from
+``target_voice`` when it was loaded with ``fit_steps > 0`` (``vconv convert --fit-voice N``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from vconv.errors import VconvError
+
+if TYPE_CHECKING:
+    from vconv.models.reference import ReferenceMemory
+    from vconv.models.vc import VoiceConversionModel
+
+__all__ = ["DEFAULT_FIT_LR", "FitReference", "MAX_FIT_SECONDS", "VoiceFit", "check_fit_steps", "fit_embedding"]
+
+# Adam's step on the embedding: at 0.03, 60 steps move v6's embedding to cosine ~0.55 of where the encoder put it
+# and take the reference reconstruction L1 from 0.41 to 0.35; 0.01 had not converged in 100 steps (MODEL_HISTORY)
+DEFAULT_FIT_LR = 0.03
+# the reference frames a fit reads at most, over all references: its cost grows with them, its voice does not
+MAX_FIT_SECONDS = 8.0
+MAX_FIT_STEPS = 2000  # a typo guard: a fit of this many steps takes minutes
+
+
+@dataclass(frozen=True)
+class FitReference:
+    """One target reference as the fit reads it.
+
+    Attributes:
+        content: ``[1, C, T]`` what the content encoder reads of it (normalised log-mel or Whisper states).
+        mel: ``[1, n_mels, T]`` its normalised log-mel, the decoder's target.
+    """
+
+    content: torch.Tensor
+    mel: torch.Tensor
+
+
+@dataclass(frozen=True)
+class VoiceFit:
+    """What :func:`fit_embedding` returns: ``embedding [1, S]`` (float32, no gradient) and the reconstruction L1
+    of the references before each step and after the last (``steps + 1`` values; the first is the encoder's)."""
+
+    embedding: torch.Tensor
+    losses: tuple[float, ...]
+
+
+def check_fit_steps(steps: int, what: str = "--fit-voice") -> int:
+    """``steps`` if it is a usable number of fit steps (0 = no fit), else a one-line VconvError."""
+    if not 0 <= steps <= MAX_FIT_STEPS:
+        raise VconvError(f"{what} {steps}: expected 0 (no fit) to {MAX_FIT_STEPS} steps")
+    return steps
+
+
+def crop_references(references: Sequence[FitReference], max_frames: int) -> list[FitReference]:
+    """The references cut to ``max_frames`` frames in all, the first ones first (each at least one frame)."""
+    cropped, left = [], max_frames
+    for ref in references:
+        if left <= 0:
+            break
+        frames = min(ref.mel.shape[-1], ref.content.shape[-1], left)
+        cropped.append(FitReference(ref.content[..., :frames], ref.mel[..., :frames]))
+        left -= frames
+    return cropped
+
+
+def fit_embedding(model: "VoiceConversionModel", references: Sequence[FitReference], embedding: torch.Tensor, *,
+                  steps: int, lr: float = DEFAULT_FIT_LR, memory: "ReferenceMemory | None" = None) -> VoiceFit:
+    """Tune ``embedding [1, S]`` so that ``model``'s decoder rebuilds each reference from its own codes.
+
+    Args:
+        model: the conversion network, in eval mode; its weights are read, never changed, and no gradient is
+            left on them (only the embedding's is computed).
+        references: the target's references (:class:`FitReference`), already cropped to what the fit may read.
+        embedding: ``[1, S]`` the starting point, the speaker encoder's embedding of the references.
+        steps: Adam steps (0 returns ``embedding`` unchanged).
+        lr: Adam's learning rate.
+        memory: the reference path's memory of the same references, for a model that has the path.
+
+    Runs in whatever autocast the caller set (the converter's precision); the loss is the mean of the
+    references' L1 in the normalised log-mel space the model was trained in.
+    """
+    if not references:
+        raise ValueError("fit_embedding needs at least one reference")
+    with torch.no_grad():  # the codes do not depend on the embedding: computed once
+        codes = [model.encode_content(ref.content).quantized.detach() for ref in references]
+    fitted = embedding.detach().float().clone().requires_grad_(True)
+    optimiser = torch.optim.Adam([fitted], lr=lr)
+    losses: list[float] = []
+    with torch.enable_grad():
+        for _ in range(steps + 1):
+            loss = torch.stack([
+                F.l1_loss(model.decode(q, fitted, ref.mel.shape[-1], memory).float(), ref.mel.float())
+                for q, ref in zip(codes, references)
+            ]).mean()
+            losses.append(float(loss.detach()))
+            if len(losses) > steps:  # the last pass only measures
+                break
+            # the embedding's gradient alone: backward() would also compute (and keep) every weight's
+            (fitted.grad,) = torch.autograd.grad(loss, [fitted])
+            optimiser.step()
+    return VoiceFit(embedding=fitted.detach(), losses=tuple(losses))
