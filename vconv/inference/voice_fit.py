@@ -29,9 +29,10 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_FIT_LR", "FitReference", "MAX_FIT_SECONDS", "VoiceFit", "check_fit_steps", "fit_embedding"]
 
-# Adam's step on the embedding: at 0.03, 60 steps move v6's embedding to cosine ~0.55 of where the encoder put it
-# and take the reference reconstruction L1 from 0.41 to 0.35; 0.01 had not converged in 100 steps (MODEL_HISTORY)
-DEFAULT_FIT_LR = 0.03
+# Adam's step on the embedding: 30 steps at 0.1 judge as 60 at 0.03 on the held-out voices (both take v6's reference
+# reconstruction L1 from 0.41 to ~0.34, moving the embedding to cosine ~0.5 of where the encoder put it); 0.01 had
+# not converged in 100 steps (recipes/voices/MODEL_HISTORY.md, "Fitting the voice")
+DEFAULT_FIT_LR = 0.1
 # the reference frames a fit reads at most, over all references: its cost grows with them, its voice does not
 MAX_FIT_SECONDS = 8.0
 MAX_FIT_STEPS = 2000  # a typo guard: a fit of this many steps takes minutes
