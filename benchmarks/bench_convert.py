@@ -11,7 +11,8 @@ turns (A B A B ...), each pair's ratio taken and the median of those quoted:
     vocoder -> write the wav) against the content front-end alone on the same 10 s (``--runs`` pairs), with the
     networks in the converter's default arithmetic (bfloat16 where the CPU has it, vconv.inference.precision; the
     front-end always float32) and, beside it, all in float32; then where the time goes, stage by stage (read,
-    target, front-end, conversion network, matching, vocoder network, vocoder passes, write);
+    target, front-end, conversion network, matching, vocoder network, vocoder passes, write), and what fitting the
+    voice to the reference (``--fit-voice 30``) adds, once per target;
 (c) **memory**: peak RSS (ru_maxrss) of a fresh process converting a ``--long-minutes`` source, written
     beforehand by this process, beside a fresh process converting the 10 s source and one converting a
     ``--longer-minutes`` source (default 2 hours): a long source is converted a chunk at a time, so its
@@ -22,7 +23,7 @@ without its post-processing passes; best of 3 after a warm-up), the best of 3 ``
 the bundle's size. Without --model it uses the shipped bundle, or, if none is installed, a randomly
 initialised model of the default (shipped) size: speed does not depend on the weights' values. ``--json``
 also writes the figures (``startup_ratio``, ``end_to_end_ratio``, ``peak_rss_mb``, ``peak_rss_10s_mb``,
-``stage_s``, ``compute_dtype``, ``end_to_end_ratio_float32``, ``rtf`` per vocoder, ``default_vocoder``, ``load_s``, ``bundle_mb``,
+``stage_s``, ``fit_voice_s`` (what ``--fit-voice 30`` adds, once per target), ``compute_dtype``, ``end_to_end_ratio_float32``, ``rtf`` per vocoder, ``default_vocoder``, ``load_s``, ``bundle_mb``,
 ``threads``).
 """
 
@@ -115,6 +116,24 @@ def end_to_end_ratio(converter, src: Path, ref: Path, out: Path, runs: int) -> t
         return time.perf_counter() - start
 
     return paired(whole, front_end, runs)
+
+
+FIT_STEPS = 30  # what recipes/voices/MODEL_HISTORY.md judges
+
+
+def fit_time(model: str, ref: Path, runs: int) -> float:
+    """What ``--fit-voice`` adds to a conversion: the median over ``runs`` (after a warm-up) of the target prepared with
+    the fit less the same target prepared without it, in turns, both in the converter's default arithmetic."""
+    plain, fitting = load(model), load(model, fit_steps=FIT_STEPS)
+    differences = []
+    for number in range(runs + 1):
+        start = time.perf_counter()
+        fitting.target_voice([ref])
+        middle = time.perf_counter()
+        plain.target_voice([ref])
+        if number:  # the first round warms both up
+            differences.append((middle - start) - (time.perf_counter() - middle))
+    return statistics.median(differences)
 
 
 @torch.no_grad()
@@ -261,6 +280,9 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict:
     stages = stage_times(converter, src, ref, tmp / "out.wav", args.runs)
     print("    where the time goes: " + ", ".join(f"{name} {1000 * t:.1f} ms" for name, t in stages.items())
           + f"; the rest (checks, the plan, copies) {1000 * (whole - sum(stages.values())):.1f} ms")
+    fit_s = fit_time(model, ref, args.runs)
+    print(f"    with --fit-voice {FIT_STEPS}: the target takes {fit_s:.2f} s more, once per target (the 10 s conversion "
+          f"{whole + fit_s:.2f} s, RTF {(whole + fit_s) / 10:.3f} against {whole / 10:.4f})")
     e2e_float32 = None
     if converter.compute_dtype != torch.float32:  # what the same conversion costs without bfloat16, side by side
         whole32, front32, e2e_float32 = end_to_end_ratio(load(model, precision="float32"), src, ref, tmp / "out.wav", args.runs)
@@ -286,7 +308,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict:
             "compute_dtype": dtype, "end_to_end_ratio_float32": None if e2e_float32 is None else round(e2e_float32, 3),
             "peak_rss_mb": round(peak), "peak_rss_10s_mb": round(peak10), "long_minutes": args.long_minutes,
             "peak_rss_longer_mb": None if longer is None else round(longer), "longer_minutes": args.longer_minutes,
-            "load_s": round(min(loads), 3), "default_vocoder": converter.vocoder.name,
+            "fit_voice_s": round(fit_s, 3), "fit_voice_steps": FIT_STEPS, "load_s": round(min(loads), 3), "default_vocoder": converter.vocoder.name,
             "rtf": vocoder_rtfs(model, src, ref, tmp / "out.wav")}
 
 
