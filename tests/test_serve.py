@@ -74,6 +74,7 @@ def test_bad_options_and_addresses_fail_before_the_model_loads(monkeypatch):
     one_line_error(invoke("serve", "--workers", 3), "--workers 3")
     one_line_error(invoke("serve", "--target-match", "loud"), "--target-match 'loud': unknown")
     one_line_error(invoke("serve", "--queue", -1), "--queue -1")
+    one_line_error(invoke("serve", "--fit-voice", -1), "--fit-voice -1")
     one_line_error(invoke("serve", "--max-seconds", 0), "--max-seconds 0")
     one_line_error(invoke("serve", "--max-upload-mb", -5), "--max-upload-mb -5")
     one_line_error(invoke("serve", "--port", 70000), "--port 70000")

@@ -173,6 +173,11 @@ def test_cli_stream_file_to_file_raw_pipe_and_wav_pipe(tmp_path):
     assert out_rate == rate and converted.shape == source.shape and np.abs(converted).max() > 1000
     again = invoke("stream", "-t", EXAMPLES / "target.wav", "-i", EXAMPLES / "source.wav", "-o", out)
     assert again.exit_code == 1 and "already exists; pass --force" in again.stderr
+    fitted = invoke("stream", "-t", EXAMPLES / "target.wav", "-i", EXAMPLES / "source.wav", "-o", tmp_path / "fit.wav",
+                    "--fit-voice", 5)  # the stream converts in the voice fitted to the reference
+    assert fitted.exit_code == 0, fitted.output
+    fitted_audio = sf.read(tmp_path / "fit.wav", dtype="int16")[0]
+    assert fitted_audio.shape == converted.shape and not np.array_equal(fitted_audio, converted)
 
     raw = subprocess.run([sys.executable, "-m", "vconv", "stream", "-t", str(EXAMPLES / "target.wav"), "--raw",
                           "--sample-rate", str(rate)], input=source.astype("<i2").tobytes(), capture_output=True, timeout=300)
@@ -189,6 +194,7 @@ def test_cli_stream_file_to_file_raw_pipe_and_wav_pipe(tmp_path):
     (["--input", "{src}", "--sample-rate", "44100"], "the output keeps the input's rate"),
     (["--input", "{missing}"], "file not found"),
     (["--input", "{src}", "--target-match", "loud"], "--target-match 'loud': unknown"),
+    (["--input", "{src}", "--fit-voice", "-4"], "--fit-voice -4"),
 ])
 def test_cli_stream_bad_options_are_one_line_errors(tmp_path, args, reason):
     from tests.conftest import invoke

@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from vconv.cli_common import PRECISION_HELP, TARGET_MATCH_HELP, friendly_errors
+from vconv.cli_common import FIT_VOICE_HELP, PRECISION_HELP, TARGET_MATCH_HELP, friendly_errors
 from vconv.errors import VconvError
 
 MISSING_EXTRA = "vconv serve needs the serve extra: pip install 'vconv[serve]'"
@@ -38,6 +38,7 @@ def serve(
     queue: int = typer.Option(4, "--queue", help="Requests waiting for a worker; past that the server answers 'busy, retry' (HTTP 503)."),
     target_match: str = typer.Option("meanstd", "--target-match", help=TARGET_MATCH_HELP),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+    fit_voice: int = typer.Option(0, "--fit-voice", metavar="STEPS", help=FIT_VOICE_HELP),
 ) -> None:
     """Start a local web page to try conversions: upload or record a source and target references, convert, listen, download.
 
@@ -47,10 +48,12 @@ def serve(
     """
     from vconv.inference.precision import check_precision
     from vconv.inference.target_match import check_mode
+    from vconv.inference.voice_fit import check_fit_steps
     from vconv.serve.limits import ServeLimits
 
     check_mode(target_match, "--target-match")
     check_precision(precision, "--precision")
+    check_fit_steps(fit_voice)
     _require_serve_extra()
     limits = ServeLimits(max_upload_mb=max_upload_mb, max_seconds=max_seconds, workers=workers, queue_depth=queue).check()
 
@@ -67,7 +70,7 @@ def serve(
         # each conversion gets an equal share of the cores; more threads than cores only adds contention
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // limits.workers))
         typer.echo(f"loading model {model or '(shipped default)'} ...", err=True)
-        converter = load(model, vocoder=vocoder, target_match=target_match, precision=precision)
+        converter = load(model, vocoder=vocoder, target_match=target_match, precision=precision, fit_steps=fit_voice)
         app = create_app(converter, limits, allowed_hosts=listener.allowed_hosts())
     except BaseException:
         listener.sock.close()

@@ -14,7 +14,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from vconv.cli_common import PRECISION_HELP, TARGET_MATCH_HELP, friendly_errors
+from vconv.cli_common import FIT_VOICE_HELP, PRECISION_HELP, TARGET_MATCH_HELP, friendly_errors
 from vconv.errors import VconvError
 
 STDIO = Path("-")
@@ -36,6 +36,7 @@ def stream(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle name or folder; default: the shipped model."),
     target_match: str = typer.Option("meanstd", "--target-match", help=TARGET_MATCH_HELP),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+    fit_voice: int = typer.Option(0, "--fit-voice", metavar="STEPS", help=FIT_VOICE_HELP),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
     input_device: Optional[str] = typer.Option(None, "--input-device", help="Capture from a microphone instead: its number or part of its name in --list-devices, or 'default' (needs vconv[live])."),
     output_device: Optional[str] = typer.Option(None, "--output-device", help="Play on a loudspeaker instead of writing: its number or part of its name, or 'default' (needs vconv[live])."),
@@ -47,6 +48,7 @@ def stream(
     from vconv.audio.io import inspect_audio
     from vconv.inference.precision import check_precision
     from vconv.inference.target_match import check_mode
+    from vconv.inference.voice_fit import check_fit_steps
 
     if list_devices:
         from vconv.audio.live import list_devices as devices
@@ -57,6 +59,7 @@ def stream(
         raise VconvError("give the target voice: --target REF.wav (repeat for several references)")
     check_mode(target_match, "--target-match")
     check_precision(precision, "--precision")
+    check_fit_steps(fit_voice)
     _check_sources(input_path, output, input_device, output_device, raw, realtime)
     if raw and input_path == STDIO and sample_rate is None and input_device is None:
         raise VconvError("--raw input needs --sample-rate N (headerless PCM does not say its rate)")
@@ -68,7 +71,7 @@ def stream(
     writer = _open_writer(output, raw, reader.sample_rate, force, output_device)
     try:
         report, converter_stream = _run(target, reader, writer, model, target_match, precision, block_ms, lookahead_ms,
-                                        context_ms, realtime, prime)
+                                        context_ms, realtime, prime, fit_voice)
     except BaseException:
         writer.abort()
         raise
@@ -80,11 +83,12 @@ def stream(
 
 
 def _run(target: List[Path], reader: Any, writer: Any, model: Optional[str], target_match: str, precision: str,
-         block_ms: float, lookahead_ms: float, context_ms: float, realtime: bool, prime: bool = True) -> tuple[Any, Any]:
+         block_ms: float, lookahead_ms: float, context_ms: float, realtime: bool, prime: bool = True,
+         fit_voice: int = 0) -> tuple[Any, Any]:
     from vconv.inference.converter import load
     from vconv.inference.stream_run import run_stream
 
-    converter = load(model, target_match=target_match, precision=precision)
+    converter = load(model, target_match=target_match, precision=precision, fit_steps=fit_voice)
     live = converter.stream([str(t) for t in target], block_ms=block_ms, lookahead_ms=lookahead_ms, context_ms=context_ms,
                             sample_rate=reader.sample_rate, prime=prime)
     typer.echo(f"latency {live.latency_ms:.0f} ms (block {1000 * live.block / live.model_rate:.0f} ms + look-ahead "
