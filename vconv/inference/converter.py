@@ -63,7 +63,8 @@ class VoiceConverter:
     (:class:`~vconv.audio.frontend.FrontEnd`), ``info`` (:class:`BundleInfo`), ``vocoder`` (a
     :class:`vconv.vocoders.Vocoder`), ``sample_rate``, ``target_match`` (``meanstd``, ``mean`` or ``off``:
     how the converted spectrum is moved onto the target's, :mod:`vconv.inference.target_match`), ``compute_dtype``
-    (what the networks compute in: float32, or bfloat16 autocast, :mod:`vconv.inference.precision`).
+    (what the networks compute in: float32, or bfloat16 autocast, :mod:`vconv.inference.precision`), ``fit_steps``
+    (0, or the Adam steps that fit each target's speaker embedding to its references, :mod:`vconv.inference.voice_fit`).
     """
 
     def __init__(self, model, frontend: FrontEnd, info: BundleInfo, vocoder=None, device: str | torch.device = "cpu",
@@ -171,7 +172,8 @@ class VoiceConverter:
 
     @torch.no_grad()
     def target_voice(self, refs: Sequence[AudioInput] | AudioInput, sr: int | None = None) -> TargetVoice:
-        """The speaker embedding and the log-mel statistics of one or several target references."""
+        """The speaker embedding (fitted to the references when :attr:`fit_steps` > 0) and the log-mel statistics of
+        one or several target references."""
         wavs = self._prepare_refs(refs, sr)  # each reference loaded and checked once, for all three
         log_mels = [self.frontend.log_mel(w[None])[0] for w in wavs]
         reference = None
