@@ -212,7 +212,21 @@ def peak_rss(model: str, src: Path, ref: Path, out: Path, threads: int) -> float
 def peak_rss_child(model: str, src: str, ref: str, out: str) -> None:
     """Run in a fresh process: convert ``src``, print peak RSS in MB."""
     convert_paths(load(model), src, [ref], out, force=True, progress=False)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(own_peak_rss_mb())
+
+
+def own_peak_rss_mb() -> float:
+    """This process's peak resident size in MB since its program started: ``VmHWM`` on Linux. Not ``ru_maxrss``: Linux
+    carries that over ``exec`` from the process that forked (subprocess forks this benchmark, already holding several
+    converters), so it reported the parent's peak whenever that was higher (the last run before this was read: 471 MB
+    for a 10 s source and a 10-minute one alike, where the conversion itself peaks at ~375 MB and ~450 MB)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def vocoder_rtfs(model: str, src: Path, ref: Path, out: Path) -> dict[str, float]:
@@ -280,9 +294,6 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict:
     stages = stage_times(converter, src, ref, tmp / "out.wav", args.runs)
     print("    where the time goes: " + ", ".join(f"{name} {1000 * t:.1f} ms" for name, t in stages.items())
           + f"; the rest (checks, the plan, copies) {1000 * (whole - sum(stages.values())):.1f} ms")
-    fit_s = fit_time(model, ref, args.runs)
-    print(f"    with --fit-voice {FIT_STEPS}: the target takes {fit_s:.2f} s more, once per target (the 10 s conversion "
-          f"{whole + fit_s:.2f} s, RTF {(whole + fit_s) / 10:.3f} against {whole / 10:.4f})")
     e2e_float32 = None
     if converter.compute_dtype != torch.float32:  # what the same conversion costs without bfloat16, side by side
         whole32, front32, e2e_float32 = end_to_end_ratio(load(model, precision="float32"), src, ref, tmp / "out.wav", args.runs)
@@ -295,6 +306,9 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict:
         longer = peak_rss(model, longer_src, ref, tmp / "peak.wav", args.threads)
         longer_src.unlink()
         print(f"    a {args.longer_minutes:g}-minute source: {longer:.0f} MB ({longer / peak:.2f}x the {args.long_minutes:g}-minute one's)")
+    fit_s = fit_time(model, ref, args.runs)
+    print(f"--fit-voice {FIT_STEPS}: the target takes {fit_s:.2f} s more, once per target (the 10 s conversion "
+          f"{whole + fit_s:.2f} s, RTF {(whole + fit_s) / 10:.3f} against {whole / 10:.4f})")
     loads = []
     for _ in range(3):
         start = time.perf_counter()
