@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from vconv.models.reference import ReferenceMemory
     from vconv.models.vc import VoiceConversionModel
 
-__all__ = ["DEFAULT_FIT_LR", "FitReference", "MAX_FIT_SECONDS", "VoiceFit", "check_fit_steps", "fit_embedding"]
+__all__ = ["DEFAULT_FIT_LR", "FitReference", "MAX_FIT_SECONDS", "MAX_FIT_STEPS", "VoiceFit", "check_fit_steps", "crop_references",
+           "fit_embedding"]
 
 # Adam's step on the embedding: 30 steps at 0.1 judge as 60 at 0.03 on the held-out voices (both take v6's reference
 # reconstruction L1 from 0.41 to ~0.34, moving the embedding to cosine ~0.5 of where the encoder put it); 0.01 had
