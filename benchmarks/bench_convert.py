@@ -121,10 +121,11 @@ def end_to_end_ratio(converter, src: Path, ref: Path, out: Path, runs: int) -> t
 FIT_STEPS = 30  # what recipes/voices/MODEL_HISTORY.md judges
 
 
-def fit_time(model: str, ref: Path, runs: int) -> float:
+def fit_time(plain, model: str, ref: Path, runs: int) -> float:
     """What ``--fit-voice`` adds to a conversion: the median over ``runs`` (after a warm-up) of the target prepared with
-    the fit less the same target prepared without it, in turns, both in the converter's default arithmetic."""
-    plain, fitting = load(model), load(model, fit_steps=FIT_STEPS)
+    the fit less the same target prepared by ``plain`` (the converter of ``model`` without it), in turns, both in the
+    converter's default arithmetic."""
+    fitting = load(model, fit_steps=FIT_STEPS)
     differences = []
     for number in range(runs + 1):
         start = time.perf_counter()
@@ -306,7 +307,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict:
         longer = peak_rss(model, longer_src, ref, tmp / "peak.wav", args.threads)
         longer_src.unlink()
         print(f"    a {args.longer_minutes:g}-minute source: {longer:.0f} MB ({longer / peak:.2f}x the {args.long_minutes:g}-minute one's)")
-    fit_s = fit_time(model, ref, args.runs)
+    fit_s = fit_time(converter, model, ref, args.runs)
     print(f"--fit-voice {FIT_STEPS}: the target takes {fit_s:.2f} s more, once per target (the 10 s conversion "
           f"{whole + fit_s:.2f} s, RTF {(whole + fit_s) / 10:.3f} against {whole / 10:.4f})")
     loads = []

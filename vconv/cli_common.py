@@ -39,8 +39,8 @@ TARGET_MATCH_HELP = ("Move the converted spectrum onto the target's: meanstd (th
 PRECISION_HELP = ("Arithmetic of the networks: auto (bfloat16 on a CPU that computes it natively, float32 "
                   "otherwise; the default), float32, or bfloat16.")
 FIT_VOICE_HELP = ("Tune the speaker embedding on the target references for STEPS steps before converting, so the "
-                  "network renders a voice it never heard rather than its nearest training voice (~1-3 s per target on "
-                  "a CPU; 0 = off, the default; 30 is what recipes/voices/MODEL_HISTORY.md measures).")
+                  "network renders a voice it never heard rather than its nearest training voice (~0.3 s per target on "
+                  "two CPU cores; 0 = off, the default; 30 is what recipes/voices/MODEL_HISTORY.md measures).")
 EXIT_CODES_HELP = (
     f"Exit codes: {EXIT_OK} success; {EXIT_ERROR} error you can act on (bad file, config or path; one line "
     f"on stderr); {EXIT_USAGE} usage error (bad option or argument); {EXIT_PARTIAL} some files of a batch "

@@ -187,7 +187,8 @@ class VoiceConverter:
             reference = dataclasses.replace(memory, keys=memory.keys.float(), values=memory.values.float())
         primer = np.concatenate(wavs)[-int(PRIMER_SECONDS * self.sample_rate):].astype(np.float32)  # the references' tail
         inputs = self._speaker_inputs(wavs)
-        embedding, fit_losses = self._embed_inputs(inputs), cast(tuple[float, ...], ())
+        embedding = self._embed_inputs(inputs)
+        fit_losses: tuple[float, ...] = ()
         if self.fit_steps:
             fit = self._fit_voice(wavs, log_mels, embedding, reference)
             embedding, fit_losses = fit.embedding, fit.losses

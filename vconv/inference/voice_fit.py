@@ -99,7 +99,7 @@ def fit_embedding(model: "VoiceConversionModel", references: Sequence[FitReferen
     if not references:
         raise ValueError("fit_embedding needs at least one reference")
     with torch.no_grad():  # the codes do not depend on the embedding: computed once
-        codes = [model.encode_content(ref.content).quantized.detach() for ref in references]
+        codes = [model.encode_content(ref.content).quantized for ref in references]
     fitted = embedding.detach().float().clone().requires_grad_(True)
     optimiser = torch.optim.Adam([fitted], lr=lr)
     losses: list[float] = []
