@@ -22,6 +22,7 @@ def _require_serve_extra() -> None:
         import fastapi  # noqa: F401
         import python_multipart  # noqa: F401
         import uvicorn  # noqa: F401
+        import wsproto  # noqa: F401  # the live mode's WebSocket protocol
     except ImportError:
         raise VconvError(MISSING_EXTRA) from None
 

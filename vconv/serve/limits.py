@@ -30,7 +30,12 @@ class ServeLimits:
     results_kept: int = 16
     uploads: int = 8  # uploads in progress at once (each holds a temporary folder, not a conversion place)
     read_timeout: float = 20.0  # seconds an upload may go without sending a byte before it is dropped (408)
-    max_live_seconds: float = 600.0  # one live session's audio (it holds a conversion worker while it lasts)
+    # after the first upload_grace seconds an upload must arrive at min_upload_rate bytes/s on average, else it is
+    # dropped (408): this bounds its total time (20 MB at 16 KB/s: 21 min; a byte every 15 s: 5 s)
+    min_upload_rate: float = 16 * 1024
+    upload_grace: float = 5.0
+    # one live session's audio (it holds a conversion worker while it lasts): a whole conversation
+    max_live_seconds: float = 3600.0
 
     @property
     def max_upload_bytes(self) -> int:
@@ -58,6 +63,8 @@ class ServeLimits:
             raise VconvError(f"--queue {self.queue_depth}: expected 0 to {MAX_QUEUE_DEPTH} waiting requests")
         if not 1 <= self.uploads <= 256 or not 0 < self.read_timeout <= 600:
             raise VconvError("uploads must be 1..256 and read_timeout 0..600 s")
+        if not 0 < self.min_upload_rate or not 0 <= self.upload_grace <= 600:
+            raise VconvError("min_upload_rate must be above 0 bytes/s and upload_grace 0..600 s")
         if not 0 < self.max_live_seconds <= 86400:
             raise VconvError(f"max_live_seconds {self.max_live_seconds:g}: expected above 0 and at most a day")
         if self.max_references < 1 or self.results_kept < 1:

@@ -18,8 +18,12 @@ The WebSocket session:
    with the converted samples that are ready (binary, same format and rate; possibly empty, then not sent),
    and about once a second a text message ``{"p50_ms", "p99_ms", "missed", "seconds_in"}``.
 4. The text message ``"end"`` flushes: the tail comes back and the server closes (1000). A message of more
-   than :data:`MAX_MESSAGE_SECONDS` of audio, a session past ``limits.max_live_seconds``, or
-   :data:`IDLE_SECONDS` without a message close it with a reason.
+   than :data:`MAX_MESSAGE_SECONDS` of audio closes with 1007, :data:`IDLE_SECONDS` without a message with
+   :data:`CLOSE_IDLE`, a session past ``limits.max_live_seconds`` of audio with :data:`CLOSE_TOO_LONG`, each
+   with a reason; the page explains each code (static/live.js) and reconnects after 1013 and a lost connection.
+
+No timer of the HTTP side applies once the connection is a WebSocket (vconv.serve.server): a session lasts
+as long as audio flows, up to ``limits.max_live_seconds``.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ from vconv.serve.uploads import admit_upload, receive_audio
 log = logging.getLogger("vconv.serve")
 MAX_MESSAGE_SECONDS = 1.0  # one message of audio: browsers send a few ms at a time
 IDLE_SECONDS = 20.0
+CLOSE_IDLE = 4001  # no audio for IDLE_SECONDS (application close codes are 4000-4999)
+CLOSE_TOO_LONG = 4002  # the session reached limits.max_live_seconds of audio
 STATS_EVERY_SECONDS = 1.0
 RATES = (8000, 96000)
 
@@ -58,7 +64,7 @@ def add_live_routes(app: FastAPI, converter: VoiceConverter, limits: ServeLimits
 
     @app.post("/api/target")
     async def prepare_target(request: Request) -> JSONResponse:
-        with await admit_upload(uploads, request, limits.max_request_bytes):  # Busy -> 503 by the app's handler
+        with await admit_upload(uploads, request, limits):  # Busy -> 503 by the app's handler
             _, refs = await receive_audio(request, upload_root, limits, converter.sample_rate, need_source=False)
             # a speaker embedding and spectrum statistics: cheap, so not queued behind conversions (a live
             # session holds a worker for minutes); the upload place bounds how many run at once
@@ -123,13 +129,13 @@ class LiveSession:
                     continue
                 await self._convert(message.get("bytes") or b"")
                 if self.seconds_in > self.limits.max_live_seconds:
-                    await self.ws.close(code=1000, reason=f"live sessions last at most {self.limits.max_live_seconds:g} s on this server")
+                    await self.ws.close(code=CLOSE_TOO_LONG, reason=f"live sessions last at most {self.limits.max_live_seconds:g} s on this server")
                     return
                 if time.monotonic() - last_stats >= STATS_EVERY_SECONDS:
                     await self.ws.send_text(json.dumps(self._stats()))
                     last_stats = time.monotonic()
         except TimeoutError:
-            await self.ws.close(code=1001, reason=f"no audio for {IDLE_SECONDS:g} s")
+            await self.ws.close(code=CLOSE_IDLE, reason=f"no audio for {IDLE_SECONDS:g} s")
         except WebSocketDisconnect:
             return
         except VconvError as exc:  # a bad message: its one line is the close reason

@@ -11,6 +11,7 @@ import socket
 from dataclasses import dataclass
 
 from vconv.errors import VconvError
+from vconv.serve.connections import ConnectionBook
 from vconv.serve.guard import LOOPBACK_NAMES
 
 # uvicorn answers 503 itself past this many connections + tasks: a coarse flood guard in front of the
@@ -19,7 +20,10 @@ from vconv.serve.guard import LOOPBACK_NAMES
 MAX_CONNECTIONS = 256
 BACKLOG = 128
 REQUEST_START_TIMEOUT = 10.0  # seconds a new connection has to send a whole request head, else it is closed
-MAX_CONNECTIONS_PER_CLIENT = 100  # one address's connections at once; more are closed at once
+# one address's connections at once; at the cap a new one evicts the address's oldest idle connection and is
+# refused only when all are working (vconv.serve.connections), so idle sockets cannot lock the user out
+MAX_CONNECTIONS_PER_CLIENT = 100
+MAX_LIVE_PER_CLIENT = 8  # one address's WebSockets at once (each live session also holds a conversion worker)
 
 
 @dataclass
@@ -67,41 +71,71 @@ def make_server(app, listener: Listener, log_level: str = "warning"):
     """An uvicorn ``Server`` for ``app``; run it with ``server.run(sockets=[listener.sock])``."""
     import uvicorn
 
+    book = ConnectionBook(MAX_CONNECTIONS_PER_CLIENT, MAX_LIVE_PER_CLIENT)
+    http, ws = _booked_protocols(book)
     config = uvicorn.Config(app, log_level=log_level, access_log=False, limit_concurrency=MAX_CONNECTIONS,
-                            timeout_graceful_shutdown=5, http=_protocol_closing_silent_connections())
-    return uvicorn.Server(config)
+                            timeout_graceful_shutdown=5, http=http, ws=ws)
+    server = uvicorn.Server(config)
+    server.connection_book = book  # type: ignore[attr-defined]  # for tests and the benchmark
+    return server
 
 
-def _protocol_closing_silent_connections():
-    """uvicorn's h11 protocol, plus a deadline from the moment a connection opens to its first request head
-    (uvicorn times out idle keep-alive connections only after a response, so a client that connects and sends
-    nothing, or trickles a header a byte at a time, would otherwise hold its connection for ever) and at most
-    :data:`MAX_CONNECTIONS_PER_CLIENT` connections per client address."""
+def _booked_protocols(book: ConnectionBook):
+    """uvicorn's h11 HTTP protocol and wsproto WebSocket protocol, each booking its connections in ``book``
+    (:mod:`vconv.serve.connections`), and a deadline from the moment a connection opens to its first request
+    head (uvicorn times out idle keep-alive connections only after a response, so a client that connects and
+    sends nothing, or trickles a header a byte at a time, would otherwise hold its connection for ever). The
+    deadline is cancelled when the request head arrives or the connection becomes a WebSocket: a live session
+    lasts as long as the user speaks."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
+    from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
 
-    per_client: dict[str, int] = {}
+    class BookedHTTP(H11Protocol):
+        _head_deadline = None  # the TimerHandle of the first request head's deadline, once booked
 
-    class ClosingSilentConnections(H11Protocol):
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
-            self._address = (self.client or ("?",))[0]
-            per_client[self._address] = per_client.get(self._address, 0) + 1
-            if per_client[self._address] > MAX_CONNECTIONS_PER_CLIENT:  # refused quickly: closed, not queued
-                transport.close()
+            if not book.open_http(transport, (self.client or ("?",))[0], self._idle):
+                transport.close()  # every connection of this address is working: refused quickly, not queued
                 return
-            self.loop.call_later(REQUEST_START_TIMEOUT, self._close_if_no_request)
+            self._head_deadline = self.loop.call_later(REQUEST_START_TIMEOUT, self._close_if_no_request)
+
+        def _idle(self) -> bool:
+            return self.cycle is None or self.cycle.response_complete
+
+        def _cancel_head_deadline(self) -> None:
+            if self._head_deadline is not None:
+                self._head_deadline.cancel()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.cycle is not None:  # a request head arrived
+                self._cancel_head_deadline()
+
+        def handle_websocket_upgrade(self, event) -> None:
+            self._cancel_head_deadline()  # the connection is a live session now, which has its own idle rule
+            super().handle_websocket_upgrade(event)
 
         def connection_lost(self, exc) -> None:
-            per_client[self._address] -= 1
-            if not per_client[self._address]:
-                del per_client[self._address]
+            book.close(self.transport)
+            self._cancel_head_deadline()
             super().connection_lost(exc)
 
         def _close_if_no_request(self) -> None:
             if self.cycle is None and not self.transport.is_closing():
                 self.transport.close()
 
-    return ClosingSilentConnections
+    class BookedWebSocket(WSProtocol):
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            if not book.upgrade(transport):
+                transport.close()  # past this address's live sessions; unbooked in connection_lost
+
+        def connection_lost(self, exc) -> None:
+            book.close(self.transport)
+            super().connection_lost(exc)
+
+    return BookedHTTP, BookedWebSocket
 
 
 def serve(app, listener: Listener) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, BinaryIO, Optional
@@ -132,17 +133,30 @@ class _PartWriter:
             self._out = None
 
 
-async def _with_timeout(chunks: AsyncIterator[bytes], seconds: float) -> AsyncIterator[bytes]:
-    """``chunks``, each awaited at most ``seconds``: a client that stops sending is an UploadError 408."""
+async def paced(chunks: AsyncIterator[bytes], limits: ServeLimits) -> AsyncIterator[bytes]:
+    """``chunks``, as long as the client keeps sending: an :class:`UploadError` 408 when nothing comes for
+    ``limits.read_timeout`` s, or when, after the first ``limits.upload_grace`` s, the body arrives slower on
+    average than ``limits.min_upload_rate`` bytes/s. The second rule bounds an upload's *total* time: a client
+    that trickles a byte every few seconds would otherwise hold an upload place for ever (eight of them kept
+    the server "busy, retry" for everyone)."""
     iterator = chunks.__aiter__()
+    start = time.monotonic()
+    received = 0
     while True:
+        # the next byte is due when the average rate would otherwise fall below the minimum
+        due_by_rate = start + limits.upload_grace + (received + 1) / limits.min_upload_rate - time.monotonic()
+        wait = min(limits.read_timeout, max(due_by_rate, 0.0))
         try:
-            with anyio.fail_after(seconds):
+            with anyio.fail_after(wait):
                 chunk = await iterator.__anext__()
         except StopAsyncIteration:
             return
         except TimeoutError:
-            raise UploadError(408, f"upload stalled: nothing received for {seconds:g} s") from None
+            if wait < limits.read_timeout:
+                raise UploadError(408, f"upload too slow: {received} bytes in {time.monotonic() - start:.0f} s (this server "
+                                       f"needs at least {limits.min_upload_rate / 1024:g} KB/s)") from None
+            raise UploadError(408, f"upload stalled: nothing received for {limits.read_timeout:g} s") from None
+        received += len(chunk)
         yield chunk
 
 
@@ -161,7 +175,7 @@ async def receive_uploads(request: Request, folder: Path, limits: ServeLimits, *
     received = 0
     try:
         parser = MultipartParser(options[b"boundary"], writer.callbacks())
-        async for chunk in _with_timeout(request.stream(), limits.read_timeout):
+        async for chunk in paced(request.stream(), limits):
             received += len(chunk)  # counted as it arrives: a body without Content-Length is bounded too
             if error is not None:  # refused: read on (bounded) so the client gets the answer, not a reset
                 if received > 2 * limits.max_request_bytes:
@@ -245,24 +259,25 @@ def _relabel(message: str, path: Path, label: str) -> str:
     return line.replace(str(path), label)
 
 
-async def admit_upload(gate: Gate, request: Request, budget: int) -> Ticket:
-    """An upload place from ``gate``; when there is none, up to ``budget`` bytes of the request's body are read and
-    dropped before :class:`~vconv.serve.jobs.Busy` goes up, so a refused client gets the 503 instead of a reset
-    connection (it is still sending when the answer would come)."""
+async def admit_upload(gate: Gate, request: Request, limits: ServeLimits) -> Ticket:
+    """An upload place from ``gate``; when there is none, up to ``limits.max_request_bytes`` of the request's body
+    are read (at the upload pace, :func:`paced`) and dropped before :class:`~vconv.serve.jobs.Busy` goes up, so a
+    refused client gets the 503 instead of a reset connection (it is still sending when the answer would come)."""
     try:
         return gate.admit()
     except Busy:
-        await discard_body(request, budget)
+        await discard_body(request, limits)
         raise
 
 
-async def discard_body(request: Request, budget: int) -> None:
-    """Read and drop up to ``budget`` bytes of the body (the client may go away meanwhile: nothing to answer then)."""
+async def discard_body(request: Request, limits: ServeLimits) -> None:
+    """Read and drop up to ``limits.max_request_bytes`` of the body; a client that goes away meanwhile, or sends
+    slower than the upload pace, is not waited for (nothing to answer then)."""
     received = 0
     try:
-        async for chunk in request.stream():
+        async for chunk in paced(request.stream(), limits):
             received += len(chunk)
-            if received > budget:
+            if received > limits.max_request_bytes:
                 break
-    except Exception:  # the client went away
+    except Exception:  # the client went away, or sends too slowly to be waited for
         pass

@@ -5,7 +5,23 @@
 
 const LIVE_MESSAGE_SECONDS = 0.02; // how much microphone audio one message carries
 const LIVE_KEEP_SECONDS = 120; // what the page keeps of a session's input and output (window.vconvLive)
-let live = null; // the open session: {mic, context, capture, playback, socket, pending, pendingLength}
+let live = null; // the open session: {mic, context, capture, playback, socket, pending, pendingLength, stopping}
+const LIVE_RETRIES = 3; // reconnections after a busy server or a lost connection before the page gives up
+const LIVE_RETRY_SECONDS = 3;
+let liveRetries = 0; // reconnections tried since the user pressed Start
+
+// What each close code of the server (vconv/serve/live.py) means for the user, and whether to reconnect.
+function explainClose(code, reason) {
+  switch (code) {
+    case 1000: case 1005: return { text: "Stopped.", retry: false, error: false };
+    case 1013: return { text: "The server is busy (another live session or a conversion holds its worker).", retry: true, error: true };
+    case 1006: return { text: "The connection to the server was lost.", retry: true, error: true };
+    case 4001: return { text: `Live session closed: ${reason || "no audio"} reached the server (is the microphone muted or the tab asleep?). Press Start live to go on.`, retry: false, error: true };
+    case 4002: return { text: `Live session ended: ${reason}. Press Start live for a new one.`, retry: false, error: true };
+    case 1008: return { text: `Refused: ${reason || "cross-site or unknown target"}.`, retry: false, error: true };
+    default: return { text: `Live session ended: ${reason || `code ${code}`}`, retry: false, error: true };
+  }
+}
 
 // The session's figures and the audio it sent and got (the last LIVE_KEEP_SECONDS), for the page and for tests.
 window.vconvLive = { rate: 0, sent: 0, received: 0, captured: [], output: [], latencyMs: null, closed: null };
@@ -62,6 +78,7 @@ async function startLive() {
     socket.onmessage = (event) => onLiveMessage(event.data);
     socket.onclose = (event) => endLive(event.code, event.reason);
     socket.onopen = () => {
+      liveRetries = 0;
       capture.port.onmessage = (event) => sendCaptured(event.data);
       button.textContent = "■ Stop live";
       button.classList.add("on");
@@ -117,14 +134,25 @@ function stopLive() {
   if (!live) return;
   $("live-toggle").disabled = true;
   live.capture.port.onmessage = null;
+  live.stopping = true;
   if (live.socket.readyState === WebSocket.OPEN) live.socket.send("end"); // the server flushes the tail, then closes
   else teardownLive();
 }
 
 function endLive(code, reason) {
   window.vconvLive.closed = { code, reason };
-  const ended = code === 1000 || code === 1005;
-  liveStatus(ended ? "Stopped." : `Live session ended: ${reason || `code ${code}`}`, !ended);
+  const close = explainClose(code, reason);
+  const stoppedByUser = Boolean(live && live.stopping); // stopLive() sent "end"
+  if (close.retry && !stoppedByUser && liveRetries < LIVE_RETRIES) {
+    liveRetries += 1;
+    liveStatus(`${close.text} Reconnecting in ${LIVE_RETRY_SECONDS} s (try ${liveRetries} of ${LIVE_RETRIES})…`, true);
+    teardownLive();
+    setTimeout(() => { if (!live) startLive(); }, LIVE_RETRY_SECONDS * 1000);
+    return;
+  }
+  const gaveUp = close.retry && !stoppedByUser ? ` Gave up after ${LIVE_RETRIES} reconnections; press Start live to try again.` : "";
+  liveRetries = 0;
+  liveStatus(close.text + gaveUp, close.error);
   setTimeout(teardownLive, 500); // let the flushed tail play
 }
 
@@ -142,5 +170,5 @@ function teardownLive() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  $("live-toggle").addEventListener("click", () => (live ? stopLive() : startLive()));
+  $("live-toggle").addEventListener("click", () => { liveRetries = 0; return live ? stopLive() : startLive(); });
 });
