@@ -464,3 +464,28 @@ def test_a_refused_upload_is_read_to_its_budget_before_the_busy_answer():
     held.release()
     with anyio.run(admit_upload, gate, Body(3), limits):
         assert gate.status()["admitted"] == 1
+
+
+def test_a_refused_upload_is_not_read_for_longer_than_a_moment():
+    """A refused client that keeps sending (fast enough for the upload pace) is answered busy within about
+    DISCARD_SECONDS, not after its whole budget: a refused connection stays busy, and busy ones are never evicted."""
+    import time
+
+    import anyio
+
+    from vconv.serve.jobs import Busy, Gate
+    from vconv.serve.uploads import DISCARD_SECONDS, admit_upload
+
+    class EndlessBody:
+        async def stream(self):
+            while True:
+                await anyio.sleep(0.1)
+                yield b"x" * 20_000  # 200 KB/s: above the pace, below any budget within seconds
+
+    gate = Gate(1)
+    held = gate.admit()
+    started = time.monotonic()
+    with pytest.raises(Busy):
+        anyio.run(admit_upload, gate, EndlessBody(), ServeLimits())
+    assert time.monotonic() - started < DISCARD_SECONDS + 1.0
+    held.release()

@@ -36,6 +36,7 @@ TARGET_FIELD = "target"
 # decoding reads every channel at the file's rate before the downmix: refuse more than stereo at 48 kHz
 # per second of audio, so a small, highly compressed file cannot expand into gigabytes of samples
 MAX_SAMPLES_PER_SECOND = 2 * 48000
+DISCARD_SECONDS = 2.0  # how long a refused upload is read so that its client gets the answer, not a reset
 
 
 class UploadError(Exception):
@@ -271,13 +272,16 @@ async def admit_upload(gate: Gate, request: Request, limits: ServeLimits) -> Tic
 
 
 async def discard_body(request: Request, limits: ServeLimits) -> None:
-    """Read and drop up to ``limits.max_request_bytes`` of the body; a client that goes away meanwhile, or sends
-    slower than the upload pace, is not waited for (nothing to answer then)."""
+    """Read and drop up to ``limits.max_request_bytes`` of the body for at most :data:`DISCARD_SECONDS`; a client
+    that goes away meanwhile, or sends slower than the upload pace, is not waited for (nothing to answer then).
+    The time bound keeps a refused client from holding its connection busy (busy connections are the ones the
+    per-address cap never evicts) for as long as a slow upload of the whole budget would take."""
     received = 0
     try:
-        async for chunk in paced(request.stream(), limits):
-            received += len(chunk)
-            if received > limits.max_request_bytes:
-                break
+        with anyio.move_on_after(DISCARD_SECONDS):
+            async for chunk in paced(request.stream(), limits):
+                received += len(chunk)
+                if received > limits.max_request_bytes:
+                    break
     except Exception:  # the client went away, or sends too slowly to be waited for
         pass
