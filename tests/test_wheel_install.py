@@ -29,17 +29,26 @@ def _run(*args: str | Path, cwd: Path, timeout: float = 900) -> subprocess.Compl
 
 
 @pytest.fixture(scope="module")
-def wheel_venv(tmp_path_factory) -> Path:
-    """A fresh venv with this torch's version and the built wheel with ``[serve]`` and nothing else: its bin/."""
+def built_wheel(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("dist")
+    _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", work, ROOT, cwd=work)
+    (wheel,) = work.glob("vconv-*.whl")
+    return wheel
+
+
+def venv_with(wheel: Path, extra: str, where: Path) -> Path:
+    """A fresh venv at ``where`` with this torch's version and ``wheel[extra]``, nothing else: its bin/."""
     import torch
 
-    work = tmp_path_factory.mktemp("wheel")
-    _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", work / "dist", ROOT, cwd=work)
-    (wheel,) = (work / "dist").glob("vconv-*.whl")
-    _run(sys.executable, "-m", "venv", work / "venv", cwd=work)
-    bin_dir = work / "venv" / "bin"
-    _run(bin_dir / "pip", "install", "-q", f"torch=={torch.__version__.split('+')[0]}", f"{wheel}[serve]", cwd=work)
-    return bin_dir
+    _run(sys.executable, "-m", "venv", where, cwd=where.parent)
+    _run(where / "bin" / "pip", "install", "-q", f"torch=={torch.__version__.split('+')[0]}", f"{wheel}[{extra}]", cwd=where.parent)
+    return where / "bin"
+
+
+@pytest.fixture(scope="module")
+def wheel_venv(built_wheel, tmp_path_factory) -> Path:
+    """The built wheel with ``[serve]`` alone."""
+    return venv_with(built_wheel, "serve", tmp_path_factory.mktemp("serve") / "venv")
 
 
 @pytest.mark.slow
@@ -72,3 +81,33 @@ def test_the_serve_extra_alone_runs_the_live_mode(wheel_venv, tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
+
+
+def _one_line_or_success(result: subprocess.CompletedProcess) -> None:
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr[-3000:]
+    if result.returncode:
+        assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", ["eval", "frontends", "live"])
+def test_each_other_extra_alone_keeps_its_promise(extra, built_wheel, tmp_path, corpus_dir):
+    """What each extra is documented to enable works with that extra alone: `vconv evaluate` (eval), `vconv
+    frontend prepare` (frontends), `vconv stream --list-devices` (live: the devices, or one line naming the
+    PortAudio library when the system lacks it)."""
+    bin_dir = venv_with(built_wheel, extra, tmp_path / "venv")
+    if extra == "eval":
+        from vconv.data.prepare import prepare_corpus
+
+        prepare_corpus(corpus_dir, tmp_path / "m", test_speakers=["flite_slt", "flite_rms"])
+        result = _run(bin_dir / "vconv", "evaluate", "--manifest", tmp_path / "m" / "test.jsonl", "-o", tmp_path / "eval",
+                      "--sources-per-pair", "1", "--no-progress", cwd=tmp_path)
+        assert (tmp_path / "eval" / "results.json").is_file(), result.stderr[-2000:]
+    elif extra == "frontends":
+        _run(bin_dir / "vconv", "frontend", "prepare", "-o", tmp_path / "fe", cwd=tmp_path)
+        assert any((tmp_path / "fe").iterdir())
+    else:
+        result = subprocess.run([bin_dir / "vconv", "stream", "--list-devices"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        _one_line_or_success(result)
+        if result.returncode:
+            assert "libportaudio2" in result.stderr
