@@ -14,6 +14,7 @@ import shutil
 import threading
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -40,16 +41,16 @@ def _missing() -> str | None:
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(_missing() is not None, reason=_missing() or "")]
 
 
-@pytest.fixture(scope="module")
-def server_url():
-    """The shipped model served by uvicorn in a thread on a free loopback port, as `vconv serve` runs it."""
+@contextmanager
+def _served(limits=None, converter=None):
+    """A model served by uvicorn in a thread on a free loopback port, as `vconv serve` runs it: its URL."""
     import vconv
     from vconv.serve.app import create_app
     from vconv.serve.limits import ServeLimits
     from vconv.serve.server import bind, make_server
 
     listener = bind("127.0.0.1", 0)
-    app = create_app(vconv.load(), ServeLimits(), allowed_hosts=listener.allowed_hosts())
+    app = create_app(converter or vconv.load(), limits or ServeLimits(), allowed_hosts=listener.allowed_hosts())
     server = make_server(app, listener)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener.sock]}, daemon=True)
     thread.start()
@@ -62,6 +63,13 @@ def server_url():
     thread.join(timeout=15)
     listener.sock.close()
     assert not app.state.upload_root.exists(), "the upload folder outlived the server"
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    """The shipped model, with the default limits."""
+    with _served() as url:
+        yield url
 
 
 def _chromium(*extra: str):
@@ -227,6 +235,37 @@ def test_live_mode_streams_the_microphone_in_the_target_voice(server_url, speaki
     assert best < 0.5, best
     severe = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE" and "api/target" not in e["message"]]
     assert not severe, severe
+
+
+def test_the_page_explains_why_a_session_ended_and_reconnects_when_the_server_was_busy(speaking_browser):
+    """A live session that finds the one worker taken (close 1013) is retried by the page and starts once the
+    worker is free; one that reaches the server's session limit (close 4002) is ended with the reason shown."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    import vconv
+    from tests.live_client import WebSocketClient, post_target
+    from vconv.serve.limits import ServeLimits
+
+    with _served(ServeLimits(max_live_seconds=6), vconv.load()) as url:
+        port = int(url.rstrip("/").rsplit(":", 1)[1])
+        holder = WebSocketClient(port, f"/api/live?target={post_target(port)}&rate=16000")  # takes the one worker
+        holder.handshake()
+        browser = speaking_browser
+        browser.get(url)
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda d: d.find_element(By.ID, "model").text not in ("", "…"))
+        browser.find_element(By.ID, "target-file").send_keys(str(EXAMPLES / "target.wav"))
+        browser.find_element(By.ID, "live-toggle").click()
+        wait.until(lambda d: "Reconnecting" in d.find_element(By.ID, "live-status").text)
+        assert "busy" in browser.find_element(By.ID, "live-status").text
+        holder.close()  # the worker is free: the page's next try gets it
+        WebDriverWait(browser, 60).until(lambda d: d.execute_script("return window.vconvLive.received") > 0)
+        WebDriverWait(browser, 60).until(lambda d: d.execute_script("return window.vconvLive.closed") is not None)
+        closed = browser.execute_script("return window.vconvLive.closed")
+        status = browser.find_element(By.ID, "live-status").text
+    assert closed["code"] == 4002, closed
+    assert "at most 6 s" in status and "Start live" in status, status
 
 
 def _save_small_png(shot: Path, out: Path) -> None:
