@@ -1,5 +1,6 @@
-"""Shared fixtures and helpers: the committed TTS corpus, manifests of it, small generated signals, and the
-CLI runner with its one-line-error check (``from tests.conftest import invoke, one_line_error``)."""
+"""Shared fixtures and helpers: the committed TTS corpus, manifests of it, small generated signals, the
+CLI runner with its one-line-error check (``from tests.conftest import invoke, one_line_error``), and
+``deny_reading``, which makes files and folders unreadable for a test run as root."""
 
 from __future__ import annotations
 
@@ -39,6 +40,35 @@ def one_line_error(result, reason: str) -> None:
     assert result.exit_code == 1, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and reason in lines[0], result.output
+
+
+def deny_reading(monkeypatch, *paths) -> None:
+    """Make ``paths`` unreadable as the kernel makes a ``chmod 000`` file or folder for a normal user; the tests run
+    as root, who may read anything. ``os.access(path, R_OK)`` says no (what Click's own check and vconv's audio
+    checks ask), and listing such a folder raises PermissionError (``os.scandir``, which ``os.walk`` uses, and
+    ``os.listdir``, which ``Path.iterdir`` uses)."""
+    import os
+
+    locked = {os.path.abspath(p) for p in paths}
+
+    def is_locked(path) -> bool:
+        return isinstance(path, (str, os.PathLike)) and os.path.abspath(os.fspath(path)) in locked
+
+    real_access, real_scandir, real_listdir = os.access, os.scandir, os.listdir
+
+    def access(path, mode, **kwargs):
+        return False if mode & os.R_OK and is_locked(path) else real_access(path, mode, **kwargs)
+
+    def lister(real):
+        def listing(path="."):
+            if is_locked(path):
+                raise PermissionError(13, "Permission denied", os.fspath(path))
+            return real(path)
+        return listing
+
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(os, "scandir", lister(real_scandir))
+    monkeypatch.setattr(os, "listdir", lister(real_listdir))
 
 
 @pytest.fixture(scope="module")

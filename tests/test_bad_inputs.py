@@ -4,7 +4,8 @@ Each row of :data:`CLI_CASES` runs one command in-process and asserts: its exit 
 can act on, 2 a usage error, 3 some files of a batch failed); exactly one non-empty stderr line, starting
 with ``error:``, naming the offending file or option and the reason; no traceback anywhere; every file
 that existed before the call byte-identical after it (the whole work folder is hashed), and nothing new
-written when the call failed outright. Rows marked ``before_load`` must fail before a model is loaded.
+written when the call failed outright. Rows marked ``before_load`` must fail before a model is loaded; rows with
+``unreadable`` run with those files or folders unreadable, as for a normal user (the tests run as root).
 :data:`API_CASES` do the same for ``vconv.load`` and ``VoiceConverter`` (a ``VconvError`` with the reason).
 
 The test file imports only the public surface (the CLI app, ``vconv``, ``VconvError``), so it runs
@@ -27,7 +28,7 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 import vconv
-from tests.conftest import voiced_signal
+from tests.conftest import deny_reading, voiced_signal
 from vconv.cli import app
 from vconv.errors import VconvError
 
@@ -99,6 +100,10 @@ def build_world(root: Path, tiny: Path) -> None:
     _bundle_variant(tiny, root / "bad_bundles" / "bad_stats", lambda c: c["feature_stats"].update(mean=[0.0] * 3))
     (root / "bad_bundles" / "garbage").mkdir()
     (root / "bad_bundles" / "garbage" / "config.json").write_bytes(b"\xff\xfe{not json")
+    # a corpus of three speaker folders (prepare), each also a speaker to embed or a folder to convert
+    for number in (1, 2, 3):
+        (root / "corpus" / f"spk{number}").mkdir(parents=True)
+        sf.write(root / "corpus" / f"spk{number}" / "u.wav", voiced_signal(1.0, seed=10 + number), SR)
 
 
 @pytest.fixture(scope="session")
@@ -129,6 +134,10 @@ def add_odd_names(root: Path) -> None:
     for name in ("a.wav", "new\nline.wav", os.fsdecode(b"latin\xe9.wav")):
         shutil.copy(root / "src.wav", odd / name)
     os.mkfifo(odd / "pipe.wav")
+    odd_corpus = root / "odd_corpus" / "spk"  # a corpus whose files have the same odd names
+    odd_corpus.mkdir(parents=True)
+    for name in ("a.wav", "new\nline.wav", os.fsdecode(b"latin\xe9.wav")):
+        shutil.copy(root / "src.wav", odd_corpus / name)
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -153,6 +162,7 @@ class Case:
     code: int  # expected exit code
     expect: tuple[str, ...]  # each must be in the one stderr line (the file or option, and the reason)
     before_load: bool = True  # must fail before a model is loaded
+    unreadable: tuple[str, ...] = ()  # world paths made unreadable for the call (tests run as root: see deny_reading)
 
 
 T = "--target"
@@ -175,6 +185,11 @@ def _convert(src: str, out: str, *extra: str) -> Callable[[Path], list]:
 
 def _extract(manifest: str, *extra: str) -> Callable[[Path], list]:
     return lambda w: ["extract", w / "m" / manifest, "-o", w / "feats", "--no-progress", *extra]
+
+
+def _stream(*extra: str) -> Callable[[Path], list]:
+    """`vconv stream` to the world's target; a name ending in .wav is a file of the world."""
+    return lambda w: ["stream", T, w / "tgt.wav", "-m", w / "bundle", *(w / a if a.endswith(".wav") else a for a in extra)]
 
 
 CLI_CASES = [
@@ -290,6 +305,35 @@ CLI_CASES = [
          3, ("broken.wav", "not a readable audio file"), before_load=False),
     Case("partial-embed", lambda w: ["embed", w / "src.wav", w / "silent.wav", "--similarity", "-m", w / "bundle", "--no-progress"],
          3, ("silent.wav", "silent"), before_load=False),
+    # 6. unreadable inputs: vconv's own one line, exit 1 (in a batch, a listed failure, exit 3), never Click's usage
+    # error (exit 2); the tests run as root, so `unreadable` denies reading them (tests/conftest.py: deny_reading)
+    Case("convert-unreadable-target", _convert("src.wav", "out.wav"), 1, ("tgt.wav", "permission denied"), unreadable=("tgt.wav",)),
+    Case("convert-unreadable-source", _convert("src.wav", "out.wav"), 1, ("src.wav", "permission denied"), unreadable=("src.wav",)),
+    Case("info-unreadable", lambda w: ["info", w / "src.wav"], 1, ("src.wav", "permission denied"), unreadable=("src.wav",)),
+    Case("stream-unreadable-input", _stream("-i", "src.wav", "-o", "out.wav"), 1, ("src.wav", "permission denied"), unreadable=("src.wav",)),
+    Case("stream-unreadable-target", _stream("-i", "src.wav", "-o", "out.wav"), 1, ("tgt.wav", "permission denied"), unreadable=("tgt.wav",)),
+    Case("prepare-unreadable-corpus", lambda w: ["prepare", w / "corpus", "-o", w / "manifests"], 1,
+         ("corpus", "cannot be read (Permission denied)"), unreadable=("corpus",)),
+    Case("partial-embed-unreadable-file", lambda w: ["embed", w / "src.wav", w / "tgt.wav", "--similarity", "-m", w / "bundle", "--no-progress"],
+         3, ("tgt.wav", "permission denied"), before_load=False, unreadable=("tgt.wav",)),
+    # 7. an unreadable folder is one listed failure of the batch, the rest done (exit 3): convert, embed, prepare alike
+    Case("partial-convert-unreadable-folder", lambda w: ["convert", w / "corpus", T, w / "tgt.wav", "-o", w / "out", "-m", w / "bundle",
+                                                         "--no-progress"], 3, ("corpus/spk3", "unreadable folder (Permission denied)"),
+         before_load=False, unreadable=("corpus/spk3",)),
+    Case("partial-embed-unreadable-folder", lambda w: ["embed", w / "corpus" / "spk1", w / "corpus" / "spk3", "--similarity", "-m", w / "bundle",
+                                                       "--no-progress"], 3, ("corpus/spk3", "unreadable folder (Permission denied)"),
+         before_load=False, unreadable=("corpus/spk3",)),
+    Case("partial-prepare-unreadable-folder", lambda w: ["prepare", w / "corpus", "-o", w / "manifests"], 3,
+         ("corpus/spk3", "unreadable folder (Permission denied)"), unreadable=("corpus/spk3",)),
+    # 8. a file name that is not UTF-8 cannot go into a UTF-8 manifest: one escaped line, never a UnicodeEncodeError
+    Case("partial-prepare-not-utf8-name", lambda w: ["prepare", w / "odd_corpus", "-o", w / "manifests"], 3,
+         ("odd_corpus/spk/latin\\xe9.wav", "name is not UTF-8")),
+    # 9. stream never writes over what it reads, as convert does not
+    Case("stream-over-its-input", _stream("-i", "src.wav", "-o", "src.wav", "--force"), 1, ("src.wav", "would overwrite the source")),
+    Case("stream-over-target-reference", _stream("-i", "src.wav", "-o", "tgt.wav", "--force"), 1,
+         ("tgt.wav", "would overwrite the target reference")),
+    Case("stream-over-its-input-via-symlink", _stream("-i", "src.wav", "-o", "link.wav", "--force"), 1, ("link.wav", "would overwrite the source", "/src.wav")),
+    Case("stream-stdin-over-target-reference", _stream("-o", "tgt.wav", "--force"), 1, ("tgt.wav", "would overwrite the target reference")),
 ]
 
 
@@ -309,7 +353,9 @@ def test_cli_bad_input(case: Case, world: Path, request):
     if case.before_load:
         request.getfixturevalue("no_model_load")
     before = snapshot(world)
-    result = CliRunner().invoke(app, [str(a) for a in case.args(world)])
+    with pytest.MonkeyPatch.context() as patch:  # undone before the world is hashed again
+        deny_reading(patch, *(world / name for name in case.unreadable))
+        result = CliRunner().invoke(app, [str(a) for a in case.args(world)])
     assert "Traceback" not in result.output, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -486,22 +532,96 @@ def test_an_output_that_appears_meanwhile_is_not_replaced_without_force(tmp_path
     assert dest.read_bytes() == b"ours"
 
 
+def _write_to(world: Path, command: str, out: Path):
+    """``convert`` or ``stream`` the world's source to ``out`` (in-process)."""
+    if command == "convert":
+        args = ["convert", world / "src.wav", "-t", world / "tgt.wav", "-o", out, "-m", world / "bundle"]
+    else:
+        args = ["stream", "-t", world / "tgt.wav", "-i", world / "src.wav", "-o", out, "-m", world / "bundle"]
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not Path("/proc/mounts").exists(), reason="mounting a tiny tmpfs needs root (CI runs as root)")
-def test_a_full_disk_is_one_line_and_leaves_nothing(world, tmp_path):
+@pytest.mark.parametrize("command, ext", [("convert", ".wav"), ("convert", ".flac"), ("convert", ".ogg"), ("stream", ".ogg")])
+def test_a_full_disk_is_one_line_and_leaves_nothing(world, tmp_path, command, ext):
+    """The write fails for want of space: one line, exit 1, nothing under the output's name. The disk is made just
+    too small for the whole file (its size learnt by writing it elsewhere first), the hard case: libsndfile's Vorbis
+    writer drops what it cannot write and reports nothing, and its FLAC writer too when the space runs out as the
+    file is closed (both outputs used to be cut short with exit 0); only reading the file back before the rename
+    (vconv.audio.io.check_written) finds them."""
     import subprocess
 
+    whole = tmp_path / f"whole{ext}"
+    assert _write_to(world, command, whole).exit_code == 0
+    size = (whole.stat().st_size - 1) // 4096 * 4096  # whole pages of tmpfs, at least one byte too few
+    assert size >= 4096, whole.stat().st_size
     full = tmp_path / "full"
     full.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(full)], capture_output=True).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(full)], capture_output=True).returncode:
         pytest.skip("this machine does not let us mount a tmpfs")
     try:
-        result = CliRunner().invoke(app, ["convert", str(world / "src.wav"), "-t", str(world / "tgt.wav"),
-                                          "-o", str(full / "out.wav"), "-m", str(world / "bundle")])
-        assert result.exit_code == 1 and "Traceback" not in result.output
-        assert "out.wav: no space left on the device" in result.stderr and result.stderr.strip().count("\n") == 0
+        result = _write_to(world, command, full / f"out{ext}")
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and f"out{ext}: no space left on the device" in errors[0], result.stderr
+        if command == "convert":
+            assert result.stderr.strip().count("\n") == 0  # `stream` prints its latency first
         assert list(full.iterdir()) == []  # no half-written output, no temporary file
     finally:
         subprocess.run(["umount", str(full)], check=False)
+
+
+@pytest.mark.parametrize("ext", [".ogg", ".flac", ".wav"])
+@pytest.mark.parametrize("writer", ["save", "stream", "long-file"])
+def test_a_short_write_the_audio_library_hides_is_caught_before_the_rename(tmp_path, monkeypatch, writer, ext):
+    """Each of the three writers of audio (a short file's ``save``, the stream's ``FileWriter``, a long file's
+    chunk-by-chunk writer) reads its output back before the rename. Simulated here, for every format, by a
+    SoundFile.write that silently writes only half of what it is given, as libsndfile's Vorbis writer does on a
+    full disk: one line naming the shortfall ("disk full?"), and nothing under the output's name, no temporary file."""
+    from types import SimpleNamespace
+
+    from vconv.audio.io import save
+    from vconv.audio.pcm_stream import FileWriter
+    from vconv.inference.long_files import convert_long_file
+
+    wav = voiced_signal(1.0)
+    sf.write(tmp_path / "src.wav", wav, SR)
+    real_write = sf.SoundFile.write
+    monkeypatch.setattr(sf.SoundFile, "write", lambda self, data: real_write(self, data[: len(data) // 2]))
+    out = tmp_path / "out" / f"converted{ext}"
+    out.parent.mkdir()
+    with pytest.raises(VconvError) as info:
+        if writer == "save":
+            save(out, wav, SR)
+        elif writer == "stream":
+            stream = FileWriter(out, SR)
+            for start in range(0, wav.size, 4000):
+                stream.write(wav[start:start + 4000])
+            stream.close()
+        else:  # a stand-in converter: the long-file path's reading, scratch file and writing, without a model
+            converter = SimpleNamespace(sample_rate=SR, convert_spans=lambda length, read, target, emit: [
+                emit(read(a, min(a + 5000, length))) for a in range(0, length, 5000)])
+            convert_long_file(converter, tmp_path / "src.wav", None, out, rate=SR)
+    assert str(info.value).startswith(f"{out}: ") and f"of the {wav.size} samples written; disk full?" in str(info.value)
+    assert list(out.parent.iterdir()) == []
+
+
+def test_check_written_finds_a_file_cut_short(tmp_path):
+    """The check itself: an Ogg Vorbis (or WAV) file that lost its end, by one byte, by half or all but its first
+    bytes, is refused; the whole one passes. (A FLAC file cut short after it was closed keeps the length its header
+    states; what the check finds there is a header never completed, as on the full disk above.)"""
+    from vconv.audio.io import check_written
+
+    wav = voiced_signal(2.0)
+    for ext, fmt, subtype in ((".ogg", "OGG", "VORBIS"), (".wav", "WAV", "PCM_16")):
+        whole = tmp_path / f"whole{ext}"
+        sf.write(whole, wav, SR, format=fmt, subtype=subtype)
+        check_written(whole, wav.size, whole)
+        data = whole.read_bytes()
+        for cut in (len(data) - 1, len(data) // 2, 20):
+            (tmp_path / f"cut{ext}").write_bytes(data[:cut])
+            with pytest.raises(VconvError, match=f"out{ext}: .*disk full\\?"):
+                check_written(tmp_path / f"cut{ext}", wav.size, tmp_path / f"out{ext}")
 
 
 @pytest.mark.slow
@@ -529,21 +649,203 @@ def test_sigterm_removes_the_temporary_output(tmp_path):
 
 def test_an_unreadable_subfolder_is_reported_not_skipped(world, monkeypatch):
     """A subfolder the user cannot read is a listed failure (exit 3), the rest converts. (As root every folder
-    is readable, so the walk is told that one is not, as the kernel tells a normal user.)"""
-    import vconv.inference.plan as plan
-
+    is readable, so listing it is refused as the kernel refuses a normal user: tests/conftest.py, deny_reading.)"""
     (world / "odd" / "locked").mkdir()
-    real_walk = os.walk
-
-    def walk(top, onerror=None, **kwargs):
-        for root, dirs, files in real_walk(top, onerror=onerror, **kwargs):
-            if "locked" in dirs:
-                dirs.remove("locked")
-                onerror(PermissionError(13, "Permission denied", str(Path(root) / "locked")))
-            yield root, dirs, files
-
-    monkeypatch.setattr(plan.os, "walk", walk)
+    deny_reading(monkeypatch, world / "odd" / "locked")
     result = CliRunner().invoke(app, ["convert", str(world / "odd"), "-t", str(world / "tgt.wav"), "-o", str(world / "out"),
                                       "-m", str(world / "bundle"), "--no-progress"])
     assert result.exit_code == 3 and "converted 3 file(s)" in result.stdout
     assert "odd/locked: unreadable folder (Permission denied)" in result.stderr
+
+
+def test_no_path_parameter_leaves_an_unreadable_path_to_click():
+    """Typer's path parameters have Click refuse an unreadable path as a usage error (exit 2, Click's words) unless
+    they say readable=False; every command's do, so vconv's own checks say it (exit 1, or a failure of a batch)."""
+    import inspect
+
+    import typer.models
+
+    def commands(typer_app, prefix):
+        for info in typer_app.registered_commands:
+            yield f"{prefix} {info.name or info.callback.__name__}", info.callback
+        for group in typer_app.registered_groups:
+            yield from commands(group.typer_instance, f"{prefix} {group.name}")
+
+    found = {f"{name} {param.name}": param.default.readable for name, callback in commands(app, "vconv")
+             for param in inspect.signature(callback).parameters.values()  # through friendly_errors' __wrapped__
+             if isinstance(param.default, typer.models.ParameterInfo) and "Path" in str(param.annotation)}
+    assert {"vconv convert target", "vconv stream input_path", "vconv prepare root", "vconv bundle package notes"} <= set(found)
+    assert [name for name, readable in found.items() if readable] == []
+
+
+def test_prepare_exits_3_for_what_it_could_not_read_not_for_what_it_was_asked_to_leave_out(world):
+    """Files left out by --min-seconds are the user's own filter (listed, exit 0); a file or folder that could not
+    be read is a failure (listed on stderr, exit 3, or 0 with --allow-skips), as in extract."""
+    sf.write(world / "corpus" / "spk1" / "short.wav", voiced_signal(0.3, seed=20), SR)
+    asked = CliRunner().invoke(app, ["prepare", str(world / "corpus"), "-o", str(world / "m1"), "--min-seconds", "0.5"])
+    assert asked.exit_code == 0 and asked.stderr == "", asked.output
+    assert "short.wav: too short (0.30 s < 0.50 s)" in asked.stdout and "3 utterances" in asked.stdout
+    (world / "corpus" / "spk2" / "broken.wav").write_bytes(b"RIFF but not really audio")
+    failed = CliRunner().invoke(app, ["prepare", str(world / "corpus"), "-o", str(world / "m2"), "--min-seconds", "0.5"])
+    assert failed.exit_code == 3, failed.output
+    assert failed.stderr.strip().splitlines() == [f"error: {world / 'corpus' / 'spk2' / 'broken.wav'}: not a readable audio file (Format not recognised.)"]
+    assert len(json.loads((world / "m2" / "split.json").read_text())["bad_files"]) == 2  # both, as before
+    allowed = CliRunner().invoke(app, ["prepare", str(world / "corpus"), "-o", str(world / "m3"), "--allow-skips"])
+    assert allowed.exit_code == 0 and "broken.wav: not a readable audio file" in allowed.stderr
+
+
+def test_every_listing_prints_odd_names_on_one_line_each(world):
+    """A name with a newline or a byte that is not UTF-8 prints escaped on its one line in every list of files:
+    info's lines, embed's similarity table, prepare's summary and failures (the manifests hold the newline name;
+    the other cannot go into UTF-8 and is a listed failure). CliRunner's output is strict UTF-8, as a UTF-8
+    terminal is: a raw name would end the command in a UnicodeEncodeError."""
+    odd = [world / "odd" / "new\nline.wav", world / "odd" / os.fsdecode(b"latin\xe9.wav")]
+    info = CliRunner().invoke(app, ["info", *map(str, odd)])
+    assert info.exit_code == 0, info.output
+    lines = info.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"{world}/odd/new\\nline.wav: 1.00 s") and "latin\\xe9.wav: 1.00 s" in lines[1]
+    embed = CliRunner().invoke(app, ["embed", *map(str, odd), "--similarity", "-m", str(world / "bundle"), "--no-progress"])
+    assert embed.exit_code == 0, embed.output
+    rows = embed.stdout.splitlines()
+    assert len(rows) == 3 and rows[1].startswith("new\\nline ") and rows[2].startswith("latin\\xe9 ")  # speakers: the stems
+    prepared = CliRunner().invoke(app, ["prepare", str(world / "odd_corpus"), "-o", str(world / "m")])
+    assert prepared.exit_code == 3 and isinstance(prepared.exception, SystemExit), prepared.output
+    assert prepared.stderr.count("\n") == 1 and "odd_corpus/spk/latin\\xe9.wav: name is not UTF-8" in prepared.stderr
+    listed = f"  {world}/odd_corpus/spk/latin\\xe9.wav: name is not UTF-8"
+    assert [line for line in prepared.stdout.splitlines() if line.startswith(listed)], prepared.stdout
+    assert sorted(json.loads(line)["id"] for line in (world / "m" / "all.jsonl").read_text(encoding="utf-8").splitlines()) == [
+        "spk/a", "spk/new\nline"]
+
+
+class LazyPipe:
+    """A pipe's worth of bytes made only as they are read: ``head``, ``filler`` zero bytes, then ``tail``. Counts
+    the bytes handed out and the largest read asked for."""
+
+    def __init__(self, head: bytes, filler: int, tail: bytes = b"") -> None:
+        self.parts, self.given, self.largest = [head, filler, tail], 0, 0
+
+    def read(self, n: int = -1) -> bytes:
+        self.largest = max(self.largest, n)
+        head, filler, tail = self.parts
+        if head:
+            out, self.parts[0] = head[:n], head[n:]
+        elif filler:
+            out = bytes(min(n, filler))
+            self.parts[1] -= len(out)
+        else:
+            out, self.parts[2] = tail[:n], tail[n:]
+        self.given += len(out)
+        return out
+
+
+def _chunk(name: bytes, size: int) -> bytes:
+    import struct
+
+    return name + struct.pack("<I", size)
+
+
+def test_a_4_gb_header_chunk_on_a_pipe_is_refused_without_reading_it():
+    """`(printf 'RIFF....WAVEJUNK\\xf0\\xff\\xff\\xff'; head -c 1500000000 /dev/zero) | vconv stream ...` read the chunk
+    whole (1.7 GB at its peak) before refusing it; now its declared size alone refuses it, one line."""
+    from vconv.audio.pcm_stream import WavPipeReader
+
+    pipe = LazyPipe(b"RIFF\xff\xff\xff\xffWAVE" + _chunk(b"JUNK", 0xFFFFFFF0), 1_500_000_000)
+    with pytest.raises(VconvError, match=r"^stdin: WAV stream whose chunks before the audio take 4096 MB, over the 64 MB a header may"):
+        WavPipeReader(pipe)
+    assert pipe.given == 20  # the chunk's header, not a byte of its body
+
+
+def test_header_chunks_below_the_cap_are_read_past_in_small_blocks():
+    """A 60 MB chunk before the format (under the 64 MB cap) is read past 64 KiB at a time, never held; the stream
+    then reads as any other."""
+    import struct
+
+    from vconv.audio.pcm_stream import WavPipeReader
+
+    samples = (np.arange(1600) % 200 * 100).astype("<i2").tobytes()
+    fmt = _chunk(b"fmt ", 16) + struct.pack("<HHIIHH", 1, 1, SR, 2 * SR, 2, 16)
+    pipe = LazyPipe(b"RIFF\xff\xff\xff\xffWAVE" + _chunk(b"JUNK", 60 << 20), 60 << 20, fmt + _chunk(b"data", 0xFFFFFFFF) + samples)
+    reader = WavPipeReader(pipe)
+    assert reader.sample_rate == SR and pipe.largest <= 1 << 16 and pipe.given > 60 << 20
+    np.testing.assert_array_equal(reader.read(1600), np.frombuffer(samples, "<i2") / np.float32(32768))
+
+
+def test_stream_refuses_header_chunks_that_add_up_past_the_cap(world, monkeypatch, no_model_load):
+    """On standard input, through the command: chunks of 512 KB each under a cap lowered to 1 MB add up past it,
+    and the stream is refused in one line before the model loads."""
+    import vconv.audio.pcm_stream as pcm_stream
+
+    monkeypatch.setattr(pcm_stream, "MAX_HEADER_BYTES", 1 << 20)
+    junk = b"".join(_chunk(b"JUNK", 512 << 10) + bytes(512 << 10) for _ in range(3))
+    result = CliRunner().invoke(app, ["stream", "-t", str(world / "tgt.wav"), "-o", str(world / "out.wav"), "-m", str(world / "bundle")],
+                                input=b"RIFF\xff\xff\xff\xffWAVE" + junk)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == ("error: stdin: WAV stream whose chunks before the audio take 1 MB, over the 1 MB a header may; "
+                                     "stream a plain WAV (or headerless PCM with --raw)")
+    assert not (world / "out.wav").exists()
+
+
+def _vconv_process(*args, close: int | None = None, stdout=None, stdin=None):
+    """``python -m vconv ARGS`` in a real process (standard streams are what this is about), with file descriptor
+    ``close`` closed as by the shell's ``>&-`` / ``<&-``."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "vconv", *map(str, args)], stdout=stdout if stdout is not None else subprocess.PIPE,
+                          stdin=stdin if stdin is not None else subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300,
+                          preexec_fn=None if close is None else lambda: os.close(close))
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_closed_or_full_standard_output_is_one_line(world):
+    """`vconv stream -o -` with standard output closed (`>&-`) or on /dev/full ended in a traceback (AttributeError,
+    OSError ENOSPC); so did `info`, every other report and `--help` on /dev/full. Now one line each, exit 1, and the
+    stream's before the model loads."""
+    stream = ["stream", "-t", world / "tgt.wav", "-i", world / "src.wav", "-o", "-", "-m", world / "bundle"]
+    closed = _vconv_process(*stream, close=1)
+    assert (closed.returncode, closed.stderr.decode()) == (1, "error: standard output is closed; give --output FILE, or open it (a pipe or a redirection)\n")
+    with open("/dev/full", "wb") as full:
+        for args in (stream, ["info", world / "src.wav"], ["models"], ["convert", "--help"]):  # help: printed by Click itself
+            result = _vconv_process(*args, stdout=full)
+            assert (result.returncode, result.stderr.decode()) == (1, "error: standard output: no space left on the device\n"), args
+    no_input = _vconv_process("stream", "-t", world / "tgt.wav", "-o", world / "out.wav", "-m", world / "bundle", close=0)
+    assert (no_input.returncode, no_input.stderr.decode()) == (1, "error: standard input is closed; give --input FILE, or open it (a pipe or a redirection)\n")
+    assert not (world / "out.wav").exists()
+
+
+def test_standard_output_that_fills_mid_stream_is_one_line_and_a_gone_reader_stays_quiet():
+    """The stream's pipe writers: a write that fails for want of space (after the header went through) is a
+    VconvError naming standard output; a reader that has gone (`| head`) stays a BrokenPipeError, which `main`
+    ends quietly (exit 1), as other tools do."""
+    import errno
+
+    from vconv.audio.pcm_stream import RawWriter, WavPipeWriter
+
+    class Filling:
+        def __init__(self, room: int, error: OSError) -> None:
+            self.room, self.error = room, error
+
+        def write(self, data: bytes) -> int:
+            if len(data) > self.room:
+                raise self.error
+            self.room -= len(data)
+            return len(data)
+
+        def flush(self) -> None:
+            pass
+
+    writer = WavPipeWriter(Filling(100, OSError(errno.ENOSPC, "No space left on device")), SR)
+    with pytest.raises(VconvError, match="^standard output: no space left on the device$"):
+        writer.write(np.zeros(SR, np.float32))
+    writer.abort()  # after a failed write, nothing is retried
+    with pytest.raises(BrokenPipeError):
+        RawWriter(Filling(0, BrokenPipeError(errno.EPIPE, "Broken pipe"))).write(np.ones(10, np.float32))
+
+
+def test_a_folder_no_check_reaches_is_still_one_line(world, monkeypatch):
+    """An unreadable folder that no check of vconv's own reaches (here the folder `vconv models` searches) is one
+    line naming it, exit 1, not a PermissionError's traceback."""
+    monkeypatch.setenv("VCONV_MODELS", str(world / "bad_bundles"))
+    deny_reading(monkeypatch, world / "bad_bundles")
+    result = CliRunner().invoke(app, ["models"])
+    assert (result.exit_code, result.stderr) == (1, f"error: {world / 'bad_bundles'}: permission denied; check its permissions (and its folder's)\n")

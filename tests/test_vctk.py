@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from tests.conftest import voiced_signal
+from tests.conftest import deny_reading, voiced_signal
 from vconv.cli import app
 from vconv.config import load_run_config
 from vconv.data.corpora.vctk import (
@@ -216,13 +216,36 @@ def test_prepare_vctk_writes_manifests_with_metadata(vctk092, tmp_path):
         prepare_vctk(vctk092, tmp_path / "m", unseen=FAKE_UNSEEN)
 
 
+def test_unreadable_speaker_folders_are_listed_failures(vctk092, tmp_path, monkeypatch):
+    """A speaker's audio (or transcript) folder that cannot be read was left out unsaid (pathlib's glob gives nothing
+    for it); now it is a failure of the scan, listed, and `vconv prepare` exits 3. A missing speaker-info.txt stays
+    a note. (The tests run as root: deny_reading refuses the folders as the kernel refuses a normal user.)"""
+    deny_reading(monkeypatch, vctk092 / "wav48_silence_trimmed" / "p227", vctk092 / "txt" / "p228")
+    scan = scan_vctk(vctk092)
+    failures = [(Path(b.path).relative_to(vctk092).as_posix(), b.reason) for b in scan.bad if b.failure]
+    assert failures == [("wav48_silence_trimmed/p225/p225_004_mic2.flac", failures[0][1]),
+                        ("wav48_silence_trimmed/p227", "unreadable folder (Permission denied)"),
+                        ("txt/p228", "unreadable folder (Permission denied)")], failures
+    assert {u.speaker for u in scan.utterances} == {"p225", "p226", "p228"}
+    result = CliRunner().invoke(app, ["prepare", str(vctk092), "-o", str(tmp_path / "m"), "--layout", "vctk", "--test-speakers", "p228"])
+    assert result.exit_code == 3 and f"error: {vctk092 / 'wav48_silence_trimmed' / 'p227'}: unreadable folder" in result.stderr
+    info = tmp_path / "no_info"
+    info.mkdir()
+    (info / "wav48").symlink_to(vctk092 / "wav48_silence_trimmed")
+    assert [b.failure for b in scan_vctk(info).bad if b.path.endswith("speaker-info.txt")] == [False]
+
+
 def test_cli_prepare_vctk_layout(vctk080, tmp_path):
     runner = CliRunner()
     out = tmp_path / "m"
     result = runner.invoke(app, ["prepare", str(vctk080), "-o", str(out), "--layout", "vctk", "--test-speakers", "p227,p228"])
-    assert result.exit_code == 0, result.output
-    assert "VCTK 0.80" in result.output and "p226_002.wav" in result.output
+    assert result.exit_code == 3, result.output  # the corrupt p226_002 is a failure of the batch, listed on stderr
+    assert "VCTK 0.80" in result.stdout and "p226_002.wav" in result.stdout
+    assert result.stderr.startswith(f"error: {vctk080 / 'wav48' / 'p226' / 'p226_002.wav'}: ") and result.stderr.count("\n") == 1
     assert len(read_manifest(out / "all.jsonl")) == 17
+    allowed = runner.invoke(app, ["prepare", str(vctk080), "-o", str(out), "--layout", "vctk", "--test-speakers", "p227,p228",
+                                  "--force", "--allow-skips"])
+    assert allowed.exit_code == 0 and "p226_002.wav" in allowed.stderr
     bad = runner.invoke(app, ["prepare", str(vctk080), "-o", str(tmp_path / "g"), "--mic", "mic1"])
     assert bad.exit_code == 1 and "--layout vctk only" in bad.output
     bad = runner.invoke(app, ["prepare", str(vctk080), "-o", str(tmp_path / "g"), "--layout", "timit"])

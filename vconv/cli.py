@@ -10,10 +10,15 @@ Exit codes (defined once in :mod:`vconv.cli_common`, listed in ``vconv --help`` 
 
 Commands that load a model (convert, embed, evaluate) check their inputs, options and output paths
 first, so a typo fails at once rather than after the model load.
+
+Every path parameter (here, in :mod:`vconv.cli_artifacts` and :mod:`vconv.cli_stream`) says ``readable=False``:
+Typer's default has Click refuse an unreadable path itself, as a usage error (exit 2, in Click's words), before
+vconv's own checks can say it is an input they cannot read (exit 1, or one failure of a batch, exit 3).
 """
 
 from __future__ import annotations
 
+import errno
 import gc
 import math
 import signal
@@ -26,18 +31,23 @@ import typer
 from vconv.cli_artifacts import bundle_app, frontend_app
 from vconv.cli_common import (
     EXIT_CODES_HELP,
+    EXIT_ERROR,
     FIT_VOICE_HELP,
     PRECISION_HELP,
     TARGET_MATCH_HELP,
     OneLineErrorsGroup,
+    echo_out,
     finish_batch,
     friendly_errors,
     printable,
+    say,
+    say_report,
     split_list,
 )
 from vconv.cli_serve import serve
 from vconv.cli_stream import stream
 from vconv.errors import VconvError
+from vconv.fileio import discard_unwritten
 
 app = typer.Typer(
     name="vconv",
@@ -52,8 +62,8 @@ app = typer.Typer(
 @app.command()
 @friendly_errors
 def prepare(
-    root: Path = typer.Argument(..., help="Corpus root: ROOT/<speaker>/**/*.{wav,flac,ogg} (+ optional same-stem .txt transcripts), or a VCTK root with --layout vctk."),
-    out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for all/train/valid/test.jsonl and split.json."),
+    root: Path = typer.Argument(..., readable=False, help="Corpus root: ROOT/<speaker>/**/*.{wav,flac,ogg} (+ optional same-stem .txt transcripts), or a VCTK root with --layout vctk."),
+    out_dir: Path = typer.Option(..., "--out", "-o", readable=False, help="Folder for all/train/valid/test.jsonl and split.json."),
     layout: str = typer.Option("generic", "--layout", help="Corpus layout: generic (speaker folders) or vctk (VCTK 0.92 or 0.80, detected)."),
     test_speakers: Optional[str] = typer.Option(None, help="Comma-separated speakers held out for testing (unseen speakers). vctk: default the recipe's fixed 20."),
     num_test_speakers: int = typer.Option(0, help="Hold out this many randomly chosen speakers for testing (when --test-speakers is not given; generic only)."),
@@ -62,49 +72,43 @@ def prepare(
     mic: Optional[str] = typer.Option(None, "--mic", help="vctk 0.92 only: mic1 or mic2 (default mic2)."),
     valid_fraction: Optional[float] = typer.Option(None, "--valid-fraction", help="vctk only: fraction of the seen speakers' utterances used for validation (default 0.05)."),
     seed: int = typer.Option(0, help="Seed of the random split; the same seed gives the same split."),
-    min_seconds: float = typer.Option(0.0, help="Skip (and report) files shorter than this."),
+    min_seconds: float = typer.Option(0.0, help="Leave out (and report) files shorter than this; they are not failures."),
+    allow_skips: bool = typer.Option(False, "--allow-skips", help="Exit 0 even when some files or folders could not be read (they are still listed on stderr); default: exit 3."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing manifests in --out."),
 ) -> None:
     """Scan a corpus and write a JSONL manifest with train/valid/test splits (speaker-disjoint test).
-    Unreadable or too-short files are skipped, listed in the summary and in split.json (exit code 0)."""
+    Files and folders that cannot be read (or are not usable audio) are left out, listed in the summary, in
+    split.json and on stderr, and make the exit code 3 (unless --allow-skips); files shorter than --min-seconds
+    are left out and listed too, with exit code 0."""
     from vconv.paths import check_output_path
 
     check_output_path(out_dir, expect="folder", what="output folder")  # before a long scan
     if layout == "vctk":
-        from vconv.data.corpora.vctk import prepare_vctk
-
         # VCTK splits seen speakers by utterance; speaker-drawn validation does not apply
         if num_test_speakers or valid_speakers or num_valid_speakers:
             raise VconvError("--num-test-speakers/--valid-speakers/--num-valid-speakers are generic-only; vctk uses --test-speakers and --valid-fraction")
-        report: Any = prepare_vctk(  # a VctkPrepareReport, or below a PrepareReport: both summarise themselves
-            root,
-            out_dir,
-            mic=mic or "mic2",
-            unseen=split_list(test_speakers),
-            valid_fraction=0.05 if valid_fraction is None else valid_fraction,
-            seed=seed,
-            min_seconds=min_seconds,
-            force=force,
-        )
+        report = _prepare_vctk(root, out_dir, mic, test_speakers, valid_fraction, seed=seed, min_seconds=min_seconds, force=force)
     elif layout == "generic":
         from vconv.data.prepare import prepare_corpus
 
         if mic is not None or valid_fraction is not None:
             raise VconvError("--mic and --valid-fraction apply to --layout vctk only")
-        report = prepare_corpus(
-            root,
-            out_dir,
-            test_speakers=split_list(test_speakers),
-            num_test_speakers=num_test_speakers,
-            valid_speakers=split_list(valid_speakers),
-            num_valid_speakers=num_valid_speakers,
-            seed=seed,
-            min_seconds=min_seconds,
-            force=force,
-        )
+        report = prepare_corpus(root, out_dir, test_speakers=split_list(test_speakers), num_test_speakers=num_test_speakers,
+                                valid_speakers=split_list(valid_speakers), num_valid_speakers=num_valid_speakers,
+                                seed=seed, min_seconds=min_seconds, force=force)
     else:
         raise VconvError(f"--layout {layout!r}: expected generic or vctk")
-    typer.echo(report.summary())
+    say_report(report.summary())
+    finish_batch(report.utterances, report.failures, allow_failures=allow_skips)
+
+
+def _prepare_vctk(root: Path, out_dir: Path, mic: Optional[str], test_speakers: Optional[str], valid_fraction: Optional[float],
+                  **common: Any) -> Any:
+    """`vconv prepare --layout vctk`: a VctkPrepareReport (a PrepareReport that summarises the scan's counts too)."""
+    from vconv.data.corpora.vctk import prepare_vctk
+
+    return prepare_vctk(root, out_dir, mic=mic or "mic2", unseen=split_list(test_speakers),
+                        valid_fraction=0.05 if valid_fraction is None else valid_fraction, **common)
 
 
 RUN_CONFIG_KEYS = {"base", "features", "model", "vocoder", "train"}
@@ -145,13 +149,13 @@ def _whisper_sections(option: str) -> list[dict]:
 @app.command()
 @friendly_errors
 def extract(
-    manifest: Path = typer.Argument(..., help="JSONL manifest written by `vconv prepare`."),
-    out_dir: Path = typer.Option(..., "--out", "-o", help="Feature folder: <id>.safetensors per utterance, stats.json, features.yaml."),
+    manifest: Path = typer.Argument(..., readable=False, help="JSONL manifest written by `vconv prepare`."),
+    out_dir: Path = typer.Option(..., "--out", "-o", readable=False, help="Feature folder: <id>.safetensors per utterance, stats.json, features.yaml."),
     config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML FeatureConfig (sample_rate, n_fft, hop_length, win_length, n_mels, fmin, fmax, log_floor), or a run config whose features: section is used and whose model: section says which front-end outputs to store (a YAML of `vconv train`/`train-vocoder`, or a packaged name: debug, base); default: the shipped model's."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (files, audio hours, ETA)."),
-    stats_from: Optional[Path] = typer.Option(None, "--stats-from", help="Compute stats.json from this manifest's features (e.g. train.jsonl) instead of MANIFEST's."),
-    frontends: Optional[Path] = typer.Option(None, "--frontends", help="Front-end folder (`vconv frontend prepare`) for Whisper states and d-vectors."),
+    stats_from: Optional[Path] = typer.Option(None, "--stats-from", readable=False, help="Compute stats.json from this manifest's features (e.g. train.jsonl) instead of MANIFEST's."),
+    frontends: Optional[Path] = typer.Option(None, "--frontends", readable=False, help="Front-end folder (`vconv frontend prepare`) for Whisper states and d-vectors."),
     whisper_layers: Optional[str] = typer.Option(None, "--whisper-layers", help="Also store Whisper encoder states of these blocks, e.g. 2,4 (default: what --config's model reads)."),
     dvector: Optional[bool] = typer.Option(None, "--dvector/--no-dvector", help="Also store each utterance's d-vector (default: if --config's model reads it)."),
     allow_skips: bool = typer.Option(False, "--allow-skips", help="Exit 0 even when some files were skipped (they are still listed on stderr); default: exit 3."),
@@ -169,7 +173,7 @@ def extract(
     sections = [(role, section) for role, listed in parts.items() for section in listed]
     report = extract_features(manifest, out_dir, cfg, workers=workers, progress=progress, stats_from=stats_from,
                               frontends_dir=frontends, frontends=sections, force=force)
-    typer.echo(report.summary())
+    say_report(report.summary())
     finish_batch(report.written + report.already_done, report.bad, allow_failures=allow_skips)
 
 
@@ -194,12 +198,12 @@ def train(
     if not trainer.dist.is_main:  # under torchrun only rank 0 reports
         return
     if trainer.step < train_cfg.steps:
-        typer.echo(f"stopped at step {trainer.step} of {train_cfg.steps}: checkpoint {trainer.run.latest}; continue with --resume")
+        say(f"stopped at step {trainer.step} of {train_cfg.steps}: checkpoint {trainer.run.latest}; continue with --resume")
         return
     last = [r for r in history if r["split"] == "valid"][-1:] or history[-1:]
     if last:
-        typer.echo("final " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in last[0].items()))
-    typer.echo(f"model bundle: {trainer.run_dir / 'model'}")
+        echo_out("final " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in last[0].items()))
+    say(f"model bundle: {trainer.run_dir / 'model'}")
 
 
 def _check_model(model: Optional[str], vocoder: Optional[str] = None) -> Path:
@@ -219,9 +223,9 @@ def _check_model(model: Optional[str], vocoder: Optional[str] = None) -> Path:
 @app.command()
 @friendly_errors
 def convert(
-    source: Path = typer.Argument(..., help="Source audio file, or a folder converted file by file (tree mirrored under --out)."),
-    target: List[Path] = typer.Option(..., "--target", "-t", help="Target speaker reference: a file or a folder; repeat to average several."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output .wav/.flac/.ogg file (or folder for a folder source)."),
+    source: Path = typer.Argument(..., readable=False, help="Source audio file, or a folder converted file by file (tree mirrored under --out)."),
+    target: List[Path] = typer.Option(..., "--target", "-t", readable=False, help="Target speaker reference: a file or a folder; repeat to average several."),
+    out: Path = typer.Option(..., "--out", "-o", readable=False, help="Output .wav/.flac/.ogg file (or folder for a folder source)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle name (see `vconv models`) or bundle folder; default: the shipped model."),
     vocoder: Optional[str] = typer.Option(None, "--vocoder", help="Vocoder: griffinlim, or the bundle's own (default)."),
     sample_rate: Optional[int] = typer.Option(None, "--sample-rate", help="Resample the output to this rate, 1000..768000 Hz (default: the model's)."),
@@ -250,7 +254,7 @@ def convert(
         finish_batch(0, plan.failed)
     converter = load(bundle, vocoder=vocoder, fast=fast, target_match=target_match, precision=precision, fit_steps=fit_voice)
     report = convert_paths(converter, source, target, out, force=force, progress=progress, plan=plan)
-    typer.echo(report.summary())
+    echo_out(report.summary())
     for note in report.notes:
         typer.echo(f"note: {printable(note)}", err=True)
     finish_batch(len(report.converted), report.failed)
@@ -259,8 +263,8 @@ def convert(
 @app.command()
 @friendly_errors
 def embed(
-    paths: List[Path] = typer.Argument(..., help="Audio files and/or folders; each folder is one speaker, each file its own."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write embeddings: .json (all, by name), .npy (speaker matrix) or .npz."),
+    paths: List[Path] = typer.Argument(..., readable=False, help="Audio files and/or folders; each folder is one speaker, each file its own."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", readable=False, help="Write embeddings: .json (all, by name), .npy (speaker matrix) or .npz."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle name or folder; default: the shipped model."),
     similarity: bool = typer.Option(False, "--similarity", help="Print the cosine similarity matrix."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out file."),
@@ -283,9 +287,9 @@ def embed(
         finish_batch(0, result.failed)
     if out is not None:
         result.save(out, force=force)
-        typer.echo(f"{len(result.utterances)} utterance(s), {len(result.speakers)} speaker(s) -> {out}")
+        say(f"{len(result.utterances)} utterance(s), {len(result.speakers)} speaker(s) -> {out}")
     if similarity:
-        typer.echo(result.similarity_table())
+        say_report(result.similarity_table())
     for note in long_reference_notes([f for files in plan.groups.values() for f in files]):
         typer.echo(f"note: {printable(note)}", err=True)
     finish_batch(len(result.utterances), result.failed)
@@ -294,10 +298,10 @@ def embed(
 @app.command()
 @friendly_errors
 def evaluate(
-    out: Path = typer.Option(..., "--out", "-o", help="Report folder: results.json, summary.md, plots/, converted/."),
+    out: Path = typer.Option(..., "--out", "-o", readable=False, help="Report folder: results.json, summary.md, plots/, converted/."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle to evaluate (name or folder; default: the shipped model). Used with --manifest."),
-    manifest: Optional[Path] = typer.Option(None, "--manifest", help="Held-out utterances (JSONL): all source→target pairs of different speakers are converted and scored."),
-    protocol: Optional[Path] = typer.Option(None, "--protocol", help="Score given triples instead: JSON/JSONL of {source, target_refs, converted, target_other, ...}."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", readable=False, help="Held-out utterances (JSONL): all source→target pairs of different speakers are converted and scored."),
+    protocol: Optional[Path] = typer.Option(None, "--protocol", readable=False, help="Score given triples instead: JSON/JSONL of {source, target_refs, converted, target_other, ...}."),
     sources_per_pair: Optional[int] = typer.Option(None, "--sources-per-pair", help="At most this many source utterances per (source, target) speaker pair (seeded sample)."),
     target_refs: int = typer.Option(1, "--target-refs", help="Target utterances given to the converter per pair (averaged by its speaker path); never the judged one."),
     vocoder: Optional[str] = typer.Option(None, "--vocoder", help="Vocoder for conversion and the copy-synthesis row (default: the bundle's)."),
@@ -321,8 +325,8 @@ def evaluate(
         out, bundle=bundle, manifest=manifest, protocol=protocol, sources_per_pair=sources_per_pair,
         target_refs=target_refs, vocoder=vocoder, target_match=target_match, precision=precision, fit_steps=fit_voice,
         seed=seed, plots=plots, asr_model=asr_model, force=force, progress=progress))
-    typer.echo(report.summary_markdown)
-    typer.echo(f"report: {out}")
+    echo_out(report.summary_markdown)
+    say(f"report: {out}")
 
 
 @app.command()
@@ -341,9 +345,9 @@ def models() -> None:
         except VconvError as exc:
             detail = f"unusable: {one_line(exc)}"
         mark = " (default)" if bundle.name == DEFAULT_BUNDLE else ""
-        typer.echo(f"{bundle.name}{mark}  [{bundle.source}]  {bundle.path}  {detail}")
+        say(f"{bundle.name}{mark}  [{bundle.source}]  {bundle.path}  {detail}")
     if not bundles:
-        typer.echo("no bundles found in: " + ", ".join(str(r) for r, _ in search_roots()))
+        say("no bundles found in: " + ", ".join(str(r) for r, _ in search_roots()))
 
 
 @app.command("train-vocoder")
@@ -353,7 +357,7 @@ def train_vocoder(
     config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML with features/vocoder/train sections, or a packaged config name (vocoder_debug)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in train.run_dir from its latest checkpoint."),
     vc_model: Optional[str] = typer.Option(None, "--vc-model", help="Fine-tune on this VC bundle's reconstructed mels (same as train.vc_model=...)."),
-    attach: Optional[Path] = typer.Option(None, "--attach", help="After training, copy the vocoder into this VC bundle folder (convert then uses it by default)."),
+    attach: Optional[Path] = typer.Option(None, "--attach", readable=False, help="After training, copy the vocoder into this VC bundle folder (convert then uses it by default)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (losses, steps/s, ETA)."),
 ) -> None:
     """Train the neural (Vocos-style) vocoder on a manifest's audio; writes RUN_DIR/vocoder. Multi-GPU: torchrun."""
@@ -367,18 +371,18 @@ def train_vocoder(
     history = trainer.fit()
     last = [r for r in history if r["split"] == "valid"][-1:] or history[-1:]
     if last:
-        typer.echo("final " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in last[0].items()))
+        echo_out("final " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in last[0].items()))
     out = trainer.run_dir / "vocoder"
-    typer.echo(f"vocoder: {out}")
+    say(f"vocoder: {out}")
     if attach is not None and trainer.dist.is_main:
         attach_vocoder(attach, out)
-        typer.echo(f"attached to bundle: {attach}")
+        say(f"attached to bundle: {attach}")
 
 
 @app.command()
 @friendly_errors
 def info(
-    paths: List[Path] = typer.Argument(..., help="Audio files to check (any length: read in blocks)."),
+    paths: List[Path] = typer.Argument(..., readable=False, help="Audio files to check (any length: read in blocks)."),
     min_seconds: float = typer.Option(0.0, help="Report files shorter than this as bad."),
 ) -> None:
     """Check audio files and print duration, sample rate, channels and peak level. Bad files are listed on
@@ -394,7 +398,7 @@ def info(
             failed.append(BadFile.from_error(path, exc))
             continue
         meta, peak_db = found.info, 20 * math.log10(max(found.peak, 1e-9))
-        typer.echo(f"{path}: {found.seconds:.2f} s, {meta.samplerate} Hz, {meta.channels} ch, {meta.subtype}, peak {peak_db:.1f} dBFS")
+        say(f"{path}: {found.seconds:.2f} s, {meta.samplerate} Hz, {meta.channels} ch, {meta.subtype}, peak {peak_db:.1f} dBFS")
     finish_batch(len(paths) - len(failed), failed)
 
 
@@ -411,6 +415,14 @@ def main() -> None:
         app()
     except BrokenPipeError:  # `vconv ... | head` must not print a traceback
         sys.exit(1)
+    except OSError as exc:
+        # what Click and Rich print themselves, outside any command (`--help > /dev/full`): a failed write to a
+        # stream has no file name, every file vconv opens is checked where it is opened
+        if exc.filename is not None or exc.errno not in (errno.ENOSPC, errno.EIO):
+            raise
+        discard_unwritten(sys.stdout)
+        typer.echo(f"error: standard output: {'no space left on the device' if exc.errno == errno.ENOSPC else exc.strerror}", err=True)
+        sys.exit(EXIT_ERROR)
     finally:
         # Exit without a last garbage collection over everything torch created: the interpreter still
         # runs atexit handlers, closes files and tears modules down, but a process that imported torch

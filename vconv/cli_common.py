@@ -15,6 +15,7 @@ Every error is one line ``error: <what>: <why>`` on stderr, usage errors include
 
 from __future__ import annotations
 
+import errno
 import functools
 import re
 import sys
@@ -23,7 +24,8 @@ from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
 import typer
 from typer.core import TyperGroup
 
-from vconv.errors import VconvError
+from vconv.errors import VconvError, printable
+from vconv.fileio import discard_unwritten
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -64,19 +66,34 @@ def one_line(exc: BaseException) -> str:
     return printable(text.splitlines()[0])
 
 
-def printable(text: str) -> str:
-    """``text`` safe to print as one line: control characters as escapes (``\\n``, ``\\x1b``) and the bytes
-    of a file name that are not UTF-8 as ``\\xNN``, so no name can start a line of its own or garble the terminal."""
-    out = []
-    for ch in text:
-        code = ord(ch)
-        if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's stand-in for an undecodable byte
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif code < 0x20 or 0x7F <= code < 0xA0 or 0xD800 <= code <= 0xDFFF:
-            out.append(ch.encode("unicode_escape", "backslashreplace").decode("ascii"))
-        else:
-            out.append(ch)
-    return "".join(out)
+def say(line: object) -> None:
+    """Print one line on standard output through :func:`printable`: a path in it (an output folder, a bundle, a
+    file of a batch) may hold bytes that are not UTF-8, which would end the command in a UnicodeEncodeError, or a
+    line break or control characters, which would forge a second line or garble the terminal."""
+    echo_out(printable(str(line)))
+
+
+def say_report(text: str) -> None:
+    """Print a report of several lines on standard output, each through :func:`printable`. The names inside it
+    are escaped where it is made (a corpus summary, a similarity table), before their own line breaks mix with
+    the report's; this catches the rest."""
+    echo_out("\n".join(printable(line) for line in text.split("\n")))
+
+
+def echo_out(text: str) -> None:
+    """Print ``text`` on standard output; one that cannot take it (``> /dev/full``, a full disk, a device error) is
+    a one-line VconvError rather than a traceback. What it could not write is dropped
+    (:func:`~vconv.fileio.discard_unwritten`), or the interpreter's own last flush would fail once more, print a
+    warning and change the exit code. A pipe whose reader has gone (``| head``) stays a BrokenPipeError, which
+    :func:`vconv.cli.main` ends quietly, as other tools do."""
+    try:
+        typer.echo(text)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        discard_unwritten(sys.stdout)
+        reason = "no space left on the device" if exc.errno == errno.ENOSPC else f"could not write ({exc.strerror or exc})"
+        raise VconvError(f"standard output: {reason}") from None
 
 
 def friendly_errors(func: F) -> F:
@@ -93,6 +110,12 @@ def friendly_errors(func: F) -> F:
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except MemoryError:
             fail("out of memory; use shorter inputs or fewer workers")
+        except PermissionError as exc:
+            # the inputs vconv reads are checked where they are read (audio, manifests, configs, bundles); a file or
+            # folder those checks do not reach (a bundle's folder that cannot be listed) still gets one line and exit 1
+            if exc.filename is None:
+                raise
+            fail(f"{exc.filename}: permission denied; check its permissions (and its folder's)")
 
     return wrapper  # type: ignore[return-value]
 

@@ -14,7 +14,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from vconv.cli_common import FIT_VOICE_HELP, PRECISION_HELP, TARGET_MATCH_HELP, friendly_errors
+from vconv.cli_common import FIT_VOICE_HELP, PRECISION_HELP, TARGET_MATCH_HELP, echo_out, friendly_errors
 from vconv.errors import VconvError
 
 STDIO = Path("-")
@@ -22,9 +22,9 @@ STDIO = Path("-")
 
 @friendly_errors
 def stream(
-    target: List[Path] = typer.Option([], "--target", "-t", help="Target speaker reference (a file); repeat to average several."),
-    input_path: Path = typer.Option(STDIO, "--input", "-i", help="Audio file to stream from, or - for standard input (a WAV stream, or headerless PCM with --raw)."),
-    output: Path = typer.Option(STDIO, "--output", "-o", help="Output .wav/.flac/.ogg file, or - for standard output (a WAV stream, or headerless PCM with --raw)."),
+    target: List[Path] = typer.Option([], "--target", "-t", readable=False, help="Target speaker reference (a file); repeat to average several."),
+    input_path: Path = typer.Option(STDIO, "--input", "-i", readable=False, help="Audio file to stream from, or - for standard input (a WAV stream, or headerless PCM with --raw)."),
+    output: Path = typer.Option(STDIO, "--output", "-o", readable=False, help="Output .wav/.flac/.ogg file, or - for standard output (a WAV stream, or headerless PCM with --raw)."),
     block_ms: float = typer.Option(96.0, "--block-ms", min=16.0, max=2000.0, help="Block length in ms (rounded to whole 16 ms hops); the latency is the block plus the look-ahead."),
     lookahead_ms: float = typer.Option(48.0, "--lookahead-ms", min=0.0, max=2000.0, help="Look-ahead in ms: more costs latency and gives the model's right edge more room."),
     context_ms: float = typer.Option(1500.0, "--context-ms", min=0.0, max=30000.0, help="Left context in ms that each block is converted with."),
@@ -53,14 +53,14 @@ def stream(
     if list_devices:
         from vconv.audio.live import list_devices as devices
 
-        typer.echo(devices())
+        echo_out(devices())
         return
     if not target:
         raise VconvError("give the target voice: --target REF.wav (repeat for several references)")
     check_mode(target_match, "--target-match")
     check_precision(precision, "--precision")
     check_fit_steps(fit_voice)
-    _check_sources(input_path, output, input_device, output_device, raw, realtime)
+    _check_sources(input_path, output, input_device, output_device, raw, realtime, target)
     if raw and input_path == STDIO and sample_rate is None and input_device is None:
         raise VconvError("--raw input needs --sample-rate N (headerless PCM does not say its rate)")
     for ref in target:  # before the model loads or a device opens
@@ -97,8 +97,9 @@ def _run(target: List[Path], reader: Any, writer: Any, model: Optional[str], tar
 
 
 def _check_sources(input_path: Path, output: Path, input_device: Optional[str], output_device: Optional[str],
-                   raw: bool, realtime: bool) -> None:
-    """One input and one output: a device excludes a file or pipe on the same side."""
+                   raw: bool, realtime: bool, target: List[Path]) -> None:
+    """One input and one output: a device excludes a file or pipe on the same side; the output file is none of
+    the files read."""
     if input_device is not None and input_path != STDIO:
         raise VconvError("give either --input or --input-device, not both")
     if output_device is not None and output != STDIO:
@@ -107,6 +108,27 @@ def _check_sources(input_path: Path, output: Path, input_device: Optional[str], 
         raise VconvError("--realtime paces a file; a microphone keeps its own pace")
     if raw and input_device is not None and output_device is not None:
         raise VconvError("--raw is for standard input/output; with two devices there is neither")
+    _check_not_an_input(output, input_path if input_device is None else None, target)
+
+
+def _check_not_an_input(output: Path, input_path: Optional[Path], target: List[Path]) -> None:
+    """Refuse an output file that is the input file or a target reference (also through a link), as ``convert``
+    does: with --force it would be written over while it is read, and the user's own audio would be lost."""
+    from vconv.paths import check_distinct_outputs
+
+    if output != STDIO:
+        source = input_path if input_path is not None and input_path != STDIO else None
+        check_distinct_outputs([(source, output)], [(ref, "target reference") for ref in target])
+
+
+def _standard(name: str, stream: Any) -> Any:
+    """The binary side of standard input or output; a closed one (``<&-``, ``>&-``: Python then has None) is a
+    one-line error before anything is read or converted."""
+    if stream is None:
+        side = "input" if name == "stdin" else "output"
+        option = "--input FILE" if name == "stdin" else "--output FILE"
+        raise VconvError(f"standard {side} is closed; give {option}, or open it (a pipe or a redirection)")
+    return stream.buffer
 
 
 def _open_reader(path: Path, raw: bool, sample_rate: Optional[int], channels: int, device: Optional[str] = None) -> Any:
@@ -122,8 +144,8 @@ def _open_reader(path: Path, raw: bool, sample_rate: Optional[int], channels: in
         return FileReader(path)
     if raw:
         assert sample_rate is not None  # checked by the caller
-        return RawReader(sys.stdin.buffer, sample_rate, channels)
-    return WavPipeReader(sys.stdin.buffer)
+        return RawReader(_standard("stdin", sys.stdin), sample_rate, channels)
+    return WavPipeReader(_standard("stdin", sys.stdin))
 
 
 def _open_writer(path: Path, raw: bool, sample_rate: int, force: bool, device: Optional[str] = None) -> Any:
@@ -135,4 +157,5 @@ def _open_writer(path: Path, raw: bool, sample_rate: int, force: bool, device: O
         return DeviceWriter(device, sample_rate)
     if path != STDIO:
         return FileWriter(path, sample_rate, force=force)
-    return RawWriter(sys.stdout.buffer) if raw else WavPipeWriter(sys.stdout.buffer, sample_rate)
+    stdout = _standard("stdout", sys.stdout)
+    return RawWriter(stdout) if raw else WavPipeWriter(stdout, sample_rate)

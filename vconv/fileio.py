@@ -81,6 +81,22 @@ def write_failure(path: Path, exc: BaseException) -> str:
     return f"could not write ({reason})"
 
 
+def discard_unwritten(stream: Any) -> None:
+    """Point ``stream``'s file descriptor at ``/dev/null`` once writing to it failed (standard output on a full
+    disk or ``/dev/full``) and the failure has been reported: a buffered stream keeps the bytes it could not
+    write and retries them at every flush, the interpreter's own at exit too, which would print a second,
+    unasked-for error and change the exit code. A stream without a descriptor (a test's buffer) is left as it is."""
+    try:
+        fd = stream.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is both an OSError and a ValueError
+        return
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """``Path.write_text`` (UTF-8), atomically."""
     with atomic_path(path) as tmp:

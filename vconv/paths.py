@@ -83,17 +83,18 @@ def check_output_path(
     return path
 
 
-def check_distinct_outputs(jobs: Iterable[tuple[Path, Path]], inputs: Iterable[tuple[Path, str]] = ()) -> None:
+def check_distinct_outputs(jobs: Iterable[tuple[Path | None, Path]], inputs: Iterable[tuple[Path, str]] = ()) -> None:
     """Refuse a batch where an output is one of ``inputs`` or two jobs share an output.
 
     ``jobs``: ``(input, output)`` pairs; ``inputs``: ``(path, role)`` of every other file read (e.g. target
-    references, role ``"target reference"``). Each job's input counts as a ``"source"``.
+    references, role ``"target reference"``). Each job's input counts as a ``"source"``; None is an input that
+    is no file (standard input, a microphone), so only ``inputs`` can be overwritten.
     """
     jobs = list(jobs)
-    readers = [(src, "source") for src, _ in jobs] + list(inputs)
+    readers = [(src, "source") for src, _ in jobs if src is not None] + list(inputs)
     by_input = {absolute(p): (p, role) for p, role in readers}
     by_inode = {inode: (p, role) for p, role in readers if (inode := _inode(p)) is not None}  # hard links too
-    writers: dict[Path, Path] = {}
+    writers: dict[Path, Path | None] = {}
     for src, dest in jobs:
         key = absolute(dest)
         inode = _inode(dest)

@@ -72,10 +72,11 @@ if [[ $stage -le 1 && $stop_stage -ge 1 ]]; then
       exit 1
     fi
     log "stage 1: prepare $VCTK_ROOT -> $data"
-    # --force: manifests from an interrupted earlier attempt (no split.json yet) are incomplete
+    # --force: manifests from an interrupted earlier attempt (no split.json yet) are incomplete;
+    # --allow-skips: a few unusable VCTK files are listed on stderr (and in split.json), not fatal
     $VCONV prepare "$VCTK_ROOT" --out "$data" --layout vctk --mic "$MIC" \
       --test-speakers "$(sed 's/#.*//' "$UNSEEN" | tr -s ' \t\n' '\n' | grep -v '^$' | paste -sd, -)" \
-      --valid-fraction "$VALID_FRACTION" --seed 0 --force
+      --valid-fraction "$VALID_FRACTION" --seed 0 --force --allow-skips
   fi
 fi
 

@@ -319,7 +319,28 @@ def save(path: str | Path, wav: np.ndarray, sr: int, *, force: bool = False, sub
             sf.write(os.fsencode(tmp), data, sr, format=fmt, subtype=subtype)
         except (RuntimeError, OSError) as exc:  # libsndfile's errors (a full disk among them) are RuntimeErrors
             raise VconvError(f"{path}: {write_failure(tmp, exc)}") from None
+        check_written(tmp, data.shape[0], path)
     return path
+
+
+def check_written(tmp: str | Path, frames: int, path: str | Path) -> None:
+    """Refuse the just-closed output ``tmp`` (to be renamed to ``path``) unless it holds the ``frames`` written.
+
+    libsndfile's Ogg Vorbis writer ignores failed writes: on a full disk the file is cut short and every call
+    returns as if all went well. Its FLAC writer does the same when the disk fills while the file is closed (the
+    last frames are lost and the header's length is never written). Reading the length back finds both: for Ogg
+    libsndfile takes it from the last complete page (a millisecond even for an hour), for FLAC from the header,
+    for WAV from the data the file really holds; so every output is checked the same way before it gets its name.
+    """
+    if frames == 0:  # nothing to lose (and an Ogg file without a page of audio does not open)
+        return
+    try:
+        held = sf.info(os.fsencode(tmp)).frames
+    except (sf.LibsndfileError, RuntimeError):  # cut inside its headers: not even readable
+        held = -1
+    if held != frames:
+        shortfall = OSError(f"the file holds {max(held, 0)} of the {frames} samples written; disk full?")
+        raise VconvError(f"{path}: {write_failure(Path(tmp), shortfall)}")
 
 
 def _check_exists(path: Path) -> None:

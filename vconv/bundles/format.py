@@ -127,7 +127,11 @@ def read_bundle_config(bundle: str | Path) -> dict[str, Any]:
     """
     bundle = Path(bundle)
     cfg_path = bundle / CONFIG_FILE
-    if not bundle.is_dir() or not cfg_path.is_file():
+    try:
+        is_bundle = bundle.is_dir() and cfg_path.is_file()
+    except OSError as exc:  # a folder that cannot be looked into: say so, not "no config.json"
+        raise VconvError(f"{bundle}: unreadable bundle folder ({exc.strerror or exc})") from None
+    if not is_bundle:
         raise VconvError(f"{bundle}: not a vconv model bundle (no {CONFIG_FILE})")
     config = read_json_object(cfg_path, "config")
     if config.get("format") != BUNDLE_FORMAT:

@@ -35,7 +35,7 @@ from vconv.audio.frontend import FrontEnd, compute_stats
 from vconv.config import FeatureConfig, load_yaml, save_yaml
 from vconv.data.feature_files import load_feature_tensors, load_features, save_features
 from vconv.data.manifest import BadFile, Utterance, feature_path, read_manifest
-from vconv.errors import VconvError
+from vconv.errors import VconvError, printable
 from vconv.fileio import write_text_atomic
 from vconv.frontends import FrontEndPart, build_frontend_part, load_parts
 from vconv.paths import check_output_path
@@ -113,7 +113,8 @@ class ExtractReport:
             f"{self.audio_seconds / 3600:.3f} h of audio in {self.wall_seconds:.1f} s ({speed:.0f}x real time)"
         )
         if self.bad:
-            text += "\nskipped files:\n" + "\n".join(f"  {b.path}: {b.reason}" for b in self.bad)
+            # a manifest may name a file whose name holds a line break or a control character: escaped, one line each
+            text += "\nskipped files:\n" + "\n".join(f"  {printable(b.path)}: {printable(b.reason)}" for b in self.bad)
         return text
 
 

@@ -52,10 +52,12 @@ class Utterance:
 
 @dataclass
 class BadFile:
-    """A file a batch had to skip, and why (one line)."""
+    """A file (or folder) a batch had to skip, and why (one line). ``failure`` False marks one left out as asked
+    (shorter than ``--min-seconds``) or a note (a corpus without its speaker list): reported, not a failure."""
 
     path: str
     reason: str
+    failure: bool = True
 
     @classmethod
     def from_error(cls, path: str | Path, exc: Exception) -> "BadFile":
@@ -152,7 +154,13 @@ def write_manifest(path: str | Path, utterances: Iterable[Utterance]) -> Path:
 
 def check_audio_file(path: Path, min_seconds: float) -> float | BadFile:
     """The duration in seconds of one corpus file, or the :class:`BadFile` saying why it is unusable
-    (unreadable, empty, shorter than ``min_seconds``); the one check behind every corpus layout's scan."""
+    (unreadable, empty, shorter than ``min_seconds``, a name that is not UTF-8); the one check behind every corpus
+    layout's scan."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:  # os.fsdecode's stand-ins for bytes that are not UTF-8
+        # the path and the id made from it go into UTF-8 manifests and feature files' metadata, which cannot hold it
+        return BadFile(str(path), "name is not UTF-8, which a manifest must be; rename the file (or its folder)")
     try:
         info = audio_info(path)
     except VconvError as exc:  # its message is "PATH: reason"; BadFile keeps the two apart
@@ -160,13 +168,41 @@ def check_audio_file(path: Path, min_seconds: float) -> float | BadFile:
     if info.frames == 0:
         return BadFile(str(path), "empty audio (0 samples)")
     duration = info.frames / info.samplerate
-    if duration < min_seconds:
-        return BadFile(str(path), f"too short ({duration:.2f} s < {min_seconds:.2f} s)")
+    if duration < min_seconds:  # the user's own filter: reported, not a failure
+        return BadFile(str(path), f"too short ({duration:.2f} s < {min_seconds:.2f} s)", failure=False)
     return duration
 
 
+def unreadable_folder(error: OSError, folder: str | Path) -> BadFile:
+    """The failure of a folder that could not be listed (``error`` from ``os.scandir`` / ``os.walk``)."""
+    return BadFile(str(error.filename or folder), f"unreadable folder ({error.strerror or error})")
+
+
+def list_folder(folder: Path, bad: list[BadFile]) -> list[Path]:
+    """The entries of ``folder``, sorted; one that cannot be read is added to ``bad`` and gives none. (pathlib's
+    glob and rglob return nothing for it, silently: a speaker's whole folder would vanish from a corpus unsaid.)"""
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(folder / entry.name for entry in entries)
+    except OSError as exc:
+        bad.append(unreadable_folder(exc, folder))
+        return []
+
+
+def walk_audio_files(folder: Path, bad: list[BadFile]) -> list[Path]:
+    """Every entry with an audio extension below ``folder``, sorted; each subfolder that cannot be read is added
+    to ``bad``. Entries that are not regular files (a FIFO named ``x.wav``) are kept, so the header check refuses
+    them with their reason rather than leaving them out unsaid; links to folders are not followed (no cycle)."""
+    def refuse(exc: OSError) -> None:
+        bad.append(unreadable_folder(exc, folder))
+
+    return sorted(Path(root) / name for root, _, names in os.walk(folder, onerror=refuse)
+                  for name in names if Path(name).suffix.lower() in AUDIO_EXTENSIONS)
+
+
 def scan_speaker_folders(root: str | Path, min_seconds: float = 0.0) -> ScanResult:
-    """Find ``ROOT/<speaker>/**/*.{wav,flac,ogg}``; unreadable or too-short files are reported, not fatal.
+    """Find ``ROOT/<speaker>/**/*.{wav,flac,ogg}``; unreadable or too-short files, and folders that cannot be
+    read, are reported, not fatal.
 
     Ids are ``<speaker>/<path below the speaker folder without extension>``, unique by construction.
     """
@@ -175,16 +211,21 @@ def scan_speaker_folders(root: str | Path, min_seconds: float = 0.0) -> ScanResu
         raise VconvError(f"{root}: corpus folder not found")
     utterances: list[Utterance] = []
     bad: list[BadFile] = []
-    for spk_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for audio in sorted(p for p in spk_dir.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()):
+    try:
+        listed = sorted(root.iterdir())
+    except OSError as exc:  # nothing of the corpus can be found: an error, not a report
+        raise VconvError(f"{root}: corpus folder cannot be read ({exc.strerror or exc})") from None
+    for spk_dir in (p for p in listed if p.is_dir() and not p.name.startswith(".")):
+        for audio in walk_audio_files(spk_dir, bad):
             duration = check_audio_file(audio, min_seconds)
             if isinstance(duration, BadFile):
                 bad.append(duration)
                 continue
             rel = audio.relative_to(spk_dir).with_suffix("")
-            transcript = audio.with_suffix(".txt")
-            # a transcript in another encoding keeps its words (as VCTK's reader does) rather than ending the scan
-            text = transcript.read_text(encoding="utf-8", errors="replace").strip() if transcript.is_file() else None
+            text = _transcript(audio.with_suffix(".txt"))
+            if isinstance(text, BadFile):  # left out rather than kept without its words unsaid
+                bad.append(text)
+                continue
             utterances.append(
                 Utterance(
                     id=f"{spk_dir.name}/{rel.as_posix()}",
@@ -197,6 +238,17 @@ def scan_speaker_folders(root: str | Path, min_seconds: float = 0.0) -> ScanResu
     if not utterances and not bad:
         raise VconvError(f"{root}: no audio found; expected ROOT/<speaker>/*.wav|flac|ogg")
     return ScanResult(utterances, bad)
+
+
+def _transcript(path: Path) -> str | None | BadFile:
+    """The text of an utterance's same-stem ``.txt``: None without one, a :class:`BadFile` when it cannot be read."""
+    if not path.is_file():
+        return None
+    try:
+        # a transcript in another encoding keeps its words (as VCTK's reader does) rather than ending the scan
+        return path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError as exc:
+        return BadFile(str(path), f"unreadable transcript ({exc.strerror or exc})")
 
 
 @dataclass

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from vconv.data.manifest import BadFile, Split, Utterance, scan_speaker_folders, split_by_speaker, write_manifest
-from vconv.errors import VconvError
+from vconv.errors import VconvError, printable
 from vconv.fileio import write_text_atomic
 
 SPLIT_NAMES = ("train", "valid", "test")
@@ -36,17 +36,24 @@ class PrepareReport:
             **extra,
         )
 
+    @property
+    def failures(self) -> list[BadFile]:
+        """What could not be read (files, folders): a partial result, unlike files left out as asked."""
+        return [b for b in self.bad if b.failure]
+
     def summary(self) -> str:
+        """Counts, then every file or folder left out; names are escaped (:func:`~vconv.errors.printable`), so
+        each stays on its line whatever bytes it holds."""
         lines = [
-            f"{self.utterances} utterances, {self.speakers} speakers, {self.hours:.2f} h -> {self.out_dir}",
+            f"{self.utterances} utterances, {self.speakers} speakers, {self.hours:.2f} h -> {printable(str(self.out_dir))}",
         ]
         for name in SPLIT_NAMES:
             utts = getattr(self.split, name)
             hours = sum(u.duration for u in utts) / 3600
             lines.append(f"  {name:5s}: {len(utts):6d} utterances, {len(self.split.speakers(name)):4d} speakers, {hours:.2f} h")
         if self.bad:
-            lines.append(f"skipped {len(self.bad)} bad file(s):")
-            lines += [f"  {b.path}: {b.reason}" for b in self.bad]
+            lines.append(f"skipped {len(self.bad)} file(s) or folder(s):")
+            lines += [f"  {printable(b.path)}: {printable(b.reason)}" for b in self.bad]
         return "\n".join(lines)
 
 

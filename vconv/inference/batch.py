@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from vconv.audio.io import audio_info, resample, save
 from vconv.data.manifest import BadFile
-from vconv.errors import VconvError
+from vconv.errors import VconvError, printable
 from vconv.fileio import atomic_path
 from vconv.inference.converter import MAX_REFERENCE_SECONDS, TargetVoice, VoiceConverter, limit_peak
 from vconv.inference.long_files import convert_long_file
@@ -147,6 +147,7 @@ class Embeddings:
 
     def similarity_table(self) -> str:
         names, matrix = self.similarity()
+        names = [printable(n) for n in names]  # file and folder names: escaped before they are put into rows
         short = [n if len(n) <= 18 else "…" + n[-17:] for n in names]
         width = max(8, *(len(n) for n in short))
         lines = [" " * width + " " + " ".join(f"{n:>{width}s}" for n in short)]

@@ -21,7 +21,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from vconv.audio.io import check_sample_rate, inspect_audio, output_format
+from vconv.audio.io import check_sample_rate, check_written, inspect_audio, output_format
 from vconv.audio.spans import BLOCK_SECONDS, SpanReader
 from vconv.errors import VconvError
 from vconv.fileio import atomic_path, write_failure
@@ -53,12 +53,15 @@ def convert_long_file(converter: VoiceConverter, source: Path, target: TargetVoi
             peak = max(peak, max((float(np.abs(b).max()) for b in _raw_blocks(raw, rate)), default=0.0))
         gain = limit_peak_gain(peak)
         with atomic_path(dest, overwrite=force) as tmp:
+            written = 0
             try:
                 with sf.SoundFile(os.fsencode(tmp), "w", rate, 1, subtype=subtype, format=fmt) as fh:
                     for block in _raw_blocks(raw, rate):
                         fh.write(np.clip(block * np.float32(gain), -1.0, 1.0))
+                        written += block.size
             except (RuntimeError, OSError) as exc:  # libsndfile's errors, a full disk among them
                 raise VconvError(f"{dest}: {write_failure(tmp, exc)}") from None
+            check_written(tmp, written, dest)  # Ogg's writer hides a short write
     return reader.length / converter.sample_rate
 
 

@@ -13,13 +13,12 @@ naming both, rather than renaming one, so output names always follow one rule (`
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from vconv.audio.io import AUDIO_EXTENSIONS, audio_info, check_sample_rate
-from vconv.data.manifest import BadFile
+from vconv.data.manifest import BadFile, walk_audio_files
 from vconv.errors import VconvError
 from vconv.paths import check_distinct_outputs, check_not_inside, check_output_path
 
@@ -35,15 +34,13 @@ def audio_files(path: Path, unreadable: list[BadFile] | None = None) -> list[Pat
     not followed (as before, with pathlib's rglob: a link cycle cannot loop).
     """
     if path.is_dir():
-        def refuse(err: OSError) -> None:
-            bad = BadFile(str(err.filename or path), f"unreadable folder ({err.strerror or err})")
-            if unreadable is None:
-                raise VconvError(f"{bad.path}: {bad.reason}")
-            unreadable.append(bad)
-
-        files = sorted(Path(root) / name for root, _, names in os.walk(path, onerror=refuse)
-                       for name in names if Path(name).suffix.lower() in AUDIO_EXTENSIONS)
-        if not files and not unreadable:
+        bad: list[BadFile] = []
+        files = walk_audio_files(path, bad)  # the one walk `vconv prepare` makes too
+        if bad and unreadable is None:
+            raise VconvError(f"{bad[0].path}: {bad[0].reason}")
+        if unreadable is not None:
+            unreadable += bad
+        if not files and not bad:
             raise VconvError(f"{path}: no audio files (.wav, .flac, .ogg) in this folder")
         return files
     if not path.exists():
@@ -140,7 +137,7 @@ def plan_embeddings(paths: Sequence[str | Path], out: str | Path | None = None, 
         name = arg.name if arg.is_dir() else arg.stem
         while name in plan.groups:
             name += "'"
-        group = audio_files(arg)
+        group = audio_files(arg, plan.failed)  # an unreadable folder is one listed failure, as in `convert`
         files += group
         plan.groups[name] = [f for f in group if not _record(header_failure(f), plan.failed)]
     plan.groups = {name: group for name, group in plan.groups.items() if group}

@@ -62,9 +62,18 @@ def list_bundles() -> list[BundleLocation]:
         if not root.is_dir():
             continue
         for child in sorted(root.iterdir()):
-            if (child / "config.json").is_file() and child.name not in found:
+            if _may_be_bundle(child) and child.name not in found:
                 found[child.name] = BundleLocation(child.name, child, source)
     return list(found.values())
+
+
+def _may_be_bundle(folder: Path) -> bool:
+    """Whether ``folder`` holds a ``config.json``; a folder that cannot be looked into is listed too, so that
+    `vconv models` marks it unusable with the reason rather than leaving it out unsaid."""
+    try:
+        return (folder / "config.json").is_file()
+    except OSError:
+        return True
 
 
 def resolve_bundle(name_or_path: str | Path | None = None) -> Path:

@@ -38,6 +38,7 @@ hash of the utterance id, so the split depends only on ids and seed, never on li
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import re
@@ -45,9 +46,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from vconv.data.manifest import BadFile, ScanResult, Split, Utterance, check_audio_file
+from vconv.data.manifest import BadFile, ScanResult, Split, Utterance, check_audio_file, list_folder
 from vconv.data.prepare import SPLIT_NAMES, PrepareReport, write_splits
-from vconv.errors import VconvError
+from vconv.errors import VconvError, printable
 from vconv.fileio import read_text, write_text_atomic
 
 MICS = ("mic1", "mic2")
@@ -131,22 +132,21 @@ def scan_vctk(root: str | Path, mic: str = "mic2", min_seconds: float = 0.0) -> 
     info_file = root / "speaker-info.txt"
     speakers_info = read_speaker_info(info_file) if info_file.is_file() else {}
     scan = VctkScan(utterances=[], bad=[], layout=layout, mic=mic if layout == "0.92" else None)
-    if not info_file.is_file():
-        scan.bad.append(BadFile(str(info_file), "missing; speakers get no gender/accent metadata"))
-
-    for spk_dir in sorted(p for p in audio_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    if not info_file.is_file():  # a note: the audio is all there
+        scan.bad.append(BadFile(str(info_file), "missing; speakers get no gender/accent metadata", failure=False))
+    try:
+        speaker_dirs = sorted(p for p in audio_root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as exc:  # nothing of the corpus can be found: an error, not a report
+        raise VconvError(f"{audio_root}: cannot be read ({exc.strerror or exc})") from None
+    for spk_dir in speaker_dirs:
         spk = spk_dir.name
         meta = {k: v for k, v in speakers_info.get(spk, {}).items() if k != "comment"}
         if spk not in speakers_info:
             scan.no_metadata.append(spk)
-        texts = {p.stem: p for p in (root / "txt" / spk).glob("*.txt")}
+        text_dir = root / "txt" / spk
+        texts = {p.stem: p for p in _matching(text_dir, "*.txt", scan.bad)} if text_dir.is_dir() else {}
         found: set[str] = set()  # utterance stems (without mic) that have audio for this mic
-        if layout == "0.92":
-            audio = sorted(spk_dir.glob(f"*_{mic}.flac"))
-            other = {p.name[: -len("_micN.flac")] for p in spk_dir.glob("*_mic?.flac")}
-        else:
-            audio = sorted(spk_dir.glob("*.wav"))
-            other = set()
+        audio, other = _speaker_audio(spk_dir, layout, mic, scan.bad)
         for path in audio:
             stem = path.name[: -len(f"_{mic}.flac")] if layout == "0.92" else path.stem
             found.add(stem)
@@ -154,9 +154,10 @@ def scan_vctk(root: str | Path, mic: str = "mic2", min_seconds: float = 0.0) -> 
             if isinstance(duration, BadFile):
                 scan.bad.append(duration)
                 continue
-            text = None
-            if stem in texts:
-                text = texts[stem].read_text(encoding="utf-8", errors="replace").strip() or None
+            text = _read_transcript(texts.get(stem))
+            if isinstance(text, BadFile):  # left out rather than kept without its words unsaid
+                scan.bad.append(text)
+                continue
             if text is None:
                 scan.audio_only += 1
             utt_id = f"{spk}/{path.stem}"
@@ -173,6 +174,30 @@ def scan_vctk(root: str | Path, mic: str = "mic2", min_seconds: float = 0.0) -> 
     if not scan.utterances and not scan.bad:
         raise VconvError(f"{audio_root}: no audio found for {mic if layout == '0.92' else 'wav48'}")
     return scan
+
+
+def _matching(folder: Path, pattern: str, bad: list[BadFile]) -> list[Path]:
+    """The entries of ``folder`` whose names match ``pattern``, sorted; an unreadable folder is a listed failure
+    (pathlib's glob would give nothing for it, and a whole speaker would vanish unsaid)."""
+    return [p for p in list_folder(folder, bad) if fnmatch.fnmatchcase(p.name, pattern)]
+
+
+def _speaker_audio(spk_dir: Path, layout: str, mic: str, bad: list[BadFile]) -> tuple[list[Path], set[str]]:
+    """A speaker's audio files for ``mic``, and (0.92) the utterance stems recorded with either microphone."""
+    if layout != "0.92":
+        return _matching(spk_dir, "*.wav", bad), set()
+    flacs = _matching(spk_dir, "*_mic?.flac", bad)
+    return [p for p in flacs if p.name.endswith(f"_{mic}.flac")], {p.name[: -len("_micN.flac")] for p in flacs}
+
+
+def _read_transcript(path: Path | None) -> str | None | BadFile:
+    """An utterance's text: None without one, a :class:`BadFile` when its file cannot be read."""
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").strip() or None
+    except OSError as exc:
+        return BadFile(str(path), f"unreadable transcript ({exc.strerror or exc})")
 
 
 def read_speaker_list(path: str | Path) -> list[str]:
@@ -239,10 +264,10 @@ class VctkPrepareReport(PrepareReport):
             if scan.text_only:
                 lines.append(f"transcripts without audio (skipped): {scan.text_only}")
             if scan.missing_mic:
-                detail = ", ".join(f"{s} ({n})" for s, n in sorted(scan.missing_mic.items()))
+                detail = ", ".join(f"{printable(s)} ({n})" for s, n in sorted(scan.missing_mic.items()))
                 lines.append(f"utterances only in the other microphone: {detail}")
             if scan.no_metadata:
-                lines.append(f"speakers without speaker-info row: {', '.join(scan.no_metadata)}")
+                lines.append(f"speakers without speaker-info row: {', '.join(map(printable, scan.no_metadata))}")
             genders: dict[str, int] = {}
             for spk in self.split.speakers("test"):
                 g = next((u.extra.get("gender", "?") for u in self.split.test if u.speaker == spk), "?")
