@@ -1,6 +1,7 @@
 """Conversion speed and memory: start-up, end-to-end and memory as ratios, plus RTF per vocoder, load time, bundle size.
 
 Usage: python benchmarks/bench_convert.py [--model NAME_OR_DIR] [--threads 2] [--long-minutes 10] [--runs 7] [--json OUT]
+                                          [--loads 0 1 2] [--busy-only]
 
 These machines are noisy, so the headline figures are ratios of two things measured side by side, in
 turns (A B A B ...), each pair's ratio taken and the median of those quoted:
@@ -17,6 +18,12 @@ turns (A B A B ...), each pair's ratio taken and the median of those quoted:
     beforehand by this process, beside a fresh process converting the 10 s source and one converting a
     ``--longer-minutes`` source (default 2 hours): a long source is converted a chunk at a time, so its
     peak does not grow with its length.
+
+(d) **a busy machine**: for each ``--loads`` count of competing CPU-bound processes (benchmarks/loadgen.py: 0 idle,
+    1 "one hog", 2 "two hogs"), started before and killed after: the start-up ratio of (a), the same with
+    ``--fit-voice 30 --no-cache`` (the fit paid in full), both against ``python -c "import torch"`` under the same load,
+    and what a second conversion to the same target pays for it when the voice comes from the cache of fitted voices
+    or a voice file (``target_voice`` in process, median). ``--busy-only`` runs this section alone.
 
 Then, as before: RTF of the 10 s conversion per vocoder and for ``vconv convert --fast`` (the neural vocoder
 without its post-processing passes; best of 3 after a warm-up), the best of 3 ``vconv.load`` calls, and
@@ -40,14 +47,21 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-import torch
+from vconv.inference.threads import prepare_threads
 
-from vconv.audio import io as audio
-from vconv.errors import VconvError
-from vconv.inference.batch import convert_paths
-from vconv.inference.converter import load
-from vconv.vocoders import VOCODERS
+prepare_threads()  # before torch loads, as the CLI does: idle OpenMP threads sleep (vconv/inference/threads.py)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from vconv.audio import io as audio  # noqa: E402
+from vconv.errors import VconvError  # noqa: E402
+from vconv.inference.batch import convert_paths  # noqa: E402
+from vconv.inference.converter import load  # noqa: E402
+from vconv.vocoders import VOCODERS  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loadgen import hogs, load_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: tests/data/corpus
 
@@ -93,11 +107,55 @@ def timed_process(command: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def startup_ratio(model: str | None, out: Path, runs: int) -> tuple[float, float, float]:
-    """(a): the CLI's example conversion against ``python -c "import torch"``, whole processes."""
+def startup_ratio(model: str | None, out: Path, runs: int, *extra: str) -> tuple[float, float, float]:
+    """(a): the CLI's example conversion (with ``extra`` options) against ``python -c "import torch"``, whole processes."""
     convert = [sys.executable, "-m", "vconv", "convert", str(ROOT / "examples/source.wav"), "--target",
-               str(ROOT / "examples/target.wav"), "-o", str(out), "--force", *(["--model", model] if model else [])]
+               str(ROOT / "examples/target.wav"), "-o", str(out), "--force", *(["--model", model] if model else []), *extra]
     return paired(lambda: timed_process(convert), lambda: timed_process([sys.executable, "-c", "import torch"]), runs)
+
+
+def saved_voice_time(model: str, ref: Path, tmp: Path, runs: int) -> tuple[float, float]:
+    """What a second conversion pays for its target when the fitted voice is known: (from the cache of fitted
+    voices, from a voice file), each the median of ``runs`` ``target_voice`` calls after a warm-up."""
+    from vconv.inference.voice_file import VoiceCache, save_voice
+
+    converter = load(model, fit_steps=FIT_STEPS)
+    converter.voice_cache = VoiceCache(tmp / "voice-cache")
+    voice, source = converter.prepared_target([ref])  # fitted once, and cached
+    voice_file = save_voice(tmp / "bench.voice", voice, source, force=True)
+
+    def median_time(target: list) -> float:
+        times = []
+        for _ in range(runs + 1):
+            start = time.perf_counter()
+            assert converter.target_voice(target).origin != "computed"
+            times.append(time.perf_counter() - start)
+        return statistics.median(times[1:])
+
+    return median_time([ref]), median_time([voice_file])
+
+
+def busy_machine(model: str | None, ref: Path, tmp: Path, runs: int, loads: list[int]) -> dict:
+    """(d): the start-up ratios idle and beside competing processes, and a known voice's cost."""
+    figures = {}
+    for count in loads:
+        with hogs(count):
+            cli, torch_only, plain = startup_ratio(model, tmp / "busy.wav", runs)
+            fit_cli, _, fitted = startup_ratio(model, tmp / "busy.wav", runs, "--fit-voice", str(FIT_STEPS), "--no-cache")
+            cached, from_file = saved_voice_time(model or str(resolve_default()), ref, tmp, runs)
+        figures[load_name(count)] = {"startup_ratio": round(plain, 3), "fit_startup_ratio": round(fitted, 3),
+                                     "startup_s": round(cli, 3), "fit_startup_s": round(fit_cli, 3), "import_torch_s": round(torch_only, 3),
+                                     "cached_voice_s": round(cached, 4), "voice_file_s": round(from_file, 4)}
+        print(f"(d) {load_name(count)}: `vconv convert` {cli:.2f} s = {plain:.2f}x `import torch` ({torch_only:.2f} s); "
+              f"with --fit-voice {FIT_STEPS} {fit_cli:.2f} s = {fitted:.2f}x; a known voice's target: cache {1000 * cached:.1f} ms, "
+              f"voice file {1000 * from_file:.1f} ms", flush=True)
+    return figures
+
+
+def resolve_default() -> Path:
+    from vconv.inference.registry import resolve_bundle
+
+    return resolve_bundle(None)
 
 
 def end_to_end_ratio(converter, src: Path, ref: Path, out: Path, runs: int) -> tuple[float, float, float]:
@@ -260,13 +318,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7, help="pairs for the start-up and end-to-end ratios")
     parser.add_argument("--json", type=Path, help="Also write the figures to this JSON file.")
     parser.add_argument("--child-peak", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--loads", type=int, nargs="+", default=[0, 1, 2], help="competing processes for (d)")
+    parser.add_argument("--busy-only", action="store_true", help="run (d) alone")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.child_peak:
         peak_rss_child(*args.child_peak)
         return
     with tempfile.TemporaryDirectory() as tmpdir:
-        figures = measure(args, Path(tmpdir))
+        ref = sorted((ROOT / "tests/data/corpus/flite_slt").glob("*.wav"))[0]
+        figures = {} if args.busy_only else measure(args, Path(tmpdir))
+        figures["busy"] = busy_machine(args.model, ref, Path(tmpdir), args.runs, args.loads)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
         print(f"wrote {args.json}")

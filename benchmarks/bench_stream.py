@@ -1,7 +1,7 @@
 """Live conversion (`vc.stream` / `vconv stream`): latency, compute per block, deadline misses, memory, quality.
 
-Usage: python benchmarks/bench_stream.py [--model M] [--threads 2] [--minutes 10] [--realtime] [--target-match off]
-                                         [--manifest EXP/data/test.jsonl --sources-per-pair 5] [--json OUT]
+Usage: python benchmarks/bench_stream.py [--model M] [--threads 1] [--minutes 10] [--realtime] [--target-match off]
+                                         [--loads 0 1 2] [--manifest EXP/data/test.jsonl --sources-per-pair 5] [--json OUT]
 
 1. **Latency**: the algorithmic latency, block + look-ahead (the stream's defaults unless --block-ms,
    --lookahead-ms, --context-ms say otherwise).
@@ -9,7 +9,8 @@ Usage: python benchmarks/bench_stream.py [--model M] [--threads 2] [--minutes 10
    stream, paced as a microphone would deliver it with ``--realtime`` (then it takes that long), else as
    fast as it goes. Reports the compute per block (p50/p95/p99, and as a fraction of the block), the blocks
    that missed their deadline (:mod:`vconv.inference.stream_run`), and resident memory after the first
-   minute and at the end (growth over the stream).
+   minute and at the end (growth over the stream); once per ``--loads`` count of competing CPU-bound processes
+   (benchmarks/loadgen.py: 0 idle, 1 "one hog", 2 "two hogs"), so idle and loaded figures come from one run.
 3. **Quality** (with ``--manifest``, e.g. the voices recipe's held-out ``test.jsonl``): every ordered pair of
    different speakers (``--sources-per-pair`` sources each, 5 by default, seed 0: the 100 conversions of
    ``vconv evaluate --sources-per-pair 5``; one source per pair leaves 12 transcripts on the voices recipe, too few
@@ -30,12 +31,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+from vconv.inference.threads import prepare_threads
 
-from vconv.inference.converter import load
+prepare_threads()  # before torch loads, as `vconv stream` does: idle OpenMP threads sleep (vconv/inference/threads.py)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from vconv.inference.converter import load  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from loadgen import hogs, load_name  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -127,8 +134,10 @@ def _largest_step(vc, path: str) -> tuple[float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1, `vconv stream`'s default)")
     parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--loads", type=int, nargs="+", default=[0, 1, 2],
+                        help="the long stream beside this many competing CPU-bound processes each (benchmarks/loadgen.py)")
     parser.add_argument("--realtime", action="store_true", help="pace the long stream as a live input (takes --minutes)")
     parser.add_argument("--block-ms", type=float, default=96.0)
     parser.add_argument("--lookahead-ms", type=float, default=48.0)
@@ -155,13 +164,15 @@ def main() -> None:
     figures: dict = {"threads": args.threads, "settings": settings,
                      "latency_ms": vc.stream(target, **settings).latency_ms}
     print(f"1. latency {figures['latency_ms']:.0f} ms (block + look-ahead); {args.threads} threads")
-    run = figures["stream"] = long_stream(vc, target, args.minutes, args.realtime, settings) if args.minutes else None
-    if run:
-        print(f"2. {run['minutes']:g} min {'in real time' if run['realtime'] else 'as fast as possible'}: {run['blocks']} blocks "
-              f"of {run['block_ms']:.0f} ms; compute p50 {run['p50_ms']:.1f} / p95 {run['p95_ms']:.1f} / p99 {run['p99_ms']:.1f} ms "
-              f"(p99 {run['p99_of_block']:.2f}x the block); {run['missed']} missed their deadline; RSS "
-              f"{run['rss_after_first_minute_mb']:.0f} MB after the first minute, {run['rss_end_mb']:.0f} MB at the end "
-              f"({run['rss_growth_mb']:+.1f} MB)")
+    figures["stream"] = {}
+    for count in args.loads if args.minutes else []:
+        with hogs(count):
+            run = figures["stream"][load_name(count)] = long_stream(vc, target, args.minutes, args.realtime, settings)
+        print(f"2. {load_name(count)}: {run['minutes']:g} min {'in real time' if run['realtime'] else 'as fast as possible'}: "
+              f"{run['blocks']} blocks of {run['block_ms']:.0f} ms; compute p50 {run['p50_ms']:.1f} / p95 {run['p95_ms']:.1f} / "
+              f"p99 {run['p99_ms']:.1f} ms (p99 {run['p99_of_block']:.2f}x the block); {run['missed']} missed their deadline "
+              f"({run['missed'] / max(run['blocks'], 1):.1%}); RSS {run['rss_after_first_minute_mb']:.0f} MB after the first minute, "
+              f"{run['rss_end_mb']:.0f} MB at the end ({run['rss_growth_mb']:+.1f} MB)", flush=True)
     if args.manifest:
         with tempfile.TemporaryDirectory() as work:
             q = figures["quality"] = quality(vc, args.manifest, args.sources_per_pair, settings, Path(work))

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROBE = """
 import sys
 from vconv.cli import main
-sys.argv = ["vconv", "convert", {src!r}, "--target", {ref!r}, "-o", {out!r}, "--force"]
+sys.argv = ["vconv", "convert", {src!r}, "--target", {ref!r}, "-o", {out!r}, "--force", *{extra!r}]
 try:
     main()
 except SystemExit as exc:
@@ -28,10 +28,12 @@ print("HEAVY", ",".join(heavy))
 
 
 @pytest.mark.slow
-def test_convert_imports_neither_scipy_nor_librosa(tmp_path):
-    """A whole `vconv convert` of the shipped example with the shipped bundle, in a fresh interpreter."""
+@pytest.mark.parametrize("extra", [[], ["--fit-voice", "2", "--no-cache"]], ids=["plain", "fitted"])
+def test_convert_imports_neither_scipy_nor_librosa(tmp_path, extra):
+    """A whole `vconv convert` of the shipped example with the shipped bundle, in a fresh interpreter; with a voice
+    fit too (a torch optimiser would import torch._dynamo: 1.5 s of a fitted conversion's start)."""
     code = PROBE.format(src=str(ROOT / "examples/source.wav"), ref=str(ROOT / "examples/target.wav"),
-                        out=str(tmp_path / "out.wav"))
+                        out=str(tmp_path / "out.wav"), extra=extra)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "out.wav").stat().st_size > 10_000

@@ -98,3 +98,19 @@ def test_cli_fit_voice_says_what_the_fit_did_and_refuses_a_bad_count(tiny_bundle
     assert out.exists() and "voice fitted to the target references in 4 steps" in result.output
     bad = invoke(*args, "--fit-voice", "-2", "--force")
     one_line_error(bad, "--fit-voice -2")
+
+
+def test_the_fit_s_own_adam_steps_as_torch_s_does():
+    """VectorAdam (no torch optimiser, so no torch._dynamo import) follows torch.optim.Adam step for step."""
+    from vconv.inference.voice_fit import VectorAdam
+
+    torch.manual_seed(0)
+    theirs = torch.randn(1, 16, requires_grad=True)
+    ours = theirs.detach().clone().requires_grad_(True)
+    reference, optimiser = torch.optim.Adam([theirs], lr=0.1), VectorAdam(ours, 0.1)
+    goal = torch.randn(1, 16)
+    for _ in range(30):
+        (theirs.grad,) = torch.autograd.grad(((theirs - goal) ** 4).sum(), [theirs])
+        reference.step()
+        optimiser.step(torch.autograd.grad(((ours - goal) ** 4).sum(), [ours])[0])
+    assert torch.allclose(theirs, ours, atol=1e-5) and not torch.allclose(ours, goal * 0)

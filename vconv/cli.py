@@ -39,15 +39,20 @@ from vconv.cli_common import (
     echo_out,
     finish_batch,
     friendly_errors,
+    load_converter,
+    no_cache_option,
     printable,
     say,
     say_report,
     split_list,
+    threads_option,
 )
 from vconv.cli_serve import serve
 from vconv.cli_stream import stream
+from vconv.cli_voice import voice
 from vconv.errors import VconvError
 from vconv.fileio import discard_unwritten
+from vconv.inference.threads import apply_threads, prepare_threads
 
 app = typer.Typer(
     name="vconv",
@@ -160,11 +165,13 @@ def extract(
     dvector: Optional[bool] = typer.Option(None, "--dvector/--no-dvector", help="Also store each utterance's d-vector (default: if --config's model reads it)."),
     allow_skips: bool = typer.Option(False, "--allow-skips", help="Exit 0 even when some files were skipped (they are still listed on stderr); default: exit 3."),
     force: bool = typer.Option(False, "--force", help="Extract into a folder made with other feature settings, replacing its files."),
+    threads: Optional[int] = threads_option(),
 ) -> None:
     """Compute log-mel features (and pretrained front-end outputs) for a manifest. Rerunnable: finished files
     are skipped; bad files are listed on stderr and make the exit code 3 (unless --allow-skips)."""
     from vconv.data.extract import extract_features
 
+    apply_threads(threads)
     cfg, parts = _extract_settings(config)
     if whisper_layers is not None:  # instead of what --config's content path reads
         parts["content"] = _whisper_sections(whisper_layers)
@@ -185,12 +192,14 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in train.run_dir from its latest checkpoint."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (loss, steps/s, ETA)."),
     until: Optional[int] = typer.Option(None, "--until", min=1, help="Stop at this step with a checkpoint (no export); --resume continues. For training in slices."),
+    threads: Optional[int] = threads_option(),
 ) -> None:
     """Train the voice-conversion model. Multi-GPU: torchrun --nproc_per_node=N -m vconv train ..."""
     from vconv.config import load_run_config
     from vconv.training.vc_trainer import ModelTrainer
 
-    features, model, train_cfg = load_run_config(config, overrides or [])
+    # the run's own setting (train.threads), so a resumed run or a DDP rank uses it too
+    features, model, train_cfg = load_run_config(config, (overrides or []) + ([f"train.threads={threads}"] if threads else []))
     trainer = ModelTrainer(features, model, train_cfg, resume=resume, progress=progress)
     if until is not None and until <= trainer.step:
         raise VconvError(f"--until {until}: the run in {train_cfg.run_dir} is already at step {trainer.step}")
@@ -224,7 +233,7 @@ def _check_model(model: Optional[str], vocoder: Optional[str] = None) -> Path:
 @friendly_errors
 def convert(
     source: Path = typer.Argument(..., readable=False, help="Source audio file, or a folder converted file by file (tree mirrored under --out)."),
-    target: List[Path] = typer.Option(..., "--target", "-t", readable=False, help="Target speaker reference: a file or a folder; repeat to average several."),
+    target: List[Path] = typer.Option(..., "--target", "-t", readable=False, help="Target speaker reference: a file or a folder; repeat to average several. Or a voice file (`vconv voice`), alone."),
     out: Path = typer.Option(..., "--out", "-o", readable=False, help="Output .wav/.flac/.ogg file (or folder for a folder source)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle name (see `vconv models`) or bundle folder; default: the shipped model."),
     vocoder: Optional[str] = typer.Option(None, "--vocoder", help="Vocoder: griffinlim, or the bundle's own (default)."),
@@ -235,16 +244,18 @@ def convert(
     fit_voice: int = typer.Option(0, "--fit-voice", metavar="STEPS", help=FIT_VOICE_HELP),
     force: bool = typer.Option(False, "--force", help="Overwrite outputs of an earlier run (never a source or a reference)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar in folder mode."),
+    no_cache: bool = no_cache_option(),
+    threads: Optional[int] = threads_option(),
 ) -> None:
     """Convert SOURCE to the voice of --target (one-shot, any-to-any); long files are converted in chunks.
     Failed files are listed on stderr; exit code 3 when some failed, 1 when all did."""
     from vconv.inference.batch import convert_paths
-    from vconv.inference.converter import load
     from vconv.inference.plan import plan_conversions
     from vconv.inference.precision import check_precision
     from vconv.inference.target_match import check_mode
     from vconv.inference.voice_fit import check_fit_steps
 
+    apply_threads(threads)
     check_mode(target_match, "--target-match")
     check_precision(precision, "--precision")
     check_fit_steps(fit_voice)
@@ -252,7 +263,8 @@ def convert(
     plan = plan_conversions(source, target, out, force=force, sample_rate=sample_rate)
     if not plan.jobs:
         finish_batch(0, plan.failed)
-    converter = load(bundle, vocoder=vocoder, fast=fast, target_match=target_match, precision=precision, fit_steps=fit_voice)
+    converter = load_converter(bundle, no_cache=no_cache, vocoder=vocoder, fast=fast, target_match=target_match,
+                               precision=precision, fit_steps=fit_voice)
     report = convert_paths(converter, source, target, out, force=force, progress=progress, plan=plan)
     echo_out(report.summary())
     for note in report.notes:
@@ -269,6 +281,7 @@ def embed(
     similarity: bool = typer.Option(False, "--similarity", help="Print the cosine similarity matrix."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out file."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    threads: Optional[int] = threads_option(),
 ) -> None:
     """Speaker embeddings (L2-normalised) per utterance and per speaker, from vconv's speaker encoder.
     Bad files are listed on stderr and skipped; exit code 3 when some failed, 1 when all did."""
@@ -276,6 +289,7 @@ def embed(
     from vconv.inference.converter import load
     from vconv.inference.plan import plan_embeddings
 
+    apply_threads(threads)
     if out is None and not similarity:
         raise VconvError("nothing to do: pass --out FILE and/or --similarity")
     bundle = _check_model(model)  # the model, inputs and the output are checked before the model load
@@ -313,6 +327,7 @@ def evaluate(
     asr_model: str = typer.Option("base", "--asr-model", help="CER/WER judge: base (Whisper base, multilingual) or tiny.en; a judge that shares weights with the model is refused."),
     force: bool = typer.Option(False, "--force", help="Overwrite an earlier report in --out."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    threads: Optional[int] = threads_option(),
 ) -> None:
     """Score conversions with independent judges (Resemblyzer, Whisper base, DNSMOS, MCD, F0), with reference rows.
 
@@ -320,6 +335,7 @@ def evaluate(
     """
     from vconv.evaluation.model_eval import EvaluationRequest, evaluate_model
 
+    apply_threads(threads)
     bundle = _check_model(model, vocoder) if manifest is not None or model is not None else None
     report = evaluate_model(EvaluationRequest(
         out, bundle=bundle, manifest=manifest, protocol=protocol, sources_per_pair=sources_per_pair,
@@ -359,13 +375,14 @@ def train_vocoder(
     vc_model: Optional[str] = typer.Option(None, "--vc-model", help="Fine-tune on this VC bundle's reconstructed mels (same as train.vc_model=...)."),
     attach: Optional[Path] = typer.Option(None, "--attach", readable=False, help="After training, copy the vocoder into this VC bundle folder (convert then uses it by default)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (losses, steps/s, ETA)."),
+    threads: Optional[int] = threads_option(),
 ) -> None:
     """Train the neural (Vocos-style) vocoder on a manifest's audio; writes RUN_DIR/vocoder. Multi-GPU: torchrun."""
     from vconv.bundles import attach_vocoder
     from vconv.config import load_vocoder_run_config
     from vconv.training.vocoder_trainer import VocoderTrainer
 
-    extra = [f"train.vc_model={vc_model}"] if vc_model else []
+    extra = ([f"train.vc_model={vc_model}"] if vc_model else []) + ([f"train.threads={threads}"] if threads else [])
     features, vocoder_cfg, train_cfg = load_vocoder_run_config(config, (overrides or []) + extra)
     trainer = VocoderTrainer(features, vocoder_cfg, train_cfg, resume=resume, progress=progress)
     history = trainer.fit()
@@ -404,12 +421,14 @@ def info(
 
 app.command("serve")(serve)  # vconv/cli_serve.py: the local web page
 app.command("stream")(stream)  # vconv/cli_stream.py: live conversion from a file or a pipe
+app.command("voice")(voice)  # vconv/cli_voice.py: a target voice prepared once, saved as a voice file
 app.add_typer(bundle_app, name="bundle")
 app.add_typer(frontend_app, name="frontend")
 
 
 def main() -> None:
     """Console-script entry point."""
+    prepare_threads()  # before anything imports torch: idle OpenMP threads sleep instead of spinning (inference/threads.py)
     signal.signal(signal.SIGTERM, _terminate)  # so temporary files are removed on SIGTERM as on Ctrl-C
     try:
         app()

@@ -19,6 +19,7 @@ import errno
 import functools
 import re
 import sys
+import time
 from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
 
 import typer
@@ -43,6 +44,21 @@ PRECISION_HELP = ("Arithmetic of the networks: auto (bfloat16 on a CPU that comp
 FIT_VOICE_HELP = ("Tune the speaker embedding on the target references for STEPS steps before converting, so the "
                   "network renders a voice it never heard rather than its nearest training voice (~0.3 s per target on "
                   "two CPU cores; 0 = off, the default; 30 is what recipes/voices/MODEL_HISTORY.md measures).")
+THREADS_HELP = ("Compute threads (default: one per core). Idle threads sleep rather than spin (OMP_WAIT_POLICY=PASSIVE "
+                "unless you set it), so a busy machine slows vconv in proportion; fewer threads leave cores to other work.")
+NO_CACHE_HELP = ("Do not read or write the cache of fitted voices (~/.cache/vconv/voices, or $XDG_CACHE_HOME/vconv/voices; "
+                 "safe to delete), which spares a second --fit-voice conversion to the same references the fit.")
+
+
+def threads_option() -> Any:
+    """The ``--threads N`` option every computing command declares (one definition, one validation)."""
+    return typer.Option(None, "--threads", min=1, max=256, metavar="N", help=THREADS_HELP)
+
+
+def no_cache_option() -> Any:
+    return typer.Option(False, "--no-cache", help=NO_CACHE_HELP)
+
+
 EXIT_CODES_HELP = (
     f"Exit codes: {EXIT_OK} success; {EXIT_ERROR} error you can act on (bad file, config or path; one line "
     f"on stderr); {EXIT_USAGE} usage error (bad option or argument); {EXIT_PARTIAL} some files of a batch "
@@ -189,3 +205,42 @@ def split_list(value: Optional[str]) -> Optional[list[str]]:
     if not value:
         return None
     return [s.strip() for s in value.split(",") if s.strip()]
+
+
+PROGRESS_AFTER_SECONDS = 1.0  # a fit shorter than this shows no progress line
+
+
+class FitProgress:
+    """The fit's progress on stderr, once it has run :data:`PROGRESS_AFTER_SECONDS`: a line rewritten in place on a
+    terminal, one line at the end otherwise (a log gets no carriage returns)."""
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+        self.shown = False
+
+    def __call__(self, step: int, steps: int) -> None:
+        now = time.perf_counter()
+        if self.started is None or step == 1:
+            self.started = now
+        elapsed = now - self.started
+        if elapsed < PROGRESS_AFTER_SECONDS:
+            return
+        line = f"fitting the voice: step {step}/{steps}, {elapsed:.1f} s"
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\r{line}" + ("\n" if step == steps else ""))
+            sys.stderr.flush()
+        elif step == steps:
+            sys.stderr.write(line + "\n")
+
+
+def load_converter(model: Any, *, no_cache: bool = False, **settings: Any) -> Any:
+    """:func:`vconv.load` for a CLI command: with ``fit_steps`` it also gets the fit's progress line and, unless
+    ``no_cache``, the cache of fitted voices (:class:`~vconv.inference.voice_file.VoiceCache`)."""
+    from vconv.inference.converter import load
+    from vconv.inference.voice_file import VoiceCache
+
+    converter = load(model, **settings)
+    if converter.fit_steps:
+        converter.fit_progress = FitProgress()
+        converter.voice_cache = None if no_cache else VoiceCache()
+    return converter

@@ -11,8 +11,17 @@ from typing import Optional
 
 import typer
 
-from vconv.cli_common import FIT_VOICE_HELP, PRECISION_HELP, TARGET_MATCH_HELP, friendly_errors
+from vconv.cli_common import (
+    FIT_VOICE_HELP,
+    PRECISION_HELP,
+    TARGET_MATCH_HELP,
+    friendly_errors,
+    load_converter,
+    no_cache_option,
+    threads_option,
+)
 from vconv.errors import VconvError
+from vconv.inference.threads import apply_threads
 
 MISSING_EXTRA = "vconv serve needs the serve extra: pip install 'vconv[serve]'"
 
@@ -40,6 +49,8 @@ def serve(
     target_match: str = typer.Option("meanstd", "--target-match", help=TARGET_MATCH_HELP),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     fit_voice: int = typer.Option(0, "--fit-voice", metavar="STEPS", help=FIT_VOICE_HELP),
+    no_cache: bool = no_cache_option(),
+    threads: Optional[int] = threads_option(),
 ) -> None:
     """Start a local web page to try conversions: upload or record a source and target references, convert, listen, download.
 
@@ -63,15 +74,13 @@ def serve(
 
     listener = bind(host, port)
     try:
-        import torch
-
-        from vconv.inference.converter import load
         from vconv.serve.app import create_app
 
         # each conversion gets an equal share of the cores; more threads than cores only adds contention
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // limits.workers))
+        apply_threads(threads or max(1, (os.cpu_count() or 1) // limits.workers))
         typer.echo(f"loading model {model or '(shipped default)'} ...", err=True)
-        converter = load(model, vocoder=vocoder, target_match=target_match, precision=precision, fit_steps=fit_voice)
+        converter = load_converter(model, no_cache=no_cache, vocoder=vocoder, target_match=target_match, precision=precision,
+                                   fit_steps=fit_voice)
         app = create_app(converter, limits, allowed_hosts=listener.allowed_hosts())
     except BaseException:
         listener.sock.close()

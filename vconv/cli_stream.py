@@ -14,15 +14,21 @@ from typing import Any, List, Optional
 
 import typer
 
-from vconv.cli_common import FIT_VOICE_HELP, PRECISION_HELP, TARGET_MATCH_HELP, echo_out, friendly_errors
+from vconv.cli_common import FIT_VOICE_HELP, PRECISION_HELP, TARGET_MATCH_HELP, echo_out, friendly_errors, load_converter, no_cache_option
 from vconv.errors import VconvError
+from vconv.inference.threads import apply_threads
 
 STDIO = Path("-")
+# the stream's small per-block calls: one thread (measured in benchmarks/bench_stream.py, idle and beside competing
+# processes; see docs/STREAMING.md "A busy machine")
+STREAM_THREADS = 1
+STREAM_THREADS_HELP = (f"Compute threads (default {STREAM_THREADS}: the stream's per-block work measures best on one, idle and on a "
+                       "busy machine). Idle threads sleep rather than spin.")
 
 
 @friendly_errors
 def stream(
-    target: List[Path] = typer.Option([], "--target", "-t", readable=False, help="Target speaker reference (a file); repeat to average several."),
+    target: List[Path] = typer.Option([], "--target", "-t", readable=False, help="Target speaker reference (a file); repeat to average several. Or a voice file (`vconv voice`), alone."),
     input_path: Path = typer.Option(STDIO, "--input", "-i", readable=False, help="Audio file to stream from, or - for standard input (a WAV stream, or headerless PCM with --raw)."),
     output: Path = typer.Option(STDIO, "--output", "-o", readable=False, help="Output .wav/.flac/.ogg file, or - for standard output (a WAV stream, or headerless PCM with --raw)."),
     block_ms: float = typer.Option(96.0, "--block-ms", min=16.0, max=2000.0, help="Block length in ms (rounded to whole 16 ms hops); the latency is the block plus the look-ahead."),
@@ -41,37 +47,29 @@ def stream(
     input_device: Optional[str] = typer.Option(None, "--input-device", help="Capture from a microphone instead: its number or part of its name in --list-devices, or 'default' (needs vconv[live])."),
     output_device: Optional[str] = typer.Option(None, "--output-device", help="Play on a loudspeaker instead of writing: its number or part of its name, or 'default' (needs vconv[live])."),
     list_devices: bool = typer.Option(False, "--list-devices", help="List the audio devices (needs vconv[live]) and exit."),
+    no_cache: bool = no_cache_option(),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=256, metavar="N", help=STREAM_THREADS_HELP),
 ) -> None:
     """Convert a stream as it comes, block by block, with bounded latency: from a file or standard input, to a file
     or standard output. Prints the latency at the start and the compute per block (p50/p95/p99) and deadline
     misses at the end; Ctrl-C ends the stream and keeps what came in."""
-    from vconv.audio.io import inspect_audio
-    from vconv.inference.precision import check_precision
-    from vconv.inference.target_match import check_mode
-    from vconv.inference.voice_fit import check_fit_steps
-
     if list_devices:
         from vconv.audio.live import list_devices as devices
 
         echo_out(devices())
         return
-    if not target:
-        raise VconvError("give the target voice: --target REF.wav (repeat for several references)")
-    check_mode(target_match, "--target-match")
-    check_precision(precision, "--precision")
-    check_fit_steps(fit_voice)
+    apply_threads(threads or STREAM_THREADS)
+    _check_settings(target, target_match, precision, fit_voice)
     _check_sources(input_path, output, input_device, output_device, raw, realtime, target)
     if raw and input_path == STDIO and sample_rate is None and input_device is None:
         raise VconvError("--raw input needs --sample-rate N (headerless PCM does not say its rate)")
-    for ref in target:  # before the model loads or a device opens
-        inspect_audio(ref)
     reader = _open_reader(input_path, raw, sample_rate, channels, input_device)
     if sample_rate is not None and sample_rate != reader.sample_rate:
         raise VconvError(f"--sample-rate {sample_rate}: {input_path} is {reader.sample_rate} Hz, and the output keeps the input's rate")
     writer = _open_writer(output, raw, reader.sample_rate, force, output_device)
     try:
         report, converter_stream = _run(target, reader, writer, model, target_match, precision, block_ms, lookahead_ms,
-                                        context_ms, realtime, prime, fit_voice)
+                                        context_ms, realtime, prime, fit_voice, no_cache)
     except BaseException:
         writer.abort()
         raise
@@ -84,16 +82,34 @@ def stream(
 
 def _run(target: List[Path], reader: Any, writer: Any, model: Optional[str], target_match: str, precision: str,
          block_ms: float, lookahead_ms: float, context_ms: float, realtime: bool, prime: bool = True,
-         fit_voice: int = 0) -> tuple[Any, Any]:
-    from vconv.inference.converter import load
+         fit_voice: int = 0, no_cache: bool = False) -> tuple[Any, Any]:
     from vconv.inference.stream_run import run_stream
 
-    converter = load(model, target_match=target_match, precision=precision, fit_steps=fit_voice)
+    converter = load_converter(model, no_cache=no_cache, target_match=target_match, precision=precision, fit_steps=fit_voice)
     live = converter.stream([str(t) for t in target], block_ms=block_ms, lookahead_ms=lookahead_ms, context_ms=context_ms,
                             sample_rate=reader.sample_rate, prime=prime)
     typer.echo(f"latency {live.latency_ms:.0f} ms (block {1000 * live.block / live.model_rate:.0f} ms + look-ahead "
                f"{1000 * live.lookahead / live.model_rate:.0f} ms), plus the device's own", err=True)
     return run_stream(live, reader, writer, realtime=realtime), live
+
+
+def _check_settings(target: List[Path], target_match: str, precision: str, fit_voice: int) -> None:
+    """The conversion settings and the target (audio references, or one voice file), before the model loads or a
+    device opens."""
+    from vconv.audio.io import inspect_audio
+    from vconv.inference.precision import check_precision
+    from vconv.inference.target_match import check_mode
+    from vconv.inference.voice_file import looks_like_voice_file, voice_file_in, voice_metadata
+    from vconv.inference.voice_fit import check_fit_steps
+
+    if not target:
+        raise VconvError("give the target voice: --target REF.wav (repeat for several references) or --target NAME.voice")
+    check_mode(target_match, "--target-match")
+    check_precision(precision, "--precision")
+    check_fit_steps(fit_voice)
+    for ref in target:
+        voice_metadata(ref) if looks_like_voice_file(ref) else inspect_audio(ref)
+    voice_file_in(target)
 
 
 def _check_sources(input_path: Path, output: Path, input_device: Optional[str], output_device: Optional[str],

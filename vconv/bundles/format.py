@@ -21,6 +21,7 @@ configs are read through the one translation in :mod:`vconv.config.legacy`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -60,6 +61,11 @@ class BundleInfo:
     speakers: list[str] = field(default_factory=list)
     vconv_version: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        """The bundle's identity: a sha256 over its weight files' recorded digests (what a voice file is tied to)."""
+        return hashlib.sha256(json.dumps(self.extra.get("sha256", {}), sort_keys=True).encode()).hexdigest()
 
 
 def save_bundle(

@@ -24,6 +24,7 @@ from vconv.fileio import atomic_path
 from vconv.inference.converter import MAX_REFERENCE_SECONDS, TargetVoice, VoiceConverter, limit_peak
 from vconv.inference.long_files import convert_long_file
 from vconv.inference.plan import ConversionPlan, EmbeddingPlan, plan_conversions, plan_embeddings
+from vconv.inference.voice_file import looks_like_voice_file
 
 
 @dataclass
@@ -35,11 +36,17 @@ class ConvertReport:
     notes: list[str] = field(default_factory=list)  # what the user should know of outputs that were written
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
+    target_seconds: float = 0.0  # preparing the target (embedding, statistics, a fit), once for every source
+    target_origin: str = "computed"  # or "cache", "file" (TargetVoice.origin)
 
     def summary(self) -> str:
-        """One line of counts (the failures themselves are in ``failed``; the CLI lists them on stderr)."""
+        """One line of counts and speed (the failures themselves are in ``failed``; the CLI lists them on stderr). The
+        real-time factor is the conversion's alone; the target's preparation (a voice fit, once per target) is its own
+        figure, since it does not grow with the audio."""
         rtf = self.wall_seconds / self.audio_seconds if self.audio_seconds else 0.0
         text = f"converted {len(self.converted)} file(s), {self.audio_seconds:.1f} s of audio, real-time factor {rtf:.3f}"
+        if self.converted:
+            text += f"; target prepared in {self.target_seconds:.2f} s" + ("" if self.target_origin == "computed" else f" ({self.target_origin})")
         return text + (f"; {len(self.failed)} failed" if self.failed else "")
 
 
@@ -68,13 +75,15 @@ def convert_paths(
     report = ConvertReport(failed=list(plan.failed))
     if not plan.jobs:
         return report
+    started = time.perf_counter()
     target = converter.target_voice(plan.refs)  # embedding and spectrum statistics, once for every source
+    report.target_seconds, report.target_origin = time.perf_counter() - started, target.origin
     skipped = converter.matching_skipped(target)
     if skipped:
         report.notes.append(skipped)
     if target.fit_losses:
-        report.notes.append(fit_note(target.fit_losses))
-    report.notes += long_reference_notes(plan.refs)
+        report.notes.append(fit_note(target.fit_losses, target.origin))
+    report.notes += long_reference_notes([r for r in plan.refs if not looks_like_voice_file(r)])
     start = time.perf_counter()
     rate = plan.sample_rate if plan.sample_rate is not None else converter.sample_rate
     jobs = plan.jobs
@@ -106,9 +115,11 @@ def convert_one(converter: VoiceConverter, src: Path, target: TargetVoice, dest:
     return wav.size / converter.sample_rate
 
 
-def fit_note(losses: Sequence[float]) -> str:
-    """One line on a voice fit (:mod:`vconv.inference.voice_fit`): its steps and the references' reconstruction error."""
-    return (f"voice fitted to the target references in {len(losses) - 1} steps: their reconstruction L1 "
+def fit_note(losses: Sequence[float], origin: str = "computed") -> str:
+    """One line on a voice fit (:mod:`vconv.inference.voice_fit`): its steps and the references' reconstruction error,
+    and where the fitted voice came from when it was not fitted now (the cache, a voice file)."""
+    where = {"cache": " (from the cache of fitted voices)", "file": " (from the voice file)"}.get(origin, "")
+    return (f"voice fitted to the target references in {len(losses) - 1} steps{where}: their reconstruction L1 "
             f"{losses[0]:.3f} -> {losses[-1]:.3f}")
 
 

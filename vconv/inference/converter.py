@@ -44,6 +44,7 @@ from vconv.inference.target_match import (
     match_spectrum,
     spectrum_stats,
 )
+from vconv.inference.voice_file import VoiceCache, VoiceSource, load_voice, reference_digests, voice_file_in
 from vconv.inference.voice_fit import MAX_FIT_SECONDS, FitReference, VoiceFit, check_fit_steps, crop_references, fit_embedding
 
 if TYPE_CHECKING:
@@ -82,6 +83,8 @@ class VoiceConverter:
         self.target_match = check_mode(target_match)
         self.compute_dtype = resolve_precision(precision, self.device)
         self.fit_steps = check_fit_steps(fit_steps, "fit_steps")
+        self.voice_cache: VoiceCache | None = None  # fitted voices kept across conversions (the CLI sets one)
+        self.fit_progress: Callable[[int, int], None] | None = None  # told (step, steps) during a fit
         self._stream_twin: "VoiceConversionModel | None" = None
         self._stream_twin_read = False  # whether the bundle was looked at for one (on the first stream)
 
@@ -173,8 +176,35 @@ class VoiceConverter:
     @torch.no_grad()
     def target_voice(self, refs: Sequence[AudioInput] | AudioInput, sr: int | None = None) -> TargetVoice:
         """The speaker embedding (fitted to the references when :attr:`fit_steps` > 0) and the log-mel statistics of
-        one or several target references."""
-        wavs = self._prepare_refs(refs, sr)  # each reference loaded and checked once, for all three
+        one or several target references; or a voice file saved earlier (:mod:`vconv.inference.voice_file`), given
+        alone. With :attr:`voice_cache` set, a fitted voice is looked up by the references' content and the bundle,
+        and stored after its fit, so a second conversion to the same target pays no fit."""
+        voice_path = voice_file_in(refs)
+        if voice_path is not None:
+            return self.open_voice(voice_path)
+        return self.prepared_target(refs, sr)[0]
+
+    def open_voice(self, path: str | Path) -> TargetVoice:
+        """A voice file made with this bundle (:mod:`vconv.inference.voice_file`); a one-line error for another's."""
+        return load_voice(path, self.info.path.name, self.info.digest)
+
+    @torch.no_grad()
+    def prepared_target(self, refs: Sequence[AudioInput] | AudioInput, sr: int | None = None) -> tuple[TargetVoice, VoiceSource]:
+        """:meth:`target_voice` of audio references (computed, or from :attr:`voice_cache`), and what it depends on
+        (the bundle, the fit, the references' content: a voice file's provenance and the cache's key)."""
+        wavs = self._prepare_refs(refs, sr)  # each reference loaded and checked once
+        source = VoiceSource(self.info.path.name, self.info.digest, self.sample_rate, self.fit_steps, reference_digests(wavs))
+        cache = self.voice_cache if self.fit_steps and self.model.reference is None else None
+        cached = cache.get(source) if cache else None
+        if cached is not None:
+            return cached, source
+        voice = self._prepare_voice(wavs)
+        if cache:
+            cache.put(source, voice)
+        return voice, source
+
+    def _prepare_voice(self, wavs: list[np.ndarray]) -> TargetVoice:
+        """:meth:`target_voice` of prepared references ``[T_i]``, computed."""
         log_mels = [self.frontend.log_mel(w[None])[0] for w in wavs]
         reference = None
         if self.model.reference is not None:  # its frames, normalised as the model reads them, encoded once
@@ -207,7 +237,7 @@ class VoiceConverter:
             frames += log_mel.shape[-1]
         with self.compute():
             return fit_embedding(self.model, crop_references(references, max_frames), embedding, steps=self.fit_steps,
-                                 memory=reference)
+                                 memory=reference, progress=self.fit_progress)
 
     @torch.no_grad()
     def embed(self, wavs: Sequence[AudioInput] | AudioInput, sr: int | None = None) -> np.ndarray:

@@ -27,7 +27,9 @@ class TargetVoice:
     the bundle's model) embeds the target from them;
     ``fit_losses``: when the embedding was fitted to the references (:mod:`vconv.inference.voice_fit`), their
     reconstruction L1 before each fit step and after the last (the first is the speaker encoder's embedding's); empty
-    when it was not.
+    when it was not;
+    ``origin``: where it came from: ``"computed"`` from the references now, ``"cache"`` (the cache of fitted voices) or
+    ``"file"`` (a voice file, :mod:`vconv.inference.voice_file`).
     """
 
     embedding: torch.Tensor
@@ -36,6 +38,7 @@ class TargetVoice:
     primer: np.ndarray | None = None
     speaker_inputs: tuple[torch.Tensor, ...] = ()
     fit_losses: tuple[float, ...] = ()
+    origin: str = "computed"
 
 
 PRIMER_SECONDS = 3.0  # as much as a stream's longest sensible context; the default context takes the last 1.5 s

@@ -16,7 +16,7 @@ over at most :data:`MAX_FIT_SECONDS` of reference), not per second of source.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -81,7 +81,8 @@ def crop_references(references: Sequence[FitReference], max_frames: int) -> list
 
 
 def fit_embedding(model: "VoiceConversionModel", references: Sequence[FitReference], embedding: torch.Tensor, *,
-                  steps: int, lr: float = DEFAULT_FIT_LR, memory: "ReferenceMemory | None" = None) -> VoiceFit:
+                  steps: int, lr: float = DEFAULT_FIT_LR, memory: "ReferenceMemory | None" = None,
+                  progress: Callable[[int, int], None] | None = None) -> VoiceFit:
     """Tune ``embedding [1, S]`` so that ``model``'s decoder rebuilds each reference from its own codes.
 
     Args:
@@ -92,6 +93,7 @@ def fit_embedding(model: "VoiceConversionModel", references: Sequence[FitReferen
         steps: Adam steps (0 returns ``embedding`` unchanged).
         lr: Adam's learning rate.
         memory: the reference path's memory of the same references, for a model that has the path.
+        progress: called with (steps done, steps) after each step (the CLI shows a progress line with it).
 
     Runs in whatever autocast the caller set (the converter's precision); the loss is the mean of the
     references' L1 in the normalised log-mel space the model was trained in.
@@ -101,7 +103,7 @@ def fit_embedding(model: "VoiceConversionModel", references: Sequence[FitReferen
     with torch.no_grad():  # the codes do not depend on the embedding: computed once
         codes = [model.encode_content(ref.content).quantized for ref in references]
     fitted = embedding.detach().float().clone().requires_grad_(True)
-    optimiser = torch.optim.Adam([fitted], lr=lr)
+    optimiser = VectorAdam(fitted, lr)
     losses: list[float] = []
     with torch.enable_grad():
         for _ in range(steps + 1):
@@ -113,6 +115,33 @@ def fit_embedding(model: "VoiceConversionModel", references: Sequence[FitReferen
             if len(losses) > steps:  # the last pass only measures
                 break
             # the embedding's gradient alone: backward() would also compute (and keep) every weight's
-            (fitted.grad,) = torch.autograd.grad(loss, [fitted])
-            optimiser.step()
+            (gradient,) = torch.autograd.grad(loss, [fitted])
+            optimiser.step(gradient)
+            if progress is not None:
+                progress(len(losses), steps)
     return VoiceFit(embedding=fitted.detach(), losses=tuple(losses))
+
+
+class VectorAdam:
+    """Adam (Kingma & Ba 2015, default betas and epsilon, as ``torch.optim.Adam``) on one tensor, in place.
+
+    The fit moves a single ``[1, S]`` vector, so the update is a few tensor operations. ``torch.optim.Adam`` would do the
+    same, but constructing any torch optimiser imports ``torch._dynamo`` (1.5 s on these machines), which was most of a
+    fitted ``vconv convert``'s extra time in a fresh process.
+    """
+
+    def __init__(self, param: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.param, self.lr, self.betas, self.eps = param, lr, betas, eps
+        self.mean = torch.zeros_like(param)
+        self.square = torch.zeros_like(param)
+        self.steps = 0
+
+    @torch.no_grad()
+    def step(self, gradient: torch.Tensor) -> None:
+        beta1, beta2 = self.betas
+        self.steps += 1
+        self.mean.mul_(beta1).add_(gradient, alpha=1 - beta1)
+        self.square.mul_(beta2).addcmul_(gradient, gradient, value=1 - beta2)
+        mean_hat = self.mean / (1 - beta1 ** self.steps)
+        root = (self.square / (1 - beta2 ** self.steps)).sqrt_().add_(self.eps)
+        self.param.addcdiv_(mean_hat, root, value=-self.lr)

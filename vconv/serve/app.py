@@ -126,7 +126,7 @@ def _add_convert(app: FastAPI, converter: VoiceConverter, limits: ServeLimits, q
     @app.post("/api/convert")
     async def convert(request: Request) -> JSONResponse:
         with await admit_upload(uploads, request, limits):  # an upload place while the files arrive: a stalled client holds no conversion place
-            source, targets = await receive_audio(request, upload_root, limits, converter.sample_rate)
+            source, targets = await receive_audio(request, upload_root, limits, converter.sample_rate, open_voice=converter.open_voice)
         assert source is not None  # receive_audio requires one by default
         with queue.admit():  # only complete, checked requests wait for a conversion
             try:

@@ -13,6 +13,7 @@ import base64
 import io
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import soundfile as sf
@@ -20,6 +21,7 @@ import torch
 
 from vconv.audio.io import SILENCE_PEAK
 from vconv.inference.converter import VoiceConverter
+from vconv.inference.target import TargetVoice
 
 SIMILARITY_ENCODER = "vconv's own speaker encoder (not an independent judge)"
 MEL_COLUMNS = 600  # enough for the page's width; longer mels are averaged down in time
@@ -43,18 +45,36 @@ class ConversionResult:
         return self.wav.size / self.sample_rate
 
 
-def run_conversion(converter: VoiceConverter, source: np.ndarray, targets: list[np.ndarray]) -> ConversionResult:
-    """Convert ``source`` ``[T]`` to the voice of ``targets`` (``[T_i]`` each), all at ``converter.sample_rate``."""
+def run_conversion(converter: VoiceConverter, source: np.ndarray, targets: list[np.ndarray] | list[TargetVoice]) -> ConversionResult:
+    """Convert ``source`` ``[T]`` to the voice of ``targets`` (``[T_i]`` each, at ``converter.sample_rate``), or of a
+    voice opened from an uploaded voice file (a list of that one voice)."""
     sr = converter.sample_rate
     start = time.perf_counter()
-    target = converter.target_voice(targets, sr)  # embedding [1, S] (references averaged) and spectrum statistics
+    target = as_target_voice(converter, targets)
     wav = converter.convert_wav(source, target)
     seconds = time.perf_counter() - start
     return ConversionResult(
         wav=wav, sample_rate=sr, seconds=seconds,
         similarity=similarities(converter, source, target.embedding, wav),
-        mels=mel_images(converter, {"source": source, "target": targets[0], "converted": wav}),
+        # a voice file's target shows the references' tail it keeps (its primer)
+        mels=mel_images(converter, {"source": source, "target": _target_audio(targets, target, source), "converted": wav}),
     )
+
+
+def as_target_voice(converter: VoiceConverter, targets: list[np.ndarray] | list[TargetVoice]) -> TargetVoice:
+    """The prepared voice of uploaded references ``[T_i]`` (embedding [1, S], references averaged, and spectrum
+    statistics), or the voice already opened from an uploaded voice file."""
+    first = targets[0]
+    if isinstance(first, TargetVoice):
+        return first
+    return converter.target_voice(cast(list[np.ndarray], targets), converter.sample_rate)
+
+
+def _target_audio(targets: list[np.ndarray] | list[TargetVoice], voice: TargetVoice, source: np.ndarray) -> np.ndarray:
+    first = targets[0]
+    if isinstance(first, np.ndarray):
+        return first
+    return voice.primer if voice.primer is not None else source
 
 
 @torch.no_grad()

@@ -43,6 +43,7 @@ from starlette.websockets import WebSocketDisconnect
 from vconv.errors import VconvError
 from vconv.inference.converter import VoiceConverter
 from vconv.inference.target import TargetVoice
+from vconv.serve.conversion import as_target_voice
 from vconv.serve.jobs import RESULT_ID, Busy, ConversionQueue, Gate, ResultStore
 from vconv.serve.limits import ServeLimits
 from vconv.serve.uploads import admit_upload, receive_audio
@@ -65,11 +66,13 @@ def add_live_routes(app: FastAPI, converter: VoiceConverter, limits: ServeLimits
     @app.post("/api/target")
     async def prepare_target(request: Request) -> JSONResponse:
         with await admit_upload(uploads, request, limits):  # Busy -> 503 by the app's handler
-            _, refs = await receive_audio(request, upload_root, limits, converter.sample_rate, need_source=False)
+            _, refs = await receive_audio(request, upload_root, limits, converter.sample_rate, need_source=False,
+                                          open_voice=converter.open_voice)
             # a speaker embedding and spectrum statistics: cheap, so not queued behind conversions (a live
             # session holds a worker for minutes); the upload place bounds how many run at once
-            voice = await anyio.to_thread.run_sync(converter.target_voice, refs, converter.sample_rate)
-        return JSONResponse({"target": voices.put(voice), "seconds": round(sum(r.size for r in refs) / converter.sample_rate, 3)})
+            voice = await anyio.to_thread.run_sync(as_target_voice, converter, refs)
+        seconds = sum(r.size for r in refs if isinstance(r, np.ndarray)) / converter.sample_rate
+        return JSONResponse({"target": voices.put(voice), "seconds": round(seconds, 3)})
 
     @app.websocket("/api/live")
     async def live(ws: WebSocket, target: str = "", rate: int = 0) -> None:

@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, BinaryIO, Optional
+from typing import Any, AsyncIterator, BinaryIO, Callable, Optional
 
 import anyio
 import anyio.to_thread
@@ -28,6 +28,8 @@ from vconv.audio.io import audio_info
 from vconv.audio.io import load as load_audio
 from vconv.errors import VconvError
 from vconv.inference.converter import MIN_SECONDS
+from vconv.inference.target import TargetVoice
+from vconv.inference.voice_file import looks_like_voice_file
 from vconv.serve.jobs import Busy, Gate, Ticket
 from vconv.serve.limits import ServeLimits
 
@@ -234,22 +236,33 @@ def decode_upload(path: Path, label: str, sample_rate: int, limits: ServeLimits)
     return wav
 
 
-def decode_uploads(uploads: Uploads, sample_rate: int, limits: ServeLimits) -> tuple[np.ndarray | None, list[np.ndarray]]:
+def decode_uploads(uploads: Uploads, sample_rate: int, limits: ServeLimits,
+                   open_voice: Callable[[Path], TargetVoice] | None = None) -> tuple[np.ndarray | None, list[np.ndarray] | list[TargetVoice]]:
     """The request's source ``[T]`` (None when it sent none) and target references ``[T_i]``, decoded and
-    checked (see :func:`decode_upload`)."""
+    checked (see :func:`decode_upload`); or, when the one target is a voice file (``vconv voice``) and ``open_voice``
+    is given, that voice, opened with it (a voice of another model, or a corrupt one, is a 422 naming the field)."""
     source = None if uploads.source is None else decode_upload(uploads.source, SOURCE_FIELD, sample_rate, limits)
+    voices = [p for p in uploads.targets if looks_like_voice_file(p)]
+    if voices and open_voice is not None:
+        if len(uploads.targets) > 1:
+            raise UploadError(422, "a voice file is a whole target: upload it alone, not beside other references")
+        try:
+            return source, [open_voice(voices[0])]
+        except VconvError as exc:
+            raise UploadError(422, _relabel(str(exc), voices[0], "target 1")) from None
     targets = [decode_upload(p, f"target {i + 1}", sample_rate, limits) for i, p in enumerate(uploads.targets)]
     return source, targets
 
 
 async def receive_audio(request: Request, upload_root: Path, limits: ServeLimits, sample_rate: int, *,
-                        need_source: bool = True) -> tuple[np.ndarray | None, list[np.ndarray]]:
+                        need_source: bool = True, open_voice: Callable[[Path], TargetVoice] | None = None,
+                        ) -> tuple[np.ndarray | None, list[np.ndarray] | list[TargetVoice]]:
     """:func:`receive_uploads` into a fresh sub-folder of ``upload_root``, then :func:`decode_uploads` in a worker
     thread; the folder is removed whatever happens (decoded, the uploaded files are no longer needed)."""
     folder = Path(tempfile.mkdtemp(dir=upload_root))
     try:
         received = await receive_uploads(request, folder, limits, need_source=need_source)
-        return await anyio.to_thread.run_sync(decode_uploads, received, sample_rate, limits)
+        return await anyio.to_thread.run_sync(decode_uploads, received, sample_rate, limits, open_voice)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -1,0 +1,210 @@
+"""Voice files, the cache of fitted voices, the fit's progress line and the thread policy (issue "a busy machine")."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import vconv
+from tests.conftest import invoke, one_line_error, voiced_signal
+from vconv.errors import VconvError
+from vconv.inference import voice_fit
+from vconv.inference.threads import apply_threads, check_threads
+from vconv.inference.voice_file import VoiceCache, load_voice, looks_like_voice_file, save_voice, voice_metadata
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_bundle):
+    converter = vconv.load(str(tiny_bundle), fit_steps=3)
+    return converter
+
+
+@pytest.fixture
+def refs(tmp_path) -> list[Path]:
+    paths = []
+    for i, f0 in enumerate((120.0, 180.0)):
+        path = tmp_path / f"ref{i}.wav"
+        sf.write(path, voiced_signal(1.5, f0=f0, seed=i), 16000)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def counted_fits(monkeypatch):
+    calls = []
+    real = voice_fit.fit_embedding
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("vconv.inference.converter.fit_embedding", counting)
+    return calls
+
+
+def test_a_voice_file_round_trips_and_converts_as_its_references_do(fitted, refs, tmp_path):
+    voice, source = fitted.prepared_target([str(r) for r in refs])
+    path = save_voice(tmp_path / "v.voice", voice, source)
+    again = load_voice(path, fitted.info.path.name, fitted.info.digest)
+    assert torch.equal(again.embedding, voice.embedding)
+    assert torch.equal(again.spectrum.mean, voice.spectrum.mean) and again.spectrum.frames == voice.spectrum.frames
+    assert np.array_equal(again.primer, voice.primer) and again.fit_losses == voice.fit_losses and again.origin == "file"
+    meta = voice_metadata(path)
+    assert meta["fit_steps"] == "3" and meta["bundle_digest"] == fitted.info.digest and len(meta["references"]) > 64
+    wav = voiced_signal(1.0, f0=150.0, seed=5)
+    np.testing.assert_array_equal(fitted.convert(wav, [str(path)], sr=16000), fitted.convert(wav, [str(r) for r in refs], sr=16000))
+    with pytest.raises(VconvError, match="pass --force"):  # an existing file is kept
+        save_voice(path, voice, source)
+
+
+def test_the_cache_spares_the_second_fit_and_misses_when_references_or_bundle_change(fitted, refs, tmp_path, counted_fits):
+    fitted.voice_cache = VoiceCache(tmp_path / "cache")
+    try:
+        first = fitted.target_voice([str(r) for r in refs])
+        second = fitted.target_voice([str(r) for r in refs])
+        assert len(counted_fits) == 1 and first.origin == "computed" and second.origin == "cache"
+        assert torch.equal(first.embedding, second.embedding)
+        fitted.target_voice([str(refs[0])])  # other references: another voice
+        assert len(counted_fits) == 2
+        digest = fitted.info.extra["sha256"]
+        fitted.info.extra["sha256"] = {**digest, "model.safetensors": "0" * 64}  # another bundle's weights
+        try:
+            assert fitted.target_voice([str(r) for r in refs]).origin == "computed" and len(counted_fits) == 3
+        finally:
+            fitted.info.extra["sha256"] = digest
+    finally:
+        fitted.voice_cache = None
+
+
+def test_the_cache_is_bounded_and_never_an_error(fitted, refs, tmp_path):
+    voice, source = fitted.prepared_target([str(refs[0])])
+    cache = VoiceCache(tmp_path / "c", entries=2)
+    for steps in (1, 2, 3):
+        cache.put(type(source)(source.bundle, source.bundle_digest, source.sample_rate, steps, source.references), voice)
+    assert len(list((tmp_path / "c").glob("*.voice"))) == 2
+    (tmp_path / "c" / f"{source.key}.voice").write_bytes(b"garbage")  # a damaged entry is a miss
+    assert cache.get(source) is None
+    blocked = tmp_path / "file"
+    blocked.write_text("x")
+    VoiceCache(blocked / "below").put(source, voice)  # cannot be written: skipped silently
+
+
+def test_bad_voice_files_are_one_line_naming_what(fitted, refs, tmp_path):
+    voice, source = fitted.prepared_target([str(refs[0])])
+    good = save_voice(tmp_path / "good.voice", voice, source)
+    cut = tmp_path / "cut.voice"
+    cut.write_bytes(good.read_bytes()[:200])
+    other = tmp_path / "other.voice"
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(2)}, str(other), metadata={"format": "something-else"})
+    junk = tmp_path / "junk.voice"
+    junk.write_bytes(b"\x00" * 64)
+    for path, reason in ((cut, "corrupt voice file"), (other, "not a vconv voice file"), (junk, "not a vconv voice file"),
+                         (tmp_path / "missing.voice", "file not found")):
+        with pytest.raises(VconvError, match=reason):
+            fitted.open_voice(path)
+    with pytest.raises(VconvError, match="a voice file of another model"):
+        load_voice(good, "another", "f" * 64)
+    assert looks_like_voice_file(good) and not looks_like_voice_file(refs[0])
+    extensionless = tmp_path / "voicefile"
+    extensionless.write_bytes(good.read_bytes())
+    assert looks_like_voice_file(extensionless)  # known by its content, whatever its name
+
+
+def test_cli_voice_then_convert_with_it(tiny_bundle, refs, tmp_path):
+    out = tmp_path / "t.voice"
+    result = invoke("voice", *map(str, refs), "-o", str(out), "-m", str(tiny_bundle), "--fit-voice", "2")
+    assert result.exit_code == 0, result.output
+    assert "fitted in 2 steps" in result.output and out.is_file()
+    one_line_error(invoke("voice", str(refs[0]), "-o", str(out), "-m", str(tiny_bundle)), "already exists")
+    one_line_error(invoke("voice", str(refs[0]), "-o", str(tmp_path / "t.wav"), "-m", str(tiny_bundle)), "extension")
+    source = tmp_path / "s.wav"
+    sf.write(source, voiced_signal(1.0, f0=150.0, seed=9), 16000)
+    converted = invoke("convert", str(source), "-t", str(out), "-o", str(tmp_path / "o.wav"), "-m", str(tiny_bundle))
+    assert converted.exit_code == 0, converted.output
+    assert "(file)" in converted.output and "from the voice file" in converted.output
+    other = tmp_path / "bad.voice"
+    other.write_bytes(b"RIFF....WAVE")
+    one_line_error(invoke("convert", str(source), "-t", str(other), "-o", str(tmp_path / "p.wav"), "-m", str(tiny_bundle)),
+                   "not a vconv voice file")
+    one_line_error(invoke("convert", str(source), "-t", str(out), "-t", str(refs[0]), "-o", str(tmp_path / "q.wav"),
+                          "-m", str(tiny_bundle)), "a voice file is a whole target")
+
+
+def test_the_page_takes_an_uploaded_voice_file(fitted, refs, tmp_path):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from vconv.serve.app import create_app
+    from vconv.serve.limits import ServeLimits
+
+    voice, source = fitted.prepared_target([str(refs[0])])
+    good = save_voice(tmp_path / "v.voice", voice, source).read_bytes()
+    src = refs[1].read_bytes()
+    with TestClient(create_app(fitted, ServeLimits(max_upload_mb=2, max_seconds=10))) as client:
+        answer = client.post("/api/convert", files=[("source", ("s.wav", src, "audio/wav")), ("target", ("v.voice", good, "application/octet-stream"))])
+        assert answer.status_code == 200, answer.text
+        assert client.post("/api/target", files=[("target", ("v.voice", good, "application/octet-stream"))]).status_code == 200
+        foreign = save_voice(tmp_path / "f.voice", voice, type(source)("x", "0" * 64, 16000, 3, source.references)).read_bytes()
+        refused = client.post("/api/convert", files=[("source", ("s.wav", src, "audio/wav")), ("target", ("f.voice", foreign, "x"))])
+        assert refused.status_code == 422 and refused.json()["error"].startswith("target 1: a voice file of another model")
+
+
+def test_the_fit_shows_its_progress_once_it_runs_past_a_second(monkeypatch, capsys):
+    from vconv import cli_common
+
+    clock = iter([0.0, 0.4, 1.5, 2.0])
+    monkeypatch.setattr(cli_common.time, "perf_counter", lambda: next(clock))
+    progress = cli_common.FitProgress()
+    for step in (1, 2, 3, 4):
+        progress(step, 4)
+    err = capsys.readouterr().err
+    assert err == "fitting the voice: step 4/4, 2.0 s\n"  # not a terminal: one line, at the end
+    quick = cli_common.FitProgress()
+    monkeypatch.setattr(cli_common.time, "perf_counter", lambda: 0.1)
+    quick(1, 1)
+    assert capsys.readouterr().err == ""
+
+
+def test_threads_are_validated_and_applied(monkeypatch):
+    with pytest.raises(VconvError, match="--threads 0"):
+        check_threads(0)
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    try:
+        apply_threads(1)
+        assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
+    finally:
+        torch.set_num_threads(before)
+    result = invoke("convert", "x.wav", "-t", "y.wav", "-o", "z.wav", "--threads", "0")
+    assert result.exit_code == 2
+
+
+def test_the_cli_makes_idle_threads_sleep_unless_the_user_chose(tmp_path):
+    probe = "import os, sys; sys.argv = ['vconv', '--help']\nfrom vconv.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass\nprint('POLICY', os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=ROOT).stdout
+    assert "POLICY PASSIVE" in out
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env={**env, "OMP_WAIT_POLICY": "ACTIVE"}, cwd=ROOT).stdout
+    assert "POLICY ACTIVE" in out
+
+
+def test_a_pipe_is_never_opened_to_tell_whether_it_is_a_voice_file(tmp_path):
+    """Sniffing a FIFO would block until a writer comes: names are checked as regular files first."""
+    fifo, voice_fifo = tmp_path / "x.wav", tmp_path / "x.voice"
+    os.mkfifo(fifo)
+    os.mkfifo(voice_fifo)
+    assert not looks_like_voice_file(fifo)
+    with pytest.raises(VconvError, match="not a regular file"):
+        voice_metadata(voice_fifo)

@@ -1,0 +1,217 @@
+"""Voice files: a prepared target voice (:class:`~vconv.inference.target.TargetVoice`) saved once, loaded in
+milliseconds, and the cache of fitted targets built on them.
+
+A voice file is safetensors (tensors and string metadata; nothing in it runs code on load) holding::
+
+    embedding      [1, S] float32   the speaker embedding (fitted when the file says fit_steps > 0)
+    spectrum_mean  [n_mels, 1]      the references' speech-frame log-mel statistics (target matching)
+    spectrum_std   [n_mels, 1]
+    primer         [n] float32      the references' last seconds of audio at the model's rate (a stream's context)
+
+and metadata: ``format`` (``vconv-voice``), ``version``, ``bundle`` (the bundle's name) and ``bundle_digest``
+(of its weights: an embedding means nothing to another model), ``sample_rate``, ``fit_steps``, ``fit_losses``,
+``spectrum_frames`` and ``references`` (the sha256 and length of each reference's audio as the model read it).
+
+Models that attend over the references' frames (a reference path) need those frames too and have no voice files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from vconv.errors import VconvError
+from vconv.fileio import atomic_path
+
+if TYPE_CHECKING:
+    from vconv.inference.target import TargetVoice
+
+# torch is imported inside the functions that make or read tensors: the CLI checks a voice file named by --target
+# (voice_metadata) before it loads torch and the model, so a wrong file is a one-line error at once
+
+VOICE_FORMAT = "vconv-voice"
+VOICE_VERSION = 1
+VOICE_SUFFIX = ".voice"
+MAX_HEADER_BYTES = 1 << 20  # a voice file's JSON header is a few KB; more is not a voice file
+CACHE_ENTRIES = 64  # fitted voices kept in the cache (each ~200 KB, mostly the primer), least recently used dropped
+
+
+@dataclass(frozen=True)
+class VoiceSource:
+    """Where a voice comes from: the model's identity and the references' content, hashed. Two conversions with the
+    same source (same references, same bundle, same fit) get the same voice, so it can be cached."""
+
+    bundle: str
+    bundle_digest: str
+    sample_rate: int
+    fit_steps: int
+    references: tuple[tuple[str, int], ...]  # (sha256 of the float32 samples at the model's rate, samples)
+
+    @property
+    def key(self) -> str:
+        """The cache key: a digest of everything the voice depends on."""
+        text = json.dumps([self.bundle_digest, self.sample_rate, self.fit_steps, VOICE_VERSION, self.references])
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def reference_digests(wavs: Sequence[np.ndarray]) -> tuple[tuple[str, int], ...]:
+    """Each prepared reference ``[T_i]`` (float32 at the model's rate) as (sha256, length)."""
+    return tuple((hashlib.sha256(np.ascontiguousarray(w, dtype=np.float32).tobytes()).hexdigest(), int(w.size)) for w in wavs)
+
+
+def looks_like_voice_file(path: str | Path) -> bool:
+    """Whether ``path`` is a voice file rather than audio: its suffix is :data:`VOICE_SUFFIX`, or it starts as a
+    safetensors file does (an 8-byte little-endian header length, then a JSON object), which no audio format does."""
+    if str(path).endswith(VOICE_SUFFIX):
+        return True
+    if not os.path.isfile(path):  # never open a FIFO or a device to sniff it: that could block for ever
+        return False
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False  # the audio loader says why, in its own words
+    return len(head) == 9 and struct.unpack("<Q", head[:8])[0] < MAX_HEADER_BYTES and head[8:9] == b"{"
+
+
+def save_voice(path: str | Path, voice: "TargetVoice", source: VoiceSource, *, force: bool = False) -> Path:
+    """Write ``voice`` (prepared from ``source``) as a voice file at ``path``, atomically; an existing file is kept
+    unless ``force``."""
+    import torch
+    from safetensors.torch import save_file
+
+    if voice.reference is not None:
+        raise VconvError("this model reads the target's frames (a reference path): its voices cannot be saved as voice files")
+    tensors = {"embedding": voice.embedding.detach().float().contiguous(), "spectrum_mean": voice.spectrum.mean.float().contiguous(),
+               "spectrum_std": voice.spectrum.std.float().contiguous(),
+               "primer": torch.from_numpy(np.ascontiguousarray(voice.primer if voice.primer is not None else np.zeros(0, np.float32)))}
+    metadata = {"format": VOICE_FORMAT, "version": str(VOICE_VERSION), "bundle": source.bundle, "bundle_digest": source.bundle_digest,
+                "sample_rate": str(source.sample_rate), "fit_steps": str(source.fit_steps), "fit_losses": json.dumps(list(voice.fit_losses)),
+                "spectrum_frames": str(voice.spectrum.frames),
+                "references": json.dumps([{"sha256": d, "samples": n} for d, n in source.references])}
+    with atomic_path(path, overwrite=force) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return Path(path)
+
+
+def load_voice(path: str | Path, bundle: str, bundle_digest: str, origin: str = "file") -> "TargetVoice":
+    """A voice file as a :class:`TargetVoice` for the bundle whose weights have ``bundle_digest``; a one-line
+    :class:`VconvError` naming what is wrong for a file that is not a voice file, is corrupt, or was made with
+    another bundle."""
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from vconv.inference.target import TargetVoice
+    from vconv.inference.target_match import SpectrumStats
+
+    metadata = voice_metadata(path)
+    if metadata.get("bundle_digest") != bundle_digest:
+        raise VconvError(f"{path}: a voice file of another model ({metadata.get('bundle', '?')}, not {bundle}); "
+                         "make it again with this model (vconv voice)")
+    try:
+        tensors = load_file(str(path))
+        spectrum = SpectrumStats(tensors["spectrum_mean"], tensors["spectrum_std"], int(metadata["spectrum_frames"]))
+        primer = tensors["primer"].numpy().astype(np.float32)
+        fit_losses = tuple(float(x) for x in json.loads(metadata["fit_losses"]))
+        embedding = tensors["embedding"]
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError) as exc:
+        raise VconvError(f"{path}: corrupt voice file ({type(exc).__name__}: {str(exc).splitlines()[0][:100] if str(exc) else ''})") from None
+    if embedding.dim() != 2 or embedding.shape[0] != 1 or spectrum.mean.shape != spectrum.std.shape:
+        raise VconvError(f"{path}: corrupt voice file (embedding {tuple(embedding.shape)}, spectrum {tuple(spectrum.mean.shape)})")
+    if not torch.isfinite(embedding).all():
+        raise VconvError(f"{path}: corrupt voice file (the embedding is not finite)")
+    return TargetVoice(embedding=embedding, spectrum=spectrum, primer=primer if primer.size else None, fit_losses=fit_losses,
+                       origin=origin)
+
+
+def voice_metadata(path: str | Path) -> dict[str, str]:
+    """A voice file's metadata (see the module's docstring), read from its header alone (no torch): a one-line
+    :class:`VconvError` for a file that is missing, unreadable, not a voice file, or of another version."""
+    if os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path):
+        raise VconvError(f"{path}: not a regular file (a pipe or a device), so not a voice file")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            size = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+            if not 2 <= size <= MAX_HEADER_BYTES:
+                raise VconvError(f"{path}: not a vconv voice file (no safetensors header)")
+            header = json.loads(f.read(size))
+    except FileNotFoundError:
+        raise VconvError(f"{path}: file not found") from None
+    except PermissionError:
+        raise VconvError(f"{path}: permission denied") from None
+    except IsADirectoryError:
+        raise VconvError(f"{path}: a folder, not a voice file") from None
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise VconvError(f"{path}: corrupt voice file (its header does not read: {type(exc).__name__})") from None
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(metadata, dict) or metadata.get("format") != VOICE_FORMAT:
+        raise VconvError(f"{path}: not a vconv voice file (a safetensors file of something else)")
+    if metadata.get("version") != str(VOICE_VERSION):
+        raise VconvError(f"{path}: voice file version {metadata.get('version')!r}; this vconv reads version {VOICE_VERSION}")
+    return {str(k): str(v) for k, v in metadata.items()}
+
+
+class VoiceCache:
+    """Fitted voices by :attr:`VoiceSource.key`, as voice files in ``folder`` (default: ``$XDG_CACHE_HOME/vconv/voices``
+    or ``~/.cache/vconv/voices``). At most :data:`CACHE_ENTRIES` files, the least recently used removed first; safe to
+    delete at any time; an unreadable or stale entry is a miss, never an error."""
+
+    def __init__(self, folder: str | Path | None = None, entries: int = CACHE_ENTRIES):
+        self.folder = Path(folder) if folder else default_cache_folder()
+        self.entries = entries
+
+    def _path(self, source: VoiceSource) -> Path:
+        return self.folder / f"{source.key}{VOICE_SUFFIX}"
+
+    def get(self, source: VoiceSource) -> "TargetVoice | None":
+        path = self._path(source)
+        if not path.is_file():
+            return None
+        try:
+            voice = load_voice(path, source.bundle, source.bundle_digest, origin="cache")
+        except VconvError:
+            return None
+        try:
+            os.utime(path)  # recently used: the last to go
+        except OSError:
+            pass
+        return voice
+
+    def put(self, source: VoiceSource, voice: "TargetVoice") -> None:
+        """Store ``voice``; a cache that cannot be written (read-only home, full disk) is skipped silently: the
+        conversion does not depend on it."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            save_voice(self._path(source), voice, source, force=True)
+            self._trim()
+        except (OSError, VconvError):
+            pass
+
+    def _trim(self) -> None:
+        files = sorted(self.folder.glob(f"*{VOICE_SUFFIX}"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in files[self.entries:]:
+            old.unlink(missing_ok=True)
+
+
+def default_cache_folder() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "vconv" / "voices"
+
+
+def voice_file_in(refs: object) -> Path | None:
+    """The voice file that ``refs`` (a converter's target: one path or array, or a sequence of them) names, or None
+    when it names audio only. A voice file is a whole target: one among other references is a one-line error."""
+    items = list(refs) if isinstance(refs, (list, tuple)) else [refs]
+    voices = [Path(r) for r in items if isinstance(r, (str, Path)) and looks_like_voice_file(r)]
+    if voices and len(items) > 1:
+        raise VconvError(f"{voices[0]}: a voice file is a whole target; give it alone, not beside other references")
+    return voices[0] if voices else None
