@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -89,8 +90,9 @@ def test_the_cache_is_bounded_and_never_an_error(fitted, refs, tmp_path):
     voice, source = fitted.prepared_target([str(refs[0])])
     cache = VoiceCache(tmp_path / "c", entries=2)
     for steps in (1, 2, 3):
-        cache.put(type(source)(source.bundle, source.bundle_digest, source.sample_rate, steps, source.references), voice)
+        cache.put(dataclasses.replace(source, fit_steps=steps), voice)
     assert len(list((tmp_path / "c").glob("*.voice"))) == 2
+    assert dataclasses.replace(source, precision="other").key != source.key  # a fit in other arithmetic is another voice
     (tmp_path / "c" / f"{source.key}.voice").write_bytes(b"garbage")  # a damaged entry is a miss
     assert cache.get(source) is None
     blocked = tmp_path / "file"
@@ -156,7 +158,7 @@ def test_the_page_takes_an_uploaded_voice_file(fitted, refs, tmp_path):
         answer = client.post("/api/convert", files=[("source", ("s.wav", src, "audio/wav")), ("target", ("v.voice", good, "application/octet-stream"))])
         assert answer.status_code == 200, answer.text
         assert client.post("/api/target", files=[("target", ("v.voice", good, "application/octet-stream"))]).status_code == 200
-        foreign = save_voice(tmp_path / "f.voice", voice, type(source)("x", "0" * 64, 16000, 3, source.references)).read_bytes()
+        foreign = save_voice(tmp_path / "f.voice", voice, dataclasses.replace(source, bundle="x", bundle_digest="0" * 64)).read_bytes()
         refused = client.post("/api/convert", files=[("source", ("s.wav", src, "audio/wav")), ("target", ("f.voice", foreign, "x"))])
         assert refused.status_code == 422 and refused.json()["error"].startswith("target 1: a voice file of another model")
 

@@ -193,7 +193,8 @@ class VoiceConverter:
         """:meth:`target_voice` of audio references (computed, or from :attr:`voice_cache`), and what it depends on
         (the bundle, the fit, the references' content: a voice file's provenance and the cache's key)."""
         wavs = self._prepare_refs(refs, sr)  # each reference loaded and checked once
-        source = VoiceSource(self.info.path.name, self.info.digest, self.sample_rate, self.fit_steps, reference_digests(wavs))
+        source = VoiceSource(self.info.path.name, self.info.digest, self.sample_rate, self.fit_steps, reference_digests(wavs),
+                             str(self.compute_dtype).removeprefix("torch."))
         cache = self.voice_cache if self.fit_steps and self.model.reference is None else None
         cached = cache.get(source) if cache else None
         if cached is not None:

@@ -9,7 +9,8 @@ A voice file is safetensors (tensors and string metadata; nothing in it runs cod
     primer         [n] float32      the references' last seconds of audio at the model's rate (a stream's context)
 
 and metadata: ``format`` (``vconv-voice``), ``version``, ``bundle`` (the bundle's name) and ``bundle_digest``
-(of its weights: an embedding means nothing to another model), ``sample_rate``, ``fit_steps``, ``fit_losses``,
+(of its weights: an embedding means nothing to another model), ``sample_rate``, ``fit_steps``, ``precision`` (the
+fit's arithmetic), ``fit_losses``,
 ``spectrum_frames`` and ``references`` (the sha256 and length of each reference's audio as the model read it).
 
 Models that attend over the references' frames (a reference path) need those frames too and have no voice files.
@@ -53,11 +54,12 @@ class VoiceSource:
     sample_rate: int
     fit_steps: int
     references: tuple[tuple[str, int], ...]  # (sha256 of the float32 samples at the model's rate, samples)
+    precision: str = "float32"  # the arithmetic the fit ran in (bfloat16 fits a slightly different vector)
 
     @property
     def key(self) -> str:
         """The cache key: a digest of everything the voice depends on."""
-        text = json.dumps([self.bundle_digest, self.sample_rate, self.fit_steps, VOICE_VERSION, self.references])
+        text = json.dumps([self.bundle_digest, self.sample_rate, self.fit_steps, self.precision, VOICE_VERSION, self.references])
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -93,7 +95,8 @@ def save_voice(path: str | Path, voice: "TargetVoice", source: VoiceSource, *, f
                "spectrum_std": voice.spectrum.std.float().contiguous(),
                "primer": torch.from_numpy(np.ascontiguousarray(voice.primer if voice.primer is not None else np.zeros(0, np.float32)))}
     metadata = {"format": VOICE_FORMAT, "version": str(VOICE_VERSION), "bundle": source.bundle, "bundle_digest": source.bundle_digest,
-                "sample_rate": str(source.sample_rate), "fit_steps": str(source.fit_steps), "fit_losses": json.dumps(list(voice.fit_losses)),
+                "sample_rate": str(source.sample_rate), "fit_steps": str(source.fit_steps), "precision": source.precision,
+                "fit_losses": json.dumps(list(voice.fit_losses)),
                 "spectrum_frames": str(voice.spectrum.frames),
                 "references": json.dumps([{"sha256": d, "samples": n} for d, n in source.references])}
     with atomic_path(path, overwrite=force) as tmp:
