@@ -184,6 +184,19 @@ def test_recording_in_the_browser_uploads_a_wav(server_url, browser):
     assert 1.0 < seconds < 3.0  # about the 1.5 s recorded
 
 
+def _start_live(browser, url: str):
+    """Open the page, give the example target and press Start live: the page's WebDriverWait (30 s)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(url)
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda d: d.find_element(By.ID, "model").text not in ("", "…"))
+    browser.find_element(By.ID, "target-file").send_keys(str(EXAMPLES / "target.wav"))
+    browser.find_element(By.ID, "live-toggle").click()
+    return wait
+
+
 def test_live_mode_streams_the_microphone_in_the_target_voice(server_url, speaking_browser):
     """Start live with the fake microphone speaking the source: converted speech arrives and plays, the latency
     is shown, and a second session (one worker) and an oversized target upload are refused."""
@@ -191,11 +204,7 @@ def test_live_mode_streams_the_microphone_in_the_target_voice(server_url, speaki
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser = speaking_browser
-    browser.get(server_url)
-    wait = WebDriverWait(browser, 30)
-    wait.until(lambda d: d.find_element(By.ID, "model").text not in ("", "…"))
-    browser.find_element(By.ID, "target-file").send_keys(str(EXAMPLES / "target.wav"))
-    browser.find_element(By.ID, "live-toggle").click()
+    wait = _start_live(browser, server_url)
     WebDriverWait(browser, 60).until(lambda d: d.execute_script("return window.vconvLive.received / Math.max(1, window.vconvLive.rate)") > 3.0,
                                      "no converted audio arrived: " + browser.find_element(By.ID, "live-status").text)
     assert browser.find_element(By.ID, "live-latency").text == "144 ms"
@@ -252,11 +261,7 @@ def test_the_page_explains_why_a_session_ended_and_reconnects_when_the_server_wa
         holder = WebSocketClient(port, f"/api/live?target={post_target(port)}&rate=16000")  # takes the one worker
         holder.handshake()
         browser = speaking_browser
-        browser.get(url)
-        wait = WebDriverWait(browser, 30)
-        wait.until(lambda d: d.find_element(By.ID, "model").text not in ("", "…"))
-        browser.find_element(By.ID, "target-file").send_keys(str(EXAMPLES / "target.wav"))
-        browser.find_element(By.ID, "live-toggle").click()
+        wait = _start_live(browser, url)
         wait.until(lambda d: "Reconnecting" in d.find_element(By.ID, "live-status").text)
         assert "busy" in browser.find_element(By.ID, "live-status").text
         holder.close()  # the worker is free: the page's next try gets it

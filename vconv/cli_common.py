@@ -52,9 +52,10 @@ NO_CACHE_HELP = ("Do not read or write the cache of fitted voices (~/.cache/vcon
                  "safe to delete), which spares a second --fit-voice conversion to the same references the fit.")
 
 
-def threads_option() -> Any:
-    """The ``--threads N`` option every computing command declares (one definition, one validation)."""
-    return typer.Option(None, "--threads", min=1, max=256, metavar="N", help=THREADS_HELP)
+def threads_option(help_text: str = THREADS_HELP) -> Any:
+    """The ``--threads N`` option every computing command declares (one definition, one validation); a command
+    whose default differs says so in ``help_text``."""
+    return typer.Option(None, "--threads", min=1, max=256, metavar="N", help=help_text)
 
 
 def no_cache_option() -> Any:
@@ -218,7 +219,6 @@ class FitProgress:
 
     def __init__(self) -> None:
         self.started: float | None = None
-        self.shown = False
 
     def __call__(self, step: int, steps: int) -> None:
         now = time.perf_counter()

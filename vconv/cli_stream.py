@@ -14,7 +14,16 @@ from typing import Any, List, Optional
 
 import typer
 
-from vconv.cli_common import FIT_VOICE_HELP, PRECISION_HELP, TARGET_MATCH_HELP, echo_out, friendly_errors, load_converter, no_cache_option
+from vconv.cli_common import (
+    FIT_VOICE_HELP,
+    PRECISION_HELP,
+    TARGET_MATCH_HELP,
+    echo_out,
+    friendly_errors,
+    load_converter,
+    no_cache_option,
+    threads_option,
+)
 from vconv.errors import VconvError
 from vconv.inference.threads import apply_threads
 
@@ -48,7 +57,7 @@ def stream(
     output_device: Optional[str] = typer.Option(None, "--output-device", help="Play on a loudspeaker instead of writing: its number or part of its name, or 'default' (needs vconv[live])."),
     list_devices: bool = typer.Option(False, "--list-devices", help="List the audio devices (needs vconv[live]) and exit."),
     no_cache: bool = no_cache_option(),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=256, metavar="N", help=STREAM_THREADS_HELP),
+    threads: Optional[int] = threads_option(STREAM_THREADS_HELP),
 ) -> None:
     """Convert a stream as it comes, block by block, with bounded latency: from a file or standard input, to a file
     or standard output. Prints the latency at the start and the compute per block (p50/p95/p99) and deadline
@@ -99,7 +108,7 @@ def _check_settings(target: List[Path], target_match: str, precision: str, fit_v
     from vconv.audio.io import inspect_audio
     from vconv.inference.precision import check_precision
     from vconv.inference.target_match import check_mode
-    from vconv.inference.voice_file import looks_like_voice_file, voice_file_in, voice_metadata
+    from vconv.inference.voice_file import check_target_files
     from vconv.inference.voice_fit import check_fit_steps
 
     if not target:
@@ -107,9 +116,7 @@ def _check_settings(target: List[Path], target_match: str, precision: str, fit_v
     check_mode(target_match, "--target-match")
     check_precision(precision, "--precision")
     check_fit_steps(fit_voice)
-    for ref in target:
-        voice_metadata(ref) if looks_like_voice_file(ref) else inspect_audio(ref)
-    voice_file_in(target)
+    check_target_files(target, inspect_audio)
 
 
 def _check_sources(input_path: Path, output: Path, input_device: Optional[str], output_device: Optional[str],

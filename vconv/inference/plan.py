@@ -20,7 +20,7 @@ from typing import Sequence
 from vconv.audio.io import AUDIO_EXTENSIONS, audio_info, check_sample_rate
 from vconv.data.manifest import BadFile, walk_audio_files
 from vconv.errors import VconvError
-from vconv.inference.voice_file import looks_like_voice_file, voice_file_in, voice_metadata
+from vconv.inference.voice_file import check_target_files
 from vconv.paths import check_distinct_outputs, check_not_inside, check_output_path
 
 EMBEDDING_EXTENSIONS = (".json", ".npy", ".npz")
@@ -92,12 +92,7 @@ def plan_conversions(
     refs = [f for t in targets for f in audio_files(Path(t))]
     if not refs:
         raise VconvError("no target reference given; pass --target FILE or --target FOLDER")
-    for ref in refs:  # a bad reference leaves nothing to convert to: an error, not a skipped file
-        if looks_like_voice_file(ref):
-            voice_metadata(ref)  # not a voice file, corrupt, another version: one line before the model loads
-        else:
-            audio_info(ref)
-    voice_file_in(refs)  # a voice file is a whole target, never one reference among others
+    check_target_files(refs, audio_info)  # a bad reference leaves nothing to convert to: an error, not a skipped file
     if source.is_dir():
         if out.suffix.lower() in AUDIO_EXTENSIONS and not out.is_dir():
             raise VconvError(f"{out}: a folder source is converted into an output folder, not the file {out.name}")

@@ -24,7 +24,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -218,3 +218,12 @@ def voice_file_in(refs: object) -> Path | None:
     if voices and len(items) > 1:
         raise VconvError(f"{voices[0]}: a voice file is a whole target; give it alone, not beside other references")
     return voices[0] if voices else None
+
+
+def check_target_files(refs: Sequence[str | Path], check_audio: Callable[[Path], object]) -> None:
+    """Each file of a target read as what it is, before the model loads: a voice file's header (not a voice file,
+    corrupt, another version: one line), any other file by ``check_audio``; a voice file beside other references
+    is a one-line error too."""
+    for ref in refs:
+        voice_metadata(ref) if looks_like_voice_file(ref) else check_audio(Path(ref))
+    voice_file_in(list(refs))
