@@ -36,11 +36,13 @@ from vconv.cli_common import (
     PRECISION_HELP,
     TARGET_MATCH_HELP,
     OneLineErrorsGroup,
+    check_pitch_settings,
     echo_out,
     finish_batch,
     friendly_errors,
     load_converter,
     no_cache_option,
+    pitch_options,
     printable,
     say,
     say_report,
@@ -242,6 +244,8 @@ def convert(
     target_match: str = typer.Option("meanstd", "--target-match", help=TARGET_MATCH_HELP),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     fit_voice: int = typer.Option(0, "--fit-voice", metavar="STEPS", help=FIT_VOICE_HELP),
+    pitch_shift: float = pitch_options()[0],
+    pitch_register: str = pitch_options()[1],
     force: bool = typer.Option(False, "--force", help="Overwrite outputs of an earlier run (never a source or a reference)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar in folder mode."),
     no_cache: bool = no_cache_option(),
@@ -259,12 +263,13 @@ def convert(
     check_mode(target_match, "--target-match")
     check_precision(precision, "--precision")
     check_fit_steps(fit_voice)
+    check_pitch_settings(pitch_shift, pitch_register)
     bundle = _check_model(model, vocoder)  # the model, inputs and outputs are checked before the model load
     plan = plan_conversions(source, target, out, force=force, sample_rate=sample_rate)
     if not plan.jobs:
         finish_batch(0, plan.failed)
     converter = load_converter(bundle, no_cache=no_cache, vocoder=vocoder, fast=fast, target_match=target_match,
-                               precision=precision, fit_steps=fit_voice)
+                               precision=precision, fit_steps=fit_voice, pitch_shift=pitch_shift, pitch_register=pitch_register)
     report = convert_paths(converter, source, target, out, force=force, progress=progress, plan=plan)
     echo_out(report.summary())
     for note in report.notes:

@@ -52,6 +52,27 @@ NO_CACHE_HELP = ("Do not read or write the cache of fitted voices (~/.cache/vcon
                  "safe to delete), which spares a second --fit-voice conversion to the same references the fit.")
 
 
+PITCH_SHIFT_HELP = ("Transpose the converted voice by this many semitones (-24..24; e.g. 12 = an octave up), on top of "
+                    "the register --pitch-register gives it. Needs a model with the pitch path (the shipped one has it).")
+PITCH_REGISTER_HELP = ("Whose pitch level the output speaks at: target (the target references' register: a converted voice "
+                       "at its own pitch; the default) or source (the source's kept: singing, same-speaker edits). The "
+                       "melody is always the source's.")
+
+
+def pitch_options() -> tuple[Any, Any]:
+    """The ``--pitch-shift`` and ``--pitch-register`` options of the commands that convert (one definition)."""
+    return (typer.Option(0.0, "--pitch-shift", metavar="SEMITONES", help=PITCH_SHIFT_HELP),
+            typer.Option("target", "--pitch-register", metavar="target|source", help=PITCH_REGISTER_HELP))
+
+
+def check_pitch_settings(shift: float, register: str) -> None:
+    """The pitch controls' values checked before any model loads (one-line errors naming the options)."""
+    from vconv.models.contour import check_pitch_shift, check_register_mode
+
+    check_pitch_shift(shift, "--pitch-shift")
+    check_register_mode(register, "--pitch-register")
+
+
 def threads_option(help_text: str = THREADS_HELP) -> Any:
     """The ``--threads N`` option every computing command declares (one definition, one validation); a command
     whose default differs says so in ``help_text``."""

@@ -15,9 +15,11 @@ from vconv.cli_common import (
     FIT_VOICE_HELP,
     PRECISION_HELP,
     TARGET_MATCH_HELP,
+    check_pitch_settings,
     friendly_errors,
     load_converter,
     no_cache_option,
+    pitch_options,
     threads_option,
 )
 from vconv.errors import VconvError
@@ -49,6 +51,8 @@ def serve(
     target_match: str = typer.Option("meanstd", "--target-match", help=TARGET_MATCH_HELP),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     fit_voice: int = typer.Option(0, "--fit-voice", metavar="STEPS", help=FIT_VOICE_HELP),
+    pitch_shift: float = pitch_options()[0],
+    pitch_register: str = pitch_options()[1],
     no_cache: bool = no_cache_option(),
     threads: Optional[int] = threads_option(),
 ) -> None:
@@ -66,6 +70,7 @@ def serve(
     check_mode(target_match, "--target-match")
     check_precision(precision, "--precision")
     check_fit_steps(fit_voice)
+    check_pitch_settings(pitch_shift, pitch_register)
     _require_serve_extra()
     limits = ServeLimits(max_upload_mb=max_upload_mb, max_seconds=max_seconds, workers=workers, queue_depth=queue).check()
 
@@ -80,7 +85,7 @@ def serve(
         apply_threads(threads or max(1, (os.cpu_count() or 1) // limits.workers))
         typer.echo(f"loading model {model or '(shipped default)'} ...", err=True)
         converter = load_converter(model, no_cache=no_cache, vocoder=vocoder, target_match=target_match, precision=precision,
-                                   fit_steps=fit_voice)
+                                   fit_steps=fit_voice, pitch_shift=pitch_shift, pitch_register=pitch_register)
         app = create_app(converter, limits, allowed_hosts=listener.allowed_hosts())
     except BaseException:
         listener.sock.close()

@@ -18,10 +18,12 @@ from vconv.cli_common import (
     FIT_VOICE_HELP,
     PRECISION_HELP,
     TARGET_MATCH_HELP,
+    check_pitch_settings,
     echo_out,
     friendly_errors,
     load_converter,
     no_cache_option,
+    pitch_options,
     threads_option,
 )
 from vconv.errors import VconvError
@@ -52,6 +54,8 @@ def stream(
     target_match: str = typer.Option("meanstd", "--target-match", help=TARGET_MATCH_HELP),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     fit_voice: int = typer.Option(0, "--fit-voice", metavar="STEPS", help=FIT_VOICE_HELP),
+    pitch_shift: float = pitch_options()[0],
+    pitch_register: str = pitch_options()[1],
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
     input_device: Optional[str] = typer.Option(None, "--input-device", help="Capture from a microphone instead: its number or part of its name in --list-devices, or 'default' (needs vconv[live])."),
     output_device: Optional[str] = typer.Option(None, "--output-device", help="Play on a loudspeaker instead of writing: its number or part of its name, or 'default' (needs vconv[live])."),
@@ -69,6 +73,7 @@ def stream(
         return
     apply_threads(threads or STREAM_THREADS)
     _check_settings(target, target_match, precision, fit_voice)
+    check_pitch_settings(pitch_shift, pitch_register)
     _check_sources(input_path, output, input_device, output_device, raw, realtime, target)
     if raw and input_path == STDIO and sample_rate is None and input_device is None:
         raise VconvError("--raw input needs --sample-rate N (headerless PCM does not say its rate)")
@@ -78,7 +83,8 @@ def stream(
     writer = _open_writer(output, raw, reader.sample_rate, force, output_device)
     try:
         report, converter_stream = _run(target, reader, writer, model, target_match, precision, block_ms, lookahead_ms,
-                                        context_ms, realtime, prime, fit_voice, no_cache)
+                                        context_ms, realtime, prime, fit_voice, no_cache,
+                                        {"pitch_shift": pitch_shift, "pitch_register": pitch_register})
     except BaseException:
         writer.abort()
         raise
@@ -91,10 +97,11 @@ def stream(
 
 def _run(target: List[Path], reader: Any, writer: Any, model: Optional[str], target_match: str, precision: str,
          block_ms: float, lookahead_ms: float, context_ms: float, realtime: bool, prime: bool = True,
-         fit_voice: int = 0, no_cache: bool = False) -> tuple[Any, Any]:
+         fit_voice: int = 0, no_cache: bool = False, pitch: Optional[dict] = None) -> tuple[Any, Any]:
     from vconv.inference.stream_run import run_stream
 
-    converter = load_converter(model, no_cache=no_cache, target_match=target_match, precision=precision, fit_steps=fit_voice)
+    converter = load_converter(model, no_cache=no_cache, target_match=target_match, precision=precision, fit_steps=fit_voice,
+                               **(pitch or {}))
     live = converter.stream([str(t) for t in target], block_ms=block_ms, lookahead_ms=lookahead_ms, context_ms=context_ms,
                             sample_rate=reader.sample_rate, prime=prime)
     typer.echo(f"latency {live.latency_ms:.0f} ms (block {1000 * live.block / live.model_rate:.0f} ms + look-ahead "

@@ -16,6 +16,7 @@ It also holds the model's two front-end parts (:mod:`vconv.frontends`: ``ModelCo
 
     wav [T] --content_input--> [1, C, F]   (the normalised log-mel, or e.g. Whisper encoder states)
     wav [T] --speaker_input--> [1, C, F] or [1, C]   (the normalised log-mel, or e.g. a d-vector)
+    wav [T] --pitch_input--> [1, 3, F]   (log-F0, voiced, periodicity: a model with the pitch path)
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ class FrontEnd(nn.Module):
     mean: torch.Tensor  # [n_mels] buffers (not in any state_dict)
     std: torch.Tensor
 
-    def __init__(self, cfg: FeatureConfig, stats: FeatureStats | None = None, *, content: Any = None, speaker: Any = None):
+    def __init__(self, cfg: FeatureConfig, stats: FeatureStats | None = None, *, content: Any = None, speaker: Any = None,
+                 pitch: Any = None):
         super().__init__()
         if stats is None:  # log-mel only (a vocoder's input): normalisation is the identity
             stats = FeatureStats(torch.zeros(cfg.n_mels), torch.ones(cfg.n_mels), 0)
@@ -112,12 +114,13 @@ class FrontEnd(nn.Module):
         self.register_buffer("mean", stats.mean.float().clone(), persistent=False)
         self.register_buffer("std", stats.std.float().clone(), persistent=False)
         # what the two encoders read (vconv.frontends parts); None = the normalised log-mel
-        for part in (content, speaker):
+        for part in (content, speaker, pitch):
             needed = getattr(part, "sample_rate", None)
             if needed is not None and needed != cfg.sample_rate:
                 raise VconvError(f"the {part.kind} front-end needs {needed} Hz audio; features.sample_rate is {cfg.sample_rate}")
         self.content = content.eval().requires_grad_(False) if content is not None else None
         self.speaker = speaker.eval().requires_grad_(False) if speaker is not None else None
+        self.pitch = pitch  # the pitch tracker (vconv.frontends.pitch) of a model with the pitch path, else None
 
     @property
     def sample_rate(self) -> int:
@@ -163,6 +166,12 @@ class FrontEnd(nn.Module):
         if self.content is None:
             return self(wav[None])
         return self.content.compute(wav, self).float().to(self.mean.device)[None]
+
+    def pitch_input(self, wav: np.ndarray) -> torch.Tensor:
+        """The pitch tracker's rows for mono ``[T]``: ``[1, 3, F]`` (log-F0, voiced, periodicity; :mod:`vconv.frontends.pitch`)."""
+        if self.pitch is None:
+            raise VconvError("this model has no pitch path (model.pitch_frontend is none)")
+        return self.pitch.compute(wav, self).float().to(self.mean.device)[None]
 
     def speaker_input(self, wav: np.ndarray) -> torch.Tensor:
         """What the speaker encoder reads for mono ``[T]``: ``[1, C, F]`` (by default the normalised log-mel) or ``[1, C]``."""

@@ -100,10 +100,17 @@ class ModelConfig(ConfigSection):
     # {lookahead_frames: N, norm_frames: M}: convolutions that read at most N frames ahead in all and norms whose
     # statistics cover the last M frames up to each frame; trained as such from the start
     causal: dict[str, Any] = field(default_factory=dict)
+    # the pitch path (vconv.frontends.pitch, vconv.models.contour): {"kind": "none"} (no contour: the decoder invents the
+    # melody, every model before it), or a tracker's section, e.g. {"kind": "yin"}: the decoder reads the source's
+    # contour; pitch_register "explicit" gives it the output's log-F0, "implicit" only the whitened shape
+    pitch_frontend: dict[str, Any] = field(default_factory=lambda: {"kind": "none"})
+    pitch_register: str = "explicit"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("content_frontend", "speaker_frontend", "reference"):
+        if self.pitch_register not in ("explicit", "implicit"):
+            raise VconvError(f"model.pitch_register must be explicit or implicit, got {self.pitch_register!r}")
+        for name in ("content_frontend", "speaker_frontend", "reference", "pitch_frontend"):
             if not isinstance(getattr(self, name).get("kind"), str):
                 raise VconvError(f"model.{name} needs a kind, e.g. {{kind: mel}}; got {getattr(self, name)!r}")
         if self.causal:

@@ -10,8 +10,9 @@ names (:func:`vconv.data.manifest.read_manifest`), so no feature file is ever wr
 
 With front-end parts (:mod:`vconv.frontends`; their weights from a front-end folder, :mod:`vconv.audio.pretrained`),
 the files also hold what the parts give under each part's feature key (e.g. ``whisper4``: Whisper states of
-block 4 aligned to the mel frames; ``dvector``), so training never runs them per step. A file lacking a
-requested tensor is redone.
+block 4 aligned to the mel frames; ``dvector``; ``pitch_yin``), so training never runs them per step. A file
+lacking a requested tensor gets it added: only the missing parts run (adding a pitch tracker to a corpus whose
+Whisper states are extracted costs the tracker alone).
 """
 
 from __future__ import annotations
@@ -87,13 +88,19 @@ class Extractor:
     frontend: FrontEnd
     parts: list[FrontEndPart]
 
-    def compute(self, audio: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``(mel [n_mels, F], {feature key: tensor})`` of one audio file."""
+    def compute(self, audio: str, have: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(mel [n_mels, F], {feature key: tensor})`` of one audio file; what ``have`` already holds (a feature
+        file's tensors, the mel among them) is kept, not recomputed."""
         from vconv.audio.io import load
 
+        have = have or {}
         wav, _ = load(audio, self.frontend.sample_rate)
-        extra = {part.feature_key: part.compute(wav, self.frontend).to(part.storage_dtype) for part in self.parts}
-        return self.frontend.log_mel(wav), extra
+        extra = {key: value for key, value in have.items() if key != "mel"}
+        for part in self.parts:
+            if part.feature_key not in extra:
+                extra[part.feature_key] = part.compute(wav, self.frontend).to(part.storage_dtype)
+        mel = have["mel"] if "mel" in have else self.frontend.log_mel(wav)
+        return mel, extra
 
 
 @dataclass
@@ -153,13 +160,27 @@ def _extract_one(job: tuple[str, str, str, ExtractSpec]) -> tuple[str, float, st
     cfg = FeatureConfig.from_dict(spec.features)
     extractor = _WORKER_EXTRACTOR or spec.extractor()
     try:
-        mel, extra = extractor.compute(audio)
+        mel, extra = extractor.compute(audio, _tensors_to_keep(Path(out), cfg))
     except VconvError as exc:
         return utt_id, 0.0, str(exc).split(": ", 1)[-1]
     except Exception as exc:  # noqa: BLE001 - one bad file must not end a corpus run; reported at the end
         return utt_id, 0.0, f"{type(exc).__name__}: {exc}"
     save_features(out, mel, cfg, extra, id=utt_id, source=audio)
     return utt_id, (mel.shape[1] - 1) * cfg.hop_length / cfg.sample_rate, None
+
+
+def _tensors_to_keep(path: Path, cfg: FeatureConfig) -> dict[str, torch.Tensor]:
+    """The tensors of an existing feature file made with ``cfg`` (a file that lacks a part's output keeps the rest);
+    nothing for a missing, unreadable or differently made one."""
+    if not path.is_file():
+        return {}
+    try:
+        load_feature_tensors(path, cfg)  # the format and settings checks
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    except (VconvError, OSError, ValueError):
+        return {}
 
 
 def is_done(path: Path, cfg: FeatureConfig, keys: tuple[str, ...] = ("mel",)) -> bool:

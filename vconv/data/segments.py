@@ -41,7 +41,9 @@ class Batch:
     voice the content path read (the adversary's label: a twin's voice when a twin was drawn);
     ``ref_frames`` what a reference path reads (a normalised mel segment ``[B, n_mels, T]`` of the same other
     utterance as ``ref``, never the reconstructed one; for a path that matches on content codes, that window's
-    content features stacked below it, ``[B, n_mels + C, T]``), or None when the model has no reference path.
+    content features stacked below it, ``[B, n_mels + C, T]``), or None when the model has no reference path;
+    ``pitch`` the pitch tracker's rows on the same frames as ``mel`` (``[B, 3, T]``: log-F0, voiced, periodicity;
+    :mod:`vconv.frontends.pitch`), or None when the model has no pitch path.
     """
 
     mel: torch.Tensor
@@ -50,10 +52,12 @@ class Batch:
     source: torch.Tensor
     content: torch.Tensor
     ref_frames: torch.Tensor | None = None
+    pitch: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> "Batch":
         return Batch(self.mel.to(device), self.ref.to(device), self.speaker.to(device), self.source.to(device),
-                     self.content.to(device), self.ref_frames.to(device) if self.ref_frames is not None else None)
+                     self.content.to(device), self.ref_frames.to(device) if self.ref_frames is not None else None,
+                     self.pitch.to(device) if self.pitch is not None else None)
 
 
 class FeatureStore:
@@ -113,6 +117,7 @@ class SegmentBatches(torch.utils.data.Dataset):
         twin_probability: float = 0.0,
         reference_frames: bool = False,
         reference_content: bool = False,
+        pitch: FrontEndPart | None = None,
     ):
         self.store = store
         # index -> indices of the same recording in other voices (vconv.data.twins); used with twin_probability
@@ -123,6 +128,7 @@ class SegmentBatches(torch.utils.data.Dataset):
         self.speaker_is_mel = speaker is None or speaker.is_log_mel
         self.speaker_key = "mel" if speaker is None else speaker.feature_key
         self.speaker_per_utterance = speaker is not None and speaker.per_utterance
+        self.pitch_key = pitch.feature_key if pitch is not None else None  # the tracker's rows, cropped like the mel
         self.reference_frames = reference_frames  # the model's reference path reads another utterance's mel
         # ... and its content features on the same frames (a path that matches on content codes)
         self.reference_content = reference_frames and reference_content
@@ -159,7 +165,7 @@ class SegmentBatches(torch.utils.data.Dataset):
     def __getitem__(self, step: int) -> Batch:
         gen = torch.Generator().manual_seed(hash((self.seed, self.rank, int(step))) & 0x7FFF_FFFF_FFFF)
         picks = self._pick_utterances(gen)
-        mels, contents, refs, labels, sources, windows, window_contents = [], [], [], [], [], [], []
+        mels, contents, refs, labels, sources, windows, window_contents, pitches = [], [], [], [], [], [], [], []
         for index in picks:
             utt = self.store.utterances[index]
             tensors = self.store.tensors(index)
@@ -175,6 +181,8 @@ class SegmentBatches(torch.utils.data.Dataset):
             start = self._start(span[1] - span[0], gen)
             mel = self._crop(tensors["mel"][:, span[0] : span[1]], start, self.log_floor)
             mels.append(mel)
+            if self.pitch_key is not None:
+                pitches.append(self._crop_pitch(tensors[self.pitch_key][:, span[0] : span[1]].float(), start))
             if self.reference_content:  # one window of the other utterance: its mel and its content features
                 at = self._start(other["mel"].shape[1], gen)  # the draw _reference makes for a mel speaker path
                 windows.append(self._crop(other["mel"], at, self.log_floor))
@@ -208,7 +216,19 @@ class SegmentBatches(torch.utils.data.Dataset):
             window_content = torch.stack(window_contents)
             window_content = self.frontend.normalize(window_content) if self.content_is_mel else window_content
             ref_frames = torch.cat([ref_frames, window_content.to(ref_frames.dtype)], dim=1)
-        return Batch(mel, ref, torch.tensor(labels, dtype=torch.long), source, content, ref_frames)
+        pitch = torch.stack(pitches) if pitches else None
+        return Batch(mel, ref, torch.tensor(labels, dtype=torch.long), source, content, ref_frames, pitch)
+
+    def _crop_pitch(self, rows: torch.Tensor, start: int) -> torch.Tensor:
+        """The pitch rows ``[3, segment_frames]`` from ``start``; past a short utterance's end (padded with silence in
+        the mel) the contour holds its last value and the frames are unvoiced and aperiodic."""
+        window = rows[:, start : start + self.segment_frames]
+        missing = self.segment_frames - window.shape[1]
+        if missing <= 0:
+            return window
+        pad = window[:, -1:].repeat(1, missing)
+        pad[1:] = 0.0
+        return torch.cat([window, pad], dim=1)
 
     def _reference(self, other: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
         """What the speaker path reads of utterance ``other``: a random window (``[C, segment_frames]``) or

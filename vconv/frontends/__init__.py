@@ -1,6 +1,6 @@
 """Front-end parts: what the content and speaker encoders read (see :mod:`vconv.frontends.base`).
 
-Registered here: ``mel`` (both roles), ``whisper`` (content), ``dvector`` (speaker).
+Registered here: ``mel`` (content and speaker), ``whisper`` (content), ``dvector`` (speaker), ``yin`` (pitch).
 """
 
 from __future__ import annotations
@@ -8,17 +8,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+from vconv.config.parts import build_part
 from vconv.errors import VconvError
-from vconv.frontends import dvector, mel, whisper  # noqa: F401  (registers the parts)
-from vconv.frontends.base import ROLES, FrontEndPart, build_frontend_part, frontend_kinds, register_frontend
+from vconv.frontends import dvector, mel, pitch, whisper  # noqa: F401  (registers the parts)
+from vconv.frontends.base import _REGISTRY, ROLES, FrontEndPart, build_frontend_part, frontend_kinds, register_frontend
 
-__all__ = ["ROLES", "FrontEndPart", "build_frontend_part", "frontend_kinds", "load_parts", "model_parts", "register_frontend"]
+__all__ = ["ROLES", "FrontEndPart", "build_frontend_part", "frontend_kinds", "load_parts", "model_parts", "pitch_part",
+           "register_frontend"]
 
 
 def model_parts(model_config: Any) -> tuple[FrontEndPart, FrontEndPart]:
     """``(content part, speaker part)`` a :class:`~vconv.config.ModelConfig` names (no weights loaded)."""
     return (build_frontend_part("content", model_config.content_frontend),
             build_frontend_part("speaker", model_config.speaker_frontend))
+
+
+def pitch_part(model_config: Any) -> FrontEndPart | None:
+    """The pitch tracker a :class:`~vconv.config.ModelConfig` names (``model.pitch_frontend``), or None for a model
+    without the pitch path (``{kind: none}``, every model before it)."""
+    section = getattr(model_config, "pitch_frontend", None) or {"kind": "none"}
+    if section.get("kind") == "none" and len(section) == 1:
+        return None
+    return build_part("model.pitch_frontend", _REGISTRY["pitch"], section, also=("none",))
 
 
 def load_parts(parts: tuple[FrontEndPart, ...], folder: str | Path | None, config: Mapping[str, Any],

@@ -1,6 +1,6 @@
 """Front-end parts: what the content encoder and the speaker encoder read, as swappable, registered parts.
 
-A part has a *role* (``"content"`` or ``"speaker"``) and a *kind* (its registered name). It owns:
+A part has a *role* (``"content"``, ``"speaker"`` or ``"pitch"``: :mod:`vconv.frontends.pitch`) and a *kind* (its registered name). It owns:
 
 * its config section, ``{"kind": NAME, **constructor keyword arguments}`` (``ModelConfig.content_frontend`` /
   ``speaker_frontend``): :func:`build_frontend_part` refuses keys its constructor does not take;
@@ -27,7 +27,7 @@ from torch import nn
 
 from vconv.config.parts import build_part
 
-ROLES = ("content", "speaker")
+ROLES = ("content", "speaker", "pitch")
 _REGISTRY: dict[str, dict[str, type["FrontEndPart"]]] = {role: {} for role in ROLES}
 P = TypeVar("P", bound=type["FrontEndPart"])
 

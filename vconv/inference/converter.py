@@ -46,6 +46,7 @@ from vconv.inference.target_match import (
 )
 from vconv.inference.voice_file import VoiceCache, VoiceSource, load_voice, reference_digests, voice_file_in
 from vconv.inference.voice_fit import MAX_FIT_SECONDS, FitReference, VoiceFit, check_fit_steps, crop_references, fit_embedding
+from vconv.models.contour import Register, check_pitch_shift, check_register_mode, decoder_contour, voiced_register
 
 if TYPE_CHECKING:
     from vconv.inference.streaming import StreamConverter
@@ -65,11 +66,14 @@ class VoiceConverter:
     :class:`vconv.vocoders.Vocoder`), ``sample_rate``, ``target_match`` (``meanstd``, ``mean`` or ``off``:
     how the converted spectrum is moved onto the target's, :mod:`vconv.inference.target_match`), ``compute_dtype``
     (what the networks compute in: float32, or bfloat16 autocast, :mod:`vconv.inference.precision`), ``fit_steps``
-    (0, or the Adam steps that fit each target's speaker embedding to its references, :mod:`vconv.inference.voice_fit`).
+    (0, or the Adam steps that fit each target's speaker embedding to its references, :mod:`vconv.inference.voice_fit`);
+    for a model with the pitch path (:mod:`vconv.models.contour`), ``pitch_register`` (``target``: the output speaks at the
+    target's pitch level; ``source``: at the source's) and ``pitch_shift`` (semitones added to the output's F0).
     """
 
     def __init__(self, model, frontend: FrontEnd, info: BundleInfo, vocoder=None, device: str | torch.device = "cpu",
-                 target_match: str = DEFAULT_MODE, precision: str = DEFAULT_PRECISION, fit_steps: int = 0):
+                 target_match: str = DEFAULT_MODE, precision: str = DEFAULT_PRECISION, fit_steps: int = 0,
+                 pitch_shift: float = 0.0, pitch_register: str = "target"):
         from vconv.vocoders import check_compatible, get_vocoder
 
         self.model = model.to(device).eval()
@@ -83,6 +87,7 @@ class VoiceConverter:
         self.target_match = check_mode(target_match)
         self.compute_dtype = resolve_precision(precision, self.device)
         self.fit_steps = check_fit_steps(fit_steps, "fit_steps")
+        self.pitch_shift, self.pitch_register = check_pitch_controls(self.model, pitch_shift, pitch_register)
         self.voice_cache: VoiceCache | None = None  # fitted voices kept across conversions (the CLI sets one)
         self.fit_progress: Callable[[int, int], None] | None = None  # told (step, steps) during a fit
         self._stream_twin: "VoiceConversionModel | None" = None
@@ -224,7 +229,13 @@ class VoiceConverter:
             fit = self._fit_voice(wavs, log_mels, embedding, reference)
             embedding, fit_losses = fit.embedding, fit.losses
         return TargetVoice(embedding=embedding, spectrum=spectrum_stats(log_mels), reference=reference,
-                           primer=primer, speaker_inputs=tuple(inputs), fit_losses=fit_losses)
+                           primer=primer, speaker_inputs=tuple(inputs), fit_losses=fit_losses, register=self._register_of(wavs))
+
+    def _register_of(self, wavs: list[np.ndarray]) -> Register | None:
+        """The pitch register of prepared references ``[T_i]`` (pooled), for a model with the pitch path; else None."""
+        if not self.model.reads_pitch:
+            return None
+        return voiced_register([self.frontend.pitch_input(w)[0] for w in wavs])
 
     def _fit_voice(self, wavs: list[np.ndarray], log_mels: list[torch.Tensor], embedding: torch.Tensor,
                    reference: ReferenceMemory | None) -> VoiceFit:
@@ -234,7 +245,10 @@ class VoiceConverter:
         for wav, log_mel in zip(wavs, log_mels):  # only what the fit reads goes through the content front-end
             if frames >= max_frames:
                 break
-            references.append(FitReference(self.frontend.content_input(wav), self.frontend.normalize(log_mel)[None]))
+            pitch = None
+            if self.model.reads_pitch:  # the reference's own contour, in its own register (the fit reconstructs it)
+                pitch = decoder_contour(self.frontend.pitch_input(wav), self.model.config.pitch_register)
+            references.append(FitReference(self.frontend.content_input(wav), self.frontend.normalize(log_mel)[None], pitch))
             frames += log_mel.shape[-1]
         with self.compute():
             return fit_embedding(self.model, crop_references(references, max_frames), embedding, steps=self.fit_steps,
@@ -353,7 +367,8 @@ class VoiceConverter:
         """
         chunk, overlap, context = self._chunking(chunk_seconds, overlap_seconds)
         convert_chunk = self._chunk_converter(target, lambda: self._energy_level_in_blocks(lambda a, b: wav[a:b], wav.size, chunk),
-                                              several=wav.size > chunk, unmatched=unmatched)
+                                              several=wav.size > chunk, unmatched=unmatched,
+                                              file_register=lambda: self._register_in_blocks(lambda a, b: wav[a:b], wav.size, chunk))
         converted = process_in_chunks(wav, convert_chunk, chunk=chunk, overlap=overlap, hop=self.features.hop_length,
                                       context=context)
         if not unmatched:
@@ -370,9 +385,27 @@ class VoiceConverter:
         """
         chunk, overlap, context = self._chunking(chunk_seconds, overlap_seconds)
         convert_chunk = self._chunk_converter(target, lambda: self._energy_level_in_blocks(read, length, chunk),
-                                              several=length > chunk, unmatched=False)
+                                              several=length > chunk, unmatched=False,
+                                              file_register=lambda: self._register_in_blocks(read, length, chunk))
         stream_chunks(length, read, convert_chunk, emit, chunk=chunk, overlap=overlap, hop=self.features.hop_length,
                       context=context)
+
+    def source_contour(self, wav: np.ndarray, target: Register | None, source: Register | None = None) -> torch.Tensor | None:
+        """The decoder's contour ``[1, 3, F]`` of model-rate ``wav [T]`` for a model with the pitch path (None without
+        one): its melody whitened on ``source`` (default: its own register) and put in the output register (the
+        ``target``'s, or the source's kept: :attr:`pitch_register`), shifted by :attr:`pitch_shift` semitones. A
+        target without a measured register (no voiced frame in its references) keeps the source's level."""
+        if not self.model.reads_pitch:
+            return None
+        rows = self.frontend.pitch_input(wav)
+        source = source or voiced_register(rows[0])
+        output = target if self.pitch_register == "target" and target is not None and target.frames else source
+        return decoder_contour(rows, self.model.config.pitch_register, source=source, output=output,
+                               shift_semitones=self.pitch_shift)
+
+    def _register_in_blocks(self, read: Callable[[int, int], np.ndarray], length: int, block: int) -> Register:
+        """The pitch register of a long ``[length]`` signal, tracked ``block`` samples at a time (pooled)."""
+        return voiced_register([self.frontend.pitch_input(read(s, min(length, s + block)))[0] for s in range(0, length, block)])
 
     def _chunking(self, chunk_seconds: float, overlap_seconds: float) -> tuple[int, int, int]:
         """``(chunk, overlap, context)`` in samples, on hop boundaries."""
@@ -382,11 +415,13 @@ class VoiceConverter:
         return chunk, overlap, int(CONTEXT_SECONDS * self.sample_rate) // hop * hop
 
     def _chunk_converter(self, target: TargetVoice | torch.Tensor, file_level: Callable[[], float], *, several: bool,
-                         unmatched: bool) -> Callable[[np.ndarray], np.ndarray]:
+                         unmatched: bool, file_register: Callable[[], Register] | None = None) -> Callable[[np.ndarray], np.ndarray]:
         """The function that converts one chunk (with its context) ``[n] -> [n]`` (``[2, n]`` with ``unmatched``).
 
         ``file_level`` measures the whole source's speech level; it is called once, only when there are
         ``several`` chunks and matching is on (a chunk far quieter than the file is a pause, not matched).
+        ``file_register`` measures the whole source's pitch register (a model with the pitch path, several chunks):
+        every chunk's melody is then whitened on the same level, so joins do not step in pitch.
         """
         if isinstance(target, TargetVoice):
             embedding, spectrum, reference = target.embedding, target.spectrum, target.reference
@@ -400,12 +435,15 @@ class VoiceConverter:
                              "not a bare embedding")
         matching = spectrum is not None and self.target_match != "off"
         level = file_level() if matching and several else None
+        register = target.register if isinstance(target, TargetVoice) else None
+        source_register = file_register() if self.model.reads_pitch and several and file_register is not None else None
 
         def convert_chunk(piece: np.ndarray) -> np.ndarray:
             # the target embedding is computed once per file and handed to the model's one conversion path
             content = self._model_input(piece)
+            pitch = self.source_contour(piece, register, source_register)
             with self.compute():
-                converted = self.model.convert(content, embedding=embedding, reference=reference)
+                converted = self.model.convert(content, embedding=embedding, reference=reference, pitch=pitch)
             log_mel = self.frontend.denormalize(converted.float())
             # the piece includes its context: room tone within CONTEXT_SECONDS of speech is matched on that speech's
             # statistics (speech frames only), as a pause inside one chunk is
@@ -440,9 +478,22 @@ def limit_peak(wav: np.ndarray, peak: float = PEAK) -> np.ndarray:
     return wav * np.float32(peak / top) if top > peak else wav
 
 
+def check_pitch_controls(model: "VoiceConversionModel", shift: float, register: str) -> tuple[float, str]:
+    """``(shift, register)`` checked for ``model``: a number of semitones within range and a register mode; a model
+    without the pitch path takes only the defaults (it has no contour to move). One-line VconvErrors."""
+    shift, register = check_pitch_shift(shift), check_register_mode(register)
+    if not model.reads_pitch and (shift or register != "target"):
+        raise VconvError("this model has no pitch path (it invents the melody): pitch shift and pitch register need a "
+                         "model trained with one (model.pitch_frontend)")
+    if shift and model.config.pitch_register == "implicit":
+        raise VconvError("this model takes the register from the speaker embedding (pitch_register: implicit): "
+                         "it cannot be shifted")
+    return shift, register
+
+
 def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, device: str | torch.device = "cpu",
          fast: bool = False, target_match: str = DEFAULT_MODE, precision: str = DEFAULT_PRECISION,
-         fit_steps: int = 0) -> VoiceConverter:
+         fit_steps: int = 0, pitch_shift: float = 0.0, pitch_register: str = "target") -> VoiceConverter:
     """Load a bundle by name or folder (default: the shipped model) as a :class:`VoiceConverter`.
 
     ``fast`` runs the bundle's neural vocoder without its inference-time post-processing (phase
@@ -451,6 +502,8 @@ def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, 
     ``precision``: ``auto`` (bfloat16 where the CPU computes it natively), ``float32`` or ``bfloat16``
     (:mod:`vconv.inference.precision`). ``fit_steps``: tune the speaker embedding on the target references for this
     many steps before converting (:mod:`vconv.inference.voice_fit`; 0, the default, uses the speaker encoder's).
+    ``pitch_shift`` (semitones, ±24) and ``pitch_register`` (``target`` or ``source``): the pitch controls of a model with
+    the pitch path (:class:`VoiceConverter`).
     """
     from vconv.bundles import load_bundle_vocoder
     from vconv.vocoders import get_vocoder
@@ -459,6 +512,8 @@ def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, 
     device = check_device(device)  # before the bundle: a typo in the device or precision fails at once
     resolve_precision(precision, torch.device(device))
     check_fit_steps(fit_steps, "fit_steps")
+    check_pitch_shift(pitch_shift)
+    check_register_mode(pitch_register)
     bundle = resolve_bundle(name_or_path)
     model, frontend, info = load_bundle(bundle, device)
     # the bundle's own (trained) vocoder by default; a name (e.g. "griffinlim") overrides it
@@ -476,7 +531,7 @@ def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, 
         vocos = cast(VocosVocoder, voc)  # named vocos just above
         vocos.config = vocos.config.without_post_processing()
     converter = VoiceConverter(model, frontend, info, voc, device, target_match=target_match, precision=precision,
-                               fit_steps=fit_steps)
+                               fit_steps=fit_steps, pitch_shift=pitch_shift, pitch_register=pitch_register)
     # the networks were built here and run only under the converter's autocast: their weights lowered once
     # the content encoder stays float32: in bfloat16 it flipped VQ code choices (CER 0.28 -> 0.35 on the fixture
     # conversions of tests/test_pretrained.py; 0.29-0.30 with it in float32 and the rest in bfloat16)

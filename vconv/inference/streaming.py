@@ -16,7 +16,10 @@ State carried between calls (all of it bounded, whatever the stream's length):
   is not the model's;
 * the cross-fade tail of the last block (``X`` samples);
 * the converted speech's running spectrum statistics, onto which target-spectrum matching maps the
-  target's (offline, each chunk's own statistics over 20 s; here, everything converted so far, pooled).
+  target's (offline, each chunk's own statistics over 20 s; here, everything converted so far, pooled);
+* for a model with the pitch path, the source's running pitch register (its voiced log-F0 so far, pooled; offline,
+  the whole file's), on which each window's melody is whitened. The tracker runs on the window like the content
+  front-end; its look-ahead (half a 64 ms frame and one frame of smoothing) lies inside the stream's.
 
 The vocoder only renders the window's last frames (its receptive field is a few dozen frames), not the
 whole left context.
@@ -39,6 +42,7 @@ from vconv.errors import VconvError
 from vconv.inference.chunking import StreamedOverlapAdd
 from vconv.inference.target import TargetVoice
 from vconv.inference.target_match import LOUD_QUANTILE, SPEECH_RANGE_NATS, SpectrumStats, loud_level, match_spectrum, spectrum_stats
+from vconv.models.contour import DEFAULT_SPREAD, LOG_F0_CENTER, MIN_SPREAD, MIN_VOICED_FRAMES, Register, decoder_contour
 
 if TYPE_CHECKING:  # the converter makes streams (VoiceConverter.stream): a type here, not an import
     from vconv.inference.converter import VoiceConverter
@@ -170,6 +174,7 @@ class StreamConverter:
         self._ready: list[np.ndarray] = []
         self._joiner = StreamedOverlapAdd(2**62, self._ready.append)
         self._spectrum = RunningSpectrum()
+        self._pitch_sums = np.zeros(3)  # voiced frames, Σ log-F0, Σ log-F0² of the source's blocks so far (pitch path)
         self._primer_spectrum: SpectrumStats | None = None  # the converted primer's (prime_matching)
         self._flushed = False
 
@@ -243,8 +248,10 @@ class StreamConverter:
         frames = content.shape[-1]
         if hold > 0 and _speech_at_edge(window, self.hop):
             content = torch.cat([content, content[..., -1:].expand(-1, -1, hold)], -1)
+        pitch = self._window_contour(window, lead) if self.model.reads_pitch else None
         with conv.compute():
-            converted = self.model.convert(content, embedding=self.embedding, reference=target.reference)[..., :frames]
+            converted = self.model.convert(content, embedding=self.embedding, reference=target.reference,
+                                           pitch=pitch)[..., :frames]
         log_mel = conv.frontend.denormalize(converted.float())  # [1, n_mels, F], frame j centred at j*hop
         first_new = lead // self.hop  # the block's own frames join the running statistics: those that are
         # speech by the whole window's loudness (a block of silence alone would count all of its frames)
@@ -273,6 +280,38 @@ class StreamConverter:
         offset = lead - skip * self.hop
         audio = np.pad(audio, (0, max(0, offset + keep - audio.size)))
         return audio[offset : offset + keep]
+
+
+    def _window_contour(self, window: np.ndarray, lead: int) -> torch.Tensor:
+        """The decoder's contour ``[1, 3, F]`` of the window: its melody whitened on the source's register so far
+        (the blocks before, pooled with this window's frames from the block on: the primer before sample 0 is the
+        target's speech, not the source's), put in the output register (:meth:`VoiceConverter.source_contour`)."""
+        conv = self.converter
+        rows = conv.frontend.pitch_input(window)  # [1, 3, F]
+        first_new = lead // self.hop
+        new = rows[0, :, first_new:]
+        voiced = new[0][new[1] > 0.5].double()
+        count = self._pitch_sums[0] + voiced.numel()
+        total, squares = self._pitch_sums[1] + float(voiced.sum()), self._pitch_sums[2] + float((voiced**2).sum())
+        source = _register_of_sums(count, total, squares)
+        block = rows[0, :, first_new : first_new + self.block // self.hop]
+        done = block[0][block[1] > 0.5].double()  # the block's own frames join the history
+        self._pitch_sums += (done.numel(), float(done.sum()), float((done**2).sum()))
+        output = self.target.register if conv.pitch_register == "target" and self.target.register is not None \
+            and self.target.register.frames else source
+        return decoder_contour(rows, conv.model.config.pitch_register, source=source, output=output,
+                               shift_semitones=conv.pitch_shift)
+
+
+def _register_of_sums(count: float, total: float, squares: float) -> Register:
+    """The :class:`Register` of voiced log-F0 given as a count, a sum and a sum of squares."""
+    if count <= 0:
+        return Register(LOG_F0_CENTER, DEFAULT_SPREAD, 0)
+    mean = total / count
+    if count < MIN_VOICED_FRAMES:
+        return Register(mean, DEFAULT_SPREAD, int(count))
+    spread = math.sqrt(max(squares / count - mean * mean, 0.0))
+    return Register(mean, max(spread, MIN_SPREAD), int(count))
 
 
 def _speech_at_edge(window: np.ndarray, hop: int, frames: int = 2) -> bool:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from vconv.inference.target_match import SpectrumStats
+from vconv.models.contour import Register
 from vconv.models.reference import ReferenceMemory
 
 
@@ -28,6 +29,8 @@ class TargetVoice:
     ``fit_losses``: when the embedding was fitted to the references (:mod:`vconv.inference.voice_fit`), their
     reconstruction L1 before each fit step and after the last (the first is the speaker encoder's embedding's); empty
     when it was not;
+    ``register``: for a model with the pitch path, the references' pitch register (mean and spread of their voiced
+    log-F0, :class:`~vconv.models.contour.Register`), the level a converted voice speaks at; None otherwise;
     ``origin``: where it came from: ``"computed"`` from the references now, ``"cache"`` (the cache of fitted voices) or
     ``"file"`` (a voice file, :mod:`vconv.inference.voice_file`).
     """
@@ -39,6 +42,7 @@ class TargetVoice:
     speaker_inputs: tuple[torch.Tensor, ...] = ()
     fit_losses: tuple[float, ...] = ()
     origin: str = "computed"
+    register: Register | None = None
 
 
 PRIMER_SECONDS = 3.0  # as much as a stream's longest sensible context; the default context takes the last 1.5 s

@@ -7,6 +7,8 @@ A voice file is safetensors (tensors and string metadata; nothing in it runs cod
     spectrum_mean  [n_mels, 1]      the references' speech-frame log-mel statistics (target matching)
     spectrum_std   [n_mels, 1]
     primer         [n] float32      the references' last seconds of audio at the model's rate (a stream's context)
+    register       [3] float32      for a model with the pitch path: the references' pitch register (mean and spread
+                                    of voiced log-F0, voiced frames; vconv.models.contour.Register)
 
 and metadata: ``format`` (``vconv-voice``), ``version``, ``bundle`` (the bundle's name) and ``bundle_digest``
 (of its weights: an embedding means nothing to another model), ``sample_rate``, ``fit_steps``, ``precision`` (the
@@ -94,6 +96,8 @@ def save_voice(path: str | Path, voice: "TargetVoice", source: VoiceSource, *, f
     tensors = {"embedding": voice.embedding.detach().float().contiguous(), "spectrum_mean": voice.spectrum.mean.float().contiguous(),
                "spectrum_std": voice.spectrum.std.float().contiguous(),
                "primer": torch.from_numpy(np.ascontiguousarray(voice.primer if voice.primer is not None else np.zeros(0, np.float32)))}
+    if voice.register is not None:
+        tensors["register"] = torch.tensor(voice.register.to_list(), dtype=torch.float32)
     metadata = {"format": VOICE_FORMAT, "version": str(VOICE_VERSION), "bundle": source.bundle, "bundle_digest": source.bundle_digest,
                 "sample_rate": str(source.sample_rate), "fit_steps": str(source.fit_steps), "precision": source.precision,
                 "fit_losses": json.dumps(list(voice.fit_losses)),
@@ -114,6 +118,7 @@ def load_voice(path: str | Path, bundle: str, bundle_digest: str, origin: str = 
 
     from vconv.inference.target import TargetVoice
     from vconv.inference.target_match import SpectrumStats
+    from vconv.models.contour import Register
 
     metadata = voice_metadata(path)
     if metadata.get("bundle_digest") != bundle_digest:
@@ -125,6 +130,7 @@ def load_voice(path: str | Path, bundle: str, bundle_digest: str, origin: str = 
         primer = tensors["primer"].numpy().astype(np.float32)
         fit_losses = tuple(float(x) for x in json.loads(metadata["fit_losses"]))
         embedding = tensors["embedding"]
+        register = Register.from_list(tensors["register"]) if "register" in tensors else None
     except (SafetensorError, OSError, KeyError, ValueError, TypeError) as exc:
         raise VconvError(f"{path}: corrupt voice file ({type(exc).__name__}: {str(exc).splitlines()[0][:100] if str(exc) else ''})") from None
     if embedding.dim() != 2 or embedding.shape[0] != 1 or spectrum.mean.shape != spectrum.std.shape:
@@ -132,7 +138,7 @@ def load_voice(path: str | Path, bundle: str, bundle_digest: str, origin: str = 
     if not torch.isfinite(embedding).all():
         raise VconvError(f"{path}: corrupt voice file (the embedding is not finite)")
     return TargetVoice(embedding=embedding, spectrum=spectrum, primer=primer if primer.size else None, fit_losses=fit_losses,
-                       origin=origin)
+                       origin=origin, register=register)
 
 
 def voice_metadata(path: str | Path) -> dict[str, str]:

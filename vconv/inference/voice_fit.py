@@ -46,10 +46,13 @@ class FitReference:
     Attributes:
         content: ``[1, C, T]`` what the content encoder reads of it (normalised log-mel or Whisper states).
         mel: ``[1, n_mels, T]`` its normalised log-mel, the decoder's target.
+        pitch: ``[1, 3, T]`` the decoder's contour of the reference itself (its own register), for a model with the
+            pitch path; else None.
     """
 
     content: torch.Tensor
     mel: torch.Tensor
+    pitch: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,8 @@ def crop_references(references: Sequence[FitReference], max_frames: int) -> list
         if left <= 0:
             break
         frames = min(ref.mel.shape[-1], ref.content.shape[-1], left)
-        cropped.append(FitReference(ref.content[..., :frames], ref.mel[..., :frames]))
+        cropped.append(FitReference(ref.content[..., :frames], ref.mel[..., :frames],
+                                    ref.pitch[..., :frames] if ref.pitch is not None else None))
         left -= frames
     return cropped
 
@@ -108,7 +112,7 @@ def fit_embedding(model: "VoiceConversionModel", references: Sequence[FitReferen
     with torch.enable_grad():
         for _ in range(steps + 1):
             loss = torch.stack([
-                F.l1_loss(model.decode(q, fitted, ref.mel.shape[-1], memory).float(), ref.mel.float())
+                F.l1_loss(model.decode(q, fitted, ref.mel.shape[-1], memory, ref.pitch).float(), ref.mel.float())
                 for q, ref in zip(codes, references)
             ]).mean()
             losses.append(float(loss.detach()))

@@ -1,10 +1,12 @@
 """AdaIN decoder: content codes + speaker embedding back to a log-mel spectrogram.
 
-``AdaINDecoder``: ``q [B, code_dim, T'], e [B, speaker_dim] -> mel [B, n_mels, T]``.
+``AdaINDecoder``: ``q [B, code_dim, T'], e [B, speaker_dim]`` (+ a pitch contour ``[B, 3, T]``) ``-> mel [B, n_mels, T]``.
 
 The speaker enters only through the AdaIN layers (AdaIN-VC): after every convolution the channel
 statistics are reset to a γ/β predicted from the embedding, so the same codes rendered with another
-embedding come out in another voice.
+embedding come out in another voice. With a pitch path (``pitch_channels`` > 0) the contour of
+:mod:`vconv.models.contour` is added, through its own 1x1 projection, to the input of every block: the codes say what
+is said, the contour at which pitch, the embedding in whose voice.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class AdaINDecoder(nn.Module):
     """
 
     def __init__(self, *, code_dim: int, channels: int, blocks: int, speaker_dim: int, n_mels: int, kernel_size: int,
-                 stride: int, dropout: float = 0.0) -> None:
+                 stride: int, dropout: float = 0.0, pitch_channels: int = 0) -> None:
         super().__init__()
         if stride < 1:
             raise ValueError(f"stride must be >= 1, got {stride}")
@@ -72,15 +74,20 @@ class AdaINDecoder(nn.Module):
             DecoderBlock(channels, speaker_dim, kernel_size, dropout) for _ in range(blocks)
         )
         self.out = nn.Conv1d(channels, n_mels, 1)
+        self.pitch_channels = pitch_channels
+        # one projection of the contour per block input (1x1: frame-local, so a causal layout needs nothing of it)
+        self.pitch_in = nn.ModuleList(nn.Conv1d(pitch_channels, channels, 1) for _ in range(blocks)) if pitch_channels else None
 
     def forward(self, q: torch.Tensor, e: torch.Tensor, length: int | None = None,
-                attend: Callable[[int, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+                attend: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+                pitch: torch.Tensor | None = None) -> torch.Tensor:
         """``q [B, code_dim, T'], e [B, speaker_dim] -> mel [B, n_mels, length]``.
 
         ``length`` is the number of mel frames wanted (the content input's ``T``); the up-sampled output
         (``T' * stride`` frames) is cropped to it, or padded by repeating the last frame if longer.
         ``attend(block, x [B, C, T]) -> [B, C, T]``, when given, runs after each block (1-based): the
-        model's reference path (:mod:`vconv.models.reference`).
+        model's reference path (:mod:`vconv.models.reference`). ``pitch [B, pitch_channels, T]``: the contour on the
+        mel frames (:func:`vconv.models.contour.decoder_contour`), required exactly when the decoder has a pitch path.
         """
         if q.dim() != 3 or q.shape[1] != self.code_dim:
             raise ValueError(f"expected q of shape [B, {self.code_dim}, T'], got {tuple(q.shape)}")
@@ -90,10 +97,19 @@ class AdaINDecoder(nn.Module):
             if e.shape[0] != 1:
                 raise ValueError(f"batch sizes differ: q has {q.shape[0]}, e has {e.shape[0]}")
             e = e.expand(q.shape[0], -1)  # one voice for every item
+        if (pitch is None) != (self.pitch_in is None):
+            raise ValueError("this decoder reads a pitch contour: give pitch [B, 3, T]" if pitch is None
+                             else "this decoder has no pitch path: pitch must be None")
         x = self.inp(q)
         if self.stride > 1:
             x = torch.repeat_interleave(x, self.stride, dim=-1)
+        if pitch is not None:
+            if pitch.dim() != 3 or pitch.shape[1] != self.pitch_channels or pitch.shape[0] not in (1, x.shape[0]):
+                raise ValueError(f"expected pitch of shape [B, {self.pitch_channels}, T], got {tuple(pitch.shape)}")
+            pitch = fit_length(pitch.to(x.dtype), x.shape[-1])
         for number, block in enumerate(self.blocks, start=1):
+            if pitch is not None and self.pitch_in is not None:
+                x = x + self.pitch_in[number - 1](pitch)
             x = block(x, e)
             if attend is not None:
                 x = attend(number, x)

@@ -176,7 +176,7 @@ class VoiceConversionModel(nn.Module):
 
     def reconstruct(
         self, mel: torch.Tensor, ref_mel: References, adversary_weight: float = 0.0, ref_frames: References | None = None,
-        speaker_dropout: float = 0.0,
+        speaker_dropout: float = 0.0, pitch: torch.Tensor | None = None,
     ) -> ReconstructionOutput:
         """Rebuild ``mel [B, n_mels, T]`` from its codes and the speaker embedding of ``ref_mel``.
 
@@ -186,7 +186,8 @@ class VoiceConversionModel(nn.Module):
         reference path reads; default ``ref_mel``, when that is a log-mel. ``adversary_weight`` scales the
         reversed gradient that the adversary sends into the content encoder (0 trains the classifier
         without touching the encoder). ``speaker_dropout``: in training mode, the probability that an item's
-        embedding is zeroed (the decoder must then read the voice from the reference path).
+        embedding is zeroed (the decoder must then read the voice from the reference path). ``pitch [B, 3, T]``: the
+        decoder's contour (:func:`vconv.models.contour.decoder_contour`), for a model with the pitch path.
         """
         quant = self.encode_content(mel)
         embedding = self.embed_speaker(ref_mel)
@@ -197,21 +198,27 @@ class VoiceConversionModel(nn.Module):
             kept = torch.rand(mel.shape[0], 1, device=embedding.device) >= speaker_dropout
             embedding = embedding * kept.to(embedding.dtype)
         memory = self.encode_reference(ref_frames if ref_frames is not None or self.reference is None else ref_mel)
-        out = self.decode(quant.quantized, embedding, mel.shape[-1], memory)
+        out = self.decode(quant.quantized, embedding, mel.shape[-1], memory, pitch)
         logits = None
         if self.adversary is not None:
             logits = self.adversary(quant.quantized, reversal_weight=adversary_weight)
         return ReconstructionOutput(mel=out, quantizer=quant, speaker_embedding=embedding, speaker_logits=logits)
 
     def forward(self, mel: torch.Tensor, ref_mel: References, adversary_weight: float = 0.0,
-                ref_frames: References | None = None, speaker_dropout: float = 0.0) -> ReconstructionOutput:
+                ref_frames: References | None = None, speaker_dropout: float = 0.0,
+                pitch: torch.Tensor | None = None) -> ReconstructionOutput:
         """Same as :meth:`reconstruct` (so DDP wraps the training computation)."""
-        return self.reconstruct(mel, ref_mel, adversary_weight, ref_frames, speaker_dropout)
+        return self.reconstruct(mel, ref_mel, adversary_weight, ref_frames, speaker_dropout, pitch)
+
+    @property
+    def reads_pitch(self) -> bool:
+        """Whether the decoder reads a pitch contour (``model.pitch_frontend`` is a tracker)."""
+        return self.decoder.pitch_in is not None
 
     def decode(self, quantized: torch.Tensor, embedding: torch.Tensor, length: int,
-               memory: ReferenceMemory | None = None) -> torch.Tensor:
-        """``quantized [B, code_dim, T'] + embedding [B or 1, S]`` (+ the reference path's ``memory``)
-        ``-> mel [B, n_mels, length]``."""
+               memory: ReferenceMemory | None = None, pitch: torch.Tensor | None = None) -> torch.Tensor:
+        """``quantized [B, code_dim, T'] + embedding [B or 1, S]`` (+ the reference path's ``memory``, + the contour
+        ``pitch [B or 1, 3, length]`` for a model with the pitch path) ``-> mel [B, n_mels, length]``."""
         if embedding.shape[0] not in (1, quantized.shape[0]):
             raise ValueError(f"{embedding.shape[0]} speaker embeddings for {quantized.shape[0]} sources")
         path = self.reference
@@ -223,11 +230,14 @@ class VoiceConversionModel(nn.Module):
             # a code-reading path matches the source's codes, on the decoder's (up-sampled) frames
             codes = torch.repeat_interleave(quantized, self.decoder.stride, dim=-1) if path.reads_codes else None
             attend = lambda stage, h: path.attend(stage, h, read, codes)  # noqa: E731
-        return self.decoder(quantized, embedding.expand(quantized.shape[0], -1), length, attend)
+        if pitch is not None and pitch.shape[0] != quantized.shape[0]:
+            pitch = pitch.expand(quantized.shape[0], -1, -1)
+        return self.decoder(quantized, embedding.expand(quantized.shape[0], -1), length, attend, pitch)
 
     @torch.no_grad()
     def convert(self, src_mel: torch.Tensor, ref_mels: References | None = None, *,
-                embedding: torch.Tensor | None = None, reference: References | ReferenceMemory | None = None) -> torch.Tensor:
+                embedding: torch.Tensor | None = None, reference: References | ReferenceMemory | None = None,
+                pitch: torch.Tensor | None = None) -> torch.Tensor:
         """Say ``src_mel``'s content in the voice of ``ref_mels`` (or of a precomputed ``embedding``).
 
         Args:
@@ -238,6 +248,8 @@ class VoiceConversionModel(nn.Module):
                 caller converting many sources (or chunks of one) embeds the target once.
             reference: for a model with a reference path, the target's frames (``[n_mels, T]``, a list of
                 them, or the :meth:`encode_reference` memory, computed once per target); default ``ref_mels``.
+            pitch: for a model with the pitch path, the decoder's contour ``[B or 1, 3, T]`` or ``[3, T]``
+                (:func:`vconv.models.contour.decoder_contour`: the source's melody in the output's register).
 
         Returns:
             mel of ``src_mel``'s shape (same number of frames).
@@ -259,7 +271,9 @@ class VoiceConversionModel(nn.Module):
                 assert ref_mels is not None  # exactly one of the two, checked above
                 embedding = self.embed_speaker(ref_mels)
             memory = self.encode_reference(reference if reference is not None or self.reference is None else ref_mels)
-            out = self.decode(self.encode_content(src).quantized, embedding, src.shape[-1], memory)
+            if pitch is not None and pitch.dim() == 2:
+                pitch = pitch.unsqueeze(0)
+            out = self.decode(self.encode_content(src).quantized, embedding, src.shape[-1], memory, pitch)
         finally:
             if switch:
                 self.train(was_training)
@@ -334,9 +348,12 @@ def speaker_encoder_for(cfg: ModelConfig, in_channels: int, *, per_utterance: bo
 
 def decoder_for(cfg: ModelConfig, stride: int) -> AdaINDecoder:
     """The AdaIN decoder of ``cfg``, up-sampling by ``stride`` (the content encoder's ``total_stride``)."""
+    from vconv.frontends import pitch_part
+
+    pitch = pitch_part(cfg)
     return AdaINDecoder(code_dim=cfg.code_dim, channels=cfg.channels, blocks=cfg.decoder_blocks,
                         speaker_dim=cfg.speaker_dim, n_mels=cfg.n_mels, kernel_size=cfg.kernel_size,
-                        stride=stride, dropout=cfg.dropout)
+                        stride=stride, dropout=cfg.dropout, pitch_channels=pitch.channels(cfg.n_mels) if pitch else 0)
 
 
 def adversary_for(cfg: ModelConfig) -> SpeakerClassifier | None:

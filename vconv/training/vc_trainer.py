@@ -40,8 +40,9 @@ from vconv.data.segments import Batch, FeatureStore, SegmentBatches
 from vconv.data.twins import load_twin_groups, twin_index
 from vconv.errors import VconvError
 from vconv.fileio import read_json_object
-from vconv.frontends import FrontEndPart, load_parts, model_parts
+from vconv.frontends import FrontEndPart, load_parts, model_parts, pitch_part
 from vconv.models import ReconstructionOutput, VoiceConversionModel, build_model
+from vconv.models.contour import decoder_contour
 from vconv.training.base import BaseTrainer
 from vconv.training.mel_gan import MelDiscriminator
 from vconv.training.runs import load_training_state
@@ -86,6 +87,7 @@ class ModelTrainer(BaseTrainer):
         # `vconv extract`, or computed here from the audio when there is no features_dir
         self.spec = model_frontend_spec(features, model, train.frontends_dir)
         self.content_part, self.speaker_part = model_parts(model)
+        self.pitch_part = pitch_part(model)
         self.store = FeatureStore(train_utts, self.spec, train.features_dir)
         # same recordings in other voices, for the content path's perturbation (vconv.data.twins)
         self.twins = twin_index(load_twin_groups(train.content_twins), train_utts) if train.content_twins else {}
@@ -117,6 +119,7 @@ class ModelTrainer(BaseTrainer):
             twins=self.twins, twin_probability=train.content_twin_probability,
             reference_frames=self.model.reference is not None,
             reference_content=self.model.reference is not None and self.model.reference.reads_codes,
+            pitch=self.pitch_part,
         )
 
     # ----------------------------------------------------------------------------------------- setup
@@ -142,11 +145,24 @@ class ModelTrainer(BaseTrainer):
         """Load a trained bundle's weights into the model (a fine-tuning run) and return the front-end with *its*
         normalisation statistics: the weights were trained on those, whatever this run's features_dir holds."""
         trained, _, info = load_bundle(bundle)  # sha256-checked
-        for what, theirs, ours in (("model", info.model_config, self.mcfg), ("feature", info.feature_config, self.fcfg)):
+        grows = _adds_pitch_path(info.model_config, self.mcfg)
+        theirs_model = dataclasses.replace(info.model_config, pitch_frontend=self.mcfg.pitch_frontend,
+                                           pitch_register=self.mcfg.pitch_register) if grows else info.model_config
+        for what, theirs, ours in (("model", theirs_model, self.mcfg), ("feature", info.feature_config, self.fcfg)):
             if theirs != ours:  # "model.channels: the bundle's vs this run's"
                 diffs = "; ".join(f"{what}.{d}" for d in theirs.differences(ours))
                 raise VconvError(f"train.init_from {bundle}: its {what} config differs from this run's ({diffs})")
-        self.model.load_state_dict(trained.state_dict(), strict=True)
+        if grows:  # the bundle's weights, and the new pitch projections at zero: the run starts as the bundle's model
+            missing = self.model.load_state_dict(trained.state_dict(), strict=False).missing_keys
+            assert all(key.startswith("decoder.pitch_in.") for key in missing), missing
+            assert self.model.decoder.pitch_in is not None  # grows: this run's model reads pitch
+            for projection in self.model.decoder.pitch_in:
+                torch.nn.init.zeros_(projection.weight)
+                torch.nn.init.zeros_(projection.bias)
+            if self.dist.is_main:
+                print(f"note: {bundle} has no pitch path; it starts at zero (the bundle's model exactly)", file=sys.stderr)
+        else:
+            self.model.load_state_dict(trained.state_dict(), strict=True)
         return self._frontend(info.feature_stats)
 
     def _load_or_compute_stats(self) -> FeatureStats:
@@ -177,7 +193,8 @@ class ModelTrainer(BaseTrainer):
         batch = batch.to(self.device)
         with self.autocast():
             out = self.net(batch.source, batch.ref, adversary_weight=self.adversary_weight(self.step), ref_frames=batch.ref_frames,
-                           speaker_dropout=self.tcfg.speaker_dropout if self.model.reference is not None else 0.0)
+                           speaker_dropout=self.tcfg.speaker_dropout if self.model.reference is not None else 0.0,
+                           pitch=self._contour(batch.pitch))
             recon = F.l1_loss(out.mel.float(), batch.mel)
             loss = self.tcfg.recon_weight * recon + self.tcfg.vq_weight * out.quantizer.loss.float()
             metrics = {"recon": recon.item(), "vq": out.quantizer.loss.item(), "perplexity": out.quantizer.perplexity.item()}
@@ -195,6 +212,11 @@ class ModelTrainer(BaseTrainer):
         metrics["loss"] = loss.item()
         metrics["lr"] = self.scheduler.get_last_lr()[0]
         return metrics
+
+    def _contour(self, pitch: torch.Tensor | None) -> torch.Tensor | None:
+        """The decoder's contour of a batch's pitch rows ``[B, 3, T]`` (each item its own register: reconstruction),
+        or None for a model without the pitch path."""
+        return decoder_contour(pitch, self.mcfg.pitch_register) if pitch is not None and self.model.reads_pitch else None
 
     def _mel_gan_terms(self, real: torch.Tensor, fake: torch.Tensor, metrics: dict[str, float]) -> torch.Tensor:
         """One discriminator update on real and reconstructed segments ``[B, n_mels, T]``, then the model's weighted
@@ -227,7 +249,9 @@ class ModelTrainer(BaseTrainer):
             frames = batch.ref_frames if batch.ref_frames is not None else batch.ref
             memory = self.model.encode_reference(frames[other])
         with self.autocast():
-            converted = self.model.decode(out.quantizer.quantized[:k], out.speaker_embedding[other], batch.mel.shape[-1], memory)
+            pitch = self._contour(batch.pitch[:k]) if batch.pitch is not None else None  # the source's own melody
+            converted = self.model.decode(out.quantizer.quantized[:k], out.speaker_embedding[other], batch.mel.shape[-1], memory,
+                                          pitch)
         assert self.speaker_consistency is not None  # called only when there is one
         denorm = self.frontend.denormalize
         cosine = self.speaker_consistency(denorm(converted.float()), denorm(batch.mel[other]))  # [k]
@@ -268,17 +292,20 @@ class ModelTrainer(BaseTrainer):
         recon, recon_self, ppl, embeddings, speakers = [], [], [], [], []
         for i in picks:
             mel, full_content, own_ref = self._valid_inputs(i)
-            content, target, other = full_content, mel, self._other_reference(i, by_speaker)
+            full_pitch = self._valid_contour(i)
+            content, target, other, pitch = full_content, mel, self._other_reference(i, by_speaker), full_pitch
             if other is None:  # a lone utterance: content from one half, speaker (and reference path) from the other
                 half = mel.shape[-1] // 2
                 target, content = mel[..., :half], content[..., :half]
+                pitch = pitch[..., :half] if pitch is not None else None
                 ref = own_ref if self.speaker_part.per_utterance else own_ref[..., half:]
                 frames = self._reference_frames(mel, full_content)[..., half:]
             else:
                 ref, frames = other
             with self.autocast():
-                out = self.model.reconstruct(content, ref, ref_frames=frames)
-                own = self.model.reconstruct(full_content, own_ref, ref_frames=self._reference_frames(mel, full_content))
+                out = self.model.reconstruct(content, ref, ref_frames=frames, pitch=pitch)
+                own = self.model.reconstruct(full_content, own_ref, ref_frames=self._reference_frames(mel, full_content),
+                                             pitch=full_pitch)
             recon.append(F.l1_loss(out.mel.float(), target).item())
             recon_self.append(F.l1_loss(own.mel.float(), mel).item())
             ppl.append(own.quantizer.perplexity.item())
@@ -309,6 +336,14 @@ class ModelTrainer(BaseTrainer):
         tensors = self.valid_store.tensors(index)
         mel = self.frontend.normalize(tensors["mel"])[None].to(self.device)
         return mel, self._path_input(self.content_part, tensors, mel), self._path_input(self.speaker_part, tensors, mel)
+
+    def _valid_contour(self, index: int) -> torch.Tensor | None:
+        """The decoder's contour ``[1, 3, F]`` of a held-out utterance (its own register), or None without the pitch path."""
+        if not self.model.reads_pitch:
+            return None
+        assert self.valid_store is not None  # as in _valid_inputs
+        assert self.pitch_part is not None  # a model that reads pitch has a tracker
+        return self._contour(self.valid_store.tensors(index)[self.pitch_part.feature_key].float()[None].to(self.device))
 
     def _path_input(self, part: FrontEndPart, tensors: Mapping[str, torch.Tensor], mel: torch.Tensor) -> torch.Tensor:
         """What one path reads of a stored utterance: the normalised ``mel``, or the part's tensor (batch of 1)."""
@@ -366,10 +401,18 @@ class ModelTrainer(BaseTrainer):
                     extra={"trained_steps": self.step}, training_parts=True, force=True)
 
 
+def _adds_pitch_path(before: ModelConfig, now: ModelConfig) -> bool:
+    """Whether ``now`` is ``before`` with a pitch path added (a fine-tuning run may grow one onto a trained model)."""
+    return pitch_part(before) is None and pitch_part(now) is not None
+
+
 def model_frontend_spec(features: FeatureConfig, model: ModelConfig, frontends_dir: str | None) -> ExtractSpec:
-    """What the model's two paths read: the log-mel, plus the outputs of the front-end parts its config names."""
-    return ExtractSpec(features.to_dict(), frontends_dir,
-                       (("content", model.content_frontend), ("speaker", model.speaker_frontend)))
+    """What the model's paths read: the log-mel, plus the outputs of the front-end parts its config names (the pitch
+    tracker's among them, when the model has the pitch path)."""
+    sections = [("content", model.content_frontend), ("speaker", model.speaker_frontend)]
+    if pitch_part(model) is not None:
+        sections.append(("pitch", model.pitch_frontend))
+    return ExtractSpec(features.to_dict(), frontends_dir, tuple(sections))
 
 
 def bundle_frontend(features: FeatureConfig, model: ModelConfig, stats: FeatureStats, spec: ExtractSpec) -> FrontEnd:
@@ -379,7 +422,7 @@ def bundle_frontend(features: FeatureConfig, model: ModelConfig, stats: FeatureS
     parts = model_parts(model)
     index = read_frontends_index(spec.frontends_dir) if spec.frontends_dir and any(p.weight_files for p in parts) else {}
     content, speaker = load_parts(parts, spec.frontends_dir, index)
-    return FrontEnd(features, stats, content=content, speaker=speaker)
+    return FrontEnd(features, stats, content=content, speaker=speaker, pitch=pitch_part(model))
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, frontends_dir: str | Path | None = None,

@@ -1,0 +1,134 @@
+"""A weight-free pitch tracker (YIN, de Cheveigné & Kawahara 2002) in torch, on the mel frame grid.
+
+``track_pitch(wav [T], sample_rate, hop) -> PitchTrack(f0 [F], voiced [F], periodicity [F])`` with
+``F = 1 + T // hop``: frame ``k`` is centred at sample ``k * hop``, as the log-mel's (centred STFT) frames are,
+so the contour and the spectrogram line up frame for frame.
+
+Why YIN and why written here: it needs no weights (nothing to convert or ship), it is deterministic, it runs on
+any block of audio with a bounded look-ahead (half a window, 32 ms at 16 kHz, plus the median smoothing's frames),
+so the file conversion and the live stream compute the same contour; and on clean speech it agrees with WORLD
+harvest within a few percent of frames (``benchmarks/bench_pitch.py`` measures it against the other trackers).
+
+Per frame of ``window`` samples: the difference function ``d(τ) = Σ_j (x_j - x_{j+τ})²`` over the first
+``window - τ_max`` samples (energy terms from cumulative sums, the cross term by FFT), its cumulative-mean
+normalisation ``d'(τ) = d(τ) τ / Σ_{1..τ} d``, the first dip below ``threshold`` that is a local minimum (else
+the global minimum), refined by a parabola through its neighbours. ``periodicity = 1 - d'(τ*)`` (1: a pure
+periodic signal); a frame is voiced when its periodicity passes ``voicing`` and it is not much quieter than the
+utterance's loud frames. A 3-frame median over log-F0 of voiced runs removes single-frame octave slips.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["PitchTrack", "track_pitch", "FMIN", "FMAX"]
+
+FMIN = 50.0  # Hz: below the lowest speaking voice (a bass's vocal fry is not pitch we can follow)
+FMAX = 800.0  # Hz: above a child's or a soprano's speaking voice
+WINDOW_SECONDS = 0.064  # two periods of FMIN plus the largest lag: 1024 samples at 16 kHz
+SILENCE_DB = 45.0  # frames this far below the loud (95th percentile) frame energy are unvoiced whatever their shape
+
+
+@dataclass
+class PitchTrack:
+    """The tracker's output on ``F`` frames: ``f0`` Hz (0 where unvoiced), ``voiced`` bool, ``periodicity`` in [0, 1]."""
+
+    f0: torch.Tensor
+    voiced: torch.Tensor
+    periodicity: torch.Tensor
+
+    @property
+    def frames(self) -> int:
+        return int(self.f0.shape[-1])
+
+
+@torch.no_grad()
+def track_pitch(wav: torch.Tensor, sample_rate: int, hop: int, *, fmin: float = FMIN, fmax: float = FMAX,
+                threshold: float = 0.15, voicing: float = 0.55) -> PitchTrack:
+    """YIN on mono ``wav [T]`` (float, any scale) -> :class:`PitchTrack` of ``1 + T // hop`` frames (module docstring).
+
+    ``threshold``: YIN's absolute threshold on ``d'`` for the first dip; ``voicing``: the least periodicity of a
+    voiced frame. Runs in float32 on ``wav``'s device.
+    """
+    if wav.dim() != 1:
+        raise ValueError(f"expected mono audio [T], got shape {tuple(wav.shape)}")
+    if not 0 < fmin < fmax < sample_rate / 2:
+        raise ValueError(f"need 0 < fmin < fmax < sample_rate / 2, got {fmin}, {fmax}")
+    x = wav.float()
+    frames = 1 + x.shape[0] // hop
+    window = int(round(WINDOW_SECONDS * sample_rate))
+    tau_min = max(2, int(sample_rate / fmax))
+    tau_max = min(window // 2, int(math.ceil(sample_rate / fmin)))
+    span = window - tau_max  # samples each difference sum runs over
+    padded = F.pad(x, (window // 2, window // 2 + hop))
+    chunks = padded.unfold(0, window, hop)[:frames]  # [F, window], frame k centred at k * hop
+    chunks = chunks - chunks.mean(dim=1, keepdim=True)
+    diff = _difference(chunks, span, tau_max)  # [F, tau_max + 1]
+    cmnd = _cumulative_mean_normalised(diff)
+    lag, dip = _pick_lag(cmnd, tau_min, threshold)
+    f0 = sample_rate / lag
+    periodicity = (1.0 - dip).clamp(0.0, 1.0)
+    energy = chunks[:, :span].pow(2).mean(dim=1)
+    level_db = 10 * torch.log10(energy + 1e-10)
+    loud = torch.quantile(level_db, 0.95) if frames > 1 else level_db.max()
+    voiced = (periodicity >= voicing) & (level_db > loud - SILENCE_DB) & (energy > 1e-8)
+    f0 = _median_of_voiced(torch.where(voiced, f0, torch.zeros_like(f0)), voiced)
+    return PitchTrack(f0=f0, voiced=voiced, periodicity=periodicity)
+
+
+def _difference(chunks: torch.Tensor, span: int, tau_max: int) -> torch.Tensor:
+    """YIN's ``d(τ)`` for ``τ = 0..tau_max`` of every frame ``[F, W]`` -> ``[F, tau_max + 1]``.
+
+    ``d(τ) = e(0) + e(τ) - 2 r(τ)``: ``e(τ)`` the energy of ``x[τ : τ + span]`` (cumulative sums), ``r(τ)`` the
+    cross-correlation of ``x[:span]`` with ``x[τ : τ + span]`` (one FFT product per frame).
+    """
+    width = chunks.shape[1]
+    size = 1 << (width + span - 1).bit_length()
+    head = F.pad(chunks[:, :span], (0, width - span))
+    spectrum = torch.fft.rfft(chunks, size) * torch.fft.rfft(head, size).conj()
+    corr = torch.fft.irfft(spectrum, size)[:, : tau_max + 1]  # r(τ) for τ >= 0
+    squares = F.pad(chunks.pow(2).cumsum(dim=1), (1, 0))  # [F, W + 1]
+    taus = torch.arange(tau_max + 1, device=chunks.device)
+    energy = squares[:, taus + span] - squares[:, taus]  # e(τ)
+    return (energy[:, :1] + energy - 2 * corr).clamp(min=0.0)
+
+
+def _cumulative_mean_normalised(diff: torch.Tensor) -> torch.Tensor:
+    """``d'(τ) = d(τ) τ / Σ_{j=1..τ} d(j)``, with ``d'(0) = 1`` -> same shape ``[F, L]``."""
+    taus = torch.arange(diff.shape[1], device=diff.device, dtype=diff.dtype)
+    running = diff[:, 1:].cumsum(dim=1)
+    normalised = diff[:, 1:] * taus[1:] / running.clamp(min=1e-12)
+    return torch.cat([torch.ones_like(diff[:, :1]), normalised], dim=1)
+
+
+def _pick_lag(cmnd: torch.Tensor, tau_min: int, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per frame, the lag of the first local minimum of ``cmnd [F, L]`` below ``threshold`` at ``τ >= tau_min``
+    (else the global minimum), refined by a parabola -> ``(lag [F] fractional samples, d' at it [F])``."""
+    frames, length = cmnd.shape
+    inner = cmnd[:, tau_min:length - 1]
+    is_min = (inner <= cmnd[:, tau_min - 1:length - 2]) & (inner <= cmnd[:, tau_min + 1:])
+    # the first dip within ``threshold`` of the deepest one (YIN's absolute threshold alone picks the period's
+    # multiple whenever the true dip is a little shallow: octave-down slips on breathy frames)
+    deepest = inner.min(dim=1, keepdim=True).values
+    below = is_min & (inner < deepest + threshold)
+    first = torch.where(below.any(dim=1), below.float().argmax(dim=1), inner.argmin(dim=1))
+    tau = first + tau_min  # in 1..L-2: both neighbours exist
+    rows = torch.arange(frames, device=cmnd.device)
+    left, mid, right = cmnd[rows, tau - 1], cmnd[rows, tau], cmnd[rows, tau + 1]
+    curve = left - 2 * mid + right
+    offset = torch.where(curve > 1e-9, 0.5 * (left - right) / curve, torch.zeros_like(curve)).clamp(-0.5, 0.5)
+    return tau.float() + offset, mid
+
+
+def _median_of_voiced(f0: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:
+    """A 3-frame median of ``f0 [F]`` where a voiced frame has voiced neighbours on both sides; others as they are."""
+    if f0.shape[0] < 3:
+        return f0
+    stacked = torch.stack([f0[:-2], f0[1:-1], f0[2:]])  # [3, F-2]
+    both = voiced[:-2] & voiced[1:-1] & voiced[2:]
+    middle = torch.where(both, stacked.median(dim=0).values, f0[1:-1])
+    return torch.cat([f0[:1], middle, f0[-1:]])

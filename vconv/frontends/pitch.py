@@ -1,0 +1,95 @@
+"""The pitch front-end: the source's F0 contour and voicing at the mel frame rate, for the decoder's pitch path.
+
+A pitch part has the role ``"pitch"`` and gives ``[3, F]`` per utterance (``F = 1 + T // hop``, the log-mel's
+frames)::
+
+    row 0  log-F0 (natural log of Hz), interpolated linearly across unvoiced frames (held at the edges), so the
+           contour is continuous; an utterance with no voiced frame holds :data:`NEUTRAL_LOG_F0`
+    row 1  voiced: 1.0 or 0.0
+    row 2  periodicity in [0, 1] (how periodic the frame is, whatever the voicing decision)
+
+What the decoder reads of it (whitened, the register put back) is :mod:`vconv.models.contour`'s. The model config
+names the tracker as any part: ``model.pitch_frontend: {kind: yin}`` (``{kind: none}``: no pitch path, the models
+before it). ``vconv extract`` stores the output under :attr:`feature_key` (``pitch_yin``), so training reads it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from vconv.audio.pitch import FMAX, FMIN, track_pitch
+from vconv.frontends.base import FrontEndPart, register_frontend
+
+NEUTRAL_LOG_F0 = math.log(150.0)  # the contour of an utterance with no voiced frame (between the usual registers)
+PITCH_ROWS = 3
+
+
+def fill_unvoiced(log_f0: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:
+    """``log_f0 [F]`` with its unvoiced frames replaced by the line between their voiced neighbours (the nearest
+    voiced value at the edges; :data:`NEUTRAL_LOG_F0` when no frame is voiced)."""
+    frames = log_f0.shape[0]
+    idx = torch.nonzero(voiced, as_tuple=False).flatten()
+    if idx.numel() == 0:
+        return torch.full_like(log_f0, NEUTRAL_LOG_F0)
+    positions = torch.arange(frames, dtype=log_f0.dtype, device=log_f0.device)
+    known = log_f0[idx]
+    right = torch.searchsorted(idx, torch.arange(frames, device=idx.device)).clamp(max=idx.numel() - 1)
+    left = (right - 1).clamp(min=0)
+    left = torch.where(idx[right] <= positions.long(), right, left)  # a voiced frame is its own left neighbour
+    x0, x1 = idx[left].to(log_f0.dtype), idx[right].to(log_f0.dtype)
+    span = (x1 - x0).clamp(min=1.0)
+    weight = ((positions - x0) / span).clamp(0.0, 1.0)
+    filled = known[left] * (1 - weight) + known[right] * weight
+    return torch.where(voiced, log_f0, filled)
+
+
+class PitchPart(FrontEndPart):
+    """Base of the pitch trackers: subclasses implement :meth:`track` (``wav [T] -> (f0 Hz [F], voiced [F],
+    periodicity [F])``); :meth:`compute` makes the ``[3, F]`` rows of the module docstring."""
+
+    role = "pitch"
+
+    def channels(self, n_mels: int) -> int:
+        return PITCH_ROWS
+
+    @property
+    def feature_key(self) -> str:
+        return f"pitch_{self.kind}"
+
+    def track(self, wav: torch.Tensor, sample_rate: int, hop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def compute(self, wav: np.ndarray, frontend: Any) -> torch.Tensor:
+        """Mono ``[T]`` at the features' rate -> ``[3, F]`` (module docstring), ``F = 1 + T // hop``."""
+        x = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
+        f0, voiced, periodicity = self.track(x, frontend.cfg.sample_rate, frontend.cfg.hop_length)
+        log_f0 = torch.log(f0.clamp(min=1.0))
+        return torch.stack([fill_unvoiced(log_f0, voiced), voiced.float(), periodicity.float()])
+
+
+@register_frontend
+class YinPitch(PitchPart):
+    """YIN (:mod:`vconv.audio.pitch`): weight-free, deterministic, 32 ms of look-ahead plus one frame of smoothing."""
+
+    kind = "yin"
+
+    def __init__(self, fmin: float = FMIN, fmax: float = FMAX, threshold: float = 0.1, voicing: float = 0.5) -> None:
+        super().__init__()
+        if not 0 < float(fmin) < float(fmax) <= 2000:
+            raise ValueError(f"need 0 < fmin < fmax <= 2000 Hz, got {fmin} and {fmax}")
+        if not 0 < float(threshold) < 1 or not 0 < float(voicing) < 1:
+            raise ValueError(f"threshold and voicing must lie between 0 and 1, got {threshold} and {voicing}")
+        self.fmin, self.fmax, self.threshold, self.voicing = float(fmin), float(fmax), float(threshold), float(voicing)
+
+    def track(self, wav: torch.Tensor, sample_rate: int, hop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        result = track_pitch(wav, sample_rate, hop, fmin=self.fmin, fmax=min(self.fmax, 0.45 * sample_rate),
+                             threshold=self.threshold, voicing=self.voicing)
+        return result.f0, result.voiced, result.periodicity
+
+    def describe(self, bundle: Any) -> str:
+        return f"the source's F0 by YIN ({self.fmin:g}-{self.fmax:g} Hz, no weights)"
