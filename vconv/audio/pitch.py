@@ -75,7 +75,9 @@ def track_pitch(wav: torch.Tensor, sample_rate: int, hop: int, *, fmin: float = 
     energy = chunks[:, :span].pow(2).mean(dim=1)
     level_db = 10 * torch.log10(energy + 1e-10)
     loud = torch.quantile(level_db, 0.95) if frames > 1 else level_db.max()
-    voiced = (periodicity >= voicing) & (level_db > loud - SILENCE_DB) & (energy > 1e-8)
+    # a dip at the shortest lag allowed is the range's edge, not a period (onsets, where half the frame is silence)
+    inside = lag > tau_min + 0.5
+    voiced = (periodicity >= voicing) & (level_db > loud - SILENCE_DB) & (energy > 1e-8) & inside
     f0 = _median_of_voiced(torch.where(voiced, f0, torch.zeros_like(f0)), voiced)
     return PitchTrack(f0=f0, voiced=voiced, periodicity=periodicity)
 

@@ -1,0 +1,180 @@
+"""The pitch path: the tracker, the contour's whitening and register, the decoder's use of it, training with it, the
+controls and their errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import invoke, one_line_error, voiced_signal
+from vconv.audio.pitch import track_pitch
+from vconv.config import load_run_config
+from vconv.errors import VconvError
+from vconv.frontends.pitch import NEUTRAL_LOG_F0, YinPitch, fill_unvoiced
+from vconv.models import build_model
+from vconv.models.contour import (
+    LOG_F0_SCALE,
+    SEMITONE,
+    Register,
+    check_pitch_shift,
+    check_register_mode,
+    decoder_contour,
+    voiced_register,
+)
+from vconv.training.vc_trainer import ModelTrainer
+
+SR, HOP = 16000, 256
+VALID_SPEAKERS = 1
+
+
+def harmonic_tone(f0: float, seconds: float = 1.0) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return (0.3 * sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 8))).astype(np.float32)
+
+
+@pytest.mark.parametrize("f0", [80.0, 140.0, 220.0, 410.0])
+def test_a_tone_of_known_f0_comes_back_within_one_percent(f0):
+    track = track_pitch(torch.from_numpy(harmonic_tone(f0)), SR, HOP)
+    inner = slice(4, -4)  # the edges hold half a window of padding
+    assert track.voiced[inner].all()
+    assert torch.allclose(track.f0[inner], torch.tensor(f0), rtol=0.01)
+    assert track.frames == 1 + SR // HOP
+
+
+def test_silence_and_noise_are_unvoiced():
+    assert not track_pitch(torch.zeros(SR), SR, HOP).voiced.any()
+    noise = torch.from_numpy(np.random.default_rng(0).standard_normal(SR).astype(np.float32) * 0.1)
+    assert track_pitch(noise, SR, HOP).voiced.float().mean() < 0.1
+
+
+def test_a_wobbling_voice_is_followed():
+    wav = voiced_signal(2.0, f0=140.0)
+    track = track_pitch(torch.from_numpy(wav), SR, HOP)
+    t = np.arange(track.frames) * HOP / SR
+    truth = 140.0 * (1 + 0.05 * np.sin(2 * np.pi * 3 * t))
+    voiced = track.voiced.numpy()
+    assert voiced.mean() > 0.7
+    cents = 1200 * np.abs(np.log2(track.f0.numpy()[voiced] / truth[voiced]))
+    assert np.median(cents) < 30 and np.mean(cents > 100) < 0.05
+
+
+def test_the_part_gives_continuous_log_f0_voicing_and_periodicity():
+    part = YinPitch()
+    frontend = type("FE", (), {"cfg": type("C", (), {"sample_rate": SR, "hop_length": HOP})()})()
+    wav = np.concatenate([np.zeros(SR // 2, np.float32), harmonic_tone(200.0), np.zeros(SR // 2, np.float32)])
+    rows = part.compute(wav, frontend)
+    assert rows.shape == (3, 1 + wav.size // HOP)
+    assert torch.allclose(rows[0], torch.full_like(rows[0], math.log(200.0)), atol=0.02)  # held across silence
+    assert rows[1, :20].sum() == 0 and rows[1, 40:80].all()
+    assert 0 <= rows[2].min() and rows[2].max() <= 1
+
+
+def test_unvoiced_gaps_are_bridged_by_a_line():
+    log_f0 = torch.tensor([5.0, 0.0, 0.0, 5.3, 0.0])
+    voiced = torch.tensor([True, False, False, True, False])
+    assert torch.allclose(fill_unvoiced(log_f0, voiced), torch.tensor([5.0, 5.1, 5.2, 5.3, 5.3]))
+    assert torch.allclose(fill_unvoiced(log_f0, torch.zeros(5, dtype=torch.bool)), torch.full((5,), NEUTRAL_LOG_F0))
+
+
+def rows_of(log_f0: torch.Tensor) -> torch.Tensor:
+    return torch.stack([log_f0, torch.ones_like(log_f0), torch.ones_like(log_f0)])[None]
+
+
+def test_the_contour_is_the_melody_in_the_output_register_shifted_by_semitones():
+    melody = math.log(120.0) + 0.1 * torch.sin(torch.linspace(0, 6, 100))
+    pitch = rows_of(melody)
+    own = decoder_contour(pitch, "explicit")
+    source = voiced_register(pitch[0])
+    assert math.isclose(source.hz, math.exp(melody.double().mean()), rel_tol=1e-4)
+    target = Register(math.log(240.0), 2 * source.spread, 100)
+    moved = decoder_contour(pitch, "explicit", source=source, output=target)
+    shifted = decoder_contour(pitch, "explicit", source=source, output=target, shift_semitones=-5)
+    # the level moves by an octave, the excursions double, the shift is the same number of semitones everywhere
+    assert torch.allclose((moved[0, 0] - own[0, 0]).mean() * LOG_F0_SCALE, torch.tensor(math.log(2.0)), atol=1e-3)
+    assert torch.allclose(moved[0, 0].std(), 2 * own[0, 0].std(), rtol=1e-3)
+    assert torch.allclose((moved - shifted)[0, 0] * LOG_F0_SCALE, torch.full((100,), 5 * SEMITONE), atol=1e-5)
+    whitened = decoder_contour(pitch, "implicit", source=source, output=target)
+    assert abs(float(whitened[0, 0].mean())) < 1e-4 and abs(float(whitened[0, 0].std()) - 1) < 0.02
+    assert torch.equal(moved[:, 1:], pitch[:, 1:])
+
+
+def test_a_register_from_too_few_voiced_frames_is_not_trusted():
+    pitch = rows_of(torch.full((30,), math.log(200.0)))
+    pitch[0, 1, 5:] = 0
+    register = voiced_register(pitch[0])
+    assert register.frames == 5 and not register.trusted and register.spread > 0.1
+    assert Register.from_list(register.to_list()) == register
+
+
+@pytest.mark.parametrize("value", [25, -24.5, float("nan"), "up"])
+def test_out_of_range_pitch_shifts_and_unknown_registers_are_errors(value):
+    with pytest.raises(VconvError, match="semitones"):
+        check_pitch_shift(value)
+    with pytest.raises(VconvError, match="target, source"):
+        check_register_mode("alto")
+    assert check_pitch_shift(-24) == -24.0
+
+
+def pitch_model_config(**overrides):
+    _, model, _ = load_run_config("debug", ["train.train_manifest=x", "train.run_dir=y", "model.pitch_frontend.kind=yin",
+                                            *[f"model.{k}={v}" for k, v in overrides.items()]])
+    return model
+
+
+def test_the_decoder_reads_the_contour_and_refuses_to_go_without_it():
+    torch.manual_seed(0)
+    model = build_model(pitch_model_config()).eval()
+    assert model.reads_pitch
+    mel = torch.randn(1, model.config.n_mels, 48)
+    low = decoder_contour(rows_of(torch.full((48,), math.log(100.0))), "explicit")
+    with torch.no_grad():
+        torch.nn.init.normal_(model.decoder.pitch_in[0].weight)  # (a trained model's projections are not zero)
+    a = model.convert(mel, mel, pitch=low)
+    b = model.convert(mel, mel, pitch=low + torch.tensor([1.0, 0, 0])[:, None])
+    assert a.shape == mel.shape and not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="reads a pitch contour"):
+        model.convert(mel, mel)
+    plain = build_model(load_run_config("debug", ["train.train_manifest=x", "train.run_dir=y"])[1])
+    with pytest.raises(ValueError, match="no pitch path"):
+        plain.convert(mel, mel, pitch=low)
+
+
+def test_training_with_the_pitch_path_lowers_the_loss(manifests, tmp_path):
+    overrides = [f"train.train_manifest={manifests / 'train.jsonl'}", f"train.valid_manifest={manifests / 'valid.jsonl'}",
+                 f"train.run_dir={tmp_path / 'run'}", "train.lr=0.002", "train.warmup_steps=5", "model.pitch_frontend.kind=yin"]
+    features, model, train = load_run_config("debug", overrides)
+    trainer = ModelTrainer(features, model, train, progress=False)
+    batch = trainer.batches[0]
+    assert batch.pitch is not None and batch.pitch.shape == (train.batch_size, 3, train.segment_frames)
+    losses = [trainer.train_step(batch)["recon"] for _ in range(40)]
+    assert losses[-1] < 0.6 * losses[0], losses[::10]
+    assert math.isfinite(trainer.validate()["recon"])
+
+
+def test_a_trained_model_grows_a_pitch_path_that_starts_at_zero(manifests, tmp_path, tiny_bundle):
+    overrides = [f"train.train_manifest={manifests / 'train.jsonl'}", f"train.run_dir={tmp_path / 'run'}",
+                 f"train.init_from={tiny_bundle}", "model.pitch_frontend.kind=yin", "model.adversary=false"]
+    features, model, train = load_run_config("debug", overrides)
+    trainer = ModelTrainer(features, model, train, progress=False)
+    from vconv.bundles import load_bundle
+
+    before, _, _ = load_bundle(tiny_bundle)
+    mel = torch.randn(1, model.n_mels, 40)
+    contour = decoder_contour(rows_of(torch.full((40,), math.log(150.0))), "explicit")
+    with torch.no_grad():
+        grown = trainer.model.eval().convert(mel, mel, pitch=contour)
+        old = before.float().eval().convert(mel, mel)
+    assert torch.allclose(grown, old, atol=1e-5)
+
+
+def test_pitch_controls_need_a_model_with_the_pitch_path(tmp_path):
+    out = tmp_path / "out.wav"
+    one_line_error(invoke("convert", "examples/source.wav", "-t", "examples/target.wav", "-o", out, "--pitch-shift", "30"),
+                   "--pitch-shift must lie within")
+    one_line_error(invoke("convert", "examples/source.wav", "-t", "examples/target.wav", "-o", out, "--pitch-register",
+                          "alto"), "--pitch-register must be one of target, source")
+    assert not out.exists()
+    assert check_register_mode("source") == "source"
