@@ -110,3 +110,25 @@ def tiny_bundle(tmp_path_factory) -> Path:
     model = build_model(model_cfg)
     stats = FeatureStats(torch.full((features.n_mels,), -4.0), torch.full((features.n_mels,), 2.0), 1)
     return save_bundle(tmp_path_factory.mktemp("bundles") / "tiny", model, FrontEnd(features, stats), dtype=torch.float16)
+
+
+@pytest.fixture(scope="session")
+def tiny_pitch_bundle(tmp_path_factory) -> Path:
+    """A randomly initialised debug-size VC model with the pitch path (YIN), its pitch projections non-zero."""
+    import torch
+
+    from vconv.audio.frontend import FeatureStats, FrontEnd
+    from vconv.bundles import save_bundle
+    from vconv.config import load_run_config
+    from vconv.frontends import pitch_part
+    from vconv.models import build_model
+
+    features, model_cfg, _ = load_run_config("debug", ["train.train_manifest=x", "train.run_dir=y", "model.pitch_frontend.kind=yin"])
+    torch.manual_seed(0)
+    model = build_model(model_cfg)
+    with torch.no_grad():
+        for projection in model.decoder.pitch_in:
+            projection.weight.normal_(0, 0.5)
+    stats = FeatureStats(torch.full((features.n_mels,), -4.0), torch.full((features.n_mels,), 2.0), 1)
+    frontend = FrontEnd(features, stats, pitch=pitch_part(model_cfg))
+    return save_bundle(tmp_path_factory.mktemp("bundles") / "tiny_pitch", model, frontend, dtype=torch.float16)

@@ -178,3 +178,58 @@ def test_pitch_controls_need_a_model_with_the_pitch_path(tmp_path):
                           "alto"), "--pitch-register must be one of target, source")
     assert not out.exists()
     assert check_register_mode("source") == "source"
+
+
+@pytest.fixture(scope="module")
+def voices(tmp_path_factory):
+    import soundfile as sf
+
+    folder = tmp_path_factory.mktemp("voices")
+    sf.write(folder / "low.wav", voiced_signal(2.0, f0=110.0, seed=1), SR)
+    sf.write(folder / "high.wav", voiced_signal(2.0, f0=220.0, seed=2), SR)
+    return folder
+
+
+def test_the_target_register_is_measured_saved_and_used(tiny_pitch_bundle, voices, tmp_path):
+    import vconv
+    from vconv.inference.voice_file import VoiceSource, save_voice
+
+    converter = vconv.load(str(tiny_pitch_bundle))
+    target = converter.target_voice([str(voices / "high.wav")])
+    assert target.register is not None and target.register.trusted
+    assert abs(target.register.hz - 220.0) < 10
+    path = save_voice(tmp_path / "high.voice", target, VoiceSource(converter.info.path.name, converter.info.digest, SR, 0, (), "float32"))
+    assert converter.open_voice(path).register == target.register
+    source = voiced_signal(2.0, f0=110.0, seed=3)
+    contour = converter.source_contour(source, target.register)
+    kept = vconv.load(str(tiny_pitch_bundle), pitch_register="source").source_contour(source, target.register)
+    up = vconv.load(str(tiny_pitch_bundle), pitch_shift=7).source_contour(source, target.register)
+    assert abs(float((contour - kept)[0, 0].mean()) * LOG_F0_SCALE - math.log(2.0)) < 0.1  # an octave apart
+    assert torch.allclose((up - contour)[0, 0] * LOG_F0_SCALE, torch.full_like(up[0, 0], 7 * SEMITONE), atol=1e-4)
+    wav = converter.convert(str(voices / "low.wav"), [str(voices / "high.wav")])
+    assert wav.shape == (2 * SR,) and np.isfinite(wav).all()
+
+
+def test_the_stream_runs_the_pitch_path_and_matches_block_sizes(tiny_pitch_bundle, voices):
+    import soundfile as sf
+
+    import vconv
+
+    converter = vconv.load(str(tiny_pitch_bundle))
+    source, _ = sf.read(voices / "low.wav", dtype="float32")
+    target = converter.target_voice([str(voices / "high.wav")])
+    outputs = []
+    for block in (1000, 4096):
+        stream = converter.stream(target)
+        pieces = [stream.push(source[i:i + block]) for i in range(0, source.size, block)]
+        outputs.append(np.concatenate([*pieces, stream.flush()]))
+    assert outputs[0].shape == source.shape and np.isfinite(outputs[0]).all()
+    np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-4)  # the running register does not depend on the pushes
+
+
+def test_cli_pitch_controls_on_a_pitch_model(tiny_pitch_bundle, voices, tmp_path):
+    out = tmp_path / "up.wav"
+    result = invoke("convert", voices / "low.wav", "-t", voices / "high.wav", "-o", out, "-m", tiny_pitch_bundle,
+                    "--pitch-shift", "-3.5", "--pitch-register", "source")
+    assert result.exit_code == 0, result.output
+    assert out.is_file()

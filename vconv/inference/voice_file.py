@@ -7,7 +7,7 @@ A voice file is safetensors (tensors and string metadata; nothing in it runs cod
     spectrum_mean  [n_mels, 1]      the references' speech-frame log-mel statistics (target matching)
     spectrum_std   [n_mels, 1]
     primer         [n] float32      the references' last seconds of audio at the model's rate (a stream's context)
-    register       [3] float32      for a model with the pitch path: the references' pitch register (mean and spread
+    register       [3] float64      for a model with the pitch path: the references' pitch register (mean and spread
                                     of voiced log-F0, voiced frames; vconv.models.contour.Register)
 
 and metadata: ``format`` (``vconv-voice``), ``version``, ``bundle`` (the bundle's name) and ``bundle_digest``
@@ -97,7 +97,7 @@ def save_voice(path: str | Path, voice: "TargetVoice", source: VoiceSource, *, f
                "spectrum_std": voice.spectrum.std.float().contiguous(),
                "primer": torch.from_numpy(np.ascontiguousarray(voice.primer if voice.primer is not None else np.zeros(0, np.float32)))}
     if voice.register is not None:
-        tensors["register"] = torch.tensor(voice.register.to_list(), dtype=torch.float32)
+        tensors["register"] = torch.tensor(voice.register.to_list(), dtype=torch.float64)  # as computed: a round trip is exact
     metadata = {"format": VOICE_FORMAT, "version": str(VOICE_VERSION), "bundle": source.bundle, "bundle_digest": source.bundle_digest,
                 "sample_rate": str(source.sample_rate), "fit_steps": str(source.fit_steps), "precision": source.precision,
                 "fit_losses": json.dumps(list(voice.fit_losses)),
