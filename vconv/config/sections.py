@@ -186,7 +186,8 @@ class TrainConfig(LoopConfig):
               "content_twin_probability": (0.0, 1.0), "speaker_dropout": (0.0, 1.0), "mel_gan_weight": (0.0, 1e6),
               "mel_fm_weight": (0.0, 1e6), "mel_gan_start_step": (0, 10**9), "mel_disc_lr": (0.0, 10.0),
               "mel_disc_channels": (1, 1024), "speaker_consistency_weight": (0.0, 1e6),
-              "speaker_consistency_items": (1, 4096)}
+              "speaker_consistency_items": (1, 4096), "content_consistency_weight": (0.0, 1e6),
+              "content_consistency_items": (1, 4096)}
 
     features_dir: str | None = None  # where `vconv extract` wrote features; None = compute on the fly
     frontends_dir: str | None = None  # `vconv frontend prepare` output: needed when the model reads Whisper or d-vectors
@@ -220,6 +221,11 @@ class TrainConfig(LoopConfig):
     # and the voice's real segment joins the loss with this weight (0 = off; needs vconv[frontends] and 16 kHz)
     speaker_consistency_weight: float = 0.0
     speaker_consistency_items: int = 8
+    # content consistency (vconv.training.content_consistency): the first content_consistency_items items are also
+    # decoded in the next item's voice, and the L1 between the frozen Whisper encoder's states of that conversion and of
+    # the real segment joins the loss with this weight (0 = off; needs train.frontends_dir)
+    content_consistency_weight: float = 0.0
+    content_consistency_items: int = 8
     # a model bundle to start from (a fine-tuning run: its weights and its normalisation statistics, a fresh optimiser
     # and schedule at step 0); its model and feature configs must be this run's
     init_from: str | None = None

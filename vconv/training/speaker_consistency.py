@@ -24,10 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from vconv.audio.dvector import N_MELS, STRIDE, WINDOW, dvector_log_mel, packaged_embedder_path
-from vconv.audio.logmel import LogMel
-from vconv.audio.mel_filters import slaney_mel_basis
 from vconv.config import FeatureConfig
 from vconv.errors import VconvError
+from vconv.training.reanalysis import Reanalysis
 
 _HIDDEN = 768
 _ONNX_TO_TORCH_GATES = [0, 2, 3, 1]  # ONNX LSTM gates are (i, o, f, c); torch's are (i, f, g=c, o)
@@ -97,56 +96,21 @@ class DVectorNet(torch.nn.Module):
         return self.proj(states[:, -1])
 
 
-class DVectorFeatures(torch.nn.Module):
-    """vconv's natural-log mel ``[B, n_mels, F]`` (16 kHz) -> the d-vector's log10 power mel ``[B, F', 40]``.
-
-    Frame ``j`` of the result is centred on sample ``256 + 160 j`` (the embedder's frames are not centred), read
-    from vconv's frames (centred on ``hop * f``) by linear interpolation. The level offset between the two
-    analyses (window shapes and lengths differ) is measured once on white noise, so a real mel lands where the
-    embedder's own analysis of the same audio would (``tests/test_speaker_consistency.py`` checks the embeddings).
-    """
+class DVectorFeatures(Reanalysis):
+    """vconv's natural-log mel ``[B, n_mels, F]`` (16 kHz) -> the d-vector's log10 power mel ``[B, F', 40]``
+    (:class:`~vconv.training.reanalysis.Reanalysis`: its frames are not centred, frame ``j`` is centred on sample
+    ``256 + 160 j``; ``tests/test_speaker_consistency.py`` checks the embeddings)."""
 
     def __init__(self, cfg: FeatureConfig, nnls_iterations: int = 8):
-        super().__init__()
-        self.onto: torch.Tensor  # [40, K], a buffer (declared for the type checker)
         if cfg.sample_rate != _DV_RATE:
             raise VconvError(f"speaker consistency needs 16 kHz features (the d-vector's rate), not {cfg.sample_rate} Hz")
-        self.cfg, self.iterations = cfg, nnls_iterations
-        self.logmel = LogMel(cfg)
-        # the embedder's 40 bands on its 257 bins, its bins read from ours by linear interpolation in frequency
-        ours = np.arange(cfg.n_fft // 2 + 1) * cfg.sample_rate / cfg.n_fft
-        theirs = np.arange(_DV_N_FFT // 2 + 1) * _DV_RATE / _DV_N_FFT
-        interp = np.stack([np.interp(ours, theirs, np.eye(len(theirs))[j]) for j in range(len(theirs))])  # [257, K]
-        onto = slaney_mel_basis(_DV_RATE, _DV_N_FFT, N_MELS) @ (interp / interp.sum(1, keepdims=True).clip(1e-9))
-        self.register_buffer("onto", torch.from_numpy(onto).float(), persistent=False)  # [40, K]
-        self.offset = 0.0
-        self.offset = self._level_offset()
-
-    def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
-        magnitude = self.logmel.to_linear(log_mel, self.iterations)  # [B, K, F], differentiable
-        bands = torch.log10(self.onto @ magnitude.square() + 1e-10) + self.offset  # [B, 40, F]
         # empty bands (band-limited recordings, silence): the embedder's own analysis of real audio never reads much
         # below ~-7.4 there (its window's leakage), where ours, rebuilt from a floored mel, falls to ~-10
-        bands = bands.clamp(min=_EMPTY_BAND)
-        return self._resample(bands).transpose(1, 2)
+        super().__init__(cfg, sample_rate=_DV_RATE, n_fft=_DV_N_FFT, hop=_DV_HOP, bands=N_MELS, first_centre=_DV_N_FFT // 2,
+                         own_analysis=dvector_log_mel, floor=_EMPTY_BAND, nnls_iterations=nnls_iterations)
 
-    def _resample(self, bands: torch.Tensor) -> torch.Tensor:
-        """``[B, 40, F]`` at vconv's frames -> ``[B, 40, F']`` at the embedder's, by linear interpolation."""
-        frames = bands.shape[-1]
-        last = (frames - 1) * self.cfg.hop_length  # the last sample a vconv frame is centred on
-        count = max(0, (last - _DV_N_FFT // 2) // _DV_HOP + 1)
-        where = (_DV_N_FFT // 2 + _DV_HOP * torch.arange(count, device=bands.device, dtype=torch.float32)) / self.cfg.hop_length
-        left = where.floor().long().clamp(max=frames - 2)
-        frac = where - left
-        return bands[..., left] * (1 - frac) + bands[..., left + 1] * frac
-
-    def _level_offset(self) -> float:
-        noise = torch.from_numpy(np.random.default_rng(0).standard_normal(2 * _DV_RATE).astype(np.float32)) * 0.1
-        theirs = torch.from_numpy(dvector_log_mel(noise.numpy()))  # [F', 40]
-        with torch.no_grad():
-            ours = self(self.logmel(noise[None]))[0]  # [F'', 40]
-        n = min(len(theirs), len(ours))
-        return float((theirs[4:n - 4] - ours[4:n - 4]).mean())
+    def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
+        return super().forward(log_mel).transpose(1, 2)
 
 
 def window_starts(frames: int, stride: int = 2 * STRIDE) -> list[int]:

@@ -42,8 +42,9 @@ from vconv.errors import VconvError
 from vconv.fileio import read_json_object
 from vconv.frontends import FrontEndPart, load_parts, model_parts, pitch_part
 from vconv.models import ReconstructionOutput, VoiceConversionModel, build_model
-from vconv.models.contour import decoder_contour
+from vconv.models.contour import decoder_contour, voiced_register
 from vconv.training.base import BaseTrainer
+from vconv.training.content_consistency import ContentConsistency, load_content_critic
 from vconv.training.mel_gan import MelDiscriminator
 from vconv.training.runs import load_training_state
 from vconv.training.speaker_consistency import SpeakerConsistency
@@ -137,6 +138,10 @@ class ModelTrainer(BaseTrainer):
         self.speaker_consistency: SpeakerConsistency | None = None
         if train.speaker_consistency_weight > 0:
             self.speaker_consistency = SpeakerConsistency(features).to(self.device)
+        self.content_consistency: ContentConsistency | None = None
+        if train.content_consistency_weight > 0:
+            layer = int(self.mcfg.content_frontend.get("layer", 4)) if self.mcfg.content_frontend.get("kind") == "whisper" else 4
+            self.content_consistency = load_content_critic(features, train.frontends_dir, layer).to(self.device)
 
     def _frontend(self, stats: FeatureStats) -> FrontEnd:
         return bundle_frontend(self.fcfg, self.mcfg, stats, self.spec)
@@ -207,6 +212,8 @@ class ModelTrainer(BaseTrainer):
             loss = loss + self._mel_gan_terms(batch.mel, out.mel.float(), metrics)
         if self.speaker_consistency is not None:
             loss = loss + self.tcfg.speaker_consistency_weight * self._speaker_consistency_term(batch, out, metrics)
+        if self.content_consistency is not None:
+            loss = loss + self.tcfg.content_consistency_weight * self._content_consistency_term(batch, out, metrics)
         metrics["grad_norm"] = self.update(loss, self.optimizer, self.scheduler, self.model)
         self.step += 1
         metrics["loss"] = loss.item()
@@ -217,6 +224,28 @@ class ModelTrainer(BaseTrainer):
         """The decoder's contour of a batch's pitch rows ``[B, 3, T]`` (each item its own register: reconstruction),
         or None for a model without the pitch path."""
         return decoder_contour(pitch, self.mcfg.pitch_register) if pitch is not None and self.model.reads_pitch else None
+
+    def _content_consistency_term(self, batch: Batch, out: ReconstructionOutput, metrics: dict[str, float]) -> torch.Tensor:
+        """The first ``content_consistency_items`` items' codes decoded in the *next* item's voice (its embedding, and
+        its register for a model with the pitch path), scored by the frozen Whisper encoder against the item's own real
+        segment (:mod:`vconv.training.content_consistency`). Reuses the reconstruction's codes and embeddings."""
+        n = batch.mel.shape[0]
+        k = min(self.tcfg.content_consistency_items, n)
+        other = (torch.arange(k, device=batch.mel.device) + 1) % n  # item i takes item i+1's voice
+        pitch = None
+        if batch.pitch is not None and self.model.reads_pitch:
+            pitch = decoder_contour(batch.pitch[:k], self.mcfg.pitch_register,
+                                    output=[voiced_register(p) for p in batch.pitch[other].float()])
+        memory = self.model.encode_reference(batch.ref_frames[other]) if self.model.reference is not None and \
+            batch.ref_frames is not None else None
+        with self.autocast():
+            converted = self.model.decode(out.quantizer.quantized[:k], out.speaker_embedding[other], batch.mel.shape[-1],
+                                          memory, pitch)
+        assert self.content_consistency is not None  # called only when there is one
+        denorm = self.frontend.denormalize
+        distance = self.content_consistency(denorm(converted.float()), denorm(batch.mel[:k]))
+        metrics["content_l1"] = distance.item()
+        return distance
 
     def _mel_gan_terms(self, real: torch.Tensor, fake: torch.Tensor, metrics: dict[str, float]) -> torch.Tensor:
         """One discriminator update on real and reconstructed segments ``[B, n_mels, T]``, then the model's weighted
