@@ -60,7 +60,7 @@ def test_the_loss_tells_other_words_apart_and_its_gradient_lowers_it(shipped, me
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[-1] < 0.9 * losses[0] and losses == sorted(losses, reverse=True), losses
 
 

@@ -125,6 +125,7 @@ def _extract_settings(config: Optional[str]) -> tuple:
     """``(FeatureConfig, {role: [front-end part sections]})`` of ``--config``: a plain FeatureConfig YAML, or
     a run config (its ``features`` section, and the front-end parts its ``model`` section's encoders read)."""
     from vconv.config import FeatureConfig, ModelConfig, load_sections, load_yaml, resolve_config_path
+    from vconv.frontends import pitch_part
 
     if not config:
         return FeatureConfig(), {"content": [], "speaker": []}
@@ -134,7 +135,8 @@ def _extract_settings(config: Optional[str]) -> tuple:
         return FeatureConfig.from_dict(data), {"content": [], "speaker": []}
     sections = load_sections(path, [], ("features", "model", "vocoder", "train"))  # base: chains followed
     model = ModelConfig.from_dict(sections["model"])
-    return FeatureConfig.from_dict(sections["features"]), {"content": [model.content_frontend], "speaker": [model.speaker_frontend]}
+    return FeatureConfig.from_dict(sections["features"]), {"content": [model.content_frontend], "speaker": [model.speaker_frontend],
+                                                          "pitch": [model.pitch_frontend] if pitch_part(model) else []}
 
 
 def _whisper_sections(option: str) -> list[dict]:
@@ -166,6 +168,7 @@ def extract(
     whisper_layers: Optional[str] = typer.Option(None, "--whisper-layers", help="Also store Whisper encoder states of these blocks, e.g. 2,4 (default: what --config's model reads)."),
     dvector: Optional[bool] = typer.Option(None, "--dvector/--no-dvector", help="Also store each utterance's d-vector (default: if --config's model reads it)."),
     allow_skips: bool = typer.Option(False, "--allow-skips", help="Exit 0 even when some files were skipped (they are still listed on stderr); default: exit 3."),
+    stats: bool = typer.Option(True, "--stats/--no-stats", help="Write stats.json (normalisation statistics); --no-stats leaves the folder's as it is (adding features to part of a corpus)."),
     force: bool = typer.Option(False, "--force", help="Extract into a folder made with other feature settings, replacing its files."),
     threads: Optional[int] = threads_option(),
 ) -> None:
@@ -181,7 +184,7 @@ def extract(
         parts["speaker"] = [{"kind": "dvector"}] if dvector else []
     sections = [(role, section) for role, listed in parts.items() for section in listed]
     report = extract_features(manifest, out_dir, cfg, workers=workers, progress=progress, stats_from=stats_from,
-                              frontends_dir=frontends, frontends=sections, force=force)
+                              frontends_dir=frontends, frontends=sections, force=force, write_stats=stats)
     say_report(report.summary())
     finish_batch(report.written + report.already_done, report.bad, allow_failures=allow_skips)
 
