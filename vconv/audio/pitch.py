@@ -28,8 +28,9 @@ import torch.nn.functional as F
 __all__ = ["PitchTrack", "track_pitch", "FMIN", "FMAX"]
 
 FMIN = 50.0  # Hz: below the lowest speaking voice (a bass's vocal fry is not pitch we can follow)
-FMAX = 800.0  # Hz: above a child's or a soprano's speaking voice
+FMAX = 500.0  # Hz: above a child's or a soprano's speaking voice (higher, the short lags of vocoder buzz read as pitch)
 WINDOW_SECONDS = 0.064  # two periods of FMIN plus the largest lag: 1024 samples at 16 kHz
+SUBHARMONIC_MARGIN = 0.1  # a dip at a fraction of the chosen lag this close to its depth is the true period
 SILENCE_DB = 45.0  # frames this far below the loud (95th percentile) frame energy are unvoiced whatever their shape
 
 
@@ -108,18 +109,32 @@ def _cumulative_mean_normalised(diff: torch.Tensor) -> torch.Tensor:
 
 
 def _pick_lag(cmnd: torch.Tensor, tau_min: int, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per frame, the lag of the first local minimum of ``cmnd [F, L]`` below ``threshold`` at ``τ >= tau_min``
-    (else the global minimum), refined by a parabola -> ``(lag [F] fractional samples, d' at it [F])``."""
+    """Per frame, the period's lag in ``cmnd [F, L]`` at ``τ >= tau_min``, refined by a parabola -> ``(lag [F]
+    fractional samples, d' at it [F])``.
+
+    YIN's rule: the first local minimum below ``threshold``, else the global minimum. Then the octave check: when a
+    dip near ``τ/k`` (k = 4, 3, 2; ±6 %) is within :data:`SUBHARMONIC_MARGIN` of the chosen one, the chosen lag is a
+    multiple of the period (the octave-down slip of a breathy or creaky frame) and the shortest such dip is taken.
+    """
     frames, length = cmnd.shape
+    rows = torch.arange(frames, device=cmnd.device)
     inner = cmnd[:, tau_min:length - 1]
     is_min = (inner <= cmnd[:, tau_min - 1:length - 2]) & (inner <= cmnd[:, tau_min + 1:])
-    # the first dip within ``threshold`` of the deepest one (YIN's absolute threshold alone picks the period's
-    # multiple whenever the true dip is a little shallow: octave-down slips on breathy frames)
-    deepest = inner.min(dim=1, keepdim=True).values
-    below = is_min & (inner < deepest + threshold)
-    first = torch.where(below.any(dim=1), below.float().argmax(dim=1), inner.argmin(dim=1))
-    tau = first + tau_min  # in 1..L-2: both neighbours exist
-    rows = torch.arange(frames, device=cmnd.device)
+    below = is_min & (inner < threshold)
+    tau = torch.where(below.any(dim=1), below.float().argmax(dim=1), inner.argmin(dim=1)) + tau_min
+    chosen = cmnd[rows, tau]
+    picked = tau.clone()
+    for k in (4, 3, 2):
+        centre = tau.float() / k
+        low = (centre * 0.94).floor().long().clamp(min=tau_min, max=length - 2)
+        width = int(math.ceil(0.12 * length / k)) + 2
+        lags = (low[:, None] + torch.arange(width, device=cmnd.device)).clamp(max=length - 2)
+        inside = lags.float() <= centre[:, None] * 1.06
+        values = torch.where(inside, cmnd.gather(1, lags), torch.full_like(lags, 10.0, dtype=cmnd.dtype))
+        best, at = values.min(dim=1)
+        shorter = (best < chosen + SUBHARMONIC_MARGIN) & (picked == tau) & (centre >= tau_min)
+        picked = torch.where(shorter, lags[rows, at], picked)
+    tau = picked.clamp(min=1, max=length - 2)
     left, mid, right = cmnd[rows, tau - 1], cmnd[rows, tau], cmnd[rows, tau + 1]
     curve = left - 2 * mid + right
     offset = torch.where(curve > 1e-9, 0.5 * (left - right) / curve, torch.zeros_like(curve)).clamp(-0.5, 0.5)
