@@ -35,8 +35,6 @@ judge() {  # judge BUNDLE OUT
   [[ -f $2/results.json ]] && return 0
   $VCONV evaluate --model "$1" --manifest "$EXP/data/test.jsonl" -o "$2" --sources-per-pair 5 --seed 0 --no-progress --force
 }
-log "judging the starting bundle $FROM"
-judge "$FROM" "$EXP/finetune/from/eval"
 for row in $ROWS; do
   IFS=: read -r name conf overrides <<< "$row"
   run=$EXP/finetune/$name
@@ -60,4 +58,6 @@ for row in $ROWS; do
   log "row $name: judging"
   judge "$run/train/model" "$run/eval"
 done
+log "judging the starting bundle $FROM"
+judge "$FROM" "$EXP/finetune/from/eval"
 log "done"

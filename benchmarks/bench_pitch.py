@@ -1,0 +1,155 @@
+"""The pitch path measured: the tracker against WORLD, and what a bundle does with the source's melody.
+
+Usage::
+
+    python benchmarks/bench_pitch.py tracker --manifest EXP/data/test.jsonl [--per-speaker 8]
+    python benchmarks/bench_pitch.py example [--model BUNDLE] [--shift 5]
+
+``tracker``: vconv's YIN (:mod:`vconv.audio.pitch`, what the pitch front-end runs) and WORLD dio + stonemask against
+WORLD harvest (the reference: slow, the most careful of the weight-free trackers) on ``--per-speaker`` utterances of
+each speaker of the manifest, on vconv's frame grid (16 ms): gross pitch error (frames both call voiced whose F0
+differs by more than 20 % / 50 cents), voicing decision error, the correlation of log-F0 on jointly voiced frames,
+and the seconds each takes per 10 s of audio (two threads, best of five).
+
+``example``: the README's example (``examples/source.wav`` to ``examples/target.wav``) converted by ``--model``
+(default the shipped bundle), judged by WORLD harvest: the share of the source's voiced frames that are voiced in the
+output (the issue's bar: at least 85 %), the correlation of the output's log-F0 with the source's on frames both
+voice, the register (median F0) of source, target and output; and, for a bundle with the pitch path, the same with
+``--pitch-shift SHIFT``: the output's median F0 should move by SHIFT semitones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+HOP_SECONDS = 0.016
+
+
+def harvest(wav: np.ndarray, rate: int = 16000) -> np.ndarray:
+    import pyworld as pw
+
+    f0, _ = pw.harvest(wav.astype(np.float64), rate, f0_floor=50.0, f0_ceil=800.0, frame_period=1000 * HOP_SECONDS)
+    return f0
+
+
+def dio(wav: np.ndarray, rate: int = 16000) -> np.ndarray:
+    import pyworld as pw
+
+    x = wav.astype(np.float64)
+    f0, t = pw.dio(x, rate, f0_floor=50.0, f0_ceil=500.0, frame_period=1000 * HOP_SECONDS)
+    return pw.stonemask(x, f0, t, rate)
+
+
+def yin(wav: np.ndarray, rate: int = 16000) -> np.ndarray:
+    from vconv.audio.pitch import track_pitch
+
+    track = track_pitch(torch.from_numpy(wav), rate, int(HOP_SECONDS * rate))
+    return torch.where(track.voiced, track.f0, torch.zeros_like(track.f0)).numpy()
+
+
+def compare(reference: np.ndarray, estimate: np.ndarray) -> dict[str, float]:
+    """Counts for GPE / VDE / correlation of ``estimate`` against ``reference`` (Hz per frame, 0 = unvoiced)."""
+    n = min(reference.size, estimate.size)
+    ref, est = reference[:n], estimate[:n]
+    both = (ref > 0) & (est > 0)
+    cents = 1200 * np.abs(np.log2(est[both] / ref[both]))
+    return {"frames": n, "both": int(both.sum()), "gross20": int((cents > 1200 * math.log2(1.2)).sum()),
+            "gross50": int((cents > 50).sum()), "voicing_errors": int(((ref > 0) != (est > 0)).sum()),
+            "log_est": np.log(est[both]).tolist(), "log_ref": np.log(ref[both]).tolist()}
+
+
+def tracker_report(manifest: Path, per_speaker: int) -> None:
+    from vconv.audio.io import load
+    from vconv.data.manifest import read_manifest
+
+    torch.set_num_threads(2)
+    by_speaker: dict[str, list] = {}
+    for utt in read_manifest(manifest, nonempty=True):
+        by_speaker.setdefault(utt.speaker, []).append(utt)
+    wavs = [load(u.path, 16000)[0] for utts in by_speaker.values() for u in utts[:per_speaker]]
+    references = [harvest(w) for w in wavs]
+    ten = np.concatenate(wavs)[: 10 * 16000]
+    print(f"{len(wavs)} utterances of {len(by_speaker)} speakers ({sum(w.size for w in wavs) / 16000:.0f} s), against WORLD harvest")
+    print("| tracker | GPE 20 % | GPE 50 cents | voicing error | log-F0 correlation | s per 10 s |")
+    print("|---|---|---|---|---|---|")
+    for name, track in (("vconv YIN (the pitch front-end)", yin), ("WORLD dio + stonemask", dio)):
+        rows = [compare(ref, track(w)) for ref, w in zip(references, wavs)]
+        both = sum(r["both"] for r in rows)
+        est = np.concatenate([r["log_est"] for r in rows])
+        ref = np.concatenate([r["log_ref"] for r in rows])
+        seconds = best_of(5, lambda: track(ten))
+        print(f"| {name} | {sum(r['gross20'] for r in rows) / both:.3f} | {sum(r['gross50'] for r in rows) / both:.3f} | "
+              f"{sum(r['voicing_errors'] for r in rows) / sum(r['frames'] for r in rows):.3f} | "
+              f"{np.corrcoef(est, ref)[0, 1]:.3f} | {seconds:.3f} |")
+
+
+def best_of(repeat: int, fn) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def example_report(model: str | None, shift: float) -> None:
+    import vconv
+    from vconv.audio.io import load
+
+    source = load(REPO / "examples" / "source.wav", 16000)[0]
+    target = load(REPO / "examples" / "target.wav", 16000)[0]
+    converter = vconv.load(model)
+    out = converter.convert(source, [target], sr=16000)
+    f0_src, f0_tgt, f0_out = harvest(source), harvest(target), harvest(out)
+    result = example_scores(f0_src, f0_out)
+    result.update(source_hz=median_hz(f0_src), target_hz=median_hz(f0_tgt), output_hz=median_hz(f0_out),
+                  model=str(converter.info.path))
+    if converter.model.reads_pitch:
+        shifted = vconv.load(model, pitch_shift=shift).convert(source, [target], sr=16000)
+        f0_shifted = harvest(shifted)
+        result["shift"] = shift
+        result["shift_measured"] = 12 * math.log2(median_hz(f0_shifted) / median_hz(f0_out))
+    print(json.dumps(result, indent=1))
+
+
+def median_hz(f0: np.ndarray) -> float:
+    voiced = f0[f0 > 0]
+    return float(np.median(voiced)) if voiced.size else 0.0
+
+
+def example_scores(f0_src: np.ndarray, f0_out: np.ndarray) -> dict[str, float]:
+    n = min(f0_src.size, f0_out.size)
+    src, out = f0_src[:n], f0_out[:n]
+    both = (src > 0) & (out > 0)
+    corr = float(np.corrcoef(np.log(src[both]), np.log(out[both]))[0, 1]) if both.sum() > 2 else float("nan")
+    return {"source_voiced_frames": int((src > 0).sum()), "output_voiced_frames": int((out > 0).sum()),
+            "voiced_where_source_is": float(both.sum() / max(1, (src > 0).sum())), "f0_correlation": corr}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    tracker = sub.add_parser("tracker")
+    tracker.add_argument("--manifest", type=Path, required=True)
+    tracker.add_argument("--per-speaker", type=int, default=8)
+    example = sub.add_parser("example")
+    example.add_argument("--model", default=None)
+    example.add_argument("--shift", type=float, default=5.0)
+    args = parser.parse_args()
+    if args.what == "tracker":
+        tracker_report(args.manifest, args.per_speaker)
+    else:
+        example_report(args.model, args.shift)
+
+
+if __name__ == "__main__":
+    main()
