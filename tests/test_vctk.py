@@ -284,7 +284,9 @@ def test_recipe_configs_load(name):
     else:
         assert train.steps == 100_000 and train.batch_size == 32 and model.channels == 512
     assert model.adversary is (name != "ablations/no_adversary")
-    assert model.codebook_size == {"ablations/codebook_64": 64, "debug": 32}.get(name, 256)
+    assert model.codebook_size == {"ablations/codebook_64": 64, "debug": 32}.get(name, 512)
+    # the shipped model's design, at every scale: Whisper content states and the pitch path
+    assert model.content_frontend == {"kind": "whisper", "layer": 4} and model.pitch_frontend == {"kind": "yin"}
 
 
 # ------------------------------------------------------------------------------------ end to end

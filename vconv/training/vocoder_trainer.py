@@ -43,6 +43,7 @@ from vconv.data.audio_segments import AudioSegments
 from vconv.data.manifest import read_manifest
 from vconv.errors import VconvError
 from vconv.models.budget import build_within_budget
+from vconv.models.contour import decoder_contour
 from vconv.training.base import BaseTrainer
 from vconv.training.runs import load_training_state
 from vconv.vocoders.discriminators import CombinedDiscriminator
@@ -112,12 +113,28 @@ class VocoderTrainer(BaseTrainer):
         return self.tcfg.adversarial and (self.step if step is None else step) >= self.tcfg.gan_start_step
 
     @torch.no_grad()
-    def vocoder_input(self, mel: torch.Tensor) -> torch.Tensor:
-        """The log-mel the vocoder sees: the real one, or the VC model's reconstruction of it (denormalised)."""
+    def vocoder_input(self, mel: torch.Tensor, wav: torch.Tensor | None = None) -> torch.Tensor:
+        """The log-mel ``[B, n_mels, F]`` the vocoder sees: the real one, or the VC model's reconstruction of it
+        (denormalised). A model whose paths read more than the mel (Whisper states, the pitch contour) reads them of
+        ``wav [B, T]``, the segments the mels are of."""
         if self.vc_model is None:
             return mel
-        norm = self.frontend.normalize(mel)
-        return self.frontend.denormalize(self.vc_model.reconstruct(norm, norm).mel.float())
+        frontend, norm = self.frontend, self.frontend.normalize(mel)
+        if frontend.content is None and frontend.speaker is None and not self.vc_model.reads_pitch:
+            return frontend.denormalize(self.vc_model.reconstruct(norm, norm).mel.float())
+        if wav is None:
+            raise VconvError("this VC model reads more than the mel: vocoder_input needs the audio too")
+        items = [w.float().cpu().numpy() for w in wav]
+
+        def per_item(read) -> torch.Tensor:
+            return torch.cat([read(w) for w in items]).to(mel.device)[..., : mel.shape[-1]]
+
+        content = per_item(frontend.content_input) if frontend.content is not None else norm
+        speaker = per_item(frontend.speaker_input) if frontend.speaker is not None else norm
+        pitch = None
+        if self.vc_model.reads_pitch:
+            pitch = decoder_contour(per_item(frontend.pitch_input), self.vc_model.config.pitch_register)
+        return frontend.denormalize(self.vc_model.reconstruct(content, speaker, pitch=pitch).mel.float())
 
     # ------------------------------------------------------------------------------------------ step
 
@@ -130,9 +147,9 @@ class VocoderTrainer(BaseTrainer):
         mel = self.frontend.log_mel(wav)
         with self.autocast():
             if t.phase_weight > 0:
-                pred, phase = self.gen_net(self.vocoder_input(mel), return_phase=True)
+                pred, phase = self.gen_net(self.vocoder_input(mel, wav), return_phase=True)
             else:
-                pred = self.gen_net(self.vocoder_input(mel))
+                pred = self.gen_net(self.vocoder_input(mel, wav))
         metrics: dict[str, float] = {}
         gan = self.gan_active()
         n = wav.shape[0]
@@ -194,17 +211,18 @@ class VocoderTrainer(BaseTrainer):
             mel_l1 = stft = 0.0
             for wav in wavs:
                 mel = self.frontend.log_mel(wav[None])
-                pred = vocode(mel)
+                pred = vocode(mel, wav[None])
                 mel_l1 += self.mel_loss(pred, mel).item()
                 stft += self.stft_loss(pred, wav[None]).item()
             return {"mel_l1": mel_l1 / len(wavs), "stft": stft / len(wavs)}
 
         # as at inference (post-processing on), and the network's own output (what the losses train)
-        result = score(lambda mel: self.generator(self.vocoder_input(mel)))
-        raw = score(lambda mel: self.generator(self.vocoder_input(mel), post_process=False))
+        result = score(lambda mel, wav: self.generator(self.vocoder_input(mel, wav)))
+        raw = score(lambda mel, wav: self.generator(self.vocoder_input(mel, wav), post_process=False))
         result.update({f"{k}_raw": v for k, v in raw.items()})
         if self._gl_reference is None:
-            self._gl_reference = score(GriffinLim(self.fcfg).to(self.device))
+            griffin_lim = GriffinLim(self.fcfg).to(self.device)
+            self._gl_reference = score(lambda mel, wav: griffin_lim(mel))
         result.update({f"gl_{k}": v for k, v in self._gl_reference.items()})
         return result
 
