@@ -120,7 +120,8 @@ class VocoderTrainer(BaseTrainer):
         if self.vc_model is None:
             return mel
         frontend, norm = self.frontend, self.frontend.normalize(mel)
-        if frontend.content is None and frontend.speaker is None and not self.vc_model.reads_pitch:
+        reads_mel = [part is None or part.is_log_mel for part in (frontend.content, frontend.speaker)]
+        if all(reads_mel) and not self.vc_model.reads_pitch:
             return frontend.denormalize(self.vc_model.reconstruct(norm, norm).mel.float())
         if wav is None:
             raise VconvError("this VC model reads more than the mel: vocoder_input needs the audio too")
@@ -129,8 +130,8 @@ class VocoderTrainer(BaseTrainer):
         def per_item(read) -> torch.Tensor:
             return torch.cat([read(w) for w in items]).to(mel.device)[..., : mel.shape[-1]]
 
-        content = per_item(frontend.content_input) if frontend.content is not None else norm
-        speaker = per_item(frontend.speaker_input) if frontend.speaker is not None else norm
+        content = norm if reads_mel[0] else per_item(frontend.content_input)
+        speaker = norm if reads_mel[1] else per_item(frontend.speaker_input)
         pitch = None
         if self.vc_model.reads_pitch:
             pitch = decoder_contour(per_item(frontend.pitch_input), self.vc_model.config.pitch_register)
