@@ -18,7 +18,8 @@ Usage: python benchmarks/bench_stream.py [--model M] [--threads 1] [--minutes 10
    offline and streamed, judged by Resemblyzer (SIM→target against another utterance of the target,
    SIM→source) and Whisper base (CER against the transcript); and the joins: the largest frame-to-frame
    level step of each streamed output against the offline one's (the measure ``tests/test_convert.py``
-   uses for chunk joins), worst over the pairs.
+   uses for chunk joins), worst over the pairs; and the correlation of each output's log-F0 with its source's
+   (WORLD dio, as ``vconv evaluate``'s F0 column).
 """
 
 from __future__ import annotations
@@ -109,8 +110,10 @@ def quality(vc, manifest: Path, sources_per_pair: int, settings: dict, work: Pat
         sim_t = [speaker.similarity(p.converted, p.target_other) for p in pairs]
         sim_s = [speaker.similarity(p.converted, p.source_other) for p in pairs if p.source_other]
         cers = [M.cer(p.text, asr.transcribe(p.converted)) for p in pairs if p.text]
+        f0_corr = [c for c in (_f0_correlation(p.source, p.converted) for p in pairs) if np.isfinite(c)]
         result[name] = {"sim_target": statistics.mean(sim_t), "sim_source": statistics.mean(sim_s),
-                        "cer": statistics.mean(cers), "success": M.success_rate(sim_t, sim_s) if len(sim_s) == len(sim_t) else None}
+                        "cer": statistics.mean(cers), "success": M.success_rate(sim_t, sim_s) if len(sim_s) == len(sim_t) else None,
+                        "f0_corr_with_source": statistics.mean(f0_corr) if f0_corr else None}
     ratios = []
     for o, s in zip(runs["offline"], runs["streamed"]):
         (stream_step, frame), (offline_step, _) = _largest_step(vc, s.converted), _largest_step(vc, o.converted)
@@ -121,6 +124,15 @@ def quality(vc, manifest: Path, sources_per_pair: int, settings: dict, work: Pat
     result["join_step_ratio_median"] = statistics.median(r for r, _, _ in ratios)
     result["join_step_share_over_1_25"] = sum(r > 1.25 for r, _, _ in ratios) / len(ratios)
     return result
+
+
+def _f0_correlation(source: str, converted: str) -> float:
+    """The correlation of the converted file's log-F0 with its source's (WORLD dio, as `vconv evaluate` judges it)."""
+    from vconv.audio.io import load as load_audio
+    from vconv.evaluation import metrics as M
+
+    rate = 16000
+    return M.f0_scores(M.f0_contour(load_audio(source, rate)[0], rate), M.f0_contour(load_audio(converted, rate)[0], rate)).corr
 
 
 def _largest_step(vc, path: str) -> tuple[float, int]:
