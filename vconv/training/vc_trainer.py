@@ -161,9 +161,8 @@ class ModelTrainer(BaseTrainer):
             missing = self.model.load_state_dict(trained.state_dict(), strict=False).missing_keys
             assert all(key.startswith("decoder.pitch_in.") for key in missing), missing
             assert self.model.decoder.pitch_in is not None  # grows: this run's model reads pitch
-            for projection in self.model.decoder.pitch_in:
-                torch.nn.init.zeros_(projection.weight)
-                torch.nn.init.zeros_(projection.bias)
+            for weight in self.model.decoder.pitch_in.parameters():
+                torch.nn.init.zeros_(weight)  # each projection's weight and bias
             if self.dist.is_main:
                 print(f"note: {bundle} has no pitch path; it starts at zero (the bundle's model exactly)", file=sys.stderr)
         else:
@@ -320,21 +319,7 @@ class ModelTrainer(BaseTrainer):
             by_speaker.setdefault(utt.speaker, []).append(i)
         recon, recon_self, ppl, embeddings, speakers = [], [], [], [], []
         for i in picks:
-            mel, full_content, own_ref = self._valid_inputs(i)
-            full_pitch = self._valid_contour(i)
-            content, target, other, pitch = full_content, mel, self._other_reference(i, by_speaker), full_pitch
-            if other is None:  # a lone utterance: content from one half, speaker (and reference path) from the other
-                half = mel.shape[-1] // 2
-                target, content = mel[..., :half], content[..., :half]
-                pitch = pitch[..., :half] if pitch is not None else None
-                ref = own_ref if self.speaker_part.per_utterance else own_ref[..., half:]
-                frames = self._reference_frames(mel, full_content)[..., half:]
-            else:
-                ref, frames = other
-            with self.autocast():
-                out = self.model.reconstruct(content, ref, ref_frames=frames, pitch=pitch)
-                own = self.model.reconstruct(full_content, own_ref, ref_frames=self._reference_frames(mel, full_content),
-                                             pitch=full_pitch)
+            out, target, own, mel = self._valid_reconstructions(i, by_speaker)
             recon.append(F.l1_loss(out.mel.float(), target).item())
             recon_self.append(F.l1_loss(own.mel.float(), mel).item())
             ppl.append(own.quantizer.perplexity.item())
@@ -365,6 +350,27 @@ class ModelTrainer(BaseTrainer):
         tensors = self.valid_store.tensors(index)
         mel = self.frontend.normalize(tensors["mel"])[None].to(self.device)
         return mel, self._path_input(self.content_part, tensors, mel), self._path_input(self.speaker_part, tensors, mel)
+
+    def _valid_reconstructions(self, i: int, by_speaker: Mapping[str, list[int]]) -> tuple[ReconstructionOutput, torch.Tensor,
+                                                                                         ReconstructionOutput, torch.Tensor]:
+        """``(reconstruction with another utterance's speaker path, its target, reconstruction with its own, the
+        utterance's mel)`` of held-out utterance ``i`` (:meth:`validate`)."""
+        mel, full_content, own_ref = self._valid_inputs(i)
+        full_pitch = self._valid_contour(i)
+        content, target, other, pitch = full_content, mel, self._other_reference(i, by_speaker), full_pitch
+        if other is None:  # a lone utterance: content from one half, speaker (and reference path) from the other
+            half = mel.shape[-1] // 2
+            target, content = mel[..., :half], content[..., :half]
+            pitch = pitch[..., :half] if pitch is not None else None
+            ref = own_ref if self.speaker_part.per_utterance else own_ref[..., half:]
+            frames = self._reference_frames(mel, full_content)[..., half:]
+        else:
+            ref, frames = other
+        with self.autocast():
+            out = self.model.reconstruct(content, ref, ref_frames=frames, pitch=pitch)
+            own = self.model.reconstruct(full_content, own_ref, ref_frames=self._reference_frames(mel, full_content),
+                                         pitch=full_pitch)
+        return out, target, own, mel
 
     def _valid_contour(self, index: int) -> torch.Tensor | None:
         """The decoder's contour ``[1, 3, F]`` of a held-out utterance (its own register), or None without the pitch path."""
