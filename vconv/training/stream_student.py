@@ -89,6 +89,9 @@ class Distiller:
     """One teacher, one student, the training utterances and their voices."""
 
     def __init__(self, teacher, train: list[Utterance], valid: list[Utterance], settings: StudentSettings) -> None:
+        if teacher.reads_pitch:  # the student would need the contour of every utterance too; not built
+            raise VconvError("a causal twin is distilled from a model without the pitch path (a pitch model streams as "
+                             "it is: vconv stream runs the offline model on each window)")
         self.teacher = teacher.eval().requires_grad_(False)
         self.student = make_causal(copy.deepcopy(teacher), settings.layout).requires_grad_(True)
         self.student.quantizer.eval()  # the codebook is the teacher's: no EMA updates, straight-through gradients
