@@ -233,3 +233,20 @@ def test_cli_pitch_controls_on_a_pitch_model(tiny_pitch_bundle, voices, tmp_path
                     "--pitch-shift", "-3.5", "--pitch-register", "source")
     assert result.exit_code == 0, result.output
     assert out.is_file()
+
+
+def test_the_fourier_basis_of_the_contour_and_the_grown_parts_learning_rate(manifests, tmp_path, tiny_bundle):
+    from vconv.models.decoder import pitch_features
+
+    contour = decoder_contour(rows_of(torch.linspace(math.log(80.0), math.log(300.0), 20)), "explicit")
+    expanded = pitch_features(contour, 4)
+    assert expanded.shape == (1, 3 + 8, 20) and torch.equal(expanded[:, :3], contour)
+    assert torch.allclose(expanded[:, 3], torch.sin(math.pi * contour[:, 0]))
+    overrides = [f"train.train_manifest={manifests / 'train.jsonl'}", f"train.run_dir={tmp_path / 'run'}",
+                 f"train.init_from={tiny_bundle}", "model.pitch_frontend.kind=yin", "model.adversary=false",
+                 "model.pitch_harmonics=4", "train.grown_lr_scale=10"]
+    trainer = ModelTrainer(*load_run_config("debug", overrides), progress=False)
+    groups = trainer.optimizer.param_groups
+    assert len(groups) == 2 and groups[1]["initial_lr"] == pytest.approx(10 * groups[0]["initial_lr"])
+    assert trainer.model.decoder.pitch_in[0].weight.shape[1] == 11
+    trainer.train_step(trainer.batches[0])

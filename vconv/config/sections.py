@@ -66,7 +66,7 @@ class ModelConfig(ConfigSection):
               "code_dim": (1, 4096), "codebook_size": (1, 65536), "vq_beta": (0.0, 100.0), "vq_decay": (0.0, 1.0),
               "vq_dead_after": (0, 10**9), "vq_groups": (1, 4096), "speaker_channels": (1, 4096), "speaker_blocks": (1, 64),
               "speaker_dim": (1, 4096), "decoder_blocks": (1, 64), "kernel_size": (1, 63), "dropout": (0.0, 1.0),
-              "adversary_hidden": (1, 4096), "n_speakers": (0, 1_000_000)}
+              "adversary_hidden": (1, 4096), "n_speakers": (0, 1_000_000), "pitch_harmonics": (0, 64)}
 
     n_mels: int = 80
     channels: int = 256
@@ -105,6 +105,8 @@ class ModelConfig(ConfigSection):
     # contour; pitch_register "explicit" gives it the output's log-F0, "implicit" only the whitened shape
     pitch_frontend: dict[str, Any] = field(default_factory=lambda: {"kind": "none"})
     pitch_register: str = "explicit"
+    # the contour's log-F0 row also as sin/cos of this many multiples (vconv.models.decoder.pitch_features; 0 = the row alone)
+    pitch_harmonics: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -187,7 +189,7 @@ class TrainConfig(LoopConfig):
               "mel_fm_weight": (0.0, 1e6), "mel_gan_start_step": (0, 10**9), "mel_disc_lr": (0.0, 10.0),
               "mel_disc_channels": (1, 1024), "speaker_consistency_weight": (0.0, 1e6),
               "speaker_consistency_items": (1, 4096), "content_consistency_weight": (0.0, 1e6),
-              "content_consistency_items": (1, 4096)}
+              "content_consistency_items": (1, 4096), "grown_lr_scale": (0.0, 1000.0)}
 
     features_dir: str | None = None  # where `vconv extract` wrote features; None = compute on the fly
     frontends_dir: str | None = None  # `vconv frontend prepare` output: needed when the model reads Whisper or d-vectors
@@ -226,6 +228,9 @@ class TrainConfig(LoopConfig):
     # the real segment joins the loss with this weight (0 = off; needs train.frontends_dir)
     content_consistency_weight: float = 0.0
     content_consistency_items: int = 8
+    # the learning rate of parts a fine-tuning run grows onto a trained bundle (the pitch projections), as a multiple of
+    # train.lr: they start at zero and must catch up with weights trained for thousands of steps
+    grown_lr_scale: float = 1.0
     # a model bundle to start from (a fine-tuning run: its weights and its normalisation statistics, a fresh optimiser
     # and schedule at step 0); its model and feature configs must be this run's
     init_from: str | None = None

@@ -353,7 +353,8 @@ def decoder_for(cfg: ModelConfig, stride: int) -> AdaINDecoder:
     pitch = pitch_part(cfg)
     return AdaINDecoder(code_dim=cfg.code_dim, channels=cfg.channels, blocks=cfg.decoder_blocks,
                         speaker_dim=cfg.speaker_dim, n_mels=cfg.n_mels, kernel_size=cfg.kernel_size,
-                        stride=stride, dropout=cfg.dropout, pitch_channels=pitch.channels(cfg.n_mels) if pitch else 0)
+                        stride=stride, dropout=cfg.dropout, pitch_channels=pitch.channels(cfg.n_mels) if pitch else 0,
+                        pitch_harmonics=cfg.pitch_harmonics)
 
 
 def adversary_for(cfg: ModelConfig) -> SpeakerClassifier | None:

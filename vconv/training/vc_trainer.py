@@ -103,7 +103,7 @@ class ModelTrainer(BaseTrainer):
         torch.manual_seed(train.seed)
         self.model: VoiceConversionModel = build_model(model).to(self.device)
         self.net = self.distributed(self.model)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        self.optimizer = torch.optim.AdamW(self._parameter_groups(train), lr=train.lr, weight_decay=train.weight_decay)
         self.scheduler = self.make_scheduler(self.optimizer)
         self._build_output_critics(features, train)
         state = self.latest_state()
@@ -143,6 +143,16 @@ class ModelTrainer(BaseTrainer):
             layer = int(self.mcfg.content_frontend.get("layer", 4)) if self.mcfg.content_frontend.get("kind") == "whisper" else 4
             self.content_consistency = load_content_critic(features, train.frontends_dir, layer).to(self.device)
 
+    def _parameter_groups(self, train: TrainConfig) -> list[dict[str, Any]]:
+        """The optimiser's groups: the parts grown onto a trained bundle (the pitch projections, when ``init_from`` has
+        none) at ``train.grown_lr_scale`` × the learning rate, the rest at it."""
+        grown = [p for name, p in self.model.named_parameters() if name.startswith("decoder.pitch_in.")]
+        if not (train.init_from and grown and train.grown_lr_scale != 1.0):
+            return [{"params": list(self.model.parameters())}]
+        ids = {id(p) for p in grown}
+        return [{"params": [p for p in self.model.parameters() if id(p) not in ids]},
+                {"params": grown, "lr": train.lr * train.grown_lr_scale}]
+
     def _frontend(self, stats: FeatureStats) -> FrontEnd:
         return bundle_frontend(self.fcfg, self.mcfg, stats, self.spec)
 
@@ -152,7 +162,8 @@ class ModelTrainer(BaseTrainer):
         trained, _, info = load_bundle(bundle)  # sha256-checked
         grows = _adds_pitch_path(info.model_config, self.mcfg)
         theirs_model = dataclasses.replace(info.model_config, pitch_frontend=self.mcfg.pitch_frontend,
-                                           pitch_register=self.mcfg.pitch_register) if grows else info.model_config
+                                           pitch_register=self.mcfg.pitch_register,
+                                           pitch_harmonics=self.mcfg.pitch_harmonics) if grows else info.model_config
         for what, theirs, ours in (("model", theirs_model, self.mcfg), ("feature", info.feature_config, self.fcfg)):
             if theirs != ours:  # "model.channels: the bundle's vs this run's"
                 diffs = "; ".join(f"{what}.{d}" for d in theirs.differences(ours))
