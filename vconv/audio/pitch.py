@@ -31,6 +31,7 @@ FMIN = 50.0  # Hz: below the lowest speaking voice (a bass's vocal fry is not pi
 FMAX = 500.0  # Hz: above a child's or a soprano's speaking voice (higher, the short lags of vocoder buzz read as pitch)
 WINDOW_SECONDS = 0.064  # two periods of FMIN plus the largest lag: 1024 samples at 16 kHz
 SUBHARMONIC_MARGIN = 0.1  # a dip at a fraction of the chosen lag this close to its depth is the true period
+EDGE_JUMP_OCTAVES = 0.3  # a voiced run's first or last frame this far from its neighbour is an onset artefact
 SILENCE_DB = 45.0  # frames this far below the loud (95th percentile) frame energy are unvoiced whatever their shape
 
 
@@ -79,8 +80,23 @@ def track_pitch(wav: torch.Tensor, sample_rate: int, hop: int, *, fmin: float = 
     # a dip at the shortest lag allowed is the range's edge, not a period (onsets, where half the frame is silence)
     inside = lag > tau_min + 0.5
     voiced = (periodicity >= voicing) & (level_db > loud - SILENCE_DB) & (energy > 1e-8) & inside
+    voiced = voiced & ~_stray_run_edges(f0, voiced)
     f0 = _median_of_voiced(torch.where(voiced, f0, torch.zeros_like(f0)), voiced)
     return PitchTrack(f0=f0, voiced=voiced, periodicity=periodicity)
+
+
+def _stray_run_edges(f0: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:
+    """The first and last frames of voiced runs whose F0 is more than :data:`EDGE_JUMP_OCTAVES` from their voiced
+    neighbour's ``[F]`` bool: at an onset or offset the frame is half silence, and its lag is not the period."""
+    if f0.shape[0] < 3:
+        return torch.zeros_like(voiced)
+    before = torch.cat([voiced.new_zeros(1), voiced[:-1]])
+    after = torch.cat([voiced[1:], voiced.new_zeros(1)])
+    jump_next = torch.cat([(f0[:-1] / f0[1:].clamp(min=1.0)).log2().abs(), f0.new_zeros(1)])
+    jump_prev = torch.cat([f0.new_zeros(1), (f0[1:] / f0[:-1].clamp(min=1.0)).log2().abs()])
+    starts = voiced & ~before & after & (jump_next > EDGE_JUMP_OCTAVES)
+    ends = voiced & before & ~after & (jump_prev > EDGE_JUMP_OCTAVES)
+    return starts | ends
 
 
 def _difference(chunks: torch.Tensor, span: int, tau_max: int) -> torch.Tensor:
