@@ -46,7 +46,8 @@ from vconv.inference.target_match import (
 )
 from vconv.inference.voice_file import VoiceCache, VoiceSource, load_voice, reference_digests, voice_file_in
 from vconv.inference.voice_fit import MAX_FIT_SECONDS, FitReference, VoiceFit, check_fit_steps, crop_references, fit_embedding
-from vconv.models.contour import Register, check_pitch_shift, check_register_mode, decoder_contour, voiced_register
+from vconv.models.contour import Register, check_pitch_shift, check_register_mode, decoder_contour, output_log_f0, voiced_register
+from vconv.vocoders.harmonics import impose_harmonics
 
 if TYPE_CHECKING:
     from vconv.inference.streaming import StreamConverter
@@ -73,7 +74,7 @@ class VoiceConverter:
 
     def __init__(self, model, frontend: FrontEnd, info: BundleInfo, vocoder=None, device: str | torch.device = "cpu",
                  target_match: str = DEFAULT_MODE, precision: str = DEFAULT_PRECISION, fit_steps: int = 0,
-                 pitch_shift: float = 0.0, pitch_register: str = "target"):
+                 pitch_shift: float = 0.0, pitch_register: str = "target", harmonics: bool | None = None):
         from vconv.vocoders import check_compatible, get_vocoder
 
         self.model = model.to(device).eval()
@@ -88,6 +89,11 @@ class VoiceConverter:
         self.compute_dtype = resolve_precision(precision, self.device)
         self.fit_steps = check_fit_steps(fit_steps, "fit_steps")
         self.pitch_shift, self.pitch_register = check_pitch_controls(self.model, pitch_shift, pitch_register)
+        # the converted mel rebuilt on a harmonic comb at the output F0 before the vocoder (vconv.vocoders.harmonics): on
+        # by default for a model with the pitch path, which alone moves its harmonics too little with the contour
+        self.harmonics = self.model.reads_pitch if harmonics is None else bool(harmonics)
+        if self.harmonics and not self.model.reads_pitch:
+            raise VconvError("harmonic excitation needs a model with the pitch path (it places the harmonics at its F0)")
         self.voice_cache: VoiceCache | None = None  # fitted voices kept across conversions (the CLI sets one)
         self.fit_progress: Callable[[int, int], None] | None = None  # told (step, steps) during a fit
         self._stream_twin: "VoiceConversionModel | None" = None
@@ -390,6 +396,27 @@ class VoiceConverter:
         stream_chunks(length, read, convert_chunk, emit, chunk=chunk, overlap=overlap, hop=self.features.hop_length,
                       context=context)
 
+    def excite(self, log_mel: torch.Tensor, pitch: "SourcePitch | None") -> torch.Tensor:
+        """``log_mel [1, n_mels, F]`` on a harmonic comb at the output F0 (:attr:`harmonics`), or as it is."""
+        if not self.harmonics or pitch is None:
+            return log_mel
+        frames = log_mel.shape[-1]
+        return impose_harmonics(log_mel, pitch.f0[..., :frames], pitch.voicing[..., :frames], self.frontend.logmel,
+                                math.log(self.features.log_floor))
+
+    def source_pitch(self, wav: np.ndarray, target: Register | None, source: Register | None = None) -> "SourcePitch | None":
+        """The decoder's contour of ``wav`` (:meth:`source_contour`) with the output F0 ``[1, F]`` in Hz and the
+        voicing ``[1, F]`` (voiced × periodicity) that :meth:`excite` places the harmonics with; None without a pitch path."""
+        if not self.model.reads_pitch:
+            return None
+        rows = self.frontend.pitch_input(wav)
+        source = source or voiced_register(rows[0])
+        output = target if self.pitch_register == "target" and target is not None and target.frames else source
+        contour = decoder_contour(rows, self.model.config.pitch_register, source=source, output=output,
+                                  shift_semitones=self.pitch_shift)
+        f0 = torch.exp(output_log_f0(rows[:, 0], source, output, self.pitch_shift))
+        return SourcePitch(contour, f0, rows[:, 1] * rows[:, 2])
+
     def source_contour(self, wav: np.ndarray, target: Register | None, source: Register | None = None) -> torch.Tensor | None:
         """The decoder's contour ``[1, 3, F]`` of model-rate ``wav [T]`` for a model with the pitch path (None without
         one): its melody whitened on ``source`` (default: its own register) and put in the output register (the
@@ -441,19 +468,20 @@ class VoiceConverter:
         def convert_chunk(piece: np.ndarray) -> np.ndarray:
             # the target embedding is computed once per file and handed to the model's one conversion path
             content = self._model_input(piece)
-            pitch = self.source_contour(piece, register, source_register)
+            pitch = self.source_pitch(piece, register, source_register)
             with self.compute():
-                converted = self.model.convert(content, embedding=embedding, reference=reference, pitch=pitch)
+                converted = self.model.convert(content, embedding=embedding, reference=reference,
+                                               pitch=pitch.contour if pitch is not None else None)
             log_mel = self.frontend.denormalize(converted.float())
             # the piece includes its context: room tone within CONTEXT_SECONDS of speech is matched on that speech's
             # statistics (speech frames only), as a pause inside one chunk is
             pause = level is not None and is_pause(energy_level(self.frontend.log_mel(piece)), level)
-            own = self._vocode(log_mel, piece.size) if unmatched else None
+            own = self._vocode(self.excite(log_mel, pitch), piece.size) if unmatched else None
             if matching and not pause and spectrum is not None:  # (matching implies a spectrum; said for mypy)
                 log_mel = match_spectrum(log_mel, spectrum, self.target_match, floor=math.log(self.features.log_floor))
             elif own is not None:  # nothing matched: the two outputs are one
                 return np.stack([own, own])
-            out = self._vocode(log_mel, piece.size)
+            out = self._vocode(self.excite(log_mel, pitch), piece.size)
             return out if own is None else np.stack([out, own])
 
         return convert_chunk
@@ -478,6 +506,16 @@ def limit_peak(wav: np.ndarray, peak: float = PEAK) -> np.ndarray:
     return wav * np.float32(peak / top) if top > peak else wav
 
 
+@dataclasses.dataclass(frozen=True)
+class SourcePitch:
+    """What a conversion needs of its source's pitch: the decoder's ``contour [1, 3, F]``, the output ``f0 [1, F]`` in Hz
+    and the ``voicing [1, F]`` in [0, 1] (voiced × periodicity) of the harmonic excitation."""
+
+    contour: torch.Tensor
+    f0: torch.Tensor
+    voicing: torch.Tensor
+
+
 def check_pitch_controls(model: "VoiceConversionModel", shift: float, register: str) -> tuple[float, str]:
     """``(shift, register)`` checked for ``model``: a number of semitones within range and a register mode; a model
     without the pitch path takes only the defaults (it has no contour to move). One-line VconvErrors."""
@@ -493,7 +531,8 @@ def check_pitch_controls(model: "VoiceConversionModel", shift: float, register: 
 
 def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, device: str | torch.device = "cpu",
          fast: bool = False, target_match: str = DEFAULT_MODE, precision: str = DEFAULT_PRECISION,
-         fit_steps: int = 0, pitch_shift: float = 0.0, pitch_register: str = "target") -> VoiceConverter:
+         fit_steps: int = 0, pitch_shift: float = 0.0, pitch_register: str = "target",
+         harmonics: bool | None = None) -> VoiceConverter:
     """Load a bundle by name or folder (default: the shipped model) as a :class:`VoiceConverter`.
 
     ``fast`` runs the bundle's neural vocoder without its inference-time post-processing (phase
@@ -503,7 +542,8 @@ def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, 
     (:mod:`vconv.inference.precision`). ``fit_steps``: tune the speaker embedding on the target references for this
     many steps before converting (:mod:`vconv.inference.voice_fit`; 0, the default, uses the speaker encoder's).
     ``pitch_shift`` (semitones, ±24) and ``pitch_register`` (``target`` or ``source``): the pitch controls of a model with
-    the pitch path (:class:`VoiceConverter`).
+    the pitch path (:class:`VoiceConverter`); ``harmonics``: rebuild the converted mel on a harmonic comb at the output F0
+    before the vocoder (:mod:`vconv.vocoders.harmonics`; default: on for a model with the pitch path).
     """
     from vconv.bundles import load_bundle_vocoder
     from vconv.vocoders import get_vocoder
@@ -531,7 +571,7 @@ def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, 
         vocos = cast(VocosVocoder, voc)  # named vocos just above
         vocos.config = vocos.config.without_post_processing()
     converter = VoiceConverter(model, frontend, info, voc, device, target_match=target_match, precision=precision,
-                               fit_steps=fit_steps, pitch_shift=pitch_shift, pitch_register=pitch_register)
+                               fit_steps=fit_steps, pitch_shift=pitch_shift, pitch_register=pitch_register, harmonics=harmonics)
     # the networks were built here and run only under the converter's autocast: their weights lowered once
     # the content encoder stays float32: in bfloat16 it flipped VQ code choices (CER 0.28 -> 0.35 on the fixture
     # conversions of tests/test_pretrained.py; 0.29-0.30 with it in float32 and the rest in bfloat16)

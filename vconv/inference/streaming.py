@@ -42,10 +42,18 @@ from vconv.errors import VconvError
 from vconv.inference.chunking import StreamedOverlapAdd
 from vconv.inference.target import TargetVoice
 from vconv.inference.target_match import LOUD_QUANTILE, SPEECH_RANGE_NATS, SpectrumStats, loud_level, match_spectrum, spectrum_stats
-from vconv.models.contour import DEFAULT_SPREAD, LOG_F0_CENTER, MIN_SPREAD, MIN_VOICED_FRAMES, Register, decoder_contour
+from vconv.models.contour import (
+    DEFAULT_SPREAD,
+    LOG_F0_CENTER,
+    MIN_SPREAD,
+    MIN_VOICED_FRAMES,
+    Register,
+    decoder_contour,
+    output_log_f0,
+)
 
 if TYPE_CHECKING:  # the converter makes streams (VoiceConverter.stream): a type here, not an import
-    from vconv.inference.converter import VoiceConverter
+    from vconv.inference.converter import SourcePitch, VoiceConverter
     from vconv.models.vc import VoiceConversionModel
 
 MAX_BLOCKS_TIMED = 90_000
@@ -248,10 +256,10 @@ class StreamConverter:
         frames = content.shape[-1]
         if hold > 0 and _speech_at_edge(window, self.hop):
             content = torch.cat([content, content[..., -1:].expand(-1, -1, hold)], -1)
-        pitch = self._window_contour(window, lead) if self.model.reads_pitch else None
+        pitch = self._window_pitch(window, lead) if self.model.reads_pitch else None
         with conv.compute():
             converted = self.model.convert(content, embedding=self.embedding, reference=target.reference,
-                                           pitch=pitch)[..., :frames]
+                                           pitch=pitch.contour if pitch is not None else None)[..., :frames]
         log_mel = conv.frontend.denormalize(converted.float())  # [1, n_mels, F], frame j centred at j*hop
         first_new = lead // self.hop  # the block's own frames join the running statistics: those that are
         # speech by the whole window's loudness (a block of silence alone would count all of its frames)
@@ -273,6 +281,7 @@ class StreamConverter:
                 own, mode = primer, "mean"
             if own is not None:
                 log_mel = match_spectrum(log_mel, target.spectrum, mode, floor=floor, own=own)
+        log_mel = conv.excite(log_mel, pitch)
         skip = max(0, first_new - VOCODER_MARGIN_FRAMES)  # render only the last frames, from a margin before the block
         passes = {"post_process": self.settings.vocoder_passes} if getattr(conv.vocoder, "name", "") == "vocos" else {}
         with conv.compute("vocoder"):
@@ -282,8 +291,8 @@ class StreamConverter:
         return audio[offset : offset + keep]
 
 
-    def _window_contour(self, window: np.ndarray, lead: int) -> torch.Tensor:
-        """The decoder's contour ``[1, 3, F]`` of the window: its melody whitened on the source's register so far
+    def _window_pitch(self, window: np.ndarray, lead: int) -> "SourcePitch":
+        """The decoder's contour ``[1, 3, F]`` of the window (with the output F0 and voicing, :class:`SourcePitch`): its melody whitened on the source's register so far
         (the blocks before, pooled with this window's frames from the block on: the primer before sample 0 is the
         target's speech, not the source's), put in the output register (:meth:`VoiceConverter.source_contour`)."""
         conv = self.converter
@@ -299,8 +308,10 @@ class StreamConverter:
         self._pitch_sums += (done.numel(), float(done.sum()), float((done**2).sum()))
         output = self.target.register if conv.pitch_register == "target" and self.target.register is not None \
             and self.target.register.frames else source
-        return decoder_contour(rows, conv.model.config.pitch_register, source=source, output=output,
-                               shift_semitones=conv.pitch_shift)
+        contour = decoder_contour(rows, conv.model.config.pitch_register, source=source, output=output,
+                                  shift_semitones=conv.pitch_shift)
+        f0 = torch.exp(output_log_f0(rows[:, 0], source, output, conv.pitch_shift))
+        return SourcePitch(contour, f0, rows[:, 1] * rows[:, 2])
 
 
 def _register_of_sums(count: float, total: float, squares: float) -> Register:
