@@ -250,3 +250,28 @@ def test_the_fourier_basis_of_the_contour_and_the_grown_parts_learning_rate(mani
     assert len(groups) == 2 and groups[1]["initial_lr"] == pytest.approx(10 * groups[0]["initial_lr"])
     assert trainer.model.decoder.pitch_in[0].weight.shape[1] == 11
     trainer.train_step(trainer.batches[0])
+
+
+def test_harmonic_excitation_puts_the_asked_f0_into_a_spectrum_that_had_none():
+    from vconv.audio.frontend import FrontEnd
+    from vconv.config import FeatureConfig
+    from vconv.vocoders.griffinlim import GriffinLim
+    from vconv.vocoders.harmonics import impose_harmonics
+
+    cfg = FeatureConfig()
+    frontend = FrontEnd(cfg)
+    white = np.random.default_rng(0).standard_normal(SR + 64)
+    noise = torch.from_numpy(np.convolve(white, np.hanning(32), "valid")[:SR].astype(np.float32) * 0.02)  # speech-like tilt
+    log_mel = frontend.log_mel(noise[None])  # [1, 80, F]: no pitch in it
+    frames = log_mel.shape[-1]
+    f0 = torch.full((1, frames), 180.0)
+    excited = impose_harmonics(log_mel, f0, torch.ones(1, frames), frontend.logmel, math.log(cfg.log_floor))
+    assert excited.shape == log_mel.shape
+    # every frame keeps its loudness, and a frame marked unvoiced keeps its spectrum's shape
+    assert torch.allclose(torch.exp(excited).sum(1), torch.exp(log_mel).sum(1), rtol=1e-3)
+    wav = GriffinLim(cfg)(excited)[0]
+    track = track_pitch(wav, SR, HOP)
+    inner = slice(8, -8)
+    assert track.voiced[inner].float().mean() > 0.8
+    assert abs(float(track.f0[inner][track.voiced[inner]].median()) - 180.0) < 180.0 * 0.03
+    assert not track_pitch(GriffinLim(cfg)(log_mel)[0], SR, HOP).voiced[inner].float().mean() > 0.2

@@ -33,6 +33,7 @@ from vconv.cli_common import (
     EXIT_CODES_HELP,
     EXIT_ERROR,
     FIT_VOICE_HELP,
+    HARMONICS_HELP,
     PRECISION_HELP,
     TARGET_MATCH_HELP,
     OneLineErrorsGroup,
@@ -249,6 +250,7 @@ def convert(
     fit_voice: int = typer.Option(0, "--fit-voice", metavar="STEPS", help=FIT_VOICE_HELP),
     pitch_shift: float = pitch_options()[0],
     pitch_register: str = pitch_options()[1],
+    harmonics: Optional[bool] = typer.Option(None, "--harmonics/--no-harmonics", help=HARMONICS_HELP),
     force: bool = typer.Option(False, "--force", help="Overwrite outputs of an earlier run (never a source or a reference)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar in folder mode."),
     no_cache: bool = no_cache_option(),
@@ -272,7 +274,8 @@ def convert(
     if not plan.jobs:
         finish_batch(0, plan.failed)
     converter = load_converter(bundle, no_cache=no_cache, vocoder=vocoder, fast=fast, target_match=target_match,
-                               precision=precision, fit_steps=fit_voice, pitch_shift=pitch_shift, pitch_register=pitch_register)
+                               precision=precision, fit_steps=fit_voice, pitch_shift=pitch_shift, pitch_register=pitch_register,
+                               harmonics=harmonics)
     report = convert_paths(converter, source, target, out, force=force, progress=progress, plan=plan)
     echo_out(report.summary())
     for note in report.notes:
@@ -330,6 +333,7 @@ def evaluate(
     target_match: str = typer.Option("meanstd", "--target-match", help=TARGET_MATCH_HELP),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     fit_voice: int = typer.Option(0, "--fit-voice", metavar="STEPS", help=FIT_VOICE_HELP),
+    harmonics: Optional[bool] = typer.Option(None, "--harmonics/--no-harmonics", help=HARMONICS_HELP),
     seed: int = typer.Option(0, help="Seed of the pair sampling."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the similarity histogram and the embedding projection."),
     asr_model: str = typer.Option("base", "--asr-model", help="CER/WER judge: base (Whisper base, multilingual) or tiny.en; a judge that shares weights with the model is refused."),
@@ -348,7 +352,7 @@ def evaluate(
     report = evaluate_model(EvaluationRequest(
         out, bundle=bundle, manifest=manifest, protocol=protocol, sources_per_pair=sources_per_pair,
         target_refs=target_refs, vocoder=vocoder, target_match=target_match, precision=precision, fit_steps=fit_voice,
-        seed=seed, plots=plots, asr_model=asr_model, force=force, progress=progress))
+        harmonics=harmonics, seed=seed, plots=plots, asr_model=asr_model, force=force, progress=progress))
     echo_out(report.summary_markdown)
     say(f"report: {out}")
 

@@ -59,6 +59,10 @@ PITCH_REGISTER_HELP = ("Whose pitch level the output speaks at: target (the targ
                        "melody is always the source's.")
 
 
+HARMONICS_HELP = ("Rebuild the converted spectrum on a harmonic comb at the output F0 before the vocoder (default: on for a "
+                  "model with the pitch path; docs/ARCHITECTURE.md, \"The pitch path\").")
+
+
 def pitch_options() -> tuple[Any, Any]:
     """The ``--pitch-shift`` and ``--pitch-register`` options of the commands that convert (one definition)."""
     return (typer.Option(0.0, "--pitch-shift", metavar="SEMITONES", help=PITCH_SHIFT_HELP),

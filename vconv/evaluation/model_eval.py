@@ -32,6 +32,7 @@ class EvaluationRequest:
     target_match: str = "meanstd"
     precision: str = "auto"
     fit_steps: int = 0
+    harmonics: bool | None = None  # the harmonic excitation (None: the converter's default, on for a pitch model)
     seed: int = 0
     plots: bool = True
     asr_model: str = "base"
@@ -88,6 +89,9 @@ class _Conversions:
         if self.converter.fit_steps:
             said.append(f"The speaker embedding was fitted to each pair's target references in {self.converter.fit_steps} "
                         "steps (`--fit-voice`): every row of the model, matched and unmatched, converts with it.")
+        if self.converter.model.reads_pitch:
+            said.append("The model reads the source's pitch contour; the harmonic excitation "
+                        f"(vconv.vocoders.harmonics) was {'on' if self.converter.harmonics else 'off'}.")
         if self.skipped_matching:
             said.append(f"Target-spectrum matching was skipped for {len(self.skipped_matching)} conversion(s): their target "
                         "references hold too little speech for trusted statistics, so they are the model's own output.")
@@ -110,7 +114,7 @@ def evaluate_model(request: EvaluationRequest) -> Report:
         from vconv.inference.converter import load
 
         conversions = _Conversions(load(request.bundle, vocoder=request.vocoder, target_match=request.target_match,
-                                        precision=request.precision, fit_steps=request.fit_steps),
+                                        precision=request.precision, fit_steps=request.fit_steps, harmonics=request.harmonics),
                                    request.target_match)
     name = conversions.converter.info.path.name if conversions else request.protocol
     return run_evaluation(
