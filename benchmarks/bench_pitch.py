@@ -15,7 +15,8 @@ and the seconds each takes per 10 s of audio (two threads, best of five).
 (default the shipped bundle), judged by WORLD harvest: the share of the source's voiced frames that are voiced in the
 output (the issue's bar: at least 85 %), the correlation of the output's log-F0 with the source's on frames both
 voice, the register (median F0) of source, target and output; and, for a bundle with the pitch path, the same with
-``--pitch-shift SHIFT``: the output's median F0 should move by SHIFT semitones.
+``--pitch-shift SHIFT``: the output's median F0 should move by SHIFT semitones (``--harmonics``: with the harmonic
+excitation, :mod:`vconv.vocoders.harmonics`).
 """
 
 from __future__ import annotations
@@ -101,20 +102,20 @@ def best_of(repeat: int, fn) -> float:
     return min(times)
 
 
-def example_report(model: str | None, shift: float) -> None:
+def example_report(model: str | None, shift: float, harmonics: bool = False) -> None:
     import vconv
     from vconv.audio.io import load
 
     source = load(REPO / "examples" / "source.wav", 16000)[0]
     target = load(REPO / "examples" / "target.wav", 16000)[0]
-    converter = vconv.load(model)
+    converter = vconv.load(model, harmonics=harmonics)
     out = converter.convert(source, [target], sr=16000)
     f0_src, f0_tgt, f0_out = harvest(source), harvest(target), harvest(out)
     result = example_scores(f0_src, f0_out)
     result.update(source_hz=median_hz(f0_src), target_hz=median_hz(f0_tgt), output_hz=median_hz(f0_out),
                   model=str(converter.info.path))
     if converter.model.reads_pitch:
-        shifted = vconv.load(model, pitch_shift=shift).convert(source, [target], sr=16000)
+        shifted = vconv.load(model, pitch_shift=shift, harmonics=harmonics).convert(source, [target], sr=16000)
         f0_shifted = harvest(shifted)
         result["shift"] = shift
         result["shift_measured"] = 12 * math.log2(median_hz(f0_shifted) / median_hz(f0_out))
@@ -144,11 +145,12 @@ def main() -> None:
     example = sub.add_parser("example")
     example.add_argument("--model", default=None)
     example.add_argument("--shift", type=float, default=5.0)
+    example.add_argument("--harmonics", action="store_true", help="the harmonic excitation before the vocoder")
     args = parser.parse_args()
     if args.what == "tracker":
         tracker_report(args.manifest, args.per_speaker)
     else:
-        example_report(args.model, args.shift)
+        example_report(args.model, args.shift, args.harmonics)
 
 
 if __name__ == "__main__":

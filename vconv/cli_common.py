@@ -53,14 +53,16 @@ NO_CACHE_HELP = ("Do not read or write the cache of fitted voices (~/.cache/vcon
 
 
 PITCH_SHIFT_HELP = ("Transpose the converted voice by this many semitones (-24..24; e.g. 12 = an octave up), on top of "
-                    "the register --pitch-register gives it. Needs a model with the pitch path (the shipped one has it).")
+                    "the register --pitch-register gives it. Needs a model trained with the pitch path "
+                    "(recipes/voices/conf/whisper_mel_pitch.yaml; the shipped model has none yet).")
 PITCH_REGISTER_HELP = ("Whose pitch level the output speaks at: target (the target references' register: a converted voice "
                        "at its own pitch; the default) or source (the source's kept: singing, same-speaker edits). The "
                        "melody is always the source's.")
 
 
-HARMONICS_HELP = ("Rebuild the converted spectrum on a harmonic comb at the output F0 before the vocoder (default: on for a "
-                  "model with the pitch path; docs/ARCHITECTURE.md, \"The pitch path\").")
+HARMONICS_HELP = ("Rebuild the converted spectrum on a harmonic comb at the output F0 before the vocoder (a model with the "
+                  "pitch path): a --pitch-shift then lands in full, at a cost in words (recipes/voices/MODEL_HISTORY.md, "
+                  "\"The pitch path\"); off by default.")
 
 
 def pitch_options() -> tuple[Any, Any]:

@@ -32,7 +32,7 @@ class EvaluationRequest:
     target_match: str = "meanstd"
     precision: str = "auto"
     fit_steps: int = 0
-    harmonics: bool | None = None  # the harmonic excitation (None: the converter's default, on for a pitch model)
+    harmonics: bool = False  # the harmonic excitation before the vocoder (vconv.vocoders.harmonics)
     seed: int = 0
     plots: bool = True
     asr_model: str = "base"

@@ -74,7 +74,7 @@ class VoiceConverter:
 
     def __init__(self, model, frontend: FrontEnd, info: BundleInfo, vocoder=None, device: str | torch.device = "cpu",
                  target_match: str = DEFAULT_MODE, precision: str = DEFAULT_PRECISION, fit_steps: int = 0,
-                 pitch_shift: float = 0.0, pitch_register: str = "target", harmonics: bool | None = None):
+                 pitch_shift: float = 0.0, pitch_register: str = "target", harmonics: bool = False):
         from vconv.vocoders import check_compatible, get_vocoder
 
         self.model = model.to(device).eval()
@@ -89,9 +89,10 @@ class VoiceConverter:
         self.compute_dtype = resolve_precision(precision, self.device)
         self.fit_steps = check_fit_steps(fit_steps, "fit_steps")
         self.pitch_shift, self.pitch_register = check_pitch_controls(self.model, pitch_shift, pitch_register)
-        # the converted mel rebuilt on a harmonic comb at the output F0 before the vocoder (vconv.vocoders.harmonics): on
-        # by default for a model with the pitch path, which alone moves its harmonics too little with the contour
-        self.harmonics = self.model.reads_pitch if harmonics is None else bool(harmonics)
+        # the converted mel rebuilt on a harmonic comb at the output F0 before the vocoder (vconv.vocoders.harmonics): off by
+        # default: it makes a pitch shift land and keeps the voicing, but on the held-out voices it cost words (CER 0.27 ->
+        # 0.53) and WORLD dio reads an octave up on its output (recipes/voices/MODEL_HISTORY.md, "The pitch path")
+        self.harmonics = bool(harmonics)
         if self.harmonics and not self.model.reads_pitch:
             raise VconvError("harmonic excitation needs a model with the pitch path (it places the harmonics at its F0)")
         self.voice_cache: VoiceCache | None = None  # fitted voices kept across conversions (the CLI sets one)
@@ -532,7 +533,7 @@ def check_pitch_controls(model: "VoiceConversionModel", shift: float, register: 
 def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, device: str | torch.device = "cpu",
          fast: bool = False, target_match: str = DEFAULT_MODE, precision: str = DEFAULT_PRECISION,
          fit_steps: int = 0, pitch_shift: float = 0.0, pitch_register: str = "target",
-         harmonics: bool | None = None) -> VoiceConverter:
+         harmonics: bool = False) -> VoiceConverter:
     """Load a bundle by name or folder (default: the shipped model) as a :class:`VoiceConverter`.
 
     ``fast`` runs the bundle's neural vocoder without its inference-time post-processing (phase
@@ -543,7 +544,7 @@ def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, 
     many steps before converting (:mod:`vconv.inference.voice_fit`; 0, the default, uses the speaker encoder's).
     ``pitch_shift`` (semitones, ±24) and ``pitch_register`` (``target`` or ``source``): the pitch controls of a model with
     the pitch path (:class:`VoiceConverter`); ``harmonics``: rebuild the converted mel on a harmonic comb at the output F0
-    before the vocoder (:mod:`vconv.vocoders.harmonics`; default: on for a model with the pitch path).
+    before the vocoder (:mod:`vconv.vocoders.harmonics`; off by default: measured in recipes/voices/MODEL_HISTORY.md).
     """
     from vconv.bundles import load_bundle_vocoder
     from vconv.vocoders import get_vocoder
