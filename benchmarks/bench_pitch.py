@@ -86,7 +86,7 @@ def tracker_report(manifest: Path, per_speaker: int) -> None:
         both = sum(r["both"] for r in rows)
         est = np.concatenate([r["log_est"] for r in rows])
         ref = np.concatenate([r["log_ref"] for r in rows])
-        seconds = best_of(5, lambda: track(ten))
+        seconds = best_of(5, lambda track=track: track(ten))
         print(f"| {name} | {sum(r['gross20'] for r in rows) / both:.3f} | {sum(r['gross50'] for r in rows) / both:.3f} | "
               f"{sum(r['voicing_errors'] for r in rows) / sum(r['frames'] for r in rows):.3f} | "
               f"{np.corrcoef(est, ref)[0, 1]:.3f} | {seconds:.3f} |")
