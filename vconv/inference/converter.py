@@ -32,7 +32,7 @@ from vconv.inference.chunking import process_in_chunks, stream_chunks
 from vconv.inference.devices import check_device
 from vconv.inference.precision import DEFAULT_PRECISION, compute_in, resolve_precision, store_lowered
 from vconv.inference.registry import resolve_bundle
-from vconv.inference.target import PRIMER_SECONDS, TargetVoice
+from vconv.inference.target import PRIMER_SECONDS, SourcePitch, TargetVoice
 from vconv.inference.target_match import (
     DEFAULT_MODE,
     MIN_SPEECH_FRAMES,
@@ -397,7 +397,7 @@ class VoiceConverter:
         stream_chunks(length, read, convert_chunk, emit, chunk=chunk, overlap=overlap, hop=self.features.hop_length,
                       context=context)
 
-    def excite(self, log_mel: torch.Tensor, pitch: "SourcePitch | None") -> torch.Tensor:
+    def excite(self, log_mel: torch.Tensor, pitch: SourcePitch | None) -> torch.Tensor:
         """``log_mel [1, n_mels, F]`` on a harmonic comb at the output F0 (:attr:`harmonics`), or as it is."""
         if not self.harmonics or pitch is None:
             return log_mel
@@ -405,7 +405,7 @@ class VoiceConverter:
         return impose_harmonics(log_mel, pitch.f0[..., :frames], pitch.voicing[..., :frames], self.frontend.logmel,
                                 math.log(self.features.log_floor))
 
-    def source_pitch(self, wav: np.ndarray, target: Register | None, source: Register | None = None) -> "SourcePitch | None":
+    def source_pitch(self, wav: np.ndarray, target: Register | None, source: Register | None = None) -> SourcePitch | None:
         """The decoder's contour of ``wav`` (:meth:`source_contour`) with the output F0 ``[1, F]`` in Hz and the
         voicing ``[1, F]`` (voiced × periodicity) that :meth:`excite` places the harmonics with; None without a pitch path."""
         if not self.model.reads_pitch:
@@ -505,16 +505,6 @@ def limit_peak(wav: np.ndarray, peak: float = PEAK) -> np.ndarray:
     output, and a clipped file loses what the user wanted to keep."""
     top = float(np.max(np.abs(wav))) if wav.size else 0.0
     return wav * np.float32(peak / top) if top > peak else wav
-
-
-@dataclasses.dataclass(frozen=True)
-class SourcePitch:
-    """What a conversion needs of its source's pitch: the decoder's ``contour [1, 3, F]``, the output ``f0 [1, F]`` in Hz
-    and the ``voicing [1, F]`` in [0, 1] (voiced × periodicity) of the harmonic excitation."""
-
-    contour: torch.Tensor
-    f0: torch.Tensor
-    voicing: torch.Tensor
 
 
 def check_pitch_controls(model: "VoiceConversionModel", shift: float, register: str) -> tuple[float, str]:

@@ -40,7 +40,7 @@ import torch
 from vconv.audio.io import check_sample_rate
 from vconv.errors import VconvError
 from vconv.inference.chunking import StreamedOverlapAdd
-from vconv.inference.target import TargetVoice
+from vconv.inference.target import SourcePitch, TargetVoice
 from vconv.inference.target_match import LOUD_QUANTILE, SPEECH_RANGE_NATS, SpectrumStats, loud_level, match_spectrum, spectrum_stats
 from vconv.models.contour import (
     DEFAULT_SPREAD,
@@ -53,7 +53,7 @@ from vconv.models.contour import (
 )
 
 if TYPE_CHECKING:  # the converter makes streams (VoiceConverter.stream): a type here, not an import
-    from vconv.inference.converter import SourcePitch, VoiceConverter
+    from vconv.inference.converter import VoiceConverter
     from vconv.models.vc import VoiceConversionModel
 
 MAX_BLOCKS_TIMED = 90_000
@@ -291,10 +291,11 @@ class StreamConverter:
         return audio[offset : offset + keep]
 
 
-    def _window_pitch(self, window: np.ndarray, lead: int) -> "SourcePitch":
-        """The decoder's contour ``[1, 3, F]`` of the window (with the output F0 and voicing, :class:`SourcePitch`): its melody whitened on the source's register so far
-        (the blocks before, pooled with this window's frames from the block on: the primer before sample 0 is the
-        target's speech, not the source's), put in the output register (:meth:`VoiceConverter.source_contour`)."""
+    def _window_pitch(self, window: np.ndarray, lead: int) -> SourcePitch:
+        """The window's :class:`SourcePitch`: the decoder's contour ``[1, 3, F]`` (its melody whitened on the source's
+        register so far: the blocks before, pooled with this window's frames from the block on: the primer before sample 0 is the
+        target's speech, not the source's; put in the output register, :meth:`VoiceConverter.source_pitch`), with the
+        output F0 and voicing."""
         conv = self.converter
         rows = conv.frontend.pitch_input(window)  # [1, 3, F]
         first_new = lead // self.hop

@@ -46,3 +46,14 @@ class TargetVoice:
 
 
 PRIMER_SECONDS = 3.0  # as much as a stream's longest sensible context; the default context takes the last 1.5 s
+
+
+@dataclasses.dataclass(frozen=True)
+class SourcePitch:
+    """What a conversion needs of its source's pitch (a model with the pitch path): the decoder's ``contour [1, 3, F]``,
+    the output ``f0 [1, F]`` in Hz and the ``voicing [1, F]`` in [0, 1] (voiced × periodicity) of the harmonic
+    excitation (:mod:`vconv.vocoders.harmonics`)."""
+
+    contour: torch.Tensor
+    f0: torch.Tensor
+    voicing: torch.Tensor
