@@ -53,8 +53,8 @@ NO_CACHE_HELP = ("Do not read or write the cache of fitted voices (~/.cache/vcon
 
 
 PITCH_SHIFT_HELP = ("Transpose the converted voice by this many semitones (-24..24; e.g. 12 = an octave up), on top of "
-                    "the register --pitch-register gives it. Needs a model trained with the pitch path "
-                    "(recipes/voices/conf/whisper_mel_pitch.yaml; the shipped model has none yet).")
+                    "the register --pitch-register gives it. Needs a model trained with the pitch path, as the shipped one "
+                    "is; without --harmonics the output moves only part of the way.")
 PITCH_REGISTER_HELP = ("Whose pitch level the output speaks at: target (the target references' register: a converted voice "
                        "at its own pitch; the default) or source (the source's kept: singing, same-speaker edits). The "
                        "melody is always the source's.")
