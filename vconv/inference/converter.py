@@ -411,7 +411,12 @@ class VoiceConverter:
         if not self.model.reads_pitch:
             return None
         rows = self.frontend.pitch_input(wav)
-        source = source or voiced_register(rows[0])
+        return self.pitch_of_rows(rows, target, source or voiced_register(rows[0]))
+
+    def pitch_of_rows(self, rows: torch.Tensor, target: Register | None, source: Register) -> SourcePitch:
+        """The :class:`SourcePitch` of a pitch part's rows ``[1, 3, F]`` whitened on ``source``, in the output register
+        (the ``target``'s, or the source's kept: :attr:`pitch_register`; a target without voiced frames keeps the
+        source's), shifted by :attr:`pitch_shift`. The file conversion and the stream both build it here."""
         output = target if self.pitch_register == "target" and target is not None and target.frames else source
         contour = decoder_contour(rows, self.model.config.pitch_register, source=source, output=output,
                                   shift_semitones=self.pitch_shift)
@@ -423,13 +428,8 @@ class VoiceConverter:
         one): its melody whitened on ``source`` (default: its own register) and put in the output register (the
         ``target``'s, or the source's kept: :attr:`pitch_register`), shifted by :attr:`pitch_shift` semitones. A
         target without a measured register (no voiced frame in its references) keeps the source's level."""
-        if not self.model.reads_pitch:
-            return None
-        rows = self.frontend.pitch_input(wav)
-        source = source or voiced_register(rows[0])
-        output = target if self.pitch_register == "target" and target is not None and target.frames else source
-        return decoder_contour(rows, self.model.config.pitch_register, source=source, output=output,
-                               shift_semitones=self.pitch_shift)
+        pitch = self.source_pitch(wav, target, source)
+        return pitch.contour if pitch is not None else None
 
     def _register_in_blocks(self, read: Callable[[int, int], np.ndarray], length: int, block: int) -> Register:
         """The pitch register of a long ``[length]`` signal, tracked ``block`` samples at a time (pooled)."""

@@ -48,8 +48,6 @@ from vconv.models.contour import (
     MIN_SPREAD,
     MIN_VOICED_FRAMES,
     Register,
-    decoder_contour,
-    output_log_f0,
 )
 
 if TYPE_CHECKING:  # the converter makes streams (VoiceConverter.stream): a type here, not an import
@@ -307,12 +305,7 @@ class StreamConverter:
         block = rows[0, :, first_new : first_new + self.block // self.hop]
         done = block[0][block[1] > 0.5].double()  # the block's own frames join the history
         self._pitch_sums += (done.numel(), float(done.sum()), float((done**2).sum()))
-        output = self.target.register if conv.pitch_register == "target" and self.target.register is not None \
-            and self.target.register.frames else source
-        contour = decoder_contour(rows, conv.model.config.pitch_register, source=source, output=output,
-                                  shift_semitones=conv.pitch_shift)
-        f0 = torch.exp(output_log_f0(rows[:, 0], source, output, conv.pitch_shift))
-        return SourcePitch(contour, f0, rows[:, 1] * rows[:, 2])
+        return conv.pitch_of_rows(rows, self.target.register, source)
 
 
 def _register_of_sums(count: float, total: float, squares: float) -> Register:
