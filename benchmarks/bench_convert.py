@@ -212,7 +212,7 @@ def stage_times(converter, src: Path, ref: Path, out: Path, runs: int) -> dict[s
 
     def network() -> torch.Tensor:
         with vc.compute():
-            return vc.model.convert(content, embedding=target.embedding, reference=target.reference)
+            return vc.model.convert(content, embedding=target.embedding)
 
     def matching() -> torch.Tensor:
         return match_spectrum(vc.frontend.denormalize(converted.float()), target.spectrum, vc.target_match, floor=floor)

@@ -1,10 +1,10 @@
-"""Pretrained front-ends' speed: what Whisper and the d-vector cost per conversion, and what padding costs.
+"""Pretrained front-ends' speed: what Whisper costs per conversion, and what padding costs.
 
 Usage: python benchmarks/bench_frontends.py [--seconds 10] [--threads 2] [--repeat 5] [--frontends DIR]
 
 On ``--seconds`` of speech (the example source, repeated): the Whisper tiny.en encoder (our torch port)
 fed the frames it has (what vconv does) and padded to Whisper's 30 s window (what Whisper itself does),
-through block 2 and block 4; and the d-vector embedder (onnxruntime). Prints the best of ``--repeat``
+through block 2 and block 4. Prints the best of ``--repeat``
 runs as seconds and real-time factor (wall / audio seconds), and what skipping the padding changes in
 the states themselves: the cosine similarity, frame by frame, of the unpadded states with the padded
 window's states over the same frames (1.0 = identical). ``--frontends`` is a folder made by
@@ -23,7 +23,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from vconv.audio.pretrained import load_dvector_embedder, load_whisper_encoder, prepare_frontends, read_frontends_index
+from vconv.audio.pretrained import load_whisper_encoder, prepare_frontends, read_frontends_index
 from vconv.audio.whisper import MAX_FRAMES, WhisperLogMel
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "source.wav"
@@ -50,7 +50,6 @@ def main() -> None:
     folder = args.frontends or prepare_frontends(Path(tempfile.mkdtemp()) / "frontends")
     index = read_frontends_index(folder)
     encoder = load_whisper_encoder(folder, index)
-    embedder = load_dvector_embedder(folder, index, threads=args.threads)
     source, sr = sf.read(str(EXAMPLE), dtype="float32")
     wav = np.tile(source, int(np.ceil(args.seconds * sr / source.size)))[: int(args.seconds * sr)]
     log_mel = WhisperLogMel()(torch.from_numpy(wav)[None])
@@ -62,8 +61,6 @@ def main() -> None:
             for name, x in (("unpadded (vconv)", log_mel), ("padded to 30 s (Whisper)", padded)):
                 s = best_of(args.repeat, lambda x=x, layer=layer: encoder(x, layer))
                 print(f"| Whisper tiny.en to block {layer}, {name} | {s:.3f} | {s / args.seconds:.4f} |")
-    s = best_of(args.repeat, lambda: embedder(wav))
-    print(f"| d-vector (onnxruntime, int8) | {s:.3f} | {s / args.seconds:.4f} |")
     print("\n| states | cosine unpadded vs padded: mean | 5th percentile |\n|---|---|---|")
     with torch.inference_mode():
         for layer in (2, 4):

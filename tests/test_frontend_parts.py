@@ -82,18 +82,37 @@ def test_a_part_section_is_checked_by_the_part():
         build_frontend_part("content", {"kind": "whisper", "depth": 2})
     with pytest.raises(VconvError, match="model.content_frontend: layer must be a whole number in 1..4"):
         build_frontend_part("content", {"kind": "whisper", "layer": 7})
-    with pytest.raises(VconvError, match="dvector"):  # a speaker part is not a content part
-        build_frontend_part("content", {"kind": "dvector"})
+    with pytest.raises(VconvError, match="whisper"):  # a content part is not a speaker part
+        build_frontend_part("speaker", {"kind": "whisper"})
 
 
 # ------------------------------------------------------------------------------- older configs and bundles
 
 def test_older_model_configs_are_translated_in_one_place():
-    old = ModelConfig.from_dict({"content_input": "whisper", "whisper_layer": 2, "speaker_input": "dvector"})
-    assert old.content_frontend == {"kind": "whisper", "layer": 2} and old.speaker_frontend == {"kind": "dvector"}
+    old = ModelConfig.from_dict({"content_input": "whisper", "whisper_layer": 2, "speaker_input": "mel"})
+    assert old.content_frontend == {"kind": "whisper", "layer": 2} and old.speaker_frontend == {"kind": "mel"}
+    with pytest.raises(VconvError, match="kind 'dvector' left vconv"):  # the d-vector speaker input left the package
+        ModelConfig.from_dict({"speaker_input": "dvector"})
     assert ModelConfig.from_dict({"content_input": "mel"}).content_frontend == {"kind": "mel"}
     with pytest.raises(VconvError, match="not both"):
         ModelConfig.from_dict({"content_input": "mel", "content_frontend": {"kind": "mel"}})
+
+
+def test_options_that_left_the_package_read_when_off_and_are_refused_when_on():
+    from vconv.config import TrainConfig
+
+    shipped = ModelConfig.from_dict({"reference": {"kind": "none"}, "causal": {}})  # what every shipped bundle says
+    assert shipped == ModelConfig()
+    with pytest.raises(VconvError, match=r"model.reference: this option left vconv .* commit e8db0bd"):
+        ModelConfig.from_dict({"reference": {"kind": "attention", "dim": 16}})
+    with pytest.raises(VconvError, match="model.causal"):
+        ModelConfig.from_dict({"causal": {"lookahead_frames": 3, "norm_frames": 24}})
+    paths = {"train_manifest": "t.jsonl", "run_dir": "r"}
+    old = TrainConfig.from_dict({**paths, "speaker_dropout": 0.0, "content_twins": None, "content_twin_probability": 0.5,
+                                 "speaker_consistency_weight": 0, "speaker_consistency_items": 8})
+    assert old == TrainConfig(**paths)
+    with pytest.raises(VconvError, match="train.speaker_consistency_weight"):
+        TrainConfig.from_dict({**paths, "speaker_consistency_weight": 0.5})
 
 
 def test_a_bundle_in_the_older_format_with_an_adversary_still_loads_and_converts(tiny_bundle, tmp_path):

@@ -1,5 +1,5 @@
-"""Pretrained front-ends: the Whisper port against CTranslate2, the d-vector, frame alignment, extraction,
-and every content x speaker front-end combination trained, exported and converted on CPU."""
+"""Pretrained front-ends: the Whisper port against CTranslate2, frame alignment, extraction, and every content
+front-end trained, exported and converted on CPU."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import soundfile as sf
 import torch
 
 import vconv
-from vconv.audio.pretrained import DVECTOR_FILE, WHISPER_FILE, load_whisper_encoder, prepare_frontends, read_frontends_index
+from vconv.audio.pretrained import WHISPER_FILE, load_whisper_encoder, prepare_frontends, read_frontends_index
 from vconv.audio.whisper import WhisperLogMel, read_ctranslate2_variables
 from vconv.config import ModelConfig, load_run_config
 from vconv.data.extract import extract_features
@@ -25,7 +25,6 @@ from vconv.training.vc_trainer import ModelTrainer
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 WHISPER_2 = ("content", {"kind": "whisper", "layer": 2})
-DVECTOR = ("speaker", {"kind": "dvector"})
 
 
 @pytest.fixture(scope="module")
@@ -82,37 +81,24 @@ def test_whisper_states_meet_the_mel_frames_at_the_same_instant():
     assert aligned[0, 0, 12] == 9.0  # past the last state: the last state
 
 
-def test_dvector_is_unit_norm_and_tells_the_fixture_voices_apart(frontends, spk):
-    from vconv.audio.pretrained import load_dvector_embedder
-
-    embed = load_dvector_embedder(frontends, read_frontends_index(frontends))
-    vectors = {name: [embed(sf.read(str(p), dtype="float32")[0]) for p in paths] for name, paths in spk.items()}
-    flat = [v for vs in vectors.values() for v in vs]
-    np.testing.assert_allclose(np.linalg.norm(flat, axis=1), 1.0, rtol=1e-4)
-    same = np.mean([a @ b for vs in vectors.values() for i, a in enumerate(vs) for b in vs[i + 1 :]])
-    names = list(vectors)
-    diff = np.mean([a @ b for i, x in enumerate(names) for y in names[i + 1 :] for a in vectors[x] for b in vectors[y]])
-    assert same > diff + 0.3  # measured 0.83 vs 0.25
-
-
 def test_extract_stores_the_front_end_outputs_and_reruns_only_what_is_missing(frontends, manifests, tmp_path):
     out = tmp_path / "feats"
     first = extract_features(manifests / "all.jsonl", out, progress=False)
     assert first.written == 24
     second = extract_features(manifests / "all.jsonl", out, progress=False, frontends_dir=frontends,
-                              frontends=[WHISPER_2, ("content", {"kind": "whisper", "layer": 4}), DVECTOR])
+                              frontends=[WHISPER_2, ("content", {"kind": "whisper", "layer": 4})])
     assert second.written == 24  # the mel-only files lacked the new tensors
     utt = read_manifest(manifests / "all.jsonl")[0]
-    tensors = load_feature_tensors(feature_path(out, utt), None, ("mel", "whisper2", "whisper4", "dvector"))
-    assert tensors["whisper2"].shape == (384, tensors["mel"].shape[1]) and tensors["dvector"].shape == (256,)
+    tensors = load_feature_tensors(feature_path(out, utt), None, ("mel", "whisper2", "whisper4"))
+    assert tensors["whisper2"].shape == (384, tensors["mel"].shape[1])
     assert not torch.equal(tensors["whisper2"], tensors["whisper4"])
-    third = extract_features(manifests / "all.jsonl", out, progress=False, frontends_dir=frontends, frontends=[WHISPER_2, DVECTOR])
+    third = extract_features(manifests / "all.jsonl", out, progress=False, frontends_dir=frontends, frontends=[WHISPER_2])
     assert third.written == 0 and third.already_done == 24
     with pytest.raises(VconvError, match="front-end folder"):
         extract_features(manifests / "all.jsonl", out, progress=False, frontends=[WHISPER_2])
 
 
-@pytest.mark.parametrize(("content", "speaker"), [("mel", "mel"), ("whisper", "mel"), ("mel", "dvector"), ("whisper", "dvector")])
+@pytest.mark.parametrize(("content", "speaker"), [("mel", "mel"), ("whisper", "mel")])
 def test_each_front_end_combination_trains_exports_and_converts(content, speaker, frontends, manifests, tmp_path):
     features, model, train = load_run_config("debug", [
         f"train.train_manifest={manifests / 'train.jsonl'}", f"train.valid_manifest={manifests / 'valid.jsonl'}",
@@ -127,7 +113,6 @@ def test_each_front_end_combination_trains_exports_and_converts(content, speaker
     assert config["model_config"]["content_frontend"]["kind"] == content
     assert config["model_config"]["speaker_frontend"] == {"kind": speaker}
     assert (WHISPER_FILE in config["sha256"]) == (content == "whisper")
-    assert (DVECTOR_FILE in config["sha256"]) == (speaker == "dvector")
     vc = vconv.load(bundle, vocoder="griffinlim")
     out = vc.convert(EXAMPLES / "source.wav", [EXAMPLES / "target.wav", EXAMPLES / "source.wav"])
     source, _ = sf.read(str(EXAMPLES / "source.wav"), dtype="float32")
@@ -135,14 +120,13 @@ def test_each_front_end_combination_trains_exports_and_converts(content, speaker
     assert vc.embed([EXAMPLES / "target.wav"]).shape == (1, model.speaker_dim)
 
 
-@pytest.mark.parametrize("name", [WHISPER_FILE, DVECTOR_FILE])
-def test_a_bundle_whose_front_end_weights_are_missing_or_altered_is_refused(name, frontends, manifests, tmp_path):
+def test_a_bundle_whose_front_end_weights_are_missing_or_altered_is_refused( frontends, manifests, tmp_path):
     features, model, train = load_run_config("debug", [
         f"train.train_manifest={manifests / 'train.jsonl'}", f"train.run_dir={tmp_path / 'run'}",
         f"train.frontends_dir={frontends}", "train.steps=1", "model.content_frontend.kind=whisper",
-        "model.speaker_frontend.kind=dvector",
     ])
     ModelTrainer(features, model, train, progress=False).fit()
+    name = WHISPER_FILE
     bundle = tmp_path / "run" / "model"
     altered = tmp_path / "altered"
     shutil.copytree(bundle, altered)
@@ -167,7 +151,7 @@ def test_evaluate_refuses_a_judge_that_shares_weights_with_the_model(frontends, 
     with pytest.raises(VconvError, match="shares its weights"):
         check_independence(Judges(asr=AsrJudge(model="tiny.en")), ModelConfig(content_frontend={"kind": "whisper"}))
     check_independence(Judges(asr=AsrJudge(model="base")), ModelConfig(content_frontend={"kind": "whisper"}))
-    check_independence(Judges(asr=AsrJudge(model="tiny.en")), ModelConfig(speaker_frontend={"kind": "dvector"}))
+    check_independence(Judges(asr=AsrJudge(model="tiny.en")), ModelConfig())
     features, model, train = load_run_config("debug", [
         f"train.train_manifest={manifests / 'train.jsonl'}", f"train.run_dir={tmp_path / 'run'}",
         f"train.frontends_dir={frontends}", "train.steps=1", "model.content_frontend.kind=whisper",

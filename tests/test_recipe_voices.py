@@ -236,22 +236,6 @@ def test_ablation_table_reads_the_report_and_the_last_validation(tmp_path):
     assert (cells[2], cells[8]) == ("21", "0.0464")
 
 
-def test_twins_group_each_pseudo_speaker_utterance_with_its_original(tmp_path):
-    twins = load_script("twins")
-    ids = ["fotaq_06/0601", "fotaq_06/0602", "aug_fotaq_06_p140_f112/0601", "aug_fotaq_06_p078_f090/0601",
-           "aug_fotaq_06_p078_f090/0602", "aug_gone_p140_f112/0601", "aug_fotaq_06_bad/0601", "piper_joe/0601"]
-    assert twins.twin_groups(ids) == [
-        ["fotaq_06/0601", "aug_fotaq_06_p078_f090/0601", "aug_fotaq_06_p140_f112/0601"],
-        ["fotaq_06/0602", "aug_fotaq_06_p078_f090/0602"],
-    ]  # a copy whose original is not in the manifest, or an unknown folder name, is left out
-    manifest = tmp_path / "train.jsonl"
-    manifest.write_text("".join(json.dumps({"id": i}) + "\n" for i in ids))
-    assert twins.main([str(manifest), "-o", str(tmp_path / "twins.json")]) == 0
-    from vconv.data.twins import load_twin_groups
-
-    assert load_twin_groups(tmp_path / "twins.json") == twins.twin_groups(ids)
-
-
 STUB_VCONV = '''
 import json, sys
 from pathlib import Path
@@ -294,7 +278,7 @@ def test_ablation_script_trains_evaluates_and_tables_each_row_once(tmp_path):
     stub = tmp_path / "vconv_stub.py"
     stub.write_text(STUB_VCONV)
     env = {"PATH": "/usr/bin:/bin", "EXP": str(exp), "STEPS": "30", "PYTHON": sys.executable, "VCONV": f"{sys.executable} {stub}",
-           "ROWS": "mel_mel:small whisper_dvector_twins:whisper_dvector:train.content_twins=t.json,train.content_twin_probability=0.3"}
+           "ROWS": "mel_mel:small whisper_mel_lr:whisper_mel:train.lr=0.001,train.grown_lr_scale=3"}
     script = LOCAL.parent / "ablation.sh"
     first = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
@@ -302,8 +286,8 @@ def test_ablation_script_trains_evaluates_and_tables_each_row_once(tmp_path):
     assert [c.split()[0] for c in calls] == ["train", "bundle", "evaluate"] * 2
     assert "train.steps=30" in calls[0] and "train.bf16=false" in calls[0] and "conf/small.yaml" in calls[0]
     assert calls[2].endswith("--target-match meanstd")  # one evaluation gives the own-output and the matched rows
-    assert "train.content_twins=t.json train.content_twin_probability=0.3" in calls[3]
-    assert "| whisper_dvector_twins | 30 | 2 | 50% | 0.600 | 0.500 | 0.400 (0.100) |" in first.stdout
+    assert "train.lr=0.001 train.grown_lr_scale=3" in calls[3]
+    assert "| whisper_mel_lr | 30 | 2 | 50% | 0.600 | 0.500 | 0.400 (0.100) |" in first.stdout
     assert first.stdout.endswith((exp / "ablation" / "table.md").read_text())  # after the progress lines
     again = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
     assert again.returncode == 0 and len(Path(f"{stub}.calls").read_text().splitlines()) == 6  # all rows were done
@@ -418,3 +402,16 @@ def test_fotaq_minor_actors_merge_same_voices_and_never_take_a_judged_voice():
     assert "training speaker fotaq_06" in minor.why_dropped(["07"], voices, ["61"], ["06"], 300.0)
     assert "30 s" in minor.why_dropped(["58"], voices, ["61"], ["06"], 30.0)
     assert minor.why_dropped(["20", "21"], voices, ["61"], ["06"], 300.0) is None
+
+
+def test_the_bass_labellers_d_vector_features_match_librosa():
+    import librosa
+
+    dvector = load_script("dvector")
+    wav = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    power = librosa.feature.melspectrogram(y=wav, sr=16000, n_fft=512, win_length=400, hop_length=160, n_mels=40,
+                                           window="hamming", center=False, power=2.0)
+    ours = dvector.dvector_log_mel(wav)
+    assert ours.shape == (1 + (16000 - 512) // 160, 40)
+    np.testing.assert_allclose(ours, np.log10(power + 1e-10).T, atol=1e-4)
+    assert dvector.dvector_log_mel(wav[:300]).shape == (0, 40)  # shorter than one FFT frame: no frames

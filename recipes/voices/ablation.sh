@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The front-end ablation: what the content and speaker paths read (mel/mel, whisper/mel, mel/dvector,
-# whisper/dvector), each trained with the same budget, judged on the held-out voices, and tabled.
+# The front-end ablation: what the content path reads (mel/mel, whisper/mel) and any other rows of
+# config overrides, each trained with the same budget, judged on the held-out voices, and tabled.
 #
-#   CONF=recipes/voices/conf/whisper_dvector.yaml ./recipes/voices/run.sh --stop-stage 2   # corpus, manifests,
-#                                       # features with the Whisper states and d-vectors every row needs
-#   ./recipes/voices/ablation.sh                                  # the four rows, then the table
-#   ROWS="whisper_dvector_twins:whisper_dvector:train.content_twins=exp/voices/data/twins.json" ./recipes/voices/ablation.sh
+#   CONF=recipes/voices/conf/whisper_mel.yaml ./recipes/voices/run.sh --stop-stage 2   # corpus, manifests,
+#                                       # features with the Whisper states every row needs
+#   ./recipes/voices/ablation.sh                                  # the two rows, then the table
+#   ROWS="whisper_mel_lr:whisper_mel:train.lr=0.001" ./recipes/voices/ablation.sh
 #
 # Every row: `vconv train` STEPS steps (default 3000) in fp32 (BF16=true: bf16 autocast; resumes when killed), the shipped neural
 # vocoder attached (VOCODER, default pretrained/vconv-voices-small), `vconv evaluate` on the test split
@@ -22,7 +22,7 @@ REPO=$(cd "$RECIPE_DIR/../.." && pwd)
 EXP=${EXP:-$RECIPE_DIR/exp/voices}
 STEPS=${STEPS:-3000}
 BF16=${BF16:-false}
-ROWS=${ROWS:-"mel_mel:small whisper_mel:whisper_mel mel_dvector:mel_dvector whisper_dvector:whisper_dvector"}
+ROWS=${ROWS:-"mel_mel:small whisper_mel:whisper_mel"}
 FRONTENDS=${FRONTENDS:-$EXP/frontends}
 THREADS=${THREADS:-2}
 VOCODER=${VOCODER:-$REPO/pretrained/vconv-voices-small}

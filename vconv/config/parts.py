@@ -1,7 +1,6 @@
 """Building a registered part from its config section: ``{"kind": NAME, **the part's keyword arguments}``.
 
-The front-ends (:mod:`vconv.frontends`) and the reference path (:mod:`vconv.models.reference`) are chosen
-this way: the kind names a registered class, the section's other keys are its constructor's arguments,
+The front-ends (:mod:`vconv.frontends`: content, speaker and pitch) are chosen this way: the kind names a registered class, the section's other keys are its constructor's arguments,
 and anything else is a one-line error naming the config key.
 """
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from vconv.config.base import ConfigSection, from_dict
-from vconv.config.legacy import upgrade_model_config
+from vconv.config.legacy import upgrade_model_config, upgrade_train_config
 from vconv.errors import VconvError
 
 
@@ -90,16 +90,9 @@ class ModelConfig(ConfigSection):
     adversary_hidden: int = 256
     n_speakers: int = 0  # classifier classes; set from the training manifest
     # what the encoders read: each a front-end part's section, {"kind": NAME, **its settings}
-    # (vconv.frontends: content "mel" | "whisper" with "layer" 1-4; speaker "mel" | "dvector")
+    # (vconv.frontends: content "mel" | "whisper" with "layer" 1-4; speaker "mel")
     content_frontend: dict[str, Any] = field(default_factory=lambda: {"kind": "mel"})
     speaker_frontend: dict[str, Any] = field(default_factory=lambda: {"kind": "mel"})
-    # the reference path (vconv.models.reference): {"kind": "none"}, or {"kind": "attention" | "retrieval", ...its
-    # settings}: the decoder also reads the target references' frames, beside the AdaIN embedding
-    reference: dict[str, Any] = field(default_factory=lambda: {"kind": "none"})
-    # a causal network, for live conversion (vconv.models.causal): {} (offline, the default), or
-    # {lookahead_frames: N, norm_frames: M}: convolutions that read at most N frames ahead in all and norms whose
-    # statistics cover the last M frames up to each frame; trained as such from the start
-    causal: dict[str, Any] = field(default_factory=dict)
     # the pitch path (vconv.frontends.pitch, vconv.models.contour): {"kind": "none"} (no contour: the decoder invents the
     # melody, every model before it), or a tracker's section, e.g. {"kind": "yin"}: the decoder reads the source's
     # contour; pitch_register "explicit" gives it the output's log-F0, "implicit" only the whitened shape
@@ -112,41 +105,14 @@ class ModelConfig(ConfigSection):
         super().__post_init__()
         if self.pitch_register not in ("explicit", "implicit"):
             raise VconvError(f"model.pitch_register must be explicit or implicit, got {self.pitch_register!r}")
-        for name in ("content_frontend", "speaker_frontend", "reference", "pitch_frontend"):
+        for name in ("content_frontend", "speaker_frontend", "pitch_frontend"):
             if not isinstance(getattr(self, name).get("kind"), str):
                 raise VconvError(f"model.{name} needs a kind, e.g. {{kind: mel}}; got {getattr(self, name)!r}")
-        if self.causal:
-            check_causal_section(self.causal, "model.causal")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
         """As every section, after translating the keys of older configs (:mod:`vconv.config.legacy`)."""
         return from_dict(cls, upgrade_model_config(data))
-
-
-CAUSAL_KEYS = ("lookahead_frames", "norm_frames", "norm", "lookahead_first")  # a causal layout section's keys
-CAUSAL_NORMS = ("window", "frame", "utterance")  # statistics over the last norm_frames frames, over each frame's channels,
-# or over the whole input as offline (a stream then takes them over its window)
-CAUSAL_LOOKAHEAD_FIRST = ("content", "decoder")  # which part's convolutions get the look-ahead budget first
-
-
-def check_causal_section(section: Any, where: str) -> tuple[int, int, str, str]:
-    """``(lookahead_frames, norm_frames, norm, lookahead_first)`` of a causal layout section (ints or their strings;
-    ``norm`` and ``lookahead_first`` optional, ``window`` and ``content`` when absent, as every layout before them),
-    range-checked; anything else is a one-line VconvError naming ``where``."""
-    if not isinstance(section, Mapping) or set(section) - set(CAUSAL_KEYS):
-        raise VconvError(f"{where} takes {', '.join(CAUSAL_KEYS[:-1])} and {CAUSAL_KEYS[-1]}, got {section!r}")
-    try:
-        lookahead, norm_frames = int(section["lookahead_frames"]), int(section["norm_frames"])
-    except (TypeError, KeyError, ValueError) as exc:
-        raise VconvError(f"{where} needs integer lookahead_frames and norm_frames ({exc})") from None
-    if not (0 <= lookahead <= 64 and 1 <= norm_frames <= 100_000):
-        raise VconvError(f"{where} out of range (lookahead_frames 0-64, norm_frames 1-100000): {dict(section)}")
-    norm, first = str(section.get("norm", "window")), str(section.get("lookahead_first", "content"))
-    if norm not in CAUSAL_NORMS or first not in CAUSAL_LOOKAHEAD_FIRST:
-        raise VconvError(f"{where}: norm is one of {', '.join(CAUSAL_NORMS)} and lookahead_first one of "
-                         f"{', '.join(CAUSAL_LOOKAHEAD_FIRST)}, got {norm!r} and {first!r}")
-    return lookahead, norm_frames, norm, first
 
 
 @dataclass
@@ -185,14 +151,13 @@ class TrainConfig(LoopConfig):
 
     LIMITS = {"segment_frames": (1, 100_000), "recon_weight": (0.0, 1e6), "vq_weight": (0.0, 1e6),
               "adversary_weight": (0.0, 1e6), "adversary_ramp_steps": (0, 10**9), "speaker_sampling_power": (0.0, 10.0),
-              "content_twin_probability": (0.0, 1.0), "speaker_dropout": (0.0, 1.0), "mel_gan_weight": (0.0, 1e6),
+              "mel_gan_weight": (0.0, 1e6),
               "mel_fm_weight": (0.0, 1e6), "mel_gan_start_step": (0, 10**9), "mel_disc_lr": (0.0, 10.0),
-              "mel_disc_channels": (1, 1024), "speaker_consistency_weight": (0.0, 1e6),
-              "speaker_consistency_items": (1, 4096), "content_consistency_weight": (0.0, 1e6),
+              "mel_disc_channels": (1, 1024), "content_consistency_weight": (0.0, 1e6),
               "content_consistency_items": (1, 4096), "grown_lr_scale": (0.0, 1000.0)}
 
     features_dir: str | None = None  # where `vconv extract` wrote features; None = compute on the fly
-    frontends_dir: str | None = None  # `vconv frontend prepare` output: needed when the model reads Whisper or d-vectors
+    frontends_dir: str | None = None  # `vconv frontend prepare` output: needed when the model reads Whisper states
     segment_frames: int = 128
     recon_weight: float = 1.0
     vq_weight: float = 1.0
@@ -202,14 +167,6 @@ class TrainConfig(LoopConfig):
     # P(speaker) ∝ utterances**power per batch item: 1 = every utterance equally likely (big speakers
     # dominate), 0 = every speaker equally likely; 0.5 lets small speakers be seen without overfitting them
     speaker_sampling_power: float = 1.0
-    # twins (vconv.data.twins): a JSON file of groups of manifest ids that are one recording in several
-    # voices; with this probability an utterance that has twins gets one twin's content features (same
-    # frames, another voice) while the decoder still rebuilds its own mel: perturbation for Whisper states
-    content_twins: str | None = None
-    content_twin_probability: float = 0.5
-    # with this probability a batch item's AdaIN speaker embedding is zeroed, so the decoder must take the voice
-    # from the reference path's frames (a model with one; the embedding alone can name every training voice)
-    speaker_dropout: float = 0.0
     # an adversarial loss on the output mel (vconv.training.mel_gan): a discriminator on real and reconstructed
     # log-mel segments from mel_gan_start_step on, its LSGAN loss (weight mel_gan_weight; 0 = no discriminator at
     # all) and feature matching on its activations (mel_fm_weight) added to the reconstruction loss
@@ -218,11 +175,6 @@ class TrainConfig(LoopConfig):
     mel_gan_start_step: int = 0
     mel_disc_lr: float = 2e-4
     mel_disc_channels: int = 16
-    # speaker consistency (vconv.training.speaker_consistency): the first speaker_consistency_items items of a batch
-    # are also converted to another item's voice, and 1 - cos of a frozen pretrained d-vector between that conversion
-    # and the voice's real segment joins the loss with this weight (0 = off; needs vconv[frontends] and 16 kHz)
-    speaker_consistency_weight: float = 0.0
-    speaker_consistency_items: int = 8
     # content consistency (vconv.training.content_consistency): the first content_consistency_items items are also
     # decoded in the next item's voice, and the L1 between the frozen Whisper encoder's states of that conversion and of
     # the real segment joins the loss with this weight (0 = off; needs train.frontends_dir)
@@ -234,6 +186,11 @@ class TrainConfig(LoopConfig):
     # a model bundle to start from (a fine-tuning run: its weights and its normalisation statistics, a fresh optimiser
     # and schedule at step 0); its model and feature configs must be this run's
     init_from: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+        """As every section, after dropping the keys that left the package (:mod:`vconv.config.legacy`)."""
+        return from_dict(cls, upgrade_train_config(data))
 
 
 @dataclass

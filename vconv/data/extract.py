@@ -10,7 +10,7 @@ names (:func:`vconv.data.manifest.read_manifest`), so no feature file is ever wr
 
 With front-end parts (:mod:`vconv.frontends`; their weights from a front-end folder, :mod:`vconv.audio.pretrained`),
 the files also hold what the parts give under each part's feature key (e.g. ``whisper4``: Whisper states of
-block 4 aligned to the mel frames; ``dvector``; ``pitch_yin``), so training never runs them per step. A file
+block 4 aligned to the mel frames; ``pitch_yin``), so training never runs them per step. A file
 lacking a requested tensor gets it added: only the missing parts run (adding a pitch tracker to a corpus whose
 Whisper states are extracted costs the tracker alone).
 """

@@ -6,7 +6,7 @@ produced it; reading one made with another config is an error that names each di
 * ``mel`` float32 ``[n_mels, F]``: the raw natural-log mel, *not* normalised (always there);
 * one tensor per extra front-end part (:mod:`vconv.frontends`), under the part's ``feature_key``: e.g.
   ``whisper<L>`` float16 ``[384, F]``, Whisper encoder states of block ``L`` at the mel frame rate, or
-  ``dvector`` float32 ``[256]``, the utterance's pretrained d-vector.
+  ``pitch_yin`` float32 ``[3, F]``, the pitch tracker's rows.
 """
 
 from __future__ import annotations

@@ -2,10 +2,8 @@
 
 For every item the content path gets a random ``segment_frames`` window of an utterance (its
 normalised log-mel, or its Whisper states over the same frames), the decoder's target is that window's
-log-mel, and the speaker path reads a *different* utterance of the same speaker - a window of its mel,
-or its d-vector (for a speaker with a single utterance, the other half of the same one) - so the
-decoder cannot copy content through the speaker embedding (AGAIN-VC). With twins (``vconv.data.twins``),
-the content path sometimes reads the same frames of the recording in another voice instead.
+log-mel, and the speaker path reads a window of a *different* utterance of the same speaker (for a speaker
+with a single utterance, the other half of the same one) - so the decoder cannot copy content through the speaker embedding (AGAIN-VC).
 
 Batches are a pure function of ``(seed, rank, step)``: resuming at step ``s`` draws exactly the batches
 an uninterrupted run would have drawn, with no sampler state to save, and each DDP rank draws its own.
@@ -35,14 +33,9 @@ class Batch:
 
     ``mel`` is the clean target (normalised log-mel ``[B, n_mels, T]``); ``content`` the clean features of
     the content path (the same mel, or Whisper states ``[B, 384, T]``); ``source`` what it is trained on
-    (for a mel: ``content`` timbre-perturbed when perturbation is on, or a twin's mel; for Whisper states:
-    ``content`` itself, which is then a twin's states when one was drawn); ``ref`` the speaker path's input
-    (a normalised mel segment ``[B, n_mels, T]`` or d-vectors ``[B, 256]``); ``speaker`` the class id of the
-    voice the content path read (the adversary's label: a twin's voice when a twin was drawn);
-    ``ref_frames`` what a reference path reads (a normalised mel segment ``[B, n_mels, T]`` of the same other
-    utterance as ``ref``, never the reconstructed one; for a path that matches on content codes, that window's
-    content features stacked below it, ``[B, n_mels + C, T]``), or None when the model has no reference path;
-    ``pitch`` the pitch tracker's rows on the same frames as ``mel`` (``[B, 3, T]``: log-F0, voiced, periodicity;
+    (for a mel: ``content`` timbre-perturbed when perturbation is on; for Whisper states: ``content`` itself);
+    ``ref`` the speaker path's input (a normalised mel segment ``[B, n_mels, T]``); ``speaker`` the class id of the
+    voice (the adversary's label); ``pitch`` the pitch tracker's rows on the same frames as ``mel`` (``[B, 3, T]``: log-F0, voiced, periodicity;
     :mod:`vconv.frontends.pitch`), or None when the model has no pitch path.
     """
 
@@ -51,17 +44,15 @@ class Batch:
     speaker: torch.Tensor
     source: torch.Tensor
     content: torch.Tensor
-    ref_frames: torch.Tensor | None = None
     pitch: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> "Batch":
         return Batch(self.mel.to(device), self.ref.to(device), self.speaker.to(device), self.source.to(device),
-                     self.content.to(device), self.ref_frames.to(device) if self.ref_frames is not None else None,
-                     self.pitch.to(device) if self.pitch is not None else None)
+                     self.content.to(device), self.pitch.to(device) if self.pitch is not None else None)
 
 
 class FeatureStore:
-    """The feature tensors of a manifest (``spec.keys``: mel, Whisper states, d-vector), from `vconv extract`
+    """The feature tensors of a manifest (``spec.keys``: mel, Whisper states, pitch rows), from `vconv extract`
     output or computed from the audio; ``get(i)`` is the log-mel ``[n_mels, F]``, ``tensors(i)`` all of them
     as stored (Whisper states in float16). Keeps up to ``cache_size`` utterances in memory.
     """
@@ -113,25 +104,14 @@ class SegmentBatches(torch.utils.data.Dataset):
         speaker_sampling_power: float = 1.0,
         content: FrontEndPart | None = None,
         speaker: FrontEndPart | None = None,
-        twins: dict[int, list[int]] | None = None,
-        twin_probability: float = 0.0,
-        reference_frames: bool = False,
-        reference_content: bool = False,
         pitch: FrontEndPart | None = None,
     ):
         self.store = store
-        # index -> indices of the same recording in other voices (vconv.data.twins); used with twin_probability
-        self.twins = twins or {}
-        self.twin_probability = twin_probability if self.twins else 0.0
         self.content_is_mel = content is None or content.is_log_mel
         self.content_key = "mel" if content is None else content.feature_key
         self.speaker_is_mel = speaker is None or speaker.is_log_mel
         self.speaker_key = "mel" if speaker is None else speaker.feature_key
-        self.speaker_per_utterance = speaker is not None and speaker.per_utterance
         self.pitch_key = pitch.feature_key if pitch is not None else None  # the tracker's rows, cropped like the mel
-        self.reference_frames = reference_frames  # the model's reference path reads another utterance's mel
-        # ... and its content features on the same frames (a path that matches on content codes)
-        self.reference_content = reference_frames and reference_content
         # timbre perturbation works on mels; a pretrained part's output is precomputed from the clean audio
         self.perturber = MelPerturber(store.cfg) if perturb and self.content_is_mel else None
         self.frontend = frontend  # normalises every segment (on the CPU, where batches are made)
@@ -164,60 +144,40 @@ class SegmentBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, step: int) -> Batch:
         gen = torch.Generator().manual_seed(hash((self.seed, self.rank, int(step))) & 0x7FFF_FFFF_FFFF)
-        picks = self._pick_utterances(gen)
-        mels, contents, refs, labels, sources, windows, window_contents, pitches = [], [], [], [], [], [], [], []
-        for index in picks:
-            utt = self.store.utterances[index]
-            tensors = self.store.tensors(index)
-            frames = tensors["mel"].shape[1]
-            siblings = [j for j in self.by_speaker[utt.speaker] if j != index]
-            if siblings:
-                other = self.store.tensors(siblings[int(torch.randint(len(siblings), (1,), generator=gen))])
-                span = (0, frames)
-            else:  # a lone utterance: content from one half, speaker from the other
-                other, span = {**tensors, "mel": tensors["mel"][:, frames // 2 :]}, (0, frames // 2)
-                if self.reference_content and not self.content_is_mel:
-                    other[self.content_key] = tensors[self.content_key][:, frames // 2 :]
-            start = self._start(span[1] - span[0], gen)
-            mel = self._crop(tensors["mel"][:, span[0] : span[1]], start, self.log_floor)
-            mels.append(mel)
-            if self.pitch_key is not None:
-                pitches.append(self._crop_pitch(tensors[self.pitch_key][:, span[0] : span[1]].float(), start))
-            if self.reference_content:  # one window of the other utterance: its mel and its content features
-                at = self._start(other["mel"].shape[1], gen)  # the draw _reference makes for a mel speaker path
-                windows.append(self._crop(other["mel"], at, self.log_floor))
-                refs.append(windows[-1] if self.speaker_is_mel else self._reference(other, gen))
-                window_contents.append(windows[-1] if self.content_is_mel else
-                                       self._crop(other[self.content_key].float(), at, 0.0))
-            else:
-                refs.append(self._reference(other, gen))
-            if self.reference_frames and not self.reference_content:
-                # the speaker path's own window when it reads the mel, else one of its own
-                windows.append(refs[-1] if self.speaker_is_mel else
-                              self._crop(other["mel"], self._start(other["mel"].shape[1], gen), self.log_floor))
-            donor = self._content_donor(index, gen)  # drawn after the reference, as batches always were
-            content_of = tensors if donor == index else self.store.tensors(donor)
-            if self.content_is_mel:
-                contents.append(mel)
-                read = mel if donor == index else self._crop(content_of["mel"][:, span[0] : span[1]], start, self.log_floor)
-                sources.append(self.perturber(read, gen) if self.perturber else read)
-            else:
-                contents.append(self._crop(content_of[self.content_key][:, span[0] : span[1]].float(), start, 0.0))
-            # the adversary asks whose voice the content codes came from: the donor's
-            labels.append(self.speaker_index.get(self.store.utterances[donor].speaker, -1))
+        items = [self._item(index, gen) for index in self._pick_utterances(gen)]
+        mels, contents, refs, labels, sources, pitches = (list(column) for column in zip(*items))
         mel = self.frontend.normalize(torch.stack(mels))
         if self.content_is_mel:
             content, source = mel, self.frontend.normalize(torch.stack(sources))
         else:
             content = source = torch.stack(contents)
         ref = self.frontend.normalize(torch.stack(refs)) if self.speaker_is_mel else torch.stack(refs)
-        ref_frames = self.frontend.normalize(torch.stack(windows)) if windows else None
-        if ref_frames is not None and self.reference_content:  # [B, n_mels + C_content, T]
-            window_content = torch.stack(window_contents)
-            window_content = self.frontend.normalize(window_content) if self.content_is_mel else window_content
-            ref_frames = torch.cat([ref_frames, window_content.to(ref_frames.dtype)], dim=1)
-        pitch = torch.stack(pitches) if pitches else None
-        return Batch(mel, ref, torch.tensor(labels, dtype=torch.long), source, content, ref_frames, pitch)
+        pitch = torch.stack(pitches) if self.pitch_key is not None else None
+        return Batch(mel, ref, torch.tensor(labels, dtype=torch.long), source, content, pitch)
+
+    def _item(self, index: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, int,
+                                                                torch.Tensor | None, torch.Tensor | None]:
+        """One batch item of utterance ``index``: ``(mel window, content window or None for a mel content path, speaker
+        input, speaker class, source window or None, pitch window or None)``, unnormalised."""
+        utt = self.store.utterances[index]
+        tensors = self.store.tensors(index)
+        frames = tensors["mel"].shape[1]
+        siblings = [j for j in self.by_speaker[utt.speaker] if j != index]
+        if siblings:
+            other = self.store.tensors(siblings[int(torch.randint(len(siblings), (1,), generator=gen))])
+            span = frames
+        else:  # a lone utterance: content from one half, speaker from the other
+            other, span = {**tensors, "mel": tensors["mel"][:, frames // 2 :]}, frames // 2
+        start = self._start(span, gen)
+        mel = self._crop(tensors["mel"][:, :span], start, self.log_floor)
+        pitch = self._crop_pitch(tensors[self.pitch_key][:, :span].float(), start) if self.pitch_key is not None else None
+        ref = self._reference(other, gen)
+        content = source = None
+        if self.content_is_mel:
+            source = self.perturber(mel, gen) if self.perturber else mel
+        else:
+            content = self._crop(tensors[self.content_key][:, :span].float(), start, 0.0)
+        return mel, content, ref, self.speaker_index.get(utt.speaker, -1), source, pitch
 
     def _crop_pitch(self, rows: torch.Tensor, start: int) -> torch.Tensor:
         """The pitch rows ``[3, segment_frames]`` from ``start``; past a short utterance's end (padded with silence in
@@ -231,21 +191,9 @@ class SegmentBatches(torch.utils.data.Dataset):
         return torch.cat([window, pad], dim=1)
 
     def _reference(self, other: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
-        """What the speaker path reads of utterance ``other``: a random window (``[C, segment_frames]``) or
-        its one vector ``[C]``."""
-        if self.speaker_per_utterance:
-            return other[self.speaker_key].float()
+        """What the speaker path reads of utterance ``other``: a random window ``[C, segment_frames]``."""
         x = other[self.speaker_key].float() if not self.speaker_is_mel else other["mel"]
         return self._crop(x, self._start(x.shape[1], gen), self.log_floor if self.speaker_is_mel else 0.0)
-
-    def _content_donor(self, index: int, gen: torch.Generator) -> int:
-        """The utterance whose features the content path reads: ``index`` itself, or (with
-        ``twin_probability``) a twin, the same frames in another voice. Draws nothing when twins are off,
-        so such runs keep their batches."""
-        twins = self.twins.get(index)
-        if not self.twin_probability or not twins or float(torch.rand(1, generator=gen)) >= self.twin_probability:
-            return index
-        return twins[int(torch.randint(len(twins), (1,), generator=gen))]
 
     def _start(self, frames: int, gen: torch.Generator) -> int:
         """A random window start in an utterance of ``frames`` frames (0 when it is shorter than a window)."""

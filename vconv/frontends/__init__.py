@@ -1,6 +1,6 @@
 """Front-end parts: what the content and speaker encoders read (see :mod:`vconv.frontends.base`).
 
-Registered here: ``mel`` (content and speaker), ``whisper`` (content), ``dvector`` (speaker), ``yin`` (pitch).
+Registered here: ``mel`` (content and speaker), ``whisper`` (content), ``yin`` (pitch).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from vconv.config.parts import build_part
 from vconv.errors import VconvError
-from vconv.frontends import dvector, mel, pitch, whisper  # noqa: F401  (registers the parts)
+from vconv.frontends import mel, pitch, whisper  # noqa: F401  (registers the parts)
 from vconv.frontends.base import _REGISTRY, ROLES, FrontEndPart, build_frontend_part, frontend_kinds, register_frontend
 
 __all__ = ["ROLES", "FrontEndPart", "build_frontend_part", "frontend_kinds", "load_parts", "model_parts", "pitch_part",

@@ -4,8 +4,7 @@ A part has a *role* (``"content"``, ``"speaker"`` or ``"pitch"``: :mod:`vconv.fr
 
 * its config section, ``{"kind": NAME, **constructor keyword arguments}`` (``ModelConfig.content_frontend`` /
   ``speaker_frontend``): :func:`build_frontend_part` refuses keys its constructor does not take;
-* its shape: :meth:`FrontEndPart.channels`, and whether it gives one vector per utterance
-  (:attr:`FrontEndPart.per_utterance`, ``[C]``) or a sequence at the mel frame rate (``[C, F]``);
+* its shape: :meth:`FrontEndPart.channels`, of a sequence at the mel frame rate (``[C, F]``);
 * its feature key, under which ``vconv extract`` stores its output (:attr:`FrontEndPart.feature_key`);
 * its frozen weight files, loaded digest-checked from a front-end folder or a bundle and written into a
   bundle (:meth:`FrontEndPart.load_weights` / :meth:`FrontEndPart.save_weights`).
@@ -41,7 +40,6 @@ class FrontEndPart(nn.Module):
 
     role: ClassVar[str]
     kind: ClassVar[str]
-    per_utterance: ClassVar[bool] = False  # True: one vector [C] per utterance; False: [C, F] per frame
     is_log_mel: ClassVar[bool] = False  # the normalised log-mel itself (timbre perturbation applies to it)
     weight_files: ClassVar[tuple[str, ...]] = ()
     sample_rate: ClassVar[int | None] = None  # the audio rate the part needs, if it needs one

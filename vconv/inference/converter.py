@@ -15,7 +15,6 @@ Long sources are converted in overlapping chunks whose waveforms are cross-faded
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, ContextManager, Sequence, Union, cast
@@ -51,7 +50,6 @@ from vconv.vocoders.harmonics import impose_harmonics
 
 if TYPE_CHECKING:
     from vconv.inference.streaming import StreamConverter
-    from vconv.models.reference import ReferenceMemory
     from vconv.models.vc import VoiceConversionModel
 
 AudioInput = Union[str, Path, np.ndarray]
@@ -97,8 +95,6 @@ class VoiceConverter:
             raise VconvError("harmonic excitation needs a model with the pitch path (it places the harmonics at its F0)")
         self.voice_cache: VoiceCache | None = None  # fitted voices kept across conversions (the CLI sets one)
         self.fit_progress: Callable[[int, int], None] | None = None  # told (step, steps) during a fit
-        self._stream_twin: "VoiceConversionModel | None" = None
-        self._stream_twin_read = False  # whether the bundle was looked at for one (on the first stream)
 
     @property
     def sample_rate(self) -> int:
@@ -172,7 +168,7 @@ class VoiceConverter:
         return self._embed_inputs(self._speaker_inputs(wavs))
 
     def _speaker_inputs(self, wavs: list[np.ndarray]) -> list[torch.Tensor]:
-        """What the speaker encoder reads of each prepared waveform: normalised log-mels ``[n_mels, T_i]`` or d-vectors ``[256]``."""
+        """What the speaker encoder reads of each prepared waveform: normalised log-mels ``[n_mels, T_i]``."""
         return [self.frontend.speaker_input(w)[0] for w in wavs]
 
     def _embed_inputs(self, inputs: list[torch.Tensor]) -> torch.Tensor:
@@ -207,7 +203,7 @@ class VoiceConverter:
         wavs = self._prepare_refs(refs, sr)  # each reference loaded and checked once
         source = VoiceSource(self.info.path.name, self.info.digest, self.sample_rate, self.fit_steps, reference_digests(wavs),
                              str(self.compute_dtype).removeprefix("torch."))
-        cache = self.voice_cache if self.fit_steps and self.model.reference is None else None
+        cache = self.voice_cache if self.fit_steps else None
         cached = cache.get(source) if cache else None
         if cached is not None:
             return cached, source
@@ -219,24 +215,14 @@ class VoiceConverter:
     def _prepare_voice(self, wavs: list[np.ndarray]) -> TargetVoice:
         """:meth:`target_voice` of prepared references ``[T_i]``, computed."""
         log_mels = [self.frontend.log_mel(w[None])[0] for w in wavs]
-        reference = None
-        if self.model.reference is not None:  # its frames, normalised as the model reads them, encoded once
-            frames = [self.frontend.normalize(m) for m in log_mels]
-            if self.model.reference.reads_codes:  # with the content features the path matches on
-                frames = [self.model.reference_frames(f, self.frontend.content_input(w)[0]) for f, w in zip(frames, wavs)]
-            with self.compute():
-                memory = self.model.encode_reference(frames)
-            # kept in float32, like the embedding: a prepared target serves converters of either precision
-            reference = dataclasses.replace(memory, keys=memory.keys.float(), values=memory.values.float())
         primer = np.concatenate(wavs)[-int(PRIMER_SECONDS * self.sample_rate):].astype(np.float32)  # the references' tail
-        inputs = self._speaker_inputs(wavs)
-        embedding = self._embed_inputs(inputs)
+        embedding = self._embed_inputs(self._speaker_inputs(wavs))
         fit_losses: tuple[float, ...] = ()
         if self.fit_steps:
-            fit = self._fit_voice(wavs, log_mels, embedding, reference)
+            fit = self._fit_voice(wavs, log_mels, embedding)
             embedding, fit_losses = fit.embedding, fit.losses
-        return TargetVoice(embedding=embedding, spectrum=spectrum_stats(log_mels), reference=reference,
-                           primer=primer, speaker_inputs=tuple(inputs), fit_losses=fit_losses, register=self._register_of(wavs))
+        return TargetVoice(embedding=embedding, spectrum=spectrum_stats(log_mels),
+                           primer=primer, fit_losses=fit_losses, register=self._register_of(wavs))
 
     def _register_of(self, wavs: list[np.ndarray]) -> Register | None:
         """The pitch register of prepared references ``[T_i]`` (pooled), for a model with the pitch path; else None."""
@@ -244,8 +230,7 @@ class VoiceConverter:
             return None
         return voiced_register([self.frontend.pitch_input(w)[0] for w in wavs])
 
-    def _fit_voice(self, wavs: list[np.ndarray], log_mels: list[torch.Tensor], embedding: torch.Tensor,
-                   reference: ReferenceMemory | None) -> VoiceFit:
+    def _fit_voice(self, wavs: list[np.ndarray], log_mels: list[torch.Tensor], embedding: torch.Tensor) -> VoiceFit:
         """The embedding ``[1, S]`` tuned on the references (:mod:`vconv.inference.voice_fit`), from ``embedding``."""
         max_frames = int(MAX_FIT_SECONDS * self.sample_rate / self.features.hop_length)
         references, frames = [], 0
@@ -259,7 +244,7 @@ class VoiceConverter:
             frames += log_mel.shape[-1]
         with self.compute():
             return fit_embedding(self.model, crop_references(references, max_frames), embedding, steps=self.fit_steps,
-                                 memory=reference, progress=self.fit_progress)
+                                 progress=self.fit_progress)
 
     @torch.no_grad()
     def embed(self, wavs: Sequence[AudioInput] | AudioInput, sr: int | None = None) -> np.ndarray:
@@ -271,28 +256,17 @@ class VoiceConverter:
 
     # ------------------------------------------------------------------------------------ conversion
 
-    def stream_twin(self) -> VoiceConversionModel | None:
-        """The bundle's causal twin (:mod:`vconv.bundles.stream_twin`), loaded on first use, or None."""
-        if not self._stream_twin_read:
-            from vconv.bundles.stream_twin import load_stream_twin
-
-            self._stream_twin = load_stream_twin(self.info.path, self.info.model_config, self.device)
-            self._stream_twin_read = True
-        return self._stream_twin
-
     def stream(self, target: TargetVoice | Sequence[AudioInput] | AudioInput, *, block_ms: float = 96.0,
                lookahead_ms: float = 48.0, context_ms: float = 1500.0, crossfade_ms: float = 32.0,
                vocoder_passes: bool = True, sample_rate: int | None = None, sr: int | None = None,
-               twin: bool | None = None, prime: bool = True, edge_hold_frames: int = 4,
+               prime: bool = True, edge_hold_frames: int = 4,
                prime_matching: bool = True) -> "StreamConverter":
         """A live converter to ``target`` (references, prepared once, or a :class:`TargetVoice`): ``push(pcm) ->
         pcm`` any number of samples at a time, ``flush()`` for the rest (:mod:`vconv.inference.streaming`).
 
         ``sample_rate``: the stream's audio rate (default the model's); ``sr``: the rate of numpy references.
         Latency (``.latency_ms``): the block plus the look-ahead, each rounded to whole mel hops. ``vocoder_passes``:
-        the neural vocoder's post-processing on every block, as offline (on by default). ``twin``: run the
-        bundle's causal twin (default: when the bundle ships one; ``True`` for a bundle without one is an error),
-        or ``False`` for the offline model on each window. ``prime``: start with the target references' last
+        the neural vocoder's post-processing on every block, as offline (on by default). ``prime``: start with the target references' last
         ``context_ms`` of speech as past context (never emitted), so the first blocks are not normalised on a few
         frames alone (docs/STREAMING.md measures both). ``edge_hold_frames``: the window's last content frame held this
         many frames past its edge for the network, instead of the zero padding that reads as the end of an utterance.
@@ -305,10 +279,7 @@ class VoiceConverter:
         settings = StreamSettings(block_ms=block_ms, lookahead_ms=lookahead_ms, crossfade_ms=crossfade_ms, context_ms=context_ms,
                                   vocoder_passes=vocoder_passes, prime=prime, edge_hold_frames=edge_hold_frames,
                                   prime_matching=prime_matching)
-        model = self.stream_twin() if twin is not False else None
-        if twin and model is None:
-            raise VconvError(f"{self.info.path}: this bundle has no causal twin for streaming (docs/STREAMING.md)")
-        return StreamConverter(self, prepared, settings, sample_rate=sample_rate, model=model)
+        return StreamConverter(self, prepared, settings, sample_rate=sample_rate)
 
     def matching_skipped(self, target: TargetVoice) -> str | None:
         """Why this converter's matching mode cannot match onto ``target`` (one line), or ``None`` when it can.
@@ -452,15 +423,12 @@ class VoiceConverter:
         every chunk's melody is then whitened on the same level, so joins do not step in pitch.
         """
         if isinstance(target, TargetVoice):
-            embedding, spectrum, reference = target.embedding, target.spectrum, target.reference
+            embedding, spectrum = target.embedding, target.spectrum
             if spectrum.mean.shape[0] != self.features.n_mels:
                 raise VconvError(f"the target's spectrum has {spectrum.mean.shape[0]} mel bands, this model {self.features.n_mels}: "
                                  "compute the target with this converter's target_voice()")
         else:
-            embedding, spectrum, reference = target, None, None
-        if self.model.reference is not None and reference is None:
-            raise VconvError("this model reads the target's frames: give a target from this converter's target_voice(), "
-                             "not a bare embedding")
+            embedding, spectrum = target, None
         matching = spectrum is not None and self.target_match != "off"
         level = file_level() if matching and several else None
         register = target.register if isinstance(target, TargetVoice) else None
@@ -471,7 +439,7 @@ class VoiceConverter:
             content = self._model_input(piece)
             pitch = self.source_pitch(piece, register, source_register)
             with self.compute():
-                converted = self.model.convert(content, embedding=embedding, reference=reference,
+                converted = self.model.convert(content, embedding=embedding,
                                                pitch=pitch.contour if pitch is not None else None)
             log_mel = self.frontend.denormalize(converted.float())
             # the piece includes its context: room tone within CONTEXT_SECONDS of speech is matched on that speech's

@@ -52,7 +52,6 @@ from vconv.models.contour import (
 
 if TYPE_CHECKING:  # the converter makes streams (VoiceConverter.stream): a type here, not an import
     from vconv.inference.converter import VoiceConverter
-    from vconv.models.vc import VoiceConversionModel
 
 MAX_BLOCKS_TIMED = 90_000
 VOCODER_MARGIN_FRAMES = 24  # frames rendered before the emitted ones: the neural vocoder's receptive field is ±24
@@ -147,25 +146,15 @@ class StreamConverter:
     """
 
     def __init__(self, converter: "VoiceConverter", target: TargetVoice, settings: StreamSettings = StreamSettings(),
-                 sample_rate: int | None = None, model: "VoiceConversionModel | None" = None) -> None:
+                 sample_rate: int | None = None) -> None:
         self.converter, self.target, self.settings = converter, target, settings
-        # the bundle's causal twin (vconv.models.causal) when given, else the offline model on each window
-        self.model = model if model is not None else converter.model
+        self.model = converter.model  # the offline model, run on each window
         self.model_rate = converter.sample_rate
-        # a stream network trained apart from the bundle's model has a speaker encoder of its own: the target is
-        # embedded in its space (a distilled twin keeps the teacher's encoder, so this gives the same embedding)
         self.embedding = target.embedding
-        if self.model is not converter.model and target.speaker_inputs:
-            with torch.no_grad(), converter.compute():
-                self.embedding = self.model.embed_speaker(list(target.speaker_inputs)).float()
         self.sample_rate = check_sample_rate(self.model_rate if sample_rate is None else sample_rate, "stream sample rate")
         self.hop = converter.features.hop_length
         self.block, self.lookahead, self.crossfade, self.context = settings.samples(self.hop, self.model_rate)
         self.latency_ms = settings.latency_ms(self.hop, self.model_rate)
-        layout = getattr(self.model, "causal_layout", None)
-        if layout is not None and self.lookahead < layout.lookahead_frames * self.hop:
-            raise VconvError(f"stream look-ahead: this bundle's causal twin reads {layout.lookahead_frames * self.hop * 1000 // self.model_rate} ms "
-                             f"ahead; give --lookahead-ms of at least that")
         self.times = BlockTimes()
         self._inbound = self._resampler(self.sample_rate, self.model_rate)
         self._outbound = self._resampler(self.model_rate, self.sample_rate)
@@ -256,7 +245,7 @@ class StreamConverter:
             content = torch.cat([content, content[..., -1:].expand(-1, -1, hold)], -1)
         pitch = self._window_pitch(window, lead) if self.model.reads_pitch else None
         with conv.compute():
-            converted = self.model.convert(content, embedding=self.embedding, reference=target.reference,
+            converted = self.model.convert(content, embedding=self.embedding,
                                            pitch=pitch.contour if pitch is not None else None)[..., :frames]
         log_mel = conv.frontend.denormalize(converted.float())  # [1, n_mels, F], frame j centred at j*hop
         first_new = lead // self.hop  # the block's own frames join the running statistics: those that are

@@ -10,7 +10,6 @@ import torch
 
 from vconv.inference.target_match import SpectrumStats
 from vconv.models.contour import Register
-from vconv.models.reference import ReferenceMemory
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,13 +18,9 @@ class TargetVoice:
 
     ``embedding``: ``[1, S]`` the speaker embedding (references averaged), which drives AdaIN;
     ``spectrum``: the references' long-term log-mel statistics for target-spectrum matching;
-    ``reference``: for a model with a reference path, the memory of the references' frames it attends over;
     ``primer``: the references' last :data:`PRIMER_SECONDS` of audio at the model's rate, float32 ``[n]``: a stream
     (:mod:`vconv.inference.streaming`) starts with it as past context, so its first windows are normalised on
     speech rather than on a few frames; it is never emitted;
-    ``speaker_inputs``: what the speaker encoder read, one per reference (normalised log-mels ``[n_mels, T_i]`` or
-    d-vectors ``[256]``): a stream network with a speaker encoder of its own (one trained apart, not distilled from
-    the bundle's model) embeds the target from them;
     ``fit_losses``: when the embedding was fitted to the references (:mod:`vconv.inference.voice_fit`), their
     reconstruction L1 before each fit step and after the last (the first is the speaker encoder's embedding's); empty
     when it was not;
@@ -37,9 +32,7 @@ class TargetVoice:
 
     embedding: torch.Tensor
     spectrum: SpectrumStats
-    reference: ReferenceMemory | None = None
     primer: np.ndarray | None = None
-    speaker_inputs: tuple[torch.Tensor, ...] = ()
     fit_losses: tuple[float, ...] = ()
     origin: str = "computed"
     register: Register | None = None

@@ -91,8 +91,6 @@ def save_voice(path: str | Path, voice: "TargetVoice", source: VoiceSource, *, f
     import torch
     from safetensors.torch import save_file
 
-    if voice.reference is not None:
-        raise VconvError("this model reads the target's frames (a reference path): its voices cannot be saved as voice files")
     tensors = {"embedding": voice.embedding.detach().float().contiguous(), "spectrum_mean": voice.spectrum.mean.float().contiguous(),
                "spectrum_std": voice.spectrum.std.float().contiguous(),
                "primer": torch.from_numpy(np.ascontiguousarray(voice.primer if voice.primer is not None else np.zeros(0, np.float32)))}

@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from vconv.errors import VconvError
 
 if TYPE_CHECKING:
-    from vconv.models.reference import ReferenceMemory
     from vconv.models.vc import VoiceConversionModel
 
 __all__ = ["DEFAULT_FIT_LR", "FitReference", "MAX_FIT_SECONDS", "MAX_FIT_STEPS", "VoiceFit", "check_fit_steps", "crop_references",
@@ -85,7 +84,7 @@ def crop_references(references: Sequence[FitReference], max_frames: int) -> list
 
 
 def fit_embedding(model: "VoiceConversionModel", references: Sequence[FitReference], embedding: torch.Tensor, *,
-                  steps: int, lr: float = DEFAULT_FIT_LR, memory: "ReferenceMemory | None" = None,
+                  steps: int, lr: float = DEFAULT_FIT_LR,
                   progress: Callable[[int, int], None] | None = None) -> VoiceFit:
     """Tune ``embedding [1, S]`` so that ``model``'s decoder rebuilds each reference from its own codes.
 
@@ -96,7 +95,6 @@ def fit_embedding(model: "VoiceConversionModel", references: Sequence[FitReferen
         embedding: ``[1, S]`` the starting point, the speaker encoder's embedding of the references.
         steps: Adam steps (0 returns ``embedding`` unchanged).
         lr: Adam's learning rate.
-        memory: the reference path's memory of the same references, for a model that has the path.
         progress: called with (steps done, steps) after each step (the CLI shows a progress line with it).
 
     Runs in whatever autocast the caller set (the converter's precision); the loss is the mean of the
@@ -112,7 +110,7 @@ def fit_embedding(model: "VoiceConversionModel", references: Sequence[FitReferen
     with torch.enable_grad():
         for _ in range(steps + 1):
             loss = torch.stack([
-                F.l1_loss(model.decode(q, fitted, ref.mel.shape[-1], memory, ref.pitch).float(), ref.mel.float())
+                F.l1_loss(model.decode(q, fitted, ref.mel.shape[-1], ref.pitch).float(), ref.mel.float())
                 for q, ref in zip(codes, references)
             ]).mean()
             losses.append(float(loss.detach()))

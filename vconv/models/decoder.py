@@ -12,7 +12,6 @@ is said, the contour at which pitch, the embedding in whose voice.
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -81,18 +80,16 @@ class AdaINDecoder(nn.Module):
         # the mel moves with it far from linearly; the basis lets each channel respond to a band of pitches
         self.pitch_harmonics = pitch_harmonics
         width = pitch_channels + 2 * pitch_harmonics
-        # one projection of the contour per block input (1x1: frame-local, so a causal layout needs nothing of it)
+        # one projection of the contour per block input (1x1: frame-local)
         self.pitch_in = nn.ModuleList(nn.Conv1d(width, channels, 1) for _ in range(blocks)) if pitch_channels else None
 
     def forward(self, q: torch.Tensor, e: torch.Tensor, length: int | None = None,
-                attend: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
                 pitch: torch.Tensor | None = None) -> torch.Tensor:
         """``q [B, code_dim, T'], e [B, speaker_dim] -> mel [B, n_mels, length]``.
 
         ``length`` is the number of mel frames wanted (the content input's ``T``); the up-sampled output
         (``T' * stride`` frames) is cropped to it, or padded by repeating the last frame if longer.
-        ``attend(block, x [B, C, T]) -> [B, C, T]``, when given, runs after each block (1-based): the
-        model's reference path (:mod:`vconv.models.reference`). ``pitch [B, pitch_channels, T]``: the contour on the
+        ``pitch [B, pitch_channels, T]``: the contour on the
         mel frames (:func:`vconv.models.contour.decoder_contour`), required exactly when the decoder has a pitch path.
         """
         if q.dim() != 3 or q.shape[1] != self.code_dim:
@@ -113,12 +110,10 @@ class AdaINDecoder(nn.Module):
             if pitch.dim() != 3 or pitch.shape[1] != self.pitch_channels or pitch.shape[0] not in (1, x.shape[0]):
                 raise ValueError(f"expected pitch of shape [B, {self.pitch_channels}, T], got {tuple(pitch.shape)}")
             pitch = pitch_features(fit_length(pitch.to(x.dtype), x.shape[-1]), self.pitch_harmonics)
-        for number, block in enumerate(self.blocks, start=1):
+        for number, block in enumerate(self.blocks):
             if pitch is not None and self.pitch_in is not None:
-                x = x + self.pitch_in[number - 1](pitch)
+                x = x + self.pitch_in[number](pitch)
             x = block(x, e)
-            if attend is not None:
-                x = attend(number, x)
         mel = self.out(x)
         if length is not None:
             mel = fit_length(mel, length)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConvBlock", "AdaIN", "causal_stats", "frame_norm", "GradientReversal", "grad_reverse", "make_activation"]
+__all__ = ["ConvBlock", "AdaIN", "GradientReversal", "grad_reverse", "make_activation"]
 
 
 def make_activation(name: str) -> nn.Module:
@@ -85,31 +85,6 @@ class ConvBlock(nn.Module):
         return y
 
 
-def causal_stats(x: torch.Tensor, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-frame mean and (biased) variance over the last ``frames`` frames up to and including each frame.
-
-    ``x [B, C, T] -> (mean [B, C, T], var [B, C, T])``; frame ``t`` pools ``x[..., max(0, t - frames + 1) : t + 1]``.
-    Computed with running sums in float64 (exact enough whatever ``T``), then cast back.
-    """
-    x64 = x.double()
-    sums = torch.cumsum(x64, -1)
-    squares = torch.cumsum(x64 * x64, -1)
-    if x.shape[-1] > frames:  # drop what slid out of the window: the sum up to t minus the sum up to t - frames
-        sums = torch.cat([sums[..., :frames], sums[..., frames:] - sums[..., :-frames]], -1)
-        squares = torch.cat([squares[..., :frames], squares[..., frames:] - squares[..., :-frames]], -1)
-    count = torch.arange(1, x.shape[-1] + 1, device=x.device, dtype=torch.float64).clamp(max=frames)
-    mean = sums / count
-    var = (squares / count - mean * mean).clamp_min(0.0)
-    return mean.to(x.dtype), var.to(x.dtype)
-
-
-def frame_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Each frame normalised over its channels, no affine (a layer norm per frame): ``x [B, C, T] -> [B, C, T]``.
-    Reads no other frame, so a network normalised this way streams exactly (:mod:`vconv.models.causal`)."""
-    centred = x - x.mean(dim=1, keepdim=True)
-    return centred * torch.rsqrt(centred.square().mean(dim=1, keepdim=True) + eps)
-
-
 class AdaIN(nn.Module):
     """Adaptive instance normalisation driven by an embedding.
 
@@ -128,9 +103,6 @@ class AdaIN(nn.Module):
         self.channels = channels
         self.eps = eps
         self.affine = nn.Linear(embed_dim, 2 * channels)
-        # the causal twin (vconv.models.causal) takes the statistics over the last `causal_frames` frames
-        # up to each frame instead of over the whole input; 0: over each frame's channels (a layer norm per frame)
-        self.causal_frames: int | None = None
         nn.init.normal_(self.affine.weight, std=0.02)
         nn.init.zeros_(self.affine.bias)
 
@@ -141,16 +113,10 @@ class AdaIN(nn.Module):
 
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         """``x [B, C, T], e [B, S] -> [B, C, T]`` with channel mean β and std ``|γ|``."""
-        if self.causal_frames == 0:
-            normed = frame_norm(x, self.eps)
-        elif self.causal_frames is not None:
-            mean, var = causal_stats(x, self.causal_frames)
-            normed = (x - mean) * torch.rsqrt(var + self.eps)
-        else:
-            # two passes (mean, then the mean square of the centred input) rather than Tensor.var: the
-            # same biased variance, ~7x faster on a CPU, where var's single-pass Welford loop does not vectorise
-            centred = x - x.mean(dim=-1, keepdim=True)
-            normed = centred * torch.rsqrt(centred.square().mean(dim=-1, keepdim=True) + self.eps)
+        # two passes (mean, then the mean square of the centred input) rather than Tensor.var: the
+        # same biased variance, ~7x faster on a CPU, where var's single-pass Welford loop does not vectorise
+        centred = x - x.mean(dim=-1, keepdim=True)
+        normed = centred * torch.rsqrt(centred.square().mean(dim=-1, keepdim=True) + self.eps)
         gamma, beta = self.style(e)
         return normed * gamma + beta
 

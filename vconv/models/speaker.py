@@ -1,8 +1,6 @@
 """Speaker encoder: one or several reference utterances to a fixed-size speaker embedding.
 
-``SpeakerEncoder``: ``x [B, C, T] -> e [B, speaker_dim]`` (``x`` a sequence: the log-mel by default);
-``VectorProjection``: ``v [B, C] -> e [B, speaker_dim]`` (``v`` one vector per utterance, e.g. a d-vector).
-Both are :class:`SpeakerEncoderBase`, what :class:`~vconv.models.vc.VoiceConversionModel` takes.
+``SpeakerEncoder``: ``x [B, C, T] -> e [B, speaker_dim]`` (``x`` a sequence: the log-mel by default).
 
 The encoder sees the whole reference and summarises it by the per-channel mean and standard deviation
 over time (statistics pooling). Those are exactly the statistics the content encoder's instance norms
@@ -11,28 +9,14 @@ throw away, which is what makes the two paths complementary (AdaIN-VC).
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from typing import ClassVar, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from vconv.models.layers import ConvBlock, make_activation
 
-__all__ = ["SpeakerEncoder", "SpeakerEncoderBase", "VectorProjection", "frame_mask", "stats_pool"]
-
-
-class SpeakerEncoderBase(nn.Module, ABC):
-    """What the model needs of a speaker encoder: ``forward(batch) -> e [B, speaker_dim]`` and the average
-    embedding of several references, ``embed_many(list of items) -> [speaker_dim]``."""
-
-    #: dimensions of one reference item (``[C, T]``: 2; ``[C]``: 1); one more is a batch
-    item_dims: ClassVar[int]
-    speaker_dim: int
-
-    @abstractmethod
-    def embed_many(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Average embedding of several references -> ``[speaker_dim]``."""
+__all__ = ["SpeakerEncoder", "frame_mask", "stats_pool"]
 
 
 def frame_mask(lengths: torch.Tensor, frames: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -59,7 +43,7 @@ def stats_pool(h: torch.Tensor, lengths: torch.Tensor | None = None, eps: float 
     return torch.cat([mean, torch.sqrt(var + eps)], dim=-1)
 
 
-class SpeakerEncoder(SpeakerEncoderBase):
+class SpeakerEncoder(nn.Module):
     """Convolutional speaker encoder with statistics pooling.
 
     Shapes: ``mel [B, in_channels, T]`` (+ optional ``lengths [B]``) ``-> e [B, speaker_dim]``.
@@ -67,8 +51,6 @@ class SpeakerEncoder(SpeakerEncoderBase):
     ``blocks`` pairs of convolutions with ``channels`` channels (residual after the first), mean + std
     pooling over time, then a two-layer MLP to ``speaker_dim``.
     """
-
-    item_dims = 2  # one reference is [in_channels, T]
 
     def __init__(self, *, in_channels: int, channels: int, blocks: int, speaker_dim: int, kernel_size: int,
                  dropout: float = 0.0) -> None:
@@ -122,36 +104,3 @@ class SpeakerEncoder(SpeakerEncoderBase):
                 raise ValueError(f"expected each reference of shape [{self.n_mels}, T], got {tuple(mel.shape)}")
             embeddings.append(self(mel.unsqueeze(0))[0])
         return torch.stack(embeddings).mean(dim=0)
-
-
-class VectorProjection(SpeakerEncoderBase):
-    """Speaker encoder on a frozen pretrained per-utterance vector: ``v [B, in_dim] -> e [B, speaker_dim]``.
-
-    The pretrained embedder (e.g. the d-vector front-end, :mod:`vconv.frontends.dvector`) already spans
-    voices it never heard; this trainable two-layer projection maps its space onto what the decoder's
-    AdaIN layers need.
-    """
-
-    item_dims = 1  # one reference is [in_dim]
-
-    def __init__(self, *, in_dim: int, channels: int, speaker_dim: int) -> None:
-        super().__init__()
-        self.in_dim = in_dim
-        self.speaker_dim = speaker_dim
-        self.net = nn.Sequential(
-            nn.Linear(in_dim, channels),
-            make_activation("lrelu"),
-            nn.Linear(channels, speaker_dim),
-        )
-
-    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
-        """``[B, in_dim] -> [B, speaker_dim]``."""
-        if vectors.dim() != 2 or vectors.shape[1] != self.in_dim:
-            raise ValueError(f"expected speaker vectors of shape [B, {self.in_dim}], got {tuple(vectors.shape)}")
-        return self.net(vectors)
-
-    def embed_many(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Average embedding of several references: list of ``[in_dim]`` -> ``[speaker_dim]``."""
-        if len(items) == 0:
-            raise ValueError("embed_many needs at least one reference vector")
-        return self(torch.stack(list(items))).mean(dim=0)

@@ -16,7 +16,6 @@ different part, not a copied model; :func:`build_model` builds the standard one 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Mapping, Sequence, Union
 
@@ -24,16 +23,13 @@ import torch
 from torch import nn
 
 from vconv.config import ModelConfig
-from vconv.config.sections import check_causal_section
 from vconv.errors import VconvError
 from vconv.models.adversary import SpeakerClassifier
 from vconv.models.budget import build_within_budget, load_network
-from vconv.models.causal import CausalLayout, make_causal
 from vconv.models.content import ContentEncoder
-from vconv.models.decoder import AdaINDecoder, fit_length
+from vconv.models.decoder import AdaINDecoder
 from vconv.models.quantize import PassThroughQuantizer, Quantizer, QuantizerOutput, VectorQuantizer
-from vconv.models.reference import ReferenceMemory, ReferencePath, build_reference_path
-from vconv.models.speaker import SpeakerEncoder, SpeakerEncoderBase, VectorProjection
+from vconv.models.speaker import SpeakerEncoder
 
 __all__ = ["ReconstructionOutput", "VoiceConversionModel", "adversary_for", "build_model", "content_encoder_for",
            "decoder_for", "quantizer_for", "speaker_encoder_for"]
@@ -71,8 +67,6 @@ class VoiceConversionModel(nn.Module):
         speaker_encoder: ``mel -> e``, with ``embed_many(list of [n_mels, T_i]) -> [S]``.
         decoder: ``(q, e, length) -> mel``, with a ``stride`` attribute equal to the encoder's.
         adversary: optional speaker classifier ``(q, reversal_weight) -> logits``.
-        reference: optional reference path (:mod:`vconv.models.reference`): the decoder also attends over
-            the reference's frames ``[n_mels, T_ref]``.
         config: the :class:`ModelConfig` the parts were built from (stored with checkpoints).
     """
 
@@ -80,12 +74,11 @@ class VoiceConversionModel(nn.Module):
         self,
         content_encoder: ContentEncoder,
         quantizer: Quantizer,
-        speaker_encoder: SpeakerEncoderBase,
+        speaker_encoder: SpeakerEncoder,
         decoder: AdaINDecoder,
         adversary: SpeakerClassifier | None = None,
         *,
         config: ModelConfig,
-        reference: ReferencePath | None = None,
     ) -> None:
         super().__init__()
         enc_stride = getattr(content_encoder, "total_stride", None)
@@ -99,7 +92,6 @@ class VoiceConversionModel(nn.Module):
         self.speaker_encoder = speaker_encoder
         self.decoder = decoder
         self.adversary = adversary
-        self.reference = reference
         self.config = config
         # the content encoder in float32 even under an outer bfloat16 autocast (the converter sets it: its codes carry
         # the words, and bfloat16 rounding of the encoder flips code choices; vconv.inference.precision)
@@ -128,65 +120,23 @@ class VoiceConversionModel(nn.Module):
         * list of ``[n_mels, T_i]`` tensors -> ``[1, S]``, the average over the references.
         """
         if isinstance(mels, torch.Tensor):
-            if mels.dim() == self.speaker_encoder.item_dims:
+            if mels.dim() == 2:
                 mels = mels.unsqueeze(0)
             return self.speaker_encoder(mels)
         return self.speaker_encoder.embed_many(list(mels)).unsqueeze(0)
-
-    def encode_reference(self, frames: References | ReferenceMemory | None) -> ReferenceMemory | None:
-        """The reference path's memory of ``frames`` (``[B, n_mels, T_ref]``, or a list of ``[n_mels, T_i]``
-        of one voice); None for a model without the path. A model with it refuses ``None``.
-
-        For a path that :attr:`~vconv.models.reference.ReferencePath.reads_codes`, each reference is its
-        normalised log-mel and its content features on the same frames, stacked along channels
-        (``[B, n_mels + C_content, T_ref]``; :meth:`reference_frames`): the model's content encoder and
-        quantiser turn the second part into the codes the path matches on.
-        """
-        path = self.reference
-        if path is None:
-            return None
-        if isinstance(frames, ReferenceMemory):
-            return frames
-        if frames is None:
-            raise ValueError("this model reads the target's frames (model.reference): give reference frames")
-        if not path.reads_codes:
-            return path.encode(frames)
-        n_mels = self.config.n_mels
-        if isinstance(frames, torch.Tensor):
-            frames = frames[None] if frames.dim() == 2 else frames  # one reference [n_mels + C, T]
-            return path.encode(frames[:, :n_mels], self.reference_codes(frames[:, n_mels:]))
-        return path.encode([f[:n_mels] for f in frames], [self.reference_codes(f[None, n_mels:])[0] for f in frames])
-
-    @staticmethod
-    def reference_frames(mel: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
-        """What a code-reading reference path takes of one reference: normalised ``mel [.., n_mels, T]`` and
-        the content features ``[.., C, T']`` on its frames, stacked along channels (cut to the shorter)."""
-        frames = min(mel.shape[-1], content.shape[-1])
-        return torch.cat([mel[..., :frames], content[..., :frames].to(mel.dtype)], dim=-2)
-
-    @torch.no_grad()
-    def reference_codes(self, content: torch.Tensor) -> torch.Tensor:
-        """Content features ``[B, C_in, T]`` -> their quantised codes on the same ``T`` frames ``[B, code_dim, T]``
-        (no gradient, no codebook update: the reference path matches on them, nothing learns from them)."""
-        codes = self.quantizer.lookup(self._content_states(content))
-        return fit_length(torch.repeat_interleave(codes, self.decoder.stride, dim=-1), content.shape[-1])
 
     # ----------------------------------------------------------------------------------------------
     # training and inference
 
     def reconstruct(
-        self, mel: torch.Tensor, ref_mel: References, adversary_weight: float = 0.0, ref_frames: References | None = None,
-        speaker_dropout: float = 0.0, pitch: torch.Tensor | None = None,
+        self, mel: torch.Tensor, ref_mel: References, adversary_weight: float = 0.0, pitch: torch.Tensor | None = None,
     ) -> ReconstructionOutput:
         """Rebuild ``mel [B, n_mels, T]`` from its codes and the speaker embedding of ``ref_mel``.
 
         ``ref_mel`` is ``[B, n_mels, T_ref]`` (another segment of the same speaker during training, so
         content cannot leak through the speaker path), or anything :meth:`embed_speaker` takes that
-        gives one embedding. ``ref_frames`` (``[B, n_mels, T_ref]``, likewise another segment) is what the
-        reference path reads; default ``ref_mel``, when that is a log-mel. ``adversary_weight`` scales the
-        reversed gradient that the adversary sends into the content encoder (0 trains the classifier
-        without touching the encoder). ``speaker_dropout``: in training mode, the probability that an item's
-        embedding is zeroed (the decoder must then read the voice from the reference path). ``pitch [B, 3, T]``: the
+        gives one embedding. ``adversary_weight`` scales the reversed gradient that the adversary sends into the
+        content encoder (0 trains the classifier without touching the encoder). ``pitch [B, 3, T]``: the
         decoder's contour (:func:`vconv.models.contour.decoder_contour`), for a model with the pitch path.
         """
         quant = self.encode_content(mel)
@@ -194,21 +144,16 @@ class VoiceConversionModel(nn.Module):
         if embedding.shape[0] not in (1, mel.shape[0]):
             raise ValueError(f"{embedding.shape[0]} speaker embeddings for a batch of {mel.shape[0]}")
         embedding = embedding.expand(mel.shape[0], -1)
-        if self.training and speaker_dropout > 0:
-            kept = torch.rand(mel.shape[0], 1, device=embedding.device) >= speaker_dropout
-            embedding = embedding * kept.to(embedding.dtype)
-        memory = self.encode_reference(ref_frames if ref_frames is not None or self.reference is None else ref_mel)
-        out = self.decode(quant.quantized, embedding, mel.shape[-1], memory, pitch)
+        out = self.decode(quant.quantized, embedding, mel.shape[-1], pitch)
         logits = None
         if self.adversary is not None:
             logits = self.adversary(quant.quantized, reversal_weight=adversary_weight)
         return ReconstructionOutput(mel=out, quantizer=quant, speaker_embedding=embedding, speaker_logits=logits)
 
     def forward(self, mel: torch.Tensor, ref_mel: References, adversary_weight: float = 0.0,
-                ref_frames: References | None = None, speaker_dropout: float = 0.0,
                 pitch: torch.Tensor | None = None) -> ReconstructionOutput:
         """Same as :meth:`reconstruct` (so DDP wraps the training computation)."""
-        return self.reconstruct(mel, ref_mel, adversary_weight, ref_frames, speaker_dropout, pitch)
+        return self.reconstruct(mel, ref_mel, adversary_weight, pitch)
 
     @property
     def reads_pitch(self) -> bool:
@@ -216,28 +161,18 @@ class VoiceConversionModel(nn.Module):
         return self.decoder.pitch_in is not None
 
     def decode(self, quantized: torch.Tensor, embedding: torch.Tensor, length: int,
-               memory: ReferenceMemory | None = None, pitch: torch.Tensor | None = None) -> torch.Tensor:
-        """``quantized [B, code_dim, T'] + embedding [B or 1, S]`` (+ the reference path's ``memory``, + the contour
-        ``pitch [B or 1, 3, length]`` for a model with the pitch path) ``-> mel [B, n_mels, length]``."""
+               pitch: torch.Tensor | None = None) -> torch.Tensor:
+        """``quantized [B, code_dim, T'] + embedding [B or 1, S]`` (+ the contour ``pitch [B or 1, 3, length]`` for a
+        model with the pitch path) ``-> mel [B, n_mels, length]``."""
         if embedding.shape[0] not in (1, quantized.shape[0]):
             raise ValueError(f"{embedding.shape[0]} speaker embeddings for {quantized.shape[0]} sources")
-        path = self.reference
-        attend = None
-        if path is not None:
-            if memory is None:
-                raise ValueError("this model reads the target's frames (model.reference): decode needs their memory")
-            read = memory
-            # a code-reading path matches the source's codes, on the decoder's (up-sampled) frames
-            codes = torch.repeat_interleave(quantized, self.decoder.stride, dim=-1) if path.reads_codes else None
-            attend = lambda stage, h: path.attend(stage, h, read, codes)  # noqa: E731
         if pitch is not None and pitch.shape[0] != quantized.shape[0]:
             pitch = pitch.expand(quantized.shape[0], -1, -1)
-        return self.decoder(quantized, embedding.expand(quantized.shape[0], -1), length, attend, pitch)
+        return self.decoder(quantized, embedding.expand(quantized.shape[0], -1), length, pitch)
 
     @torch.no_grad()
     def convert(self, src_mel: torch.Tensor, ref_mels: References | None = None, *,
-                embedding: torch.Tensor | None = None, reference: References | ReferenceMemory | None = None,
-                pitch: torch.Tensor | None = None) -> torch.Tensor:
+                embedding: torch.Tensor | None = None, pitch: torch.Tensor | None = None) -> torch.Tensor:
         """Say ``src_mel``'s content in the voice of ``ref_mels`` (or of a precomputed ``embedding``).
 
         Args:
@@ -246,8 +181,6 @@ class VoiceConversionModel(nn.Module):
                 ``[n_mels, T_i]`` references of one target speaker (their embeddings are averaged).
             embedding: ``[B or 1, S]``, what :meth:`embed_speaker` returned; instead of ``ref_mels``, so a
                 caller converting many sources (or chunks of one) embeds the target once.
-            reference: for a model with a reference path, the target's frames (``[n_mels, T]``, a list of
-                them, or the :meth:`encode_reference` memory, computed once per target); default ``ref_mels``.
             pitch: for a model with the pitch path, the decoder's contour ``[B or 1, 3, T]`` or ``[3, T]``
                 (:func:`vconv.models.contour.decoder_contour`: the source's melody in the output's register).
 
@@ -270,10 +203,9 @@ class VoiceConversionModel(nn.Module):
             if embedding is None:
                 assert ref_mels is not None  # exactly one of the two, checked above
                 embedding = self.embed_speaker(ref_mels)
-            memory = self.encode_reference(reference if reference is not None or self.reference is None else ref_mels)
             if pitch is not None and pitch.dim() == 2:
                 pitch = pitch.unsqueeze(0)
-            out = self.decode(self.encode_content(src).quantized, embedding, src.shape[-1], memory, pitch)
+            out = self.decode(self.encode_content(src).quantized, embedding, src.shape[-1], pitch)
         finally:
             if switch:
                 self.train(was_training)
@@ -296,13 +228,6 @@ def load_model(cfg: ModelConfig, state: Mapping[str, torch.Tensor], what: str) -
     return load_network(lambda: build_model_unchecked(cfg), state, what)
 
 
-def load_causal_model(cfg: ModelConfig, layout: CausalLayout, state: Mapping[str, torch.Tensor], what: str) -> VoiceConversionModel:
-    """The causal twin (:mod:`vconv.models.causal`) of the model of ``cfg`` holding ``state``: the model of ``cfg``
-    with ``layout`` as its ``causal`` section, built once with its weights assigned in place; a mismatch is a one-line
-    VconvError naming ``what``."""
-    return load_model(dataclasses.replace(cfg, causal=layout.to_dict()), state, what)
-
-
 def build_model_unchecked(cfg: ModelConfig) -> VoiceConversionModel:
     """The model of ``cfg`` without the budget check: for callers that build under one themselves
     (:func:`vconv.models.budget.load_network`). Each part from its own settings; the two front-end parts say what the encoders read."""
@@ -310,14 +235,9 @@ def build_model_unchecked(cfg: ModelConfig) -> VoiceConversionModel:
 
     content_input, speaker_input = model_parts(cfg)
     content = content_encoder_for(cfg, content_input.channels(cfg.n_mels))
-    speaker = speaker_encoder_for(cfg, speaker_input.channels(cfg.n_mels), per_utterance=speaker_input.per_utterance)
-    reference = build_reference_path(cfg.reference, n_mels=cfg.n_mels, channels=cfg.channels,
-                                     decoder_blocks=cfg.decoder_blocks, code_dim=cfg.code_dim)
-    model = VoiceConversionModel(content, quantizer_for(cfg), speaker, decoder_for(cfg, content.total_stride),
-                                 adversary_for(cfg), config=cfg, reference=reference)
-    if cfg.causal:  # a network trained causal from the start (live conversion): the layout applied before any weight
-        make_causal(model, CausalLayout(*check_causal_section(cfg.causal, "model.causal")))
-    return model
+    speaker = speaker_encoder_for(cfg, speaker_input.channels(cfg.n_mels))
+    return VoiceConversionModel(content, quantizer_for(cfg), speaker, decoder_for(cfg, content.total_stride),
+                                adversary_for(cfg), config=cfg)
 
 
 def content_encoder_for(cfg: ModelConfig, in_channels: int) -> ContentEncoder:
@@ -337,11 +257,8 @@ def quantizer_for(cfg: ModelConfig) -> Quantizer:
                            ema=cfg.vq_ema, decay=cfg.vq_decay, dead_after=cfg.vq_dead_after)
 
 
-def speaker_encoder_for(cfg: ModelConfig, in_channels: int, *, per_utterance: bool = False) -> SpeakerEncoderBase:
-    """The speaker encoder of ``cfg``: convolutional over ``[in_channels, T]``, or a projection of one
-    pretrained ``[in_channels]`` vector per utterance (``per_utterance``)."""
-    if per_utterance:
-        return VectorProjection(in_dim=in_channels, channels=cfg.speaker_channels, speaker_dim=cfg.speaker_dim)
+def speaker_encoder_for(cfg: ModelConfig, in_channels: int) -> SpeakerEncoder:
+    """The convolutional speaker encoder of ``cfg`` over ``[in_channels, T]``."""
     return SpeakerEncoder(in_channels=in_channels, channels=cfg.speaker_channels, blocks=cfg.speaker_blocks,
                           speaker_dim=cfg.speaker_dim, kernel_size=cfg.kernel_size, dropout=cfg.dropout)
 

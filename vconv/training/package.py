@@ -107,12 +107,10 @@ def content_perturbation_line(model_config: Any, train: dict[str, Any]) -> str:
     """What the content path read in training besides the clean input, for the card's training line."""
     from vconv.frontends import model_parts
 
-    twins = (f"; twins (warped copies of the same recording) read by the content path with probability "
-             f"{train.get('content_twin_probability')}") if train.get("content_twins") else ""
     content, _ = model_parts(model_config)
     if not content.is_log_mel:  # the mel perturber cannot touch a pretrained part's precomputed output
-        return f"no timbre perturbation of the content path (its {content.kind} features come from the clean audio){twins}"
-    return f"timbre perturbation of the content path = {train.get('perturb_content')}{twins}"
+        return f"no timbre perturbation of the content path (its {content.kind} features come from the clean audio)"
+    return f"timbre perturbation of the content path = {train.get('perturb_content')}"
 
 
 def frontends_line(model_config: Any, bundle: Path) -> str:

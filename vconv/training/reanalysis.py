@@ -1,6 +1,6 @@
 """A pretrained network's own spectrogram, computed differentiably from vconv's log-mel (for training critics).
 
-The frozen judges a trainer asks about a converted segment (a d-vector for the voice, Whisper's encoder for the
+The frozen judges a trainer asks about a converted segment (Whisper's encoder for the
 words) read their own log10 power mel: another FFT size, frame rate and band layout than vconv's. A critic only has
 the model's output mel, and its gradient must reach the model, so :class:`Reanalysis` rebuilds it from the mel: the
 linear magnitude by a few non-negative least-squares steps (:meth:`~vconv.audio.logmel.LogMel.to_linear`), squared,

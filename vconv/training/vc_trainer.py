@@ -37,7 +37,6 @@ from vconv.config import FeatureConfig, ModelConfig, TrainConfig
 from vconv.data.extract import ExtractSpec
 from vconv.data.manifest import read_manifest, speakers_of
 from vconv.data.segments import Batch, FeatureStore, SegmentBatches
-from vconv.data.twins import load_twin_groups, twin_index
 from vconv.errors import VconvError
 from vconv.fileio import read_json_object
 from vconv.frontends import FrontEndPart, load_parts, model_parts, pitch_part
@@ -47,7 +46,6 @@ from vconv.training.base import BaseTrainer
 from vconv.training.content_consistency import ContentConsistency, load_content_critic
 from vconv.training.mel_gan import MelDiscriminator
 from vconv.training.runs import load_training_state
-from vconv.training.speaker_consistency import SpeakerConsistency
 from vconv.vocoders.losses import discriminator_loss, feature_matching_loss, generator_loss
 
 
@@ -90,11 +88,6 @@ class ModelTrainer(BaseTrainer):
         self.content_part, self.speaker_part = model_parts(model)
         self.pitch_part = pitch_part(model)
         self.store = FeatureStore(train_utts, self.spec, train.features_dir)
-        # same recordings in other voices, for the content path's perturbation (vconv.data.twins)
-        self.twins = twin_index(load_twin_groups(train.content_twins), train_utts) if train.content_twins else {}
-        if train.content_twins and not self.twins and self.dist.is_main:
-            print(f"warning: {train.content_twins}: no group has two utterances of the training manifest; "
-                  "content twins are off", file=sys.stderr)
         self.valid_store = None
         if train.valid_manifest:
             valid_utts = read_manifest(train.valid_manifest)
@@ -117,9 +110,6 @@ class ModelTrainer(BaseTrainer):
             self.store, self.speakers, self.frontend, batch_size=train.batch_size, segment_frames=train.segment_frames,
             seed=train.seed, rank=self.dist.rank, steps=train.steps, perturb=train.perturb_content,
             speaker_sampling_power=train.speaker_sampling_power, content=self.content_part, speaker=self.speaker_part,
-            twins=self.twins, twin_probability=train.content_twin_probability,
-            reference_frames=self.model.reference is not None,
-            reference_content=self.model.reference is not None and self.model.reference.reads_codes,
             pitch=self.pitch_part,
         )
 
@@ -127,7 +117,7 @@ class ModelTrainer(BaseTrainer):
 
     def _build_output_critics(self, features: FeatureConfig, train: TrainConfig) -> None:
         """The training-only networks that judge the model's output, never part of the bundle: the output mel's
-        adversary (vconv.training.mel_gan) and the frozen d-vector of speaker consistency."""
+        adversary (vconv.training.mel_gan) and the frozen Whisper encoder of content consistency."""
         self.discriminator: MelDiscriminator | None = None
         if train.mel_gan_weight > 0:
             self.discriminator = MelDiscriminator(train.mel_disc_channels).to(self.device)
@@ -135,9 +125,6 @@ class ModelTrainer(BaseTrainer):
             self.opt_d = torch.optim.AdamW(self.discriminator.parameters(), lr=train.mel_disc_lr, betas=(0.8, 0.9),
                                            weight_decay=train.weight_decay)  # HiFi-GAN's short momentum for a moving target
             self.sched_d = self.make_scheduler(self.opt_d, max(1, train.steps - train.mel_gan_start_step))
-        self.speaker_consistency: SpeakerConsistency | None = None
-        if train.speaker_consistency_weight > 0:
-            self.speaker_consistency = SpeakerConsistency(features).to(self.device)
         self.content_consistency: ContentConsistency | None = None
         if train.content_consistency_weight > 0:
             layer = int(self.mcfg.content_frontend.get("layer", 4)) if self.mcfg.content_frontend.get("kind") == "whisper" else 4
@@ -207,8 +194,7 @@ class ModelTrainer(BaseTrainer):
         self.net.train()
         batch = batch.to(self.device)
         with self.autocast():
-            out = self.net(batch.source, batch.ref, adversary_weight=self.adversary_weight(self.step), ref_frames=batch.ref_frames,
-                           speaker_dropout=self.tcfg.speaker_dropout if self.model.reference is not None else 0.0,
+            out = self.net(batch.source, batch.ref, adversary_weight=self.adversary_weight(self.step),
                            pitch=self._contour(batch.pitch))
             recon = F.l1_loss(out.mel.float(), batch.mel)
             loss = self.tcfg.recon_weight * recon + self.tcfg.vq_weight * out.quantizer.loss.float()
@@ -220,8 +206,6 @@ class ModelTrainer(BaseTrainer):
                 metrics["adv_acc"] = (out.speaker_logits.argmax(-1) == batch.speaker).float().mean().item()
         if self.discriminator is not None and self.step >= self.tcfg.mel_gan_start_step:
             loss = loss + self._mel_gan_terms(batch.mel, out.mel.float(), metrics)
-        if self.speaker_consistency is not None:
-            loss = loss + self.tcfg.speaker_consistency_weight * self._speaker_consistency_term(batch, out, metrics)
         if self.content_consistency is not None:
             loss = loss + self.tcfg.content_consistency_weight * self._content_consistency_term(batch, out, metrics)
         metrics["grad_norm"] = self.update(loss, self.optimizer, self.scheduler, self.model)
@@ -246,11 +230,9 @@ class ModelTrainer(BaseTrainer):
         if batch.pitch is not None and self.model.reads_pitch:
             pitch = decoder_contour(batch.pitch[:k], self.mcfg.pitch_register,
                                     output=[voiced_register(p) for p in batch.pitch[other].float()])
-        memory = self.model.encode_reference(batch.ref_frames[other]) if self.model.reference is not None and \
-            batch.ref_frames is not None else None
         with self.autocast():
             converted = self.model.decode(out.quantizer.quantized[:k], out.speaker_embedding[other], batch.mel.shape[-1],
-                                          memory, pitch)
+                                          pitch)
         assert self.content_consistency is not None  # called only when there is one
         denorm = self.frontend.denormalize
         distance = self.content_consistency(denorm(converted.float()), denorm(batch.mel[:k]))
@@ -272,31 +254,6 @@ class ModelTrainer(BaseTrainer):
         matching = feature_matching_loss(judged_real.features, judged_fake.features)
         metrics.update(mel_d_loss=d_loss.item(), mel_g_adv=adversarial.item(), mel_fm=matching.item())
         return t.mel_gan_weight * adversarial + t.mel_fm_weight * matching
-
-    def _speaker_consistency_term(self, batch: Batch, out: ReconstructionOutput, metrics: dict[str, float]) -> torch.Tensor:
-        """The first ``speaker_consistency_items`` items' codes decoded in the *next* item's voice (its embedding and
-        reference frames), scored by the frozen d-vector against that item's real segment; items whose neighbour is
-        the same speaker are left out. Reuses the reconstruction's codes and embeddings: only the decoder runs again."""
-        n = batch.mel.shape[0]
-        k = min(self.tcfg.speaker_consistency_items, n)
-        other = (torch.arange(k, device=batch.mel.device) + 1) % n  # item i takes item i+1's voice
-        differs = batch.speaker[:k] != batch.speaker[other]
-        if not bool(differs.any()):  # (a batch of one is its own neighbour)
-            return out.mel.new_zeros(())
-        memory = None
-        if self.model.reference is not None:
-            frames = batch.ref_frames if batch.ref_frames is not None else batch.ref
-            memory = self.model.encode_reference(frames[other])
-        with self.autocast():
-            pitch = self._contour(batch.pitch[:k]) if batch.pitch is not None else None  # the source's own melody
-            converted = self.model.decode(out.quantizer.quantized[:k], out.speaker_embedding[other], batch.mel.shape[-1], memory,
-                                          pitch)
-        assert self.speaker_consistency is not None  # called only when there is one
-        denorm = self.frontend.denormalize
-        cosine = self.speaker_consistency(denorm(converted.float()), denorm(batch.mel[other]))  # [k]
-        cosine = cosine[differs]
-        metrics["spk_cos"] = cosine.mean().item()
-        return (1 - cosine).mean()
 
     # ------------------------------------------------------------------------------------ validation
 
@@ -369,18 +326,16 @@ class ModelTrainer(BaseTrainer):
         mel, full_content, own_ref = self._valid_inputs(i)
         full_pitch = self._valid_contour(i)
         content, target, other, pitch = full_content, mel, self._other_reference(i, by_speaker), full_pitch
-        if other is None:  # a lone utterance: content from one half, speaker (and reference path) from the other
+        if other is None:  # a lone utterance: content from one half, speaker from the other
             half = mel.shape[-1] // 2
             target, content = mel[..., :half], content[..., :half]
             pitch = pitch[..., :half] if pitch is not None else None
-            ref = own_ref if self.speaker_part.per_utterance else own_ref[..., half:]
-            frames = self._reference_frames(mel, full_content)[..., half:]
+            ref = own_ref[..., half:]
         else:
-            ref, frames = other
+            ref = other
         with self.autocast():
-            out = self.model.reconstruct(content, ref, ref_frames=frames, pitch=pitch)
-            own = self.model.reconstruct(full_content, own_ref, ref_frames=self._reference_frames(mel, full_content),
-                                         pitch=full_pitch)
+            out = self.model.reconstruct(content, ref, pitch=pitch)
+            own = self.model.reconstruct(full_content, own_ref, pitch=full_pitch)
         return out, target, own, mel
 
     def _valid_contour(self, index: int) -> torch.Tensor | None:
@@ -395,22 +350,14 @@ class ModelTrainer(BaseTrainer):
         """What one path reads of a stored utterance: the normalised ``mel``, or the part's tensor (batch of 1)."""
         return mel if part.is_log_mel else tensors[part.feature_key].float()[None].to(self.device)
 
-    def _other_reference(self, index: int, by_speaker: Mapping[str, list[int]]) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """``(speaker input, reference frames)`` of the next utterance of the same speaker (cyclically), or None."""
+    def _other_reference(self, index: int, by_speaker: Mapping[str, list[int]]) -> torch.Tensor | None:
+        """The speaker input of the next utterance of the same speaker (cyclically), or None."""
         store = self.valid_store
         assert store is not None  # as in _valid_inputs
         siblings = by_speaker[store.utterances[index].speaker]
         if len(siblings) < 2:
             return None
-        mel, content, speaker = self._valid_inputs(siblings[(siblings.index(index) + 1) % len(siblings)])
-        return speaker, self._reference_frames(mel, content)
-
-    def _reference_frames(self, mel: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
-        """What the model's reference path reads of an utterance: its normalised ``mel``, with its ``content``
-        input stacked below it for a path that matches on content codes."""
-        if self.model.reference is not None and self.model.reference.reads_codes:
-            return self.model.reference_frames(mel, content)
-        return mel
+        return self._valid_inputs(siblings[(siblings.index(index) + 1) % len(siblings)])[2]
 
     # ----------------------------------------------------------------------------------- checkpoints
 

