@@ -447,12 +447,12 @@ def test_models_lists_every_bundle_and_marks_the_broken_ones(world, monkeypatch)
 
 def test_unwritable_output_folder_is_one_line(world, monkeypatch, no_model_load):
     """As root, os.access grants everything; the check is exercised by denying write access to one folder."""
-    import vconv.paths
+    import vconv.fileio
 
     locked = world / "locked"
     locked.mkdir()
     real_access = os.access
-    monkeypatch.setattr(vconv.paths.os, "access", lambda p, mode: False if Path(p) == locked else real_access(p, mode))
+    monkeypatch.setattr(vconv.fileio.os, "access", lambda p, mode: False if Path(p) == locked else real_access(p, mode))
     result = CliRunner().invoke(app, ["convert", str(world / "src.wav"), "-t", str(world / "tgt.wav"), "-o", str(locked / "sub" / "o.wav"),
                                       "-m", str(world / "bundle")])
     assert result.exit_code == 1 and result.stderr.strip() == f"error: {locked / 'sub' / 'o.wav'}: cannot write in {locked} (permission denied)"

@@ -36,6 +36,17 @@ def test_help_describes_every_option():
         assert option in out
 
 
+
+def test_help_renders_brackets_and_no_type_beside_flags():
+    """The help is plain text: "vconv[live]" keeps its brackets and a flag shows no "<bool>" type."""
+    stream = subprocess.run([sys.executable, "-m", "vconv", "stream", "--help"], capture_output=True, text=True,
+                            env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    assert stream.returncode == 0 and "needs vconv[live]" in stream.stdout
+    for command in (["stream"], ["convert"], ["evaluate"], ["bundle", "package"]):
+        assert "<bool>" not in invoke(*command, "--help").output, command
+    assert "pip install 'vconv[eval]'" in invoke("evaluate", "--help").output
+
+
 def test_extract_then_rerun_skips_finished_and_resumes(prepared, tmp_path):
     feats = tmp_path / "feats"
     first = invoke("extract", prepared / "all.jsonl", "-o", feats, "--no-progress")

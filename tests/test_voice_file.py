@@ -164,7 +164,7 @@ def test_the_page_takes_an_uploaded_voice_file(fitted, refs, tmp_path):
 
 
 def test_the_fit_shows_its_progress_once_it_runs_past_a_second(monkeypatch, capsys):
-    from vconv import cli_common
+    from vconv.cli import common as cli_common
 
     clock = iter([0.0, 0.4, 1.5, 2.0])
     monkeypatch.setattr(cli_common.time, "perf_counter", lambda: next(clock))

@@ -62,7 +62,7 @@ def load_whisper_encoder(folder: str | Path, config: dict[str, Any]) -> WhisperE
 
 def prepare_frontends(out_dir: str | Path, *, force: bool = False) -> Path:
     """Convert the installed packages' weights into a front-end folder (see the module docstring)."""
-    from vconv.paths import check_output_path
+    from vconv.fileio import check_output_path
 
     out_dir = check_output_path(out_dir, expect="folder", what="front-end folder")
     index = out_dir / INDEX_FILE

@@ -37,9 +37,8 @@ from vconv.config import FeatureConfig, load_yaml, save_yaml
 from vconv.data.feature_files import load_feature_tensors, load_features, save_features
 from vconv.data.manifest import BadFile, Utterance, feature_path, read_manifest
 from vconv.errors import VconvError, printable
-from vconv.fileio import write_text_atomic
+from vconv.fileio import check_output_path, write_text_atomic
 from vconv.frontends import FrontEndPart, build_frontend_part, load_parts
-from vconv.paths import check_output_path
 
 STATS_FILE = "stats.json"
 CONFIG_FILE = "features.yaml"

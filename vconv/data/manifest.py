@@ -25,8 +25,7 @@ from typing import Any, Iterable, Sequence
 
 from vconv.audio.io import AUDIO_EXTENSIONS, audio_info
 from vconv.errors import VconvError
-from vconv.fileio import write_text_atomic
-from vconv.paths import safe_relative_id
+from vconv.fileio import safe_relative_id, write_text_atomic
 
 
 @dataclass
@@ -83,7 +82,7 @@ def read_manifest(path: str | Path, *, nonempty: bool = False) -> list[Utterance
     ``nonempty`` makes an empty manifest an error (what extraction and training need). Every problem is one
     line naming the file and the line number: text that is not UTF-8, a line that is not a JSON object, a
     missing key or one of the wrong type, an id that is not a safe relative name
-    (:func:`vconv.paths.safe_relative_id`: features are written to ``<dir>/<id>.safetensors``), a
+    (:func:`vconv.fileio.safe_relative_id`: features are written to ``<dir>/<id>.safetensors``), a
     repeated id (both lines named).
     """
     path = Path(path)

@@ -41,10 +41,10 @@ class EvaluationRequest:
 
     def check(self) -> None:
         """Every option against the others and the output folder, before anything loads."""
+        from vconv.fileio import check_output_path
         from vconv.inference.precision import check_precision
         from vconv.inference.target_match import check_mode
         from vconv.inference.voice_fit import check_fit_steps
-        from vconv.paths import check_output_path
 
         if (self.manifest is None) == (self.protocol is None):
             raise VconvError("pass exactly one of --manifest (convert and score held-out pairs) or --protocol (score given triples)")

@@ -23,8 +23,7 @@ from tqdm import tqdm
 from vconv.audio.io import save as save_audio
 from vconv.errors import VconvError
 from vconv.evaluation import metrics as M
-from vconv.fileio import read_text
-from vconv.paths import check_distinct_outputs
+from vconv.fileio import check_distinct_outputs, read_text
 
 # (source path, ref paths) -> (wav [T], sr), or (wav [T], sr, the model's own output [T] without matching)
 ConvertFn = Callable[[str, list[str]], tuple]

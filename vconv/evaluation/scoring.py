@@ -45,7 +45,7 @@ from vconv.errors import VconvError
 from vconv.evaluation import metrics as M
 from vconv.evaluation.judges import Judges
 from vconv.evaluation.pairs import EvalPair, safe_name
-from vconv.paths import absolute
+from vconv.fileio import absolute
 
 # unmatched: the model's own output (target-spectrum matching off), from the same conversion as "converted"
 SYSTEMS = ("converted", "unmatched", "source", "ground_truth", "copy_synthesis")

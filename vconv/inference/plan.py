@@ -3,7 +3,7 @@
 :func:`plan_conversions` turns ``vconv convert``'s arguments into ``(source, output)`` jobs and checks
 all of it in a second or less, so a typo fails at once instead of after the 2-3 s model load: the
 sample rate, every target reference (it exists and its header reads), every source header, the output
-paths (:mod:`vconv.paths`: writable, right kind, never a source or a reference, never two sources onto
+paths (:mod:`vconv.fileio`: writable, right kind, never a source or a reference, never two sources onto
 one output, never the source folder or inside it) and existing outputs without ``force``.
 :func:`plan_embeddings` does the same for ``vconv embed``.
 
@@ -20,8 +20,8 @@ from typing import Sequence
 from vconv.audio.io import AUDIO_EXTENSIONS, audio_info, check_sample_rate
 from vconv.data.manifest import BadFile, walk_audio_files
 from vconv.errors import VconvError
+from vconv.fileio import check_distinct_outputs, check_not_inside, check_output_path
 from vconv.inference.voice_file import check_target_files
-from vconv.paths import check_distinct_outputs, check_not_inside, check_output_path
 
 EMBEDDING_EXTENSIONS = (".json", ".npy", ".npz")
 

@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from vconv.config import LoopConfig
-from vconv.paths import check_output_path
+from vconv.fileio import check_output_path
 from vconv.training.distributed import cpu_has_native_bf16, start_process
 from vconv.training.runs import RunFolder, restore_rng, rng_state
 

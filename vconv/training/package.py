@@ -189,7 +189,7 @@ def package_run(
 def _check_package_inputs(run_dir: Path, out_dir: str | Path, name: str, eval_dir: str | Path | None,
                           notes: str | Path | None, card_template: str | Path | None) -> tuple[str, str]:
     """Refuse a bad name, output, run, evaluation, notes or template before any work; ``(template, its source)``."""
-    from vconv.paths import check_output_path
+    from vconv.fileio import check_output_path
 
     if not name or name in (".", "..") or Path(name).name != name or "\\" in name:
         raise VconvError(f"--name {name!r}: a bundle name is one folder name (no / or ..), e.g. my-voices-v2")

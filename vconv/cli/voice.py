@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from vconv.cli_common import FIT_VOICE_HELP, friendly_errors, load_converter, say, threads_option
+from vconv.cli.common import FIT_VOICE_HELP, friendly_errors, load_converter, say, threads_option
 from vconv.errors import VconvError
 from vconv.inference.threads import apply_threads
 
@@ -26,9 +26,9 @@ def voice(
     the spectrum statistics and the references' tail, with their content hash and the model's digest. Give the file
     to --target of convert and stream, or upload it on the page, and no conversion pays the fit again."""
     from vconv.audio.io import audio_info
+    from vconv.fileio import check_distinct_outputs, check_output_path
     from vconv.inference.voice_file import VOICE_SUFFIX, save_voice
     from vconv.inference.voice_fit import check_fit_steps
-    from vconv.paths import check_distinct_outputs, check_output_path
 
     apply_threads(threads)
     check_fit_steps(fit_voice)

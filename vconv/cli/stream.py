@@ -14,7 +14,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from vconv.cli_common import (
+from vconv.cli.common import (
     FIT_VOICE_HELP,
     PRECISION_HELP,
     TARGET_MATCH_HELP,
@@ -144,7 +144,7 @@ def _check_sources(input_path: Path, output: Path, input_device: Optional[str], 
 def _check_not_an_input(output: Path, input_path: Optional[Path], target: List[Path]) -> None:
     """Refuse an output file that is the input file or a target reference (also through a link), as ``convert``
     does: with --force it would be written over while it is read, and the user's own audio would be lost."""
-    from vconv.paths import check_distinct_outputs
+    from vconv.fileio import check_distinct_outputs
 
     if output != STDIO:
         source = input_path if input_path is not None and input_path != STDIO else None

