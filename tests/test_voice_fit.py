@@ -12,7 +12,7 @@ import vconv
 from tests.conftest import invoke, one_line_error
 from vconv.config import ModelConfig
 from vconv.errors import VconvError
-from vconv.evaluation.model_eval import EvaluationRequest
+from vconv.inference.settings import CLI_NAMES, ConversionSettings
 from vconv.inference.voice_fit import FitReference, check_fit_steps, crop_references, fit_embedding
 from vconv.models import build_model
 
@@ -77,7 +77,7 @@ def test_a_bad_number_of_steps_is_a_one_line_error(steps):
     with pytest.raises(VconvError, match="expected 0"):
         check_fit_steps(steps)
     with pytest.raises(VconvError, match="--fit-voice"):
-        EvaluationRequest(out=Path("unused"), bundle=Path("b"), manifest=Path("m"), fit_steps=steps).check()
+        ConversionSettings(fit_steps=steps, names=CLI_NAMES)  # what every command that converts checks first
 
 
 def test_a_fitted_converter_converts_with_the_fitted_embedding(tiny_bundle):

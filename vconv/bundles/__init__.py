@@ -16,7 +16,7 @@ from vconv.bundles.format import (
     read_bundle_info,
     save_bundle,
 )
-from vconv.bundles.vocoder import VOCODER_PASSES, attach_vocoder, load_bundle_vocoder, with_vocoder_passes
+from vconv.bundles.vocoder import VOCODER_PASSES, attach_vocoder, choose_vocoder, load_bundle_vocoder, with_vocoder_passes
 
-__all__ = ["CONFIG_FILE", "VOCODER_PASSES", "WEIGHTS_FILE", "BundleInfo", "attach_vocoder", "load_bundle",
+__all__ = ["CONFIG_FILE", "VOCODER_PASSES", "WEIGHTS_FILE", "BundleInfo", "attach_vocoder", "choose_vocoder", "load_bundle",
            "load_bundle_vocoder", "read_bundle_config", "read_bundle_info", "save_bundle", "with_vocoder_passes"]

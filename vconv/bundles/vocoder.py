@@ -81,3 +81,26 @@ def load_bundle_vocoder(bundle_dir: str | Path, feature_config: FeatureConfig, d
     vocoder = load_vocoder(bundle_dir, sha256=config["sha256"], device=device)
     check_compatible(feature_config, vocoder)
     return vocoder
+
+
+DEFAULT_VOCODER = "griffinlim"  # what a bundle without a trained vocoder converts with
+
+
+def choose_vocoder(bundle_dir: str | Path, feature_config: FeatureConfig, name: str | None = None, *,
+                   fast: bool = False) -> Vocoder:
+    """The vocoder a conversion with ``bundle_dir`` runs: the one place a vocoder is chosen by name.
+
+    ``name`` None: the bundle's own trained vocoder, else :data:`DEFAULT_VOCODER`; the bundle's vocoder kind (e.g.
+    ``vocos``): its trained one (an error when it has none); any other registered name: that vocoder, built for
+    ``feature_config`` (a vocoder that needs trained weights must come from a bundle). ``fast``: without its
+    post-processing passes (an error for a vocoder that has none).
+    """
+    from vconv.vocoders import check_vocoder_name, get_vocoder
+    from vconv.vocoders.base import TRAINED_VOCODERS
+
+    own = load_bundle_vocoder(bundle_dir, feature_config) if name is None or name == read_bundle_config(bundle_dir).get("vocoder") \
+        else None
+    if own is None and name is not None and check_vocoder_name(name) in TRAINED_VOCODERS:
+        raise VconvError(f"{bundle_dir}: this bundle has no trained {name} vocoder (attach one with `vconv train-vocoder --attach`)")
+    vocoder = own if own is not None else get_vocoder(name or DEFAULT_VOCODER, feature_config)
+    return vocoder.without_post_processing() if fast else vocoder

@@ -71,12 +71,12 @@ def pitch_options() -> tuple[Any, Any]:
             typer.Option("target", "--pitch-register", metavar="target|source", help=PITCH_REGISTER_HELP))
 
 
-def check_pitch_settings(shift: float, register: str) -> None:
-    """The pitch controls' values checked before any model loads (one-line errors naming the options)."""
-    from vconv.models.contour import check_pitch_shift, check_register_mode
+def conversion_settings(**values: Any) -> Any:
+    """The command's :class:`~vconv.inference.settings.ConversionSettings` of its option ``values``, checked before any
+    model loads; errors name the options (``--target-match``, ``--fit-voice``, ...)."""
+    from vconv.inference.settings import CLI_NAMES, ConversionSettings
 
-    check_pitch_shift(shift, "--pitch-shift")
-    check_register_mode(register, "--pitch-register")
+    return ConversionSettings(**values, names=CLI_NAMES)
 
 
 def threads_option(help_text: str = THREADS_HELP) -> Any:
@@ -262,13 +262,14 @@ class FitProgress:
             sys.stderr.write(line + "\n")
 
 
-def load_converter(model: Any, *, no_cache: bool = False, **settings: Any) -> Any:
-    """:func:`vconv.load` for a CLI command: with ``fit_steps`` it also gets the fit's progress line and, unless
-    ``no_cache``, the cache of fitted voices (:class:`~vconv.inference.voice_file.VoiceCache`)."""
+def load_converter(model: Any, settings: Any, *, no_cache: bool = False) -> Any:
+    """:func:`vconv.load` of ``model`` with ``settings`` (:func:`conversion_settings`) for a CLI command: with a voice fit it
+    also gets the fit's progress line and, unless ``no_cache``, the cache of fitted voices
+    (:class:`~vconv.inference.voice_file.VoiceCache`)."""
     from vconv.inference.converter import load
     from vconv.inference.voice_file import VoiceCache
 
-    converter = load(model, **settings)
+    converter = load(model, settings)
     if converter.fit_steps:
         converter.fit_progress = FitProgress()
         converter.voice_cache = None if no_cache else VoiceCache()

@@ -15,7 +15,7 @@ from vconv.cli.common import (
     HARMONICS_HELP,
     PRECISION_HELP,
     TARGET_MATCH_HELP,
-    check_pitch_settings,
+    conversion_settings,
     echo_out,
     finish_batch,
     friendly_errors,
@@ -31,17 +31,14 @@ from vconv.errors import VconvError
 from vconv.inference.threads import apply_threads
 
 
-def _check_model(model: Optional[str], vocoder: Optional[str] = None) -> Path:
-    """The bundle folder of ``--model`` with its config.json validated, and ``--vocoder`` known: both cheap,
-    so a typo fails before the model's weights are loaded."""
+def _check_model(model: Optional[str]) -> Path:
+    """The bundle folder of ``--model`` with its config.json validated: cheap, so a typo fails before the model's
+    weights are loaded."""
     from vconv.bundles import read_bundle_config
     from vconv.inference.registry import resolve_bundle
-    from vconv.vocoders import VOCODERS
 
     bundle = resolve_bundle(model)
     read_bundle_config(bundle)
-    if vocoder is not None and vocoder != "vocos" and vocoder not in VOCODERS:
-        raise VconvError(f"--vocoder {vocoder!r}: unknown; known: {', '.join(sorted({'vocos', *VOCODERS}))}")
     return bundle
 
 
@@ -69,22 +66,15 @@ def convert(
     Failed files are listed on stderr; exit code 3 when some failed, 1 when all did."""
     from vconv.inference.batch import convert_paths
     from vconv.inference.plan import plan_conversions
-    from vconv.inference.precision import check_precision
-    from vconv.inference.target_match import check_mode
-    from vconv.inference.voice_fit import check_fit_steps
 
     apply_threads(threads)
-    check_mode(target_match, "--target-match")
-    check_precision(precision, "--precision")
-    check_fit_steps(fit_voice)
-    check_pitch_settings(pitch_shift, pitch_register)
-    bundle = _check_model(model, vocoder)  # the model, inputs and outputs are checked before the model load
+    settings = conversion_settings(vocoder=vocoder, fast=fast, target_match=target_match, precision=precision,
+                                   fit_steps=fit_voice, pitch_shift=pitch_shift, pitch_register=pitch_register, harmonics=harmonics)
+    bundle = _check_model(model)  # the model, inputs and outputs are checked before the model load
     plan = plan_conversions(source, target, out, force=force, sample_rate=sample_rate)
     if not plan.jobs:
         finish_batch(0, plan.failed)
-    converter = load_converter(bundle, no_cache=no_cache, vocoder=vocoder, fast=fast, target_match=target_match,
-                               precision=precision, fit_steps=fit_voice, pitch_shift=pitch_shift, pitch_register=pitch_register,
-                               harmonics=harmonics)
+    converter = load_converter(bundle, settings, no_cache=no_cache)
     report = convert_paths(converter, source, target, out, force=force, progress=progress, plan=plan)
     echo_out(report.summary())
     for note in report.notes:
@@ -155,11 +145,13 @@ def evaluate(
     from vconv.evaluation.model_eval import EvaluationRequest, evaluate_model
 
     apply_threads(threads)
-    bundle = _check_model(model, vocoder) if manifest is not None or model is not None else None
+    settings = conversion_settings(vocoder=vocoder, target_match=target_match, precision=precision, fit_steps=fit_voice,
+                                   harmonics=harmonics)
+    bundle = _check_model(model) if manifest is not None or model is not None else None
     report = evaluate_model(EvaluationRequest(
         out, bundle=bundle, manifest=manifest, protocol=protocol, sources_per_pair=sources_per_pair,
-        target_refs=target_refs, vocoder=vocoder, target_match=target_match, precision=precision, fit_steps=fit_voice,
-        harmonics=harmonics, seed=seed, plots=plots, asr_model=asr_model, force=force, progress=progress))
+        target_refs=target_refs, settings=settings, seed=seed, plots=plots, asr_model=asr_model, force=force,
+        progress=progress))
     echo_out(report.summary_markdown)
     say(f"report: {out}")
 

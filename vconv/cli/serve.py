@@ -15,7 +15,7 @@ from vconv.cli.common import (
     FIT_VOICE_HELP,
     PRECISION_HELP,
     TARGET_MATCH_HELP,
-    check_pitch_settings,
+    conversion_settings,
     friendly_errors,
     load_converter,
     no_cache_option,
@@ -62,15 +62,10 @@ def serve(
 
     Needs the serve extra: pip install 'vconv[serve]'.
     """
-    from vconv.inference.precision import check_precision
-    from vconv.inference.target_match import check_mode
-    from vconv.inference.voice_fit import check_fit_steps
     from vconv.serve.limits import ServeLimits
 
-    check_mode(target_match, "--target-match")
-    check_precision(precision, "--precision")
-    check_fit_steps(fit_voice)
-    check_pitch_settings(pitch_shift, pitch_register)
+    settings = conversion_settings(vocoder=vocoder, target_match=target_match, precision=precision, fit_steps=fit_voice,
+                                   pitch_shift=pitch_shift, pitch_register=pitch_register)
     _require_serve_extra()
     limits = ServeLimits(max_upload_mb=max_upload_mb, max_seconds=max_seconds, workers=workers, queue_depth=queue).check()
 
@@ -84,8 +79,7 @@ def serve(
         # each conversion gets an equal share of the cores; more threads than cores only adds contention
         apply_threads(threads or max(1, (os.cpu_count() or 1) // limits.workers))
         typer.echo(f"loading model {model or '(shipped default)'} ...", err=True)
-        converter = load_converter(model, no_cache=no_cache, vocoder=vocoder, target_match=target_match, precision=precision,
-                                   fit_steps=fit_voice, pitch_shift=pitch_shift, pitch_register=pitch_register)
+        converter = load_converter(model, settings, no_cache=no_cache)
         app = create_app(converter, limits, allowed_hosts=listener.allowed_hosts())
     except BaseException:
         listener.sock.close()

@@ -18,7 +18,7 @@ from vconv.cli.common import (
     FIT_VOICE_HELP,
     PRECISION_HELP,
     TARGET_MATCH_HELP,
-    check_pitch_settings,
+    conversion_settings,
     echo_out,
     friendly_errors,
     load_converter,
@@ -72,8 +72,9 @@ def stream(
         echo_out(devices())
         return
     apply_threads(threads or STREAM_THREADS)
-    _check_settings(target, target_match, precision, fit_voice)
-    check_pitch_settings(pitch_shift, pitch_register)
+    settings = conversion_settings(target_match=target_match, precision=precision, fit_steps=fit_voice,
+                                   pitch_shift=pitch_shift, pitch_register=pitch_register)
+    _check_target(target)
     _check_sources(input_path, output, input_device, output_device, raw, realtime, target)
     if raw and input_path == STDIO and sample_rate is None and input_device is None:
         raise VconvError("--raw input needs --sample-rate N (headerless PCM does not say its rate)")
@@ -82,9 +83,8 @@ def stream(
         raise VconvError(f"--sample-rate {sample_rate}: {input_path} is {reader.sample_rate} Hz, and the output keeps the input's rate")
     writer = _open_writer(output, raw, reader.sample_rate, force, output_device)
     try:
-        report, converter_stream = _run(target, reader, writer, model, target_match, precision, block_ms, lookahead_ms,
-                                        context_ms, realtime, prime, fit_voice, no_cache,
-                                        {"pitch_shift": pitch_shift, "pitch_register": pitch_register})
+        report, converter_stream = _run(target, reader, writer, model, settings, block_ms, lookahead_ms, context_ms, realtime,
+                                        prime, no_cache)
     except BaseException:
         writer.abort()
         raise
@@ -95,13 +95,11 @@ def stream(
         typer.echo(f"dropped {reader.dropped_seconds:.1f} s of microphone audio while the conversion was behind", err=True)
 
 
-def _run(target: List[Path], reader: Any, writer: Any, model: Optional[str], target_match: str, precision: str,
-         block_ms: float, lookahead_ms: float, context_ms: float, realtime: bool, prime: bool = True,
-         fit_voice: int = 0, no_cache: bool = False, pitch: Optional[dict] = None) -> tuple[Any, Any]:
+def _run(target: List[Path], reader: Any, writer: Any, model: Optional[str], settings: Any, block_ms: float,
+         lookahead_ms: float, context_ms: float, realtime: bool, prime: bool = True, no_cache: bool = False) -> tuple[Any, Any]:
     from vconv.inference.stream_run import run_stream
 
-    converter = load_converter(model, no_cache=no_cache, target_match=target_match, precision=precision, fit_steps=fit_voice,
-                               **(pitch or {}))
+    converter = load_converter(model, settings, no_cache=no_cache)
     live = converter.stream([str(t) for t in target], block_ms=block_ms, lookahead_ms=lookahead_ms, context_ms=context_ms,
                             sample_rate=reader.sample_rate, prime=prime)
     typer.echo(f"latency {live.latency_ms:.0f} ms (block {1000 * live.block / live.model_rate:.0f} ms + look-ahead "
@@ -109,20 +107,13 @@ def _run(target: List[Path], reader: Any, writer: Any, model: Optional[str], tar
     return run_stream(live, reader, writer, realtime=realtime), live
 
 
-def _check_settings(target: List[Path], target_match: str, precision: str, fit_voice: int) -> None:
-    """The conversion settings and the target (audio references, or one voice file), before the model loads or a
-    device opens."""
+def _check_target(target: List[Path]) -> None:
+    """The target (audio references, or one voice file), before the model loads or a device opens."""
     from vconv.audio.io import inspect_audio
-    from vconv.inference.precision import check_precision
-    from vconv.inference.target_match import check_mode
     from vconv.inference.voice_file import check_target_files
-    from vconv.inference.voice_fit import check_fit_steps
 
     if not target:
         raise VconvError("give the target voice: --target REF.wav (repeat for several references) or --target NAME.voice")
-    check_mode(target_match, "--target-match")
-    check_precision(precision, "--precision")
-    check_fit_steps(fit_voice)
     check_target_files(target, inspect_audio)
 
 

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from vconv.cli.common import FIT_VOICE_HELP, friendly_errors, load_converter, say, threads_option
+from vconv.cli.common import FIT_VOICE_HELP, conversion_settings, friendly_errors, load_converter, say, threads_option
 from vconv.errors import VconvError
 from vconv.inference.threads import apply_threads
 
@@ -28,17 +28,16 @@ def voice(
     from vconv.audio.io import audio_info
     from vconv.fileio import check_distinct_outputs, check_output_path
     from vconv.inference.voice_file import VOICE_SUFFIX, save_voice
-    from vconv.inference.voice_fit import check_fit_steps
 
     apply_threads(threads)
-    check_fit_steps(fit_voice)
+    settings = conversion_settings(fit_steps=fit_voice)
     check_output_path(out, extensions=[VOICE_SUFFIX], what="voice file")
     check_distinct_outputs([(None, out)], [(r, "target reference") for r in references])
     if out.exists() and not force:
         raise VconvError(f"{out}: already exists; pass --force to overwrite")
     for ref in references:  # before the model loads
         audio_info(ref)
-    converter = load_converter(model, fit_steps=fit_voice, no_cache=True)
+    converter = load_converter(model, settings, no_cache=True)
     started = time.perf_counter()
     prepared, source = converter.prepared_target([str(r) for r in references])
     save_voice(out, prepared, source, force=force)

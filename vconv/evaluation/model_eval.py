@@ -15,6 +15,7 @@ from vconv.evaluation.judges import Judges
 from vconv.evaluation.pairs import read_protocol
 from vconv.evaluation.report import Report
 from vconv.evaluation.run import run_evaluation
+from vconv.inference.settings import ConversionSettings
 
 
 @dataclass
@@ -28,11 +29,8 @@ class EvaluationRequest:
     protocol: Path | None = None
     sources_per_pair: int | None = None
     target_refs: int = 1
-    vocoder: str | None = None
-    target_match: str = "meanstd"
-    precision: str = "auto"
-    fit_steps: int = 0
-    harmonics: bool = False  # the harmonic excitation before the vocoder (vconv.vocoders.harmonics)
+    # how the bundle converts (vocoder, target matching, precision, voice fit, harmonics; checked on construction)
+    settings: ConversionSettings = field(default_factory=ConversionSettings)
     seed: int = 0
     plots: bool = True
     asr_model: str = "base"
@@ -42,9 +40,6 @@ class EvaluationRequest:
     def check(self) -> None:
         """Every option against the others and the output folder, before anything loads."""
         from vconv.fileio import check_output_path
-        from vconv.inference.precision import check_precision
-        from vconv.inference.target_match import check_mode
-        from vconv.inference.voice_fit import check_fit_steps
 
         if (self.manifest is None) == (self.protocol is None):
             raise VconvError("pass exactly one of --manifest (convert and score held-out pairs) or --protocol (score given triples)")
@@ -54,9 +49,6 @@ class EvaluationRequest:
             raise VconvError(f"--sources-per-pair {self.sources_per_pair}: expected 1 or more")
         if self.target_refs < 1:
             raise VconvError(f"--target-refs {self.target_refs}: expected 1 or more")
-        check_mode(self.target_match, "--target-match")
-        check_precision(self.precision, "--precision")
-        check_fit_steps(self.fit_steps)
         check_output_path(self.out, expect="folder", what="report folder")  # inputs and outputs before the model load
         if (self.out / "results.json").exists() and not self.force:
             raise VconvError(f"{self.out / 'results.json'}: already exists; pass --force to overwrite")
@@ -113,9 +105,7 @@ def evaluate_model(request: EvaluationRequest) -> Report:
     if request.bundle is not None:
         from vconv.inference.converter import load
 
-        conversions = _Conversions(load(request.bundle, vocoder=request.vocoder, target_match=request.target_match,
-                                        precision=request.precision, fit_steps=request.fit_steps, harmonics=request.harmonics),
-                                   request.target_match)
+        conversions = _Conversions(load(request.bundle, request.settings), request.settings.target_match)
     name = conversions.converter.info.path.name if conversions else request.protocol
     return run_evaluation(
         pairs, out_dir=request.out, utterances=utterances,

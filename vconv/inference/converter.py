@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, ContextManager, Sequence, Union, cast
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Sequence, Union
 
 import numpy as np
 import torch
@@ -28,14 +28,12 @@ from vconv.audio.io import load as load_audio
 from vconv.bundles import BundleInfo, load_bundle
 from vconv.errors import VconvError
 from vconv.inference.chunking import process_in_chunks, stream_chunks
-from vconv.inference.devices import check_device
-from vconv.inference.precision import DEFAULT_PRECISION, compute_in, resolve_precision, store_lowered
+from vconv.inference.precision import compute_in, resolve_precision, store_lowered
 from vconv.inference.registry import resolve_bundle
+from vconv.inference.settings import ConversionSettings
 from vconv.inference.target import PRIMER_SECONDS, SourcePitch, TargetVoice
 from vconv.inference.target_match import (
-    DEFAULT_MODE,
     MIN_SPEECH_FRAMES,
-    check_mode,
     energy_level,
     frame_energy,
     is_pause,
@@ -44,8 +42,8 @@ from vconv.inference.target_match import (
     spectrum_stats,
 )
 from vconv.inference.voice_file import VoiceCache, VoiceSource, load_voice, reference_digests, voice_file_in
-from vconv.inference.voice_fit import MAX_FIT_SECONDS, FitReference, VoiceFit, check_fit_steps, crop_references, fit_embedding
-from vconv.models.contour import Register, check_pitch_shift, check_register_mode, decoder_contour, output_log_f0, voiced_register
+from vconv.inference.voice_fit import MAX_FIT_SECONDS, FitReference, VoiceFit, crop_references, fit_embedding
+from vconv.models.contour import Register, decoder_contour, output_log_f0, voiced_register
 from vconv.vocoders.harmonics import impose_harmonics
 
 if TYPE_CHECKING:
@@ -71,26 +69,31 @@ class VoiceConverter:
     """
 
     def __init__(self, model, frontend: FrontEnd, info: BundleInfo, vocoder=None, device: str | torch.device = "cpu",
-                 target_match: str = DEFAULT_MODE, precision: str = DEFAULT_PRECISION, fit_steps: int = 0,
-                 pitch_shift: float = 0.0, pitch_register: str = "target", harmonics: bool = False):
+                 settings: ConversionSettings | None = None, **options: Any):
+        """``settings`` (:class:`~vconv.inference.settings.ConversionSettings`), or its fields as keyword ``options``;
+        its ``vocoder``, ``fast`` and ``device`` are :func:`load`'s to apply: here ``vocoder`` is the vocoder itself
+        (default :data:`~vconv.bundles.vocoder.DEFAULT_VOCODER`) and ``device`` where everything runs."""
+        from vconv.bundles.vocoder import DEFAULT_VOCODER
         from vconv.vocoders import check_compatible, get_vocoder
 
+        settings = settings_of(settings, options)
+        self.settings = settings
         self.model = model.to(device).eval()
         self.frontend = frontend.to(device)
         self.info = info
         self.device = torch.device(device)
         self.features = frontend.cfg
-        self.vocoder = vocoder if vocoder is not None else get_vocoder("griffinlim", self.features)
+        self.vocoder = vocoder if vocoder is not None else get_vocoder(DEFAULT_VOCODER, self.features)
         check_compatible(self.features, self.vocoder)
         self.vocoder = self.vocoder.to(self.device).eval()
-        self.target_match = check_mode(target_match)
-        self.compute_dtype = resolve_precision(precision, self.device)
-        self.fit_steps = check_fit_steps(fit_steps, "fit_steps")
-        self.pitch_shift, self.pitch_register = check_pitch_controls(self.model, pitch_shift, pitch_register)
+        self.target_match = settings.target_match
+        self.compute_dtype = resolve_precision(settings.precision, self.device)
+        self.fit_steps = settings.fit_steps
+        self.pitch_shift, self.pitch_register = check_pitch_controls(self.model, settings.pitch_shift, settings.pitch_register)
         # the converted mel rebuilt on a harmonic comb at the output F0 before the vocoder (vconv.vocoders.harmonics): off by
         # default: it makes a pitch shift land and keeps the voicing, but on the held-out voices it cost words (CER 0.27 ->
         # 0.53) and WORLD dio reads an octave up on its output (recipes/voices/MODEL_HISTORY.md, "The pitch path")
-        self.harmonics = bool(harmonics)
+        self.harmonics = settings.harmonics
         if self.harmonics and not self.model.reads_pitch:
             raise VconvError("harmonic excitation needs a model with the pitch path (it places the harmonics at its F0)")
         self.voice_cache: VoiceCache | None = None  # fitted voices kept across conversions (the CLI sets one)
@@ -475,10 +478,16 @@ def limit_peak(wav: np.ndarray, peak: float = PEAK) -> np.ndarray:
     return wav * np.float32(peak / top) if top > peak else wav
 
 
+def settings_of(settings: ConversionSettings | None, options: dict[str, Any]) -> ConversionSettings:
+    """``settings``, or a :class:`ConversionSettings` of ``options`` (checked); both at once is an error."""
+    if settings is not None and options:
+        raise TypeError(f"give settings or its fields ({', '.join(sorted(options))}), not both")
+    return settings if settings is not None else ConversionSettings(**options)
+
+
 def check_pitch_controls(model: "VoiceConversionModel", shift: float, register: str) -> tuple[float, str]:
-    """``(shift, register)`` checked for ``model``: a number of semitones within range and a register mode; a model
-    without the pitch path takes only the defaults (it has no contour to move). One-line VconvErrors."""
-    shift, register = check_pitch_shift(shift), check_register_mode(register)
+    """``(shift, register)`` (already in range: :class:`ConversionSettings`) checked for ``model``: a model without the
+    pitch path takes only the defaults (it has no contour to move). One-line VconvErrors."""
     if not model.reads_pitch and (shift or register != "target"):
         raise VconvError("this model has no pitch path (it invents the melody): pitch shift and pitch register need a "
                          "model trained with one (model.pitch_frontend)")
@@ -488,49 +497,27 @@ def check_pitch_controls(model: "VoiceConversionModel", shift: float, register: 
     return shift, register
 
 
-def load(name_or_path: str | Path | None = None, *, vocoder: str | None = None, device: str | torch.device = "cpu",
-         fast: bool = False, target_match: str = DEFAULT_MODE, precision: str = DEFAULT_PRECISION,
-         fit_steps: int = 0, pitch_shift: float = 0.0, pitch_register: str = "target",
-         harmonics: bool = False) -> VoiceConverter:
+def load(name_or_path: str | Path | None = None, settings: ConversionSettings | None = None, **options: Any) -> VoiceConverter:
     """Load a bundle by name or folder (default: the shipped model) as a :class:`VoiceConverter`.
 
-    ``fast`` runs the bundle's neural vocoder without its inference-time post-processing (phase
-    consistency and mel-envelope matching passes): less time per conversion (``benchmarks/bench_convert.py``
-    prints both), at the quality cost that ``recipes/voices/MODEL_HISTORY.md`` measures ("network only").
-    ``precision``: ``auto`` (bfloat16 where the CPU computes it natively), ``float32`` or ``bfloat16``
-    (:mod:`vconv.inference.precision`). ``fit_steps``: tune the speaker embedding on the target references for this
-    many steps before converting (:mod:`vconv.inference.voice_fit`; 0, the default, uses the speaker encoder's).
+    ``settings`` (:class:`~vconv.inference.settings.ConversionSettings`), or its fields as keyword ``options``
+    (``vconv.load(fast=True, pitch_shift=3)``), checked before the bundle loads. ``fast`` runs the bundle's neural vocoder
+    without its inference-time post-processing (phase consistency and mel-envelope matching passes): less time per
+    conversion (``benchmarks/bench_convert.py`` prints both), at the quality cost that ``recipes/voices/MODEL_HISTORY.md``
+    measures ("network only"). ``precision``: ``auto`` (bfloat16 where the CPU computes it natively), ``float32`` or
+    ``bfloat16`` (:mod:`vconv.inference.precision`). ``fit_steps``: tune the speaker embedding on the target references for
+    this many steps before converting (:mod:`vconv.inference.voice_fit`; 0, the default, uses the speaker encoder's).
     ``pitch_shift`` (semitones, ±24) and ``pitch_register`` (``target`` or ``source``): the pitch controls of a model with
     the pitch path (:class:`VoiceConverter`); ``harmonics``: rebuild the converted mel on a harmonic comb at the output F0
     before the vocoder (:mod:`vconv.vocoders.harmonics`; off by default: measured in recipes/voices/MODEL_HISTORY.md).
     """
-    from vconv.bundles import load_bundle_vocoder
-    from vconv.vocoders import get_vocoder
+    from vconv.bundles import choose_vocoder
 
-    target_match = check_mode(target_match)
-    device = check_device(device)  # before the bundle: a typo in the device or precision fails at once
-    resolve_precision(precision, torch.device(device))
-    check_fit_steps(fit_steps, "fit_steps")
-    check_pitch_shift(pitch_shift)
-    check_register_mode(pitch_register)
+    settings = settings_of(settings, options)  # before the bundle: a typo in any setting fails at once
     bundle = resolve_bundle(name_or_path)
-    model, frontend, info = load_bundle(bundle, device)
-    # the bundle's own (trained) vocoder by default; a name (e.g. "griffinlim") overrides it
-    voc = load_bundle_vocoder(bundle, info.feature_config) if vocoder in (None, "vocos") else None
-    if vocoder == "vocos" and voc is None:
-        raise VconvError(f"{bundle}: this bundle has no trained vocos vocoder (attach one with `vconv train-vocoder --attach`)")
-    if voc is None and vocoder:
-        voc = get_vocoder(vocoder, info.feature_config)
-    if fast:
-        name = getattr(voc, "name", None) or "griffinlim"
-        if name != "vocos":
-            raise VconvError(f"fast mode skips the neural vocoder's post-processing passes; vocoder {name} has none")
-        from vconv.vocoders.vocos import VocosVocoder
-
-        vocos = cast(VocosVocoder, voc)  # named vocos just above
-        vocos.config = vocos.config.without_post_processing()
-    converter = VoiceConverter(model, frontend, info, voc, device, target_match=target_match, precision=precision,
-                               fit_steps=fit_steps, pitch_shift=pitch_shift, pitch_register=pitch_register, harmonics=harmonics)
+    model, frontend, info = load_bundle(bundle, settings.device)
+    vocoder = choose_vocoder(bundle, info.feature_config, settings.vocoder, fast=settings.fast)
+    converter = VoiceConverter(model, frontend, info, vocoder, settings.device, settings)
     # the networks were built here and run only under the converter's autocast: their weights lowered once
     # the content encoder stays float32: in bfloat16 it flipped VQ code choices (CER 0.28 -> 0.35 on the fixture
     # conversions of tests/test_pretrained.py; 0.29-0.30 with it in float32 and the rest in bfloat16)

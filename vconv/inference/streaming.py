@@ -270,9 +270,8 @@ class StreamConverter:
                 log_mel = match_spectrum(log_mel, target.spectrum, mode, floor=floor, own=own)
         log_mel = conv.excite(log_mel, pitch)
         skip = max(0, first_new - VOCODER_MARGIN_FRAMES)  # render only the last frames, from a margin before the block
-        passes = {"post_process": self.settings.vocoder_passes} if getattr(conv.vocoder, "name", "") == "vocos" else {}
         with conv.compute("vocoder"):
-            audio = conv.vocoder(log_mel[..., skip:], **passes)[0].float().cpu().numpy()
+            audio = conv.vocoder.render(log_mel[..., skip:], post_process=self.settings.vocoder_passes)[0].float().cpu().numpy()
         offset = lead - skip * self.hop
         audio = np.pad(audio, (0, max(0, offset + keep - audio.size)))
         return audio[offset : offset + keep]

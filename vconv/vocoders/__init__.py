@@ -9,9 +9,9 @@ vocoders (``griffinlim``; ``vocos``, the trained neural vocoder, whose normal so
 from __future__ import annotations
 
 from vconv.config import VocoderConfig
-from vconv.vocoders.base import VOCODERS, Vocoder, check_compatible, get_vocoder, register_vocoder
+from vconv.vocoders.base import VOCODERS, Vocoder, check_compatible, check_vocoder_name, get_vocoder, register_vocoder
 from vconv.vocoders.griffinlim import GriffinLim
 from vconv.vocoders.vocos import VocosVocoder, load_vocoder
 
-__all__ = ["VOCODERS", "GriffinLim", "Vocoder", "VocoderConfig", "VocosVocoder", "check_compatible", "get_vocoder",
+__all__ = ["VOCODERS", "GriffinLim", "Vocoder", "VocoderConfig", "VocosVocoder", "check_compatible", "check_vocoder_name", "get_vocoder",
            "load_vocoder", "register_vocoder"]

@@ -20,7 +20,7 @@ only use :func:`get_vocoder`.
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable, Union, cast
+from typing import Any, Callable, ClassVar, Union, cast
 
 import numpy as np
 import torch
@@ -42,6 +42,8 @@ class Vocoder(torch.nn.Module, abc.ABC):
     """
 
     name: str = "vocoder"
+    #: inference-time post-processing passes, which ``--fast`` skips and a stream may turn off per call (:meth:`render`)
+    post_processing: ClassVar[bool] = False
     # whether its network may run under bfloat16 autocast at inference (vconv.inference.precision); a vocoder
     # without weights (Griffin-Lim's least-squares inversion) needs float32
     mixed_precision: bool = False
@@ -57,6 +59,15 @@ class Vocoder(torch.nn.Module, abc.ABC):
     def num_samples(self, num_frames: int) -> int:
         """Output length ``T`` for ``F`` frames."""
         return (num_frames - 1) * self.feature_config.hop_length
+
+    def render(self, log_mel: torch.Tensor, post_process: bool = True) -> torch.Tensor:
+        """``log_mel [B, n_mels, F] -> [B, T]`` at inference, with or without the post-processing passes (a vocoder
+        without any ignores ``post_process``)."""
+        return self(log_mel)
+
+    def without_post_processing(self) -> "Vocoder":
+        """This vocoder with its post-processing passes off by default (``--fast``); one without any is an error."""
+        raise VconvError(f"fast mode skips the neural vocoder's post-processing passes; vocoder {self.name} has none")
 
     def check_input(self, log_mel: torch.Tensor) -> None:
         """One-line errors for a wrong shape, a wrong mel count, too few frames or non-finite values."""
@@ -111,22 +122,29 @@ VocoderFactory = Callable[..., Vocoder]
 """``factory(feature_config, **kwargs) -> Vocoder``."""
 
 VOCODERS: dict[str, VocoderFactory] = {}
+TRAINED_VOCODERS: set[str] = set()  # names whose factory builds an untrained network: a conversion takes a bundle's
 
 
-def register_vocoder(name: str, factory: VocoderFactory, *, overwrite: bool = False) -> None:
-    """Make ``get_vocoder(name, ...)`` call ``factory(feature_config, **kwargs)``.
+def register_vocoder(name: str, factory: VocoderFactory, *, overwrite: bool = False, trained: bool = False) -> None:
+    """Make ``get_vocoder(name, ...)`` call ``factory(feature_config, **kwargs)``; ``trained``: the factory builds an
+    untrained network, which a conversion takes from a bundle instead (:func:`vconv.bundles.choose_vocoder`).
 
     Re-registering a name is refused unless ``overwrite`` (two plugins claiming one name is a bug).
     """
     if name in VOCODERS and not overwrite and VOCODERS[name] is not factory:
         raise VconvError(f"vocoder {name!r} is already registered")
     VOCODERS[name] = factory
+    if trained:
+        TRAINED_VOCODERS.add(name)
+
+
+def check_vocoder_name(name: str, what: str = "vocoder") -> str:
+    """``name`` if a vocoder is registered under it, else a one-line VconvError listing the known ones."""
+    if name not in VOCODERS:
+        raise VconvError(f"{what} {name!r}: unknown; known vocoders: {', '.join(sorted(VOCODERS)) or 'none'}")
+    return name
 
 
 def get_vocoder(name: str, feature_config: FeatureConfig, **kwargs: Any) -> Vocoder:
     """Build the registered vocoder ``name`` for ``feature_config``; unknown names list the known ones."""
-    factory = VOCODERS.get(name)
-    if factory is None:
-        known = ", ".join(sorted(VOCODERS)) or "none"
-        raise VconvError(f"unknown vocoder {name!r}; known vocoders: {known}")
-    return factory(feature_config, **kwargs)
+    return VOCODERS[check_vocoder_name(name)](feature_config, **kwargs)

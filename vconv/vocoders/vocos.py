@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 import torch
 import torch.nn.functional as F
@@ -80,6 +80,7 @@ class VocosVocoder(Vocoder):
 
     name = "vocos"
     mixed_precision = True  # the backbone under autocast; spectrum() returns float32 and the passes stay float32
+    post_processing = True  # prematch, phase-consistency and envelope passes (VocoderConfig)
 
     def __init__(self, feature_config: FeatureConfig, config: VocoderConfig | None = None):
         super().__init__(feature_config)
@@ -155,6 +156,13 @@ class VocosVocoder(Vocoder):
                     wav = self.envelope(wav, log_mel, c.envelope_passes, c.envelope_max_log_gain, c.envelope_momentum)
         return (wav, phase) if return_phase else wav
 
+    def render(self, log_mel: torch.Tensor, post_process: bool = True) -> torch.Tensor:
+        return cast(torch.Tensor, self(log_mel, post_process=post_process))
+
+    def without_post_processing(self) -> "VocosVocoder":
+        self.config = self.config.without_post_processing()
+        return self
+
     def analysis_phase(self, wav: torch.Tensor) -> torch.Tensor:
         """The real phase ``[B, n_fft/2+1, F]`` of ``wav [B, T]``, framed exactly as :meth:`spectrum`'s output."""
         spec = self.phase_projection.logmel.stft(wav)
@@ -170,7 +178,7 @@ def _build(feature_config: FeatureConfig, config: VocoderConfig | Mapping[str, A
     return VocosVocoder(feature_config, config)
 
 
-register_vocoder("vocos", _build)
+register_vocoder("vocos", _build, trained=True)
 
 
 # ----------------------------------------------------------------------------------------- save / load
