@@ -62,3 +62,12 @@ def test_no_function_in_vconv_is_longer_than_60_lines():
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
     assert not long, "functions over 60 lines (split them by meaning):\n" + "\n".join(long)
+
+
+def test_no_module_in_vconv_is_longer_than_400_lines_and_few_sit_flat():
+    """House III's layout: a module that owns one thing stays short; the package's top holds only the entry points and
+    the helpers every layer shares (__init__, __main__, _version, errors, fileio, skeleton)."""
+    long = {str(p.relative_to(ROOT)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, long
+    flat = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(flat) <= 6, flat

@@ -220,7 +220,7 @@ def test_speaker_sampling_power_zero_balances_unequal_speakers():
 
 
 def test_balanced_adversary_accuracy_does_not_reward_the_majority_guess():
-    from vconv.training.vc_trainer import adversary_accuracy
+    from vconv.training.vc_validation import adversary_accuracy
 
     labels = torch.tensor([0, 0, 0, 0, 0, 0, 1, 2])
     always_zero = adversary_accuracy(torch.zeros(8, dtype=torch.long), labels)

@@ -48,7 +48,7 @@ def counted_fits(monkeypatch):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("vconv.inference.converter.fit_embedding", counting)
+    monkeypatch.setattr("vconv.inference.targets.fit_embedding", counting)
     return calls
 
 

@@ -21,9 +21,10 @@ from vconv.audio.io import audio_info, resample, save
 from vconv.data.manifest import BadFile
 from vconv.errors import VconvError, printable
 from vconv.fileio import atomic_path
-from vconv.inference.converter import MAX_REFERENCE_SECONDS, TargetVoice, VoiceConverter, limit_peak
+from vconv.inference.converter import TargetVoice, VoiceConverter, limit_peak
 from vconv.inference.long_files import convert_long_file
 from vconv.inference.plan import ConversionPlan, EmbeddingPlan, plan_conversions, plan_embeddings
+from vconv.inference.targets import MAX_REFERENCE_SECONDS
 from vconv.inference.voice_file import looks_like_voice_file
 
 

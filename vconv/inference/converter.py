@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Sequence
 
 import numpy as np
 import torch
@@ -28,10 +28,11 @@ from vconv.audio.io import load as load_audio
 from vconv.bundles import BundleInfo, load_bundle
 from vconv.errors import VconvError
 from vconv.inference.chunking import process_in_chunks, stream_chunks
+from vconv.inference.pitch_stage import PitchStage, check_pitch_controls
 from vconv.inference.precision import compute_in, resolve_precision, store_lowered
 from vconv.inference.registry import resolve_bundle
 from vconv.inference.settings import ConversionSettings
-from vconv.inference.target import PRIMER_SECONDS, SourcePitch, TargetVoice
+from vconv.inference.target import SourcePitch, TargetVoice
 from vconv.inference.target_match import (
     MIN_SPEECH_FRAMES,
     energy_level,
@@ -39,23 +40,16 @@ from vconv.inference.target_match import (
     is_pause,
     level_of_energies,
     match_spectrum,
-    spectrum_stats,
 )
-from vconv.inference.voice_file import VoiceCache, VoiceSource, load_voice, reference_digests, voice_file_in
-from vconv.inference.voice_fit import MAX_FIT_SECONDS, FitReference, VoiceFit, crop_references, fit_embedding
-from vconv.models.contour import Register, decoder_contour, output_log_f0, voiced_register
-from vconv.vocoders.harmonics import impose_harmonics
+from vconv.inference.targets import MIN_SECONDS, AudioInput, TargetPreparation
+from vconv.models.contour import Register
 
 if TYPE_CHECKING:
     from vconv.inference.streaming import StreamConverter
-    from vconv.models.vc import VoiceConversionModel
-
-AudioInput = Union[str, Path, np.ndarray]
-MIN_SECONDS = 0.1  # the content encoder needs a few frames; 0.1 s is ~6 frames at hop 256
-MAX_REFERENCE_SECONDS = 120.0  # of a longer target reference (or file to embed) its first two minutes are used
 
 
-class VoiceConverter:
+
+class VoiceConverter(TargetPreparation, PitchStage):
     """One-shot any-to-any conversion with a loaded bundle and a vocoder.
 
     Attributes: ``model`` (:class:`vconv.models.VoiceConversionModel`), ``frontend``
@@ -96,12 +90,8 @@ class VoiceConverter:
         self.harmonics = settings.harmonics
         if self.harmonics and not self.model.reads_pitch:
             raise VconvError("harmonic excitation needs a model with the pitch path (it places the harmonics at its F0)")
-        self.voice_cache: VoiceCache | None = None  # fitted voices kept across conversions (the CLI sets one)
-        self.fit_progress: Callable[[int, int], None] | None = None  # told (step, steps) during a fit
-
-    @property
-    def sample_rate(self) -> int:
-        return self.features.sample_rate
+        self.voice_cache = None  # fitted voices kept across conversions (the CLI sets one)
+        self.fit_progress = None  # told (step, steps) during a fit
 
     def compute(self, part: str = "model") -> ContextManager:
         """The context a network runs in (bfloat16 autocast or nothing, :attr:`compute_dtype`): ``part`` is
@@ -144,118 +134,32 @@ class VoiceConverter:
         energies = [frame_energy(self.frontend.log_mel(read(s, min(length, s + block)))) for s in range(0, length, block)]
         return level_of_energies(torch.cat(energies))
 
-    def _vocode(self, log_mel: torch.Tensor, num_samples: int) -> np.ndarray:
-        """Log-mel ``[1, n_mels, F]`` → ``[num_samples]`` audio (the vocoder yields (F-1)*hop; pad the tail)."""
+    # ------------------------------------------------------------------- the stages every conversion runs
+    # A file's chunks (convert_wav, convert_spans) and a stream's windows (vconv.inference.streaming) run the same three
+    # stages: the source's pitch (source_pitch / pitch_of_rows), the network (decode_mel), the output (render). What
+    # differs between them is only how they cut the source and how they match the spectrum between decode and render.
+
+    def decode_mel(self, content: torch.Tensor, embedding: torch.Tensor, pitch: SourcePitch | None) -> torch.Tensor:
+        """The network stage: content features ``[1, C, F]`` in the target's voice (``embedding [1, S]``; the source's
+        ``pitch`` for a model with the pitch path) -> the converted natural-log mel ``[1, n_mels, F]``, float32."""
+        with self.compute():
+            converted = self.model.convert(content, embedding=embedding, pitch=pitch.contour if pitch is not None else None)
+        return self.frontend.denormalize(converted.float())
+
+    def render(self, log_mel: torch.Tensor, pitch: SourcePitch | None = None, *, start: int = 0,
+               post_process: bool = True) -> np.ndarray:
+        """The output stage: log-mel ``[1, n_mels, F]`` (on a harmonic comb at ``pitch``'s F0 with ``--harmonics``),
+        from frame ``start`` on, through the vocoder (its post-processing passes unless ``post_process`` is off) ->
+        ``[(F - start - 1) * hop]`` float32 audio."""
+        excited = self.excite(log_mel, pitch)[..., start:]  # in float32, outside the vocoder's precision
         with self.compute("vocoder"):
-            audio = self.vocoder(log_mel)[0].float().cpu().numpy()
+            audio = self.vocoder.render(excited, post_process=post_process)
+        return audio[0].float().cpu().numpy()
+
+    def _vocode(self, log_mel: torch.Tensor, num_samples: int, pitch: SourcePitch | None = None) -> np.ndarray:
+        """:meth:`render` of ``[1, n_mels, F]`` as ``[num_samples]`` audio (the vocoder yields (F-1)*hop; pad the tail)."""
+        audio = self.render(log_mel, pitch)
         return np.pad(audio, (0, max(0, num_samples - audio.size)))[:num_samples]
-
-    # ------------------------------------------------------------------------------------- embedding
-
-    def _prepare_refs(self, refs: Sequence[AudioInput] | AudioInput, sr: int | None) -> list[np.ndarray]:
-        """One or several references → prepared waveforms ``[T_i]`` (at least one)."""
-        refs = [refs] if isinstance(refs, (str, Path, np.ndarray)) else list(refs)
-        if not refs:
-            raise VconvError("at least one target reference is needed")
-        return [self._reference_audio(r, sr) for r in refs]
-
-    def _reference_audio(self, ref: AudioInput, sr: int | None) -> np.ndarray:
-        """A reference at the model's rate: of a file, its first :data:`MAX_REFERENCE_SECONDS` only."""
-        if isinstance(ref, (str, Path)):
-            return load_audio(ref, self.sample_rate, min_seconds=MIN_SECONDS, max_seconds=None,
-                              first_seconds=MAX_REFERENCE_SECONDS)[0]
-        return self.prepare_audio(ref, sr, "<array>")
-
-    def _embed_prepared(self, wavs: list[np.ndarray]) -> torch.Tensor:
-        """Prepared waveforms → their average speaker embedding ``[1, S]``."""
-        return self._embed_inputs(self._speaker_inputs(wavs))
-
-    def _speaker_inputs(self, wavs: list[np.ndarray]) -> list[torch.Tensor]:
-        """What the speaker encoder reads of each prepared waveform: normalised log-mels ``[n_mels, T_i]``."""
-        return [self.frontend.speaker_input(w)[0] for w in wavs]
-
-    def _embed_inputs(self, inputs: list[torch.Tensor]) -> torch.Tensor:
-        """The speaker encoder's inputs → their average speaker embedding ``[1, S]``."""
-        with self.compute():
-            return self.model.embed_speaker(inputs).float()
-
-    @torch.no_grad()
-    def speaker_embedding(self, refs: Sequence[AudioInput] | AudioInput, sr: int | None = None) -> torch.Tensor:
-        """Average speaker embedding ``[1, S]`` of one or several references (not normalised)."""
-        return self._embed_prepared(self._prepare_refs(refs, sr))
-
-    @torch.no_grad()
-    def target_voice(self, refs: Sequence[AudioInput] | AudioInput, sr: int | None = None) -> TargetVoice:
-        """The speaker embedding (fitted to the references when :attr:`fit_steps` > 0) and the log-mel statistics of
-        one or several target references; or a voice file saved earlier (:mod:`vconv.inference.voice_file`), given
-        alone. With :attr:`voice_cache` set, a fitted voice is looked up by the references' content and the bundle,
-        and stored after its fit, so a second conversion to the same target pays no fit."""
-        voice_path = voice_file_in(refs)
-        if voice_path is not None:
-            return self.open_voice(voice_path)
-        return self.prepared_target(refs, sr)[0]
-
-    def open_voice(self, path: str | Path) -> TargetVoice:
-        """A voice file made with this bundle (:mod:`vconv.inference.voice_file`); a one-line error for another's."""
-        return load_voice(path, self.info.path.name, self.info.digest)
-
-    @torch.no_grad()
-    def prepared_target(self, refs: Sequence[AudioInput] | AudioInput, sr: int | None = None) -> tuple[TargetVoice, VoiceSource]:
-        """:meth:`target_voice` of audio references (computed, or from :attr:`voice_cache`), and what it depends on
-        (the bundle, the fit, the references' content: a voice file's provenance and the cache's key)."""
-        wavs = self._prepare_refs(refs, sr)  # each reference loaded and checked once
-        source = VoiceSource(self.info.path.name, self.info.digest, self.sample_rate, self.fit_steps, reference_digests(wavs),
-                             str(self.compute_dtype).removeprefix("torch."))
-        cache = self.voice_cache if self.fit_steps else None
-        cached = cache.get(source) if cache else None
-        if cached is not None:
-            return cached, source
-        voice = self._prepare_voice(wavs)
-        if cache:
-            cache.put(source, voice)
-        return voice, source
-
-    def _prepare_voice(self, wavs: list[np.ndarray]) -> TargetVoice:
-        """:meth:`target_voice` of prepared references ``[T_i]``, computed."""
-        log_mels = [self.frontend.log_mel(w[None])[0] for w in wavs]
-        primer = np.concatenate(wavs)[-int(PRIMER_SECONDS * self.sample_rate):].astype(np.float32)  # the references' tail
-        embedding = self._embed_inputs(self._speaker_inputs(wavs))
-        fit_losses: tuple[float, ...] = ()
-        if self.fit_steps:
-            fit = self._fit_voice(wavs, log_mels, embedding)
-            embedding, fit_losses = fit.embedding, fit.losses
-        return TargetVoice(embedding=embedding, spectrum=spectrum_stats(log_mels),
-                           primer=primer, fit_losses=fit_losses, register=self._register_of(wavs))
-
-    def _register_of(self, wavs: list[np.ndarray]) -> Register | None:
-        """The pitch register of prepared references ``[T_i]`` (pooled), for a model with the pitch path; else None."""
-        if not self.model.reads_pitch:
-            return None
-        return voiced_register([self.frontend.pitch_input(w)[0] for w in wavs])
-
-    def _fit_voice(self, wavs: list[np.ndarray], log_mels: list[torch.Tensor], embedding: torch.Tensor) -> VoiceFit:
-        """The embedding ``[1, S]`` tuned on the references (:mod:`vconv.inference.voice_fit`), from ``embedding``."""
-        max_frames = int(MAX_FIT_SECONDS * self.sample_rate / self.features.hop_length)
-        references, frames = [], 0
-        for wav, log_mel in zip(wavs, log_mels):  # only what the fit reads goes through the content front-end
-            if frames >= max_frames:
-                break
-            pitch = None
-            if self.model.reads_pitch:  # the reference's own contour, in its own register (the fit reconstructs it)
-                pitch = decoder_contour(self.frontend.pitch_input(wav), self.model.config.pitch_register)
-            references.append(FitReference(self.frontend.content_input(wav), self.frontend.normalize(log_mel)[None], pitch))
-            frames += log_mel.shape[-1]
-        with self.compute():
-            return fit_embedding(self.model, crop_references(references, max_frames), embedding, steps=self.fit_steps,
-                                 progress=self.fit_progress)
-
-    @torch.no_grad()
-    def embed(self, wavs: Sequence[AudioInput] | AudioInput, sr: int | None = None) -> np.ndarray:
-        """L2-normalised speaker embeddings ``[N, S]``, one per input utterance."""
-        wavs = [wavs] if isinstance(wavs, (str, Path, np.ndarray)) else list(wavs)
-        rows = [self.speaker_embedding([w], sr) for w in wavs]
-        emb = torch.nn.functional.normalize(torch.cat(rows).float(), dim=-1)
-        return emb.cpu().numpy()
 
     # ------------------------------------------------------------------------------------ conversion
 
@@ -371,44 +275,6 @@ class VoiceConverter:
         stream_chunks(length, read, convert_chunk, emit, chunk=chunk, overlap=overlap, hop=self.features.hop_length,
                       context=context)
 
-    def excite(self, log_mel: torch.Tensor, pitch: SourcePitch | None) -> torch.Tensor:
-        """``log_mel [1, n_mels, F]`` on a harmonic comb at the output F0 (:attr:`harmonics`), or as it is."""
-        if not self.harmonics or pitch is None:
-            return log_mel
-        frames = log_mel.shape[-1]
-        return impose_harmonics(log_mel, pitch.f0[..., :frames], pitch.voicing[..., :frames], self.frontend.logmel,
-                                math.log(self.features.log_floor))
-
-    def source_pitch(self, wav: np.ndarray, target: Register | None, source: Register | None = None) -> SourcePitch | None:
-        """The decoder's contour of ``wav`` (:meth:`source_contour`) with the output F0 ``[1, F]`` in Hz and the
-        voicing ``[1, F]`` (voiced × periodicity) that :meth:`excite` places the harmonics with; None without a pitch path."""
-        if not self.model.reads_pitch:
-            return None
-        rows = self.frontend.pitch_input(wav)
-        return self.pitch_of_rows(rows, target, source or voiced_register(rows[0]))
-
-    def pitch_of_rows(self, rows: torch.Tensor, target: Register | None, source: Register) -> SourcePitch:
-        """The :class:`SourcePitch` of a pitch part's rows ``[1, 3, F]`` whitened on ``source``, in the output register
-        (the ``target``'s, or the source's kept: :attr:`pitch_register`; a target without voiced frames keeps the
-        source's), shifted by :attr:`pitch_shift`. The file conversion and the stream both build it here."""
-        output = target if self.pitch_register == "target" and target is not None and target.frames else source
-        contour = decoder_contour(rows, self.model.config.pitch_register, source=source, output=output,
-                                  shift_semitones=self.pitch_shift)
-        f0 = torch.exp(output_log_f0(rows[:, 0], source, output, self.pitch_shift))
-        return SourcePitch(contour, f0, rows[:, 1] * rows[:, 2])
-
-    def source_contour(self, wav: np.ndarray, target: Register | None, source: Register | None = None) -> torch.Tensor | None:
-        """The decoder's contour ``[1, 3, F]`` of model-rate ``wav [T]`` for a model with the pitch path (None without
-        one): its melody whitened on ``source`` (default: its own register) and put in the output register (the
-        ``target``'s, or the source's kept: :attr:`pitch_register`), shifted by :attr:`pitch_shift` semitones. A
-        target without a measured register (no voiced frame in its references) keeps the source's level."""
-        pitch = self.source_pitch(wav, target, source)
-        return pitch.contour if pitch is not None else None
-
-    def _register_in_blocks(self, read: Callable[[int, int], np.ndarray], length: int, block: int) -> Register:
-        """The pitch register of a long ``[length]`` signal, tracked ``block`` samples at a time (pooled)."""
-        return voiced_register([self.frontend.pitch_input(read(s, min(length, s + block)))[0] for s in range(0, length, block)])
-
     def _chunking(self, chunk_seconds: float, overlap_seconds: float) -> tuple[int, int, int]:
         """``(chunk, overlap, context)`` in samples, on hop boundaries."""
         hop = self.features.hop_length
@@ -439,21 +305,17 @@ class VoiceConverter:
 
         def convert_chunk(piece: np.ndarray) -> np.ndarray:
             # the target embedding is computed once per file and handed to the model's one conversion path
-            content = self._model_input(piece)
             pitch = self.source_pitch(piece, register, source_register)
-            with self.compute():
-                converted = self.model.convert(content, embedding=embedding,
-                                               pitch=pitch.contour if pitch is not None else None)
-            log_mel = self.frontend.denormalize(converted.float())
+            log_mel = self.decode_mel(self._model_input(piece), embedding, pitch)
             # the piece includes its context: room tone within CONTEXT_SECONDS of speech is matched on that speech's
             # statistics (speech frames only), as a pause inside one chunk is
             pause = level is not None and is_pause(energy_level(self.frontend.log_mel(piece)), level)
-            own = self._vocode(self.excite(log_mel, pitch), piece.size) if unmatched else None
+            own = self._vocode(log_mel, piece.size, pitch) if unmatched else None
             if matching and not pause and spectrum is not None:  # (matching implies a spectrum; said for mypy)
                 log_mel = match_spectrum(log_mel, spectrum, self.target_match, floor=math.log(self.features.log_floor))
             elif own is not None:  # nothing matched: the two outputs are one
                 return np.stack([own, own])
-            out = self._vocode(self.excite(log_mel, pitch), piece.size)
+            out = self._vocode(log_mel, piece.size, pitch)
             return out if own is None else np.stack([out, own])
 
         return convert_chunk
@@ -483,18 +345,6 @@ def settings_of(settings: ConversionSettings | None, options: dict[str, Any]) ->
     if settings is not None and options:
         raise TypeError(f"give settings or its fields ({', '.join(sorted(options))}), not both")
     return settings if settings is not None else ConversionSettings(**options)
-
-
-def check_pitch_controls(model: "VoiceConversionModel", shift: float, register: str) -> tuple[float, str]:
-    """``(shift, register)`` (already in range: :class:`ConversionSettings`) checked for ``model``: a model without the
-    pitch path takes only the defaults (it has no contour to move). One-line VconvErrors."""
-    if not model.reads_pitch and (shift or register != "target"):
-        raise VconvError("this model has no pitch path (it invents the melody): pitch shift and pitch register need a "
-                         "model trained with one (model.pitch_frontend)")
-    if shift and model.config.pitch_register == "implicit":
-        raise VconvError("this model takes the register from the speaker embedding (pitch_register: implicit): "
-                         "it cannot be shifted")
-    return shift, register
 
 
 def load(name_or_path: str | Path | None = None, settings: ConversionSettings | None = None, **options: Any) -> VoiceConverter:

@@ -25,7 +25,8 @@ from vconv.audio.io import check_sample_rate, check_written, inspect_audio, outp
 from vconv.audio.spans import BLOCK_SECONDS, SpanReader
 from vconv.errors import VconvError
 from vconv.fileio import atomic_path, write_failure
-from vconv.inference.converter import MIN_SECONDS, TargetVoice, VoiceConverter, limit_peak_gain
+from vconv.inference.converter import TargetVoice, VoiceConverter, limit_peak_gain
+from vconv.inference.targets import MIN_SECONDS
 
 
 def convert_long_file(converter: VoiceConverter, source: Path, target: TargetVoice, dest: Path, *, rate: int,

@@ -244,10 +244,7 @@ class StreamConverter:
         if hold > 0 and _speech_at_edge(window, self.hop):
             content = torch.cat([content, content[..., -1:].expand(-1, -1, hold)], -1)
         pitch = self._window_pitch(window, lead) if self.model.reads_pitch else None
-        with conv.compute():
-            converted = self.model.convert(content, embedding=self.embedding,
-                                           pitch=pitch.contour if pitch is not None else None)[..., :frames]
-        log_mel = conv.frontend.denormalize(converted.float())  # [1, n_mels, F], frame j centred at j*hop
+        log_mel = conv.decode_mel(content, self.embedding, pitch)[..., :frames]  # [1, n_mels, F], frame j centred at j*hop
         first_new = lead // self.hop  # the block's own frames join the running statistics: those that are
         # speech by the whole window's loudness (a block of silence alone would count all of its frames)
         floor = math.log(conv.features.log_floor)
@@ -268,10 +265,8 @@ class StreamConverter:
                 own, mode = primer, "mean"
             if own is not None:
                 log_mel = match_spectrum(log_mel, target.spectrum, mode, floor=floor, own=own)
-        log_mel = conv.excite(log_mel, pitch)
         skip = max(0, first_new - VOCODER_MARGIN_FRAMES)  # render only the last frames, from a margin before the block
-        with conv.compute("vocoder"):
-            audio = conv.vocoder.render(log_mel[..., skip:], post_process=self.settings.vocoder_passes)[0].float().cpu().numpy()
+        audio = conv.render(log_mel, pitch, start=skip, post_process=self.settings.vocoder_passes)
         offset = lead - skip * self.hop
         audio = np.pad(audio, (0, max(0, offset + keep - audio.size)))
         return audio[offset : offset + keep]

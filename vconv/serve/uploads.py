@@ -27,8 +27,8 @@ from starlette.requests import Request
 from vconv.audio.io import audio_info
 from vconv.audio.io import load as load_audio
 from vconv.errors import VconvError
-from vconv.inference.converter import MIN_SECONDS
 from vconv.inference.target import TargetVoice
+from vconv.inference.targets import MIN_SECONDS
 from vconv.inference.voice_file import looks_like_voice_file
 from vconv.serve.jobs import Busy, Gate, Ticket
 from vconv.serve.limits import ServeLimits

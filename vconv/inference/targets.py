@@ -1,0 +1,161 @@
+"""A conversion's target voice prepared from its references: the speaker embedding (fitted, cached), the spectrum
+statistics, the pitch register and the primer (:class:`~vconv.inference.target.TargetVoice`), or a voice file read.
+
+:class:`TargetPreparation` is the part of :class:`~vconv.inference.converter.VoiceConverter` that owns this: every
+conversion (a file, a stream, the page) prepares its target here once and hands the result to the conversion stages.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Sequence, Union
+
+import numpy as np
+import torch
+
+from vconv.audio.frontend import FrontEnd
+from vconv.audio.io import load as load_audio
+from vconv.bundles import BundleInfo
+from vconv.config import FeatureConfig
+from vconv.errors import VconvError
+from vconv.inference.target import PRIMER_SECONDS, TargetVoice
+from vconv.inference.target_match import spectrum_stats
+from vconv.inference.voice_file import VoiceCache, VoiceSource, load_voice, reference_digests, voice_file_in
+from vconv.inference.voice_fit import MAX_FIT_SECONDS, FitReference, VoiceFit, crop_references, fit_embedding
+from vconv.models.contour import Register, decoder_contour, voiced_register
+
+if TYPE_CHECKING:
+    from vconv.models.vc import VoiceConversionModel
+
+AudioInput = Union[str, Path, np.ndarray]
+MIN_SECONDS = 0.1  # the content encoder needs a few frames; 0.1 s is ~6 frames at hop 256
+MAX_REFERENCE_SECONDS = 120.0  # of a longer target reference (or file to embed) its first two minutes are used
+
+
+class TargetPreparation:
+    """Target references -> :class:`TargetVoice` (a mixin of :class:`~vconv.inference.converter.VoiceConverter`, which
+    gives it the model, the front-end, the precision and the audio checks it uses)."""
+
+    model: "VoiceConversionModel"
+    frontend: FrontEnd
+    info: BundleInfo
+    features: FeatureConfig
+    fit_steps: int
+    compute_dtype: torch.dtype
+    voice_cache: VoiceCache | None  # fitted voices kept across conversions (the CLI sets one)
+    fit_progress: Callable[[int, int], None] | None  # told (step, steps) during a fit
+
+    @property
+    def sample_rate(self) -> int:
+        return self.features.sample_rate
+
+    if TYPE_CHECKING:  # given by the converter (its precision and its audio checks)
+        def compute(self, part: str = "model") -> ContextManager[Any]: ...
+
+        def prepare_audio(self, audio: AudioInput, sr: int | None, name: str = "<array>") -> np.ndarray: ...
+
+
+    def _prepare_refs(self, refs: Sequence[AudioInput] | AudioInput, sr: int | None) -> list[np.ndarray]:
+        """One or several references → prepared waveforms ``[T_i]`` (at least one)."""
+        refs = [refs] if isinstance(refs, (str, Path, np.ndarray)) else list(refs)
+        if not refs:
+            raise VconvError("at least one target reference is needed")
+        return [self._reference_audio(r, sr) for r in refs]
+
+    def _reference_audio(self, ref: AudioInput, sr: int | None) -> np.ndarray:
+        """A reference at the model's rate: of a file, its first :data:`MAX_REFERENCE_SECONDS` only."""
+        if isinstance(ref, (str, Path)):
+            return load_audio(ref, self.sample_rate, min_seconds=MIN_SECONDS, max_seconds=None,
+                              first_seconds=MAX_REFERENCE_SECONDS)[0]
+        return self.prepare_audio(ref, sr, "<array>")
+
+    def _embed_prepared(self, wavs: list[np.ndarray]) -> torch.Tensor:
+        """Prepared waveforms → their average speaker embedding ``[1, S]``."""
+        return self._embed_inputs(self._speaker_inputs(wavs))
+
+    def _speaker_inputs(self, wavs: list[np.ndarray]) -> list[torch.Tensor]:
+        """What the speaker encoder reads of each prepared waveform: normalised log-mels ``[n_mels, T_i]``."""
+        return [self.frontend.speaker_input(w)[0] for w in wavs]
+
+    def _embed_inputs(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        """The speaker encoder's inputs → their average speaker embedding ``[1, S]``."""
+        with self.compute():
+            return self.model.embed_speaker(inputs).float()
+
+    @torch.no_grad()
+    def speaker_embedding(self, refs: Sequence[AudioInput] | AudioInput, sr: int | None = None) -> torch.Tensor:
+        """Average speaker embedding ``[1, S]`` of one or several references (not normalised)."""
+        return self._embed_prepared(self._prepare_refs(refs, sr))
+
+    @torch.no_grad()
+    def target_voice(self, refs: Sequence[AudioInput] | AudioInput, sr: int | None = None) -> TargetVoice:
+        """The speaker embedding (fitted to the references when :attr:`fit_steps` > 0) and the log-mel statistics of
+        one or several target references; or a voice file saved earlier (:mod:`vconv.inference.voice_file`), given
+        alone. With :attr:`voice_cache` set, a fitted voice is looked up by the references' content and the bundle,
+        and stored after its fit, so a second conversion to the same target pays no fit."""
+        voice_path = voice_file_in(refs)
+        if voice_path is not None:
+            return self.open_voice(voice_path)
+        return self.prepared_target(refs, sr)[0]
+
+    def open_voice(self, path: str | Path) -> TargetVoice:
+        """A voice file made with this bundle (:mod:`vconv.inference.voice_file`); a one-line error for another's."""
+        return load_voice(path, self.info.path.name, self.info.digest)
+
+    @torch.no_grad()
+    def prepared_target(self, refs: Sequence[AudioInput] | AudioInput, sr: int | None = None) -> tuple[TargetVoice, VoiceSource]:
+        """:meth:`target_voice` of audio references (computed, or from :attr:`voice_cache`), and what it depends on
+        (the bundle, the fit, the references' content: a voice file's provenance and the cache's key)."""
+        wavs = self._prepare_refs(refs, sr)  # each reference loaded and checked once
+        source = VoiceSource(self.info.path.name, self.info.digest, self.sample_rate, self.fit_steps, reference_digests(wavs),
+                             str(self.compute_dtype).removeprefix("torch."))
+        cache = self.voice_cache if self.fit_steps else None
+        cached = cache.get(source) if cache else None
+        if cached is not None:
+            return cached, source
+        voice = self._prepare_voice(wavs)
+        if cache:
+            cache.put(source, voice)
+        return voice, source
+
+    def _prepare_voice(self, wavs: list[np.ndarray]) -> TargetVoice:
+        """:meth:`target_voice` of prepared references ``[T_i]``, computed."""
+        log_mels = [self.frontend.log_mel(w[None])[0] for w in wavs]
+        primer = np.concatenate(wavs)[-int(PRIMER_SECONDS * self.sample_rate):].astype(np.float32)  # the references' tail
+        embedding = self._embed_inputs(self._speaker_inputs(wavs))
+        fit_losses: tuple[float, ...] = ()
+        if self.fit_steps:
+            fit = self._fit_voice(wavs, log_mels, embedding)
+            embedding, fit_losses = fit.embedding, fit.losses
+        return TargetVoice(embedding=embedding, spectrum=spectrum_stats(log_mels),
+                           primer=primer, fit_losses=fit_losses, register=self._register_of(wavs))
+
+    def _register_of(self, wavs: list[np.ndarray]) -> Register | None:
+        """The pitch register of prepared references ``[T_i]`` (pooled), for a model with the pitch path; else None."""
+        if not self.model.reads_pitch:
+            return None
+        return voiced_register([self.frontend.pitch_input(w)[0] for w in wavs])
+
+    def _fit_voice(self, wavs: list[np.ndarray], log_mels: list[torch.Tensor], embedding: torch.Tensor) -> VoiceFit:
+        """The embedding ``[1, S]`` tuned on the references (:mod:`vconv.inference.voice_fit`), from ``embedding``."""
+        max_frames = int(MAX_FIT_SECONDS * self.sample_rate / self.features.hop_length)
+        references, frames = [], 0
+        for wav, log_mel in zip(wavs, log_mels):  # only what the fit reads goes through the content front-end
+            if frames >= max_frames:
+                break
+            pitch = None
+            if self.model.reads_pitch:  # the reference's own contour, in its own register (the fit reconstructs it)
+                pitch = decoder_contour(self.frontend.pitch_input(wav), self.model.config.pitch_register)
+            references.append(FitReference(self.frontend.content_input(wav), self.frontend.normalize(log_mel)[None], pitch))
+            frames += log_mel.shape[-1]
+        with self.compute():
+            return fit_embedding(self.model, crop_references(references, max_frames), embedding, steps=self.fit_steps,
+                                 progress=self.fit_progress)
+
+    @torch.no_grad()
+    def embed(self, wavs: Sequence[AudioInput] | AudioInput, sr: int | None = None) -> np.ndarray:
+        """L2-normalised speaker embeddings ``[N, S]``, one per input utterance."""
+        wavs = [wavs] if isinstance(wavs, (str, Path, np.ndarray)) else list(wavs)
+        rows = [self.speaker_embedding([w], sr) for w in wavs]
+        emb = torch.nn.functional.normalize(torch.cat(rows).float(), dim=-1)
+        return emb.cpu().numpy()
