@@ -131,7 +131,8 @@ def evaluate(
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     fit_voice: int = typer.Option(0, "--fit-voice", metavar="STEPS", help=FIT_VOICE_HELP),
     harmonics: bool = typer.Option(False, "--harmonics", help=HARMONICS_HELP),
-    seed: int = typer.Option(0, help="Seed of the pair sampling."),
+    room: Optional[str] = typer.Option(None, "--room", metavar="RT60,SNR|mixed", help="Convert the held-out pairs as recorded in a simulated room: sources and target references reverberant (RT60 in s) and noisy (SNR in dB), e.g. 0.45,20; mixed draws each file's room from 0.2-0.8 s and 10-30 dB. Deterministic by --seed; the judges compare with the clean recordings."),
+    seed: int = typer.Option(0, help="Seed of the pair sampling (and of the rooms with --room)."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the similarity histogram and the embedding projection."),
     asr_model: str = typer.Option("base", "--asr-model", help="CER/WER judge: base (Whisper base, multilingual) or tiny.en; a judge that shares weights with the model is refused."),
     force: bool = typer.Option(False, "--force", help="Overwrite an earlier report in --out."),
@@ -150,7 +151,7 @@ def evaluate(
     bundle = _check_model(model) if manifest is not None or model is not None else None
     report = evaluate_model(EvaluationRequest(
         out, bundle=bundle, manifest=manifest, protocol=protocol, sources_per_pair=sources_per_pair,
-        target_refs=target_refs, settings=settings, seed=seed, plots=plots, asr_model=asr_model, force=force,
+        target_refs=target_refs, settings=settings, room=room, seed=seed, plots=plots, asr_model=asr_model, force=force,
         progress=progress))
     echo_out(report.summary_markdown)
     say(f"report: {out}")

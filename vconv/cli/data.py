@@ -75,21 +75,24 @@ RUN_CONFIG_KEYS = {"base", "features", "model", "vocoder", "train"}
 
 
 def _extract_settings(config: Optional[str]) -> tuple:
-    """``(FeatureConfig, {role: [front-end part sections]})`` of ``--config``: a plain FeatureConfig YAML, or
-    a run config (its ``features`` section, and the front-end parts its ``model`` section's encoders read)."""
-    from vconv.config import FeatureConfig, ModelConfig, load_sections, load_yaml, resolve_config_path
+    """``(FeatureConfig, {role: [front-end part sections]}, rooms)`` of ``--config``: a plain FeatureConfig YAML, or
+    a run config (its ``features`` section, the front-end parts its ``model`` section's encoders read, and the simulated
+    rooms its ``train`` section reads: :meth:`~vconv.config.TrainConfig.rooms`)."""
+    from vconv.config import FeatureConfig, ModelConfig, TrainConfig, load_sections, load_yaml, resolve_config_path
     from vconv.frontends import pitch_part
 
     if not config:
-        return FeatureConfig(), {"content": [], "speaker": []}
+        return FeatureConfig(), {"content": [], "speaker": []}, None
     path = resolve_config_path(config)  # a file, or a packaged preset name
     data = load_yaml(path)
     if not data.keys() & RUN_CONFIG_KEYS:
-        return FeatureConfig.from_dict(data), {"content": [], "speaker": []}
+        return FeatureConfig.from_dict(data), {"content": [], "speaker": []}, None
     sections = load_sections(path, [], ("features", "model", "vocoder", "train"))  # base: chains followed
     model = ModelConfig.from_dict(sections["model"])
-    return FeatureConfig.from_dict(sections["features"]), {"content": [model.content_frontend], "speaker": [model.speaker_frontend],
-                                                          "pitch": [model.pitch_frontend] if pitch_part(model) else []}
+    train = TrainConfig.from_dict({"train_manifest": "", "run_dir": "", **sections["train"]})  # for its rooms only
+    parts = {"content": [model.content_frontend], "speaker": [model.speaker_frontend],
+             "pitch": [model.pitch_frontend] if pitch_part(model) else []}
+    return FeatureConfig.from_dict(sections["features"]), parts, train.rooms()
 
 
 def _whisper_sections(option: str) -> list[dict]:
@@ -128,12 +131,12 @@ def extract(
     from vconv.data.extract import extract_features
 
     apply_threads(threads)
-    cfg, parts = _extract_settings(config)
+    cfg, parts, rooms = _extract_settings(config)
     if whisper_layers is not None:  # instead of what --config's content path reads
         parts["content"] = _whisper_sections(whisper_layers)
     sections = [(role, section) for role, listed in parts.items() for section in listed]
     report = extract_features(manifest, out_dir, cfg, workers=workers, progress=progress, stats_from=stats_from,
-                              frontends_dir=frontends, frontends=sections, force=force, write_stats=stats)
+                              frontends_dir=frontends, frontends=sections, force=force, write_stats=stats, rooms=rooms)
     say_report(report.summary())
     finish_batch(report.written + report.already_done, report.bad, allow_failures=allow_skips)
 

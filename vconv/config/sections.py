@@ -154,7 +154,8 @@ class TrainConfig(LoopConfig):
               "mel_gan_weight": (0.0, 1e6),
               "mel_fm_weight": (0.0, 1e6), "mel_gan_start_step": (0, 10**9), "mel_disc_lr": (0.0, 10.0),
               "mel_disc_channels": (1, 1024), "content_consistency_weight": (0.0, 1e6),
-              "content_consistency_items": (1, 4096), "grown_lr_scale": (0.0, 1000.0)}
+              "content_consistency_items": (1, 4096), "grown_lr_scale": (0.0, 1000.0), "room_probability": (0.0, 1.0),
+              "room_seed": (0, 2**31 - 1)}
 
     features_dir: str | None = None  # where `vconv extract` wrote features; None = compute on the fly
     frontends_dir: str | None = None  # `vconv frontend prepare` output: needed when the model reads Whisper states
@@ -183,6 +184,13 @@ class TrainConfig(LoopConfig):
     # the learning rate of parts a fine-tuning run grows onto a trained bundle (the pitch projections), as a multiple of
     # train.lr: they start at zero and must catch up with weights trained for thousands of steps
     grown_lr_scale: float = 1.0
+    # rooms (vconv.audio.rooms): with this probability a batch item's content, speaker and pitch paths read the recordings
+    # in their simulated rooms (RT60 and SNR drawn per recording in these ranges, by room_seed) while the decoder rebuilds
+    # the clean mel; the rooms' tensors are extracted beside the clean ones (`vconv extract -c` a config that sets this)
+    room_probability: float = 0.0
+    room_seed: int = 0
+    room_rt60: list[float] = field(default_factory=lambda: [0.2, 0.8])
+    room_snr_db: list[float] = field(default_factory=lambda: [10.0, 30.0])
     # a model bundle to start from (a fine-tuning run: its weights and its normalisation statistics, a fresh optimiser
     # and schedule at step 0); its model and feature configs must be this run's
     init_from: str | None = None
@@ -191,6 +199,24 @@ class TrainConfig(LoopConfig):
     def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
         """As every section, after dropping the keys that left the package (:mod:`vconv.config.legacy`)."""
         return from_dict(cls, upgrade_train_config(data))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from vconv.audio.rooms import Room
+
+        for name in ("room_rt60", "room_snr_db"):
+            low_high = getattr(self, name)
+            if len(low_high) != 2 or not low_high[0] <= low_high[1]:
+                raise VconvError(f"train.{name} must be [low, high], got {low_high!r}")
+        Room(self.room_rt60[0], self.room_snr_db[0]), Room(self.room_rt60[1], self.room_snr_db[1])  # in range
+
+    def rooms(self) -> tuple[int, tuple[float, float], tuple[float, float]] | None:
+        """``(seed, rt60 range, snr range)`` of the rooms training reads (:class:`~vconv.data.extract.ExtractSpec`),
+        or None when it reads none."""
+        if not self.room_probability:
+            return None
+        return self.room_seed, (float(self.room_rt60[0]), float(self.room_rt60[1])), \
+            (float(self.room_snr_db[0]), float(self.room_snr_db[1]))
 
 
 @dataclass

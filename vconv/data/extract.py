@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -41,6 +42,7 @@ from vconv.fileio import check_output_path, write_text_atomic
 from vconv.frontends import FrontEndPart, build_frontend_part, load_parts
 
 STATS_FILE = "stats.json"
+ROOM_SUFFIX = "_room"  # the feature key of a tensor computed on the recording in its simulated room
 CONFIG_FILE = "features.yaml"
 
 
@@ -58,6 +60,9 @@ class ExtractSpec:
     features: dict
     frontends_dir: str | None = None
     frontends: tuple[FrontEndSection, ...] = ()
+    # (seed, rt60 range, snr range): also every tensor of the recording in its simulated room (vconv.audio.rooms),
+    # under the key + ROOM_SUFFIX: the degraded inputs that training rebuilds the clean mel from
+    rooms: tuple[int, tuple[float, float], tuple[float, float]] | None = None
 
     def parts(self) -> list[FrontEndPart]:
         """The extra parts (no weights loaded), each with its own feature key."""
@@ -66,7 +71,8 @@ class ExtractSpec:
 
     @property
     def keys(self) -> tuple[str, ...]:
-        return ("mel", *dict.fromkeys(part.feature_key for part in self.parts()))
+        clean = ("mel", *dict.fromkeys(part.feature_key for part in self.parts()))
+        return clean + tuple(key + ROOM_SUFFIX for key in clean) if self.rooms else clean
 
     def extractor(self) -> "Extractor":
         """What computes every requested tensor (the parts' weights loaded and checked)."""
@@ -77,7 +83,7 @@ class ExtractSpec:
 
             index = read_frontends_index(self.frontends_dir) if self.frontends_dir else {}
             load_parts(tuple(parts), self.frontends_dir, index)
-        return Extractor(FrontEnd(cfg), parts)
+        return Extractor(FrontEnd(cfg), parts, self.rooms)
 
 
 @dataclass
@@ -86,20 +92,33 @@ class Extractor:
 
     frontend: FrontEnd
     parts: list[FrontEndPart]
+    rooms: tuple[int, tuple[float, float], tuple[float, float]] | None = None
 
-    def compute(self, audio: str, have: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``(mel [n_mels, F], {feature key: tensor})`` of one audio file; what ``have`` already holds (a feature
-        file's tensors, the mel among them) is kept, not recomputed."""
+    def compute(self, audio: str, have: dict[str, torch.Tensor] | None = None,
+                key: str = "") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(mel [n_mels, F], {feature key: tensor})`` of one audio file (with :attr:`rooms`, also each in the room
+        of recording ``key``); what ``have`` already holds (a feature file's tensors, the mel among them) is kept."""
         from vconv.audio.io import load
 
         have = have or {}
         wav, _ = load(audio, self.frontend.sample_rate)
-        extra = {key: value for key, value in have.items() if key != "mel"}
-        for part in self.parts:
-            if part.feature_key not in extra:
-                extra[part.feature_key] = part.compute(wav, self.frontend).to(part.storage_dtype)
+        extra = {name: value for name, value in have.items() if name != "mel"}
+        self._add_parts(wav, extra, "")
         mel = have["mel"] if "mel" in have else self.frontend.log_mel(wav)
+        if self.rooms and not all(name + ROOM_SUFFIX in extra for name in ("mel", *(p.feature_key for p in self.parts))):
+            from vconv.audio.rooms import draw_room, in_room
+
+            seed, rt60, snr = self.rooms
+            wet = in_room(wav, self.frontend.sample_rate, draw_room(seed, key, rt60, snr))
+            extra.setdefault("mel" + ROOM_SUFFIX, self.frontend.log_mel(wet))
+            self._add_parts(wet, extra, ROOM_SUFFIX)
         return mel, extra
+
+    def _add_parts(self, wav: np.ndarray, extra: dict[str, torch.Tensor], suffix: str) -> None:
+        """Each part's output of ``wav`` under its feature key + ``suffix``, unless ``extra`` holds it already."""
+        for part in self.parts:
+            if part.feature_key + suffix not in extra:
+                extra[part.feature_key + suffix] = part.compute(wav, self.frontend).to(part.storage_dtype)
 
 
 @dataclass
@@ -159,7 +178,7 @@ def _extract_one(job: tuple[str, str, str, ExtractSpec]) -> tuple[str, float, st
     cfg = FeatureConfig.from_dict(spec.features)
     extractor = _WORKER_EXTRACTOR or spec.extractor()
     try:
-        mel, extra = extractor.compute(audio, _tensors_to_keep(Path(out), cfg))
+        mel, extra = extractor.compute(audio, _tensors_to_keep(Path(out), cfg), utt_id)
     except VconvError as exc:
         return utt_id, 0.0, str(exc).split(": ", 1)[-1]
     except Exception as exc:  # noqa: BLE001 - one bad file must not end a corpus run; reported at the end
@@ -205,6 +224,7 @@ def extract_features(
     frontends_dir: str | Path | None = None,
     frontends: Sequence[FrontEndSection] = (),
     force: bool = False,
+    rooms: tuple[int, tuple[float, float], tuple[float, float]] | None = None,
 ) -> ExtractReport:
     """Compute features for every utterance of ``manifest`` into ``out_dir``; see the module docstring.
 
@@ -213,11 +233,12 @@ def extract_features(
     extracted in ``out_dir`` (checked before any work). ``frontends``: ``(role, section)`` of front-end
     parts whose outputs to store too, their weights from ``frontends_dir`` (see the module docstring).
     A folder already made with other feature settings is refused unless ``force`` (its files are then
-    replaced as they are reached): features of two settings never mix silently.
+    replaced as they are reached): features of two settings never mix silently. ``rooms``: also every tensor of each
+    recording in its simulated room (:attr:`ExtractSpec.rooms`), for training that reads them.
     """
     cfg = cfg or FeatureConfig()
     check_output_path(out_dir, expect="folder", what="feature folder")
-    spec = ExtractSpec(cfg.to_dict(), str(frontends_dir) if frontends_dir else None, tuple(frontends))
+    spec = ExtractSpec(cfg.to_dict(), str(frontends_dir) if frontends_dir else None, tuple(frontends), rooms)
     spec.extractor()  # an unknown part, or a missing or altered front-end file, fails here, before any work
     out_dir = Path(out_dir)
     utterances = read_manifest(manifest, nonempty=True)

@@ -21,7 +21,7 @@ import torch
 from vconv.audio.frontend import FrontEnd
 from vconv.audio.perturb import MelPerturber
 from vconv.config import FeatureConfig
-from vconv.data.extract import Extractor, ExtractSpec
+from vconv.data.extract import ROOM_SUFFIX, Extractor, ExtractSpec
 from vconv.data.feature_files import load_feature_tensors
 from vconv.data.manifest import Utterance, feature_path
 from vconv.frontends import FrontEndPart
@@ -75,7 +75,7 @@ class FeatureStore:
             return load_feature_tensors(feature_path(self.features_dir, utt), self.cfg, self.spec.keys)
         if self._extractor is None:
             self._extractor = self.spec.extractor()
-        mel, extra = self._extractor.compute(utt.path)
+        mel, extra = self._extractor.compute(utt.path, key=utt.id)
         return {"mel": mel, **extra}
 
 
@@ -105,6 +105,7 @@ class SegmentBatches(torch.utils.data.Dataset):
         content: FrontEndPart | None = None,
         speaker: FrontEndPart | None = None,
         pitch: FrontEndPart | None = None,
+        room_probability: float = 0.0,
     ):
         self.store = store
         self.content_is_mel = content is None or content.is_log_mel
@@ -114,6 +115,9 @@ class SegmentBatches(torch.utils.data.Dataset):
         self.pitch_key = pitch.feature_key if pitch is not None else None  # the tracker's rows, cropped like the mel
         # timbre perturbation works on mels; a pretrained part's output is precomputed from the clean audio
         self.perturber = MelPerturber(store.cfg) if perturb and self.content_is_mel else None
+        # with this probability an item's content, speaker and pitch paths read the recordings in their simulated rooms
+        # (the ROOM_SUFFIX tensors, vconv.audio.rooms) while the decoder's target stays the clean mel
+        self.room_probability = room_probability
         self.frontend = frontend  # normalises every segment (on the CPU, where batches are made)
         self.batch_size = batch_size
         self.segment_frames = segment_frames
@@ -170,11 +174,15 @@ class SegmentBatches(torch.utils.data.Dataset):
             other, span = {**tensors, "mel": tensors["mel"][:, frames // 2 :]}, frames // 2
         start = self._start(span, gen)
         mel = self._crop(tensors["mel"][:, :span], start, self.log_floor)
+        # drawn only when rooms are on, so runs without them keep their batches
+        heard = _in_room if self.room_probability and float(torch.rand(1, generator=gen)) < self.room_probability else dict
+        tensors = heard(tensors)
         pitch = self._crop_pitch(tensors[self.pitch_key][:, :span].float(), start) if self.pitch_key is not None else None
-        ref = self._reference(other, gen)
+        ref = self._reference(heard(other), gen)
         content = source = None
         if self.content_is_mel:
-            source = self.perturber(mel, gen) if self.perturber else mel
+            read = self._crop(tensors["mel"][:, :span], start, self.log_floor)
+            source = self.perturber(read, gen) if self.perturber else read
         else:
             content = self._crop(tensors[self.content_key][:, :span].float(), start, 0.0)
         return mel, content, ref, self.speaker_index.get(utt.speaker, -1), source, pitch
@@ -208,3 +216,14 @@ class SegmentBatches(torch.utils.data.Dataset):
             return window
         pad = torch.full((x.shape[0], self.segment_frames - window.shape[1]), pad_value, dtype=x.dtype)
         return torch.cat([window, pad], dim=1)
+
+
+def _in_room(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An utterance's tensors as the paths read it in its simulated room: each key that has a room variant
+    (``key + ROOM_SUFFIX``) takes it; a lone utterance's cut mel (the speaker's other half) is cut the same way."""
+    heard = dict(tensors)
+    for key, value in tensors.items():
+        room = tensors.get(key + ROOM_SUFFIX)
+        if room is not None and not key.endswith(ROOM_SUFFIX):
+            heard[key] = room[:, room.shape[1] - value.shape[1] :] if key == "mel" and room.shape[1] != value.shape[1] else room
+    return heard

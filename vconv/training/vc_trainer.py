@@ -74,7 +74,7 @@ class ModelTrainer(ModelValidation, BaseTrainer):
         self.fcfg, self.mcfg = features, model
         # what the two paths read: front-end parts (vconv.frontends) whose outputs are precomputed by
         # `vconv extract`, or computed here from the audio when there is no features_dir
-        self.spec = model_frontend_spec(features, model, train.frontends_dir)
+        self.spec = model_frontend_spec(features, model, train.frontends_dir, train.rooms())
         self.content_part, self.speaker_part = model_parts(model)
         self.pitch_part = pitch_part(model)
         self.store = FeatureStore(train_utts, self.spec, train.features_dir)
@@ -100,7 +100,7 @@ class ModelTrainer(ModelValidation, BaseTrainer):
             self.store, self.speakers, self.frontend, batch_size=train.batch_size, segment_frames=train.segment_frames,
             seed=train.seed, rank=self.dist.rank, steps=train.steps, perturb=train.perturb_content,
             speaker_sampling_power=train.speaker_sampling_power, content=self.content_part, speaker=self.speaker_part,
-            pitch=self.pitch_part,
+            pitch=self.pitch_part, room_probability=train.room_probability,
         )
 
     # ----------------------------------------------------------------------------------------- setup
@@ -285,13 +285,15 @@ def _adds_pitch_path(before: ModelConfig, now: ModelConfig) -> bool:
     return pitch_part(before) is None and pitch_part(now) is not None
 
 
-def model_frontend_spec(features: FeatureConfig, model: ModelConfig, frontends_dir: str | None) -> ExtractSpec:
+def model_frontend_spec(features: FeatureConfig, model: ModelConfig, frontends_dir: str | None,
+                        rooms: tuple[int, tuple[float, float], tuple[float, float]] | None = None) -> ExtractSpec:
     """What the model's paths read: the log-mel, plus the outputs of the front-end parts its config names (the pitch
-    tracker's among them, when the model has the pitch path)."""
+    tracker's among them, when the model has the pitch path); with ``rooms`` (:meth:`TrainConfig.rooms`), each also in
+    the recording's simulated room."""
     sections = [("content", model.content_frontend), ("speaker", model.speaker_frontend)]
     if pitch_part(model) is not None:
         sections.append(("pitch", model.pitch_frontend))
-    return ExtractSpec(features.to_dict(), frontends_dir, tuple(sections))
+    return ExtractSpec(features.to_dict(), frontends_dir, tuple(sections), rooms)
 
 
 def bundle_frontend(features: FeatureConfig, model: ModelConfig, stats: FeatureStats, spec: ExtractSpec) -> FrontEnd:
