@@ -111,3 +111,15 @@ def test_a_conversion_in_a_room_differs_from_the_clean_one_and_is_deterministic(
     assert not np.allclose(a, clean.heard(str(tmp_path / "src.wav"), "source"))
     assert not np.allclose(room.convert(str(tmp_path / "src.wav"), [str(tmp_path / "ref.wav")])[0],
                            clean.convert(str(tmp_path / "src.wav"), [str(tmp_path / "ref.wav")])[0])
+
+
+def test_info_estimates_the_snr_and_warns_of_a_noisy_recording(tmp_path):
+    from vconv.audio.rooms import estimate_snr
+
+    wav, _ = sf.read(str(EXAMPLES / "source.wav"), dtype="float32")
+    estimates = [estimate_snr(in_room(wav, SR, Room(0.45, snr, seed=1)), SR) for snr in (30.0, 20.0, 8.0)]
+    assert estimates[0] > estimates[1] > estimates[2]  # a blind estimate: ordered, not exact
+    sf.write(tmp_path / "noisy.wav", in_room(wav, SR, Room(0.45, 8.0, seed=1)), SR)
+    result = invoke("info", str(EXAMPLES / "source.wav"), str(tmp_path / "noisy.wav"))
+    assert result.exit_code == 0 and "SNR about" in result.output
+    assert "noisy.wav: noisy (SNR about" in result.output and "source.wav: noisy" not in result.output

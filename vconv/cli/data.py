@@ -11,6 +11,7 @@ import typer
 from vconv.cli.common import (
     finish_batch,
     friendly_errors,
+    printable,
     say,
     say_report,
     split_list,
@@ -147,9 +148,10 @@ def info(
     paths: List[Path] = typer.Argument(..., readable=False, help="Audio files to check (any length: read in blocks)."),
     min_seconds: float = typer.Option(0.0, help="Report files shorter than this as bad."),
 ) -> None:
-    """Check audio files and print duration, sample rate, channels and peak level. Bad files are listed on
-    stderr with the reason; exit code 3 when some were bad, 1 when all were."""
+    """Check audio files and print duration, sample rate, channels, peak level and an estimate of the SNR (a warning for
+    a noisy one). Bad files are listed on stderr with the reason; exit code 3 when some were bad, 1 when all were."""
     from vconv.audio.io import inspect_audio
+    from vconv.audio.rooms import NOISY_SNR_DB
     from vconv.data.manifest import BadFile
 
     failed: list[BadFile] = []
@@ -160,5 +162,19 @@ def info(
             failed.append(BadFile.from_error(path, exc))
             continue
         meta, peak_db = found.info, 20 * math.log10(max(found.peak, 1e-9))
-        say(f"{path}: {found.seconds:.2f} s, {meta.samplerate} Hz, {meta.channels} ch, {meta.subtype}, peak {peak_db:.1f} dBFS")
+        snr = _estimated_snr(path)
+        say(f"{path}: {found.seconds:.2f} s, {meta.samplerate} Hz, {meta.channels} ch, {meta.subtype}, peak {peak_db:.1f} dBFS"
+            + (f", SNR about {snr:.0f} dB" if math.isfinite(snr) else ""))
+        if snr < NOISY_SNR_DB:
+            typer.echo(f"warning: {printable(str(path))}: noisy (SNR about {snr:.0f} dB): as a source or a target reference "
+                       "it costs words and similarity (`vconv evaluate --room` measures how much)", err=True)
     finish_batch(len(paths) - len(failed), failed)
+
+
+def _estimated_snr(path: Path) -> float:
+    """The blind SNR estimate (:func:`vconv.audio.rooms.estimate_snr`) of the file's first minute at 16 kHz."""
+    from vconv.audio.io import load
+    from vconv.audio.rooms import estimate_snr
+
+    wav, sr = load(path, 16000, max_seconds=None, first_seconds=60.0, allow_silent=True)
+    return estimate_snr(wav, sr)
