@@ -6,7 +6,7 @@ The model and every input are checked before the model load (:mod:`vconv.inferen
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
@@ -44,8 +44,8 @@ def _check_model(model: Optional[str]) -> Path:
 
 @friendly_errors
 def convert(
-    source: Path = typer.Argument(..., readable=False, help="Source audio file, or a folder converted file by file (tree mirrored under --out)."),
-    target: List[Path] = typer.Option(..., "--target", "-t", readable=False, help="Target speaker reference: a file or a folder; repeat to average several. Or a voice file (`vconv voice`), alone."),
+    source: Path = typer.Argument(..., readable=False, help="Source audio file, a folder converted file by file (tree mirrored under --out), or a manifest (.jsonl, as `vconv prepare` writes) converted as a corpus into the folder --out: resumable, with OUT/manifest.jsonl."),
+    target: Optional[List[Path]] = typer.Option(None, "--target", "-t", readable=False, help="Target speaker reference: a file or a folder; repeat to average several. Or a voice file (`vconv voice`), alone."),
     out: Path = typer.Option(..., "--out", "-o", readable=False, help="Output .wav/.flac/.ogg file (or folder for a folder source)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle name (see `vconv models`) or bundle folder; default: the shipped model."),
     vocoder: Optional[str] = typer.Option(None, "--vocoder", help="Vocoder: griffinlim, or the bundle's own (default)."),
@@ -61,6 +61,11 @@ def convert(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar in folder mode."),
     no_cache: bool = no_cache_option(),
     threads: Optional[int] = threads_option(),
+    engine: str = typer.Option("local", "--engine", help="Manifest source: local (worker processes on this machine) or ray (an existing Ray cluster, --address; pip install 'vconv[cluster]')."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Manifest source: worker processes (or Ray actors), each loading the model once."),
+    address: Optional[str] = typer.Option(None, "--address", help="Manifest source with --engine ray: the cluster's address (default: a local Ray)."),
+    targets: Optional[Path] = typer.Option(None, "--targets", readable=False, help="Manifest source: a file of voices (one reference or voice file per line); each source speaker gets one of them, the same every run."),
+    anonymise: Optional[int] = typer.Option(None, "--anonymise", metavar="SEED", help="Manifest source: each source speaker gets a pseudo-voice, a seeded mix of --targets voices far from their own (the same speaker always the same voice)."),
 ) -> None:
     """Convert SOURCE to the voice of --target (one-shot, any-to-any); long files are converted in chunks.
     Failed files are listed on stderr; exit code 3 when some failed, 1 when all did."""
@@ -71,15 +76,31 @@ def convert(
     settings = conversion_settings(vocoder=vocoder, fast=fast, target_match=target_match, precision=precision,
                                    fit_steps=fit_voice, pitch_shift=pitch_shift, pitch_register=pitch_register, harmonics=harmonics)
     bundle = _check_model(model)  # the model, inputs and outputs are checked before the model load
-    plan = plan_conversions(source, target, out, force=force, sample_rate=sample_rate)
+    if source.suffix == ".jsonl":
+        corpus = {"engine": engine, "workers": workers, "address": address, "targets_file": targets, "anonymise": anonymise}
+        return _convert_corpus(source, target or [], out, bundle, settings, corpus, threads, force, progress)
+    plan = plan_conversions(source, target or [], out, force=force, sample_rate=sample_rate)
     if not plan.jobs:
         finish_batch(0, plan.failed)
     converter = load_converter(bundle, settings, no_cache=no_cache)
-    report = convert_paths(converter, source, target, out, force=force, progress=progress, plan=plan)
+    report = convert_paths(converter, source, target or [], out, force=force, progress=progress, plan=plan)
     echo_out(report.summary())
     for note in report.notes:
         typer.echo(f"note: {printable(note)}", err=True)
     finish_batch(len(report.converted), report.failed)
+
+
+def _convert_corpus(manifest: Path, target: List[Path], out: Path, bundle: Path, settings: Any, corpus: dict,
+                    threads: Optional[int], force: bool, progress: bool) -> None:
+    """`vconv convert MANIFEST.jsonl -o OUT`: the corpus engines (:mod:`vconv.corpus`); failures listed, not fatal."""
+    from vconv.corpus import convert_corpus
+    from vconv.data.manifest import BadFile
+
+    report = convert_corpus(manifest, out, bundle=bundle, settings=settings, target=[str(t) for t in target],
+                            threads=threads, force=force, progress=progress, **corpus)
+    echo_out(report.summary())
+    finish_batch(report.count("converted") + report.count("done"),
+                 [BadFile(r.source, r.error) for r in report.results if r.status == "failed"])
 
 
 @friendly_errors

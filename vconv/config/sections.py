@@ -202,13 +202,11 @@ class TrainConfig(LoopConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from vconv.audio.rooms import Room
-
-        for name in ("room_rt60", "room_snr_db"):
+        # the ranges vconv.audio.rooms.Room accepts
+        for name, (lowest, highest) in (("room_rt60", (0.05, 3.0)), ("room_snr_db", (-10.0, 80.0))):
             low_high = getattr(self, name)
-            if len(low_high) != 2 or not low_high[0] <= low_high[1]:
-                raise VconvError(f"train.{name} must be [low, high], got {low_high!r}")
-        Room(self.room_rt60[0], self.room_snr_db[0]), Room(self.room_rt60[1], self.room_snr_db[1])  # in range
+            if len(low_high) != 2 or not lowest <= low_high[0] <= low_high[1] <= highest:
+                raise VconvError(f"train.{name} must be [low, high] within {lowest:g}..{highest:g}, got {low_high!r}")
 
     def rooms(self) -> tuple[int, tuple[float, float], tuple[float, float]] | None:
         """``(seed, rt60 range, snr range)`` of the rooms training reads (:class:`~vconv.data.extract.ExtractSpec`),

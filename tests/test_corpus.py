@@ -1,0 +1,150 @@
+"""Corpora (vconv.corpus): manifest in, manifest out; a rerun converts only what is missing; a killed worker's items
+are redone and nothing is converted twice; voices per speaker and anonymisation; the Ray engine (slow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from tests.conftest import invoke, voiced_signal
+from vconv.corpus import convert_corpus
+from vconv.corpus.jobs import load_json_lines, record_path
+from vconv.fileio import sha256_of
+from vconv.inference.settings import ConversionSettings
+
+SR = 16000
+SETTINGS = ConversionSettings(vocoder="griffinlim")
+
+
+@pytest.fixture()
+def corpus(tmp_path):
+    """Six utterances of three speakers, a manifest of them, and two target voices."""
+    lines = []
+    for s, f0 in enumerate((110.0, 160.0, 220.0)):
+        for u in range(2):
+            path = tmp_path / "wav" / f"spk{s}" / f"u{u}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, voiced_signal(0.6 + 0.1 * u, f0=f0, seed=u), SR)
+            lines.append({"id": f"spk{s}/u{u}", "path": str(path.relative_to(tmp_path)), "speaker": f"spk{s}", "duration": 0.6})
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    for v, f0 in enumerate((130.0, 250.0)):
+        sf.write(tmp_path / f"voice{v}.wav", voiced_signal(1.0, f0=f0, seed=5), SR)
+    (tmp_path / "voices.txt").write_text("voice0.wav\nvoice1.wav\n")
+    return tmp_path
+
+
+def test_a_manifest_converts_to_a_manifest_and_a_rerun_converts_nothing(tiny_bundle, corpus):
+    out = corpus / "out"
+    report = convert_corpus(corpus / "in.jsonl", out, bundle=tiny_bundle, settings=SETTINGS, target=[str(corpus / "voice0.wav")],
+                            progress=False)
+    assert report.count("converted") == 6 and report.count("failed") == 0
+    rows = load_json_lines(out / "manifest.jsonl")
+    assert [r["id"] for r in rows] == [f"spk{s}/u{u}" for s in range(3) for u in range(2)]
+    assert all(Path(r["output"]).is_file() and r["status"] == "converted" for r in rows)
+    digests = {r["id"]: sha256_of(r["output"]) for r in rows}
+    again = convert_corpus(corpus / "in.jsonl", out, bundle=tiny_bundle, settings=SETTINGS, target=[str(corpus / "voice0.wav")],
+                           progress=False)
+    assert again.count("done") == 6 and again.count("converted") == 0
+    assert {r["id"]: sha256_of(r["output"]) for r in load_json_lines(out / "manifest.jsonl")} == digests
+    # another target is another key: the outputs of the first run are not replaced without --force
+    other = convert_corpus(corpus / "in.jsonl", out, bundle=tiny_bundle, settings=SETTINGS, target=[str(corpus / "voice1.wav")],
+                           progress=False)
+    assert other.count("failed") == 6 and "pass --force" in other.results[0].error
+    forced = convert_corpus(corpus / "in.jsonl", out, bundle=tiny_bundle, settings=SETTINGS, target=[str(corpus / "voice1.wav")],
+                            force=True, progress=False)
+    assert forced.count("converted") == 6
+
+
+def test_a_bad_file_is_listed_and_the_rest_is_converted(tiny_bundle, corpus):
+    (corpus / "wav" / "spk1" / "u0.wav").write_bytes(b"not audio")
+    result = invoke("convert", str(corpus / "in.jsonl"), "-o", str(corpus / "out"), "-t", str(corpus / "voice0.wav"),
+                    "--model", str(tiny_bundle), "--vocoder", "griffinlim", "--no-progress")
+    assert result.exit_code == 3, result.output
+    rows = {r["id"]: r for r in load_json_lines(corpus / "out" / "manifest.jsonl")}
+    assert rows["spk1/u0"]["status"] == "failed" and rows["spk1/u0"]["error"]
+    assert sum(r["status"] == "converted" for r in rows.values()) == 5
+
+
+def test_voices_per_speaker_and_pseudo_voices_are_the_same_for_a_speaker_and_differ_between_speakers(tiny_bundle, corpus):
+    import numpy as np
+
+    for name, options in (("assigned", {}), ("anon", {"anonymise": 7})):
+        convert_corpus(corpus / "in.jsonl", corpus / name, bundle=tiny_bundle, settings=SETTINGS,
+                       targets_file=corpus / "voices.txt", progress=False, **options)
+    anon = {r["id"]: r for r in load_json_lines(corpus / "anon" / "manifest.jsonl")}
+    assert all(r["status"] == "converted" for r in anon.values())
+    assigned = {r["id"]: r["key"] for r in load_json_lines(corpus / "assigned" / "manifest.jsonl")}
+    assert len(set(assigned.values())) == 6  # (keys include the source)
+    from vconv.corpus.jobs import plan_items
+    from vconv.corpus.voices import TargetPolicy, read_voice_list
+    from vconv.corpus.work import CorpusWorker, WorkerSpec
+
+    items = {i.id: i for i in plan_items(corpus / "in.jsonl", corpus / "unused")}
+    first = {f"spk{s}": items[f"spk{s}/u0"].source for s in range(3)}
+    worker = CorpusWorker(WorkerSpec(str(tiny_bundle), SETTINGS, TargetPolicy((), read_voice_list(corpus / "voices.txt"), 7,
+                                                                               True, first)))
+    voice = {i: worker._target(item, ()).embedding for i, item in items.items()}
+    assert np.array_equal(voice["spk0/u0"], voice["spk0/u1"])  # one speaker, one pseudo-voice
+    assert not np.allclose(voice["spk0/u0"], voice["spk1/u0"]) and not np.allclose(voice["spk1/u0"], voice["spk2/u0"])
+    again = convert_corpus(corpus / "in.jsonl", corpus / "anon", bundle=tiny_bundle, settings=SETTINGS,
+                           targets_file=corpus / "voices.txt", anonymise=7, progress=False)
+    assert again.count("done") == 6  # the same seed: the same voices, nothing to redo
+    with pytest.raises(Exception, match="at least 2 voices"):
+        (corpus / "one.txt").write_text("voice0.wav\n")
+        convert_corpus(corpus / "in.jsonl", corpus / "x", bundle=tiny_bundle, settings=SETTINGS,
+                       targets_file=corpus / "one.txt", anonymise=1, progress=False)
+
+
+def test_a_worker_killed_midway_leaves_every_output_complete_and_none_converted_twice(tiny_bundle, corpus):
+    """Two local workers; one is SIGKILLed after the first outputs appear: the run completes, each output's record
+    matches its digest, and each item was written once (a record is written once per conversion it completes)."""
+    out = corpus / "out"
+    killed: list[int] = []
+
+    def kill_one_worker() -> None:
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            if any(out.rglob("*.wav")):
+                workers = _spawned_workers(os.getpid())
+                if workers:
+                    os.kill(workers[0], signal.SIGKILL)
+                    killed.append(workers[0])
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=kill_one_worker)
+    thread.start()
+    report = convert_corpus(corpus / "in.jsonl", out, bundle=tiny_bundle, settings=SETTINGS, target=[str(corpus / "voice0.wav")],
+                            workers=2, progress=False)
+    thread.join()
+    assert killed, "no worker was killed"
+    assert report.count("failed") == 0 and report.count("converted") + report.count("done") == 6
+    for row in load_json_lines(out / "manifest.jsonl"):
+        record = json.loads(record_path_of(row).read_text())
+        assert record["sha256"] == sha256_of(row["output"])  # complete, and the file its record says
+
+
+def record_path_of(row: dict) -> Path:
+    from vconv.corpus.jobs import CorpusItem
+
+    return record_path(CorpusItem(row["id"], row["source"], "", (), row["output"]))
+
+
+def _spawned_workers(parent: int) -> list[int]:
+    """The pids of ``parent``'s multiprocessing workers (spawned: their command line runs ``spawn_main``)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent and b"spawn_main" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
