@@ -148,3 +148,46 @@ def _spawned_workers(parent: int) -> list[int]:
         if ppid == parent and b"spawn_main" in cmdline:
             found.append(int(stat.parent.name))
     return found
+
+
+@pytest.mark.slow
+def test_a_ray_cluster_on_loopback_converts_a_manifest_with_a_worker_killed_midway(tiny_bundle, corpus):
+    """A local Ray cluster of 2 CPUs, two actors; one actor process is SIGKILLed after the first outputs appear: Ray
+    restarts it and retries its task, the run completes, every output matches its record."""
+    ray = pytest.importorskip("ray")
+    out = corpus / "out"
+    killed: list[int] = []
+
+    def kill_one_actor() -> None:
+        deadline = time.time() + 300
+        while time.time() < deadline and not killed:
+            if any(out.rglob("*.wav")):
+                actors = [pid for pid, cmd in _processes() if b"ray::_RayWorker" in cmd]
+                if actors:
+                    os.kill(actors[0], signal.SIGKILL)
+                    killed.append(actors[0])
+            time.sleep(0.05)
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        thread = threading.Thread(target=kill_one_actor)
+        thread.start()
+        report = convert_corpus(corpus / "in.jsonl", out, bundle=tiny_bundle, settings=SETTINGS,
+                                target=[str(corpus / "voice0.wav")], engine="ray", workers=2, progress=False)
+        thread.join()
+    finally:
+        ray.shutdown()
+    assert killed, "no actor was killed"
+    assert report.count("failed") == 0 and report.count("converted") + report.count("done") == 6
+    for row in load_json_lines(out / "manifest.jsonl"):
+        assert json.loads(record_path_of(row).read_text())["sha256"] == sha256_of(row["output"])
+
+
+def _processes() -> list[tuple[int, bytes]]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            found.append((int(cmdline.parent.name), cmdline.read_bytes()))
+        except OSError:
+            continue
+    return found

@@ -263,3 +263,36 @@ def test_eval_pair_needs_a_reference():
     with pytest.raises(VconvError, match="at least one target reference"):
         EvalPair(source="a.wav", target_refs=[], converted="b.wav")
     assert EvalPair(source="x/a.wav", target_refs="y/r.wav", converted="c.wav").target_refs == ["y/r.wav"]
+
+
+def test_linkability_is_low_when_a_conversion_keeps_its_source_voice_and_high_when_it_does_not():
+    """The source-speaker EER over converted utterances (a stub judge stands in for Resemblyzer: the trials' arithmetic
+    is what is tested)."""
+    from vconv.evaluation.pairs import EvalPair
+    from vconv.evaluation.scoring import linkability
+
+    rng = np.random.default_rng(0)
+    voices = {s: rng.standard_normal(16) for s in "abcd"}
+    vectors: dict[str, np.ndarray] = {}
+
+    class StubSpeaker:
+        def embed(self, path: str) -> np.ndarray:
+            v = vectors[str(path)]
+            return v / np.linalg.norm(v)
+
+    pool = {}
+    for s in "abcd":
+        for u in range(3):
+            path = f"/real/{s}/{u}.wav"
+            vectors[path] = voices[s] + 0.3 * rng.standard_normal(16)
+            pool[path] = s
+    pairs = []
+    for i, (src, tgt) in enumerate([("a", "b"), ("b", "c"), ("c", "d"), ("d", "a")] * 3):
+        kept, moved = f"/conv/kept{i}.wav", f"/conv/moved{i}.wav"
+        vectors[kept] = voices[src] + 0.3 * rng.standard_normal(16)
+        vectors[moved] = rng.standard_normal(16)  # a voice of no one
+        pairs.append((EvalPair(f"/real/{src}/0.wav", [f"/real/{tgt}/1.wav"], kept, source_speaker=src, target_speaker=tgt),
+                      EvalPair(f"/real/{src}/0.wav", [f"/real/{tgt}/1.wav"], moved, source_speaker=src, target_speaker=tgt)))
+    judges = Judges(speaker=StubSpeaker())  # type: ignore[arg-type]
+    assert linkability(judges, pool, [k for k, _ in pairs]).eer < 0.1
+    assert linkability(judges, pool, [m for _, m in pairs]).eer > 0.3

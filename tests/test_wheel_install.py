@@ -90,11 +90,11 @@ def _one_line_or_success(result: subprocess.CompletedProcess) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", ["eval", "frontends", "live"])
+@pytest.mark.parametrize("extra", ["eval", "frontends", "live", "cluster"])
 def test_each_other_extra_alone_keeps_its_promise(extra, built_wheel, tmp_path, corpus_dir):
     """What each extra is documented to enable works with that extra alone: `vconv evaluate` (eval), `vconv
     frontend prepare` (frontends), `vconv stream --list-devices` (live: the devices, or one line naming the
-    PortAudio library when the system lacks it)."""
+    PortAudio library when the system lacks it), a manifest converted by `--engine ray` (cluster)."""
     bin_dir = venv_with(built_wheel, extra, tmp_path / "venv")
     if extra == "eval":
         from vconv.data.prepare import prepare_corpus
@@ -106,6 +106,14 @@ def test_each_other_extra_alone_keeps_its_promise(extra, built_wheel, tmp_path, 
     elif extra == "frontends":
         _run(bin_dir / "vconv", "frontend", "prepare", "-o", tmp_path / "fe", cwd=tmp_path)
         assert any((tmp_path / "fe").iterdir())
+    elif extra == "cluster":
+        from vconv.data.prepare import prepare_corpus
+
+        prepare_corpus(corpus_dir, tmp_path / "m", test_speakers=["flite_slt", "flite_rms"])
+        result = _run(bin_dir / "vconv", "convert", tmp_path / "m" / "test.jsonl", "-o", tmp_path / "out", "-t", EXAMPLES / "target.wav",
+                      "--engine", "ray", "--workers", "2", "--fast", "--no-progress", cwd=tmp_path)
+        assert "failed" not in result.stdout.split(";")[0] or " 0 failed" in result.stdout, result.stdout
+        assert (tmp_path / "out" / "manifest.jsonl").is_file(), result.stderr[-2000:]
     else:
         result = subprocess.run([bin_dir / "vconv", "stream", "--list-devices"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
         _one_line_or_success(result)

@@ -19,7 +19,7 @@ from vconv.evaluation.judges import Judges, check_independence
 from vconv.evaluation.pairs import ConvertFn, EvalPair, make_pairs, speaker_pool
 from vconv.evaluation.plots import require_matplotlib
 from vconv.evaluation.report import Report, write_report
-from vconv.evaluation.scoring import ANALYSIS_SR, VocodeFn, apply_threshold, score_pairs, verification
+from vconv.evaluation.scoring import ANALYSIS_SR, VocodeFn, apply_threshold, linkability, score_pairs, verification
 
 
 def run_evaluation(
@@ -74,9 +74,14 @@ def run_evaluation(
     pool = speaker_pool(pairs, utterances)
     verify = verification(judges, pool)
     apply_threshold(rows, verify.threshold if verify else None)
+    linked = linkability(judges, pool, pairs)
     timing["score_s"] = time.perf_counter() - started
 
     meta = _meta(pairs, rows, pool, judges, list(notes() if callable(notes) else notes), asked, title, seed, timing)
+    if linked is not None:
+        meta["source_linkability_eer"] = round(linked.eer, 4)
+        meta["notes"].append(f"Source-speaker linkability: the speaker judge links a conversion to its source speaker at "
+                             f"EER {100 * linked.eer:.1f} % (50 % = chance; anonymisation wants it high).")
     summary = aggregate(rows)
     files = write_report(out, rows, summary, verify, meta, pairs=pairs, points=_embedding_points(judges, pool, pairs), plots=plots)
     return Report(rows, summary, verify, summarize(summary, verify, meta), pairs, files, meta)

@@ -249,6 +249,29 @@ def verification(judges: Judges, pool: dict[str, str]) -> M.EERResult | None:
     return M.eer(sims[iu][same], sims[iu][~same])
 
 
+def linkability(judges: Judges, pool: dict[str, str], pairs: Sequence[EvalPair]) -> M.EERResult | None:
+    """How well the speaker judge still links a conversion to its *source* speaker: the EER of trials that pair each
+    converted utterance with the source speaker's real utterances (genuine, the source file itself left out) and with
+    those of every other speaker but its target (impostors). 50 % is chance: anonymisation wants it high, while a
+    conversion that keeps the source's voice leaves it low. None without a speaker judge or speaker labels."""
+    if judges.speaker is None:
+        return None
+    paths = sorted(pool)
+    emb = np.stack([judges.speaker.embed(p) for p in paths])  # [N, 256], unit rows
+    labels = np.array([pool[p] for p in paths])
+    genuine: list[float] = []
+    impostor: list[float] = []
+    for pair in pairs:
+        if not pair.source_speaker:
+            continue
+        sims = emb @ judges.speaker.embed(pair.converted)
+        own = (labels == pair.source_speaker) & (np.array(paths) != str(Path(pair.source).resolve()))
+        other = (labels != pair.source_speaker) & (labels != (pair.target_speaker or ""))
+        genuine += sims[own].tolist()
+        impostor += sims[other].tolist()
+    return M.eer(genuine, impostor) if genuine and impostor else None
+
+
 def apply_threshold(rows: list[dict[str, Any]], threshold: float | None) -> None:
     """Set ``accepted`` on every row (``sim_target >= threshold``; None without a threshold or a score)."""
     for row in rows:

@@ -1,0 +1,84 @@
+"""Corpus throughput: audio hours converted per wall hour with 1 and 2 local workers and 2 Ray actors (vconv.corpus).
+
+Usage: .venv/bin/python benchmarks/bench_corpus.py [--items 60] [--engines local1 local2 ray2] [--model NAME]
+
+A manifest of ``--items`` utterances (the example source, each a distinct file so no output is reused) is converted
+into a fresh folder by each engine in turn (one thread per worker), timed whole (model loads included, as a user
+waits for them). Prints hours of audio per wall hour, the 2-worker scaling ratio against one worker (target >= 1.7 on
+two idle cores) and Ray's overhead against local at the same worker count (target <= 10 %). Run it on an idle machine:
+every worker needs a core of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from vconv.corpus import convert_corpus
+from vconv.inference.registry import resolve_bundle
+from vconv.inference.settings import ConversionSettings
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def make_manifest(folder: Path, items: int) -> Path:
+    """``items`` distinct files (the example source with a little seeded noise each) in a manifest of 6 speakers."""
+    source, sr = sf.read(str(EXAMPLES / "source.wav"), dtype="float32")
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(items):
+        path = folder / "wav" / f"s{i % 6}" / f"u{i}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, source + 1e-4 * rng.standard_normal(source.size).astype(np.float32), sr)
+        lines.append({"id": f"s{i % 6}/u{i}", "path": str(path), "speaker": f"s{i % 6}", "duration": source.size / sr})
+    manifest = folder / "in.jsonl"
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return manifest
+
+
+def run(engine: str, manifest: Path, out: Path, bundle: Path) -> tuple[float, float]:
+    """``(wall seconds, audio hours)`` of one engine ("local1", "local2", "ray2")."""
+    kind, workers = engine.rstrip("0123456789"), int(engine[len(engine.rstrip("0123456789")):])
+    started = time.perf_counter()
+    report = convert_corpus(manifest, out, bundle=bundle, settings=ConversionSettings(), target=[str(EXAMPLES / "target.wav")],
+                            engine=kind, workers=workers, threads=1, progress=False)
+    wall = time.perf_counter() - started
+    assert report.count("failed") == 0, [r.error for r in report.results if r.error][:3]
+    return wall, report.audio_hours
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=60)
+    parser.add_argument("--engines", nargs="+", default=["local1", "local2", "ray2"])
+    parser.add_argument("--model", default=None)
+    args = parser.parse_args()
+    bundle = resolve_bundle(args.model)
+    if any(e.startswith("ray") for e in args.engines):
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    rates = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = make_manifest(Path(tmp), args.items)
+        print(f"{args.items} utterances; load average {os.getloadavg()[0]:.2f}")
+        print("| engine | wall s | audio h | audio h per wall h |\n|---|---|---|---|")
+        for engine in args.engines:
+            wall, hours = run(engine, manifest, Path(tmp) / f"out_{engine}", bundle)
+            rates[engine] = hours * 3600 / wall
+            print(f"| {engine} | {wall:.1f} | {hours:.3f} | {rates[engine]:.1f} |")
+    if "local1" in rates and "local2" in rates:
+        print(f"2 local workers / 1: {rates['local2'] / rates['local1']:.2f}x (target >= 1.7)")
+    if "local2" in rates and "ray2" in rates:
+        print(f"Ray overhead at 2 workers: {100 * (1 - rates['ray2'] / rates['local2']):.1f} % (target <= 10 %)")
+
+
+if __name__ == "__main__":
+    main()
