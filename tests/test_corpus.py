@@ -107,18 +107,7 @@ def test_a_worker_killed_midway_leaves_every_output_complete_and_none_converted_
     matches its digest, and each item was written once (a record is written once per conversion it completes)."""
     out = corpus / "out"
     killed: list[int] = []
-
-    def kill_one_worker() -> None:
-        deadline = time.time() + 120
-        while time.time() < deadline and not killed:
-            if any(out.rglob("*.wav")):
-                workers = _spawned_workers(os.getpid())
-                if workers:
-                    os.kill(workers[0], signal.SIGKILL)
-                    killed.append(workers[0])
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=kill_one_worker)
+    thread = threading.Thread(target=_kill_one, args=(out, lambda: _spawned_workers(os.getpid()), killed))
     thread.start()
     report = convert_corpus(corpus / "in.jsonl", out, bundle=tiny_bundle, settings=SETTINGS, target=[str(corpus / "voice0.wav")],
                             workers=2, progress=False)
@@ -157,20 +146,10 @@ def test_a_ray_cluster_on_loopback_converts_a_manifest_with_a_worker_killed_midw
     ray = pytest.importorskip("ray")
     out = corpus / "out"
     killed: list[int] = []
-
-    def kill_one_actor() -> None:
-        deadline = time.time() + 300
-        while time.time() < deadline and not killed:
-            if any(out.rglob("*.wav")):
-                actors = [pid for pid, cmd in _processes() if b"ray::_RayWorker" in cmd]
-                if actors:
-                    os.kill(actors[0], signal.SIGKILL)
-                    killed.append(actors[0])
-            time.sleep(0.05)
-
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        thread = threading.Thread(target=kill_one_actor)
+        actors = lambda: [pid for pid, cmd in _processes() if b"ray::_RayWorker" in cmd]  # noqa: E731
+        thread = threading.Thread(target=_kill_one, args=(out, actors, killed))
         thread.start()
         report = convert_corpus(corpus / "in.jsonl", out, bundle=tiny_bundle, settings=SETTINGS,
                                 target=[str(corpus / "voice0.wav")], engine="ray", workers=2, progress=False)
@@ -191,3 +170,14 @@ def _processes() -> list[tuple[int, bytes]]:
         except OSError:
             continue
     return found
+
+
+def _kill_one(out: Path, candidates, killed: list[int], seconds: float = 300.0) -> None:
+    """SIGKILL the first of ``candidates()`` once the first output appears under ``out`` (its pid into ``killed``)."""
+    deadline = time.time() + seconds
+    while time.time() < deadline and not killed:
+        pids = candidates() if any(out.rglob("*.wav")) else []
+        if pids:
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append(pids[0])
+        time.sleep(0.05)
