@@ -162,6 +162,12 @@ def test_cli_embed_json_npy_and_similarity(bundle, corpus_dir, tmp_path):
     matrix = np.load(npy)
     assert matrix.shape == (3, 32)
     np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, rtol=1e-5)
+    lines = [{"id": f.stem, "path": str(f), "speaker": d, "duration": 1.0} for d in ("flite_slt", "flite_awb")
+             for f in sorted((corpus_dir / d).glob("*.wav"))]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    by_manifest = invoke("embed", tmp_path / "m.jsonl", "-o", tmp_path / "m.json", "-m", bundle, "--no-progress")
+    assert by_manifest.exit_code == 0, by_manifest.output
+    assert json.loads((tmp_path / "m.json").read_text())["speakers"] == data["speakers"]  # a manifest's lines by speaker
 
 
 def test_tampered_weights_fail_the_sha256_check(bundle, spk, tmp_path):

@@ -105,7 +105,7 @@ def _convert_corpus(manifest: Path, target: List[Path], out: Path, bundle: Path,
 
 @friendly_errors
 def embed(
-    paths: List[Path] = typer.Argument(..., readable=False, help="Audio files and/or folders; each folder is one speaker, each file its own."),
+    paths: List[Path] = typer.Argument(..., readable=False, help="Audio files, folders and/or manifests (.jsonl, as `vconv prepare` writes); each folder is one speaker, each file its own, a manifest's lines by their speaker."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", readable=False, help="Write embeddings: .json (all, by name), .npy (speaker matrix) or .npz."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle name or folder; default: the shipped model."),
     similarity: bool = typer.Option(False, "--similarity", help="Print the cosine similarity matrix."),

@@ -134,6 +134,9 @@ def plan_embeddings(paths: Sequence[str | Path], out: str | Path | None = None, 
     plan = EmbeddingPlan({})
     files: list[Path] = []
     for arg in map(Path, paths):
+        if arg.suffix == ".jsonl":  # a manifest (`vconv prepare`): its speakers, each with its utterances
+            files += _manifest_groups(arg, plan)
+            continue
         name = arg.name if arg.is_dir() else arg.stem
         while name in plan.groups:
             name += "'"
@@ -147,6 +150,18 @@ def plan_embeddings(paths: Sequence[str | Path], out: str | Path | None = None, 
         if out.exists() and not force:
             raise VconvError(f"{out}: already exists; pass --force to overwrite")
     return plan
+
+
+def _manifest_groups(manifest: Path, plan: EmbeddingPlan) -> list[Path]:
+    """A manifest's utterances into ``plan.groups`` by their speaker (those whose headers read); all of its files."""
+    from vconv.data.manifest import read_manifest
+
+    files = []
+    for utt in read_manifest(manifest, nonempty=True):
+        files.append(Path(utt.path))
+        if not _record(header_failure(Path(utt.path)), plan.failed):
+            plan.groups.setdefault(utt.speaker, []).append(Path(utt.path))
+    return files
 
 
 def _record(bad: BadFile | None, failed: list[BadFile]) -> bool:
