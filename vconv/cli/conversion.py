@@ -11,12 +11,14 @@ from typing import Any, List, Optional
 import typer
 
 from vconv.cli.common import (
+    EXIT_USAGE,
     FIT_VOICE_HELP,
     HARMONICS_HELP,
     PRECISION_HELP,
     TARGET_MATCH_HELP,
     conversion_settings,
     echo_out,
+    fail,
     finish_batch,
     friendly_errors,
     load_converter,
@@ -79,11 +81,13 @@ def convert(
     if source.suffix == ".jsonl":
         corpus = {"engine": engine, "workers": workers, "address": address, "targets_file": targets, "anonymise": anonymise}
         return _convert_corpus(source, target or [], out, bundle, settings, corpus, threads, force, progress)
-    plan = plan_conversions(source, target or [], out, force=force, sample_rate=sample_rate)
+    if not target:  # optional only for a manifest, whose lines or --targets may give the voices
+        fail("Missing option '--target' / '-t' (a file or a folder source needs one).", EXIT_USAGE)
+    plan = plan_conversions(source, target, out, force=force, sample_rate=sample_rate)
     if not plan.jobs:
         finish_batch(0, plan.failed)
     converter = load_converter(bundle, settings, no_cache=no_cache)
-    report = convert_paths(converter, source, target or [], out, force=force, progress=progress, plan=plan)
+    report = convert_paths(converter, source, target, out, force=force, progress=progress, plan=plan)
     echo_out(report.summary())
     for note in report.notes:
         typer.echo(f"note: {printable(note)}", err=True)

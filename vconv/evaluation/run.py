@@ -78,13 +78,18 @@ def run_evaluation(
     timing["score_s"] = time.perf_counter() - started
 
     meta = _meta(pairs, rows, pool, judges, list(notes() if callable(notes) else notes), asked, title, seed, timing)
+    _say_linkability(meta, linked)
+    summary = aggregate(rows)
+    files = write_report(out, rows, summary, verify, meta, pairs=pairs, points=_embedding_points(judges, pool, pairs), plots=plots)
+    return Report(rows, summary, verify, summarize(summary, verify, meta), pairs, files, meta)
+
+
+def _say_linkability(meta: dict[str, Any], linked: Any) -> None:
+    """The source-speaker linkability (:func:`~vconv.evaluation.scoring.linkability`) into the report's meta and notes."""
     if linked is not None:
         meta["source_linkability_eer"] = round(linked.eer, 4)
         meta["notes"].append(f"Source-speaker linkability: the speaker judge links a conversion to its source speaker at "
                              f"EER {100 * linked.eer:.1f} % (50 % = chance; anonymisation wants it high).")
-    summary = aggregate(rows)
-    files = write_report(out, rows, summary, verify, meta, pairs=pairs, points=_embedding_points(judges, pool, pairs), plots=plots)
-    return Report(rows, summary, verify, summarize(summary, verify, meta), pairs, files, meta)
 
 
 def _ready_judges(judges: Judges | None, plots: bool, model_config: Any) -> Judges:
