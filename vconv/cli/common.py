@@ -20,7 +20,7 @@ import functools
 import re
 import sys
 import time
-from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
+from typing import Any, Callable, Iterable, NoReturn, Optional, Sequence, TypeVar
 
 import typer
 from typer.core import TyperGroup
@@ -96,7 +96,7 @@ EXIT_CODES_HELP = (
 )
 
 
-def fail(message: str, code: int = EXIT_ERROR) -> None:
+def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     typer.echo(f"error: {printable(message)}", err=True)
     raise typer.Exit(code)
 
