@@ -63,3 +63,19 @@ def test_every_named_path_module_and_name_exists():
         dead += [f"{where}: {m.group(1)}" for m in MODULE.finditer(text)
                  if not m.group(1).startswith("vconv._bundles") and not _resolves(m.group(1).rstrip("."))]
     assert not dead, "dead references (fix the text or the name):\n" + "\n".join(dead)
+
+
+def test_the_architecture_lists_the_layers_of_the_import_contract_in_order():
+    """docs/ARCHITECTURE.md's "Top to bottom" list names every layer of import-linter's contract, in its order."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    contract = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]["layers"]
+    text = (root / "docs" / "ARCHITECTURE.md").read_text()
+    listed = text[text.index("bottom: `__main__`"):].split(".", 1)[0]
+    positions = []
+    for layer in contract:
+        for name in (n.strip().removeprefix("vconv.") for n in layer.split("|")):
+            assert f"`{name}`" in listed, f"layer {name} is missing from ARCHITECTURE.md's list"
+            positions.append(listed.index(f"`{name}`"))
+    assert positions == sorted(positions), "ARCHITECTURE.md lists the layers in another order than pyproject.toml"

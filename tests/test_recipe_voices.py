@@ -415,3 +415,16 @@ def test_the_bass_labellers_d_vector_features_match_librosa():
     assert ours.shape == (1 + (16000 - 512) // 160, 40)
     np.testing.assert_allclose(ours, np.log10(power + 1e-10).T, atol=1e-4)
     assert dvector.dvector_log_mel(wav[:300]).shape == (0, 40)  # shorter than one FFT frame: no frames
+
+
+def test_the_recipe_that_makes_the_shipped_model_names_its_config():
+    """finetune.sh's pitch row (conf/whisper_mel_pitch.yaml with its fixed overrides) is the shipped bundle's model and
+    features: the recipe says what ships, and a change to either config shows here."""
+    from vconv.bundles import read_bundle_info
+    from vconv.config import load_run_config
+
+    shipped = read_bundle_info(LOCAL.parents[2] / "pretrained" / "vconv-voices-small")
+    features, model, _ = load_run_config(str(LOCAL.parent / "conf" / "whisper_mel_pitch.yaml"), [
+        "train.train_manifest=t.jsonl", "train.run_dir=r", "model.adversary=false", "model.n_speakers=41"])
+    assert model == shipped.model_config and features == shipped.feature_config
+    assert "whisper_mel_pitch" in (LOCAL.parent / "finetune.sh").read_text()

@@ -45,7 +45,8 @@ VALID_FRACTION=${VALID_FRACTION:-0.05}
 NJ=${NJ:-$(nproc 2>/dev/null || echo 1)}
 FRONTENDS=${FRONTENDS:-$EXP/frontends}
 EVAL_SOURCES=${EVAL_SOURCES:-5}
-PYTHON=${PYTHON:-python}
+# the repository's .venv (the README's set-up) when there is one, so the recipe runs without activating it
+PYTHON=${PYTHON:-$(if [[ -x "$RECIPE_DIR/../../.venv/bin/python" ]]; then echo "$RECIPE_DIR/../../.venv/bin/python"; else echo python3; fi)}
 VCONV=${VCONV:-$PYTHON -m vconv}  # word-split on purpose: "python -m vconv" is three words
 
 # conf/... paths are relative to this recipe, wherever run.sh is called from

@@ -28,7 +28,8 @@ THREADS=${THREADS:-2}
 VOCODER=${VOCODER:-$REPO/pretrained/vconv-voices-small}
 EVAL_SOURCES=${EVAL_SOURCES:-5}
 TARGET_MATCH=${TARGET_MATCH:-meanstd}
-PYTHON=${PYTHON:-python}
+# the repository's .venv (the README's set-up) when there is one, so the recipe runs without activating it
+PYTHON=${PYTHON:-$(if [[ -x "$RECIPE_DIR/../../.venv/bin/python" ]]; then echo "$RECIPE_DIR/../../.venv/bin/python"; else echo python3; fi)}
 VCONV=${VCONV:-$PYTHON -m vconv}
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 [[ -f $EXP/data/train.jsonl && -d $EXP/features ]] || { echo "ablation.sh: no $EXP/data or $EXP/features; run run.sh --stop-stage 2 first" >&2; exit 1; }

@@ -24,7 +24,8 @@ FROM=${FROM:-$REPO/pretrained/vconv-voices-small}
 TRAIN=${TRAIN:-$EXP/data/train48.jsonl}
 FRONTENDS=${FRONTENDS:-$EXP/frontends}
 THREADS=${THREADS:-2}
-PYTHON=${PYTHON:-python}
+# the repository's .venv (the README's set-up) when there is one, so the recipe runs without activating it
+PYTHON=${PYTHON:-$(if [[ -x "$RECIPE_DIR/../../.venv/bin/python" ]]; then echo "$RECIPE_DIR/../../.venv/bin/python"; else echo python3; fi)}
 VCONV=${VCONV:-$PYTHON -m vconv}
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 

@@ -32,7 +32,8 @@ THREADS=${THREADS:-2}
 KEEP=${KEEP:-4}
 VOCODER=${VOCODER:-$REPO/pretrained/vconv-voices-small}
 EVAL_SOURCES=${EVAL_SOURCES:-5}
-PYTHON=${PYTHON:-python}
+# the repository's .venv (the README's set-up) when there is one, so the recipe runs without activating it
+PYTHON=${PYTHON:-$(if [[ -x "$RECIPE_DIR/../../.venv/bin/python" ]]; then echo "$RECIPE_DIR/../../.venv/bin/python"; else echo python3; fi)}
 VCONV=${VCONV:-$PYTHON -m vconv}
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 fail() { echo "long_run.sh: $*" >&2; exit 1; }

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# The shipped model's recipe: build corpus -> prepare -> extract -> train -> train vocoder -> evaluate -> ship.
+# The voices recipe: build corpus -> prepare -> extract -> train -> train vocoder -> evaluate -> package.
+# By default it trains conf/small.yaml, the mel-input model of the v4 era; the shipped bundle is v6 (CONF=conf/whisper_mel.yaml
+# trained as recipes/voices/MODEL_HISTORY.md records) fine-tuned with the pitch path by finetune.sh (conf/whisper_mel_pitch.yaml).
+# Stage 6 packages into EXP/pretrained; PRETRAINED=pretrained replaces the shipped bundle (do that only with a better model).
 #
 #   ./recipes/voices/run.sh                                                # everything (~1.5 h on 2 CPU cores)
 #   ./recipes/voices/run.sh --stage 3 --stop-stage 3                       # only (re)train; resumes if killed
@@ -8,13 +11,12 @@
 # Every stage is skipped when its output exists, so a rerun continues where the last one stopped; the
 # training stages resume from their latest checkpoint. Environment: DATA (parent of the corpus folder
 # voices/, default data/ in this recipe's folder), EXP (outputs, default exp/voices in this recipe's
-# folder), PRETRAINED (where stage 6 writes vconv-voices-small, default the repository's pretrained/),
+# folder), PRETRAINED (where stage 6 writes vconv-voices-small, default EXP/pretrained),
 # CONF / VOCODER_CONF (run configs, default conf/small.yaml and conf/vocoder.yaml; conf/whisper_mel.yaml
 # and its ablations read the pretrained front-ends), FRONTENDS (their weights folder, default
 # EXP/frontends, made by stage 2 with `vconv frontend prepare`), NJ (extract workers),
 # EVAL_SOURCES (source utterances per speaker pair, default 5), AUGMENT (pitch/formant pseudo-speakers
-# per training voice, default 0; AUGMENT_MAX_PER caps the utterances of each; TWINS=1 then lets the content
-# path read a warped copy of the utterance half the time, train.content_twins), SHIP_VOCODER (stage 6 attaches the neural vocoder, default 1),
+# per training voice, default 0; AUGMENT_MAX_PER caps the utterances of each), SHIP_VOCODER (stage 6 attaches the neural vocoder, default 1),
 # PYTHON / VCONV (how to run vconv). Relative paths given in the environment are relative to the
 # current folder. The corpus builder (stage 0) is local/build_corpus.py.
 set -euo pipefail
@@ -26,21 +28,22 @@ while [[ $# -gt 0 ]]; do
   case $1 in
     --stage) stage=$2; shift 2 ;;
     --stop-stage|--stop_stage) stop_stage=$2; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (use --stage N --stop-stage M)" >&2; exit 1 ;;
   esac
 done
 
 DATA=${DATA:-$RECIPE_DIR/data}
 EXP=${EXP:-$RECIPE_DIR/exp/voices}
-PRETRAINED=${PRETRAINED:-$RECIPE_DIR/../../pretrained}
+PRETRAINED=${PRETRAINED:-$EXP/pretrained}
 CONF=${CONF:-$RECIPE_DIR/conf/small.yaml}
 VOCODER_CONF=${VOCODER_CONF:-$RECIPE_DIR/conf/vocoder.yaml}
 NJ=${NJ:-$(nproc 2>/dev/null || echo 1)}
 FRONTENDS=${FRONTENDS:-$EXP/frontends}
 EVAL_SOURCES=${EVAL_SOURCES:-5}
 AUGMENT=${AUGMENT:-0}
-PYTHON=${PYTHON:-python}
+# the repository's .venv (the README's set-up) when there is one, so the recipe runs without activating it
+PYTHON=${PYTHON:-$(if [[ -x "$RECIPE_DIR/../../.venv/bin/python" ]]; then echo "$RECIPE_DIR/../../.venv/bin/python"; else echo python3; fi)}
 VCONV=${VCONV:-$PYTHON -m vconv}
 corpus=$DATA/voices
 speaker_list() { sed 's/#.*//' "$1" | tr -s ' \t\n' '\n' | grep -v '^$' | paste -sd, -; }  # comments, blanks dropped
@@ -65,14 +68,9 @@ if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
     --stats-from "$EXP/data/train.jsonl" --allow-skips  # skipped files are listed on stderr, not fatal
 fi
 if [[ $stage -le 3 && $stop_stage -ge 3 && ! -f $EXP/train/model/config.json ]]; then
-  log "stage 3: train the VC model (TWINS=${TWINS:-0})"
-  twins=()
-  if [[ ${TWINS:-0} == 1 ]]; then  # each pseudo-speaker utterance grouped with its original recording
-    $PYTHON "$RECIPE_DIR/local/twins.py" "$EXP/data/train.jsonl" -o "$EXP/data/twins.json"
-    twins=("train.content_twins=$EXP/data/twins.json")
-  fi
+  log "stage 3: train the VC model"
   $VCONV train -c "$CONF" "train.train_manifest=$EXP/data/train.jsonl" "train.valid_manifest=$EXP/data/valid.jsonl" \
-    "train.features_dir=$EXP/features" "train.frontends_dir=$FRONTENDS" "train.run_dir=$EXP/train" ${twins[@]+"${twins[@]}"} --no-progress \
+    "train.features_dir=$EXP/features" "train.frontends_dir=$FRONTENDS" "train.run_dir=$EXP/train" --no-progress \
     $(resume_flag "$EXP/train")
 fi
 if [[ $stage -le 4 && $stop_stage -ge 4 && ! -f $EXP/vocoder/vocoder/vocoder.json ]]; then
