@@ -10,9 +10,13 @@
 # it) on TRAIN (default EXP/data/train48.jsonl, the shipped model's 41 training voices) with the shipped model's
 # fine-tuning settings (lr 2e-4, warm-up 200, the output discriminator 0.1 / FM 0.2), attaches the shipped vocoder and
 # is judged into EXP/finetune/<name>/eval (`vconv evaluate --sources-per-pair 5 --seed 0`). FROM itself is judged
-# into EXP/finetune/from/eval first, in the same way, for paired comparisons (benchmarks/compare_reports.py).
+# into EXP/finetune/from/eval after the rows, in the same way, for paired comparisons (benchmarks/compare_reports.py).
 # Environment: EXP, ROWS, STEPS (default 2000), FROM, TRAIN, FRONTENDS (default EXP/frontends), THREADS (default 2),
-# PYTHON / VCONV.
+# PYTHON / VCONV (default: the repository's .venv when it exists, else python3).
+#
+# The shipped bundle is the default row (pitch:whisper_mel_pitch) run with FROM = v6, the bundle shipped before the pitch
+# path (git archive 1e790ae^ pretrained/vconv-voices-small | tar -x -C v6), not with the default FROM, which is
+# already that result; tests/test_recipe_voices.py checks that the row's config is the shipped bundle's.
 set -euo pipefail
 
 RECIPE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

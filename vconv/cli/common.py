@@ -42,9 +42,10 @@ TARGET_MATCH_HELP = ("Move the converted spectrum onto the target's: meanstd (th
 PRECISION_HELP = ("Arithmetic of the networks: auto (bfloat16 on a CPU that computes it natively, float32 "
                   "otherwise; the default), float32, or bfloat16.")
 FIT_VOICE_HELP = ("Tune the speaker embedding on the target references for STEPS steps before converting, so the "
-                  "network renders a voice it never heard rather than its nearest training voice (30 steps add ~1.2 s once "
-                  "per target on two CPU cores, idle or beside another busy process; a second conversion to the same "
-                  "references takes the fitted voice from the cache; 0 = off, the default; 30 is what "
+                  "network renders a voice it never heard rather than its nearest training voice (30 steps, once per target: "
+                  "about 0.3 s on two idle CPU cores, about 0.9 s with other work on them, up to tens of seconds on a heavily "
+                  "loaded machine, docs/BENCHMARKS.md; a second conversion to the same references takes the fitted voice "
+                  "from the cache; 0 = off, the default; 30 is what "
                   "recipes/voices/MODEL_HISTORY.md measures).")
 THREADS_HELP = ("Compute threads (default: one per core). Idle threads sleep rather than spin (OMP_WAIT_POLICY=PASSIVE "
                 "unless you set it), so a busy machine slows vconv in proportion; fewer threads leave cores to other work.")
