@@ -1,6 +1,6 @@
 """Corpus throughput: audio hours converted per wall hour with 1 and 2 local workers and 2 Ray actors (vconv.corpus).
 
-Usage: .venv/bin/python benchmarks/bench_corpus.py [--items 120] [--engines local1 local2 ray2] [--model NAME]
+Usage: .venv/bin/python benchmarks/bench_corpus.py [--items 360] [--engines local1 local2 ray2] [--model NAME]
 
 A manifest of ``--items`` utterances (the example source, each a distinct file so no output is reused) is converted
 into a fresh folder by each engine in turn (one thread per worker), timed whole (model loads included, as a user
@@ -56,7 +56,7 @@ def run(engine: str, manifest: Path, out: Path, bundle: Path) -> tuple[float, fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=120)
+    parser.add_argument("--items", type=int, default=360)
     parser.add_argument("--engines", nargs="+", default=["local1", "local2", "ray2"])
     parser.add_argument("--model", default=None)
     args = parser.parse_args()
