@@ -63,7 +63,7 @@ def draw_room(seed: int, key: str, rt60: tuple[float, float] = DEFAULT_RT60,
               snr_db: tuple[float, float] = DEFAULT_SNR_DB) -> Room:
     """The room of recording ``key`` under ``seed``: RT60 and SNR uniform in their ranges, a noise colour, hum in a
     quarter of the rooms; the same ``(seed, key)`` always gives the same room."""
-    rng = np.random.default_rng(_stable_seed(seed, key))
+    rng = np.random.default_rng(stable_seed(seed, key))
     return Room(rt60=float(rng.uniform(*rt60)), snr_db=float(rng.uniform(*snr_db)), colour=str(rng.choice(NOISE_COLOURS)),
                 hum_hz=float(rng.choice([50.0, 60.0])) if rng.random() < 0.25 else 0.0, seed=int(rng.integers(2**31)))
 
@@ -127,9 +127,10 @@ def _active_power(x: np.ndarray, sr: int) -> float:
     return float(np.mean(powers[powers.size // 2 :])) or 1e-10
 
 
-def _stable_seed(seed: int, key: str) -> int:
-    """A seed of ``(seed, key)`` that does not depend on Python's string hashing (which changes per process)."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little")
+def stable_seed(seed: int, key: str, bits: int = 64) -> int:
+    """A ``bits``-bit number of ``(seed, key)`` that is the same in every process and machine (Python's ``hash`` of a
+    str is not): what draws a recording's room, and a corpus speaker's voice (:mod:`vconv.corpus.voices`)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little") >> (64 - bits)
 
 
 NOISY_SNR_DB = 18.0  # estimated (10-15 dB as simulated): a reference or source below it converts worse (vconv info warns)

@@ -95,11 +95,13 @@ def is_done(item: CorpusItem, key: str) -> bool:
     return written.get("key") == key and written.get("sha256") == sha256_of(item.output)
 
 
-def write_record(item: CorpusItem, key: str) -> None:
-    """The item's record, after its output is in place: its key and the output's digest."""
+def write_record(item: CorpusItem, key: str, *, pending: bool = False) -> None:
+    """The item's record: its key, and the output's digest once it is in place (``pending``: before it is written, so
+    an interrupted attempt is known as this key's and redone)."""
     record = record_path(item)
     record.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(record, json.dumps({"id": item.id, "key": key, "sha256": sha256_of(item.output)}) + "\n")
+    digest = None if pending else sha256_of(item.output)
+    write_text_atomic(record, json.dumps({"id": item.id, "key": key, "sha256": digest}) + "\n")
 
 
 def write_output_manifest(out_dir: str | Path, results: Sequence[ItemResult]) -> Path:

@@ -10,13 +10,13 @@ speakers different ones, and no one is given a voice close to their own.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from vconv.audio.rooms import stable_seed
 from vconv.errors import VconvError
 
 MIX = 3  # pool voices per pseudo-voice
@@ -50,7 +50,7 @@ class TargetPolicy:
             raise VconvError("no target for this utterance: give --target, --targets, or a target in the manifest line")
         if self.anonymise:
             return (*self.pool, self.first_utterance[speaker])
-        return (self.pool[stable_seed(self.seed, speaker) % len(self.pool)],)
+        return (self.pool[stable_seed(self.seed, speaker, bits=63) % len(self.pool)],)
 
     def describe(self) -> str:
         """What the settings part of an item's key says of the policy."""
@@ -82,7 +82,7 @@ def pseudo_voice(converter: Any, pool: Sequence[Any], own_embedding: Any, seed: 
     embeddings = torch.cat([v.embedding for v in pool]).float()
     likeness = torch.nn.functional.cosine_similarity(embeddings, own_embedding.float().expand_as(embeddings)).tolist()
     far = sorted(range(len(pool)), key=lambda i: likeness[i])[: max(2, len(pool) // 2)]
-    rng = np.random.default_rng(stable_seed(seed, speaker))
+    rng = np.random.default_rng(stable_seed(seed, speaker, bits=63))
     chosen = rng.choice(far, size=min(MIX, len(far)), replace=False).tolist()
     weights = rng.dirichlet(np.ones(len(chosen))).tolist()
     voices = [pool[i] for i in chosen]
@@ -94,8 +94,3 @@ def pseudo_voice(converter: Any, pool: Sequence[Any], own_embedding: Any, seed: 
                         min(r.frames for r in registers)) if len(registers) == len(voices) else None
     return TargetVoice(embedding=mix([v.embedding for v in voices]), spectrum=spectrum, primer=voices[0].primer,
                        register=register)
-
-
-def stable_seed(seed: int, key: str) -> int:
-    """A 63-bit number of ``(seed, key)`` that is the same in every process (Python's ``hash`` of a str is not)."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little") >> 1

@@ -9,7 +9,6 @@ that completed is never converted again.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from vconv.corpus.jobs import CorpusItem, ItemResult, is_done, item_key, record_path, write_record
 from vconv.corpus.voices import TargetPolicy, pseudo_voice
 from vconv.errors import VconvError
-from vconv.fileio import read_json_object, write_text_atomic
+from vconv.fileio import read_json_object
 
 
 @dataclass(frozen=True)
@@ -74,8 +73,7 @@ class CorpusWorker:
             if earlier.get("key") != key:
                 raise VconvError(f"{item.output}: already exists (made with other settings or inputs, or not by vconv); "
                                  "pass --force to replace it")
-        record.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(record, json.dumps({"id": item.id, "key": key, "sha256": None}) + "\n")
+        write_record(item, key, pending=True)
 
     def _convert(self, item: CorpusItem, files: tuple[str, ...]) -> float:
         from vconv.inference.batch import convert_one

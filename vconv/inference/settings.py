@@ -11,7 +11,6 @@ What needs the model itself (a pitch shift on a model without the pitch path) is
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -66,7 +65,3 @@ class ConversionSettings:
         set_("device", str(check_device(self.device)))
         set_("fast", bool(self.fast))
         set_("harmonics", bool(self.harmonics))
-
-    def replace(self, **changes: object) -> "ConversionSettings":
-        """A copy with ``changes``, checked again."""
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
