@@ -15,7 +15,7 @@ and the seconds each takes per 10 s of audio (two threads, best of five).
 (default the shipped bundle), judged by WORLD harvest: the share of the source's voiced frames that are voiced in the
 output (the issue's bar: at least 85 %), the correlation of the output's log-F0 with the source's on frames both
 voice, the register (median F0) of source, target and output; and, for a bundle with the pitch path, the same with
-``--pitch-shift SHIFT``: the output's median F0 should move by SHIFT semitones (``--harmonics``: with the harmonic
+``--shift SHIFT``: the output's median F0 should move by SHIFT semitones (``--no-harmonics``: without the harmonic
 excitation, :mod:`vconv.vocoders.harmonics`).
 """
 
@@ -102,7 +102,7 @@ def best_of(repeat: int, fn) -> float:
     return min(times)
 
 
-def example_report(model: str | None, shift: float, harmonics: bool = False) -> None:
+def example_report(model: str | None, shift: float, harmonics: bool | None = None) -> None:
     import vconv
     from vconv.audio.io import load
 
@@ -145,7 +145,8 @@ def main() -> None:
     example = sub.add_parser("example")
     example.add_argument("--model", default=None)
     example.add_argument("--shift", type=float, default=5.0)
-    example.add_argument("--harmonics", action="store_true", help="the harmonic excitation before the vocoder")
+    example.add_argument("--harmonics", action=argparse.BooleanOptionalAction, default=None,
+                         help="the harmonic excitation before the vocoder (default: the converter's, on with a pitch path)")
     args = parser.parse_args()
     if args.what == "tracker":
         tracker_report(args.manifest, args.per_speaker)

@@ -55,15 +55,16 @@ NO_CACHE_HELP = ("Do not read or write the cache of fitted voices (~/.cache/vcon
 
 PITCH_SHIFT_HELP = ("Transpose the converted voice by this many semitones (-24..24; e.g. 12 = an octave up), on top of "
                     "the register --pitch-register gives it. Needs a model trained with the pitch path, as the shipped one "
-                    "is; without --harmonics the output moves only part of the way.")
+                    "is; with --no-harmonics the output moves only part of the way.")
 PITCH_REGISTER_HELP = ("Whose pitch level the output speaks at: target (the target references' register: a converted voice "
                        "at its own pitch; the default) or source (the source's kept: singing, same-speaker edits). The "
                        "melody is always the source's.")
 
 
-HARMONICS_HELP = ("Rebuild the converted spectrum on a harmonic comb at the output F0 before the vocoder (a model with the "
-                  "pitch path): a --pitch-shift then lands in full, at a cost in words (recipes/voices/MODEL_HISTORY.md, "
-                  "\"The pitch path\"); off by default.")
+HARMONICS_HELP = ("Write the harmonics of the output F0 (the source's melody in the output register) into the converted "
+                  "spectrum before the vocoder: the melody, the voicing and a --pitch-shift land, and the output is "
+                  "clearer (recipes/voices/MODEL_HISTORY.md, \"Harmonic excitation in the mel domain\"). On by default "
+                  "for a model with the pitch path; --no-harmonics gives the decoder's spectrum as it is.")
 
 
 def pitch_options() -> tuple[Any, Any]:

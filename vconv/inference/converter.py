@@ -84,12 +84,12 @@ class VoiceConverter(TargetPreparation, PitchStage):
         self.compute_dtype = resolve_precision(settings.precision, self.device)
         self.fit_steps = settings.fit_steps
         self.pitch_shift, self.pitch_register = check_pitch_controls(self.model, settings.pitch_shift, settings.pitch_register)
-        # the converted mel rebuilt on a harmonic comb at the output F0 before the vocoder (vconv.vocoders.harmonics): off by
-        # default: it makes a pitch shift land and keeps the voicing, but on the held-out voices it cost words (CER 0.27 ->
-        # 0.53) and WORLD dio reads an octave up on its output (recipes/voices/MODEL_HISTORY.md, "The pitch path")
-        self.harmonics = settings.harmonics
-        if self.harmonics and not self.model.reads_pitch:
+        # the harmonics of the output F0 written into the converted mel before the vocoder (vconv.vocoders.harmonics): on
+        # by default for a model with the pitch path, where it keeps the melody, the voicing and the words
+        # (recipes/voices/MODEL_HISTORY.md, "Harmonic excitation in the mel domain")
+        if settings.harmonics and not self.model.reads_pitch:
             raise VconvError("harmonic excitation needs a model with the pitch path (it places the harmonics at its F0)")
+        self.harmonics = self.model.reads_pitch if settings.harmonics is None else settings.harmonics
         self.voice_cache = None  # fitted voices kept across conversions (the CLI sets one)
         self.fit_progress = None  # told (step, steps) during a fit
 
@@ -358,8 +358,8 @@ def load(name_or_path: str | Path | None = None, settings: ConversionSettings | 
     ``bfloat16`` (:mod:`vconv.inference.precision`). ``fit_steps``: tune the speaker embedding on the target references for
     this many steps before converting (:mod:`vconv.inference.voice_fit`; 0, the default, uses the speaker encoder's).
     ``pitch_shift`` (semitones, ±24) and ``pitch_register`` (``target`` or ``source``): the pitch controls of a model with
-    the pitch path (:class:`VoiceConverter`); ``harmonics``: rebuild the converted mel on a harmonic comb at the output F0
-    before the vocoder (:mod:`vconv.vocoders.harmonics`; off by default: measured in recipes/voices/MODEL_HISTORY.md).
+    the pitch path (:class:`VoiceConverter`); ``harmonics``: write the harmonics of the output F0 into the converted mel
+    before the vocoder (:mod:`vconv.vocoders.harmonics`; None, the default: on for a model with the pitch path).
     """
     from vconv.bundles import choose_vocoder
 

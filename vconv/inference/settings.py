@@ -30,7 +30,7 @@ class ConversionSettings:
     ``float32`` or ``bfloat16`` (:mod:`vconv.inference.precision`); ``fit_steps``: Adam steps fitting the target's
     embedding (:mod:`vconv.inference.voice_fit`); ``pitch_shift`` (semitones, ±24) and ``pitch_register``
     (``target`` or ``source``): a pitch-path model's controls (:mod:`vconv.models.contour`); ``harmonics``: the
-    harmonic excitation (:mod:`vconv.vocoders.harmonics`); ``device``: where the networks run. ``names``: how errors
+    harmonic excitation (:mod:`vconv.vocoders.harmonics`; None: on for a model with the pitch path); ``device``: where the networks run. ``names``: how errors
     name each setting (:data:`CLI_NAMES` for a command; default the field names).
     """
 
@@ -41,7 +41,7 @@ class ConversionSettings:
     fit_steps: int = 0
     pitch_shift: float = 0.0
     pitch_register: str = "target"
-    harmonics: bool = False
+    harmonics: bool | None = None
     device: str = "cpu"
     names: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -64,4 +64,4 @@ class ConversionSettings:
             check_vocoder_name(self.vocoder, name("vocoder"))
         set_("device", str(check_device(self.device)))
         set_("fast", bool(self.fast))
-        set_("harmonics", bool(self.harmonics))
+        set_("harmonics", None if self.harmonics is None else bool(self.harmonics))
