@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The voices recipe: build corpus -> prepare -> extract -> train -> train vocoder -> evaluate -> package.
 # By default it trains conf/small.yaml, the mel-input model of the v4 era; the shipped bundle is v6 (CONF=conf/whisper_mel.yaml
-# trained as recipes/voices/MODEL_HISTORY.md records) fine-tuned with the pitch path by finetune.sh (conf/whisper_mel_pitch.yaml).
+# trained as recipes/voices/MODEL_HISTORY.md records) fine-tuned with the pitch path, then with content consistency, by
+# finetune.sh (conf/whisper_mel_pitch.yaml; the voices README, "How the shipped model was made", has the commands).
 # Stage 6 packages into EXP/pretrained; PRETRAINED=pretrained replaces the shipped bundle (do that only with a better model).
 #
 #   ./recipes/voices/run.sh                                                # everything (~1.5 h on 2 CPU cores)

@@ -25,7 +25,7 @@ from vconv.errors import VconvError
 DEFAULT_BUNDLE = "vconv-voices-small"
 # the genuine shipped bundles: name -> sha256 of their config.json (update with the bundle, in one commit)
 SHIPPED_CONFIG_SHA256 = {
-    "vconv-voices-small": "f0ad7eae43a907620c62180d4cb9eef97a7f8337c1471f34e412d3213e4f2c81",
+    "vconv-voices-small": "57511f52bf560ee85867472367f5a3d11494daace80b099e63d2474ee255c85b",
 }
 
 
