@@ -191,7 +191,8 @@ def main() -> None:
         for name in ("offline", "streamed"):
             r = q[name]
             print(f"3. {name:8s} ({q['pairs']} pairs): SIM→target {r['sim_target']:.3f}, SIM→source {r['sim_source']:.3f}, "
-                  f"CER {r['cer']:.3f}, success {r['success']:.0%}")
+                  f"CER {r['cer']:.3f}, success {r['success']:.0%}, F0 corr. with the source "
+                  f"{r['f0_corr_with_source'] if r['f0_corr_with_source'] is None else round(r['f0_corr_with_source'], 3)}")
         print(f"   streamed - offline: SIM→target {q['streamed']['sim_target'] - q['offline']['sim_target']:+.3f}, "
               f"CER {q['streamed']['cer'] - q['offline']['cer']:+.3f}; largest level step, streamed / offline, worst pair: "
               f"{q['join_step_ratio']:.2f} ({q['join_step_worst']['pair']}, frame {q['join_step_worst']['frame']}); "
