@@ -36,6 +36,26 @@ def test_shipped_model_converts_the_example():
     assert rms_db > -40  # speech level, not silence
 
 
+def test_shipped_model_keeps_the_source_melody_voiced_and_a_pitch_shift_lands():
+    """Judged by WORLD harvest (not the YIN the converter tracks with): the README's example stays voiced where the
+    source is (issue bar: 85 %; measured 94 %, v6 32 %), follows its melody (measured 0.89) and moves by a shift
+    (+5 semitones measured +5.3)."""
+    pyworld = pytest.importorskip("pyworld")
+
+    def harvest(wav: np.ndarray) -> np.ndarray:
+        return pyworld.harvest(wav.astype(np.float64), 16000, f0_floor=60.0, f0_ceil=700.0, frame_period=16.0)[0]
+
+    source = sf.read(str(EXAMPLES / "source.wav"), dtype="float32")[0]
+    out = vconv.load().convert(source, [EXAMPLES / "target.wav"], sr=16000)
+    shifted = vconv.load(pitch_shift=5).convert(source, [EXAMPLES / "target.wav"], sr=16000)
+    f0_source, f0_out, f0_shifted = harvest(source), harvest(out), harvest(shifted)
+    both = (f0_source > 0) & (f0_out > 0)
+    assert both.sum() >= 0.85 * (f0_source > 0).sum()
+    assert np.corrcoef(np.log(f0_source[both]), np.log(f0_out[both]))[0, 1] > 0.75
+    moved = 12 * np.log2(np.median(f0_shifted[f0_shifted > 0]) / np.median(f0_out[f0_out > 0]))
+    assert abs(moved - 5) < 1.0
+
+
 def _frame_rate_beat(wav: np.ndarray, sr: int = 16000, frame_rate: float = 62.5) -> float:
     """Amplitude-envelope spectrum at the STFT frame rate over the 40-55 Hz band beside it (~1 for speech)."""
     envelope = np.abs(scipy.signal.hilbert(wav))
