@@ -15,8 +15,8 @@ is given (copy synthesis keeps the melody). So before the vocoder, each voiced f
 
 Unvoiced frames are left as they are; voicing in [0, 1] blends. Per frame, so a stream's windows get the same as a
 file. Measured against the earlier source-filter rebuild (cepstral envelope on a comb), which cost half the words: this
-keeps them (recipes/voices/MODEL_HISTORY.md, "Harmonic excitation in the mel domain"). No weights; a few milliseconds
-per second of audio.
+keeps them (recipes/voices/MODEL_HISTORY.md, "Harmonic excitation in the mel domain"). No weights; about a millisecond
+per second of audio (9 ms for 10 s on two loaded cores).
 """
 
 from __future__ import annotations
