@@ -30,8 +30,9 @@ class ConversionSettings:
     ``float32`` or ``bfloat16`` (:mod:`vconv.inference.precision`); ``fit_steps``: Adam steps fitting the target's
     embedding (:mod:`vconv.inference.voice_fit`); ``pitch_shift`` (semitones, ±24) and ``pitch_register``
     (``target`` or ``source``): a pitch-path model's controls (:mod:`vconv.models.contour`); ``harmonics``: the
-    harmonic excitation (:mod:`vconv.vocoders.harmonics`; None: on for a model with the pitch path); ``device``: where the networks run. ``names``: how errors
-    name each setting (:data:`CLI_NAMES` for a command; default the field names).
+    harmonic excitation (:mod:`vconv.vocoders.harmonics`; None: on for a model with the pitch path); ``device``: where
+    the networks run. ``names``: how errors name each setting (:data:`CLI_NAMES` for a command; default the field
+    names).
     """
 
     vocoder: str | None = None
