@@ -22,6 +22,7 @@ class LogMel(torch.nn.Module):
     """
 
     mel_basis: torch.Tensor  # [n_mels, n_fft/2+1], a buffer
+    band_centres: torch.Tensor  # [n_mels] Hz, a buffer (the centroid of each band's filter)
     window: torch.Tensor  # [win_length], a buffer
 
     def __init__(self, cfg: FeatureConfig):
@@ -29,6 +30,9 @@ class LogMel(torch.nn.Module):
         self.cfg = cfg
         basis = slaney_mel_basis(cfg.sample_rate, cfg.n_fft, cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax)
         self.register_buffer("mel_basis", torch.from_numpy(basis).float(), persistent=False)  # [n_mels, n_fft/2+1]
+        hz = torch.arange(self.mel_basis.shape[1], dtype=torch.float32) * cfg.sample_rate / cfg.n_fft
+        centres = (self.mel_basis * hz).sum(dim=1) / self.mel_basis.sum(dim=1).clamp(min=1e-9)
+        self.register_buffer("band_centres", centres, persistent=False)  # [n_mels] Hz: each band's filter centroid
         self.register_buffer("window", torch.hann_window(cfg.win_length, periodic=True), persistent=False)
         self._envelopes: dict[tuple, torch.Tensor] = {}  # frame count -> istft's window envelope (_window_envelope)
 

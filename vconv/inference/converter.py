@@ -148,10 +148,10 @@ class VoiceConverter(TargetPreparation, PitchStage):
 
     def render(self, log_mel: torch.Tensor, pitch: SourcePitch | None = None, *, start: int = 0,
                post_process: bool = True) -> np.ndarray:
-        """The output stage: log-mel ``[1, n_mels, F]`` (on a harmonic comb at ``pitch``'s F0 with ``--harmonics``),
+        """The output stage: log-mel ``[1, n_mels, F]`` (given the harmonics of ``pitch``'s F0, :attr:`harmonics`),
         from frame ``start`` on, through the vocoder (its post-processing passes unless ``post_process`` is off) ->
         ``[(F - start - 1) * hop]`` float32 audio."""
-        excited = self.excite(log_mel, pitch)[..., start:]  # in float32, outside the vocoder's precision
+        excited = self.excite(log_mel, pitch, start)  # in float32, outside the vocoder's precision
         with self.compute("vocoder"):
             audio = self.vocoder.render(excited, post_process=post_process)
         return audio[0].float().cpu().numpy()

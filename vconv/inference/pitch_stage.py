@@ -36,12 +36,15 @@ class PitchStage:
     pitch_shift: float
     harmonics: bool
 
-    def excite(self, log_mel: torch.Tensor, pitch: SourcePitch | None) -> torch.Tensor:
-        """``log_mel [1, n_mels, F]`` on a harmonic comb at the output F0 (:attr:`harmonics`), or as it is."""
+    def excite(self, log_mel: torch.Tensor, pitch: SourcePitch | None, start: int = 0) -> torch.Tensor:
+        """``log_mel [1, n_mels, F]`` from frame ``start`` on (``[1, n_mels, F - start]``), given the harmonics of the
+        output F0 (:attr:`harmonics`), or as it is. The excitation is per frame, so the frames a stream's window drops
+        are never computed."""
+        log_mel = log_mel[..., start:]
         if not self.harmonics or pitch is None:
             return log_mel
-        frames = log_mel.shape[-1]
-        return impose_harmonics(log_mel, pitch.f0[..., :frames], pitch.voicing[..., :frames], self.frontend.logmel,
+        end = start + log_mel.shape[-1]
+        return impose_harmonics(log_mel, pitch.f0[..., start:end], pitch.voicing[..., start:end], self.frontend.logmel,
                                 math.log(self.features.log_floor))
 
     def source_pitch(self, wav: np.ndarray, target: Register | None, source: Register | None = None) -> SourcePitch | None:
