@@ -1,12 +1,13 @@
 """Corpus throughput: audio hours converted per wall hour with 1 and 2 local workers and 2 Ray actors (vconv.corpus).
 
-Usage: .venv/bin/python benchmarks/bench_corpus.py [--items 360] [--engines local1 local2 ray2] [--model NAME]
+Usage: .venv/bin/python benchmarks/bench_corpus.py [--items 360] [--engines local1 local2 ray2] [--model NAME] [--hogs N]
 
 A manifest of ``--items`` utterances (the example source, each a distinct file so no output is reused) is converted
 into a fresh folder by each engine in turn (one thread per worker), timed whole (model loads included, as a user
 waits for them). Prints hours of audio per wall hour, the 2-worker scaling ratio against one worker (target >= 1.7 on
 two idle cores) and Ray's overhead against local at the same worker count (target <= 10 %). Run it on an idle machine:
-every worker needs a core of its own.
+every worker needs a core of its own. ``--hogs N`` runs every engine beside N competing CPU-bound processes
+(``loadgen.py``), the corpus on a busy machine.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +26,9 @@ import soundfile as sf
 from vconv.corpus import convert_corpus
 from vconv.inference.registry import resolve_bundle
 from vconv.inference.settings import ConversionSettings
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loadgen import hogs, load_name  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -59,6 +64,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=360)
     parser.add_argument("--engines", nargs="+", default=["local1", "local2", "ray2"])
     parser.add_argument("--model", default=None)
+    parser.add_argument("--hogs", type=int, default=0, help="competing CPU-bound processes while the engines run")
     args = parser.parse_args()
     bundle = resolve_bundle(args.model)
     if any(e.startswith("ray") for e in args.engines):
@@ -68,12 +74,13 @@ def main() -> None:
     rates = {}
     with tempfile.TemporaryDirectory() as tmp:
         manifest = make_manifest(Path(tmp), args.items)
-        print(f"{args.items} utterances; load average {os.getloadavg()[0]:.2f}")
+        print(f"{args.items} utterances; load average {os.getloadavg()[0]:.2f}; {load_name(args.hogs)}")
         print("| engine | wall s | audio h | audio h per wall h |\n|---|---|---|---|")
-        for engine in args.engines:
-            wall, hours = run(engine, manifest, Path(tmp) / f"out_{engine}", bundle)
-            rates[engine] = hours * 3600 / wall
-            print(f"| {engine} | {wall:.1f} | {hours:.3f} | {rates[engine]:.1f} |")
+        with hogs(args.hogs):
+            for engine in args.engines:
+                wall, hours = run(engine, manifest, Path(tmp) / f"out_{engine}", bundle)
+                rates[engine] = hours * 3600 / wall
+                print(f"| {engine} | {wall:.1f} | {hours:.3f} | {rates[engine]:.1f} |", flush=True)
     if "local1" in rates and "local2" in rates:
         print(f"2 local workers / 1: {rates['local2'] / rates['local1']:.2f}x (target >= 1.7)")
     if "local2" in rates and "ray2" in rates:

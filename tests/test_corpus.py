@@ -80,7 +80,13 @@ def test_voices_per_speaker_and_pseudo_voices_are_the_same_for_a_speaker_and_dif
                        targets_file=corpus / "voices.txt", progress=False, **options)
     anon = {r["id"]: r for r in load_json_lines(corpus / "anon" / "manifest.jsonl")}
     assert all(r["status"] == "converted" for r in anon.values())
-    assigned = {r["id"]: r["key"] for r in load_json_lines(corpus / "assigned" / "manifest.jsonl")}
+    # the output manifest says whose each output is and what voice it was given (what `vconv evaluate --corpus` reads)
+    pool = {str(corpus / "voice0.wav"), str(corpus / "voice1.wav")}
+    assert all(r["anonymised"] and r["speaker"] == r["id"].split("/")[0] and set(r["voice"]) == pool for r in anon.values())
+    assigned_rows = load_json_lines(corpus / "assigned" / "manifest.jsonl")
+    assert all(not r["anonymised"] and len(r["voice"]) == 1 and r["voice"][0] in pool for r in assigned_rows)
+    assert len({r["voice"][0] for r in assigned_rows if r["speaker"] == "spk0"}) == 1  # one voice per speaker
+    assigned = {r["id"]: r["key"] for r in assigned_rows}
     assert len(set(assigned.values())) == 6  # (keys include the source)
     from vconv.corpus.jobs import plan_items
     from vconv.corpus.voices import TargetPolicy, read_voice_list
@@ -90,7 +96,7 @@ def test_voices_per_speaker_and_pseudo_voices_are_the_same_for_a_speaker_and_dif
     first = {f"spk{s}": items[f"spk{s}/u0"].source for s in range(3)}
     worker = CorpusWorker(WorkerSpec(str(tiny_bundle), SETTINGS, TargetPolicy((), read_voice_list(corpus / "voices.txt"), 7,
                                                                                True, first)))
-    voice = {i: worker._target(item, ()).embedding for i, item in items.items()}
+    voice = {i: worker._target(item, ())[0].embedding for i, item in items.items()}
     assert np.array_equal(voice["spk0/u0"], voice["spk0/u1"])  # one speaker, one pseudo-voice
     assert not np.allclose(voice["spk0/u0"], voice["spk1/u0"]) and not np.allclose(voice["spk1/u0"], voice["spk2/u0"])
     again = convert_corpus(corpus / "in.jsonl", corpus / "anon", bundle=tiny_bundle, settings=SETTINGS,
@@ -100,6 +106,43 @@ def test_voices_per_speaker_and_pseudo_voices_are_the_same_for_a_speaker_and_dif
         (corpus / "one.txt").write_text("voice0.wav\n")
         convert_corpus(corpus / "in.jsonl", corpus / "x", bundle=tiny_bundle, settings=SETTINGS,
                        targets_file=corpus / "one.txt", anonymise=1, progress=False)
+
+
+def test_a_converted_corpus_becomes_evaluation_pairs_from_its_output_manifest_alone(tiny_bundle, corpus):
+    """`vconv evaluate --corpus`'s pairs: each output against its source, another utterance of the source speaker
+    (never the converted one) and the voice it was given; failures are counted, not judged; a moved folder still
+    works; a manifest of an older vconv is refused with what to do."""
+    from vconv.errors import VconvError
+    from vconv.evaluation.corpus_pairs import corpus_pairs
+
+    (corpus / "wav" / "spk2" / "u1.wav").write_bytes(b"not audio")
+    convert_corpus(corpus / "in.jsonl", corpus / "anon", bundle=tiny_bundle, settings=SETTINGS,
+                   targets_file=corpus / "voices.txt", anonymise=7, progress=False)
+    (corpus / "anon").rename(corpus / "moved")
+    pairs, notes = corpus_pairs(corpus / "moved", seed=0)
+    assert [p.id for p in pairs] == [f"spk{s}/u{u}" for s in range(3) for u in range(2)][:5]
+    assert "1 failed conversion(s) not judged" in notes[0] and "Pseudo-voices" in notes[1]
+    for pair in pairs:
+        assert Path(pair.converted) == corpus / "moved" / f"{pair.id}.wav" and Path(pair.converted).is_file()
+        assert pair.source_other and Path(pair.source_other).parent == Path(pair.source).parent != pair.source_other
+        assert pair.source_speaker == pair.id.split("/")[0] and pair.target_speaker == corpus.name
+        assert len(pair.target_refs) == 1 and pair.target_refs[0] in {str(corpus / "voice0.wav"), str(corpus / "voice1.wav")}
+    lines = load_json_lines(corpus / "moved" / "manifest.jsonl")
+    (corpus / "old.jsonl").write_text("".join(json.dumps({k: v for k, v in line.items() if k != "voice"}) + "\n" for line in lines))
+    with pytest.raises(VconvError, match="lacks voice.*run the same convert command again"):
+        corpus_pairs(corpus / "old.jsonl")
+
+
+@pytest.mark.slow
+def test_evaluate_scores_an_anonymised_corpus_with_its_source_speaker_linkability(tiny_bundle, corpus, tmp_path):
+    """`vconv evaluate --corpus OUT` with the real judges: every output scored, the linkability EER in the report."""
+    convert_corpus(corpus / "in.jsonl", corpus / "anon", bundle=tiny_bundle, settings=SETTINGS,
+                   targets_file=corpus / "voices.txt", anonymise=7, progress=False)
+    result = invoke("evaluate", "--corpus", str(corpus / "anon"), "-o", str(tmp_path / "report"), "--no-plots", "--no-progress")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert len([r for r in report["rows"] if r["system"] == "converted"]) == 6
+    assert 0.0 <= report["meta"]["source_linkability_eer"] <= 1.0 and "linkability" in result.output
 
 
 def test_a_worker_killed_midway_leaves_every_output_complete_and_none_converted_twice(tiny_bundle, corpus):

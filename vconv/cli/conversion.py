@@ -149,6 +149,7 @@ def evaluate(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle to evaluate (name or folder; default: the shipped model). Used with --manifest."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", readable=False, help="Held-out utterances (JSONL): all source→target pairs of different speakers are converted and scored."),
     protocol: Optional[Path] = typer.Option(None, "--protocol", readable=False, help="Score given triples instead: JSON/JSONL of {source, target_refs, converted, target_other, ...}."),
+    corpus: Optional[Path] = typer.Option(None, "--corpus", readable=False, help="Score a corpus converted by `vconv convert MANIFEST -o OUT` instead (OUT or OUT/manifest.jsonl): each output against its source and voice, with the source-speaker linkability (anonymisation)."),
     sources_per_pair: Optional[int] = typer.Option(None, "--sources-per-pair", help="At most this many source utterances per (source, target) speaker pair (seeded sample)."),
     target_refs: int = typer.Option(1, "--target-refs", help="Target utterances given to the converter per pair (averaged by its speaker path); never the judged one."),
     vocoder: Optional[str] = typer.Option(None, "--vocoder", help="Vocoder for conversion and the copy-synthesis row (default: the bundle's)."),
@@ -175,7 +176,7 @@ def evaluate(
                                    harmonics=harmonics)
     bundle = _check_model(model) if manifest is not None or model is not None else None
     report = evaluate_model(EvaluationRequest(
-        out, bundle=bundle, manifest=manifest, protocol=protocol, sources_per_pair=sources_per_pair,
+        out, bundle=bundle, manifest=manifest, protocol=protocol, corpus=corpus, sources_per_pair=sources_per_pair,
         target_refs=target_refs, settings=settings, room=room, seed=seed, plots=plots, asr_model=asr_model, force=force,
         progress=progress))
     echo_out(report.summary_markdown)

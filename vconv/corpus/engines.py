@@ -77,8 +77,7 @@ def _run_processes(items: Sequence[CorpusItem], spec: WorkerSpec, workers: int, 
             if tries[item.id] < ATTEMPTS:
                 pending.append(item)
             else:
-                results[item.id] = ItemResult(item.id, item.source, item.output, "failed",
-                                              error=f"its worker died {ATTEMPTS} times")
+                results[item.id] = ItemResult.of(item, "failed", error=f"its worker died {ATTEMPTS} times")
                 done(results[item.id])
     return results
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,19 +30,23 @@ OUTPUT_MANIFEST = "manifest.jsonl"
 @dataclass(frozen=True)
 class CorpusItem:
     """One utterance to convert: ``source`` (absolute path), its ``speaker``, ``target`` (reference paths or one voice
-    file; empty: the run's target policy decides), and ``output`` (absolute path)."""
+    file; empty: the run's target policy decides), ``output`` (absolute path), and the source's ``text`` when the
+    manifest gives it (carried into the output manifest for ``vconv evaluate --corpus``)."""
 
     id: str
     source: str
     speaker: str
     target: tuple[str, ...]
     output: str
+    text: str | None = None
 
 
 @dataclass
 class ItemResult:
     """What became of one item: ``status`` ``converted`` (now), ``done`` (by an earlier run with the same key) or
-    ``failed`` (with ``error``); ``seconds`` of audio converted now."""
+    ``failed`` (with ``error``); ``seconds`` of audio converted now. ``speaker`` and ``text`` are the source's;
+    ``voice`` the files its target voice was made from (the references or voice file; a pseudo-voice's pool voices,
+    heaviest first, with ``anonymised`` set), so the output manifest alone says what to judge each output against."""
 
     id: str
     source: str
@@ -51,6 +55,15 @@ class ItemResult:
     key: str = ""
     error: str = ""
     seconds: float = 0.0
+    speaker: str = ""
+    text: str | None = None
+    voice: list[str] = field(default_factory=list)
+    anonymised: bool = False
+
+    @classmethod
+    def of(cls, item: CorpusItem, status: str, error: str = "") -> "ItemResult":
+        """A result for ``item`` with its identity (id, source, output, speaker, text) filled in."""
+        return cls(item.id, item.source, item.output, status, error=error, speaker=item.speaker, text=item.text)
 
 
 def plan_items(manifest: str | Path, out_dir: str | Path) -> list[CorpusItem]:
@@ -65,7 +78,7 @@ def plan_items(manifest: str | Path, out_dir: str | Path) -> list[CorpusItem]:
         base = Path(manifest).parent
         refs = tuple(str(p if Path(p).is_absolute() else (base / p).resolve()) for p in listed)
         # ids are safe relative names (read_manifest checks them): the output stays below the folder
-        items.append(CorpusItem(utt.id, utt.path, utt.speaker, refs, str(out / f"{utt.id}.wav")))
+        items.append(CorpusItem(utt.id, utt.path, utt.speaker, refs, str(out / f"{utt.id}.wav"), utt.text))
     return items
 
 

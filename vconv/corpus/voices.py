@@ -70,9 +70,10 @@ def read_voice_list(path: str | Path) -> tuple[str, ...]:
     return voices
 
 
-def pseudo_voice(converter: Any, pool: Sequence[Any], own_embedding: Any, seed: int, speaker: str) -> Any:
+def pseudo_voice(converter: Any, pool: Sequence[Any], own_embedding: Any, seed: int, speaker: str) -> tuple[Any, list[int]]:
     """The speaker's pseudo-voice (a :class:`~vconv.inference.target.TargetVoice`): :data:`MIX` of the ``pool`` voices
-    (prepared TargetVoices) drawn from the half least like ``own_embedding`` ``[1, S]``, mixed with seeded weights."""
+    (prepared TargetVoices) drawn from the half least like ``own_embedding`` ``[1, S]``, mixed with seeded weights;
+    and the indices into ``pool`` of the voices mixed, heaviest first."""
     import torch
 
     from vconv.inference.target import TargetVoice
@@ -92,5 +93,6 @@ def pseudo_voice(converter: Any, pool: Sequence[Any], own_embedding: Any, seed: 
     registers = [v.register for v in voices if v.register is not None]
     register = Register(mix([r.mean for r in registers]), mix([r.spread for r in registers]),
                         min(r.frames for r in registers)) if len(registers) == len(voices) else None
-    return TargetVoice(embedding=mix([v.embedding for v in voices]), spectrum=spectrum, primer=voices[0].primer,
-                       register=register)
+    voice = TargetVoice(embedding=mix([v.embedding for v in voices]), spectrum=spectrum, primer=voices[0].primer,
+                        register=register)
+    return voice, [i for _, i in sorted(zip(weights, chosen), reverse=True)]

@@ -45,13 +45,15 @@ class CorpusWorker:
         self.converter = load(spec.bundle, spec.settings)
         # what an output depends on besides its source and target files: the bundle's weights and the settings
         self.settings_key = f"{self.converter.info.digest}|{spec.settings!r}|{spec.policy.describe()}"
-        self._targets: dict[tuple[str, ...], Any] = {}
+        self._targets: dict[tuple[str, ...], tuple[Any, list[str]]] = {}  # voice key -> (TargetVoice, its files)
 
     def __call__(self, item: CorpusItem) -> ItemResult:
-        result = ItemResult(item.id, item.source, item.output, "failed")
+        result = ItemResult.of(item, "failed")
         try:
             files = self.spec.policy.files(item.speaker, item.target)
             result.key = item_key(item, files, self.settings_key)
+            _, result.voice = self._target(item, files)
+            result.anonymised = self._anonymous(item)
             if is_done(item, result.key):
                 result.status = "done"
                 return result
@@ -79,20 +81,27 @@ class CorpusWorker:
         from vconv.inference.batch import convert_one
 
         Path(item.output).parent.mkdir(parents=True, exist_ok=True)
-        target = self._target(item, files)
+        target, _ = self._target(item, files)
         return convert_one(self.converter, Path(item.source), target, Path(item.output),
                            rate=self.converter.sample_rate, force=True)
 
-    def _target(self, item: CorpusItem, files: tuple[str, ...]) -> Any:
-        """The item's target voice, prepared once per distinct voice (per speaker when anonymised)."""
+    def _anonymous(self, item: CorpusItem) -> bool:
+        """Whether the item gets its speaker's pseudo-voice (no target of its own, no default, ``--anonymise``)."""
         policy = self.spec.policy
-        anonymous = policy.anonymise and not item.target and not policy.default
-        cache_key = ("speaker:" + item.speaker,) if anonymous else files
+        return policy.anonymise and not item.target and not policy.default
+
+    def _target(self, item: CorpusItem, files: tuple[str, ...]) -> tuple[Any, list[str]]:
+        """The item's target voice and the files it was made from (a pseudo-voice's pool voices, heaviest first),
+        prepared once per distinct voice (per speaker when anonymised)."""
+        policy = self.spec.policy
+        cache_key = ("speaker:" + item.speaker,) if self._anonymous(item) else files
         if cache_key not in self._targets:
-            if anonymous:
-                pool = [self._targets.setdefault((voice,), self.converter.target_voice([voice])) for voice in policy.pool]
+            if self._anonymous(item):
+                pool = [self._targets.setdefault((voice,), (self.converter.target_voice([voice]), [voice]))[0]
+                        for voice in policy.pool]
                 own = self.converter.speaker_embedding([policy.first_utterance[item.speaker]])
-                self._targets[cache_key] = pseudo_voice(self.converter, pool, own, policy.seed, item.speaker)
+                voice, chosen = pseudo_voice(self.converter, pool, own, policy.seed, item.speaker)
+                self._targets[cache_key] = (voice, [policy.pool[i] for i in chosen])
             else:
-                self._targets[cache_key] = self.converter.target_voice(list(files))
+                self._targets[cache_key] = (self.converter.target_voice(list(files)), list(files))
         return self._targets[cache_key]

@@ -20,13 +20,15 @@ from vconv.inference.settings import ConversionSettings
 
 @dataclass
 class EvaluationRequest:
-    """What to evaluate: exactly one of ``manifest`` (convert and score held-out pairs with ``bundle``) or
-    ``protocol`` (score given triples; with ``bundle`` its copy-synthesis row too)."""
+    """What to evaluate: exactly one of ``manifest`` (convert and score held-out pairs with ``bundle``), ``protocol``
+    (score given triples) or ``corpus`` (score a corpus that ``vconv convert MANIFEST`` converted: its folder or output
+    manifest, :mod:`~vconv.evaluation.corpus_pairs`); with ``bundle`` the latter two get its copy-synthesis row too."""
 
     out: Path
     bundle: Path | None = None
     manifest: Path | None = None
     protocol: Path | None = None
+    corpus: Path | None = None
     sources_per_pair: int | None = None
     target_refs: int = 1
     # how the bundle converts (vocoder, target matching, precision, voice fit, harmonics; checked on construction)
@@ -42,8 +44,9 @@ class EvaluationRequest:
         """Every option against the others and the output folder, before anything loads."""
         from vconv.fileio import check_output_path
 
-        if (self.manifest is None) == (self.protocol is None):
-            raise VconvError("pass exactly one of --manifest (convert and score held-out pairs) or --protocol (score given triples)")
+        if sum(given is not None for given in (self.manifest, self.protocol, self.corpus)) != 1:
+            raise VconvError("pass exactly one of --manifest (convert and score held-out pairs), --protocol (score given "
+                             "triples) or --corpus (score a corpus converted by `vconv convert MANIFEST`)")
         if self.manifest is not None and self.bundle is None:
             raise VconvError("--manifest needs a model to convert with")
         if self.sources_per_pair is not None and self.sources_per_pair < 1:
@@ -121,8 +124,13 @@ def evaluate_model(request: EvaluationRequest) -> Report:
     """Run ``request`` (checked first); writes ``results.json``, ``summary.md`` and plots into ``request.out``."""
     request.check()
     pairs, utterances = None, None
+    said: list[str] = []  # the corpus's notes
     if request.protocol is not None:
         pairs = read_protocol(request.protocol)
+    elif request.corpus is not None:
+        from vconv.evaluation.corpus_pairs import corpus_pairs
+
+        pairs, said = corpus_pairs(request.corpus, request.seed)
     else:
         from vconv.data.manifest import read_manifest
 
@@ -134,13 +142,14 @@ def evaluate_model(request: EvaluationRequest) -> Report:
 
         conversions = _Conversions(load(request.bundle, request.settings), request.settings.target_match,
                                    room=request.room, seed=request.seed)
-    name = conversions.converter.info.path.name if conversions else request.protocol
+    name = conversions.converter.info.path.name if conversions else (request.protocol or request.corpus)
+    notes = (lambda: said + conversions.notes()) if conversions else said
     return run_evaluation(
         pairs, out_dir=request.out, utterances=utterances,
-        convert_fn=conversions.convert if conversions and request.protocol is None else None,
+        convert_fn=conversions.convert if conversions and request.manifest is not None else None,
         vocode_fn=conversions.vocode if conversions else None, max_sources_per_speaker_pair=request.sources_per_pair,
         target_refs=request.target_refs, seed=request.seed, force=request.force, progress=request.progress,
-        plots=request.plots, title=f"vconv evaluate: {name}", notes=conversions.notes if conversions else (),
+        plots=request.plots, title=f"vconv evaluate: {name}", notes=notes,
         judges=Judges.load(asr_model=request.asr_model),
         model_config=conversions.converter.info.model_config if conversions else None,
     )

@@ -252,13 +252,16 @@ def verification(judges: Judges, pool: dict[str, str]) -> M.EERResult | None:
 def linkability(judges: Judges, pool: dict[str, str], pairs: Sequence[EvalPair]) -> M.EERResult | None:
     """How well the speaker judge still links a conversion to its *source* speaker: the EER of trials that pair each
     converted utterance with the source speaker's real utterances (genuine, the source file itself left out) and with
-    those of every other speaker but its target (impostors). 50 % is chance: anonymisation wants it high, while a
-    conversion that keeps the source's voice leaves it low. None without a speaker judge or speaker labels."""
+    those of every other *source* speaker but its target (impostors: the speakers an attacker would enrol; a target
+    voice from outside them, such as a pool voice of an anonymised corpus, is no impostor, as it would flatter
+    privacy). 50 % is chance: anonymisation wants it high, while a conversion that keeps the source's voice leaves it
+    low. None without a speaker judge or speaker labels."""
     if judges.speaker is None:
         return None
     paths = sorted(pool)
     emb = np.stack([judges.speaker.embed(p) for p in paths])  # [N, 256], unit rows
     labels = np.array([pool[p] for p in paths])
+    enrolled = np.isin(labels, sorted({p.source_speaker for p in pairs if p.source_speaker}))
     genuine: list[float] = []
     impostor: list[float] = []
     for pair in pairs:
@@ -266,7 +269,7 @@ def linkability(judges: Judges, pool: dict[str, str], pairs: Sequence[EvalPair])
             continue
         sims = emb @ judges.speaker.embed(pair.converted)
         own = (labels == pair.source_speaker) & (np.array(paths) != str(Path(pair.source).resolve()))
-        other = (labels != pair.source_speaker) & (labels != (pair.target_speaker or ""))
+        other = enrolled & (labels != pair.source_speaker) & (labels != (pair.target_speaker or ""))
         genuine += sims[own].tolist()
         impostor += sims[other].tolist()
     return M.eer(genuine, impostor) if genuine and impostor else None
