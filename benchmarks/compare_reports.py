@@ -29,8 +29,8 @@ MEASURES = {
 
 
 def rows_by_pair(report: Path, system: str) -> dict[str, dict[str, Any]]:
-    """``{pair id: row}`` of one system in a ``results.json``."""
-    rows = json.loads(report.read_text())["rows"]
+    """``{pair id: row}`` of one system in a ``results.json`` (or the report folder holding it)."""
+    rows = json.loads((report / "results.json" if report.is_dir() else report).read_text())["rows"]
     return {row["pair"]: row for row in rows if row.get("system") == system}
 
 

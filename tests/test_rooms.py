@@ -123,3 +123,9 @@ def test_info_estimates_the_snr_and_warns_of_a_noisy_recording(tmp_path):
     result = invoke("info", str(EXAMPLES / "source.wav"), str(tmp_path / "noisy.wav"))
     assert result.exit_code == 0 and "SNR about" in result.output
     assert "noisy.wav: noisy (SNR about" in result.output and "source.wav: noisy" not in result.output
+    # a quiet room that reverberates: reverberant, not noisy; the example as recorded is neither
+    sf.write(tmp_path / "hall.wav", in_room(wav, SR, Room(0.8, 40.0, seed=1)), SR)
+    result = invoke("info", str(EXAMPLES / "source.wav"), str(tmp_path / "hall.wav"))
+    assert result.exit_code == 0 and "late reverberation about" in result.output
+    assert "hall.wav: reverberant (late reverberation about" in result.output and "--enhance" in result.output
+    assert "source.wav: reverberant" not in result.output and "hall.wav: noisy" not in result.output

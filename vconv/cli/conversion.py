@@ -11,6 +11,7 @@ from typing import Any, List, Optional
 import typer
 
 from vconv.cli.common import (
+    ENHANCE_HELP,
     EXIT_USAGE,
     FIT_VOICE_HELP,
     HARMONICS_HELP,
@@ -59,6 +60,7 @@ def convert(
     pitch_shift: float = pitch_options()[0],
     pitch_register: str = pitch_options()[1],
     harmonics: Optional[bool] = typer.Option(None, "--harmonics/--no-harmonics", help=HARMONICS_HELP, show_default=False),
+    enhance: str = typer.Option("off", "--enhance", metavar="off|auto|on", help=ENHANCE_HELP),
     force: bool = typer.Option(False, "--force", help="Overwrite outputs of an earlier run (never a source or a reference)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar in folder mode."),
     no_cache: bool = no_cache_option(),
@@ -76,7 +78,8 @@ def convert(
 
     apply_threads(threads)
     settings = conversion_settings(vocoder=vocoder, fast=fast, target_match=target_match, precision=precision,
-                                   fit_steps=fit_voice, pitch_shift=pitch_shift, pitch_register=pitch_register, harmonics=harmonics)
+                                   fit_steps=fit_voice, pitch_shift=pitch_shift, pitch_register=pitch_register, harmonics=harmonics,
+                                   enhance=enhance)
     bundle = _check_model(model)  # the model, inputs and outputs are checked before the model load
     if source.suffix == ".jsonl":
         corpus = {"engine": engine, "workers": workers, "address": address, "targets_file": targets, "anonymise": anonymise}
@@ -157,6 +160,7 @@ def evaluate(
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     fit_voice: int = typer.Option(0, "--fit-voice", metavar="STEPS", help=FIT_VOICE_HELP),
     harmonics: Optional[bool] = typer.Option(None, "--harmonics/--no-harmonics", help=HARMONICS_HELP, show_default=False),
+    enhance: str = typer.Option("off", "--enhance", metavar="off|auto|on", help=ENHANCE_HELP),
     room: Optional[str] = typer.Option(None, "--room", metavar="RT60,SNR|mixed", help="Convert the held-out pairs as recorded in a simulated room: sources and target references reverberant (RT60 in s) and noisy (SNR in dB), e.g. 0.45,20; mixed draws each file's room from 0.2-0.8 s and 10-30 dB. Deterministic by --seed; the judges compare with the clean recordings."),
     seed: int = typer.Option(0, help="Seed of the pair sampling (and of the rooms with --room)."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the similarity histogram and the embedding projection."),
@@ -173,7 +177,7 @@ def evaluate(
 
     apply_threads(threads)
     settings = conversion_settings(vocoder=vocoder, target_match=target_match, precision=precision, fit_steps=fit_voice,
-                                   harmonics=harmonics)
+                                   harmonics=harmonics, enhance=enhance)
     bundle = _check_model(model) if manifest is not None or model is not None else None
     report = evaluate_model(EvaluationRequest(
         out, bundle=bundle, manifest=manifest, protocol=protocol, corpus=corpus, sources_per_pair=sources_per_pair,

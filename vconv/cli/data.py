@@ -148,8 +148,10 @@ def info(
     paths: List[Path] = typer.Argument(..., readable=False, help="Audio files to check (any length: read in blocks)."),
     min_seconds: float = typer.Option(0.0, help="Report files shorter than this as bad."),
 ) -> None:
-    """Check audio files and print duration, sample rate, channels, peak level and an estimate of the SNR (a warning for
-    a noisy one). Bad files are listed on stderr with the reason; exit code 3 when some were bad, 1 when all were."""
+    """Check audio files and print duration, sample rate, channels, peak level and estimates of the SNR and of the
+    late reverberation (a warning for a noisy or reverberant one). Bad files are listed on stderr with the reason; exit
+    code 3 when some were bad, 1 when all were."""
+    from vconv.audio.enhance import REVERBERANT_DB
     from vconv.audio.io import inspect_audio
     from vconv.audio.rooms import NOISY_SNR_DB
     from vconv.data.manifest import BadFile
@@ -162,19 +164,24 @@ def info(
             failed.append(BadFile.from_error(path, exc))
             continue
         meta, peak_db = found.info, 20 * math.log10(max(found.peak, 1e-9))
-        snr = _estimated_snr(path)
+        snr, late = _room_estimates(path)
         say(f"{path}: {found.seconds:.2f} s, {meta.samplerate} Hz, {meta.channels} ch, {meta.subtype}, peak {peak_db:.1f} dBFS"
-            + (f", SNR about {snr:.0f} dB" if math.isfinite(snr) else ""))
-        if snr < NOISY_SNR_DB:
-            typer.echo(f"warning: {printable(str(path))}: noisy (SNR about {snr:.0f} dB): as a source or a target reference "
-                       "it costs words and similarity (`vconv evaluate --room` measures how much)", err=True)
+            + (f", SNR about {snr:.0f} dB" if math.isfinite(snr) else "")
+            + (f", late reverberation about {late:.0f} dB" if math.isfinite(late) else ""))
+        said = [f"noisy (SNR about {snr:.0f} dB)"] if snr < NOISY_SNR_DB else []
+        said += [f"reverberant (late reverberation about {late:.0f} dB)"] if late > REVERBERANT_DB else []
+        if said:
+            typer.echo(f"warning: {printable(str(path))}: {' and '.join(said)}: as a source or a target reference it costs "
+                       "words and similarity; --enhance takes the room out first (docs/ROOMS.md measures both)", err=True)
     finish_batch(len(paths) - len(failed), failed)
 
 
-def _estimated_snr(path: Path) -> float:
-    """The blind SNR estimate (:func:`vconv.audio.rooms.estimate_snr`) of the file's first minute at 16 kHz."""
+def _room_estimates(path: Path) -> tuple[float, float]:
+    """``(SNR dB, late reverberation dB)`` of the file's first minute at 16 kHz: the blind estimates of
+    :func:`vconv.audio.rooms.estimate_snr` and :func:`vconv.audio.enhance.late_reverberation_db`."""
+    from vconv.audio.enhance import late_reverberation_db
     from vconv.audio.io import load
     from vconv.audio.rooms import estimate_snr
 
     wav, sr = load(path, 16000, max_seconds=None, first_seconds=60.0, allow_silent=True)
-    return estimate_snr(wav, sr)
+    return estimate_snr(wav, sr), late_reverberation_db(wav, sr)

@@ -108,6 +108,11 @@ class _Conversions:
                         "read was recorded in a simulated room (vconv.audio.rooms: reverberation and noise at RT60 and SNR "
                         "as given, or drawn per file from 0.2-0.8 s and 10-30 dB for `mixed`); the judges compare with "
                         "the clean recordings.")
+        if self.converter.enhance != "off":
+            said.append(f"`--enhance {self.converter.enhance}`: the late reverberation and steady noise were taken out of "
+                        + ("every source and target reference" if self.converter.enhance == "on" else
+                           "each source and target reference that the estimates placed in a room")
+                        + " (vconv.audio.enhance) before the networks read it.")
         if self.converter.fit_steps:
             said.append(f"The speaker embedding was fitted to each pair's target references in {self.converter.fit_steps} "
                         "steps (`--fit-voice`): every row of the model, matched and unmatched, converts with it.")

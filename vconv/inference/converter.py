@@ -90,6 +90,7 @@ class VoiceConverter(TargetPreparation, PitchStage):
         if settings.harmonics and not self.model.reads_pitch:
             raise VconvError("harmonic excitation needs a model with the pitch path (it places the harmonics at its F0)")
         self.harmonics = self.model.reads_pitch if settings.harmonics is None else settings.harmonics
+        self.enhance = settings.enhance  # the source and references cleaned of a room first (TargetPreparation.heard)
         self.voice_cache = None  # fitted voices kept across conversions (the CLI sets one)
         self.fit_progress = None  # told (step, steps) during a fit
 
@@ -303,13 +304,14 @@ class VoiceConverter(TargetPreparation, PitchStage):
         register = target.register if isinstance(target, TargetVoice) else None
         source_register = file_register() if self.model.reads_pitch and several and file_register is not None else None
 
-        def convert_chunk(piece: np.ndarray) -> np.ndarray:
+        def convert_chunk(recorded: np.ndarray) -> np.ndarray:
             # the target embedding is computed once per file and handed to the model's one conversion path
+            piece = self.heard(recorded)
             pitch = self.source_pitch(piece, register, source_register)
             log_mel = self.decode_mel(self._model_input(piece), embedding, pitch)
             # the piece includes its context: room tone within CONTEXT_SECONDS of speech is matched on that speech's
-            # statistics (speech frames only), as a pause inside one chunk is
-            pause = level is not None and is_pause(energy_level(self.frontend.log_mel(piece)), level)
+            # statistics (speech frames only), as a pause inside one chunk is (measured as recorded, as the file is)
+            pause = level is not None and is_pause(energy_level(self.frontend.log_mel(recorded)), level)
             own = self._vocode(log_mel, piece.size, pitch) if unmatched else None
             if matching and not pause and spectrum is not None:  # (matching implies a spectrum; said for mypy)
                 log_mel = match_spectrum(log_mel, spectrum, self.target_match, floor=math.log(self.features.log_floor))

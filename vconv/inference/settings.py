@@ -17,7 +17,7 @@ from typing import Mapping
 #: how the command line names each setting
 CLI_NAMES = {"vocoder": "--vocoder", "fast": "--fast", "target_match": "--target-match", "precision": "--precision",
              "fit_steps": "--fit-voice", "pitch_shift": "--pitch-shift", "pitch_register": "--pitch-register",
-             "harmonics": "--harmonics", "device": "--device"}
+             "harmonics": "--harmonics", "enhance": "--enhance", "device": "--device"}
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,9 @@ class ConversionSettings:
     ``float32`` or ``bfloat16`` (:mod:`vconv.inference.precision`); ``fit_steps``: Adam steps fitting the target's
     embedding (:mod:`vconv.inference.voice_fit`); ``pitch_shift`` (semitones, ±24) and ``pitch_register``
     (``target`` or ``source``): a pitch-path model's controls (:mod:`vconv.models.contour`); ``harmonics``: the
-    harmonic excitation (:mod:`vconv.vocoders.harmonics`; None: on for a model with the pitch path); ``device``: where
+    harmonic excitation (:mod:`vconv.vocoders.harmonics`; None: on for a model with the pitch path); ``enhance``: the
+    room's late reverberation and noise floor taken out of the source and the references first (:mod:`vconv.audio.enhance`:
+    ``off``, ``auto`` for the recordings its estimates place in a room, or ``on`` for all; it costs words on clean ones); ``device``: where
     the networks run. ``names``: how errors name each setting (:data:`CLI_NAMES` for a command; default the field
     names).
     """
@@ -43,10 +45,12 @@ class ConversionSettings:
     pitch_shift: float = 0.0
     pitch_register: str = "target"
     harmonics: bool | None = None
+    enhance: str = "off"
     device: str = "cpu"
     names: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        from vconv.audio.enhance import check_mode as check_enhance
         from vconv.inference.devices import check_device
         from vconv.inference.precision import check_precision
         from vconv.inference.target_match import check_mode
@@ -66,3 +70,4 @@ class ConversionSettings:
         set_("device", str(check_device(self.device)))
         set_("fast", bool(self.fast))
         set_("harmonics", None if self.harmonics is None else bool(self.harmonics))
+        set_("enhance", check_enhance(self.enhance, name("enhance")))

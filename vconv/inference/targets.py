@@ -44,6 +44,7 @@ class TargetPreparation:
     compute_dtype: torch.dtype
     voice_cache: VoiceCache | None  # fitted voices kept across conversions (the CLI sets one)
     fit_progress: Callable[[int, int], None] | None  # told (step, steps) during a fit
+    enhance: str  # off, auto or on: inputs cleaned of a room's reverberation and noise first (:meth:`heard`)
 
     @property
     def sample_rate(self) -> int:
@@ -55,12 +56,22 @@ class TargetPreparation:
         def prepare_audio(self, audio: AudioInput, sr: int | None, name: str = "<array>") -> np.ndarray: ...
 
 
+    def heard(self, wav: np.ndarray) -> np.ndarray:
+        """A model-rate input ``[T]`` as the networks read it: with :attr:`enhance` ``on`` (``auto``: when its estimates
+        place it in a room), its late reverberation and steady noise taken out (:mod:`vconv.audio.enhance`), else as
+        recorded."""
+        if self.enhance == "off":
+            return wav
+        from vconv.audio.enhance import enhance
+
+        return enhance(wav, self.sample_rate, only_in_a_room=self.enhance == "auto")
+
     def _prepare_refs(self, refs: Sequence[AudioInput] | AudioInput, sr: int | None) -> list[np.ndarray]:
         """One or several references → prepared waveforms ``[T_i]`` (at least one)."""
         refs = [refs] if isinstance(refs, (str, Path, np.ndarray)) else list(refs)
         if not refs:
             raise VconvError("at least one target reference is needed")
-        return [self._reference_audio(r, sr) for r in refs]
+        return [self.heard(self._reference_audio(r, sr)) for r in refs]
 
     def _reference_audio(self, ref: AudioInput, sr: int | None) -> np.ndarray:
         """A reference at the model's rate: of a file, its first :data:`MAX_REFERENCE_SECONDS` only."""

@@ -1,0 +1,80 @@
+"""Room clean-up before conversion (vconv.audio.enhance, `--enhance`): the reverberant tail and the noise floor fall,
+the speech stays, the option reaches the converter for the source and the references alike."""
+
+from __future__ import annotations
+
+import numpy as np
+import soundfile as sf
+
+from tests.conftest import invoke, voiced_signal
+from vconv.audio.enhance import enhance
+from vconv.audio.rooms import Room, impulse_response
+
+SR = 16000
+
+
+def _bursts() -> tuple[np.ndarray, np.ndarray]:
+    """Three 0.4 s voiced bursts with 0.6 s of silence after each ``[T]``, and the mask of the silences."""
+    burst = voiced_signal(0.4, f0=150.0)
+    wav = np.concatenate([np.concatenate([burst, np.zeros(int(0.6 * SR), np.float32)]) for _ in range(3)])
+    silent = np.concatenate([np.concatenate([np.zeros(burst.size, bool), np.ones(int(0.6 * SR), bool)]) for _ in range(3)])
+    return wav, silent
+
+
+def _db(x: np.ndarray) -> float:
+    return float(10 * np.log10(np.mean(x.astype(np.float64) ** 2) + 1e-20))
+
+
+def test_dereverberation_takes_the_tail_down_and_keeps_the_speech():
+    dry, silent = _bursts()
+    wet = np.convolve(dry, impulse_response(Room(rt60=0.6, snr_db=60.0), SR))[: dry.size].astype(np.float32)
+    cleaned = enhance(wet, SR, denoise=False)
+    assert cleaned.shape == wet.shape and cleaned.dtype == np.float32
+    tail = silent.copy()
+    tail[np.flatnonzero(np.diff(silent.astype(int)) == 1)[:, None] + np.arange(int(0.05 * SR))] = False  # early reflections
+    assert _db(cleaned[tail]) < _db(wet[tail]) - 3.0  # the late reverberation between bursts: more than 3 dB down
+    # the bursts keep their speech: no quieter than the dry ones (the room's early energy makes the wet ones louder),
+    # and no less like them than the reverberant input is
+    assert _db(cleaned[~silent]) > _db(dry[~silent]) - 1.0
+    assert np.corrcoef(dry[~silent], cleaned[~silent])[0, 1] >= np.corrcoef(dry[~silent], wet[~silent])[0, 1]
+
+
+def test_the_noise_floor_falls_and_a_short_input_is_left_alone():
+    dry, silent = _bursts()
+    noisy = dry + 0.01 * np.random.default_rng(0).standard_normal(dry.size).astype(np.float32)
+    cleaned = enhance(noisy, SR, dereverb=False)
+    assert _db(cleaned[silent]) < _db(noisy[silent]) - 4.0
+    assert abs(_db(cleaned[~silent]) - _db(noisy[~silent])) < 2.0
+    short = noisy[:500]
+    np.testing.assert_array_equal(enhance(short, SR), short)
+
+
+def test_enhance_reaches_the_source_and_the_references(tiny_bundle, tmp_path):
+    from vconv.inference.converter import load
+
+    sf.write(tmp_path / "src.wav", voiced_signal(1.0, f0=150.0), SR)
+    sf.write(tmp_path / "ref.wav", voiced_signal(1.0, f0=220.0), SR)
+    plain = load(tiny_bundle, vocoder="griffinlim")
+    cleaned = load(tiny_bundle, vocoder="griffinlim", enhance="on")
+    wav = plain.prepare_audio(str(tmp_path / "src.wav"), None)
+    np.testing.assert_array_equal(plain.heard(wav), wav)
+    assert not np.allclose(cleaned.heard(wav), wav)
+    ref = str(tmp_path / "ref.wav")
+    assert not np.allclose(cleaned.target_voice([ref]).spectrum.mean, plain.target_voice([ref]).spectrum.mean)
+    out = tmp_path / "out.wav"
+    result = invoke("convert", str(tmp_path / "src.wav"), "-t", ref, "-o", str(out), "--model", str(tiny_bundle),
+                    "--vocoder", "griffinlim", "--enhance", "on")
+    assert result.exit_code == 0, result.output
+    assert sf.info(str(out)).frames == sf.info(str(tmp_path / "src.wav")).frames
+
+
+def test_auto_cleans_only_what_its_estimates_place_in_a_room(tmp_path):
+    from vconv.audio.enhance import late_reverberation_db
+
+    dry, _ = _bursts()
+    wet = np.convolve(dry, impulse_response(Room(rt60=0.6, snr_db=60.0), SR))[: dry.size].astype(np.float32)
+    assert late_reverberation_db(dry, SR) < -15.0 < late_reverberation_db(wet, SR)
+    np.testing.assert_array_equal(enhance(dry, SR, only_in_a_room=True), dry)  # as recorded: left alone
+    np.testing.assert_array_equal(enhance(wet, SR, only_in_a_room=True), enhance(wet, SR))
+    result = invoke("convert", "x.wav", "-t", "y.wav", "-o", str(tmp_path / "o.wav"), "--enhance", "maybe")
+    assert result.exit_code == 1 and "--enhance 'maybe': expected one of off, auto, on" in result.output

@@ -1,0 +1,122 @@
+"""A recording from an ordinary room made closer to a close-miked one: late reverberation taken out by weighted
+prediction error (WPE) and the steady noise floor by a spectral gain, before the model reads it.
+
+WPE (Nakatani et al., "Speech dereverberation based on variance-normalized delayed linear prediction", 2010) predicts
+each STFT bin's late reverberation from the same bin ``DELAY`` frames back and beyond (``TAPS`` frames), weighting
+every frame by the inverse of the dry speech's power, and subtracts the prediction; the early reflections (inside the
+delay) and the direct path stay. Three passes re-estimate the power from the dereverberated signal. The noise floor
+is each bin's mean power over the quietest frames (the room tone between words); a gain of at most unity (floored,
+smoothed over a few frames so the floor does not turn into musical noise) takes it down.
+
+Single-channel, offline (the whole recording at once): for a file's source and its target references, not the
+stream's blocks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from vconv.audio.rooms import NOISY_SNR_DB, estimate_snr
+
+N_FFT = 512  # 32 ms at 16 kHz: the resolution WPE is usually run at
+HOP = 128
+DELAY = 3  # frames (24 ms): reflections earlier than this are left alone (they colour, they do not smear)
+TAPS = 20  # frames of prediction (160 ms past the delay; 10 removed less of a 0.45 s room)
+PASSES = 3
+POWER_FLOOR = 1e-10
+QUIET_SHARE = 0.2  # the quietest fifth of the frames: the room tone between words
+OVER_SUBTRACTION = 1.0
+GAIN_FLOOR_DB = -15.0  # never remove more than this: deeper gains leave holes the model hears as artefacts
+
+
+MODES = ("off", "auto", "on")  # never; a recording the estimates place in a room (in_a_room); always
+REVERBERANT_DB = -15.0  # late_reverberation_db above it: recorded in a room (docs/ROOMS.md has the measured spread)
+
+
+def check_mode(mode: str, what: str = "enhance") -> str:
+    """``mode`` if it is one of :data:`MODES`, else a one-line error naming the option."""
+    if mode not in MODES:
+        from vconv.errors import VconvError
+
+        raise VconvError(f"{what} {mode!r}: expected one of {', '.join(MODES)}")
+    return mode
+
+
+def enhance(wav: np.ndarray, sr: int, *, dereverb: bool = True, denoise: bool = True,
+            only_in_a_room: bool = False) -> np.ndarray:
+    """Mono float32 ``[T]`` at ``sr`` → the same length, dereverberated and denoised (each can be turned off).
+    ``only_in_a_room``: unchanged unless the blind estimates say it was recorded in a room (:func:`in_a_room`)."""
+    x = torch.as_tensor(np.asarray(wav, dtype=np.float32))
+    if x.numel() < N_FFT * 4:
+        return np.asarray(wav, dtype=np.float32)
+    window = torch.hann_window(N_FFT)
+    spec = torch.stft(x, N_FFT, HOP, window=window, return_complex=True)  # [F, T]
+    dry = dereverberate(spec) if dereverb or only_in_a_room else spec
+    if only_in_a_room and not in_a_room(_late_db(spec, dry), estimate_snr(x.numpy(), sr)):
+        return np.asarray(wav, dtype=np.float32)
+    out = dry if dereverb else spec
+    if denoise:
+        out = out * noise_gain(out.abs() ** 2)
+    return torch.istft(out, N_FFT, HOP, window=window, length=x.numel()).numpy().astype(np.float32)
+
+
+def in_a_room(late_db: float, snr_db: float) -> bool:
+    """Whether a recording's estimates (:func:`late_reverberation_db`, :func:`vconv.audio.rooms.estimate_snr`) place it
+    in a room that costs conversions: reverberant or noisy."""
+    return late_db > REVERBERANT_DB or snr_db < NOISY_SNR_DB
+
+
+def late_reverberation_db(wav: np.ndarray, sr: int, seconds: float = 20.0) -> float:
+    """A blind estimate of how reverberant ``wav`` ``[T]`` is: the energy WPE takes out of its first ``seconds`` over
+    the whole, in dB (``-inf`` for a silent or too short input). On the held-out voices of ``recipes/voices`` as
+    recorded, medians -33 to -25 dB for the synthetic voices and -26 and -18 for the two game actors (whose recordings
+    have a little room of their own, a few lines far more); in simulated rooms -17 to -12 dB at RT60 0.2 s, -14 to -10
+    at 0.45 s, -12 to -9 at 0.8 s (docs/ROOMS.md). Above :data:`REVERBERANT_DB` it is a room that costs conversions."""
+    x = torch.as_tensor(np.asarray(wav, dtype=np.float32)[: int(seconds * sr)])
+    if x.numel() < N_FFT * 4:
+        return float("-inf")
+    spec = torch.stft(x, N_FFT, HOP, window=torch.hann_window(N_FFT), return_complex=True)
+    return _late_db(spec, dereverberate(spec))
+
+
+def _late_db(spec: torch.Tensor, dry: torch.Tensor) -> float:
+    """The energy of ``spec - dry`` (both ``[F, T]``) over that of ``spec``, in dB (``-inf`` for silence)."""
+    total = float(spec.abs().pow(2).sum())
+    if total <= 0.0:
+        return float("-inf")
+    return 10.0 * float(np.log10(max(float((spec - dry).abs().pow(2).sum()), 1e-30) / total))
+
+
+def dereverberate(spec: torch.Tensor, delay: int = DELAY, taps: int = TAPS, passes: int = PASSES) -> torch.Tensor:
+    """WPE on a complex STFT ``[F, T]`` (every bin its own predictor, solved together): the late reverberation
+    predicted from frames ``t - delay - k`` (k < ``taps``) subtracted from frame ``t``."""
+    frames = spec.shape[1]
+    floor = POWER_FLOOR * max(float((spec.abs() ** 2).max()), 1.0)
+    spec = spec.to(torch.complex128)  # the normal equations are ill-conditioned in single precision
+    padded = torch.nn.functional.pad(spec, (delay + taps - 1, 0))
+    # past[f, t, k] = spec[f, t - delay - k]
+    past = torch.stack([padded[:, taps - 1 - k: taps - 1 - k + frames] for k in range(taps)], dim=-1)  # [F, T, K]
+    dry = spec
+    for _ in range(passes):
+        weight = 1.0 / (dry.abs() ** 2).clamp_min(floor)  # [F, T]: the dry speech's power, inverted
+        weighted = past * weight[..., None]
+        correlation = torch.einsum("ftk,ftl->fkl", weighted.conj(), past)  # [F, K, K]
+        cross = torch.einsum("ftk,ft->fk", weighted.conj(), spec)  # [F, K]
+        ridge = 1e-6 * correlation.diagonal(dim1=-2, dim2=-1).real.mean(-1).clamp_min(POWER_FLOOR)
+        correlation = correlation + ridge[:, None, None] * torch.eye(taps, dtype=correlation.dtype)
+        filters = torch.linalg.solve(correlation, cross)  # [F, K]
+        dry = spec - torch.einsum("ftk,fk->ft", past, filters)
+    return dry.to(torch.complex64)
+
+
+def noise_gain(power: torch.Tensor) -> torch.Tensor:
+    """Power ``[F, T]`` → a gain ``[F, T]`` in [floor, 1] that takes each bin's steady noise floor away: the noise is the
+    mean power of the quietest :data:`QUIET_SHARE` of frames (the room tone between words), subtracted
+    ``OVER_SUBTRACTION`` times, the gain floored and smoothed over three frames (against musical noise)."""
+    frames = power.shape[1]
+    quiet = power.sum(0).argsort()[: max(1, int(QUIET_SHARE * frames))]
+    noise = power[:, quiet].mean(1, keepdim=True)  # [F, 1]
+    gain = (1.0 - OVER_SUBTRACTION * noise / power.clamp_min(POWER_FLOOR)).clamp_min(10 ** (GAIN_FLOOR_DB / 10))
+    smooth = torch.nn.functional.avg_pool1d(gain[None], 3, stride=1, padding=1, count_include_pad=False)[0]
+    return smooth.sqrt()
