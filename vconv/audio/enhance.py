@@ -72,7 +72,9 @@ def late_reverberation_db(wav: np.ndarray, sr: int, seconds: float = 20.0) -> fl
     the whole, in dB (``-inf`` for a silent or too short input). On the held-out voices of ``recipes/voices`` as
     recorded, medians -33 to -25 dB for the synthetic voices and -26 and -18 for the two game actors (whose recordings
     have a little room of their own, a few lines far more); in simulated rooms -17 to -12 dB at RT60 0.2 s, -14 to -10
-    at 0.45 s, -12 to -9 at 0.8 s (docs/ROOMS.md). Above :data:`REVERBERANT_DB` it is a room that costs conversions."""
+    at 0.45 s, -12 to -9 at 0.8 s (docs/ROOMS.md). Above :data:`REVERBERANT_DB` it is a room that costs conversions.
+    Meant for speech: a sustained, steady sound (a test tone, a held note) reads as reverberant, since WPE predicts
+    its steady harmonics as it predicts a room's tail."""
     x = torch.as_tensor(np.asarray(wav, dtype=np.float32)[: int(seconds * sr)])
     if x.numel() < N_FFT * 4:
         return float("-inf")
