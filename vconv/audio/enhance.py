@@ -47,18 +47,17 @@ def enhance(wav: np.ndarray, sr: int, *, dereverb: bool = True, denoise: bool = 
             only_in_a_room: bool = False) -> np.ndarray:
     """Mono float32 ``[T]`` at ``sr`` → the same length, dereverberated and denoised (each can be turned off).
     ``only_in_a_room``: unchanged unless the blind estimates say it was recorded in a room (:func:`in_a_room`)."""
-    x = torch.as_tensor(np.asarray(wav, dtype=np.float32))
-    if x.numel() < N_FFT * 4:
-        return np.asarray(wav, dtype=np.float32)
-    window = torch.hann_window(N_FFT)
-    spec = torch.stft(x, N_FFT, HOP, window=window, return_complex=True)  # [F, T]
+    x = np.asarray(wav, dtype=np.float32)
+    spec = _spectrum(x)
+    if spec is None:
+        return x
     dry = dereverberate(spec) if dereverb or only_in_a_room else spec
-    if only_in_a_room and not in_a_room(_late_db(spec, dry), estimate_snr(x.numpy(), sr)):
-        return np.asarray(wav, dtype=np.float32)
+    if only_in_a_room and not in_a_room(_late_db(spec, dry), estimate_snr(x, sr)):
+        return x
     out = dry if dereverb else spec
     if denoise:
         out = out * noise_gain(out.abs() ** 2)
-    return torch.istft(out, N_FFT, HOP, window=window, length=x.numel()).numpy().astype(np.float32)
+    return torch.istft(out, N_FFT, HOP, window=torch.hann_window(N_FFT), length=x.size).numpy().astype(np.float32)
 
 
 def in_a_room(late_db: float, snr_db: float) -> bool:
@@ -75,11 +74,16 @@ def late_reverberation_db(wav: np.ndarray, sr: int, seconds: float = 20.0) -> fl
     at 0.45 s, -12 to -9 at 0.8 s (docs/ROOMS.md). Above :data:`REVERBERANT_DB` it is a room that costs conversions.
     Meant for speech: a sustained, steady sound (a test tone, a held note) reads as reverberant, since WPE predicts
     its steady harmonics as it predicts a room's tail."""
-    x = torch.as_tensor(np.asarray(wav, dtype=np.float32)[: int(seconds * sr)])
-    if x.numel() < N_FFT * 4:
-        return float("-inf")
-    spec = torch.stft(x, N_FFT, HOP, window=torch.hann_window(N_FFT), return_complex=True)
-    return _late_db(spec, dereverberate(spec))
+    spec = _spectrum(np.asarray(wav, dtype=np.float32)[: int(seconds * sr)])
+    return float("-inf") if spec is None else _late_db(spec, dereverberate(spec))
+
+
+def _spectrum(wav: np.ndarray) -> torch.Tensor | None:
+    """The complex STFT ``[F, T]`` everything here works on, of float32 ``wav [T]``; None when it is too short to
+    predict anything from (under four windows)."""
+    if wav.size < N_FFT * 4:
+        return None
+    return torch.stft(torch.from_numpy(wav), N_FFT, HOP, window=torch.hann_window(N_FFT), return_complex=True)
 
 
 def _late_db(spec: torch.Tensor, dry: torch.Tensor) -> float:

@@ -52,8 +52,10 @@ class CorpusWorker:
         try:
             files = self.spec.policy.files(item.speaker, item.target)
             result.key = item_key(item, files, self.settings_key)
-            _, result.voice = self._target(item, files)
             result.anonymised = self._anonymous(item)
+            # a pseudo-voice's files are known once it is mixed; any other voice's are the files themselves (a done item
+            # prepares no voice for them)
+            result.voice = self._target(item, files)[1] if result.anonymised else list(files)
             if is_done(item, result.key):
                 result.status = "done"
                 return result
@@ -93,10 +95,10 @@ class CorpusWorker:
     def _target(self, item: CorpusItem, files: tuple[str, ...]) -> tuple[Any, list[str]]:
         """The item's target voice and the files it was made from (a pseudo-voice's pool voices, heaviest first),
         prepared once per distinct voice (per speaker when anonymised)."""
-        policy = self.spec.policy
-        cache_key = ("speaker:" + item.speaker,) if self._anonymous(item) else files
+        policy, anonymous = self.spec.policy, self._anonymous(item)
+        cache_key = ("speaker:" + item.speaker,) if anonymous else files
         if cache_key not in self._targets:
-            if self._anonymous(item):
+            if anonymous:
                 pool = [self._targets.setdefault((voice,), (self.converter.target_voice([voice]), [voice]))[0]
                         for voice in policy.pool]
                 own = self.converter.speaker_embedding([policy.first_utterance[item.speaker]])
