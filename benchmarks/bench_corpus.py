@@ -1,13 +1,15 @@
-"""Corpus throughput: audio hours converted per wall hour with 1 and 2 local workers and 2 Ray actors (vconv.corpus).
+"""Corpus throughput: audio hours converted (or embedded) per wall hour with 1 and 2 local workers and 2 Ray actors.
 
 Usage: .venv/bin/python benchmarks/bench_corpus.py [--items 360] [--engines local1 local2 ray2] [--model NAME] [--hogs N]
+       [--task convert|embed]
 
 A manifest of ``--items`` utterances (the example source, each a distinct file so no output is reused) is converted
 into a fresh folder by each engine in turn (one thread per worker), timed whole (model loads included, as a user
 waits for them). Prints hours of audio per wall hour, the 2-worker scaling ratio against one worker (target >= 1.7 on
 two idle cores) and Ray's overhead against local at the same worker count (target <= 10 %). Run it on an idle machine:
 every worker needs a core of its own. ``--hogs N`` runs every engine beside N competing CPU-bound processes
-(``loadgen.py``), the corpus on a busy machine.
+(``loadgen.py``), the corpus on a busy machine. ``--task embed`` times ``vconv embed MANIFEST -o OUT/`` instead (the
+speaker encoder alone: many more hours per wall hour, so give it more ``--items``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from vconv.corpus import convert_corpus
+from vconv.corpus import convert_corpus, embed_corpus
 from vconv.inference.registry import resolve_bundle
 from vconv.inference.settings import ConversionSettings
 
@@ -48,12 +50,15 @@ def make_manifest(folder: Path, items: int) -> Path:
     return manifest
 
 
-def run(engine: str, manifest: Path, out: Path, bundle: Path) -> tuple[float, float]:
-    """``(wall seconds, audio hours)`` of one engine ("local1", "local2", "ray2")."""
+def run(engine: str, manifest: Path, out: Path, bundle: Path, task: str) -> tuple[float, float]:
+    """``(wall seconds, audio hours)`` of one engine ("local1", "local2", "ray2") doing ``task``."""
     kind, workers = engine.rstrip("0123456789"), int(engine[len(engine.rstrip("0123456789")):])
     started = time.perf_counter()
-    report = convert_corpus(manifest, out, bundle=bundle, settings=ConversionSettings(), target=[str(EXAMPLES / "target.wav")],
-                            engine=kind, workers=workers, threads=1, progress=False)
+    if task == "embed":
+        report = embed_corpus(manifest, out, bundle=bundle, engine=kind, workers=workers, threads=1, progress=False)
+    else:
+        report = convert_corpus(manifest, out, bundle=bundle, settings=ConversionSettings(),
+                                target=[str(EXAMPLES / "target.wav")], engine=kind, workers=workers, threads=1, progress=False)
     wall = time.perf_counter() - started
     assert report.count("failed") == 0, [r.error for r in report.results if r.error][:3]
     return wall, report.audio_hours
@@ -65,12 +70,13 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", default=["local1", "local2", "ray2"])
     parser.add_argument("--model", default=None)
     parser.add_argument("--hogs", type=int, default=0, help="competing CPU-bound processes while the engines run")
+    parser.add_argument("--task", choices=("convert", "embed"), default="convert")
     args = parser.parse_args()
     bundle = resolve_bundle(args.model)
     rates = {}
     with tempfile.TemporaryDirectory() as tmp:
         manifest = make_manifest(Path(tmp), args.items)
-        print(f"{args.items} utterances; load average {os.getloadavg()[0]:.2f}; {load_name(args.hogs)}")
+        print(f"{args.task}: {args.items} utterances; load average {os.getloadavg()[0]:.2f}; {load_name(args.hogs)}")
         print("| engine | wall s | audio h | audio h per wall h |\n|---|---|---|---|")
         with hogs(args.hogs):
             for engine in args.engines:
@@ -78,7 +84,7 @@ def main() -> None:
                     import ray
 
                     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-                wall, hours = run(engine, manifest, Path(tmp) / f"out_{engine}", bundle)
+                wall, hours = run(engine, manifest, Path(tmp) / f"out_{engine}", bundle, args.task)
                 rates[engine] = hours * 3600 / wall
                 print(f"| {engine} | {wall:.1f} | {hours:.3f} | {rates[engine]:.1f} |", flush=True)
     if "local1" in rates and "local2" in rates:

@@ -1,5 +1,6 @@
 """Corpora (vconv.corpus): manifest in, manifest out; a rerun converts only what is missing; a killed worker's items
-are redone and nothing is converted twice; voices per speaker and anonymisation; the Ray engine (slow)."""
+are redone and nothing is converted twice; voices per speaker and anonymisation; embeddings of a corpus; the Ray
+engine (slow)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import invoke, voiced_signal
-from vconv.corpus import convert_corpus
+from vconv.corpus import convert_corpus, embed_corpus
 from vconv.corpus.jobs import load_json_lines, record_path
 from vconv.fileio import sha256_of
 from vconv.inference.settings import ConversionSettings
@@ -60,6 +61,41 @@ def test_a_manifest_converts_to_a_manifest_and_a_rerun_converts_nothing(tiny_bun
     forced = convert_corpus(corpus / "in.jsonl", out, bundle=tiny_bundle, settings=SETTINGS, target=[str(corpus / "voice1.wav")],
                             force=True, progress=False)
     assert forced.count("converted") == 6
+
+
+def test_a_manifest_embeds_to_a_folder_per_utterance_resumably_and_gathered_by_speaker(tiny_bundle, corpus):
+    """`vconv embed MANIFEST -o OUT/`: one normalised vector per utterance (the same as `vconv embed FILE`), a bad
+    file listed, a rerun embeds only what is missing, OUT/embeddings.npz holds every vector and each speaker's mean."""
+    import numpy as np
+
+    from vconv.inference.converter import load
+
+    (corpus / "wav" / "spk1" / "u0.wav").write_bytes(b"not audio")
+    out = corpus / "emb"
+    result = invoke("embed", str(corpus / "in.jsonl"), "-o", str(out), "--model", str(tiny_bundle), "--no-progress")
+    assert result.exit_code == 3 and "5 embedded, 0 already done, 1 failed" in result.output, result.output
+    rows = {r["id"]: r for r in load_json_lines(out / "manifest.jsonl")}
+    assert rows["spk1/u0"]["status"] == "failed" and rows["spk1/u0"]["error"]
+    vector = np.load(out / "spk0" / "u0.npy")
+    assert vector.dtype == np.float32 and vector.ndim == 1 and abs(float(np.linalg.norm(vector)) - 1) < 1e-5
+    direct = load(tiny_bundle).embed([rows["spk0/u0"]["source"]])[0]
+    assert np.allclose(vector, direct, atol=1e-5)
+    gathered = np.load(out / "embeddings.npz")
+    assert list(gathered["utterances"]) == [i for i in rows if i != "spk1/u0"] and list(gathered["speakers"]) == ["spk0", "spk1", "spk2"]
+    mean = gathered["utterance_vectors"][:2].mean(axis=0)
+    assert np.allclose(gathered["speaker_vectors"][0], mean / np.linalg.norm(mean), atol=1e-6)
+    os.remove(out / "spk2" / "u1.npy")  # lost: the rerun embeds it again, and only it
+    again = embed_corpus(corpus / "in.jsonl", out, bundle=tiny_bundle, progress=False)
+    assert (again.count("embedded"), again.count("done"), again.count("failed")) == (1, 4, 1)
+    # the engine options belong to a corpus; the user's own embeddings.npz in a fresh folder is never replaced
+    misuse = invoke("embed", str(corpus / "wav" / "spk0"), "-o", str(corpus / "x.npz"), "--workers", "2",
+                    "--model", str(tiny_bundle))
+    assert misuse.exit_code != 0 and "one manifest (.jsonl) and --out FOLDER" in misuse.output
+    (corpus / "mine").mkdir()
+    (corpus / "mine" / "embeddings.npz").write_bytes(b"mine")
+    with pytest.raises(Exception, match="not written by vconv embed"):
+        embed_corpus(corpus / "in.jsonl", corpus / "mine", bundle=tiny_bundle, progress=False)
+    assert (corpus / "mine" / "embeddings.npz").read_bytes() == b"mine"
 
 
 def test_a_bad_file_is_listed_and_the_rest_is_converted(tiny_bundle, corpus):
@@ -197,8 +233,12 @@ def test_a_ray_cluster_on_loopback_converts_a_manifest_with_a_worker_killed_midw
         report = convert_corpus(corpus / "in.jsonl", out, bundle=tiny_bundle, settings=SETTINGS,
                                 target=[str(corpus / "voice0.wav")], engine="ray", workers=2, progress=False)
         thread.join()
+        # embeddings are the same engine with another worker: two actors embed the corpus
+        embedded = embed_corpus(corpus / "in.jsonl", corpus / "emb", bundle=tiny_bundle, engine="ray", workers=2,
+                                progress=False)
     finally:
         ray.shutdown()
+    assert embedded.count("embedded") == 6 and (corpus / "emb" / "embeddings.npz").is_file()
     assert killed, "no actor was killed"
     assert report.count("failed") == 0 and report.count("converted") + report.count("done") == 6
     for row in load_json_lines(out / "manifest.jsonl"):
@@ -224,3 +264,14 @@ def _kill_one(out: Path, candidates, killed: list[int], seconds: float = 300.0) 
             os.kill(pids[0], signal.SIGKILL)
             killed.append(pids[0])
         time.sleep(0.05)
+
+
+def test_the_local_engine_feeds_short_items_in_runs_that_still_keep_every_worker_busy():
+    from vconv.corpus.engines import CHUNK, chunks
+    from vconv.corpus.jobs import CorpusItem
+
+    items = [CorpusItem(f"u{i}", "", "s", (), "") for i in range(1000)]
+    runs = chunks(items, 2)
+    assert [i for run in runs for i in run] == items and max(map(len, runs)) == CHUNK
+    assert [len(run) for run in chunks(items[:6], 2)] == [1] * 6  # a small corpus: one item per task, as before
+    assert len(chunks(items[:40], 2)) >= 8  # enough tasks that no worker waits for the other's last run

@@ -112,24 +112,34 @@ def _convert_corpus(manifest: Path, target: List[Path], out: Path, bundle: Path,
 
 @friendly_errors
 def embed(
-    paths: List[Path] = typer.Argument(..., readable=False, help="Audio files, folders and/or manifests (.jsonl, as `vconv prepare` writes); each folder is one speaker, each file its own, a manifest's lines by their speaker."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", readable=False, help="Write embeddings: .json (all, by name), .npy (speaker matrix) or .npz."),
+    paths: List[Path] = typer.Argument(..., readable=False, help="Audio files, folders and/or manifests (.jsonl, as `vconv prepare` writes); each folder is one speaker, each file its own, a manifest's lines by their speaker. One manifest with --out FOLDER embeds it as a corpus: OUT/<id>.npy, OUT/manifest.jsonl, OUT/embeddings.npz; resumable."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", readable=False, help="Write embeddings: .json (all, by name), .npy (speaker matrix) or .npz; or a folder for a corpus (one manifest)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle name or folder; default: the shipped model."),
     similarity: bool = typer.Option(False, "--similarity", help="Print the cosine similarity matrix."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out file."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     threads: Optional[int] = threads_option(),
+    engine: str = typer.Option("local", "--engine", help="Corpus (a manifest, --out FOLDER): local (worker processes on this machine) or ray (an existing Ray cluster, --address; pip install 'vconv[cluster]')."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Corpus: worker processes (or Ray actors), each loading the model once."),
+    address: Optional[str] = typer.Option(None, "--address", help="Corpus with --engine ray: the cluster's address (default: a local Ray)."),
 ) -> None:
     """Speaker embeddings (L2-normalised) per utterance and per speaker, from vconv's speaker encoder.
     Bad files are listed on stderr and skipped; exit code 3 when some failed, 1 when all did."""
     from vconv.inference.batch import embed_paths, long_reference_notes
     from vconv.inference.converter import load
-    from vconv.inference.plan import plan_embeddings
+    from vconv.inference.plan import EMBEDDING_EXTENSIONS, plan_embeddings
 
     apply_threads(threads)
     if out is None and not similarity:
         raise VconvError("nothing to do: pass --out FILE and/or --similarity")
     bundle = _check_model(model)  # the model, inputs and the output are checked before the model load
+    if len(paths) == 1 and paths[0].suffix == ".jsonl" and out is not None and out.suffix.lower() not in EMBEDDING_EXTENSIONS:
+        if similarity:
+            raise VconvError("--similarity: not with a corpus folder (OUT/embeddings.npz holds every vector)")
+        return _embed_corpus(paths[0], out, bundle, {"engine": engine, "workers": workers, "address": address},
+                             threads, force, progress)
+    if engine != "local" or workers != 1 or address:
+        raise VconvError("--engine, --workers and --address embed a corpus: one manifest (.jsonl) and --out FOLDER")
     plan = plan_embeddings(paths, out, force=force)
     if not plan.groups:
         finish_batch(0, plan.failed)
@@ -144,6 +154,18 @@ def embed(
     for note in long_reference_notes([f for files in plan.groups.values() for f in files]):
         typer.echo(f"note: {printable(note)}", err=True)
     finish_batch(len(result.utterances), result.failed)
+
+
+def _embed_corpus(manifest: Path, out: Path, bundle: Path, engines: dict, threads: Optional[int], force: bool,
+                  progress: bool) -> None:
+    """`vconv embed MANIFEST.jsonl -o OUT/`: the corpus engines (:mod:`vconv.corpus.embedding`)."""
+    from vconv.corpus import embed_corpus
+    from vconv.data.manifest import BadFile
+
+    report = embed_corpus(manifest, out, bundle=bundle, threads=threads, force=force, progress=progress, **engines)
+    echo_out(report.summary())
+    finish_batch(report.count("embedded") + report.count("done"),
+                 [BadFile(r.source, r.error) for r in report.results if r.status == "failed"])
 
 
 @friendly_errors

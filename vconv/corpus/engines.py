@@ -1,4 +1,5 @@
-"""Engines: who runs the :class:`~vconv.corpus.work.CorpusWorker` s. They only schedule; the work is the same code.
+"""Engines: who runs the workers (:class:`~vconv.corpus.work.ItemWorker`: conversion or embedding). They only
+schedule; the work is the same code.
 
 * ``local`` (the default): ``workers`` processes on this machine, each loading the model once (one worker runs in this
   process). A worker that dies (killed, out of memory) breaks the pool: the items it had not finished are given to a
@@ -13,23 +14,30 @@ Each engine calls ``done(result)`` as items finish (the progress bar), in whatev
 from __future__ import annotations
 
 import multiprocessing as mp
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 from vconv.corpus.jobs import CorpusItem, ItemResult
-from vconv.corpus.work import CorpusWorker, WorkerSpec
+from vconv.corpus.work import ItemWorker
 from vconv.errors import VconvError
 
 ENGINES = ("local", "ray")
 ATTEMPTS = 3  # pools (or actor lives) an item may outlast before it is reported as failed
+CHUNK = 8  # items per task at most
 
 Done = Callable[[ItemResult], None]
 
 
-def run_engine(engine: str, items: Sequence[CorpusItem], spec: WorkerSpec, *, workers: int, done: Done,
+class WorkerFactory(Protocol):
+    """A picklable spec a process or a Ray actor builds its own worker from (WorkerSpec, EmbeddingSpec)."""
+
+    def build(self) -> ItemWorker: ...
+
+
+def run_engine(engine: str, items: Sequence[CorpusItem], spec: WorkerFactory, *, workers: int, done: Done,
                address: str | None = None) -> list[ItemResult]:
-    """Convert ``items`` with ``engine``; the results in the items' order."""
+    """Do ``items`` with ``engine``; the results in the items' order."""
     if engine not in ENGINES:
         raise VconvError(f"--engine {engine!r}: one of {', '.join(ENGINES)}")
     if workers < 1:
@@ -37,7 +45,7 @@ def run_engine(engine: str, items: Sequence[CorpusItem], spec: WorkerSpec, *, wo
     if engine == "ray":
         results = _run_ray(items, spec, workers, address, done)
     elif workers == 1:
-        worker = CorpusWorker(spec)
+        worker = spec.build()
         results = {}
         for item in items:
             results[item.id] = worker(item)
@@ -47,20 +55,28 @@ def run_engine(engine: str, items: Sequence[CorpusItem], spec: WorkerSpec, *, wo
     return [results[item.id] for item in items]
 
 
-_WORKER: CorpusWorker | None = None
+_WORKER: ItemWorker | None = None
 
 
-def _start_worker(spec: WorkerSpec) -> None:
+def _start_worker(spec: WorkerFactory) -> None:
     global _WORKER
-    _WORKER = CorpusWorker(spec)
+    _WORKER = spec.build()
 
 
-def _work(item: CorpusItem) -> ItemResult:
+def _work(chunk: list[CorpusItem]) -> list[ItemResult]:
     assert _WORKER is not None  # the pool's initializer built it
-    return _WORKER(item)
+    return [_WORKER(item) for item in chunk]
 
 
-def _run_processes(items: Sequence[CorpusItem], spec: WorkerSpec, workers: int, done: Done) -> dict[str, ItemResult]:
+def chunks(items: Sequence[CorpusItem], workers: int) -> list[list[CorpusItem]]:
+    """``items`` in runs of up to :data:`CHUNK` for one task each: a worker fed one short item at a time waits on the
+    scheduler between items (embeddings take ~20 ms each); enough runs that no worker waits long for another's last.
+    A run whose worker dies is redone whole: the items it finished have their records and come back "done"."""
+    size = max(1, min(CHUNK, len(items) // (4 * workers)))
+    return [list(items[i:i + size]) for i in range(0, len(items), size)]
+
+
+def _run_processes(items: Sequence[CorpusItem], spec: WorkerFactory, workers: int, done: Done) -> dict[str, ItemResult]:
     """The local engine with ``workers`` processes: a pool broken by a dead worker is replaced and the unfinished items
     resubmitted (each at most :data:`ATTEMPTS` times)."""
     results: dict[str, ItemResult] = {}
@@ -69,7 +85,7 @@ def _run_processes(items: Sequence[CorpusItem], spec: WorkerSpec, workers: int, 
     while pending:
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_start_worker,
                                  initargs=(spec,)) as pool:
-            futures: dict[Future, CorpusItem] = {pool.submit(_work, item): item for item in pending}
+            futures = {pool.submit(_work, chunk): chunk for chunk in chunks(pending, workers)}
             broken = _collect(futures, results, done)
         pending = []
         for item in broken:
@@ -82,24 +98,24 @@ def _run_processes(items: Sequence[CorpusItem], spec: WorkerSpec, workers: int, 
     return results
 
 
-def _collect(futures: dict[Future, CorpusItem], results: dict[str, ItemResult], done: Done) -> list[CorpusItem]:
-    """Results as they come; the items whose worker died (the pool broke under them), to try again."""
+def _collect(futures: dict[Future, list[CorpusItem]], results: dict[str, ItemResult], done: Done) -> list[CorpusItem]:
+    """Results as they come; the items whose worker died (the pool broke under their chunk), to try again (those it
+    finished have their records and come back "done"). ``as_completed`` waits on every future once; a
+    ``wait(FIRST_COMPLETED)`` loop re-arms all that are left each time, quadratic in a corpus of short items."""
     broken: list[CorpusItem] = []
-    left = set(futures)
-    while left:
-        finished, left = wait(left, return_when=FIRST_COMPLETED)
-        for future in finished:
-            try:
-                result = future.result()
-            except BrokenProcessPool:
-                broken.append(futures[future])
-                continue
+    for future in as_completed(futures):
+        try:
+            finished = future.result()
+        except BrokenProcessPool:
+            broken += futures[future]
+            continue
+        for result in finished:
             results[result.id] = result
             done(result)
     return broken
 
 
-def _run_ray(items: Sequence[CorpusItem], spec: WorkerSpec, workers: int, address: str | None,
+def _run_ray(items: Sequence[CorpusItem], spec: WorkerFactory, workers: int, address: str | None,
              done: Done) -> dict[str, ItemResult]:
     """The Ray engine: ``workers`` restartable actors, fed through an actor pool."""
     try:
@@ -111,17 +127,18 @@ def _run_ray(items: Sequence[CorpusItem], spec: WorkerSpec, workers: int, addres
     actor = ray.remote(num_cpus=1, max_restarts=ATTEMPTS, max_task_retries=ATTEMPTS)(_RayWorker)
     pool = ActorPool([actor.remote(spec) for _ in range(workers)])
     results: dict[str, ItemResult] = {}
-    for result in pool.map_unordered(lambda a, item: a.run.remote(item), list(items)):
-        results[result.id] = result
-        done(result)
+    for finished in pool.map_unordered(lambda a, chunk: a.run.remote(chunk), chunks(items, workers)):
+        for result in finished:
+            results[result.id] = result
+            done(result)
     return results
 
 
 class _RayWorker:
-    """A Ray actor around one :class:`CorpusWorker` (the model loaded once per actor life)."""
+    """A Ray actor around one worker (the model loaded once per actor life)."""
 
-    def __init__(self, spec: WorkerSpec) -> None:
-        self.worker = CorpusWorker(spec)
+    def __init__(self, spec: WorkerFactory) -> None:
+        self.worker = spec.build()
 
-    def run(self, item: CorpusItem) -> ItemResult:
-        return self.worker(item)
+    def run(self, chunk: list[CorpusItem]) -> list[ItemResult]:
+        return [self.worker(item) for item in chunk]

@@ -66,8 +66,8 @@ class ItemResult:
         return cls(item.id, item.source, item.output, status, error=error, speaker=item.speaker, text=item.text)
 
 
-def plan_items(manifest: str | Path, out_dir: str | Path) -> list[CorpusItem]:
-    """The items of ``manifest`` with their outputs under ``out_dir`` (checked before any model loads)."""
+def plan_items(manifest: str | Path, out_dir: str | Path, suffix: str = ".wav") -> list[CorpusItem]:
+    """The items of ``manifest`` with their outputs ``out_dir/<id><suffix>`` (checked before any model loads)."""
     out = check_output_path(out_dir, expect="folder", what="output folder")
     items = []
     for utt in read_manifest(manifest, nonempty=True):
@@ -78,7 +78,7 @@ def plan_items(manifest: str | Path, out_dir: str | Path) -> list[CorpusItem]:
         base = Path(manifest).parent
         refs = tuple(str(p if Path(p).is_absolute() else (base / p).resolve()) for p in listed)
         # ids are safe relative names (read_manifest checks them): the output stays below the folder
-        items.append(CorpusItem(utt.id, utt.path, utt.speaker, refs, str(out / f"{utt.id}.wav"), utt.text))
+        items.append(CorpusItem(utt.id, utt.path, utt.speaker, refs, str(out / f"{utt.id}{suffix}"), utt.text))
     return items
 
 

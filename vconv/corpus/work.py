@@ -1,14 +1,16 @@
-"""The work itself, the same whichever engine schedules it: one worker loads the model once and converts items.
+"""The work itself, the same whichever engine schedules it: one worker loads the model once and does items.
 
-:class:`CorpusWorker` is built from picklable :class:`WorkerSpec` (so a process or a Ray actor can build its own) and
-converts one :class:`~vconv.corpus.jobs.CorpusItem` per call: the target prepared once per voice (a pseudo-voice once
-per speaker), the output written atomically after a record saying which key it is being written for, then the record
+:class:`ItemWorker` owns the record protocol every corpus output follows: the item's key, "done" when an earlier run
+wrote the same key, a record saying which key is being written before the output is (atomically), then the record
 completed with the output's digest. An item interrupted at any point is redone from scratch by the next attempt; one
-that completed is never converted again.
+that completed is never done again. :class:`CorpusWorker` converts (``vconv convert MANIFEST``); the embedding worker
+(:mod:`vconv.corpus.embedding`) embeds. Both are built from a picklable spec's ``build()`` (so a process or a Ray
+actor can build its own).
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +21,61 @@ from vconv.errors import VconvError
 from vconv.fileio import read_json_object
 
 
+def set_worker_threads(threads: int | None) -> None:
+    """Each worker's intra-op threads (the engine runs several side by side)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+class ItemWorker(ABC):
+    """One model load, many items: ``worker(item) -> ItemResult``, never raising for a bad item."""
+
+    force: bool = False  # replace outputs that earlier runs made with other keys
+    made = "converted"  # the status of an item done now
+
+    def __call__(self, item: CorpusItem) -> ItemResult:
+        result = ItemResult.of(item, "failed")
+        try:
+            self.describe(item, result)
+            if is_done(item, result.key):
+                result.status = "done"
+                return result
+            self._claim(item, result.key)
+            Path(item.output).parent.mkdir(parents=True, exist_ok=True)
+            result.seconds = self.produce(item)
+            write_record(item, result.key)
+        except VconvError as exc:
+            result.error = str(exc).splitlines()[0]
+            return result
+        result.status = self.made
+        return result
+
+    @abstractmethod
+    def describe(self, item: CorpusItem, result: ItemResult) -> None:
+        """Fill in ``result.key`` (what the output depends on) and what the output manifest says of the item."""
+
+    @abstractmethod
+    def produce(self, item: CorpusItem) -> float:
+        """Write ``item.output`` atomically; the seconds of source audio it took in."""
+
+    def _claim(self, item: CorpusItem, key: str) -> None:
+        """Record that ``key`` is being written to the item's output; an output that is not this run's to replace (no
+        record, or another key's, without ``force``) is an error: nothing the user owns is overwritten."""
+        record = record_path(item)
+        if Path(item.output).exists() and not self.force:
+            earlier = read_json_object(record, "corpus record") if record.is_file() else {}
+            if earlier.get("key") != key:
+                raise VconvError(f"{item.output}: already exists (made with other settings or inputs, or not by vconv); "
+                                 "pass --force to replace it")
+        write_record(item, key, pending=True)
+
+
 @dataclass(frozen=True)
 class WorkerSpec:
-    """What a worker builds itself from: the ``bundle`` folder, the conversion ``settings``, the target ``policy``,
-    ``threads`` per worker, and ``force`` (replace outputs that earlier runs made with other keys)."""
+    """What a conversion worker builds itself from: the ``bundle`` folder, the conversion ``settings``, the target
+    ``policy``, ``threads`` per worker, and ``force`` (replace outputs that earlier runs made with other keys)."""
 
     bundle: str
     settings: Any  # vconv.inference.settings.ConversionSettings
@@ -30,60 +83,35 @@ class WorkerSpec:
     threads: int | None = None
     force: bool = False
 
+    def build(self) -> "CorpusWorker":
+        return CorpusWorker(self)
 
-class CorpusWorker:
-    """Converts items with one model load; ``worker(item) -> ItemResult``."""
+
+class CorpusWorker(ItemWorker):
+    """Converts items with one model load; the target voice prepared once per voice (a pseudo-voice once per speaker)."""
 
     def __init__(self, spec: WorkerSpec) -> None:
         from vconv.inference.converter import load
 
-        if spec.threads:
-            import torch
-
-            torch.set_num_threads(spec.threads)
-        self.spec = spec
+        set_worker_threads(spec.threads)
+        self.spec, self.force = spec, spec.force
         self.converter = load(spec.bundle, spec.settings)
         # what an output depends on besides its source and target files: the bundle's weights and the settings
         self.settings_key = f"{self.converter.info.digest}|{spec.settings!r}|{spec.policy.describe()}"
         self._targets: dict[tuple[str, ...], tuple[Any, list[str]]] = {}  # voice key -> (TargetVoice, its files)
 
-    def __call__(self, item: CorpusItem) -> ItemResult:
-        result = ItemResult.of(item, "failed")
-        try:
-            files = self.spec.policy.files(item.speaker, item.target)
-            result.key = item_key(item, files, self.settings_key)
-            result.anonymised = self._anonymous(item)
-            # a pseudo-voice's files are known once it is mixed; any other voice's are the files themselves (a done item
-            # prepares no voice for them)
-            result.voice = self._target(item, files)[1] if result.anonymised else list(files)
-            if is_done(item, result.key):
-                result.status = "done"
-                return result
-            self._claim(item, result.key)
-            result.seconds = self._convert(item, files)
-            write_record(item, result.key)
-        except VconvError as exc:
-            result.error = str(exc).splitlines()[0]
-            return result
-        result.status = "converted"
-        return result
+    def describe(self, item: CorpusItem, result: ItemResult) -> None:
+        files = self.spec.policy.files(item.speaker, item.target)
+        result.key = item_key(item, files, self.settings_key)
+        result.anonymised = self._anonymous(item)
+        # a pseudo-voice's files are known once it is mixed; any other voice's are the files themselves (a done item
+        # prepares no voice for them)
+        result.voice = self._target(item, files)[1] if result.anonymised else list(files)
 
-    def _claim(self, item: CorpusItem, key: str) -> None:
-        """Record that ``key`` is being written to the item's output; an output that is not this run's to replace (no
-        record, or another key's, without ``force``) is an error: nothing the user owns is overwritten."""
-        record = record_path(item)
-        if Path(item.output).exists() and not self.spec.force:
-            earlier = read_json_object(record, "corpus record") if record.is_file() else {}
-            if earlier.get("key") != key:
-                raise VconvError(f"{item.output}: already exists (made with other settings or inputs, or not by vconv); "
-                                 "pass --force to replace it")
-        write_record(item, key, pending=True)
-
-    def _convert(self, item: CorpusItem, files: tuple[str, ...]) -> float:
+    def produce(self, item: CorpusItem) -> float:
         from vconv.inference.batch import convert_one
 
-        Path(item.output).parent.mkdir(parents=True, exist_ok=True)
-        target, _ = self._target(item, files)
+        target, _ = self._target(item, self.spec.policy.files(item.speaker, item.target))
         return convert_one(self.converter, Path(item.source), target, Path(item.output),
                            rate=self.converter.sample_rate, force=True)
 
