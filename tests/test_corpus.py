@@ -87,6 +87,10 @@ def test_a_manifest_embeds_to_a_folder_per_utterance_resumably_and_gathered_by_s
     os.remove(out / "spk2" / "u1.npy")  # lost: the rerun embeds it again, and only it
     again = embed_corpus(corpus / "in.jsonl", out, bundle=tiny_bundle, progress=False)
     assert (again.count("embedded"), again.count("done"), again.count("failed")) == (1, 4, 1)
+    from vconv.evaluation.corpus_pairs import corpus_pairs
+
+    with pytest.raises(Exception, match="embeddings written by `vconv embed`"):
+        corpus_pairs(out)
     # the engine options belong to a corpus; the user's own embeddings.npz in a fresh folder is never replaced
     misuse = invoke("embed", str(corpus / "wav" / "spk0"), "-o", str(corpus / "x.npz"), "--workers", "2",
                     "--model", str(tiny_bundle))

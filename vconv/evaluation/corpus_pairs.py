@@ -48,6 +48,8 @@ def corpus_pairs(path: str | Path, seed: int = 0) -> tuple[list[EvalPair], list[
     """The judged pairs of the corpus at ``path`` and the report's notes about them (failures, pseudo-voices)."""
     folder, lines = read_corpus_lines(path)
     judged = [line for line in lines if line["status"] in JUDGED]
+    if any(str(line.get("output", "")).endswith(".npy") for line in lines):
+        raise VconvError(f"{folder}: embeddings written by `vconv embed`, not a converted corpus")
     if not judged:
         raise VconvError(f"{folder}: no converted output to evaluate ({len(lines)} line(s), none converted)")
     speaker_of = {str(Path(line["source"]).resolve()): line["speaker"] for line in lines}
