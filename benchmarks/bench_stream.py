@@ -79,7 +79,7 @@ def long_stream(vc, target, minutes: float, realtime: bool, settings: dict) -> d
     p50, p95, p99 = (float(np.percentile(times, q)) for q in (50, 95, 99))
     return {"minutes": minutes, "realtime": realtime, "blocks": int(times.size), "block_ms": 1000 * block_s,
             "p50_ms": 1000 * p50, "p95_ms": 1000 * p95, "p99_ms": 1000 * p99, "p99_of_block": p99 / block_s,
-            "missed": missed, "rss_after_first_minute_mb": rss_after_minute, "rss_end_mb": rss_mb(),
+            "missed": missed, "short_blocks": stream.short_blocks, "rss_after_first_minute_mb": rss_after_minute, "rss_end_mb": rss_mb(),
             "rss_growth_mb": rss_mb() - (rss_after_minute or 0.0), "wall_s": time.perf_counter() - started}
 
 
@@ -163,6 +163,8 @@ def main() -> None:
                         help="stream without the vocoder's post-processing passes")
     parser.add_argument("--target-match", default="meanstd",
                         help="target-spectrum matching of both the offline and the streamed conversions (off: the network alone)")
+    parser.add_argument("--recent-frontend", choices=("auto", "on", "off"), default="auto",
+                        help="the content front-end's recent part only: while short of time, always, never (StreamSettings)")
     parser.add_argument("--manifest", type=Path, help="held-out manifest for the quality section")
     parser.add_argument("--sources-per-pair", type=int, default=5)
     parser.add_argument("--json", type=Path)
@@ -170,7 +172,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     settings = {"block_ms": args.block_ms, "lookahead_ms": args.lookahead_ms, "context_ms": args.context_ms,
                 "vocoder_passes": args.vocoder_passes, "prime": args.prime, "edge_hold_frames": args.edge_hold,
-                "prime_matching": args.prime_matching}
+                "prime_matching": args.prime_matching, "recent_frontend": args.recent_frontend}
     vc = load(args.model, target_match=args.target_match)
     target = vc.target_voice([ROOT / "examples/target.wav"])
     figures: dict = {"threads": args.threads, "settings": settings,
@@ -183,7 +185,7 @@ def main() -> None:
         print(f"2. {load_name(count)}: {run['minutes']:g} min {'in real time' if run['realtime'] else 'as fast as possible'}: "
               f"{run['blocks']} blocks of {run['block_ms']:.0f} ms; compute p50 {run['p50_ms']:.1f} / p95 {run['p95_ms']:.1f} / "
               f"p99 {run['p99_ms']:.1f} ms (p99 {run['p99_of_block']:.2f}x the block); {run['missed']} missed their deadline "
-              f"({run['missed'] / max(run['blocks'], 1):.1%}); RSS {run['rss_after_first_minute_mb']:.0f} MB after the first minute, "
+              f"({run['missed'] / max(run['blocks'], 1):.1%}); {run['short_blocks']} read the front-end's recent part only; RSS {run['rss_after_first_minute_mb']:.0f} MB after the first minute, "
               f"{run['rss_end_mb']:.0f} MB at the end ({run['rss_growth_mb']:+.1f} MB)", flush=True)
     if args.manifest:
         with tempfile.TemporaryDirectory() as work:

@@ -40,13 +40,14 @@ def _run(stream, wav: np.ndarray, sizes) -> np.ndarray:
 
 
 def test_blocks_of_any_size_give_the_output_of_one_push(vc, source, target):
-    whole = _run(vc.stream(target), source, [source.size])
+    # (recent_frontend "auto" follows the machine's timing: exact comparisons read the whole window every block)
+    whole = _run(vc.stream(target, recent_frontend="off"), source, [source.size])
     rng = np.random.default_rng(0)
-    ragged = _run(vc.stream(target), source, rng.integers(0, 3000, size=10_000))
-    singles = _run(vc.stream(target), source[:8000], [1] * 8000)
+    ragged = _run(vc.stream(target, recent_frontend="off"), source, rng.integers(0, 3000, size=10_000))
+    singles = _run(vc.stream(target, recent_frontend="off"), source[:8000], [1] * 8000)
     assert whole.shape == ragged.shape == source.shape  # flush returns the tail: as long as the input
     np.testing.assert_allclose(ragged, whole, atol=1e-6)
-    np.testing.assert_allclose(singles, _run(vc.stream(target), source[:8000], [8000]), atol=1e-6)
+    np.testing.assert_allclose(singles, _run(vc.stream(target, recent_frontend="off"), source[:8000], [8000]), atol=1e-6)
     assert np.sqrt(np.mean(whole**2)) > 0.01  # speech came out, not silence
 
 
@@ -93,7 +94,8 @@ def test_the_first_blocks_take_the_spectrum_shape_from_the_converted_primer(vc, 
     """Until a quarter second of the stream's own speech is converted, its spectrum is moved with the converted
     primer's band means (shape only); from then on by its own statistics alone, as without the primer's."""
     rate = vc.sample_rate
-    seeded_stream, plain_stream = vc.stream(target, prime_matching=True), vc.stream(target, prime_matching=False)
+    seeded_stream = vc.stream(target, prime_matching=True, recent_frontend="off")  # exact comparison (see above)
+    plain_stream = vc.stream(target, prime_matching=False, recent_frontend="off")
     assert vc.stream(target).settings.prime_matching  # on by default
     seeded, plain = _run(seeded_stream, source, [source.size]), _run(plain_stream, source, [source.size])
     assert seeded_stream._primer_spectrum is not None and seeded_stream._primer_spectrum.trusted
@@ -112,7 +114,7 @@ def test_the_window_edge_is_held_only_where_it_is_speech(vc, source, target):
     fading[-2 * hop:] *= np.exp(-6.0)  # the last two hops 6 nats under the window's loud ones: a pause or a fade-out
     assert _speech_at_edge(loud, hop) and not _speech_at_edge(fading, hop)
     assert not _speech_at_edge(loud[: 2 * hop], hop)  # too short to tell
-    held, plain = (_run(vc.stream(target, edge_hold_frames=n), source, [source.size]) for n in (4, 0))
+    held, plain = (_run(vc.stream(target, edge_hold_frames=n, recent_frontend="off"), source, [source.size]) for n in (4, 0))
     assert held.shape == plain.shape == source.shape
     assert np.abs(held - plain).max() > 1e-3  # the example's speech has edges the hold changes
     rng = np.random.default_rng(3)
@@ -204,3 +206,64 @@ def test_cli_stream_bad_options_are_one_line_errors(tmp_path, args, reason):
     assert result.exit_code == 1, result.output
     assert reason in result.stderr and result.stderr.strip().count("\n") == 0 and "Traceback" not in result.output
     assert not list(tmp_path.glob("*o.*wav"))  # no output, no temporary file left behind
+
+
+class _LocalFrontEnd:
+    """A content front-end whose states are local (each frame's mean magnitude), so a recomputed tail and the reused
+    past must give exactly the whole window's states; it counts the samples it was given."""
+
+    def __init__(self, hop: int) -> None:
+        self.hop, self.samples_read = hop, 0
+
+    def content_input(self, wav: np.ndarray):
+        import torch
+
+        self.samples_read += wav.size
+        frames = 1 + wav.size // self.hop
+        padded = np.pad(np.abs(wav), (0, frames * self.hop - wav.size))
+        return torch.from_numpy(padded.reshape(frames, self.hop).mean(1))[None, None]
+
+
+def test_the_content_front_end_recomputes_only_the_recent_part_of_a_window():
+    from vconv.inference.stream_content import RecentContent
+
+    hop, block, context = 160, 1600, 24000  # the stream rounds block and context to whole hops
+    rng = np.random.default_rng(0)
+    signal = rng.standard_normal(60000).astype(np.float32)
+    whole, recent = _LocalFrontEnd(hop), _LocalFrontEnd(hop)
+    cache = RecentContent(recent, hop, recent=6400, margin=4000, mode="on")
+    for start in range(0, signal.size - block - 800, block):  # windows as the stream cuts them: context + block + look-ahead
+        window_start = max(0, start - context)
+        window = signal[window_start : start + block + 800]
+        expected = whole.content_input(window)
+        got = cache.states(window, window_start)
+        assert got.shape == expected.shape and np.allclose(got.numpy(), expected.numpy())
+    assert recent.samples_read < 0.5 * whole.samples_read  # the long windows read only their tails
+
+
+def test_the_recent_part_is_read_only_while_the_stream_is_short_of_time():
+    from vconv.inference.stream_content import CALM_BLOCKS, RecentContent
+
+    frontend = _LocalFrontEnd(160)
+    auto = RecentContent(frontend, 160, recent=6400, margin=4000, mode="auto", block_seconds=0.1)
+    auto.record(0.05)
+    assert not auto.active  # idle: the whole window, every word
+    auto.record(0.08)  # a block took 80 % of its duration: the next ones read the recent part
+    assert auto.active
+    for _ in range(CALM_BLOCKS - 1):
+        auto.record(0.05)
+    assert auto.active  # not yet calm for long enough
+    auto.record(0.05)
+    assert not auto.active and auto.blocks_on == CALM_BLOCKS
+    off = RecentContent(frontend, 160, recent=6400, margin=4000, mode="off", block_seconds=0.1)
+    off.record(1.0)
+    assert not off.active
+    with pytest.raises(VconvError, match="one of auto, on, off"):
+        RecentContent(frontend, 160, recent=6400, margin=4000, mode="sometimes")
+
+
+def test_a_stream_with_the_recent_content_front_end_converts_every_sample(vc, source, target):
+    stream = vc.stream(target, recent_frontend="on")
+    out = _run(stream, source, [1536] * 1000)
+    assert stream.short_blocks > 0
+    assert out.size == source.size and np.isfinite(out).all() and np.abs(out).max() > 0.01

@@ -27,6 +27,7 @@ from vconv.cli.common import (
     threads_option,
 )
 from vconv.errors import VconvError
+from vconv.inference.stream_content import MODES as RECENT_MODES
 from vconv.inference.threads import apply_threads
 
 STDIO = Path("-")
@@ -46,6 +47,7 @@ def stream(
     lookahead_ms: float = typer.Option(48.0, "--lookahead-ms", min=0.0, max=2000.0, help="Look-ahead in ms: more costs latency and gives the model's right edge more room."),
     context_ms: float = typer.Option(1500.0, "--context-ms", min=0.0, max=30000.0, help="Left context in ms that each block is converted with."),
     prime: bool = typer.Option(True, "--prime/--no-prime", help="Start with the target's own speech as left context (never output), so the first blocks are not normalised on a few frames."),
+    recent_frontend: str = typer.Option("auto", "--recent-frontend", metavar="auto|on|off", help="Recompute only the last 400 ms of the content front-end per block (cheaper, costs some words): auto = while blocks come near their deadline (a busy machine), on = always, off = never."),
     raw: bool = typer.Option(False, "--raw", help="Standard input/output is headerless 16-bit little-endian PCM (mono out; --channels in)."),
     sample_rate: Optional[int] = typer.Option(None, "--sample-rate", help="Rate of raw input (required with --raw on standard input); the output keeps the input's rate."),
     channels: int = typer.Option(1, "--channels", min=1, max=16, help="Interleaved channels of raw input (mixed to mono)."),
@@ -72,6 +74,10 @@ def stream(
         echo_out(devices())
         return
     apply_threads(threads or STREAM_THREADS)
+    if recent_frontend not in RECENT_MODES:
+        raise VconvError(f"--recent-frontend {recent_frontend!r}: one of {', '.join(RECENT_MODES)}")
+    if recent_frontend == "auto" and not (realtime or input_device):
+        recent_frontend = "off"  # a file as fast as it goes has no deadline to be short of: every word, the same output
     settings = conversion_settings(target_match=target_match, precision=precision, fit_steps=fit_voice,
                                    pitch_shift=pitch_shift, pitch_register=pitch_register)
     _check_target(target)
@@ -84,24 +90,28 @@ def stream(
     writer = _open_writer(output, raw, reader.sample_rate, force, output_device)
     try:
         report, converter_stream = _run(target, reader, writer, model, settings, block_ms, lookahead_ms, context_ms, realtime,
-                                        prime, no_cache)
+                                        prime, no_cache, recent_frontend)
     except BaseException:
         writer.abort()
         raise
     finally:
         getattr(reader, "close", lambda: None)()
     typer.echo(report.summary(1000 * converter_stream.block / converter_stream.model_rate), err=True)
+    if converter_stream.short_blocks and recent_frontend == "auto":
+        typer.echo(f"{converter_stream.short_blocks} block(s) read only the front-end's recent part (short of time; "
+                   "--recent-frontend off never does)", err=True)
     if getattr(reader, "dropped_seconds", 0.0) > 0:  # a microphone whose stream fell behind (vconv.audio.live)
         typer.echo(f"dropped {reader.dropped_seconds:.1f} s of microphone audio while the conversion was behind", err=True)
 
 
 def _run(target: List[Path], reader: Any, writer: Any, model: Optional[str], settings: Any, block_ms: float,
-         lookahead_ms: float, context_ms: float, realtime: bool, prime: bool = True, no_cache: bool = False) -> tuple[Any, Any]:
+         lookahead_ms: float, context_ms: float, realtime: bool, prime: bool = True, no_cache: bool = False,
+         recent_frontend: str = "auto") -> tuple[Any, Any]:
     from vconv.inference.stream_run import run_stream
 
     converter = load_converter(model, settings, no_cache=no_cache)
     live = converter.stream([str(t) for t in target], block_ms=block_ms, lookahead_ms=lookahead_ms, context_ms=context_ms,
-                            sample_rate=reader.sample_rate, prime=prime)
+                            sample_rate=reader.sample_rate, prime=prime, recent_frontend=recent_frontend)
     typer.echo(f"latency {live.latency_ms:.0f} ms (block {1000 * live.block / live.model_rate:.0f} ms + look-ahead "
                f"{1000 * live.lookahead / live.model_rate:.0f} ms), plus the device's own", err=True)
     return run_stream(live, reader, writer, realtime=realtime), live

@@ -40,6 +40,7 @@ import torch
 from vconv.audio.io import check_sample_rate
 from vconv.errors import VconvError
 from vconv.inference.chunking import StreamedOverlapAdd
+from vconv.inference.stream_content import RecentContent
 from vconv.inference.target import SourcePitch, TargetVoice
 from vconv.inference.target_match import LOUD_QUANTILE, SPEECH_RANGE_NATS, SpectrumStats, loud_level, match_spectrum, spectrum_stats
 from vconv.models.contour import (
@@ -83,6 +84,12 @@ class StreamSettings:
     # with the converted primer's band means (the shape only; the first window converts the primer anyway), where it
     # was left unmatched; offline, every frame of an utterance is matched (docs/STREAMING.md measures both)
     prime_matching: bool = True
+    # the content front-end recomputes only the window's last ``frontend_recent_ms`` (reading ``frontend_margin_ms``
+    # more as left context) and reuses the earlier states from the previous window: "auto" while the stream is short
+    # of time (a busy machine), "on" always, "off" never (vconv.inference.stream_content; it costs words)
+    recent_frontend: str = "auto"
+    frontend_recent_ms: float = 400.0
+    frontend_margin_ms: float = 250.0
 
     def samples(self, hop: int, rate: int) -> tuple[int, int, int, int]:
         """``(block, lookahead, crossfade, context)`` in samples at ``rate``, multiples of ``hop``."""
@@ -172,12 +179,20 @@ class StreamConverter:
         self._pitch_sums = np.zeros(3)  # voiced frames, Σ log-F0, Σ log-F0² of the source's blocks so far (pitch path)
         self._primer_spectrum: SpectrumStats | None = None  # the converted primer's (prime_matching)
         self._flushed = False
+        self._content = RecentContent(converter.frontend, self.hop, round(settings.frontend_recent_ms * self.model_rate / 1000),
+                                      round(settings.frontend_margin_ms * self.model_rate / 1000),
+                                      settings.recent_frontend, self.block / self.model_rate)
 
     @staticmethod
     def _resampler(rate_in: int, rate_out: int) -> soxr.ResampleStream | None:
         return None if rate_in == rate_out else soxr.ResampleStream(rate_in, rate_out, 1, dtype="float32", quality="HQ")
 
     # ------------------------------------------------------------------------------------------ API
+
+    @property
+    def short_blocks(self) -> int:
+        """Blocks converted with only the content front-end's recent part (``recent_frontend``: short of time)."""
+        return self._content.blocks_on
 
     def push(self, pcm: np.ndarray) -> np.ndarray:
         """Take ``pcm [n]`` (float32 in -1..1, any ``n``); return the converted samples that are ready."""
@@ -224,8 +239,10 @@ class StreamConverter:
         keep = (stop if final else min(window_stop, stop + self.crossfade)) - start
         began = time.perf_counter()
         ended = self._flushed and window_stop == self._received  # the input's true end: nothing to hold
-        piece = self._convert_window(window, start - window_start, keep, hold=0 if ended else self.settings.edge_hold_frames)
+        piece = self._convert_window(window, start - window_start, keep, hold=0 if ended else self.settings.edge_hold_frames,
+                                     window_start=window_start)
         self.times.seconds.append(time.perf_counter() - began)
+        self._content.record(self.times.seconds[-1])
         if final:  # nothing follows: the piece ends the stream exactly at the input's length
             self._joiner.add(start, piece, None)
         else:
@@ -235,11 +252,12 @@ class StreamConverter:
         self._buffer, self._buffer_start = self._buffer[drop:], self._buffer_start + drop
 
     @torch.no_grad()
-    def _convert_window(self, window: np.ndarray, lead: int, keep: int, hold: int = 0) -> np.ndarray:
+    def _convert_window(self, window: np.ndarray, lead: int, keep: int, hold: int = 0, window_start: int = 0) -> np.ndarray:
         """Samples ``[lead, lead + keep)`` of ``window``, converted: front-end -> model -> matching -> vocoder;
         the content's last frame held ``hold`` more frames for the network (:attr:`StreamSettings.edge_hold_frames`)."""
         conv, target = self.converter, self.target
-        content = conv.frontend.content_input(window)  # [1, C, F]
+        # [1, C, F]
+        content = self._content.states(window, window_start)
         frames = content.shape[-1]
         if hold > 0 and _speech_at_edge(window, self.hop):
             content = torch.cat([content, content[..., -1:].expand(-1, -1, hold)], -1)

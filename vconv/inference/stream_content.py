@@ -1,0 +1,77 @@
+"""The content front-end of a stream: each window's states with only its recent part recomputed.
+
+The Whisper content front-end attends over its whole input in both directions, so the states of a window depend on
+all of it; recomputing the whole 1.5 s context on every 96 ms block was the largest share of a block's work (22 of
+~56 ms, one thread). :class:`RecentContent` recomputes only the window's last ``recent`` samples, reading ``margin``
+more before them as left context (their own states are discarded: the first frames of an input have no left
+context); the states before come from the previous window, each frame as it was last computed: with at least
+``recent - block`` of right context, where recomputing gives it up to the whole window's. What that costs in words
+and saves in time is measured in docs/STREAMING.md ("A busy machine").
+
+It costs words (about +0.04 CER on the held-out pairs), so by default (``mode="auto"``) it is on only while the stream
+is short of time: from a block whose compute took more than :data:`ON_ABOVE` of the block's duration, until
+:data:`CALM_BLOCKS` blocks in a row took less than :data:`OFF_BELOW` of it. ``"on"``: always; ``"off"``: never.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from vconv.errors import VconvError
+
+MODES = ("auto", "on", "off")
+ON_ABOVE = 0.75  # a block that took this share of its duration turns the recent-part front-end on (auto)
+OFF_BELOW = 0.6  # ... and CALM_BLOCKS in a row under this share turn it off again
+CALM_BLOCKS = 50  # ~5 s of 96 ms blocks
+
+
+class RecentContent:
+    """``states(window, window_start) -> [1, C, F]``, as ``frontend.content_input(window)`` but with only the last
+    ``recent`` samples (plus ``margin`` of left context) recomputed. ``window_start``: the window's first sample in the
+    stream, a multiple of ``hop`` (each window starts a whole number of hops after the previous one)."""
+
+    def __init__(self, frontend: Any, hop: int, recent: int, margin: int, mode: str = "auto",
+                 block_seconds: float = 0.096) -> None:
+        if mode not in MODES:
+            raise VconvError(f"recent front-end mode {mode!r}: one of {', '.join(MODES)}")
+        self.frontend, self.hop, self.mode, self.block_seconds = frontend, hop, mode, block_seconds
+        self.recent, self.margin = recent // hop * hop, margin // hop * hop
+        self.active = mode == "on"
+        self.blocks_on = 0  # blocks converted with the recent part only (how often the stream was short of time)
+        self._calm = 0
+        self._states: torch.Tensor | None = None  # [1, C, n]: the last window's states, from frame `_first` of the stream
+        self._first = 0
+
+    def record(self, seconds: float) -> None:
+        """A block's compute time: in ``auto``, switch on when it was short of time, off after a calm stretch."""
+        self.blocks_on += self.active
+        if self.mode != "auto":
+            return
+        share = seconds / self.block_seconds
+        self._calm = self._calm + 1 if share < OFF_BELOW else 0
+        if share > ON_ABOVE:
+            self.active = True
+        elif self.active and self._calm >= CALM_BLOCKS:
+            self.active = False
+
+    def states(self, window: np.ndarray, window_start: int) -> torch.Tensor:
+        hop = self.hop
+        first, frames = window_start // hop, 1 + window.size // hop
+        cut = max(0, (window.size - self.recent) // hop)  # window frame from which the states are recomputed
+        known = self._states
+        reusable = known is not None and self._first <= first and self._first + known.shape[-1] >= first + cut
+        if not self.active or cut == 0 or not reusable:
+            states = self.frontend.content_input(window)  # off, the first window, or nothing to reuse: all of it
+        else:
+            begin = max(0, cut - self.margin // hop)  # the recomputed input starts `margin` before the cut
+            fresh = self.frontend.content_input(window[begin * hop:])  # [1, C, frames - begin]
+            assert known is not None  # reusable
+            reused = known[..., first - self._first : first - self._first + cut]
+            states = torch.cat([reused, fresh[..., cut - begin:]], -1)
+        if states.shape[-1] != frames:
+            raise AssertionError(f"stream content frames: {states.shape[-1]} for a window of {frames}")
+        self._states, self._first = states, first
+        return states
