@@ -267,3 +267,16 @@ def test_a_stream_with_the_recent_content_front_end_converts_every_sample(vc, so
     out = _run(stream, source, [1536] * 1000)
     assert stream.short_blocks > 0
     assert out.size == source.size and np.isfinite(out).all() and np.abs(out).max() > 0.01
+
+
+def test_stream_cli_checks_the_recent_front_end_mode_before_loading_and_says_how_many_blocks_used_it(tmp_path):
+    from tests.conftest import invoke
+
+    bad = invoke("stream", "-t", EXAMPLES / "target.wav", "-i", EXAMPLES / "source.wav", "-o", tmp_path / "x.wav",
+                 "--recent-frontend", "sometimes")
+    assert bad.exit_code != 0 and "one of auto, on, off" in bad.output and "Traceback" not in bad.output
+    assert not (tmp_path / "x.wav").exists()
+    on = invoke("stream", "-t", EXAMPLES / "target.wav", "-i", EXAMPLES / "source.wav", "-o", tmp_path / "on.wav",
+                "--recent-frontend", "on")
+    assert on.exit_code == 0, on.output
+    assert (tmp_path / "on.wav").is_file() and "missed their deadline" in on.output

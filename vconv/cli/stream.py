@@ -74,10 +74,7 @@ def stream(
         echo_out(devices())
         return
     apply_threads(threads or STREAM_THREADS)
-    if recent_frontend not in RECENT_MODES:
-        raise VconvError(f"--recent-frontend {recent_frontend!r}: one of {', '.join(RECENT_MODES)}")
-    if recent_frontend == "auto" and not (realtime or input_device):
-        recent_frontend = "off"  # a file as fast as it goes has no deadline to be short of: every word, the same output
+    recent_frontend = _recent_mode(recent_frontend, live=realtime or input_device is not None)
     settings = conversion_settings(target_match=target_match, precision=precision, fit_steps=fit_voice,
                                    pitch_shift=pitch_shift, pitch_register=pitch_register)
     _check_target(target)
@@ -102,6 +99,14 @@ def stream(
                    "--recent-frontend off never does)", err=True)
     if getattr(reader, "dropped_seconds", 0.0) > 0:  # a microphone whose stream fell behind (vconv.audio.live)
         typer.echo(f"dropped {reader.dropped_seconds:.1f} s of microphone audio while the conversion was behind", err=True)
+
+
+def _recent_mode(mode: str, live: bool) -> str:
+    """``--recent-frontend`` checked; ``auto`` is ``off`` for a file read as fast as it goes (no deadline to be short
+    of: every word, and the same output every run)."""
+    if mode not in RECENT_MODES:
+        raise VconvError(f"--recent-frontend {mode!r}: one of {', '.join(RECENT_MODES)}")
+    return "off" if mode == "auto" and not live else mode
 
 
 def _run(target: List[Path], reader: Any, writer: Any, model: Optional[str], settings: Any, block_ms: float,
