@@ -27,7 +27,6 @@ from vconv.cli.common import (
     threads_option,
 )
 from vconv.errors import VconvError
-from vconv.inference.stream_content import MODES as RECENT_MODES
 from vconv.inference.threads import apply_threads
 
 STDIO = Path("-")
@@ -104,8 +103,9 @@ def stream(
 def _recent_mode(mode: str, live: bool) -> str:
     """``--recent-frontend`` checked; ``auto`` is ``off`` for a file read as fast as it goes (no deadline to be short
     of: every word, and the same output every run)."""
-    if mode not in RECENT_MODES:
-        raise VconvError(f"--recent-frontend {mode!r}: one of {', '.join(RECENT_MODES)}")
+    modes = ("auto", "on", "off")  # vconv.inference.stream_content.MODES, without importing torch here
+    if mode not in modes:
+        raise VconvError(f"--recent-frontend {mode!r}: one of {', '.join(modes)}")
     return "off" if mode == "auto" and not live else mode
 
 
