@@ -100,6 +100,10 @@ def test_a_manifest_embeds_to_a_folder_per_utterance_resumably_and_gathered_by_s
     with pytest.raises(Exception, match="not written by vconv embed"):
         embed_corpus(corpus / "in.jsonl", corpus / "mine", bundle=tiny_bundle, progress=False)
     assert (corpus / "mine" / "embeddings.npz").read_bytes() == b"mine"
+    (corpus / "converted").mkdir()  # a converted corpus's folder (its manifest lists .wav outputs) is not embed's
+    (corpus / "converted" / "manifest.jsonl").write_text(json.dumps({"id": "a", "output": "a.wav"}) + "\n")
+    with pytest.raises(Exception, match="not written by vconv embed"):
+        embed_corpus(corpus / "in.jsonl", corpus / "converted", bundle=tiny_bundle, progress=False)
 
 
 def test_a_bad_file_is_listed_and_the_rest_is_converted(tiny_bundle, corpus):

@@ -69,8 +69,9 @@ def embed_corpus(manifest: str | Path, out_dir: str | Path, *, bundle: str | Pat
     report and the output manifest, and never stop the corpus."""
     items = plan_items(manifest, out_dir, suffix=".npy")
     gathered = Path(out_dir) / GATHERED
-    if gathered.exists() and not (Path(out_dir) / OUTPUT_MANIFEST).is_file() and not force:  # not an earlier run's
-        raise VconvError(f"{gathered}: already exists (not written by vconv embed); pass --force to replace it")
+    if (gathered.exists() or (Path(out_dir) / OUTPUT_MANIFEST).exists()) and not force and not _embedded_here(Path(out_dir)):
+        raise VconvError(f"{out_dir}: holds an {GATHERED} or a manifest not written by vconv embed; "
+                         "pass --force to replace them, or choose another folder")
     spec = EmbeddingSpec(str(bundle), threads, force)
 
     def gather(report: CorpusReport) -> None:
@@ -80,16 +81,30 @@ def embed_corpus(manifest: str | Path, out_dir: str | Path, *, bundle: str | Pat
                       desc="embed", made=EmbeddingWorker.made, finish=gather)
 
 
+def _embedded_here(out_dir: Path) -> bool:
+    """Whether ``out_dir``'s manifest is an earlier ``vconv embed`` run's (its outputs are ``.npy``)."""
+    from vconv.corpus.jobs import load_json_lines
+
+    try:
+        rows = load_json_lines(out_dir / OUTPUT_MANIFEST)
+    except (OSError, ValueError):
+        return False
+    return bool(rows) and all(str(row.get("output", "")).endswith(".npy") for row in rows if isinstance(row, dict))
+
+
 def gather_embeddings(results: list[ItemResult], out_dir: Path) -> Path | None:
     """``OUT/embeddings.npz`` from every embedded (now or earlier) item; None when there is none."""
     from vconv.inference.batch import Embeddings
 
     rows = [r for r in results if r.status in (EmbeddingWorker.made, "done")]
-    if not rows:
+    if not rows:  # nothing to gather: an earlier run's file would no longer match the manifest
+        (out_dir / GATHERED).unlink(missing_ok=True)
         return None
     vectors = np.stack([np.load(r.output) for r in rows]).astype(np.float32)
     speakers = list(dict.fromkeys(r.speaker for r in rows))
-    means = np.stack([vectors[[r.speaker == s for r in rows]].mean(axis=0) for s in speakers])
+    index = {speaker: i for i, speaker in enumerate(speakers)}
+    means = np.zeros((len(speakers), vectors.shape[1]), np.float64)
+    np.add.at(means, np.array([index[r.speaker] for r in rows]), vectors)  # sums; normalised below, as the means are
     means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
     gathered = Embeddings([r.id for r in rows], vectors, speakers, means.astype(np.float32), [])
     return gathered.save(out_dir / GATHERED, force=True)

@@ -71,7 +71,7 @@ def _work(chunk: list[CorpusItem]) -> list[ItemResult]:
 def chunks(items: Sequence[CorpusItem], workers: int) -> list[list[CorpusItem]]:
     """``items`` in runs of up to :data:`CHUNK` for one task each: a worker fed one short item at a time waits on the
     scheduler between items (embeddings take ~20 ms each); enough runs that no worker waits long for another's last.
-    A run whose worker dies is redone whole: the items it finished have their records and come back "done"."""
+    A run whose worker dies is redone an item per task: the items it finished have their records and come back "done"."""
     size = max(1, min(CHUNK, len(items) // (4 * workers)))
     return [list(items[i:i + size]) for i in range(0, len(items), size)]
 
@@ -81,11 +81,14 @@ def _run_processes(items: Sequence[CorpusItem], spec: WorkerFactory, workers: in
     resubmitted (each at most :data:`ATTEMPTS` times)."""
     results: dict[str, ItemResult] = {}
     tries = {item.id: 0 for item in items}
-    pending = list(items)
+    pending, first = list(items), True
     while pending:
+        # a retry sends one item per task: a run broken by one item's worker must not spend its run-mates' attempts
+        runs = chunks(pending, workers) if first else [[item] for item in pending]
+        first = False
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_start_worker,
                                  initargs=(spec,)) as pool:
-            futures = {pool.submit(_work, chunk): chunk for chunk in chunks(pending, workers)}
+            futures = {pool.submit(_work, run): run for run in runs}
             broken = _collect(futures, results, done)
         pending = []
         for item in broken:

@@ -26,6 +26,7 @@ MODES = ("auto", "on", "off")
 ON_ABOVE = 0.75  # a block that took this share of its duration turns the recent-part front-end on (auto)
 OFF_BELOW = 0.6  # ... and CALM_BLOCKS in a row under this share turn it off again
 CALM_BLOCKS = 50  # ~5 s of 96 ms blocks
+WARM_BLOCKS = 2  # the first blocks' times include the networks' cold start: they never switch it on
 
 
 class RecentContent:
@@ -41,14 +42,14 @@ class RecentContent:
         self.recent, self.margin = recent // hop * hop, margin // hop * hop
         self.active = mode == "on"
         self.blocks_on = 0  # blocks converted with the recent part only (how often the stream was short of time)
-        self._calm = 0
+        self._calm = self._seen = 0
         self._states: torch.Tensor | None = None  # [1, C, n]: the last window's states, from frame `_first` of the stream
         self._first = 0
 
     def record(self, seconds: float) -> None:
         """A block's compute time: in ``auto``, switch on when it was short of time, off after a calm stretch."""
-        self.blocks_on += self.active
-        if self.mode != "auto":
+        self._seen += 1
+        if self.mode != "auto" or self._seen <= WARM_BLOCKS:
             return
         share = seconds / self.block_seconds
         self._calm = self._calm + 1 if share < OFF_BELOW else 0
@@ -71,6 +72,7 @@ class RecentContent:
             assert known is not None  # reusable
             reused = known[..., first - self._first : first - self._first + cut]
             states = torch.cat([reused, fresh[..., cut - begin:]], -1)
+            self.blocks_on += 1
         if states.shape[-1] != frames:
             raise AssertionError(f"stream content frames: {states.shape[-1]} for a window of {frames}")
         self._states, self._first = states, first

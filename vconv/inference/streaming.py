@@ -179,9 +179,11 @@ class StreamConverter:
         self._pitch_sums = np.zeros(3)  # voiced frames, Σ log-F0, Σ log-F0² of the source's blocks so far (pitch path)
         self._primer_spectrum: SpectrumStats | None = None  # the converted primer's (prime_matching)
         self._flushed = False
-        self._content = RecentContent(converter.frontend, self.hop, round(settings.frontend_recent_ms * self.model_rate / 1000),
-                                      round(settings.frontend_margin_ms * self.model_rate / 1000),
-                                      settings.recent_frontend, self.block / self.model_rate)
+        margin = round(settings.frontend_margin_ms * self.model_rate / 1000)
+        # a reused frame keeps `recent - block` of right context: never less than the margin, whatever the block
+        recent = max(round(settings.frontend_recent_ms * self.model_rate / 1000), self.block + self.lookahead + margin)
+        self._content = RecentContent(converter.frontend, self.hop, recent, margin, settings.recent_frontend,
+                                      self.block / self.model_rate)
 
     @staticmethod
     def _resampler(rate_in: int, rate_out: int) -> soxr.ResampleStream | None:
