@@ -101,13 +101,10 @@ def _convert_corpus(manifest: Path, target: List[Path], out: Path, bundle: Path,
                     threads: Optional[int], force: bool, progress: bool) -> None:
     """`vconv convert MANIFEST.jsonl -o OUT`: the corpus engines (:mod:`vconv.corpus`); failures listed, not fatal."""
     from vconv.corpus import convert_corpus
-    from vconv.data.manifest import BadFile
 
     report = convert_corpus(manifest, out, bundle=bundle, settings=settings, target=[str(t) for t in target],
                             threads=threads, force=force, progress=progress, **corpus)
-    echo_out(report.summary())
-    finish_batch(report.count("converted") + report.count("done"),
-                 [BadFile(r.source, r.error) for r in report.results if r.status == "failed"])
+    _finish_corpus(report)
 
 
 @friendly_errors
@@ -160,11 +157,17 @@ def _embed_corpus(manifest: Path, out: Path, bundle: Path, engines: dict, thread
                   progress: bool) -> None:
     """`vconv embed MANIFEST.jsonl -o OUT/`: the corpus engines (:mod:`vconv.corpus.embedding`)."""
     from vconv.corpus import embed_corpus
-    from vconv.data.manifest import BadFile
 
     report = embed_corpus(manifest, out, bundle=bundle, threads=threads, force=force, progress=progress, **engines)
+    _finish_corpus(report)
+
+
+def _finish_corpus(report: Any) -> None:
+    """A corpus run's end (convert or embed): the totals on stdout, failures on stderr, the batch's exit code."""
+    from vconv.data.manifest import BadFile
+
     echo_out(report.summary())
-    finish_batch(report.count("embedded") + report.count("done"),
+    finish_batch(report.count(report.made) + report.count("done"),
                  [BadFile(r.source, r.error) for r in report.results if r.status == "failed"])
 
 

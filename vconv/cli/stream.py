@@ -103,9 +103,10 @@ def stream(
 def _recent_mode(mode: str, live: bool) -> str:
     """``--recent-frontend`` checked; ``auto`` is ``off`` for a file read as fast as it goes (no deadline to be short
     of: every word, and the same output every run)."""
-    modes = ("auto", "on", "off")  # vconv.inference.stream_content.MODES, without importing torch here
-    if mode not in modes:
-        raise VconvError(f"--recent-frontend {mode!r}: one of {', '.join(modes)}")
+    from vconv.inference.settings import RECENT_FRONTEND_MODES  # (torch-free)
+
+    if mode not in RECENT_FRONTEND_MODES:
+        raise VconvError(f"--recent-frontend {mode!r}: one of {', '.join(RECENT_FRONTEND_MODES)}")
     return "off" if mode == "auto" and not live else mode
 
 

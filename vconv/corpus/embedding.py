@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from vconv.corpus.jobs import OUTPUT_MANIFEST, CorpusItem, ItemResult, item_key, plan_items
+from vconv.corpus.jobs import OUTPUT_MANIFEST, CorpusItem, ItemResult, item_key, load_json_lines, plan_items
 from vconv.corpus.runner import CorpusReport, run_corpus
-from vconv.corpus.work import ItemWorker, set_worker_threads
+from vconv.corpus.work import ItemWorker
 from vconv.errors import VconvError
 from vconv.fileio import atomic_path
+from vconv.inference.threads import apply_threads
 
 GATHERED = "embeddings.npz"
 EMBEDDING_VERSION = "speaker-embedding-1"  # part of every key: bump it when the embedding of a file changes meaning
@@ -44,7 +45,7 @@ class EmbeddingWorker(ItemWorker):
     def __init__(self, spec: EmbeddingSpec) -> None:
         from vconv.inference.converter import load
 
-        set_worker_threads(spec.threads)
+        apply_threads(spec.threads)  # each worker's own (the engine runs several side by side)
         self.force = spec.force
         self.converter = load(spec.bundle)
         self.settings_key = f"{self.converter.info.digest}|{EMBEDDING_VERSION}"
@@ -83,8 +84,6 @@ def embed_corpus(manifest: str | Path, out_dir: str | Path, *, bundle: str | Pat
 
 def _embedded_here(out_dir: Path) -> bool:
     """Whether ``out_dir``'s manifest is an earlier ``vconv embed`` run's (its outputs are ``.npy``)."""
-    from vconv.corpus.jobs import load_json_lines
-
     try:
         rows = load_json_lines(out_dir / OUTPUT_MANIFEST)
     except (OSError, ValueError):

@@ -19,14 +19,7 @@ from vconv.corpus.jobs import CorpusItem, ItemResult, is_done, item_key, record_
 from vconv.corpus.voices import TargetPolicy, pseudo_voice
 from vconv.errors import VconvError
 from vconv.fileio import read_json_object
-
-
-def set_worker_threads(threads: int | None) -> None:
-    """Each worker's intra-op threads (the engine runs several side by side)."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+from vconv.inference.threads import apply_threads
 
 
 class ItemWorker(ABC):
@@ -93,7 +86,7 @@ class CorpusWorker(ItemWorker):
     def __init__(self, spec: WorkerSpec) -> None:
         from vconv.inference.converter import load
 
-        set_worker_threads(spec.threads)
+        apply_threads(spec.threads)  # each worker's own (the engine runs several side by side)
         self.spec, self.force = spec, spec.force
         self.converter = load(spec.bundle, spec.settings)
         # what an output depends on besides its source and target files: the bundle's weights and the settings

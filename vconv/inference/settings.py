@@ -18,6 +18,9 @@ from typing import Mapping
 CLI_NAMES = {"vocoder": "--vocoder", "fast": "--fast", "target_match": "--target-match", "precision": "--precision",
              "fit_steps": "--fit-voice", "pitch_shift": "--pitch-shift", "pitch_register": "--pitch-register",
              "harmonics": "--harmonics", "enhance": "--enhance", "device": "--device"}
+#: the stream's ``recent_frontend`` (vconv.inference.stream_content): while short of time, always, never; here, where
+#: the command line can check it without importing torch
+RECENT_FRONTEND_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)

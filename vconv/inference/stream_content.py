@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from vconv.errors import VconvError
+from vconv.inference.settings import RECENT_FRONTEND_MODES as MODES
 
-MODES = ("auto", "on", "off")
 ON_ABOVE = 0.75  # a block that took this share of its duration turns the recent-part front-end on (auto)
 OFF_BELOW = 0.6  # ... and CALM_BLOCKS in a row under this share turn it off again
 CALM_BLOCKS = 50  # ~5 s of 96 ms blocks
