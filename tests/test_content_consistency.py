@@ -66,8 +66,8 @@ def test_the_loss_tells_other_words_apart_and_its_gradient_lowers_it(shipped, me
 
 def test_the_trainer_decodes_in_a_neighbours_voice_and_logs_the_distance(manifests, tmp_path_factory, tmp_path):
     frontends = prepare_frontends(tmp_path_factory.mktemp("frontends"))
-    trainer = ModelTrainer(*tiny(manifests, tmp_path / "run", content_consistency_weight=1.0, content_consistency_items=4,
-                                 frontends_dir=str(frontends)), progress=False)
-    assert trainer.content_consistency is not None
+    trainer = ModelTrainer(*tiny(manifests, tmp_path / "run", **{"critics.content_consistency.weight": 1.0,
+                                 "critics.content_consistency.items": 4}, frontends_dir=str(frontends)), progress=False)
+    assert [critic.name for critic in trainer.critics] == ["content_consistency"]
     metrics = trainer.train_step(trainer.batches[0])
     assert 0.0 < metrics["content_l1"] < 2.0

@@ -1,6 +1,6 @@
-"""The adversarial loss on the output mel (vconv.training.mel_gan): shapes, when it starts, that it trains both
-sides, that a checkpoint resumes it exactly, that a run forked from one without it starts it, and that the
-bundle never carries it."""
+"""The adversarial loss on the output mel (vconv.training.mel_gan), a registered critic: shapes, when it starts, that
+it trains both sides, that a checkpoint resumes it exactly, that a run forked from one without it starts it, that the
+bundle never carries it, and that the critics' sections are checked and older flat keys still read."""
 
 from __future__ import annotations
 
@@ -8,12 +8,17 @@ import pytest
 import torch
 
 from vconv.bundles import load_bundle
-from vconv.training.mel_gan import MelDiscriminator
+from vconv.training.mel_gan import MelDiscriminator, MelGanCritic
 from vconv.training.vc_trainer import ModelTrainer
 
 from .test_train import params, tiny
 
-GAN = dict(mel_gan_weight=0.1, mel_fm_weight=1.0, mel_gan_start_step=2)
+GAN = {"critics.mel_gan.weight": 0.1, "critics.mel_gan.fm_weight": 1.0, "critics.mel_gan.start_step": 2}
+
+
+def discriminator(trainer: ModelTrainer) -> torch.nn.Module | None:
+    """The mel_gan critic's discriminator, or None when the run has no such critic."""
+    return next((critic.discriminator for critic in trainer.critics if isinstance(critic, MelGanCritic)), None)
 
 
 def test_discriminator_scores_patches_and_returns_its_activations():
@@ -28,19 +33,19 @@ def test_discriminator_scores_patches_and_returns_its_activations():
 
 def test_the_gan_starts_at_its_step_and_updates_the_discriminator(manifests, tmp_path):
     trainer = ModelTrainer(*tiny(manifests, tmp_path / "run", **GAN), progress=False)
-    assert trainer.discriminator is not None
-    before = params(trainer.discriminator)
+    assert discriminator(trainer) is not None
+    before = params(discriminator(trainer))
     early = [trainer.train_step(trainer.batches[step]) for step in range(2)]
     assert all("mel_d_loss" not in m for m in early)
-    assert all(torch.equal(before[k], v) for k, v in params(trainer.discriminator).items())  # not trained yet
+    assert all(torch.equal(before[k], v) for k, v in params(discriminator(trainer)).items())  # not trained yet
     late = trainer.train_step(trainer.batches[2])
     assert {"mel_d_loss", "mel_g_adv", "mel_fm"} <= late.keys() and late["mel_fm"] > 0
-    assert any(not torch.equal(before[k], v) for k, v in params(trainer.discriminator).items())
+    assert any(not torch.equal(before[k], v) for k, v in params(discriminator(trainer)).items())
 
 
 def test_no_discriminator_without_a_weight(manifests, tmp_path):
     trainer = ModelTrainer(*tiny(manifests, tmp_path / "run"), progress=False)
-    assert trainer.discriminator is None and "mel_discriminator" not in trainer.state()
+    assert discriminator(trainer) is None and not trainer.critics and "mel_discriminator" not in trainer.state()
     assert "mel_d_loss" not in trainer.train_step(trainer.batches[0])
 
 
@@ -53,7 +58,7 @@ def test_resume_restores_the_discriminator_and_the_bundle_leaves_it_out(manifest
     resumed = ModelTrainer(*tiny(manifests, tmp_path / "killed", **settings), resume=True, progress=False)
     assert resumed.step == 3
     resumed.fit()
-    for whole, again in ((full.model, resumed.model), (full.discriminator, resumed.discriminator)):
+    for whole, again in ((full.model, resumed.model), (discriminator(full), discriminator(resumed))):
         a, b = params(whole), params(again)
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
@@ -88,3 +93,22 @@ def test_a_run_starts_from_a_bundle_with_its_weights_and_statistics(manifests, t
 
     with pytest.raises(VconvError, match=r"model config differs from this run's \(model\.channels: "):
         ModelTrainer(features, dataclasses.replace(model, channels=model.channels * 2), train, progress=False)
+
+
+def test_older_flat_keys_read_as_the_critics_sections_and_bad_sections_are_one_line_errors(manifests, tmp_path):
+    from vconv.config import TrainConfig
+    from vconv.errors import VconvError
+
+    features, model, train = tiny(manifests, tmp_path / "run", mel_gan_weight=0.1, mel_fm_weight=0.2,
+                                  content_consistency_weight=0)
+    assert train.critics == {"mel_gan": {"weight": 0.1, "fm_weight": 0.2, "start_step": 0, "lr": 2e-4, "channels": 16}}
+    assert train.critic("mel_gan").fm_weight == 0.2 and train.critic("content_consistency") is None
+    assert TrainConfig.from_dict(train.to_dict()) == train  # what a run's config.yaml holds reads back the same
+    base = {"train_manifest": "x", "run_dir": "y"}
+    for critics, message in (({"mel_gun": {}}, r"unknown critic\(s\) mel_gun; known: content_consistency, mel_gan"),
+                             ({"mel_gan": {"wieght": 1}}, r"train\.critics\.mel_gan: unknown key\(s\) wieght"),
+                             ({"content_consistency": {"items": 0}}, r"train\.critics\.content_consistency\.items")):
+        with pytest.raises(VconvError, match=message):
+            TrainConfig.from_dict({**base, "critics": critics})
+    with pytest.raises(VconvError, match="critics.mel_gan or the older mel_gan_"):
+        TrainConfig.from_dict({**base, "critics": {"mel_gan": {}}, "mel_gan_weight": 0.3})

@@ -37,9 +37,45 @@ def _drop_removed(data: Mapping[str, Any], removed: Mapping[str, Any], section: 
     return out
 
 
+# the flat keys of the training critics before each had its own section (vconv.config.critics): key -> (critic, key)
+FLAT_CRITIC_KEYS = {"mel_gan_weight": ("mel_gan", "weight"), "mel_fm_weight": ("mel_gan", "fm_weight"),
+                    "mel_gan_start_step": ("mel_gan", "start_step"), "mel_disc_lr": ("mel_gan", "lr"),
+                    "mel_disc_channels": ("mel_gan", "channels"),
+                    "content_consistency_weight": ("content_consistency", "weight"),
+                    "content_consistency_items": ("content_consistency", "items")}
+CRITIC_SWITCHES = {"mel_gan": ("weight", "fm_weight"), "content_consistency": ("weight",)}  # all 0: the critic is off
+
+
 def upgrade_train_config(data: Any) -> Any:
-    """A ``train`` section without the keys that left the package (at their off values)."""
-    return _drop_removed(data, REMOVED_TRAIN_KEYS, "train") if isinstance(data, Mapping) else data
+    """A ``train`` section without the keys that left the package (at their off values), its flat critic keys
+    (``mel_gan_weight: 0.1``) as critic sections (``critics: {mel_gan: {weight: 0.1}}``)."""
+    if not isinstance(data, Mapping):
+        return data
+    out = _drop_removed(data, REMOVED_TRAIN_KEYS, "train")
+    flat = {key: out.pop(key) for key in FLAT_CRITIC_KEYS if key in out}
+    if not flat:
+        return out
+    critics = dict(out.get("critics") or {})
+    given: dict[str, dict[str, Any]] = {}
+    for key, value in flat.items():
+        name, inner = FLAT_CRITIC_KEYS[key]
+        given.setdefault(name, {})[inner] = value
+    for name, section in given.items():
+        switches = [section.get(key, 0) for key in CRITIC_SWITCHES[name]]
+        if all(_is_zero(value) for value in switches):
+            continue  # the flat keys said "off": no section
+        if name in critics:
+            raise VconvError(f"train: give critics.{name} or the older {name}_* keys, not both")
+        critics[name] = {**{key: 0.0 for key in CRITIC_SWITCHES[name]}, **section}  # the flat keys' defaults were 0
+    out["critics"] = critics
+    return out
+
+
+def _is_zero(value: Any) -> bool:
+    try:
+        return float(value) == 0.0
+    except (TypeError, ValueError):
+        return False
 
 
 def upgrade_model_config(data: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from vconv.config.base import ConfigSection, from_dict
+from vconv.config.critics import critic_sections
 from vconv.config.legacy import upgrade_model_config, upgrade_train_config
 from vconv.errors import VconvError
 
@@ -151,10 +152,7 @@ class TrainConfig(LoopConfig):
 
     LIMITS = {"segment_frames": (1, 100_000), "recon_weight": (0.0, 1e6), "vq_weight": (0.0, 1e6),
               "adversary_weight": (0.0, 1e6), "adversary_ramp_steps": (0, 10**9), "speaker_sampling_power": (0.0, 10.0),
-              "mel_gan_weight": (0.0, 1e6),
-              "mel_fm_weight": (0.0, 1e6), "mel_gan_start_step": (0, 10**9), "mel_disc_lr": (0.0, 10.0),
-              "mel_disc_channels": (1, 1024), "content_consistency_weight": (0.0, 1e6),
-              "content_consistency_items": (1, 4096), "grown_lr_scale": (0.0, 1000.0), "room_probability": (0.0, 1.0),
+              "grown_lr_scale": (0.0, 1000.0), "room_probability": (0.0, 1.0),
               "room_seed": (0, 2**31 - 1)}
 
     features_dir: str | None = None  # where `vconv extract` wrote features; None = compute on the fly
@@ -168,19 +166,9 @@ class TrainConfig(LoopConfig):
     # P(speaker) ∝ utterances**power per batch item: 1 = every utterance equally likely (big speakers
     # dominate), 0 = every speaker equally likely; 0.5 lets small speakers be seen without overfitting them
     speaker_sampling_power: float = 1.0
-    # an adversarial loss on the output mel (vconv.training.mel_gan): a discriminator on real and reconstructed
-    # log-mel segments from mel_gan_start_step on, its LSGAN loss (weight mel_gan_weight; 0 = no discriminator at
-    # all) and feature matching on its activations (mel_fm_weight) added to the reconstruction loss
-    mel_gan_weight: float = 0.0
-    mel_fm_weight: float = 0.0
-    mel_gan_start_step: int = 0
-    mel_disc_lr: float = 2e-4
-    mel_disc_channels: int = 16
-    # content consistency (vconv.training.content_consistency): the first content_consistency_items items are also
-    # decoded in the next item's voice, and the L1 between the frozen Whisper encoder's states of that conversion and of
-    # the real segment joins the loss with this weight (0 = off; needs train.frontends_dir)
-    content_consistency_weight: float = 0.0
-    content_consistency_items: int = 8
+    # the training critics (vconv.training.critics), each from its own section (vconv.config.critics), e.g.
+    # {mel_gan: {weight: 0.1, fm_weight: 0.2}, content_consistency: {weight: 0.1}}; a critic not named is off
+    critics: dict[str, Any] = field(default_factory=dict)
     # the learning rate of parts a fine-tuning run grows onto a trained bundle (the pitch projections), as a multiple of
     # train.lr: they start at zero and must catch up with weights trained for thousands of steps
     grown_lr_scale: float = 1.0
@@ -202,11 +190,17 @@ class TrainConfig(LoopConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        # each critic's section checked now, before any data loads, and kept with its defaults filled in
+        self.critics = {name: section.to_dict() for name, section in critic_sections(self.critics).items()}
         # the ranges vconv.audio.rooms.Room accepts
         for name, (lowest, highest) in (("room_rt60", (0.05, 3.0)), ("room_snr_db", (-10.0, 80.0))):
             low_high = getattr(self, name)
             if len(low_high) != 2 or not lowest <= low_high[0] <= low_high[1] <= highest:
                 raise VconvError(f"train.{name} must be [low, high] within {lowest:g}..{highest:g}, got {low_high!r}")
+
+    def critic(self, name: str) -> Any:
+        """The checked section of critic ``name`` (:mod:`vconv.config.critics`), or None when it is off."""
+        return critic_sections(self.critics).get(name)
 
     def rooms(self) -> tuple[int, tuple[float, float], tuple[float, float]] | None:
         """``(seed, rt60 range, snr range)`` of the rooms training reads (:class:`~vconv.data.extract.ExtractSpec`),

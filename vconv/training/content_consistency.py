@@ -2,8 +2,8 @@
 *converted* segment still says what its source said.
 
 Reconstruction asks the decoder to rebuild a segment in its own voice; nothing in training says that a conversion to
-another voice must keep the words. With ``train.content_consistency_weight`` > 0 the trainer decodes the first
-``train.content_consistency_items`` items of each batch in the next item's voice (its embedding, and for a model with
+another voice must keep the words. With ``train.critics.content_consistency`` the trainer decodes the first
+``items`` items of each batch in the next item's voice (its embedding, and for a model with
 the pitch path the next item's register) and adds the L1 distance between Whisper tiny.en's block-``L`` states of the
 converted segment and of the real segment, each state layer-normalised (a few of Whisper's channels are hundreds of
 times larger than the rest; normalised, every channel counts). Both go through the same differentiable map from
@@ -15,6 +15,7 @@ model through the converted mel only. Whisper tiny.en then trains the model, so 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,7 +23,15 @@ import torch.nn.functional as F
 
 from vconv.audio.whisper import HOP, N_FFT, N_MELS, SAMPLE_RATE, WhisperEncoder, WhisperLogMel
 from vconv.config import FeatureConfig
+from vconv.config.critics import ContentConsistencySection
+from vconv.models.contour import decoder_contour, voiced_register
+from vconv.training.critics import Critic, register_critic
 from vconv.training.reanalysis import Reanalysis
+
+if TYPE_CHECKING:
+    from vconv.data.segments import Batch
+    from vconv.models import ReconstructionOutput
+    from vconv.training.vc_trainer import ModelTrainer
 
 _DECADES = 8.0  # Whisper's log-mel keeps 8 decades below each item's loudest bin
 
@@ -74,6 +83,40 @@ def load_content_critic(cfg: FeatureConfig, frontends_dir: str | Path | None, la
     from vconv.errors import VconvError
 
     if not frontends_dir:
-        raise VconvError("train.content_consistency_weight needs Whisper's weights: set train.frontends_dir "
+        raise VconvError("train.critics.content_consistency needs Whisper's weights: set train.frontends_dir "
                          "(made by `vconv frontend prepare`)")
     return ContentConsistency(cfg, load_whisper_encoder(frontends_dir, read_frontends_index(frontends_dir)), layer)
+
+
+@register_critic
+class ContentConsistencyCritic(Critic):
+    """``train.critics.content_consistency`` (:class:`~vconv.config.critics.ContentConsistencySection`): the first
+    ``items`` items' codes decoded in the *next* item's voice (its embedding, and its register for a model with the
+    pitch path), scored by the frozen Whisper encoder against the item's own real segment. Reuses the
+    reconstruction's codes and embeddings."""
+
+    name = "content_consistency"
+    section_class = ContentConsistencySection
+    section: ContentConsistencySection
+
+    def __init__(self, section: ContentConsistencySection, trainer: "ModelTrainer") -> None:
+        super().__init__(section, trainer)
+        content = trainer.mcfg.content_frontend
+        layer = int(content.get("layer", 4)) if content.get("kind") == "whisper" else 4
+        self.critic = load_content_critic(trainer.fcfg, trainer.tcfg.frontends_dir, layer).to(trainer.device)
+
+    def term(self, batch: "Batch", out: "ReconstructionOutput", metrics: dict[str, float]) -> torch.Tensor:
+        trainer, n = self.trainer, batch.mel.shape[0]
+        k = min(self.section.items, n)
+        other = (torch.arange(k, device=batch.mel.device) + 1) % n  # item i takes item i+1's voice
+        pitch = None
+        if batch.pitch is not None and trainer.model.reads_pitch:
+            pitch = decoder_contour(batch.pitch[:k], trainer.mcfg.pitch_register,
+                                    output=[voiced_register(p) for p in batch.pitch[other].float()])
+        with trainer.autocast():
+            converted = trainer.model.decode(out.quantizer.quantized[:k], out.speaker_embedding[other],
+                                             batch.mel.shape[-1], pitch)
+        denorm = trainer.frontend.denormalize
+        distance = self.critic(denorm(converted.float()), denorm(batch.mel[:k]))
+        metrics["content_l1"] = distance.item()
+        return self.section.weight * distance

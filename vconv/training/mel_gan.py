@@ -16,13 +16,24 @@ with one sub-discriminator, so the vocoder's loss functions apply unchanged).
 
 from __future__ import annotations
 
+import sys
+from typing import TYPE_CHECKING, Any, Mapping
+
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from vconv.config.critics import MelGanSection
+from vconv.training.critics import Critic, register_critic
 from vconv.vocoders.discriminators import DiscriminatorOutput, run_stack
+from vconv.vocoders.losses import discriminator_loss, feature_matching_loss, generator_loss
 
-__all__ = ["MelDiscriminator"]
+if TYPE_CHECKING:
+    from vconv.data.segments import Batch
+    from vconv.models import ReconstructionOutput
+    from vconv.training.vc_trainer import ModelTrainer
+
+__all__ = ["MelDiscriminator", "MelGanCritic"]
 
 
 class MelDiscriminator(nn.Module):
@@ -49,3 +60,51 @@ class MelDiscriminator(nn.Module):
             raise ValueError(f"expected a log-mel batch [B, n_mels, T], got {tuple(log_mel.shape)}")
         score, features = run_stack(self.convs, self.out, log_mel.unsqueeze(1))
         return DiscriminatorOutput([score], [features])
+
+
+@register_critic
+class MelGanCritic(Critic):
+    """``train.critics.mel_gan`` (:class:`~vconv.config.critics.MelGanSection`): from ``start_step`` on, one update of
+    the discriminator on real and reconstructed segments, then the model's LSGAN and feature-matching terms."""
+
+    name = "mel_gan"
+    section_class = MelGanSection
+    section: MelGanSection
+
+    def __init__(self, section: MelGanSection, trainer: "ModelTrainer") -> None:
+        super().__init__(section, trainer)
+        self.discriminator = MelDiscriminator(section.channels).to(trainer.device)
+        self.net = trainer.distributed(self.discriminator)
+        self.optimizer = torch.optim.AdamW(self.discriminator.parameters(), lr=section.lr, betas=(0.8, 0.9),
+                                           weight_decay=trainer.tcfg.weight_decay)  # HiFi-GAN's short momentum
+        self.scheduler = trainer.make_scheduler(self.optimizer, max(1, trainer.tcfg.steps - section.start_step))
+
+    def term(self, batch: "Batch", out: "ReconstructionOutput", metrics: dict[str, float]) -> torch.Tensor | None:
+        if self.trainer.step < self.section.start_step:
+            return None
+        real, fake, n = batch.mel, out.mel.float(), batch.mel.shape[0]
+        with self.trainer.autocast():
+            judged_real, judged_fake = self.net(torch.cat([real, fake.detach()])).split(n)
+        d_loss = discriminator_loss(judged_real.scores, judged_fake.scores, "lsgan")
+        self.trainer.update(d_loss, self.optimizer, self.scheduler, self.discriminator)
+        with self.trainer.autocast():  # the gradient reaches the model through `fake`
+            judged_real, judged_fake = self.net(torch.cat([real, fake])).split(n)
+        adversarial = generator_loss(judged_fake.scores, "lsgan")
+        matching = feature_matching_loss(judged_real.features, judged_fake.features)
+        metrics.update(mel_d_loss=d_loss.item(), mel_g_adv=adversarial.item(), mel_fm=matching.item())
+        return self.section.weight * adversarial + self.section.fm_weight * matching
+
+    def state(self) -> dict[str, Any]:
+        return {"mel_discriminator": self.discriminator.state_dict(), "opt_d": self.optimizer.state_dict(),
+                "sched_d": self.scheduler.state_dict()}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        if "mel_discriminator" not in state:  # a run forked from one trained without it
+            if self.trainer.dist.is_main:
+                print(f"note: {self.trainer.run.latest} has no mel discriminator; it starts now, at step "
+                      f"{state['step']}", file=sys.stderr)
+            return
+        self.discriminator.load_state_dict(state["mel_discriminator"], strict=True)
+        self.optimizer.load_state_dict(state["opt_d"])
+        self.scheduler.load_state_dict(state["sched_d"])
+        self.scheduler.base_lrs = [self.section.lr for _ in self.scheduler.base_lrs]  # a resume may set a new one

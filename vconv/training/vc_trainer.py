@@ -8,10 +8,9 @@ Per step: reconstruction L1 + ``vq_weight`` × VQ loss, plus (with the adversary
 classifier's cross-entropy on the content code. The classifier sits behind a gradient-reversal layer
 whose weight ramps linearly from 0 to ``adversary_weight`` over ``adversary_ramp_steps``: the classifier
 always learns at full rate, while the encoder is pushed to *remove* speaker information only gradually,
-because a strong adversary early destroys content (Chou et al. 2018). With ``mel_gan_weight`` > 0, from
-``mel_gan_start_step`` on, a discriminator on real and reconstructed log-mel segments is updated first and its
-LSGAN and feature-matching terms join the loss (:mod:`vconv.training.mel_gan`); it is training-only, like the
-optimiser, and never part of the bundle.
+because a strong adversary early destroys content (Chou et al. 2018). The critics the config names
+(``train.critics``: the output mel's discriminator, content consistency; :mod:`vconv.training.critics`) add their
+terms; they are training-only, like the optimiser, and never part of the bundle.
 
 Run folder::
 
@@ -34,20 +33,23 @@ import torch.nn.functional as F
 from vconv.audio.frontend import FeatureStats, FrontEnd, compute_stats
 from vconv.bundles import load_bundle, save_bundle
 from vconv.config import FeatureConfig, ModelConfig, TrainConfig
+from vconv.config.critics import critic_sections
 from vconv.data.extract import ExtractSpec
 from vconv.data.manifest import read_manifest, speakers_of
 from vconv.data.segments import Batch, FeatureStore, SegmentBatches
 from vconv.errors import VconvError
 from vconv.fileio import read_json_object
 from vconv.frontends import load_parts, model_parts, pitch_part
-from vconv.models import ReconstructionOutput, VoiceConversionModel, build_model
-from vconv.models.contour import decoder_contour, voiced_register
+from vconv.models import VoiceConversionModel, build_model
+from vconv.models.contour import decoder_contour
 from vconv.training.base import BaseTrainer
-from vconv.training.content_consistency import ContentConsistency, load_content_critic
-from vconv.training.mel_gan import MelDiscriminator
+from vconv.training.content_consistency import ContentConsistencyCritic
+from vconv.training.critics import Critic, build_critics
+from vconv.training.mel_gan import MelGanCritic
 from vconv.training.runs import load_training_state
 from vconv.training.vc_validation import ModelValidation
-from vconv.vocoders.losses import discriminator_loss, feature_matching_loss, generator_loss
+
+SHIPPED_CRITICS = (MelGanCritic, ContentConsistencyCritic)  # registered on import: what train.critics can name
 
 
 class ModelTrainer(ModelValidation, BaseTrainer):
@@ -88,7 +90,7 @@ class ModelTrainer(ModelValidation, BaseTrainer):
         self.net = self.distributed(self.model)
         self.optimizer = torch.optim.AdamW(self._parameter_groups(train), lr=train.lr, weight_decay=train.weight_decay)
         self.scheduler = self.make_scheduler(self.optimizer)
-        self._build_output_critics(features, train)
+        self.critics: list[Critic] = build_critics(critic_sections(train.critics), self)
         state = self.latest_state()
         if state is not None:
             self.restore(state)  # brings the run's own normalisation statistics
@@ -104,21 +106,6 @@ class ModelTrainer(ModelValidation, BaseTrainer):
         )
 
     # ----------------------------------------------------------------------------------------- setup
-
-    def _build_output_critics(self, features: FeatureConfig, train: TrainConfig) -> None:
-        """The training-only networks that judge the model's output, never part of the bundle: the output mel's
-        adversary (vconv.training.mel_gan) and the frozen Whisper encoder of content consistency."""
-        self.discriminator: MelDiscriminator | None = None
-        if train.mel_gan_weight > 0:
-            self.discriminator = MelDiscriminator(train.mel_disc_channels).to(self.device)
-            self.disc_net = self.distributed(self.discriminator)
-            self.opt_d = torch.optim.AdamW(self.discriminator.parameters(), lr=train.mel_disc_lr, betas=(0.8, 0.9),
-                                           weight_decay=train.weight_decay)  # HiFi-GAN's short momentum for a moving target
-            self.sched_d = self.make_scheduler(self.opt_d, max(1, train.steps - train.mel_gan_start_step))
-        self.content_consistency: ContentConsistency | None = None
-        if train.content_consistency_weight > 0:
-            layer = int(self.mcfg.content_frontend.get("layer", 4)) if self.mcfg.content_frontend.get("kind") == "whisper" else 4
-            self.content_consistency = load_content_critic(features, train.frontends_dir, layer).to(self.device)
 
     def _parameter_groups(self, train: TrainConfig) -> list[dict[str, Any]]:
         """The optimiser's groups: the parts grown onto a trained bundle (the pitch projections, when ``init_from`` has
@@ -194,10 +181,9 @@ class ModelTrainer(ModelValidation, BaseTrainer):
                 loss = loss + adv  # the reversal layer scales what reaches the encoder
                 metrics["adv_loss"] = adv.item()
                 metrics["adv_acc"] = (out.speaker_logits.argmax(-1) == batch.speaker).float().mean().item()
-        if self.discriminator is not None and self.step >= self.tcfg.mel_gan_start_step:
-            loss = loss + self._mel_gan_terms(batch.mel, out.mel.float(), metrics)
-        if self.content_consistency is not None:
-            loss = loss + self.tcfg.content_consistency_weight * self._content_consistency_term(batch, out, metrics)
+        for critic in self.critics:
+            term = critic.term(batch, out, metrics)
+            loss = loss if term is None else loss + term
         metrics["grad_norm"] = self.update(loss, self.optimizer, self.scheduler, self.model)
         self.step += 1
         metrics["loss"] = loss.item()
@@ -209,42 +195,6 @@ class ModelTrainer(ModelValidation, BaseTrainer):
         or None for a model without the pitch path."""
         return decoder_contour(pitch, self.mcfg.pitch_register) if pitch is not None and self.model.reads_pitch else None
 
-    def _content_consistency_term(self, batch: Batch, out: ReconstructionOutput, metrics: dict[str, float]) -> torch.Tensor:
-        """The first ``content_consistency_items`` items' codes decoded in the *next* item's voice (its embedding, and
-        its register for a model with the pitch path), scored by the frozen Whisper encoder against the item's own real
-        segment (:mod:`vconv.training.content_consistency`). Reuses the reconstruction's codes and embeddings."""
-        n = batch.mel.shape[0]
-        k = min(self.tcfg.content_consistency_items, n)
-        other = (torch.arange(k, device=batch.mel.device) + 1) % n  # item i takes item i+1's voice
-        pitch = None
-        if batch.pitch is not None and self.model.reads_pitch:
-            pitch = decoder_contour(batch.pitch[:k], self.mcfg.pitch_register,
-                                    output=[voiced_register(p) for p in batch.pitch[other].float()])
-        with self.autocast():
-            converted = self.model.decode(out.quantizer.quantized[:k], out.speaker_embedding[other], batch.mel.shape[-1],
-                                          pitch)
-        assert self.content_consistency is not None  # called only when there is one
-        denorm = self.frontend.denormalize
-        distance = self.content_consistency(denorm(converted.float()), denorm(batch.mel[:k]))
-        metrics["content_l1"] = distance.item()
-        return distance
-
-    def _mel_gan_terms(self, real: torch.Tensor, fake: torch.Tensor, metrics: dict[str, float]) -> torch.Tensor:
-        """One discriminator update on real and reconstructed segments ``[B, n_mels, T]``, then the model's weighted
-        adversarial + feature-matching terms (their gradient reaches the model through ``fake``)."""
-        t, n = self.tcfg, real.shape[0]
-        assert self.discriminator is not None  # called only when there is one
-        with self.autocast():
-            judged_real, judged_fake = self.disc_net(torch.cat([real, fake.detach()])).split(n)
-        d_loss = discriminator_loss(judged_real.scores, judged_fake.scores, "lsgan")
-        self.update(d_loss, self.opt_d, self.sched_d, self.discriminator)
-        with self.autocast():
-            judged_real, judged_fake = self.disc_net(torch.cat([real, fake])).split(n)
-        adversarial = generator_loss(judged_fake.scores, "lsgan")
-        matching = feature_matching_loss(judged_real.features, judged_fake.features)
-        metrics.update(mel_d_loss=d_loss.item(), mel_g_adv=adversarial.item(), mel_fm=matching.item())
-        return t.mel_gan_weight * adversarial + t.mel_fm_weight * matching
-
     # ----------------------------------------------------------------------------------- checkpoints
 
     def state(self) -> dict[str, Any]:
@@ -254,8 +204,7 @@ class ModelTrainer(ModelValidation, BaseTrainer):
             "scheduler": self.scheduler.state_dict(),
             "speakers": self.speakers,
             "feature_stats": self.frontend.stats().to_dict(),
-            **({} if self.discriminator is None else {"mel_discriminator": self.discriminator.state_dict(),
-                                                       "opt_d": self.opt_d.state_dict(), "sched_d": self.sched_d.state_dict()}),
+            **{key: value for critic in self.critics for key, value in critic.state().items()},
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
@@ -266,13 +215,8 @@ class ModelTrainer(ModelValidation, BaseTrainer):
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.frontend = self._frontend(FeatureStats.from_dict(state["feature_stats"]))
-        if self.discriminator is not None and "mel_discriminator" in state:
-            self.discriminator.load_state_dict(state["mel_discriminator"], strict=True)
-            self.opt_d.load_state_dict(state["opt_d"])
-            self.sched_d.load_state_dict(state["sched_d"])
-            self.sched_d.base_lrs = [self.tcfg.mel_disc_lr for _ in self.sched_d.base_lrs]  # a resume may set a new one
-        elif self.discriminator is not None and self.dist.is_main:  # a run forked from one trained without it
-            print(f"note: {self.run.latest} has no mel discriminator; it starts now, at step {state['step']}", file=sys.stderr)
+        for critic in self.critics:
+            critic.load_state(state)
 
     def export(self) -> None:
         # the run's own bundle keeps the adversary and the speakers (the card and `bundle package` read them)
