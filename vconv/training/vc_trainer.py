@@ -46,10 +46,11 @@ from vconv.training.base import BaseTrainer
 from vconv.training.content_consistency import ContentConsistencyCritic
 from vconv.training.critics import Critic, build_critics
 from vconv.training.mel_gan import MelGanCritic
+from vconv.training.pitch_critic import PitchCritic
 from vconv.training.runs import load_training_state
 from vconv.training.vc_validation import ModelValidation
 
-SHIPPED_CRITICS = (MelGanCritic, ContentConsistencyCritic)  # registered on import: what train.critics can name
+SHIPPED_CRITICS = (MelGanCritic, ContentConsistencyCritic, PitchCritic)  # registered on import: what train.critics can name
 
 
 class ModelTrainer(ModelValidation, BaseTrainer):
