@@ -13,6 +13,7 @@ gradient reversal, and the run's own bundle keeps its weights (``model.adversary
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import torch
@@ -48,6 +49,15 @@ class Critic:
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         """Restore from a checkpoint's whole state (a checkpoint made without this critic holds none of its keys)."""
+
+    def holds(self, state: Mapping[str, Any], key: str, what: str) -> bool:
+        """Whether a checkpoint's ``state`` holds this critic's ``key``; if not (a run forked from one trained without
+        ``what``), says that it starts now."""
+        if key in state:
+            return True
+        if self.trainer.dist.is_main:
+            print(f"note: {self.trainer.run.latest} has no {what}; it starts now, at step {state['step']}", file=sys.stderr)
+        return False
 
 
 CRITICS: dict[str, type[Critic]] = {}

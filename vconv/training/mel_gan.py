@@ -16,7 +16,6 @@ with one sub-discriminator, so the vocoder's loss functions apply unchanged).
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
@@ -99,10 +98,7 @@ class MelGanCritic(Critic):
                 "sched_d": self.scheduler.state_dict()}
 
     def load_state(self, state: Mapping[str, Any]) -> None:
-        if "mel_discriminator" not in state:  # a run forked from one trained without it
-            if self.trainer.dist.is_main:
-                print(f"note: {self.trainer.run.latest} has no mel discriminator; it starts now, at step "
-                      f"{state['step']}", file=sys.stderr)
+        if not self.holds(state, "mel_discriminator", "mel discriminator"):
             return
         self.discriminator.load_state_dict(state["mel_discriminator"], strict=True)
         self.optimizer.load_state_dict(state["opt_d"])

@@ -20,7 +20,6 @@ With rooms (``train.room_probability``) an item heard in its room was given, and
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
@@ -133,10 +132,7 @@ class PitchCritic(Critic):
                 "sched_pitch_reader": self.scheduler.state_dict(), "pitch_shift_rng": self.generator.get_state()}
 
     def load_state(self, state: Mapping[str, Any]) -> None:
-        if "pitch_reader" not in state:
-            if self.trainer.dist.is_main:
-                print(f"note: {self.trainer.run.latest} has no pitch critic; its reader starts learning now, at step "
-                      f"{state['step']}", file=sys.stderr)
+        if not self.holds(state, "pitch_reader", "pitch critic"):
             return
         self.reader.load_state_dict(state["pitch_reader"], strict=True)
         self.optimizer.load_state_dict(state["opt_pitch_reader"])
