@@ -95,6 +95,9 @@ def test_a_manifest_embeds_to_a_folder_per_utterance_resumably_and_gathered_by_s
     misuse = invoke("embed", str(corpus / "wav" / "spk0"), "-o", str(corpus / "x.npz"), "--workers", "2",
                     "--model", str(tiny_bundle))
     assert misuse.exit_code != 0 and "one manifest (.jsonl) and --out FOLDER" in misuse.output
+    typo = invoke("embed", str(corpus / "in.jsonl"), "-o", str(corpus / "out.txt"), "--model", str(tiny_bundle))
+    assert typo.exit_code != 0 and "unsupported embeddings output extension '.txt'" in typo.output
+    assert not (corpus / "out.txt").exists()  # a file name with a typo is not made into a folder
     (corpus / "mine").mkdir()
     (corpus / "mine" / "embeddings.npz").write_bytes(b"mine")
     with pytest.raises(Exception, match="not written by vconv embed"):
@@ -283,3 +286,12 @@ def test_the_local_engine_feeds_short_items_in_runs_that_still_keep_every_worker
     assert [i for run in runs for i in run] == items and max(map(len, runs)) == CHUNK
     assert [len(run) for run in chunks(items[:6], 2)] == [1] * 6  # a small corpus: one item per task, as before
     assert len(chunks(items[:40], 2)) >= 8  # enough tasks that no worker waits for the other's last run
+
+
+def test_the_settings_key_names_only_what_differs_from_the_defaults():
+    """A corpus converted before a setting existed stays done after it arrives at a default that changes nothing."""
+    from vconv.inference.settings import ConversionSettings
+
+    assert ConversionSettings().key() == ConversionSettings(enhance="off", pitch_shift=0, names={"fit_steps": "--fit"}).key() == ""
+    assert ConversionSettings(fit_steps=30, enhance="auto").key() == "fit_steps=30;enhance='auto'"
+    assert ConversionSettings(pitch_shift=2).key() != ConversionSettings(pitch_shift=-2).key()

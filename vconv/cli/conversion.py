@@ -124,13 +124,14 @@ def embed(
     Bad files are listed on stderr and skipped; exit code 3 when some failed, 1 when all did."""
     from vconv.inference.batch import embed_paths, long_reference_notes
     from vconv.inference.converter import load
-    from vconv.inference.plan import EMBEDDING_EXTENSIONS, plan_embeddings
+    from vconv.inference.plan import plan_embeddings
 
     apply_threads(threads)
     if out is None and not similarity:
         raise VconvError("nothing to do: pass --out FILE and/or --similarity")
     bundle = _check_model(model)  # the model, inputs and the output are checked before the model load
-    if len(paths) == 1 and paths[0].suffix == ".jsonl" and out is not None and out.suffix.lower() not in EMBEDDING_EXTENSIONS:
+    # a corpus writes a folder: `-o name.txt` is a typo for a file, not a folder to make (an existing folder is one)
+    if len(paths) == 1 and paths[0].suffix == ".jsonl" and out is not None and (out.suffix == "" or out.is_dir()):
         if similarity:
             raise VconvError("--similarity: not with a corpus folder (OUT/embeddings.npz holds every vector)")
         return _embed_corpus(paths[0], out, bundle, {"engine": engine, "workers": workers, "address": address},

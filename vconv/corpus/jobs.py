@@ -3,7 +3,7 @@
 An item is one source utterance of the input manifest (the format ``vconv prepare`` writes; a line may name its own
 ``target``: a reference, a list of them, or a voice file, relative to the manifest), its target voice, and its output
 ``OUT/<id>.wav``. Its *key* is the sha256 of the source's bytes, the target files' bytes and the conversion's settings
-(the bundle's digest among them): a rerun with the same key finds the output done (its digest checked against the
+(the bundle's digest, and each setting not at its default: :meth:`ConversionSettings.key`): a rerun with the same key finds the output done (its digest checked against the
 record) and converts nothing; another key converts again only with ``force``.
 
 Every output is written atomically, then its record (``.records/<name>.json`` beside it) (key, the output's sha256): an item

@@ -90,7 +90,7 @@ class CorpusWorker(ItemWorker):
         self.spec, self.force = spec, spec.force
         self.converter = load(spec.bundle, spec.settings)
         # what an output depends on besides its source and target files: the bundle's weights and the settings
-        self.settings_key = f"{self.converter.info.digest}|{spec.settings!r}|{spec.policy.describe()}"
+        self.settings_key = f"{self.converter.info.digest}|{spec.settings.key()}|{spec.policy.describe()}"
         self._targets: dict[tuple[str, ...], tuple[Any, list[str]]] = {}  # voice key -> (TargetVoice, its files)
 
     def describe(self, item: CorpusItem, result: ItemResult) -> None:

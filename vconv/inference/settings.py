@@ -11,7 +11,7 @@ What needs the model itself (a pitch shift on a model without the pitch path) is
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Mapping
 
 #: how the command line names each setting
@@ -74,3 +74,11 @@ class ConversionSettings:
         set_("fast", bool(self.fast))
         set_("harmonics", None if self.harmonics is None else bool(self.harmonics))
         set_("enhance", check_enhance(self.enhance, name("enhance")))
+
+    def key(self) -> str:
+        """What an output depends on among the settings: each one not at its default, ``name=value`` joined by ``;``
+        (the corpus engine keys finished outputs by it). A field a later vconv adds at a default that keeps the
+        earlier behaviour leaves every key as it was, so a corpus converted before it still counts as done."""
+        changed = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
+                   if f.compare and getattr(self, f.name) != f.default]
+        return ";".join(changed)
