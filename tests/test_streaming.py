@@ -288,3 +288,27 @@ def test_stream_cli_checks_the_recent_front_end_mode_before_loading_and_says_how
                 "--recent-frontend", "on")
     assert on.exit_code == 0, on.output
     assert (tmp_path / "on.wav").is_file() and "missed their deadline" in on.output
+
+
+def test_standard_input_from_a_pipe_has_deadlines_and_from_a_file_does_not(tmp_path, monkeypatch):
+    """`--recent-frontend auto` stays available to a recorder piped in; `< file.wav` is read as fast as it goes."""
+    import io
+    import os
+
+    from vconv.cli.stream import STDIO, _live_stdin, _recent_mode
+
+    reading, writing = os.pipe()
+    try:
+        with os.fdopen(reading, "rb", closefd=False) as pipe:
+            monkeypatch.setattr("sys.stdin", pipe)
+            assert _live_stdin(STDIO) and not _live_stdin(tmp_path / "a.wav")
+    finally:
+        os.close(reading)
+        os.close(writing)
+    (tmp_path / "a.wav").write_bytes(b"RIFF")
+    with open(tmp_path / "a.wav", "rb") as regular:
+        monkeypatch.setattr("sys.stdin", regular)
+        assert not _live_stdin(STDIO)
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # no descriptor at all (a captured stdin)
+    assert not _live_stdin(STDIO)
+    assert _recent_mode("auto", live=True) == "auto" and _recent_mode("auto", live=False) == "off"

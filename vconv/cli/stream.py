@@ -8,6 +8,8 @@ stream ends (at the end of the input, or on Ctrl-C, which flushes what came in).
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any, List, Optional
@@ -73,7 +75,7 @@ def stream(
         echo_out(devices())
         return
     apply_threads(threads or STREAM_THREADS)
-    recent_frontend = _recent_mode(recent_frontend, live=realtime or input_device is not None)
+    recent_frontend = _recent_mode(recent_frontend, live=realtime or input_device is not None or _live_stdin(input_path))
     settings = conversion_settings(target_match=target_match, precision=precision, fit_steps=fit_voice,
                                    pitch_shift=pitch_shift, pitch_register=pitch_register)
     _check_target(target)
@@ -98,6 +100,17 @@ def stream(
                    "--recent-frontend off never does)", err=True)
     if getattr(reader, "dropped_seconds", 0.0) > 0:  # a microphone whose stream fell behind (vconv.audio.live)
         typer.echo(f"dropped {reader.dropped_seconds:.1f} s of microphone audio while the conversion was behind", err=True)
+
+
+def _live_stdin(input_path: Path) -> bool:
+    """Whether the input is standard input fed as it is made (a pipe or a socket from a recorder): its blocks have
+    deadlines. ``< file.wav`` (a regular file) is read as fast as it goes, as a named file is."""
+    if input_path != STDIO:
+        return False
+    try:
+        return not stat.S_ISREG(os.fstat(sys.stdin.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError):  # no real descriptor (a test's captured stdin): as a file
+        return False
 
 
 def _recent_mode(mode: str, live: bool) -> str:
