@@ -16,7 +16,8 @@ Usage: python benchmarks/bench_stream.py [--model M] [--threads 1] [--minutes 10
    ``vconv evaluate --sources-per-pair 5``; one source per pair leaves 12 transcripts on the voices recipe, too few
    to tell a stream setting from the judge's noise) converted
    offline and streamed, judged by Resemblyzer (SIM→target against another utterance of the target,
-   SIM→source) and Whisper base (CER against the transcript); and the joins: the largest frame-to-frame
+   SIM→source), Whisper base (CER against the transcript), WORLD dio (F0 correlation with the source) and DNSMOS
+   (overall); and the joins: the largest frame-to-frame
    level step of each streamed output against the offline one's (the measure ``tests/test_convert.py``
    uses for chunk joins), worst over the pairs; and the correlation of each output's log-F0 with its source's
    (WORLD dio, as ``vconv evaluate``'s F0 column).
@@ -89,6 +90,7 @@ def quality(vc, manifest: Path, sources_per_pair: int, settings: dict, work: Pat
     from vconv.evaluation import metrics as M
     from vconv.evaluation.asr_judge import AsrJudge
     from vconv.evaluation.pairs import make_pairs
+    from vconv.evaluation.quality_judge import QualityJudge
     from vconv.evaluation.speaker_judge import SpeakerJudge
 
     utterances = read_manifest(manifest)
@@ -104,7 +106,7 @@ def quality(vc, manifest: Path, sources_per_pair: int, settings: dict, work: Pat
 
     runs = {name: make_pairs(utterances, fn, work / name, max_sources_per_speaker_pair=sources_per_pair, seed=0,
                              progress=False) for name, fn in (("offline", offline), ("streamed", streamed))}
-    speaker, asr = SpeakerJudge(), AsrJudge()
+    speaker, asr, quality_judge = SpeakerJudge(), AsrJudge(), QualityJudge()
     result: dict = {"pairs": len(runs["offline"])}
     for name, pairs in runs.items():
         sim_t = [speaker.similarity(p.converted, p.target_other) for p in pairs]
@@ -113,7 +115,8 @@ def quality(vc, manifest: Path, sources_per_pair: int, settings: dict, work: Pat
         f0_corr = [c for c in (_f0_correlation(p.source, p.converted) for p in pairs) if np.isfinite(c)]
         result[name] = {"sim_target": statistics.mean(sim_t), "sim_source": statistics.mean(sim_s),
                         "cer": statistics.mean(cers), "success": M.success_rate(sim_t, sim_s) if len(sim_s) == len(sim_t) else None,
-                        "f0_corr_with_source": statistics.mean(f0_corr) if f0_corr else None}
+                        "f0_corr_with_source": statistics.mean(f0_corr) if f0_corr else None,
+                        "dnsmos": statistics.mean(quality_judge.score(p.converted).ovrl for p in pairs)}
     ratios = []
     for o, s in zip(runs["offline"], runs["streamed"]):
         (stream_step, frame), (offline_step, _) = _largest_step(vc, s.converted), _largest_step(vc, o.converted)
@@ -194,9 +197,11 @@ def main() -> None:
             r = q[name]
             print(f"3. {name:8s} ({q['pairs']} pairs): SIM→target {r['sim_target']:.3f}, SIM→source {r['sim_source']:.3f}, "
                   f"CER {r['cer']:.3f}, success {r['success']:.0%}, F0 corr. with the source "
-                  f"{r['f0_corr_with_source'] if r['f0_corr_with_source'] is None else round(r['f0_corr_with_source'], 3)}")
+                  f"{r['f0_corr_with_source'] if r['f0_corr_with_source'] is None else round(r['f0_corr_with_source'], 3)}, "
+                  f"DNSMOS {r['dnsmos']:.2f}")
         print(f"   streamed - offline: SIM→target {q['streamed']['sim_target'] - q['offline']['sim_target']:+.3f}, "
-              f"CER {q['streamed']['cer'] - q['offline']['cer']:+.3f}; largest level step, streamed / offline, worst pair: "
+              f"CER {q['streamed']['cer'] - q['offline']['cer']:+.3f}, "
+              f"DNSMOS {q['streamed']['dnsmos'] - q['offline']['dnsmos']:+.2f}; largest level step, streamed / offline, worst pair: "
               f"{q['join_step_ratio']:.2f} ({q['join_step_worst']['pair']}, frame {q['join_step_worst']['frame']}); "
               f"median pair {q['join_step_ratio_median']:.2f}, pairs over 1.25: {q['join_step_share_over_1_25']:.0%}")
     if args.json:
