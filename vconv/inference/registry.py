@@ -25,7 +25,7 @@ from vconv.errors import VconvError
 DEFAULT_BUNDLE = "vconv-voices-small"
 # the genuine shipped bundles: name -> sha256 of their config.json (update with the bundle, in one commit)
 SHIPPED_CONFIG_SHA256 = {
-    "vconv-voices-small": "57511f52bf560ee85867472367f5a3d11494daace80b099e63d2474ee255c85b",
+    "vconv-voices-small": "00df6fa17a7c7055f0d6d7f1244c35ce2182d6806bc043013b43c4ceee618dda",
 }
 
 
