@@ -295,3 +295,23 @@ def test_the_settings_key_names_only_what_differs_from_the_defaults():
     assert ConversionSettings().key() == ConversionSettings(enhance="off", pitch_shift=0, names={"fit_steps": "--fit"}).key() == ""
     assert ConversionSettings(fit_steps=30, enhance="auto").key() == "fit_steps=30;enhance='auto'"
     assert ConversionSettings(pitch_shift=2).key() != ConversionSettings(pitch_shift=-2).key()
+
+
+def test_outputs_keyed_by_an_older_vconv_count_as_done_and_their_records_are_updated(tiny_bundle, corpus, monkeypatch):
+    """The releases before ConversionSettings.key() keyed an output by the settings' repr: a rerun finds them done."""
+    out = corpus / "out"
+    with monkeypatch.context() as older:
+        older.setattr(ConversionSettings, "key", ConversionSettings.__repr__)
+        first = convert_corpus(corpus / "in.jsonl", out, bundle=tiny_bundle, settings=SETTINGS,
+                               target=[str(corpus / "voice0.wav")], progress=False)
+    assert first.count("converted") == 6
+    records = [path for path in out.rglob("*.json") if path.parent.name == ".records"]
+    keys = {path: json.loads(path.read_text())["key"] for path in records}
+    assert len(keys) == 6
+    again = convert_corpus(corpus / "in.jsonl", out, bundle=tiny_bundle, settings=SETTINGS,
+                           target=[str(corpus / "voice0.wav")], progress=False)
+    assert again.count("done") == 6 and again.count("converted") == 0
+    updated = {path: json.loads(path.read_text())["key"] for path in records}
+    assert all(updated[path] != keys[path] for path in records)
+    assert convert_corpus(corpus / "in.jsonl", out, bundle=tiny_bundle, settings=SETTINGS,
+                          target=[str(corpus / "voice0.wav")], progress=False).count("done") == 6

@@ -110,5 +110,11 @@ def test_older_flat_keys_read_as_the_critics_sections_and_bad_sections_are_one_l
                              ({"content_consistency": {"items": 0}}, r"train\.critics\.content_consistency\.items")):
         with pytest.raises(VconvError, match=message):
             TrainConfig.from_dict({**base, "critics": critics})
-    with pytest.raises(VconvError, match="critics.mel_gan or the older mel_gan_"):
-        TrainConfig.from_dict({**base, "critics": {"mel_gan": {}}, "mel_gan_weight": 0.3})
+    with pytest.raises(VconvError, match=r"train\.critics\.mel_gan: expected a mapping"):
+        TrainConfig.from_dict({**base, "critics": {"mel_gan": 3}})
+    # what the flat keys meant, beside a section too: a flat weight at 0 is the critic off, a flat key adjusts a section
+    off = ({"mel_gan_weight": 0, "mel_fm_weight": 0.2}, {"mel_fm_weight": 0.5}, {"critics": {"mel_gan": False}},
+           {"critics": {"mel_gan": {"weight": 0.1}}, "mel_gan_weight": 0}, {"critics": {"content_consistency": {"weight": 0}}})
+    assert all(TrainConfig.from_dict({**base, **data}).critics == {} for data in off)
+    adjusted = TrainConfig.from_dict({**base, "critics": {"mel_gan": {"weight": 0.1}}, "mel_fm_weight": 0.5})
+    assert adjusted.critic("mel_gan").fm_weight == 0.5 and adjusted.critic("mel_gan").weight == 0.1

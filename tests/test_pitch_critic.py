@@ -62,6 +62,20 @@ def test_the_term_joins_at_its_step_with_the_shifted_items_and_reaches_only_the_
     assert all(p.requires_grad for p in critic.reader.parameters())
 
 
+def test_the_terms_gradient_reaches_the_decoder_and_not_the_reader(manifests, tmp_path):
+    trainer = pitch_trainer(manifests, tmp_path / "run", **{"critics.pitch.start_step": 0})
+    critic = critic_of(trainer)
+    batch = trainer.batches[0]
+    out = trainer.model(batch.source, batch.ref, pitch=trainer._contour(batch.pitch))
+    trainer.model.zero_grad(set_to_none=True)
+    term = critic.term(batch, out, {})  # the reader takes its own step on the real mels first
+    assert term is not None and term.requires_grad
+    critic.reader.zero_grad(set_to_none=True)
+    term.backward()
+    assert all(p.grad is None for p in critic.reader.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainer.model.decoder.parameters())
+
+
 def test_resume_restores_the_reader_and_the_shifts(manifests, tmp_path):
     settings = {"steps": 6, "save_every": 3, "log_every": 1, "valid_every": 1000}
     full = pitch_trainer(manifests, tmp_path / "full", **settings)

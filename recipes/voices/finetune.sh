@@ -14,9 +14,11 @@
 # Environment: EXP, ROWS, STEPS (default 2000), FROM, TRAIN, FRONTENDS (default EXP/frontends), THREADS (default 2),
 # PYTHON / VCONV (default: the repository's .venv when it exists, else python3).
 #
-# The shipped bundle is the default row (pitch:whisper_mel_pitch) run with FROM = v6, the bundle shipped before the pitch
-# path (git archive 1e790ae^ pretrained/vconv-voices-small | tar -x -C v6), not with the default FROM, which is
-# already that result; tests/test_recipe_voices.py checks that the row's config is the shipped bundle's.
+# The shipped bundle is the last of three rows, each from the bundle the row before made (recipes/voices/README.md,
+# steps 3-5): the default row (pitch:whisper_mel_pitch) from v6, the bundle shipped before the pitch path (git archive
+# 1e790ae^ pretrained/vconv-voices-small | tar -x -C v6); the same with train.critics.content_consistency.weight=0.1;
+# then whisper_mel_pitch_rooms with it. The default FROM is already that result; tests/test_recipe_voices.py checks that
+# the default row's config is the shipped bundle's.
 set -euo pipefail
 
 RECIPE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -110,7 +110,7 @@ def _convert_corpus(manifest: Path, target: List[Path], out: Path, bundle: Path,
 @friendly_errors
 def embed(
     paths: List[Path] = typer.Argument(..., readable=False, help="Audio files, folders and/or manifests (.jsonl, as `vconv prepare` writes); each folder is one speaker, each file its own, a manifest's lines by their speaker. One manifest with --out FOLDER embeds it as a corpus: OUT/<id>.npy, OUT/manifest.jsonl, OUT/embeddings.npz; resumable."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", readable=False, help="Write embeddings: .json (all, by name), .npy (speaker matrix) or .npz; or a folder for a corpus (one manifest)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", readable=False, help="Write embeddings: .json (all, by name), .npy (speaker matrix) or .npz; or a folder for a corpus (one manifest; a name without an extension, or an existing folder)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle name or folder; default: the shipped model."),
     similarity: bool = typer.Option(False, "--similarity", help="Print the cosine similarity matrix."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out file."),

@@ -10,7 +10,7 @@ train config is read, so a typo in a critic's key fails before any data loads::
         content_consistency: {weight: 0.1, items: 8}    # vconv.training.content_consistency
         pitch: {weight: 0.1, shift_semitones: 4}        # vconv.training.pitch_critic
 
-A critic not named is off. Configs written before the critics had sections (``train.mel_gan_weight`` and the like) are
+A critic not named, named as ``null`` or ``false``, or with its weights at 0 is off. Configs written before the critics had sections (``train.mel_gan_weight`` and the like) are
 translated by :mod:`vconv.config.legacy`.
 """
 
@@ -30,6 +30,7 @@ class MelGanSection(ConfigSection):
     (``fm_weight``); its own AdamW at ``lr`` and ``channels`` wide."""
 
     SECTION = "train.critics.mel_gan"
+    SWITCHES = ("weight", "fm_weight")  # all 0: the critic is off
     LIMITS = {"weight": (0.0, 1e6), "fm_weight": (0.0, 1e6), "start_step": (0, 10**9), "lr": (0.0, 10.0),
               "channels": (1, 1024)}
 
@@ -91,4 +92,13 @@ def critic_sections(data: Mapping[str, Any]) -> dict[str, ConfigSection]:
     unknown = sorted(set(map(str, data)) - set(CRITIC_SECTIONS))
     if unknown:
         raise VconvError(f"train.critics: unknown critic(s) {', '.join(unknown)}; known: {', '.join(sorted(CRITIC_SECTIONS))}")
-    return {name: from_dict(CRITIC_SECTIONS[name], section or {}) for name, section in data.items()}
+    sections = {}
+    for name, section in data.items():
+        if section is None or section is False:  # `train.critics.mel_gan=null`: off (a base config's critic too)
+            continue
+        if not isinstance(section, Mapping):
+            raise VconvError(f"train.critics.{name}: expected a mapping of key: value, or null/false for off; got {section!r}")
+        checked = from_dict(CRITIC_SECTIONS[name], section)
+        if any(getattr(checked, key) for key in getattr(checked, "SWITCHES", ("weight",))):
+            sections[name] = checked  # all its weights 0: off, as the flat "weight: 0" was
+    return sections

@@ -43,12 +43,14 @@ FLAT_CRITIC_KEYS = {"mel_gan_weight": ("mel_gan", "weight"), "mel_fm_weight": ("
                     "mel_disc_channels": ("mel_gan", "channels"),
                     "content_consistency_weight": ("content_consistency", "weight"),
                     "content_consistency_items": ("content_consistency", "items")}
-CRITIC_SWITCHES = {"mel_gan": ("weight", "fm_weight"), "content_consistency": ("weight",)}  # all 0: the critic is off
 
 
 def upgrade_train_config(data: Any) -> Any:
     """A ``train`` section without the keys that left the package (at their off values), its flat critic keys
-    (``mel_gan_weight: 0.1``) as critic sections (``critics: {mel_gan: {weight: 0.1}}``)."""
+    (``mel_gan_weight: 0.1``) as critic sections (``critics: {mel_gan: {weight: 0.1}}``), meaning what they meant: a
+    critic's flat weight (``mel_gan_weight``, ``content_consistency_weight``) at 0 is that critic off, whatever its
+    other keys say; its other flat keys alone (e.g. ``mel_fm_weight``) left it off, unless a section turns it on, which
+    they then adjust. Flat keys given beside a section (an override on a newer config) win over its keys."""
     if not isinstance(data, Mapping):
         return data
     out = _drop_removed(data, REMOVED_TRAIN_KEYS, "train")
@@ -61,12 +63,13 @@ def upgrade_train_config(data: Any) -> Any:
         name, inner = FLAT_CRITIC_KEYS[key]
         given.setdefault(name, {})[inner] = value
     for name, section in given.items():
-        switches = [section.get(key, 0) for key in CRITIC_SWITCHES[name]]
-        if all(_is_zero(value) for value in switches):
-            continue  # the flat keys said "off": no section
-        if name in critics:
-            raise VconvError(f"train: give critics.{name} or the older {name}_* keys, not both")
-        critics[name] = {**{key: 0.0 for key in CRITIC_SWITCHES[name]}, **section}  # the flat keys' defaults were 0
+        weight = section.get("weight")
+        if weight is not None and _is_zero(weight):
+            critics.pop(name, None)  # "mel_gan_weight: 0" was that critic off
+        elif isinstance(critics.get(name), Mapping):
+            critics[name] = {**critics[name], **section}
+        elif weight is not None:  # on, with the flat keys' other defaults (mel_fm_weight was 0)
+            critics[name] = {**({"fm_weight": 0.0} if name == "mel_gan" else {}), **section}
     out["critics"] = critics
     return out
 

@@ -35,6 +35,10 @@ class ItemWorker(ABC):
             if is_done(item, result.key):
                 result.status = "done"
                 return result
+            if any(is_done(item, key) for key in self.earlier_keys(item)):  # the same output, keyed by an older vconv
+                write_record(item, result.key)
+                result.status = "done"
+                return result
             self._claim(item, result.key)
             Path(item.output).parent.mkdir(parents=True, exist_ok=True)
             result.seconds = self.produce(item)
@@ -48,6 +52,10 @@ class ItemWorker(ABC):
     @abstractmethod
     def describe(self, item: CorpusItem, result: ItemResult) -> None:
         """Fill in ``result.key`` (what the output depends on) and what the output manifest says of the item."""
+
+    def earlier_keys(self, item: CorpusItem) -> list[str]:
+        """Keys an earlier vconv gave this item's output for the same inputs and settings (its record is then updated)."""
+        return []
 
     @abstractmethod
     def produce(self, item: CorpusItem) -> float:
@@ -91,6 +99,8 @@ class CorpusWorker(ItemWorker):
         self.converter = load(spec.bundle, spec.settings)
         # what an output depends on besides its source and target files: the bundle's weights and the settings
         self.settings_key = f"{self.converter.info.digest}|{spec.settings.key()}|{spec.policy.describe()}"
+        # the releases before ConversionSettings.key() keyed outputs by the settings' repr
+        self._repr_key = f"{self.converter.info.digest}|{spec.settings!r}|{spec.policy.describe()}"
         self._targets: dict[tuple[str, ...], tuple[Any, list[str]]] = {}  # voice key -> (TargetVoice, its files)
 
     def describe(self, item: CorpusItem, result: ItemResult) -> None:
@@ -100,6 +110,9 @@ class CorpusWorker(ItemWorker):
         # a pseudo-voice's files are known once it is mixed; any other voice's are the files themselves (a done item
         # prepares no voice for them)
         result.voice = self._target(item, files)[1] if result.anonymised else list(files)
+
+    def earlier_keys(self, item: CorpusItem) -> list[str]:
+        return [item_key(item, self.spec.policy.files(item.speaker, item.target), self._repr_key)]
 
     def produce(self, item: CorpusItem) -> float:
         from vconv.inference.batch import convert_one

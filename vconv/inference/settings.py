@@ -11,7 +11,7 @@ What needs the model itself (a pitch shift on a model without the pitch path) is
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Mapping
 
 #: how the command line names each setting
@@ -79,6 +79,8 @@ class ConversionSettings:
         """What an output depends on among the settings: each one not at its default, ``name=value`` joined by ``;``
         (the corpus engine keys finished outputs by it). A field a later vconv adds at a default that keeps the
         earlier behaviour leaves every key as it was, so a corpus converted before it still counts as done."""
+        defaults = {f.name: f.default_factory() if f.default is MISSING and f.default_factory is not MISSING else f.default
+                    for f in fields(self)}
         changed = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
-                   if f.compare and getattr(self, f.name) != f.default]
+                   if f.compare and getattr(self, f.name) != defaults[f.name]]
         return ";".join(changed)

@@ -137,4 +137,5 @@ class PitchCritic(Critic):
         self.reader.load_state_dict(state["pitch_reader"], strict=True)
         self.optimizer.load_state_dict(state["opt_pitch_reader"])
         self.scheduler.load_state_dict(state["sched_pitch_reader"])
+        self.scheduler.base_lrs = [self.section.lr for _ in self.scheduler.base_lrs]  # a resume may set a new one
         self.generator.set_state(state["pitch_shift_rng"])

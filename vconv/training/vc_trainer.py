@@ -9,7 +9,7 @@ classifier's cross-entropy on the content code. The classifier sits behind a gra
 whose weight ramps linearly from 0 to ``adversary_weight`` over ``adversary_ramp_steps``: the classifier
 always learns at full rate, while the encoder is pushed to *remove* speaker information only gradually,
 because a strong adversary early destroys content (Chou et al. 2018). The critics the config names
-(``train.critics``: the output mel's discriminator, content consistency; :mod:`vconv.training.critics`) add their
+(``train.critics``: the output mel's discriminator, content consistency, the pitch critic; :mod:`vconv.training.critics`) add their
 terms; they are training-only, like the optimiser, and never part of the bundle.
 
 Run folder::
