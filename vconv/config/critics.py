@@ -8,7 +8,6 @@ train config is read, so a typo in a critic's key fails before any data loads::
       critics:
         mel_gan: {weight: 0.1, fm_weight: 0.2}          # vconv.training.mel_gan
         content_consistency: {weight: 0.1, items: 8}    # vconv.training.content_consistency
-        pitch: {weight: 0.1, shift_semitones: 4}        # vconv.training.pitch_critic
 
 A critic not named, named as ``null`` or ``false``, or with its weights at 0 is off. Configs written before the critics had sections (``train.mel_gan_weight`` and the like) are
 translated by :mod:`vconv.config.legacy`.
@@ -54,30 +53,8 @@ class ContentConsistencySection(ConfigSection):
     items: int = 8
 
 
-@dataclass
-class PitchSection(ConfigSection):
-    """The pitch critic (:mod:`vconv.training.pitch_critic`): a small network learns to read log-F0 and voicing from
-    real mels (its own AdamW at ``lr``, ``channels`` wide) and, from ``start_step`` on, reads them from the model's
-    output: the reconstruction must carry the source's F0 and voicing, and the first ``items`` items decoded again
-    with their register moved by up to ±``shift_semitones`` must carry the moved F0. Term: ``weight`` × (L1 of
-    log-F0 on voiced frames + ``voicing_weight`` × the voicing's cross-entropy)."""
-
-    SECTION = "train.critics.pitch"
-    LIMITS = {"weight": (0.0, 1e6), "voicing_weight": (0.0, 1e6), "items": (0, 4096), "shift_semitones": (0.0, 24.0),
-              "start_step": (0, 10**9), "lr": (0.0, 10.0), "channels": (1, 4096)}
-
-    weight: float = 0.1
-    voicing_weight: float = 0.2
-    items: int = 8
-    shift_semitones: float = 4.0
-    start_step: int = 200
-    lr: float = 1e-3
-    channels: int = 128
-
-
 CRITIC_SECTIONS: dict[str, type[ConfigSection]] = {"mel_gan": MelGanSection,
-                                                   "content_consistency": ContentConsistencySection,
-                                                   "pitch": PitchSection}
+                                                   "content_consistency": ContentConsistencySection}
 
 
 def register_critic_section(name: str, section: type[ConfigSection]) -> None:

@@ -2,9 +2,8 @@
 
 The model trainer knows no critic by name: it builds those its config names (``train.critics``, each from its own
 section, :mod:`vconv.config.critics`), asks each for its term after the reconstruction, and saves and restores their
-state with its checkpoints. Three ship: ``mel_gan`` (a discriminator on the output mel, :mod:`vconv.training.mel_gan`),
-``content_consistency`` (the frozen Whisper encoder on conversions, :mod:`vconv.training.content_consistency`) and
-``pitch`` (a learnt F0 reader on the output, :mod:`vconv.training.pitch_critic`).
+state with its checkpoints. Two ship: ``mel_gan`` (a discriminator on the output mel, :mod:`vconv.training.mel_gan`)
+and ``content_consistency`` (the frozen Whisper encoder on conversions, :mod:`vconv.training.content_consistency`).
 A critic from outside the package subclasses :class:`Critic` and calls :func:`register_critic`.
 
 The adversarial speaker classifier is not a critic: it reads the content code inside the model's forward, behind a

@@ -9,7 +9,7 @@ classifier's cross-entropy on the content code. The classifier sits behind a gra
 whose weight ramps linearly from 0 to ``adversary_weight`` over ``adversary_ramp_steps``: the classifier
 always learns at full rate, while the encoder is pushed to *remove* speaker information only gradually,
 because a strong adversary early destroys content (Chou et al. 2018). The critics the config names
-(``train.critics``: the output mel's discriminator, content consistency, the pitch critic; :mod:`vconv.training.critics`) add their
+(``train.critics``: the output mel's discriminator, content consistency; :mod:`vconv.training.critics`) add their
 terms; they are training-only, like the optimiser, and never part of the bundle.
 
 Run folder::
@@ -46,11 +46,10 @@ from vconv.training.base import BaseTrainer
 from vconv.training.content_consistency import ContentConsistencyCritic
 from vconv.training.critics import Critic, build_critics
 from vconv.training.mel_gan import MelGanCritic
-from vconv.training.pitch_critic import PitchCritic
 from vconv.training.runs import load_training_state
 from vconv.training.vc_validation import ModelValidation
 
-SHIPPED_CRITICS = (MelGanCritic, ContentConsistencyCritic, PitchCritic)  # registered on import: what train.critics can name
+SHIPPED_CRITICS = (MelGanCritic, ContentConsistencyCritic)  # registered on import: what train.critics can name
 
 
 class ModelTrainer(ModelValidation, BaseTrainer):
