@@ -198,9 +198,13 @@ class TrainConfig(LoopConfig):
             if len(low_high) != 2 or not lowest <= low_high[0] <= low_high[1] <= highest:
                 raise VconvError(f"train.{name} must be [low, high] within {lowest:g}..{highest:g}, got {low_high!r}")
 
+    def critic_sections(self) -> dict[str, Any]:
+        """Each critic that is on, by name -> its checked section (:mod:`vconv.config.critics`)."""
+        return critic_sections(self.critics)
+
     def critic(self, name: str) -> Any:
-        """The checked section of critic ``name`` (:mod:`vconv.config.critics`), or None when it is off."""
-        return critic_sections(self.critics).get(name)
+        """The checked section of critic ``name``, or None when it is off."""
+        return self.critic_sections().get(name)
 
     def rooms(self) -> tuple[int, tuple[float, float], tuple[float, float]] | None:
         """``(seed, rt60 range, snr range)`` of the rooms training reads (:class:`~vconv.data.extract.ExtractSpec`),

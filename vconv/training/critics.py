@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 import torch
 
 from vconv.config.base import ConfigSection
-from vconv.config.critics import CRITIC_SECTIONS, register_critic_section
+from vconv.config.critics import register_critic_section
 from vconv.errors import VconvError
 
 if TYPE_CHECKING:  # the trainer hands itself to its critics: a type here, not an import
@@ -65,13 +65,12 @@ CRITICS: dict[str, type[Critic]] = {}
 def register_critic(cls: type[Critic]) -> type[Critic]:
     """Class decorator: make ``train.critics.<cls.name>`` build ``cls`` (its section becomes a known config section)."""
     CRITICS[cls.name] = cls
-    if CRITIC_SECTIONS.get(cls.name) is not cls.section_class:
-        register_critic_section(cls.name, cls.section_class)
+    register_critic_section(cls.name, cls.section_class)
     return cls
 
 
 def build_critics(sections: Mapping[str, Any], trainer: "ModelTrainer") -> list[Critic]:
-    """The critics named in ``sections`` (name -> checked section, :func:`vconv.config.critics.critic_sections`)."""
+    """The critics named in ``sections`` (name -> checked section, :meth:`TrainConfig.critic_sections <vconv.config.TrainConfig.critic_sections>`)."""
     missing = sorted(set(sections) - set(CRITICS))
     if missing:
         raise VconvError(f"train.critics: no critic registered as {', '.join(missing)}")

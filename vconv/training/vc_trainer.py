@@ -33,7 +33,6 @@ import torch.nn.functional as F
 from vconv.audio.frontend import FeatureStats, FrontEnd, compute_stats
 from vconv.bundles import load_bundle, save_bundle
 from vconv.config import FeatureConfig, ModelConfig, TrainConfig
-from vconv.config.critics import critic_sections
 from vconv.data.extract import ExtractSpec
 from vconv.data.manifest import read_manifest, speakers_of
 from vconv.data.segments import Batch, FeatureStore, SegmentBatches
@@ -90,7 +89,7 @@ class ModelTrainer(ModelValidation, BaseTrainer):
         self.net = self.distributed(self.model)
         self.optimizer = torch.optim.AdamW(self._parameter_groups(train), lr=train.lr, weight_decay=train.weight_decay)
         self.scheduler = self.make_scheduler(self.optimizer)
-        self.critics: list[Critic] = build_critics(critic_sections(train.critics), self)
+        self.critics: list[Critic] = build_critics(train.critic_sections(), self)
         state = self.latest_state()
         if state is not None:
             self.restore(state)  # brings the run's own normalisation statistics
