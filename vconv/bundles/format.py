@@ -212,12 +212,14 @@ def load_bundle(bundle: str | Path, device: str | torch.device = "cpu") -> tuple
     except VconvError as exc:
         message = str(exc)
         raise VconvError(message if message.startswith(str(bundle)) else f"{bundle / CONFIG_FILE}: {message}") from None
-    content, speaker = load_parts(model_parts(info.model_config), bundle, config, what="their weights in the bundle")
+    tracker = pitch_part(info.model_config)
+    content, speaker, *pitch = load_parts((*model_parts(info.model_config), *([tracker] if tracker else [])), bundle,
+                                          config, what="their weights in the bundle")
     frontend = FrontEnd(info.feature_config, info.feature_stats, content=content, speaker=speaker,
-                        pitch=pitch_part(info.model_config))
+                        pitch=pitch[0] if pitch else None)
     return model.to(device).eval(), frontend.to(device), info
 
 
 def frontend_parts(frontend: FrontEnd) -> list[Any]:
     """The front-end parts ``frontend`` holds (what a bundle must carry the weights of)."""
-    return [part for part in (frontend.content, frontend.speaker) if part is not None]
+    return [part for part in (frontend.content, frontend.speaker, frontend.pitch) if part is not None]

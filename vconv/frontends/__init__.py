@@ -1,6 +1,6 @@
 """Front-end parts: what the content and speaker encoders read (see :mod:`vconv.frontends.base`).
 
-Registered here: ``mel`` (content and speaker), ``whisper`` (content), ``yin`` (pitch).
+Registered here: ``mel`` (content and speaker), ``whisper`` (content), ``yin`` and ``swift`` (pitch).
 """
 
 from __future__ import annotations

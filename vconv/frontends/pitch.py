@@ -9,19 +9,26 @@ frames)::
     row 2  periodicity in [0, 1] (how periodic the frame is, whatever the voicing decision)
 
 What the decoder reads of it (whitened, the register put back) is :mod:`vconv.models.contour`'s. The model config
-names the tracker as any part: ``model.pitch_frontend: {kind: yin}`` (``{kind: none}``: no pitch path, the models
-before it). ``vconv extract`` stores the output under :attr:`feature_key` (``pitch_yin``), so training reads it.
+names the tracker as any part: ``model.pitch_frontend: {kind: yin}`` or ``{kind: swift}`` (``{kind: none}``: no pitch
+path, the models before it). ``vconv extract`` stores the output under :attr:`feature_key` (``pitch_yin``,
+``pitch_swift``), so training reads it. The trackers compared: ``benchmarks/bench_pitch.py tracker``.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
 from vconv.audio.pitch import FMAX, FMIN, track_pitch
+from vconv.audio.pretrained import SWIFT_FILE
+from vconv.audio.swift_pitch import HOP as SWIFT_HOP
+from vconv.audio.swift_pitch import SAMPLE_RATE as SWIFT_RATE
+from vconv.audio.swift_pitch import SwiftPitchNet
+from vconv.errors import VconvError
 from vconv.frontends.base import FrontEndPart, register_frontend
 
 NEUTRAL_LOG_F0 = math.log(150.0)  # the contour of an utterance with no voiced frame (between the usual registers)
@@ -93,3 +100,52 @@ class YinPitch(PitchPart):
 
     def describe(self, bundle: Any) -> str:
         return f"the source's F0 by YIN ({self.fmin:g}-{self.fmax:g} Hz, no weights)"
+
+
+@register_frontend
+class SwiftPitch(PitchPart):
+    """SwiftF0 (:mod:`vconv.audio.swift_pitch`): a 0.2 MB CNN over three spectra, converted from the ``swift-f0``
+    package by ``vconv frontend prepare`` and carried in the bundle. Fewer octave slips than YIN on our held-out
+    voices; 2,815 samples (176 ms) of context each way, about 5x YIN's cost (0.1 s per 10 s on one thread)."""
+
+    kind = "swift"
+    weight_files = (SWIFT_FILE,)
+    sample_rate = SWIFT_RATE
+
+    def __init__(self, fmin: float = FMIN, fmax: float = 550.0, voicing: float = 0.5) -> None:
+        super().__init__()
+        if not 46.875 <= float(fmin) < float(fmax) <= 2093.75:
+            raise ValueError(f"need 46.875 <= fmin < fmax <= 2093.75 Hz (the tracker's classes), got {fmin} and {fmax}")
+        if not 0 < float(voicing) < 1:
+            raise ValueError(f"voicing must lie between 0 and 1, got {voicing}")
+        self.fmin, self.fmax, self.voicing = float(fmin), float(fmax), float(voicing)
+        self.net: SwiftPitchNet | None = None
+
+    def load_weights(self, folder: str | Path, config: Mapping[str, Any]) -> "SwiftPitch":
+        from vconv.audio.pretrained import load_swift_pitch
+
+        self.net = load_swift_pitch(folder, dict(config)).requires_grad_(False)
+        return self
+
+    def save_weights(self, folder: Path, dtype: torch.dtype) -> list[str]:
+        from vconv.audio.pretrained import save_swift_pitch
+
+        save_swift_pitch(self._net(), folder / SWIFT_FILE, source="swift-f0 0.3.0: model.onnx")
+        return [SWIFT_FILE]
+
+    def track(self, wav: torch.Tensor, sample_rate: int, hop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if (sample_rate, hop) != (SWIFT_RATE, SWIFT_HOP):
+            raise VconvError(f"the swift pitch tracker needs {SWIFT_RATE} Hz audio and hop {SWIFT_HOP} "
+                             f"(these features: {sample_rate} Hz, hop {hop}); use model.pitch_frontend: {{kind: yin}}")
+        f0, confidence = self._net()(wav[None], fmin=self.fmin, fmax=self.fmax)
+        voiced = confidence[0] >= self.voicing
+        return torch.where(voiced, f0[0], torch.zeros_like(f0[0])), voiced, confidence[0]
+
+    def describe(self, bundle: Any) -> str:
+        return (f"the source's F0 by SwiftF0 ({self.fmin:g}-{self.fmax:g} Hz, `{SWIFT_FILE}`, converted from the "
+                "swift-f0 package by `vconv frontend prepare`)")
+
+    def _net(self) -> SwiftPitchNet:
+        if self.net is None:
+            raise VconvError("the swift pitch tracker has no weights loaded (train.frontends_dir or a bundle that carries them)")
+        return self.net

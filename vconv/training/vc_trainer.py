@@ -124,9 +124,14 @@ class ModelTrainer(ModelValidation, BaseTrainer):
         normalisation statistics: the weights were trained on those, whatever this run's features_dir holds."""
         trained, _, info = load_bundle(bundle)  # sha256-checked
         grows = _adds_pitch_path(info.model_config, self.mcfg)
-        theirs_model = dataclasses.replace(info.model_config, pitch_frontend=self.mcfg.pitch_frontend,
-                                           pitch_register=self.mcfg.pitch_register,
-                                           pitch_harmonics=self.mcfg.pitch_harmonics) if grows else info.model_config
+        theirs_model = info.model_config
+        if grows:
+            theirs_model = dataclasses.replace(theirs_model, pitch_frontend=self.mcfg.pitch_frontend,
+                                               pitch_register=self.mcfg.pitch_register,
+                                               pitch_harmonics=self.mcfg.pitch_harmonics)
+        elif pitch_part(theirs_model) is not None and pitch_part(self.mcfg) is not None:
+            # another tracker for the same contour rows ([3, F]): the decoder fine-tunes on what it now reads
+            theirs_model = dataclasses.replace(theirs_model, pitch_frontend=self.mcfg.pitch_frontend)
         for what, theirs, ours in (("model", theirs_model, self.mcfg), ("feature", info.feature_config, self.fcfg)):
             if theirs != ours:  # "model.channels: the bundle's vs this run's"
                 diffs = "; ".join(f"{what}.{d}" for d in theirs.differences(ours))
@@ -240,13 +245,15 @@ def model_frontend_spec(features: FeatureConfig, model: ModelConfig, frontends_d
 
 
 def bundle_frontend(features: FeatureConfig, model: ModelConfig, stats: FeatureStats, spec: ExtractSpec) -> FrontEnd:
-    """The front-end a bundle carries: the mel statistics and the model's two parts, their weights loaded."""
+    """The front-end a bundle carries: the mel statistics and the model's parts (content, speaker, the pitch tracker
+    when it has the pitch path), their weights loaded."""
     from vconv.audio.pretrained import read_frontends_index
 
-    parts = model_parts(model)
+    tracker = pitch_part(model)
+    parts = (*model_parts(model), *([tracker] if tracker else []))
     index = read_frontends_index(spec.frontends_dir) if spec.frontends_dir and any(p.weight_files for p in parts) else {}
-    content, speaker = load_parts(parts, spec.frontends_dir, index)
-    return FrontEnd(features, stats, content=content, speaker=speaker, pitch=pitch_part(model))
+    content, speaker, *pitch = load_parts(parts, spec.frontends_dir, index)
+    return FrontEnd(features, stats, content=content, speaker=speaker, pitch=pitch[0] if pitch else None)
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, frontends_dir: str | Path | None = None,
