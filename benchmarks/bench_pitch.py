@@ -5,7 +5,8 @@ Usage::
     python benchmarks/bench_pitch.py tracker --manifest EXP/data/test.jsonl [--per-speaker 8]
     python benchmarks/bench_pitch.py example [--model BUNDLE] [--shift 5]
 
-``tracker``: vconv's YIN (:mod:`vconv.audio.pitch`, what the pitch front-end runs) and WORLD dio + stonemask against
+``tracker``: vconv's two pitch front-ends, YIN (:mod:`vconv.audio.pitch`) and the SwiftF0 port
+(:mod:`vconv.audio.swift_pitch`, converted from the installed swift-f0 package), and WORLD dio + stonemask against
 WORLD harvest (the reference: slow, the most careful of the weight-free trackers) on ``--per-speaker`` utterances of
 each speaker of the manifest, on vconv's frame grid (16 ms): gross pitch error (frames both call voiced whose F0
 differs by more than 20 % / 50 cents), voicing decision error, the correlation of log-F0 on jointly voiced frames,
@@ -56,6 +57,19 @@ def yin(wav: np.ndarray, rate: int = 16000) -> np.ndarray:
     return torch.where(track.voiced, track.f0, torch.zeros_like(track.f0)).numpy()
 
 
+_SWIFT: list = []  # the converted tracker, built once
+
+
+def swift(wav: np.ndarray, rate: int = 16000) -> np.ndarray:
+    from vconv.audio.pretrained import swift_pitch_from_package
+
+    if not _SWIFT:
+        _SWIFT.append(swift_pitch_from_package())
+    with torch.no_grad():
+        f0, confidence = _SWIFT[0](torch.from_numpy(wav)[None])
+    return torch.where(confidence[0] >= 0.5, f0[0], torch.zeros_like(f0[0])).numpy()
+
+
 def compare(reference: np.ndarray, estimate: np.ndarray) -> dict[str, float]:
     """Counts for GPE / VDE / correlation of ``estimate`` against ``reference`` (Hz per frame, 0 = unvoiced)."""
     n = min(reference.size, estimate.size)
@@ -81,7 +95,7 @@ def tracker_report(manifest: Path, per_speaker: int) -> None:
     print(f"{len(wavs)} utterances of {len(by_speaker)} speakers ({sum(w.size for w in wavs) / 16000:.0f} s), against WORLD harvest")
     print("| tracker | GPE 20 % | GPE 50 cents | voicing error | log-F0 correlation | s per 10 s |")
     print("|---|---|---|---|---|---|")
-    for name, track in (("vconv YIN (the pitch front-end)", yin), ("WORLD dio + stonemask", dio)):
+    for name, track in (("vconv YIN (kind: yin)", yin), ("vconv SwiftF0 (kind: swift)", swift), ("WORLD dio + stonemask", dio)):
         rows = [compare(ref, track(w)) for ref, w in zip(references, wavs)]
         both = sum(r["both"] for r in rows)
         est = np.concatenate([r["log_est"] for r in rows])

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.conftest import voiced_signal
-from tests.test_pitch import harmonic_tone
+from tests.test_pitch import harmonic_tone, voices  # noqa: F401  (voices: a fixture)
 from vconv.audio.onnx_weights import read_onnx_initializers
 from vconv.audio.pretrained import SWIFT_FILE, load_swift_pitch, packaged_swift_onnx, save_swift_pitch, swift_pitch_from_package
 from vconv.audio.swift_pitch import HOP, SAMPLE_RATE, SILENCE_PEAK
@@ -114,3 +114,44 @@ def test_other_rates_and_a_part_without_weights_are_one_line_errors(part):
         part.track(torch.zeros(SR), 22050, 256)
     with pytest.raises(VconvError, match="no weights"):
         SwiftPitch().track(torch.zeros(SR), SR, HOP)
+
+
+@pytest.fixture(scope="module")
+def frontends(tmp_path_factory):
+    from vconv.audio.pretrained import prepare_frontends
+
+    return prepare_frontends(tmp_path_factory.mktemp("frontends"))
+
+
+def test_a_yin_model_fine_tuned_onto_swift_carries_the_tracker_in_its_bundle(manifests, tmp_path, tiny_pitch_bundle,
+                                                                              frontends, voices):
+    """``train.init_from`` a bundle whose pitch path reads YIN, with ``model.pitch_frontend: {kind: swift}``: the run
+    starts from the bundle's weights, trains on the new tracker's rows, and its bundle carries the tracker's weights,
+    so a conversion with it needs nothing else."""
+    import vconv
+    from vconv.bundles import load_bundle
+    from vconv.config import load_run_config
+    from vconv.training.vc_trainer import ModelTrainer
+
+    overrides = [f"train.train_manifest={manifests / 'train.jsonl'}", f"train.run_dir={tmp_path / 'run'}",
+                 f"train.init_from={tiny_pitch_bundle}", f"train.frontends_dir={frontends}",
+                 "model.pitch_frontend.kind=swift", "model.adversary=false"]
+    features, model, train = load_run_config("debug", overrides)
+    trainer = ModelTrainer(features, model, train, progress=False)
+    before, _, _ = load_bundle(tiny_pitch_bundle)
+    weight = "decoder.pitch_in.0.weight"
+    assert torch.allclose(trainer.model.state_dict()[weight], before.state_dict()[weight].float())
+    assert trainer.pitch_part is not None and trainer.pitch_part.feature_key == "pitch_swift"
+    assert trainer.batches[0].pitch is not None
+    assert np.isfinite(trainer.train_step(trainer.batches[0])["recon"])
+    trainer.export()
+    bundle = tmp_path / "run" / "model"
+    assert (bundle / SWIFT_FILE).is_file()
+    _, frontend, _ = load_bundle(bundle)
+    assert isinstance(frontend.pitch, SwiftPitch) and frontend.pitch.net is not None
+    converter = vconv.load(bundle)
+    out = converter.convert(voices / "low.wav", voices / "high.wav")
+    assert out.size > 0 and np.isfinite(out).all()
+    (bundle / SWIFT_FILE).unlink()
+    with pytest.raises(VconvError, match=SWIFT_FILE):
+        vconv.load(bundle)
