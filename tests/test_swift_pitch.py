@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.conftest import voiced_signal
-from tests.test_pitch import harmonic_tone, voices  # noqa: F401  (voices: a fixture)
+from tests.test_pitch import harmonic_tone
 from vconv.audio.onnx_weights import read_onnx_initializers
 from vconv.audio.pretrained import SWIFT_FILE, load_swift_pitch, packaged_swift_onnx, save_swift_pitch, swift_pitch_from_package
 from vconv.audio.swift_pitch import HOP, SAMPLE_RATE, SILENCE_PEAK
@@ -114,6 +114,16 @@ def test_other_rates_and_a_part_without_weights_are_one_line_errors(part):
         part.track(torch.zeros(SR), 22050, 256)
     with pytest.raises(VconvError, match="no weights"):
         SwiftPitch().track(torch.zeros(SR), SR, HOP)
+
+
+@pytest.fixture(scope="module")
+def voices(tmp_path_factory):
+    import soundfile as sf
+
+    folder = tmp_path_factory.mktemp("voices")
+    sf.write(folder / "low.wav", voiced_signal(2.0, f0=110.0, seed=1), SR)
+    sf.write(folder / "high.wav", voiced_signal(2.0, f0=220.0, seed=2), SR)
+    return folder
 
 
 @pytest.fixture(scope="module")
