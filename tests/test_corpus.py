@@ -292,8 +292,11 @@ def test_the_settings_key_names_only_what_differs_from_the_defaults():
     """A corpus converted before a setting existed stays done after it arrives at a default that changes nothing."""
     from vconv.inference.settings import ConversionSettings
 
-    assert ConversionSettings().key() == ConversionSettings(enhance="off", pitch_shift=0, names={"fit_steps": "--fit"}).key() == ""
+    assert ConversionSettings(enhance="off").key() == ConversionSettings(enhance="off", pitch_shift=0, names={"fit_steps": "--fit"}).key() == ""
     assert ConversionSettings(fit_steps=30, enhance="auto").key() == "fit_steps=30;enhance='auto'"
+    # enhance's default became auto: outputs made under the old default (off) stay keyed as they were, so a rerun
+    # with the new default converts them again rather than taking them for its own
+    assert ConversionSettings().key() == "enhance='auto'"
     assert ConversionSettings(pitch_shift=2).key() != ConversionSettings(pitch_shift=-2).key()
 
 

@@ -54,7 +54,7 @@ def test_enhance_reaches_the_source_and_the_references(tiny_bundle, tmp_path):
 
     sf.write(tmp_path / "src.wav", voiced_signal(1.0, f0=150.0), SR)
     sf.write(tmp_path / "ref.wav", voiced_signal(1.0, f0=220.0), SR)
-    plain = load(tiny_bundle, vocoder="griffinlim")
+    plain = load(tiny_bundle, vocoder="griffinlim", enhance="off")
     cleaned = load(tiny_bundle, vocoder="griffinlim", enhance="on")
     wav = plain.prepare_audio(str(tmp_path / "src.wav"), None)
     np.testing.assert_array_equal(plain.heard(wav), wav)
@@ -69,11 +69,12 @@ def test_enhance_reaches_the_source_and_the_references(tiny_bundle, tmp_path):
 
 
 def test_auto_cleans_only_what_its_estimates_place_in_a_room(tmp_path):
-    from vconv.audio.enhance import late_reverberation_db
+    from vconv.audio.enhance import QUICK_REVERBERANT_DB, _spectrum, late_reverberation_db, quick_late_db
 
     dry, _ = _bursts()
     wet = np.convolve(dry, impulse_response(Room(rt60=0.6, snr_db=60.0), SR))[: dry.size].astype(np.float32)
     assert late_reverberation_db(dry, SR) < -15.0 < late_reverberation_db(wet, SR)
+    assert quick_late_db(_spectrum(dry)) < QUICK_REVERBERANT_DB < quick_late_db(_spectrum(wet))  # what auto decides on
     np.testing.assert_array_equal(enhance(dry, SR, only_in_a_room=True), dry)  # as recorded: left alone
     np.testing.assert_array_equal(enhance(wet, SR, only_in_a_room=True), enhance(wet, SR))
     result = invoke("convert", "x.wav", "-t", "y.wav", "-o", str(tmp_path / "o.wav"), "--enhance", "maybe")

@@ -62,8 +62,8 @@ PITCH_REGISTER_HELP = ("Whose pitch level the output speaks at: target (the targ
 
 
 ENHANCE_HELP = ("off|auto|on: take the room's late reverberation (WPE) and steady noise out of the source and the target "
-                "references before converting; auto: only of the recordings whose estimates (`vconv info`) say reverberant "
-                "or noisy. For recordings in an ordinary room (docs/ROOMS.md measures it); on clean speech it costs words.")
+                "references before converting; auto (default): only of the recordings whose estimates (`vconv info`) say "
+                "reverberant or noisy, a quick estimate on the others. docs/ROOMS.md measures it; on clean speech `on` costs words.")
 HARMONICS_HELP = ("Write the harmonics of the output F0 (the source's melody in the output register) into the converted "
                   "spectrum before the vocoder: the melody, the voicing and a --pitch-shift land, and the output is "
                   "clearer (recipes/voices/MODEL_HISTORY.md, \"Harmonic excitation in the mel domain\"). On by default "

@@ -23,6 +23,11 @@ CLI_NAMES = {"vocoder": "--vocoder", "fast": "--fast", "target_match": "--target
 RECENT_FRONTEND_MODES = ("auto", "on", "off")
 
 
+# A default that changed keys outputs by the one before it: outputs made under the old default keep counting as done
+# for it only (``enhance`` was ``off`` until the quick room estimate made ``auto`` the default).
+KEY_BASELINES = {"enhance": "off"}
+
+
 @dataclass(frozen=True)
 class ConversionSettings:
     """The conversion's settings (see the module docstring), checked and normalised on construction.
@@ -35,7 +40,7 @@ class ConversionSettings:
     (``target`` or ``source``): a pitch-path model's controls (:mod:`vconv.models.contour`); ``harmonics``: the
     harmonic excitation (:mod:`vconv.vocoders.harmonics`; None: on for a model with the pitch path); ``enhance``: the
     room's late reverberation and noise floor taken out of the source and the references first (:mod:`vconv.audio.enhance`:
-    ``off``, ``auto`` for the recordings its estimates place in a room, or ``on`` for all; it costs words on clean ones); ``device``: where
+    ``off``, ``auto`` (default) for the recordings its estimates place in a room, or ``on`` for all; ``on`` costs words on clean ones); ``device``: where
     the networks run. ``names``: how errors name each setting (:data:`CLI_NAMES` for a command; default the field
     names).
     """
@@ -48,7 +53,7 @@ class ConversionSettings:
     pitch_shift: float = 0.0
     pitch_register: str = "target"
     harmonics: bool | None = None
-    enhance: str = "off"
+    enhance: str = "auto"
     device: str = "cpu"
     names: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -81,6 +86,7 @@ class ConversionSettings:
         earlier behaviour leaves every key as it was, so a corpus converted before it still counts as done."""
         defaults = {f.name: f.default_factory() if f.default is MISSING and f.default_factory is not MISSING else f.default
                     for f in fields(self)}
+        defaults.update(KEY_BASELINES)
         changed = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
                    if f.compare and getattr(self, f.name) != defaults[f.name]]
         return ";".join(changed)
