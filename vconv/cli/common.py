@@ -61,9 +61,15 @@ PITCH_REGISTER_HELP = ("Whose pitch level the output speaks at: target (the targ
                        "melody is always the source's.")
 
 
-ENHANCE_HELP = ("off|auto|on: take the room's late reverberation (WPE) and steady noise out of the source and the target "
-                "references before converting; auto (default): only of the recordings whose estimates (`vconv info`) say "
-                "reverberant or noisy, a quick estimate on the others. docs/ROOMS.md measures it; on clean speech `on` costs words.")
+ENHANCE_HELP = ("off|auto|on: take the room's late reverberation (WPE) and steady noise out of the recordings read whole (the "
+                "source of a file conversion, the target references) before converting; auto (default): only of those a "
+                "quick estimate places in a room, as `vconv info` warns of. docs/ROOMS.md measures it; on clean speech "
+                "`on` costs words.")
+
+
+def enhance_option() -> Any:
+    """The ``--enhance off|auto|on`` option (:data:`ENHANCE_HELP`), the same on every converting command."""
+    return typer.Option("auto", "--enhance", metavar="off|auto|on", help=ENHANCE_HELP)
 HARMONICS_HELP = ("Write the harmonics of the output F0 (the source's melody in the output register) into the converted "
                   "spectrum before the vocoder: the melody, the voicing and a --pitch-shift land, and the output is "
                   "clearer (recipes/voices/MODEL_HISTORY.md, \"Harmonic excitation in the mel domain\"). On by default "

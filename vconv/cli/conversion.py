@@ -11,7 +11,6 @@ from typing import Any, List, Optional
 import typer
 
 from vconv.cli.common import (
-    ENHANCE_HELP,
     EXIT_USAGE,
     FIT_VOICE_HELP,
     HARMONICS_HELP,
@@ -19,6 +18,7 @@ from vconv.cli.common import (
     TARGET_MATCH_HELP,
     conversion_settings,
     echo_out,
+    enhance_option,
     fail,
     finish_batch,
     friendly_errors,
@@ -60,7 +60,7 @@ def convert(
     pitch_shift: float = pitch_options()[0],
     pitch_register: str = pitch_options()[1],
     harmonics: Optional[bool] = typer.Option(None, "--harmonics/--no-harmonics", help=HARMONICS_HELP, show_default=False),
-    enhance: str = typer.Option("auto", "--enhance", metavar="off|auto|on", help=ENHANCE_HELP),
+    enhance: str = enhance_option(),
     force: bool = typer.Option(False, "--force", help="Overwrite outputs of an earlier run (never a source or a reference)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar in folder mode."),
     no_cache: bool = no_cache_option(),
@@ -186,7 +186,7 @@ def evaluate(
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     fit_voice: int = typer.Option(0, "--fit-voice", metavar="STEPS", help=FIT_VOICE_HELP),
     harmonics: Optional[bool] = typer.Option(None, "--harmonics/--no-harmonics", help=HARMONICS_HELP, show_default=False),
-    enhance: str = typer.Option("auto", "--enhance", metavar="off|auto|on", help=ENHANCE_HELP),
+    enhance: str = enhance_option(),
     room: Optional[str] = typer.Option(None, "--room", metavar="RT60,SNR|mixed", help="Convert the held-out pairs as recorded in a simulated room: sources and target references reverberant (RT60 in s) and noisy (SNR in dB), e.g. 0.45,20; mixed draws each file's room from 0.2-0.8 s and 10-30 dB. Deterministic by --seed; the judges compare with the clean recordings."),
     seed: int = typer.Option(0, help="Seed of the pair sampling (and of the rooms with --room)."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the similarity histogram and the embedding projection."),

@@ -16,6 +16,7 @@ from vconv.cli.common import (
     PRECISION_HELP,
     TARGET_MATCH_HELP,
     conversion_settings,
+    enhance_option,
     friendly_errors,
     load_converter,
     no_cache_option,
@@ -53,6 +54,7 @@ def serve(
     fit_voice: int = typer.Option(0, "--fit-voice", metavar="STEPS", help=FIT_VOICE_HELP),
     pitch_shift: float = pitch_options()[0],
     pitch_register: str = pitch_options()[1],
+    enhance: str = enhance_option(),
     no_cache: bool = no_cache_option(),
     threads: Optional[int] = threads_option(),
 ) -> None:
@@ -65,7 +67,7 @@ def serve(
     from vconv.serve.limits import ServeLimits
 
     settings = conversion_settings(vocoder=vocoder, target_match=target_match, precision=precision, fit_steps=fit_voice,
-                                   pitch_shift=pitch_shift, pitch_register=pitch_register)
+                                   pitch_shift=pitch_shift, pitch_register=pitch_register, enhance=enhance)
     _require_serve_extra()
     limits = ServeLimits(max_upload_mb=max_upload_mb, max_seconds=max_seconds, workers=workers, queue_depth=queue).check()
 

@@ -22,6 +22,7 @@ from vconv.cli.common import (
     TARGET_MATCH_HELP,
     conversion_settings,
     echo_out,
+    enhance_option,
     friendly_errors,
     load_converter,
     no_cache_option,
@@ -59,6 +60,7 @@ def stream(
     fit_voice: int = typer.Option(0, "--fit-voice", metavar="STEPS", help=FIT_VOICE_HELP),
     pitch_shift: float = pitch_options()[0],
     pitch_register: str = pitch_options()[1],
+    enhance: str = enhance_option(),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
     input_device: Optional[str] = typer.Option(None, "--input-device", help="Capture from a microphone instead: its number or part of its name in --list-devices, or 'default' (needs vconv[live])."),
     output_device: Optional[str] = typer.Option(None, "--output-device", help="Play on a loudspeaker instead of writing: its number or part of its name, or 'default' (needs vconv[live])."),
@@ -77,7 +79,7 @@ def stream(
     apply_threads(threads or STREAM_THREADS)
     recent_frontend = _recent_mode(recent_frontend, live=realtime or input_device is not None or _live_stdin(input_path))
     settings = conversion_settings(target_match=target_match, precision=precision, fit_steps=fit_voice,
-                                   pitch_shift=pitch_shift, pitch_register=pitch_register)
+                                   pitch_shift=pitch_shift, pitch_register=pitch_register, enhance=enhance)
     _check_target(target)
     _check_sources(input_path, output, input_device, output_device, raw, realtime, target)
     if raw and input_path == STDIO and sample_rate is None and input_device is None:

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from vconv.cli.common import FIT_VOICE_HELP, conversion_settings, friendly_errors, load_converter, say, threads_option
+from vconv.cli.common import FIT_VOICE_HELP, conversion_settings, enhance_option, friendly_errors, load_converter, say, threads_option
 from vconv.errors import VconvError
 from vconv.inference.threads import apply_threads
 
@@ -20,6 +20,7 @@ def voice(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle name or folder; default: the shipped model. A voice file works with this model only."),
     fit_voice: int = typer.Option(30, "--fit-voice", metavar="STEPS", help=FIT_VOICE_HELP.replace("0 = off, the default", "0 = off; default 30")),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing voice file."),
+    enhance: str = enhance_option(),
     threads: Optional[int] = threads_option(),
 ) -> None:
     """Prepare a target voice once and save it: the speaker embedding (fitted to the references, 30 steps by default),
@@ -30,7 +31,7 @@ def voice(
     from vconv.inference.voice_file import VOICE_SUFFIX, save_voice
 
     apply_threads(threads)
-    settings = conversion_settings(fit_steps=fit_voice)
+    settings = conversion_settings(fit_steps=fit_voice, enhance=enhance)
     check_output_path(out, extensions=[VOICE_SUFFIX], what="voice file")
     check_distinct_outputs([(None, out)], [(r, "target reference") for r in references])
     if out.exists() and not force:

@@ -25,6 +25,7 @@ import torch
 
 from vconv.audio.pitch import FMAX, FMIN, track_pitch
 from vconv.audio.pretrained import SWIFT_FILE
+from vconv.audio.swift_pitch import CLASS_RATIO as SWIFT_CLASS_RATIO
 from vconv.audio.swift_pitch import HOP as SWIFT_HOP
 from vconv.audio.swift_pitch import SAMPLE_RATE as SWIFT_RATE
 from vconv.audio.swift_pitch import SwiftPitchNet
@@ -104,7 +105,7 @@ class YinPitch(PitchPart):
 
 @register_frontend
 class SwiftPitch(PitchPart):
-    """SwiftF0 (:mod:`vconv.audio.swift_pitch`): a 0.2 MB CNN over three spectra, converted from the ``swift-f0``
+    """SwiftF0 (:mod:`vconv.audio.swift_pitch`): a 0.12 MB CNN over three spectra, converted from the ``swift-f0``
     package by ``vconv frontend prepare`` and carried in the bundle. Fewer octave slips than YIN on our held-out
     voices; 2,815 samples (176 ms) of context each way, about 5x YIN's cost (0.1 s per 10 s on one thread)."""
 
@@ -118,14 +119,29 @@ class SwiftPitch(PitchPart):
             raise ValueError(f"need 46.875 <= fmin < fmax <= 2093.75 Hz (the tracker's classes), got {fmin} and {fmax}")
         if not 0 < float(voicing) < 1:
             raise ValueError(f"voicing must lie between 0 and 1, got {voicing}")
+        if float(fmax) < float(fmin) * SWIFT_CLASS_RATIO:
+            raise ValueError(f"fmax must be at least {SWIFT_CLASS_RATIO:.3f} x fmin (one pitch class), got {fmin} and {fmax}")
         self.fmin, self.fmax, self.voicing = float(fmin), float(fmax), float(voicing)
-        self.net: SwiftPitchNet | None = None
+        self.__dict__["_cpu_net"] = None
+
+    @property
+    def net(self) -> SwiftPitchNet | None:
+        """The tracker, kept on the CPU whatever device the front-end moves to: it is small, its class decoding is in
+        float64 (which MPS lacks), and it reads the CPU audio the front-end gives it; its rows move with the rest."""
+        return self.__dict__["_cpu_net"]
+
+    def attach(self, net: SwiftPitchNet) -> "SwiftPitch":
+        """Use ``net`` (held outside the module tree, so ``Module.to()`` leaves it on the CPU)."""
+        self.__dict__["_cpu_net"] = net
+        return self
 
     def load_weights(self, folder: str | Path, config: Mapping[str, Any]) -> "SwiftPitch":
         from vconv.audio.pretrained import load_swift_pitch
 
-        self.net = load_swift_pitch(folder, dict(config)).requires_grad_(False)
-        return self
+        if SWIFT_FILE not in dict(config).get("sha256", {}):
+            raise VconvError(f"{folder}: no SwiftF0 weights ({SWIFT_FILE}) there; a front-end folder gets them from "
+                             f"`vconv frontend prepare -o {folder} --force` (pip install swift-f0)")
+        return self.attach(load_swift_pitch(folder, dict(config)).requires_grad_(False))
 
     def save_weights(self, folder: Path, dtype: torch.dtype) -> list[str]:
         from vconv.audio.pretrained import save_swift_pitch

@@ -81,7 +81,8 @@ class ConversionSettings:
         set_("enhance", check_enhance(self.enhance, name("enhance")))
 
     def key(self) -> str:
-        """What an output depends on among the settings: each one not at its default, ``name=value`` joined by ``;``
+        """What an output depends on among the settings: each one not at its default (for a default that changed, not at
+        the old one: :data:`KEY_BASELINES`), ``name=value`` joined by ``;``
         (the corpus engine keys finished outputs by it). A field a later vconv adds at a default that keeps the
         earlier behaviour leaves every key as it was, so a corpus converted before it still counts as done."""
         defaults = {f.name: f.default_factory() if f.default is MISSING and f.default_factory is not MISSING else f.default
