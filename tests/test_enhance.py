@@ -4,6 +4,7 @@ the speech stays, the option reaches the converter for the source and the refere
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from tests.conftest import invoke, voiced_signal
@@ -79,3 +80,11 @@ def test_auto_cleans_only_what_its_estimates_place_in_a_room(tmp_path):
     np.testing.assert_array_equal(enhance(wet, SR, only_in_a_room=True), enhance(wet, SR))
     result = invoke("convert", "x.wav", "-t", "y.wav", "-o", str(tmp_path / "o.wav"), "--enhance", "maybe")
     assert result.exit_code == 1 and "--enhance 'maybe': expected one of off, auto, on" in result.output
+
+
+@pytest.mark.parametrize("command", [["stream", "-i", "x.wav", "-t", "y.wav", "-o", "o.wav"], ["voice", "y.wav", "-o", "v.voice"],
+                                     ["serve"]])
+def test_every_converting_command_takes_enhance_and_refuses_a_bad_mode(command):
+    """auto is the default everywhere a recording is read whole; a bad mode is a one-line error before any model loads."""
+    result = invoke(*command, "--enhance", "maybe")
+    assert result.exit_code == 1 and "--enhance 'maybe': expected one of off, auto, on" in result.output, result.output
