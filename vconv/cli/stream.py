@@ -68,9 +68,8 @@ def stream(
     no_cache: bool = no_cache_option(),
     threads: Optional[int] = threads_option(STREAM_THREADS_HELP),
 ) -> None:
-    """Convert a stream as it comes, block by block, with bounded latency: from a file or standard input, to a file
-    or standard output. Prints the latency at the start and the compute per block (p50/p95/p99) and deadline
-    misses at the end; Ctrl-C ends the stream and keeps what came in."""
+    """Convert a stream as it comes, block by block, with bounded latency (file or standard input to file or standard
+    output). Prints the latency, then the compute per block (p50/p95/p99) and deadline misses; Ctrl-C keeps what came in."""
     if list_devices:
         from vconv.audio.live import list_devices as devices
 
