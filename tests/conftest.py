@@ -95,6 +95,17 @@ def wav_file(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def voices(tmp_path_factory) -> Path:
+    """Two speech-like recordings at 16 kHz, ``low.wav`` (F0 about 110 Hz) and ``high.wav`` (about 220 Hz)."""
+    import soundfile as sf
+
+    folder = tmp_path_factory.mktemp("voices")
+    sf.write(folder / "low.wav", voiced_signal(2.0, f0=110.0, seed=1), 16000)
+    sf.write(folder / "high.wav", voiced_signal(2.0, f0=220.0, seed=2), 16000)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> Path:
     """A randomly initialised debug-size VC model saved as a bundle (fp16 weights)."""

@@ -180,16 +180,6 @@ def test_pitch_controls_need_a_model_with_the_pitch_path(tmp_path):
     assert check_register_mode("source") == "source"
 
 
-@pytest.fixture(scope="module")
-def voices(tmp_path_factory):
-    import soundfile as sf
-
-    folder = tmp_path_factory.mktemp("voices")
-    sf.write(folder / "low.wav", voiced_signal(2.0, f0=110.0, seed=1), SR)
-    sf.write(folder / "high.wav", voiced_signal(2.0, f0=220.0, seed=2), SR)
-    return folder
-
-
 def test_the_target_register_is_measured_saved_and_used(tiny_pitch_bundle, voices, tmp_path):
     import vconv
     from vconv.inference.voice_file import VoiceSource, save_voice

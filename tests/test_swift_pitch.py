@@ -129,16 +129,6 @@ def test_the_tracker_stays_on_the_cpu_when_the_front_end_moves(part):
 
 
 @pytest.fixture(scope="module")
-def voices(tmp_path_factory):
-    import soundfile as sf
-
-    folder = tmp_path_factory.mktemp("voices")
-    sf.write(folder / "low.wav", voiced_signal(2.0, f0=110.0, seed=1), SR)
-    sf.write(folder / "high.wav", voiced_signal(2.0, f0=220.0, seed=2), SR)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def frontends(tmp_path_factory):
     from vconv.audio.pretrained import prepare_frontends
 

@@ -32,8 +32,9 @@ from torch import nn
 SAMPLE_RATE = 16000
 HOP = 256
 BANDS = 128  # log-spaced bands of the input image
-PITCH_CLASSES = 95  # log-spaced pitch classes, 46.875 Hz .. 2093.75 Hz
-CLASS_RATIO = (2093.75 / 46.875) ** (1 / (PITCH_CLASSES - 1))  # from one class to the next (x1.041)
+PITCH_CLASSES = 95  # log-spaced pitch classes, LOWEST_HZ .. HIGHEST_HZ
+LOWEST_HZ, HIGHEST_HZ = 46.875, 2093.75
+CLASS_RATIO = (HIGHEST_HZ / LOWEST_HZ) ** (1 / (PITCH_CLASSES - 1))  # from one class to the next (x1.041)
 WINDOWS = (1024, 2048, 512)  # the image's three channels, in this order
 BAND_ENTRIES = {1024: 1032, 2048: 2036, 512: 539}  # nonzero entries of each spectrum's band matrix
 SILENCE_PEAK = 1e-3  # a hop whose samples all stay below this is silence: unvoiced whatever the network says

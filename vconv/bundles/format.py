@@ -38,7 +38,7 @@ from vconv.audio.frontend import FeatureStats, FrontEnd
 from vconv.config import FeatureConfig, ModelConfig
 from vconv.errors import VconvError
 from vconv.fileio import default_mode, load_weights, read_json_object, sha256_of, write_text_atomic
-from vconv.frontends import load_parts, model_parts, pitch_part
+from vconv.frontends import load_model_parts, model_parts
 
 if TYPE_CHECKING:
     from vconv.models import VoiceConversionModel
@@ -212,11 +212,8 @@ def load_bundle(bundle: str | Path, device: str | torch.device = "cpu") -> tuple
     except VconvError as exc:
         message = str(exc)
         raise VconvError(message if message.startswith(str(bundle)) else f"{bundle / CONFIG_FILE}: {message}") from None
-    tracker = pitch_part(info.model_config)
-    content, speaker, *pitch = load_parts((*model_parts(info.model_config), *([tracker] if tracker else [])), bundle,
-                                          config, what="their weights in the bundle")
-    frontend = FrontEnd(info.feature_config, info.feature_stats, content=content, speaker=speaker,
-                        pitch=pitch[0] if pitch else None)
+    content, speaker, pitch = load_model_parts(info.model_config, bundle, config, what="their weights in the bundle")
+    frontend = FrontEnd(info.feature_config, info.feature_stats, content=content, speaker=speaker, pitch=pitch)
     return model.to(device).eval(), frontend.to(device), info
 
 

@@ -13,8 +13,8 @@ from vconv.errors import VconvError
 from vconv.frontends import mel, pitch, whisper  # noqa: F401  (registers the parts)
 from vconv.frontends.base import _REGISTRY, ROLES, FrontEndPart, build_frontend_part, frontend_kinds, register_frontend
 
-__all__ = ["ROLES", "FrontEndPart", "build_frontend_part", "frontend_kinds", "load_parts", "model_parts", "pitch_part",
-           "register_frontend"]
+__all__ = ["ROLES", "FrontEndPart", "build_frontend_part", "frontend_kinds", "load_model_parts", "load_parts", "model_parts",
+           "pitch_part", "register_frontend"]
 
 
 def model_parts(model_config: Any) -> tuple[FrontEndPart, FrontEndPart]:
@@ -44,3 +44,12 @@ def load_parts(parts: tuple[FrontEndPart, ...], folder: str | Path | None, confi
         assert folder is not None  # refused above
         part.load_weights(folder, config)
     return parts
+
+
+def load_model_parts(model_config: Any, folder: str | Path | None, config: Mapping[str, Any],
+                     what: str = "the pretrained front-ends") -> tuple[FrontEndPart, FrontEndPart, FrontEndPart | None]:
+    """``(content, speaker, pitch tracker or None)`` a model config names, each with its frozen weights loaded from
+    ``folder`` (:func:`load_parts`)."""
+    tracker = pitch_part(model_config)
+    content, speaker, *loaded = load_parts((*model_parts(model_config), *([tracker] if tracker else [])), folder, config, what)
+    return content, speaker, (loaded[0] if loaded else None)

@@ -26,7 +26,9 @@ import torch
 from vconv.audio.pitch import FMAX, FMIN, track_pitch
 from vconv.audio.pretrained import SWIFT_FILE
 from vconv.audio.swift_pitch import CLASS_RATIO as SWIFT_CLASS_RATIO
+from vconv.audio.swift_pitch import HIGHEST_HZ as SWIFT_HIGHEST_HZ
 from vconv.audio.swift_pitch import HOP as SWIFT_HOP
+from vconv.audio.swift_pitch import LOWEST_HZ as SWIFT_LOWEST_HZ
 from vconv.audio.swift_pitch import SAMPLE_RATE as SWIFT_RATE
 from vconv.audio.swift_pitch import SwiftPitchNet
 from vconv.errors import VconvError
@@ -115,8 +117,9 @@ class SwiftPitch(PitchPart):
 
     def __init__(self, fmin: float = FMIN, fmax: float = 550.0, voicing: float = 0.5) -> None:
         super().__init__()
-        if not 46.875 <= float(fmin) < float(fmax) <= 2093.75:
-            raise ValueError(f"need 46.875 <= fmin < fmax <= 2093.75 Hz (the tracker's classes), got {fmin} and {fmax}")
+        if not SWIFT_LOWEST_HZ <= float(fmin) < float(fmax) <= SWIFT_HIGHEST_HZ:
+            raise ValueError(f"need {SWIFT_LOWEST_HZ:g} <= fmin < fmax <= {SWIFT_HIGHEST_HZ:g} Hz (the tracker's classes), "
+                             f"got {fmin} and {fmax}")
         if not 0 < float(voicing) < 1:
             raise ValueError(f"voicing must lie between 0 and 1, got {voicing}")
         if float(fmax) < float(fmin) * SWIFT_CLASS_RATIO:

@@ -38,7 +38,7 @@ from vconv.data.manifest import read_manifest, speakers_of
 from vconv.data.segments import Batch, FeatureStore, SegmentBatches
 from vconv.errors import VconvError
 from vconv.fileio import read_json_object
-from vconv.frontends import load_parts, model_parts, pitch_part
+from vconv.frontends import load_model_parts, model_parts, pitch_part
 from vconv.models import VoiceConversionModel, build_model
 from vconv.models.contour import decoder_contour
 from vconv.training.base import BaseTrainer
@@ -249,11 +249,10 @@ def bundle_frontend(features: FeatureConfig, model: ModelConfig, stats: FeatureS
     when it has the pitch path), their weights loaded."""
     from vconv.audio.pretrained import read_frontends_index
 
-    tracker = pitch_part(model)
-    parts = (*model_parts(model), *([tracker] if tracker else []))
-    index = read_frontends_index(spec.frontends_dir) if spec.frontends_dir and any(p.weight_files for p in parts) else {}
-    content, speaker, *pitch = load_parts(parts, spec.frontends_dir, index)
-    return FrontEnd(features, stats, content=content, speaker=speaker, pitch=pitch[0] if pitch else None)
+    needs_weights = any(part.weight_files for part in (*model_parts(model), pitch_part(model)) if part is not None)
+    index = read_frontends_index(spec.frontends_dir) if spec.frontends_dir and needs_weights else {}
+    content, speaker, pitch = load_model_parts(model, spec.frontends_dir, index)
+    return FrontEnd(features, stats, content=content, speaker=speaker, pitch=pitch)
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, frontends_dir: str | Path | None = None,
