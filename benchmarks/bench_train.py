@@ -53,7 +53,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=128)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = ModelConfig(channels=args.channels, speaker_channels=args.channels, n_speakers=20)
+    cfg = ModelConfig(content_encoder={"kind": "conv", "channels": args.channels}, decoder={"kind": "adain", "channels": args.channels},
+                      speaker_encoder={"kind": "conv", "channels": args.channels}, n_speakers=20)
     n_params = sum(p.numel() for p in build_model(cfg).parameters())
     print(f"model: {args.channels} channels, {n_params / 1e6:.1f}M parameters; batch {args.batch} x {args.frames} frames; {args.threads} threads")
     results = {name: steps_per_second(cfg, bf16, args.steps, args.batch, args.frames) for name, bf16 in (("fp32", False), ("bf16", True))}

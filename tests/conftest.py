@@ -106,6 +106,30 @@ def voices(tmp_path_factory) -> Path:
     return folder
 
 
+TINY = dict(  # a model small enough for CPU tests (~60k parameters), each part from its own section
+    n_mels=16, code_dim=8, speaker_dim=12, n_speakers=3,
+    content_encoder={"kind": "conv", "channels": 32, "blocks": 2, "downsample": [1, 2]},
+    quantizer={"kind": "vq", "codebook_size": 16},
+    speaker_encoder={"kind": "conv", "channels": 32, "blocks": 2},
+    decoder={"kind": "adain", "channels": 32, "blocks": 2},
+    adversary={"kind": "classifier", "hidden": 32},
+)
+
+
+def tiny_model_config(**overrides):
+    """:data:`TINY` with ``overrides``: a part's settings merged into its section (``content_encoder={"blocks": 3}``),
+    another kind replacing it (``quantizer={"kind": "none"}``)."""
+    def merge(key, value):
+        base = TINY.get(key)
+        if isinstance(base, dict) and value.get("kind", base["kind"]) == base["kind"]:
+            return {**base, **value}
+        return value
+    from vconv.config import ModelConfig
+
+    merged = {key: merge(key, value) for key, value in overrides.items()}
+    return ModelConfig(**{**TINY, **merged})
+
+
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> Path:
     """A randomly initialised debug-size VC model saved as a bundle (fp16 weights)."""

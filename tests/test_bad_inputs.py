@@ -96,7 +96,7 @@ def build_world(root: Path, tiny: Path) -> None:
     # bundles: one good, three broken in their own ways
     shutil.copytree(tiny, root / "bundle")
     _bundle_variant(tiny, root / "bad_bundles" / "missing_key", lambda c: c.pop("model_config"))
-    _bundle_variant(tiny, root / "bad_bundles" / "huge", lambda c: c["model_config"].update(channels=65536))
+    _bundle_variant(tiny, root / "bad_bundles" / "huge", lambda c: c["model_config"]["decoder"].update(channels=65536))
     _bundle_variant(tiny, root / "bad_bundles" / "bad_stats", lambda c: c["feature_stats"].update(mean=[0.0] * 3))
     (root / "bad_bundles" / "garbage").mkdir()
     (root / "bad_bundles" / "garbage" / "config.json").write_bytes(b"\xff\xfe{not json")
@@ -236,7 +236,7 @@ CLI_CASES = [
     Case("bundle-config-missing-key", lambda w: ["convert", w / "src.wav", T, w / "tgt.wav", "-o", w / "o.wav",
                                                   "-m", w / "bad_bundles" / "missing_key"], 1, ("config.json", "missing key 'model_config'")),
     Case("bundle-config-absurd-size", lambda w: ["convert", w / "src.wav", T, w / "tgt.wav", "-o", w / "o.wav",
-                                                  "-m", w / "bad_bundles" / "huge"], 1, ("config.json", "model.channels: expected 1..4096, got 65536")),
+                                                  "-m", w / "bad_bundles" / "huge"], 1, ("config.json", "model.decoder.channels: expected 1..4096, got 65536")),
     Case("bundle-config-bad-stats", lambda w: ["embed", w / "src.wav", "--similarity", "-m", w / "bad_bundles" / "bad_stats"],
          1, ("config.json", "mean has 3 values")),
     Case("bundle-config-not-json", lambda w: ["bundle", "attach-vocoder", w / "bad_bundles" / "garbage", w / "bundle"],
@@ -245,15 +245,16 @@ CLI_CASES = [
     Case("train-steps-list", _train("train.steps=[1, 2]"), 1, ("train.steps", "expected a whole number")),
     Case("train-steps-negative", _train("train.steps=-5"), 1, ("train.steps", "expected 1..")),
     Case("train-batch-size-zero", _train("train.batch_size=0"), 1, ("train.batch_size", "expected 1..4096, got 0")),
-    Case("train-channels-zero", _train("model.channels=0"), 1, ("model.channels", "expected 1..4096, got 0")),
+    Case("train-channels-zero", _train("model.decoder.channels=0"), 1, ("model.decoder.channels", "expected 1..4096, got 0")),
     Case("train-bf16-maybe", _train("train.bf16=maybe"), 1, ("train.bf16", "expected true or false, got 'maybe'")),
     Case("train-lr-nan", _train("train.lr=.nan"), 1, ("train.lr", "expected a number")),
     Case("train-sample-rate-zero", _train("features.sample_rate=0"), 1, ("features.sample_rate", "expected 1000..768000")),
-    Case("train-downsample-bool", _train("model.downsample=[1, true, 1]"), 1, ("model.downsample", "whole number")),
+    Case("train-downsample-bool", _train("model.content_encoder.downsample=[1, true, 1]"), 1, ("model.content_encoder.downsample", "whole number")),
     Case("train-config-is-a-list", lambda w: ["train", "-c", w / "conf" / "list.yaml"], 1, ("list.yaml", "mapping")),
     Case("train-section-is-a-list", lambda w: ["train", "-c", w / "conf" / "model_list.yaml"], 1, ("model", "expected a mapping")),
-    Case("train-model-too-big", _train("model.channels=4096", "model.decoder_blocks=64", "model.content_blocks=64",
-                                       f"model.downsample=[{', '.join(['1'] * 64)}]"), 1, ("model config", "M parameters is above")),
+    Case("train-model-too-big", _train("model.content_encoder.channels=4096", "model.decoder.channels=4096",
+                                       "model.decoder.blocks=64", "model.content_encoder.blocks=64",
+                                       f"model.content_encoder.downsample=[{', '.join(['1'] * 64)}]"), 1, ("model config", "M parameters is above")),
     Case("train-run-dir-is-a-file", lambda w: ["train", "-c", "debug", f"train.train_manifest={w / 'm' / 'good.jsonl'}",
                                                f"train.run_dir={w / 'a_file'}"], 1, ("a_file", "existing file, expected a folder")),
     Case("train-vocoder-dim-zero", _vtrain("vocoder.dim=0"), 1, ("vocoder.dim", "expected 1..4096")),
@@ -404,7 +405,7 @@ API_CASES = [
     ("device-cuda-absent", lambda vc, w: vconv.load(w / "bundle", device="cuda:7"), ("cuda:7", "not available; available: cpu")),
     ("device-nonsense", lambda vc, w: vconv.load(w / "bundle", device="banana"), ("banana", "available: cpu")),
     ("load-config-missing-key", lambda vc, w: vconv.load(w / "bad_bundles" / "missing_key"), ("missing key 'model_config'",)),
-    ("load-config-absurd", lambda vc, w: vconv.load(w / "bad_bundles" / "huge"), ("model.channels: expected 1..4096",)),
+    ("load-config-absurd", lambda vc, w: vconv.load(w / "bad_bundles" / "huge"), ("model.decoder.channels: expected 1..4096",)),
 ]
 
 
@@ -441,7 +442,7 @@ def test_models_lists_every_bundle_and_marks_the_broken_ones(world, monkeypatch)
     result = CliRunner().invoke(app, ["models"])
     assert result.exit_code == 0 and "Traceback" not in result.output
     rows = {line.split()[0]: line for line in result.stdout.splitlines()}
-    for name, reason in (("missing_key", "missing key 'model_config'"), ("huge", "model.channels: expected 1..4096"),
+    for name, reason in (("missing_key", "missing key 'model_config'"), ("huge", "model.decoder.channels: expected 1..4096"),
                          ("bad_stats", "mean has 3 values"), ("garbage", "config")):
         assert "unusable: " in rows[name] and reason in rows[name], rows[name]
     assert "unusable" not in rows["bundle"] and "16000 Hz" in rows["bundle"]

@@ -124,7 +124,7 @@ def test_package_writes_an_fp16_bundle_with_vocoder_and_model_card(run_dir, voco
     assert config["weights_dtype"] == "float16" and config["name"] == "tiny-ship" and config["trained_steps"] == 100
     assert config["vocoder"] == "vocos"
     # what ships is what conversion reads: no adversary weights, no training speaker list (the card names them)
-    assert "speakers" not in config and config["model_config"]["adversary"] is False
+    assert "speakers" not in config and config["model_config"]["adversary"] == {"kind": "none"}
     with safe_open(str(dest / "model.safetensors"), framework="pt") as fh:
         assert fh.keys() and not [k for k in fh.keys() if k.startswith("adversary.")]
     assert dtypes(dest / "model.safetensors") == dtypes(dest / "vocoder.safetensors") == {"torch.float16"}

@@ -131,7 +131,7 @@ def test_extract_config_takes_a_feature_config_or_a_run_configs_features_section
 
     write_manifest(tmp_path / "two.jsonl", read_manifest(prepared / "all.jsonl")[:2])  # audio paths re-based
     run_config = tmp_path / "run.yaml"  # a run config of `vconv train`, inheriting from a packaged preset
-    run_config.write_text("base: debug\nfeatures: {fmax: 7000.0}\nmodel: {channels: 32}\ntrain: {steps: 3}\n")
+    run_config.write_text("base: debug\nfeatures: {fmax: 7000.0}\nmodel: {decoder: {channels: 32}}\ntrain: {steps: 3}\n")
     plain = tmp_path / "features.yaml"
     plain.write_text("fmax: 6000.0\nn_mels: 64\n")
     debug_features = load_run_config("debug", ["train.train_manifest=x", "train.run_dir=y"])[0]

@@ -91,8 +91,9 @@ def test_a_run_starts_from_a_bundle_with_its_weights_and_statistics(manifests, t
     features, model, train = tiny(manifests, tmp_path / "other", init_from=bundle)
     import dataclasses
 
-    with pytest.raises(VconvError, match=r"model config differs from this run's \(model\.channels: "):
-        ModelTrainer(features, dataclasses.replace(model, channels=model.channels * 2), train, progress=False)
+    wider = dataclasses.replace(model, decoder={**model.decoder, "channels": model.decoder["channels"] * 2})
+    with pytest.raises(VconvError, match=r"model config differs from this run's \(model\.decoder: "):
+        ModelTrainer(features, wider, train, progress=False)
 
 
 def test_older_flat_keys_read_as_the_critics_sections_and_bad_sections_are_one_line_errors(manifests, tmp_path):

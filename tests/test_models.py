@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.conftest import tiny_model_config as tiny
 from vconv.config import ModelConfig
 from vconv.errors import VconvError
 from vconv.models import (
@@ -19,28 +20,10 @@ from vconv.models import (
 )
 from vconv.models.quantize import QuantizerOutput
 from vconv.models.speaker import stats_pool
-from vconv.models.vc import adversary_for, content_encoder_for, decoder_for, speaker_encoder_for
 
 
-def tiny(**overrides) -> ModelConfig:
-    """A model small enough for CPU tests (~60k parameters)."""
-    base = dict(
-        n_mels=16,
-        channels=32,
-        content_blocks=2,
-        downsample=[1, 2],
-        code_dim=8,
-        codebook_size=16,
-        speaker_channels=32,
-        speaker_blocks=2,
-        speaker_dim=12,
-        decoder_blocks=2,
-        kernel_size=5,
-        adversary_hidden=32,
-        n_speakers=3,
-    )
-    base.update(overrides)
-    return ModelConfig(**base)
+def content_encoder_of(**section):
+    return build_model(tiny(content_encoder=section)).content_encoder
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -50,7 +33,7 @@ def tiny(**overrides) -> ModelConfig:
 @pytest.mark.parametrize("downsample", [[1, 1], [1, 2], [2, 2], [3, 2]])
 @pytest.mark.parametrize("frames", [7, 37, 40, 41])
 def test_content_encoder_shapes(downsample, frames):
-    enc = content_encoder_for(tiny(downsample=downsample), 16)
+    enc = content_encoder_of(downsample=downsample)
     assert enc.total_stride == math.prod(downsample)
     z = enc.eval()(torch.randn(2, 16, frames))
     assert z.shape == (2, 8, math.ceil(frames / enc.total_stride))
@@ -58,7 +41,7 @@ def test_content_encoder_shapes(downsample, frames):
 
 
 def test_content_encoder_refuses_too_short_input():
-    enc = content_encoder_for(tiny(downsample=[2, 2]), 16)
+    enc = content_encoder_of(downsample=[2, 2])
     assert enc(torch.randn(1, 16, enc.min_frames)).shape[-1] == 2
     with pytest.raises(VconvError, match="too short"):
         enc(torch.randn(1, 16, enc.min_frames - 1))
@@ -66,14 +49,14 @@ def test_content_encoder_refuses_too_short_input():
 
 def test_content_encoder_rejects_stride_count_mismatch():
     with pytest.raises(VconvError, match="downsample"):
-        content_encoder_for(tiny(content_blocks=3, downsample=[1, 2]), 16)
+        content_encoder_of(blocks=3, downsample=[1, 2])
     with pytest.raises(VconvError, match="downsample"):
-        content_encoder_for(tiny(downsample=[1, 0]), 16)
+        content_encoder_of(downsample=[1, 0])
 
 
 def test_content_encoder_instance_norm_outputs_are_normalised():
     torch.manual_seed(0)
-    enc = content_encoder_for(tiny(), 16)
+    enc = content_encoder_of()
     seen: list[torch.Tensor] = []
     hooks = [b.norm.register_forward_hook(lambda m, i, o: seen.append(o)) for b in enc.blocks]
     # speaker-like offsets and scales per channel that the norms must remove
@@ -93,7 +76,7 @@ def test_content_encoder_instance_norm_outputs_are_normalised():
 
 def test_speaker_encoder_shapes_and_lengths():
     torch.manual_seed(0)
-    enc = speaker_encoder_for(tiny(), 16).eval()
+    enc = build_model(tiny()).speaker_encoder.eval()
     assert enc(torch.randn(3, 16, 25)).shape == (3, 12)
     # stats pooling with lengths ignores padded frames exactly
     h = torch.randn(2, 5, 30)
@@ -112,7 +95,7 @@ def test_speaker_encoder_shapes_and_lengths():
 
 def test_embed_many_averages_references():
     torch.manual_seed(0)
-    enc = speaker_encoder_for(tiny(), 16).eval()
+    enc = build_model(tiny()).speaker_encoder.eval()
     refs = [torch.randn(16, t) for t in (20, 33, 41)]
     single = torch.stack([enc(r[None])[0] for r in refs])
     torch.testing.assert_close(enc.embed_many(refs), single.mean(0))
@@ -127,7 +110,7 @@ def test_embed_many_averages_references():
 @pytest.mark.parametrize("stride", [1, 2, 3])
 @pytest.mark.parametrize("length", [1, 37, 40, 41])
 def test_decoder_output_length(stride, length):
-    dec = decoder_for(tiny(), stride)
+    dec = build_model(tiny(content_encoder={"downsample": [1, stride]})).decoder
     t_code = math.ceil(length / stride)
     q, e = torch.randn(2, 8, t_code), torch.randn(2, 12)
     assert dec(q, e, length).shape == (2, 16, length)
@@ -137,7 +120,7 @@ def test_decoder_output_length(stride, length):
 
 def test_decoder_output_depends_on_speaker():
     torch.manual_seed(0)
-    dec = decoder_for(tiny(), 2)
+    dec = build_model(tiny()).decoder
     for p in dec.parameters():  # AdaIN starts near identity; make the speaker's influence visible
         torch.nn.init.normal_(p, std=0.3)
     q = torch.randn(1, 8, 10)
@@ -146,7 +129,7 @@ def test_decoder_output_depends_on_speaker():
 
 def test_speaker_classifier_shapes_and_reversal():
     torch.manual_seed(0)
-    clf = adversary_for(tiny(n_speakers=5))
+    clf = build_model(tiny(n_speakers=5)).adversary
     q = torch.randn(2, 8, 13, requires_grad=True)
     logits = clf(q)
     assert logits.shape == (2, 5)
@@ -165,7 +148,7 @@ def test_build_model_adversary_switch():
     assert any(k.startswith("adversary.") for k in with_adv.state_dict())
     mel = torch.randn(2, 16, 40)
     assert with_adv.reconstruct(mel, mel).speaker_logits.shape == (2, 4)
-    for cfg in (tiny(n_speakers=0), tiny(adversary=False, n_speakers=4)):
+    for cfg in (tiny(n_speakers=0), tiny(adversary={"kind": "none"}, n_speakers=4)):
         model = build_model(cfg)
         assert model.adversary is None
         assert not any(k.startswith("adversary.") for k in model.state_dict())
@@ -178,7 +161,7 @@ def test_build_model_adversary_switch():
 @pytest.mark.parametrize("frames", [37, 40, 41])
 def test_reconstruct_shapes(frames):
     torch.manual_seed(0)
-    model = build_model(tiny(downsample=[2, 2]))
+    model = build_model(tiny(content_encoder={"downsample": [2, 2]}))
     assert model.config.code_dim == 8
     mel, ref = torch.randn(2, 16, frames), torch.randn(2, 16, 29)
     out = model(mel, ref, adversary_weight=0.1)
@@ -245,12 +228,10 @@ def test_convert_keeps_length_shape_and_model_state():
 
 def test_mismatched_strides_are_refused():
     cfg = tiny()
-    content = content_encoder_for(cfg, 16)
     model = build_model(cfg)
+    decoder = build_model(tiny(content_encoder={"downsample": [1, 3]})).decoder
     with pytest.raises(VconvError, match="up-samples"):
-        VoiceConversionModel(
-            content, model.quantizer, model.speaker_encoder, decoder_for(cfg, 3), config=cfg
-        )
+        VoiceConversionModel(model.content_encoder, model.quantizer, model.speaker_encoder, decoder, config=cfg)
 
 
 def test_state_dict_round_trip_is_strict_and_exact():
@@ -289,11 +270,10 @@ def test_a_few_adam_steps_lower_the_reconstruction_loss():
 
 
 def test_quantize_switch_off_passes_the_code_through():
-    from vconv.config import ModelConfig
     from vconv.models import build_model
     from vconv.models.quantize import PassThroughQuantizer
 
-    cfg = ModelConfig(n_mels=16, channels=16, speaker_channels=16, code_dim=8, quantize=False)
+    cfg = tiny(quantizer={"kind": "none"})
     model = build_model(cfg)
     assert isinstance(model.quantizer, PassThroughQuantizer)
     mel = torch.randn(2, 16, 24)
@@ -307,11 +287,11 @@ def test_vq_groups_must_divide_the_code_dimension():
     from vconv.errors import VconvError
     from vconv.models import build_model
 
-    with pytest.raises(VconvError, match="model.vq_groups: expected 1..4096, got 0"):  # the config's own range check
-        ModelConfig(code_dim=64, vq_groups=0)
-    with pytest.raises(VconvError, match="model.vq_groups must be >= 1 and divide model.code_dim"):
-        build_model(ModelConfig(code_dim=64, vq_groups=3))
-    model = build_model(ModelConfig(code_dim=64, vq_groups=2, channels=32, speaker_dim=16))
+    with pytest.raises(VconvError, match="model.quantizer.groups: expected 1..4096, got 0"):  # the config's own range check
+        ModelConfig(code_dim=64, quantizer={"kind": "vq", "groups": 0})
+    with pytest.raises(VconvError, match="model.quantizer.groups must divide model.code_dim"):
+        build_model(ModelConfig(code_dim=64, quantizer={"kind": "vq", "groups": 3}))
+    model = build_model(tiny(code_dim=64, quantizer={"groups": 2}))
     assert model.quantizer.dim == 32 and model.quantizer.groups == 2
 
 

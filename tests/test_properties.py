@@ -177,8 +177,10 @@ def test_manifest_with_mutated_values(key, value, ids, tmp_path):
 
 SECTIONS = {
     "features": ["sample_rate", "n_fft", "hop_length", "win_length", "n_mels", "fmin", "fmax", "log_floor"],
-    "model": ["n_mels", "channels", "content_blocks", "downsample", "code_dim", "codebook_size", "vq_groups", "speaker_dim",
-              "decoder_blocks", "kernel_size", "dropout", "adversary", "n_speakers", "content_frontend", "speaker_frontend"],
+    "model": ["n_mels", "code_dim", "speaker_dim", "n_speakers", "content_encoder", "quantizer", "speaker_encoder", "decoder",
+              "adversary", "content_frontend", "speaker_frontend",
+              # the flat keys of older configs (vconv.config.legacy)
+              "channels", "content_blocks", "downsample", "codebook_size", "vq_groups", "quantize", "kernel_size"],
     "train": ["steps", "batch_size", "lr", "bf16", "seed", "threads", "segment_frames", "valid_manifest", "keep_checkpoints"],
 }
 
@@ -195,7 +197,7 @@ def _load_config(text: str, tmp_path: Path) -> None:
     except VconvError as exc:
         assert str(exc) and "\n" not in str(exc)
         return
-    assert 1 <= train.steps and 1 <= train.batch_size and 1 <= model.channels <= 4096 and isinstance(train.bf16, bool)
+    assert 1 <= train.steps and 1 <= train.batch_size and 1 <= model.decoder["channels"] <= 4096 and isinstance(train.bf16, bool)
 
 
 @SETTINGS

@@ -425,6 +425,6 @@ def test_the_recipe_that_makes_the_shipped_model_names_its_config():
 
     shipped = read_bundle_info(LOCAL.parents[2] / "pretrained" / "vconv-voices-small")
     features, model, _ = load_run_config(str(LOCAL.parent / "conf" / "whisper_mel_pitch.yaml"), [
-        "train.train_manifest=t.jsonl", "train.run_dir=r", "model.adversary=false", "model.n_speakers=41"])
+        "train.train_manifest=t.jsonl", "train.run_dir=r", "model.adversary.kind=none", "model.n_speakers=41"])
     assert model == shipped.model_config and features == shipped.feature_config
     assert "whisper_mel_pitch" in (LOCAL.parent / "finetune.sh").read_text()

@@ -84,7 +84,7 @@ def test_adversary_switch_and_bf16(manifests, tmp_path):
     metrics = trainer.train_step(trainer.batches[0])
     assert {"adv_loss", "adv_acc"} <= metrics.keys() and torch.isfinite(torch.tensor(metrics["loss"]))
     features, model, train = tiny(manifests, tmp_path / "b")
-    model.adversary = False
+    model.adversary = {"kind": "none"}
     trainer = ModelTrainer(features, model, train, progress=False)
     assert trainer.model.adversary is None
     assert "adv_loss" not in trainer.train_step(trainer.batches[0])
@@ -96,7 +96,7 @@ def test_validation_reports_disentanglement_metrics(manifests, tmp_path):
     trainer = ModelTrainer(features, model, train, progress=False)
     result = trainer.validate()
     assert {"recon", "perplexity", "adv_acc", "spk_same_cos", "spk_diff_cos", "spk_separation"} <= result.keys()
-    assert 1.0 <= result["perplexity"] <= model.codebook_size
+    assert 1.0 <= result["perplexity"] <= model.quantizer["codebook_size"]
     assert 0.0 <= result["adv_acc"] <= 1.0
 
 

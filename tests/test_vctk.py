@@ -260,10 +260,13 @@ REQUIRED = ["train.train_manifest=m.jsonl", "train.run_dir=runs/x"]
 
 def test_config_base_inheritance(tmp_path):
     (tmp_path / "conf" / "abl").mkdir(parents=True)
-    (tmp_path / "conf" / "base.yaml").write_text("base: debug\nmodel: {channels: 96, downsample: [1, 1, 1]}\ntrain: {steps: 7}\n")
-    (tmp_path / "conf" / "abl" / "x.yaml").write_text("base: ../base.yaml\nmodel: {adversary: false}\ntrain:\n")
+    (tmp_path / "conf" / "base.yaml").write_text(
+        "base: debug\nmodel: {content_encoder: {channels: 96, downsample: [1, 1, 1]}}\ntrain: {steps: 7}\n")
+    (tmp_path / "conf" / "abl" / "x.yaml").write_text("base: ../base.yaml\nmodel: {adversary: {kind: none}}\ntrain:\n")
     features, model, train = load_run_config(tmp_path / "conf" / "abl" / "x.yaml", REQUIRED)
-    assert model.adversary is False and model.channels == 96 and model.downsample == [1, 1, 1]
+    assert model.adversary == {"kind": "none"} and not model.has_adversary  # a part swap: none of the classifier's keys
+    assert model.content_encoder["channels"] == 96 and model.content_encoder["downsample"] == [1, 1, 1]
+    assert model.content_encoder["blocks"] == 3 and model.decoder["channels"] == 64  # the rest of debug's sections
     assert model.code_dim == 16  # from the packaged debug config, two levels up
     assert train.steps == 7 and train.batch_size == 8
     (tmp_path / "conf" / "loop.yaml").write_text("base: loop.yaml\n")
@@ -278,13 +281,14 @@ def test_config_base_inheritance(tmp_path):
 def test_recipe_configs_load(name):
     path = RECIPE / "conf" / f"{name}.yaml"
     _, model, train = load_run_config(path, REQUIRED)
-    assert model.quantize is (name != "ablations/no_vq")
+    assert (model.quantizer["kind"] == "vq") is (name != "ablations/no_vq")
     if name == "debug":
-        assert train.steps == 4 and model.channels == 64
+        assert train.steps == 4 and model.decoder["channels"] == 64
     else:
-        assert train.steps == 100_000 and train.batch_size == 32 and model.channels == 512
-    assert model.adversary is (name != "ablations/no_adversary")
-    assert model.codebook_size == {"ablations/codebook_64": 64, "debug": 32}.get(name, 512)
+        assert train.steps == 100_000 and train.batch_size == 32 and model.decoder["channels"] == 512
+    assert model.has_adversary is (name != "ablations/no_adversary")
+    if name != "ablations/no_vq":  # the ablation swaps the quantizer: a pass-through has no codebook
+        assert model.quantizer["codebook_size"] == {"ablations/codebook_64": 64, "debug": 32}.get(name, 512)
     # the shipped model's design, at every scale: Whisper content states and the pitch path
     assert model.content_frontend == {"kind": "whisper", "layer": 4} and model.pitch_frontend == {"kind": "yin"}
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import vconv
-from tests.conftest import invoke, one_line_error
+from tests.conftest import invoke, one_line_error, tiny_model_config
 from vconv.config import ModelConfig
 from vconv.errors import VconvError
 from vconv.inference.settings import CLI_NAMES, ConversionSettings
@@ -20,11 +20,8 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def tiny(**overrides) -> ModelConfig:
-    """A model small enough to fit a voice in a test's time."""
-    base = dict(n_mels=16, channels=32, content_blocks=2, downsample=[1, 2], code_dim=8, codebook_size=16,
-                speaker_channels=32, speaker_blocks=2, speaker_dim=12, decoder_blocks=2, kernel_size=5)
-    base.update(overrides)
-    return ModelConfig(**base)
+    """A model small enough to fit a voice in a test's time (no adversary)."""
+    return tiny_model_config(**{"n_speakers": 0, **overrides})
 
 
 def _references(model, lengths: list[int], seed: int = 0) -> list[FitReference]:

@@ -57,7 +57,7 @@ for row in $ROWS; do
       --no-progress --allow-skips --no-stats >/dev/null
     $VCONV train -c "$RECIPE_DIR/conf/$conf.yaml" "train.train_manifest=$TRAIN" "train.valid_manifest=$EXP/data/valid.jsonl" \
       "train.features_dir=$EXP/features" "train.frontends_dir=$FRONTENDS" "train.run_dir=$run/train" \
-      "train.steps=$STEPS" train.bf16=true train.lr=0.0002 train.warmup_steps=200 model.adversary=false model.n_speakers=41 \
+      "train.steps=$STEPS" train.bf16=true train.lr=0.0002 train.warmup_steps=200 model.adversary.kind=none model.n_speakers=41 \
       "train.init_from=$FROM" train.critics.mel_gan.weight=0.1 train.critics.mel_gan.fm_weight=0.2 ${extra[@]+"${extra[@]}"} \
       --threads "$THREADS" --no-progress ${resume[@]+"${resume[@]}"}
   fi

@@ -83,7 +83,7 @@ def save_bundle(
 
     Atomic: the folder is built as a temporary sibling, then renamed. ``dtype`` is the dtype of the stored
     floating-point weights (loading always gives float32). Without ``training_parts`` the adversary's
-    weights and the speaker list stay out (the stored config then says ``adversary: false``).
+    weights and the speaker list stay out (the stored config then says ``adversary: {kind: none}``).
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not force:
@@ -95,7 +95,7 @@ def save_bundle(
         model_config = model.config
         if not training_parts:
             state = {k: v for k, v in state.items() if not k.startswith(TRAINING_ONLY_PREFIXES)}
-            model_config = dataclasses.replace(model_config, adversary=False)
+            model_config = dataclasses.replace(model_config, adversary={"kind": "none"})
         state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous().cpu() for k, v in state.items()}
         save_file(state, str(tmp / WEIGHTS_FILE))
         frontend_files = [name for part in frontend_parts(frontend) for name in part.save_weights(tmp, dtype)]

@@ -18,7 +18,7 @@ from vconv.errors import VconvError
 
 @friendly_errors
 def train(
-    overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides, e.g. train.steps=500 model.channels=128 train.train_manifest=m/train.jsonl."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides, e.g. train.steps=500 model.decoder.channels=128 train.train_manifest=m/train.jsonl."),
     config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML with features/model/train sections, or a packaged config name (debug, base)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in train.run_dir from its latest checkpoint."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (loss, steps/s, ETA)."),

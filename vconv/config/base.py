@@ -126,7 +126,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides to a nested dict; values are parsed as YAML (``3``, ``true``, ``[1,2]``)."""
+    """Apply ``a.b.c=value`` overrides to a nested dict; values are parsed as YAML (``3``, ``true``, ``[1,2]``).
+    ``model.quantizer.kind=none`` swaps the part: the section keeps none of the previous kind's settings."""
     out = _deep_copy(data)
     for item in overrides:
         if "=" not in item:
@@ -142,6 +143,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise VconvError(f"override {item!r}: {part} is not a section")
+        if parts[-1] == "kind" and node.get("kind", value) != value:
+            node.clear()  # another kind of part: the old kind's settings would not fit it (as in _deep_merge)
         node[parts[-1]] = value
     return out
 

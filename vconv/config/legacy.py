@@ -4,6 +4,11 @@ front-end parts (:mod:`vconv.frontends`) said, in today's keys. Everything else 
 Before: ``content_input: mel | whisper`` with ``whisper_layer: N`` and ``speaker_input: mel | dvector``.
 Now: ``content_frontend: {kind: mel}`` / ``{kind: whisper, layer: N}`` and ``speaker_frontend: {kind: ...}``.
 
+Before: one flat model section for the five core parts (``channels``, ``content_blocks``, ``vq_groups``,
+``quantize: false``, ``adversary: false``, ...). Now: a section per part (:mod:`vconv.config.model_parts`), the
+booleans as part swaps (``quantizer: {kind: none}``). A flat key given beside a section (an override on a newer
+config) wins over the section's key.
+
 Options measured as not helping left the package in House III (their figures: ``recipes/voices/MODEL_HISTORY.md``;
 their code: git commit ``e8db0bd``, the last with them). A config that names one at its "off" value (every shipped
 bundle names ``reference`` and ``causal``) reads as before; one that turns it on is refused in one line.
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from vconv.config.model_parts import DEFAULT_KINDS
 from vconv.errors import VconvError
 
 LEGACY_KEYS = ("content_input", "whisper_layer", "speaker_input")
@@ -82,8 +88,8 @@ def _is_zero(value: Any) -> bool:
 
 
 def upgrade_model_config(data: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``data`` (a ``model`` section) with the legacy front-end keys replaced by part sections and the keys that left
-    the package dropped (at their off values); else unchanged."""
+    """``data`` (a ``model`` section) with the legacy front-end keys and the flat part keys replaced by part sections
+    and the keys that left the package dropped (at their off values); else unchanged."""
     if not isinstance(data, Mapping):
         return data
     data = _drop_removed(data, REMOVED_MODEL_KEYS, "model")
@@ -92,6 +98,7 @@ def upgrade_model_config(data: Mapping[str, Any]) -> Mapping[str, Any]:
         if isinstance(part, Mapping) and part.get("kind") == kind:
             raise VconvError(f"model.{key}: kind {kind!r} left vconv (measured as not helping: "
                              f"recipes/voices/MODEL_HISTORY.md); vconv at commit {LAB_COMMIT} still reads it")
+    data = _part_sections_of_flat_keys(data)
     if not any(key in data for key in LEGACY_KEYS):
         return data
     clash = [key for key in ("content_frontend", "speaker_frontend") if key in data]
@@ -103,4 +110,46 @@ def upgrade_model_config(data: Mapping[str, Any]) -> Mapping[str, Any]:
     if content == "whisper":
         out["content_frontend"]["layer"] = data.get("whisper_layer", 4)
     out["speaker_frontend"] = {"kind": data.get("speaker_input", "mel")}
+    return out
+
+
+# the flat model keys before each core part had its own section (vconv.config.model_parts): key -> the (part, key)s it set
+_SHARED_BY_PARTS = ("content_encoder", "speaker_encoder", "decoder", "adversary")
+FLAT_PART_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
+    "channels": (("content_encoder", "channels"), ("decoder", "channels")),
+    "content_blocks": (("content_encoder", "blocks"),), "downsample": (("content_encoder", "downsample"),),
+    "codebook_size": (("quantizer", "codebook_size"),), "vq_groups": (("quantizer", "groups"),),
+    "vq_beta": (("quantizer", "beta"),), "vq_ema": (("quantizer", "ema"),), "vq_decay": (("quantizer", "decay"),),
+    "vq_dead_after": (("quantizer", "dead_after"),),
+    "speaker_channels": (("speaker_encoder", "channels"),), "speaker_blocks": (("speaker_encoder", "blocks"),),
+    "decoder_blocks": (("decoder", "blocks"),), "pitch_harmonics": (("decoder", "pitch_harmonics"),),
+    "adversary_hidden": (("adversary", "hidden"),),
+    "kernel_size": tuple((part, "kernel_size") for part in _SHARED_BY_PARTS),
+    "dropout": tuple((part, "dropout") for part in _SHARED_BY_PARTS),
+}
+# the flat booleans that turned a part on or off: key -> (part, its kind when on); off is {kind: none}
+FLAT_PART_SWITCHES = {"quantize": ("quantizer", "vq"), "adversary": ("adversary", "classifier")}
+
+
+def _part_sections_of_flat_keys(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``data`` with its flat part keys (``channels: 128``, ``quantize: false``) moved into the parts' sections."""
+    switches = {key: data[key] for key in FLAT_PART_SWITCHES if key in data and not isinstance(data[key], Mapping)}
+    flat = {key: data[key] for key in FLAT_PART_KEYS if key in data}
+    if not switches and not flat:
+        return data
+    out = {key: value for key, value in data.items() if key not in switches and key not in flat}
+    for key, on in switches.items():
+        if not isinstance(on, bool):
+            raise VconvError(f"model.{key}: expected true or false, got {on!r}")
+        part, kind = FLAT_PART_SWITCHES[key]
+        given = out.get(part)
+        if not on:
+            out[part] = {"kind": "none"}
+        elif not (isinstance(given, Mapping) and given.get("kind", kind) == kind):
+            out[part] = {"kind": kind}
+    for key, value in flat.items():
+        for part, inner in FLAT_PART_KEYS[key]:
+            section = dict(out.get(part) or {"kind": DEFAULT_KINDS[part]})
+            if section.get("kind") != "none":
+                out[part] = {**section, inner: value}
     return out

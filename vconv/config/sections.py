@@ -2,7 +2,7 @@
 
 * :class:`FeatureConfig` - how audio becomes a log-mel spectrogram. It travels with every feature file,
   model and vocoder, so the mel settings can never drift between training and conversion.
-* :class:`ModelConfig` - the sizes of the content encoder, quantizer, speaker encoder, decoder, adversary.
+* :class:`ModelConfig` - the model's shared sizes and each part's section (:mod:`vconv.config.model_parts`).
 * :class:`VocoderConfig` - the sizes (and inference-time settings) of the neural vocoder.
 * :class:`TrainConfig` / :class:`VocoderTrainConfig` - what the two trainers need; the data paths have
   no defaults on purpose.
@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from vconv.config.base import ConfigSection, from_dict
 from vconv.config.critics import critic_sections
 from vconv.config.legacy import upgrade_model_config, upgrade_train_config
+from vconv.config.model_parts import PART_SECTIONS, part_section
 from vconv.errors import VconvError
 
 
@@ -55,41 +56,27 @@ class FeatureConfig(ConfigSection):
 
 @dataclass
 class ModelConfig(ConfigSection):
-    """Sizes of the voice-conversion model (AdaIN-VC / VQVC lineage).
+    """The voice-conversion model (AdaIN-VC / VQVC lineage): the sizes its parts share, and each part's own section.
 
-    ``downsample`` gives one temporal stride per content-encoder block; the decoder derives its
-    up-sampling from the same list, so the two can never disagree.
+    The five core parts (content encoder, quantizer, speaker encoder, decoder, adversary) each read a
+    ``{kind: NAME, ...}`` section (:mod:`vconv.config.model_parts`), and so do the three front-ends (what the
+    encoders read, :mod:`vconv.frontends`). The decoder up-samples by the content encoder's total stride, so the
+    two can never disagree.
     """
 
     SECTION = "model"
     # sizes far beyond any trained model; the parameter budget (vconv.models.budget) bounds their product
-    LIMITS = {"n_mels": (1, 512), "channels": (1, 4096), "content_blocks": (1, 64), "downsample": (1, 8),
-              "code_dim": (1, 4096), "codebook_size": (1, 65536), "vq_beta": (0.0, 100.0), "vq_decay": (0.0, 1.0),
-              "vq_dead_after": (0, 10**9), "vq_groups": (1, 4096), "speaker_channels": (1, 4096), "speaker_blocks": (1, 64),
-              "speaker_dim": (1, 4096), "decoder_blocks": (1, 64), "kernel_size": (1, 63), "dropout": (0.0, 1.0),
-              "adversary_hidden": (1, 4096), "n_speakers": (0, 1_000_000), "pitch_harmonics": (0, 64)}
+    LIMITS = {"n_mels": (1, 512), "code_dim": (1, 4096), "speaker_dim": (1, 4096), "n_speakers": (0, 1_000_000)}
 
     n_mels: int = 80
-    channels: int = 256
-    content_blocks: int = 4
-    downsample: list[int] = field(default_factory=lambda: [1, 2, 1, 1])
     code_dim: int = 64
-    quantize: bool = True  # false = no VQ bottleneck (ablation): the content code passes through
-    codebook_size: int = 256
-    vq_beta: float = 0.25
-    vq_ema: bool = True
-    vq_decay: float = 0.99
-    vq_dead_after: int = 200  # steps without use before a code is re-initialised
-    vq_groups: int = 1  # codes per frame (product quantisation of code_dim into equal parts, one codebook)
-    speaker_channels: int = 256
-    speaker_blocks: int = 4
     speaker_dim: int = 128
-    decoder_blocks: int = 4
-    kernel_size: int = 5
-    dropout: float = 0.0
-    adversary: bool = True
-    adversary_hidden: int = 256
-    n_speakers: int = 0  # classifier classes; set from the training manifest
+    n_speakers: int = 0  # the adversary's classes; set from the training manifest
+    content_encoder: dict[str, Any] = field(default_factory=lambda: {"kind": "conv"})
+    quantizer: dict[str, Any] = field(default_factory=lambda: {"kind": "vq"})
+    speaker_encoder: dict[str, Any] = field(default_factory=lambda: {"kind": "conv"})
+    decoder: dict[str, Any] = field(default_factory=lambda: {"kind": "adain"})
+    adversary: dict[str, Any] = field(default_factory=lambda: {"kind": "classifier"})
     # what the encoders read: each a front-end part's section, {"kind": NAME, **its settings}
     # (vconv.frontends: content "mel" | "whisper" with "layer" 1-4; speaker "mel")
     content_frontend: dict[str, Any] = field(default_factory=lambda: {"kind": "mel"})
@@ -99,8 +86,6 @@ class ModelConfig(ConfigSection):
     # contour; pitch_register "explicit" gives it the output's log-F0, "implicit" only the whitened shape
     pitch_frontend: dict[str, Any] = field(default_factory=lambda: {"kind": "none"})
     pitch_register: str = "explicit"
-    # the contour's log-F0 row also as sin/cos of this many multiples (vconv.models.decoder.pitch_features; 0 = the row alone)
-    pitch_harmonics: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -109,6 +94,14 @@ class ModelConfig(ConfigSection):
         for name in ("content_frontend", "speaker_frontend", "pitch_frontend"):
             if not isinstance(getattr(self, name).get("kind"), str):
                 raise VconvError(f"model.{name} needs a kind, e.g. {{kind: mel}}; got {getattr(self, name)!r}")
+        for role in PART_SECTIONS:  # each checked now and kept with its defaults filled in
+            setattr(self, role, part_section(role, getattr(self, role)))
+
+    @property
+    def has_adversary(self) -> bool:
+        """Whether the config asks for a speaker adversary (a kind other than none; it is built once the training
+        manifest gives ``n_speakers``)."""
+        return self.adversary["kind"] != "none"
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":

@@ -10,7 +10,7 @@ before anything is built from it. A section class declares
 Types: ``bool`` takes only true/false (not ``"maybe"``, not ``1``); ``int`` takes whole numbers, never a
 bool, a fraction, a list or a string; ``float`` takes ints and floats (finite), never a bool; ``str``
 only strings; ``X | None`` also ``None``; ``list[int]`` a list of at most :data:`MAX_LIST_ITEMS` ints.
-Messages read ``model.channels: expected 1..4096, got 65536``.
+Messages read ``model.decoder.channels: expected 1..4096, got 65536``.
 """
 
 from __future__ import annotations

@@ -63,13 +63,13 @@ class ContentEncoder(nn.Module):
         strides = list(downsample)
         if len(strides) != blocks:
             raise VconvError(
-                f"model config: downsample has {len(strides)} entries {strides} but content_blocks is "
-                f"{blocks}; give one stride per content block"
+                f"model.content_encoder: downsample has {len(strides)} entries {strides} but blocks is "
+                f"{blocks}; give one stride per block"
             )
         if any(int(s) != s or s < 1 for s in strides):
-            raise VconvError(f"model config: downsample strides must be integers >= 1, got {strides}")
+            raise VconvError(f"model.content_encoder: downsample strides must be integers >= 1, got {strides}")
         if blocks < 1:
-            raise VconvError(f"model config: content_blocks must be >= 1, got {blocks}")
+            raise VconvError(f"model.content_encoder: blocks must be >= 1, got {blocks}")
         self.in_channels = in_channels
         self.code_dim = code_dim
         self.strides = [int(s) for s in strides]

@@ -260,7 +260,7 @@ class VectorQuantizer(Quantizer):
 
 
 class PassThroughQuantizer(Quantizer):
-    """No bottleneck: returns the encoder output unchanged (the "no VQ" ablation, ``model.quantize: false``).
+    """No bottleneck: returns the encoder output unchanged (the "no VQ" ablation, ``model.quantizer: {kind: none}``).
 
     Keeps the :class:`QuantizerOutput` contract so the rest of the model and the trainer need no
     special case: codes are all zero, loss 0, perplexity 1.

@@ -10,19 +10,21 @@ API, the CLI and evaluation all convert through it (:mod:`vconv.inference.conver
 All mels here are in the front-end's model space (normalised log-mel, :class:`vconv.audio.frontend.FrontEnd`).
 
 The parts are built elsewhere and handed to the constructor (as in EnCodec), so a variant is a
-different part, not a copied model; :func:`build_model` builds the standard one from a
-:class:`~vconv.config.ModelConfig`.
+different part, not a copied model; :func:`build_model` builds each part from its own section of a
+:class:`~vconv.config.ModelConfig` (``model.decoder: {kind: adain, ...}``; :data:`MODEL_PARTS`, :func:`register_model_part`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence, Union
+from typing import Any, Callable, Mapping, Sequence, Union
 
 import torch
 from torch import nn
 
-from vconv.config import ModelConfig
+from vconv.config import ConfigSection, ModelConfig
+from vconv.config.model_parts import register_part_section
+from vconv.config.parts import build_part
 from vconv.errors import VconvError
 from vconv.models.adversary import SpeakerClassifier
 from vconv.models.budget import build_within_budget, load_network
@@ -31,8 +33,7 @@ from vconv.models.decoder import AdaINDecoder
 from vconv.models.quantize import PassThroughQuantizer, Quantizer, QuantizerOutput, VectorQuantizer
 from vconv.models.speaker import SpeakerEncoder
 
-__all__ = ["ReconstructionOutput", "VoiceConversionModel", "adversary_for", "build_model", "content_encoder_for",
-           "decoder_for", "quantizer_for", "speaker_encoder_for"]
+__all__ = ["MODEL_PARTS", "ReconstructionOutput", "VoiceConversionModel", "build_model", "register_model_part"]
 
 References = Union[torch.Tensor, Sequence[torch.Tensor]]
 
@@ -215,7 +216,7 @@ class VoiceConversionModel(nn.Module):
 def build_model(cfg: ModelConfig) -> VoiceConversionModel:
     """The standard :class:`VoiceConversionModel` for ``cfg``.
 
-    The adversary is built only when ``cfg.adversary`` is true and ``cfg.n_speakers > 0``; otherwise the
+    The adversary is built only when ``cfg.adversary`` names a kind and ``cfg.n_speakers > 0``; otherwise the
     model has no classifier parameters and ``speaker_logits`` is None. A config whose model would exceed
     the parameter budget (:mod:`vconv.models.budget`) is refused before anything is allocated.
     """
@@ -230,53 +231,52 @@ def load_model(cfg: ModelConfig, state: Mapping[str, torch.Tensor], what: str) -
 
 def build_model_unchecked(cfg: ModelConfig) -> VoiceConversionModel:
     """The model of ``cfg`` without the budget check: for callers that build under one themselves
-    (:func:`vconv.models.budget.load_network`). Each part from its own settings; the two front-end parts say what the encoders read."""
-    from vconv.frontends import model_parts
+    (:func:`vconv.models.budget.load_network`). Each part from its own section (``model.<role>: {kind, ...}``) and the
+    sizes the model shares; the front-end parts say what the encoders read."""
+    from vconv.frontends import model_parts, pitch_part
 
     content_input, speaker_input = model_parts(cfg)
-    content = content_encoder_for(cfg, content_input.channels(cfg.n_mels))
-    speaker = speaker_encoder_for(cfg, speaker_input.channels(cfg.n_mels))
-    return VoiceConversionModel(content, quantizer_for(cfg), speaker, decoder_for(cfg, content.total_stride),
-                                adversary_for(cfg), config=cfg)
-
-
-def content_encoder_for(cfg: ModelConfig, in_channels: int) -> ContentEncoder:
-    """The content encoder of ``cfg`` reading ``in_channels`` channels per frame."""
-    return ContentEncoder(in_channels=in_channels, channels=cfg.channels, blocks=cfg.content_blocks,
-                          downsample=cfg.downsample, code_dim=cfg.code_dim, kernel_size=cfg.kernel_size,
-                          dropout=cfg.dropout)
-
-
-def quantizer_for(cfg: ModelConfig) -> Quantizer:
-    """The VQ bottleneck of ``cfg`` (``vq_groups`` codes per frame), or none (``quantize: false``)."""
-    if not cfg.quantize:
-        return PassThroughQuantizer()
-    if cfg.vq_groups < 1 or cfg.code_dim % cfg.vq_groups:
-        raise VconvError(f"model.vq_groups must be >= 1 and divide model.code_dim ({cfg.code_dim}), got {cfg.vq_groups}")
-    return VectorQuantizer(cfg.code_dim // cfg.vq_groups, cfg.codebook_size, groups=cfg.vq_groups, beta=cfg.vq_beta,
-                           ema=cfg.vq_ema, decay=cfg.vq_decay, dead_after=cfg.vq_dead_after)
-
-
-def speaker_encoder_for(cfg: ModelConfig, in_channels: int) -> SpeakerEncoder:
-    """The convolutional speaker encoder of ``cfg`` over ``[in_channels, T]``."""
-    return SpeakerEncoder(in_channels=in_channels, channels=cfg.speaker_channels, blocks=cfg.speaker_blocks,
-                          speaker_dim=cfg.speaker_dim, kernel_size=cfg.kernel_size, dropout=cfg.dropout)
-
-
-def decoder_for(cfg: ModelConfig, stride: int) -> AdaINDecoder:
-    """The AdaIN decoder of ``cfg``, up-sampling by ``stride`` (the content encoder's ``total_stride``)."""
-    from vconv.frontends import pitch_part
-
+    content = _part(cfg, "content_encoder", in_channels=content_input.channels(cfg.n_mels), code_dim=cfg.code_dim)
+    speaker = _part(cfg, "speaker_encoder", in_channels=speaker_input.channels(cfg.n_mels), speaker_dim=cfg.speaker_dim)
     pitch = pitch_part(cfg)
-    return AdaINDecoder(code_dim=cfg.code_dim, channels=cfg.channels, blocks=cfg.decoder_blocks,
-                        speaker_dim=cfg.speaker_dim, n_mels=cfg.n_mels, kernel_size=cfg.kernel_size,
-                        stride=stride, dropout=cfg.dropout, pitch_channels=pitch.channels(cfg.n_mels) if pitch else 0,
-                        pitch_harmonics=cfg.pitch_harmonics)
+    decoder = _part(cfg, "decoder", code_dim=cfg.code_dim, speaker_dim=cfg.speaker_dim, n_mels=cfg.n_mels,
+                    stride=content.total_stride, pitch_channels=pitch.channels(cfg.n_mels) if pitch else 0)
+    adversary = _part(cfg, "adversary", code_dim=cfg.code_dim, n_speakers=cfg.n_speakers) if cfg.n_speakers > 0 else None
+    return VoiceConversionModel(content, _part(cfg, "quantizer", code_dim=cfg.code_dim), speaker, decoder, adversary,
+                                config=cfg)
 
 
-def adversary_for(cfg: ModelConfig) -> SpeakerClassifier | None:
-    """The adversarial speaker classifier, when ``cfg.adversary`` is on and there are speakers to tell apart."""
-    if not (cfg.adversary and cfg.n_speakers > 0):
-        return None
-    return SpeakerClassifier(code_dim=cfg.code_dim, hidden=cfg.adversary_hidden, n_speakers=cfg.n_speakers,
-                             kernel_size=cfg.kernel_size, dropout=cfg.dropout)
+def _part(cfg: ModelConfig, role: str, **sizes: Any) -> Any:
+    """The ``role`` part of ``cfg``, built from its section by its kind's builder, given the model's ``sizes``."""
+    return build_part(f"model.{role}", MODEL_PARTS[role], getattr(cfg, role), **sizes)
+
+
+def _vector_quantizer(code_dim: int, codebook_size: int, groups: int, beta: float, ema: bool, decay: float,
+                      dead_after: int) -> VectorQuantizer:
+    """``quantizer: {kind: vq}``: ``groups`` codes per frame, each of ``code_dim / groups`` dimensions."""
+    if code_dim % groups:
+        raise VconvError(f"model.quantizer.groups must divide model.code_dim ({code_dim}), got {groups}")
+    return VectorQuantizer(code_dim // groups, codebook_size, groups=groups, beta=beta, ema=ema, decay=decay,
+                           dead_after=dead_after)
+
+
+def _no_part() -> None:
+    """``{kind: none}`` of an optional part (the adversary): the model has none."""
+    return None
+
+
+# role -> kind -> builder, taking the section's settings and the sizes it names (vconv.config.model_parts has the sections)
+MODEL_PARTS: dict[str, dict[str, Callable[..., Any]]] = {
+    "content_encoder": {"conv": ContentEncoder},
+    "quantizer": {"vq": _vector_quantizer, "none": PassThroughQuantizer},
+    "speaker_encoder": {"conv": SpeakerEncoder},
+    "decoder": {"adain": AdaINDecoder},
+    "adversary": {"classifier": SpeakerClassifier, "none": _no_part},
+}
+
+
+def register_model_part(role: str, kind: str, builder: Callable[..., Any], section: type[ConfigSection]) -> None:
+    """Make ``model.<role>: {kind: KIND, ...}`` build ``builder(**sizes it names, **section's settings)``; ``section``
+    (a :class:`~vconv.config.ConfigSection`) checks the settings when a config is read."""
+    register_part_section(role, kind, section)
+    MODEL_PARTS[role][kind] = builder

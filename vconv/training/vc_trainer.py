@@ -70,7 +70,7 @@ class ModelTrainer(ModelValidation, BaseTrainer):
         super().__init__(train, resume=resume, progress=progress)
         train_utts = read_manifest(train.train_manifest, nonempty=True)
         self.speakers = speakers_of(train_utts)
-        if model.adversary and model.n_speakers == 0:  # a new config, not a change to the validated one
+        if model.has_adversary and model.n_speakers == 0:  # a new config, not a change to the validated one
             model = dataclasses.replace(model, n_speakers=len(self.speakers))
         self.fcfg, self.mcfg = features, model
         # what the two paths read: front-end parts (vconv.frontends) whose outputs are precomputed by
@@ -128,12 +128,13 @@ class ModelTrainer(ModelValidation, BaseTrainer):
         if grows:
             theirs_model = dataclasses.replace(theirs_model, pitch_frontend=self.mcfg.pitch_frontend,
                                                pitch_register=self.mcfg.pitch_register,
-                                               pitch_harmonics=self.mcfg.pitch_harmonics)
+                                               decoder={**theirs_model.decoder,
+                                                        "pitch_harmonics": self.mcfg.decoder["pitch_harmonics"]})
         elif pitch_part(theirs_model) is not None and pitch_part(self.mcfg) is not None:
             # another tracker for the same contour rows ([3, F]): the decoder fine-tunes on what it now reads
             theirs_model = dataclasses.replace(theirs_model, pitch_frontend=self.mcfg.pitch_frontend)
         for what, theirs, ours in (("model", theirs_model, self.mcfg), ("feature", info.feature_config, self.fcfg)):
-            if theirs != ours:  # "model.channels: the bundle's vs this run's"
+            if theirs != ours:  # "model.decoder: the bundle's vs this run's"
                 diffs = "; ".join(f"{what}.{d}" for d in theirs.differences(ours))
                 raise VconvError(f"train.init_from {bundle}: its {what} config differs from this run's ({diffs})")
         if grows:  # the bundle's weights, and the new pitch projections at zero: the run starts as the bundle's model
