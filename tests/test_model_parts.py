@@ -99,3 +99,40 @@ def test_a_registered_part_is_built_from_its_section():
         assert model.convert(mel, mel).shape == mel.shape
     finally:
         del PART_SECTIONS["decoder"]["wide"], MODEL_PARTS["decoder"]["wide"]
+
+
+REQUIRED = ["train.train_manifest=m.jsonl", "train.run_dir=r"]
+
+
+def test_an_override_of_one_setting_needs_no_kind_and_a_boolean_keeps_its_meaning():
+    from vconv.config import load_run_config
+
+    _, model, _ = load_run_config("base", [*REQUIRED, "model.decoder.channels=128", "model.quantizer.groups=2"])
+    assert model.decoder["channels"] == 128 and model.quantizer["groups"] == 2 and model.quantizer["kind"] == "vq"
+    _, model, _ = load_run_config("debug", [*REQUIRED, "model.adversary=true"])
+    assert model.adversary["hidden"] == 64  # the older spelling keeps debug's classifier, as it did
+    _, model, _ = load_run_config("debug", [*REQUIRED, "model.adversary=false"])
+    assert model.adversary == {"kind": "none"}
+    with pytest.raises(VconvError, match=r"^model.decoder: expected a mapping"):
+        load_run_config("debug", [*REQUIRED, "model.decoder=5", "model.channels=3"])
+
+
+@pytest.mark.parametrize("order", [0, 1])
+def test_a_kind_override_never_drops_settings_given_beside_it(order):
+    from vconv.config import load_run_config
+
+    vctk = Path(__file__).resolve().parents[1] / "recipes" / "vctk" / "conf" / "ablations" / "no_vq.yaml"
+    given = ["model.quantizer.codebook_size=64", "model.quantizer.kind=vq"]
+    _, model, _ = load_run_config(vctk, [*REQUIRED, *(given if order else given[::-1])])
+    assert model.quantizer["kind"] == "vq" and model.quantizer["codebook_size"] == 64
+
+
+def test_a_newer_file_wins_over_an_older_flat_base(tmp_path):
+    from vconv.config import load_run_config
+
+    (tmp_path / "old.yaml").write_text("model: {channels: 512, codebook_size: 512, adversary: false}\n")
+    (tmp_path / "new.yaml").write_text("base: old.yaml\nmodel: {decoder: {channels: 128}, quantizer: {codebook_size: 64}}\n")
+    _, model, _ = load_run_config(tmp_path / "new.yaml", REQUIRED)
+    assert model.decoder["channels"] == 128 and model.content_encoder["channels"] == 512
+    assert model.quantizer["codebook_size"] == 64 and model.adversary == {"kind": "none"}
+

@@ -129,7 +129,7 @@ def read_bundle_config(bundle: str | Path) -> dict[str, Any]:
     """Parse and check ``config.json`` of a bundle: format and version, then its structure and every config in it.
 
     Each problem is one VconvError line naming the file and the key, so nothing is built from a broken
-    or absurd config (``model_config.channels: 65536`` is refused here, not by an 86 GB allocation).
+    or absurd config (``model_config.decoder.channels: 65536`` is refused here, not by an 86 GB allocation).
     """
     bundle = Path(bundle)
     cfg_path = bundle / CONFIG_FILE

@@ -79,7 +79,8 @@ def _extract_settings(config: Optional[str]) -> tuple:
     """``(FeatureConfig, {role: [front-end part sections]}, rooms)`` of ``--config``: a plain FeatureConfig YAML, or
     a run config (its ``features`` section, the front-end parts its ``model`` section's encoders read, and the simulated
     rooms its ``train`` section reads: :meth:`~vconv.config.TrainConfig.rooms`)."""
-    from vconv.config import FeatureConfig, ModelConfig, TrainConfig, load_sections, load_yaml, resolve_config_path
+    from vconv.config import FeatureConfig, ModelConfig, TrainConfig, load_yaml, resolve_config_path
+    from vconv.config.loaders import load_run_sections
     from vconv.frontends import pitch_part
 
     if not config:
@@ -88,7 +89,7 @@ def _extract_settings(config: Optional[str]) -> tuple:
     data = load_yaml(path)
     if not data.keys() & RUN_CONFIG_KEYS:
         return FeatureConfig.from_dict(data), {"content": [], "speaker": []}, None
-    sections = load_sections(path, [], ("features", "model", "vocoder", "train"))  # base: chains followed
+    sections = load_run_sections(path, [], ("features", "model", "vocoder", "train"))  # base: chains followed
     model = ModelConfig.from_dict(sections["model"])
     train = TrainConfig.from_dict({"train_manifest": "", "run_dir": "", **sections["train"]})  # for its rooms only
     parts = {"content": [model.content_frontend], "speaker": [model.speaker_frontend],

@@ -13,7 +13,7 @@ import dataclasses
 import typing
 from dataclasses import MISSING, asdict, fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import yaml
 
@@ -129,7 +129,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     """Apply ``a.b.c=value`` overrides to a nested dict; values are parsed as YAML (``3``, ``true``, ``[1,2]``).
     ``model.quantizer.kind=none`` swaps the part: the section keeps none of the previous kind's settings."""
     out = _deep_copy(data)
-    for item in overrides:
+    # a part's kind first: changing it drops the old kind's settings, never those given beside it on the command line
+    for item in sorted(overrides, key=lambda item: not item.split("=", 1)[0].strip().endswith(".kind")):
         if "=" not in item:
             raise VconvError(f"override {item!r}: expected key.path=value")
         key, raw = item.split("=", 1)
@@ -145,8 +146,19 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 raise VconvError(f"override {item!r}: {part} is not a section")
         if parts[-1] == "kind" and node.get("kind", value) != value:
             node.clear()  # another kind of part: the old kind's settings would not fit it (as in _deep_merge)
-        node[parts[-1]] = value
+        node[parts[-1]] = _switched(node.get(parts[-1]), value)
     return out
+
+
+def _switched(current: Any, value: Any) -> Any:
+    """``value`` given where ``current`` is; a boolean given for a part section (the older spelling, ``adversary:
+    false``) keeps what it meant: false swaps the part for none, true keeps a section that is on, with its settings."""
+    if isinstance(value, bool) and isinstance(current, Mapping) and "kind" in current:
+        if not value:
+            return {"kind": "none"}
+        if current["kind"] != "none":
+            return _deep_copy(current)
+    return value
 
 
 def _deep_copy(data: Any) -> Any:
@@ -179,16 +191,18 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     raise VconvError(f"{name_or_path}: config not found (neither a file nor a packaged config: {names})")
 
 
-def load_sections(name_or_path: str | Path | None, overrides: Sequence[str], sections: Sequence[str]) -> dict[str, Any]:
+def load_sections(name_or_path: str | Path | None, overrides: Sequence[str], sections: Sequence[str],
+                  translate: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
     """A run config as ``{section: mapping}``: YAML file or packaged preset, ``base:`` chain, overrides.
 
     A YAML may start from another one with a top-level ``base:`` key: a name without ``.yaml``/``.yml``
     (``debug``) is a packaged preset, anything else a path relative to the YAML's own folder
     (``../base.yaml``). The base is loaded first (recursively) and the file's sections are deep-merged
-    over it, so an ablation is a few lines (``base: ../base.yaml`` + ``model: {adversary: false}``).
-    Sections other than ``sections`` are an error.
+    over it, so an ablation is a few lines (``base: ../base.yaml`` + ``model: {adversary: {kind: none}}``).
+    Sections other than ``sections`` are an error. ``translate`` puts each file in today's keys before the files merge
+    (:func:`vconv.config.loaders.load_run_sections`), so a newer file's sections win over an older base's keys.
     """
-    data = _load_with_base(resolve_config_path(name_or_path)) if name_or_path else {}
+    data = _load_with_base(resolve_config_path(name_or_path), translate=translate) if name_or_path else {}
     data = apply_overrides(data, list(overrides))
     unknown = sorted(set(data) - set(sections))
     if unknown:
@@ -196,13 +210,16 @@ def load_sections(name_or_path: str | Path | None, overrides: Sequence[str], sec
     return {name: data.get(name) or {} for name in sections}
 
 
-def _load_with_base(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+def _load_with_base(path: Path, _chain: tuple[Path, ...] = (),
+                    translate: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
     """``load_yaml`` plus ``base:`` inheritance (see :func:`load_run_config`); cycles are an error."""
     path = path.resolve()
     if path in _chain:
         raise VconvError(f"{path}: config inherits from itself via base: ({' -> '.join(p.name for p in (*_chain, path))})")
     data = load_yaml(path)
     base = data.pop("base", None)
+    if translate is not None:
+        data = translate(data)
     if base is None:
         return data
     if not isinstance(base, str) or not base.strip():
@@ -216,7 +233,7 @@ def _load_with_base(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]
         if not base_path.is_file():
             names = ", ".join(sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml")))
             raise VconvError(f"{path}: base {base!r} is not a packaged config ({names}); use a path ending in .yaml")
-    return _deep_merge(_load_with_base(base_path, (*_chain, path)), data)
+    return _deep_merge(_load_with_base(base_path, (*_chain, path), translate), data)
 
 
 def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -234,5 +251,5 @@ def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]
         elif value is None and isinstance(out.get(key), dict):
             continue
         else:
-            out[key] = _deep_copy(value)
+            out[key] = _switched(out.get(key), _deep_copy(value))
     return out

@@ -149,7 +149,7 @@ def _part_sections_of_flat_keys(data: Mapping[str, Any]) -> Mapping[str, Any]:
             out[part] = {"kind": kind}
     for key, value in flat.items():
         for part, inner in FLAT_PART_KEYS[key]:
-            section = dict(out.get(part) or {"kind": DEFAULT_KINDS[part]})
-            if section.get("kind") != "none":
+            section = out.get(part) or {"kind": DEFAULT_KINDS[part]}
+            if isinstance(section, Mapping) and section.get("kind") != "none":  # else reported by its section's check
                 out[part] = {**section, inner: value}
     return out

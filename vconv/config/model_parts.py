@@ -25,6 +25,7 @@ from typing import Any, Mapping
 from vconv.config.base import ConfigSection, from_dict
 from vconv.errors import VconvError
 
+
 @dataclass
 class ConvStackSection(ConfigSection):
     """What every convolutional part has: ``blocks`` residual conv blocks ``channels`` wide with ``kernel_size``
@@ -132,7 +133,7 @@ def part_section(role: str, data: Any) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise VconvError(f"model.{role}: expected a mapping such as {{kind: {DEFAULT_KINDS[role]}}}, got {data!r}")
     settings = dict(data)
-    kind = settings.pop("kind", None)
+    kind = settings.pop("kind", DEFAULT_KINDS[role])  # `model.decoder.channels=128` alone names no kind
     kinds = PART_SECTIONS[role]
     if not isinstance(kind, str) or kind not in kinds:
         raise VconvError(f"model.{role}.kind must be one of {', '.join(kinds)}, got {kind!r}")

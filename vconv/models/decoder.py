@@ -49,8 +49,8 @@ class AdaINDecoder(nn.Module):
     (``T' * stride`` frames when ``length`` is None).
 
     Args:
-        code_dim, channels, blocks, kernel_size, speaker_dim, n_mels, dropout: sizes (``ModelConfig``'s
-            ``code_dim``, ``channels``, ``decoder_blocks``, ...).
+        code_dim, speaker_dim, n_mels: the sizes the model shares (``ModelConfig``'s); channels, blocks, kernel_size,
+            dropout, pitch_harmonics: the settings of its section (``model.decoder: {kind: adain, ...}``).
         stride: temporal up-sampling factor. Pass the content encoder's ``total_stride``: deriving it
             from the encoder (rather than a second constant) means the two can never disagree.
 

@@ -236,14 +236,15 @@ def build_model_unchecked(cfg: ModelConfig) -> VoiceConversionModel:
     from vconv.frontends import model_parts, pitch_part
 
     content_input, speaker_input = model_parts(cfg)
+    # built in this order, so a seed gives the initial weights it gave before the parts had sections
     content = _part(cfg, "content_encoder", in_channels=content_input.channels(cfg.n_mels), code_dim=cfg.code_dim)
     speaker = _part(cfg, "speaker_encoder", in_channels=speaker_input.channels(cfg.n_mels), speaker_dim=cfg.speaker_dim)
+    quantizer = _part(cfg, "quantizer", code_dim=cfg.code_dim)
     pitch = pitch_part(cfg)
     decoder = _part(cfg, "decoder", code_dim=cfg.code_dim, speaker_dim=cfg.speaker_dim, n_mels=cfg.n_mels,
                     stride=content.total_stride, pitch_channels=pitch.channels(cfg.n_mels) if pitch else 0)
     adversary = _part(cfg, "adversary", code_dim=cfg.code_dim, n_speakers=cfg.n_speakers) if cfg.n_speakers > 0 else None
-    return VoiceConversionModel(content, _part(cfg, "quantizer", code_dim=cfg.code_dim), speaker, decoder, adversary,
-                                config=cfg)
+    return VoiceConversionModel(content, quantizer, speaker, decoder, adversary, config=cfg)
 
 
 def _part(cfg: ModelConfig, role: str, **sizes: Any) -> Any:
