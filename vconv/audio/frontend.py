@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
@@ -136,17 +135,6 @@ class FrontEnd(nn.Module):
         if isinstance(wav, np.ndarray):
             wav = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
         return self.logmel(wav.to(self.mean.device))
-
-    def load_log_mel(self, path: str | Path, **load_kwargs: Any) -> torch.Tensor:
-        """An audio file (any rate or channel count: downmixed, resampled) -> log-mel ``[n_mels, F]``.
-
-        ``load_kwargs`` go to :func:`vconv.audio.io.load` (e.g. ``allow_silent``); a bad file raises its
-        one-line :class:`~vconv.errors.VconvError`.
-        """
-        from vconv.audio.io import load
-
-        wav, _ = load(path, self.sample_rate, **load_kwargs)
-        return self.log_mel(wav)
 
     def normalize(self, log_mel: torch.Tensor) -> torch.Tensor:
         """Log-mel ``[..., n_mels, F]`` -> model space (zero mean, unit variance per bin)."""

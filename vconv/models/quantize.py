@@ -68,11 +68,6 @@ class Quantizer(nn.Module):
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         raise NotImplementedError
 
-    def lookup(self, z: torch.Tensor) -> torch.Tensor:
-        """``z [B, C, T]`` -> its quantised value ``[B, C, T]``, without gradient and without touching any
-        training state (for frames the model reads but does not learn from: a reference's codes)."""
-        raise NotImplementedError
-
 
 class VectorQuantizer(Quantizer):
     """Nearest-neighbour vector quantiser with EMA codebook and dead-code re-initialisation.
@@ -181,11 +176,6 @@ class VectorQuantizer(Quantizer):
         )
 
     @torch.no_grad()
-    def lookup(self, z: torch.Tensor) -> torch.Tensor:
-        codebook = self.embedding.float()
-        codes = squared_distances(self._rows(z.float()), codebook).argmin(dim=1)
-        return self._code_vectors(codebook, codes, z.shape).to(z.dtype)
-
     def _rows(self, z: torch.Tensor) -> torch.Tensor:
         """``z [B, G*D, T] -> [B*T*G, D]``: one row per (frame, group); for G = 1 simply ``[B*T, D]``."""
         width = self.dim * self.groups
@@ -270,6 +260,3 @@ class PassThroughQuantizer(Quantizer):
         zero = z.new_zeros((), dtype=torch.float32)
         codes = torch.zeros(z.shape[0], z.shape[-1], dtype=torch.long, device=z.device)
         return QuantizerOutput(quantized=z, codes=codes, loss=zero, perplexity=zero + 1.0)
-
-    def lookup(self, z: torch.Tensor) -> torch.Tensor:
-        return z.detach()
