@@ -136,3 +136,12 @@ def test_a_newer_file_wins_over_an_older_flat_base(tmp_path):
     assert model.decoder["channels"] == 128 and model.content_encoder["channels"] == 512
     assert model.quantizer["codebook_size"] == 64 and model.adversary == {"kind": "none"}
 
+
+
+def test_a_boolean_is_a_part_switch_only_where_it_once_was():
+    from vconv.config import load_run_config
+
+    with pytest.raises(VconvError, match=r"^model.content_frontend: expected a mapping"):
+        load_run_config("debug", [*REQUIRED, "model.content_frontend=true"])
+    with pytest.raises(VconvError, match=r"^model.decoder: expected a mapping"):
+        load_run_config("debug", [*REQUIRED, "model.decoder=false"])

@@ -146,14 +146,19 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 raise VconvError(f"override {item!r}: {part} is not a section")
         if parts[-1] == "kind" and node.get("kind", value) != value:
             node.clear()  # another kind of part: the old kind's settings would not fit it (as in _deep_merge)
-        node[parts[-1]] = _switched(node.get(parts[-1]), value)
+        node[parts[-1]] = _switched(parts[-1], node.get(parts[-1]), value)
     return out
 
 
-def _switched(current: Any, value: Any) -> Any:
-    """``value`` given where ``current`` is; a boolean given for a part section (the older spelling, ``adversary:
-    false``) keeps what it meant: false swaps the part for none, true keeps a section that is on, with its settings."""
-    if isinstance(value, bool) and isinstance(current, Mapping) and "kind" in current:
+# part sections whose key was once a boolean switch of the same name (``model.adversary: false``)
+SWITCHED_PARTS = ("adversary",)
+
+
+def _switched(key: str, current: Any, value: Any) -> Any:
+    """``value`` given for ``key`` where ``current`` is; a boolean given for a part section that was once a switch
+    (:data:`SWITCHED_PARTS`) keeps what it meant: false swaps the part for none, true keeps a section that is on,
+    with its settings. Any other boolean is left for the section's own check to refuse."""
+    if key in SWITCHED_PARTS and isinstance(value, bool) and isinstance(current, Mapping) and "kind" in current:
         if not value:
             return {"kind": "none"}
         if current["kind"] != "none":
@@ -251,5 +256,5 @@ def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]
         elif value is None and isinstance(out.get(key), dict):
             continue
         else:
-            out[key] = _switched(out.get(key), _deep_copy(value))
+            out[key] = _switched(key, out.get(key), _deep_copy(value))
     return out
