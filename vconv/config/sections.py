@@ -72,11 +72,13 @@ class ModelConfig(ConfigSection):
     code_dim: int = 64
     speaker_dim: int = 128
     n_speakers: int = 0  # the adversary's classes; set from the training manifest
-    content_encoder: dict[str, Any] = field(default_factory=lambda: {"kind": "conv"})
-    quantizer: dict[str, Any] = field(default_factory=lambda: {"kind": "vq"})
-    speaker_encoder: dict[str, Any] = field(default_factory=lambda: {"kind": "conv"})
-    decoder: dict[str, Any] = field(default_factory=lambda: {"kind": "adain"})
-    adversary: dict[str, Any] = field(default_factory=lambda: {"kind": "classifier"})
+    # the core parts, each {kind: NAME, **its settings}; an empty section is its role's default kind (conv, vq, conv,
+    # adain, classifier: vconv.config.model_parts.DEFAULT_KINDS) at its defaults, filled in when the config is built
+    content_encoder: dict[str, Any] = field(default_factory=dict)
+    quantizer: dict[str, Any] = field(default_factory=dict)
+    speaker_encoder: dict[str, Any] = field(default_factory=dict)
+    decoder: dict[str, Any] = field(default_factory=dict)
+    adversary: dict[str, Any] = field(default_factory=dict)
     # what the encoders read: each a front-end part's section, {"kind": NAME, **its settings}
     # (vconv.frontends: content "mel" | "whisper" with "layer" 1-4; speaker "mel")
     content_frontend: dict[str, Any] = field(default_factory=lambda: {"kind": "mel"})

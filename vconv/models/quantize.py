@@ -175,7 +175,6 @@ class VectorQuantizer(Quantizer):
             perplexity=perplexity,
         )
 
-    @torch.no_grad()
     def _rows(self, z: torch.Tensor) -> torch.Tensor:
         """``z [B, G*D, T] -> [B*T*G, D]``: one row per (frame, group); for G = 1 simply ``[B*T, D]``."""
         width = self.dim * self.groups
