@@ -190,6 +190,20 @@ def test_the_target_register_is_measured_saved_and_used(tiny_pitch_bundle, voice
     assert abs(target.register.hz - 220.0) < 10
     path = save_voice(tmp_path / "high.voice", target, VoiceSource(converter.info.path.name, converter.info.digest, SR, 0, (), "float32"))
     assert converter.open_voice(path).register == target.register
+    assert target.h1_h2 is not None and converter.open_voice(path).h1_h2 == target.h1_h2
+    import dataclasses
+
+    from vconv.inference.voice_file import VoiceCache
+
+    older = dataclasses.replace(target, h1_h2=None)  # a voice file written before the H1-H2 was measured
+    source_of = VoiceSource(converter.info.path.name, converter.info.digest, SR, 3, (("ab", 1),), "float32")
+    assert converter.open_voice(save_voice(tmp_path / "old.voice", older, source_of)).h1_h2 is None  # still reads
+    cache = VoiceCache(tmp_path / "cache")
+    cache.put(source_of, older)
+    assert cache.get(source_of) is None  # but a cached one is prepared anew
+    cache.put(source_of, target)
+    cached = cache.get(source_of)
+    assert cached is not None and cached.h1_h2 == target.h1_h2
     source = voiced_signal(2.0, f0=110.0, seed=3)
     contour = converter.source_contour(source, target.register)
     kept = vconv.load(str(tiny_pitch_bundle), pitch_register="source").source_contour(source, target.register)
@@ -272,3 +286,47 @@ def test_harmonic_excitation_puts_the_asked_f0_into_a_spectrum_that_had_none():
     assert track.voiced[inner].float().mean() > 0.8
     assert abs(float(track.f0[inner][track.voiced[inner]].median()) - 180.0) < 180.0 * 0.03
     assert not track_pitch(GriffinLim(cfg)(log_mel)[0], SR, HOP).voiced[inner].float().mean() > 0.2
+
+
+def weak_fundamental_tone(f0: float, fundamental: float, seconds: float = 1.0) -> np.ndarray:
+    """A harmonic tone whose first harmonic has ``fundamental`` times the second's amplitude."""
+    t = np.arange(int(seconds * SR)) / SR
+    amplitudes = [fundamental * 0.5] + [0.5 / k for k in range(2, 9)]
+    return (0.3 * sum(a * np.sin(2 * np.pi * (k + 1) * f0 * t) for k, a in enumerate(amplitudes))).astype(np.float32)
+
+
+def test_h1_h2_reads_how_much_weaker_the_fundamental_is():
+    from vconv.audio.frontend import FrontEnd
+    from vconv.config import FeatureConfig
+    from vconv.vocoders.harmonics import h1_h2
+
+    frontend = FrontEnd(FeatureConfig())
+    centres = frontend.logmel.band_centres
+
+    def measured(wav: np.ndarray) -> float | None:
+        pitch = YinPitch().compute(wav, frontend)
+        return h1_h2([frontend.log_mel(wav[None])[0]], [pitch], centres)
+
+    weak, even, strong = (measured(weak_fundamental_tone(120.0, a)) for a in (0.05, 1.0, 4.0))
+    assert weak is not None and even is not None and strong is not None
+    # monotone in the first harmonic's strength; the mel bands' overlap (a band at 120 Hz also hears 240) compresses it
+    assert weak < -1.5 and weak < even - 2.5 and strong > even + 1.0
+    assert measured(np.zeros(SR, dtype=np.float32)) is None  # no voicing: unknown, not 0
+
+
+def test_the_excitation_keeps_a_target_s_weak_fundamental():
+    from vconv.audio.frontend import FrontEnd
+    from vconv.config import FeatureConfig
+    from vconv.vocoders.harmonics import impose_harmonics
+
+    cfg = FeatureConfig()
+    frontend = FrontEnd(cfg)
+    log_mel = frontend.log_mel(torch.from_numpy(weak_fundamental_tone(120.0, 0.05))[None])  # [1, 80, F]
+    frames = log_mel.shape[-1]
+    f0, voicing, floor = torch.full((1, frames), 120.0), torch.ones(1, frames), math.log(cfg.log_floor)
+    low = frontend.logmel.band_centres < 1.5 * 120.0
+    raised = impose_harmonics(log_mel, f0, voicing, frontend.logmel, floor)  # unknown: raised to the second's level
+    kept = impose_harmonics(log_mel, f0, voicing, frontend.logmel, floor, h1_h2=-4.0)
+    assert float((raised - kept)[:, low].mean()) > 2.0
+    assert torch.equal(raised[:, ~low], kept[:, ~low])  # only the fundamental's bands differ
+    assert torch.equal(impose_harmonics(log_mel, f0, voicing, frontend.logmel, floor, h1_h2=1.5), raised)  # never raised beyond

@@ -93,6 +93,8 @@ def pseudo_voice(converter: Any, pool: Sequence[Any], own_embedding: Any, seed: 
     registers = [v.register for v in voices if v.register is not None]
     register = Register(mix([r.mean for r in registers]), mix([r.spread for r in registers]),
                         min(r.frames for r in registers)) if len(registers) == len(voices) else None
+    fundamentals = [v.h1_h2 for v in voices if v.h1_h2 is not None]
+    h1_h2 = mix(fundamentals) if len(fundamentals) == len(voices) else None
     voice = TargetVoice(embedding=mix([v.embedding for v in voices]), spectrum=spectrum, primer=voices[0].primer,
-                        register=register)
+                        register=register, h1_h2=h1_h2)
     return voice, [i for _, i in sorted(zip(weights, chosen), reverse=True)]

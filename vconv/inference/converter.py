@@ -304,12 +304,13 @@ class VoiceConverter(TargetPreparation, PitchStage):
         matching = spectrum is not None and self.target_match != "off"
         level = file_level() if matching and several else None
         register = target.register if isinstance(target, TargetVoice) else None
+        h1_h2 = target.h1_h2 if isinstance(target, TargetVoice) else None
         source_register = file_register() if self.model.reads_pitch and several and file_register is not None else None
 
         def convert_chunk(recorded: np.ndarray) -> np.ndarray:
             # the target embedding is computed once per file and handed to the model's one conversion path
             piece = self.heard(recorded)
-            pitch = self.source_pitch(piece, register, source_register)
+            pitch = self.source_pitch(piece, register, source_register, h1_h2)
             log_mel = self.decode_mel(self._model_input(piece), embedding, pitch)
             # the piece includes its context: room tone within CONTEXT_SECONDS of speech is matched on that speech's
             # statistics (speech frames only), as a pause inside one chunk is (measured as recorded, as the file is)

@@ -45,25 +45,28 @@ class PitchStage:
             return log_mel
         end = start + log_mel.shape[-1]
         return impose_harmonics(log_mel, pitch.f0[..., start:end], pitch.voicing[..., start:end], self.frontend.logmel,
-                                math.log(self.features.log_floor))
+                                math.log(self.features.log_floor), pitch.h1_h2)
 
-    def source_pitch(self, wav: np.ndarray, target: Register | None, source: Register | None = None) -> SourcePitch | None:
+    def source_pitch(self, wav: np.ndarray, target: Register | None, source: Register | None = None,
+                     h1_h2: float | None = None) -> SourcePitch | None:
         """The decoder's contour of ``wav`` (:meth:`source_contour`) with the output F0 ``[1, F]`` in Hz and the
         voicing ``[1, F]`` (voiced × periodicity) that :meth:`excite` places the harmonics with; None without a pitch path."""
         if not self.model.reads_pitch:
             return None
         rows = self.frontend.pitch_input(wav)
-        return self.pitch_of_rows(rows, target, source or voiced_register(rows[0]))
+        return self.pitch_of_rows(rows, target, source or voiced_register(rows[0]), h1_h2)
 
-    def pitch_of_rows(self, rows: torch.Tensor, target: Register | None, source: Register) -> SourcePitch:
+    def pitch_of_rows(self, rows: torch.Tensor, target: Register | None, source: Register,
+                      h1_h2: float | None = None) -> SourcePitch:
         """The :class:`SourcePitch` of a pitch part's rows ``[1, 3, F]`` whitened on ``source``, in the output register
         (the ``target``'s, or the source's kept: :attr:`pitch_register`; a target without voiced frames keeps the
-        source's), shifted by :attr:`pitch_shift`. The file conversion and the stream both build it here."""
+        source's), shifted by :attr:`pitch_shift`; ``h1_h2``: the target voice's (:attr:`TargetVoice.h1_h2`), which
+        the excitation keeps whatever the register. The file conversion and the stream both build it here."""
         output = target if self.pitch_register == "target" and target is not None and target.frames else source
         contour = decoder_contour(rows, self.model.config.pitch_register, source=source, output=output,
                                   shift_semitones=self.pitch_shift)
         f0 = torch.exp(output_log_f0(rows[:, 0], source, output, self.pitch_shift))
-        return SourcePitch(contour, f0, rows[:, 1] * rows[:, 2])
+        return SourcePitch(contour, f0, rows[:, 1] * rows[:, 2], h1_h2)
 
     def source_contour(self, wav: np.ndarray, target: Register | None, source: Register | None = None) -> torch.Tensor | None:
         """The decoder's contour ``[1, 3, F]`` of model-rate ``wav [T]`` for a model with the pitch path (None without

@@ -309,7 +309,7 @@ class StreamConverter:
         block = rows[0, :, first_new : first_new + self.block // self.hop]
         done = block[0][block[1] > 0.5].double()  # the block's own frames join the history
         self._pitch_sums += (done.numel(), float(done.sum()), float((done**2).sum()))
-        return conv.pitch_of_rows(rows, self.target.register, source)
+        return conv.pitch_of_rows(rows, self.target.register, source, self.target.h1_h2)
 
 
 def _register_of_sums(count: float, total: float, squares: float) -> Register:

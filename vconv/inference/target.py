@@ -26,6 +26,9 @@ class TargetVoice:
     when it was not;
     ``register``: for a model with the pitch path, the references' pitch register (mean and spread of their voiced
     log-F0, :class:`~vconv.models.contour.Register`), the level a converted voice speaks at; None otherwise;
+    ``h1_h2``: for a model with the pitch path, the references' H1-H2 (how much weaker their fundamental is than the
+    second harmonic, nats: :func:`vconv.vocoders.harmonics.h1_h2`), which the harmonic excitation keeps; None when
+    unknown (too little voicing, or a voice file made before it was measured);
     ``origin``: where it came from: ``"computed"`` from the references now, ``"cache"`` (the cache of fitted voices) or
     ``"file"`` (a voice file, :mod:`vconv.inference.voice_file`).
     """
@@ -36,6 +39,7 @@ class TargetVoice:
     fit_losses: tuple[float, ...] = ()
     origin: str = "computed"
     register: Register | None = None
+    h1_h2: float | None = None
 
 
 PRIMER_SECONDS = 3.0  # as much as a stream's longest sensible context; the default context takes the last 1.5 s
@@ -45,8 +49,9 @@ PRIMER_SECONDS = 3.0  # as much as a stream's longest sensible context; the defa
 class SourcePitch:
     """What a conversion needs of its source's pitch (a model with the pitch path): the decoder's ``contour [1, 3, F]``,
     the output ``f0 [1, F]`` in Hz and the ``voicing [1, F]`` in [0, 1] (voiced × periodicity) of the harmonic
-    excitation (:mod:`vconv.vocoders.harmonics`)."""
+    excitation (:mod:`vconv.vocoders.harmonics`), and the output voice's ``h1_h2`` there (None: unknown)."""
 
     contour: torch.Tensor
     f0: torch.Tensor
     voicing: torch.Tensor
+    h1_h2: float | None = None

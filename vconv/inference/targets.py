@@ -23,6 +23,7 @@ from vconv.inference.target_match import spectrum_stats
 from vconv.inference.voice_file import VoiceCache, VoiceSource, load_voice, reference_digests, voice_file_in
 from vconv.inference.voice_fit import MAX_FIT_SECONDS, FitReference, VoiceFit, crop_references, fit_embedding
 from vconv.models.contour import Register, decoder_contour, voiced_register
+from vconv.vocoders.harmonics import h1_h2
 
 if TYPE_CHECKING:
     from vconv.models.vc import VoiceConversionModel
@@ -138,14 +139,17 @@ class TargetPreparation:
         if self.fit_steps:
             fit = self._fit_voice(wavs, log_mels, embedding)
             embedding, fit_losses = fit.embedding, fit.losses
+        register, fundamental = self._pitch_of_references(wavs, log_mels)
         return TargetVoice(embedding=embedding, spectrum=spectrum_stats(log_mels),
-                           primer=primer, fit_losses=fit_losses, register=self._register_of(wavs))
+                           primer=primer, fit_losses=fit_losses, register=register, h1_h2=fundamental)
 
-    def _register_of(self, wavs: list[np.ndarray]) -> Register | None:
-        """The pitch register of prepared references ``[T_i]`` (pooled), for a model with the pitch path; else None."""
+    def _pitch_of_references(self, wavs: list[np.ndarray], log_mels: list[torch.Tensor]) -> tuple[Register | None, float | None]:
+        """For a model with the pitch path, the pitch register and the H1-H2 (:func:`~vconv.vocoders.harmonics.h1_h2`)
+        of prepared references ``[T_i]`` with their log-mels ``[n_mels, F_i]`` (pooled); else ``(None, None)``."""
         if not self.model.reads_pitch:
-            return None
-        return voiced_register([self.frontend.pitch_input(w)[0] for w in wavs])
+            return None, None
+        rows = [self.frontend.pitch_input(w)[0] for w in wavs]
+        return voiced_register(rows), h1_h2(log_mels, rows, self.frontend.logmel.band_centres)
 
     def _fit_voice(self, wavs: list[np.ndarray], log_mels: list[torch.Tensor], embedding: torch.Tensor) -> VoiceFit:
         """The embedding ``[1, S]`` tuned on the references (:mod:`vconv.inference.voice_fit`), from ``embedding``."""

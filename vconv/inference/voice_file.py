@@ -9,6 +9,8 @@ A voice file is safetensors (tensors and string metadata; nothing in it runs cod
     primer         [n] float32      the references' last seconds of audio at the model's rate (a stream's context)
     register       [3] float64      for a model with the pitch path: the references' pitch register (mean and spread
                                     of voiced log-F0, voiced frames; vconv.models.contour.Register)
+    h1_h2          [1] float64      for a model with the pitch path, when measured: the references' H1-H2 (nats;
+                                    vconv.vocoders.harmonics.h1_h2); a file without it converts as before it existed
 
 and metadata: ``format`` (``vconv-voice``), ``version``, ``bundle`` (the bundle's name) and ``bundle_digest``
 (of its weights: an embedding means nothing to another model), ``sample_rate``, ``fit_steps``, ``precision`` (the
@@ -96,6 +98,8 @@ def save_voice(path: str | Path, voice: "TargetVoice", source: VoiceSource, *, f
                "primer": torch.from_numpy(np.ascontiguousarray(voice.primer if voice.primer is not None else np.zeros(0, np.float32)))}
     if voice.register is not None:
         tensors["register"] = torch.tensor(voice.register.to_list(), dtype=torch.float64)  # as computed: a round trip is exact
+    if voice.h1_h2 is not None:
+        tensors["h1_h2"] = torch.tensor([voice.h1_h2], dtype=torch.float64)
     metadata = {"format": VOICE_FORMAT, "version": str(VOICE_VERSION), "bundle": source.bundle, "bundle_digest": source.bundle_digest,
                 "sample_rate": str(source.sample_rate), "fit_steps": str(source.fit_steps), "precision": source.precision,
                 "fit_losses": json.dumps(list(voice.fit_losses)),
@@ -129,6 +133,7 @@ def load_voice(path: str | Path, bundle: str, bundle_digest: str, origin: str = 
         fit_losses = tuple(float(x) for x in json.loads(metadata["fit_losses"]))
         embedding = tensors["embedding"]
         register = Register.from_list(tensors["register"]) if "register" in tensors else None
+        h1_h2 = float(tensors["h1_h2"].reshape(1)[0]) if "h1_h2" in tensors else None
     except (SafetensorError, OSError, KeyError, ValueError, TypeError) as exc:
         raise VconvError(f"{path}: corrupt voice file ({type(exc).__name__}: {str(exc).splitlines()[0][:100] if str(exc) else ''})") from None
     if embedding.dim() != 2 or embedding.shape[0] != 1 or spectrum.mean.shape != spectrum.std.shape:
@@ -136,7 +141,7 @@ def load_voice(path: str | Path, bundle: str, bundle_digest: str, origin: str = 
     if not torch.isfinite(embedding).all():
         raise VconvError(f"{path}: corrupt voice file (the embedding is not finite)")
     return TargetVoice(embedding=embedding, spectrum=spectrum, primer=primer if primer.size else None, fit_losses=fit_losses,
-                       origin=origin, register=register)
+                       origin=origin, register=register, h1_h2=h1_h2)
 
 
 def voice_metadata(path: str | Path) -> dict[str, str]:
@@ -186,6 +191,8 @@ class VoiceCache:
         try:
             voice = load_voice(path, source.bundle, source.bundle_digest, origin="cache")
         except VconvError:
+            return None
+        if voice.register is not None and voice.h1_h2 is None:  # stored before the H1-H2 was measured: prepare it anew
             return None
         try:
             os.utime(path)  # recently used: the last to go

@@ -9,7 +9,8 @@ is given (copy synthesis keeps the melody). So before the vocoder, each voiced f
     envelope   = x averaged over the bands within half a harmonic spacing of each band's centre
                  (the decoder's own smeared harmonics out; where bands are wider than the spacing, x itself)
     envelope  -> bands below 1.5 F0 raised to the band at 2 F0 (a fundamental weaker than its second harmonic is
-                 heard, by listeners and by pitch trackers, an octave up)
+                 heard, by listeners and by pitch trackers, an octave up), or to h1_h2 below it for a target voice
+                 whose own fundamental is that much weaker (its H1-H2, measured on its references: :func:`h1_h2`)
     out        = envelope + log mel(comb at F0) - log mel(flat)   (the comb's modulation of each band; it fades
                  where a band spans several harmonics, so the upper spectrum is the decoder's)
 
@@ -27,22 +28,29 @@ import torch
 
 from vconv.audio.logmel import LogMel
 
-__all__ = ["impose_harmonics"]
+__all__ = ["impose_harmonics", "h1_h2", "MIN_H1_H2_FRAMES"]
 
 LOBE_BINS = 0.9  # the comb's peak width (Gaussian sigma) in FFT bins: a Hann window's main lobe
 APERIODIC_LOW, APERIODIC_HIGH = 0.2, 0.9  # the flat share of a voiced frame's excitation at 0 Hz and at Nyquist
+MIN_H1_H2_FRAMES = 16  # voiced frames (a quarter second) before a voice's H1-H2 is measured rather than left unknown
 
 
 @torch.no_grad()
 def impose_harmonics(log_mel: torch.Tensor, f0: torch.Tensor, voiced: torch.Tensor, logmel: LogMel,
-                     floor: float) -> torch.Tensor:
+                     floor: float, h1_h2: float | None = None) -> torch.Tensor:
     """``log_mel [B, n_mels, T]`` (natural log) given the harmonics of ``f0 [B, T]`` Hz where ``voiced [B, T]`` (in
-    [0, 1]); ``floor`` is the natural-log floor of the features. Returns ``[B, n_mels, T]``."""
+    [0, 1]); ``floor`` is the natural-log floor of the features; ``h1_h2``: the output voice's H1-H2 in nats
+    (:func:`h1_h2` of its references; None: unknown, the fundamental raised to the second harmonic's level). Returns
+    ``[B, n_mels, T]``."""
     x = log_mel.float()
     f0 = f0.float().clamp(min=40.0)
     voicing = voiced.float()[:, None, :]  # [B, 1, T]
     centres = logmel.band_centres.to(x.device)  # [M]
-    envelope = voicing * _raise_fundamental(_smooth_over_harmonic(x, f0, centres), f0, centres) + (1 - voicing) * x
+    # a voice whose fundamental is weaker than its second harmonic keeps it so (piper_joe's references: 2.6 nats
+    # below): raised to the second's level, its conversions were heard as another speaker (recipes/voices/
+    # MODEL_HISTORY.md, "The target's own fundamental"); a stronger one is not raised beyond the second's level
+    below = min(h1_h2, 0.0) if h1_h2 is not None else 0.0
+    envelope = voicing * _raise_fundamental(_smooth_over_harmonic(x, f0, centres), f0, centres, below) + (1 - voicing) * x
     # no loudness renormalisation: the comb's peaks add power in the resolved low bands, and scaling the frame back
     # would lower the upper bands (the consonants) instead; measured, it cost words (CER 0.20 -> 0.26 on 20 pairs)
     return torch.maximum(envelope + comb_modulation(f0, voiced, logmel), torch.full_like(x, floor))
@@ -76,8 +84,28 @@ def _smooth_over_harmonic(x: torch.Tensor, f0: torch.Tensor, centres: torch.Tens
     return (total / (last - first).clamp(min=1)).to(x.dtype)
 
 
-def _raise_fundamental(envelope: torch.Tensor, f0: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-    """``envelope [B, M, T]`` with the bands below 1.5 ``f0 [B, T]`` raised to the band nearest 2 ``f0``."""
+def _raise_fundamental(envelope: torch.Tensor, f0: torch.Tensor, centres: torch.Tensor, below: float = 0.0) -> torch.Tensor:
+    """``envelope [B, M, T]`` with the bands below 1.5 ``f0 [B, T]`` raised to ``below`` (nats, <= 0) under the band
+    nearest 2 ``f0`` (never lowered)."""
     second = (centres[None, :, None] - 2 * f0[:, None, :]).abs().argmin(dim=1, keepdim=True)  # [B, 1, T]
     low = centres[None, :, None] < 1.5 * f0[:, None, :]
-    return torch.where(low, torch.maximum(envelope, torch.gather(envelope, 1, second)), envelope)
+    return torch.where(low, torch.maximum(envelope, torch.gather(envelope, 1, second) + below), envelope)
+
+
+def h1_h2(log_mels: list[torch.Tensor], pitches: list[torch.Tensor], centres: torch.Tensor) -> float | None:
+    """A voice's H1-H2 in the log-mel: the median, over the voiced frames of its recordings, of the band nearest F0
+    minus the band nearest 2 F0 (natural log; 0 for a flat spectrum, negative where the fundamental is the weaker:
+    the classic voice-quality measure, read at the mel's resolution). ``log_mels``: ``[n_mels, F_i]`` each;
+    ``pitches``: a pitch part's rows ``[3, F_i]`` (log-F0, voiced, periodicity) of the same recordings; ``centres``:
+    the bands' centres ``[n_mels]`` Hz. None below :data:`MIN_H1_H2_FRAMES` voiced frames."""
+    values = []
+    for log_mel, pitch in zip(log_mels, pitches):
+        frames = min(log_mel.shape[-1], pitch.shape[-1])
+        f0 = pitch[0, :frames].float().exp()[None, :]  # [1, F]
+        first = (centres[:, None] - f0).abs().argmin(dim=0)  # [F]
+        second = (centres[:, None] - 2 * f0).abs().argmin(dim=0)
+        at = torch.arange(frames)
+        difference = log_mel[first, at].float() - log_mel[second, at].float()
+        values.append(difference[pitch[1, :frames] > 0.5])
+    voiced = torch.cat(values) if values else torch.zeros(0)
+    return float(voiced.median()) if voiced.numel() >= MIN_H1_H2_FRAMES else None
