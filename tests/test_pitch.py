@@ -191,19 +191,6 @@ def test_the_target_register_is_measured_saved_and_used(tiny_pitch_bundle, voice
     path = save_voice(tmp_path / "high.voice", target, VoiceSource(converter.info.path.name, converter.info.digest, SR, 0, (), "float32"))
     assert converter.open_voice(path).register == target.register
     assert target.h1_h2 is not None and converter.open_voice(path).h1_h2 == target.h1_h2
-    import dataclasses
-
-    from vconv.inference.voice_file import VoiceCache
-
-    older = dataclasses.replace(target, h1_h2=None)  # a voice file written before the H1-H2 was measured
-    source_of = VoiceSource(converter.info.path.name, converter.info.digest, SR, 3, (("ab", 1),), "float32")
-    assert converter.open_voice(save_voice(tmp_path / "old.voice", older, source_of)).h1_h2 is None  # still reads
-    cache = VoiceCache(tmp_path / "cache")
-    cache.put(source_of, older)
-    assert cache.get(source_of) is None  # but a cached one is prepared anew
-    cache.put(source_of, target)
-    cached = cache.get(source_of)
-    assert cached is not None and cached.h1_h2 == target.h1_h2
     source = voiced_signal(2.0, f0=110.0, seed=3)
     contour = converter.source_contour(source, target.register)
     kept = vconv.load(str(tiny_pitch_bundle), pitch_register="source").source_contour(source, target.register)
@@ -289,7 +276,8 @@ def test_harmonic_excitation_puts_the_asked_f0_into_a_spectrum_that_had_none():
 
 
 def weak_fundamental_tone(f0: float, fundamental: float, seconds: float = 1.0) -> np.ndarray:
-    """A harmonic tone whose first harmonic has ``fundamental`` times the second's amplitude."""
+    """A harmonic tone whose first harmonic has ``2 * fundamental`` times the second's amplitude (the others fall
+    as 1/k)."""
     t = np.arange(int(seconds * SR)) / SR
     amplitudes = [fundamental * 0.5] + [0.5 / k for k in range(2, 9)]
     return (0.3 * sum(a * np.sin(2 * np.pi * (k + 1) * f0 * t) for k, a in enumerate(amplitudes))).astype(np.float32)
@@ -307,10 +295,10 @@ def test_h1_h2_reads_how_much_weaker_the_fundamental_is():
         pitch = YinPitch().compute(wav, frontend)
         return h1_h2([frontend.log_mel(wav[None])[0]], [pitch], centres)
 
-    weak, even, strong = (measured(weak_fundamental_tone(120.0, a)) for a in (0.05, 1.0, 4.0))
-    assert weak is not None and even is not None and strong is not None
+    weak, louder, strong = (measured(weak_fundamental_tone(120.0, a)) for a in (0.05, 1.0, 4.0))  # H1/H2 0.1, 2, 8
+    assert weak is not None and louder is not None and strong is not None
     # monotone in the first harmonic's strength; the mel bands' overlap (a band at 120 Hz also hears 240) compresses it
-    assert weak < -1.5 and weak < even - 2.5 and strong > even + 1.0
+    assert weak < -1.5 and weak < louder - 2.5 and strong > louder + 1.0
     assert measured(np.zeros(SR, dtype=np.float32)) is None  # no voicing: unknown, not 0
 
 
@@ -330,3 +318,39 @@ def test_the_excitation_keeps_a_target_s_weak_fundamental():
     assert float((raised - kept)[:, low].mean()) > 2.0
     assert torch.equal(raised[:, ~low], kept[:, ~low])  # only the fundamental's bands differ
     assert torch.equal(impose_harmonics(log_mel, f0, voicing, frontend.logmel, floor, h1_h2=1.5), raised)  # never raised beyond
+
+
+def test_the_target_s_h1_h2_reaches_every_conversion_and_survives_the_cache(tiny_pitch_bundle, voices, tmp_path, monkeypatch):
+    import dataclasses
+
+    import soundfile as sf
+
+    import vconv
+    import vconv.inference.pitch_stage as pitch_stage
+    from vconv.inference.voice_file import VoiceCache, save_voice
+
+    seen: list[float | None] = []
+    real = pitch_stage.impose_harmonics
+    monkeypatch.setattr(pitch_stage, "impose_harmonics", lambda *args, **kwargs: seen.append(args[5]) or real(*args, **kwargs))
+    converter = vconv.load(str(tiny_pitch_bundle))
+    target = dataclasses.replace(converter.target_voice([str(voices / "high.wav")]), h1_h2=-1.25)
+    source, _ = sf.read(voices / "low.wav", dtype="float32")
+    converter.convert_wav(source, target)  # one chunk
+    converter.convert_wav(source, target, chunk_seconds=0.5, overlap_seconds=0.1)  # several
+    stream = converter.stream(target, recent_frontend="off")
+    stream.push(source)
+    stream.flush()
+    assert seen and set(seen) == {-1.25}
+
+    # a voice cached before vconv measured the H1-H2 gets it from its references, without a fit
+    fitting = vconv.load(str(tiny_pitch_bundle), fit_steps=2)
+    fitting.voice_cache = VoiceCache(tmp_path / "cache")
+    fresh, source_of = fitting.prepared_target([str(voices / "high.wav")])
+    fitting.voice_cache.put(source_of, dataclasses.replace(fresh, h1_h2=None))
+    again, _ = fitting.prepared_target([str(voices / "high.wav")])
+    assert again.origin == "cache" and again.h1_h2 == fresh.h1_h2 is not None
+
+    # a voice file whose H1-H2 is not one finite number is corrupt, in one line
+    bad = save_voice(tmp_path / "bad.voice", dataclasses.replace(fresh, h1_h2=float("nan")), source_of)
+    with pytest.raises(VconvError, match="corrupt voice file"):
+        fitting.open_voice(bad)

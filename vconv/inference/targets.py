@@ -7,6 +7,7 @@ conversion (a file, a stream, the page) prepares its target here once and hands 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Sequence, Union
 
@@ -124,7 +125,7 @@ class TargetPreparation:
         cache = self.voice_cache if self.fit_steps else None
         cached = cache.get(source) if cache else None
         if cached is not None:
-            return cached, source
+            return self._with_h1_h2(cached, wavs), source
         voice = self._prepare_voice(wavs)
         if cache:
             cache.put(source, voice)
@@ -142,6 +143,14 @@ class TargetPreparation:
         register, fundamental = self._pitch_of_references(wavs, log_mels)
         return TargetVoice(embedding=embedding, spectrum=spectrum_stats(log_mels),
                            primer=primer, fit_losses=fit_losses, register=register, h1_h2=fundamental)
+
+    def _with_h1_h2(self, voice: TargetVoice, wavs: list[np.ndarray]) -> TargetVoice:
+        """``voice`` (cached before vconv measured the H1-H2) with its references' H1-H2 filled in: a few milliseconds,
+        no fit, so an older cache entry converts as a new one would."""
+        if voice.h1_h2 is not None or not self.model.reads_pitch:
+            return voice
+        log_mels = [self.frontend.log_mel(w[None])[0] for w in wavs]
+        return dataclasses.replace(voice, h1_h2=self._pitch_of_references(wavs, log_mels)[1])
 
     def _pitch_of_references(self, wavs: list[np.ndarray], log_mels: list[torch.Tensor]) -> tuple[Register | None, float | None]:
         """For a model with the pitch path, the pitch register and the H1-H2 (:func:`~vconv.vocoders.harmonics.h1_h2`)

@@ -10,7 +10,8 @@ A voice file is safetensors (tensors and string metadata; nothing in it runs cod
     register       [3] float64      for a model with the pitch path: the references' pitch register (mean and spread
                                     of voiced log-F0, voiced frames; vconv.models.contour.Register)
     h1_h2          [1] float64      for a model with the pitch path, when measured: the references' H1-H2 (nats;
-                                    vconv.vocoders.harmonics.h1_h2); a file without it converts as before it existed
+                                    vconv.vocoders.harmonics.h1_h2); a file made before vconv measured it converts with
+                                    the fundamental raised to the second harmonic's level, as it did then
 
 and metadata: ``format`` (``vconv-voice``), ``version``, ``bundle`` (the bundle's name) and ``bundle_digest``
 (of its weights: an embedding means nothing to another model), ``sample_rate``, ``fit_steps``, ``precision`` (the
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -36,6 +38,8 @@ from vconv.errors import VconvError
 from vconv.fileio import atomic_path
 
 if TYPE_CHECKING:
+    import torch
+
     from vconv.inference.target import TargetVoice
 
 # torch is imported inside the functions that make or read tensors: the CLI checks a voice file named by --target
@@ -132,9 +136,9 @@ def load_voice(path: str | Path, bundle: str, bundle_digest: str, origin: str = 
         primer = tensors["primer"].numpy().astype(np.float32)
         fit_losses = tuple(float(x) for x in json.loads(metadata["fit_losses"]))
         embedding = tensors["embedding"]
-        register = Register.from_list(tensors["register"]) if "register" in tensors else None
-        h1_h2 = float(tensors["h1_h2"].reshape(1)[0]) if "h1_h2" in tensors else None
-    except (SafetensorError, OSError, KeyError, ValueError, TypeError) as exc:
+        register = Register.from_list(_finite(tensors["register"], 3, "register")) if "register" in tensors else None
+        h1_h2 = float(_finite(tensors["h1_h2"], 1, "h1_h2")[0]) if "h1_h2" in tensors else None
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
         raise VconvError(f"{path}: corrupt voice file ({type(exc).__name__}: {str(exc).splitlines()[0][:100] if str(exc) else ''})") from None
     if embedding.dim() != 2 or embedding.shape[0] != 1 or spectrum.mean.shape != spectrum.std.shape:
         raise VconvError(f"{path}: corrupt voice file (embedding {tuple(embedding.shape)}, spectrum {tuple(spectrum.mean.shape)})")
@@ -142,6 +146,14 @@ def load_voice(path: str | Path, bundle: str, bundle_digest: str, origin: str = 
         raise VconvError(f"{path}: corrupt voice file (the embedding is not finite)")
     return TargetVoice(embedding=embedding, spectrum=spectrum, primer=primer if primer.size else None, fit_losses=fit_losses,
                        origin=origin, register=register, h1_h2=h1_h2)
+
+
+def _finite(values: "torch.Tensor", size: int, name: str) -> list[float]:
+    """``values`` as ``size`` finite floats, else a ValueError naming ``name`` (a voice file's small tensors)."""
+    listed = [float(v) for v in values.reshape(-1).tolist()]
+    if len(listed) != size or not all(math.isfinite(v) for v in listed):
+        raise ValueError(f"{name} is not {size} finite number(s)")
+    return listed
 
 
 def voice_metadata(path: str | Path) -> dict[str, str]:
@@ -191,8 +203,6 @@ class VoiceCache:
         try:
             voice = load_voice(path, source.bundle, source.bundle_digest, origin="cache")
         except VconvError:
-            return None
-        if voice.register is not None and voice.h1_h2 is None:  # stored before the H1-H2 was measured: prepare it anew
             return None
         try:
             os.utime(path)  # recently used: the last to go

@@ -29,15 +29,19 @@ import torch
 
 from vconv.audio.logmel import LogMel
 
-__all__ = ["impose_harmonics", "h1_h2", "MIN_H1_H2_FRAMES"]
+__all__ = ["impose_harmonics", "h1_h2", "MIN_H1_H2", "MIN_H1_H2_FRAMES"]
 
 LOBE_BINS = 0.9  # the comb's peak width (Gaussian sigma) in FFT bins: a Hann window's main lobe
 APERIODIC_LOW, APERIODIC_HIGH = 0.2, 0.9  # the flat share of a voiced frame's excitation at 0 Hz and at Nyquist
-# the comb's modulation is deepened by this factor: on the content-consistency model's 40 held-out pairs 1.5 gave
-# DNSMOS 1.89 -> 2.30 and F0 correlation 0.54 -> 0.56 for CER 0.17 -> 0.19 (1.25: DNSMOS 2.14; recipes/voices/
-# MODEL_HISTORY.md, "The target's own fundamental, and a deeper comb")
+# the comb's modulation is deepened by this factor: on the shipped model's 40 held-out pairs (the target's H1-H2
+# kept) 1.5 gave DNSMOS 1.89 -> 2.30 and F0 correlation 0.54 -> 0.56 for CER 0.17 -> 0.19; without the H1-H2, 1.25
+# gave DNSMOS 2.14 (recipes/voices/MODEL_HISTORY.md, "The target's own fundamental, and a deeper comb")
 COMB_DEPTH = 1.5
-MIN_H1_H2_FRAMES = 16  # voiced frames (a quarter second) before a voice's H1-H2 is measured rather than left unknown
+MIN_H1_H2_FRAMES = 16
+# a fundamental kept at most this far (nats) below the second harmonic: piper_joe's references read -2.6 to -3.1;
+# lower says more about a channel (a telephone's or a rumble filter's high-pass) than about a voice, and with no
+# fundamental at all listeners and trackers hear the output an octave up
+MIN_H1_H2 = -4.0  # voiced frames (a quarter second) before a voice's H1-H2 is measured rather than left unknown
 
 
 @torch.no_grad()
@@ -45,8 +49,8 @@ def impose_harmonics(log_mel: torch.Tensor, f0: torch.Tensor, voiced: torch.Tens
                      floor: float, h1_h2: float | None = None) -> torch.Tensor:
     """``log_mel [B, n_mels, T]`` (natural log) given the harmonics of ``f0 [B, T]`` Hz where ``voiced [B, T]`` (in
     [0, 1]); ``floor`` is the natural-log floor of the features; ``h1_h2``: the output voice's H1-H2 in nats
-    (:func:`h1_h2` of its references; None: unknown, the fundamental raised to the second harmonic's level). Returns
-    ``[B, n_mels, T]``."""
+    (:func:`h1_h2` of its references; None: unknown, the fundamental raised to the second harmonic's level; the rule
+    applies to the smoothed envelope, the comb is added on top). Returns ``[B, n_mels, T]``."""
     x = log_mel.float()
     f0 = f0.float().clamp(min=40.0)
     voicing = voiced.float()[:, None, :]  # [B, 1, T]
@@ -54,7 +58,7 @@ def impose_harmonics(log_mel: torch.Tensor, f0: torch.Tensor, voiced: torch.Tens
     # a voice whose fundamental is weaker than its second harmonic keeps it so (piper_joe's references: 2.6 nats
     # below): raised to the second's level, its conversions were heard as another speaker (recipes/voices/
     # MODEL_HISTORY.md, "The target's own fundamental"); a stronger one is not raised beyond the second's level
-    below = min(h1_h2, 0.0) if h1_h2 is not None else 0.0
+    below = min(max(h1_h2, MIN_H1_H2), 0.0) if h1_h2 is not None else 0.0
     envelope = voicing * _raise_fundamental(_smooth_over_harmonic(x, f0, centres), f0, centres, below) + (1 - voicing) * x
     # no loudness renormalisation: the comb's peaks add power in the resolved low bands, and scaling the frame back
     # would lower the upper bands (the consonants) instead; measured, it cost words (CER 0.20 -> 0.26 on 20 pairs)
@@ -106,11 +110,12 @@ def h1_h2(log_mels: list[torch.Tensor], pitches: list[torch.Tensor], centres: to
     values = []
     for log_mel, pitch in zip(log_mels, pitches):
         frames = min(log_mel.shape[-1], pitch.shape[-1])
-        f0 = pitch[0, :frames].float().exp()[None, :]  # [1, F]
-        first = (centres[:, None] - f0).abs().argmin(dim=0)  # [F]
-        second = (centres[:, None] - 2 * f0).abs().argmin(dim=0)
-        at = torch.arange(frames)
+        bands = centres.to(log_mel.device)[:, None]  # [M, 1]
+        f0 = pitch[0, :frames].float().exp().to(log_mel.device)[None, :]  # [1, F]
+        first = (bands - f0).abs().argmin(dim=0)  # [F]
+        second = (bands - 2 * f0).abs().argmin(dim=0)
+        at = torch.arange(frames, device=log_mel.device)
         difference = log_mel[first, at].float() - log_mel[second, at].float()
-        values.append(difference[pitch[1, :frames] > 0.5])
+        values.append(difference[(pitch[1, :frames] > 0.5).to(log_mel.device)].cpu())
     voiced = torch.cat(values) if values else torch.zeros(0)
     return float(voiced.median()) if voiced.numel() >= MIN_H1_H2_FRAMES else None
