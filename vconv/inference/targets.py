@@ -133,7 +133,7 @@ class TargetPreparation:
 
     def _prepare_voice(self, wavs: list[np.ndarray]) -> TargetVoice:
         """:meth:`target_voice` of prepared references ``[T_i]``, computed."""
-        log_mels = [self.frontend.log_mel(w[None])[0] for w in wavs]
+        log_mels = self._log_mels(wavs)
         primer = np.concatenate(wavs)[-int(PRIMER_SECONDS * self.sample_rate):].astype(np.float32)  # the references' tail
         embedding = self._embed_inputs(self._speaker_inputs(wavs))
         fit_losses: tuple[float, ...] = ()
@@ -144,12 +144,16 @@ class TargetPreparation:
         return TargetVoice(embedding=embedding, spectrum=spectrum_stats(log_mels),
                            primer=primer, fit_losses=fit_losses, register=register, h1_h2=fundamental)
 
+    def _log_mels(self, wavs: list[np.ndarray]) -> list[torch.Tensor]:
+        """Prepared references ``[T_i]`` -> their log-mels ``[n_mels, F_i]``."""
+        return [self.frontend.log_mel(w[None])[0] for w in wavs]
+
     def _with_h1_h2(self, voice: TargetVoice, wavs: list[np.ndarray]) -> TargetVoice:
         """``voice`` (cached before vconv measured the H1-H2) with its references' H1-H2 filled in: a few milliseconds,
         no fit, so an older cache entry converts as a new one would."""
         if voice.h1_h2 is not None or not self.model.reads_pitch:
             return voice
-        log_mels = [self.frontend.log_mel(w[None])[0] for w in wavs]
+        log_mels = self._log_mels(wavs)
         return dataclasses.replace(voice, h1_h2=self._pitch_of_references(wavs, log_mels)[1])
 
     def _pitch_of_references(self, wavs: list[np.ndarray], log_mels: list[torch.Tensor]) -> tuple[Register | None, float | None]:

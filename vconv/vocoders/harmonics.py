@@ -37,11 +37,11 @@ APERIODIC_LOW, APERIODIC_HIGH = 0.2, 0.9  # the flat share of a voiced frame's e
 # kept) 1.5 gave DNSMOS 1.89 -> 2.30 and F0 correlation 0.54 -> 0.56 for CER 0.17 -> 0.19; without the H1-H2, 1.25
 # gave DNSMOS 2.14 (recipes/voices/MODEL_HISTORY.md, "The target's own fundamental, and a deeper comb")
 COMB_DEPTH = 1.5
-MIN_H1_H2_FRAMES = 16
+MIN_H1_H2_FRAMES = 16  # voiced frames (a quarter second) before a voice's H1-H2 is measured rather than left unknown
 # a fundamental kept at most this far (nats) below the second harmonic: piper_joe's references read -2.6 to -3.1;
 # lower says more about a channel (a telephone's or a rumble filter's high-pass) than about a voice, and with no
 # fundamental at all listeners and trackers hear the output an octave up
-MIN_H1_H2 = -4.0  # voiced frames (a quarter second) before a voice's H1-H2 is measured rather than left unknown
+MIN_H1_H2 = -4.0
 
 
 @torch.no_grad()
@@ -96,9 +96,14 @@ def _smooth_over_harmonic(x: torch.Tensor, f0: torch.Tensor, centres: torch.Tens
 def _raise_fundamental(envelope: torch.Tensor, f0: torch.Tensor, centres: torch.Tensor, below: float = 0.0) -> torch.Tensor:
     """``envelope [B, M, T]`` with the bands below 1.5 ``f0 [B, T]`` raised to ``below`` (nats, <= 0) under the band
     nearest 2 ``f0`` (never lowered)."""
-    second = (centres[None, :, None] - 2 * f0[:, None, :]).abs().argmin(dim=1, keepdim=True)  # [B, 1, T]
+    second = _nearest_band(centres, 2 * f0)[:, None, :]  # [B, 1, T]
     low = centres[None, :, None] < 1.5 * f0[:, None, :]
     return torch.where(low, torch.maximum(envelope, torch.gather(envelope, 1, second) + below), envelope)
+
+
+def _nearest_band(centres: torch.Tensor, hz: torch.Tensor) -> torch.Tensor:
+    """The index of the band whose centre (``centres [M]`` Hz) is nearest each frequency of ``hz [...]`` -> ``[...]``."""
+    return (centres.reshape(-1, *([1] * hz.dim())) - hz[None]).abs().argmin(dim=0)
 
 
 def h1_h2(log_mels: list[torch.Tensor], pitches: list[torch.Tensor], centres: torch.Tensor) -> float | None:
@@ -110,10 +115,9 @@ def h1_h2(log_mels: list[torch.Tensor], pitches: list[torch.Tensor], centres: to
     values = []
     for log_mel, pitch in zip(log_mels, pitches):
         frames = min(log_mel.shape[-1], pitch.shape[-1])
-        bands = centres.to(log_mel.device)[:, None]  # [M, 1]
-        f0 = pitch[0, :frames].float().exp().to(log_mel.device)[None, :]  # [1, F]
-        first = (bands - f0).abs().argmin(dim=0)  # [F]
-        second = (bands - 2 * f0).abs().argmin(dim=0)
+        bands = centres.to(log_mel.device)
+        f0 = pitch[0, :frames].float().exp().to(log_mel.device)  # [F]
+        first, second = _nearest_band(bands, f0), _nearest_band(bands, 2 * f0)  # [F] each
         at = torch.arange(frames, device=log_mel.device)
         difference = log_mel[first, at].float() - log_mel[second, at].float()
         values.append(difference[(pitch[1, :frames] > 0.5).to(log_mel.device)].cpu())
