@@ -362,8 +362,9 @@ def test_a_pseudo_voice_mixes_the_h1_h2_of_its_voices_or_leaves_it_unknown():
     from vconv.inference.target_match import SpectrumStats
 
     def voice(i: int, h1_h2: float | None) -> TargetVoice:
+        voiced = torch.tensor([[True], [True], [i % 2 == 0], [h1_h2 is not None]])  # a noise floor in bands 2 or 3
         return TargetVoice(embedding=torch.randn(1, 8, generator=torch.Generator().manual_seed(i)),
-                           spectrum=SpectrumStats(torch.zeros(4, 1), torch.ones(4, 1), 100),
+                           spectrum=SpectrumStats(torch.zeros(4, 1), torch.ones(4, 1), 100, voiced),
                            register=Register(5.0 + 0.1 * i, 0.2, 100), h1_h2=h1_h2)
 
     own = torch.ones(1, 8)
@@ -371,5 +372,7 @@ def test_a_pseudo_voice_mixes_the_h1_h2_of_its_voices_or_leaves_it_unknown():
     mixed, chosen = pseudo_voice(None, known, own, seed=0, speaker="s1")
     assert mixed.h1_h2 is not None and min(-0.5 * i for i in chosen) <= mixed.h1_h2 <= max(-0.5 * i for i in chosen)
     assert len(set(chosen)) == 3 and len({-0.5 * i for i in chosen}) > 1
+    # a band is the mix's voice only where it is every mixed voice's
+    assert mixed.spectrum.voiced_bands[:, 0].tolist() == [True, True, all(i % 2 == 0 for i in chosen), True]
     partly = [voice(i, -1.0 if i == 0 else None) for i in range(6)]  # three mixed, at most one of them known
     assert pseudo_voice(None, partly, own, seed=0, speaker="s1")[0].h1_h2 is None  # unknown unless every voice is known

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -239,3 +240,66 @@ def test_the_file_level_in_blocks_is_the_whole_files():
     whole = energy_level(vc.frontend.log_mel(wav))
     for block in (vc.sample_rate, 3 * vc.sample_rate + 256):
         assert abs(vc._energy_level_in_blocks(lambda a, b: wav[a:b], wav.size, block) - whole) < 0.05
+
+
+LOG_FLOOR = float(np.log(1e-5))  # the features' log floor
+
+
+def noisy_upper_bands(x: torch.Tensor, first: int, level: float = -5.0, seed: int = 3) -> torch.Tensor:
+    """``x [n_mels, F]`` with its bands from ``first`` up replaced by a steady noise floor at ``level`` (a room's hiss
+    over a band-limited voice: nothing in those bands moves with the speech)."""
+    g = torch.Generator().manual_seed(seed)
+    out = x.clone()
+    out[first:] = level + 0.1 * torch.randn(x.shape[0] - first, x.shape[1], generator=g)
+    return out
+
+
+def test_a_band_that_holds_only_a_noise_floor_is_not_the_voice_s():
+    x = utterance()
+    centres = torch.linspace(40.0, 7700.0, 80)  # Hz
+    assert spectrum_stats([x]).voiced_bands is None  # the converted side's own statistics: every band
+    assert bool(spectrum_stats([x], floor=LOG_FLOOR, band_centres=centres).voiced_bands.all())
+    noisy = spectrum_stats([noisy_upper_bands(x, 60)], floor=LOG_FLOOR, band_centres=centres).voiced_bands
+    assert noisy.shape == (80, 1) and bool(noisy[:60].all()) and not bool(noisy[60:].any())
+    silent = x.clone()
+    silent[60:] = LOG_FLOOR  # a band-limited recording: digital silence up there is the voice's
+    assert bool(spectrum_stats([silent], floor=LOG_FLOOR, band_centres=centres).voiced_bands.all())
+    rumble = noisy_upper_bands(x.flip(0), 20).flip(0)  # a steady floor in the 20 lowest bands, 40 Hz and up
+    low = spectrum_stats([rumble], floor=LOG_FLOOR, band_centres=centres).voiced_bands[:20, 0]
+    assert bool(low[centres[:20] < 60].all()) and not bool(low[centres[:20] >= 60].any())  # below a voice: not judged
+
+
+def test_matching_takes_the_shape_from_the_voice_s_bands_and_never_raises_a_noise_floor():
+    # the target's hiss stands over the voice's quiet upper bands, as a 20 dB room's does over a band-limited voice
+    target = spectrum_stats([noisy_upper_bands(utterance(level=-2.0, seed=2), 60, level=-1.0)], floor=LOG_FLOOR,
+                            band_centres=torch.linspace(40.0, 7700.0, 80))
+    x = utterance(level=-4.0, seed=1)[None]
+    own = spectrum_stats([x[0]])
+    after = spectrum_stats([match_spectrum(x, target, "meanstd")[0]])
+    assert bool((after.mean[60:] <= own.mean[60:] + 1e-4).all())  # the hiss is not painted onto the output
+    shaped = target.mean[:60] - target.mean[:60].mean() + own.mean[:60].mean()  # the shape of the voice's bands alone
+    assert torch.allclose(after.mean[:60], shaped, atol=0.05)
+    blind = spectrum_stats([match_spectrum(x, dataclasses.replace(target, voiced_bands=None), "meanstd")[0]])
+    assert float((blind.mean[60:] - own.mean[60:]).mean()) > 1.0  # as before: the noise floor raised the bands
+    every = dataclasses.replace(target, voiced_bands=torch.ones(80, 1, dtype=torch.bool))
+    assert torch.equal(match_spectrum(x, every), match_spectrum(x, dataclasses.replace(target, voiced_bands=None)))
+
+
+def test_a_room_s_hiss_over_a_band_limited_voice_is_told_from_the_voice():
+    from scipy.signal import butter, sosfiltfilt
+
+    from vconv.audio.rooms import Room, in_room
+
+    vc = vconv.load()
+    sr = vc.sample_rate
+    voice = vc.prepare_audio(EXAMPLES / "target.wav", None)
+    band_limited = sosfiltfilt(butter(10, 4000, fs=sr, output="sos"), voice).astype(np.float32)  # a game's 8 kHz recording
+    centres = vc.frontend.logmel.band_centres
+    upper, speech = centres >= 5000, (centres > 100) & (centres < 2000)  # well above the voice's 4 kHz edge; its core
+
+    def voiced(wav: np.ndarray) -> torch.Tensor:
+        return vc.target_voice([wav], sr).spectrum.voiced_bands[:, 0]
+
+    assert bool(voiced(band_limited).all())
+    in_the_room = voiced(in_room(band_limited, sr, Room(rt60=0.45, snr_db=20.0, colour="white", seed=0)))
+    assert not bool(in_the_room[upper].any()) and bool(in_the_room[speech].all())

@@ -210,3 +210,35 @@ def test_a_pipe_is_never_opened_to_tell_whether_it_is_a_voice_file(tmp_path):
     assert not looks_like_voice_file(fifo)
     with pytest.raises(VconvError, match="not a regular file"):
         voice_metadata(voice_fifo)
+
+
+def test_a_voice_file_keeps_which_bands_carry_the_voice_and_an_old_one_matches_every_band(fitted, refs, tmp_path):
+    voice, source = fitted.prepared_target([str(refs[0])])
+    voiced = torch.ones(voice.spectrum.mean.shape, dtype=torch.bool)
+    voiced[-10:] = False  # as a room's hiss over a band-limited voice reads
+    noisy = dataclasses.replace(voice, spectrum=dataclasses.replace(voice.spectrum, voiced_bands=voiced))
+    again = load_voice(save_voice(tmp_path / "v.voice", noisy, source), fitted.info.path.name, fitted.info.digest)
+    assert torch.equal(again.spectrum.voiced_bands, voiced)
+    old = dataclasses.replace(voice, spectrum=dataclasses.replace(voice.spectrum, voiced_bands=None))
+    assert load_voice(save_voice(tmp_path / "old.voice", old, source), fitted.info.path.name,
+                      fitted.info.digest).spectrum.voiced_bands is None  # a file made before: every band matched
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(tmp_path / "v.voice"))
+    for bad in (torch.full_like(tensors["spectrum_voiced"], 2), tensors["spectrum_voiced"][:5]):
+        save_file({**tensors, "spectrum_voiced": bad}, str(tmp_path / "bad.voice"), metadata=voice_metadata(tmp_path / "v.voice"))
+        with pytest.raises(VconvError, match="corrupt voice file .*spectrum_voiced"):
+            fitted.open_voice(tmp_path / "bad.voice")
+
+
+def test_an_older_cache_entry_learns_its_voiced_bands_without_a_fit(fitted, refs, tmp_path, counted_fits):
+    fitted.voice_cache = VoiceCache(tmp_path / "cache")
+    try:
+        fresh, source = fitted.prepared_target([str(refs[0])])
+        assert fresh.spectrum.voiced_bands is not None and len(counted_fits) == 1
+        fitted.voice_cache.put(source, dataclasses.replace(fresh, spectrum=dataclasses.replace(fresh.spectrum, voiced_bands=None)))
+        again = fitted.target_voice([str(refs[0])])
+        assert again.origin == "cache" and len(counted_fits) == 1
+        assert torch.equal(again.spectrum.voiced_bands, fresh.spectrum.voiced_bands)
+    finally:
+        fitted.voice_cache = None

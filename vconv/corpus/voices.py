@@ -88,8 +88,10 @@ def pseudo_voice(converter: Any, pool: Sequence[Any], own_embedding: Any, seed: 
     weights = rng.dirichlet(np.ones(len(chosen))).tolist()
     voices = [pool[i] for i in chosen]
     mix = lambda values: sum(w * v for w, v in zip(weights, values))  # noqa: E731
+    voiced = [v.spectrum.voiced_bands for v in voices if v.spectrum.voiced_bands is not None]
     spectrum = SpectrumStats(mix([v.spectrum.mean for v in voices]), mix([v.spectrum.std for v in voices]),
-                             min(v.spectrum.frames for v in voices))
+                             min(v.spectrum.frames for v in voices),  # a band is the mix's voice where it is every voice's
+                             torch.stack(voiced).all(0) if len(voiced) == len(voices) else None)
     registers = [v.register for v in voices if v.register is not None]
     register = Register(mix([r.mean for r in registers]), mix([r.spread for r in registers]),
                         min(r.frames for r in registers)) if len(registers) == len(voices) else None

@@ -19,7 +19,14 @@ The band means are moved as a shape: the converted utterance keeps its own overa
 bands), so a loud reference does not make a loud (or clipped) conversion.
 
 Statistics are pooled over *speech* frames only (loudness within ``SPEECH_RANGE_NATS`` of a loud
-frame), so pauses do not drag the mean down. With fewer than ``MIN_SPEECH_FRAMES`` speech frames on
+frame), so pauses do not drag the mean down. A reference recorded in a noisy room has bands where the noise, not the
+voice, sets the level (above ~5 kHz a 20 dB hiss sits 2 nats over a band-limited voice): a band whose speech-frame
+mean stands less than ``VOICE_MODULATION_NATS`` over its own quiet level (the ``QUIET_QUANTILE`` of all its frames)
+moves with nothing in it, so its level is the noise's (:attr:`SpectrumStats.voiced_bands`). Such a band is not given
+to the conversion: it is only kept from rising above that level (the voice there is quieter still), its spread is
+left alone, and the level the shape is taken at is the mean over the voice's bands alone.
+A band at digital silence (within ``SILENCE_NATS`` of the floor: a band-limited recording) is the voice's: it has
+nothing there; a band below ``LOWEST_VOICE_HZ`` is not judged (matched as it always was). With fewer than ``MIN_SPEECH_FRAMES`` speech frames on
 either side the statistics are not trusted and the utterance is left as the model made it. A long file is
 converted (and matched) in chunks; a chunk whose source is room tone compared with the whole file
 (:func:`is_pause`) is not matched at all.
@@ -46,6 +53,13 @@ STD_RATIO_RANGE = (0.5, 2.0)  # a near-constant band must not be blown up, nor a
 # a chunk whose loudest frames are this far below the file's (≈ 30 dB) is room tone, not speech: white noise
 # 32 dB below the README example's voice sits 4.1 nats below it, the voice itself 26 dB quieter 3.0
 PAUSE_RANGE_NATS = 3.5
+# a band whose speech frames stand less than this over its quiet level carries no voice, only a noise floor
+# (measured: a clean reference's bands stand 1.2-4 nats over it, the same references' upper bands in a 20 dB room 0.3-0.9)
+VOICE_MODULATION_NATS = 1.0
+QUIET_QUANTILE = 0.10
+# below the lowest fundamental of speech a band is rumble, not voice or hiss: always matched, as it was before
+LOWEST_VOICE_HZ = 60.0
+SILENCE_NATS = 2.0  # above the features' log floor: a band this quiet is digital silence, not a noise floor
 SLOW_FRAMES = 9  # the spread is scaled on the contour smoothed over this many frames (≈ 140 ms at 62.5 frames/s)
 
 
@@ -54,12 +68,14 @@ class SpectrumStats:
     """Per-band statistics of the speech frames of one or more log-mels.
 
     ``mean`` and ``std``: ``[n_mels, 1]`` (natural-log mel magnitude); ``frames``: how many speech
-    frames they pool.
+    frames they pool; ``voiced_bands``: ``[n_mels, 1]`` bool, the bands whose level is the voice's rather than a
+    noise floor's (module docstring; ``None``: all of them, as statistics made before vconv told them apart).
     """
 
     mean: torch.Tensor
     std: torch.Tensor
     frames: int
+    voiced_bands: torch.Tensor | None = None
 
     @property
     def trusted(self) -> bool:
@@ -116,8 +132,12 @@ def speech_frames(log_mel: torch.Tensor) -> torch.Tensor:
     return log_mel[:, log_mel.float().mean(0) >= loud_level(log_mel) - SPEECH_RANGE_NATS]
 
 
-def spectrum_stats(log_mels: Sequence[torch.Tensor]) -> SpectrumStats:
-    """Pooled speech-frame statistics of log-mels ``[n_mels, F_i]`` (several references are one voice)."""
+def spectrum_stats(log_mels: Sequence[torch.Tensor], floor: float | None = None,
+                   band_centres: torch.Tensor | None = None) -> SpectrumStats:
+    """Pooled speech-frame statistics of log-mels ``[n_mels, F_i]`` (several references are one voice). With the
+    features' ``floor`` (``log(log_floor)``) and the bands' centre frequencies ``[n_mels]`` (Hz) the statistics also
+    say which bands carry the voice (:attr:`SpectrumStats.voiced_bands`); without them, all of them (the converted
+    side's own statistics)."""
     if not log_mels:
         raise VconvError("spectrum statistics need at least one log-mel")
     frames = torch.cat([speech_frames(m) for m in log_mels], dim=1).float()  # [n_mels, ΣF']
@@ -127,7 +147,20 @@ def spectrum_stats(log_mels: Sequence[torch.Tensor]) -> SpectrumStats:
         return SpectrumStats(zeros, zeros, 0)
     mean = frames.mean(1, keepdim=True)
     std = frames.std(1, keepdim=True, unbiased=False) if n > 1 else torch.zeros_like(mean)
-    return SpectrumStats(mean, std, n)
+    voiced = None
+    if floor is not None and band_centres is not None:
+        voiced = voiced_bands(torch.cat([m.float() for m in log_mels], dim=1), mean, floor, band_centres)
+    return SpectrumStats(mean, std, n, voiced)
+
+
+def voiced_bands(log_mel: torch.Tensor, speech_mean: torch.Tensor, floor: float, band_centres: torch.Tensor) -> torch.Tensor:
+    """All frames of the references ``[n_mels, F]``, their speech frames' band means ``[n_mels, 1]`` and the bands'
+    centres ``[n_mels]`` (Hz) -> ``[n_mels, 1]`` bool: the bands whose level is the voice's, i.e. that stand
+    ``VOICE_MODULATION_NATS`` over their own quiet level, or sit at digital silence (module docstring). A band below
+    ``LOWEST_VOICE_HZ`` is not judged: it holds the recording's rumble, which matching has always copied."""
+    quiet = torch.quantile(log_mel, QUIET_QUANTILE, dim=1, keepdim=True)
+    below_voice = (band_centres.to(speech_mean.device) < LOWEST_VOICE_HZ)[:, None]
+    return (speech_mean - quiet >= VOICE_MODULATION_NATS) | (speech_mean < floor + SILENCE_NATS) | below_voice
 
 
 def slow_contour(log_mel: torch.Tensor, frames: int = SLOW_FRAMES) -> torch.Tensor:
@@ -162,14 +195,28 @@ def match_spectrum(log_mel: torch.Tensor, target: SpectrumStats, mode: str = DEF
             out.append(x)
             continue
         mean = own.mean.to(x)
-        # the target's spectral *shape*, at the converted utterance's own level (the mean over bands of the
-        # log-magnitude): loudness stays the model's, only the timbre moves
-        tmean = target.mean.to(x) - target.mean.to(x).mean() + mean.mean()
+        tmean, voice = _target_shape(target, mean)
         if mode == "mean":
             out.append(x - mean + tmean)
             continue
         ratio = (target.std.to(x) / own.std.to(x).clamp_min(1e-3)).clamp(*STD_RATIO_RANGE)
+        if voice is not None:  # a noise floor's spread is not the voice's
+            ratio = torch.where(voice, ratio, torch.ones_like(ratio))
         slow = slow_contour(x)
         out.append((slow - mean) * ratio + tmean + (x - slow))
     matched = torch.stack(out)
     return matched if floor is None else matched.clamp_min(floor)
+
+
+def _target_shape(target: SpectrumStats, own_mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The band means ``[n_mels, 1]`` a converted utterance with band means ``own_mean`` is moved to, and the bands that
+    carry the target's voice (``None``: all). The target's spectral *shape*, at the converted utterance's own level (the
+    mean over bands of the log-magnitude): loudness stays the model's, only the timbre moves. A band of the target's
+    that holds a noise floor (:attr:`SpectrumStats.voiced_bands`) counts in neither level and only caps the output."""
+    tmean = target.mean.to(own_mean)
+    voice = target.voiced_bands
+    if voice is None or bool(voice.all()) or not bool(voice.any()):
+        return tmean - tmean.mean() + own_mean.mean(), None
+    voice = voice.to(own_mean.device)
+    shaped = tmean - tmean[voice].mean() + own_mean[voice].mean()
+    return torch.where(voice, shaped, torch.minimum(own_mean, shaped)), voice

@@ -8,6 +8,7 @@ conversion (a file, a stream, the page) prepares its target here once and hands 
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Sequence, Union
 
@@ -20,7 +21,7 @@ from vconv.bundles import BundleInfo
 from vconv.config import FeatureConfig
 from vconv.errors import VconvError
 from vconv.inference.target import PRIMER_SECONDS, TargetVoice
-from vconv.inference.target_match import spectrum_stats
+from vconv.inference.target_match import SpectrumStats, spectrum_stats
 from vconv.inference.voice_file import VoiceCache, VoiceSource, load_voice, reference_digests, voice_file_in
 from vconv.inference.voice_fit import MAX_FIT_SECONDS, FitReference, VoiceFit, crop_references, fit_embedding
 from vconv.models.contour import Register, decoder_contour, voiced_register
@@ -125,7 +126,7 @@ class TargetPreparation:
         cache = self.voice_cache if self.fit_steps else None
         cached = cache.get(source) if cache else None
         if cached is not None:
-            return self._with_h1_h2(cached, wavs), source
+            return self._filled_in(cached, wavs), source
         voice = self._prepare_voice(wavs)
         if cache:
             cache.put(source, voice)
@@ -141,20 +142,28 @@ class TargetPreparation:
             fit = self._fit_voice(wavs, log_mels, embedding)
             embedding, fit_losses = fit.embedding, fit.losses
         register, fundamental = self._pitch_of_references(wavs, log_mels)
-        return TargetVoice(embedding=embedding, spectrum=spectrum_stats(log_mels),
+        return TargetVoice(embedding=embedding, spectrum=self._spectrum_of_references(log_mels),
                            primer=primer, fit_losses=fit_losses, register=register, h1_h2=fundamental)
+
+    def _spectrum_of_references(self, log_mels: list[torch.Tensor]) -> SpectrumStats:
+        """The references' speech-frame statistics, with the bands that carry the voice rather than a room's noise."""
+        return spectrum_stats(log_mels, floor=math.log(self.features.log_floor), band_centres=self.frontend.logmel.band_centres)
 
     def _log_mels(self, wavs: list[np.ndarray]) -> list[torch.Tensor]:
         """Prepared references ``[T_i]`` -> their log-mels ``[n_mels, F_i]``."""
         return [self.frontend.log_mel(w[None])[0] for w in wavs]
 
-    def _with_h1_h2(self, voice: TargetVoice, wavs: list[np.ndarray]) -> TargetVoice:
-        """``voice`` (cached before vconv measured the H1-H2) with its references' H1-H2 filled in: a few milliseconds,
-        no fit, so an older cache entry converts as a new one would."""
-        if voice.h1_h2 is not None or not self.model.reads_pitch:
+    def _filled_in(self, voice: TargetVoice, wavs: list[np.ndarray]) -> TargetVoice:
+        """``voice`` (cached before vconv measured the H1-H2 or told the voice's bands from a noise floor's) with what
+        it lacks computed from its references: a few milliseconds, no fit, so an older cache entry converts as a new
+        one would."""
+        lacks_h1_h2 = voice.h1_h2 is None and self.model.reads_pitch
+        if not lacks_h1_h2 and voice.spectrum.voiced_bands is not None:
             return voice
         log_mels = self._log_mels(wavs)
-        return dataclasses.replace(voice, h1_h2=self._pitch_of_references(wavs, log_mels)[1])
+        h1_h2 = self._pitch_of_references(wavs, log_mels)[1] if lacks_h1_h2 else voice.h1_h2
+        voiced = self._spectrum_of_references(log_mels).voiced_bands
+        return dataclasses.replace(voice, h1_h2=h1_h2, spectrum=dataclasses.replace(voice.spectrum, voiced_bands=voiced))
 
     def _pitch_of_references(self, wavs: list[np.ndarray], log_mels: list[torch.Tensor]) -> tuple[Register | None, float | None]:
         """For a model with the pitch path, the pitch register and the H1-H2 (:func:`~vconv.vocoders.harmonics.h1_h2`)

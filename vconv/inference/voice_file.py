@@ -6,6 +6,8 @@ A voice file is safetensors (tensors and string metadata; nothing in it runs cod
     embedding      [1, S] float32   the speaker embedding (fitted when the file says fit_steps > 0)
     spectrum_mean  [n_mels, 1]      the references' speech-frame log-mel statistics (target matching)
     spectrum_std   [n_mels, 1]
+    spectrum_voiced [n_mels, 1] uint8  which bands carry the voice rather than a room's noise floor (1) (a file made
+                                    before vconv told them apart has none: every band is matched, as it was then)
     primer         [n] float32      the references' last seconds of audio at the model's rate (a stream's context)
     register       [3] float64      for a model with the pitch path: the references' pitch register (mean and spread
                                     of voiced log-F0, voiced frames; vconv.models.contour.Register)
@@ -100,6 +102,8 @@ def save_voice(path: str | Path, voice: "TargetVoice", source: VoiceSource, *, f
     tensors = {"embedding": voice.embedding.detach().float().contiguous(), "spectrum_mean": voice.spectrum.mean.float().contiguous(),
                "spectrum_std": voice.spectrum.std.float().contiguous(),
                "primer": torch.from_numpy(np.ascontiguousarray(voice.primer if voice.primer is not None else np.zeros(0, np.float32)))}
+    if voice.spectrum.voiced_bands is not None:
+        tensors["spectrum_voiced"] = voice.spectrum.voiced_bands.to(torch.uint8).contiguous()
     if voice.register is not None:
         tensors["register"] = torch.tensor(voice.register.to_list(), dtype=torch.float64)  # as computed: a round trip is exact
     if voice.h1_h2 is not None:
@@ -132,7 +136,8 @@ def load_voice(path: str | Path, bundle: str, bundle_digest: str, origin: str = 
                          "make it again with this model (vconv voice)")
     try:
         tensors = load_file(str(path))
-        spectrum = SpectrumStats(tensors["spectrum_mean"], tensors["spectrum_std"], int(metadata["spectrum_frames"]))
+        spectrum = SpectrumStats(tensors["spectrum_mean"], tensors["spectrum_std"], int(metadata["spectrum_frames"]),
+                                 _voiced_bands(tensors, tensors["spectrum_mean"].shape))
         primer = tensors["primer"].numpy().astype(np.float32)
         fit_losses = tuple(float(x) for x in json.loads(metadata["fit_losses"]))
         embedding = tensors["embedding"]
@@ -146,6 +151,17 @@ def load_voice(path: str | Path, bundle: str, bundle_digest: str, origin: str = 
         raise VconvError(f"{path}: corrupt voice file (the embedding is not finite)")
     return TargetVoice(embedding=embedding, spectrum=spectrum, primer=primer if primer.size else None, fit_losses=fit_losses,
                        origin=origin, register=register, h1_h2=h1_h2)
+
+
+def _voiced_bands(tensors: dict[str, "torch.Tensor"], shape: "torch.Size") -> "torch.Tensor | None":
+    """A voice file's ``spectrum_voiced`` as ``[n_mels, 1]`` bool (``None`` when the file has none), else a
+    ValueError: it must have the spectrum's shape and hold only 0 and 1."""
+    voiced = tensors.get("spectrum_voiced")
+    if voiced is None:
+        return None
+    if voiced.shape != shape or not bool(((voiced == 0) | (voiced == 1)).all()):
+        raise ValueError(f"spectrum_voiced is not {tuple(shape)} zeros and ones")
+    return voiced.bool()
 
 
 def _finite(values: "torch.Tensor", size: int, name: str) -> list[float]:
