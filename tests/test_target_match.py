@@ -285,15 +285,20 @@ def test_matching_takes_the_shape_from_the_voice_s_bands_and_never_raises_a_nois
     assert torch.equal(match_spectrum(x, every), match_spectrum(x, dataclasses.replace(target, voiced_bands=None)))
 
 
-def test_a_room_s_hiss_over_a_band_limited_voice_is_told_from_the_voice():
+def band_limited_target(vc) -> np.ndarray:
+    """The example target as an 8 kHz recording (a game's) would have it: nothing above 4 kHz; ``[T]`` at 16 kHz."""
     from scipy.signal import butter, sosfiltfilt
 
+    voice = vc.prepare_audio(EXAMPLES / "target.wav", None)
+    return sosfiltfilt(butter(10, 4000, fs=vc.sample_rate, output="sos"), voice).astype(np.float32)
+
+
+def test_a_room_s_hiss_over_a_band_limited_voice_is_told_from_the_voice():
     from vconv.audio.rooms import Room, in_room
 
     vc = vconv.load()
     sr = vc.sample_rate
-    voice = vc.prepare_audio(EXAMPLES / "target.wav", None)
-    band_limited = sosfiltfilt(butter(10, 4000, fs=sr, output="sos"), voice).astype(np.float32)  # a game's 8 kHz recording
+    band_limited = band_limited_target(vc)
     centres = vc.frontend.logmel.band_centres
     upper, speech = centres >= 5000, (centres > 100) & (centres < 2000)  # well above the voice's 4 kHz edge; its core
 
@@ -303,3 +308,23 @@ def test_a_room_s_hiss_over_a_band_limited_voice_is_told_from_the_voice():
     assert bool(voiced(band_limited).all())
     in_the_room = voiced(in_room(band_limited, sr, Room(rt60=0.45, snr_db=20.0, colour="white", seed=0)))
     assert not bool(in_the_room[upper].any()) and bool(in_the_room[speech].all())
+
+
+def test_convert_and_voice_say_which_bands_of_a_room_s_reference_are_only_noise(tmp_path):
+    import soundfile as sf
+
+    from tests.conftest import invoke
+    from vconv.audio.rooms import Room, in_room
+
+    vc = vconv.load()
+    clean, room = tmp_path / "clean.wav", tmp_path / "room.wav"
+    band_limited = band_limited_target(vc)
+    sf.write(clean, band_limited, vc.sample_rate)
+    sf.write(room, in_room(band_limited, vc.sample_rate, Room(rt60=0.45, snr_db=20.0, colour="white", seed=0)), vc.sample_rate)
+    said = "hold only their room's noise: target matching leaves them to the model"
+    result = invoke("convert", EXAMPLES / "source.wav", "-t", room, "-o", tmp_path / "out.wav")
+    assert result.exit_code == 0 and said in result.output and "kHz" in result.output, result.output
+    assert said not in invoke("convert", EXAMPLES / "source.wav", "-t", clean, "-o", tmp_path / "out2.wav").output
+    assert said not in invoke("convert", EXAMPLES / "source.wav", "-t", room, "-o", tmp_path / "out3.wav", "--target-match", "off").output
+    result = invoke("voice", room, "-o", tmp_path / "room.voice", "--fit-voice", "0")
+    assert result.exit_code == 0 and said in result.output, result.output

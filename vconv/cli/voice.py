@@ -28,6 +28,7 @@ def voice(
     to --target of convert and stream, or upload it on the page, and no conversion pays the fit again."""
     from vconv.audio.io import audio_info
     from vconv.fileio import check_distinct_outputs, check_output_path
+    from vconv.inference.target_match import noise_floor_note
     from vconv.inference.voice_file import VOICE_SUFFIX, save_voice
 
     apply_threads(threads)
@@ -44,3 +45,6 @@ def voice(
     save_voice(out, prepared, source, force=force)
     fitted = f", fitted in {fit_voice} steps (reconstruction L1 {prepared.fit_losses[0]:.3f} -> {prepared.fit_losses[-1]:.3f})" if fit_voice else ""
     say(f"voice of {len(references)} reference(s){fitted} in {time.perf_counter() - started:.2f} s -> {out}")
+    noise = noise_floor_note(prepared.spectrum, converter.frontend.logmel.band_centres)
+    if noise:
+        say(f"note: {noise}")

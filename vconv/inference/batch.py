@@ -24,6 +24,7 @@ from vconv.fileio import atomic_path
 from vconv.inference.converter import TargetVoice, VoiceConverter, limit_peak
 from vconv.inference.long_files import convert_long_file
 from vconv.inference.plan import ConversionPlan, EmbeddingPlan, plan_conversions, plan_embeddings
+from vconv.inference.target_match import noise_floor_note
 from vconv.inference.targets import MAX_REFERENCE_SECONDS
 from vconv.inference.voice_file import looks_like_voice_file
 
@@ -84,6 +85,8 @@ def convert_paths(
         report.notes.append(skipped)
     if target.fit_losses:
         report.notes.append(fit_note(target.fit_losses, target.origin))
+    noise = noise_floor_note(target.spectrum, converter.frontend.logmel.band_centres)
+    report.notes += [noise] if noise and converter.target_match != "off" else []
     report.notes += long_reference_notes([r for r in plan.refs if not looks_like_voice_file(r)])
     start = time.perf_counter()
     rate = plan.sample_rate if plan.sample_rate is not None else converter.sample_rate

@@ -54,8 +54,10 @@ STD_RATIO_RANGE = (0.5, 2.0)  # a near-constant band must not be blown up, nor a
 # 32 dB below the README example's voice sits 4.1 nats below it, the voice itself 26 dB quieter 3.0
 PAUSE_RANGE_NATS = 3.5
 # a band whose speech frames stand less than this over its quiet level carries no voice, only a noise floor
-# (measured: a clean reference's bands stand 1.2-4 nats over it, the same references' upper bands in a 20 dB room 0.3-0.9)
-VOICE_MODULATION_NATS = 1.0
+# (measured on 40 held-out references: clean, every band from 60 Hz up stands 1.2-4 nats over it; in a 20 dB room the
+# upper bands of the band-limited voices 0.3-0.6; 1.0 took in a full-band voice's noisy upper bands and cost it
+# similarity, 0.7 did not: docs/ROOMS.md, "The references' noise floor")
+VOICE_MODULATION_NATS = 0.7
 QUIET_QUANTILE = 0.10
 # below the lowest fundamental of speech a band is rumble, not voice or hiss: always matched, as it was before
 LOWEST_VOICE_HZ = 60.0
@@ -161,6 +163,17 @@ def voiced_bands(log_mel: torch.Tensor, speech_mean: torch.Tensor, floor: float,
     quiet = torch.quantile(log_mel, QUIET_QUANTILE, dim=1, keepdim=True)
     below_voice = (band_centres.to(speech_mean.device) < LOWEST_VOICE_HZ)[:, None]
     return (speech_mean - quiet >= VOICE_MODULATION_NATS) | (speech_mean < floor + SILENCE_NATS) | below_voice
+
+
+def noise_floor_note(target: SpectrumStats, band_centres: torch.Tensor) -> str | None:
+    """One line naming the target's bands that hold only a noise floor (:attr:`SpectrumStats.voiced_bands`), given
+    the bands' centres ``[n_mels]`` (Hz); None when every band carries the voice."""
+    if target.voiced_bands is None or bool(target.voiced_bands.all()):
+        return None
+    noise = band_centres[~target.voiced_bands[:, 0].cpu()]
+    return (f"{noise.numel()} of {band_centres.numel()} mel bands of the target references ({float(noise.min()) / 1000:.1f}"
+            f"-{float(noise.max()) / 1000:.1f} kHz) hold only their room's noise: target matching leaves them to the "
+            "model (docs/ROOMS.md)")
 
 
 def slow_contour(log_mel: torch.Tensor, frames: int = SLOW_FRAMES) -> torch.Tensor:
