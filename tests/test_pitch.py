@@ -376,3 +376,8 @@ def test_a_pseudo_voice_mixes_the_h1_h2_of_its_voices_or_leaves_it_unknown():
     assert mixed.spectrum.voiced_bands[:, 0].tolist() == [True, True, all(i % 2 == 0 for i in chosen), True]
     partly = [voice(i, -1.0 if i == 0 else None) for i in range(6)]  # three mixed, at most one of them known
     assert pseudo_voice(None, partly, own, seed=0, speaker="s1")[0].h1_h2 is None  # unknown unless every voice is known
+    from dataclasses import replace
+
+    # the same draw (it reads the embeddings) with one mixed voice made before vconv told its bands apart: unknown
+    unmarked = [replace(v, spectrum=replace(v.spectrum, voiced_bands=None)) if i == chosen[0] else v for i, v in enumerate(known)]
+    assert pseudo_voice(None, unmarked, own, seed=0, speaker="s1")[0].spectrum.voiced_bands is None

@@ -283,6 +283,26 @@ def test_matching_takes_the_shape_from_the_voice_s_bands_and_never_raises_a_nois
     assert float((blind.mean[60:] - own.mean[60:]).mean()) > 1.0  # as before: the noise floor raised the bands
     every = dataclasses.replace(target, voiced_bands=torch.ones(80, 1, dtype=torch.bool))
     assert torch.equal(match_spectrum(x, every), match_spectrum(x, dataclasses.replace(target, voiced_bands=None)))
+    spread = torch.stack([match_spectrum(x, target)[0], x[0]])  # a noise band keeps the output's own spread
+    assert torch.allclose(speech_frames(spread[0])[60:].std(1), speech_frames(spread[1])[60:].std(1), rtol=1e-3)
+    mean_only = spectrum_stats([match_spectrum(x, target, "mean")[0]])
+    assert torch.allclose(mean_only.mean[:60], shaped, atol=0.05) and bool((mean_only.mean[60:] <= own.mean[60:] + 1e-4).all())
+
+
+def test_a_noise_floor_below_the_output_caps_it_and_a_target_without_voice_is_not_matched():
+    centres = torch.linspace(40.0, 7700.0, 80)
+    # the hiss 3 nats under the target's voice: shaped at the output's level it lands below the output's own bands
+    target = spectrum_stats([noisy_upper_bands(utterance(level=-2.0, seed=2), 60, level=-6.0)], floor=LOG_FLOOR,
+                            band_centres=centres)
+    assert not bool(target.voiced_bands[60:].any())
+    x = utterance(level=-3.0, seed=1)[None]
+    own = spectrum_stats([x[0]])
+    shaped = target.mean - target.mean[:60].mean() + own.mean[:60].mean()
+    assert bool((shaped[60:] < own.mean[60:] - 0.5).all())
+    after = spectrum_stats([match_spectrum(x, target)[0]])
+    assert torch.allclose(after.mean[60:], shaped[60:], atol=0.05)  # pulled down to the cap
+    nothing = dataclasses.replace(target, voiced_bands=torch.zeros(80, 1, dtype=torch.bool))
+    assert torch.allclose(match_spectrum(x, nothing), x, atol=1e-5)
 
 
 def band_limited_target(vc) -> np.ndarray:
@@ -328,3 +348,10 @@ def test_convert_and_voice_say_which_bands_of_a_room_s_reference_are_only_noise(
     assert said not in invoke("convert", EXAMPLES / "source.wav", "-t", room, "-o", tmp_path / "out3.wav", "--target-match", "off").output
     result = invoke("voice", room, "-o", tmp_path / "room.voice", "--fit-voice", "0")
     assert result.exit_code == 0 and said in result.output, result.output
+    short = tmp_path / "short.wav"  # too little speech for trusted statistics: matching skipped, so no such note
+    sf.write(short, in_room(band_limited[: vc.sample_rate // 5], vc.sample_rate, Room(rt60=0.45, snr_db=20.0, colour="white", seed=0)),
+             vc.sample_rate)
+    result = invoke("convert", EXAMPLES / "source.wav", "-t", short, "-o", tmp_path / "out4.wav")
+    assert result.exit_code == 0 and "matching skipped" in result.output and said not in result.output, result.output
+    result = invoke("convert", EXAMPLES / "source.wav", "-t", tmp_path / "room.voice", "-o", tmp_path / "out5.wav")
+    assert result.exit_code == 0 and said in result.output, result.output  # a voice file carries its bands

@@ -232,12 +232,17 @@ def test_a_voice_file_keeps_which_bands_carry_the_voice_and_an_old_one_matches_e
 
 
 def test_an_older_cache_entry_learns_its_voiced_bands_without_a_fit(fitted, refs, tmp_path, counted_fits):
+    from vconv.audio.rooms import Room, in_room
+
+    sr = fitted.sample_rate
+    wav = fitted.prepare_audio(str(refs[0]), None)
+    wet = in_room(np.concatenate([wav, wav]), sr, Room(rt60=0.45, snr_db=20.0, colour="white", seed=0))
     fitted.voice_cache = VoiceCache(tmp_path / "cache")
     try:
-        fresh, source = fitted.prepared_target([str(refs[0])])
+        fresh, source = fitted.prepared_target([wet], sr)
         assert fresh.spectrum.voiced_bands is not None and len(counted_fits) == 1
         fitted.voice_cache.put(source, dataclasses.replace(fresh, spectrum=dataclasses.replace(fresh.spectrum, voiced_bands=None)))
-        again = fitted.target_voice([str(refs[0])])
+        again = fitted.target_voice([wet], sr)
         assert again.origin == "cache" and len(counted_fits) == 1
         assert torch.equal(again.spectrum.voiced_bands, fresh.spectrum.voiced_bands)
     finally:

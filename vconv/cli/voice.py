@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from vconv.cli.common import FIT_VOICE_HELP, conversion_settings, enhance_option, friendly_errors, load_converter, say, threads_option
-from vconv.errors import VconvError
+from vconv.errors import VconvError, printable
 from vconv.inference.threads import apply_threads
 
 
@@ -46,5 +46,5 @@ def voice(
     fitted = f", fitted in {fit_voice} steps (reconstruction L1 {prepared.fit_losses[0]:.3f} -> {prepared.fit_losses[-1]:.3f})" if fit_voice else ""
     say(f"voice of {len(references)} reference(s){fitted} in {time.perf_counter() - started:.2f} s -> {out}")
     noise = noise_floor_note(prepared.spectrum, converter.frontend.logmel.band_centres)
-    if noise:
-        say(f"note: {noise}")
+    if noise and prepared.spectrum.trusted:
+        typer.echo(f"note: {printable(noise)}", err=True)

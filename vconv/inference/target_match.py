@@ -15,6 +15,9 @@ unmatched; the held-out similarity is the same, ``recipes/voices/MODEL_HISTORY.m
     slow = smooth(x);  y[b, t] = (slow[b, t] - mean_x[b]) * clamp(std_t[b] / std_x[b], 0.5, 2) + shape_t[b] + (x - slow)[b, t]
     shape_t[b] = mean_t[b] - avg_b'(mean_t[b']) + avg_b'(mean_x[b'])     (the target's shape at the converted level)
 
+(the averages over the target's voice bands only, and for a band that holds a noise floor, below, ratio 1 and
+``min(mean_x[b], shape_t[b])``.)
+
 The band means are moved as a shape: the converted utterance keeps its own overall level (mean over
 bands), so a loud reference does not make a loud (or clipped) conversion.
 
@@ -24,7 +27,10 @@ voice, sets the level (above ~5 kHz a 20 dB hiss sits 2 nats over a band-limited
 mean stands less than ``VOICE_MODULATION_NATS`` over its own quiet level (the ``QUIET_QUANTILE`` of all its frames)
 moves with nothing in it, so its level is the noise's (:attr:`SpectrumStats.voiced_bands`). Such a band is not given
 to the conversion: it is only kept from rising above that level (the voice there is quieter still), its spread is
-left alone, and the level the shape is taken at is the mean over the voice's bands alone.
+left alone, and the level the shape is taken at is the mean over the voice's bands alone; a target with no voice band
+is not matched at all. A reference with long stretches of digital silence (a tenth of its frames: a noise gate, padded
+ends) pulls the quiet level down to the floor, and every band then reads as the voice's: the rule fails safe, as
+matching was before it.
 A band at digital silence (within ``SILENCE_NATS`` of the floor: a band-limited recording) is the voice's: it has
 nothing there; a band below ``LOWEST_VOICE_HZ`` is not judged (matched as it always was). With fewer than ``MIN_SPEECH_FRAMES`` speech frames on
 either side the statistics are not trusted and the utterance is left as the model made it. A long file is
@@ -170,10 +176,10 @@ def noise_floor_note(target: SpectrumStats, band_centres: torch.Tensor) -> str |
     the bands' centres ``[n_mels]`` (Hz); None when every band carries the voice."""
     if target.voiced_bands is None or bool(target.voiced_bands.all()):
         return None
-    noise = band_centres[~target.voiced_bands[:, 0].cpu()]
-    return (f"{noise.numel()} of {band_centres.numel()} mel bands of the target references ({float(noise.min()) / 1000:.1f}"
-            f"-{float(noise.max()) / 1000:.1f} kHz) hold only their room's noise: target matching leaves them to the "
-            "model (docs/ROOMS.md)")
+    noise = band_centres.cpu()[~target.voiced_bands[:, 0].cpu()]
+    return (f"{noise.numel()} of {band_centres.numel()} mel bands of the target references (between "
+            f"{float(noise.min()) / 1000:.1f} and {float(noise.max()) / 1000:.1f} kHz) hold only their room's noise: "
+            "target matching leaves them to the model (docs/ROOMS.md)")
 
 
 def slow_contour(log_mel: torch.Tensor, frames: int = SLOW_FRAMES) -> torch.Tensor:
@@ -187,7 +193,8 @@ def slow_contour(log_mel: torch.Tensor, frames: int = SLOW_FRAMES) -> torch.Tens
 
 def match_spectrum(log_mel: torch.Tensor, target: SpectrumStats, mode: str = DEFAULT_MODE,
                    floor: float | None = None, own: SpectrumStats | None = None) -> torch.Tensor:
-    """Converted log-mel ``[B, n_mels, F]`` → the same shape with each band moved onto ``target``.
+    """Converted log-mel ``[B, n_mels, F]`` → the same shape with each band that carries the target's voice moved onto
+    ``target`` (a band holding the references' noise floor only capped by it: module docstring).
 
     Unchanged when ``mode`` is ``off``, when either side has too few speech frames to trust, or for an
     utterance (a chunk of a long file) whose loudest frames are within ``SPEECH_RANGE_NATS`` of ``floor``:
@@ -228,8 +235,10 @@ def _target_shape(target: SpectrumStats, own_mean: torch.Tensor) -> tuple[torch.
     that holds a noise floor (:attr:`SpectrumStats.voiced_bands`) counts in neither level and only caps the output."""
     tmean = target.mean.to(own_mean)
     voice = target.voiced_bands
-    if voice is None or bool(voice.all()) or not bool(voice.any()):
+    if voice is None or bool(voice.all()):
         return tmean - tmean.mean() + own_mean.mean(), None
+    if not bool(voice.any()):  # nothing of the voice to take a shape from: the output stays the model's
+        return own_mean, torch.zeros_like(own_mean, dtype=torch.bool)
     voice = voice.to(own_mean.device)
     shaped = tmean - tmean[voice].mean() + own_mean[voice].mean()
     return torch.where(voice, shaped, torch.minimum(own_mean, shaped)), voice

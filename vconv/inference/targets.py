@@ -146,7 +146,8 @@ class TargetPreparation:
                            primer=primer, fit_losses=fit_losses, register=register, h1_h2=fundamental)
 
     def _spectrum_of_references(self, log_mels: list[torch.Tensor]) -> SpectrumStats:
-        """The references' speech-frame statistics, with the bands that carry the voice rather than a room's noise."""
+        """The references' log-mels ``[n_mels, F_i]`` -> their pooled speech-frame statistics (``[n_mels, 1]`` each),
+        with the bands that carry the voice rather than a room's noise."""
         return spectrum_stats(log_mels, floor=math.log(self.features.log_floor), band_centres=self.frontend.logmel.band_centres)
 
     def _log_mels(self, wavs: list[np.ndarray]) -> list[torch.Tensor]:
