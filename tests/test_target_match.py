@@ -355,3 +355,15 @@ def test_convert_and_voice_say_which_bands_of_a_room_s_reference_are_only_noise(
     assert result.exit_code == 0 and "matching skipped" in result.output and said not in result.output, result.output
     result = invoke("convert", EXAMPLES / "source.wav", "-t", tmp_path / "room.voice", "-o", tmp_path / "out5.wav")
     assert result.exit_code == 0 and said in result.output, result.output  # a voice file carries its bands
+
+
+def test_hours_of_references_are_told_apart_without_passing_torch_s_quantile_limit():
+    from vconv.inference.target_match import QUANTILE_VALUES, voiced_bands
+
+    frames = QUANTILE_VALUES // 2 + 1000  # two bands: more values than one quantile call takes
+    g = torch.Generator().manual_seed(0)
+    speech = -4.0 + torch.randn(frames, generator=g)
+    hiss = -5.0 + 0.05 * torch.randn(frames, generator=g)
+    log_mel = torch.stack([speech, hiss])
+    mean = log_mel.mean(1, keepdim=True)
+    assert voiced_bands(log_mel, mean, LOG_FLOOR, torch.tensor([1000.0, 6000.0]))[:, 0].tolist() == [True, False]

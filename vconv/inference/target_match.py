@@ -60,11 +60,12 @@ STD_RATIO_RANGE = (0.5, 2.0)  # a near-constant band must not be blown up, nor a
 # 32 dB below the README example's voice sits 4.1 nats below it, the voice itself 26 dB quieter 3.0
 PAUSE_RANGE_NATS = 3.5
 # a band whose speech frames stand less than this over its quiet level carries no voice, only a noise floor
-# (measured on 40 held-out references: clean, every band from 60 Hz up stands 1.2-4 nats over it; in a 20 dB room the
+# (measured on 40 held-out references: clean, every band from 60 Hz up that is not digital silence stands 1.2-4 nats over it; in a 20 dB room the
 # upper bands of the band-limited voices 0.3-0.6; 1.0 took in a full-band voice's noisy upper bands and cost it
 # similarity, 0.7 did not: docs/ROOMS.md, "The references' noise floor")
 VOICE_MODULATION_NATS = 0.7
 QUIET_QUANTILE = 0.10
+QUANTILE_VALUES = 2**24  # the most torch.quantile takes in one call
 # below the lowest fundamental of speech a band is rumble, not voice or hiss: always matched, as it was before
 LOWEST_VOICE_HZ = 60.0
 SILENCE_NATS = 2.0  # above the features' log floor: a band this quiet is digital silence, not a noise floor
@@ -166,6 +167,8 @@ def voiced_bands(log_mel: torch.Tensor, speech_mean: torch.Tensor, floor: float,
     centres ``[n_mels]`` (Hz) -> ``[n_mels, 1]`` bool: the bands whose level is the voice's, i.e. that stand
     ``VOICE_MODULATION_NATS`` over their own quiet level, or sit at digital silence (module docstring). A band below
     ``LOWEST_VOICE_HZ`` is not judged: it holds the recording's rumble, which matching has always copied."""
+    if log_mel.numel() > QUANTILE_VALUES:  # torch.quantile takes at most 2**24 values: hours of references, thinned evenly
+        log_mel = log_mel[:, :: math.ceil(log_mel.numel() / QUANTILE_VALUES)]
     quiet = torch.quantile(log_mel, QUIET_QUANTILE, dim=1, keepdim=True)
     below_voice = (band_centres.to(speech_mean.device) < LOWEST_VOICE_HZ)[:, None]
     return (speech_mean - quiet >= VOICE_MODULATION_NATS) | (speech_mean < floor + SILENCE_NATS) | below_voice
