@@ -46,5 +46,5 @@ def voice(
     fitted = f", fitted in {fit_voice} steps (reconstruction L1 {prepared.fit_losses[0]:.3f} -> {prepared.fit_losses[-1]:.3f})" if fit_voice else ""
     say(f"voice of {len(references)} reference(s){fitted} in {time.perf_counter() - started:.2f} s -> {out}")
     noise = noise_floor_note(prepared.spectrum, converter.frontend.logmel.band_centres)
-    if noise and prepared.spectrum.trusted:
+    if noise:
         typer.echo(f"note: {printable(noise)}", err=True)

@@ -86,7 +86,7 @@ def convert_paths(
     if target.fit_losses:
         report.notes.append(fit_note(target.fit_losses, target.origin))
     noise = noise_floor_note(target.spectrum, converter.frontend.logmel.band_centres)
-    report.notes += [noise] if noise and not skipped and converter.target_match != "off" else []
+    report.notes += [noise] if noise and converter.target_match != "off" else []
     report.notes += long_reference_notes([r for r in plan.refs if not looks_like_voice_file(r)])
     start = time.perf_counter()
     rate = plan.sample_rate if plan.sample_rate is not None else converter.sample_rate

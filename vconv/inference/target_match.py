@@ -176,8 +176,9 @@ def voiced_bands(log_mel: torch.Tensor, speech_mean: torch.Tensor, floor: float,
 
 def noise_floor_note(target: SpectrumStats, band_centres: torch.Tensor) -> str | None:
     """One line naming the target's bands that hold only a noise floor (:attr:`SpectrumStats.voiced_bands`), given
-    the bands' centres ``[n_mels]`` (Hz); None when every band carries the voice."""
-    if target.voiced_bands is None or bool(target.voiced_bands.all()):
+    the bands' centres ``[n_mels]`` (Hz); None when every band carries the voice, or when the statistics are too few to
+    be trusted (the matching is then skipped, and says so itself)."""
+    if not target.trusted or target.voiced_bands is None or bool(target.voiced_bands.all()):
         return None
     noise = band_centres.cpu()[~target.voiced_bands[:, 0].cpu()]
     return (f"{noise.numel()} of {band_centres.numel()} mel bands of the target references (between "
