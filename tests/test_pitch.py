@@ -4,13 +4,15 @@ controls and their errors."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from tests.conftest import invoke, one_line_error, voiced_signal
-from vconv.audio.pitch import track_pitch
+from vconv.audio.pitch import YinGrid, track_pitch
+from vconv.audio.pitch_stream import WindowPitch
 from vconv.config import load_run_config
 from vconv.errors import VconvError
 from vconv.frontends.pitch import NEUTRAL_LOG_F0, YinPitch, fill_unvoiced
@@ -48,6 +50,41 @@ def test_silence_and_noise_are_unvoiced():
     assert not track_pitch(torch.zeros(SR), SR, HOP).voiced.any()
     noise = torch.from_numpy(np.random.default_rng(0).standard_normal(SR).astype(np.float32) * 0.1)
     assert track_pitch(noise, SR, HOP).voiced.float().mean() < 0.1
+
+
+def stream_windows(length: int, block: int, context: int, lookahead: int):
+    """``(start, stop)`` of the windows a stream converts over ``length`` samples (vconv.inference.streaming)."""
+    for begin in range(0, length - lookahead, block):
+        yield max(0, begin - context), min(length, begin + block + lookahead)
+
+
+def test_a_stream_s_windows_are_tracked_as_whole_windows_with_each_frame_measured_once():
+    # speech-like: a wobbling voice, a pause, noise, the voice again; windows as a stream cuts them (96 ms blocks,
+    # 48 ms look-ahead, 1.5 s of context), so frames are reused across windows, and a gap restarts the reuse
+    rng = np.random.default_rng(3)
+    wav = np.concatenate([voiced_signal(1.2, f0=140.0), np.zeros(SR // 4, np.float32),
+                          0.05 * rng.standard_normal(SR // 4).astype(np.float32), voiced_signal(1.5, f0=210.0)])
+    frontend = SimpleNamespace(cfg=SimpleNamespace(sample_rate=SR, hop_length=HOP))  # what a pitch part reads of it
+    tracker = YinPitch().window_rows(frontend)
+    windows = list(stream_windows(wav.size, 6 * HOP, 94 * HOP, 3 * HOP))
+    windows.insert(12, (2 * HOP, 40 * HOP))  # a window elsewhere: what is kept must not leak into it
+    whole_frames = 0
+    for start, stop in windows:
+        rows = tracker(wav[start:stop], start)
+        expected = YinPitch().compute(wav[start:stop], frontend)  # the window tracked whole
+        assert rows.shape == expected.shape
+        assert torch.equal(rows[1], expected[1])  # the same voicing, frame for frame
+        assert torch.allclose(rows, expected, atol=1e-5)
+        whole_frames += rows.shape[-1]
+    counter = WindowPitch(YinGrid(SR, HOP), 0.1, 0.5)
+    for start, stop in stream_windows(wav.size, 6 * HOP, 94 * HOP, 3 * HOP):
+        counter.track(torch.from_numpy(wav[start:stop]), start)
+    assert counter.measured < whole_frames / 5  # each block measures its new frames and the window's first two
+
+
+def test_a_stream_window_must_start_on_a_hop():
+    with pytest.raises(ValueError, match="starting on a hop"):
+        WindowPitch(YinGrid(SR, HOP), 0.1, 0.5).track(torch.zeros(SR), 100)
 
 
 def test_a_wobbling_voice_is_followed():

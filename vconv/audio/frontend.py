@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -160,6 +160,14 @@ class FrontEnd(nn.Module):
         if self.pitch is None:
             raise VconvError("this model has no pitch path (model.pitch_frontend is none)")
         return self.pitch.compute(wav, self).float().to(self.mean.device)[None]
+
+    def window_pitch(self) -> Callable[[np.ndarray, int], torch.Tensor]:
+        """For one stream: ``(window [T], window_start) -> [1, 3, F]``, :meth:`pitch_input` of each of its consecutive
+        windows, the tracker reusing what it measured in the previous one where it can (``PitchPart.window_rows``)."""
+        if self.pitch is None:
+            raise VconvError("this model has no pitch path (model.pitch_frontend is none)")
+        rows = self.pitch.window_rows(self)
+        return lambda wav, window_start: rows(wav, window_start).float().to(self.mean.device)[None]
 
     def speaker_input(self, wav: np.ndarray) -> torch.Tensor:
         """What the speaker encoder reads for mono ``[T]``: ``[1, C, F]`` (by default the normalised log-mel) or ``[1, C]``."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["PitchTrack", "track_pitch", "FMIN", "FMAX"]
+__all__ = ["PitchTrack", "track_pitch", "YinGrid", "FrameMeasures", "frame_measures", "decide_voicing", "FMIN", "FMAX"]
 
 FMIN = 50.0  # Hz: below the lowest speaking voice (a bass's vocal fry is not pitch we can follow)
 FMAX = 500.0  # Hz: above a child's or a soprano's speaking voice (higher, the short lags of vocoder buzz read as pitch)
@@ -58,28 +58,81 @@ def track_pitch(wav: torch.Tensor, sample_rate: int, hop: int, *, fmin: float = 
     """
     if wav.dim() != 1:
         raise ValueError(f"expected mono audio [T], got shape {tuple(wav.shape)}")
-    if not 0 < fmin < fmax < sample_rate / 2:
-        raise ValueError(f"need 0 < fmin < fmax < sample_rate / 2, got {fmin}, {fmax}")
-    x = wav.float()
-    frames = 1 + x.shape[0] // hop
-    window = int(round(WINDOW_SECONDS * sample_rate))
-    tau_min = max(2, int(sample_rate / fmax))
-    tau_max = min(window // 2, int(math.ceil(sample_rate / fmin)))
-    span = window - tau_max  # samples each difference sum runs over
-    padded = F.pad(x, (window // 2, window // 2 + hop))
-    chunks = padded.unfold(0, window, hop)[:frames]  # [F, window], frame k centred at k * hop
+    grid = YinGrid(sample_rate, hop, fmin, fmax)
+    chunks = grid.chunks(wav.float())
+    return decide_voicing(frame_measures(chunks, grid, threshold), grid, voicing)
+
+
+@dataclass(frozen=True)
+class YinGrid:
+    """The frame geometry of YIN at ``sample_rate`` on the mel grid of ``hop``: a frame reads ``window`` samples
+    centred on it, lags ``tau_min..tau_max``, difference sums over ``span`` samples."""
+
+    sample_rate: int
+    hop: int
+    fmin: float = FMIN
+    fmax: float = FMAX
+
+    def __post_init__(self) -> None:
+        if not 0 < self.fmin < self.fmax < self.sample_rate / 2:
+            raise ValueError(f"need 0 < fmin < fmax < sample_rate / 2, got {self.fmin}, {self.fmax}")
+
+    @property
+    def window(self) -> int:
+        return int(round(WINDOW_SECONDS * self.sample_rate))
+
+    @property
+    def tau_min(self) -> int:
+        return max(2, int(self.sample_rate / self.fmax))
+
+    @property
+    def tau_max(self) -> int:
+        return min(self.window // 2, int(math.ceil(self.sample_rate / self.fmin)))
+
+    def chunks(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [T]`` -> its frames ``[1 + T // hop, window]`` (frame ``k`` centred at sample ``k * hop``, zeros
+        past either edge): a strided view, not a copy."""
+        padded = F.pad(x, (self.window // 2, self.window // 2 + self.hop))
+        return padded.unfold(0, self.window, self.hop)[: 1 + x.shape[0] // self.hop]
+
+
+@dataclass
+class FrameMeasures:
+    """What YIN measures in each frame alone, ``[F]`` each: the period's ``lag`` (fractional samples), ``d'`` at it
+    (``dip``), the frame's mean square (``energy``). Nothing here depends on another frame, so a stream computes
+    each frame once (:class:`vconv.audio.pitch_stream.WindowPitch`)."""
+
+    lag: torch.Tensor
+    dip: torch.Tensor
+    energy: torch.Tensor
+
+    @staticmethod
+    def cat(parts: "list[FrameMeasures]") -> "FrameMeasures":
+        return FrameMeasures(*(torch.cat([getattr(p, name) for p in parts]) for name in ("lag", "dip", "energy")))
+
+    def __getitem__(self, frames: slice) -> "FrameMeasures":
+        return FrameMeasures(self.lag[frames], self.dip[frames], self.energy[frames])
+
+
+def frame_measures(chunks: torch.Tensor, grid: YinGrid, threshold: float) -> FrameMeasures:
+    """:class:`FrameMeasures` of the frames ``chunks [F, window]`` (as :meth:`YinGrid.chunks` cuts them)."""
+    span = grid.window - grid.tau_max  # samples each difference sum runs over
     chunks = chunks - chunks.mean(dim=1, keepdim=True)
-    diff = _difference(chunks, span, tau_max)  # [F, tau_max + 1]
-    cmnd = _cumulative_mean_normalised(diff)
-    lag, dip = _pick_lag(cmnd, tau_min, threshold)
-    f0 = sample_rate / lag
-    periodicity = (1.0 - dip).clamp(0.0, 1.0)
-    energy = chunks[:, :span].pow(2).mean(dim=1)
-    level_db = 10 * torch.log10(energy + 1e-10)
-    loud = torch.quantile(level_db, 0.95) if frames > 1 else level_db.max()
+    cmnd = _cumulative_mean_normalised(_difference(chunks, span, grid.tau_max))  # [F, tau_max + 1]
+    lag, dip = _pick_lag(cmnd, grid.tau_min, threshold)
+    return FrameMeasures(lag, dip, chunks[:, :span].pow(2).mean(dim=1))
+
+
+def decide_voicing(measures: FrameMeasures, grid: YinGrid, voicing: float) -> PitchTrack:
+    """The utterance's decisions on its frames' measures: voiced where periodic enough and within
+    :data:`SILENCE_DB` of its loud frames, stray run edges dropped, a 3-frame median over voiced runs."""
+    f0 = grid.sample_rate / measures.lag
+    periodicity = (1.0 - measures.dip).clamp(0.0, 1.0)
+    level_db = 10 * torch.log10(measures.energy + 1e-10)
+    loud = torch.quantile(level_db, 0.95) if level_db.shape[0] > 1 else level_db.max()
     # a dip at the shortest lag allowed is the range's edge, not a period (onsets, where half the frame is silence)
-    inside = lag > tau_min + 0.5
-    voiced = (periodicity >= voicing) & (level_db > loud - SILENCE_DB) & (energy > 1e-8) & inside
+    inside = measures.lag > grid.tau_min + 0.5
+    voiced = (periodicity >= voicing) & (level_db > loud - SILENCE_DB) & (measures.energy > 1e-8) & inside
     voiced = voiced & ~_stray_run_edges(f0, voiced)
     f0 = _median_of_voiced(torch.where(voiced, f0, torch.zeros_like(f0)), voiced)
     return PitchTrack(f0=f0, voiced=voiced, periodicity=periodicity)

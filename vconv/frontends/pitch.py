@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 
-from vconv.audio.pitch import FMAX, FMIN, track_pitch
+from vconv.audio.pitch import FMAX, FMIN, YinGrid, track_pitch
+from vconv.audio.pitch_stream import WindowPitch
 from vconv.audio.pretrained import SWIFT_FILE
 from vconv.audio.swift_pitch import CLASS_RATIO as SWIFT_CLASS_RATIO
 from vconv.audio.swift_pitch import HIGHEST_HZ as SWIFT_HIGHEST_HZ
@@ -36,6 +37,16 @@ from vconv.frontends.base import FrontEndPart, register_frontend
 
 NEUTRAL_LOG_F0 = math.log(150.0)  # the contour of an utterance with no voiced frame (between the usual registers)
 PITCH_ROWS = 3
+
+
+def pitch_rows(f0: torch.Tensor, voiced: torch.Tensor, periodicity: torch.Tensor) -> torch.Tensor:
+    """A tracker's ``f0`` Hz, ``voiced`` and ``periodicity`` ``[F]`` -> the part's ``[3, F]`` rows (module docstring)."""
+    log_f0 = torch.log(f0.clamp(min=1.0))
+    return torch.stack([fill_unvoiced(log_f0, voiced), voiced.float(), periodicity.float()])
+
+
+def _as_tensor(wav: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
 
 
 def fill_unvoiced(log_f0: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:
@@ -76,10 +87,14 @@ class PitchPart(FrontEndPart):
     @torch.no_grad()
     def compute(self, wav: np.ndarray, frontend: Any) -> torch.Tensor:
         """Mono ``[T]`` at the features' rate -> ``[3, F]`` (module docstring), ``F = 1 + T // hop``."""
-        x = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
-        f0, voiced, periodicity = self.track(x, frontend.cfg.sample_rate, frontend.cfg.hop_length)
-        log_f0 = torch.log(f0.clamp(min=1.0))
-        return torch.stack([fill_unvoiced(log_f0, voiced), voiced.float(), periodicity.float()])
+        return pitch_rows(*self.track(_as_tensor(wav), frontend.cfg.sample_rate, frontend.cfg.hop_length))
+
+    def window_rows(self, frontend: Any) -> Callable[[np.ndarray, int], torch.Tensor]:
+        """For one stream: ``(window [T], window_start) -> [3, F]``, what :meth:`compute` gives for each of its
+        consecutive windows (``window_start``: the window's first sample in the stream, a multiple of the hop). A
+        tracker that can reuse what it measured in the previous window overrides this; by default every window is
+        tracked whole."""
+        return lambda wav, window_start: self.compute(wav, frontend)
 
 
 @register_frontend
@@ -100,6 +115,17 @@ class YinPitch(PitchPart):
         result = track_pitch(wav, sample_rate, hop, fmin=self.fmin, fmax=min(self.fmax, 0.45 * sample_rate),
                              threshold=self.threshold, voicing=self.voicing)
         return result.f0, result.voiced, result.periodicity
+
+    def window_rows(self, frontend: Any) -> Callable[[np.ndarray, int], torch.Tensor]:
+        """Each frame measured once per stream (:class:`vconv.audio.pitch_stream.WindowPitch`), the same rows."""
+        rate = frontend.cfg.sample_rate
+        grid = YinGrid(rate, frontend.cfg.hop_length, self.fmin, min(self.fmax, 0.45 * rate))
+        tracker = WindowPitch(grid, self.threshold, self.voicing)
+
+        def rows(wav: np.ndarray, window_start: int) -> torch.Tensor:
+            track = tracker.track(_as_tensor(wav), window_start)
+            return pitch_rows(track.f0, track.voiced, track.periodicity)
+        return rows
 
     def describe(self, bundle: Any) -> str:
         return f"the source's F0 by YIN ({self.fmin:g}-{self.fmax:g} Hz, no weights)"

@@ -185,6 +185,8 @@ class StreamConverter:
         recent = max(round(settings.frontend_recent_ms * self.model_rate / 1000), self.block + self.lookahead + margin)
         self._content = RecentContent(converter.frontend, self.hop, recent, margin, settings.recent_frontend,
                                       self.block / self.model_rate)
+        # the window's pitch rows, each frame's YIN measures reused from the window before (vconv.audio.pitch_stream)
+        self._pitch_rows = converter.frontend.window_pitch() if self.model.reads_pitch else None
 
     @staticmethod
     def _resampler(rate_in: int, rate_out: int) -> soxr.ResampleStream | None:
@@ -264,7 +266,7 @@ class StreamConverter:
         frames = content.shape[-1]
         if hold > 0 and _speech_at_edge(window, self.hop):
             content = torch.cat([content, content[..., -1:].expand(-1, -1, hold)], -1)
-        pitch = self._window_pitch(window, lead) if self.model.reads_pitch else None
+        pitch = self._window_pitch(window, lead, window_start) if self.model.reads_pitch else None
         log_mel = conv.decode_mel(content, self.embedding, pitch)[..., :frames]  # [1, n_mels, F], frame j centred at j*hop
         first_new = lead // self.hop  # the block's own frames join the running statistics: those that are
         # speech by the whole window's loudness (a block of silence alone would count all of its frames)
@@ -293,13 +295,14 @@ class StreamConverter:
         return audio[offset : offset + keep]
 
 
-    def _window_pitch(self, window: np.ndarray, lead: int) -> SourcePitch:
+    def _window_pitch(self, window: np.ndarray, lead: int, window_start: int) -> SourcePitch:
         """The window's :class:`SourcePitch`: the decoder's contour ``[1, 3, F]`` (its melody whitened on the source's
         register so far: the blocks before, pooled with this window's frames from the block on: the primer before sample 0 is the
         target's speech, not the source's; put in the output register, :meth:`VoiceConverter.source_pitch`), with the
         output F0 and voicing."""
         conv = self.converter
-        rows = conv.frontend.pitch_input(window)  # [1, 3, F]
+        assert self._pitch_rows is not None  # made for a model that reads pitch
+        rows = self._pitch_rows(window, window_start)  # [1, 3, F]
         first_new = lead // self.hop
         new = rows[0, :, first_new:]
         voiced = new[0][new[1] > 0.5].double()
