@@ -248,7 +248,7 @@ def test_the_stream_runs_the_pitch_path_and_matches_block_sizes(tiny_pitch_bundl
     target = converter.target_voice([str(voices / "high.wav")])
     outputs = []
     for block in (1000, 4096):
-        stream = converter.stream(target, recent_frontend="off")  # exact comparison: no timing-driven switch
+        stream = converter.stream(target, recent_frontend="off", busy_block_ms=0)  # exact comparison: no timing-driven switch
         pieces = [stream.push(source[i:i + block]) for i in range(0, source.size, block)]
         outputs.append(np.concatenate([*pieces, stream.flush()]))
     assert outputs[0].shape == source.shape and np.isfinite(outputs[0]).all()
@@ -374,7 +374,7 @@ def test_the_target_s_h1_h2_reaches_every_conversion_and_survives_the_cache(tiny
     source, _ = sf.read(voices / "low.wav", dtype="float32")
     converter.convert_wav(source, target)  # one chunk
     converter.convert_wav(source, target, chunk_seconds=0.5, overlap_seconds=0.1)  # several
-    stream = converter.stream(target, recent_frontend="off")
+    stream = converter.stream(target, recent_frontend="off", busy_block_ms=0)
     stream.push(source)
     stream.flush()
     assert seen and set(seen) == {-1.25}

@@ -42,18 +42,18 @@ def _run(stream, wav: np.ndarray, sizes) -> np.ndarray:
 def test_blocks_of_any_size_give_the_output_of_one_push(vc, source, target):
     # every stream in this file that compares outputs reads the whole window: recent_frontend "auto" follows the
     # machine's timing
-    whole = _run(vc.stream(target, recent_frontend="off"), source, [source.size])
+    whole = _run(vc.stream(target, recent_frontend="off", busy_block_ms=0), source, [source.size])
     rng = np.random.default_rng(0)
-    ragged = _run(vc.stream(target, recent_frontend="off"), source, rng.integers(0, 3000, size=10_000))
-    singles = _run(vc.stream(target, recent_frontend="off"), source[:8000], [1] * 8000)
+    ragged = _run(vc.stream(target, recent_frontend="off", busy_block_ms=0), source, rng.integers(0, 3000, size=10_000))
+    singles = _run(vc.stream(target, recent_frontend="off", busy_block_ms=0), source[:8000], [1] * 8000)
     assert whole.shape == ragged.shape == source.shape  # flush returns the tail: as long as the input
     np.testing.assert_allclose(ragged, whole, atol=1e-6)
-    np.testing.assert_allclose(singles, _run(vc.stream(target, recent_frontend="off"), source[:8000], [8000]), atol=1e-6)
+    np.testing.assert_allclose(singles, _run(vc.stream(target, recent_frontend="off", busy_block_ms=0), source[:8000], [8000]), atol=1e-6)
     assert np.sqrt(np.mean(whole**2)) > 0.01  # speech came out, not silence
 
 
 def test_output_trails_the_input_by_the_latency(vc, source, target):
-    stream = vc.stream(target, recent_frontend="off", block_ms=80, lookahead_ms=64)
+    stream = vc.stream(target, recent_frontend="off", busy_block_ms=0, block_ms=80, lookahead_ms=64)
     assert stream.latency_ms == pytest.approx(144.0)  # 5 + 4 hops of 16 ms
     got = 0
     for start in range(0, 12 * 1280, 1280):
@@ -72,13 +72,13 @@ def test_the_stream_is_primed_with_the_targets_own_speech(vc, source, target):
     rate, hop = vc.sample_rate, vc.features.hop_length
     assert target.primer is not None and target.primer.dtype == np.float32
     assert target.primer.size == min(int(3.0 * rate), vc.prepare_audio(EXAMPLES / "target.wav", None).size)
-    stream = vc.stream(target, recent_frontend="off", context_ms=1000)
+    stream = vc.stream(target, recent_frontend="off", busy_block_ms=0, context_ms=1000)
     assert stream._buffer_start == -stream.context and stream.context % hop == 0  # the last second of it, before sample 0
     np.testing.assert_array_equal(stream._buffer, target.primer[-stream.context:])
     primed = _run(stream, source, [source.size])
-    plain = _run(vc.stream(target, recent_frontend="off", context_ms=1000, prime=False), source, [source.size])
+    plain = _run(vc.stream(target, recent_frontend="off", busy_block_ms=0, context_ms=1000, prime=False), source, [source.size])
     unprimed = dataclasses.replace(target, primer=None)
-    unprimed_target = _run(vc.stream(unprimed, recent_frontend="off", context_ms=1000), source, [source.size])
+    unprimed_target = _run(vc.stream(unprimed, recent_frontend="off", busy_block_ms=0, context_ms=1000), source, [source.size])
     assert primed.shape == plain.shape == source.shape  # nothing of the primer comes out
     np.testing.assert_array_equal(plain, unprimed_target)  # prime=False is a target without a primer
     first = slice(0, rate // 4)
@@ -87,7 +87,7 @@ def test_the_stream_is_primed_with_the_targets_own_speech(vc, source, target):
     # start), the same output
     unmatched = vconv.load(target_match="off")
     late = slice(source.size - rate, source.size)
-    primed, plain = (_run(unmatched.stream(target, recent_frontend="off", context_ms=1000, prime=p), source, [source.size])
+    primed, plain = (_run(unmatched.stream(target, recent_frontend="off", busy_block_ms=0, context_ms=1000, prime=p), source, [source.size])
                      for p in (True, False))
     assert np.abs(primed[first] - plain[first]).max() > 1e-3
     np.testing.assert_allclose(primed[late], plain[late], atol=1e-6)
@@ -97,9 +97,9 @@ def test_the_first_blocks_take_the_spectrum_shape_from_the_converted_primer(vc, 
     """Until a quarter second of the stream's own speech is converted, its spectrum is moved with the converted
     primer's band means (shape only); from then on by its own statistics alone, as without the primer's."""
     rate = vc.sample_rate
-    seeded_stream = vc.stream(target, prime_matching=True, recent_frontend="off")  # exact comparison (see above)
-    plain_stream = vc.stream(target, prime_matching=False, recent_frontend="off")
-    assert vc.stream(target, recent_frontend="off").settings.prime_matching  # on by default
+    seeded_stream = vc.stream(target, prime_matching=True, recent_frontend="off", busy_block_ms=0)  # exact comparison (see above)
+    plain_stream = vc.stream(target, prime_matching=False, recent_frontend="off", busy_block_ms=0)
+    assert vc.stream(target, recent_frontend="off", busy_block_ms=0).settings.prime_matching  # on by default
     seeded, plain = _run(seeded_stream, source, [source.size]), _run(plain_stream, source, [source.size])
     assert seeded_stream._primer_spectrum is not None and seeded_stream._primer_spectrum.trusted
     assert plain_stream._primer_spectrum is None
@@ -117,17 +117,17 @@ def test_the_window_edge_is_held_only_where_it_is_speech(vc, source, target):
     fading[-2 * hop:] *= np.exp(-6.0)  # the last two hops 6 nats under the window's loud ones: a pause or a fade-out
     assert _speech_at_edge(loud, hop) and not _speech_at_edge(fading, hop)
     assert not _speech_at_edge(loud[: 2 * hop], hop)  # too short to tell
-    held, plain = (_run(vc.stream(target, edge_hold_frames=n, recent_frontend="off"), source, [source.size]) for n in (4, 0))
+    held, plain = (_run(vc.stream(target, edge_hold_frames=n, recent_frontend="off", busy_block_ms=0), source, [source.size]) for n in (4, 0))
     assert held.shape == plain.shape == source.shape
     assert np.abs(held - plain).max() > 1e-3  # the example's speech has edges the hold changes
     rng = np.random.default_rng(3)
-    np.testing.assert_allclose(_run(vc.stream(target, edge_hold_frames=4, recent_frontend="off"), source,
+    np.testing.assert_allclose(_run(vc.stream(target, edge_hold_frames=4, recent_frontend="off", busy_block_ms=0), source,
                                     rng.integers(1, 4000, size=1000)), held,
                                atol=1e-6)  # still the output of one push
 
 
 def test_state_stays_bounded_over_a_long_stream(vc, target):
-    stream = vc.stream(target, recent_frontend="off", context_ms=500)
+    stream = vc.stream(target, recent_frontend="off", busy_block_ms=0, context_ms=500)
     noise = (0.05 * np.random.default_rng(1).standard_normal(16000 * 30)).astype(np.float32)
     held = []
     for start in range(0, noise.size, 1600):
@@ -141,7 +141,7 @@ def test_another_sample_rate_streams_in_and_out_at_that_rate(vc, source, target)
     from vconv.audio.io import resample
 
     wav48 = resample(source, 16000, 48000)
-    out = _run(vc.stream(target, recent_frontend="off", sample_rate=48000), wav48, [4800] * 1000)
+    out = _run(vc.stream(target, recent_frontend="off", busy_block_ms=0, sample_rate=48000), wav48, [4800] * 1000)
     assert abs(out.size - wav48.size) <= 3 and np.sqrt(np.mean(out**2)) > 0.01
 
 
@@ -152,13 +152,13 @@ def test_another_sample_rate_streams_in_and_out_at_that_rate(vc, source, target)
 ])
 def test_bad_blocks_are_one_line_errors(vc, target, block, reason):
     with pytest.raises(VconvError, match=reason) as err:
-        vc.stream(target, recent_frontend="off").push(block)
+        vc.stream(target, recent_frontend="off", busy_block_ms=0).push(block)
     assert "\n" not in str(err.value)
 
 
 def test_a_bad_rate_is_refused(vc, target):
     with pytest.raises(VconvError, match="stream sample rate"):
-        vc.stream(target, recent_frontend="off", sample_rate=0)
+        vc.stream(target, recent_frontend="off", busy_block_ms=0, sample_rate=0)
 
 
 def test_cli_stream_file_to_file_raw_pipe_and_wav_pipe(tmp_path):
@@ -312,3 +312,54 @@ def test_standard_input_from_a_pipe_has_deadlines_and_from_a_file_does_not(tmp_p
     monkeypatch.setattr("sys.stdin", io.StringIO(""))  # no descriptor at all (a captured stdin)
     assert not _live_stdin(STDIO)
     assert _recent_mode("auto", live=True) == "auto" and _recent_mode("auto", live=False) == "off"
+
+
+def test_a_stream_too_slow_for_its_block_grows_it_once_and_loses_no_sample(vc, source, target, monkeypatch):
+    import vconv.inference.streaming as streaming
+    from vconv.inference.stream_pace import LATE_LIMIT, WARM_BLOCKS
+
+    plain = _run(vc.stream(target, recent_frontend="off", busy_block_ms=0), source, [source.size])
+    clock = iter(np.arange(0.0, 1e6, 0.25))  # every block appears to take 0.25 s: longer than a 96 or 192 ms block
+    monkeypatch.setattr(streaming.time, "perf_counter", lambda: float(next(clock)))
+    stream = vc.stream(target, recent_frontend="off", busy_block_ms=192)
+    first = stream.block
+    grown = _run(stream, source, [1536] * 1000)
+    assert stream.grown_after == WARM_BLOCKS + LATE_LIMIT and stream.block == 2 * first  # once, after the limit
+    assert stream.latency_ms == pytest.approx(240.0)
+    assert grown.shape == source.shape and np.all(np.isfinite(grown))
+    blocks = stream.grown_after * first
+    np.testing.assert_allclose(grown[:blocks], plain[:blocks], atol=1e-6)  # the same until the block grew
+    durations = list(stream.times.durations)
+    assert durations[: stream.grown_after] == [pytest.approx(first / vc.sample_rate)] * stream.grown_after
+    assert max(durations[stream.grown_after:]) == pytest.approx(2 * first / vc.sample_rate)
+    assert stream.times.late == len(durations)  # 0.25 s each: every block late
+    assert np.sqrt(np.mean(grown[blocks:] ** 2)) > 0.01  # the grown blocks carry speech
+
+
+def test_the_block_grows_only_on_repeated_late_blocks_and_never_when_asked_not_to():
+    from vconv.inference.stream_pace import LATE_LIMIT, LATE_WINDOW, WARM_BLOCKS, BlockPace
+
+    pace = BlockPace(1536, 3072)
+    assert not any(pace.record(1.0, 0.096) for _ in range(WARM_BLOCKS))  # cold start: not counted
+    for i in range(3 * LATE_WINDOW):  # one late block in every LATE_WINDOW: a hiccup, not a busy machine
+        assert not pace.record(0.2 if i % LATE_WINDOW == 0 else 0.05, 0.096)
+    assert [pace.record(0.2, 0.096) for _ in range(LATE_LIMIT)][-1] and pace.grown_after is not None
+    assert not pace.record(0.2, 0.192)  # once only
+    never = BlockPace(1536, 0)
+    assert not any(never.record(1.0, 0.096) for _ in range(50)) and never.grown_after is None
+    assert BlockPace(1536, 1536).grow_to == 0  # not larger: nothing to grow to
+
+
+def test_stream_summary_says_when_and_to_what_the_block_grew(capsys):
+    from types import SimpleNamespace
+
+    from vconv.cli.stream import _summarise
+    from vconv.inference.stream_run import StreamReport
+
+    live = SimpleNamespace(first_block=1536, block=3072, model_rate=16000, latency_ms=240.0, grown_after=6, short_blocks=0)
+    _summarise(StreamReport(block_seconds=[0.05, 0.2]), live, SimpleNamespace(), "auto")
+    err = capsys.readouterr().err
+    assert "(block 96 ms)" in err and "after 6 blocks they grew to 192 ms (latency 240 ms" in err
+    _summarise(StreamReport(block_seconds=[0.05]), SimpleNamespace(**{**vars(live), "grown_after": None, "block": 1536}),
+               SimpleNamespace(), "auto")
+    assert "grew" not in capsys.readouterr().err

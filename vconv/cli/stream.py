@@ -49,6 +49,7 @@ def stream(
     lookahead_ms: float = typer.Option(48.0, "--lookahead-ms", min=0.0, max=2000.0, help="Look-ahead in ms: more costs latency and gives the model's right edge more room."),
     context_ms: float = typer.Option(1500.0, "--context-ms", min=0.0, max=30000.0, help="Left context in ms that each block is converted with."),
     prime: bool = typer.Option(True, "--prime/--no-prime", help="Start with the target's own speech as left context (never output), so the first blocks are not normalised on a few frames."),
+    busy_block_ms: float = typer.Option(192.0, "--busy-block-ms", min=0.0, max=2000.0, help="The block grows to this (once) when blocks keep missing their deadlines on a busy machine: more latency instead of gaps. 0 never grows it; a file read as fast as it goes never does."),
     recent_frontend: str = typer.Option("auto", "--recent-frontend", metavar="auto|on|off", help="Recompute only the last 400 ms of the content front-end per block (cheaper, costs some words): auto = while blocks come near their deadline (a busy machine), on = always, off = never."),
     raw: bool = typer.Option(False, "--raw", help="Standard input/output is headerless 16-bit little-endian PCM (mono out; --channels in)."),
     sample_rate: Optional[int] = typer.Option(None, "--sample-rate", help="Rate of raw input (required with --raw on standard input); the output keeps the input's rate."),
@@ -76,7 +77,9 @@ def stream(
         echo_out(devices())
         return
     apply_threads(threads or STREAM_THREADS)
-    recent_frontend = _recent_mode(recent_frontend, live=realtime or input_device is not None or _live_stdin(input_path))
+    live = realtime or input_device is not None or _live_stdin(input_path)
+    recent_frontend = _recent_mode(recent_frontend, live=live)
+    busy_block_ms = busy_block_ms if live else 0.0  # no deadlines: the block it was asked for, and every word
     settings = conversion_settings(target_match=target_match, precision=precision, fit_steps=fit_voice,
                                    pitch_shift=pitch_shift, pitch_register=pitch_register, enhance=enhance)
     _check_target(target)
@@ -89,15 +92,25 @@ def stream(
     writer = _open_writer(output, raw, reader.sample_rate, force, output_device)
     try:
         report, converter_stream = _run(target, reader, writer, model, settings, block_ms, lookahead_ms, context_ms, realtime,
-                                        prime, no_cache, recent_frontend)
+                                        prime, no_cache, recent_frontend, busy_block_ms)
     except BaseException:
         writer.abort()
         raise
     finally:
         getattr(reader, "close", lambda: None)()
-    typer.echo(report.summary(1000 * converter_stream.block / converter_stream.model_rate), err=True)
-    if converter_stream.short_blocks and recent_frontend == "auto":
-        typer.echo(f"{converter_stream.short_blocks} block(s) read only the front-end's recent part (short of time; "
+    _summarise(report, converter_stream, reader, recent_frontend)
+
+
+def _summarise(report: Any, live: Any, reader: Any, recent_frontend: str) -> None:
+    """The run's summary on stderr: compute per block and misses, and what a busy machine changed."""
+    first_block_ms = 1000 * live.first_block / live.model_rate
+    typer.echo(report.summary(first_block_ms), err=True)
+    if live.grown_after is not None:
+        typer.echo(f"the machine was too busy for {first_block_ms:.0f} ms blocks: after {live.grown_after} blocks they grew to "
+                   f"{1000 * live.block / live.model_rate:.0f} ms (latency {live.latency_ms:.0f} ms; --busy-block-ms 0 keeps "
+                   "the block)", err=True)
+    if live.short_blocks and recent_frontend == "auto":
+        typer.echo(f"{live.short_blocks} block(s) read only the front-end's recent part (short of time; "
                    "--recent-frontend off never does)", err=True)
     if getattr(reader, "dropped_seconds", 0.0) > 0:  # a microphone whose stream fell behind (vconv.audio.live)
         typer.echo(f"dropped {reader.dropped_seconds:.1f} s of microphone audio while the conversion was behind", err=True)
@@ -126,12 +139,13 @@ def _recent_mode(mode: str, live: bool) -> str:
 
 def _run(target: List[Path], reader: Any, writer: Any, model: Optional[str], settings: Any, block_ms: float,
          lookahead_ms: float, context_ms: float, realtime: bool, prime: bool = True, no_cache: bool = False,
-         recent_frontend: str = "auto") -> tuple[Any, Any]:
+         recent_frontend: str = "auto", busy_block_ms: float = 0.0) -> tuple[Any, Any]:
     from vconv.inference.stream_run import run_stream
 
     converter = load_converter(model, settings, no_cache=no_cache)
     live = converter.stream([str(t) for t in target], block_ms=block_ms, lookahead_ms=lookahead_ms, context_ms=context_ms,
-                            sample_rate=reader.sample_rate, prime=prime, recent_frontend=recent_frontend)
+                            sample_rate=reader.sample_rate, prime=prime, recent_frontend=recent_frontend,
+                            busy_block_ms=busy_block_ms)
     typer.echo(f"latency {live.latency_ms:.0f} ms (block {1000 * live.block / live.model_rate:.0f} ms + look-ahead "
                f"{1000 * live.lookahead / live.model_rate:.0f} ms), plus the device's own", err=True)
     return run_stream(live, reader, writer, realtime=realtime), live

@@ -168,7 +168,7 @@ class VoiceConverter(TargetPreparation, PitchStage):
                lookahead_ms: float = 48.0, context_ms: float = 1500.0, crossfade_ms: float = 32.0,
                vocoder_passes: bool = True, sample_rate: int | None = None, sr: int | None = None,
                prime: bool = True, edge_hold_frames: int = 4, prime_matching: bool = True,
-               recent_frontend: str = "auto") -> "StreamConverter":
+               recent_frontend: str = "auto", busy_block_ms: float = 192.0) -> "StreamConverter":
         """A live converter to ``target`` (references, prepared once, or a :class:`TargetVoice`): ``push(pcm) ->
         pcm`` any number of samples at a time, ``flush()`` for the rest (:mod:`vconv.inference.streaming`).
 
@@ -182,13 +182,16 @@ class VoiceConverter(TargetPreparation, PitchStage):
         the converted primer's band means (shape only) instead of being left unmatched (docs/STREAMING.md).
         ``recent_frontend``: ``"auto"`` recomputes only the last 400 ms of the content front-end per block while the
         stream is short of time (a busy machine; it costs some words), ``"on"`` always, ``"off"`` never.
+        ``busy_block_ms``: the block grows to this once blocks keep missing their deadlines (a busy machine; the latency
+        grows by the difference, once; :mod:`vconv.inference.stream_pace`); 0 never grows it.
         """
         from vconv.inference.streaming import StreamConverter, StreamSettings
 
         prepared = target if isinstance(target, TargetVoice) else self.target_voice(target, sr)
         settings = StreamSettings(block_ms=block_ms, lookahead_ms=lookahead_ms, crossfade_ms=crossfade_ms, context_ms=context_ms,
                                   vocoder_passes=vocoder_passes, prime=prime, edge_hold_frames=edge_hold_frames,
-                                  prime_matching=prime_matching, recent_frontend=recent_frontend)
+                                  prime_matching=prime_matching, recent_frontend=recent_frontend,
+                                  busy_block_ms=busy_block_ms)
         return StreamConverter(self, prepared, settings, sample_rate=sample_rate)
 
     def matching_skipped(self, target: TargetVoice) -> str | None:

@@ -46,6 +46,10 @@ class RecentContent:
         self._states: torch.Tensor | None = None  # [1, C, n]: the last window's states, from frame `_first` of the stream
         self._first = 0
 
+    def resize(self, recent: int, block_seconds: float) -> None:
+        """A stream whose block grew (vconv.inference.stream_pace): its recomputed part and its block's length."""
+        self.recent, self.block_seconds = recent // self.hop * self.hop, block_seconds
+
     def record(self, seconds: float) -> None:
         """A block's compute time: in ``auto``, switch on when it was short of time, off after a calm stretch."""
         self._seen += 1

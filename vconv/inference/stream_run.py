@@ -54,11 +54,12 @@ class StreamReport:
 def run_stream(stream: StreamConverter, reader: Reader, writer: Writer, *, realtime: bool = False) -> StreamReport:
     """Convert everything ``reader`` yields into ``writer`` through ``stream``; the writer is closed at the end."""
     report = StreamReport()
-    block_in = max(1, round(stream.block * reader.sample_rate / stream.model_rate))  # one block at the input's rate
-    block_s = block_in / reader.sample_rate
     started = time.perf_counter()
     try:
         while True:
+            # one block at the input's rate (the block may grow on a busy machine: vconv.inference.stream_pace)
+            block_in = max(1, round(stream.block * reader.sample_rate / stream.model_rate))
+            block_s = block_in / reader.sample_rate
             if realtime:  # the input of this push is complete at its end time
                 time.sleep(max(0.0, started + report.seconds_in + block_s - time.perf_counter()))
             samples = reader.read(block_in)

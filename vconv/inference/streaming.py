@@ -42,6 +42,7 @@ from vconv.audio.io import check_sample_rate
 from vconv.errors import VconvError
 from vconv.inference.chunking import StreamedOverlapAdd
 from vconv.inference.stream_content import RecentContent
+from vconv.inference.stream_pace import BlockPace
 from vconv.inference.target import SourcePitch, TargetVoice
 from vconv.inference.target_match import LOUD_QUANTILE, SPEECH_RANGE_NATS, SpectrumStats, loud_level, match_spectrum, spectrum_stats
 from vconv.models.contour import (
@@ -91,6 +92,9 @@ class StreamSettings:
     recent_frontend: str = "auto"
     frontend_recent_ms: float = 400.0
     frontend_margin_ms: float = 250.0
+    # the block a stream grows to when blocks keep missing their deadlines (a busy machine; vconv.inference.stream_pace):
+    # the latency grows by the difference, once. 0: never grow
+    busy_block_ms: float = 192.0
 
     def samples(self, hop: int, rate: int) -> tuple[int, int, int, int]:
         """``(block, lookahead, crossfade, context)`` in samples at ``rate``, multiples of ``hop``."""
@@ -100,6 +104,10 @@ class StreamSettings:
         block, lookahead = hops(self.block_ms, 1), hops(self.lookahead_ms, 0)
         crossfade = min(hops(self.crossfade_ms, 0), lookahead)
         return block, lookahead, crossfade, hops(self.context_ms, 0)
+
+    def busy_block(self, hop: int, rate: int) -> int:
+        """:attr:`busy_block_ms` in samples at ``rate``, a multiple of ``hop`` (0: never grow)."""
+        return round(self.busy_block_ms * rate / 1000 / hop) * hop if self.busy_block_ms > 0 else 0
 
     def latency_ms(self, hop: int, rate: int) -> float:
         """The algorithmic latency ``block + look-ahead``, in ms."""
@@ -140,9 +148,23 @@ class BlockTimes:
     ``MAX_BLOCKS_TIMED`` blocks (two hours of 80 ms blocks), so a stream of any length keeps a bounded list."""
 
     seconds: deque = field(default_factory=lambda: deque(maxlen=MAX_BLOCKS_TIMED))
+    durations: deque = field(default_factory=lambda: deque(maxlen=MAX_BLOCKS_TIMED))  # each block's own length, s
 
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.seconds, q)) if self.seconds else 0.0
+
+    def add(self, seconds: float, duration: float) -> None:
+        self.seconds.append(seconds)
+        self.durations.append(duration)
+
+    @property
+    def late(self) -> int:
+        """Blocks whose compute took longer than the block lasts (a gap in what a listener hears)."""
+        return sum(t > d for t, d in zip(self.seconds, self.durations))
+
+    def share_of_block(self, q: float) -> float:
+        """The ``q``-th percentile of compute over each block's own length (the block may grow mid-stream)."""
+        return float(np.percentile(np.divide(self.seconds, self.durations), q)) if self.seconds else 0.0
 
 
 class StreamConverter:
@@ -162,6 +184,7 @@ class StreamConverter:
         self.sample_rate = check_sample_rate(self.model_rate if sample_rate is None else sample_rate, "stream sample rate")
         self.hop = converter.features.hop_length
         self.block, self.lookahead, self.crossfade, self.context = settings.samples(self.hop, self.model_rate)
+        self.first_block = self.block  # the block asked for; :attr:`block` may grow on a busy machine (stream_pace)
         self.latency_ms = settings.latency_ms(self.hop, self.model_rate)
         self.times = BlockTimes()
         self._inbound = self._resampler(self.sample_rate, self.model_rate)
@@ -181,12 +204,27 @@ class StreamConverter:
         self._primer_spectrum: SpectrumStats | None = None  # the converted primer's (prime_matching)
         self._flushed = False
         margin = round(settings.frontend_margin_ms * self.model_rate / 1000)
-        # a reused frame keeps `recent - block` of right context: never less than the margin, whatever the block
-        recent = max(round(settings.frontend_recent_ms * self.model_rate / 1000), self.block + self.lookahead + margin)
-        self._content = RecentContent(converter.frontend, self.hop, recent, margin, settings.recent_frontend,
-                                      self.block / self.model_rate)
+        self._content = RecentContent(converter.frontend, self.hop, self._recent_part(margin), margin,
+                                      settings.recent_frontend, self.block / self.model_rate)
+        self._pace = BlockPace(self.block, settings.busy_block(self.hop, self.model_rate))
         # the window's pitch rows, each frame's YIN measures reused from the window before (vconv.audio.pitch_stream)
         self._pitch_rows = converter.frontend.window_pitch() if self.model.reads_pitch else None
+
+    def _recent_part(self, margin: int) -> int:
+        """The content front-end's recomputed part, in samples: a reused frame keeps ``recent - block`` of right
+        context, never less than the ``margin``, whatever the block."""
+        return max(round(self.settings.frontend_recent_ms * self.model_rate / 1000), self.block + self.lookahead + margin)
+
+    @property
+    def grown_after(self) -> int | None:
+        """Blocks converted before the block grew to :attr:`StreamSettings.busy_block_ms` (None: it has not)."""
+        return self._pace.grown_after
+
+    def _grow_block(self) -> None:
+        """From the next block on, blocks of :attr:`StreamSettings.busy_block_ms` (vconv.inference.stream_pace)."""
+        self.block = self._pace.grow_to
+        self.latency_ms = 1000.0 * (self.block + self.lookahead) / self.model_rate
+        self._content.resize(self._recent_part(self._content.margin), self.block / self.model_rate)
 
     @staticmethod
     def _resampler(rate_in: int, rate_out: int) -> soxr.ResampleStream | None:
@@ -246,8 +284,11 @@ class StreamConverter:
         ended = self._flushed and window_stop == self._received  # the input's true end: nothing to hold
         piece = self._convert_window(window, start - window_start, keep, hold=0 if ended else self.settings.edge_hold_frames,
                                      window_start=window_start)
-        self.times.seconds.append(time.perf_counter() - began)
-        self._content.record(self.times.seconds[-1])
+        seconds, duration = time.perf_counter() - began, (stop - start) / self.model_rate
+        self.times.add(seconds, duration)
+        self._content.record(seconds)
+        if not final and self._pace.record(seconds, duration):
+            self._grow_block()
         if final:  # nothing follows: the piece ends the stream exactly at the input's length
             self._joiner.add(start, piece, None)
         else:

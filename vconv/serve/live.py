@@ -152,8 +152,8 @@ class LiveSession:
         samples = np.frombuffer(data, dtype="<f4")
         before = len(self.stream.times.seconds)
         converted = await anyio.to_thread.run_sync(self.stream.push, samples)
-        block_seconds = self.stream.block / self.stream.model_rate  # a block missed when it took longer than it lasts
-        self.missed += sum(t > block_seconds for t in list(self.stream.times.seconds)[before:])
+        times = self.stream.times  # a block missed when it took longer than it lasts (it may have grown: stream_pace)
+        self.missed += sum(t > d for t, d in list(zip(times.seconds, times.durations))[before:])
         self.seconds_in += samples.size / self.rate
         await self._send_audio(converted)
 

@@ -1,0 +1,43 @@
+"""When a stream's block grows: a machine too busy to keep the default block's deadlines.
+
+A stream's block costs about the same whatever its length (most of the work is the window of left context the
+networks re-read, not the block), so a longer block is the one lever that turns missed deadlines into kept ones: on
+two cores beside two CPU-bound processes, 96 ms blocks took p99 1.75x their duration and 43 % were late, 192 ms blocks
+p99 0.88x and none late (docs/STREAMING.md, "A busy machine"). Late blocks are gaps the listener hears, over and
+over; a longer block is 96 ms more latency, paid once, as one gap where the block grows.
+
+:class:`BlockPace` decides it: once :data:`LATE_LIMIT` of the last :data:`LATE_WINDOW` blocks took longer than they
+last, the block grows, once, for the rest of the stream (shrinking it again would drop audio that is already late).
+The content front-end's recent part (:mod:`vconv.inference.stream_content`) is the cheaper step and comes first: it
+switches on at 75 % of the block.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+LATE_WINDOW = 20  # blocks looked back over (~2 s of 96 ms blocks)
+LATE_LIMIT = 2  # late blocks among them that grow the block (idle and one hog made 0-0.5 % late, two hogs ~40 %)
+WARM_BLOCKS = 2  # the first blocks' times include the networks' cold start: never counted
+
+
+class BlockPace:
+    """``record(seconds, block_seconds) -> bool``: whether the stream should grow its block now. ``grow_to``: the
+    grown block in samples (0: never grow); ``block``: the block it starts with."""
+
+    def __init__(self, block: int, grow_to: int) -> None:
+        self.grow_to = grow_to if grow_to > block else 0
+        self.grown_after: int | None = None  # blocks converted before the block grew (None: it has not)
+        self._late: deque[bool] = deque(maxlen=LATE_WINDOW)
+        self._seen = 0
+
+    def record(self, seconds: float, block_seconds: float) -> bool:
+        """One converted block: its compute ``seconds`` and its duration ``block_seconds``."""
+        self._seen += 1
+        if not self.grow_to or self.grown_after is not None or self._seen <= WARM_BLOCKS:
+            return False
+        self._late.append(seconds > block_seconds)
+        if sum(self._late) < LATE_LIMIT:
+            return False
+        self.grown_after = self._seen
+        return True
