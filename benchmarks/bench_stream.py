@@ -107,9 +107,12 @@ def quality(vc, manifest: Path, sources_per_pair: int, settings: dict, work: Pat
     def offline(src: str, refs: list[str]) -> tuple:
         return vc.convert(src, refs), vc.sample_rate
 
+    # streamed as fast as it goes, as `vconv stream` streams a file: no deadline, so the block never grows
+    fixed = {**settings, "busy_block_ms": 0.0}
+
     def streamed(src: str, refs: list[str]) -> tuple:
         wav = vc.prepare_audio(src, None, src)
-        stream = vc.stream(refs, **settings)
+        stream = vc.stream(refs, **fixed)
         out = [stream.push(wav[i : i + stream.block]) for i in range(0, wav.size, stream.block)]
         return np.concatenate([*out, stream.flush()]), vc.sample_rate
 

@@ -207,7 +207,8 @@ def test_live_mode_streams_the_microphone_in_the_target_voice(server_url, speaki
     wait = _start_live(browser, server_url)
     WebDriverWait(browser, 60).until(lambda d: d.execute_script("return window.vconvLive.received / Math.max(1, window.vconvLive.rate)") > 3.0,
                                      "no converted audio arrived: " + browser.find_element(By.ID, "live-status").text)
-    assert browser.find_element(By.ID, "live-latency").text == "144 ms"
+    # 96 + 48 ms; 192 + 48 once the block grew, on a machine too busy for 96 ms blocks (vconv.inference.stream_pace)
+    assert browser.find_element(By.ID, "live-latency").text in ("144 ms", "240 ms")
     measured = browser.execute_script("return window.vconvLive.latencyMs")
     assert 100 < measured < 2000, measured
 

@@ -67,7 +67,8 @@ def test_a_live_session_converts_what_is_sent_and_flushes_the_tail(client, targe
     assert out.size == wav.size  # every sample came back, the tail with the flush
     assert np.sqrt(np.mean(out ** 2)) > 0.01
     assert abs(np.corrcoef(out, wav)[0, 1]) < 0.5  # converted, not echoed
-    assert stats and {"p50_ms", "p99_ms", "missed", "seconds_in"} <= set(stats[0])
+    assert stats and {"p50_ms", "p99_ms", "missed", "seconds_in", "now_latency_ms"} <= set(stats[0])
+    assert stats[-1]["now_latency_ms"] in (144.0, 240.0)  # grown on a machine too busy for 96 ms blocks
 
 
 def _close_reason(client, url: str, **kwargs) -> tuple[int, str]:

@@ -39,7 +39,9 @@ class WindowPitch:
         frames, first = chunks.shape[0], window_start // grid.hop
         half = grid.window // 2
         whole_from = -(-half // grid.hop)  # the first frame that reads no zeros before the window's start
-        whole_to = max(whole_from, (x.shape[0] - half) // grid.hop + 1)  # ... and the last + 1 that reads none after its end
+        # ... and the last + 1 that reads none after its end (a frame reads `window - half` samples from its centre on:
+        # not `half` when the window is odd, as 64 ms is at 22.05 kHz)
+        whole_to = max(whole_from, (x.shape[0] - (grid.window - half)) // grid.hop + 1)
         reuse_from, reuse_to = self._reusable(first, whole_from, whole_to)
         parts = []
         if reuse_from > 0:

@@ -183,7 +183,8 @@ class VoiceConverter(TargetPreparation, PitchStage):
         ``recent_frontend``: ``"auto"`` recomputes only the last 400 ms of the content front-end per block while the
         stream is short of time (a busy machine; it costs some words), ``"on"`` always, ``"off"`` never.
         ``busy_block_ms``: the block grows to this once blocks keep missing their deadlines (a busy machine; the latency
-        grows by the difference, once; :mod:`vconv.inference.stream_pace`); 0 never grows it.
+        grows by the difference, once; :mod:`vconv.inference.stream_pace`); 0 (or not longer than the block) never grows
+        it. A caller that pushes a file as fast as it goes, and wants the same output every run, passes 0.
         """
         from vconv.inference.streaming import StreamConverter, StreamSettings
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 from collections import deque
 
 LATE_WINDOW = 20  # blocks looked back over (~2 s of 96 ms blocks)
-LATE_LIMIT = 2  # late blocks among them that grow the block (idle and one hog made 0-0.5 % late, two hogs ~40 %)
+LATE_LIMIT = 2  # late blocks among them that grow the block (idle and one hog made 0-0.5 % late, two hogs ~43 %)
 WARM_BLOCKS = 2  # the first blocks' times include the networks' cold start: never counted
 
 
 class BlockPace:
     """``record(seconds, block_seconds) -> bool``: whether the stream should grow its block now. ``grow_to``: the
-    grown block in samples (0: never grow); ``block``: the block it starts with."""
+    grown block in samples (0, or not longer than ``block``, the block it starts with: never grow)."""
 
     def __init__(self, block: int, grow_to: int) -> None:
         self.grow_to = grow_to if grow_to > block else 0

@@ -24,6 +24,9 @@ State carried between calls (all of it bounded, whatever the stream's length):
 
 The vocoder only renders the window's last frames (its receptive field is a few dozen frames), not the
 whole left context.
+
+On a machine too busy for its blocks, ``B`` grows once (:mod:`vconv.inference.stream_pace`): from then on the blocks
+are longer and the latency is the longer block plus ``A``; block starts stay whole hops and no sample is skipped.
 """
 
 from __future__ import annotations
@@ -284,7 +287,8 @@ class StreamConverter:
         ended = self._flushed and window_stop == self._received  # the input's true end: nothing to hold
         piece = self._convert_window(window, start - window_start, keep, hold=0 if ended else self.settings.edge_hold_frames,
                                      window_start=window_start)
-        seconds, duration = time.perf_counter() - began, (stop - start) / self.model_rate
+        # the stream's last, partial block (flush) is judged against a whole block: nothing waits for it
+        seconds, duration = time.perf_counter() - began, (self.block if final else stop - start) / self.model_rate
         self.times.add(seconds, duration)
         self._content.record(seconds)
         if not final and self._pace.record(seconds, duration):

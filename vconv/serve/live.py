@@ -163,5 +163,7 @@ class LiveSession:
 
     def _stats(self) -> dict[str, float | int]:
         times = self.stream.times
+        # the latency now: the block grows once on a machine too busy for it (vconv.inference.stream_pace)
         return {"p50_ms": round(1000 * times.percentile(50), 1), "p99_ms": round(1000 * times.percentile(99), 1),
-                "missed": self.missed, "seconds_in": round(self.seconds_in, 2)}
+                "missed": self.missed, "seconds_in": round(self.seconds_in, 2),
+                "now_latency_ms": round(self.stream.latency_ms, 1)}

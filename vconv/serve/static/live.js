@@ -119,6 +119,7 @@ function onLiveMessage(data) {
     } else {
       $("live-compute").textContent = `${info.p50_ms.toFixed(0)} / ${info.p99_ms.toFixed(0)} ms`;
       $("live-seconds").textContent = `${info.seconds_in.toFixed(1)} s` + (info.missed ? `, ${info.missed} late` : "");
+      if ("now_latency_ms" in info) $("live-latency").textContent = `${info.now_latency_ms.toFixed(0)} ms`; // the block grew
     }
     return;
   }
