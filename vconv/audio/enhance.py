@@ -23,7 +23,7 @@ N_FFT = 512  # 32 ms at 16 kHz: the resolution WPE is usually run at
 HOP = 128
 DELAY = 3  # frames (24 ms): reflections earlier than this are left alone (they colour, they do not smear)
 # frames of prediction when cleaning (320 ms past the delay): against 20, on 100 held-out pairs in a 0.45 s room, the
-# same words and similarity, DNSMOS +0.07 and F0 correlation +0.05; clean voices unchanged (docs/ROOMS.md). 10 removed
+# same words and similarity, F0 correlation +0.05 and DNSMOS +0.04; clean voices unchanged (docs/ROOMS.md). 10 removed
 # less of the room; it costs ~0.13 s of two cores per second of a recording the estimates place in a room
 TAPS = 40
 # the room estimates' (quick_late_db, late_reverberation_db) prediction: their thresholds were measured with it
