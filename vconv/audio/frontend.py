@@ -157,17 +157,22 @@ class FrontEnd(nn.Module):
 
     def pitch_input(self, wav: np.ndarray) -> torch.Tensor:
         """The pitch tracker's rows for mono ``[T]``: ``[1, 3, F]`` (log-F0, voiced, periodicity; :mod:`vconv.frontends.pitch`)."""
-        if self.pitch is None:
-            raise VconvError("this model has no pitch path (model.pitch_frontend is none)")
-        return self.pitch.compute(wav, self).float().to(self.mean.device)[None]
+        return self._batched(self._pitch_part().compute(wav, self))
 
     def window_pitch(self) -> Callable[[np.ndarray, int], torch.Tensor]:
         """For one stream: ``(window [T], window_start) -> [1, 3, F]``, :meth:`pitch_input` of each of its consecutive
         windows, the tracker reusing what it measured in the previous one where it can (``PitchPart.window_rows``)."""
+        rows = self._pitch_part().window_rows(self)
+        return lambda wav, window_start: self._batched(rows(wav, window_start))
+
+    def _pitch_part(self) -> Any:
         if self.pitch is None:
             raise VconvError("this model has no pitch path (model.pitch_frontend is none)")
-        rows = self.pitch.window_rows(self)
-        return lambda wav, window_start: rows(wav, window_start).float().to(self.mean.device)[None]
+        return self.pitch
+
+    def _batched(self, rows: torch.Tensor) -> torch.Tensor:
+        """A part's ``[C, F]`` as the encoders read it: ``[1, C, F]`` float32 on the front-end's device."""
+        return rows.float().to(self.mean.device)[None]
 
     def speaker_input(self, wav: np.ndarray) -> torch.Tensor:
         """What the speaker encoder reads for mono ``[T]``: ``[1, C, F]`` (by default the normalised log-mel) or ``[1, C]``."""

@@ -112,20 +112,24 @@ class YinPitch(PitchPart):
         self.fmin, self.fmax, self.threshold, self.voicing = float(fmin), float(fmax), float(threshold), float(voicing)
 
     def track(self, wav: torch.Tensor, sample_rate: int, hop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        result = track_pitch(wav, sample_rate, hop, fmin=self.fmin, fmax=min(self.fmax, 0.45 * sample_rate),
+        result = track_pitch(wav, sample_rate, hop, fmin=self.fmin, fmax=self._fmax_at(sample_rate),
                              threshold=self.threshold, voicing=self.voicing)
         return result.f0, result.voiced, result.periodicity
 
     def window_rows(self, frontend: Any) -> Callable[[np.ndarray, int], torch.Tensor]:
         """Each frame measured once per stream (:class:`vconv.audio.pitch_stream.WindowPitch`), the same rows."""
         rate = frontend.cfg.sample_rate
-        grid = YinGrid(rate, frontend.cfg.hop_length, self.fmin, min(self.fmax, 0.45 * rate))
+        grid = YinGrid(rate, frontend.cfg.hop_length, self.fmin, self._fmax_at(rate))
         tracker = WindowPitch(grid, self.threshold, self.voicing)
 
         def rows(wav: np.ndarray, window_start: int) -> torch.Tensor:
             track = tracker.track(_as_tensor(wav), window_start)
             return pitch_rows(track.f0, track.voiced, track.periodicity)
         return rows
+
+    def _fmax_at(self, rate: int) -> float:
+        """The highest F0 tracked at ``rate``: :attr:`fmax`, kept under 0.45 of the rate."""
+        return min(self.fmax, 0.45 * rate)
 
     def describe(self, bundle: Any) -> str:
         return f"the source's F0 by YIN ({self.fmin:g}-{self.fmax:g} Hz, no weights)"

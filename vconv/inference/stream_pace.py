@@ -9,16 +9,20 @@ over; a longer block is 96 ms more latency, paid once, as one gap where the bloc
 :class:`BlockPace` decides it: once :data:`LATE_LIMIT` of the last :data:`LATE_WINDOW` blocks took longer than they
 last, the block grows, once, for the rest of the stream (shrinking it again would drop audio that is already late).
 The content front-end's recent part (:mod:`vconv.inference.stream_content`) is the cheaper step and comes first: it
-switches on at 75 % of the block.
+switches on at 75 % of the block. :class:`BlockTimes` keeps what both read: each block's compute and its own length.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
 
 LATE_WINDOW = 20  # blocks looked back over (~2 s of 96 ms blocks)
 LATE_LIMIT = 2  # late blocks among them that grow the block (idle and one hog made 0-0.5 % late, two hogs ~43 %)
 WARM_BLOCKS = 2  # the first blocks' times include the networks' cold start: never counted
+MAX_BLOCKS_TIMED = 90_000
 
 
 class BlockPace:
@@ -41,3 +45,26 @@ class BlockPace:
             return False
         self.grown_after = self._seen
         return True
+
+
+@dataclass
+class BlockTimes:
+    """Compute seconds per converted block (for the p50/p95/p99 a live user cares about): the last
+    ``MAX_BLOCKS_TIMED`` blocks (two hours of 80 ms blocks), so a stream of any length keeps a bounded list."""
+
+    seconds: deque = field(default_factory=lambda: deque(maxlen=MAX_BLOCKS_TIMED))
+    durations: deque = field(default_factory=lambda: deque(maxlen=MAX_BLOCKS_TIMED))  # each block's own length, s
+    # blocks whose compute took longer than the block lasts (a gap in what a listener hears), over the whole stream
+    late: int = 0
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.seconds, q)) if self.seconds else 0.0
+
+    def add(self, seconds: float, duration: float) -> None:
+        self.seconds.append(seconds)
+        self.durations.append(duration)
+        self.late += seconds > duration
+
+    def share_of_block(self, q: float) -> float:
+        """The ``q``-th percentile of compute over each block's own length (the block may grow mid-stream)."""
+        return float(np.percentile(np.divide(self.seconds, self.durations), q)) if self.seconds else 0.0

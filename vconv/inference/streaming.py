@@ -33,8 +33,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -45,7 +44,7 @@ from vconv.audio.io import check_sample_rate
 from vconv.errors import VconvError
 from vconv.inference.chunking import StreamedOverlapAdd
 from vconv.inference.stream_content import RecentContent
-from vconv.inference.stream_pace import BlockPace
+from vconv.inference.stream_pace import BlockPace, BlockTimes
 from vconv.inference.target import SourcePitch, TargetVoice
 from vconv.inference.target_match import LOUD_QUANTILE, SPEECH_RANGE_NATS, SpectrumStats, loud_level, match_spectrum, spectrum_stats
 from vconv.models.contour import (
@@ -59,7 +58,6 @@ from vconv.models.contour import (
 if TYPE_CHECKING:  # the converter makes streams (VoiceConverter.stream): a type here, not an import
     from vconv.inference.converter import VoiceConverter
 
-MAX_BLOCKS_TIMED = 90_000
 VOCODER_MARGIN_FRAMES = 24  # frames rendered before the emitted ones: the neural vocoder's receptive field is ±24
 # the stream's own converted speech frames after which its statistics replace the primer's shape (prime_matching)
 PRIMER_MATCHING_FRAMES = 16
@@ -102,7 +100,7 @@ class StreamSettings:
     def samples(self, hop: int, rate: int) -> tuple[int, int, int, int]:
         """``(block, lookahead, crossfade, context)`` in samples at ``rate``, multiples of ``hop``."""
         def hops(ms: float, least: int) -> int:
-            return max(least, round(ms * rate / 1000 / hop)) * hop
+            return _whole_hops(ms, rate, hop, least)
 
         block, lookahead = hops(self.block_ms, 1), hops(self.lookahead_ms, 0)
         crossfade = min(hops(self.crossfade_ms, 0), lookahead)
@@ -110,7 +108,7 @@ class StreamSettings:
 
     def busy_block(self, hop: int, rate: int) -> int:
         """:attr:`busy_block_ms` in samples at ``rate``, a multiple of ``hop`` (0: never grow)."""
-        return round(self.busy_block_ms * rate / 1000 / hop) * hop if self.busy_block_ms > 0 else 0
+        return _whole_hops(self.busy_block_ms, rate, hop, 0)
 
     def latency_ms(self, hop: int, rate: int) -> float:
         """The algorithmic latency ``block + look-ahead``, in ms."""
@@ -145,31 +143,6 @@ class RunningSpectrum:
         return SpectrumStats(mean.float(), std.float(), self.frames)
 
 
-@dataclass
-class BlockTimes:
-    """Compute seconds per converted block (for the p50/p95/p99 a live user cares about): the last
-    ``MAX_BLOCKS_TIMED`` blocks (two hours of 80 ms blocks), so a stream of any length keeps a bounded list."""
-
-    seconds: deque = field(default_factory=lambda: deque(maxlen=MAX_BLOCKS_TIMED))
-    durations: deque = field(default_factory=lambda: deque(maxlen=MAX_BLOCKS_TIMED))  # each block's own length, s
-
-    def percentile(self, q: float) -> float:
-        return float(np.percentile(self.seconds, q)) if self.seconds else 0.0
-
-    def add(self, seconds: float, duration: float) -> None:
-        self.seconds.append(seconds)
-        self.durations.append(duration)
-
-    @property
-    def late(self) -> int:
-        """Blocks whose compute took longer than the block lasts (a gap in what a listener hears)."""
-        return sum(t > d for t, d in zip(self.seconds, self.durations))
-
-    def share_of_block(self, q: float) -> float:
-        """The ``q``-th percentile of compute over each block's own length (the block may grow mid-stream)."""
-        return float(np.percentile(np.divide(self.seconds, self.durations), q)) if self.seconds else 0.0
-
-
 class StreamConverter:
     """``push(pcm) -> pcm`` any number of samples at a time, ``flush() -> pcm`` for the rest.
 
@@ -188,7 +161,6 @@ class StreamConverter:
         self.hop = converter.features.hop_length
         self.block, self.lookahead, self.crossfade, self.context = settings.samples(self.hop, self.model_rate)
         self.first_block = self.block  # the block asked for; :attr:`block` may grow on a busy machine (stream_pace)
-        self.latency_ms = settings.latency_ms(self.hop, self.model_rate)
         self.times = BlockTimes()
         self._inbound = self._resampler(self.sample_rate, self.model_rate)
         self._outbound = self._resampler(self.model_rate, self.sample_rate)
@@ -219,6 +191,11 @@ class StreamConverter:
         return max(round(self.settings.frontend_recent_ms * self.model_rate / 1000), self.block + self.lookahead + margin)
 
     @property
+    def latency_ms(self) -> float:
+        """The algorithmic latency, block + look-ahead, in ms (the block may grow: :mod:`vconv.inference.stream_pace`)."""
+        return 1000.0 * (self.block + self.lookahead) / self.model_rate
+
+    @property
     def grown_after(self) -> int | None:
         """Blocks converted before the block grew to :attr:`StreamSettings.busy_block_ms` (None: it has not)."""
         return self._pace.grown_after
@@ -226,7 +203,6 @@ class StreamConverter:
     def _grow_block(self) -> None:
         """From the next block on, blocks of :attr:`StreamSettings.busy_block_ms` (vconv.inference.stream_pace)."""
         self.block = self._pace.grow_to
-        self.latency_ms = 1000.0 * (self.block + self.lookahead) / self.model_rate
         self._content.resize(self._recent_part(self._content.margin), self.block / self.model_rate)
 
     @staticmethod
@@ -358,6 +334,11 @@ class StreamConverter:
         done = block[0][block[1] > 0.5].double()  # the block's own frames join the history
         self._pitch_sums += (done.numel(), float(done.sum()), float((done**2).sum()))
         return conv.pitch_of_rows(rows, self.target.register, source, self.target.h1_h2)
+
+
+def _whole_hops(ms: float, rate: int, hop: int, least: int) -> int:
+    """``ms`` in samples at ``rate``, rounded to whole ``hop``s, at least ``least`` of them."""
+    return max(least, round(ms * rate / 1000 / hop)) * hop
 
 
 def _register_of_sums(count: float, total: float, squares: float) -> Register:

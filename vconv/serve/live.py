@@ -16,7 +16,9 @@ The WebSocket session:
 2. The server sends one text message: ``{"latency_ms", "block_ms", "sample_rate"}``.
 3. The client sends binary messages of little-endian float32 mono PCM at ``rate``; the server answers each
    with the converted samples that are ready (binary, same format and rate; possibly empty, then not sent),
-   and about once a second a text message ``{"p50_ms", "p99_ms", "missed", "seconds_in"}``.
+   and about once a second a text message ``{"p50_ms", "p99_ms", "missed", "seconds_in", "now_latency_ms"}``
+   (missed: blocks whose compute took longer than they last; the latency now, as the block may grow on a busy
+   machine).
 4. The text message ``"end"`` flushes: the tail comes back and the server closes (1000). A message of more
    than :data:`MAX_MESSAGE_SECONDS` of audio closes with 1007, :data:`IDLE_SECONDS` without a message with
    :data:`CLOSE_IDLE`, a session past ``limits.max_live_seconds`` of audio with :data:`CLOSE_TOO_LONG`, each
@@ -110,7 +112,6 @@ class LiveSession:
         self.ws, self.rate, self.limits = ws, rate, limits
         self.stream = converter.stream(voice, sample_rate=rate)
         self.seconds_in = 0.0
-        self.missed = 0
 
     async def run(self) -> None:
         await self.ws.accept()
@@ -150,10 +151,7 @@ class LiveSession:
         if len(data) // 4 > MAX_MESSAGE_SECONDS * self.rate:
             raise VconvError(f"an audio message holds at most {MAX_MESSAGE_SECONDS:g} s")
         samples = np.frombuffer(data, dtype="<f4")
-        before = len(self.stream.times.seconds)
         converted = await anyio.to_thread.run_sync(self.stream.push, samples)
-        times = self.stream.times  # a block missed when it took longer than it lasts (it may have grown: stream_pace)
-        self.missed += sum(t > d for t, d in list(zip(times.seconds, times.durations))[before:])
         self.seconds_in += samples.size / self.rate
         await self._send_audio(converted)
 
@@ -163,7 +161,6 @@ class LiveSession:
 
     def _stats(self) -> dict[str, float | int]:
         times = self.stream.times
-        # the latency now: the block grows once on a machine too busy for it (vconv.inference.stream_pace)
         return {"p50_ms": round(1000 * times.percentile(50), 1), "p99_ms": round(1000 * times.percentile(99), 1),
-                "missed": self.missed, "seconds_in": round(self.seconds_in, 2),
+                "missed": times.late, "seconds_in": round(self.seconds_in, 2),
                 "now_latency_ms": round(self.stream.latency_ms, 1)}
