@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/bench_pitch.py tracker --manifest EXP/data/test.jsonl [--per-speaker 8]
     python benchmarks/bench_pitch.py example [--model BUNDLE] [--shift 5]
+    python benchmarks/bench_pitch.py judges --manifest EXP/data/test.jsonl [--per-speaker 8]
 
 ``tracker``: vconv's two pitch front-ends, YIN (:mod:`vconv.audio.pitch`) and the SwiftF0 port
 (:mod:`vconv.audio.swift_pitch`, converted from the installed swift-f0 package), and WORLD dio + stonemask against
@@ -18,6 +19,11 @@ output (the issue's bar: at least 85 %), the correlation of the output's log-F0 
 voice, the register (median F0) of source, target and output; and, for a bundle with the pitch path, the same with
 ``--shift SHIFT``: the output's median F0 should move by SHIFT semitones (``--no-harmonics``: without the harmonic
 excitation, :mod:`vconv.vocoders.harmonics`).
+
+``judges``: which tracker can judge the melody. On each speaker's own recordings (no model involved) the weight-free
+candidates, Praat's autocorrelation tracker (``vconv evaluate``'s pitch judge since 2026-11-28), pYIN, WORLD harvest and
+WORLD dio + stonemask (the judge before), each pair's share of jointly voiced frames within 50 cents and their log-F0
+correlation there, and each tracker's median F0 per speaker: a judge should agree with the others on every voice.
 """
 
 from __future__ import annotations
@@ -106,6 +112,46 @@ def tracker_report(manifest: Path, per_speaker: int) -> None:
               f"{np.corrcoef(est, ref)[0, 1]:.3f} | {seconds:.3f} |")
 
 
+def praat(wav: np.ndarray, rate: int = 16000) -> np.ndarray:
+    from vconv.evaluation.pitch_judge import f0_contour
+
+    return f0_contour(wav, rate, frame_period=1000 * HOP_SECONDS)
+
+
+def pyin(wav: np.ndarray, rate: int = 16000) -> np.ndarray:
+    import librosa
+
+    f0, voiced, _ = librosa.pyin(wav.astype(np.float64), fmin=60.0, fmax=700.0, sr=rate, frame_length=1024,
+                                 hop_length=int(HOP_SECONDS * rate))
+    return np.where(voiced, np.nan_to_num(f0), 0.0)
+
+
+def judges_report(manifest: Path, per_speaker: int) -> None:
+    import itertools
+
+    from vconv.audio.io import load
+    from vconv.data.manifest import read_manifest
+
+    trackers = {"Praat": praat, "pYIN": pyin, "harvest": harvest, "dio": dio}
+    by_speaker: dict[str, list] = {}
+    for utt in read_manifest(manifest, nonempty=True):
+        by_speaker.setdefault(utt.speaker, []).append(utt)
+    print("| speaker | median F0 Hz (" + ", ".join(trackers) + ") | " +
+          " | ".join(f"{a}/{b} within 50 ¢, r" for a, b in itertools.combinations(trackers, 2)) + " |")
+    print("|---|---|" + "---|" * len(list(itertools.combinations(trackers, 2))))
+    for speaker, utts in by_speaker.items():
+        tracks = [{name: fn(load(u.path, 16000)[0]) for name, fn in trackers.items()} for u in utts[:per_speaker]]
+        medians = [np.median(np.concatenate([t[name][t[name] > 0] for t in tracks])) for name in trackers]
+        cells = []
+        for a, b in itertools.combinations(trackers, 2):
+            rows = [compare(t[a], t[b]) for t in tracks]
+            est = np.concatenate([r["log_est"] for r in rows])
+            ref = np.concatenate([r["log_ref"] for r in rows])
+            both = sum(r["both"] for r in rows)
+            cells.append(f"{1 - sum(r['gross50'] for r in rows) / max(both, 1):.2f}, {np.corrcoef(est, ref)[0, 1]:.2f}")
+        print(f"| {speaker} | " + " / ".join(f"{m:.0f}" for m in medians) + " | " + " | ".join(cells) + " |")
+
+
 def best_of(repeat: int, fn) -> float:
     fn()
     times = []
@@ -161,9 +207,14 @@ def main() -> None:
     example.add_argument("--shift", type=float, default=5.0)
     example.add_argument("--harmonics", action=argparse.BooleanOptionalAction, default=None,
                          help="the harmonic excitation before the vocoder (default: the converter's, on with a pitch path)")
+    judges = sub.add_parser("judges")
+    judges.add_argument("--manifest", type=Path, required=True)
+    judges.add_argument("--per-speaker", type=int, default=8)
     args = parser.parse_args()
     if args.what == "tracker":
         tracker_report(args.manifest, args.per_speaker)
+    elif args.what == "judges":
+        judges_report(args.manifest, args.per_speaker)
     else:
         example_report(args.model, args.shift, args.harmonics)
 

@@ -17,11 +17,11 @@ Usage: python benchmarks/bench_stream.py [--model M] [--threads 1] [--minutes 10
    ``vconv evaluate --sources-per-pair 5``; one source per pair leaves 12 transcripts on the voices recipe, too few
    to tell a stream setting from the judge's noise) converted
    offline and streamed, judged by Resemblyzer (SIM→target against another utterance of the target,
-   SIM→source), Whisper base (CER against the transcript), WORLD dio (F0 correlation with the source) and DNSMOS
+   SIM→source), Whisper base (CER against the transcript), Praat's pitch (F0 correlation with the source) and DNSMOS
    (overall); and the joins: the largest frame-to-frame
    level step of each streamed output against the offline one's (the measure ``tests/test_convert.py``
    uses for chunk joins), worst over the pairs; and the correlation of each output's log-F0 with its source's
-   (WORLD dio, as ``vconv evaluate``'s F0 column).
+   (Praat's autocorrelation pitch, as ``vconv evaluate``'s F0 column).
 """
 
 from __future__ import annotations
@@ -142,12 +142,13 @@ def quality(vc, manifest: Path, sources_per_pair: int, settings: dict, work: Pat
 
 
 def _f0_correlation(source: str, converted: str) -> float:
-    """The correlation of the converted file's log-F0 with its source's (WORLD dio, as `vconv evaluate` judges it)."""
+    """The correlation of the converted file's log-F0 with its source's (Praat's autocorrelation pitch, as `vconv evaluate` judges it)."""
     from vconv.audio.io import load as load_audio
     from vconv.evaluation import metrics as M
+    from vconv.evaluation.pitch_judge import f0_contour
 
     rate = 16000
-    return M.f0_scores(M.f0_contour(load_audio(source, rate)[0], rate), M.f0_contour(load_audio(converted, rate)[0], rate)).corr
+    return M.f0_scores(f0_contour(load_audio(source, rate)[0], rate), f0_contour(load_audio(converted, rate)[0], rate)).corr
 
 
 def _largest_step(vc, path: str) -> tuple[float, int]:

@@ -1,6 +1,7 @@
 """Evaluation (``vconv evaluate``): independent judges, objective metrics, and the protocol that combines them.
 
 * :mod:`vconv.evaluation.metrics` - pure measures of arrays and strings: CER/WER, MCD (DTW), F0 scores, EER;
+* :mod:`vconv.evaluation.pitch_judge` - the F0 contour of every pitch measure: Praat's autocorrelation tracker (parselmouth);
 * :mod:`vconv.evaluation.judge_common` - what the judges share: the install line, 16 kHz input, weights loaded once, per-file caches;
 * :mod:`vconv.evaluation.speaker_judge` - ``SpeakerJudge``: Resemblyzer speaker embeddings and similarity;
 * :mod:`vconv.evaluation.asr_judge` - ``AsrJudge``: Whisper transcripts (faster-whisper; base by default, or tiny.en);

@@ -21,6 +21,7 @@ from typing import Any
 from vconv.errors import VconvError
 from vconv.evaluation.asr_judge import AsrJudge
 from vconv.evaluation.judge_common import EVAL_EXTRA, JUDGE_SR
+from vconv.evaluation.pitch_judge import pitch_judge_version
 from vconv.evaluation.quality_judge import Mos, QualityJudge
 from vconv.evaluation.speaker_judge import SpeakerJudge
 
@@ -55,6 +56,7 @@ class Judges:
             "speaker": self.speaker.version if self.speaker else None,
             "asr": self.asr.version if self.asr else None,
             "quality": self.quality.version if self.quality else None,
+            "pitch": pitch_judge_version(),
         }
 
 

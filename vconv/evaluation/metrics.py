@@ -7,21 +7,23 @@ live in :mod:`vconv.evaluation.judges`; :mod:`vconv.evaluation.scoring` combines
   raw counts, so a corpus-level rate is ``sum(errors) / sum(length)`` rather than a mean of ratios).
 - **Spectrum**: :func:`mel_cepstrum` (WORLD envelope → all-pass-warped cepstrum, SPTK convention),
   :func:`dtw`, :func:`mcd` / :func:`mcd_dtw` (mel-cepstral distortion in dB, ``c0`` excluded).
-- **Pitch**: :func:`f0_contour` (WORLD dio + stonemask), :func:`f0_scores` (Pearson correlation and
+- **Pitch**: :func:`f0_scores` (Pearson correlation and
   RMSE of log-F0 over jointly voiced frames after a mean-variance shift), :func:`log_f0_mean`.
 - **Speaker decisions**: :func:`cosine`, :func:`eer` (equal error rate + its threshold from
   genuine/impostor scores), :func:`success_rate`, :func:`accept_rate`.
 
-pyworld is imported only by the functions that need it (it belongs to the ``eval`` extra).
+The pitch judge itself (Praat's tracker) is :mod:`vconv.evaluation.pitch_judge`. pyworld is imported only by the
+functions that need it (it belongs to the ``eval`` extra).
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -121,21 +123,23 @@ def wer(reference: str, hypothesis: str) -> float:
 # ------------------------------------------------------------------------------------ WORLD analysis
 
 
-def _pyworld():
+def eval_module(name: str, package: str, needed_for: str) -> Any:
+    """``import name``, or a one-line error saying that ``needed_for`` needs ``package`` of the eval extra."""
     try:
-        import pyworld
+        return importlib.import_module(name)
     except ImportError:
-        raise VconvError(f"spectral and pitch measures need pyworld (part of the eval extra): {EVAL_EXTRA}") from None
-    return pyworld
+        raise VconvError(f"{needed_for} need {package} (part of the eval extra): {EVAL_EXTRA}") from None
 
 
-def f0_contour(
+def _pyworld() -> Any:
+    return eval_module("pyworld", "pyworld", "spectral measures")
+
+
+def world_f0(
     wav: np.ndarray, sr: int, frame_period: float = FRAME_PERIOD_MS, f0_floor: float = 60.0, f0_ceil: float = 700.0
 ) -> np.ndarray:
-    """F0 in Hz per frame ``[F]`` (0 where unvoiced), WORLD dio refined by stonemask.
-
-    dio+stonemask rather than harvest: ~20x faster and as good on clean speech, which is what judges see.
-    """
+    """F0 in Hz per frame ``[F]`` (0 where unvoiced), WORLD dio refined by stonemask: the pitch WORLD's own
+    envelope analysis (:func:`mel_cepstrum`) is made with, as every MCD figure of vconv was."""
     pw = _pyworld()
     x = np.ascontiguousarray(wav, dtype=np.float64)
     f0, t = pw.dio(x, sr, f0_floor=f0_floor, f0_ceil=f0_ceil, frame_period=frame_period)
@@ -183,12 +187,12 @@ def mel_cepstrum(
     """Mel-cepstrum ``[F, order+1]`` of ``[T]`` from WORLD's CheapTrick envelope (pitch-adaptive, so the
     harmonics of the voice do not leak into the envelope as they would in a plain STFT cepstrum).
 
-    Pass ``f0`` (from :func:`f0_contour` with the same ``frame_period``) to skip a second pitch analysis.
+    Pass ``f0`` (from :func:`world_f0` with the same ``frame_period``) to skip a second pitch analysis.
     """
     pw = _pyworld()
     x = np.ascontiguousarray(wav, dtype=np.float64)
     if f0 is None:
-        f0 = f0_contour(wav, sr, frame_period)
+        f0 = world_f0(wav, sr, frame_period)
     t = np.arange(len(f0)) * frame_period / 1000.0
     sp = pw.cheaptrick(x, np.ascontiguousarray(f0, dtype=np.float64), t, sr)
     return envelope_to_mcep(sp, order, mcep_alpha(sr) if alpha is None else alpha)

@@ -17,6 +17,7 @@ from vconv.evaluation import metrics as M
 from vconv.evaluation.aggregate import aggregate, summarize
 from vconv.evaluation.judges import Judges, check_independence
 from vconv.evaluation.pairs import ConvertFn, EvalPair, make_pairs, speaker_pool
+from vconv.evaluation.pitch_judge import parselmouth_module
 from vconv.evaluation.plots import require_matplotlib
 from vconv.evaluation.report import Report, write_report
 from vconv.evaluation.scoring import ANALYSIS_SR, VocodeFn, apply_threshold, linkability, score_pairs, verification
@@ -95,6 +96,7 @@ def _say_linkability(meta: dict[str, Any], linked: Any) -> None:
 def _ready_judges(judges: Judges | None, plots: bool, model_config: Any) -> Judges:
     """The judges (default: all three), after checking the extras are there and no judge shares the model's weights."""
     M._pyworld()
+    parselmouth_module()
     if plots:  # before any work: a missing extra is named at once
         require_matplotlib()
     judges = judges if judges is not None else Judges.load()

@@ -45,6 +45,7 @@ from vconv.errors import VconvError
 from vconv.evaluation import metrics as M
 from vconv.evaluation.judges import Judges
 from vconv.evaluation.pairs import EvalPair, safe_name
+from vconv.evaluation.pitch_judge import f0_contour, parselmouth_module
 from vconv.fileio import absolute
 
 # unmatched: the model's own output (target-spectrum matching off), from the same conversion as "converted"
@@ -62,7 +63,7 @@ class _Signal:
 
 
 class _Analysis:
-    """WORLD analysis per file, computed once (many pairs share sources and targets)."""
+    """Pitch (Praat) and envelope (WORLD) analysis per file, computed once (many pairs share sources and targets)."""
 
     def __init__(self) -> None:
         self._signals: dict[str, _Signal] = {}
@@ -72,8 +73,7 @@ class _Analysis:
         key = str(Path(path).resolve())
         if key not in self._signals:
             wav, _ = load_audio(path, ANALYSIS_SR, allow_silent=True)
-            f0 = M.f0_contour(wav, ANALYSIS_SR)
-            self._signals[key] = _Signal(len(wav) / ANALYSIS_SR, f0, M.mel_cepstrum(wav, ANALYSIS_SR, f0=f0))
+            self._signals[key] = _Signal(len(wav) / ANALYSIS_SR, f0_contour(wav, ANALYSIS_SR), M.mel_cepstrum(wav, ANALYSIS_SR))
         return self._signals[key]
 
     def mcd(self, ref: str, test: str) -> M.MCDResult:
@@ -108,6 +108,7 @@ def score_pairs(
     :func:`apply_threshold`).
     """
     M._pyworld()  # fail before any work if the extra is missing
+    parselmouth_module()
     if vocode_fn is not None and work_dir is None:
         raise ValueError("score_pairs: vocode_fn needs a work_dir to write the copy-synthesis audio to")
     analysis = _Analysis()
