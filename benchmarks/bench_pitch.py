@@ -112,18 +112,26 @@ def tracker_report(manifest: Path, per_speaker: int) -> None:
               f"{np.corrcoef(est, ref)[0, 1]:.3f} | {seconds:.3f} |")
 
 
-def praat(wav: np.ndarray, rate: int = 16000) -> np.ndarray:
+JUDGE_FRAME_MS = 5.0  # the judges' own grid (vconv.evaluation.metrics.FRAME_PERIOD_MS)
+
+
+def judge_candidates() -> dict:
+    """The pitch judges compared by ``judges``, each as ``vconv evaluate`` would run it (5 ms frames, 60-700 Hz)."""
+    import librosa
+    import pyworld as pw
+
+    from vconv.evaluation.metrics import world_f0
     from vconv.evaluation.pitch_judge import f0_contour
 
-    return f0_contour(wav, rate, frame_period=1000 * HOP_SECONDS)
+    def pyin(wav: np.ndarray) -> np.ndarray:
+        f0, voiced, _ = librosa.pyin(wav.astype(np.float64), fmin=60.0, fmax=700.0, sr=16000, frame_length=1024,
+                                     hop_length=int(JUDGE_FRAME_MS * 16))  # centred frames: frame i at i * 5 ms
+        return np.where(voiced, np.nan_to_num(f0), 0.0)
 
+    def harvest_5ms(wav: np.ndarray) -> np.ndarray:
+        return pw.harvest(wav.astype(np.float64), 16000, f0_floor=60.0, f0_ceil=700.0, frame_period=JUDGE_FRAME_MS)[0]
 
-def pyin(wav: np.ndarray, rate: int = 16000) -> np.ndarray:
-    import librosa
-
-    f0, voiced, _ = librosa.pyin(wav.astype(np.float64), fmin=60.0, fmax=700.0, sr=rate, frame_length=1024,
-                                 hop_length=int(HOP_SECONDS * rate))
-    return np.where(voiced, np.nan_to_num(f0), 0.0)
+    return {"Praat": lambda w: f0_contour(w, 16000), "pYIN": pyin, "harvest": harvest_5ms, "dio": lambda w: world_f0(w, 16000)}
 
 
 def judges_report(manifest: Path, per_speaker: int) -> None:
@@ -132,24 +140,32 @@ def judges_report(manifest: Path, per_speaker: int) -> None:
     from vconv.audio.io import load
     from vconv.data.manifest import read_manifest
 
-    trackers = {"Praat": praat, "pYIN": pyin, "harvest": harvest, "dio": dio}
+    trackers = judge_candidates()
+    pairs = list(itertools.combinations(trackers, 2))
     by_speaker: dict[str, list] = {}
     for utt in read_manifest(manifest, nonempty=True):
         by_speaker.setdefault(utt.speaker, []).append(utt)
     print("| speaker | median F0 Hz (" + ", ".join(trackers) + ") | " +
-          " | ".join(f"{a}/{b} within 50 ¢, r" for a, b in itertools.combinations(trackers, 2)) + " |")
-    print("|---|---|" + "---|" * len(list(itertools.combinations(trackers, 2))))
+          " | ".join(f"{a}/{b}: within 50 ¢, r" for a, b in pairs) + " |")
+    print("|---|---|" + "---|" * len(pairs))
     for speaker, utts in by_speaker.items():
-        tracks = [{name: fn(load(u.path, 16000)[0]) for name, fn in trackers.items()} for u in utts[:per_speaker]]
-        medians = [np.median(np.concatenate([t[name][t[name] > 0] for t in tracks])) for name in trackers]
+        wavs = [load(u.path, 16000)[0] for u in utts[: max(per_speaker, 1)]]
+        tracks = [{name: fn(w) for name, fn in trackers.items()} for w in wavs]
+        medians = []
+        for name in trackers:
+            voiced = np.concatenate([t[name][t[name] > 0] for t in tracks])
+            medians.append(f"{np.median(voiced):.0f}" if voiced.size else "–")
         cells = []
-        for a, b in itertools.combinations(trackers, 2):
+        for a, b in pairs:
             rows = [compare(t[a], t[b]) for t in tracks]
+            both = sum(r["both"] for r in rows)
+            if both < 2:
+                cells.append("–")
+                continue
             est = np.concatenate([r["log_est"] for r in rows])
             ref = np.concatenate([r["log_ref"] for r in rows])
-            both = sum(r["both"] for r in rows)
-            cells.append(f"{1 - sum(r['gross50'] for r in rows) / max(both, 1):.2f}, {np.corrcoef(est, ref)[0, 1]:.2f}")
-        print(f"| {speaker} | " + " / ".join(f"{m:.0f}" for m in medians) + " | " + " | ".join(cells) + " |")
+            cells.append(f"{1 - sum(r['gross50'] for r in rows) / both:.2f}, {np.corrcoef(est, ref)[0, 1]:.2f}")
+        print(f"| {speaker} | " + " / ".join(medians) + " | " + " | ".join(cells) + " |")
 
 
 def best_of(repeat: int, fn) -> float:

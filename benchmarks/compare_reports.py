@@ -7,6 +7,9 @@ each conversion pair is judged in both. For each system (``converted``: as shipp
 matching; ``unmatched``: the model's own output) and measure it prints the baseline's mean, the changed
 report's mean and their paired difference with its 95 % confidence interval (``1.96 * sd / sqrt(n)`` of the
 per-pair differences). A change "holds the figures" when every interval covers 0 or lies on the good side.
+Pitch measures (the register error) are compared only between reports of the same pitch judge (a report made before
+2026-11-28, without one named, was judged by WORLD dio; Praat's tracker since): across judges they are left out, said
+on stderr.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +32,24 @@ MEASURES = {
 }
 
 
+PITCH_MEASURES = {"register_err_cents"}
+
+
+def read_report(report: Path) -> dict[str, Any]:
+    """A ``results.json`` (or the report folder holding it)."""
+    return json.loads((report / "results.json" if report.is_dir() else report).read_text())
+
+
 def rows_by_pair(report: Path, system: str) -> dict[str, dict[str, Any]]:
-    """``{pair id: row}`` of one system in a ``results.json`` (or the report folder holding it)."""
-    rows = json.loads((report / "results.json" if report.is_dir() else report).read_text())["rows"]
-    return {row["pair"]: row for row in rows if row.get("system") == system}
+    """``{pair id: row}`` of one system in a report."""
+    return {row["pair"]: row for row in read_report(report)["rows"] if row.get("system") == system}
+
+
+def pitch_judge(report: Path) -> str:
+    """The tracker that judged a report's pitch, without its version (reports before 2026-11-28 name none: WORLD dio
+    judged them)."""
+    named = read_report(report).get("meta", {}).get("judges", {}).get("pitch") or "WORLD dio + stonemask"
+    return named.split()[0]
 
 
 def paired_difference(before: list[float], after: list[float]) -> tuple[float, float]:
@@ -48,12 +66,17 @@ def paired_difference(before: list[float], after: list[float]) -> tuple[float, f
 def compare(baseline: Path, changed: Path, systems: list[str]) -> list[dict[str, Any]]:
     """One record per (system, measure): n, baseline mean, changed mean, difference, interval, verdict."""
     records = []
+    measures = dict(MEASURES)
+    if pitch_judge(baseline) != pitch_judge(changed):
+        print(f"note: pitch measures left out: the reports' pitch judges differ ({pitch_judge(baseline)} / "
+              f"{pitch_judge(changed)})", file=sys.stderr)
+        measures = {m: v for m, v in MEASURES.items() if m not in PITCH_MEASURES}
     for system in systems:
         before, after = rows_by_pair(baseline, system), rows_by_pair(changed, system)
         pairs = sorted(set(before) & set(after))
         if not pairs:
             continue
-        for measure, larger_is_better in MEASURES.items():
+        for measure, larger_is_better in measures.items():
             kept = [p for p in pairs if before[p].get(measure) is not None and after[p].get(measure) is not None]
             if not kept:
                 continue

@@ -20,6 +20,7 @@ from vconv.models import build_model
 from vconv.models.contour import (
     LOG_F0_SCALE,
     SEMITONE,
+    TARGET_TRIM_SEMITONES,
     Register,
     check_pitch_shift,
     check_register_mode,
@@ -145,6 +146,23 @@ def test_a_register_from_too_few_voiced_frames_is_not_trusted():
     register = voiced_register(pitch[0])
     assert register.frames == 5 and not register.trusted and register.spread > 0.1
     assert Register.from_list(register.to_list()) == register
+
+
+def test_a_target_register_leaves_a_trackers_octave_errors_out():
+    """A voice at 90 Hz read an octave up on a fifth of its frames: the plain register's level is pulled ~2.4 semitones
+    up, the trimmed one stays at 90 Hz (its spread is all the frames'); a voice without such frames: the same register."""
+    melody = math.log(90.0) + 0.08 * torch.sin(torch.linspace(0, 20, 200))
+    clean = rows_of(melody)[0]
+    octave_up = clean.clone()
+    octave_up[0, ::5] += math.log(2.0)
+    plain, trimmed = voiced_register(octave_up), voiced_register(octave_up, TARGET_TRIM_SEMITONES)
+    assert 12 * math.log2(plain.hz / 90.0) > 2.0
+    assert abs(12 * math.log2(trimmed.hz / 90.0)) < 0.2
+    assert trimmed.spread == plain.spread and trimmed.frames == plain.frames == 200
+    assert voiced_register(clean, TARGET_TRIM_SEMITONES) == voiced_register(clean)
+    few = rows_of(melody[:20])[0]
+    few[0, ::2] += math.log(2.0)  # too few frames would be left: all of them count
+    assert voiced_register(few, TARGET_TRIM_SEMITONES) == voiced_register(few)
 
 
 @pytest.mark.parametrize("value", [25, -24.5, float("nan"), "up"])

@@ -1,4 +1,5 @@
-"""The judges one evaluation uses, as one bundle: speaker, content and quality.
+"""The judges one evaluation uses, as one bundle: speaker, content and quality (the pitch judge, weight-free, is
+:mod:`~vconv.evaluation.pitch_judge`; :meth:`Judges.describe` names it too).
 
 Each judge is independent of vconv (none uses vconv's speaker encoder: a model must not grade its own
 conversions) and lives in its own module; this one gathers them:

@@ -18,12 +18,11 @@ functions that need it (it belongs to the ``eval`` extra).
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -123,16 +122,12 @@ def wer(reference: str, hypothesis: str) -> float:
 # ------------------------------------------------------------------------------------ WORLD analysis
 
 
-def eval_module(name: str, package: str, needed_for: str) -> Any:
-    """``import name``, or a one-line error saying that ``needed_for`` needs ``package`` of the eval extra."""
+def _pyworld():
     try:
-        return importlib.import_module(name)
+        import pyworld
     except ImportError:
-        raise VconvError(f"{needed_for} need {package} (part of the eval extra): {EVAL_EXTRA}") from None
-
-
-def _pyworld() -> Any:
-    return eval_module("pyworld", "pyworld", "spectral measures")
+        raise VconvError(f"spectral measures need pyworld (part of the eval extra): {EVAL_EXTRA}") from None
+    return pyworld
 
 
 def world_f0(

@@ -103,7 +103,7 @@ def score_pairs(
     """Score every pair as the four systems; returns one flat dict per (pair, system).
 
     ``vocode_fn`` adds the copy-synthesis rows; its outputs are written under ``work_dir/copy_synthesis``.
-    Judges and WORLD analyses cache per file, so shared references cost once. Keys of a row: ``pair``,
+    Judges and the pitch and WORLD analyses cache per file, so shared references cost once. Keys of a row: ``pair``,
     ``system``, ``output`` and the measures listed in the module docstring (``accepted`` is added by
     :func:`apply_threshold`).
     """

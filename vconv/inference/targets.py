@@ -24,7 +24,7 @@ from vconv.inference.target import PRIMER_SECONDS, TargetVoice
 from vconv.inference.target_match import SpectrumStats, spectrum_stats
 from vconv.inference.voice_file import VoiceCache, VoiceSource, load_voice, reference_digests, voice_file_in
 from vconv.inference.voice_fit import MAX_FIT_SECONDS, FitReference, VoiceFit, crop_references, fit_embedding
-from vconv.models.contour import Register, decoder_contour, voiced_register
+from vconv.models.contour import TARGET_TRIM_SEMITONES, Register, decoder_contour, voiced_register
 from vconv.vocoders.harmonics import h1_h2
 
 if TYPE_CHECKING:
@@ -172,7 +172,7 @@ class TargetPreparation:
         if not self.model.reads_pitch:
             return None, None
         rows = [self.frontend.pitch_input(w)[0] for w in wavs]
-        return voiced_register(rows), h1_h2(log_mels, rows, self.frontend.logmel.band_centres)
+        return voiced_register(rows, TARGET_TRIM_SEMITONES), h1_h2(log_mels, rows, self.frontend.logmel.band_centres)
 
     def _fit_voice(self, wavs: list[np.ndarray], log_mels: list[torch.Tensor], embedding: torch.Tensor) -> VoiceFit:
         """The embedding ``[1, S]`` tuned on the references (:mod:`vconv.inference.voice_fit`), from ``embedding``."""

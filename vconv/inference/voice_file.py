@@ -38,6 +38,7 @@ import numpy as np
 
 from vconv.errors import VconvError
 from vconv.fileio import atomic_path
+from vconv.models.contour import TARGET_TRIM_SEMITONES
 
 if TYPE_CHECKING:
     import torch
@@ -69,7 +70,8 @@ class VoiceSource:
     @property
     def key(self) -> str:
         """The cache key: a digest of everything the voice depends on."""
-        text = json.dumps([self.bundle_digest, self.sample_rate, self.fit_steps, self.precision, VOICE_VERSION, self.references])
+        text = json.dumps([self.bundle_digest, self.sample_rate, self.fit_steps, self.precision, VOICE_VERSION, self.references,
+                           TARGET_TRIM_SEMITONES])  # a cached voice of an earlier register rule is not reused
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
