@@ -37,7 +37,7 @@ MAX_SHIFT_SEMITONES = 24.0
 REGISTER_MODES = ("target", "source")  # whose register the output takes (the user's choice at conversion)
 PITCH_REGISTERS = ("explicit", "implicit")  # how the model is given it (a model setting, fixed in training)
 SEMITONE = math.log(2.0) / 12.0  # one semitone in nats of F0
-# A target's register level is taken over its references' voiced frames within 9 semitones of their median: wider than a
+# A target's register is taken over its references' voiced frames within 9 semitones of their median: wider than a
 # speaking voice's range around its centre, narrower than an octave. YIN reads a voice with a weak fundamental an
 # octave up on some frames (piper_joe: its references' plain mean 104 Hz where Praat and pYIN read 88-89), and the
 # output took that register; measured in recipes/voices/MODEL_HISTORY.md, "The pitch judge".
@@ -76,21 +76,19 @@ def voiced_register(pitch: torch.Tensor | list[torch.Tensor], trim_semitones: fl
 
     With fewer than :data:`MIN_VOICED_FRAMES` voiced frames the spread is :data:`DEFAULT_SPREAD` (a mean from a
     few frames is still the best guess of the level; with none, :data:`LOG_F0_CENTER`). ``trim_semitones``: the
-    level (mean) of the voiced frames within that many semitones of their median only (all of them if fewer than
-    :data:`MIN_VOICED_FRAMES` are), so that a tracker's octave errors do not move it (:data:`TARGET_TRIM_SEMITONES`);
-    the spread stays that of all of them (measured: trimmed too, it narrowed the README example's melody and its F0
-    correlation with the source fell from 0.94 to 0.85).
+    register of the voiced frames within that many semitones of their median only (all of them if fewer than
+    :data:`MIN_VOICED_FRAMES` are), so that a tracker's octave errors move neither its level nor its spread
+    (:data:`TARGET_TRIM_SEMITONES`).
     """
     rows = pitch if isinstance(pitch, list) else [pitch]
     voiced_log_f0 = torch.cat([p[0][p[1] > 0.5].double() for p in rows])
+    if trim_semitones is not None and voiced_log_f0.numel() >= MIN_VOICED_FRAMES:
+        kept = voiced_log_f0[(voiced_log_f0 - voiced_log_f0.median()).abs() <= trim_semitones * SEMITONE]
+        voiced_log_f0 = kept if kept.numel() >= MIN_VOICED_FRAMES else voiced_log_f0
     frames = int(voiced_log_f0.numel())
     if frames == 0:
         return Register(LOG_F0_CENTER, DEFAULT_SPREAD, 0)
-    level = voiced_log_f0
-    if trim_semitones is not None and frames >= MIN_VOICED_FRAMES:
-        kept = voiced_log_f0[(voiced_log_f0 - voiced_log_f0.median()).abs() <= trim_semitones * SEMITONE]
-        level = kept if kept.numel() >= MIN_VOICED_FRAMES else voiced_log_f0
-    mean = float(level.mean())
+    mean = float(voiced_log_f0.mean())
     if frames < MIN_VOICED_FRAMES:
         return Register(mean, DEFAULT_SPREAD, frames)
     return Register(mean, max(float(voiced_log_f0.std()), MIN_SPREAD), frames)
