@@ -67,9 +67,9 @@ def compare(baseline: Path, changed: Path, systems: list[str]) -> list[dict[str,
     """One record per (system, measure): n, baseline mean, changed mean, difference, interval, verdict."""
     records = []
     measures = dict(MEASURES)
-    if pitch_judge(baseline) != pitch_judge(changed):
-        print(f"note: pitch measures left out: the reports' pitch judges differ ({pitch_judge(baseline)} / "
-              f"{pitch_judge(changed)})", file=sys.stderr)
+    judges = pitch_judge(baseline), pitch_judge(changed)
+    if judges[0] != judges[1]:
+        print(f"note: pitch measures left out: the reports' pitch judges differ ({judges[0]} / {judges[1]})", file=sys.stderr)
         measures = {m: v for m, v in MEASURES.items() if m not in PITCH_MEASURES}
     for system in systems:
         before, after = rows_by_pair(baseline, system), rows_by_pair(changed, system)

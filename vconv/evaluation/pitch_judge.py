@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from vconv.errors import VconvError
 from vconv.evaluation.judge_common import missing_extra
 from vconv.evaluation.metrics import FRAME_PERIOD_MS
 
@@ -52,8 +53,8 @@ def f0_contour(
 def pitch_judge_version() -> str | None:
     """What :func:`f0_contour` runs, for a report's list of judges (``None`` without the eval extra)."""
     try:
-        import parselmouth
-    except ImportError:
+        parselmouth = parselmouth_module()
+    except VconvError:
         return None
     return (f"praat-parselmouth {parselmouth.VERSION} (Praat {parselmouth.PRAAT_VERSION}), To Pitch (ac), "
             f"{FRAME_PERIOD_MS:g} ms, 60-700 Hz")
