@@ -100,6 +100,42 @@ def test_a_wobbling_voice_is_followed():
     assert np.median(cents) < 30 and np.mean(cents > 100) < 0.05
 
 
+def gliding_voice(seconds: float, f0_of_time, weak_fundamental: tuple[float, float] | None = None):
+    """A voice whose F0 follows ``f0_of_time(t)`` -> ``(wav [T], f0 Hz [T])``; over ``weak_fundamental`` (start, end
+    seconds) its odd harmonics fade to 1 %, so it is nearly periodic at twice its F0 there (as piper_joe's voice is,
+    where YIN's first dip reads an octave up)."""
+    t = np.arange(int(seconds * SR)) / SR
+    f0 = f0_of_time(t)
+    phase = 2 * np.pi * np.cumsum(f0) / SR
+    odd = np.ones_like(t)
+    if weak_fundamental:
+        odd[(t > weak_fundamental[0]) & (t < weak_fundamental[1])] = 0.01
+    odd = np.convolve(odd, np.hanning(401) / np.hanning(401).sum(), mode="same")  # 25 ms fades
+    wav = 0.3 * sum((odd if k % 2 else 1.0) * np.sin(k * phase) / k for k in range(1, 9))
+    return wav.astype(np.float32), f0
+
+
+def octaves_off(wav: np.ndarray, f0: np.ndarray) -> np.ndarray:
+    """How far the tracker's F0 is from the truth on its voiced frames, in octaves; at least 90 % must be voiced."""
+    track = track_pitch(torch.from_numpy(wav), SR, HOP)
+    voiced = track.voiced.numpy()
+    assert voiced.mean() > 0.9
+    return np.abs(np.log2(track.f0.numpy()[voiced] / f0[np.arange(track.frames) * HOP][voiced]))
+
+
+@pytest.mark.parametrize("weak", [(0.58, 0.72), (0.5, 0.7)])
+def test_a_weak_fundamental_s_octave_slip_is_read_at_the_period(weak):
+    # YIN alone reads the weak span an octave up (7 and 11 frames); the path through the voiced frames does not
+    wav, f0 = gliding_voice(1.5, lambda t: 100 * (1 + 0.03 * np.sin(2 * np.pi * 2 * t)), weak)
+    assert octaves_off(wav, f0).max() < 0.03
+
+
+def test_a_glide_up_to_a_high_note_is_followed_not_halved():
+    # 150 Hz, then up 0.9 octave in 0.3 s and held: far above the voiced median, but reached by a glide
+    wav, f0 = gliding_voice(1.5, lambda t: 150 * 2 ** (0.9 * np.clip((t - 0.9) / 0.3, 0, 1)))
+    assert octaves_off(wav, f0).max() < 0.05  # a frame reads 64 ms of a glide: within 60 cents
+
+
 def test_the_part_gives_continuous_log_f0_voicing_and_periodicity():
     part = YinPitch()
     frontend = type("FE", (), {"cfg": type("C", (), {"sample_rate": SR, "hop_length": HOP})()})()

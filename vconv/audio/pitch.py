@@ -14,7 +14,12 @@ Per frame of ``window`` samples: the difference function ``d(τ) = Σ_j (x_j - x
 normalisation ``d'(τ) = d(τ) τ / Σ_{1..τ} d``, the first dip below ``threshold`` that is a local minimum (else
 the global minimum), refined by a parabola through its neighbours. ``periodicity = 1 - d'(τ*)`` (1: a pure
 periodic signal); a frame is voiced when its periodicity passes ``voicing`` and it is not much quieter than the
-utterance's loud frames. A 3-frame median over log-F0 of voiced runs removes single-frame octave slips.
+utterance's loud frames. A voice whose fundamental is weaker than its second harmonic makes YIN's first dip fall at
+half the period on some frames (an octave up); the cheapest path through the voiced frames, each read at its F0 or at
+half of it, with octave jumps between neighbours costly and glides free, reads those at the period
+(:func:`_octave_up_slips`; on the held-out voices' recordings the log-F0 correlation with Praat's tracker per
+utterance rose 0.894 -> 0.913, piper_joe's 0.634 -> 0.692, and on twelve training voices 0.915 -> 0.935). A 3-frame
+median over log-F0 of voiced runs removes what single-frame slips remain.
 """
 
 from __future__ import annotations
@@ -25,13 +30,20 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["PitchTrack", "track_pitch", "YinGrid", "FrameMeasures", "frame_measures", "decide_voicing", "FMIN", "FMAX"]
+__all__ = ["PitchTrack", "track_pitch", "YinGrid", "FrameMeasures", "frame_measures", "decide_voicing", "FMIN", "FMAX",
+           "YIN_VERSION"]
+
+YIN_VERSION = 2  # raised whenever the same audio gets another track (2: octave-up slips read at half, 2026-11-28)
 
 FMIN = 50.0  # Hz: below the lowest speaking voice (a bass's vocal fry is not pitch we can follow)
 FMAX = 500.0  # Hz: above a child's or a soprano's speaking voice (higher, the short lags of vocoder buzz read as pitch)
 WINDOW_SECONDS = 0.064  # two periods of FMIN plus the largest lag: 1024 samples at 16 kHz
 SUBHARMONIC_MARGIN = 0.1  # a dip at a fraction of the chosen lag this close to its depth is the true period
 EDGE_JUMP_OCTAVES = 0.3  # a voiced run's first or last frame this far from its neighbour is an onset artefact
+HALF_COST = 0.2  # octave-slip path: reading a frame at half its YIN F0 (YIN's own reading is preferred)
+GLIDE_OCTAVES = 0.25  # ... a step between voiced frames this far apart per frame is a glide, free
+REGISTER_OCTAVES = 0.75  # ... within this of the voiced median, free; beyond it, REGISTER_COST an octave
+REGISTER_COST = 0.5
 SILENCE_DB = 45.0  # frames this far below the loud (95th percentile) frame energy are unvoiced whatever their shape
 
 
@@ -99,19 +111,26 @@ class YinGrid:
 @dataclass
 class FrameMeasures:
     """What YIN measures in each frame alone, ``[F]`` each: the period's ``lag`` (fractional samples), ``d'`` at it
-    (``dip``), the frame's mean square (``energy``). Nothing here depends on another frame, so a stream computes
+    (``dip``), the frame's mean square (``energy``), and the best dip near twice the lag (``double_lag``,
+    ``double_dip``; ``double_dip`` > 1 where twice the lag is out of range), which :func:`decide_voicing` takes
+    instead when the frame's F0 slipped an octave up. Nothing here depends on another frame, so a stream computes
     each frame once (:class:`vconv.audio.pitch_stream.WindowPitch`)."""
 
     lag: torch.Tensor
     dip: torch.Tensor
     energy: torch.Tensor
+    double_lag: torch.Tensor
+    double_dip: torch.Tensor
 
     @staticmethod
     def cat(parts: "list[FrameMeasures]") -> "FrameMeasures":
-        return FrameMeasures(*(torch.cat([getattr(p, name) for p in parts]) for name in ("lag", "dip", "energy")))
+        return FrameMeasures(*(torch.cat([getattr(p, name) for p in parts]) for name in _MEASURES))
 
     def __getitem__(self, frames: slice) -> "FrameMeasures":
-        return FrameMeasures(self.lag[frames], self.dip[frames], self.energy[frames])
+        return FrameMeasures(*(getattr(self, name)[frames] for name in _MEASURES))
+
+
+_MEASURES = ("lag", "dip", "energy", "double_lag", "double_dip")
 
 
 def frame_measures(chunks: torch.Tensor, grid: YinGrid, threshold: float) -> FrameMeasures:
@@ -119,13 +138,19 @@ def frame_measures(chunks: torch.Tensor, grid: YinGrid, threshold: float) -> Fra
     span = grid.window - grid.tau_max  # samples each difference sum runs over
     chunks = chunks - chunks.mean(dim=1, keepdim=True)
     cmnd = _cumulative_mean_normalised(_difference(chunks, span, grid.tau_max))  # [F, tau_max + 1]
-    lag, dip = _pick_lag(cmnd, grid.tau_min, threshold)
-    return FrameMeasures(lag, dip, chunks[:, :span].pow(2).mean(dim=1))
+    tau = _pick_lag(cmnd, grid.tau_min, threshold)
+    lag, dip = _refine(cmnd, tau)
+    double, double_dip = _dip_near(cmnd, 2 * tau.float(), grid.tau_min, int(math.ceil(0.12 * cmnd.shape[1])) + 2)
+    double_lag, double_dip = _refine(cmnd, double)
+    out_of_range = 2 * tau.float() * 0.94 > cmnd.shape[1] - 2
+    double_dip = torch.where(out_of_range, torch.full_like(double_dip, 10.0), double_dip)
+    return FrameMeasures(lag, dip, chunks[:, :span].pow(2).mean(dim=1), double_lag, double_dip)
 
 
 def decide_voicing(measures: FrameMeasures, grid: YinGrid, voicing: float) -> PitchTrack:
     """The utterance's decisions on its frames' measures: voiced where periodic enough and within
-    :data:`SILENCE_DB` of its loud frames, stray run edges dropped, a 3-frame median over voiced runs."""
+    :data:`SILENCE_DB` of its loud frames, stray run edges dropped, octave-up slips read at half
+    (:func:`_octave_up_slips`), a 3-frame median over voiced runs."""
     f0 = grid.sample_rate / measures.lag
     periodicity = (1.0 - measures.dip).clamp(0.0, 1.0)
     level_db = 10 * torch.log10(measures.energy + 1e-10)
@@ -134,8 +159,60 @@ def decide_voicing(measures: FrameMeasures, grid: YinGrid, voicing: float) -> Pi
     inside = measures.lag > grid.tau_min + 0.5
     voiced = (periodicity >= voicing) & (level_db > loud - SILENCE_DB) & (measures.energy > 1e-8) & inside
     voiced = voiced & ~_stray_run_edges(f0, voiced)
+    slipped = _octave_up_slips(f0, voiced, 1.0 - measures.double_dip >= voicing)
+    f0 = torch.where(slipped, grid.sample_rate / measures.double_lag, f0)
     f0 = _median_of_voiced(torch.where(voiced, f0, torch.zeros_like(f0)), voiced)
     return PitchTrack(f0=f0, voiced=voiced, periodicity=periodicity)
+
+
+def _octave_up_slips(f0: torch.Tensor, voiced: torch.Tensor, periodic_at_double: torch.Tensor) -> torch.Tensor:
+    """``[F]`` bool: the voiced frames whose F0 slipped an octave up, by the cheapest path through the voiced frames.
+
+    A voice with a weak fundamental (piper_joe: H1 far under H2) dips at half its period first, and YIN's first-dip
+    rule reads an octave up; a real period is periodic at twice its lag too, so the frame alone cannot tell. The
+    path can: each voiced frame is read at its F0 or (where periodic there) at half of it, reading half costs
+    :data:`HALF_COST`, a step between consecutive voiced frames costs the octaves it moves beyond what a glide moves
+    in the frames between (:data:`GLIDE_OCTAVES` a frame), and lying more than :data:`REGISTER_OCTAVES` from the
+    voiced frames' median costs :data:`REGISTER_COST` an octave. A glide up to a high note is read as it is; an
+    octave jump and back, or a run an octave over its neighbours, is read at half.
+    """
+    at = torch.nonzero(voiced).flatten()
+    if at.numel() < 2:
+        return torch.zeros_like(voiced)
+    levels = torch.stack([f0[at].clamp(min=1.0).log2(), f0[at].clamp(min=1.0).log2() - 1.0], dim=1).tolist()
+    allowed = periodic_at_double[at].tolist()
+    gaps = (at[1:] - at[:-1]).tolist()
+    median = float(f0[at].log2().median())
+    halves = _cheapest_path(levels, allowed, gaps, median)
+    slipped = torch.zeros_like(voiced)
+    slipped[at[torch.tensor(halves, dtype=torch.bool, device=at.device)]] = True
+    return slipped
+
+
+def _cheapest_path(levels: list[list[float]], allowed: list[bool], gaps: list[int], median: float) -> list[bool]:
+    """Viterbi over two readings per voiced frame (``levels[i] = [log2 F0, log2 F0 - 1]``; the second only where
+    ``allowed[i]``), ``gaps[i]`` frames between voiced frames ``i`` and ``i + 1`` -> per frame, whether the
+    cheapest path reads it at half (:func:`_octave_up_slips` gives the costs). Plain floats: a stream runs it on
+    every window."""
+    def local(i: int, state: int) -> float:
+        if state and not allowed[i]:
+            return math.inf
+        return HALF_COST * state + REGISTER_COST * max(0.0, abs(levels[i][state] - median) - REGISTER_OCTAVES)
+
+    cost = [local(0, 0), local(0, 1)]
+    back: list[tuple[int, int]] = []  # per frame after the first: the best previous state for each state
+    for i, gap in enumerate(gaps, start=1):
+        free = GLIDE_OCTAVES * gap
+        totals = [[cost[p] + max(0.0, abs(levels[i][s] - levels[i - 1][p]) - free) for p in (0, 1)] for s in (0, 1)]
+        best = (0 if totals[0][0] <= totals[0][1] else 1, 0 if totals[1][0] <= totals[1][1] else 1)
+        cost = [totals[s][best[s]] + local(i, s) for s in (0, 1)]
+        back.append(best)
+    state = 0 if cost[0] <= cost[1] else 1
+    path = [state]
+    for previous in reversed(back):
+        state = previous[state]
+        path.append(state)
+    return [bool(s) for s in reversed(path)]
 
 
 def _stray_run_edges(f0: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:
@@ -177,16 +254,15 @@ def _cumulative_mean_normalised(diff: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.ones_like(diff[:, :1]), normalised], dim=1)
 
 
-def _pick_lag(cmnd: torch.Tensor, tau_min: int, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per frame, the period's lag in ``cmnd [F, L]`` at ``τ >= tau_min``, refined by a parabola -> ``(lag [F]
-    fractional samples, d' at it [F])``.
+def _pick_lag(cmnd: torch.Tensor, tau_min: int, threshold: float) -> torch.Tensor:
+    """Per frame, the period's lag ``[F]`` (whole samples) in ``cmnd [F, L]`` at ``τ >= tau_min``.
 
     YIN's rule: the first local minimum below ``threshold``, else the global minimum. Then the octave check: when a
     dip near ``τ/k`` (k = 4, 3, 2; ±6 %) is within :data:`SUBHARMONIC_MARGIN` of the chosen one, the chosen lag is a
     multiple of the period (the octave-down slip of a breathy or creaky frame) and the shortest such dip is taken.
     """
-    frames, length = cmnd.shape
-    rows = torch.arange(frames, device=cmnd.device)
+    length = cmnd.shape[1]
+    rows = torch.arange(cmnd.shape[0], device=cmnd.device)
     inner = cmnd[:, tau_min:length - 1]
     is_min = (inner <= cmnd[:, tau_min - 1:length - 2]) & (inner <= cmnd[:, tau_min + 1:])
     below = is_min & (inner < threshold)
@@ -195,15 +271,29 @@ def _pick_lag(cmnd: torch.Tensor, tau_min: int, threshold: float) -> tuple[torch
     picked = tau.clone()
     for k in (4, 3, 2):
         centre = tau.float() / k
-        low = (centre * 0.94).floor().long().clamp(min=tau_min, max=length - 2)
-        width = int(math.ceil(0.12 * length / k)) + 2
-        lags = (low[:, None] + torch.arange(width, device=cmnd.device)).clamp(max=length - 2)
-        inside = lags.float() <= centre[:, None] * 1.06
-        values = torch.where(inside, cmnd.gather(1, lags), torch.full_like(lags, 10.0, dtype=cmnd.dtype))
-        best, at = values.min(dim=1)
+        lags, best = _dip_near(cmnd, centre, tau_min, int(math.ceil(0.12 * length / k)) + 2)
         shorter = (best < chosen + SUBHARMONIC_MARGIN) & (picked == tau) & (centre >= tau_min)
-        picked = torch.where(shorter, lags[rows, at], picked)
-    tau = picked.clamp(min=1, max=length - 2)
+        picked = torch.where(shorter, lags, picked)
+    return picked
+
+
+def _dip_near(cmnd: torch.Tensor, centre: torch.Tensor, tau_min: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The deepest ``d'`` of ``cmnd [F, L]`` within ±6 % of each frame's ``centre [F]`` (lags, looked at ``width`` at a
+    time from the lower bound, at least ``tau_min``) -> ``(lag [F] whole samples, d' there [F])``."""
+    length = cmnd.shape[1]
+    low = (centre * 0.94).floor().long().clamp(min=tau_min, max=length - 2)
+    lags = (low[:, None] + torch.arange(width, device=cmnd.device)).clamp(max=length - 2)
+    inside = lags.float() <= centre[:, None] * 1.06
+    values = torch.where(inside, cmnd.gather(1, lags), torch.full_like(lags, 10.0, dtype=cmnd.dtype))
+    best, at = values.min(dim=1)
+    return lags.gather(1, at[:, None])[:, 0], best
+
+
+def _refine(cmnd: torch.Tensor, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whole-sample lags ``tau [F]`` refined by a parabola through ``cmnd [F, L]`` around them -> ``(lag [F]
+    fractional samples, d' at the whole lag [F])``."""
+    rows = torch.arange(cmnd.shape[0], device=cmnd.device)
+    tau = tau.clamp(min=1, max=cmnd.shape[1] - 2)
     left, mid, right = cmnd[rows, tau - 1], cmnd[rows, tau], cmnd[rows, tau + 1]
     curve = left - 2 * mid + right
     offset = torch.where(curve > 1e-9, 0.5 * (left - right) / curve, torch.zeros_like(curve)).clamp(-0.5, 0.5)

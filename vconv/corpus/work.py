@@ -93,12 +93,15 @@ class CorpusWorker(ItemWorker):
 
     def __init__(self, spec: WorkerSpec) -> None:
         from vconv.inference.converter import load
+        from vconv.models.contour import PITCH_RULES
 
         apply_threads(spec.threads)  # each worker's own (the engine runs several side by side)
         self.spec, self.force = spec, spec.force
         self.converter = load(spec.bundle, spec.settings)
         # what an output depends on besides its source and target files: the bundle's weights and the settings
         self.settings_key = f"{self.converter.info.digest}|{spec.settings.key()}|{spec.policy.describe()}"
+        if self.converter.model.reads_pitch:  # its outputs change with the pitch rules too
+            self.settings_key += f"|{PITCH_RULES}"
         # the releases before ConversionSettings.key() keyed outputs by the settings' repr
         self._repr_key = f"{self.converter.info.digest}|{spec.settings!r}|{spec.policy.describe()}"
         self._targets: dict[tuple[str, ...], tuple[Any, list[str]]] = {}  # voice key -> (TargetVoice, its files)

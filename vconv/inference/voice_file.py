@@ -38,7 +38,7 @@ import numpy as np
 
 from vconv.errors import VconvError
 from vconv.fileio import atomic_path
-from vconv.models.contour import TARGET_TRIM_SEMITONES
+from vconv.models.contour import PITCH_RULES
 
 if TYPE_CHECKING:
     import torch
@@ -71,7 +71,7 @@ class VoiceSource:
     def key(self) -> str:
         """The cache key: a digest of everything the voice depends on."""
         text = json.dumps([self.bundle_digest, self.sample_rate, self.fit_steps, self.precision, VOICE_VERSION, self.references,
-                           TARGET_TRIM_SEMITONES])  # a cached voice of an earlier register rule is not reused
+                           PITCH_RULES])  # a cached voice of earlier pitch rules is not reused
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 
 import torch
 
+from vconv.audio.pitch import YIN_VERSION
 from vconv.errors import VconvError
 
-__all__ = ["Register", "REGISTER_MODES", "PITCH_REGISTERS", "MAX_SHIFT_SEMITONES", "TARGET_TRIM_SEMITONES", "check_pitch_shift",
+__all__ = ["Register", "REGISTER_MODES", "PITCH_REGISTERS", "MAX_SHIFT_SEMITONES", "TARGET_TRIM_SEMITONES", "PITCH_RULES", "check_pitch_shift",
            "check_register_mode", "decoder_contour", "output_log_f0", "voiced_register"]
 
 LOG_F0_CENTER = math.log(150.0)  # the explicit contour's fixed normalisation: (log-F0 - centre) / scale
@@ -42,6 +43,9 @@ SEMITONE = math.log(2.0) / 12.0  # one semitone in nats of F0
 # octave up on some frames (piper_joe: its references' plain mean 104 Hz where Praat and pYIN read 88-89), and the
 # output took that register; measured in recipes/voices/MODEL_HISTORY.md, "The pitch judge".
 TARGET_TRIM_SEMITONES = 9.0
+# What a pitch-path conversion's register and contour depend on besides the audio and the bundle: a cached voice
+# (vconv.inference.voice_file) and a corpus's finished outputs (vconv.corpus) of other rules are made again.
+PITCH_RULES = f"register trim {TARGET_TRIM_SEMITONES:g} st, yin {YIN_VERSION}"
 
 
 @dataclass(frozen=True)
