@@ -136,6 +136,21 @@ def test_a_glide_up_to_a_high_note_is_followed_not_halved():
     assert octaves_off(wav, f0).max() < 0.05  # a frame reads 64 ms of a glide: within 60 cents
 
 
+def test_the_slip_path_halves_a_run_an_octave_over_its_neighbours_and_nothing_a_far_frame_drags():
+    from vconv.audio.pitch import _octave_up_slips
+
+    def slipped(hz: list[float]) -> list[int]:
+        f0 = torch.tensor(hz)
+        return torch.nonzero(_octave_up_slips(f0, f0 > 0, torch.ones_like(f0, dtype=torch.bool))).flatten().tolist()
+
+    assert slipped([100.0] * 10 + [200.0] * 3 + [100.0] * 10) == [10, 11, 12]
+    assert slipped([100.0] * 10 + [0.0] * 2 + [200.0] * 3 + [100.0] * 10) == [12, 13, 14]  # across a short pause
+    assert slipped([150.0] * 10 + [200.0, 250.0, 300.0] * 1 + [300.0] * 10) == []  # a glide is read as it is
+    # one frame read at a third (a creak) before an upward step: its neighbours are not halved to come near it
+    assert slipped([140.0] * 10 + [59.0] + [177.0] * 10) == []
+    assert slipped([120.0]) == [] and slipped([]) == []
+
+
 def test_the_part_gives_continuous_log_f0_voicing_and_periodicity():
     part = YinPitch()
     frontend = type("FE", (), {"cfg": type("C", (), {"sample_rate": SR, "hop_length": HOP})()})()

@@ -71,6 +71,24 @@ def test_stats_pool_references_and_match_moves_mean_and_spread_onto_the_target()
     torch.testing.assert_close(shifted.std, spectrum_stats([source[0]]).std, atol=1e-4, rtol=0)
 
 
+def test_the_melody_s_bands_keep_the_model_s_spread_and_take_the_target_s_shape():
+    from vconv.inference.target_match import SPREAD_FROM_HZ
+
+    target = spectrum_stats([utterance(level=-2.0, spread=0.8, seed=1)])
+    source = utterance(level=1.0, spread=0.4, seed=3)[None]
+    centres = torch.linspace(0.0, 8000.0, 80)  # [n_mels] Hz: the first bands lie below SPREAD_FROM_HZ
+    low = centres < SPREAD_FROM_HZ
+    assert 0 < int(low.sum()) < 80
+    given = spectrum_stats([source[0]])
+    moved = spectrum_stats([match_spectrum(source, target, "meanstd", band_centres=centres)[0]])
+    torch.testing.assert_close(moved.std[low], given.std[low], atol=0, rtol=0.03)  # the melody's spread: the model's
+    assert float((moved.std[~low] / given.std[~low]).mean()) > 1.5  # above it, widened toward the target's 0.8
+    everywhere = spectrum_stats([match_spectrum(source, target, "meanstd")[0]])  # no centres: every band, as before
+    assert float((everywhere.std[low] / given.std[low]).mean()) > 1.5
+    # the low bands' means still move: the same shape as without the rule
+    torch.testing.assert_close(moved.mean[low] - moved.mean.mean(), everywhere.mean[low] - everywhere.mean.mean(), atol=0.1, rtol=0)
+
+
 def test_spread_ratio_is_bounded():
     target = spectrum_stats([utterance(spread=5.0)])
     source = utterance(spread=0.5, seed=4)[None]

@@ -18,7 +18,7 @@ utterance's loud frames. A voice whose fundamental is weaker than its second har
 half the period on some frames (an octave up); the cheapest path through the voiced frames, each read at its F0 or at
 half of it, with octave jumps between neighbours costly and glides free, reads those at the period
 (:func:`_octave_up_slips`; on the held-out voices' recordings the log-F0 correlation with Praat's tracker per
-utterance rose 0.894 -> 0.913, piper_joe's 0.634 -> 0.692, and on twelve training voices 0.915 -> 0.935). A 3-frame
+utterance rose 0.894 -> 0.911, piper_joe's 0.634 -> 0.681, and on twelve training voices 0.915 -> 0.935). A 3-frame
 median over log-F0 of voiced runs removes what single-frame slips remain.
 """
 
@@ -42,6 +42,7 @@ SUBHARMONIC_MARGIN = 0.1  # a dip at a fraction of the chosen lag this close to 
 EDGE_JUMP_OCTAVES = 0.3  # a voiced run's first or last frame this far from its neighbour is an onset artefact
 HALF_COST = 0.2  # octave-slip path: reading a frame at half its YIN F0 (YIN's own reading is preferred)
 GLIDE_OCTAVES = 0.25  # ... a step between voiced frames this far apart per frame is a glide, free
+JUMP_COST_CAP = 0.75  # ... a step costs at most an octave's: a frame far off (a creak read at a third) is one error
 REGISTER_OCTAVES = 0.75  # ... within this of the voiced median, free; beyond it, REGISTER_COST an octave
 REGISTER_COST = 0.5
 SILENCE_DB = 45.0  # frames this far below the loud (95th percentile) frame energy are unvoiced whatever their shape
@@ -172,7 +173,8 @@ def _octave_up_slips(f0: torch.Tensor, voiced: torch.Tensor, periodic_at_double:
     rule reads an octave up; a real period is periodic at twice its lag too, so the frame alone cannot tell. The
     path can: each voiced frame is read at its F0 or (where periodic there) at half of it, reading half costs
     :data:`HALF_COST`, a step between consecutive voiced frames costs the octaves it moves beyond what a glide moves
-    in the frames between (:data:`GLIDE_OCTAVES` a frame), and lying more than :data:`REGISTER_OCTAVES` from the
+    in the frames between (:data:`GLIDE_OCTAVES` a frame), at most :data:`JUMP_COST_CAP` (so that one frame read far
+    below, which this path cannot mend, does not drag its neighbours down), and lying more than :data:`REGISTER_OCTAVES` from the
     voiced frames' median costs :data:`REGISTER_COST` an octave. A glide up to a high note is read as it is; an
     octave jump and back, or a run an octave over its neighbours, is read at half.
     """
@@ -203,7 +205,8 @@ def _cheapest_path(levels: list[list[float]], allowed: list[bool], gaps: list[in
     back: list[tuple[int, int]] = []  # per frame after the first: the best previous state for each state
     for i, gap in enumerate(gaps, start=1):
         free = GLIDE_OCTAVES * gap
-        totals = [[cost[p] + max(0.0, abs(levels[i][s] - levels[i - 1][p]) - free) for p in (0, 1)] for s in (0, 1)]
+        totals = [[cost[p] + min(JUMP_COST_CAP, max(0.0, abs(levels[i][s] - levels[i - 1][p]) - free)) for p in (0, 1)]
+                  for s in (0, 1)]
         best = (0 if totals[0][0] <= totals[0][1] else 1, 0 if totals[1][0] <= totals[1][1] else 1)
         cost = [totals[s][best[s]] + local(i, s) for s in (0, 1)]
         back.append(best)

@@ -93,6 +93,7 @@ class CorpusWorker(ItemWorker):
 
     def __init__(self, spec: WorkerSpec) -> None:
         from vconv.inference.converter import load
+        from vconv.inference.target_match import SPREAD_FROM_HZ
         from vconv.models.contour import PITCH_RULES
 
         apply_threads(spec.threads)  # each worker's own (the engine runs several side by side)
@@ -102,6 +103,8 @@ class CorpusWorker(ItemWorker):
         self.settings_key = f"{self.converter.info.digest}|{spec.settings.key()}|{spec.policy.describe()}"
         if self.converter.model.reads_pitch:  # its outputs change with the pitch rules too
             self.settings_key += f"|{PITCH_RULES}"
+        if self.converter.target_match == "meanstd":  # ... and with which bands' spread is matched
+            self.settings_key += f"|spread from {SPREAD_FROM_HZ:g} Hz"
         # the releases before ConversionSettings.key() keyed outputs by the settings' repr
         self._repr_key = f"{self.converter.info.digest}|{spec.settings!r}|{spec.policy.describe()}"
         self._targets: dict[tuple[str, ...], tuple[Any, list[str]]] = {}  # voice key -> (TargetVoice, its files)

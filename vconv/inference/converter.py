@@ -321,7 +321,8 @@ class VoiceConverter(TargetPreparation, PitchStage):
             pause = level is not None and is_pause(energy_level(self.frontend.log_mel(recorded)), level)
             own = self._vocode(log_mel, piece.size, pitch) if unmatched else None
             if matching and not pause and spectrum is not None:  # (matching implies a spectrum; said for mypy)
-                log_mel = match_spectrum(log_mel, spectrum, self.target_match, floor=math.log(self.features.log_floor))
+                log_mel = match_spectrum(log_mel, spectrum, self.target_match, floor=math.log(self.features.log_floor),
+                                         band_centres=self.frontend.logmel.band_centres)
             elif own is not None:  # nothing matched: the two outputs are one
                 return np.stack([own, own])
             out = self._vocode(log_mel, piece.size, pitch)

@@ -308,7 +308,8 @@ class StreamConverter:
                 # them, a quieter source's first frames came out quieter still)
                 own, mode = primer, "mean"
             if own is not None:
-                log_mel = match_spectrum(log_mel, target.spectrum, mode, floor=floor, own=own)
+                log_mel = match_spectrum(log_mel, target.spectrum, mode, floor=floor, own=own,
+                                         band_centres=conv.frontend.logmel.band_centres)
         skip = max(0, first_new - VOCODER_MARGIN_FRAMES)  # render only the last frames, from a margin before the block
         audio = conv.render(log_mel, pitch, start=skip, post_process=self.settings.vocoder_passes)
         offset = lead - skip * self.hop

@@ -13,6 +13,7 @@ unscaled, because widening it also widens the frame-rate jitter, which the vocod
 unmatched; the held-out similarity is the same, ``recipes/voices/MODEL_HISTORY.md``)::
 
     slow = smooth(x);  y[b, t] = (slow[b, t] - mean_x[b]) * clamp(std_t[b] / std_x[b], 0.5, 2) + shape_t[b] + (x - slow)[b, t]
+    (the ratio 1 in the bands under ``SPREAD_FROM_HZ``, which carry the melody)
     shape_t[b] = mean_t[b] - avg_b'(mean_t[b']) + avg_b'(mean_x[b'])     (the target's shape at the converted level)
 
 (the averages over the target's voice bands only, and for a band that holds a noise floor, below, ratio 1 and
@@ -70,6 +71,11 @@ QUANTILE_VALUES = 2**24  # the most torch.quantile takes in one call
 LOWEST_VOICE_HZ = 60.0
 SILENCE_NATS = 2.0  # above the features' log floor: a band this quiet is digital silence, not a noise floor
 SLOW_FRAMES = 9  # the spread is scaled on the contour smoothed over this many frames (≈ 140 ms at 62.5 frames/s)
+# below this the bands hold a speaking voice's fundamental and first harmonics: scaling their slow contour to the
+# target's spread moved the output's harmonics against the excitation's and cost the melody (100 held-out pairs: F0
+# correlation 0.690 -> 0.742 with these bands' spread left to the model, their means still moved; SIM->target
+# -0.006; conversions to piper_joe 0.454 -> 0.645; recipes/voices/MODEL_HISTORY.md, "The melody's bands")
+SPREAD_FROM_HZ = 600.0
 
 
 @dataclass(frozen=True)
@@ -196,7 +202,8 @@ def slow_contour(log_mel: torch.Tensor, frames: int = SLOW_FRAMES) -> torch.Tens
 
 
 def match_spectrum(log_mel: torch.Tensor, target: SpectrumStats, mode: str = DEFAULT_MODE,
-                   floor: float | None = None, own: SpectrumStats | None = None) -> torch.Tensor:
+                   floor: float | None = None, own: SpectrumStats | None = None,
+                   band_centres: torch.Tensor | None = None) -> torch.Tensor:
     """Converted log-mel ``[B, n_mels, F]`` → the same shape with each band that carries the target's voice moved onto
     ``target`` (a band holding the references' noise floor only capped by it: module docstring).
 
@@ -206,6 +213,8 @@ def match_spectrum(log_mel: torch.Tensor, target: SpectrumStats, mode: str = DEF
     (the features' ``log(log_floor)``): no value ends below it, since a widened spread would otherwise
     push pauses under anything the vocoder ever saw. ``own``: the converted speech's statistics when they
     come from elsewhere (a stream pools everything converted so far); by default each utterance's own.
+    ``band_centres`` ``[n_mels]`` (Hz): the bands below :data:`SPREAD_FROM_HZ` keep the model's spread (their means
+    still move); without them every band's spread is matched.
     """
     check_mode(mode)
     if mode == "off" or not target.trusted:
@@ -226,6 +235,8 @@ def match_spectrum(log_mel: torch.Tensor, target: SpectrumStats, mode: str = DEF
         ratio = (target.std.to(x) / own.std.to(x).clamp_min(1e-3)).clamp(*STD_RATIO_RANGE)
         if voice is not None:  # a noise floor's spread is not the voice's
             ratio = torch.where(voice, ratio, torch.ones_like(ratio))
+        if band_centres is not None:  # the melody's bands: their spread is the model's (SPREAD_FROM_HZ)
+            ratio = torch.where((band_centres.to(x.device) < SPREAD_FROM_HZ)[:, None], torch.ones_like(ratio), ratio)
         slow = slow_contour(x)
         out.append((slow - mean) * ratio + tmean + (x - slow))
     matched = torch.stack(out)
