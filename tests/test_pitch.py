@@ -64,8 +64,10 @@ def test_a_stream_s_windows_are_tracked_as_whole_windows_with_each_frame_measure
     # speech-like: a wobbling voice, a pause, noise, the voice again; windows as a stream cuts them (96 ms blocks,
     # 48 ms look-ahead, 1.5 s of context), so frames are reused across windows, and a gap restarts the reuse
     rng = np.random.default_rng(3)
+    # ... and a weak fundamental, which the octave-slip path reads at half from the double-lag measures kept
+    weak, _ = gliding_voice(1.0, lambda t: 100 * (1 + 0.03 * np.sin(2 * np.pi * 2 * t)), (0.3, 0.5))
     wav = np.concatenate([voiced_signal(1.2, f0=140.0), np.zeros(SR // 4, np.float32),
-                          0.05 * rng.standard_normal(SR // 4).astype(np.float32), voiced_signal(1.5, f0=210.0)])
+                          0.05 * rng.standard_normal(SR // 4).astype(np.float32), voiced_signal(1.5, f0=210.0), weak])
     frontend = SimpleNamespace(cfg=SimpleNamespace(sample_rate=rate, hop_length=HOP))  # what a pitch part reads of it
     tracker = YinPitch().window_rows(frontend)
     windows = list(stream_windows(wav.size, 6 * HOP, 94 * HOP, 3 * HOP))
@@ -149,6 +151,18 @@ def test_the_slip_path_halves_a_run_an_octave_over_its_neighbours_and_nothing_a_
     # one frame read at a third (a creak) before an upward step: its neighbours are not halved to come near it
     assert slipped([140.0] * 10 + [59.0] + [177.0] * 10) == []
     assert slipped([120.0]) == [] and slipped([]) == []
+
+
+def test_a_high_voice_after_a_low_primer_keeps_its_octave_in_a_stream_window():
+    # a stream's window opens on the target's speech before sample 0; the slip path's register is the source's alone
+    primer, _ = gliding_voice(1.4, lambda t: np.full_like(t, 95.0))
+    source, _ = gliding_voice(0.6, lambda t: np.full_like(t, 240.0))
+    primed = primer.size // HOP * HOP  # the primer's whole hops, before stream sample 0
+    start = -primed
+    window = torch.from_numpy(np.concatenate([primer[primer.size - primed:], source]))
+    track = WindowPitch(YinGrid(SR, HOP), 0.15, 0.55).track(window, start)
+    own = track.f0[-start // HOP + 4 : -4][track.voiced[-start // HOP + 4 : -4]]
+    assert own.numel() > 20 and torch.allclose(own, torch.tensor(240.0), rtol=0.02)
 
 
 def test_the_part_gives_continuous_log_f0_voicing_and_periodicity():

@@ -39,8 +39,11 @@ def test_shipped_model_converts_the_example():
 def test_shipped_model_keeps_the_source_melody_voiced_and_a_pitch_shift_lands():
     """Judged by WORLD harvest (not the YIN the converter tracks with): the README's example stays voiced where the
     source is (issue bar: 85 %; measured 97 %, v6 32 %), follows its melody (measured 0.73 with the comb at depth 1.5,
-    0.80 at depth 1; v6 0.39) and moves by a shift (+5 semitones measured +5.0)."""
+    0.80 at depth 1; v6 0.39; 0.92 since the matching leaves the melody's bands' spread, 2026-11-28); and by Praat's
+    tracker (the pitch judge) it moves by a shift (+5 semitones measured +4.9; harvest, reading part of the shifted
+    output an octave off, +4.0 to +4.1)."""
     pyworld = pytest.importorskip("pyworld")
+    from vconv.evaluation.pitch_judge import f0_contour
 
     def harvest(wav: np.ndarray) -> np.ndarray:
         return pyworld.harvest(wav.astype(np.float64), 16000, f0_floor=60.0, f0_ceil=700.0, frame_period=16.0)[0]
@@ -48,10 +51,11 @@ def test_shipped_model_keeps_the_source_melody_voiced_and_a_pitch_shift_lands():
     source = sf.read(str(EXAMPLES / "source.wav"), dtype="float32")[0]
     out = vconv.load().convert(source, [EXAMPLES / "target.wav"], sr=16000)
     shifted = vconv.load(pitch_shift=5).convert(source, [EXAMPLES / "target.wav"], sr=16000)
-    f0_source, f0_out, f0_shifted = harvest(source), harvest(out), harvest(shifted)
+    f0_source, f0_out = harvest(source), harvest(out)
     both = (f0_source > 0) & (f0_out > 0)
     assert both.sum() >= 0.85 * (f0_source > 0).sum()
     assert np.corrcoef(np.log(f0_source[both]), np.log(f0_out[both]))[0, 1] > 0.65
+    f0_out, f0_shifted = f0_contour(out, 16000), f0_contour(shifted, 16000)
     moved = 12 * np.log2(np.median(f0_shifted[f0_shifted > 0]) / np.median(f0_out[f0_out > 0]))
     assert abs(moved - 5) < 1.0
 

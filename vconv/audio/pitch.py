@@ -4,10 +4,12 @@
 ``F = 1 + T // hop``: frame ``k`` is centred at sample ``k * hop``, as the log-mel's (centred STFT) frames are,
 so the contour and the spectrogram line up frame for frame.
 
-Why YIN and why written here: it needs no weights (nothing to convert or ship), it is deterministic, it runs on
-any block of audio with a bounded look-ahead (half a window, 32 ms at 16 kHz, plus the median smoothing's frames),
-so the file conversion and the live stream compute the same contour; and on clean speech it agrees with WORLD
-harvest within a few percent of frames (``benchmarks/bench_pitch.py`` measures it against the other trackers).
+Why YIN and why written here: it needs no weights (nothing to convert or ship), it is deterministic, and each
+frame's measures need a bounded look-ahead (half a window, 32 ms at 16 kHz), so a stream's blocks can track it; the
+decisions made over the whole signal (the loud level that tells silence, the octave-slip path, the median) read what
+the signal holds, so a stream's window, which ends at its block's look-ahead, can decide a frame otherwise than the
+whole file does. On clean speech it agrees with Praat's tracker (the pitch judge) on most frames
+(``benchmarks/bench_pitch.py tracker`` measures it against the other trackers).
 
 Per frame of ``window`` samples: the difference function ``d(τ) = Σ_j (x_j - x_{j+τ})²`` over the first
 ``window - τ_max`` samples (energy terms from cumulative sums, the cross term by FFT), its cumulative-mean
@@ -45,6 +47,7 @@ GLIDE_OCTAVES = 0.25  # ... a step between voiced frames this far apart per fram
 JUMP_COST_CAP = 0.75  # ... a step costs at most an octave's: a frame far off (a creak read at a third) is one error
 REGISTER_OCTAVES = 0.75  # ... within this of the voiced median, free; beyond it, REGISTER_COST an octave
 REGISTER_COST = 0.5
+REGISTER_MIN_FRAMES = 8  # ... voiced frames of the voice's own before its median is trusted
 SILENCE_DB = 45.0  # frames this far below the loud (95th percentile) frame energy are unvoiced whatever their shape
 
 
@@ -148,10 +151,11 @@ def frame_measures(chunks: torch.Tensor, grid: YinGrid, threshold: float) -> Fra
     return FrameMeasures(lag, dip, chunks[:, :span].pow(2).mean(dim=1), double_lag, double_dip)
 
 
-def decide_voicing(measures: FrameMeasures, grid: YinGrid, voicing: float) -> PitchTrack:
+def decide_voicing(measures: FrameMeasures, grid: YinGrid, voicing: float, own_from: int = 0) -> PitchTrack:
     """The utterance's decisions on its frames' measures: voiced where periodic enough and within
     :data:`SILENCE_DB` of its loud frames, stray run edges dropped, octave-up slips read at half
-    (:func:`_octave_up_slips`), a 3-frame median over voiced runs."""
+    (:func:`_octave_up_slips`, its register from the frames ``own_from`` on: a stream's window opens on the target's
+    speech, which is not the voice tracked), a 3-frame median over voiced runs."""
     f0 = grid.sample_rate / measures.lag
     periodicity = (1.0 - measures.dip).clamp(0.0, 1.0)
     level_db = 10 * torch.log10(measures.energy + 1e-10)
@@ -160,13 +164,14 @@ def decide_voicing(measures: FrameMeasures, grid: YinGrid, voicing: float) -> Pi
     inside = measures.lag > grid.tau_min + 0.5
     voiced = (periodicity >= voicing) & (level_db > loud - SILENCE_DB) & (measures.energy > 1e-8) & inside
     voiced = voiced & ~_stray_run_edges(f0, voiced)
-    slipped = _octave_up_slips(f0, voiced, 1.0 - measures.double_dip >= voicing)
+    slipped = _octave_up_slips(f0, voiced, 1.0 - measures.double_dip >= voicing, own_from)
     f0 = torch.where(slipped, grid.sample_rate / measures.double_lag, f0)
     f0 = _median_of_voiced(torch.where(voiced, f0, torch.zeros_like(f0)), voiced)
     return PitchTrack(f0=f0, voiced=voiced, periodicity=periodicity)
 
 
-def _octave_up_slips(f0: torch.Tensor, voiced: torch.Tensor, periodic_at_double: torch.Tensor) -> torch.Tensor:
+def _octave_up_slips(f0: torch.Tensor, voiced: torch.Tensor, periodic_at_double: torch.Tensor,
+                     own_from: int = 0) -> torch.Tensor:
     """``[F]`` bool: the voiced frames whose F0 slipped an octave up, by the cheapest path through the voiced frames.
 
     A voice with a weak fundamental (piper_joe: H1 far under H2) dips at half its period first, and YIN's first-dip
@@ -174,9 +179,10 @@ def _octave_up_slips(f0: torch.Tensor, voiced: torch.Tensor, periodic_at_double:
     path can: each voiced frame is read at its F0 or (where periodic there) at half of it, reading half costs
     :data:`HALF_COST`, a step between consecutive voiced frames costs the octaves it moves beyond what a glide moves
     in the frames between (:data:`GLIDE_OCTAVES` a frame), at most :data:`JUMP_COST_CAP` (so that one frame read far
-    below, which this path cannot mend, does not drag its neighbours down), and lying more than :data:`REGISTER_OCTAVES` from the
-    voiced frames' median costs :data:`REGISTER_COST` an octave. A glide up to a high note is read as it is; an
-    octave jump and back, or a run an octave over its neighbours, is read at half.
+    below, which this path cannot mend, does not drag its neighbours down), and lying more than
+    :data:`REGISTER_OCTAVES` from the median of the voiced frames from ``own_from`` on costs :data:`REGISTER_COST` an
+    octave (no such cost with fewer than :data:`REGISTER_MIN_FRAMES` of them). A glide up to a high note is read as it
+    is; an octave jump and back, or a run an octave over its neighbours, is read at half.
     """
     at = torch.nonzero(voiced).flatten()
     if at.numel() < 2:
@@ -184,14 +190,15 @@ def _octave_up_slips(f0: torch.Tensor, voiced: torch.Tensor, periodic_at_double:
     levels = torch.stack([f0[at].clamp(min=1.0).log2(), f0[at].clamp(min=1.0).log2() - 1.0], dim=1).tolist()
     allowed = periodic_at_double[at].tolist()
     gaps = (at[1:] - at[:-1]).tolist()
-    median = float(f0[at].log2().median())
+    own = at[at >= own_from]
+    median = float(f0[own].log2().median()) if own.numel() >= REGISTER_MIN_FRAMES else None
     halves = _cheapest_path(levels, allowed, gaps, median)
     slipped = torch.zeros_like(voiced)
     slipped[at[torch.tensor(halves, dtype=torch.bool, device=at.device)]] = True
     return slipped
 
 
-def _cheapest_path(levels: list[list[float]], allowed: list[bool], gaps: list[int], median: float) -> list[bool]:
+def _cheapest_path(levels: list[list[float]], allowed: list[bool], gaps: list[int], median: float | None) -> list[bool]:
     """Viterbi over two readings per voiced frame (``levels[i] = [log2 F0, log2 F0 - 1]``; the second only where
     ``allowed[i]``), ``gaps[i]`` frames between voiced frames ``i`` and ``i + 1`` -> per frame, whether the
     cheapest path reads it at half (:func:`_octave_up_slips` gives the costs). Plain floats: a stream runs it on
@@ -199,7 +206,8 @@ def _cheapest_path(levels: list[list[float]], allowed: list[bool], gaps: list[in
     def local(i: int, state: int) -> float:
         if state and not allowed[i]:
             return math.inf
-        return HALF_COST * state + REGISTER_COST * max(0.0, abs(levels[i][state] - median) - REGISTER_OCTAVES)
+        far = 0.0 if median is None else max(0.0, abs(levels[i][state] - median) - REGISTER_OCTAVES)
+        return HALF_COST * state + REGISTER_COST * far
 
     cost = [local(0, 0), local(0, 1)]
     back: list[tuple[int, int]] = []  # per frame after the first: the best previous state for each state

@@ -8,7 +8,7 @@ the frames the window has not seen whole before (its first frames, which read th
 start, and the new frames at its end). What depends on the whole window (the loud level that decides silence,
 the run edges, the median) is decided again on every window, as :func:`vconv.audio.pitch.track_pitch` decides it.
 The result is the same track (``tests/test_pitch.py`` compares it, window by window); the block's pitch work falls
-from ~4 ms to ~1 ms of one core (docs/STREAMING.md).
+from ~4 ms to ~1 ms of one core (docs/STREAMING.md; the octave-slip path of 2026-11-28 adds ~0.3 ms).
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from vconv.audio.pitch import FrameMeasures, PitchTrack, YinGrid, decide_voicing
 class WindowPitch:
     """``track(window [T], window_start) -> PitchTrack``, as :func:`~vconv.audio.pitch.track_pitch` gives it for
     ``window``, for windows of one stream: ``window_start`` is the window's first sample in the stream, a multiple
-    of ``hop`` (each window starts a whole number of hops after the previous one, or anywhere after a gap)."""
+    of ``hop`` (each window starts a whole number of hops after the previous one, or anywhere after a gap), negative
+    while the window holds the primer before sample 0 (the target's speech, left out of the register the octave-slip
+    path keeps to)."""
 
     def __init__(self, grid: YinGrid, threshold: float, voicing: float) -> None:
         self.grid, self.threshold, self.voicing = grid, threshold, voicing
@@ -53,7 +55,8 @@ class WindowPitch:
             parts.append(self._measure(chunks[reuse_to:]))
         measures = FrameMeasures.cat(parts)
         self._kept, self._first = measures[whole_from:whole_to], first + whole_from
-        return decide_voicing(measures, grid, self.voicing)
+        # frames before stream sample 0 are the primer (the target's speech): not the register the slip path keeps to
+        return decide_voicing(measures, grid, self.voicing, own_from=max(0, -window_start // grid.hop))
 
     def _reusable(self, first: int, whole_from: int, whole_to: int) -> tuple[int, int]:
         """The window's frames ``[start, stop)`` whose measures are kept (read whole by an earlier window and by this

@@ -68,8 +68,8 @@ class ItemWorker(ABC):
         if Path(item.output).exists() and not self.force:
             earlier = read_json_object(record, "corpus record") if record.is_file() else {}
             if earlier.get("key") != key:
-                raise VconvError(f"{item.output}: already exists (made with other settings or inputs, or not by vconv); "
-                                 "pass --force to replace it")
+                raise VconvError(f"{item.output}: already exists (made with other settings, inputs or conversion rules, "
+                                 "which a vconv upgrade can change, or not by vconv); pass --force to replace it")
         write_record(item, key, pending=True)
 
 
@@ -93,18 +93,12 @@ class CorpusWorker(ItemWorker):
 
     def __init__(self, spec: WorkerSpec) -> None:
         from vconv.inference.converter import load
-        from vconv.inference.target_match import SPREAD_FROM_HZ
-        from vconv.models.contour import PITCH_RULES
 
         apply_threads(spec.threads)  # each worker's own (the engine runs several side by side)
         self.spec, self.force = spec, spec.force
         self.converter = load(spec.bundle, spec.settings)
         # what an output depends on besides its source and target files: the bundle's weights and the settings
-        self.settings_key = f"{self.converter.info.digest}|{spec.settings.key()}|{spec.policy.describe()}"
-        if self.converter.model.reads_pitch:  # its outputs change with the pitch rules too
-            self.settings_key += f"|{PITCH_RULES}"
-        if self.converter.target_match == "meanstd":  # ... and with which bands' spread is matched
-            self.settings_key += f"|spread from {SPREAD_FROM_HZ:g} Hz"
+        self.settings_key = f"{self.converter.info.digest}|{spec.settings.key()}|{spec.policy.describe()}{self.rules()}"
         # the releases before ConversionSettings.key() keyed outputs by the settings' repr
         self._repr_key = f"{self.converter.info.digest}|{spec.settings!r}|{spec.policy.describe()}"
         self._targets: dict[tuple[str, ...], tuple[Any, list[str]]] = {}  # voice key -> (TargetVoice, its files)
@@ -117,7 +111,20 @@ class CorpusWorker(ItemWorker):
         # prepares no voice for them)
         result.voice = self._target(item, files)[1] if result.anonymised else list(files)
 
+    def rules(self) -> str:
+        """The conversion's rules that its outputs depend on besides the bundle and the settings (``|``-prefixed;
+        empty when none apply): a pitch model's pitch rules, the meanstd matching's spread rule."""
+        from vconv.inference import target_match
+        from vconv.models.contour import PITCH_RULES
+
+        rules = f"|{PITCH_RULES}" if self.converter.model.reads_pitch else ""
+        if self.converter.target_match == "meanstd":
+            rules += f"|spread from {target_match.SPREAD_FROM_HZ:g} Hz"
+        return rules
+
     def earlier_keys(self, item: CorpusItem) -> list[str]:
+        if self.rules():  # those releases' pitch rules and spread rule were not today's
+            return []
         return [item_key(item, self.spec.policy.files(item.speaker, item.target), self._repr_key)]
 
     def produce(self, item: CorpusItem) -> float:

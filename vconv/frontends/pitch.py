@@ -99,7 +99,8 @@ class PitchPart(FrontEndPart):
 
 @register_frontend
 class YinPitch(PitchPart):
-    """YIN (:mod:`vconv.audio.pitch`): weight-free, deterministic, 32 ms of look-ahead plus one frame of smoothing."""
+    """YIN (:mod:`vconv.audio.pitch`): weight-free, deterministic, 32 ms of look-ahead for each frame's measures (the
+    decisions over the signal, the octave-slip path among them, read the whole window)."""
 
     kind = "yin"
 
