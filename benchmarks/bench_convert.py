@@ -215,7 +215,8 @@ def stage_times(converter, src: Path, ref: Path, out: Path, runs: int) -> dict[s
             return vc.model.convert(content, embedding=target.embedding)
 
     def matching() -> torch.Tensor:
-        return match_spectrum(vc.frontend.denormalize(converted.float()), target.spectrum, vc.target_match, floor=floor)
+        return match_spectrum(vc.frontend.denormalize(converted.float()), target.spectrum, vc.target_match, floor=floor,
+                              band_centres=vc.frontend.logmel.band_centres)
 
     def vocode(**kwargs: bool) -> np.ndarray:
         with vc.compute("vocoder"):

@@ -329,3 +329,16 @@ def test_outputs_keyed_by_an_older_vconv_count_as_done_and_their_records_are_upd
     assert all(updated[path] != keys[path] for path in records)
     assert convert_corpus(corpus / "in.jsonl", out, bundle=tiny_bundle, settings=settings,
                           target=[str(corpus / "voice0.wav")], progress=False).count("done") == 6
+
+
+def test_a_changed_conversion_rule_makes_finished_outputs_stale(tiny_bundle, corpus, monkeypatch):
+    """The outputs depend on the matching's spread rule: with another rule a rerun counts nothing as done and
+    replaces nothing without --force (the same key logic carries a pitch model's PITCH_RULES)."""
+    out = corpus / "out"
+    settings = dataclasses.replace(SETTINGS, target_match="meanstd")
+    args = dict(bundle=tiny_bundle, settings=settings, target=[str(corpus / "voice0.wav")], progress=False)
+    assert convert_corpus(corpus / "in.jsonl", out, **args).count("converted") == 6
+    assert convert_corpus(corpus / "in.jsonl", out, **args).count("done") == 6
+    monkeypatch.setattr("vconv.inference.target_match.SPREAD_FROM_HZ", 300.0)
+    stale = convert_corpus(corpus / "in.jsonl", out, **args)
+    assert stale.count("failed") == 6 and "conversion rules" in stale.results[0].error

@@ -363,3 +363,24 @@ def test_stream_summary_says_when_and_to_what_the_block_grew(capsys):
     _summarise(StreamReport(block_seconds=[0.05]), SimpleNamespace(**{**vars(live), "grown_after": None, "block": 1536}),
                SimpleNamespace(), "auto")
     assert "grew" not in capsys.readouterr().err
+
+
+def test_the_file_conversion_and_the_stream_keep_the_model_s_spread_in_the_melody_s_bands(vc, source, target, monkeypatch):
+    # both paths hand the matching the bands' centres, so the bands under SPREAD_FROM_HZ keep the model's spread
+    import vconv.inference.converter as converter
+    import vconv.inference.streaming as streaming
+    from vconv.inference.target_match import match_spectrum
+
+    calls = []
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs.get("band_centres"))
+        return match_spectrum(*args, **kwargs)
+
+    monkeypatch.setattr(converter, "match_spectrum", recording)
+    monkeypatch.setattr(streaming, "match_spectrum", recording)
+    vc.convert_wav(source[:16000], target)
+    offline = len(calls)
+    _run(vc.stream(target, recent_frontend="off", busy_block_ms=0), source[:16000], [16000])
+    assert 0 < offline < len(calls)
+    assert all(c is not None and c.shape == (vc.features.n_mels,) and float(c.min()) < 600 < float(c.max()) for c in calls)

@@ -37,7 +37,7 @@ EXIT_PARTIAL = 3
 EXIT_INTERRUPTED = 130  # the shell's convention for Ctrl-C
 
 TARGET_MATCH_HELP = ("Move the converted spectrum onto the target's: meanstd (the target's band shape at the converted "
-                     "level, and the spread of each band's slow contour; default), mean (the shape only), or off "
+                     "level, and the spread of each band's slow contour above 600 Hz; default), mean (the shape only), or off "
                      "(the model's output as is).")
 PRECISION_HELP = ("Arithmetic of the networks: auto (bfloat16 on a CPU that computes it natively, float32 "
                   "otherwise; the default), float32, or bfloat16.")

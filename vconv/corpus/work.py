@@ -66,10 +66,12 @@ class ItemWorker(ABC):
         record, or another key's, without ``force``) is an error: nothing the user owns is overwritten."""
         record = record_path(item)
         if Path(item.output).exists() and not self.force:
-            earlier = read_json_object(record, "corpus record") if record.is_file() else {}
-            if earlier.get("key") != key:
-                raise VconvError(f"{item.output}: already exists (made with other settings, inputs or conversion rules, "
-                                 "which a vconv upgrade can change, or not by vconv); pass --force to replace it")
+            if not record.is_file():
+                raise VconvError(f"{item.output}: already exists and was not made by this corpus's vconv runs; "
+                                 "pass --force to replace it")
+            if read_json_object(record, "corpus record").get("key") != key:
+                raise VconvError(f"{item.output}: already exists, made with other settings, inputs or conversion rules "
+                                 "(a vconv upgrade can change the rules); pass --force to make it again")
         write_record(item, key, pending=True)
 
 

@@ -19,7 +19,8 @@ State carried between calls (all of it bounded, whatever the stream's length):
   target's (offline, each chunk's own statistics over 20 s; here, everything converted so far, pooled);
 * for a model with the pitch path, the source's running pitch register (its voiced log-F0 so far, pooled; offline,
   the whole file's), on which each window's melody is whitened. The tracker runs on the window like the content
-  front-end. YIN's look-ahead (half a 64 ms frame and one frame of smoothing) lies inside the stream's; SwiftF0 reads
+  front-end. YIN's per-frame look-ahead (half a 64 ms frame) lies inside the stream's, and its decisions over the
+  signal (silence, the octave-slip path, the smoothing) are taken over the window, as a file's over the file; SwiftF0 reads
   176 ms each way, so a block's last frames are tracked with silence past the window, like the content front-end's.
 
 The vocoder only renders the window's last frames (its receptive field is a few dozen frames), not the

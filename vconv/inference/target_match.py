@@ -74,7 +74,7 @@ SLOW_FRAMES = 9  # the spread is scaled on the contour smoothed over this many f
 # below this the bands hold a speaking voice's fundamental and first harmonics: scaling their slow contour to the
 # target's spread moved the output's harmonics against the excitation's and cost the melody (100 held-out pairs: F0
 # correlation 0.690 -> 0.742 with these bands' spread left to the model, their means still moved; SIM->target
-# -0.006; conversions to piper_joe 0.454 -> 0.645; recipes/voices/MODEL_HISTORY.md, "The melody's bands")
+# -0.006; conversions to piper_joe 0.454 -> 0.645; recipes/voices/MODEL_HISTORY.md, "The melody's path")
 SPREAD_FROM_HZ = 600.0
 
 
