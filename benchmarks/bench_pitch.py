@@ -118,12 +118,12 @@ def tracker_report(manifest: Path, per_speaker: int, reference: str = "praat") -
         both = sum(r["both"] for r in rows)
         est = np.concatenate([r["log_est"] for r in rows])
         ref = np.concatenate([r["log_ref"] for r in rows])
-        worst = max(by_speaker, key=lambda spk: gross_share([r for r, s in zip(rows, speakers) if s == spk]))
+        shares = {spk: gross_share([r for r, s in zip(rows, speakers) if s == spk]) for spk in by_speaker}
+        worst = max(shares, key=lambda spk: shares[spk])
         seconds = best_of(5, lambda track=track: track(ten))
         print(f"| {label} | {sum(r['gross20'] for r in rows) / both:.3f} | {sum(r['gross50'] for r in rows) / both:.3f} | "
               f"{sum(r['voicing_errors'] for r in rows) / sum(r['frames'] for r in rows):.3f} | "
-              f"{np.corrcoef(est, ref)[0, 1]:.3f} | {worst}: "
-              f"{gross_share([r for r, s in zip(rows, speakers) if s == worst]):.3f} | {seconds:.3f} |")
+              f"{np.corrcoef(est, ref)[0, 1]:.3f} | {worst}: {shares[worst]:.3f} | {seconds:.3f} |")
 
 
 def gross_share(rows: list[dict]) -> float:

@@ -145,9 +145,7 @@ def frame_measures(chunks: torch.Tensor, grid: YinGrid, threshold: float) -> Fra
     tau = _pick_lag(cmnd, grid.tau_min, threshold)
     lag, dip = _refine(cmnd, tau)
     double, double_dip = _dip_near(cmnd, 2 * tau.float(), grid.tau_min, int(math.ceil(0.12 * cmnd.shape[1])) + 2)
-    double_lag, double_dip = _refine(cmnd, double)
-    out_of_range = 2 * tau.float() * 0.94 > cmnd.shape[1] - 2
-    double_dip = torch.where(out_of_range, torch.full_like(double_dip, 10.0), double_dip)
+    double_lag, _ = _refine(cmnd, double)
     return FrameMeasures(lag, dip, chunks[:, :span].pow(2).mean(dim=1), double_lag, double_dip)
 
 
@@ -187,11 +185,12 @@ def _octave_up_slips(f0: torch.Tensor, voiced: torch.Tensor, periodic_at_double:
     at = torch.nonzero(voiced).flatten()
     if at.numel() < 2:
         return torch.zeros_like(voiced)
-    levels = torch.stack([f0[at].clamp(min=1.0).log2(), f0[at].clamp(min=1.0).log2() - 1.0], dim=1).tolist()
+    log_f0 = f0[at].clamp(min=1.0).log2()
+    levels = torch.stack([log_f0, log_f0 - 1.0], dim=1).tolist()
     allowed = periodic_at_double[at].tolist()
     gaps = (at[1:] - at[:-1]).tolist()
-    own = at[at >= own_from]
-    median = float(f0[own].log2().median()) if own.numel() >= REGISTER_MIN_FRAMES else None
+    own = log_f0[at >= own_from]
+    median = float(own.median()) if own.numel() >= REGISTER_MIN_FRAMES else None
     halves = _cheapest_path(levels, allowed, gaps, median)
     slipped = torch.zeros_like(voiced)
     slipped[at[torch.tensor(halves, dtype=torch.bool, device=at.device)]] = True
@@ -290,11 +289,12 @@ def _pick_lag(cmnd: torch.Tensor, tau_min: int, threshold: float) -> torch.Tenso
 
 def _dip_near(cmnd: torch.Tensor, centre: torch.Tensor, tau_min: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The deepest ``d'`` of ``cmnd [F, L]`` within ±6 % of each frame's ``centre [F]`` (lags, looked at ``width`` at a
-    time from the lower bound, at least ``tau_min``) -> ``(lag [F] whole samples, d' there [F])``."""
+    time from the lower bound, at least ``tau_min``) -> ``(lag [F] whole samples, d' there [F])``; a centre whose
+    lower bound lies past the lags there are gets ``d'`` 10 (no dip)."""
     length = cmnd.shape[1]
     low = (centre * 0.94).floor().long().clamp(min=tau_min, max=length - 2)
     lags = (low[:, None] + torch.arange(width, device=cmnd.device)).clamp(max=length - 2)
-    inside = lags.float() <= centre[:, None] * 1.06
+    inside = (lags.float() <= centre[:, None] * 1.06) & (centre[:, None] * 0.94 <= length - 2)
     values = torch.where(inside, cmnd.gather(1, lags), torch.full_like(lags, 10.0, dtype=cmnd.dtype))
     best, at = values.min(dim=1)
     return lags.gather(1, at[:, None])[:, 0], best

@@ -100,9 +100,11 @@ class CorpusWorker(ItemWorker):
         self.spec, self.force = spec, spec.force
         self.converter = load(spec.bundle, spec.settings)
         # what an output depends on besides its source and target files: the bundle's weights and the settings
-        self.settings_key = f"{self.converter.info.digest}|{spec.settings.key()}|{spec.policy.describe()}{self.rules()}"
-        # the releases before ConversionSettings.key() keyed outputs by the settings' repr
-        self._repr_key = f"{self.converter.info.digest}|{spec.settings!r}|{spec.policy.describe()}"
+        rules = self.rules()
+        self.settings_key = f"{self.converter.info.digest}|{spec.settings.key()}|{spec.policy.describe()}{rules}"
+        # the releases before ConversionSettings.key() keyed outputs by the settings' repr; with a rule of today's
+        # (pitch rules, the spread rule) their outputs were made otherwise and are not taken as done
+        self._repr_key = None if rules else f"{self.converter.info.digest}|{spec.settings!r}|{spec.policy.describe()}"
         self._targets: dict[tuple[str, ...], tuple[Any, list[str]]] = {}  # voice key -> (TargetVoice, its files)
 
     def describe(self, item: CorpusItem, result: ItemResult) -> None:
@@ -125,7 +127,7 @@ class CorpusWorker(ItemWorker):
         return rules
 
     def earlier_keys(self, item: CorpusItem) -> list[str]:
-        if self.rules():  # those releases' pitch rules and spread rule were not today's
+        if self._repr_key is None:
             return []
         return [item_key(item, self.spec.policy.files(item.speaker, item.target), self._repr_key)]
 
