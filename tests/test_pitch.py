@@ -153,6 +153,20 @@ def test_the_slip_path_halves_a_run_an_octave_over_its_neighbours_and_nothing_a_
     assert slipped([120.0]) == [] and slipped([]) == []
 
 
+def test_the_register_cost_waits_for_enough_of_the_voice_s_own_frames():
+    from vconv.audio.pitch import REGISTER_MIN_FRAMES, _octave_up_slips
+
+    def slipped(own: int) -> list[int]:
+        # a window opening on 20 frames of the target's primer at 150 Hz (before own_from), then the source at 300 Hz
+        f0 = torch.tensor([150.0] * 20 + [300.0] * own)
+        return torch.nonzero(_octave_up_slips(f0, f0 > 0, torch.ones_like(f0, dtype=torch.bool), own_from=20)).flatten().tolist()
+
+    # 3 frames of its own are no register: the step from the primer decides (0.75), halving them costs 3 x 0.2
+    assert REGISTER_MIN_FRAMES > 3 and slipped(3) == [20, 21, 22]
+    # from REGISTER_MIN_FRAMES on, their own median is the register, and an octave under it costs more than the step
+    assert slipped(REGISTER_MIN_FRAMES) == []
+
+
 def test_a_high_voice_after_a_low_primer_keeps_its_octave_in_a_stream_window():
     # a stream's window opens on the target's speech before sample 0; the slip path's register is the source's alone
     primer, _ = gliding_voice(1.4, lambda t: np.full_like(t, 95.0))
@@ -320,6 +334,29 @@ def test_the_target_register_is_measured_saved_and_used(tiny_pitch_bundle, voice
     assert torch.allclose((up - contour)[0, 0] * LOG_F0_SCALE, torch.full_like(up[0, 0], 7 * SEMITONE), atol=1e-4)
     wav = converter.convert(str(voices / "low.wav"), [str(voices / "high.wav")])
     assert wav.shape == (2 * SR,) and np.isfinite(wav).all()
+
+
+def test_a_voice_file_of_older_pitch_rules_converts_and_says_so(tiny_pitch_bundle, voices, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    import vconv
+    from vconv.inference.batch import convert_paths
+    from vconv.inference.voice_file import VoiceSource, save_voice, stale_register_note
+    from vconv.models.contour import PITCH_RULES
+
+    converter = vconv.load(str(tiny_pitch_bundle))
+    path = save_voice(tmp_path / "high.voice", converter.target_voice([str(voices / "high.wav")]),
+                      VoiceSource(converter.info.path.name, converter.info.digest, SR, 0, (), "float32"))
+    assert converter.open_voice(path).register_rules == PITCH_RULES and stale_register_note(converter.open_voice(path), path) is None
+    with safe_open(str(path), framework="pt") as fh:  # the same file as a vconv before the rules were recorded wrote it
+        metadata = {k: v for k, v in (fh.metadata() or {}).items() if k != "pitch_rules"}
+    old = tmp_path / "old.voice"
+    save_file(load_file(str(path)), str(old), metadata=metadata)
+    note = stale_register_note(converter.open_voice(old), old)
+    assert note is not None and str(old) in note and "before they were recorded" in note and PITCH_RULES in note
+    report = convert_paths(converter, voices / "low.wav", [old], tmp_path / "out.wav", progress=False)
+    assert report.converted and note in report.notes  # it converts, with the register of its day, and says so
 
 
 def test_the_stream_runs_the_pitch_path_and_matches_block_sizes(tiny_pitch_bundle, voices):

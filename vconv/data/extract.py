@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from vconv.audio.frontend import FrontEnd, compute_stats
 from vconv.config import FeatureConfig, load_yaml, save_yaml
-from vconv.data.feature_files import load_feature_tensors, load_features, save_features
+from vconv.data.feature_files import load_feature_tensors, load_features, read_feature_metadata, save_features, stale_keys, stored_versions
 from vconv.data.manifest import BadFile, Utterance, feature_path, read_manifest
 from vconv.errors import VconvError, printable
 from vconv.fileio import check_output_path, write_text_atomic
@@ -73,6 +73,12 @@ class ExtractSpec:
     def keys(self) -> tuple[str, ...]:
         clean = ("mel", *dict.fromkeys(part.feature_key for part in self.parts()))
         return clean + tuple(key + ROOM_SUFFIX for key in clean) if self.rooms else clean
+
+    @property
+    def versions(self) -> dict[str, int]:
+        """The output version of each part's tensor, by feature key (with :attr:`rooms`, its room's key too)."""
+        clean = {part.feature_key: part.output_version for part in self.parts()}
+        return {**clean, **{key + ROOM_SUFFIX: version for key, version in clean.items()}} if self.rooms else clean
 
     def extractor(self) -> "Extractor":
         """What computes every requested tensor (the parts' weights loaded and checked)."""
@@ -177,36 +183,41 @@ def _extract_one(job: tuple[str, str, str, ExtractSpec]) -> tuple[str, float, st
     audio, out, utt_id, spec = job
     cfg = FeatureConfig.from_dict(spec.features)
     extractor = _WORKER_EXTRACTOR or spec.extractor()
+    kept, versions = _tensors_to_keep(Path(out), cfg, spec.versions)
     try:
-        mel, extra = extractor.compute(audio, _tensors_to_keep(Path(out), cfg), utt_id)
+        mel, extra = extractor.compute(audio, kept, utt_id)
     except VconvError as exc:
         return utt_id, 0.0, str(exc).split(": ", 1)[-1]
     except Exception as exc:  # noqa: BLE001 - one bad file must not end a corpus run; reported at the end
         return utt_id, 0.0, f"{type(exc).__name__}: {exc}"
-    save_features(out, mel, cfg, extra, id=utt_id, source=audio)
+    save_features(out, mel, cfg, extra, {**versions, **spec.versions}, id=utt_id, source=audio)
     return utt_id, (mel.shape[1] - 1) * cfg.hop_length / cfg.sample_rate, None
 
 
-def _tensors_to_keep(path: Path, cfg: FeatureConfig) -> dict[str, torch.Tensor]:
-    """The tensors of an existing feature file made with ``cfg`` (a file that lacks a part's output keeps the rest);
-    nothing for a missing, unreadable or differently made one."""
+def _tensors_to_keep(path: Path, cfg: FeatureConfig, versions: dict[str, int]) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """The tensors of an existing feature file made with ``cfg``, with their stored output versions (a file that lacks a
+    part's output keeps the rest; a tensor an older version of its part made, by ``versions``, is left out to be made
+    again); nothing for a missing, unreadable or differently made one."""
     if not path.is_file():
-        return {}
+        return {}, {}
     try:
         load_feature_tensors(path, cfg)  # the format and settings checks
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        meta = read_feature_metadata(path)
+        stale = set(stale_keys(meta, versions))
+        return {k: v for k, v in load_file(str(path)).items() if k not in stale}, stored_versions(meta)
     except (VconvError, OSError, ValueError):
-        return {}
+        return {}, {}
 
 
-def is_done(path: Path, cfg: FeatureConfig, keys: tuple[str, ...] = ("mel",)) -> bool:
-    """True when ``path`` holds complete features made with ``cfg``, with every tensor in ``keys``."""
+def is_done(path: Path, cfg: FeatureConfig, keys: tuple[str, ...] = ("mel",), versions: dict[str, int] | None = None) -> bool:
+    """True when ``path`` holds complete features made with ``cfg``, with every tensor in ``keys`` (made by the
+    parts' output ``versions``, by key)."""
     if not path.is_file():
         return False
     try:
-        load_feature_tensors(path, cfg, keys)
+        load_feature_tensors(path, cfg, keys, versions)
     except VconvError:
         return False
     return True
@@ -252,7 +263,7 @@ def extract_features(
     start = time.perf_counter()
     todo: list[Utterance] = []
     for utt in utterances:
-        if is_done(feature_path(out_dir, utt), cfg, spec.keys):
+        if is_done(feature_path(out_dir, utt), cfg, spec.keys, spec.versions):
             report.already_done += 1
         else:
             todo.append(utt)

@@ -1,7 +1,10 @@
 """Self-describing feature files: what `vconv extract` writes and training reads.
 
 A feature file is safetensors whose metadata holds the format version and the FeatureConfig that
-produced it; reading one made with another config is an error that names each differing value. Tensors:
+produced it; reading one made with another config is an error that names each differing value. It also holds the
+output version of each front-end part that made a tensor (``part_versions``, :attr:`vconv.frontends.FrontEndPart.
+output_version`; a file without it, from before, counts as version 1): a tensor of an older version is made again by
+`vconv extract` and refused by training. Tensors:
 
 * ``mel`` float32 ``[n_mels, F]``: the raw natural-log mel, *not* normalised (always there);
 * one tensor per extra front-end part (:mod:`vconv.frontends`), under the part's ``feature_key``: e.g.
@@ -26,12 +29,14 @@ FEATURE_FORMAT_VERSION = 1
 
 
 def save_features(path: str | Path, mel: torch.Tensor, cfg: FeatureConfig, extra: dict[str, torch.Tensor] | None = None,
-                  **meta: str) -> None:
-    """Write ``mel [n_mels, F]`` (+ ``extra`` tensors) with its FeatureConfig and format version, atomically."""
+                  versions: dict[str, int] | None = None, **meta: str) -> None:
+    """Write ``mel [n_mels, F]`` (+ ``extra`` tensors) with its FeatureConfig and format version, atomically;
+    ``versions``: the output version of each extra tensor's part, by key (unlisted: 1)."""
     metadata = {
         "format": "vconv-features",
         "format_version": str(FEATURE_FORMAT_VERSION),
         "feature_config": json.dumps(cfg.to_dict(), sort_keys=True),
+        "part_versions": json.dumps({k: int(v) for k, v in sorted((versions or {}).items()) if k in (extra or {})}),
         **{k: str(v) for k, v in meta.items()},
     }
     with atomic_path(path) as tmp:
@@ -55,9 +60,26 @@ def load_features(path: str | Path, expected: FeatureConfig | None = None) -> to
     return load_feature_tensors(path, expected)["mel"]
 
 
+def stored_versions(meta: dict[str, str]) -> dict[str, int]:
+    """The output version of each stored tensor's part, by key, from a feature file's metadata (``{}`` before they were
+    stored: every tensor then counts as version 1)."""
+    try:
+        versions = json.loads(meta.get("part_versions", "{}"))
+        return {str(k): int(v) for k, v in versions.items()}
+    except (ValueError, TypeError, AttributeError):
+        return {}
+
+
+def stale_keys(meta: dict[str, str], versions: dict[str, int]) -> list[str]:
+    """The keys of ``versions`` (the parts' output versions now) whose stored tensor was made by another version."""
+    stored = stored_versions(meta)
+    return [key for key, version in versions.items() if stored.get(key, 1) != version]
+
+
 def load_feature_tensors(path: str | Path, expected: FeatureConfig | None = None,
-                         keys: tuple[str, ...] = ("mel",)) -> dict[str, torch.Tensor]:
-    """Read ``keys`` (as stored) after the same checks as :func:`load_features`; a missing key is an error."""
+                         keys: tuple[str, ...] = ("mel",), versions: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
+    """Read ``keys`` (as stored) after the same checks as :func:`load_features`; a missing key is an error, and so is
+    one that ``versions`` (the parts' output versions, by key) says an older part made."""
     path = Path(path)
     meta = read_feature_metadata(path)
     if meta.get("format") != "vconv-features":
@@ -76,4 +98,9 @@ def load_feature_tensors(path: str | Path, expected: FeatureConfig | None = None
     missing = [k for k in keys if k not in tensors]
     if missing:
         raise VconvError(f"{path}: has no {', '.join(missing)} features; rerun `vconv extract` with the model's front-ends")
+    stale = stale_keys(meta, {k: v for k, v in (versions or {}).items() if k in keys})
+    if stale:
+        made = stored_versions(meta)
+        said = ", ".join(f"{k} (version {made.get(k, 1)}, this vconv makes {versions[k]})" for k in stale)  # type: ignore[index]
+        raise VconvError(f"{path}: {said} made by an older front-end; rerun `vconv extract` (only that part runs again)")
     return {k: tensors[k] for k in keys}

@@ -72,7 +72,7 @@ class FeatureStore:
     def _load(self, index: int) -> dict[str, torch.Tensor]:
         utt = self.utterances[index]
         if self.features_dir is not None:
-            return load_feature_tensors(feature_path(self.features_dir, utt), self.cfg, self.spec.keys)
+            return load_feature_tensors(feature_path(self.features_dir, utt), self.cfg, self.spec.keys, self.spec.versions)
         if self._extractor is None:
             self._extractor = self.spec.extractor()
         mel, extra = self._extractor.compute(utt.path, key=utt.id)

@@ -5,7 +5,8 @@ A part has a *role* (``"content"``, ``"speaker"`` or ``"pitch"``: :mod:`vconv.fr
 * its config section, ``{"kind": NAME, **constructor keyword arguments}`` (``ModelConfig.content_frontend`` /
   ``speaker_frontend``): :func:`build_frontend_part` refuses keys its constructor does not take;
 * its shape: :meth:`FrontEndPart.channels`, of a sequence at the mel frame rate (``[C, F]``);
-* its feature key, under which ``vconv extract`` stores its output (:attr:`FrontEndPart.feature_key`);
+* its feature key, under which ``vconv extract`` stores its output (:attr:`FrontEndPart.feature_key`), and the
+  version of that output (:attr:`FrontEndPart.output_version`), stored beside it;
 * its frozen weight files, loaded digest-checked from a front-end folder or a bundle and written into a
   bundle (:meth:`FrontEndPart.load_weights` / :meth:`FrontEndPart.save_weights`).
 
@@ -45,6 +46,9 @@ class FrontEndPart(nn.Module):
     sample_rate: ClassVar[int | None] = None  # the audio rate the part needs, if it needs one
     pretrained: ClassVar[str | None] = None  # the pretrained model it runs (a judge must not share it)
     storage_dtype: ClassVar[torch.dtype] = torch.float32  # how `vconv extract` stores its output
+    # raised whenever the same audio gets another output: `vconv extract` makes a stored older one again, and training
+    # refuses it (a model trained on one tracker's contours and run on another's reads contours it never saw)
+    output_version: ClassVar[int] = 1
 
     def channels(self, n_mels: int) -> int:
         """``C`` of the part's output, for features of ``n_mels`` mel bins."""

@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from vconv.audio.pitch import FMAX, FMIN, YinGrid, track_pitch
+from vconv.audio.pitch import FMAX, FMIN, YIN_VERSION, YinGrid, track_pitch
 from vconv.audio.pitch_stream import WindowPitch
 from vconv.audio.pretrained import SWIFT_FILE
 from vconv.audio.swift_pitch import CLASS_RATIO as SWIFT_CLASS_RATIO
@@ -103,6 +103,7 @@ class YinPitch(PitchPart):
     decisions over the signal, the octave-slip path among them, read the whole window)."""
 
     kind = "yin"
+    output_version = YIN_VERSION
 
     def __init__(self, fmin: float = FMIN, fmax: float = FMAX, threshold: float = 0.1, voicing: float = 0.5) -> None:
         super().__init__()

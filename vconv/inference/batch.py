@@ -26,7 +26,7 @@ from vconv.inference.long_files import convert_long_file
 from vconv.inference.plan import ConversionPlan, EmbeddingPlan, plan_conversions, plan_embeddings
 from vconv.inference.target_match import noise_floor_note
 from vconv.inference.targets import MAX_REFERENCE_SECONDS
-from vconv.inference.voice_file import looks_like_voice_file
+from vconv.inference.voice_file import looks_like_voice_file, stale_register_note
 
 
 @dataclass
@@ -88,6 +88,8 @@ def convert_paths(
     noise = noise_floor_note(target.spectrum, converter.frontend.logmel.band_centres)
     report.notes += [noise] if noise and converter.target_match != "off" else []
     report.notes += long_reference_notes([r for r in plan.refs if not looks_like_voice_file(r)])
+    stale = stale_register_note(target, plan.refs[0])
+    report.notes += [stale] if stale else []
     start = time.perf_counter()
     rate = plan.sample_rate if plan.sample_rate is not None else converter.sample_rate
     jobs = plan.jobs

@@ -30,7 +30,9 @@ class TargetVoice:
     second harmonic, nats: :func:`vconv.vocoders.harmonics.h1_h2`), which the harmonic excitation keeps; None when
     unknown (too little voicing, or a voice file made before it was measured);
     ``origin``: where it came from: ``"computed"`` from the references now, ``"cache"`` (the cache of fitted voices) or
-    ``"file"`` (a voice file, :mod:`vconv.inference.voice_file`).
+    ``"file"`` (a voice file, :mod:`vconv.inference.voice_file`);
+    ``register_rules``: for a voice file's register, the pitch rules it was measured under
+    (:data:`vconv.models.contour.PITCH_RULES`; None for a file made before they were recorded).
     """
 
     embedding: torch.Tensor
@@ -40,6 +42,7 @@ class TargetVoice:
     origin: str = "computed"
     register: Register | None = None
     h1_h2: float | None = None
+    register_rules: str | None = None
 
 
 PRIMER_SECONDS = 3.0  # as much as a stream's longest sensible context; the default context takes the last 1.5 s

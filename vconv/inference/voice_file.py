@@ -18,7 +18,9 @@ A voice file is safetensors (tensors and string metadata; nothing in it runs cod
 and metadata: ``format`` (``vconv-voice``), ``version``, ``bundle`` (the bundle's name) and ``bundle_digest``
 (of its weights: an embedding means nothing to another model), ``sample_rate``, ``fit_steps``, ``precision`` (the
 fit's arithmetic), ``fit_losses``,
-``spectrum_frames`` and ``references`` (the sha256 and length of each reference's audio as the model read it).
+``spectrum_frames``, ``references`` (the sha256 and length of each reference's audio as the model read it) and, with a
+register, ``pitch_rules`` (:data:`~vconv.models.contour.PITCH_RULES` when it was measured: a file of older rules
+still converts, with the register of its day, and a conversion says so, :func:`stale_register_note`).
 
 Models that attend over the references' frames (a reference path) need those frames too and have no voice files.
 """
@@ -115,6 +117,8 @@ def save_voice(path: str | Path, voice: "TargetVoice", source: VoiceSource, *, f
                 "fit_losses": json.dumps(list(voice.fit_losses)),
                 "spectrum_frames": str(voice.spectrum.frames),
                 "references": json.dumps([{"sha256": d, "samples": n} for d, n in source.references])}
+    if voice.register is not None:
+        metadata["pitch_rules"] = PITCH_RULES
     with atomic_path(path, overwrite=force) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return Path(path)
@@ -152,7 +156,17 @@ def load_voice(path: str | Path, bundle: str, bundle_digest: str, origin: str = 
     if not torch.isfinite(embedding).all():
         raise VconvError(f"{path}: corrupt voice file (the embedding is not finite)")
     return TargetVoice(embedding=embedding, spectrum=spectrum, primer=primer if primer.size else None, fit_losses=fit_losses,
-                       origin=origin, register=register, h1_h2=h1_h2)
+                       origin=origin, register=register, h1_h2=h1_h2, register_rules=metadata.get("pitch_rules"))
+
+
+def stale_register_note(voice: "TargetVoice", path: str | Path) -> str | None:
+    """A note for a voice file whose pitch register was measured under older pitch rules than this vconv's (it converts
+    with that register: the references are not in the file to measure it again), else None."""
+    if voice.origin != "file" or voice.register is None or voice.register_rules == PITCH_RULES:
+        return None
+    when = voice.register_rules or "before they were recorded"
+    return (f"{path}: its pitch register was measured under older pitch rules ({when}; now: {PITCH_RULES}); it converts "
+            "as then: make the voice again with `vconv voice` for the current ones")
 
 
 def _voiced_bands(tensors: dict[str, "torch.Tensor"], shape: "torch.Size") -> "torch.Tensor | None":
