@@ -342,3 +342,7 @@ def test_a_changed_conversion_rule_makes_finished_outputs_stale(tiny_bundle, cor
     monkeypatch.setattr("vconv.inference.target_match.SPREAD_FROM_HZ", 300.0)
     stale = convert_corpus(corpus / "in.jsonl", out, **args)
     assert stale.count("failed") == 6 and "conversion rules" in stale.results[0].error
+    from vconv.inference.target_match import spread_rules
+
+    # a cleaned source's spread narrowed only (2026-11-28) is a rule of every conversion that may clean its source
+    assert spread_rules("off") != spread_rules("auto") == spread_rules("on")

@@ -69,6 +69,29 @@ def test_enhance_reaches_the_source_and_the_references(tiny_bundle, tmp_path):
     assert sf.info(str(out)).frames == sf.info(str(tmp_path / "src.wav")).frames
 
 
+def test_a_source_cleaned_of_a_room_has_its_spread_only_narrowed(tiny_bundle, monkeypatch):
+    # the file conversion tells the matching whether the enhancer took a room out of the source (docs/ROOMS.md)
+    import vconv.inference.converter as converter
+    from vconv.inference.target_match import match_spectrum
+
+    dry, _ = _bursts()
+    wet = np.convolve(dry, impulse_response(Room(rt60=0.6, snr_db=60.0), SR))[: dry.size].astype(np.float32)
+    widened = []
+
+    def recording(*args, **kwargs):
+        widened.append(kwargs["widen"])
+        return match_spectrum(*args, **kwargs)
+
+    monkeypatch.setattr(converter, "match_spectrum", recording)
+    vc = converter.load(tiny_bundle, vocoder="griffinlim", enhance="auto")
+    target = vc.target_voice(voiced_signal(2.0, f0=220.0), SR)
+    for wav in (dry, wet):
+        vc.convert_wav(wav, target)
+    assert widened == [True, False]
+    converter.load(tiny_bundle, vocoder="griffinlim", enhance="off").convert_wav(wet, target)
+    assert widened[-1] is True  # not cleaned, as recorded: matched as a clean source is
+
+
 def test_auto_cleans_only_what_its_estimates_place_in_a_room(tmp_path):
     from vconv.audio.enhance import QUICK_REVERBERANT_DB, _spectrum, late_reverberation_db, quick_late_db
 
@@ -78,6 +101,10 @@ def test_auto_cleans_only_what_its_estimates_place_in_a_room(tmp_path):
     assert quick_late_db(_spectrum(dry)) < QUICK_REVERBERANT_DB < quick_late_db(_spectrum(wet))  # what auto decides on
     np.testing.assert_array_equal(enhance(dry, SR, only_in_a_room=True), dry)  # as recorded: left alone
     np.testing.assert_array_equal(enhance(wet, SR, only_in_a_room=True), enhance(wet, SR))
+    from vconv.audio.enhance import enhance_in_a_room
+
+    assert enhance_in_a_room(dry, SR) is None  # and the caller learns which it was
+    np.testing.assert_array_equal(enhance_in_a_room(wet, SR), enhance(wet, SR))
     result = invoke("convert", "x.wav", "-t", "y.wav", "-o", str(tmp_path / "o.wav"), "--enhance", "maybe")
     assert result.exit_code == 1 and "--enhance 'maybe': expected one of off, auto, on" in result.output
 

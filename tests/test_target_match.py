@@ -89,6 +89,21 @@ def test_the_melody_s_bands_keep_the_model_s_spread_and_take_the_target_s_shape(
     torch.testing.assert_close(moved.mean[low] - moved.mean.mean(), everywhere.mean[low] - everywhere.mean.mean(), atol=0.1, rtol=0)
 
 
+def test_without_widening_a_spread_is_only_narrowed():
+    target = spectrum_stats([utterance(level=-2.0, spread=0.8, seed=1)])
+    lively, flat = utterance(spread=1.2, seed=3)[None], utterance(spread=0.4, seed=4)[None]
+    for source in (lively, flat):
+        own = spectrum_stats([source[0]]).std
+        narrowed = spectrum_stats([match_spectrum(source, target, "meanstd", widen=False)[0]]).std
+        both = spectrum_stats([match_spectrum(source, target, "meanstd")[0]]).std
+        if source is lively:  # above the target's: narrowed as with widening
+            torch.testing.assert_close(narrowed, both)
+            assert float((narrowed / own).mean()) < 0.8
+        else:  # under it: left at its own, where widening would double it
+            torch.testing.assert_close(narrowed, own, atol=0, rtol=0.02)
+            assert float((both / own).mean()) > 1.5
+
+
 def test_spread_ratio_is_bounded():
     target = spectrum_stats([utterance(spread=5.0)])
     source = utterance(spread=0.5, seed=4)[None]

@@ -59,11 +59,25 @@ def enhance(wav: np.ndarray, sr: int, *, dereverb: bool = True, denoise: bool = 
     """Mono float32 ``[T]`` at ``sr`` → the same length, dereverberated and denoised (each can be turned off).
     ``only_in_a_room``: unchanged unless the blind estimates say it was recorded in a room (:func:`in_a_room`)."""
     x = np.asarray(wav, dtype=np.float32)
+    if only_in_a_room:
+        cleaned = enhance_in_a_room(x, sr, dereverb=dereverb, denoise=denoise)
+        return x if cleaned is None else cleaned
     spec = _spectrum(x)
-    if spec is None:
-        return x
-    if only_in_a_room and not in_a_room(quick_late_db(spec), estimate_snr(x, sr), reverberant_db=QUICK_REVERBERANT_DB):
-        return x  # a recording as most are: the quick estimate is all it costs
+    return x if spec is None else _cleaned(x, spec, dereverb, denoise)
+
+
+def enhance_in_a_room(wav: np.ndarray, sr: int, *, dereverb: bool = True, denoise: bool = True) -> np.ndarray | None:
+    """:func:`enhance` of mono ``[T]`` if the blind estimates place it in a room (:func:`in_a_room`), else None: a
+    recording as most are pays the quick estimate only, and the caller learns which it was."""
+    x = np.asarray(wav, dtype=np.float32)
+    spec = _spectrum(x)
+    if spec is None or not in_a_room(quick_late_db(spec), estimate_snr(x, sr), reverberant_db=QUICK_REVERBERANT_DB):
+        return None
+    return _cleaned(x, spec, dereverb, denoise)
+
+
+def _cleaned(x: np.ndarray, spec: torch.Tensor, dereverb: bool, denoise: bool) -> np.ndarray:
+    """``x [T]`` from its spectrum ``spec`` dereverberated and denoised (as asked), the same length."""
     out = dereverberate(spec) if dereverb else spec
     if denoise:
         out = out * noise_gain(out.abs() ** 2)

@@ -123,7 +123,7 @@ class CorpusWorker(ItemWorker):
 
         rules = f"|{PITCH_RULES}" if self.converter.model.reads_pitch else ""
         if self.converter.target_match == "meanstd":
-            rules += f"|spread from {target_match.SPREAD_FROM_HZ:g} Hz"
+            rules += f"|{target_match.spread_rules(self.converter.enhance)}"
         return rules
 
     def earlier_keys(self, item: CorpusItem) -> list[str]:

@@ -313,7 +313,7 @@ class VoiceConverter(TargetPreparation, PitchStage):
 
         def convert_chunk(recorded: np.ndarray) -> np.ndarray:
             # the target embedding is computed once per file and handed to the model's one conversion path
-            piece = self.heard(recorded)
+            piece, cleaned = self.heard_cleaned(recorded)
             pitch = self.source_pitch(piece, register, source_register, h1_h2)
             log_mel = self.decode_mel(self._model_input(piece), embedding, pitch)
             # the piece includes its context: room tone within CONTEXT_SECONDS of speech is matched on that speech's
@@ -321,8 +321,9 @@ class VoiceConverter(TargetPreparation, PitchStage):
             pause = level is not None and is_pause(energy_level(self.frontend.log_mel(recorded)), level)
             own = self._vocode(log_mel, piece.size, pitch) if unmatched else None
             if matching and not pause and spectrum is not None:  # (matching implies a spectrum; said for mypy)
+                # a source the enhancer took a room out of: its conversion's spread is only narrowed (target_match)
                 log_mel = match_spectrum(log_mel, spectrum, self.target_match, floor=math.log(self.features.log_floor),
-                                         band_centres=self.frontend.logmel.band_centres)
+                                         band_centres=self.frontend.logmel.band_centres, widen=not cleaned)
             elif own is not None:  # nothing matched: the two outputs are one
                 return np.stack([own, own])
             out = self._vocode(log_mel, piece.size, pitch)

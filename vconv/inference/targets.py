@@ -63,11 +63,18 @@ class TargetPreparation:
         """A model-rate input ``[T]`` as the networks read it: with :attr:`enhance` ``on`` (``auto``: when its estimates
         place it in a room), its late reverberation and steady noise taken out (:mod:`vconv.audio.enhance`), else as
         recorded."""
-        if self.enhance == "off":
-            return wav
-        from vconv.audio.enhance import enhance
+        return self.heard_cleaned(wav)[0]
 
-        return enhance(wav, self.sample_rate, only_in_a_room=self.enhance == "auto")
+    def heard_cleaned(self, wav: np.ndarray) -> tuple[np.ndarray, bool]:
+        """:meth:`heard`'s ``[T]``, and whether the enhancer took a room out of it."""
+        if self.enhance == "off":
+            return wav, False
+        from vconv.audio.enhance import enhance, enhance_in_a_room
+
+        if self.enhance == "on":
+            return enhance(wav, self.sample_rate), True
+        cleaned = enhance_in_a_room(wav, self.sample_rate)
+        return (wav, False) if cleaned is None else (cleaned, True)
 
     def _prepare_refs(self, refs: Sequence[AudioInput] | AudioInput, sr: int | None) -> list[np.ndarray]:
         """One or several references → prepared waveforms ``[T_i]`` (at least one)."""
