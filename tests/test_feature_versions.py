@@ -26,25 +26,26 @@ def test_an_older_tracker_s_rows_are_made_again_by_extract_and_refused_by_traini
     assert invoke(*extract).exit_code == 0
     first, second = (feature_path(feats, utt) for utt in read_manifest(manifests / "all.jsonl")[:2])
     assert stored_versions(read_feature_metadata(first)) == {"pitch_yin": YIN_VERSION}
-    # what a vconv before the slip path wrote: the same file, its rows made by YIN 1 (zeros here, to tell them apart)
+    # what a vconv before the slip path wrote: the same file, its rows made by YIN 1 (zeros here, to tell them apart),
+    # its mel marked (+1) to show that a rerun keeps what is not stale instead of computing it again
     tensors, cfg = load_file(str(first)), FeatureConfig.from_dict(read_feature_config(first))
-    old_rows = torch.zeros_like(tensors["pitch_yin"])
-    save_features(first, tensors["mel"], cfg, {**tensors, "pitch_yin": old_rows}, {"pitch_yin": 1})
+    old_rows, marked_mel = torch.zeros_like(tensors["pitch_yin"]), tensors["mel"] + 1.0
+    extra = {key: value for key, value in tensors.items() if key != "mel"}
+    save_features(first, marked_mel, cfg, {**extra, "pitch_yin": old_rows}, {"pitch_yin": 1})
     second_bytes = second.read_bytes()
 
-    with pytest.raises(VconvError, match=r"pitch_yin \(version 1, this vconv makes %d\) made by an older front-end; "
+    with pytest.raises(VconvError, match=r"pitch_yin made by version 1 of its front-end \(this vconv makes %d\); "
                                          r"rerun `vconv extract`" % YIN_VERSION):
         load_feature_tensors(first, cfg, ("mel", "pitch_yin"), {"pitch_yin": YIN_VERSION})
     overrides = [f"train.train_manifest={manifests / 'all.jsonl'}", f"train.run_dir={tmp_path / 'run'}",
                  f"train.features_dir={feats}", "train.steps=1"]
-    trainer = ModelTrainer(*load_run_config(str(conf), overrides), progress=False)
-    with pytest.raises(VconvError, match="made by an older front-end"):
-        trainer.batches.store.tensors(0)
+    with pytest.raises(VconvError, match=r"\(one of 1 such feature files\): pitch_yin made by version 1"):
+        ModelTrainer(*load_run_config(str(conf), overrides), progress=False)  # before any step, not when first drawn
 
     result = invoke(*extract)
     assert result.exit_code == 0, result.output
     again = load_file(str(first))
-    torch.testing.assert_close(again["mel"], tensors["mel"])  # the mel and the Whisper states are kept ...
+    torch.testing.assert_close(again["mel"], marked_mel)  # the mel is kept as stored (not computed again) ...
     torch.testing.assert_close(again["pitch_yin"], tensors["pitch_yin"])  # ... the tracker's rows made again
     assert stored_versions(read_feature_metadata(first)) == {"pitch_yin": YIN_VERSION}
     assert second.read_bytes() == second_bytes  # a file of this version is not touched

@@ -76,6 +76,35 @@ def stale_keys(meta: dict[str, str], versions: dict[str, int]) -> list[str]:
     return [key for key, version in versions.items() if stored.get(key, 1) != version]
 
 
+def check_part_versions(paths: list[Path], versions: dict[str, int]) -> None:
+    """Before training reads any of them: a one-line error for the first of ``paths`` (those that exist) whose tensors
+    an older (or another) version of their part made, by ``versions``, with how many such files there are. Reads the
+    files' headers only."""
+    if not versions:
+        return
+    first: tuple[Path, dict[str, str], list[str]] | None = None
+    count = 0
+    for path in paths:
+        if not path.is_file():  # a missing file is the loader's error, with its own message
+            continue
+        meta = read_feature_metadata(path)
+        keys = stale_keys(meta, versions)
+        if keys:
+            count += 1
+            first = first or (path, meta, keys)
+    if first is not None:
+        path, meta, keys = first
+        raise VconvError(f"{path} (one of {count} such feature files): {stale_said(meta, keys, versions)}")
+
+
+def stale_said(meta: dict[str, str], stale: list[str], versions: dict[str, int]) -> str:
+    """What is stale in a feature file and what to do, in one line."""
+    made = stored_versions(meta)
+    said = ", ".join(f"{key} made by {f'version {made[key]}' if key in made else 'an unrecorded version'} of its front-end "
+                     f"(this vconv makes {versions[key]})" for key in stale)
+    return f"{said}; rerun `vconv extract` with the model's config (-c) and --frontends: only that part runs again"
+
+
 def load_feature_tensors(path: str | Path, expected: FeatureConfig | None = None,
                          keys: tuple[str, ...] = ("mel",), versions: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
     """Read ``keys`` (as stored) after the same checks as :func:`load_features`; a missing key is an error, and so is
@@ -100,7 +129,5 @@ def load_feature_tensors(path: str | Path, expected: FeatureConfig | None = None
         raise VconvError(f"{path}: has no {', '.join(missing)} features; rerun `vconv extract` with the model's front-ends")
     stale = stale_keys(meta, {k: v for k, v in (versions or {}).items() if k in keys})
     if stale:
-        made = stored_versions(meta)
-        said = ", ".join(f"{k} (version {made.get(k, 1)}, this vconv makes {versions[k]})" for k in stale)  # type: ignore[index]
-        raise VconvError(f"{path}: {said} made by an older front-end; rerun `vconv extract` (only that part runs again)")
+        raise VconvError(f"{path}: {stale_said(meta, stale, versions or {})}")
     return {k: tensors[k] for k in keys}

@@ -22,7 +22,7 @@ from vconv.audio.frontend import FrontEnd
 from vconv.audio.perturb import MelPerturber
 from vconv.config import FeatureConfig
 from vconv.data.extract import ROOM_SUFFIX, Extractor, ExtractSpec
-from vconv.data.feature_files import load_feature_tensors
+from vconv.data.feature_files import check_part_versions, load_feature_tensors
 from vconv.data.manifest import Utterance, feature_path
 from vconv.frontends import FrontEndPart
 
@@ -64,6 +64,8 @@ class FeatureStore:
         self.cfg = FeatureConfig.from_dict(spec.features)
         self.features_dir = Path(features_dir) if features_dir else None
         self._extractor: Extractor | None = None  # only when features are computed on the fly
+        if self.features_dir is not None:  # an older tracker's rows fail now, in one line, not when first drawn
+            check_part_versions([feature_path(self.features_dir, utt) for utt in self.utterances], spec.versions)
         self.tensors = lru_cache(maxsize=cache_size)(self._load)
 
     def get(self, index: int) -> torch.Tensor:

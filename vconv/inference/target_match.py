@@ -24,6 +24,9 @@ toward the target's, never widened (``widen=False``): widening scales up the slo
 reverberant source, room smear and all, and Whisper base then heard fewer words (100 held-out pairs in a 0.45 s, 20 dB
 room: CER 0.237 -> 0.212, paired -0.025 +- 0.018, SIM->target -0.005 +- 0.003, success 83 % both; clean, where narrowing
 alone costs the same voice for no words, -0.005 +- 0.016, widening stays: ``docs/ROOMS.md``, "The room's spread").
+It is decided where the cleaning is, for each chunk of a long file (the chunks' 1 s cross-fades join the two rules);
+a dry but noisy source that the estimates place in a room (SNR under 18 dB) counts as cleaned too, though the rule
+was measured in a reverberant, noisy room only; with ``--enhance on`` every source is cleaned, and narrowed.
 
 The band means are moved as a shape: the converted utterance keeps its own overall level (mean over
 bands), so a loud reference does not make a loud (or clipped) conversion.

@@ -66,15 +66,18 @@ class TargetPreparation:
         return self.heard_cleaned(wav)[0]
 
     def heard_cleaned(self, wav: np.ndarray) -> tuple[np.ndarray, bool]:
-        """:meth:`heard`'s ``[T]``, and whether the enhancer took a room out of it."""
+        """:meth:`heard`'s ``[T]``, and whether the enhancer cleaned it (``auto``: its estimates placed it in a room,
+        reverberant or noisy; ``on``: every input long enough to clean)."""
         if self.enhance == "off":
             return wav, False
         from vconv.audio.enhance import enhance, enhance_in_a_room
 
+        x = np.asarray(wav, dtype=np.float32)
         if self.enhance == "on":
-            return enhance(wav, self.sample_rate), True
-        cleaned = enhance_in_a_room(wav, self.sample_rate)
-        return (wav, False) if cleaned is None else (cleaned, True)
+            cleaned = enhance(x, self.sample_rate)
+            return cleaned, cleaned is not x  # a clip too short to clean comes back as it was
+        in_room = enhance_in_a_room(x, self.sample_rate)
+        return (x, False) if in_room is None else (in_room, True)
 
     def _prepare_refs(self, refs: Sequence[AudioInput] | AudioInput, sr: int | None) -> list[np.ndarray]:
         """One or several references → prepared waveforms ``[T_i]`` (at least one)."""
