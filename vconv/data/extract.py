@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from vconv.audio.frontend import FrontEnd, compute_stats
 from vconv.config import FeatureConfig, load_yaml, save_yaml
-from vconv.data.feature_files import load_feature_tensors, load_features, read_feature_metadata, save_features, stale_keys, stored_versions
+from vconv.data.feature_files import checked_metadata, load_feature_tensors, load_features, save_features, stale_keys, stored_versions
 from vconv.data.manifest import BadFile, Utterance, feature_path, read_manifest
 from vconv.errors import VconvError, printable
 from vconv.fileio import check_output_path, write_text_atomic
@@ -201,10 +201,9 @@ def _tensors_to_keep(path: Path, cfg: FeatureConfig, versions: dict[str, int]) -
     if not path.is_file():
         return {}, {}
     try:
-        load_feature_tensors(path, cfg)  # the format and settings checks
+        meta = checked_metadata(path, cfg)  # the format and settings checks, from the header alone
         from safetensors.torch import load_file
 
-        meta = read_feature_metadata(path)
         stale = set(stale_keys(meta, versions))
         return {k: v for k, v in load_file(str(path)).items() if k not in stale}, stored_versions(meta)
     except (VconvError, OSError, ValueError):

@@ -110,6 +110,19 @@ def load_feature_tensors(path: str | Path, expected: FeatureConfig | None = None
     """Read ``keys`` (as stored) after the same checks as :func:`load_features`; a missing key is an error, and so is
     one that ``versions`` (the parts' output versions, by key) says an older part made."""
     path = Path(path)
+    meta = checked_metadata(path, expected)
+    tensors = load_file(str(path))
+    missing = [k for k in keys if k not in tensors]
+    if missing:
+        raise VconvError(f"{path}: has no {', '.join(missing)} features; rerun `vconv extract` with the model's front-ends")
+    stale = stale_keys(meta, {k: v for k, v in (versions or {}).items() if k in keys})
+    if stale:
+        raise VconvError(f"{path}: {stale_said(meta, stale, versions or {})}")
+    return {k: tensors[k] for k in keys}
+
+
+def checked_metadata(path: Path, expected: FeatureConfig | None = None) -> dict[str, str]:
+    """A feature file's metadata (its header alone) after the format and FeatureConfig checks of :func:`load_features`."""
     meta = read_feature_metadata(path)
     if meta.get("format") != "vconv-features":
         raise VconvError(f"{path}: not a vconv feature file")
@@ -123,11 +136,4 @@ def load_feature_tensors(path: str | Path, expected: FeatureConfig | None = None
         diffs = stored.differences(expected)
         if diffs:
             raise VconvError(f"{path}: made with another feature config (file vs expected: {'; '.join(diffs)})")
-    tensors = load_file(str(path))
-    missing = [k for k in keys if k not in tensors]
-    if missing:
-        raise VconvError(f"{path}: has no {', '.join(missing)} features; rerun `vconv extract` with the model's front-ends")
-    stale = stale_keys(meta, {k: v for k, v in (versions or {}).items() if k in keys})
-    if stale:
-        raise VconvError(f"{path}: {stale_said(meta, stale, versions or {})}")
-    return {k: tensors[k] for k in keys}
+    return meta

@@ -64,8 +64,10 @@ class FeatureStore:
         self.cfg = FeatureConfig.from_dict(spec.features)
         self.features_dir = Path(features_dir) if features_dir else None
         self._extractor: Extractor | None = None  # only when features are computed on the fly
+        # what each item reads, and the parts' output versions: built from the spec's parts once, not per item
+        self.keys, self.versions = spec.keys, spec.versions
         if self.features_dir is not None:  # an older tracker's rows fail now, in one line, not when first drawn
-            check_part_versions([feature_path(self.features_dir, utt) for utt in self.utterances], spec.versions)
+            check_part_versions([feature_path(self.features_dir, utt) for utt in self.utterances], self.versions)
         self.tensors = lru_cache(maxsize=cache_size)(self._load)
 
     def get(self, index: int) -> torch.Tensor:
@@ -74,7 +76,7 @@ class FeatureStore:
     def _load(self, index: int) -> dict[str, torch.Tensor]:
         utt = self.utterances[index]
         if self.features_dir is not None:
-            return load_feature_tensors(feature_path(self.features_dir, utt), self.cfg, self.spec.keys, self.spec.versions)
+            return load_feature_tensors(feature_path(self.features_dir, utt), self.cfg, self.keys, self.versions)
         if self._extractor is None:
             self._extractor = self.spec.extractor()
         mel, extra = self._extractor.compute(utt.path, key=utt.id)
