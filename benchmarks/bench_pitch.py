@@ -22,7 +22,8 @@ voice, the register (median F0) of source, target and output; and, for a bundle 
 excitation, :mod:`vconv.vocoders.harmonics`).
 
 ``judges``: which tracker can judge the melody. On each speaker's own recordings (no model involved) the weight-free
-candidates, Praat's autocorrelation tracker (``vconv evaluate``'s pitch judge since 2026-11-28), pYIN, WORLD harvest and
+candidates, Praat's autocorrelation tracker (``vconv evaluate``'s pitch judge since 2026-11-28; its second pass within
+the recording's own range since 2026-11-28, and ``Praat 60-700``: its first pass alone), pYIN, WORLD harvest and
 WORLD dio + stonemask (the judge before), each pair's share of jointly voiced frames within 50 cents and their log-F0
 correlation there, and each tracker's median F0 per speaker: a judge should agree with the others on every voice.
 """
@@ -150,7 +151,8 @@ def judge_candidates() -> dict:
     def harvest_5ms(wav: np.ndarray) -> np.ndarray:
         return pw.harvest(wav.astype(np.float64), 16000, f0_floor=60.0, f0_ceil=700.0, frame_period=JUDGE_FRAME_MS)[0]
 
-    return {"Praat": lambda w: f0_contour(w, 16000), "pYIN": pyin, "harvest": harvest_5ms, "dio": lambda w: world_f0(w, 16000)}
+    return {"Praat": lambda w: f0_contour(w, 16000), "Praat 60-700": lambda w: f0_contour(w, 16000, adaptive=False),
+            "pYIN": pyin, "harvest": harvest_5ms, "dio": lambda w: world_f0(w, 16000)}
 
 
 def judges_report(manifest: Path, per_speaker: int) -> None:
@@ -162,6 +164,7 @@ def judges_report(manifest: Path, per_speaker: int) -> None:
     trackers = judge_candidates()
     pairs = list(itertools.combinations(trackers, 2))
     by_speaker: dict[str, list] = {}
+    passes: list[tuple[str, dict]] = []
     for utt in read_manifest(manifest, nonempty=True):
         by_speaker.setdefault(utt.speaker, []).append(utt)
     print("| speaker | median F0 Hz (" + ", ".join(trackers) + ") | " +
@@ -185,6 +188,47 @@ def judges_report(manifest: Path, per_speaker: int) -> None:
             ref = np.concatenate([r["log_ref"] for r in rows])
             cells.append(f"{1 - sum(r['gross50'] for r in rows) / both:.2f}, {np.corrcoef(est, ref)[0, 1]:.2f}")
         print(f"| {speaker} | " + " / ".join(medians) + " | " + " | ".join(cells) + " |")
+        passes.append((speaker, where_the_passes_differ(wavs, tracks)))
+    print("\nWhere Praat's second pass (under the recording's own ceiling) reads a frame the first voiced otherwise (> 50 ¢ or "
+          "unvoiced): the share of the first pass's voiced frames, the median F0 each pass reads there, and the spectrum's "
+          "own reading, the median spacing of its harmonics (adjacent peaks under 1.5 kHz, 80 ms window)")
+    print("| speaker | frames (share) | first pass Hz | second pass Hz (unvoiced) | harmonic spacing Hz |\n|---|---|---|---|---|")
+    for speaker, d in passes:
+        print(f"| {speaker} | {d['frames']} ({d['share']:.1%}) | {d['first_hz']:.0f} | {d['second_hz']:.0f} "
+              f"({d['unvoiced']}) | {d['spacing_hz']:.0f} |")
+
+
+def harmonic_spacing(wav: np.ndarray, centre: int, rate: int = 16000) -> float:
+    """Median distance in Hz between adjacent spectral peaks under 1.5 kHz in 80 ms of ``wav`` around sample
+    ``centre``: a reading of the fundamental that no tracker's search range or voicing rule decides."""
+    from scipy.signal import find_peaks
+
+    half = int(0.04 * rate)
+    seg = wav[max(0, centre - half) : centre + half].astype(np.float64)
+    if seg.size < half:
+        return float("nan")
+    db = 20 * np.log10(np.abs(np.fft.rfft(seg * np.hanning(seg.size), 16384)) + 1e-9)
+    hz = np.fft.rfftfreq(16384, 1 / rate)
+    peaks, _ = find_peaks(db[hz < 1500], prominence=6, distance=int(40 / hz[1]))
+    return float(np.median(np.diff(hz[peaks]))) if peaks.size > 2 else float("nan")
+
+
+def where_the_passes_differ(wavs: list[np.ndarray], tracks: list[dict]) -> dict:
+    """Frames voiced by Praat's first pass (60-700 Hz) that its second pass reads more than 50 cents away or unvoiced."""
+    first, second, spacing, voiced = [], [], [], 0
+    for wav, t in zip(wavs, tracks):
+        a, b = t["Praat 60-700"], t["Praat"]
+        voiced += int((a > 0).sum())
+        differ = (a > 0) & ((b <= 0) | (np.abs(np.log2(np.maximum(b, 1e-9) / np.maximum(a, 1e-9))) > 50 / 1200))
+        for i in np.flatnonzero(differ):
+            first.append(a[i])
+            second.append(b[i])
+            spacing.append(harmonic_spacing(wav, int(i * JUDGE_FRAME_MS * 16)))
+    second_voiced = [x for x in second if x > 0]
+    return {"frames": len(first), "share": len(first) / max(voiced, 1),
+            "first_hz": float(np.median(first)) if first else float("nan"),
+            "second_hz": float(np.median(second_voiced)) if second_voiced else float("nan"),
+            "unvoiced": len(second) - len(second_voiced), "spacing_hz": float(np.nanmedian(spacing)) if spacing else float("nan")}
 
 
 def best_of(repeat: int, fn) -> float:

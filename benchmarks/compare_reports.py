@@ -7,9 +7,9 @@ each conversion pair is judged in both. For each system (``converted``: as shipp
 matching; ``unmatched``: the model's own output) and measure it prints the baseline's mean, the changed
 report's mean and their paired difference with its 95 % confidence interval (``1.96 * sd / sqrt(n)`` of the
 per-pair differences). A change "holds the figures" when every interval covers 0 or lies on the good side.
-Pitch measures (the register error) are compared only between reports of the same pitch judge (a report made before
-2026-11-28, without one named, was judged by WORLD dio; Praat's tracker since): across judges they are left out, said
-on stderr.
+Pitch measures (the F0 correlation and the register error) are compared only between reports of the same pitch judge
+run the same way (a report made before 2026-11-28, without one named, was judged by WORLD dio; Praat's tracker since,
+under each recording's own ceiling since the second pass): across judges they are left out, said on stderr.
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ MEASURES = {
     "success": True,
     "cer": False,
     "dnsmos_ovrl": True,
+    "f0_corr": True,
     "register_err_cents": False,
 }
 
 
-PITCH_MEASURES = {"register_err_cents"}
+PITCH_MEASURES = {"f0_corr", "register_err_cents"}
 
 
 def read_report(report: Path) -> dict[str, Any]:
@@ -46,10 +47,11 @@ def rows_by_pair(report: Path, system: str) -> dict[str, dict[str, Any]]:
 
 
 def pitch_judge(report: Path) -> str:
-    """The tracker that judged a report's pitch, without its version (reports before 2026-11-28 name none: WORLD dio
-    judged them)."""
+    """The tracker that judged a report's pitch and how it was run, without its version: the words before the version
+    and the settings after the first comma (reports before 2026-11-28 name none: WORLD dio judged them)."""
     named = read_report(report).get("meta", {}).get("judges", {}).get("pitch") or "WORLD dio + stonemask"
-    return named.split()[0]
+    tracker, _, settings = named.partition(",")
+    return " ".join([tracker.split()[0], settings.strip()]).strip()
 
 
 def paired_difference(before: list[float], after: list[float]) -> tuple[float, float]:

@@ -150,6 +150,29 @@ def test_pitch_judge_follows_a_known_contour_on_worlds_frame_grid():
     assert not P.f0_contour(voiced_signal(0.05, sr=24000), 24000).any()  # exactly three periods at 24 kHz
 
 
+def test_pitch_judge_keeps_to_the_recordings_own_range():
+    """A stretch read far above the voice's range (a creaky phrase end a 60-700 Hz search reads an octave or two up)
+    is searched again under 1.9 x q65 of the first pass; a steady voice reads the same either way."""
+    steady = voiced_signal(1.0, f0=120.0)
+    once, twice = P.f0_contour(steady, SR, adaptive=False), P.f0_contour(steady, SR)
+    both = (once > 0) & (twice > 0)
+    assert both.mean() > 0.7 and np.abs(twice[both] / once[both] - 1).max() < 0.01
+    high = voiced_signal(0.15, f0=480.0, seed=3)  # 15 % of the recording two octaves up
+    slip = np.concatenate([steady[: SR // 2], high, steady[SR // 2 :]])
+    first = P.f0_contour(slip, SR, adaptive=False)
+    assert (first > 400).sum() > 10  # the first pass reads the stretch at its 480 Hz
+    floor, ceil = P.speaker_range(first, 60.0, 700.0)
+    assert floor == 60.0 and 120.0 < ceil < 240.0
+    assert not (P.f0_contour(slip, SR) > ceil).any()
+
+
+def test_speaker_range_needs_enough_voice_and_stays_within_the_first_search():
+    assert P.speaker_range(np.r_[np.zeros(50), np.full(P.RANGE_MIN_FRAMES - 1, 100.0)], 60.0, 700.0) == (60.0, 700.0)
+    assert P.speaker_range(np.full(100, 70.0), 60.0, 700.0) == (60.0, pytest.approx(1.9 * 70.0))
+    assert P.speaker_range(np.full(100, 61.0), 60.0, 700.0) == (60.0, 120.0)  # at least an octave over the floor
+    assert P.speaker_range(np.full(100, 500.0), 60.0, 700.0)[1] == 700.0
+
+
 def test_f0_scores_ignore_register_but_not_shape(voice):
     _, f0, _ = voice
     higher = P.f0_contour(voiced_signal(1.0, f0=210.0), SR)  # same melody a fifth up

@@ -79,7 +79,7 @@ def summarize(summary: dict[str, dict[str, Any]], verify: M.EERResult | None = N
         "(± 95 % CI); **SIM→source**: with another utterance of the source speaker; **success**: closer to target than to source.",
         "- **CER/WER**: the ASR judge (named under *Judges*) vs the transcript, corpus-level (total edits / total length), text lowercased without punctuation.",
         "- **MCD**: mel-cepstral distortion (c1–c24, WORLD envelope, DTW) vs the target speaking the same sentence.",
-        "- **F0 corr / log-F0 RMSE**: Praat's autocorrelation pitch (parselmouth) on both sides, over jointly voiced frames "
+        "- **F0 corr / log-F0 RMSE**: Praat's autocorrelation pitch (parselmouth; a second pass under each recording's own ceiling, 1.9 × its 65th percentile) on both sides, over jointly voiced frames "
         "after a mean-variance shift; converted is compared with "
         "the source, copy synthesis with its input, ground truth with the source (DTW). **register err**: |mean log-F0 − target's| in cents.",
         "- **RTF**: compute seconds per second of input (converted: the conversion, including the one extra vocoder "

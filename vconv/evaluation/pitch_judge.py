@@ -28,21 +28,52 @@ def parselmouth_module() -> Any:
     return parselmouth
 
 
+# The speaker's own ceiling, from a first pass over the whole recording (De Looze & Hirst 2008: 1.9 x the 65th
+# percentile of its voiced F0): a creaky phrase end that a 60-700 Hz search reads two or three octaves up (piper_joe, a
+# ~90 Hz voice whose creak has harmonics ~70 Hz apart, read at 500-620 Hz) falls above it, while a lively melody an
+# octave over the median stays under it. Their floor (0.72 x the 35th) is not taken: Praat's window is three periods of
+# the floor, and a shorter one changed the voicing of 5-18 % of the frames of the other held-out voices.
+RANGE_CEILING = (65.0, 1.9)  # (percentile of the first pass's voiced F0, factor)
+RANGE_MIN_FRAMES = 20  # fewer voiced frames than this (0.1 s at 5 ms) say nothing about a range: the first pass stands
+
+
 def f0_contour(
-    wav: np.ndarray, sr: int, frame_period: float = FRAME_PERIOD_MS, f0_floor: float = 60.0, f0_ceil: float = 700.0
+    wav: np.ndarray, sr: int, frame_period: float = FRAME_PERIOD_MS, f0_floor: float = 60.0, f0_ceil: float = 700.0,
+    adaptive: bool = True,
 ) -> np.ndarray:
     """F0 in Hz per frame ``[F]`` (0 where unvoiced) of mono ``wav [T]``, by Praat's autocorrelation tracker.
 
     Frame ``i`` at ``i * frame_period`` ms, as many frames as WORLD's analyses give (``mel_cepstrum``, whose DTW path
     indexes these contours too); Praat's own frames, centred on its window, are taken nearest, so the first and last
     half window (25 ms at a 60 Hz floor) are unvoiced. A signal too short for Praat's window (three periods of
-    ``f0_floor``) is all unvoiced.
+    ``f0_floor``) is all unvoiced. ``adaptive``: track twice, the second time under the recording's own ceiling
+    (:func:`speaker_range`).
     """
-    pm = parselmouth_module()
     x = np.ascontiguousarray(wav, dtype=np.float64)
     frames = int(1000.0 * len(x) / sr / frame_period) + 1  # WORLD's count, in WORLD's order of operations
+    f0 = _praat_f0(x, sr, frames, frame_period, f0_floor, f0_ceil)
+    if adaptive:
+        floor, ceil = speaker_range(f0, f0_floor, f0_ceil)
+        if (floor, ceil) != (f0_floor, f0_ceil):
+            f0 = _praat_f0(x, sr, frames, frame_period, floor, ceil)
+    return f0
+
+
+def speaker_range(f0: np.ndarray, f0_floor: float, f0_ceil: float) -> tuple[float, float]:
+    """The search range ``(floor, ceiling)`` in Hz that a first pass's contour ``f0 [F]`` gives, within the first
+    (``f0_floor``-``f0_ceil``): the floor kept, the ceiling the recording's own."""
+    voiced = f0[f0 > 0]
+    if voiced.size < RANGE_MIN_FRAMES:
+        return f0_floor, f0_ceil
+    ceil = min(f0_ceil, RANGE_CEILING[1] * float(np.percentile(voiced, RANGE_CEILING[0])))
+    return f0_floor, max(ceil, 2 * f0_floor)
+
+
+def _praat_f0(x: np.ndarray, sr: int, frames: int, frame_period: float, floor: float, ceil: float) -> np.ndarray:
+    """Praat's contour of ``x [T]`` (float64) between ``floor`` and ``ceil`` Hz on the ``frames`` judge frames."""
+    pm = parselmouth_module()
     try:
-        pitch = pm.Sound(x, sr).to_pitch_ac(time_step=frame_period / 1000.0, pitch_floor=f0_floor, pitch_ceiling=f0_ceil)
+        pitch = pm.Sound(x, sr).to_pitch_ac(time_step=frame_period / 1000.0, pitch_floor=floor, pitch_ceiling=ceil)
     except pm.PraatError:  # shorter than Praat's window
         return np.zeros(frames)
     hz = pitch.selected_array["frequency"]  # [n] Hz, 0 unvoiced, frame j centred at x1 + j * dx
@@ -57,4 +88,4 @@ def pitch_judge_version() -> str | None:
     except VconvError:
         return None
     return (f"praat-parselmouth {parselmouth.VERSION} (Praat {parselmouth.PRAAT_VERSION}), To Pitch (ac), "
-            f"{FRAME_PERIOD_MS:g} ms, 60-700 Hz")
+            f"{FRAME_PERIOD_MS:g} ms, 60-700 Hz, then under the recording's own ceiling (1.9 x q65)")
