@@ -136,7 +136,8 @@ JUDGE_FRAME_MS = 5.0  # the judges' own grid (vconv.evaluation.metrics.FRAME_PER
 
 
 def judge_candidates() -> dict:
-    """The pitch judges compared by ``judges``, each as ``vconv evaluate`` would run it (5 ms frames, 60-700 Hz)."""
+    """The pitch judges compared by ``judges`` (5 ms frames, 60-700 Hz; "Praat" as ``vconv evaluate`` runs it, then
+    under each recording's own ceiling)."""
     import librosa
     import pyworld as pw
 
