@@ -22,8 +22,8 @@ voice, the register (median F0) of source, target and output; and, for a bundle 
 excitation, :mod:`vconv.vocoders.harmonics`).
 
 ``judges``: which tracker can judge the melody. On each speaker's own recordings (no model involved) the weight-free
-candidates, Praat's autocorrelation tracker (``vconv evaluate``'s pitch judge since 2026-11-28; its second pass within
-the recording's own range since 2026-11-28, and ``Praat 60-700``: its first pass alone), pYIN, WORLD harvest and
+candidates, Praat's autocorrelation tracker (``vconv evaluate``'s pitch judge since 2026-11-28, with a second pass
+under each recording's own ceiling; ``Praat 60-700``: its first pass alone), pYIN, WORLD harvest and
 WORLD dio + stonemask (the judge before), each pair's share of jointly voiced frames within 50 cents and their log-F0
 correlation there, and each tracker's median F0 per speaker: a judge should agree with the others on every voice.
 """

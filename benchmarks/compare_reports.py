@@ -47,8 +47,8 @@ def rows_by_pair(report: Path, system: str) -> dict[str, dict[str, Any]]:
 
 
 def pitch_judge(report: Path) -> str:
-    """The tracker that judged a report's pitch and how it was run, without its version: the words before the version
-    and the settings after the first comma (reports before 2026-11-28 name none: WORLD dio judged them)."""
+    """The tracker that judged a report's pitch and how it was run, without its version: the judge's first word and the
+    settings after the first comma (reports before 2026-11-28 name none: WORLD dio judged them)."""
     named = read_report(report).get("meta", {}).get("judges", {}).get("pitch") or "WORLD dio + stonemask"
     tracker, _, settings = named.partition(",")
     return " ".join([tracker.split()[0], settings.strip()]).strip()

@@ -31,10 +31,12 @@ def parselmouth_module() -> Any:
 # The speaker's own ceiling, from a first pass over the whole recording (De Looze & Hirst 2008: 1.9 x the 65th
 # percentile of its voiced F0): a creaky phrase end that a 60-700 Hz search reads two or three octaves up (piper_joe, a
 # ~90 Hz voice whose creak has harmonics ~70 Hz apart, read at 500-620 Hz) falls above it and is left unvoiced, as is
-# anything else over ~0.9 octave above the 65th percentile. Their floor (0.72 x the 35th) is not taken: Praat's window is three periods of
-# the floor, and a shorter one changed the voicing of 5-18 % of the frames of the other held-out voices.
+# anything else over ~0.9 octave above the 65th percentile. Their floor (0.72 x the 35th) is not taken: Praat's window
+# is three periods of the floor, and a shorter one changed the voicing of 5-18 % of the frames of the other held-out
+# voices.
 RANGE_CEILING = (65.0, 1.9)  # (percentile of the first pass's voiced F0, factor)
-RANGE_MIN_FRAMES = 20  # fewer voiced frames than this (0.1 s at the judge's 5 ms) say nothing about a range: the first pass stands
+# fewer voiced frames than this (0.1 s at the judge's 5 ms) say nothing about a range: the first pass stands
+RANGE_MIN_FRAMES = 20
 
 
 def f0_contour(
@@ -47,28 +49,28 @@ def f0_contour(
     indexes these contours too); Praat's own frames, centred on its window, are taken nearest, so the first and last
     half window (25 ms at a 60 Hz floor) are unvoiced. A signal too short for Praat's window (three periods of
     ``f0_floor``) is all unvoiced. ``adaptive``: track twice, the second time under the recording's own ceiling
-    (:func:`speaker_range`); a frame the first pass read over that ceiling is unvoiced.
+    (:func:`speaker_ceiling`); a frame the first pass read over that ceiling is unvoiced.
     """
     x = np.ascontiguousarray(wav, dtype=np.float64)
     frames = int(1000.0 * len(x) / sr / frame_period) + 1  # WORLD's count, in WORLD's order of operations
     f0 = _praat_f0(x, sr, frames, frame_period, f0_floor, f0_ceil)
     if adaptive:
-        floor, ceil = speaker_range(f0, f0_floor, f0_ceil)
-        if (floor, ceil) != (f0_floor, f0_ceil):
+        ceil = speaker_ceiling(f0, f0_floor, f0_ceil)
+        if ceil != f0_ceil:
             # a frame the first pass read over the ceiling is unvoiced, not taken at the second pass's reading: under
             # the ceiling Praat reads a truly high stretch at a half or a third of its pitch, voiced
-            f0 = np.where(f0 > ceil, 0.0, _praat_f0(x, sr, frames, frame_period, floor, ceil))
+            f0 = np.where(f0 > ceil, 0.0, _praat_f0(x, sr, frames, frame_period, f0_floor, ceil))
     return f0
 
 
-def speaker_range(f0: np.ndarray, f0_floor: float, f0_ceil: float) -> tuple[float, float]:
-    """The search range ``(floor, ceiling)`` in Hz that a first pass's contour ``f0 [F]`` gives, within the first
-    (``f0_floor``-``f0_ceil``): the floor kept, the ceiling the recording's own."""
+def speaker_ceiling(f0: np.ndarray, f0_floor: float, f0_ceil: float) -> float:
+    """The recording's own ceiling in Hz from a first pass's contour ``f0 [F]`` searched over ``f0_floor``-``f0_ceil``:
+    at least an octave over the floor, never over ``f0_ceil`` (``f0_ceil`` itself with too little voice to tell)."""
     voiced = f0[f0 > 0]
     if voiced.size < RANGE_MIN_FRAMES:
-        return f0_floor, f0_ceil
-    ceil = min(f0_ceil, RANGE_CEILING[1] * float(np.percentile(voiced, RANGE_CEILING[0])))
-    return f0_floor, min(f0_ceil, max(ceil, 2 * f0_floor))
+        return f0_ceil
+    own = RANGE_CEILING[1] * float(np.percentile(voiced, RANGE_CEILING[0]))
+    return min(f0_ceil, max(own, 2 * f0_floor))
 
 
 def _praat_f0(x: np.ndarray, sr: int, frames: int, frame_period: float, floor: float, ceil: float) -> np.ndarray:
@@ -90,4 +92,5 @@ def pitch_judge_version() -> str | None:
     except VconvError:
         return None
     return (f"praat-parselmouth {parselmouth.VERSION} (Praat {parselmouth.PRAAT_VERSION}), To Pitch (ac), "
-            f"{FRAME_PERIOD_MS:g} ms, 60-700 Hz, then under the recording's own ceiling (1.9 x q65)")
+            f"{FRAME_PERIOD_MS:g} ms, 60-700 Hz, then under the recording's own ceiling "
+            f"({RANGE_CEILING[1]:g} x q{RANGE_CEILING[0]:g})")
