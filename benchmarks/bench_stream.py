@@ -16,7 +16,8 @@ Usage: python benchmarks/bench_stream.py [--model M] [--threads 1] [--minutes 10
    different speakers (``--sources-per-pair`` sources each, 5 by default, seed 0: the 100 conversions of
    ``vconv evaluate --sources-per-pair 5``; one source per pair leaves 12 transcripts on the voices recipe, too few
    to tell a stream setting from the judge's noise) converted
-   offline and streamed, judged by Resemblyzer (SIM→target against another utterance of the target,
+   offline and streamed (and, for a model with the pitch path, streamed given its speaker's register from another of
+   the speaker's recordings, ``known``: ``vconv stream --source-voice``), judged by Resemblyzer (SIM→target against another utterance of the target,
    SIM→source), Whisper base (CER against the transcript), Praat's pitch (F0 correlation with the source) and DNSMOS
    (overall); and the joins: the largest frame-to-frame
    level step of each streamed output against the offline one's (the measure ``tests/test_convert.py``
@@ -110,14 +111,18 @@ def quality(vc, manifest: Path, sources_per_pair: int, settings: dict, work: Pat
     # streamed as fast as it goes, as `vconv stream` streams a file: no deadline, so the block never grows
     fixed = {**settings, "busy_block_ms": 0.0}
 
-    def streamed(src: str, refs: list[str]) -> tuple:
+    def streamed(src: str, refs: list[str], source_voice: list[str] | None = None) -> tuple:
         wav = vc.prepare_audio(src, None, src)
-        stream = vc.stream(refs, **fixed)
+        stream = vc.stream(refs, **fixed, source_voice=source_voice)
         out = [stream.push(wav[i : i + stream.block]) for i in range(0, wav.size, stream.block)]
         return np.concatenate([*out, stream.flush()]), vc.sample_rate
 
+    def streamed_known(src: str, refs: list[str]) -> tuple:  # the speaker's register from another of its recordings
+        return streamed(src, refs, [another_recording(utterances, src)])
+
+    named = [("offline", offline), ("streamed", streamed)] + ([("known", streamed_known)] if vc.model.reads_pitch else [])
     runs = {name: make_pairs(utterances, fn, work / name, max_sources_per_speaker_pair=sources_per_pair, seed=0,
-                             progress=False) for name, fn in (("offline", offline), ("streamed", streamed))}
+                             progress=False) for name, fn in named}
     speaker, asr, quality_judge = SpeakerJudge(), AsrJudge(), QualityJudge()
     result: dict = {"pairs": len(runs["offline"])}
     for name, pairs in runs.items():
@@ -139,6 +144,13 @@ def quality(vc, manifest: Path, sources_per_pair: int, settings: dict, work: Pat
     result["join_step_ratio_median"] = statistics.median(r for r, _, _ in ratios)
     result["join_step_share_over_1_25"] = sum(r > 1.25 for r, _, _ in ratios) / len(ratios)
     return result
+
+
+def another_recording(utterances: list, path: str) -> str:
+    """The first recording of the manifest by the speaker of ``path`` that is not ``path`` itself: the "speaker's own
+    voice" a streamed conversion is given in the ``known`` row (``vc.stream(..., source_voice=...)``)."""
+    speaker = next(u.speaker for u in utterances if str(u.path) == str(path))
+    return next(str(u.path) for u in utterances if u.speaker == speaker and str(u.path) != str(path))
 
 
 def _f0_correlation(source: str, converted: str) -> float:
@@ -208,7 +220,7 @@ def main() -> None:
     if args.manifest:
         with tempfile.TemporaryDirectory() as work:
             q = figures["quality"] = quality(vc, args.manifest, args.sources_per_pair, settings, Path(work))
-        for name in ("offline", "streamed"):
+        for name in (n for n in ("offline", "streamed", "known") if n in q):
             r = q[name]
             print(f"3. {name:8s} ({q['pairs']} pairs): SIM→target {r['sim_target']:.3f}, SIM→source {r['sim_source']:.3f}, "
                   f"CER {r['cer']:.3f}, success {r['success']:.0%}, F0 corr. with the source "
@@ -219,6 +231,9 @@ def main() -> None:
               f"DNSMOS {q['streamed']['dnsmos'] - q['offline']['dnsmos']:+.2f}; largest level step, streamed / offline, worst pair: "
               f"{q['join_step_ratio']:.2f} ({q['join_step_worst']['pair']}, frame {q['join_step_worst']['frame']}); "
               f"median pair {q['join_step_ratio_median']:.2f}, pairs over 1.25: {q['join_step_share_over_1_25']:.0%}")
+        if "known" in q:
+            print(f"   known - offline (the stream given its speaker's register, --source-voice): CER "
+                  f"{q['known']['cer'] - q['offline']['cer']:+.3f}, F0 corr. {q['known']['f0_corr_with_source']:.3f}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
 

@@ -376,6 +376,53 @@ def test_the_stream_runs_the_pitch_path_and_matches_block_sizes(tiny_pitch_bundl
     np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-4)  # the running register does not depend on the pushes
 
 
+def test_a_stream_given_its_speaker_s_voice_starts_in_its_register(tiny_pitch_bundle, voices, tmp_path):
+    import soundfile as sf
+
+    import vconv
+    from vconv.inference.streaming import SOURCE_PRIOR_SECONDS, _register_of_sums
+    from vconv.inference.voice_file import VoiceSource, save_voice
+
+    converter = vconv.load(str(tiny_pitch_bundle))
+    known = converter.voice_register([str(voices / "low.wav")])
+    assert known.trusted and abs(known.hz - 110.0) < 6
+    path = save_voice(tmp_path / "me.voice", converter.target_voice([str(voices / "low.wav")]),
+                      VoiceSource(converter.info.path.name, converter.info.digest, SR, 0, (), "float32"))
+    assert converter.voice_register(str(path)) == known  # a voice file of the same recording: the same register
+    target = converter.target_voice([str(voices / "high.wav")])
+    learning = converter.stream(target, recent_frontend="off", busy_block_ms=0)
+    given = converter.stream(target, recent_frontend="off", busy_block_ms=0, source_voice=[str(voices / "low.wav")])
+    assert learning._pitch_sums[0] == 0
+    start = _register_of_sums(*given._pitch_sums)  # before any block: the known register, weighing as at most 2 s
+    assert start.frames == min(known.frames, round(SOURCE_PRIOR_SECONDS * SR / HOP))
+    assert abs(start.mean - known.mean) < 1e-9 and abs(start.spread - known.spread) < 1e-9
+    source, _ = sf.read(voices / "low.wav", dtype="float32")
+    outputs = [np.concatenate([*(s.push(source[i:i + 2048]) for i in range(0, source.size, 2048)), s.flush()])
+               for s in (learning, given)]
+    assert outputs[1].shape == source.shape and np.isfinite(outputs[1]).all()
+    assert not np.allclose(outputs[0], outputs[1])  # the first blocks' melody is whitened on another register
+
+
+def test_a_source_voice_without_voicing_or_for_a_model_without_pitch_is_a_one_line_error(tiny_pitch_bundle, tiny_bundle,
+                                                                                         tmp_path):
+    import soundfile as sf
+
+    import vconv
+
+    quiet = tmp_path / "quiet.wav"
+    sf.write(quiet, np.random.default_rng(0).normal(0, 1e-4, SR).astype(np.float32), SR)
+    with pytest.raises(VconvError, match="too little voiced speech"):
+        vconv.load(str(tiny_pitch_bundle)).voice_register(str(quiet))
+    with pytest.raises(VconvError, match="no pitch path"):
+        vconv.load(str(tiny_bundle)).voice_register(str(quiet))
+    out = tmp_path / "out.wav"
+    one_line_error(invoke("stream", "-t", "examples/target.wav", "-i", "examples/source.wav", "-o", out, "-m",
+                          tiny_pitch_bundle, "--source-voice", quiet), "too little voiced speech")
+    one_line_error(invoke("stream", "-t", "examples/target.wav", "-i", "examples/source.wav", "-o", out,
+                          "--source-voice", tmp_path / "missing.wav"), "missing.wav")
+    assert not out.exists()
+
+
 def test_cli_pitch_controls_on_a_pitch_model(tiny_pitch_bundle, voices, tmp_path):
     out = tmp_path / "up.wav"
     result = invoke("convert", voices / "low.wav", "-t", voices / "high.wav", "-o", out, "-m", tiny_pitch_bundle,

@@ -85,6 +85,17 @@ def test_unknown_target_and_bad_rate_are_refused_with_a_reason(client, target_id
     assert code == 1008 and "rate 5" in reason
 
 
+def test_a_session_given_the_speaker_s_own_voice_starts_in_its_register(client, target_id):
+    answer = client.post("/api/target", files=[("target", ("me.wav", (EXAMPLES / "source.wav").read_bytes(), "audio/wav"))])
+    own = answer.json()["target"]
+    with client.websocket_connect(f"/api/live?target={target_id}&rate=16000&source={own}") as ws:
+        assert "latency_ms" in json.loads(ws.receive_text())
+        ws.send_bytes(_audio()[:16000].astype("<f4").tobytes())
+        assert np.frombuffer(ws.receive_bytes(), "<f4").size > 0
+    assert _close_reason(client, f"/api/live?target={target_id}&rate=16000&source=" + "0" * 32) == (
+        1008, "unknown source voice: upload a recording of your own voice first (POST /api/target)")
+
+
 def test_a_second_session_is_busy_while_the_one_worker_is_live(client, target_id):
     with client.websocket_connect(f"/api/live?target={target_id}&rate=16000") as first:
         first.receive_text()

@@ -54,6 +54,7 @@ def stream(
     raw: bool = typer.Option(False, "--raw", help="Standard input/output is headerless 16-bit little-endian PCM (mono out; --channels in)."),
     sample_rate: Optional[int] = typer.Option(None, "--sample-rate", help="Rate of raw input (required with --raw on standard input); the output keeps the input's rate."),
     channels: int = typer.Option(1, "--channels", min=1, max=16, help="Interleaved channels of raw input (mixed to mono)."),
+    source_voice: List[Path] = typer.Option([], "--source-voice", readable=False, help="Your own voice, for a model with the pitch path: a recording of the speaker being streamed (repeat for several), or a voice file (`vconv voice`) of it, alone. The stream starts in its pitch register instead of learning it over the first seconds, so a short stream keeps the melody better (docs/STREAMING.md)."),
     realtime: bool = typer.Option(False, "--realtime", help="Read a file at the pace it plays (as a microphone would), not as fast as possible."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundle name or folder; default: the shipped model."),
     target_match: str = typer.Option("meanstd", "--target-match", help=TARGET_MATCH_HELP),
@@ -83,7 +84,8 @@ def stream(
     settings = conversion_settings(target_match=target_match, precision=precision, fit_steps=fit_voice,
                                    pitch_shift=pitch_shift, pitch_register=pitch_register, enhance=enhance)
     _check_target(target)
-    _check_sources(input_path, output, input_device, output_device, raw, realtime, target)
+    _check_source_voice(source_voice)
+    _check_sources(input_path, output, input_device, output_device, raw, realtime, [*target, *source_voice])
     if raw and input_path == STDIO and sample_rate is None and input_device is None:
         raise VconvError("--raw input needs --sample-rate N (headerless PCM does not say its rate)")
     reader = _open_reader(input_path, raw, sample_rate, channels, input_device)
@@ -92,7 +94,7 @@ def stream(
     writer = _open_writer(output, raw, reader.sample_rate, force, output_device)
     try:
         report, converter_stream = _run(target, reader, writer, model, settings, block_ms, lookahead_ms, context_ms, realtime,
-                                        prime, no_cache, recent_frontend, busy_block_ms)
+                                        prime, no_cache, recent_frontend, busy_block_ms, source_voice)
     except BaseException:
         writer.abort()
         raise
@@ -139,13 +141,13 @@ def _recent_mode(mode: str, live: bool) -> str:
 
 def _run(target: List[Path], reader: Any, writer: Any, model: Optional[str], settings: Any, block_ms: float,
          lookahead_ms: float, context_ms: float, realtime: bool, prime: bool = True, no_cache: bool = False,
-         recent_frontend: str = "auto", busy_block_ms: float = 0.0) -> tuple[Any, Any]:
+         recent_frontend: str = "auto", busy_block_ms: float = 0.0, source_voice: Optional[List[Path]] = None) -> tuple[Any, Any]:
     from vconv.inference.stream_run import run_stream
 
     converter = load_converter(model, settings, no_cache=no_cache)
     live = converter.stream([str(t) for t in target], block_ms=block_ms, lookahead_ms=lookahead_ms, context_ms=context_ms,
                             sample_rate=reader.sample_rate, prime=prime, recent_frontend=recent_frontend,
-                            busy_block_ms=busy_block_ms)
+                            busy_block_ms=busy_block_ms, source_voice=[str(v) for v in source_voice] if source_voice else None)
     typer.echo(f"latency {live.latency_ms:.0f} ms (block {1000 * live.block / live.model_rate:.0f} ms + look-ahead "
                f"{1000 * live.lookahead / live.model_rate:.0f} ms), plus the device's own", err=True)
     return run_stream(live, reader, writer, realtime=realtime), live
@@ -159,6 +161,15 @@ def _check_target(target: List[Path]) -> None:
     if not target:
         raise VconvError("give the target voice: --target REF.wav (repeat for several references) or --target NAME.voice")
     check_target_files(target, inspect_audio)
+
+
+def _check_source_voice(source_voice: List[Path]) -> None:
+    """``--source-voice`` (recordings of the streamed speaker, or one voice file), before the model loads."""
+    from vconv.audio.io import inspect_audio
+    from vconv.inference.voice_file import check_target_files
+
+    if source_voice:
+        check_target_files(source_voice, inspect_audio)
 
 
 def _check_sources(input_path: Path, output: Path, input_device: Optional[str], output_device: Optional[str],

@@ -168,7 +168,8 @@ class VoiceConverter(TargetPreparation, PitchStage):
                lookahead_ms: float = 48.0, context_ms: float = 1500.0, crossfade_ms: float = 32.0,
                vocoder_passes: bool = True, sample_rate: int | None = None, sr: int | None = None,
                prime: bool = True, edge_hold_frames: int = 4, prime_matching: bool = True,
-               recent_frontend: str = "auto", busy_block_ms: float = 192.0) -> "StreamConverter":
+               recent_frontend: str = "auto", busy_block_ms: float = 192.0,
+               source_voice: Register | Sequence[AudioInput] | AudioInput | None = None) -> "StreamConverter":
         """A live converter to ``target`` (references, prepared once, or a :class:`TargetVoice`): ``push(pcm) ->
         pcm`` any number of samples at a time, ``flush()`` for the rest (:mod:`vconv.inference.streaming`).
 
@@ -185,6 +186,9 @@ class VoiceConverter(TargetPreparation, PitchStage):
         ``busy_block_ms``: the block grows to this once blocks keep missing their deadlines (a busy machine; the latency
         grows by the difference, once; :mod:`vconv.inference.stream_pace`); 0 (or not longer than the block) never grows
         it. A caller that pushes a file as fast as it goes, and wants the same output every run, passes 0.
+        ``source_voice``: for a model with the pitch path, the streamed speaker's own voice (recordings of it, a voice file,
+        or its :class:`Register`): the stream whitens the melody on its register from the first block, where it would
+        otherwise learn it from the stream's first seconds (:meth:`voice_register`; docs/STREAMING.md).
         """
         from vconv.inference.streaming import StreamConverter, StreamSettings
 
@@ -193,7 +197,8 @@ class VoiceConverter(TargetPreparation, PitchStage):
                                   vocoder_passes=vocoder_passes, prime=prime, edge_hold_frames=edge_hold_frames,
                                   prime_matching=prime_matching, recent_frontend=recent_frontend,
                                   busy_block_ms=busy_block_ms)
-        return StreamConverter(self, prepared, settings, sample_rate=sample_rate)
+        known = source_voice if isinstance(source_voice, Register) or source_voice is None else self.voice_register(source_voice, sr)
+        return StreamConverter(self, prepared, settings, sample_rate=sample_rate, source_register=known)
 
     def matching_skipped(self, target: TargetVoice) -> str | None:
         """Why this converter's matching mode cannot match onto ``target`` (one line), or ``None`` when it can.

@@ -17,11 +17,12 @@ State carried between calls (all of it bounded, whatever the stream's length):
 * the cross-fade tail of the last block (``X`` samples);
 * the converted speech's running spectrum statistics, onto which target-spectrum matching maps the
   target's (offline, each chunk's own statistics over 20 s; here, everything converted so far, pooled);
-* for a model with the pitch path, the source's running pitch register (its voiced log-F0 so far, pooled; offline,
-  the whole file's), on which each window's melody is whitened. The tracker runs on the window like the content
-  front-end. YIN's per-frame look-ahead (half a 64 ms frame) lies inside the stream's, and its decisions over the
-  signal (silence, the octave-slip path, the smoothing) are taken over the window, as a file's over the file; SwiftF0 reads
-  176 ms each way, so a block's last frames are tracked with silence past the window, like the content front-end's.
+* for a model with the pitch path, the source's running pitch register (its voiced log-F0 so far, pooled, from the
+  speaker's known register when one is given; offline, the whole file's), on which each window's melody is whitened.
+  The tracker runs on the window like the content front-end. YIN's per-frame look-ahead (half a 64 ms frame) lies
+  inside the stream's, and its decisions over the signal (silence, the octave-slip path, the smoothing) are taken over
+  the window, as a file's over the file; SwiftF0 reads 176 ms each way, so a block's last frames are tracked with
+  silence past the window, like the content front-end's.
 
 The vocoder only renders the window's last frames (its receptive field is a few dozen frames), not the
 whole left context.
@@ -55,6 +56,10 @@ from vconv.models.contour import (
     MIN_VOICED_FRAMES,
     Register,
 )
+
+# A known source register (``source_register``) weighs as this much of the stream's own voiced speech: the first blocks
+# keep its level, and a voice speaking higher or lower today moves it within seconds (docs/STREAMING.md measures it).
+SOURCE_PRIOR_SECONDS = 2.0
 
 if TYPE_CHECKING:  # the converter makes streams (VoiceConverter.stream): a type here, not an import
     from vconv.inference.converter import VoiceConverter
@@ -153,7 +158,7 @@ class StreamConverter:
     """
 
     def __init__(self, converter: "VoiceConverter", target: TargetVoice, settings: StreamSettings = StreamSettings(),
-                 sample_rate: int | None = None) -> None:
+                 sample_rate: int | None = None, source_register: Register | None = None) -> None:
         self.converter, self.target, self.settings = converter, target, settings
         self.model = converter.model  # the offline model, run on each window
         self.model_rate = converter.sample_rate
@@ -176,7 +181,8 @@ class StreamConverter:
         self._ready: list[np.ndarray] = []
         self._joiner = StreamedOverlapAdd(2**62, self._ready.append)
         self._spectrum = RunningSpectrum()
-        self._pitch_sums = np.zeros(3)  # voiced frames, Σ log-F0, Σ log-F0² of the source's blocks so far (pitch path)
+        # voiced frames, Σ log-F0, Σ log-F0² of the source's blocks so far (pitch path), from its known register if given
+        self._pitch_sums = _prior_sums(source_register, round(SOURCE_PRIOR_SECONDS * self.model_rate / self.hop))
         self._primer_spectrum: SpectrumStats | None = None  # the converted primer's (prime_matching)
         self._flushed = False
         margin = round(settings.frontend_margin_ms * self.model_rate / 1000)
@@ -341,6 +347,16 @@ class StreamConverter:
 def _whole_hops(ms: float, rate: int, hop: int, least: int) -> int:
     """``ms`` in samples at ``rate``, rounded to whole ``hop``s, at least ``least`` of them."""
     return max(least, round(ms * rate / 1000 / hop)) * hop
+
+
+def _prior_sums(register: Register | None, most_frames: int) -> np.ndarray:
+    """The running register's sums ``[count, Σ log-F0, Σ log-F0²]`` that a known source register starts a stream with:
+    its mean and spread, weighing as at most ``most_frames`` voiced frames (the stream's own then move it); zeros
+    without one."""
+    if register is None:
+        return np.zeros(3)
+    count = float(min(register.frames, most_frames))
+    return np.array([count, count * register.mean, count * (register.spread**2 + register.mean**2)])
 
 
 def _register_of_sums(count: float, total: float, squares: float) -> Register:

@@ -24,7 +24,7 @@ from vconv.inference.target import PRIMER_SECONDS, TargetVoice
 from vconv.inference.target_match import SpectrumStats, spectrum_stats
 from vconv.inference.voice_file import VoiceCache, VoiceSource, load_voice, reference_digests, voice_file_in
 from vconv.inference.voice_fit import MAX_FIT_SECONDS, FitReference, VoiceFit, crop_references, fit_embedding
-from vconv.models.contour import TARGET_TRIM_SEMITONES, Register, decoder_contour, voiced_register
+from vconv.models.contour import MIN_VOICED_FRAMES, TARGET_TRIM_SEMITONES, Register, decoder_contour, voiced_register
 from vconv.vocoders.harmonics import h1_h2
 
 if TYPE_CHECKING:
@@ -121,6 +121,26 @@ class TargetPreparation:
         if voice_path is not None:
             return self.open_voice(voice_path)
         return self.prepared_target(refs, sr)[0]
+
+    @torch.no_grad()
+    def voice_register(self, recordings: Sequence[AudioInput] | AudioInput, sr: int | None = None) -> Register:
+        """The pitch register of a voice, for a model with the pitch path: measured on one or several recordings of it
+        (trimmed as a target's, :data:`TARGET_TRIM_SEMITONES`), or a voice file's, given alone. A stream given its
+        source speaker's starts from it instead of learning it over its first seconds (:meth:`VoiceConverter.stream`).
+        One-line VconvErrors: no pitch path, a voice file of another bundle, too little voiced speech."""
+        if not self.model.reads_pitch:
+            raise VconvError("this model has no pitch path (it invents the melody): a voice's pitch register means nothing to it")
+        voice_path = voice_file_in(recordings)
+        if voice_path is not None:
+            register, where = self.open_voice(voice_path).register, str(voice_path)
+        else:
+            rows = [self.frontend.pitch_input(wav)[0] for wav in self._prepare_refs(recordings, sr)]
+            named = [str(r) for r in ([recordings] if isinstance(recordings, (str, Path)) else recordings) if isinstance(r, (str, Path))]
+            register, where = voiced_register(rows, TARGET_TRIM_SEMITONES), ", ".join(named) or "the voice's recordings"
+        if register is None or not register.trusted:
+            raise VconvError(f"{where}: too little voiced speech to measure a pitch register (at least "
+                             f"{MIN_VOICED_FRAMES} voiced frames, about a quarter second)")
+        return register
 
     def open_voice(self, path: str | Path) -> TargetVoice:
         """A voice file made with this bundle (:mod:`vconv.inference.voice_file`); a one-line error for another's."""

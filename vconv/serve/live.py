@@ -5,7 +5,9 @@ Routes (added to the app by :func:`add_live_routes`)::
     POST /api/target             multipart: 1..max_references ``target`` files (the upload gate, limits and
                                  checks of /api/convert) -> {"target": id, "seconds": ...}: the voice,
                                  prepared once and kept in memory (the last ``results_kept``)
-    WS   /api/live?target=ID&rate=HZ
+    WS   /api/live?target=ID&rate=HZ[&source=ID]   source: the speaker's own voice, prepared by POST /api/target
+                                 from a recording of them: the stream starts in its pitch register (a model
+                                 with the pitch path; VoiceConverter.stream's source_voice)
 
 The WebSocket session:
 
@@ -45,6 +47,7 @@ from starlette.websockets import WebSocketDisconnect
 from vconv.errors import VconvError
 from vconv.inference.converter import VoiceConverter
 from vconv.inference.target import TargetVoice
+from vconv.models.contour import Register
 from vconv.serve.conversion import as_target_voice
 from vconv.serve.jobs import RESULT_ID, Busy, ConversionQueue, Gate, ResultStore
 from vconv.serve.limits import ServeLimits
@@ -77,10 +80,16 @@ def add_live_routes(app: FastAPI, converter: VoiceConverter, limits: ServeLimits
         return JSONResponse({"target": voices.put(voice), "seconds": round(seconds, 3)})
 
     @app.websocket("/api/live")
-    async def live(ws: WebSocket, target: str = "", rate: int = 0) -> None:
+    async def live(ws: WebSocket, target: str = "", rate: int = 0, source: str = "") -> None:
         voice = voices.get(target) if RESULT_ID.fullmatch(target) else None
         if voice is None:
             await _refuse(ws, 1008, "unknown target: upload the target voice first (POST /api/target)")
+            return
+        own = voices.get(source) if RESULT_ID.fullmatch(source) else None
+        if source and (own is None or own.register is None or not own.register.trusted):
+            await _refuse(ws, 1008, "unknown source voice: upload a recording of your own voice first (POST /api/target)"
+                          if own is None else "the source voice has no pitch register (too little voiced speech, or a "
+                          "model without the pitch path)")
             return
         if not RATES[0] <= rate <= RATES[1]:
             await _refuse(ws, 1008, f"rate {rate}: expected the audio's sample rate, {RATES[0]} to {RATES[1]} Hz")
@@ -95,7 +104,7 @@ def add_live_routes(app: FastAPI, converter: VoiceConverter, limits: ServeLimits
                 await _refuse(ws, 1013, "busy, retry")
                 return
             try:
-                await LiveSession(ws, converter, voice, rate, limits).run()
+                await LiveSession(ws, converter, voice, rate, limits, own.register if own else None).run()
             finally:
                 queue.release_worker()
 
@@ -108,9 +117,10 @@ async def _refuse(ws: WebSocket, code: int, reason: str) -> None:
 class LiveSession:
     """One open WebSocket and its :class:`~vconv.inference.streaming.StreamConverter`."""
 
-    def __init__(self, ws: WebSocket, converter: VoiceConverter, voice: TargetVoice, rate: int, limits: ServeLimits) -> None:
+    def __init__(self, ws: WebSocket, converter: VoiceConverter, voice: TargetVoice, rate: int, limits: ServeLimits,
+                 source_register: Register | None = None) -> None:
         self.ws, self.rate, self.limits = ws, rate, limits
-        self.stream = converter.stream(voice, sample_rate=rate)
+        self.stream = converter.stream(voice, sample_rate=rate, source_voice=source_register)
         self.seconds_in = 0.0
 
     async def run(self) -> None:
