@@ -184,8 +184,9 @@ def test_recording_in_the_browser_uploads_a_wav(server_url, browser):
     assert 1.0 < seconds < 3.0  # about the 1.5 s recorded
 
 
-def _start_live(browser, url: str):
-    """Open the page, give the example target and press Start live: the page's WebDriverWait (30 s)."""
+def _start_live(browser, url: str, own_voice: bool = False):
+    """Open the page, give the example target and press Start live: the page's WebDriverWait (30 s). ``own_voice``:
+    the example source given as step 1 and "the source above is my own voice" ticked."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -193,6 +194,9 @@ def _start_live(browser, url: str):
     wait = WebDriverWait(browser, 30)
     wait.until(lambda d: d.find_element(By.ID, "model").text not in ("", "…"))
     browser.find_element(By.ID, "target-file").send_keys(str(EXAMPLES / "target.wav"))
+    if own_voice:
+        browser.find_element(By.ID, "source-file").send_keys(str(EXAMPLES / "source.wav"))
+        browser.find_element(By.ID, "live-own-voice").click()
     browser.find_element(By.ID, "live-toggle").click()
     return wait
 
@@ -249,7 +253,8 @@ def test_live_mode_streams_the_microphone_in_the_target_voice(server_url, speaki
 
 def test_the_page_explains_why_a_session_ended_and_reconnects_when_the_server_was_busy(speaking_browser):
     """A live session that finds the one worker taken (close 1013) is retried by the page and starts once the
-    worker is free; one that reaches the server's session limit (close 4002) is ended with the reason shown."""
+    worker is free; one that reaches the server's session limit (close 4002) is ended with the reason shown. The page
+    is given the speaker's own voice (step 1's source, "my own voice" ticked): the session opens with it."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -262,11 +267,12 @@ def test_the_page_explains_why_a_session_ended_and_reconnects_when_the_server_wa
         holder = WebSocketClient(port, f"/api/live?target={post_target(port)}&rate=16000")  # takes the one worker
         holder.handshake()
         browser = speaking_browser
-        wait = _start_live(browser, url)
+        wait = _start_live(browser, url, own_voice=True)
         wait.until(lambda d: "Reconnecting" in d.find_element(By.ID, "live-status").text)
         assert "busy" in browser.find_element(By.ID, "live-status").text
         holder.close()  # the worker is free: the page's next try gets it
         WebDriverWait(browser, 60).until(lambda d: d.execute_script("return window.vconvLive.received") > 0)
+        assert browser.execute_script("return window.vconvLive.ownVoice") is True  # the socket was opened with source=ID
         WebDriverWait(browser, 60).until(lambda d: d.execute_script("return window.vconvLive.closed") is not None)
         closed = browser.execute_script("return window.vconvLive.closed")
         status = browser.find_element(By.ID, "live-status").text

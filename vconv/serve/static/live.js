@@ -24,7 +24,7 @@ function explainClose(code, reason) {
 }
 
 // The session's figures and the audio it sent and got (the last LIVE_KEEP_SECONDS), for the page and for tests.
-window.vconvLive = { rate: 0, sent: 0, received: 0, captured: [], output: [], latencyMs: null, closed: null };
+window.vconvLive = { rate: 0, sent: 0, received: 0, captured: [], output: [], latencyMs: null, closed: null, ownVoice: false };
 
 function liveStatus(text, isError = false) {
   $("live-status").textContent = text;
@@ -37,9 +37,14 @@ function keep(list, samples, rate) {
   while (list.length > 1 && total - list[0].length > LIVE_KEEP_SECONDS * rate) total -= list.shift().length;
 }
 
-async function uploadTarget() {
-  const targets = [...$("target-file").files];
-  if (!targets.length) throw new Error("Choose or record the target voice first (step 2).");
+// Upload the target voice (step 2), or, with `own`, the speaker's own voice (the source of step 1, with "the source
+// above is my own voice" ticked): /api/target prepares either and gives its id.
+async function uploadTarget(own = false) {
+  const targets = own ? [...$("source-file").files].slice(0, 1) : [...$("target-file").files];
+  if (!targets.length) {
+    throw new Error(own ? "Choose or record your own voice as the source first (step 1), or untick \"my own voice\"."
+      : "Choose or record the target voice first (step 2).");
+  }
   const tooBig = checkSizes(targets);
   if (tooBig) throw new Error(tooBig);
   const form = new FormData();
@@ -59,6 +64,7 @@ async function startLive() {
     }
     liveStatus("Preparing the target voice…");
     const target = await uploadTarget();
+    const own = $("live-own-voice").checked ? `&source=${await uploadTarget(true)}` : "";
     const mic = await navigator.mediaDevices.getUserMedia({
       audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false, channelCount: 1 },
     });
@@ -71,10 +77,11 @@ async function startLive() {
     context.createMediaStreamSource(mic).connect(capture).connect(silent).connect(context.destination);
     playback.connect(context.destination);
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const socket = new WebSocket(`${scheme}://${location.host}/api/live?target=${target}&rate=${context.sampleRate}`);
+    const socket = new WebSocket(`${scheme}://${location.host}/api/live?target=${target}&rate=${context.sampleRate}${own}`);
     socket.binaryType = "arraybuffer";
     live = { mic, context, capture, playback, socket, pending: [], pendingLength: 0 };
-    Object.assign(window.vconvLive, { rate: context.sampleRate, sent: 0, received: 0, captured: [], output: [], latencyMs: null, closed: null });
+    Object.assign(window.vconvLive, { rate: context.sampleRate, sent: 0, received: 0, captured: [], output: [], latencyMs: null, closed: null,
+      ownVoice: own !== "" });
     socket.onmessage = (event) => onLiveMessage(event.data);
     socket.onclose = (event) => endLive(event.code, event.reason);
     socket.onopen = () => {
