@@ -346,3 +346,20 @@ def test_a_changed_conversion_rule_makes_finished_outputs_stale(tiny_bundle, cor
 
     # a cleaned source's spread narrowed only (2026-11-28) is a rule of every conversion that may clean its source
     assert spread_rules("off") != spread_rules("auto") == spread_rules("on")
+
+
+def test_a_pitch_model_s_outputs_are_keyed_on_the_comb_depth_when_the_harmonics_are_on(monkeypatch):
+    """The harmonic excitation's depth shapes every output with the harmonics on: another depth is another rule (so
+    a corpus converted before a change of the default counts as stale), and without the harmonics it is no rule."""
+    from types import SimpleNamespace
+
+    from vconv.corpus.work import CorpusWorker
+
+    def rules(harmonics: bool) -> str:
+        converter = SimpleNamespace(model=SimpleNamespace(reads_pitch=True), harmonics=harmonics, target_match="off")
+        return CorpusWorker.rules(SimpleNamespace(converter=converter))
+
+    shipped = rules(True)
+    assert "|comb depth 2.5" in shipped and "comb depth" not in rules(False)
+    monkeypatch.setattr("vconv.vocoders.harmonics.COMB_DEPTH", 1.5)
+    assert rules(True) != shipped and "|comb depth 1.5" in rules(True)

@@ -117,11 +117,15 @@ class CorpusWorker(ItemWorker):
 
     def rules(self) -> str:
         """The conversion's rules that its outputs depend on besides the bundle and the settings (``|``-prefixed;
-        empty when none apply): a pitch model's pitch rules, the meanstd matching's spread rule."""
+        empty when none apply): a pitch model's pitch rules, the harmonic excitation's comb depth, the meanstd
+        matching's spread rule."""
         from vconv.inference import target_match
         from vconv.models.contour import PITCH_RULES
+        from vconv.vocoders.harmonics import COMB_DEPTH
 
         rules = f"|{PITCH_RULES}" if self.converter.model.reads_pitch else ""
+        if self.converter.harmonics:  # outputs of the depth before 2026-11-29 (1.5) were keyed without it
+            rules += f"|comb depth {COMB_DEPTH:g}"
         if self.converter.target_match == "meanstd":
             rules += f"|{target_match.spread_rules(self.converter.enhance)}"
         return rules

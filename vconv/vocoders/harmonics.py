@@ -33,10 +33,11 @@ __all__ = ["impose_harmonics", "h1_h2", "MIN_H1_H2", "MIN_H1_H2_FRAMES"]
 
 LOBE_BINS = 0.9  # the comb's peak width (Gaussian sigma) in FFT bins: a Hann window's main lobe
 APERIODIC_LOW, APERIODIC_HIGH = 0.2, 0.9  # the flat share of a voiced frame's excitation at 0 Hz and at Nyquist
-# the comb's modulation is deepened by this factor: on the shipped model's 40 held-out pairs (the target's H1-H2
-# kept) 1.5 gave DNSMOS 1.89 -> 2.30 and F0 correlation 0.54 -> 0.56 for CER 0.17 -> 0.19; without the H1-H2, 1.25
-# gave DNSMOS 2.14 (recipes/voices/MODEL_HISTORY.md, "The target's own fundamental, and a deeper comb")
-COMB_DEPTH = 1.5
+# the comb's modulation is deepened by this factor: at the mel's resolution a comb is barely sampled (under 1 kHz the
+# bands lie 37 Hz apart), and the vocoder renders a shallow one weakly periodic. 1.5 (2026-11-27) gave DNSMOS 1.89 ->
+# 2.30 on 40 held-out pairs; 2.5 (2026-11-29), on the 100, DNSMOS 2.25 -> 2.51, SIM→target and F0 correlation held,
+# CER +0.011 ± 0.028 per pair (recipes/voices/MODEL_HISTORY.md, "A deeper comb again")
+COMB_DEPTH = 2.5
 MIN_H1_H2_FRAMES = 16  # voiced frames (a quarter second) before a voice's H1-H2 is measured rather than left unknown
 # a fundamental kept at most this far (nats) below the second harmonic: piper_joe's references read -2.6 to -3.1;
 # lower says more about a channel (a telephone's or a rumble filter's high-pass) than about a voice, and with no
