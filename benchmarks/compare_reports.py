@@ -9,7 +9,9 @@ report's mean and their paired difference with its 95 % confidence interval (``1
 per-pair differences). A change "holds the figures" when every interval covers 0 or lies on the good side.
 Pitch measures (the F0 correlation and the register error) are compared only between reports of the same pitch judge
 run the same way (a report made before 2026-11-28, without one named, was judged by WORLD dio; Praat's tracker since,
-under each recording's own ceiling since the second pass): across judges they are left out, said on stderr.
+under each recording's own ceiling since the second pass): across judges they are left out, said on stderr. The judge's
+name says "frames read over it unvoiced" since 2026-11-29; reports of 2026-11-28 judged so already read as another
+judge here (the conservative side: their pitch measures are left out).
 """
 
 from __future__ import annotations

@@ -68,7 +68,8 @@ def commanded_f0(converter: Any, pair: dict[str, Any]) -> tuple[np.ndarray, np.n
     """The F0 the pitch stage asks for ``[F]`` (Hz, the model's frames), where it voices ``[F]``, and the register's
     mean log-F0, for one pair converted as the report did."""
     target = converter.target_voice(pair["target_refs"])
-    pitch = converter.source_pitch(converter.prepare_audio(pair["source"], None), target.register)
+    heard = converter.heard(converter.prepare_audio(pair["source"], None))  # cleaned first where a conversion cleans it
+    pitch = converter.source_pitch(heard, target.register)
     return pitch.f0[0].float().numpy(), pitch.voicing[0].float().numpy() > 0.5, target.register.mean
 
 

@@ -359,7 +359,9 @@ def test_a_pitch_model_s_outputs_are_keyed_on_the_comb_depth_when_the_harmonics_
         converter = SimpleNamespace(model=SimpleNamespace(reads_pitch=True), harmonics=harmonics, target_match="off")
         return CorpusWorker.rules(SimpleNamespace(converter=converter))
 
+    from vconv.vocoders.harmonics import COMB_DEPTH
+
     shipped = rules(True)
-    assert "|comb depth 2.5" in shipped and "comb depth" not in rules(False)
-    monkeypatch.setattr("vconv.vocoders.harmonics.COMB_DEPTH", 1.5)
-    assert rules(True) != shipped and "|comb depth 1.5" in rules(True)
+    assert f"|comb depth {COMB_DEPTH:g}" in shipped and "comb depth" not in rules(False)
+    monkeypatch.setattr("vconv.vocoders.harmonics.COMB_DEPTH", COMB_DEPTH + 1)
+    assert rules(True) != shipped and f"|comb depth {COMB_DEPTH + 1:g}" in rules(True)

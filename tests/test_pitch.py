@@ -420,7 +420,11 @@ def test_a_source_voice_without_voicing_or_for_a_model_without_pitch_is_a_one_li
                           tiny_pitch_bundle, "--source-voice", quiet), "too little voiced speech")
     one_line_error(invoke("stream", "-t", "examples/target.wav", "-i", "examples/source.wav", "-o", out,
                           "--source-voice", tmp_path / "missing.wav"), "missing.wav")
-    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["quiet.wav"]  # no output, no temporary file left
+    with pytest.raises(VconvError, match="at least one recording"):
+        vconv.load(str(tiny_pitch_bundle)).voice_register([])
+    with pytest.raises(VconvError, match="no pitch path"):
+        vconv.load(str(tiny_bundle)).stream(vconv.load(str(tiny_bundle)).target_voice(str(quiet)), source_voice=Register(5.0, 0.1, 100))
 
 
 def test_cli_pitch_controls_on_a_pitch_model(tiny_pitch_bundle, voices, tmp_path):

@@ -39,7 +39,8 @@ def test_shipped_model_converts_the_example():
 def test_shipped_model_keeps_the_source_melody_voiced_and_a_pitch_shift_lands():
     """Judged by WORLD harvest (not the YIN the converter tracks with): the README's example stays voiced where the
     source is (issue bar: 85 %; measured 98.6 %, v6 32 %), follows its melody (measured 0.73 with the comb at depth 1.5,
-    0.80 at depth 1; v6 0.39; 0.92 since the matching leaves the melody's bands' spread, 2026-11-28); and by Praat's
+    0.80 at depth 1; v6 0.39; 0.92 since the matching leaves the melody's bands' spread, 2026-11-28; 0.81 with the comb at
+    depth 2.5, 2026-11-29, by benchmarks/bench_pitch.py example); and by Praat's
     tracker (the pitch judge) it moves by a shift (+5 semitones measured +4.8 between the medians; harvest's medians,
     over other voiced frames, +4.0 to +4.1)."""
     pyworld = pytest.importorskip("pyworld")

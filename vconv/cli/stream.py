@@ -148,6 +148,7 @@ def _run(target: List[Path], reader: Any, writer: Any, model: Optional[str], set
     live = converter.stream([str(t) for t in target], block_ms=block_ms, lookahead_ms=lookahead_ms, context_ms=context_ms,
                             sample_rate=reader.sample_rate, prime=prime, recent_frontend=recent_frontend,
                             busy_block_ms=busy_block_ms, source_voice=[str(v) for v in source_voice] if source_voice else None)
+    _note_stale_source_voice(converter, source_voice or [])
     typer.echo(f"latency {live.latency_ms:.0f} ms (block {1000 * live.block / live.model_rate:.0f} ms + look-ahead "
                f"{1000 * live.lookahead / live.model_rate:.0f} ms), plus the device's own", err=True)
     return run_stream(live, reader, writer, realtime=realtime), live
@@ -161,6 +162,16 @@ def _check_target(target: List[Path]) -> None:
     if not target:
         raise VconvError("give the target voice: --target REF.wav (repeat for several references) or --target NAME.voice")
     check_target_files(target, inspect_audio)
+
+
+def _note_stale_source_voice(converter: Any, source_voice: List[Path]) -> None:
+    """A note on stderr for a ``--source-voice`` voice file whose register was measured under older pitch rules."""
+    from vconv.inference.voice_file import stale_register_note, voice_file_in
+
+    path = voice_file_in([str(v) for v in source_voice])
+    note = stale_register_note(converter.open_voice(path), path) if path is not None else None
+    if note:
+        typer.echo(note, err=True)
 
 
 def _check_source_voice(source_voice: List[Path]) -> None:

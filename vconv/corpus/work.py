@@ -103,7 +103,7 @@ class CorpusWorker(ItemWorker):
         rules = self.rules()
         self.settings_key = f"{self.converter.info.digest}|{spec.settings.key()}|{spec.policy.describe()}{rules}"
         # the releases before ConversionSettings.key() keyed outputs by the settings' repr; with a rule of today's
-        # (pitch rules, the spread rule) their outputs were made otherwise and are not taken as done
+        # (pitch rules, the comb depth, the spread rule) their outputs were made otherwise and are not taken as done
         self._repr_key = None if rules else f"{self.converter.info.digest}|{spec.settings!r}|{spec.policy.describe()}"
         self._targets: dict[tuple[str, ...], tuple[Any, list[str]]] = {}  # voice key -> (TargetVoice, its files)
 

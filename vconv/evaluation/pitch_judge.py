@@ -93,4 +93,4 @@ def pitch_judge_version() -> str | None:
         return None
     return (f"praat-parselmouth {parselmouth.VERSION} (Praat {parselmouth.PRAAT_VERSION}), To Pitch (ac), "
             f"{FRAME_PERIOD_MS:g} ms, 60-700 Hz, then under the recording's own ceiling "
-            f"({RANGE_CEILING[1]:g} x q{RANGE_CEILING[0]:g})")
+            f"({RANGE_CEILING[1]:g} x q{RANGE_CEILING[0]:g}), frames read over it unvoiced")

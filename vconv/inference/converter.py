@@ -197,7 +197,7 @@ class VoiceConverter(TargetPreparation, PitchStage):
                                   vocoder_passes=vocoder_passes, prime=prime, edge_hold_frames=edge_hold_frames,
                                   prime_matching=prime_matching, recent_frontend=recent_frontend,
                                   busy_block_ms=busy_block_ms)
-        known = source_voice if isinstance(source_voice, Register) or source_voice is None else self.voice_register(source_voice, sr)
+        known = source_voice if source_voice is None else self.voice_register(source_voice, sr)
         return StreamConverter(self, prepared, settings, sample_rate=sample_rate, source_register=known)
 
     def matching_skipped(self, target: TargetVoice) -> str | None:

@@ -123,13 +123,18 @@ class TargetPreparation:
         return self.prepared_target(refs, sr)[0]
 
     @torch.no_grad()
-    def voice_register(self, recordings: Sequence[AudioInput] | AudioInput, sr: int | None = None) -> Register:
+    def voice_register(self, recordings: Register | Sequence[AudioInput] | AudioInput, sr: int | None = None) -> Register:
         """The pitch register of a voice, for a model with the pitch path: measured on one or several recordings of it
         (trimmed as a target's, :data:`TARGET_TRIM_SEMITONES`), or a voice file's, given alone. A stream given its
-        source speaker's starts from it instead of learning it over its first seconds (:meth:`VoiceConverter.stream`).
+        source speaker's starts from it instead of learning it over its first seconds (:meth:`VoiceConverter.stream`); a
+        :class:`Register` given is checked against the model and returned.
         One-line VconvErrors: no pitch path, a voice file of another bundle, too little voiced speech."""
         if not self.model.reads_pitch:
             raise VconvError("this model has no pitch path (it invents the melody): a voice's pitch register means nothing to it")
+        if isinstance(recordings, Register):
+            return recordings
+        if not isinstance(recordings, (str, Path, np.ndarray)) and not list(recordings):
+            raise VconvError("a voice's pitch register needs at least one recording of it")
         voice_path = voice_file_in(recordings)
         if voice_path is not None:
             register, where = self.open_voice(voice_path).register, str(voice_path)
