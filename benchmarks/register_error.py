@@ -35,9 +35,10 @@ import numpy as np
 import vconv
 from vconv.audio.io import load
 from vconv.errors import VconvError
+from vconv.evaluation.metrics import cents
+from vconv.evaluation.metrics import log_f0_mean as voiced_mean
 from vconv.evaluation.pitch_judge import f0_contour
 
-CENTS = 1200.0 / math.log(2.0)
 JUDGE_RATE = 16000
 JUDGE_HOP_SECONDS = 0.005  # the pitch judge's frame step
 COLUMNS = ("ref → other", "conv → other", "register − ref", "out − commanded", "lost", "lost F0 / kept F0",
@@ -48,12 +49,6 @@ def judged_f0(path: str | Path) -> np.ndarray:
     """The pitch judge's F0 ``[frames]`` of a recording, in Hz (0 where unvoiced)."""
     wav, _ = load(str(path), JUDGE_RATE)
     return f0_contour(wav, JUDGE_RATE)
-
-
-def voiced_mean(f0: np.ndarray) -> float:
-    """Mean natural-log F0 over the voiced frames (NaN if none)."""
-    voiced = f0[f0 > 0]
-    return float(np.log(voiced).mean()) if voiced.size else math.nan
 
 
 def output_path(report: Path, written: str) -> Path:
@@ -84,12 +79,12 @@ def pair_steps(converter: Any, report: Path, pair: dict[str, Any]) -> dict[str, 
     asked, asked_voiced = asked[frame_of], asked_voiced[frame_of]
     both, lost = asked_voiced & (out > 0), asked_voiced & (out == 0)
     return {
-        "ref → other": CENTS * abs(reference - other),
-        "conv → other": CENTS * abs(voiced_mean(out) - other),
-        "register − ref": CENTS * (register - reference),
-        "out − commanded": CENTS * float(np.mean(np.log(out[both]) - np.log(asked[both]))) if both.any() else math.nan,
+        "ref → other": cents(abs(reference - other)),
+        "conv → other": cents(abs(voiced_mean(out) - other)),
+        "register − ref": cents(register - reference),
+        "out − commanded": cents(float(np.mean(np.log(out[both]) - np.log(asked[both])))) if both.any() else math.nan,
         "lost": float(lost.sum() / max(1, asked_voiced.sum())),
-        "out − register": CENTS * (voiced_mean(out) - register),
+        "out − register": cents(voiced_mean(out) - register),
         "lost_hz": asked[lost].tolist(), "kept_hz": asked[both].tolist(),
     }
 
