@@ -251,32 +251,6 @@ def test_fine_tuning_on_the_vc_models_reconstructions(manifests, bundle, tmp_pat
     shutil.rmtree(tmp_path / "run", ignore_errors=True)
 
 
-def test_excited_input_carries_the_segments_own_harmonics(manifests, tmp_path):
-    """train.excite: the vocoder reads the real mel given the harmonics of the F0 YIN tracks in the segment (as the
-    converter excites a conversion); silence is left as it is, and the audio is required."""
-    trainer = VocoderTrainer(*tiny(manifests, tmp_path / "run", adversarial=False, segment_samples=8192, excite=True),
-                             progress=False)
-    f0 = 110.0
-    voiced = torch.from_numpy(voiced_signal(8192 / 16000, f0=f0, seed=1))
-    wav = torch.stack([voiced, torch.zeros_like(voiced)])  # [2, T]: a voice and digital silence
-    mel = trainer.frontend.log_mel(wav)
-    fed = trainer.vocoder_input(mel, wav)
-    assert fed.shape == mel.shape
-    assert torch.allclose(fed[1], mel[1], atol=1e-5)  # nothing voiced: no comb
-    centres = trainer.frontend.logmel.band_centres
-    peak, trough = int((centres - f0).abs().argmin()), int((centres - 1.5 * f0).abs().argmin())
-    middle = slice(8, mel.shape[-1] - 8)  # frames whose F0 the tracker reads from a whole window
-    gain = (fed[0] - mel[0])[:, middle].mean(dim=-1)
-    assert gain[peak] > gain[trough] + 0.5  # the fundamental's band raised over the band between harmonics
-    with pytest.raises(VconvError, match="excite"):
-        trainer.vocoder_input(mel)
-    assert np.isfinite(trainer.train_step(wav)["loss"])
-    plain = VocoderTrainer(*tiny(manifests, tmp_path / "plain", adversarial=False, segment_samples=8192), progress=False)
-    assert torch.equal(plain.vocoder_input(mel, wav), mel)
-    shutil.rmtree(tmp_path / "run", ignore_errors=True)
-    shutil.rmtree(tmp_path / "plain", ignore_errors=True)
-
-
 def test_init_from_starts_a_fresh_run_from_trained_weights(manifests, vocoder_dir, tmp_path):
     trained = load_vocoder(vocoder_dir)  # TINY-sized
     features, _, train_cfg = tiny(manifests, tmp_path / "ft", init_from=str(vocoder_dir), adversarial=False)

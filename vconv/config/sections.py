@@ -294,9 +294,6 @@ class VocoderTrainConfig(LoopConfig):
     save_every: int = 1000
     vc_model: str | None = None  # a VC bundle: fine-tune on its reconstructed mels (targets stay real audio)
     init_from: str | None = None  # a vocoder folder (vocoder.json + weights) to start from: a fine-tuning run
-    # the input mel given the harmonics of the segment's own F0 (YIN), as the converter gives a converted mel before
-    # the vocoder (vconv.vocoders.harmonics): a vocoder for a bundle with the pitch path learns to render that comb
-    excite: bool = False
     segment_samples: int = 8192  # a multiple of hop_length (32 frames at hop 256)
     disc_lr: float = 5e-4
     stft_weight: float = 2.5

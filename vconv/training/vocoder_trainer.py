@@ -32,7 +32,6 @@ picks it up by default.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -43,13 +42,11 @@ from vconv.config import FeatureConfig, VocoderConfig, VocoderTrainConfig
 from vconv.data.audio_segments import AudioSegments
 from vconv.data.manifest import read_manifest
 from vconv.errors import VconvError
-from vconv.frontends.base import build_frontend_part
 from vconv.models.budget import build_within_budget
 from vconv.models.contour import decoder_contour
 from vconv.training.base import BaseTrainer
 from vconv.training.runs import load_training_state
 from vconv.vocoders.discriminators import CombinedDiscriminator
-from vconv.vocoders.harmonics import h1_h2, impose_harmonics
 from vconv.vocoders.losses import MelL1Loss, MultiResolutionSTFTLoss, PhaseLoss, discriminator_loss, feature_matching_loss, generator_loss
 from vconv.vocoders.vocos import VocosVocoder, load_vocoder, save_vocoder
 
@@ -89,7 +86,6 @@ class VocoderTrainer(BaseTrainer):
         self.phase_loss = PhaseLoss()
         # the VC model's front-end when fine-tuning on its reconstructions (it normalises), else log-mel only
         self.vc_model, self.frontend = self._load_vc_model(train.vc_model)
-        self.pitch_part = build_frontend_part("pitch", {"kind": "yin"}) if train.excite else None
         self._gl_reference: dict[str, float] | None = None
         state = self.latest_state()
         if state is not None:
@@ -119,32 +115,8 @@ class VocoderTrainer(BaseTrainer):
     @torch.no_grad()
     def vocoder_input(self, mel: torch.Tensor, wav: torch.Tensor | None = None) -> torch.Tensor:
         """The log-mel ``[B, n_mels, F]`` the vocoder sees: the real one, or the VC model's reconstruction of it
-        (denormalised); with ``train.excite``, given the harmonics of each segment's own F0 as a converted mel is at
-        inference. A model whose paths read more than the mel (Whisper states, the pitch contour), and the excitation,
-        read them of ``wav [B, T]``, the segments the mels are of."""
-        given = self._model_input(mel, wav)
-        return given if self.pitch_part is None else self._excited(given, wav)
-
-    def _excited(self, log_mel: torch.Tensor, wav: torch.Tensor | None) -> torch.Tensor:
-        """``log_mel [B, n_mels, F]`` given the harmonics of the F0 that YIN tracks in ``wav [B, T]``
-        (:func:`vconv.vocoders.harmonics.impose_harmonics`), each item with its own H1-H2 (:func:`h1_h2`, None when
-        it has too few voiced frames), as the converter excites a conversion with its target voice's."""
-        if wav is None or self.pitch_part is None:
-            raise VconvError("train.excite: vocoder_input needs the audio to track its pitch")
-        centres, floor = self.frontend.logmel.band_centres, math.log(self.fcfg.log_floor)
-        items = []
-        for item_mel, item_wav in zip(log_mel, wav):
-            rows = self.pitch_part.compute(item_wav.float().cpu().numpy(), self.frontend)[:, : item_mel.shape[-1]]
-            rows = rows.to(item_mel.device)
-            frames = rows.shape[-1]  # the tracker's frames are the log-mel's (1 + T // hop)
-            f0, voicing = rows[0].exp()[None], (rows[1] * rows[2])[None]
-            own = h1_h2([item_mel[:, :frames].cpu()], [rows.cpu()], centres.cpu())
-            excited = impose_harmonics(item_mel[None, :, :frames], f0, voicing, self.frontend.logmel, floor, own)
-            items.append(torch.cat([excited[0], item_mel[:, frames:]], dim=-1))
-        return torch.stack(items)
-
-    def _model_input(self, mel: torch.Tensor, wav: torch.Tensor | None) -> torch.Tensor:
-        """The real log-mel ``[B, n_mels, F]``, or the VC model's reconstruction of it (denormalised)."""
+        (denormalised). A model whose paths read more than the mel (Whisper states, the pitch contour) reads them of
+        ``wav [B, T]``, the segments the mels are of."""
         if self.vc_model is None:
             return mel
         frontend, norm = self.frontend, self.frontend.normalize(mel)
