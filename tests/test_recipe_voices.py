@@ -428,3 +428,39 @@ def test_the_recipe_that_makes_the_shipped_model_names_its_config():
         "train.train_manifest=t.jsonl", "train.run_dir=r", "model.adversary.kind=none", "model.n_speakers=41"])
     assert model == shipped.model_config and features == shipped.feature_config
     assert "whisper_mel_pitch" in (LOCAL.parent / "finetune.sh").read_text()
+
+
+@pytest.mark.slow
+def test_whisper_rooms_distils_and_writes_a_loadable_bundle(tmp_path):
+    """recipes/voices/local/whisper_rooms.py: the room versions are the clean audio in a room, two steps move the
+    student's room distance down from the frozen encoder's, and the bundle it writes loads and converts."""
+    import torch
+
+    import vconv
+
+    whisper_rooms = load_script("whisper_rooms")
+    exp = tmp_path / "exp"
+    (exp / "data").mkdir(parents=True)
+    lines = []
+    for i in range(4):
+        sf.write(exp / "data" / f"u{i}.wav", voiced_signal(2.5, f0=110.0 + 20 * i, seed=i), 16000)
+        lines.append(json.dumps({"id": f"spk/u{i}", "path": f"u{i}.wav", "speaker": "spk", "duration": 2.5}))
+    (exp / "data" / "train.jsonl").write_text("\n".join(lines) + "\n")
+    work = exp / "whisper_rooms"
+    whisper_rooms.room_versions(exp, work / "audio", count=4, seed=1)
+    pairs = whisper_rooms.read_pairs(sorted((work / "audio").glob("*.npz")))
+    assert len(pairs) == 4 and all(c.shape == r.shape and not np.allclose(c, r, atol=1e-3) for c, r in pairs)
+    d = whisper_rooms.Distillation("vconv-voices-small")
+    before = whisper_rooms.validate(d, pairs[:1])
+    assert before["room"] == pytest.approx(before["room_before"]) and before["clean"] == 0.0
+    monkey_valid, whisper_rooms.VALID_FILES = whisper_rooms.VALID_FILES, 1
+    try:
+        whisper_rooms.train(d, work, steps=2, lr=1e-4)
+    finally:
+        whisper_rooms.VALID_FILES = monkey_valid
+    log = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 2 and log[-1]["valid"]["room"] < before["room_before"]
+    whisper_rooms.write_bundle(Path(d.converter.info.path), d.student, tmp_path / "bundle")
+    out = vconv.load(str(tmp_path / "bundle")).convert(voiced_signal(1.0), sr=16000, refs=[voiced_signal(1.5, f0=200.0)])
+    assert out.size > 0 and np.isfinite(out).all()
+    assert torch.load(work / "student.pt", weights_only=True)["step"] == 2
