@@ -431,9 +431,10 @@ def test_the_recipe_that_makes_the_shipped_model_names_its_config():
 
 
 @pytest.mark.slow
-def test_whisper_rooms_distils_and_writes_a_loadable_bundle(tmp_path):
-    """recipes/voices/local/whisper_rooms.py: the room versions are the clean audio in a room, two steps move the
-    student's room distance down from the frozen encoder's, and the bundle it writes loads and converts."""
+def test_whisper_rooms_distils_resumes_and_writes_a_loadable_bundle(tmp_path, monkeypatch):
+    """recipes/voices/local/whisper_rooms.py: the room versions are the clean audio in a room, training moves the
+    student's room distance below the frozen encoder's on the same utterance, a rerun resumes from the checkpoint, and
+    the bundle it writes carries the student's weights, loads and converts."""
     import torch
 
     import vconv
@@ -453,14 +454,18 @@ def test_whisper_rooms_distils_and_writes_a_loadable_bundle(tmp_path):
     d = whisper_rooms.Distillation("vconv-voices-small")
     before = whisper_rooms.validate(d, pairs[:1])
     assert before["room"] == pytest.approx(before["room_before"]) and before["clean"] == 0.0
-    monkey_valid, whisper_rooms.VALID_FILES = whisper_rooms.VALID_FILES, 1
-    try:
-        whisper_rooms.train(d, work, steps=2, lr=1e-4)
-    finally:
-        whisper_rooms.VALID_FILES = monkey_valid
+    monkeypatch.setattr(whisper_rooms, "VALID_FILES", 1)
+    monkeypatch.setattr(whisper_rooms, "WARMUP_STEPS", 1)
+    whisper_rooms.train(d, work, steps=2, lr=1e-4)
+    whisper_rooms.train(d, work, steps=3, lr=1e-4)  # resumes after step 2
     log = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
-    assert log[-1]["step"] == 2 and log[-1]["valid"]["room"] < before["room_before"]
+    assert [row["step"] for row in log] == [2, 3]
+    assert log[-1]["valid"]["room"] < log[-1]["valid"]["room_before"]
+    assert torch.load(work / "student.pt", weights_only=True)["step"] == 3
     whisper_rooms.write_bundle(Path(d.converter.info.path), d.student, tmp_path / "bundle")
-    out = vconv.load(str(tmp_path / "bundle")).convert(voiced_signal(1.0), sr=16000, refs=[voiced_signal(1.5, f0=200.0)])
+    taught = vconv.load(str(tmp_path / "bundle"))
+    weight = taught.frontend.content.encoder.blocks[0].qkv.weight
+    assert torch.equal(weight, d.student.blocks[0].qkv.weight.detach().half().float())
+    assert not torch.equal(weight, d.teacher.blocks[0].qkv.weight)
+    out = taught.convert(voiced_signal(1.0), sr=16000, refs=[voiced_signal(1.5, f0=200.0)])
     assert out.size > 0 and np.isfinite(out).all()
-    assert torch.load(work / "student.pt", weights_only=True)["step"] == 2

@@ -13,8 +13,9 @@ front-end (content encoder, quantiser, decoder, vocoder) is the bundle's, unchan
     python recipes/voices/local/whisper_rooms.py --exp EXP --out OUT [--from BUNDLE] [--steps 1000]
 
 Stages, each skipped when its output exists (so a rerun continues): the room versions of ``--utterances`` training
-utterances of ``EXP/data/train.jsonl`` (``EXP/whisper_rooms/audio``, ~8 min on two cores), the training
-(``EXP/whisper_rooms/student.pt`` every 250 steps, resumed from there; 1.1 s a step on two cores), then OUT: the
+utterances of ``EXP/data/train.jsonl`` (``EXP/whisper_rooms/audio``, ~8 min on two cores; remove the folder before a
+run with another ``--seed`` or ``--utterances``), the training (``EXP/whisper_rooms/student.pt`` every 250 steps,
+resumed from there with the same ``--steps``; 1.2 s a step on two cores), then OUT: the
 bundle with the student's weights (float16) and its sha256. Measured with the defaults on the held-out voices and not
 shipped: the words it brought back lie within the judge's spread (recipes/voices/MODEL_HISTORY.md, "The content
 front-end taught the room"); a content encoder retrained on the student's states is the step it leaves open.
@@ -38,12 +39,14 @@ from vconv.audio import enhance
 from vconv.audio.io import load
 from vconv.audio.pretrained import WHISPER_FILE, save_whisper_encoder
 from vconv.audio.rooms import draw_room, in_room, parse_room
+from vconv.fileio import atomic_path, write_text_atomic
 from vconv.frontends.whisper import align_to_mel_frames
 
 SAMPLE_RATE = 16000
 CROP = 2 * SAMPLE_RATE  # two-second crops: the attention sees a phrase, a step stays about a second
 BATCH = 12
 VALID_FILES = 80  # the first files of the shuffled list: the distance printed every 250 steps
+WARMUP_STEPS = 100
 
 
 def room_versions(exp: Path, out: Path, count: int, seed: int) -> None:
@@ -62,7 +65,8 @@ def room_versions(exp: Path, out: Path, count: int, seed: int) -> None:
             continue
         room = in_room(clean, SAMPLE_RATE, draw_room(seed, item["id"], rt60, snr))
         cleaned = enhance.enhance(room, SAMPLE_RATE, only_in_a_room=True)
-        np.savez(dest, clean=clean.astype(np.float16), room=cleaned.astype(np.float16))
+        with atomic_path(dest) as tmp, open(tmp, "wb") as f:  # a killed run leaves no half file to skip as done
+            np.savez(f, clean=clean.astype(np.float16), room=cleaned.astype(np.float16))
 
 
 class Distillation:
@@ -104,7 +108,10 @@ def read_pairs(files: list[Path]) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def crops(pairs: list[tuple[np.ndarray, np.ndarray]], step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """BATCH aligned crops of clean and room audio ``[BATCH, CROP]`` each, a pure function of ``step``."""
+    """BATCH aligned crops of clean and room audio ``[BATCH, CROP]`` each, a pure function of ``step`` (utterances
+    shorter than CROP are drawn and passed over, so the batches stay those of the measured run)."""
+    if not any(c.size >= CROP for c, _ in pairs):
+        raise SystemExit(f"whisper_rooms: no training utterance is {CROP / SAMPLE_RATE:g} s long")
     rng = np.random.default_rng(1000 + step)
     clean, room = [], []
     while len(clean) < BATCH:
@@ -133,8 +140,10 @@ def validate(d: Distillation, pairs: list[tuple[np.ndarray, np.ndarray]]) -> dic
 
 
 def train(d: Distillation, work: Path, steps: int, lr: float) -> None:
-    """Adam with 100 warm-up steps and a cosine decay; the student saved (and resumable) every 250 steps."""
+    """Adam with WARMUP_STEPS warm-up steps and a cosine decay; the student saved (and resumable) every 250 steps."""
     files = sorted((work / "audio").glob("*.npz"))
+    if len(files) <= VALID_FILES:
+        raise SystemExit(f"whisper_rooms: {len(files)} room recordings, need more than the {VALID_FILES} held back")
     np.random.default_rng(0).shuffle(files)
     valid, pairs = read_pairs(files[:VALID_FILES]), read_pairs(files[VALID_FILES:])
     checkpoint, start = work / "student.pt", 0
@@ -144,11 +153,11 @@ def train(d: Distillation, work: Path, steps: int, lr: float) -> None:
         d.student.load_state_dict(saved["student"])
         opt.load_state_dict(saved["opt"])
         start = int(saved["step"])
-    log = (work / "log.jsonl").open("a")
+    log = (work / "log.jsonl").open("a")  # a resumed run repeats the rows after its last checkpoint
     began = time.time()
     for step in range(start + 1, steps + 1):
         for group in opt.param_groups:
-            group["lr"] = float(lr * min(1.0, step / 100) * 0.5 * (1 + np.cos(np.pi * step / steps)))
+            group["lr"] = float(lr * min(1.0, step / WARMUP_STEPS) * 0.5 * (1 + np.cos(np.pi * step / steps)))
         room_loss, clean_loss = d.loss(*crops(pairs, step))
         opt.zero_grad()
         (room_loss + clean_loss).backward()
@@ -157,18 +166,22 @@ def train(d: Distillation, work: Path, steps: int, lr: float) -> None:
         row: dict[str, object] = {"step": step, "room": room_loss.item(), "clean": clean_loss.item(), "s": round(time.time() - began)}
         if step % 250 == 0 or step == steps:
             row["valid"] = validate(d, valid)
-            torch.save({"student": d.student.state_dict(), "opt": opt.state_dict(), "step": step}, checkpoint)
+            with atomic_path(checkpoint) as tmp:
+                torch.save({"student": d.student.state_dict(), "opt": opt.state_dict(), "step": step}, tmp)
         if step % 25 == 0 or "valid" in row:
             print(json.dumps(row), file=log, flush=True)
+    log.close()
 
 
 def write_bundle(source: Path, student: torch.nn.Module, out: Path) -> None:
-    """OUT: a copy of the ``source`` bundle carrying the student's Whisper encoder (float16) and its sha256."""
-    shutil.copytree(source, out)
+    """OUT: a copy of the ``source`` bundle carrying the student's Whisper encoder (float16) and its sha256, named
+    after OUT's folder and without the source's model card (it does not describe this bundle)."""
+    shutil.copytree(source, out, ignore=shutil.ignore_patterns("MODEL_CARD.md"))
     save_whisper_encoder(student, out / WHISPER_FILE, torch.float16)
     config = json.loads((out / "config.json").read_text())
     config["sha256"][WHISPER_FILE] = hashlib.sha256((out / WHISPER_FILE).read_bytes()).hexdigest()
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    config["name"] = out.name
+    write_text_atomic(out / "config.json", json.dumps(config, indent=2) + "\n")
 
 
 def main() -> None:
