@@ -109,9 +109,8 @@ def read_pairs(files: list[Path]) -> list[tuple[np.ndarray, np.ndarray]]:
 
 def crops(pairs: list[tuple[np.ndarray, np.ndarray]], step: int) -> tuple[torch.Tensor, torch.Tensor]:
     """BATCH aligned crops of clean and room audio ``[BATCH, CROP]`` each, a pure function of ``step`` (utterances
-    shorter than CROP are drawn and passed over, so the batches stay those of the measured run)."""
-    if not any(c.size >= CROP for c, _ in pairs):
-        raise SystemExit(f"whisper_rooms: no training utterance is {CROP / SAMPLE_RATE:g} s long")
+    shorter than CROP are drawn and passed over, so the batches stay those of the measured run; at least one must be
+    long enough, which :func:`train` checks once)."""
     rng = np.random.default_rng(1000 + step)
     clean, room = [], []
     while len(clean) < BATCH:
@@ -146,6 +145,8 @@ def train(d: Distillation, work: Path, steps: int, lr: float) -> None:
         raise SystemExit(f"whisper_rooms: {len(files)} room recordings, need more than the {VALID_FILES} held back")
     np.random.default_rng(0).shuffle(files)
     valid, pairs = read_pairs(files[:VALID_FILES]), read_pairs(files[VALID_FILES:])
+    if not any(c.size >= CROP for c, _ in pairs):
+        raise SystemExit(f"whisper_rooms: no training utterance is {CROP / SAMPLE_RATE:g} s long")
     checkpoint, start = work / "student.pt", 0
     opt = torch.optim.Adam(d.student.parameters(), lr=lr)
     if checkpoint.exists():
@@ -201,9 +202,7 @@ def main() -> None:
     work = args.exp / "whisper_rooms"
     room_versions(args.exp, work / "audio", args.utterances, args.seed)
     d = Distillation(args.source)
-    train(d, work, args.steps, args.lr)
-    student = torch.load(work / "student.pt", weights_only=True)["student"]
-    d.student.load_state_dict(student)
+    train(d, work, args.steps, args.lr)  # leaves d.student as its last checkpoint
     write_bundle(Path(d.converter.info.path), d.student, args.out)
     print(f"bundle: {args.out}")
 
