@@ -23,10 +23,10 @@ def discriminator(trainer: ModelTrainer) -> torch.nn.Module | None:
 
 def test_discriminator_scores_patches_and_returns_its_activations():
     disc = MelDiscriminator(channels=8)
-    out = disc(torch.randn(3, 80, 64))
-    assert len(out.scores) == 1 and out.scores[0].shape == (3, 1, 10, 16)
-    assert len(out.features) == 1 and len(out.features[0]) == 5  # four convolutions and the score map
-    assert out.features[0][1].shape == (3, 16, 40, 32)
+    score, features = disc(torch.randn(3, 80, 64))
+    assert score.shape == (3, 1, 10, 16)
+    assert len(features) == 5 and features[-1] is score  # four convolutions and the score map
+    assert features[1].shape == (3, 16, 40, 32)
     with pytest.raises(ValueError, match=r"\[B, n_mels, T\]"):
         disc(torch.randn(80, 64))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -21,8 +20,7 @@ from vconv.models import build_model
 from vconv.training.base import lr_lambda
 from vconv.training.vocoder_trainer import VocoderTrainer, export_checkpoint
 from vconv.vocoders import VocoderConfig, VocosVocoder, get_vocoder, load_vocoder
-from vconv.vocoders.discriminators import CombinedDiscriminator
-from vconv.vocoders.losses import MultiResolutionSTFTLoss, PhaseLoss, discriminator_loss, feature_matching_loss, generator_loss
+from vconv.vocoders.losses import MultiResolutionSTFTLoss, PhaseLoss
 from vconv.vocoders.vocos import save_vocoder
 
 TINY = VocoderConfig(dim=32, intermediate=64, blocks=2)
@@ -77,8 +75,6 @@ def test_shapes_and_length_contract():
         voc(torch.zeros(1, 40, 10))
     built = get_vocoder("vocos", cfg, dim=16, intermediate=32, blocks=1)
     assert isinstance(built, VocosVocoder) and built.config.blocks == 1
-    disc = CombinedDiscriminator(mpd_channels=4, mrd_channels=4)(out.detach())
-    assert len(disc.scores) == 8 and all(s.shape[0] == 2 for s in disc.scores)
 
 
 def test_float16_copy_loads_and_vocodes_like_the_original(tmp_path):
@@ -92,7 +88,7 @@ def test_float16_copy_loads_and_vocodes_like_the_original(tmp_path):
 
 
 def test_training_steps_reduce_the_spectral_loss(manifests, tmp_path):
-    trainer = VocoderTrainer(*tiny(manifests, tmp_path / "run", adversarial=False, segment_samples=2048), progress=False)
+    trainer = VocoderTrainer(*tiny(manifests, tmp_path / "run", segment_samples=2048), progress=False)
     batch = trainer.batches[0]
     stft_loss = MultiResolutionSTFTLoss()
     with torch.no_grad():
@@ -108,7 +104,7 @@ def test_phase_loss_ignores_whole_turns_and_training_on_it_lowers_it(manifests, 
     phase = torch.rand(2, 9, 11) * 6
     assert PhaseLoss()(phase, phase + 2 * torch.pi).item() < 1e-5  # a full turn is no error
     assert PhaseLoss()(phase, torch.rand(2, 9, 11) * 6).item() > 2.0  # unrelated phases: ~3 x pi/2 on average
-    trainer = VocoderTrainer(*tiny(manifests, tmp_path / "run", adversarial=False, segment_samples=2048,
+    trainer = VocoderTrainer(*tiny(manifests, tmp_path / "run", segment_samples=2048,
                                    phase_weight=1.0, lr=0.003), progress=False)
     batch = trainer.batches[0]
     losses = [trainer.train_step(batch)["phase"] for _ in range(30)]
@@ -118,11 +114,11 @@ def test_phase_loss_ignores_whole_turns_and_training_on_it_lowers_it(manifests, 
     assert spec_frames == trainer.frontend.log_mel(torch.from_numpy(wav)).shape[-1]  # framed like the vocoder's own spectrum
 
 
-def test_resume_after_kill_matches_uninterrupted_run_with_gan(manifests, tmp_path):
-    settings = dict(steps=4, save_every=2, log_every=1, gan_start_step=2, batch_size=2, segment_samples=2048)
+def test_resume_after_kill_matches_uninterrupted_run(manifests, tmp_path):
+    settings = dict(steps=4, save_every=2, log_every=1, batch_size=2, segment_samples=2048)
     full = VocoderTrainer(*tiny(manifests, tmp_path / "full", **settings), progress=False)
     history = full.fit()
-    assert "d_loss" not in history[0] and "d_loss" in history[-1]
+    assert len(history) >= 4 and all(np.isfinite(r["loss"]) for r in history if r["split"] == "train")
     assert (tmp_path / "full" / "vocoder" / "vocoder.safetensors").is_file()
     first = VocoderTrainer(*tiny(manifests, tmp_path / "killed", **settings), progress=False)
     first.fit(until=3)  # killed after step 3; the last checkpoint is step 2
@@ -132,10 +128,9 @@ def test_resume_after_kill_matches_uninterrupted_run_with_gan(manifests, tmp_pat
     resumed = VocoderTrainer(*tiny(manifests, tmp_path / "killed", **settings), resume=True, progress=False)
     assert resumed.step == 2
     resumed.fit()
-    for a, b in ((full.generator, resumed.generator), (full.discriminator, resumed.discriminator)):
-        sa, sb = a.state_dict(), b.state_dict()
-        for key in sa:
-            torch.testing.assert_close(sa[key], sb[key], rtol=0, atol=1e-6, msg=key)
+    sa, sb = full.generator.state_dict(), resumed.generator.state_dict()
+    for key in sa:
+        torch.testing.assert_close(sa[key], sb[key], rtol=0, atol=1e-6, msg=key)
     loaded = load_vocoder(tmp_path / "killed" / "vocoder")
     x = torch.randn(1, 80, 8) - 5
     torch.testing.assert_close(loaded(x), resumed.generator.eval()(x))
@@ -167,28 +162,13 @@ def test_speed_perturbation_moves_the_pitch_within_its_range_and_is_off_by_defau
         tiny(tmp_path, tmp_path / "run", speed_perturb=1.5)
 
 
-def test_adversarial_losses_do_not_grow_with_the_number_of_sub_discriminators():
-    torch.manual_seed(0)
-    real, fake = [torch.randn(2, 1, 9)], [torch.randn(2, 1, 9) - 1]
-    feats_r, feats_f = [[torch.randn(2, 4, 9)]], [[torch.randn(2, 4, 9)]]
-    for kind in ("hinge", "lsgan"):
-        one = generator_loss(fake, kind)
-        assert one > 0
-        torch.testing.assert_close(generator_loss(fake * 8, kind), one)
-        torch.testing.assert_close(discriminator_loss(real * 8, fake * 8, kind), discriminator_loss(real, fake, kind))
-    torch.testing.assert_close(feature_matching_loss(feats_r * 8, feats_f * 8), feature_matching_loss(feats_r, feats_f))
-    # a fake the discriminator scores as real (>= 1) costs the hinge generator nothing
-    assert generator_loss([torch.full((2, 1, 9), 1.5)]) == 0
-
-
 def test_resume_with_a_new_learning_rate_uses_it(manifests, tmp_path):
-    settings = dict(steps=4, save_every=2, log_every=1, adversarial="false", batch_size=2, segment_samples=2048, warmup_steps=1)
+    settings = dict(steps=4, save_every=2, log_every=1, batch_size=2, segment_samples=2048, warmup_steps=1)
     VocoderTrainer(*tiny(manifests, tmp_path / "run", **settings), progress=False).fit(until=2)
-    resumed = VocoderTrainer(*tiny(manifests, tmp_path / "run", **settings, lr=1e-5, disc_lr=2e-5), resume=True, progress=False)
+    resumed = VocoderTrainer(*tiny(manifests, tmp_path / "run", **settings, lr=1e-5), resume=True, progress=False)
     resumed.fit(until=3)
     expected = 1e-5 * lr_lambda(1, 4)(3)
     assert resumed.sched_g.get_last_lr()[0] == pytest.approx(expected)
-    assert resumed.sched_d.base_lrs == [2e-5]
 
 
 def test_attached_vocoder_is_the_default_and_griffinlim_overrides_it(bundle, vocoder_dir, corpus_dir, tmp_path):
@@ -241,19 +221,9 @@ def test_cli_train_vocoder_with_validation_and_attach(manifests, bundle, tmp_pat
     assert bad.exit_code == 1 and "train_manifest" in bad.output
 
 
-def test_fine_tuning_on_the_vc_models_reconstructions(manifests, bundle, tmp_path):
-    trainer = VocoderTrainer(*tiny(manifests, tmp_path / "run", vc_model=bundle, adversarial=False, segment_samples=2048), progress=False)
-    batch = trainer.batches[0]
-    mel = trainer.frontend.log_mel(batch)
-    fed = trainer.vocoder_input(mel)
-    assert fed.shape == mel.shape and not torch.allclose(fed, mel)
-    assert np.isfinite(trainer.train_step(batch)["loss"])
-    shutil.rmtree(tmp_path / "run", ignore_errors=True)
-
-
 def test_init_from_starts_a_fresh_run_from_trained_weights(manifests, vocoder_dir, tmp_path):
     trained = load_vocoder(vocoder_dir)  # TINY-sized
-    features, _, train_cfg = tiny(manifests, tmp_path / "ft", init_from=str(vocoder_dir), adversarial=False)
+    features, _, train_cfg = tiny(manifests, tmp_path / "ft", init_from=str(vocoder_dir))
     trainer = VocoderTrainer(features, TINY, train_cfg, progress=False)
     assert trainer.step == 0 and trainer.opt_g.state == {}  # fresh optimiser and schedule
     for key, value in trained.state_dict().items():
@@ -275,3 +245,14 @@ def test_vocoder_run_config_inherits_with_base(tmp_path):
     _, preset, _ = load_vocoder_run_config("vocoder_debug", ["train.train_manifest=m.jsonl", "train.run_dir=r"])
     assert vocoder.dim == 48 and train.steps == 9
     assert vocoder.blocks == preset.blocks  # the rest comes from the packaged preset
+
+
+def test_configs_naming_the_removed_gan_read_as_before_and_turning_it_on_is_refused(manifests, tmp_path):
+    """The GAN and ``vc_model`` left vconv (vconv.config.legacy): their keys at "off" still load (the voices recipe's
+    vocoder config said ``adversarial: false``); turning either on is a one-line error naming the commit that has them."""
+    off = dict(adversarial="false", gan_start_step=10000, disc_lr=5e-4, mpd_channels=4, gan_loss="hinge", vc_model="null")
+    _, _, train = tiny(manifests, tmp_path / "run", **off)
+    assert not {"adversarial", "gan_start_step", "vc_model"} & train.to_dict().keys()
+    for key, value in (("adversarial", "true"), ("vc_model", "some/bundle")):
+        with pytest.raises(VconvError, match=rf"train\.{key}: this option left vconv.*commit 0993412"):
+            tiny(manifests, tmp_path / "run", **{key: value})

@@ -120,10 +120,9 @@ if [[ $stage -le 4 && $stop_stage -ge 4 ]]; then
   elif [[ -d $EXP/vocoder/vocoder ]]; then
     log "stage 4: $EXP/vocoder/vocoder exists, skipping vocoder training"
   else
-    # fine-tuned on the VC model's reconstructed mels (train.vc_model), targets stay the real audio;
-    # --attach copies it into the VC bundle, so stage 5 (and `vconv convert`) use it by default
-    vargs=("train.train_manifest=$data/train.jsonl" "train.run_dir=$EXP/vocoder" "train.vc_model=$run/model"
-           --attach "$run/model")
+    # trained on the corpus's real mels; --attach copies it into the VC bundle, so stage 5 (and `vconv convert`)
+    # use it by default
+    vargs=("train.train_manifest=$data/train.jsonl" "train.run_dir=$EXP/vocoder" --attach "$run/model")
     if [[ -n $VOCODER_CONF ]]; then vargs=(--config "$VOCODER_CONF" "${vargs[@]}"); fi
     if nonempty "$data/valid.jsonl"; then vargs+=("train.valid_manifest=$data/valid.jsonl"); fi
     if [[ -f $EXP/vocoder/checkpoints/latest.pt ]]; then vargs+=(--resume); fi

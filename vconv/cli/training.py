@@ -52,7 +52,6 @@ def train_vocoder(
     overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides, e.g. train.train_manifest=m/train.jsonl train.run_dir=runs/voc train.steps=1000 vocoder.dim=384."),
     config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML with features/vocoder/train sections, or a packaged config name (vocoder_debug)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in train.run_dir from its latest checkpoint."),
-    vc_model: Optional[str] = typer.Option(None, "--vc-model", help="Fine-tune on this VC bundle's reconstructed mels (same as train.vc_model=...)."),
     attach: Optional[Path] = typer.Option(None, "--attach", readable=False, help="After training, copy the vocoder into this VC bundle folder (convert then uses it by default)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (losses, steps/s, ETA)."),
     threads: Optional[int] = threads_option(),
@@ -62,7 +61,7 @@ def train_vocoder(
     from vconv.config import load_vocoder_run_config
     from vconv.training.vocoder_trainer import VocoderTrainer
 
-    extra = ([f"train.vc_model={vc_model}"] if vc_model else []) + ([f"train.threads={threads}"] if threads else [])
+    extra = [f"train.threads={threads}"] if threads else []
     features, vocoder_cfg, train_cfg = load_vocoder_run_config(config, (overrides or []) + extra)
     trainer = VocoderTrainer(features, vocoder_cfg, train_cfg, resume=resume, progress=progress)
     history = trainer.fit()

@@ -10,8 +10,10 @@ booleans as part swaps (``quantizer: {kind: none}``). A flat key given beside a 
 config) wins over the section's key.
 
 Options measured as not helping left the package in House III (their figures: ``recipes/voices/MODEL_HISTORY.md``;
-their code: git commit ``e8db0bd``, the last with them). A config that names one at its "off" value (every shipped
-bundle names ``reference`` and ``causal``) reads as before; one that turns it on is refused in one line.
+their code: git commit ``e8db0bd``, the last with them), and the vocoder's GAN and its training on a VC model's
+reconstructions after it (commit ``0993412``). A config that names one at its "off" value (the bundles shipped before
+House III name ``reference`` and ``causal``; the voices recipe's vocoder config says ``adversarial: false``) reads as
+before; one that turns it on is refused in one line.
 """
 
 from __future__ import annotations
@@ -22,25 +24,45 @@ from vconv.config.model_parts import DEFAULT_KINDS
 from vconv.errors import VconvError
 
 LEGACY_KEYS = ("content_input", "whisper_layer", "speaker_input")
-LAB_COMMIT = "e8db0bd"  # the last commit of vconv that holds the options below
-# model / train keys that left the package, each with its "off" value (None: any value is off while the weight is 0)
+LAB_COMMIT = "e8db0bd"  # the last commit of vconv that holds the model and train options below
+VOCODER_LAB_COMMIT = "0993412"  # the last with the vocoder's GAN and its training on a VC model's reconstructions
+ANY = object()  # a removed key's "off value" when any value is off (its switch is another key)
+# model / train keys that left the package, each with its "off" value
 REMOVED_MODEL_KEYS = {"reference": {"kind": "none"}, "causal": {}}
-REMOVED_TRAIN_KEYS = {"speaker_dropout": 0.0, "content_twins": None, "content_twin_probability": None,
-                      "speaker_consistency_weight": 0.0, "speaker_consistency_items": None}
+REMOVED_TRAIN_KEYS = {"speaker_dropout": 0.0, "content_twins": ANY, "content_twin_probability": ANY,
+                      "speaker_consistency_weight": 0.0, "speaker_consistency_items": ANY}
+REMOVED_VOCODER_TRAIN_KEYS = {"adversarial": False, "vc_model": None, "gan_start_step": ANY, "gan_loss": ANY,
+                              "adv_weight": ANY, "fm_weight": ANY, "disc_lr": ANY, "mpd_channels": ANY, "mrd_channels": ANY}
 REMOVED_PARTS = {("speaker_frontend", "dvector")}  # part kinds that left: the d-vector speaker input
 
 
-def _drop_removed(data: Mapping[str, Any], removed: Mapping[str, Any], section: str) -> dict[str, Any]:
+def _is_off(value: Any, off: Any) -> bool:
+    """Whether a removed key's ``value`` (as a file or a command-line override gives it) is its ``off`` value."""
+    if off is ANY or value == off:
+        return True
+    if isinstance(off, bool):
+        return str(value).lower() in ("false", "0", "no", "off")
+    if isinstance(off, float):
+        return _is_zero(value)
+    return off is None and str(value).lower() in ("", "null", "none")
+
+
+def _drop_removed(data: Mapping[str, Any], removed: Mapping[str, Any], section: str,
+                  commit: str = LAB_COMMIT) -> dict[str, Any]:
     """``data`` without the ``removed`` keys it holds at their off value; one that is on is a one-line VconvError."""
     out = dict(data)
     for key, off in removed.items():
-        if key not in out:
-            continue
-        value = out.pop(key)
-        if off is not None and value != off and not (isinstance(off, float) and value in (0, "0", "0.0")):
+        if key in out and not _is_off(out.pop(key), off):
             raise VconvError(f"{section}.{key}: this option left vconv (measured as not helping: "
-                             f"recipes/voices/MODEL_HISTORY.md); vconv at commit {LAB_COMMIT} still reads it")
+                             f"recipes/voices/MODEL_HISTORY.md); vconv at commit {commit} still reads it")
     return out
+
+
+def upgrade_vocoder_train_config(data: Any) -> Any:
+    """A vocoder's ``train`` section without the keys of the GAN and of ``vc_model`` (at their off values)."""
+    if not isinstance(data, Mapping):
+        return data
+    return _drop_removed(data, REMOVED_VOCODER_TRAIN_KEYS, "train", VOCODER_LAB_COMMIT)
 
 
 # the flat keys of the training critics before each had its own section (vconv.config.critics): key -> (critic, key)

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from vconv.config.base import ConfigSection, from_dict
 from vconv.config.critics import critic_sections
-from vconv.config.legacy import upgrade_model_config, upgrade_train_config
+from vconv.config.legacy import upgrade_model_config, upgrade_train_config, upgrade_vocoder_train_config
 from vconv.config.model_parts import PART_SECTIONS, part_section
 from vconv.errors import VconvError
 
@@ -279,33 +279,23 @@ class VocoderConfig(ConfigSection):
 
 @dataclass
 class VocoderTrainConfig(LoopConfig):
-    """What the vocoder trainer needs beyond the loop (whose defaults it changes for a long GAN run)."""
+    """What the vocoder trainer needs beyond the loop (whose defaults it changes for a long run)."""
 
-    LIMITS = {"segment_samples": (1, 10**7), "disc_lr": (0.0, 10.0), "stft_weight": (0.0, 1e6), "mel_weight": (0.0, 1e6),
-              "phase_weight": (0.0, 1e6), "gan_start_step": (0, 10**9), "adv_weight": (0.0, 1e6), "fm_weight": (0.0, 1e6),
-              "mpd_channels": (1, 256), "mrd_channels": (1, 256), "valid_utterances": (0, 10**6), "cache_size": (0, 10**7),
+    LIMITS = {"segment_samples": (1, 10**7), "stft_weight": (0.0, 1e6), "mel_weight": (0.0, 1e6),
+              "phase_weight": (0.0, 1e6), "valid_utterances": (0, 10**6), "cache_size": (0, 10**7),
               "speed_perturb": (0.0, 1.0), "speed_perturb_probability": (0.0, 1.0)}
 
     steps: int = 200_000
     weight_decay: float = 1e-2
     warmup_steps: int = 1000
-    grad_clip: float = 100.0  # GAN gradients spike; clip only the pathological ones
+    grad_clip: float = 100.0  # clip only the pathological gradients
     valid_every: int = 2000
     save_every: int = 1000
-    vc_model: str | None = None  # a VC bundle: fine-tune on its reconstructed mels (targets stay real audio)
     init_from: str | None = None  # a vocoder folder (vocoder.json + weights) to start from: a fine-tuning run
     segment_samples: int = 8192  # a multiple of hop_length (32 frames at hop 256)
-    disc_lr: float = 5e-4
     stft_weight: float = 2.5
     mel_weight: float = 15.0
     phase_weight: float = 0.0  # > 0: anti-wrapping phase losses against the real STFT phase (APNet)
-    adversarial: bool = True
-    gan_start_step: int = 10_000  # reconstruction-only warm-up before the discriminators join
-    gan_loss: str = "hinge"  # or "lsgan"
-    adv_weight: float = 1.0
-    fm_weight: float = 2.0
-    mpd_channels: int = 16
-    mrd_channels: int = 32
     valid_utterances: int = 16
     cache_size: int = 2048  # decoded utterances kept in memory (per process)
     # speed perturbation of the training audio (Ko et al. 2015): with this probability a segment is
@@ -314,10 +304,13 @@ class VocoderTrainConfig(LoopConfig):
     speed_perturb: float = 0.0
     speed_perturb_probability: float = 0.5
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "VocoderTrainConfig":
+        """As every section, after dropping the keys that left the package (:mod:`vconv.config.legacy`)."""
+        return from_dict(cls, upgrade_vocoder_train_config(data))
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.gan_loss not in ("hinge", "lsgan"):
-            raise VconvError(f"train.gan_loss must be hinge or lsgan, got {self.gan_loss!r}")
         if not 0 <= self.speed_perturb < 1:
             raise VconvError(f"train.speed_perturb must be in [0, 1), got {self.speed_perturb}")
         if not 0 <= self.speed_perturb_probability <= 1:

@@ -10,8 +10,7 @@ vocoders), pushes the decoder toward spectra with the detail of real speech.
 
 :class:`MelDiscriminator` judges ``[B, n_mels, T]`` log-mel segments as a one-channel image: 2-D convolutions over
 (mel band, frame), so it sees the local spectral texture (formant sharpness, harmonic ridges, onsets) anywhere
-in the segment, and returns a score map and its activations (:class:`~vconv.vocoders.discriminators.DiscriminatorOutput`
-with one sub-discriminator, so the vocoder's loss functions apply unchanged).
+in the segment, and returns a score map and its activations (for feature matching). The losses are LSGAN's.
 """
 
 from __future__ import annotations
@@ -19,13 +18,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from vconv.config.critics import MelGanSection
 from vconv.training.critics import Critic, register_critic
-from vconv.vocoders.discriminators import DiscriminatorOutput, run_stack
-from vconv.vocoders.losses import discriminator_loss, feature_matching_loss, generator_loss
 
 if TYPE_CHECKING:
     from vconv.data.segments import Batch
@@ -36,7 +34,7 @@ __all__ = ["MelDiscriminator", "MelGanCritic"]
 
 
 class MelDiscriminator(nn.Module):
-    """``log-mel [B, n_mels, T] -> DiscriminatorOutput`` (one score map ``[B, 1, ~n_mels/8, ~T/4]``).
+    """``log-mel [B, n_mels, T] -> (score [B, 1, ~n_mels/8, ~T/4], every layer's activation)``.
 
     Four weight-normalised 2-D convolutions (the middle two stride 2 in both axes, the last 2 in frequency) of
     ``channels``, ``2·channels``, ``4·channels``, ``4·channels`` and a 3x3 output convolution; ~0.1 M parameters
@@ -54,11 +52,15 @@ class MelDiscriminator(nn.Module):
         ])
         self.out = weight_norm(nn.Conv2d(4 * c, 1, 3, padding=1))
 
-    def forward(self, log_mel: torch.Tensor) -> DiscriminatorOutput:
+    def forward(self, log_mel: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         if log_mel.dim() != 3:
             raise ValueError(f"expected a log-mel batch [B, n_mels, T], got {tuple(log_mel.shape)}")
-        score, features = run_stack(self.convs, self.out, log_mel.unsqueeze(1))
-        return DiscriminatorOutput([score], [features])
+        x, features = log_mel.unsqueeze(1), []
+        for conv in self.convs:
+            x = F.leaky_relu(conv(x), 0.1)
+            features.append(x)
+        x = self.out(x)
+        return x, [*features, x]
 
 
 @register_critic
@@ -82,14 +84,14 @@ class MelGanCritic(Critic):
         if self.trainer.step < self.section.start_step:
             return None
         real, fake, n = batch.mel, out.mel.float(), batch.mel.shape[0]
-        with self.trainer.autocast():
-            judged_real, judged_fake = self.net(torch.cat([real, fake.detach()])).split(n)
-        d_loss = discriminator_loss(judged_real.scores, judged_fake.scores, "lsgan")
+        with self.trainer.autocast():  # the first n items real, the rest reconstructed
+            score, _ = self.net(torch.cat([real, fake.detach()]))
+        d_loss = (1 - score[:n].float()).pow(2).mean() + score[n:].float().pow(2).mean()
         self.trainer.update(d_loss, self.optimizer, self.scheduler, self.discriminator)
         with self.trainer.autocast():  # the gradient reaches the model through `fake`
-            judged_real, judged_fake = self.net(torch.cat([real, fake])).split(n)
-        adversarial = generator_loss(judged_fake.scores, "lsgan")
-        matching = feature_matching_loss(judged_real.features, judged_fake.features)
+            score, features = self.net(torch.cat([real, fake]))
+        adversarial = (1 - score[n:].float()).pow(2).mean()
+        matching = torch.stack([F.l1_loss(f[n:].float(), f[:n].detach().float()) for f in features]).sum()
         metrics.update(mel_d_loss=d_loss.item(), mel_g_adv=adversarial.item(), mel_fm=matching.item())
         return self.section.weight * adversarial + self.section.fm_weight * matching
 

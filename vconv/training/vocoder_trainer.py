@@ -10,21 +10,17 @@ same :class:`~vconv.audio.frontend.FrontEnd` as everywhere else. Batches are a p
 
 Losses: ``stft_weight`` x multi-resolution STFT (spectral convergence + log magnitude) +
 ``mel_weight`` x mel L1 (+ ``phase_weight`` x anti-wrapping phase losses against the real STFT
-phase); from ``gan_start_step`` on (when ``adversarial``), also hinge losses against a
-multi-period + multi-resolution discriminator and feature matching. The warm-up without the GAN gives
-the discriminator a sensible generator to start against (a GAN from scratch is slow and unstable).
-
-Fine-tuning on the VC model's own output (``vc_model``: a VC bundle): the vocoder's input becomes the
-mel that the VC model *reconstructs* from the segment (denormalised), while the targets stay the real
-audio and its real mel, so the vocoder learns to turn the model's slightly smoothed mels into clean audio.
-``init_from`` (a trained vocoder folder) starts such a run from trained weights with a fresh optimiser
+phase). No adversary: a multi-period + multi-resolution GAN made every judge's score worse whenever it was
+tried, and fine-tuning on a VC model's reconstructed mels barely moved the frame-rate beat; both left the
+package (``recipes/voices/MODEL_HISTORY.md``; their code is at commit ``0993412``).
+``init_from`` (a trained vocoder folder) starts a run from trained weights with a fresh optimiser
 and schedule, so a fine-tune is its own short run rather than a resume that stretches the old schedule.
 
 Run folder::
 
     config.yaml              resolved configs (features, vocoder, train)
     log.jsonl                one JSON line per logged / validated step
-    checkpoints/latest.pt    atomic, resumable (generator, discriminator, optimisers, schedulers, step, RNG)
+    checkpoints/latest.pt    atomic, resumable (generator, optimiser, scheduler, step, RNG)
     vocoder/                 vocoder.safetensors + vocoder.json (see :func:`vconv.vocoders.vocos.save_vocoder`)
 
 ``attach_vocoder(bundle, RUN_DIR/vocoder)`` copies the vocoder into a VC bundle, where ``vconv convert``
@@ -33,7 +29,7 @@ picks it up by default.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import torch
 
@@ -43,21 +39,16 @@ from vconv.data.audio_segments import AudioSegments
 from vconv.data.manifest import read_manifest
 from vconv.errors import VconvError
 from vconv.models.budget import build_within_budget
-from vconv.models.contour import decoder_contour
 from vconv.training.base import BaseTrainer
 from vconv.training.runs import load_training_state
-from vconv.vocoders.discriminators import CombinedDiscriminator
-from vconv.vocoders.losses import MelL1Loss, MultiResolutionSTFTLoss, PhaseLoss, discriminator_loss, feature_matching_loss, generator_loss
+from vconv.vocoders.losses import MelL1Loss, MultiResolutionSTFTLoss, PhaseLoss
 from vconv.vocoders.vocos import VocosVocoder, load_vocoder, save_vocoder
-
-if TYPE_CHECKING:
-    from vconv.models import VoiceConversionModel
 
 __all__ = ["VocoderTrainer", "export_checkpoint"]
 
 
 class VocoderTrainer(BaseTrainer):
-    """Builds data, generator, discriminators and optimisers from the configs; ``fit()`` trains and exports."""
+    """Builds data, generator and optimiser from the configs; ``fit()`` trains and exports."""
 
     tcfg: VocoderTrainConfig
 
@@ -70,22 +61,14 @@ class VocoderTrainer(BaseTrainer):
 
         torch.manual_seed(train.seed)
         self.generator = build_within_budget(lambda: VocosVocoder(features, vocoder), "vocoder config").to(self.device)
-        self.discriminator = build_within_budget(
-            lambda: CombinedDiscriminator(mpd_channels=train.mpd_channels, mrd_channels=train.mrd_channels),
-            "train.mpd_channels/mrd_channels").to(self.device)
         self.gen_net = self.distributed(self.generator)
-        self.disc_net = self.distributed(self.discriminator)
-        betas = (0.8, 0.9)  # HiFi-GAN / Vocos: a short momentum memory suits the moving GAN target
+        betas = (0.8, 0.9)  # HiFi-GAN / Vocos (the shipped vocoder was trained with them)
         self.opt_g = torch.optim.AdamW(self.generator.parameters(), lr=train.lr, betas=betas, weight_decay=train.weight_decay)
-        self.opt_d = torch.optim.AdamW(self.discriminator.parameters(), lr=train.disc_lr, betas=betas, weight_decay=train.weight_decay)
         self.sched_g = self.make_scheduler(self.opt_g)
-        # the discriminator's schedule starts when it does
-        self.sched_d = self.make_scheduler(self.opt_d, max(1, train.steps - train.gan_start_step))
         self.stft_loss = MultiResolutionSTFTLoss().to(self.device)
         self.mel_loss = MelL1Loss(features).to(self.device)
         self.phase_loss = PhaseLoss()
-        # the VC model's front-end when fine-tuning on its reconstructions (it normalises), else log-mel only
-        self.vc_model, self.frontend = self._load_vc_model(train.vc_model)
+        self.frontend = FrontEnd(features).to(self.device)  # the log-mel the vocoder reads
         self._gl_reference: dict[str, float] | None = None
         state = self.latest_state()
         if state is not None:
@@ -96,70 +79,20 @@ class VocoderTrainer(BaseTrainer):
                                      seed=train.seed, rank=self.dist.rank, steps=train.steps, cache_size=train.cache_size,
                                      speed_perturb=train.speed_perturb, speed_probability=train.speed_perturb_probability)
 
-    def _load_vc_model(self, bundle: str | None) -> tuple[VoiceConversionModel | None, FrontEnd]:
-        if not bundle:
-            return None, FrontEnd(self.fcfg).to(self.device)
-        from vconv.bundles import load_bundle
-
-        model, frontend, info = load_bundle(bundle, self.device)
-        diffs = info.feature_config.differences(self.fcfg)
-        if diffs:
-            raise VconvError(f"{bundle}: the VC model was trained on other features (model vs vocoder: {'; '.join(diffs)})")
-        for p in model.parameters():
-            p.requires_grad_(False)
-        return model, frontend
-
-    def gan_active(self, step: int | None = None) -> bool:
-        return self.tcfg.adversarial and (self.step if step is None else step) >= self.tcfg.gan_start_step
-
-    @torch.no_grad()
-    def vocoder_input(self, mel: torch.Tensor, wav: torch.Tensor | None = None) -> torch.Tensor:
-        """The log-mel ``[B, n_mels, F]`` the vocoder sees: the real one, or the VC model's reconstruction of it
-        (denormalised). A model whose paths read more than the mel (Whisper states, the pitch contour) reads them of
-        ``wav [B, T]``, the segments the mels are of."""
-        if self.vc_model is None:
-            return mel
-        frontend, norm = self.frontend, self.frontend.normalize(mel)
-        reads_mel = [part is None or part.is_log_mel for part in (frontend.content, frontend.speaker)]
-        if all(reads_mel) and not self.vc_model.reads_pitch:
-            return frontend.denormalize(self.vc_model.reconstruct(norm, norm).mel.float())
-        if wav is None:
-            raise VconvError("this VC model reads more than the mel: vocoder_input needs the audio too")
-        items = [w.float().cpu().numpy() for w in wav]
-
-        def per_item(read) -> torch.Tensor:
-            return torch.cat([read(w) for w in items]).to(mel.device)[..., : mel.shape[-1]]
-
-        content = norm if reads_mel[0] else per_item(frontend.content_input)
-        speaker = norm if reads_mel[1] else per_item(frontend.speaker_input)
-        pitch = None
-        if self.vc_model.reads_pitch:
-            pitch = decoder_contour(per_item(frontend.pitch_input), self.vc_model.config.pitch_register)
-        return frontend.denormalize(self.vc_model.reconstruct(content, speaker, pitch=pitch).mel.float())
-
     # ------------------------------------------------------------------------------------------ step
 
     def train_step(self, wav: torch.Tensor) -> dict[str, float]:
-        """One generator (and, once the GAN is on, discriminator) update on ``wav [B, segment_samples]``."""
+        """One generator update on ``wav [B, segment_samples]``."""
         t = self.tcfg
         self.gen_net.train()
-        self.disc_net.train()
         wav = wav.to(self.device)
         mel = self.frontend.log_mel(wav)
         with self.autocast():
             if t.phase_weight > 0:
-                pred, phase = self.gen_net(self.vocoder_input(mel, wav), return_phase=True)
+                pred, phase = self.gen_net(mel, return_phase=True)
             else:
-                pred = self.gen_net(self.vocoder_input(mel, wav))
+                pred = self.gen_net(mel)
         metrics: dict[str, float] = {}
-        gan = self.gan_active()
-        n = wav.shape[0]
-        if gan:
-            with self.autocast():
-                real, fake = self.disc_net(torch.cat([wav, pred.detach()])).split(n)
-            d_loss = discriminator_loss(real.scores, fake.scores, t.gan_loss)
-            self.update(d_loss, self.opt_d, self.sched_d, self.discriminator)
-            metrics["d_loss"] = d_loss.item()
         stft = self.stft_loss(pred, wav)
         mel_l1 = self.mel_loss(pred, mel)
         loss = t.stft_weight * stft + t.mel_weight * mel_l1
@@ -168,13 +101,6 @@ class VocoderTrainer(BaseTrainer):
             phase_loss = self.phase_loss(phase.float(), self.generator.analysis_phase(wav))
             loss = loss + t.phase_weight * phase_loss
             metrics["phase"] = phase_loss.item()
-        if gan:
-            with self.autocast():
-                real, fake = self.disc_net(torch.cat([wav, pred])).split(n)
-            adv = generator_loss(fake.scores, t.gan_loss)
-            fm = feature_matching_loss(real.features, fake.features)
-            loss = loss + t.adv_weight * adv + t.fm_weight * fm
-            metrics.update(g_adv=adv.item(), fm=fm.item())
         metrics["grad_norm"] = self.update(loss, self.opt_g, self.sched_g, self.generator)
         self.step += 1
         metrics["loss"] = loss.item()
@@ -212,18 +138,18 @@ class VocoderTrainer(BaseTrainer):
             mel_l1 = stft = 0.0
             for wav in wavs:
                 mel = self.frontend.log_mel(wav[None])
-                pred = vocode(mel, wav[None])
+                pred = vocode(mel)
                 mel_l1 += self.mel_loss(pred, mel).item()
                 stft += self.stft_loss(pred, wav[None]).item()
             return {"mel_l1": mel_l1 / len(wavs), "stft": stft / len(wavs)}
 
         # as at inference (post-processing on), and the network's own output (what the losses train)
-        result = score(lambda mel, wav: self.generator(self.vocoder_input(mel, wav)))
-        raw = score(lambda mel, wav: self.generator(self.vocoder_input(mel, wav), post_process=False))
+        result = score(self.generator)
+        raw = score(lambda mel: self.generator(mel, post_process=False))
         result.update({f"{k}_raw": v for k, v in raw.items()})
         if self._gl_reference is None:
             griffin_lim = GriffinLim(self.fcfg).to(self.device)
-            self._gl_reference = score(lambda mel, wav: griffin_lim(mel))
+            self._gl_reference = score(griffin_lim)
         result.update({f"gl_{k}": v for k, v in self._gl_reference.items()})
         return result
 
@@ -232,11 +158,8 @@ class VocoderTrainer(BaseTrainer):
     def state(self) -> dict[str, Any]:
         return {
             "generator": self.generator.state_dict(),
-            "discriminator": self.discriminator.state_dict(),
             "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict(),
             "sched_g": self.sched_g.state_dict(),
-            "sched_d": self.sched_d.state_dict(),
         }
 
     def _start_from(self, folder: str) -> None:
@@ -257,15 +180,12 @@ class VocoderTrainer(BaseTrainer):
             raise VconvError(f"{where}: vocoder config differs from the checkpoint's; resume with the same config")
         if FeatureConfig.from_dict(state["configs"]["features"]) != self.fcfg:
             raise VconvError(f"{where}: feature config differs from the checkpoint's; resume with the same config")
+        # a checkpoint of a run that had the GAN on also holds its discriminator and its optimiser: not read
         self.generator.load_state_dict(state["generator"], strict=True)
-        self.discriminator.load_state_dict(state["discriminator"], strict=True)
         self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
         self.sched_g.load_state_dict(state["sched_g"])
-        self.sched_d.load_state_dict(state["sched_d"])
-        # a scheduler's state carries the run's old base lr; a resume with a new train.lr / disc_lr means the new one
+        # a scheduler's state carries the run's old base lr; a resume with a new train.lr means the new one
         self.sched_g.base_lrs = [self.tcfg.lr for _ in self.sched_g.base_lrs]
-        self.sched_d.base_lrs = [self.tcfg.disc_lr for _ in self.sched_d.base_lrs]
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:

@@ -1,4 +1,4 @@
-"""Reconstruction and adversarial losses for training a vocoder (used by :mod:`vconv.training.vocoder_trainer`).
+"""Reconstruction losses for training a vocoder (used by :mod:`vconv.training.vocoder_trainer`).
 
 * :class:`MultiResolutionSTFTLoss` - spectral convergence + log-magnitude L1 at several STFT sizes
   (Yamamoto et al., Parallel WaveGAN 2020): several resolutions so that neither time nor frequency
@@ -8,16 +8,11 @@
 * :class:`PhaseLoss` - anti-wrapping losses on the predicted STFT phase against the real one
   (instantaneous phase, group delay, instantaneous frequency; Ai & Ling, APNet 2023): direct phase
   supervision, which teaches coherent phase in far fewer steps than an adversary does.
-* hinge / LSGAN discriminator and generator losses, and feature matching (L1 between the
-  discriminators' intermediate activations on real and generated audio). All three are *means* over
-  the sub-discriminators (as in Vocos), so that ``adv_weight`` / ``fm_weight`` mean the same thing
-  however many periods and resolutions the discriminator has. Summing them made the adversarial term
-  of our 8 sub-discriminators outweigh the mel loss about 2:1, and the first GAN run lost quality.
 """
 
 from __future__ import annotations
 
-from typing import Sequence, cast
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +21,7 @@ from torch import nn
 from vconv.audio.logmel import LogMel
 from vconv.config import FeatureConfig
 
-__all__ = ["MultiResolutionSTFTLoss", "MelL1Loss", "PhaseLoss", "discriminator_loss", "generator_loss", "feature_matching_loss"]
+__all__ = ["MultiResolutionSTFTLoss", "MelL1Loss", "PhaseLoss"]
 
 DEFAULT_RESOLUTIONS: tuple[tuple[int, int, int], ...] = ((256, 64, 256), (512, 128, 512), (1024, 256, 1024), (2048, 512, 2048))
 
@@ -71,38 +66,6 @@ class MelL1Loss(nn.Module):
         mel = self.logmel(pred.float())
         frames = min(mel.shape[-1], target_log_mel.shape[-1])
         return F.l1_loss(mel[..., :frames], target_log_mel[..., :frames].float())
-
-
-def discriminator_loss(real: Sequence[torch.Tensor], fake: Sequence[torch.Tensor], kind: str = "hinge") -> torch.Tensor:
-    """Mean over sub-discriminators of the real/fake loss on their final score maps."""
-    total = real[0].new_zeros((), dtype=torch.float32)
-    for r, f in zip(real, fake):
-        r, f = r.float(), f.float()
-        if kind == "hinge":
-            total = total + F.relu(1 - r).mean() + F.relu(1 + f).mean()
-        else:  # lsgan
-            total = total + (1 - r).pow(2).mean() + f.pow(2).mean()
-    return total / max(1, len(real))
-
-
-def generator_loss(fake: Sequence[torch.Tensor], kind: str = "hinge") -> torch.Tensor:
-    """Adversarial loss of the generator, averaged over sub-discriminators."""
-    total = fake[0].new_zeros((), dtype=torch.float32)
-    for f in fake:
-        f = f.float()
-        total = total + (F.relu(1 - f).mean() if kind == "hinge" else (1 - f).pow(2).mean())
-    return total / max(1, len(fake))
-
-
-def feature_matching_loss(real_feats: Sequence[Sequence[torch.Tensor]], fake_feats: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
-    """Mean over sub-discriminators of the summed L1 between real (detached) and fake activations."""
-    total: torch.Tensor | None = None
-    for rs, fs in zip(real_feats, fake_feats):
-        term = cast(torch.Tensor, sum(F.l1_loss(f.float(), r.detach().float()) for r, f in zip(rs, fs)))
-        total = term if total is None else total + term
-    if total is None:
-        raise ValueError("feature_matching_loss needs at least one sub-discriminator")
-    return total / max(1, len(real_feats))
 
 
 def anti_wrap(angle: torch.Tensor) -> torch.Tensor:
