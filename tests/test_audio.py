@@ -90,17 +90,6 @@ def test_save_is_atomic_and_does_not_overwrite(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["a.wav"]  # no temp file left behind
 
 
-def test_normalizers_and_trim():
-    wav = voiced_signal(1.0) * 0.1
-    assert np.isclose(np.max(np.abs(audio.peak_normalize(wav, 0.9))), 0.9)
-    loud = audio.loudness_normalize(wav, -20.0)
-    assert np.max(np.abs(loud)) <= 0.99 + 1e-6
-    assert np.max(np.abs(loud)) > np.max(np.abs(wav))
-    padded = np.concatenate([np.zeros(8000, np.float32), wav, np.zeros(8000, np.float32)])
-    trimmed = audio.trim_silence(padded, 16000)
-    assert wav.size <= trimmed.size < wav.size + 0.2 * 16000
-
-
 def test_saved_files_get_normal_permissions_not_mkstemp_private(tmp_path):
     import os
 

@@ -37,7 +37,6 @@ def test_content_encoder_shapes(downsample, frames):
     assert enc.total_stride == math.prod(downsample)
     z = enc.eval()(torch.randn(2, 16, frames))
     assert z.shape == (2, 8, math.ceil(frames / enc.total_stride))
-    assert enc.output_length(frames) == z.shape[-1]
 
 
 def test_content_encoder_refuses_too_short_input():

@@ -327,9 +327,9 @@ def test_the_target_register_is_measured_saved_and_used(tiny_pitch_bundle, voice
     assert converter.open_voice(path).register == target.register
     assert target.h1_h2 is not None and converter.open_voice(path).h1_h2 == target.h1_h2
     source = voiced_signal(2.0, f0=110.0, seed=3)
-    contour = converter.source_contour(source, target.register)
-    kept = vconv.load(str(tiny_pitch_bundle), pitch_register="source").source_contour(source, target.register)
-    up = vconv.load(str(tiny_pitch_bundle), pitch_shift=7).source_contour(source, target.register)
+    contour = converter.source_pitch(source, target.register).contour
+    kept = vconv.load(str(tiny_pitch_bundle), pitch_register="source").source_pitch(source, target.register).contour
+    up = vconv.load(str(tiny_pitch_bundle), pitch_shift=7).source_pitch(source, target.register).contour
     assert abs(float((contour - kept)[0, 0].mean()) * LOG_F0_SCALE - math.log(2.0)) < 0.1  # an octave apart
     assert torch.allclose((up - contour)[0, 0] * LOG_F0_SCALE, torch.full_like(up[0, 0], 7 * SEMITONE), atol=1e-4)
     wav = converter.convert(str(voices / "low.wav"), [str(voices / "high.wav")])
@@ -435,20 +435,20 @@ def test_cli_pitch_controls_on_a_pitch_model(tiny_pitch_bundle, voices, tmp_path
     assert out.is_file()
 
 
-def test_the_fourier_basis_of_the_contour_and_the_grown_parts_learning_rate(manifests, tmp_path, tiny_bundle):
-    from vconv.models.decoder import pitch_features
-
-    contour = decoder_contour(rows_of(torch.linspace(math.log(80.0), math.log(300.0), 20)), "explicit")
-    expanded = pitch_features(contour, 4)
-    assert expanded.shape == (1, 3 + 8, 20) and torch.equal(expanded[:, :3], contour)
-    assert torch.allclose(expanded[:, 3], torch.sin(math.pi * contour[:, 0]))
-    overrides = [f"train.train_manifest={manifests / 'train.jsonl'}", f"train.run_dir={tmp_path / 'run'}",
-                 f"train.init_from={tiny_bundle}", "model.pitch_frontend.kind=yin", "model.adversary=false",
-                 "model.pitch_harmonics=4", "train.grown_lr_scale=10"]
-    trainer = ModelTrainer(*load_run_config("debug", overrides), progress=False)
-    groups = trainer.optimizer.param_groups
-    assert len(groups) == 2 and groups[1]["initial_lr"] == pytest.approx(10 * groups[0]["initial_lr"])
-    assert trainer.model.decoder.pitch_in[0].weight.shape[1] == 11
+def test_the_removed_fourier_basis_reads_at_zero_and_is_refused_on(manifests, tmp_path, tiny_bundle):
+    """``model.pitch_harmonics`` and ``train.grown_lr_scale`` left vconv (vconv.config.legacy): a config or bundle that
+    names them at their off values (the shipped bundle's ``pitch_harmonics: 0``) reads; turning them on is refused."""
+    base = [f"train.train_manifest={manifests / 'train.jsonl'}", f"train.run_dir={tmp_path / 'run'}",
+            "model.pitch_frontend.kind=yin"]
+    _, model, train = load_run_config("debug", base + ["model.pitch_harmonics=0", "model.decoder.pitch_harmonics=0",
+                                                       "train.grown_lr_scale=1.0"])
+    assert "pitch_harmonics" not in model.decoder and "grown_lr_scale" not in train.to_dict()
+    for override in ("model.pitch_harmonics=8", "model.decoder.pitch_harmonics=8", "train.grown_lr_scale=10"):
+        with pytest.raises(VconvError, match=r"(pitch_harmonics|grown_lr_scale): this option left vconv.*commit 1d69df6"):
+            load_run_config("debug", base + [override])
+    trainer = ModelTrainer(*load_run_config("debug", base + [f"train.init_from={tiny_bundle}", "model.adversary=false"]),
+                           progress=False)
+    assert len(trainer.optimizer.param_groups) == 1 and trainer.model.decoder.pitch_in[0].weight.shape[1] == 3
     trainer.train_step(trainer.batches[0])
 
 

@@ -278,7 +278,7 @@ def test_ablation_script_trains_evaluates_and_tables_each_row_once(tmp_path):
     stub = tmp_path / "vconv_stub.py"
     stub.write_text(STUB_VCONV)
     env = {"PATH": "/usr/bin:/bin", "EXP": str(exp), "STEPS": "30", "PYTHON": sys.executable, "VCONV": f"{sys.executable} {stub}",
-           "ROWS": "mel_mel:small whisper_mel_lr:whisper_mel:train.lr=0.001,train.grown_lr_scale=3"}
+           "ROWS": "mel_mel:small whisper_mel_lr:whisper_mel:train.lr=0.001,train.steps=5"}
     script = LOCAL.parent / "ablation.sh"
     first = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
@@ -286,7 +286,7 @@ def test_ablation_script_trains_evaluates_and_tables_each_row_once(tmp_path):
     assert [c.split()[0] for c in calls] == ["train", "bundle", "evaluate"] * 2
     assert "train.steps=30" in calls[0] and "train.bf16=false" in calls[0] and "conf/small.yaml" in calls[0]
     assert calls[2].endswith("--target-match meanstd")  # one evaluation gives the own-output and the matched rows
-    assert "train.lr=0.001 train.grown_lr_scale=3" in calls[3]
+    assert "train.lr=0.001 train.steps=5" in calls[3]
     assert "| whisper_mel_lr | 30 | 2 | 50% | 0.600 | 0.500 | 0.400 (0.100) |" in first.stdout
     assert first.stdout.endswith((exp / "ablation" / "table.md").read_text())  # after the progress lines
     again = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
@@ -469,3 +469,12 @@ def test_whisper_rooms_distils_resumes_and_writes_a_loadable_bundle(tmp_path, mo
     assert not torch.equal(weight, d.teacher.blocks[0].qkv.weight)
     out = taught.convert(voiced_signal(1.0), sr=16000, refs=[voiced_signal(1.5, f0=200.0)])
     assert out.size > 0 and np.isfinite(out).all()
+
+
+def test_trim_silence_keeps_the_speech_and_a_margin():
+    from tests.conftest import voiced_signal
+
+    wav = voiced_signal(1.0) * 0.1
+    padded = np.concatenate([np.zeros(8000, np.float32), wav, np.zeros(8000, np.float32)])
+    trimmed = sys.modules["corpus_common"].trim_silence(padded, 16000)
+    assert wav.size <= trimmed.size < wav.size + 0.2 * 16000

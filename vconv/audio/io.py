@@ -247,47 +247,6 @@ def resample(wav: np.ndarray, orig_sr: float, target_sr: float) -> np.ndarray:
     return soxr.resample(wav, orig_sr, target_sr, quality="HQ").astype(np.float32, copy=False)
 
 
-def peak_normalize(wav: np.ndarray, peak: float = 0.95) -> np.ndarray:
-    """Scale ``[T]`` so that its largest absolute sample equals ``peak`` (silence is returned unchanged)."""
-    top = float(np.max(np.abs(wav))) if wav.size else 0.0
-    return wav if top < SILENCE_PEAK else (wav * (peak / top)).astype(np.float32)
-
-
-def loudness_normalize(wav: np.ndarray, target_dbfs: float = -23.0, peak_limit: float = 0.99) -> np.ndarray:
-    """Scale ``[T]`` to an RMS level of ``target_dbfs`` (computed over non-silent frames), limited to ``peak_limit``."""
-    frame = 400
-    n = max(1, wav.size // frame)
-    frames = wav[: n * frame].reshape(n, -1) if wav.size >= frame else wav.reshape(1, -1)
-    rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1))
-    active = rms[rms > np.max(rms) * 0.05] if np.max(rms) > 0 else rms
-    level = float(np.sqrt(np.mean(active**2))) if active.size else 0.0
-    if level <= 0:
-        return wav
-    gain = 10 ** (target_dbfs / 20) / level
-    top = float(np.max(np.abs(wav))) * gain
-    if top > peak_limit:
-        gain *= peak_limit / top
-    return (wav * gain).astype(np.float32)
-
-
-def trim_silence(wav: np.ndarray, sr: int, top_db: float = 40.0, margin_seconds: float = 0.05) -> np.ndarray:
-    """Cut leading/trailing audio quieter than ``top_db`` below the loudest 25 ms frame, keeping a margin."""
-    frame = max(1, int(0.025 * sr))
-    hop = max(1, frame // 2)
-    if wav.size <= frame:
-        return wav
-    n = 1 + (wav.size - frame) // hop
-    idx = np.arange(frame)[None, :] + hop * np.arange(n)[:, None]
-    energy_db = 10 * np.log10(np.mean(wav[idx].astype(np.float64) ** 2, axis=1) + 1e-12)
-    loud = np.flatnonzero(energy_db > energy_db.max() - top_db)
-    if loud.size == 0:
-        return wav
-    margin = int(margin_seconds * sr)
-    start = max(0, loud[0] * hop - margin)
-    end = min(wav.size, loud[-1] * hop + frame + margin)
-    return wav[start:end]
-
-
 # extension -> libsndfile (format, subtype) of every writer: `save`, the stream's FileWriter, long files
 OUTPUT_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
 

@@ -10,8 +10,9 @@ booleans as part swaps (``quantizer: {kind: none}``). A flat key given beside a 
 config) wins over the section's key.
 
 Options measured as not helping left the package in House III (their figures: ``recipes/voices/MODEL_HISTORY.md``;
-their code: git commit ``e8db0bd``, the last with them), and the vocoder's GAN and its training on a VC model's
-reconstructions after it (commit ``0993412``). A config that names one at its "off" value (the bundles shipped before
+their code: git commit ``e8db0bd``, the last with them), and after it the vocoder's GAN and its training on a VC
+model's reconstructions (commit ``0993412``) and the decoder's Fourier basis of the contour with the learning rate of
+grown parts (commit ``1d69df6``). A config that names one at its "off" value (the bundles shipped before
 House III name ``reference`` and ``causal``; the voices recipe's vocoder config says ``adversarial: false``) reads as
 before; one that turns it on is refused in one line.
 """
@@ -31,6 +32,9 @@ ANY = object()  # a removed key's "off value" when any value is off (its switch 
 REMOVED_MODEL_KEYS = {"reference": {"kind": "none"}, "causal": {}}
 REMOVED_TRAIN_KEYS = {"speaker_dropout": 0.0, "content_twins": ANY, "content_twin_probability": ANY,
                       "speaker_consistency_weight": 0.0, "speaker_consistency_items": ANY}
+PITCH_LAB_COMMIT = "1d69df6"  # the last with the decoder's Fourier basis of the contour and the grown parts' rate
+REMOVED_PITCH_KEYS = {"pitch_harmonics": 0}  # flat, or in the decoder's section
+REMOVED_PITCH_TRAIN_KEYS = {"grown_lr_scale": 1.0}
 REMOVED_VOCODER_TRAIN_KEYS = {"adversarial": False, "vc_model": None, "gan_start_step": ANY, "gan_loss": ANY,
                               "adv_weight": ANY, "fm_weight": ANY, "disc_lr": ANY, "mpd_channels": ANY, "mrd_channels": ANY}
 REMOVED_PARTS = {("speaker_frontend", "dvector")}  # part kinds that left: the d-vector speaker input
@@ -42,8 +46,11 @@ def _is_off(value: Any, off: Any) -> bool:
         return True
     if isinstance(off, bool):
         return str(value).lower() in ("false", "0", "no", "off")
-    if isinstance(off, float):
-        return _is_zero(value)
+    if isinstance(off, (int, float)):
+        try:
+            return float(value) == off
+        except (TypeError, ValueError):
+            return False
     return off is None and str(value).lower() in ("", "null", "none")
 
 
@@ -82,6 +89,7 @@ def upgrade_train_config(data: Any) -> Any:
     if not isinstance(data, Mapping):
         return data
     out = _drop_removed(data, REMOVED_TRAIN_KEYS, "train")
+    out = _drop_removed(out, REMOVED_PITCH_TRAIN_KEYS, "train", PITCH_LAB_COMMIT)
     flat = {key: out.pop(key) for key in FLAT_CRITIC_KEYS if key in out}
     if not flat:
         return out
@@ -115,6 +123,9 @@ def upgrade_model_config(data: Mapping[str, Any]) -> Mapping[str, Any]:
     if not isinstance(data, Mapping):
         return data
     data = _drop_removed(data, REMOVED_MODEL_KEYS, "model")
+    data = _drop_removed(data, REMOVED_PITCH_KEYS, "model", PITCH_LAB_COMMIT)
+    if isinstance(data.get("decoder"), Mapping):
+        data = {**data, "decoder": _drop_removed(data["decoder"], REMOVED_PITCH_KEYS, "model.decoder", PITCH_LAB_COMMIT)}
     for key, kind in REMOVED_PARTS:
         part = data.get(key, {"kind": data.get("speaker_input")} if key == "speaker_frontend" else {})
         if isinstance(part, Mapping) and part.get("kind") == kind:
@@ -144,7 +155,7 @@ FLAT_PART_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
     "vq_beta": (("quantizer", "beta"),), "vq_ema": (("quantizer", "ema"),), "vq_decay": (("quantizer", "decay"),),
     "vq_dead_after": (("quantizer", "dead_after"),),
     "speaker_channels": (("speaker_encoder", "channels"),), "speaker_blocks": (("speaker_encoder", "blocks"),),
-    "decoder_blocks": (("decoder", "blocks"),), "pitch_harmonics": (("decoder", "pitch_harmonics"),),
+    "decoder_blocks": (("decoder", "blocks"),),
     "adversary_hidden": (("adversary", "hidden"),),
     "kernel_size": tuple((part, "kernel_size") for part in _SHARED_BY_PARTS),
     "dropout": tuple((part, "dropout") for part in _SHARED_BY_PARTS),

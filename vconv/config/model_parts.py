@@ -86,13 +86,9 @@ class ConvSpeakerSection(ConvStackSection):
 @dataclass
 class AdaINDecoderSection(ConvStackSection):
     """``decoder: {kind: adain}`` (:class:`vconv.models.decoder.AdaINDecoder`): conv blocks whose norms take scale and
-    shift from the speaker embedding; with the pitch path, the contour's log-F0 row also as sin/cos of
-    ``pitch_harmonics`` multiples (0: the row alone)."""
+    shift from the speaker embedding."""
 
     SECTION = "model.decoder"
-    LIMITS = {"pitch_harmonics": (0, 64)}
-
-    pitch_harmonics: int = 0
 
 
 @dataclass

@@ -147,7 +147,7 @@ class TrainConfig(LoopConfig):
 
     LIMITS = {"segment_frames": (1, 100_000), "recon_weight": (0.0, 1e6), "vq_weight": (0.0, 1e6),
               "adversary_weight": (0.0, 1e6), "adversary_ramp_steps": (0, 10**9), "speaker_sampling_power": (0.0, 10.0),
-              "grown_lr_scale": (0.0, 1000.0), "room_probability": (0.0, 1.0),
+              "room_probability": (0.0, 1.0),
               "room_seed": (0, 2**31 - 1)}
 
     features_dir: str | None = None  # where `vconv extract` wrote features; None = compute on the fly
@@ -164,9 +164,6 @@ class TrainConfig(LoopConfig):
     # the training critics (vconv.training.critics), each from its own section (vconv.config.critics), e.g.
     # {mel_gan: {weight: 0.1, fm_weight: 0.2}, content_consistency: {weight: 0.1}}; a critic not named is off
     critics: dict[str, Any] = field(default_factory=dict)
-    # the learning rate of parts a fine-tuning run grows onto a trained bundle (the pitch projections), as a multiple of
-    # train.lr: they start at zero and must catch up with weights trained for thousands of steps
-    grown_lr_scale: float = 1.0
     # rooms (vconv.audio.rooms): with this probability a batch item's content, speaker and pitch paths read the recordings
     # in their simulated rooms (RT60 and SNR drawn per recording in these ranges, by room_seed) while the decoder rebuilds
     # the clean mel; the rooms' tensors are extracted beside the clean ones (`vconv extract -c` a config that sets this)

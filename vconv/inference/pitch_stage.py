@@ -49,8 +49,11 @@ class PitchStage:
 
     def source_pitch(self, wav: np.ndarray, target: Register | None, source: Register | None = None,
                      h1_h2: float | None = None) -> SourcePitch | None:
-        """The decoder's contour of ``wav`` (:meth:`source_contour`) with the output F0 ``[1, F]`` in Hz and the
-        voicing ``[1, F]`` (voiced × periodicity) that :meth:`excite` places the harmonics with; None without a pitch path."""
+        """The decoder's contour ``[1, 3, F]`` of model-rate ``wav [T]``, its melody whitened on ``source`` (default: its
+        own register) and put in the output register (the ``target``'s, or the source's kept: :attr:`pitch_register`),
+        shifted by :attr:`pitch_shift` semitones (a target without a measured register keeps the source's level); with
+        the output F0 ``[1, F]`` in Hz and the voicing ``[1, F]`` (voiced × periodicity) that :meth:`excite` places the
+        harmonics with. None without a pitch path."""
         if not self.model.reads_pitch:
             return None
         rows = self.frontend.pitch_input(wav)
@@ -67,14 +70,6 @@ class PitchStage:
                                   shift_semitones=self.pitch_shift)
         f0 = torch.exp(output_log_f0(rows[:, 0], source, output, self.pitch_shift))
         return SourcePitch(contour, f0, rows[:, 1] * rows[:, 2], h1_h2)
-
-    def source_contour(self, wav: np.ndarray, target: Register | None, source: Register | None = None) -> torch.Tensor | None:
-        """The decoder's contour ``[1, 3, F]`` of model-rate ``wav [T]`` for a model with the pitch path (None without
-        one): its melody whitened on ``source`` (default: its own register) and put in the output register (the
-        ``target``'s, or the source's kept: :attr:`pitch_register`), shifted by :attr:`pitch_shift` semitones. A
-        target without a measured register (no voiced frame in its references) keeps the source's level."""
-        pitch = self.source_pitch(wav, target, source)
-        return pitch.contour if pitch is not None else None
 
     def _register_in_blocks(self, read: Callable[[int, int], np.ndarray], length: int, block: int) -> Register:
         """The pitch register of a long ``[length]`` signal, tracked ``block`` samples at a time (pooled)."""

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 # torch is imported inside the functions that use it: the CLI checks --precision (check_precision) before
 # anything heavy loads, so a typo fails at once
 PRECISIONS = ("auto", "float32", "bfloat16")
-DEFAULT_PRECISION = "auto"
 
 
 def check_precision(precision: str, option: str = "precision") -> str:

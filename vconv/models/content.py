@@ -86,10 +86,6 @@ class ContentEncoder(nn.Module):
         """Frames of mel per code frame: the product of the per-block strides."""
         return math.prod(self.strides)
 
-    def output_length(self, frames: int) -> int:
-        """``T'`` for an input of ``frames`` mel frames."""
-        return -(-frames // self.total_stride)
-
     @property
     def min_frames(self) -> int:
         """Shortest input: instance norm needs at least 2 frames after the last stride."""

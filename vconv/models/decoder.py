@@ -11,8 +11,6 @@ is said, the contour at which pitch, the embedding in whose voice.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -50,7 +48,7 @@ class AdaINDecoder(nn.Module):
 
     Args:
         code_dim, speaker_dim, n_mels: the sizes the model shares (``ModelConfig``'s); channels, blocks, kernel_size,
-            dropout, pitch_harmonics: the settings of its section (``model.decoder: {kind: adain, ...}``).
+            dropout: the settings of its section (``model.decoder: {kind: adain, ...}``).
         stride: temporal up-sampling factor. Pass the content encoder's ``total_stride``: deriving it
             from the encoder (rather than a second constant) means the two can never disagree.
 
@@ -60,7 +58,7 @@ class AdaINDecoder(nn.Module):
     """
 
     def __init__(self, *, code_dim: int, channels: int, blocks: int, speaker_dim: int, n_mels: int, kernel_size: int,
-                 stride: int, dropout: float = 0.0, pitch_channels: int = 0, pitch_harmonics: int = 0) -> None:
+                 stride: int, dropout: float = 0.0, pitch_channels: int = 0) -> None:
         super().__init__()
         if stride < 1:
             raise ValueError(f"stride must be >= 1, got {stride}")
@@ -75,13 +73,8 @@ class AdaINDecoder(nn.Module):
         )
         self.out = nn.Conv1d(channels, n_mels, 1)
         self.pitch_channels = pitch_channels
-        # the contour's first row also as sin/cos of 1..pitch_harmonics multiples of it (a Fourier basis): a 1x1 projection
-        # of the scalar alone can only move the decoder's channels in proportion to log-F0, where a harmonic's place in
-        # the mel moves with it far from linearly; the basis lets each channel respond to a band of pitches
-        self.pitch_harmonics = pitch_harmonics
-        width = pitch_channels + 2 * pitch_harmonics
         # one projection of the contour per block input (1x1: frame-local)
-        self.pitch_in = nn.ModuleList(nn.Conv1d(width, channels, 1) for _ in range(blocks)) if pitch_channels else None
+        self.pitch_in = nn.ModuleList(nn.Conv1d(pitch_channels, channels, 1) for _ in range(blocks)) if pitch_channels else None
 
     def forward(self, q: torch.Tensor, e: torch.Tensor, length: int | None = None,
                 pitch: torch.Tensor | None = None) -> torch.Tensor:
@@ -109,7 +102,7 @@ class AdaINDecoder(nn.Module):
         if pitch is not None:
             if pitch.dim() != 3 or pitch.shape[1] != self.pitch_channels or pitch.shape[0] not in (1, x.shape[0]):
                 raise ValueError(f"expected pitch of shape [B, {self.pitch_channels}, T], got {tuple(pitch.shape)}")
-            pitch = pitch_features(fit_length(pitch.to(x.dtype), x.shape[-1]), self.pitch_harmonics)
+            pitch = fit_length(pitch.to(x.dtype), x.shape[-1])
         for number, block in enumerate(self.blocks):
             if pitch is not None and self.pitch_in is not None:
                 x = x + self.pitch_in[number](pitch)
@@ -118,15 +111,6 @@ class AdaINDecoder(nn.Module):
         if length is not None:
             mel = fit_length(mel, length)
         return mel
-
-
-def pitch_features(pitch: torch.Tensor, harmonics: int) -> torch.Tensor:
-    """``pitch [B, C, T]`` with ``sin(k π p), cos(k π p)`` of its first row ``p`` for ``k = 1..harmonics`` appended:
-    ``[B, C + 2 harmonics, T]`` (the contour's row is about -2..2 for 40-400 Hz, so ``k = 1`` spans it once)."""
-    if harmonics <= 0:
-        return pitch
-    angles = pitch[:, :1] * math.pi * torch.arange(1, harmonics + 1, device=pitch.device, dtype=pitch.dtype)[:, None]
-    return torch.cat([pitch, torch.sin(angles), torch.cos(angles)], dim=1)
 
 
 def fit_length(x: torch.Tensor, length: int) -> torch.Tensor:

@@ -87,7 +87,7 @@ class ModelTrainer(ModelValidation, BaseTrainer):
         torch.manual_seed(train.seed)
         self.model: VoiceConversionModel = build_model(model).to(self.device)
         self.net = self.distributed(self.model)
-        self.optimizer = torch.optim.AdamW(self._parameter_groups(train), lr=train.lr, weight_decay=train.weight_decay)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
         self.scheduler = self.make_scheduler(self.optimizer)
         self.critics: list[Critic] = build_critics(train.critic_sections(), self)
         state = self.latest_state()
@@ -106,16 +106,6 @@ class ModelTrainer(ModelValidation, BaseTrainer):
 
     # ----------------------------------------------------------------------------------------- setup
 
-    def _parameter_groups(self, train: TrainConfig) -> list[dict[str, Any]]:
-        """The optimiser's groups: the parts grown onto a trained bundle (the pitch projections, when ``init_from`` has
-        none) at ``train.grown_lr_scale`` × the learning rate, the rest at it."""
-        grown = [p for name, p in self.model.named_parameters() if name.startswith("decoder.pitch_in.")]
-        if not (train.init_from and grown and train.grown_lr_scale != 1.0):
-            return [{"params": list(self.model.parameters())}]
-        ids = {id(p) for p in grown}
-        return [{"params": [p for p in self.model.parameters() if id(p) not in ids]},
-                {"params": grown, "lr": train.lr * train.grown_lr_scale}]
-
     def _frontend(self, stats: FeatureStats) -> FrontEnd:
         return bundle_frontend(self.fcfg, self.mcfg, stats, self.spec)
 
@@ -127,9 +117,7 @@ class ModelTrainer(ModelValidation, BaseTrainer):
         theirs_model = info.model_config
         if grows:
             theirs_model = dataclasses.replace(theirs_model, pitch_frontend=self.mcfg.pitch_frontend,
-                                               pitch_register=self.mcfg.pitch_register,
-                                               decoder={**theirs_model.decoder,
-                                                        "pitch_harmonics": self.mcfg.decoder["pitch_harmonics"]})
+                                               pitch_register=self.mcfg.pitch_register)
         elif pitch_part(theirs_model) is not None and pitch_part(self.mcfg) is not None:
             # another tracker for the same contour rows ([3, F]): the decoder fine-tunes on what it now reads
             theirs_model = dataclasses.replace(theirs_model, pitch_frontend=self.mcfg.pitch_frontend)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vconv.audio.io import resample, save, trim_silence
+from vconv.audio.io import resample, save
 
 SR = 16000
 PEAK = 0.9
@@ -24,6 +24,24 @@ MIN_SECONDS = 0.8  # shorter clips (grunts, "Hm.") teach the model little and up
 
 def log(msg: str) -> None:
     print(msg, flush=True)
+
+
+def trim_silence(wav: np.ndarray, sr: int, top_db: float = 40.0, margin_seconds: float = 0.05) -> np.ndarray:
+    """Cut leading/trailing audio quieter than ``top_db`` below the loudest 25 ms frame, keeping a margin."""
+    frame = max(1, int(0.025 * sr))
+    hop = max(1, frame // 2)
+    if wav.size <= frame:
+        return wav
+    n = 1 + (wav.size - frame) // hop
+    idx = np.arange(frame)[None, :] + hop * np.arange(n)[:, None]
+    energy_db = 10 * np.log10(np.mean(wav[idx].astype(np.float64) ** 2, axis=1) + 1e-12)
+    loud = np.flatnonzero(energy_db > energy_db.max() - top_db)
+    if loud.size == 0:
+        return wav
+    margin = int(margin_seconds * sr)
+    start = max(0, loud[0] * hop - margin)
+    end = min(wav.size, loud[-1] * hop + frame + margin)
+    return wav[start:end]
 
 
 def clean(wav: np.ndarray, sr: int) -> np.ndarray:
