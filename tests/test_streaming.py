@@ -316,7 +316,7 @@ def test_standard_input_from_a_pipe_has_deadlines_and_from_a_file_does_not(tmp_p
 
 def test_a_stream_too_slow_for_its_block_grows_it_once_and_loses_no_sample(vc, source, target, monkeypatch):
     import vconv.inference.streaming as streaming
-    from vconv.inference.stream_pace import LATE_LIMIT, WARM_BLOCKS
+    from vconv.inference.stream_pace import LATE_LIMIT
 
     plain = _run(vc.stream(target, recent_frontend="off", busy_block_ms=0), source, [source.size])
     clock = iter(np.arange(0.0, 1e6, 0.25))  # every block appears to take 0.25 s: longer than a 96 or 192 ms block
@@ -324,7 +324,7 @@ def test_a_stream_too_slow_for_its_block_grows_it_once_and_loses_no_sample(vc, s
     stream = vc.stream(target, recent_frontend="off", busy_block_ms=192)
     first = stream.block
     grown = _run(stream, source, [1536] * 1000)
-    assert stream.grown_after == WARM_BLOCKS + LATE_LIMIT and stream.block == 2 * first  # once, after the limit
+    assert stream.grown_after == LATE_LIMIT and stream.block == 2 * first  # once, after the limit
     assert stream.latency_ms == pytest.approx(240.0)
     assert grown.shape == source.shape and np.all(np.isfinite(grown))
     blocks = stream.grown_after * first
@@ -337,10 +337,9 @@ def test_a_stream_too_slow_for_its_block_grows_it_once_and_loses_no_sample(vc, s
 
 
 def test_the_block_grows_only_on_repeated_late_blocks_and_never_when_asked_not_to():
-    from vconv.inference.stream_pace import LATE_LIMIT, LATE_WINDOW, WARM_BLOCKS, BlockPace
+    from vconv.inference.stream_pace import LATE_LIMIT, LATE_WINDOW, BlockPace
 
     pace = BlockPace(1536, 3072)
-    assert not any(pace.record(1.0, 0.096) for _ in range(WARM_BLOCKS))  # cold start: not counted
     for i in range(3 * LATE_WINDOW):  # one late block in every LATE_WINDOW: a hiccup, not a busy machine
         assert not pace.record(0.2 if i % LATE_WINDOW == 0 else 0.05, 0.096)
     assert [pace.record(0.2, 0.096) for _ in range(LATE_LIMIT)][-1] and pace.grown_after is not None
@@ -384,3 +383,20 @@ def test_the_file_conversion_and_the_stream_keep_the_model_s_spread_in_the_melod
     _run(vc.stream(target, recent_frontend="off", busy_block_ms=0), source[:16000], [16000])
     assert 0 < offline < len(calls)
     assert all(c is not None and c.shape == (vc.features.n_mels,) and float(c.min()) < 600 < float(c.max()) for c in calls)
+
+
+def test_warm_up_pushes_its_blocks_of_the_primers_tail_through_the_twin():
+    from types import SimpleNamespace
+
+    from vconv.inference.stream_pace import WARM_UP_BLOCKS, warm_up
+
+    pushed: list[np.ndarray] = []
+    twin = SimpleNamespace(block=1536, sample_rate=48000, model_rate=16000, push=pushed.append)
+    speech = np.arange(1.0, 6001.0, dtype=np.float32)
+    warm_up(twin, speech)
+    assert [p.size for p in pushed] == [3 * 1536] * WARM_UP_BLOCKS  # blocks at the twin's input rate
+    joined = np.concatenate(pushed)
+    assert np.all(joined[: joined.size - speech.size] == 0) and np.array_equal(joined[-speech.size:], speech)
+    pushed.clear()
+    warm_up(twin, None)  # no primer: silence
+    assert len(pushed) == WARM_UP_BLOCKS and not np.any(np.concatenate(pushed))

@@ -15,6 +15,7 @@ Long sources are converted in overlapping chunks whose waveforms are cross-faded
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Sequence
@@ -184,12 +185,13 @@ class VoiceConverter(TargetPreparation, PitchStage):
         ``recent_frontend``: ``"auto"`` recomputes only the last 400 ms of the content front-end per block while the
         stream is short of time (a busy machine; it costs some words), ``"on"`` always, ``"off"`` never.
         ``busy_block_ms``: the block grows to this once blocks keep missing their deadlines (a busy machine; the latency
-        grows by the difference, once; :mod:`vconv.inference.stream_pace`); 0 (or not longer than the block) never grows
-        it. A caller that pushes a file as fast as it goes, and wants the same output every run, passes 0.
+        grows by the difference, once; :mod:`vconv.inference.stream_pace`, which also warms such a stream up: ~0.1 s);
+        0 (or not longer than the block) never grows it: a caller that pushes a file as fast as it goes passes 0.
         ``source_voice``: for a model with the pitch path, the streamed speaker's own voice (recordings of it, a voice file,
         or its :class:`Register`): the stream whitens the melody on its register from the first block, where it would
         otherwise learn it from the stream's first seconds (:meth:`voice_register`; docs/STREAMING.md).
         """
+        from vconv.inference.stream_pace import warm_up
         from vconv.inference.streaming import StreamConverter, StreamSettings
 
         prepared = target if isinstance(target, TargetVoice) else self.target_voice(target, sr)
@@ -198,7 +200,11 @@ class VoiceConverter(TargetPreparation, PitchStage):
                                   prime_matching=prime_matching, recent_frontend=recent_frontend,
                                   busy_block_ms=busy_block_ms)
         known = source_voice if source_voice is None else self.voice_register(source_voice, sr)
-        return StreamConverter(self, prepared, settings, sample_rate=sample_rate, source_register=known)
+        stream = StreamConverter(self, prepared, settings, sample_rate=sample_rate, source_register=known)
+        if stream.can_grow:  # a live stream: a twin pays the networks' first calls before its first deadline
+            twin_settings = dataclasses.replace(settings, busy_block_ms=0.0)
+            warm_up(StreamConverter(self, prepared, twin_settings, sample_rate=sample_rate, source_register=known), prepared.primer)
+        return stream
 
     def matching_skipped(self, target: TargetVoice) -> str | None:
         """Why this converter's matching mode cannot match onto ``target`` (one line), or ``None`` when it can.

@@ -8,6 +8,10 @@ over; a longer block is 96 ms more latency, paid once, as one gap where the bloc
 
 :class:`BlockPace` decides it: once :data:`LATE_LIMIT` of the last :data:`LATE_WINDOW` blocks took longer than they
 last, the block grows, once, for the rest of the stream (shrinking it again would drop audio that is already late).
+Every block counts, the first too: :func:`warm_up` has a throwaway twin pay the networks' first calls before a live
+stream starts. Beside two CPU-bound processes the late blocks then number the limit, 2 in each of three one-minute
+runs (p99 0.94-0.98x the block), where a 20-block window that skipped the first two blocks left 3-6 (0.99-1.06x;
+docs/STREAMING.md).
 The content front-end's recent part (:mod:`vconv.inference.stream_content`) is the cheaper step and comes first: it
 switches on at 75 % of the block. :class:`BlockTimes` keeps what both read: each block's compute and its own length.
 """
@@ -16,13 +20,17 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-LATE_WINDOW = 20  # blocks looked back over (~2 s of 96 ms blocks)
-LATE_LIMIT = 2  # late blocks among them that grow the block (idle and one hog made 0-0.5 % late, two hogs ~43 %)
-WARM_BLOCKS = 2  # the first blocks' times include the networks' cold start: never counted
+if TYPE_CHECKING:
+    from vconv.inference.streaming import StreamConverter
+
+LATE_WINDOW = 100  # blocks looked back over (~10 s of 96 ms blocks): a busy machine's late blocks can be sparse
+LATE_LIMIT = 2  # late blocks among them that grow the block (idle and one hog made 0-0.5 % late)
 MAX_BLOCKS_TIMED = 90_000
+WARM_UP_BLOCKS = 2  # blocks a live stream's throwaway twin converts before the live one starts (warm_up)
 
 
 class BlockPace:
@@ -38,7 +46,7 @@ class BlockPace:
     def record(self, seconds: float, block_seconds: float) -> bool:
         """One converted block: its compute ``seconds`` and its duration ``block_seconds``."""
         self._seen += 1
-        if not self.grow_to or self.grown_after is not None or self._seen <= WARM_BLOCKS:
+        if not self.grow_to or self.grown_after is not None:
             return False
         self._late.append(seconds > block_seconds)
         if sum(self._late) < LATE_LIMIT:
@@ -68,3 +76,17 @@ class BlockTimes:
     def share_of_block(self, q: float) -> float:
         """The ``q``-th percentile of compute over each block's own length (the block may grow mid-stream)."""
         return float(np.percentile(np.divide(self.seconds, self.durations), q)) if self.seconds else 0.0
+
+
+def warm_up(twin: "StreamConverter", speech: np.ndarray | None) -> None:
+    """Convert :data:`WARM_UP_BLOCKS` blocks of ``speech`` (float32 ``[n]``, the target's primer; silence without one)
+    with ``twin``, a throwaway stream made like the live one, which is then dropped: the process's first calls of the
+    networks (memory, kernels) are paid before the live stream's first deadline, not by its first block (idle: 0.59x
+    its length after the warm-up, 0.65x without)."""
+    size = -(-twin.block * twin.sample_rate // twin.model_rate)  # one block at the twin's input rate
+    audio = np.zeros(WARM_UP_BLOCKS * size, np.float32)
+    if speech is not None and speech.size:
+        tail = speech[-audio.size:]
+        audio[audio.size - tail.size:] = tail
+    for start in range(0, audio.size, size):
+        twin.push(audio[start : start + size])

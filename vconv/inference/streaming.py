@@ -49,13 +49,7 @@ from vconv.inference.stream_content import RecentContent
 from vconv.inference.stream_pace import BlockPace, BlockTimes
 from vconv.inference.target import SourcePitch, TargetVoice
 from vconv.inference.target_match import LOUD_QUANTILE, SPEECH_RANGE_NATS, SpectrumStats, loud_level, match_spectrum, spectrum_stats
-from vconv.models.contour import (
-    DEFAULT_SPREAD,
-    LOG_F0_CENTER,
-    MIN_SPREAD,
-    MIN_VOICED_FRAMES,
-    Register,
-)
+from vconv.models.contour import DEFAULT_SPREAD, LOG_F0_CENTER, MIN_SPREAD, MIN_VOICED_FRAMES, Register
 
 # A known source register (``source_register``) weighs as this much of the stream's own voiced speech: the first blocks
 # keep its level, and a voice speaking higher or lower today moves it within seconds (docs/STREAMING.md measures it).
@@ -201,6 +195,11 @@ class StreamConverter:
     def latency_ms(self) -> float:
         """The algorithmic latency, block + look-ahead, in ms (the block may grow: :mod:`vconv.inference.stream_pace`)."""
         return 1000.0 * (self.block + self.lookahead) / self.model_rate
+
+    @property
+    def can_grow(self) -> bool:
+        """Whether this stream's block may grow on a busy machine (:attr:`StreamSettings.busy_block_ms`): a live one."""
+        return bool(self._pace.grow_to)
 
     @property
     def grown_after(self) -> int | None:
