@@ -37,10 +37,6 @@ class GriffinLim(Vocoder):
             iterations to reach the spectral convergence that ``alpha=0.99`` reaches in 32 (0.044).
         alpha: momentum of fast Griffin-Lim (``0`` = classic). 0.99 is Perraudin et al.'s value and was the
             best measured here; values in ``[1, 1.5)`` are accepted but converged worse (1.1: 0.093 at 32 it).
-        power: exponent applied to the linear magnitude before phase retrieval. ``> 1`` (1.2-1.5) sharpens
-            harmonics against the smeared inter-harmonic energy that the mel inversion leaves, which sounds
-            less phasey; each frame is rescaled to keep its energy, so loudness is unchanged. Default
-            ``1.0`` (no sharpening) keeps the output's log-mel closest to the input.
         nnls_iterations: multiplicative NNLS updates in the mel -> linear inversion (see ``LogMel.to_linear``).
         seed: seed of the initial random phase; see :meth:`initial_phase`.
 
@@ -54,7 +50,6 @@ class GriffinLim(Vocoder):
         feature_config: FeatureConfig,
         n_iter: int = 32,
         alpha: float = 0.99,
-        power: float = 1.0,
         nnls_iterations: int = 40,
         seed: int = 0,
     ):
@@ -63,17 +58,14 @@ class GriffinLim(Vocoder):
             raise VconvError(f"griffinlim: n_iter must be >= 0, got {n_iter}")
         if not 0.0 <= alpha < 1.5:  # far above 1 the extrapolation overshoots and stops converging
             raise VconvError(f"griffinlim: alpha must be in [0, 1.5), got {alpha}")
-        if power <= 0:
-            raise VconvError(f"griffinlim: power must be > 0, got {power}")
         self.n_iter = n_iter
         self.alpha = alpha
-        self.power = power
         self.nnls_iterations = nnls_iterations
         self.seed = seed
         self.logmel = LogMel(feature_config)  # the one place the filterbank and window are defined
 
     def extra_repr(self) -> str:
-        return f"n_iter={self.n_iter}, alpha={self.alpha}, power={self.power}, seed={self.seed}"
+        return f"n_iter={self.n_iter}, alpha={self.alpha}, seed={self.seed}"
 
     # ---------------------------------------------------------------------------------------- STFT pair
 
@@ -100,19 +92,10 @@ class GriffinLim(Vocoder):
         angles = 2 * torch.pi * torch.rand(n_freq, n_frames, generator=gen, dtype=torch.float32)
         return torch.polar(torch.ones_like(angles), angles).to(device)
 
-    def sharpen(self, magnitude: torch.Tensor) -> torch.Tensor:
-        """``|S|^power`` per frame rescaled to the frame's original energy; ``[B, n_freq, F]`` in and out."""
-        if self.power == 1.0:
-            return magnitude
-        sharp = magnitude.pow(self.power)
-        energy = magnitude.pow(2).sum(dim=1, keepdim=True)
-        sharp_energy = sharp.pow(2).sum(dim=1, keepdim=True)
-        return sharp * torch.sqrt(energy / sharp_energy.clamp_min(1e-20))
-
     @torch.no_grad()
     def from_magnitude(self, magnitude: torch.Tensor, n_iter: int | None = None,
                        initial_phase: torch.Tensor | None = None, alpha: float | None = None) -> torch.Tensor:
-        """Linear magnitude ``[B, n_fft/2+1, F]`` -> wav ``[B, (F - 1) * hop_length]`` (no sharpening here).
+        """Linear magnitude ``[B, n_fft/2+1, F]`` -> wav ``[B, (F - 1) * hop_length]``.
 
         ``initial_phase`` (radians, ``[B, n_fft/2+1, F]``) replaces the random start: the neural vocoder
         passes its predicted phase, so the iterations only make it consistent across frames. ``n_iter`` and
@@ -147,7 +130,7 @@ class GriffinLim(Vocoder):
         self.check_input(log_mel)
         with torch.no_grad():
             magnitude = self.logmel.to_linear(log_mel.float(), iterations=self.nnls_iterations)
-            return self.from_magnitude(self.sharpen(magnitude), n_iter=n_iter)
+            return self.from_magnitude(magnitude, n_iter=n_iter)
 
 
 register_vocoder("griffinlim", GriffinLim)
