@@ -385,18 +385,43 @@ def test_the_file_conversion_and_the_stream_keep_the_model_s_spread_in_the_melod
     assert all(c is not None and c.shape == (vc.features.n_mels,) and float(c.min()) < 600 < float(c.max()) for c in calls)
 
 
-def test_warm_up_pushes_its_blocks_of_the_primers_tail_through_the_twin():
+def test_warm_up_pushes_its_blocks_of_the_primers_tail_through_the_twin_once():
     from types import SimpleNamespace
 
     from vconv.inference.stream_pace import WARM_UP_BLOCKS, warm_up
 
     pushed: list[np.ndarray] = []
-    twin = SimpleNamespace(block=1536, sample_rate=48000, model_rate=16000, push=pushed.append)
+    made: list[int] = []
+
+    def make_twin():
+        made.append(1)
+        return SimpleNamespace(block=1536, sample_rate=48000, model_rate=16000, push=pushed.append,
+                               flush=lambda: pushed.append(np.zeros(0, np.float32)))
+
+    class Converter:  # any object a weak reference can point to
+        pass
+
+    converter = Converter()
+    live = SimpleNamespace(converter=converter, settings="settings", sample_rate=48000)
     speech = np.arange(1.0, 6001.0, dtype=np.float32)
-    warm_up(twin, speech)
-    assert [p.size for p in pushed] == [3 * 1536] * WARM_UP_BLOCKS  # blocks at the twin's input rate
+    warm_up(make_twin, live, speech)
+    assert [p.size for p in pushed] == [3 * 1536] * WARM_UP_BLOCKS + [0]  # blocks at the input rate, then the flush
     joined = np.concatenate(pushed)
     assert np.all(joined[: joined.size - speech.size] == 0) and np.array_equal(joined[-speech.size:], speech)
+    warm_up(make_twin, live, speech)  # the same converter, settings and rate: warm already
+    assert len(made) == 1
     pushed.clear()
-    warm_up(twin, None)  # no primer: silence
-    assert len(pushed) == WARM_UP_BLOCKS and not np.any(np.concatenate(pushed))
+    warm_up(make_twin, SimpleNamespace(converter=converter, settings="other", sample_rate=48000), None)
+    assert len(made) == 2 and len(pushed) == WARM_UP_BLOCKS + 1 and not np.any(np.concatenate(pushed))  # silence
+
+
+def test_a_live_stream_is_warmed_up_once_and_converts_as_an_unwarmed_one(vc, source, target, monkeypatch):
+    import vconv.inference.streaming as streaming
+    from vconv.inference.stream_pace import _WARMED
+
+    monkeypatch.setattr(streaming.time, "perf_counter", lambda: 0.0)  # every block in no time: none late, none grows
+    _WARMED.pop(vc, None)
+    plain = _run(vc.stream(target, recent_frontend="off", busy_block_ms=0), source, [1536] * 1000)
+    live = vc.stream(target, recent_frontend="off")  # may grow: warmed up by a twin
+    assert live.can_grow and (live.settings, live.sample_rate) in _WARMED[vc]
+    np.testing.assert_array_equal(_run(live, source, [1536] * 1000), plain)

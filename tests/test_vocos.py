@@ -256,3 +256,16 @@ def test_configs_naming_the_removed_gan_read_as_before_and_turning_it_on_is_refu
     for key, value in (("adversarial", "true"), ("vc_model", "some/bundle")):
         with pytest.raises(VconvError, match=rf"train\.{key}: this option left vconv.*commit 0993412"):
             tiny(manifests, tmp_path / "run", **{key: value})
+    # tuning the GAN without saying adversarial: false meant it ran (its default was on)
+    with pytest.raises(VconvError, match=r"train\.gan_start_step: the vocoder's GAN left vconv.*commit 0993412"):
+        tiny(manifests, tmp_path / "run", gan_start_step=1)
+
+
+def test_a_checkpoint_of_a_run_whose_gan_had_started_is_not_resumed_without_it():
+    from vconv.training.vocoder_trainer import _gan_was_training
+
+    started = {"discriminator": {}, "step": 12_000, "configs": {"train": {}}}  # the GAN on by default from 10,000
+    assert _gan_was_training(started)
+    assert not _gan_was_training({**started, "step": 9_999})
+    assert not _gan_was_training({**started, "configs": {"train": {"adversarial": False}}})
+    assert not _gan_was_training({"step": 50_000, "configs": {"train": {}}})  # a checkpoint without a discriminator

@@ -13,8 +13,9 @@ Options measured as not helping left the package in House III (their figures: ``
 their code: git commit ``e8db0bd``, the last with them), and after it the vocoder's GAN and its training on a VC
 model's reconstructions (commit ``0993412``) and the decoder's Fourier basis of the contour with the learning rate of
 grown parts (commit ``1d69df6``). A config that names one at its "off" value (the bundles shipped before
-House III name ``reference`` and ``causal``; the voices recipe's vocoder config says ``adversarial: false``) reads as
-before; one that turns it on is refused in one line.
+House III name ``reference`` and ``causal``; the voices recipe's vocoder config said ``adversarial: false``) reads as
+before; one that turns it on is refused in one line. A vocoder config that tuned the GAN (``gan_start_step``, ...)
+without saying ``adversarial`` had it on (its default was true): refused too.
 """
 
 from __future__ import annotations
@@ -35,14 +36,18 @@ REMOVED_TRAIN_KEYS = {"speaker_dropout": 0.0, "content_twins": ANY, "content_twi
 PITCH_LAB_COMMIT = "1d69df6"  # the last with the decoder's Fourier basis of the contour and the grown parts' rate
 REMOVED_PITCH_KEYS = {"pitch_harmonics": 0}  # flat, or in the decoder's section
 REMOVED_PITCH_TRAIN_KEYS = {"grown_lr_scale": 1.0}
-REMOVED_VOCODER_TRAIN_KEYS = {"adversarial": False, "vc_model": None, "gan_start_step": ANY, "gan_loss": ANY,
-                              "adv_weight": ANY, "fm_weight": ANY, "disc_lr": ANY, "mpd_channels": ANY, "mrd_channels": ANY}
+GAN_TUNING_KEYS = ("gan_start_step", "gan_loss", "adv_weight", "fm_weight", "disc_lr", "mpd_channels", "mrd_channels")
+REMOVED_VOCODER_TRAIN_KEYS = {"adversarial": False, "vc_model": None, **{key: ANY for key in GAN_TUNING_KEYS}}
 REMOVED_PARTS = {("speaker_frontend", "dvector")}  # part kinds that left: the d-vector speaker input
 
 
 def _is_off(value: Any, off: Any) -> bool:
     """Whether a removed key's ``value`` (as a file or a command-line override gives it) is its ``off`` value."""
-    if off is ANY or value == off:
+    if off is ANY:
+        return True
+    if isinstance(value, bool) and not isinstance(off, bool):
+        return False  # true / false for a number or a path is no "off" value (True == 1.0 in Python)
+    if value == off:
         return True
     if isinstance(off, bool):
         return str(value).lower() in ("false", "0", "no", "off")
@@ -69,6 +74,11 @@ def upgrade_vocoder_train_config(data: Any) -> Any:
     """A vocoder's ``train`` section without the keys of the GAN and of ``vc_model`` (at their off values)."""
     if not isinstance(data, Mapping):
         return data
+    tuned = [key for key in GAN_TUNING_KEYS if key in data]
+    if tuned and "adversarial" not in data:  # the GAN's default was on: these keys mean it ran
+        raise VconvError(f"train.{tuned[0]}: the vocoder's GAN left vconv (measured as not helping: "
+                         f"recipes/voices/MODEL_HISTORY.md) and this config tunes it without adversarial: false, so it "
+                         f"was on; vconv at commit {VOCODER_LAB_COMMIT} still reads it")
     return _drop_removed(data, REMOVED_VOCODER_TRAIN_KEYS, "train", VOCODER_LAB_COMMIT)
 
 

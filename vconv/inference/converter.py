@@ -202,8 +202,8 @@ class VoiceConverter(TargetPreparation, PitchStage):
         known = source_voice if source_voice is None else self.voice_register(source_voice, sr)
         stream = StreamConverter(self, prepared, settings, sample_rate=sample_rate, source_register=known)
         if stream.can_grow:  # a live stream: a twin pays the networks' first calls before its first deadline
-            twin_settings = dataclasses.replace(settings, busy_block_ms=0.0)
-            warm_up(StreamConverter(self, prepared, twin_settings, sample_rate=sample_rate, source_register=known), prepared.primer)
+            twin = dataclasses.replace(settings, busy_block_ms=0.0)
+            warm_up(lambda: StreamConverter(self, prepared, twin, sample_rate=sample_rate, source_register=known), stream, prepared.primer)
         return stream
 
     def matching_skipped(self, target: TargetVoice) -> str | None:

@@ -9,8 +9,8 @@ over; a longer block is 96 ms more latency, paid once, as one gap where the bloc
 :class:`BlockPace` decides it: once :data:`LATE_LIMIT` of the last :data:`LATE_WINDOW` blocks took longer than they
 last, the block grows, once, for the rest of the stream (shrinking it again would drop audio that is already late).
 Every block counts, the first too: :func:`warm_up` has a throwaway twin pay the networks' first calls before a live
-stream starts. Beside two CPU-bound processes the late blocks then number the limit, 2 in each of three one-minute
-runs (p99 0.94-0.98x the block), where a 20-block window that skipped the first two blocks left 3-6 (0.99-1.06x;
+stream starts. Beside two CPU-bound processes the late blocks then numbered the limit, 2 in each of four one-minute
+runs (p99 0.75-0.98x the block), where 2 of the last 20 with the first two blocks skipped left 3-5 (0.99-1.01x;
 docs/STREAMING.md).
 The content front-end's recent part (:mod:`vconv.inference.stream_content`) is the cheaper step and comes first: it
 switches on at 75 % of the block. :class:`BlockTimes` keeps what both read: each block's compute and its own length.
@@ -18,9 +18,10 @@ switches on at 75 % of the block. :class:`BlockTimes` keeps what both read: each
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -78,11 +79,19 @@ class BlockTimes:
         return float(np.percentile(np.divide(self.seconds, self.durations), q)) if self.seconds else 0.0
 
 
-def warm_up(twin: "StreamConverter", speech: np.ndarray | None) -> None:
+# the (settings, input rate) of the streams each converter has warmed up: the first calls are paid once per process
+_WARMED: "weakref.WeakKeyDictionary[object, set]" = weakref.WeakKeyDictionary()
+
+
+def warm_up(make_twin: Callable[[], "StreamConverter"], live: "StreamConverter", speech: np.ndarray | None) -> None:
     """Convert :data:`WARM_UP_BLOCKS` blocks of ``speech`` (float32 ``[n]``, the target's primer; silence without one)
-    with ``twin``, a throwaway stream made like the live one, which is then dropped: the process's first calls of the
+    with a throwaway twin of the ``live`` stream (``make_twin()``), then drop it: the process's first calls of the
     networks (memory, kernels) are paid before the live stream's first deadline, not by its first block (idle: 0.59x
-    its length after the warm-up, 0.65x without)."""
+    its length after the warm-up, 0.65x without). Once per converter, stream settings and input rate."""
+    done = _WARMED.setdefault(live.converter, set())
+    if (live.settings, live.sample_rate) in done:
+        return
+    twin = make_twin()
     size = -(-twin.block * twin.sample_rate // twin.model_rate)  # one block at the twin's input rate
     audio = np.zeros(WARM_UP_BLOCKS * size, np.float32)
     if speech is not None and speech.size:
@@ -90,3 +99,5 @@ def warm_up(twin: "StreamConverter", speech: np.ndarray | None) -> None:
         audio[audio.size - tail.size:] = tail
     for start in range(0, audio.size, size):
         twin.push(audio[start : start + size])
+    twin.flush()  # the blocks still waiting for their look-ahead (and a resampler's delay) are converted too
+    done.add((live.settings, live.sample_rate))

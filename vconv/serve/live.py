@@ -46,8 +46,8 @@ from starlette.websockets import WebSocketDisconnect
 
 from vconv.errors import VconvError
 from vconv.inference.converter import VoiceConverter
+from vconv.inference.streaming import StreamConverter
 from vconv.inference.target import TargetVoice
-from vconv.models.contour import Register
 from vconv.serve.conversion import as_target_voice
 from vconv.serve.jobs import RESULT_ID, Busy, ConversionQueue, Gate, ResultStore
 from vconv.serve.limits import ServeLimits
@@ -104,7 +104,10 @@ def add_live_routes(app: FastAPI, converter: VoiceConverter, limits: ServeLimits
                 await _refuse(ws, 1013, "busy, retry")
                 return
             try:
-                await LiveSession(ws, converter, voice, rate, limits, own.register if own else None).run()
+                # made in a worker thread: a live stream's warm-up runs the networks (~0.1 s), which would stall the loop
+                stream = await anyio.to_thread.run_sync(
+                    lambda: converter.stream(voice, sample_rate=rate, source_voice=own.register if own else None))
+                await LiveSession(ws, stream, rate, limits).run()
             finally:
                 queue.release_worker()
 
@@ -117,10 +120,8 @@ async def _refuse(ws: WebSocket, code: int, reason: str) -> None:
 class LiveSession:
     """One open WebSocket and its :class:`~vconv.inference.streaming.StreamConverter`."""
 
-    def __init__(self, ws: WebSocket, converter: VoiceConverter, voice: TargetVoice, rate: int, limits: ServeLimits,
-                 source_register: Register | None = None) -> None:
-        self.ws, self.rate, self.limits = ws, rate, limits
-        self.stream = converter.stream(voice, sample_rate=rate, source_voice=source_register)
+    def __init__(self, ws: WebSocket, stream: StreamConverter, rate: int, limits: ServeLimits) -> None:
+        self.ws, self.stream, self.rate, self.limits = ws, stream, rate, limits
         self.seconds_in = 0.0
 
     async def run(self) -> None:

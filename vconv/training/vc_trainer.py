@@ -205,6 +205,9 @@ class ModelTrainer(ModelValidation, BaseTrainer):
         if saved != self.mcfg:
             raise VconvError(f"{self.run.latest}: model config differs from the checkpoint's; resume with the same config")
         self.model.load_state_dict(state["model"], strict=True)
+        if len(state["optimizer"]["param_groups"]) != len(self.optimizer.param_groups):  # train.grown_lr_scale's two
+            raise VconvError(f"{self.run.latest}: this run trained grown parts at their own learning rate "
+                             "(train.grown_lr_scale, which left vconv); resume it with vconv at commit 1d69df6")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.frontend = self._frontend(FeatureStats.from_dict(state["feature_stats"]))

@@ -180,12 +180,23 @@ class VocoderTrainer(BaseTrainer):
             raise VconvError(f"{where}: vocoder config differs from the checkpoint's; resume with the same config")
         if FeatureConfig.from_dict(state["configs"]["features"]) != self.fcfg:
             raise VconvError(f"{where}: feature config differs from the checkpoint's; resume with the same config")
-        # a checkpoint of a run that had the GAN on also holds its discriminator and its optimiser: not read
+        if _gan_was_training(state):
+            raise VconvError(f"{where}: this run trained with the vocoder's GAN, which left vconv (measured as not helping); "
+                             f"resume it with vconv at commit 0993412, or start a new run from it with train.init_from")
         self.generator.load_state_dict(state["generator"], strict=True)
         self.opt_g.load_state_dict(state["opt_g"])
         self.sched_g.load_state_dict(state["sched_g"])
         # a scheduler's state carries the run's old base lr; a resume with a new train.lr means the new one
         self.sched_g.base_lrs = [self.tcfg.lr for _ in self.sched_g.base_lrs]
+
+
+def _gan_was_training(state: Mapping[str, Any]) -> bool:
+    """Whether a checkpoint (of a vconv before the GAN left) is of a run whose discriminator had started: its train
+    section's ``adversarial`` on (its default was) and its step at ``gan_start_step`` (default 10,000) or later."""
+    train = state.get("configs", {}).get("train", {})
+    if "discriminator" not in state or str(train.get("adversarial", True)).lower() in ("false", "0"):
+        return False
+    return int(state.get("step", 0)) >= int(train.get("gan_start_step", 10_000))
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:
