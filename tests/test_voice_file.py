@@ -247,3 +247,22 @@ def test_an_older_cache_entry_learns_its_voiced_bands_without_a_fit(fitted, refs
         assert torch.equal(again.spectrum.voiced_bands, fresh.spectrum.voiced_bands)
     finally:
         fitted.voice_cache = None
+
+
+def test_a_cache_hit_runs_no_enhancer_and_the_enhance_mode_is_part_of_the_key(fitted, refs, tmp_path, counted_fits, monkeypatch):
+    """The cache is keyed on the references as recorded and the enhance mode, so a hit skips the room estimate
+    (18-37 ms of a 3.5 s reference) that a second conversion used to pay before its lookup."""
+    fitted.voice_cache = VoiceCache(tmp_path / "cache")
+    mode = fitted.enhance
+    try:
+        fitted.enhance = "auto"
+        first = fitted.target_voice([str(r) for r in refs])
+        heard: list[int] = []
+        real = type(fitted).heard_cleaned
+        monkeypatch.setattr(type(fitted), "heard_cleaned", lambda self, wav: heard.append(1) or real(self, wav))
+        again = fitted.target_voice([str(r) for r in refs])
+        assert again.origin == "cache" and not heard and torch.equal(again.embedding, first.embedding)
+        fitted.enhance = "off"  # read another way: another voice
+        assert fitted.target_voice([str(r) for r in refs]).origin == "computed" and len(counted_fits) == 2
+    finally:
+        fitted.enhance, fitted.voice_cache = mode, None

@@ -19,6 +19,10 @@ import torch
 
 from vconv.audio.rooms import NOISY_SNR_DB, estimate_snr
 
+# raise it when what the enhancer makes of a recording changes: cached voices are keyed on the references as recorded
+# and the enhance mode (vconv.inference.voice_file.VoiceSource), so their entries are then made again
+ENHANCER_VERSION = 1
+
 N_FFT = 512  # 32 ms at 16 kHz: the resolution WPE is usually run at
 HOP = 128
 DELAY = 3  # frames (24 ms): reflections earlier than this are left alone (they colour, they do not smear)

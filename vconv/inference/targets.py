@@ -81,10 +81,14 @@ class TargetPreparation:
 
     def _prepare_refs(self, refs: Sequence[AudioInput] | AudioInput, sr: int | None) -> list[np.ndarray]:
         """One or several references → prepared waveforms ``[T_i]`` (at least one)."""
+        return [self.heard(w) for w in self._recorded_refs(refs, sr)]
+
+    def _recorded_refs(self, refs: Sequence[AudioInput] | AudioInput, sr: int | None) -> list[np.ndarray]:
+        """One or several references → waveforms ``[T_i]`` at the model's rate, as recorded (not yet :meth:`heard`)."""
         refs = [refs] if isinstance(refs, (str, Path, np.ndarray)) else list(refs)
         if not refs:
             raise VconvError("at least one target reference is needed")
-        return [self.heard(self._reference_audio(r, sr)) for r in refs]
+        return [self._reference_audio(r, sr) for r in refs]
 
     def _reference_audio(self, ref: AudioInput, sr: int | None) -> np.ndarray:
         """A reference at the model's rate: of a file, its first :data:`MAX_REFERENCE_SECONDS` only."""
@@ -155,13 +159,14 @@ class TargetPreparation:
     def prepared_target(self, refs: Sequence[AudioInput] | AudioInput, sr: int | None = None) -> tuple[TargetVoice, VoiceSource]:
         """:meth:`target_voice` of audio references (computed, or from :attr:`voice_cache`), and what it depends on
         (the bundle, the fit, the references' content: a voice file's provenance and the cache's key)."""
-        wavs = self._prepare_refs(refs, sr)  # each reference loaded and checked once
-        source = VoiceSource(self.info.path.name, self.info.digest, self.sample_rate, self.fit_steps, reference_digests(wavs),
-                             str(self.compute_dtype).removeprefix("torch."))
+        recorded = self._recorded_refs(refs, sr)  # each reference loaded and checked once
+        source = VoiceSource(self.info.path.name, self.info.digest, self.sample_rate, self.fit_steps,
+                             reference_digests(recorded), str(self.compute_dtype).removeprefix("torch."), self.enhance)
         cache = self.voice_cache if self.fit_steps else None
         cached = cache.get(source) if cache else None
-        if cached is not None:
-            return self._filled_in(cached, wavs), source
+        if cached is not None:  # the enhancer runs only if an older entry lacks what is measured on the references
+            return self._filled_in(cached, lambda: [self.heard(w) for w in recorded]), source
+        wavs = [self.heard(w) for w in recorded]
         voice = self._prepare_voice(wavs)
         if cache:
             cache.put(source, voice)
@@ -189,13 +194,14 @@ class TargetPreparation:
         """Prepared references ``[T_i]`` -> their log-mels ``[n_mels, F_i]``."""
         return [self.frontend.log_mel(w[None])[0] for w in wavs]
 
-    def _filled_in(self, voice: TargetVoice, wavs: list[np.ndarray]) -> TargetVoice:
+    def _filled_in(self, voice: TargetVoice, heard_refs: Callable[[], list[np.ndarray]]) -> TargetVoice:
         """``voice`` (cached before vconv measured the H1-H2 or told the voice's bands from a noise floor's) with what
-        it lacks computed from its references: a few milliseconds, no fit, so an older cache entry converts as a new
-        one would."""
+        it lacks computed from its references (``heard_refs()``, prepared ``[T_i]``): a few milliseconds, no fit, so an
+        older cache entry converts as a new one would."""
         lacks_h1_h2 = voice.h1_h2 is None and self.model.reads_pitch
         if not lacks_h1_h2 and voice.spectrum.voiced_bands is not None:
             return voice
+        wavs = heard_refs()
         log_mels = self._log_mels(wavs)
         h1_h2 = self._pitch_of_references(wavs, log_mels)[1] if lacks_h1_h2 else voice.h1_h2
         voiced = self._spectrum_of_references(log_mels).voiced_bands

@@ -18,7 +18,8 @@ A voice file is safetensors (tensors and string metadata; nothing in it runs cod
 and metadata: ``format`` (``vconv-voice``), ``version``, ``bundle`` (the bundle's name) and ``bundle_digest``
 (of its weights: an embedding means nothing to another model), ``sample_rate``, ``fit_steps``, ``precision`` (the
 fit's arithmetic), ``fit_losses``,
-``spectrum_frames``, ``references`` (the sha256 and length of each reference's audio as the model read it) and, with a
+``spectrum_frames``, ``references`` (the sha256 and length of each reference's audio at the model's rate, before the
+enhancer), ``enhance`` (the enhance mode it was read with) and, with a
 register, ``pitch_rules`` (:data:`~vconv.models.contour.PITCH_RULES` when it was measured: a file of older rules
 still converts, with the register of its day, and a conversion says so, :func:`stale_register_note`).
 
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
+from vconv.audio.enhance import ENHANCER_VERSION
 from vconv.errors import VconvError
 from vconv.fileio import atomic_path
 from vconv.models.contour import PITCH_RULES
@@ -68,12 +70,16 @@ class VoiceSource:
     fit_steps: int
     references: tuple[tuple[str, int], ...]  # (sha256 of the float32 samples at the model's rate, samples)
     precision: str = "float32"  # the arithmetic the fit ran in (bfloat16 fits a slightly different vector)
+    # the enhance mode the references were read with: the digests are of the audio before the enhancer, so that a
+    # cache hit need not run it (its room estimate alone took 18-37 ms of a 3.5 s reference)
+    enhance: str = "off"
 
     @property
     def key(self) -> str:
         """The cache key: a digest of everything the voice depends on."""
+        enhancer = [self.enhance, ENHANCER_VERSION] if self.enhance != "off" else []
         text = json.dumps([self.bundle_digest, self.sample_rate, self.fit_steps, self.precision, VOICE_VERSION, self.references,
-                           PITCH_RULES])  # a cached voice of earlier pitch rules is not reused
+                           PITCH_RULES, *enhancer])  # a cached voice of earlier pitch rules is not reused
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -116,7 +122,7 @@ def save_voice(path: str | Path, voice: "TargetVoice", source: VoiceSource, *, f
                 "sample_rate": str(source.sample_rate), "fit_steps": str(source.fit_steps), "precision": source.precision,
                 "fit_losses": json.dumps(list(voice.fit_losses)),
                 "spectrum_frames": str(voice.spectrum.frames),
-                "references": json.dumps([{"sha256": d, "samples": n} for d, n in source.references])}
+                "references": json.dumps([{"sha256": d, "samples": n} for d, n in source.references]), "enhance": source.enhance}
     if voice.register is not None:
         metadata["pitch_rules"] = PITCH_RULES
     with atomic_path(path, overwrite=force) as tmp:
