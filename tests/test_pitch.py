@@ -376,11 +376,39 @@ def test_the_stream_runs_the_pitch_path_and_matches_block_sizes(tiny_pitch_bundl
     np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-4)  # the running register does not depend on the pushes
 
 
+def test_a_learned_register_s_early_bias_is_taken_out_and_fades():
+    """A declining utterance heard a syllable at a time: the corrected running register stands nearer the whole
+    utterance's than the raw pooled one early on; after a few seconds the two agree; a known register is not corrected."""
+    import torch
+
+    from vconv.inference.stream_register import RunningRegister, early_bias, register_of_sums
+    from vconv.models.contour import voiced_register
+
+    rng = np.random.default_rng(0)
+    frames = 400  # a declining melody: 0.25 nats from start to end, with a syllable-scale wobble
+    log_f0 = np.log(180.0) - 0.25 * np.linspace(0, 1, frames) + 0.12 * np.sin(np.arange(frames) / 6) + rng.normal(0, 0.02, frames)
+    whole = voiced_register(torch.stack([torch.tensor(log_f0), torch.ones(frames), torch.ones(frames)]))
+    learned = RunningRegister()
+    raw_error, corrected_error = [], []
+    for start in range(0, 48, 6):  # the first 48 voiced frames, a 96 ms block at a time
+        block = torch.tensor(log_f0[start:start + 6])
+        corrected, raw = learned.estimate(block), register_of_sums(*(learned.sums + [6, float(block.sum()), float((block**2).sum())]))
+        learned.add(block)
+        raw_error.append(abs(raw.mean - whole.mean))
+        corrected_error.append(abs(corrected.mean - whole.mean))
+    assert sum(corrected_error) < sum(raw_error)
+    assert early_bias(16)[0] > 0.05 and early_bias(16)[1] < 0.8  # above the mean, and narrower, early
+    assert early_bias(10_000) == (0.0, 1.0) and early_bias(0)[0] == 0.0  # nothing to correct, or nothing heard
+    known = RunningRegister(whole, prior_frames=125)
+    assert known.estimate(torch.tensor(log_f0[:6])) == register_of_sums(*(known.sums + [6, log_f0[:6].sum(), (log_f0[:6]**2).sum()]))
+
+
 def test_a_stream_given_its_speaker_s_voice_starts_in_its_register(tiny_pitch_bundle, voices, tmp_path):
     import soundfile as sf
 
     import vconv
-    from vconv.inference.streaming import SOURCE_PRIOR_SECONDS, _register_of_sums
+    from vconv.inference.stream_register import register_of_sums
+    from vconv.inference.streaming import SOURCE_PRIOR_SECONDS
     from vconv.inference.voice_file import VoiceSource, save_voice
 
     converter = vconv.load(str(tiny_pitch_bundle))
@@ -392,8 +420,8 @@ def test_a_stream_given_its_speaker_s_voice_starts_in_its_register(tiny_pitch_bu
     target = converter.target_voice([str(voices / "high.wav")])
     learning = converter.stream(target, recent_frontend="off", busy_block_ms=0)
     given = converter.stream(target, recent_frontend="off", busy_block_ms=0, source_voice=[str(voices / "low.wav")])
-    assert learning._pitch_sums[0] == 0
-    start = _register_of_sums(*given._pitch_sums)  # before any block: the known register, weighing as at most 2 s
+    assert learning._register.sums[0] == 0 and learning._register.corrected and not given._register.corrected
+    start = register_of_sums(*given._register.sums)  # before any block: the known register, weighing as at most 2 s
     assert start.frames == min(known.frames, round(SOURCE_PRIOR_SECONDS * SR / HOP))
     assert abs(start.mean - known.mean) < 1e-9 and abs(start.spread - known.spread) < 1e-9
     source, _ = sf.read(voices / "low.wav", dtype="float32")

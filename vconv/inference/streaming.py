@@ -18,7 +18,8 @@ State carried between calls (all of it bounded, whatever the stream's length):
 * the converted speech's running spectrum statistics, onto which target-spectrum matching maps the
   target's (offline, each chunk's own statistics over 20 s; here, everything converted so far, pooled);
 * for a model with the pitch path, the source's running pitch register (its voiced log-F0 so far, pooled, from the
-  speaker's known register when one is given; offline, the whole file's), on which each window's melody is whitened.
+  speaker's known register when one is given, else with an early utterance's bias taken out:
+  :mod:`vconv.inference.stream_register`; offline, the whole file's), on which each window's melody is whitened.
   The tracker runs on the window like the content front-end. YIN's per-frame look-ahead (half a 64 ms frame) lies
   inside the stream's, and its decisions over the signal (silence, the octave-slip path, the smoothing) are taken over
   the window, as a file's over the file; SwiftF0 reads 176 ms each way, so a block's last frames are tracked with
@@ -47,9 +48,10 @@ from vconv.errors import VconvError
 from vconv.inference.chunking import StreamedOverlapAdd
 from vconv.inference.stream_content import RecentContent
 from vconv.inference.stream_pace import BlockPace, BlockTimes
+from vconv.inference.stream_register import RunningRegister
 from vconv.inference.target import SourcePitch, TargetVoice
 from vconv.inference.target_match import LOUD_QUANTILE, SPEECH_RANGE_NATS, SpectrumStats, loud_level, match_spectrum, spectrum_stats
-from vconv.models.contour import DEFAULT_SPREAD, LOG_F0_CENTER, MIN_SPREAD, MIN_VOICED_FRAMES, Register
+from vconv.models.contour import Register
 
 # A known source register (``source_register``) weighs as this much of the stream's own voiced speech: the first blocks
 # keep its level, and a voice speaking higher or lower today moves it within seconds (docs/STREAMING.md measures it).
@@ -175,8 +177,8 @@ class StreamConverter:
         self._ready: list[np.ndarray] = []
         self._joiner = StreamedOverlapAdd(2**62, self._ready.append)
         self._spectrum = RunningSpectrum()
-        # voiced frames, Σ log-F0, Σ log-F0² of the source's blocks so far (pitch path), from its known register if given
-        self._pitch_sums = _prior_sums(source_register, round(SOURCE_PRIOR_SECONDS * self.model_rate / self.hop))
+        # the source's register from its blocks so far (pitch path), from its known register if given
+        self._register = RunningRegister(source_register, round(SOURCE_PRIOR_SECONDS * self.model_rate / self.hop))
         self._primer_spectrum: SpectrumStats | None = None  # the converted primer's (prime_matching)
         self._flushed = False
         margin = round(settings.frontend_margin_ms * self.model_rate / 1000)
@@ -333,40 +335,15 @@ class StreamConverter:
         rows = self._pitch_rows(window, window_start)  # [1, 3, F]
         first_new = lead // self.hop
         new = rows[0, :, first_new:]
-        voiced = new[0][new[1] > 0.5].double()
-        count = self._pitch_sums[0] + voiced.numel()
-        total, squares = self._pitch_sums[1] + float(voiced.sum()), self._pitch_sums[2] + float((voiced**2).sum())
-        source = _register_of_sums(count, total, squares)
+        source = self._register.estimate(new[0][new[1] > 0.5])
         block = rows[0, :, first_new : first_new + self.block // self.hop]
-        done = block[0][block[1] > 0.5].double()  # the block's own frames join the history
-        self._pitch_sums += (done.numel(), float(done.sum()), float((done**2).sum()))
+        self._register.add(block[0][block[1] > 0.5])  # the block's own frames join the history
         return conv.pitch_of_rows(rows, self.target.register, source, self.target.h1_h2)
 
 
 def _whole_hops(ms: float, rate: int, hop: int, least: int) -> int:
     """``ms`` in samples at ``rate``, rounded to whole ``hop``s, at least ``least`` of them."""
     return max(least, round(ms * rate / 1000 / hop)) * hop
-
-
-def _prior_sums(register: Register | None, most_frames: int) -> np.ndarray:
-    """The running register's sums ``[count, Σ log-F0, Σ log-F0²]`` that a known source register starts a stream with:
-    its mean and spread, weighing as at most ``most_frames`` voiced frames (the stream's own then move it); zeros
-    without one."""
-    if register is None:
-        return np.zeros(3)
-    count = float(min(register.frames, most_frames))
-    return np.array([count, count * register.mean, count * (register.spread**2 + register.mean**2)])
-
-
-def _register_of_sums(count: float, total: float, squares: float) -> Register:
-    """The :class:`Register` of voiced log-F0 given as a count, a sum and a sum of squares."""
-    if count <= 0:
-        return Register(LOG_F0_CENTER, DEFAULT_SPREAD, 0)
-    mean = total / count
-    if count < MIN_VOICED_FRAMES:
-        return Register(mean, DEFAULT_SPREAD, int(count))
-    spread = math.sqrt(max(squares / count - mean * mean, 0.0))
-    return Register(mean, max(spread, MIN_SPREAD), int(count))
 
 
 def _speech_at_edge(window: np.ndarray, hop: int, frames: int = 2) -> bool:
