@@ -377,30 +377,41 @@ def test_the_stream_runs_the_pitch_path_and_matches_block_sizes(tiny_pitch_bundl
 
 
 def test_a_learned_register_s_early_bias_is_taken_out_and_fades():
-    """A declining utterance heard a syllable at a time: the corrected running register stands nearer the whole
-    utterance's than the raw pooled one early on; after a few seconds the two agree; a known register is not corrected."""
+    """A declining utterance heard a block at a time: the corrected running register's level stands nearer the whole
+    utterance's than the raw pooled one's early on, its spread is the raw one widened by the measured ratio (the
+    default below a quarter second of voicing); after ~6 s of voicing the two agree; a known register is not corrected."""
     import torch
 
     from vconv.inference.stream_register import RunningRegister, early_bias, register_of_sums
-    from vconv.models.contour import voiced_register
+    from vconv.models.contour import DEFAULT_SPREAD, voiced_register
 
     rng = np.random.default_rng(0)
     frames = 400  # a declining melody: 0.25 nats from start to end, with a syllable-scale wobble
     log_f0 = np.log(180.0) - 0.25 * np.linspace(0, 1, frames) + 0.12 * np.sin(np.arange(frames) / 6) + rng.normal(0, 0.02, frames)
     whole = voiced_register(torch.stack([torch.tensor(log_f0), torch.ones(frames), torch.ones(frames)]))
+
+    def raw_with(register, block):  # the uncorrected pooled register of what it heard plus `block`
+        return register_of_sums(*(register.sums + [block.numel(), float(block.sum()), float((block**2).sum())]))
+
     learned = RunningRegister()
     raw_error, corrected_error = [], []
-    for start in range(0, 48, 6):  # the first 48 voiced frames, a 96 ms block at a time
+    for start in range(0, frames, 6):  # 96 ms blocks
         block = torch.tensor(log_f0[start:start + 6])
-        corrected, raw = learned.estimate(block), register_of_sums(*(learned.sums + [6, float(block.sum()), float((block**2).sum())]))
+        corrected, raw = learned.estimate(block), raw_with(learned, block)
+        level, ratio = early_bias(raw.frames)
+        assert corrected.mean == pytest.approx(raw.mean - level)
+        assert corrected.spread == pytest.approx(raw.spread / ratio if raw.trusted else DEFAULT_SPREAD)
+        if start < 48:
+            raw_error.append(abs(raw.mean - whole.mean))
+            corrected_error.append(abs(corrected.mean - whole.mean))
         learned.add(block)
-        raw_error.append(abs(raw.mean - whole.mean))
-        corrected_error.append(abs(corrected.mean - whole.mean))
-    assert sum(corrected_error) < sum(raw_error)
+    assert sum(corrected_error) < 0.8 * sum(raw_error)
+    assert corrected == raw  # the whole utterance heard: nothing left to correct
     assert early_bias(16)[0] > 0.05 and early_bias(16)[1] < 0.8  # above the mean, and narrower, early
-    assert early_bias(10_000) == (0.0, 1.0) and early_bias(0)[0] == 0.0  # nothing to correct, or nothing heard
+    assert early_bias(10_000) == (0.0, 1.0) and early_bias(0) == (0.0, 1.0)  # nothing to correct, or nothing heard
     known = RunningRegister(whole, prior_frames=125)
-    assert known.estimate(torch.tensor(log_f0[:6])) == register_of_sums(*(known.sums + [6, log_f0[:6].sum(), (log_f0[:6]**2).sum()]))
+    first = torch.tensor(log_f0[:6])
+    assert not known.corrected and known.estimate(first) == raw_with(known, first)
 
 
 def test_a_stream_given_its_speaker_s_voice_starts_in_its_register(tiny_pitch_bundle, voices, tmp_path):
