@@ -18,8 +18,8 @@ State carried between calls (all of it bounded, whatever the stream's length):
 * the converted speech's running spectrum statistics, onto which target-spectrum matching maps the
   target's (offline, each chunk's own statistics over 20 s; here, everything converted so far, pooled);
 * for a model with the pitch path, the source's running pitch register (its voiced log-F0 so far, pooled, from the
-  speaker's known register when one is given, else with an early utterance's bias taken out:
-  :mod:`vconv.inference.stream_register`; offline, the whole file's), on which each window's melody is whitened.
+  speaker's known register when one is given: :mod:`vconv.inference.stream_register`; offline, the whole file's), on
+  which each window's melody is whitened.
   The tracker runs on the window like the content front-end. YIN's per-frame look-ahead (half a 64 ms frame) lies
   inside the stream's, and its decisions over the signal (silence, the octave-slip path, the smoothing) are taken over
   the window, as a file's over the file; SwiftF0 reads 176 ms each way, so a block's last frames are tracked with

@@ -5,7 +5,8 @@ A stream that is not told its speaker's register learns it from the voiced frame
 utterance that estimate is biased, not only noisy: speech declines in pitch (the first syllables stand above the
 utterance's mean), and a spread measured over a few syllables is smaller than the whole utterance's. This prints,
 for training utterances, the mean of ``running mean - whole mean`` (nats) and of ``running spread / whole spread``
-after n voiced frames, as the table :mod:`vconv.inference.stream_register` corrects the running estimate with.
+after n voiced frames: the tables a correction of the running estimate was measured with (docs/STREAMING.md,
+"The stream's early register"; not kept, revivable from commit b051068).
 
     python recipes/voices/local/stream_register_bias.py --manifest EXP/data/train.jsonl [--utterances 1500]
 
