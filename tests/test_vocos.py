@@ -268,4 +268,5 @@ def test_a_checkpoint_of_a_run_whose_gan_had_started_is_not_resumed_without_it()
     assert _gan_was_training(started)
     assert not _gan_was_training({**started, "step": 9_999})
     assert not _gan_was_training({**started, "configs": {"train": {"adversarial": False}}})
+    assert not _gan_was_training({**started, "configs": {"train": {"adversarial": "off"}}})  # as the config reader reads off
     assert not _gan_was_training({"step": 50_000, "configs": {"train": {}}})  # a checkpoint without a discriminator

@@ -41,7 +41,7 @@ REMOVED_VOCODER_TRAIN_KEYS = {"adversarial": False, "vc_model": None, **{key: AN
 REMOVED_PARTS = {("speaker_frontend", "dvector")}  # part kinds that left: the d-vector speaker input
 
 
-def _is_off(value: Any, off: Any) -> bool:
+def is_off(value: Any, off: Any) -> bool:
     """Whether a removed key's ``value`` (as a file or a command-line override gives it) is its ``off`` value."""
     if off is ANY:
         return True
@@ -64,7 +64,7 @@ def _drop_removed(data: Mapping[str, Any], removed: Mapping[str, Any], section: 
     """``data`` without the ``removed`` keys it holds at their off value; one that is on is a one-line VconvError."""
     out = dict(data)
     for key, off in removed.items():
-        if key in out and not _is_off(out.pop(key), off):
+        if key in out and not is_off(out.pop(key), off):
             raise VconvError(f"{section}.{key}: this option left vconv (measured as not helping: "
                              f"recipes/voices/MODEL_HISTORY.md); vconv at commit {commit} still reads it")
     return out

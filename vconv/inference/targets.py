@@ -164,10 +164,12 @@ class TargetPreparation:
                              reference_digests(recorded), str(self.compute_dtype).removeprefix("torch."), self.enhance)
         cache = self.voice_cache if self.fit_steps else None
         cached = cache.get(source) if cache else None
+        def heard_refs() -> list[np.ndarray]:  # the references as the model reads them (the enhancer's, if it runs)
+            return [self.heard(w) for w in recorded]
+
         if cached is not None:  # the enhancer runs only if an older entry lacks what is measured on the references
-            return self._filled_in(cached, lambda: [self.heard(w) for w in recorded]), source
-        wavs = [self.heard(w) for w in recorded]
-        voice = self._prepare_voice(wavs)
+            return self._filled_in(cached, heard_refs), source
+        voice = self._prepare_voice(heard_refs())
         if cache:
             cache.put(source, voice)
         return voice, source

@@ -35,6 +35,7 @@ import torch
 
 from vconv.audio.frontend import FrontEnd
 from vconv.config import FeatureConfig, VocoderConfig, VocoderTrainConfig
+from vconv.config.legacy import is_off
 from vconv.data.audio_segments import AudioSegments
 from vconv.data.manifest import read_manifest
 from vconv.errors import VconvError
@@ -194,7 +195,7 @@ def _gan_was_training(state: Mapping[str, Any]) -> bool:
     """Whether a checkpoint (of a vconv before the GAN left) is of a run whose discriminator had started: its train
     section's ``adversarial`` on (its default was) and its step at ``gan_start_step`` (default 10,000) or later."""
     train = state.get("configs", {}).get("train", {})
-    if "discriminator" not in state or str(train.get("adversarial", True)).lower() in ("false", "0"):
+    if "discriminator" not in state or is_off(train.get("adversarial", True), False):
         return False
     return int(state.get("step", 0)) >= int(train.get("gan_start_step", 10_000))
 
