@@ -116,3 +116,29 @@ def test_the_fit_s_own_adam_steps_as_torch_s_does():
         reference.step()
         optimiser.step(torch.autograd.grad(((ours - goal) ** 4).sum(), [ours])[0])
     assert torch.allclose(theirs, ours, atol=1e-5) and not torch.allclose(ours, goal * 0)
+
+
+def test_the_fit_runs_on_one_thread_and_gives_the_count_back(tiny_bundle, monkeypatch):
+    """Many small backward passes: one thread is faster than two, idle or loaded (vconv.inference.threads.one_thread);
+    the conversion around it keeps its own count, also when the fit fails."""
+    import vconv.inference.targets as targets
+
+    seen: list[int] = []
+    real_fit = targets.fit_embedding
+
+    def counting_fit(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real_fit(*args, **kwargs)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(targets, "fit_embedding", counting_fit)
+        vconv.load(tiny_bundle, vocoder="griffinlim", fit_steps=2).target_voice([EXAMPLES / "target.wav"])
+        assert seen == [1] and torch.get_num_threads() == 2
+        monkeypatch.setattr(targets, "fit_embedding", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+        with pytest.raises(RuntimeError, match="boom"):
+            vconv.load(tiny_bundle, vocoder="griffinlim", fit_steps=2).target_voice([EXAMPLES / "target.wav"])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

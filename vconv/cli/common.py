@@ -43,7 +43,7 @@ PRECISION_HELP = ("Arithmetic of the networks: auto (bfloat16 on a CPU that comp
                   "otherwise; the default), float32, or bfloat16.")
 FIT_VOICE_HELP = ("Tune the speaker embedding on the target references for STEPS steps before converting, so the "
                   "network renders a voice it never heard rather than its nearest training voice (30 steps, once per target: "
-                  "about 0.3 s on two idle CPU cores, about 0.9 s with other work on them, up to tens of seconds on a heavily "
+                  "about 0.7 s on two idle CPU cores, about 0.8 s beside another busy process, up to tens of seconds on a heavily "
                   "loaded machine, docs/BENCHMARKS.md; a second conversion to the same references takes the fitted voice "
                   "from the cache; 0 = off, the default; 30 is what "
                   "recipes/voices/MODEL_HISTORY.md measures).")

@@ -22,6 +22,7 @@ from vconv.config import FeatureConfig
 from vconv.errors import VconvError
 from vconv.inference.target import PRIMER_SECONDS, TargetVoice
 from vconv.inference.target_match import SpectrumStats, spectrum_stats
+from vconv.inference.threads import one_thread
 from vconv.inference.voice_file import VoiceCache, VoiceSource, load_voice, reference_digests, voice_file_in
 from vconv.inference.voice_fit import MAX_FIT_SECONDS, FitReference, VoiceFit, crop_references, fit_embedding
 from vconv.models.contour import MIN_VOICED_FRAMES, TARGET_TRIM_SEMITONES, Register, decoder_contour, voiced_register
@@ -229,7 +230,7 @@ class TargetPreparation:
                 pitch = decoder_contour(self.frontend.pitch_input(wav), self.model.config.pitch_register)
             references.append(FitReference(self.frontend.content_input(wav), self.frontend.normalize(log_mel)[None], pitch))
             frames += log_mel.shape[-1]
-        with self.compute():
+        with self.compute(), one_thread():  # many small backward passes: one thread is faster, idle or loaded
             return fit_embedding(self.model, crop_references(references, max_frames), embedding, steps=self.fit_steps,
                                  progress=self.fit_progress)
 

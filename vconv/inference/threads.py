@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 from vconv.errors import VconvError
 
@@ -51,3 +53,19 @@ def apply_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(count)
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Compute on one intra-op thread inside the block, then on as many as before. For work made of many small
+    parallel regions, where a second thread costs more in wake-ups than it brings: the voice fit (30 backward passes
+    through the decoder on a few seconds of frames) of the README's target took 0.63 s on one thread and 1.03 s on
+    two, on two idle cores (median of 5 in separate processes, 2026-11-29; docs/BENCHMARKS.md)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
