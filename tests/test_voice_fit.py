@@ -119,8 +119,11 @@ def test_the_fit_s_own_adam_steps_as_torch_s_does():
 
 
 def test_the_fit_runs_on_one_thread_and_gives_the_count_back(tiny_bundle, monkeypatch):
-    """Many small backward passes: one thread is faster than two, idle or loaded (vconv.inference.threads.one_thread);
-    the conversion around it keeps its own count, also when the fit fails."""
+    """Many small backward passes: faster on one thread (vconv.inference.threads.one_thread); the conversion around
+    it keeps its own count, also when the fit fails. In a worker thread (a server's) the count is left alone: torch's
+    count is also the default that threads started meanwhile would keep."""
+    import threading
+
     import vconv.inference.targets as targets
 
     seen: list[int] = []
@@ -130,15 +133,26 @@ def test_the_fit_runs_on_one_thread_and_gives_the_count_back(tiny_bundle, monkey
         seen.append(torch.get_num_threads())
         return real_fit(*args, **kwargs)
 
+    def failing_fit(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        raise RuntimeError("boom")
+
+    def prepare() -> None:
+        vconv.load(tiny_bundle, vocoder="griffinlim", fit_steps=2).target_voice([EXAMPLES / "target.wav"])
+
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         monkeypatch.setattr(targets, "fit_embedding", counting_fit)
-        vconv.load(tiny_bundle, vocoder="griffinlim", fit_steps=2).target_voice([EXAMPLES / "target.wav"])
+        prepare()
         assert seen == [1] and torch.get_num_threads() == 2
-        monkeypatch.setattr(targets, "fit_embedding", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+        worker = threading.Thread(target=prepare)
+        worker.start()
+        worker.join()
+        assert seen == [1, 2] and torch.get_num_threads() == 2
+        monkeypatch.setattr(targets, "fit_embedding", failing_fit)
         with pytest.raises(RuntimeError, match="boom"):
-            vconv.load(tiny_bundle, vocoder="griffinlim", fit_steps=2).target_voice([EXAMPLES / "target.wav"])
-        assert torch.get_num_threads() == 2
+            prepare()
+        assert seen == [1, 2, 1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)

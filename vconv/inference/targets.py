@@ -230,7 +230,7 @@ class TargetPreparation:
                 pitch = decoder_contour(self.frontend.pitch_input(wav), self.model.config.pitch_register)
             references.append(FitReference(self.frontend.content_input(wav), self.frontend.normalize(log_mel)[None], pitch))
             frames += log_mel.shape[-1]
-        with self.compute(), one_thread():  # many small backward passes: one thread is faster, idle or loaded
+        with self.compute(), one_thread():  # many small backward passes: faster on one thread (threads.one_thread)
             return fit_embedding(self.model, crop_references(references, max_frames), embedding, steps=self.fit_steps,
                                  progress=self.fit_progress)
 

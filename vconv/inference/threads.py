@@ -59,10 +59,19 @@ def apply_threads(threads: int | None) -> None:
 def one_thread() -> Iterator[None]:
     """Compute on one intra-op thread inside the block, then on as many as before. For work made of many small
     parallel regions, where a second thread costs more in wake-ups than it brings: the voice fit (30 backward passes
-    through the decoder on a few seconds of frames) of the README's target took 0.63 s on one thread and 1.03 s on
-    two, on two idle cores (median of 5 in separate processes, 2026-11-29; docs/BENCHMARKS.md)."""
+    through the decoder on a few seconds of frames) of the README's target took 0.66 s on one thread and 1.03 s on
+    two, on two idle cores (median of 5, 2026-11-29; docs/BENCHMARKS.md).
+
+    On the main thread only. torch's count is also a process-wide default that a thread takes when it first computes
+    and keeps, so changing it in a server's worker thread could leave the requests of threads started meanwhile on
+    one thread for good; there the block runs on the thread's own count."""
+    import threading
+
     import torch
 
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
