@@ -18,6 +18,7 @@ import numpy as np
 
 from vconv.errors import VconvError
 from vconv.evaluation.judge_common import EVAL_EXTRA, cached_per_file, dist_version, missing_extra, power_mel, shared_model, to_judge_rate
+from vconv.inference.threads import torch_threads
 
 
 @contextlib.contextmanager
@@ -43,22 +44,6 @@ def _pkg_resources_stand_in() -> Iterator[None]:
     finally:
         if sys.modules.get("pkg_resources") is shim:
             del sys.modules["pkg_resources"]
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """Run torch ops with ``n`` intra-op threads, then restore the caller's setting."""
-    import torch
-
-    old = torch.get_num_threads()
-    if n is None or n == old:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 class SpeakerJudge:
@@ -120,7 +105,7 @@ class SpeakerJudge:
         # = resemblyzer.audio.wav_to_mel_spectrogram (25 ms / 10 ms, 40 bands, power), without librosa's stft
         mel = power_mel(x, hparams.sampling_rate, 400, 160, hparams.mel_n_channels)  # [F, 40]
         parts = []
-        with torch.inference_mode(), _torch_threads(self.num_threads):
+        with torch.inference_mode(), torch_threads(self.num_threads):
             for s in mel_slices:
                 parts.append(encoder(torch.from_numpy(np.ascontiguousarray(mel[s][None])))[0].numpy())
         mean = np.mean(parts, axis=0)

@@ -56,25 +56,33 @@ def apply_threads(threads: int | None) -> None:
 
 
 @contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run torch ops with ``count`` intra-op threads inside the block, then restore the caller's count (None, or the
+    count already set: nothing is changed)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if count is None or count == before:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextmanager
 def one_thread() -> Iterator[None]:
-    """Compute on one intra-op thread inside the block, then on as many as before. For work made of many small
-    parallel regions, where a second thread costs more in wake-ups than it brings: the voice fit (30 backward passes
-    through the decoder on a few seconds of frames) of the README's target took 0.66 s on one thread and 1.03 s on
-    two, on two idle cores (median of 5, 2026-11-29; docs/BENCHMARKS.md).
+    """:func:`torch_threads` of one. For work made of many small parallel regions, where a second thread costs more in
+    wake-ups than it brings: the voice fit (30 backward passes through the decoder on a few seconds of frames) of the
+    README's target took 0.66 s on one thread and 1.03 s on two, on two idle cores (median of 5, 2026-11-29;
+    docs/BENCHMARKS.md).
 
     On the main thread only. torch's count is also a process-wide default that a thread takes when it first computes
     and keeps, so changing it in a server's worker thread could leave the requests of threads started meanwhile on
     one thread for good; there the block runs on the thread's own count."""
     import threading
 
-    import torch
-
-    if threading.current_thread() is not threading.main_thread():
+    with torch_threads(1 if threading.current_thread() is threading.main_thread() else None):
         yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
