@@ -1,6 +1,7 @@
 """Shared fixtures and helpers: the committed TTS corpus, manifests of it, small generated signals, the
 CLI runner with its one-line-error check (``from tests.conftest import invoke, one_line_error``), and
-``deny_reading``, which makes files and folders unreadable for a test run as root."""
+``deny_reading``, which makes files and folders unreadable for a test run as root. Every test runs with its own
+``XDG_CACHE_HOME``, so the CLI's cache of prepared voices never reads or fills the user's."""
 
 from __future__ import annotations
 
@@ -12,6 +13,14 @@ import soundfile as sf
 
 DATA = Path(__file__).parent / "data"
 CORPUS = DATA / "corpus"
+
+
+@pytest.fixture(autouse=True)
+def private_cache_home(tmp_path_factory, monkeypatch) -> Path:
+    """A fresh ``XDG_CACHE_HOME`` for each test (the CLI caches every prepared target voice there)."""
+    home = tmp_path_factory.mktemp("cache-home")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+    return home
 
 
 def voiced_signal(seconds: float = 1.0, sr: int = 16000, f0: float = 140.0, seed: int = 0) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Voice files, the cache of fitted voices, the fit's progress line and the thread policy (issue "a busy machine")."""
+"""Voice files, the cache of prepared voices, the fit's progress line and the thread policy (issue "a busy machine")."""
 
 from __future__ import annotations
 
@@ -141,6 +141,34 @@ def test_cli_voice_then_convert_with_it(tiny_bundle, refs, tmp_path):
                    "not a vconv voice file")
     one_line_error(invoke("convert", str(source), "-t", str(out), "-t", str(refs[0]), "-o", str(tmp_path / "q.wav"),
                           "-m", str(tiny_bundle)), "a voice file is a whole target")
+
+
+def test_the_cli_caches_every_prepared_target_and_serve_only_fitted_ones(tiny_bundle, refs, tmp_path, private_cache_home):
+    """A second `vconv convert` to the same references reads the prepared voice from the cache (the room estimate,
+    the embedding, the register and the spectrum not computed again: ~50 ms of the example's conversion) and writes
+    the same audio; --no-cache neither reads nor writes it; serve's cache keeps an unfitted upload nowhere."""
+    from vconv.cli.common import load_converter
+    from vconv.inference.settings import ConversionSettings
+
+    source = tmp_path / "s.wav"
+    sf.write(source, voiced_signal(1.0, f0=150.0, seed=9), 16000)
+
+    def convert(out: str, *extra: str) -> str:
+        result = invoke("convert", str(source), "-t", str(refs[0]), "-o", str(tmp_path / out), "-m", str(tiny_bundle), *extra)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "(cache)" not in convert("a.wav", "--no-cache") and not (private_cache_home / "vconv").exists()
+    assert "(cache)" not in convert("b.wav")
+    assert len(list((private_cache_home / "vconv" / "voices").glob("*.voice"))) == 1
+    assert "(cache)" in convert("c.wav")
+    a, b, c = (sf.read(tmp_path / name)[0] for name in ("a.wav", "b.wav", "c.wav"))
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(b, c)
+    serving = load_converter(str(tiny_bundle), ConversionSettings(), fitted_only=True)
+    assert serving.target_voice([str(refs[1])]).origin == "computed"
+    assert serving.target_voice([str(refs[1])]).origin == "computed"  # an unfitted upload was not kept
+    assert len(list((private_cache_home / "vconv" / "voices").glob("*.voice"))) == 1
 
 
 def test_the_page_takes_an_uploaded_voice_file(fitted, refs, tmp_path):

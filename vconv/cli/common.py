@@ -49,8 +49,9 @@ FIT_VOICE_HELP = ("Tune the speaker embedding on the target references for STEPS
                   "recipes/voices/MODEL_HISTORY.md measures).")
 THREADS_HELP = ("Compute threads (default: one per core). Idle threads sleep rather than spin (OMP_WAIT_POLICY=PASSIVE "
                 "unless you set it), so a busy machine slows vconv in proportion; fewer threads leave cores to other work.")
-NO_CACHE_HELP = ("Do not read or write the cache of fitted voices (~/.cache/vconv/voices, or $XDG_CACHE_HOME/vconv/voices; "
-                 "safe to delete), which spares a second --fit-voice conversion to the same references the fit.")
+NO_CACHE_HELP = ("Do not read or write the cache of prepared voices (~/.cache/vconv/voices, or $XDG_CACHE_HOME/vconv/voices; "
+                 "safe to delete), which spares a second conversion to the same references the target's preparation "
+                 "(and the fit, with --fit-voice).")
 
 
 PITCH_SHIFT_HELP = ("Transpose the converted voice by this many semitones (-24..24; e.g. 12 = an octave up), on top of "
@@ -273,15 +274,15 @@ class FitProgress:
             sys.stderr.write(line + "\n")
 
 
-def load_converter(model: Any, settings: Any, *, no_cache: bool = False) -> Any:
-    """:func:`vconv.load` of ``model`` with ``settings`` (:func:`conversion_settings`) for a CLI command: with a voice fit it
-    also gets the fit's progress line and, unless ``no_cache``, the cache of fitted voices
-    (:class:`~vconv.inference.voice_file.VoiceCache`)."""
+def load_converter(model: Any, settings: Any, *, no_cache: bool = False, fitted_only: bool = False) -> Any:
+    """:func:`vconv.load` of ``model`` with ``settings`` (:func:`conversion_settings`) for a CLI command: unless
+    ``no_cache``, with the cache of prepared voices (:class:`~vconv.inference.voice_file.VoiceCache`; ``fitted_only``:
+    of fitted ones only), and with a voice fit, the fit's progress line."""
     from vconv.inference.converter import load
     from vconv.inference.voice_file import VoiceCache
 
     converter = load(model, settings)
+    converter.voice_cache = None if no_cache else VoiceCache(fitted_only=fitted_only)
     if converter.fit_steps:
         converter.fit_progress = FitProgress()
-        converter.voice_cache = None if no_cache else VoiceCache()
     return converter

@@ -81,7 +81,7 @@ def serve(
         # each conversion gets an equal share of the cores; more threads than cores only adds contention
         apply_threads(threads or max(1, (os.cpu_count() or 1) // limits.workers))
         typer.echo(f"loading model {model or '(shipped default)'} ...", err=True)
-        converter = load_converter(model, settings, no_cache=no_cache)
+        converter = load_converter(model, settings, no_cache=no_cache, fitted_only=True)  # uploads: fitted ones only
         app = create_app(converter, limits, allowed_hosts=listener.allowed_hosts())
     except BaseException:
         listener.sock.close()

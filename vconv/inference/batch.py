@@ -124,7 +124,7 @@ def convert_one(converter: VoiceConverter, src: Path, target: TargetVoice, dest:
 def fit_note(losses: Sequence[float], origin: str = "computed") -> str:
     """One line on a voice fit (:mod:`vconv.inference.voice_fit`): its steps and the references' reconstruction error,
     and where the fitted voice came from when it was not fitted now (the cache, a voice file)."""
-    where = {"cache": " (from the cache of fitted voices)", "file": " (from the voice file)"}.get(origin, "")
+    where = {"cache": " (from the cache of prepared voices)", "file": " (from the voice file)"}.get(origin, "")
     return (f"voice fitted to the target references in {len(losses) - 1} steps{where}: their reconstruction L1 "
             f"{losses[0]:.3f} -> {losses[-1]:.3f}")
 

@@ -92,7 +92,7 @@ class VoiceConverter(TargetPreparation, PitchStage):
             raise VconvError("harmonic excitation needs a model with the pitch path (it places the harmonics at its F0)")
         self.harmonics = self.model.reads_pitch if settings.harmonics is None else settings.harmonics
         self.enhance = settings.enhance  # the source and references cleaned of a room first (TargetPreparation.heard)
-        self.voice_cache = None  # fitted voices kept across conversions (the CLI sets one)
+        self.voice_cache = None  # prepared voices kept across conversions (the CLI sets one)
         self.fit_progress = None  # told (step, steps) during a fit
 
     def compute(self, part: str = "model") -> ContextManager:

@@ -29,7 +29,7 @@ class TargetVoice:
     ``h1_h2``: for a model with the pitch path, the references' H1-H2 (how much weaker their fundamental is than the
     second harmonic, nats: :func:`vconv.vocoders.harmonics.h1_h2`), which the harmonic excitation keeps; None when
     unknown (too little voicing, or a voice file made before it was measured);
-    ``origin``: where it came from: ``"computed"`` from the references now, ``"cache"`` (the cache of fitted voices) or
+    ``origin``: where it came from: ``"computed"`` from the references now, ``"cache"`` (the cache of prepared voices) or
     ``"file"`` (a voice file, :mod:`vconv.inference.voice_file`);
     ``register_rules``: for a voice file's register, the pitch rules it was measured under
     (:data:`vconv.models.contour.PITCH_RULES`; None for a file made before they were recorded).

@@ -46,7 +46,7 @@ class TargetPreparation:
     features: FeatureConfig
     fit_steps: int
     compute_dtype: torch.dtype
-    voice_cache: VoiceCache | None  # fitted voices kept across conversions (the CLI sets one)
+    voice_cache: VoiceCache | None  # prepared voices kept across conversions (the CLI sets one)
     fit_progress: Callable[[int, int], None] | None  # told (step, steps) during a fit
     enhance: str  # off, auto or on: inputs cleaned of a room's reverberation and noise first (:meth:`heard`)
 
@@ -120,8 +120,8 @@ class TargetPreparation:
     def target_voice(self, refs: Sequence[AudioInput] | AudioInput, sr: int | None = None) -> TargetVoice:
         """The speaker embedding (fitted to the references when :attr:`fit_steps` > 0) and the log-mel statistics of
         one or several target references; or a voice file saved earlier (:mod:`vconv.inference.voice_file`), given
-        alone. With :attr:`voice_cache` set, a fitted voice is looked up by the references' content and the bundle,
-        and stored after its fit, so a second conversion to the same target pays no fit."""
+        alone. With :attr:`voice_cache` set, the voice is looked up by the references' content and the bundle, and
+        stored once computed, so a second conversion to the same target pays no fit and no preparation."""
         voice_path = voice_file_in(refs)
         if voice_path is not None:
             return self.open_voice(voice_path)
@@ -163,7 +163,9 @@ class TargetPreparation:
         recorded = self._recorded_refs(refs, sr)  # each reference loaded and checked once
         source = VoiceSource(self.info.path.name, self.info.digest, self.sample_rate, self.fit_steps,
                              reference_digests(recorded), str(self.compute_dtype).removeprefix("torch."), self.enhance)
-        cache = self.voice_cache if self.fit_steps else None
+        cache = self.voice_cache
+        if cache and cache.fitted_only and not self.fit_steps:  # vconv serve: uploads are kept only when fitted
+            cache = None
         cached = cache.get(source) if cache else None
         def heard_refs() -> list[np.ndarray]:  # the references as the model reads them (the enhancer's, if it runs)
             return [self.heard(w) for w in recorded]

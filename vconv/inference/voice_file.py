@@ -1,5 +1,5 @@
 """Voice files: a prepared target voice (:class:`~vconv.inference.target.TargetVoice`) saved once, loaded in
-milliseconds, and the cache of fitted targets built on them.
+milliseconds, and the cache of prepared targets built on them.
 
 A voice file is safetensors (tensors and string metadata; nothing in it runs code on load) holding::
 
@@ -56,7 +56,7 @@ VOICE_FORMAT = "vconv-voice"
 VOICE_VERSION = 1
 VOICE_SUFFIX = ".voice"
 MAX_HEADER_BYTES = 1 << 20  # a voice file's JSON header is a few KB; more is not a voice file
-CACHE_ENTRIES = 64  # fitted voices kept in the cache (each ~200 KB, mostly the primer), least recently used dropped
+CACHE_ENTRIES = 64  # voices kept in the cache (each ~200 KB, mostly the primer), least recently used dropped
 
 
 @dataclass(frozen=True)
@@ -223,13 +223,18 @@ def voice_metadata(path: str | Path) -> dict[str, str]:
 
 
 class VoiceCache:
-    """Fitted voices by :attr:`VoiceSource.key`, as voice files in ``folder`` (default: ``$XDG_CACHE_HOME/vconv/voices``
+    """Prepared voices by :attr:`VoiceSource.key`, as voice files in ``folder`` (default: ``$XDG_CACHE_HOME/vconv/voices``
     or ``~/.cache/vconv/voices``). At most :data:`CACHE_ENTRIES` files, the least recently used removed first; safe to
-    delete at any time; an unreadable or stale entry is a miss, never an error."""
+    delete at any time; an unreadable or stale entry is a miss, never an error. ``fitted_only``: keep only fitted
+    voices (``vconv serve``, whose targets are other people's uploads: only the fit is worth keeping them for).
 
-    def __init__(self, folder: str | Path | None = None, entries: int = CACHE_ENTRIES):
+    Why every voice, not only fitted ones: preparing a target (the room estimate, the speaker embedding, the pitch
+    register, the spectrum) took ~50 ms of the example's conversion on two idle cores; a hit reads one small file."""
+
+    def __init__(self, folder: str | Path | None = None, entries: int = CACHE_ENTRIES, *, fitted_only: bool = False):
         self.folder = Path(folder) if folder else default_cache_folder()
         self.entries = entries
+        self.fitted_only = fitted_only
 
     def _path(self, source: VoiceSource) -> Path:
         return self.folder / f"{source.key}{VOICE_SUFFIX}"
