@@ -92,6 +92,33 @@ def test_a_source_cleaned_of_a_room_has_its_spread_only_narrowed(tiny_bundle, mo
     assert widened[-1] is True  # not cleaned, as recorded: matched as a clean source is
 
 
+def test_a_long_file_is_judged_once_on_its_start_and_every_chunk_follows(tiny_bundle, monkeypatch):
+    """With enhance auto, a source of several chunks pays one room estimate, on its start, and every chunk is cleaned
+    or none (the sound does not change at a join); a source of one chunk is judged on itself, as before."""
+    import vconv.audio.enhance as enhance_module
+    import vconv.inference.converter as converter
+    from vconv.inference.target_match import match_spectrum
+
+    dry, _ = _bursts()
+    wet = np.convolve(dry, impulse_response(Room(rt60=0.6, snr_db=60.0), SR))[: dry.size].astype(np.float32)
+    estimates, widened = [], []
+    quick = enhance_module.quick_late_db
+    monkeypatch.setattr(enhance_module, "quick_late_db", lambda spec: estimates.append(1) or quick(spec))
+    monkeypatch.setattr(enhance_module, "ROOM_DECISION_SECONDS", 3.0)  # the start: the first of the two halves
+    monkeypatch.setattr(converter, "match_spectrum", lambda *a, **k: widened.append(k["widen"]) or match_spectrum(*a, **k))
+    vc = converter.load(tiny_bundle, vocoder="griffinlim", enhance="auto")
+    target = vc.target_voice(voiced_signal(2.0, f0=220.0), SR)
+    for wav, cleaned in ((np.concatenate([wet, dry]), True), (np.concatenate([dry, wet]), False)):
+        estimates.clear()
+        widened.clear()
+        vc.convert_wav(wav, target, chunk_seconds=1.0)
+        assert len(estimates) == 1 and len(widened) >= 5 and set(widened) == {not cleaned}  # cleaned: only narrowed
+    estimates.clear()
+    widened.clear()
+    vc.convert_wav(wet, target)  # one chunk
+    assert len(estimates) == 1 and widened == [False]
+
+
 def test_auto_cleans_only_what_its_estimates_place_in_a_room(tmp_path):
     from vconv.audio.enhance import QUICK_REVERBERANT_DB, _spectrum, late_reverberation_db, quick_late_db
 

@@ -46,6 +46,8 @@ REVERBERANT_DB = -15.0  # late_reverberation_db above it: recorded in a room (do
 # against this threshold it decided as the full one on 54 of 56 recordings (the two others: RT60 0.2 s, at the edge).
 QUICK_REVERBERANT_DB = -17.4
 QUICK_BIN_STRIDE = 2
+# a long file's decision is made once, on its start (a file is recorded in one room): the length of a converted chunk
+ROOM_DECISION_SECONDS = 20.0
 BIN_BLOCK = 8  # STFT bins solved together by WPE (memory, not the result, depends on it: ~130 MB for 60 s at 40 taps)
 
 
@@ -75,9 +77,20 @@ def enhance_in_a_room(wav: np.ndarray, sr: int, *, dereverb: bool = True, denois
     recording as most are pays the quick estimate only, and the caller learns which it was."""
     x = np.asarray(wav, dtype=np.float32)
     spec = _spectrum(x)
-    if spec is None or not in_a_room(quick_late_db(spec), estimate_snr(x, sr), reverberant_db=QUICK_REVERBERANT_DB):
+    if spec is None or not _quickly_in_a_room(x, sr, spec):
         return None
     return _cleaned(x, spec, dereverb, denoise)
+
+
+def recorded_in_a_room(wav: np.ndarray, sr: int) -> bool:
+    """The decision :func:`enhance_in_a_room` makes on mono float32 ``[T]`` (the quick estimate, :func:`in_a_room`),
+    alone: False for a clip too short to judge."""
+    spec = _spectrum(wav)
+    return spec is not None and _quickly_in_a_room(wav, sr, spec)
+
+
+def _quickly_in_a_room(x: np.ndarray, sr: int, spec: torch.Tensor) -> bool:
+    return in_a_room(quick_late_db(spec), estimate_snr(x, sr), reverberant_db=QUICK_REVERBERANT_DB)
 
 
 def _cleaned(x: np.ndarray, spec: torch.Tensor, dereverb: bool, denoise: bool) -> np.ndarray:

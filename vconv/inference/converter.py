@@ -269,9 +269,7 @@ class VoiceConverter(TargetPreparation, PitchStage):
         :mod:`vconv.inference.chunking`); ``overlap_seconds`` is only the cross-fade, and may be 0.
         """
         chunk, overlap, context = self._chunking(chunk_seconds, overlap_seconds)
-        convert_chunk = self._chunk_converter(target, lambda: self._energy_level_in_blocks(lambda a, b: wav[a:b], wav.size, chunk),
-                                              several=wav.size > chunk, unmatched=unmatched,
-                                              file_register=lambda: self._register_in_blocks(lambda a, b: wav[a:b], wav.size, chunk))
+        convert_chunk = self._chunk_converter(target, lambda a, b: wav[a:b], wav.size, chunk, unmatched=unmatched)
         converted = process_in_chunks(wav, convert_chunk, chunk=chunk, overlap=overlap, hop=self.features.hop_length,
                                       context=context)
         if not unmatched:
@@ -287,9 +285,7 @@ class VoiceConverter(TargetPreparation, PitchStage):
         caller applies it, :func:`limit_peak_gain`, once it has seen every sample).
         """
         chunk, overlap, context = self._chunking(chunk_seconds, overlap_seconds)
-        convert_chunk = self._chunk_converter(target, lambda: self._energy_level_in_blocks(read, length, chunk),
-                                              several=length > chunk, unmatched=False,
-                                              file_register=lambda: self._register_in_blocks(read, length, chunk))
+        convert_chunk = self._chunk_converter(target, read, length, chunk, unmatched=False)
         stream_chunks(length, read, convert_chunk, emit, chunk=chunk, overlap=overlap, hop=self.features.hop_length,
                       context=context)
 
@@ -300,14 +296,16 @@ class VoiceConverter(TargetPreparation, PitchStage):
         overlap = min(chunk // 2, int(overlap_seconds * self.sample_rate) // hop * hop)
         return chunk, overlap, int(CONTEXT_SECONDS * self.sample_rate) // hop * hop
 
-    def _chunk_converter(self, target: TargetVoice | torch.Tensor, file_level: Callable[[], float], *, several: bool,
-                         unmatched: bool, file_register: Callable[[], Register] | None = None) -> Callable[[np.ndarray], np.ndarray]:
-        """The function that converts one chunk (with its context) ``[n] -> [n]`` (``[2, n]`` with ``unmatched``).
+    def _chunk_converter(self, target: TargetVoice | torch.Tensor, read: Callable[[int, int], np.ndarray], length: int,
+                         chunk: int, *, unmatched: bool) -> Callable[[np.ndarray], np.ndarray]:
+        """The function that converts one chunk (with its context) ``[n] -> [n]`` (``[2, n]`` with ``unmatched``) of a
+        source of ``length`` samples that ``read(start, stop)`` gives, in chunks of ``chunk`` samples.
 
-        ``file_level`` measures the whole source's speech level; it is called once, only when there are
-        ``several`` chunks and matching is on (a chunk far quieter than the file is a pause, not matched).
-        ``file_register`` measures the whole source's pitch register (a model with the pitch path, several chunks):
-        every chunk's melody is then whitened on the same level, so joins do not step in pitch.
+        A source of several chunks is measured once, whole, for what its chunks share: its speech level (with matching
+        on: a chunk far quieter than the file is a pause, not matched), its pitch register (a model with the pitch
+        path: every chunk's melody whitened on the same level, so joins do not step in pitch) and, with ``enhance
+        auto``, whether it was recorded in a room (decided on its start, :meth:`file_in_a_room`: every chunk cleaned
+        or none, so the sound does not change at a join).
         """
         if isinstance(target, TargetVoice):
             embedding, spectrum = target.embedding, target.spectrum
@@ -317,14 +315,16 @@ class VoiceConverter(TargetPreparation, PitchStage):
         else:
             embedding, spectrum = target, None
         matching = spectrum is not None and self.target_match != "off"
-        level = file_level() if matching and several else None
+        several = length > chunk
+        level = self._energy_level_in_blocks(read, length, chunk) if matching and several else None
         register = target.register if isinstance(target, TargetVoice) else None
         h1_h2 = target.h1_h2 if isinstance(target, TargetVoice) else None
-        source_register = file_register() if self.model.reads_pitch and several and file_register is not None else None
+        source_register = self._register_in_blocks(read, length, chunk) if self.model.reads_pitch and several else None
+        in_room = self.file_in_a_room(read, length) if several else None
 
         def convert_chunk(recorded: np.ndarray) -> np.ndarray:
             # the target embedding is computed once per file and handed to the model's one conversion path
-            piece, cleaned = self.heard_cleaned(recorded)
+            piece, cleaned = self.heard_cleaned(recorded, in_room)
             pitch = self.source_pitch(piece, register, source_register, h1_h2)
             log_mel = self.decode_mel(self._model_input(piece), embedding, pitch)
             # the piece includes its context: room tone within CONTEXT_SECONDS of speech is matched on that speech's

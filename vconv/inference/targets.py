@@ -66,19 +66,32 @@ class TargetPreparation:
         recorded."""
         return self.heard_cleaned(wav)[0]
 
-    def heard_cleaned(self, wav: np.ndarray) -> tuple[np.ndarray, bool]:
+    def heard_cleaned(self, wav: np.ndarray, in_room: bool | None = None) -> tuple[np.ndarray, bool]:
         """:meth:`heard`'s ``[T]``, and whether the enhancer cleaned it (``auto``: its estimates placed it in a room,
-        reverberant or noisy; ``on``: every input long enough to clean)."""
-        if self.enhance == "off":
+        reverberant or noisy; ``on``: every input long enough to clean). ``in_room``: with ``auto``, the decision
+        already made for the file this is a chunk of (:meth:`file_in_a_room`), instead of one on ``wav`` itself."""
+        if self.enhance == "off" or in_room is False:
             return wav, False
         from vconv.audio.enhance import enhance, enhance_in_a_room
 
         x = np.asarray(wav, dtype=np.float32)
-        if self.enhance == "on":
+        if self.enhance == "on" or in_room:
             cleaned = enhance(x, self.sample_rate)
             return cleaned, cleaned is not x  # a clip too short to clean comes back as it was
-        in_room = enhance_in_a_room(x, self.sample_rate)
-        return (x, False) if in_room is None else (in_room, True)
+        cleaned_in_room = enhance_in_a_room(x, self.sample_rate)
+        return (x, False) if cleaned_in_room is None else (cleaned_in_room, True)
+
+    def file_in_a_room(self, read: Callable[[int, int], np.ndarray], length: int) -> bool | None:
+        """With ``enhance auto``, whether a source of ``length`` samples (``read(start, stop)``) was recorded in a room,
+        decided once on its first :data:`~vconv.audio.enhance.ROOM_DECISION_SECONDS` (:func:`~vconv.audio.enhance.
+        recorded_in_a_room`); None for another mode. Why once: a file is recorded in one room, and chunk by chunk the
+        quick estimate cost 40 % of a clean 2-minute file's conversion and could clean one chunk and not the next."""
+        if self.enhance != "auto":
+            return None
+        from vconv.audio.enhance import ROOM_DECISION_SECONDS, recorded_in_a_room
+
+        start = read(0, min(length, int(ROOM_DECISION_SECONDS * self.sample_rate)))
+        return recorded_in_a_room(np.asarray(start, dtype=np.float32), self.sample_rate)
 
     def _prepare_refs(self, refs: Sequence[AudioInput] | AudioInput, sr: int | None) -> list[np.ndarray]:
         """One or several references → prepared waveforms ``[T_i]`` (at least one)."""
