@@ -26,7 +26,7 @@ import sys
 import typer
 
 from vconv.cli.artifacts import bundle_app, frontend_app
-from vconv.cli.common import EXIT_CODES_HELP, EXIT_ERROR, OneLineErrorsGroup
+from vconv.cli.common import EXIT_CODES_HELP, EXIT_ERROR, OneLineErrorsGroup, hold_collection
 from vconv.cli.conversion import convert, embed, evaluate, models
 from vconv.cli.data import extract, info, prepare
 from vconv.cli.serve import serve
@@ -63,6 +63,7 @@ app.add_typer(frontend_app, name="frontend")
 def main() -> None:
     """Console-script entry point."""
     prepare_threads()  # before anything imports torch: idle OpenMP threads sleep instead of spinning (inference/threads.py)
+    hold_collection(sys.argv)  # no garbage collection over torch's import in a conversion's start (cli/common.py)
     signal.signal(signal.SIGTERM, _terminate)  # so temporary files are removed on SIGTERM as on Ctrl-C
     try:
         app()

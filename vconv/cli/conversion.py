@@ -26,6 +26,7 @@ from vconv.cli.common import (
     no_cache_option,
     pitch_options,
     printable,
+    release_collection,
     say,
     say_report,
     threads_option,
@@ -83,6 +84,7 @@ def convert(
     bundle = _check_model(model)  # the model, inputs and outputs are checked before the model load
     if source.suffix == ".jsonl":
         corpus = {"engine": engine, "workers": workers, "address": address, "targets_file": targets, "anonymise": anonymise}
+        release_collection()  # a corpus is a long run: the collector runs from its start
         return _convert_corpus(source, target or [], out, bundle, settings, corpus, threads, force, progress)
     if not target:  # optional only for a manifest, whose lines or --targets may give the voices
         fail("Missing option '--target' / '-t' (a file or a folder source needs one).", EXIT_USAGE)

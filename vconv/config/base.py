@@ -15,8 +15,6 @@ from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
-import yaml
-
 from vconv.config.validate import check_section, field_hints, section_name
 from vconv.errors import VconvError
 from vconv.fileio import write_text_atomic
@@ -102,11 +100,15 @@ def _as_number(owner: str, key: str, value: Any, hint: Any) -> Any:
 
 def save_yaml(data: Mapping[str, Any], path: str | Path) -> None:
     """Write ``data`` as YAML atomically (temporary file + rename)."""
+    import yaml  # here, not at the top: a conversion reads JSON only, and yaml's import was ~11 ms of its start
+
     write_text_atomic(path, yaml.safe_dump(_plain(data), sort_keys=False))
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping with a one-line error for a missing or malformed file."""
+    import yaml
+
     path = Path(path)
     if not path.is_file():
         raise VconvError(f"{path}: config file not found")
@@ -128,6 +130,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b.c=value`` overrides to a nested dict; values are parsed as YAML (``3``, ``true``, ``[1,2]``).
     ``model.quantizer.kind=none`` swaps the part: the section keeps none of the previous kind's settings."""
+    import yaml
+
     out = _deep_copy(data)
     # a part's kind first: changing it drops the old kind's settings, never those given beside it on the command line
     for item in sorted(overrides, key=lambda item: not item.split("=", 1)[0].strip().endswith(".kind")):
