@@ -93,8 +93,8 @@ def test_a_source_cleaned_of_a_room_has_its_spread_only_narrowed(tiny_bundle, mo
 
 
 def test_a_long_file_is_judged_once_on_its_start_and_every_chunk_follows(tiny_bundle, monkeypatch):
-    """With enhance auto, a source of several chunks pays one room estimate, on its start, and every chunk is cleaned
-    or none (the sound does not change at a join); a source of one chunk is judged on itself, as before."""
+    """With enhance auto, a source of several chunks pays one room estimate, on its start (from its first sound), and
+    every chunk is cleaned or none (the sound does not change at a join); a source of one chunk is judged on itself."""
     import vconv.audio.enhance as enhance_module
     import vconv.inference.converter as converter
     from vconv.inference.target_match import match_spectrum
@@ -108,7 +108,9 @@ def test_a_long_file_is_judged_once_on_its_start_and_every_chunk_follows(tiny_bu
     monkeypatch.setattr(converter, "match_spectrum", lambda *a, **k: widened.append(k["widen"]) or match_spectrum(*a, **k))
     vc = converter.load(tiny_bundle, vocoder="griffinlim", enhance="auto")
     target = vc.target_voice(voiced_signal(2.0, f0=220.0), SR)
-    for wav, cleaned in ((np.concatenate([wet, dry]), True), (np.concatenate([dry, wet]), False)):
+    lead_in = np.zeros(4 * SR, np.float32)  # digital silence before the speech: judged from the first sound on
+    for wav, cleaned in ((np.concatenate([wet, dry]), True), (np.concatenate([dry, wet]), False),
+                         (np.concatenate([lead_in, wet, dry]), True)):
         estimates.clear()
         widened.clear()
         vc.convert_wav(wav, target, chunk_seconds=1.0)

@@ -171,6 +171,24 @@ def test_the_cli_caches_every_prepared_target_and_serve_only_fitted_ones(tiny_bu
     assert len(list((private_cache_home / "vconv" / "voices").glob("*.voice"))) == 1
 
 
+def test_a_cache_folder_that_cannot_be_read_is_a_miss_not_an_error(tiny_bundle, refs, tmp_path, private_cache_home, monkeypatch):
+    source = tmp_path / "s.wav"
+    sf.write(source, voiced_signal(1.0, f0=150.0, seed=9), 16000)
+    convert = ["convert", str(source), "-t", str(refs[0]), "-o", str(tmp_path / "o.wav"), "-m", str(tiny_bundle), "--force"]
+    assert invoke(*convert).exit_code == 0  # the cache holds the voice now
+    folder = private_cache_home / "vconv" / "voices"
+    real_is_file = Path.is_file
+
+    def unsearchable(path: Path) -> bool:  # a folder without search permission: Python 3.11's is_file raises
+        if folder in path.parents:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_is_file(path)
+
+    monkeypatch.setattr(Path, "is_file", unsearchable)
+    result = invoke(*convert)
+    assert result.exit_code == 0 and "(cache)" not in result.output, result.output
+
+
 def test_the_page_takes_an_uploaded_voice_file(fitted, refs, tmp_path):
     pytest.importorskip("fastapi")
     pytest.importorskip("httpx")
@@ -287,7 +305,7 @@ def test_a_cache_hit_runs_no_enhancer_and_the_enhance_mode_is_part_of_the_key(fi
         first = fitted.target_voice([str(r) for r in refs])
         heard: list[int] = []
         real = type(fitted).heard_cleaned
-        monkeypatch.setattr(type(fitted), "heard_cleaned", lambda self, wav: heard.append(1) or real(self, wav))
+        monkeypatch.setattr(type(fitted), "heard_cleaned", lambda self, wav, *rest: heard.append(1) or real(self, wav, *rest))
         again = fitted.target_voice([str(r) for r in refs])
         assert again.origin == "cache" and not heard and torch.equal(again.embedding, first.embedding)
         fitted.enhance = "off"  # read another way: another voice

@@ -46,7 +46,8 @@ REVERBERANT_DB = -15.0  # late_reverberation_db above it: recorded in a room (do
 # against this threshold it decided as the full one on 54 of 56 recordings (the two others: RT60 0.2 s, at the edge).
 QUICK_REVERBERANT_DB = -17.4
 QUICK_BIN_STRIDE = 2
-# a long file's decision is made once, on its start (a file is recorded in one room): the length of a converted chunk
+# a long file's decision is made once, on this much of it from its first sound (a file is recorded in one room;
+# vconv.inference.targets.file_in_a_room): as long as a chunk of a file conversion (convert_wav's chunk_seconds)
 ROOM_DECISION_SECONDS = 20.0
 BIN_BLOCK = 8  # STFT bins solved together by WPE (memory, not the result, depends on it: ~130 MB for 60 s at 40 taps)
 

@@ -14,6 +14,7 @@ import typer
 from vconv.cli.common import (
     FIT_VOICE_HELP,
     PRECISION_HELP,
+    SERVE_NO_CACHE_HELP,
     TARGET_MATCH_HELP,
     conversion_settings,
     enhance_option,
@@ -55,7 +56,7 @@ def serve(
     pitch_shift: float = pitch_options()[0],
     pitch_register: str = pitch_options()[1],
     enhance: str = enhance_option(),
-    no_cache: bool = no_cache_option(),
+    no_cache: bool = no_cache_option(SERVE_NO_CACHE_HELP),
     threads: Optional[int] = threads_option(),
 ) -> None:
     """Start a local web page to try conversions: upload or record a source and target references, convert, listen, download.

@@ -1,5 +1,6 @@
-"""A conversion's target voice prepared from its references: the speaker embedding (fitted, cached), the spectrum
-statistics, the pitch register and the primer (:class:`~vconv.inference.target.TargetVoice`), or a voice file read.
+"""A conversion's target voice prepared from its references (or the cache of them): the speaker embedding (fitted on
+request), the spectrum statistics, the pitch register and the primer (:class:`~vconv.inference.target.TargetVoice`),
+or a voice file read.
 
 :class:`TargetPreparation` is the part of :class:`~vconv.inference.converter.VoiceConverter` that owns this: every
 conversion (a file, a stream, the page) prepares its target here once and hands the result to the conversion stages.
@@ -83,15 +84,18 @@ class TargetPreparation:
 
     def file_in_a_room(self, read: Callable[[int, int], np.ndarray], length: int) -> bool | None:
         """With ``enhance auto``, whether a source of ``length`` samples (``read(start, stop)``) was recorded in a room,
-        decided once on its first :data:`~vconv.audio.enhance.ROOM_DECISION_SECONDS` (:func:`~vconv.audio.enhance.
-        recorded_in_a_room`); None for another mode. Why once: a file is recorded in one room, and chunk by chunk the
-        quick estimate cost 40 % of a clean 2-minute file's conversion and could clean one chunk and not the next."""
+        decided once on :data:`~vconv.audio.enhance.ROOM_DECISION_SECONDS` from its first sound on (a lead-in of digital
+        silence would read as a dry room; :func:`~vconv.audio.enhance.recorded_in_a_room`); None for another mode. Why
+        once: a file is recorded in one room, and chunk by chunk the quick estimate made a clean 2-minute file's
+        conversion 43 % slower and could clean one chunk and not the next. Like the estimate itself, it is meant for
+        speech: a file that opens on a steady hum or music is judged on that."""
         if self.enhance != "auto":
             return None
         from vconv.audio.enhance import ROOM_DECISION_SECONDS, recorded_in_a_room
 
-        start = read(0, min(length, int(ROOM_DECISION_SECONDS * self.sample_rate)))
-        return recorded_in_a_room(np.asarray(start, dtype=np.float32), self.sample_rate)
+        begin = _first_sound(read, length, self.sample_rate)
+        excerpt = read(begin, min(length, begin + int(ROOM_DECISION_SECONDS * self.sample_rate)))
+        return recorded_in_a_room(np.asarray(excerpt, dtype=np.float32), self.sample_rate)
 
     def _prepare_refs(self, refs: Sequence[AudioInput] | AudioInput, sr: int | None) -> list[np.ndarray]:
         """One or several references → prepared waveforms ``[T_i]`` (at least one)."""
@@ -177,8 +181,6 @@ class TargetPreparation:
         source = VoiceSource(self.info.path.name, self.info.digest, self.sample_rate, self.fit_steps,
                              reference_digests(recorded), str(self.compute_dtype).removeprefix("torch."), self.enhance)
         cache = self.voice_cache
-        if cache and cache.fitted_only and not self.fit_steps:  # vconv serve: uploads are kept only when fitted
-            cache = None
         cached = cache.get(source) if cache else None
         def heard_refs() -> list[np.ndarray]:  # the references as the model reads them (the enhancer's, if it runs)
             return [self.heard(w) for w in recorded]
@@ -256,3 +258,15 @@ class TargetPreparation:
         rows = [self.speaker_embedding([w], sr) for w in wavs]
         emb = torch.nn.functional.normalize(torch.cat(rows).float(), dim=-1)
         return emb.cpu().numpy()
+
+
+SILENT_PEAK = 1e-4  # -80 dBFS: below it a second holds digital silence or dither, nothing a room estimate can read
+
+
+def _first_sound(read: Callable[[int, int], np.ndarray], length: int, sr: int) -> int:
+    """The start of the first second of a ``[length]`` signal (``read(start, stop)``) whose peak passes
+    :data:`SILENT_PEAK`; 0 when none does."""
+    for start in range(0, length, sr):
+        if float(np.abs(read(start, min(length, start + sr))).max(initial=0.0)) > SILENT_PEAK:
+            return start
+    return 0

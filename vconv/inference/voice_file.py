@@ -17,7 +17,7 @@ A voice file is safetensors (tensors and string metadata; nothing in it runs cod
 
 and metadata: ``format`` (``vconv-voice``), ``version``, ``bundle`` (the bundle's name) and ``bundle_digest``
 (of its weights: an embedding means nothing to another model), ``sample_rate``, ``fit_steps``, ``precision`` (the
-fit's arithmetic), ``fit_losses``,
+arithmetic the embedding was computed, and fitted, in), ``fit_losses``,
 ``spectrum_frames``, ``references`` (the sha256 and length of each reference's audio at the model's rate, before the
 enhancer), ``enhance`` (the enhance mode it was read with) and, with a
 register, ``pitch_rules`` (:data:`~vconv.models.contour.PITCH_RULES` when it was measured: a file of older rules
@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
+from vconv._version import __version__
 from vconv.audio.enhance import ENHANCER_VERSION
 from vconv.errors import VconvError
 from vconv.fileio import atomic_path
@@ -69,17 +70,18 @@ class VoiceSource:
     sample_rate: int
     fit_steps: int
     references: tuple[tuple[str, int], ...]  # (sha256 of the float32 samples at the model's rate, samples)
-    precision: str = "float32"  # the arithmetic the fit ran in (bfloat16 fits a slightly different vector)
+    precision: str = "float32"  # the embedding's arithmetic (bfloat16 computes, and fits, a slightly different vector)
     # the enhance mode the references were read with: the digests are of the audio before the enhancer, so that a
     # cache hit need not run it (its room estimate alone took 18-37 ms of a 3.5 s reference)
     enhance: str = "off"
 
     @property
     def key(self) -> str:
-        """The cache key: a digest of everything the voice depends on."""
+        """The cache key: a digest of everything the voice depends on, vconv's version included (a release that
+        prepares voices differently does not reuse the entries of an earlier one)."""
         enhancer = [self.enhance, ENHANCER_VERSION] if self.enhance != "off" else []
         text = json.dumps([self.bundle_digest, self.sample_rate, self.fit_steps, self.precision, VOICE_VERSION, self.references,
-                           PITCH_RULES, *enhancer])  # a cached voice of earlier pitch rules is not reused
+                           PITCH_RULES, __version__, *enhancer])  # a cached voice of earlier pitch rules is not reused
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -240,12 +242,14 @@ class VoiceCache:
         return self.folder / f"{source.key}{VOICE_SUFFIX}"
 
     def get(self, source: VoiceSource) -> "TargetVoice | None":
-        path = self._path(source)
-        if not path.is_file():
+        if self.fitted_only and not source.fit_steps:
             return None
+        path = self._path(source)
         try:
+            if not path.is_file():  # (raises on a folder that cannot be searched)
+                return None
             voice = load_voice(path, source.bundle, source.bundle_digest, origin="cache")
-        except VconvError:
+        except (OSError, VconvError):
             return None
         try:
             os.utime(path)  # recently used: the last to go
@@ -256,6 +260,8 @@ class VoiceCache:
     def put(self, source: VoiceSource, voice: "TargetVoice") -> None:
         """Store ``voice``; a cache that cannot be written (read-only home, full disk) is skipped silently: the
         conversion does not depend on it."""
+        if self.fitted_only and not source.fit_steps:
+            return
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             save_voice(self._path(source), voice, source, force=True)
