@@ -425,3 +425,27 @@ def test_a_live_stream_is_warmed_up_once_and_converts_as_an_unwarmed_one(vc, sou
     live = vc.stream(target, recent_frontend="off")  # may grow: warmed up by a twin
     assert live.can_grow and (live.settings, live.sample_rate) in _WARMED[vc]
     np.testing.assert_array_equal(_run(live, source, [1536] * 1000), plain)
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float32"])
+def test_the_streams_content_front_end_runs_in_the_networks_arithmetic_and_a_files_in_float32(source, precision, monkeypatch):
+    """A stream's blocks run Whisper under the converter's arithmetic (bfloat16 took ~8 ms off a ~50 ms block and kept
+    the words, docs/STREAMING.md); a file conversion's front-end stays float32 whatever it is."""
+    import torch
+
+    converter = vconv.load(precision=precision)
+    seen: list[object] = []
+    real = type(converter.frontend).content_input
+
+    def recording(frontend, wav):
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else torch.float32)
+        return real(frontend, wav)
+
+    monkeypatch.setattr(type(converter.frontend), "content_input", recording)
+    target = converter.target_voice([EXAMPLES / "target.wav"])
+    seen.clear()
+    _run(converter.stream(target, busy_block_ms=0.0, recent_frontend="off"), source[:16000], [1536] * 11)
+    assert seen and set(seen) == {getattr(torch, precision)}
+    seen.clear()
+    converter.convert_wav(source[:16000], target)
+    assert seen == [torch.float32]

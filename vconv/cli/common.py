@@ -40,8 +40,8 @@ EXIT_INTERRUPTED = 130  # the shell's convention for Ctrl-C
 TARGET_MATCH_HELP = ("Move the converted spectrum onto the target's: meanstd (the target's band shape at the converted "
                      "level, and the spread of each band's slow contour above 600 Hz; default), mean (the shape only), or off "
                      "(the model's output as is).")
-PRECISION_HELP = ("Arithmetic of the networks: auto (bfloat16 on a CPU that computes it natively, float32 "
-                  "otherwise; the default), float32, or bfloat16.")
+PRECISION_HELP = ("Arithmetic of the networks (and of a stream's content front-end): auto (bfloat16 on a CPU that "
+                  "computes it natively, float32 otherwise; the default), float32, or bfloat16.")
 FIT_VOICE_HELP = ("Tune the speaker embedding on the target references for STEPS steps before converting, so the "
                   "network renders a voice it never heard rather than its nearest training voice (30 steps, once per target: "
                   "about 0.7 s on two idle CPU cores, about 0.8 s beside another busy process, up to tens of seconds on a heavily "

@@ -290,8 +290,10 @@ class StreamConverter:
         """Samples ``[lead, lead + keep)`` of ``window``, converted: front-end -> model -> matching -> vocoder;
         the content's last frame held ``hold`` more frames for the network (:attr:`StreamSettings.edge_hold_frames`)."""
         conv, target = self.converter, self.target
-        # [1, C, F]
-        content = self._content.states(window, window_start)
+        # [1, C, F]; the content front-end in the networks' arithmetic (bfloat16 where the CPU has it), where offline it
+        # stays float32: a block has a deadline, and on the held-out pairs the stream kept its words (docs/STREAMING.md)
+        with conv.compute():
+            content = self._content.states(window, window_start)
         frames = content.shape[-1]
         if hold > 0 and _speech_at_edge(window, self.hop):
             content = torch.cat([content, content[..., -1:].expand(-1, -1, hold)], -1)
