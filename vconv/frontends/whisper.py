@@ -86,7 +86,9 @@ class WhisperContent(FrontEndPart):
         encoder = self._encoder()
         device = next(encoder.parameters()).device
         x = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)).to(device)
-        states = encoder(self.log_mel(x[None]), self.layer).transpose(1, 2)  # [1, C, N/2]
+        with torch.autocast(device.type, enabled=False):  # the log-mel in float32 even inside a stream's bfloat16
+            log_mel = self.log_mel(x[None])
+        states = encoder(log_mel, self.layer).transpose(1, 2)  # [1, C, N/2]
         frames = 1 + wav.shape[-1] // frontend.cfg.hop_length
         return align_to_mel_frames(states, frames, frontend.cfg.sample_rate / frontend.cfg.hop_length)[0]
 

@@ -7,10 +7,11 @@ bfloat16 autocast, and on the held-out voices the conversions judge the same wit
 bfloat16 is emulated and slower, so ``auto`` keeps float32 there.
 
 What runs in bfloat16: only what autocast lowers (convolutions, linear layers, attention) inside the
-conversion network, the speaker encoder and the neural vocoder's backbone. What stays float32: the
+conversion network, the speaker encoder, the neural vocoder's backbone and, in a stream, the content front-end's
+network (Whisper's encoder; its log-mel stays float32). What stays float32: the
 content front-end of a file conversion (Whisper's states carry the words; it is the fixed cost a conversion is measured
-against; a stream's blocks run it in bfloat16, which kept the stream's words on the held-out pairs and takes ~8 ms off
-a ~50 ms block: docs/STREAMING.md), the content encoder (its rounding in bfloat16 flipped VQ code choices and cost words), the quantiser's distances (``vconv.models.quantize``), every norm's statistics, target-spectrum
+against; a stream's blocks run its encoder in bfloat16, which kept the stream's words on the held-out pairs and takes
+~7.5 ms off a ~50 ms block: docs/STREAMING.md), the content encoder (its rounding in bfloat16 flipped VQ code choices and cost words), the quantiser's distances (``vconv.models.quantize``), every norm's statistics, target-spectrum
 matching, and the vocoder's inverse STFT and post-processing passes.
 """
 

@@ -34,6 +34,7 @@ are longer and the latency is the longer block plus ``A``; block starts stay who
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -290,9 +291,10 @@ class StreamConverter:
         """Samples ``[lead, lead + keep)`` of ``window``, converted: front-end -> model -> matching -> vocoder;
         the content's last frame held ``hold`` more frames for the network (:attr:`StreamSettings.edge_hold_frames`)."""
         conv, target = self.converter, self.target
-        # [1, C, F]; the content front-end in the networks' arithmetic (bfloat16 where the CPU has it), where offline it
-        # stays float32: a block has a deadline, and on the held-out pairs the stream kept its words (docs/STREAMING.md)
-        with conv.compute():
+        # [1, C, F]; a content network (Whisper) in the networks' arithmetic (bfloat16 where the CPU has it; its log-mel
+        # stays float32), where offline it stays float32: a block has a deadline, and on the held-out pairs the stream
+        # kept its words (docs/STREAMING.md). A log-mel content input is not a network: float32.
+        with conv.compute() if conv.frontend.content is not None else contextlib.nullcontext():
             content = self._content.states(window, window_start)
         frames = content.shape[-1]
         if hold > 0 and _speech_at_edge(window, self.hop):
