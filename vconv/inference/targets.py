@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from vconv.audio.frontend import FrontEnd
+from vconv.audio.io import SILENCE_PEAK
 from vconv.audio.io import load as load_audio
 from vconv.bundles import BundleInfo
 from vconv.config import FeatureConfig
@@ -260,13 +261,11 @@ class TargetPreparation:
         return emb.cpu().numpy()
 
 
-SILENT_PEAK = 1e-4  # -80 dBFS: below it a second holds digital silence or dither, nothing a room estimate can read
-
-
 def _first_sound(read: Callable[[int, int], np.ndarray], length: int, sr: int) -> int:
-    """The start of the first second of a ``[length]`` signal (``read(start, stop)``) whose peak passes
-    :data:`SILENT_PEAK`; 0 when none does."""
+    """The start of the first second of a ``[length]`` signal (``read(start, stop)``) whose peak reaches
+    :data:`~vconv.audio.io.SILENCE_PEAK` (below it: digital silence or dither, nothing a room estimate can read); 0 when
+    none does."""
     for start in range(0, length, sr):
-        if float(np.abs(read(start, min(length, start + sr))).max(initial=0.0)) > SILENT_PEAK:
+        if float(np.abs(read(start, min(length, start + sr))).max(initial=0.0)) >= SILENCE_PEAK:
             return start
     return 0

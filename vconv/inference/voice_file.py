@@ -241,8 +241,11 @@ class VoiceCache:
     def _path(self, source: VoiceSource) -> Path:
         return self.folder / f"{source.key}{VOICE_SUFFIX}"
 
+    def _keeps(self, source: VoiceSource) -> bool:
+        return bool(source.fit_steps) or not self.fitted_only
+
     def get(self, source: VoiceSource) -> "TargetVoice | None":
-        if self.fitted_only and not source.fit_steps:
+        if not self._keeps(source):
             return None
         path = self._path(source)
         try:
@@ -260,7 +263,7 @@ class VoiceCache:
     def put(self, source: VoiceSource, voice: "TargetVoice") -> None:
         """Store ``voice``; a cache that cannot be written (read-only home, full disk) is skipped silently: the
         conversion does not depend on it."""
-        if self.fitted_only and not source.fit_steps:
+        if not self._keeps(source):
             return
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
