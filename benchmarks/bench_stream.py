@@ -17,7 +17,8 @@ Usage: python benchmarks/bench_stream.py [--model M] [--threads 1] [--minutes 10
    ``vconv evaluate --sources-per-pair 5``; one source per pair leaves 12 transcripts on the voices recipe, too few
    to tell a stream setting from the judge's noise) converted
    offline and streamed (and, for a model with the pitch path, streamed given its speaker's register from another of
-   the speaker's recordings, ``known``: ``vconv stream --source-voice``), judged by Resemblyzer (SIM→target against another utterance of the target,
+   the speaker's recordings, ``known``: ``vconv stream --source-voice``; and, ``session``, streamed as a live
+   session's second utterance: after another recording of its speaker and half a second of silence), judged by Resemblyzer (SIM→target against another utterance of the target,
    SIM→source), Whisper base (CER against the transcript), Praat's pitch (F0 correlation with the source) and DNSMOS
    (overall); and the joins: the largest frame-to-frame
    level step of each streamed output against the offline one's (the measure ``tests/test_convert.py``
@@ -47,6 +48,8 @@ from vconv.inference.converter import load  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from loadgen import hogs, load_name  # noqa: E402
+
+QUALITY_ROWS = ("offline", "streamed", "session", "known")  # section 3's rows (--rows); known: a pitch-path model
 
 
 def rss_mb() -> float:
@@ -94,8 +97,11 @@ def _grown(run: dict) -> str:
     return f"the block grew to {run['last_block_ms']:.0f} ms after {run['grown_after']} blocks; "
 
 
-def quality(vc, manifest: Path, sources_per_pair: int, settings: dict, work: Path) -> dict:
-    """Section 3: offline against streamed on the held-out pairs, by the independent judges."""
+def quality(vc, manifest: Path, sources_per_pair: int, settings: dict, work: Path,
+            rows: tuple[str, ...] = QUALITY_ROWS) -> dict:
+    """Section 3: offline against streamed on the held-out pairs, by the independent judges (``rows``: which of
+    :data:`QUALITY_ROWS`; offline and streamed always)."""
+    rows = ("offline", "streamed", *rows)
     from vconv.data.manifest import read_manifest
     from vconv.evaluation import metrics as M
     from vconv.evaluation.asr_judge import AsrJudge
@@ -120,7 +126,22 @@ def quality(vc, manifest: Path, sources_per_pair: int, settings: dict, work: Pat
     def streamed_known(src: str, refs: list[str]) -> tuple:  # the speaker's register from another of its recordings
         return streamed(src, refs, [another_recording(utterances, src)])
 
-    named = [("offline", offline), ("streamed", streamed)] + ([("known", streamed_known)] if vc.model.reads_pitch else [])
+    def streamed_in_session(src: str, refs: list[str]) -> tuple:
+        """The utterance as a live session's second: the stream first hears another recording of the same speaker
+        and half a second of silence, and only the utterance's own samples are kept (a stream's output is aligned
+        with its input, sample for sample)."""
+        earlier = vc.prepare_audio(another_recording(utterances, src), None)
+        wav = vc.prepare_audio(src, None, src)
+        heard = np.concatenate([earlier, np.zeros(int(SESSION_GAP_S * vc.sample_rate), np.float32), wav])
+        stream = vc.stream(refs, **fixed)
+        out = np.concatenate([*(stream.push(heard[i : i + stream.block]) for i in range(0, heard.size, stream.block)),
+                              stream.flush()])
+        assert out.size == heard.size, (out.size, heard.size)
+        return out[heard.size - wav.size :], vc.sample_rate
+
+    named = [("offline", offline), ("streamed", streamed), ("session", streamed_in_session)]
+    named += [("known", streamed_known)] if vc.model.reads_pitch else []
+    named = [(name, fn) for name, fn in named if name in rows]
     runs = {name: make_pairs(utterances, fn, work / name, max_sources_per_speaker_pair=sources_per_pair, seed=0,
                              progress=False) for name, fn in named}
     speaker, asr, quality_judge = SpeakerJudge(), AsrJudge(), QualityJudge()
@@ -144,6 +165,9 @@ def quality(vc, manifest: Path, sources_per_pair: int, settings: dict, work: Pat
     result["join_step_ratio_median"] = statistics.median(r for r, _, _ in ratios)
     result["join_step_share_over_1_25"] = sum(r > 1.25 for r, _, _ in ratios) / len(ratios)
     return result
+
+
+SESSION_GAP_S = 0.5  # the pause between the session's earlier recording and the utterance judged
 
 
 def another_recording(utterances: list, path: str) -> str:
@@ -181,7 +205,7 @@ def main() -> None:
     parser.add_argument("--realtime", action="store_true", help="pace the long stream as a live input (takes --minutes)")
     parser.add_argument("--block-ms", type=float, default=96.0)
     parser.add_argument("--lookahead-ms", type=float, default=48.0)
-    parser.add_argument("--context-ms", type=float, default=1500.0)
+    parser.add_argument("--context-ms", type=float, default=3000.0)
     parser.add_argument("--edge-hold", type=int, default=4, help="StreamSettings.edge_hold_frames (0: zero padding past the window)")
     parser.add_argument("--no-prime-matching", dest="prime_matching", action="store_false",
                         help="leave the stream's first quarter second unmatched (StreamSettings.prime_matching)")
@@ -197,6 +221,8 @@ def main() -> None:
                         help="the block a stream grows to when blocks keep missing their deadlines (0: never; StreamSettings)")
     parser.add_argument("--manifest", type=Path, help="held-out manifest for the quality section")
     parser.add_argument("--sources-per-pair", type=int, default=5)
+    parser.add_argument("--rows", nargs="+", choices=QUALITY_ROWS, default=list(QUALITY_ROWS),
+                        help="the quality section's rows (offline and streamed always)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -219,8 +245,8 @@ def main() -> None:
               f"{run['rss_end_mb']:.0f} MB at the end ({run['rss_growth_mb']:+.1f} MB)", flush=True)
     if args.manifest:
         with tempfile.TemporaryDirectory() as work:
-            q = figures["quality"] = quality(vc, args.manifest, args.sources_per_pair, settings, Path(work))
-        for name in (n for n in ("offline", "streamed", "known") if n in q):
+            q = figures["quality"] = quality(vc, args.manifest, args.sources_per_pair, settings, Path(work), tuple(args.rows))
+        for name in (n for n in ("offline", "streamed", "session", "known") if n in q):
             r = q[name]
             print(f"3. {name:8s} ({q['pairs']} pairs): SIM→target {r['sim_target']:.3f}, SIM→source {r['sim_source']:.3f}, "
                   f"CER {r['cer']:.3f}, success {r['success']:.0%}, F0 corr. with the source "
@@ -231,6 +257,10 @@ def main() -> None:
               f"DNSMOS {q['streamed']['dnsmos'] - q['offline']['dnsmos']:+.2f}; largest level step, streamed / offline, worst pair: "
               f"{q['join_step_ratio']:.2f} ({q['join_step_worst']['pair']}, frame {q['join_step_worst']['frame']}); "
               f"median pair {q['join_step_ratio_median']:.2f}, pairs over 1.25: {q['join_step_share_over_1_25']:.0%}")
+        if "session" in q:
+            print(f"   session - offline (the utterance streamed after another of its speaker's recordings, as a live "
+                  f"session's second): CER {q['session']['cer'] - q['offline']['cer']:+.3f}, F0 corr. "
+                  f"{q['session']['f0_corr_with_source'] or float('nan'):.3f}")
         if "known" in q:
             print(f"   known - offline (the stream given its speaker's register, --source-voice): CER "
                   f"{q['known']['cer'] - q['offline']['cer']:+.3f}, F0 corr. {q['known']['f0_corr_with_source']:.3f}")

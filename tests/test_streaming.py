@@ -246,6 +246,29 @@ def test_the_content_front_end_recomputes_only_the_recent_part_of_a_window():
     assert cache.blocks_on > 0
 
 
+def test_a_long_past_is_read_at_the_cost_of_the_fresh_part_and_not_counted_as_short_of_time():
+    from vconv.inference.stream_content import RecentContent
+
+    hop, block, context, fresh, margin = 160, 1600, 48000, 22400, 4000  # 3 s of past, 1.4 s recomputed
+    rng = np.random.default_rng(1)
+    signal = rng.standard_normal(120000).astype(np.float32)
+    whole, reader = _LocalFrontEnd(hop), _LocalFrontEnd(hop)
+    cache = RecentContent(reader, hop, recent=6400, margin=margin, mode="off", fresh=fresh)
+    reads = []
+    for start in range(0, signal.size - block - 800, block):
+        window_start = max(0, start - context)
+        window = signal[window_start : start + block + 800]
+        before = reader.samples_read
+        got = cache.states(window, window_start)
+        reads.append(reader.samples_read - before)
+        expected = whole.content_input(window)
+        assert got.shape == expected.shape and np.allclose(got.numpy(), expected.numpy())
+    assert max(reads[1:]) <= fresh + margin + hop  # after the first window, never more than the fresh part is read
+    assert reads[-1] < 0.6 * (context + block + 800)  # while the window itself holds the whole 3 s of past
+    assert cache.blocks_on == 0  # reading the fresh part is not a stream short of time
+    assert RecentContent(reader, hop, recent=6400, margin=margin, fresh=3200).fresh == 6400  # never under the recent part
+
+
 def test_the_recent_part_is_read_only_while_the_stream_is_short_of_time():
     from vconv.inference.stream_content import CALM_BLOCKS, WARM_BLOCKS, RecentContent
 

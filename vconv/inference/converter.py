@@ -166,7 +166,7 @@ class VoiceConverter(TargetPreparation, PitchStage):
     # ------------------------------------------------------------------------------------ conversion
 
     def stream(self, target: TargetVoice | Sequence[AudioInput] | AudioInput, *, block_ms: float = 96.0,
-               lookahead_ms: float = 48.0, context_ms: float = 1500.0, crossfade_ms: float = 32.0,
+               lookahead_ms: float = 48.0, context_ms: float = 3000.0, crossfade_ms: float = 32.0,
                vocoder_passes: bool = True, sample_rate: int | None = None, sr: int | None = None,
                prime: bool = True, edge_hold_frames: int = 4, prime_matching: bool = True,
                recent_frontend: str = "auto", busy_block_ms: float = 192.0,
@@ -175,7 +175,8 @@ class VoiceConverter(TargetPreparation, PitchStage):
         pcm`` any number of samples at a time, ``flush()`` for the rest (:mod:`vconv.inference.streaming`).
 
         ``sample_rate``: the stream's audio rate (default the model's); ``sr``: the rate of numpy references.
-        Latency (``.latency_ms``): the block plus the look-ahead, each rounded to whole mel hops. ``vocoder_passes``:
+        Latency (``.latency_ms``): the block plus the look-ahead, each rounded to whole mel hops. ``context_ms``: the past
+        each block is converted with (the content front-end re-reads its last 1.4 s per block). ``vocoder_passes``:
         the neural vocoder's post-processing on every block, as offline (on by default). ``prime``: start with the target references' last
         ``context_ms`` of speech as past context (never emitted), so the first blocks are not normalised on a few
         frames alone (docs/STREAMING.md measures both). ``edge_hold_frames``: the window's last content frame held this

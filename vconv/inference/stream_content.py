@@ -8,7 +8,12 @@ context); the states before come from the previous window, each frame as it was 
 ``recent - block`` of right context, where recomputing gives it up to the whole window's. What that costs in words
 and saves in time is measured in docs/STREAMING.md ("A busy machine").
 
-It costs words (about +0.04 CER on the held-out pairs), so by default (``mode="auto"``) it is on only while the stream
+A window longer than ``fresh`` (plus ``margin``) is read the same way when the stream has time: its last ``fresh``
+samples recomputed, the states before reused. That is how a stream reads 3 s of past at the front-end cost of 1.5 s:
+a reused frame was last computed with ``fresh - block`` (1.3 s) of right context, nearly what the whole file gives it,
+and the conversion network still reads the whole window (docs/STREAMING.md, "A longer past").
+
+The short recent part costs words (about +0.04 CER on the held-out pairs), so by default (``mode="auto"``) it is on only while the stream
 is short of time: from a block whose compute took more than :data:`ON_ABOVE` of the block's duration, until
 :data:`CALM_BLOCKS` blocks in a row took less than :data:`OFF_BELOW` of it. ``"on"``: always; ``"off"``: never.
 """
@@ -31,15 +36,17 @@ WARM_BLOCKS = 2  # the first blocks' times include the networks' cold start: the
 
 class RecentContent:
     """``states(window, window_start) -> [1, C, F]``, as ``frontend.content_input(window)`` but with only the last
-    ``recent`` samples (plus ``margin`` of left context) recomputed. ``window_start``: the window's first sample in the
-    stream, a multiple of ``hop`` (each window starts a whole number of hops after the previous one)."""
+    ``recent`` samples (plus ``margin`` of left context) recomputed while the stream is short of time, and the last
+    ``fresh`` samples (plus ``margin``) otherwise (0: the whole window). ``window_start``: the window's first sample in
+    the stream, a multiple of ``hop`` (each window starts a whole number of hops after the previous one)."""
 
     def __init__(self, frontend: Any, hop: int, recent: int, margin: int, mode: str = "auto",
-                 block_seconds: float = 0.096) -> None:
+                 block_seconds: float = 0.096, fresh: int = 0) -> None:
         if mode not in MODES:
             raise VconvError(f"recent front-end mode {mode!r}: one of {', '.join(MODES)}")
         self.frontend, self.hop, self.mode, self.block_seconds = frontend, hop, mode, block_seconds
         self.recent, self.margin = recent // hop * hop, margin // hop * hop
+        self.fresh = max(fresh // hop * hop, self.recent) if fresh else 0  # 0: the whole window when not short of time
         self.active = mode == "on"
         self.blocks_on = 0  # blocks converted with the recent part only (how often the stream was short of time)
         self._calm = self._seen = 0
@@ -49,6 +56,7 @@ class RecentContent:
     def resize(self, recent: int, block_seconds: float) -> None:
         """A stream whose block grew (vconv.inference.stream_pace): its recomputed part and its block's length."""
         self.recent, self.block_seconds = recent // self.hop * self.hop, block_seconds
+        self.fresh = max(self.fresh, self.recent) if self.fresh else 0
 
     def record(self, seconds: float) -> None:
         """A block's compute time: in ``auto``, switch on when it was short of time, off after a calm stretch."""
@@ -65,18 +73,19 @@ class RecentContent:
     def states(self, window: np.ndarray, window_start: int) -> torch.Tensor:
         hop = self.hop
         first, frames = window_start // hop, 1 + window.size // hop
-        cut = max(0, (window.size - self.recent) // hop)  # window frame from which the states are recomputed
+        part = self.recent if self.active else self.fresh  # the recomputed part (0: all of the window)
+        cut = max(0, (window.size - part) // hop) if part else 0  # window frame from which the states are recomputed
         known = self._states
         reusable = known is not None and self._first <= first and self._first + known.shape[-1] >= first + cut
-        if not self.active or cut == 0 or not reusable:
-            states = self.frontend.content_input(window)  # off, the first window, or nothing to reuse: all of it
+        if cut == 0 or not reusable:
+            states = self.frontend.content_input(window)  # a short window, the first, or nothing to reuse: all of it
         else:
             begin = max(0, cut - self.margin // hop)  # the recomputed input starts `margin` before the cut
             fresh = self.frontend.content_input(window[begin * hop:])  # [1, C, frames - begin]
             assert known is not None  # reusable
             reused = known[..., first - self._first : first - self._first + cut]
             states = torch.cat([reused, fresh[..., cut - begin:]], -1)
-            self.blocks_on += 1
+            self.blocks_on += self.active
         if states.shape[-1] != frames:
             raise AssertionError(f"stream content frames: {states.shape[-1]} for a window of {frames}")
         self._states, self._first = states, first

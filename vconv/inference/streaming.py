@@ -73,7 +73,9 @@ class StreamSettings:
     block_ms: float = 96.0
     lookahead_ms: float = 48.0
     crossfade_ms: float = 32.0
-    context_ms: float = 1500.0
+    # the past each block is converted with: 3 s kept the words of a live session's steady state where 1.5 s lost
+    # them (CER +0.10 against +0.21 over offline on the held-out pairs; docs/STREAMING.md, "A longer past")
+    context_ms: float = 3000.0
     # the neural vocoder's post-processing passes (phase consistency, envelope matching) as offline: they work over
     # the whole window, so consecutive windows disagree a little where their blocks meet, but without them the
     # held-out CER of streamed conversions was worse (benchmarks/bench_stream.py; the note in docs/STREAMING.md)
@@ -96,6 +98,9 @@ class StreamSettings:
     recent_frontend: str = "auto"
     frontend_recent_ms: float = 400.0
     frontend_margin_ms: float = 250.0
+    # when not short of time, the content front-end recomputes the window's last this much (plus the margin) and reuses
+    # the states before it: the Whisper pass reads ~1.65 s whatever the context (0: the whole window every block)
+    frontend_fresh_ms: float = 1400.0
     # the block a stream grows to when blocks keep missing their deadlines (a busy machine; vconv.inference.stream_pace):
     # the latency grows by the difference, once. 0: never grow
     busy_block_ms: float = 192.0
@@ -184,7 +189,8 @@ class StreamConverter:
         self._flushed = False
         margin = round(settings.frontend_margin_ms * self.model_rate / 1000)
         self._content = RecentContent(converter.frontend, self.hop, self._recent_part(margin), margin,
-                                      settings.recent_frontend, self.block / self.model_rate)
+                                      settings.recent_frontend, self.block / self.model_rate,
+                                      fresh=round(settings.frontend_fresh_ms * self.model_rate / 1000))
         self._pace = BlockPace(self.block, settings.busy_block(self.hop, self.model_rate))
         # the window's pitch rows, each frame's YIN measures reused from the window before (vconv.audio.pitch_stream)
         self._pitch_rows = converter.frontend.window_pitch() if self.model.reads_pitch else None
