@@ -40,8 +40,8 @@ def _run(stream, wav: np.ndarray, sizes) -> np.ndarray:
 
 
 def test_blocks_of_any_size_give_the_output_of_one_push(vc, source, target):
-    # every stream in this file that compares outputs reads the whole window: recent_frontend "auto" follows the
-    # machine's timing
+    # every stream in this file that compares outputs turns the 400 ms recent part off: recent_frontend "auto"
+    # follows the machine's timing
     whole = _run(vc.stream(target, recent_frontend="off", busy_block_ms=0), source, [source.size])
     rng = np.random.default_rng(0)
     ragged = _run(vc.stream(target, recent_frontend="off", busy_block_ms=0), source, rng.integers(0, 3000, size=10_000))
@@ -269,6 +269,36 @@ def test_a_long_past_is_read_at_the_cost_of_the_fresh_part_and_not_counted_as_sh
     assert RecentContent(reader, hop, recent=6400, margin=margin, fresh=3200).fresh == 6400  # never under the recent part
 
 
+def test_a_stream_short_of_time_reads_the_recent_part_of_a_long_past_and_the_fresh_part_when_calm():
+    from vconv.inference.stream_content import CALM_BLOCKS, WARM_BLOCKS, RecentContent
+
+    hop, block, context, fresh, recent, margin = 160, 1600, 48000, 22400, 6400, 4000
+    signal = np.random.default_rng(2).standard_normal(120000).astype(np.float32)
+    whole, reader = _LocalFrontEnd(hop), _LocalFrontEnd(hop)
+    cache = RecentContent(reader, hop, recent=recent, margin=margin, mode="auto", block_seconds=0.1, fresh=fresh)
+    for _ in range(WARM_BLOCKS):
+        cache.record(0.05)
+    starts = list(range(0, signal.size - block - 800, block))
+
+    def convert(start: int) -> int:
+        window_start = max(0, start - context)
+        window = signal[window_start : start + block + 800]
+        before = reader.samples_read
+        assert np.allclose(cache.states(window, window_start).numpy(), whole.content_input(window).numpy())
+        return reader.samples_read - before
+
+    for start in starts[:40]:
+        convert(start)
+    cache.record(0.09)  # short of time: the recent part
+    assert cache.active and convert(starts[40]) <= recent + margin + hop and cache.blocks_on == 1
+    cache.resize(8000, 0.2)  # the block grew: the fresh part never falls under the recent one
+    assert cache.recent == 8000 and cache.fresh == fresh
+    for _ in range(CALM_BLOCKS):
+        cache.record(0.05)
+    assert not cache.active
+    assert recent + margin + hop < convert(starts[41]) <= fresh + margin + hop and cache.blocks_on == 1
+
+
 def test_the_recent_part_is_read_only_while_the_stream_is_short_of_time():
     from vconv.inference.stream_content import CALM_BLOCKS, WARM_BLOCKS, RecentContent
 
@@ -278,7 +308,7 @@ def test_the_recent_part_is_read_only_while_the_stream_is_short_of_time():
         auto.record(0.5)  # the first blocks pay the networks' cold start: not a sign of a busy machine
     assert not auto.active
     auto.record(0.05)
-    assert not auto.active  # idle: the whole window, every word
+    assert not auto.active  # idle: the fresh part (here, with fresh=0, the whole window)
     auto.record(0.08)  # a block took 80 % of its duration: the next ones read the recent part
     assert auto.active
     for _ in range(CALM_BLOCKS - 1):

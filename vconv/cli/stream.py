@@ -47,7 +47,7 @@ def stream(
     output: Path = typer.Option(STDIO, "--output", "-o", readable=False, help="Output .wav/.flac/.ogg file, or - for standard output (a WAV stream, or headerless PCM with --raw)."),
     block_ms: float = typer.Option(96.0, "--block-ms", min=16.0, max=2000.0, help="Block length in ms (rounded to whole 16 ms hops); the latency is the block plus the look-ahead."),
     lookahead_ms: float = typer.Option(48.0, "--lookahead-ms", min=0.0, max=2000.0, help="Look-ahead in ms: more costs latency and gives the model's right edge more room."),
-    context_ms: float = typer.Option(3000.0, "--context-ms", min=0.0, max=30000.0, help="Left context in ms that each block is converted with (the content front-end re-reads its last ~1.4 s every block and keeps the states before)."),
+    context_ms: float = typer.Option(3000.0, "--context-ms", min=0.0, max=30000.0, help="Left context in ms that each block is converted with (the content front-end re-reads the window's last ~1.4 s every block and keeps its states of the rest)."),
     prime: bool = typer.Option(True, "--prime/--no-prime", help="Start with the target's own speech as left context (never output), so the first blocks are not normalised on a few frames."),
     busy_block_ms: float = typer.Option(192.0, "--busy-block-ms", min=0.0, max=2000.0, help="The block grows to this (once) when blocks keep missing their deadlines on a busy machine: more latency instead of gaps. 0 (or not longer than --block-ms) never grows it; a file read as fast as it goes never does."),
     recent_frontend: str = typer.Option("auto", "--recent-frontend", metavar="auto|on|off", help="Recompute only the last 400 ms of the content front-end per block (cheaper, costs some words): auto = while blocks come near their deadline (a busy machine), on = always, off = never."),
@@ -131,7 +131,7 @@ def _live_stdin(input_path: Path) -> bool:
 
 def _recent_mode(mode: str, live: bool) -> str:
     """``--recent-frontend`` checked; ``auto`` is ``off`` for a file read as fast as it goes (no deadline to be short
-    of: every word, and the same output every run)."""
+    of: never the 400 ms part, and the same output every run)."""
     from vconv.inference.settings import RECENT_FRONTEND_MODES  # (torch-free)
 
     if mode not in RECENT_FRONTEND_MODES:

@@ -176,7 +176,7 @@ class VoiceConverter(TargetPreparation, PitchStage):
 
         ``sample_rate``: the stream's audio rate (default the model's); ``sr``: the rate of numpy references.
         Latency (``.latency_ms``): the block plus the look-ahead, each rounded to whole mel hops. ``context_ms``: the past
-        each block is converted with (the content front-end re-reads its last 1.4 s per block). ``vocoder_passes``:
+        each block is converted with (the content front-end re-reads the window's last 1.4 s per block). ``vocoder_passes``:
         the neural vocoder's post-processing on every block, as offline (on by default). ``prime``: start with the target references' last
         ``context_ms`` of speech as past context (never emitted), so the first blocks are not normalised on a few
         frames alone (docs/STREAMING.md measures both). ``edge_hold_frames``: the window's last content frame held this

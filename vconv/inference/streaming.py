@@ -73,8 +73,9 @@ class StreamSettings:
     block_ms: float = 96.0
     lookahead_ms: float = 48.0
     crossfade_ms: float = 32.0
-    # the past each block is converted with: 3 s kept the words of a live session's steady state where 1.5 s lost
-    # them (CER +0.10 against +0.21 over offline on the held-out pairs; docs/STREAMING.md, "A longer past")
+    # the past each block is converted with: with 3 s a live session's steady state kept more words than with 1.5 s
+    # (CER +0.16 against +0.21 over offline on the held-out pairs; +0.10 with Whisper re-reading the whole 3 s every
+    # block, at 60 ms a block instead of 50; docs/STREAMING.md, "A longer past")
     context_ms: float = 3000.0
     # the neural vocoder's post-processing passes (phase consistency, envelope matching) as offline: they work over
     # the whole window, so consecutive windows disagree a little where their blocks meet, but without them the
@@ -98,8 +99,10 @@ class StreamSettings:
     recent_frontend: str = "auto"
     frontend_recent_ms: float = 400.0
     frontend_margin_ms: float = 250.0
-    # when not short of time, the content front-end recomputes the window's last this much (plus the margin) and reuses
-    # the states before it: the Whisper pass reads ~1.65 s whatever the context (0: the whole window every block)
+    # when not short of time, the content front-end recomputes the window's last this much (block and look-ahead
+    # included; reading the margin before it as left context) and reuses the states before it: the Whisper pass reads
+    # ~1.65 s whatever the context (0: the whole window every block; a reused frame was computed with ~0.25 s of left
+    # context and ~1.3 s of right)
     frontend_fresh_ms: float = 1400.0
     # the block a stream grows to when blocks keep missing their deadlines (a busy machine; vconv.inference.stream_pace):
     # the latency grows by the difference, once. 0: never grow

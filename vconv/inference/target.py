@@ -45,7 +45,7 @@ class TargetVoice:
     register_rules: str | None = None
 
 
-PRIMER_SECONDS = 3.0  # as much as a stream's longest sensible context; the default context takes the last 1.5 s
+PRIMER_SECONDS = 3.0  # as much as a stream's default context (3 s) takes
 
 
 @dataclasses.dataclass(frozen=True)
