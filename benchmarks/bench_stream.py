@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from loadgen import hogs, load_name  # noqa: E402
 
 QUALITY_ROWS = ("offline", "streamed", "session", "known")  # section 3's rows (--rows); known: a pitch-path model
+SESSION_GAP_S = 0.5  # the pause between the session's earlier recording and the utterance judged
 
 
 def rss_mb() -> float:
@@ -118,10 +119,7 @@ def quality(vc, manifest: Path, sources_per_pair: int, settings: dict, work: Pat
     fixed = {**settings, "busy_block_ms": 0.0}
 
     def streamed(src: str, refs: list[str], source_voice: list[str] | None = None) -> tuple:
-        wav = vc.prepare_audio(src, None, src)
-        stream = vc.stream(refs, **fixed, source_voice=source_voice)
-        out = [stream.push(wav[i : i + stream.block]) for i in range(0, wav.size, stream.block)]
-        return np.concatenate([*out, stream.flush()]), vc.sample_rate
+        return through(vc.stream(refs, **fixed, source_voice=source_voice), vc.prepare_audio(src, None, src)), vc.sample_rate
 
     def streamed_known(src: str, refs: list[str]) -> tuple:  # the speaker's register from another of its recordings
         return streamed(src, refs, [another_recording(utterances, src)])
@@ -133,9 +131,7 @@ def quality(vc, manifest: Path, sources_per_pair: int, settings: dict, work: Pat
         earlier = vc.prepare_audio(another_recording(utterances, src), None)
         wav = vc.prepare_audio(src, None, src)
         heard = np.concatenate([earlier, np.zeros(int(SESSION_GAP_S * vc.sample_rate), np.float32), wav])
-        stream = vc.stream(refs, **fixed)
-        out = np.concatenate([*(stream.push(heard[i : i + stream.block]) for i in range(0, heard.size, stream.block)),
-                              stream.flush()])
+        out = through(vc.stream(refs, **fixed), heard)
         assert out.size == heard.size, (out.size, heard.size)
         return out[heard.size - wav.size :], vc.sample_rate
 
@@ -167,7 +163,10 @@ def quality(vc, manifest: Path, sources_per_pair: int, settings: dict, work: Pat
     return result
 
 
-SESSION_GAP_S = 0.5  # the pause between the session's earlier recording and the utterance judged
+def through(stream, wav: np.ndarray) -> np.ndarray:
+    """``wav [T]`` pushed through ``stream`` one block at a time, then flushed: the whole output ``[T]``."""
+    out = [stream.push(wav[i : i + stream.block]) for i in range(0, wav.size, stream.block)]
+    return np.concatenate([*out, stream.flush()])
 
 
 def another_recording(utterances: list, path: str) -> str:
@@ -246,7 +245,7 @@ def main() -> None:
     if args.manifest:
         with tempfile.TemporaryDirectory() as work:
             q = figures["quality"] = quality(vc, args.manifest, args.sources_per_pair, settings, Path(work), tuple(args.rows))
-        for name in (n for n in ("offline", "streamed", "session", "known") if n in q):
+        for name in (n for n in QUALITY_ROWS if n in q):
             r = q[name]
             print(f"3. {name:8s} ({q['pairs']} pairs): SIM→target {r['sim_target']:.3f}, SIM→source {r['sim_source']:.3f}, "
                   f"CER {r['cer']:.3f}, success {r['success']:.0%}, F0 corr. with the source "

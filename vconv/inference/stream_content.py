@@ -46,7 +46,7 @@ class RecentContent:
             raise VconvError(f"recent front-end mode {mode!r}: one of {', '.join(MODES)}")
         self.frontend, self.hop, self.mode, self.block_seconds = frontend, hop, mode, block_seconds
         self.recent, self.margin = recent // hop * hop, margin // hop * hop
-        self.fresh = max(fresh // hop * hop, self.recent) if fresh else 0  # 0: the whole window when not short of time
+        self._fresh_asked = fresh // hop * hop  # 0: the whole window when not short of time
         self.active = mode == "on"
         self.blocks_on = 0  # blocks converted with the recent part only (how often the stream was short of time)
         self._calm = self._seen = 0
@@ -56,7 +56,11 @@ class RecentContent:
     def resize(self, recent: int, block_seconds: float) -> None:
         """A stream whose block grew (vconv.inference.stream_pace): its recomputed part and its block's length."""
         self.recent, self.block_seconds = recent // self.hop * self.hop, block_seconds
-        self.fresh = max(self.fresh, self.recent) if self.fresh else 0
+
+    @property
+    def fresh(self) -> int:
+        """The part recomputed when not short of time, in samples: never less than :attr:`recent` (0: all of it)."""
+        return max(self._fresh_asked, self.recent) if self._fresh_asked else 0
 
     def record(self, seconds: float) -> None:
         """A block's compute time: in ``auto``, switch on when it was short of time, off after a calm stretch."""
@@ -81,10 +85,10 @@ class RecentContent:
             states = self.frontend.content_input(window)  # a short window, the first, or nothing to reuse: all of it
         else:
             begin = max(0, cut - self.margin // hop)  # the recomputed input starts `margin` before the cut
-            fresh = self.frontend.content_input(window[begin * hop:])  # [1, C, frames - begin]
+            recomputed = self.frontend.content_input(window[begin * hop:])  # [1, C, frames - begin]
             assert known is not None  # reusable
             reused = known[..., first - self._first : first - self._first + cut]
-            states = torch.cat([reused, fresh[..., cut - begin:]], -1)
+            states = torch.cat([reused, recomputed[..., cut - begin:]], -1)
             self.blocks_on += self.active
         if states.shape[-1] != frames:
             raise AssertionError(f"stream content frames: {states.shape[-1]} for a window of {frames}")
