@@ -44,6 +44,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from vconv.inference.converter import load  # noqa: E402
+from vconv.inference.settings import RECENT_FRONTEND_MODES  # noqa: E402
+from vconv.inference.stream_settings import DEFAULTS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -202,10 +204,10 @@ def main() -> None:
     parser.add_argument("--loads", type=int, nargs="+", default=[0, 1, 2],
                         help="the long stream beside this many competing CPU-bound processes each (benchmarks/loadgen.py)")
     parser.add_argument("--realtime", action="store_true", help="pace the long stream as a live input (takes --minutes)")
-    parser.add_argument("--block-ms", type=float, default=96.0)
-    parser.add_argument("--lookahead-ms", type=float, default=48.0)
-    parser.add_argument("--context-ms", type=float, default=3000.0)
-    parser.add_argument("--edge-hold", type=int, default=4, help="StreamSettings.edge_hold_frames (0: zero padding past the window)")
+    parser.add_argument("--block-ms", type=float, default=DEFAULTS.block_ms)
+    parser.add_argument("--lookahead-ms", type=float, default=DEFAULTS.lookahead_ms)
+    parser.add_argument("--context-ms", type=float, default=DEFAULTS.context_ms)
+    parser.add_argument("--edge-hold", type=int, default=DEFAULTS.edge_hold_frames, help="StreamSettings.edge_hold_frames (0: zero padding past the window)")
     parser.add_argument("--no-prime-matching", dest="prime_matching", action="store_false",
                         help="leave the stream's first quarter second unmatched (StreamSettings.prime_matching)")
     parser.add_argument("--no-prime", dest="prime", action="store_false",
@@ -214,9 +216,9 @@ def main() -> None:
                         help="stream without the vocoder's post-processing passes")
     parser.add_argument("--target-match", default="meanstd",
                         help="target-spectrum matching of both the offline and the streamed conversions (off: the network alone)")
-    parser.add_argument("--recent-frontend", choices=("auto", "on", "off"), default="auto",
+    parser.add_argument("--recent-frontend", choices=RECENT_FRONTEND_MODES, default=DEFAULTS.recent_frontend,
                         help="the content front-end's recent part only: while short of time, always, never (StreamSettings)")
-    parser.add_argument("--busy-block-ms", type=float, default=192.0,
+    parser.add_argument("--busy-block-ms", type=float, default=DEFAULTS.busy_block_ms,
                         help="the block a stream grows to when blocks keep missing their deadlines (0: never; StreamSettings)")
     parser.add_argument("--manifest", type=Path, help="held-out manifest for the quality section")
     parser.add_argument("--sources-per-pair", type=int, default=5)

@@ -201,6 +201,8 @@ def test_cli_stream_file_to_file_raw_pipe_and_wav_pipe(tmp_path):
     (["--input", "{missing}"], "file not found"),
     (["--input", "{src}", "--target-match", "loud"], "--target-match 'loud': unknown"),
     (["--input", "{src}", "--fit-voice", "-4"], "--fit-voice -4"),
+    (["--input", "{src}", "--block-ms", "5000"], "--block-ms 5000.0: a length in ms from 16 to 2000"),
+    (["--input", "{src}", "--context-ms", "-1"], "--context-ms -1.0: a length in ms from 0 to 30000"),
 ])
 def test_cli_stream_bad_options_are_one_line_errors(tmp_path, args, reason):
     from tests.conftest import invoke
@@ -210,6 +212,30 @@ def test_cli_stream_bad_options_are_one_line_errors(tmp_path, args, reason):
     assert result.exit_code == 1, result.output
     assert reason in result.stderr and result.stderr.strip().count("\n") == 0 and "Traceback" not in result.output
     assert not list(tmp_path.glob("*o.*wav"))  # no output, no temporary file left behind
+
+
+def test_stream_settings_are_checked_once_naming_the_option_as_the_caller_knows_it(vc, target):
+    """One table of the stream's defaults and bounds (vconv.inference.stream_settings): the API and the command line
+    both check through it; options given by name change a settings object, an unknown name is a TypeError."""
+    import dataclasses
+
+    from vconv.inference.stream_settings import CLI_NAMES, DEFAULTS, StreamSettings
+
+    with pytest.raises(VconvError, match="^block_ms 5: a length in ms from 16 to 2000$"):
+        vc.stream(target, block_ms=5)
+    with pytest.raises(VconvError, match="^--recent-frontend 'soon': one of auto, on, off$"):
+        StreamSettings(recent_frontend="soon", names=CLI_NAMES)
+    with pytest.raises(VconvError, match="edge_hold_frames -1"):
+        StreamSettings(edge_hold_frames=-1)
+    with pytest.raises(VconvError, match="frontend_fresh_ms 'x'"):
+        dataclasses.replace(DEFAULTS, frontend_fresh_ms="x")
+    with pytest.raises(TypeError, match="unknown stream setting.*blok_ms"):
+        vc.stream(target, blok_ms=128)
+    asked = StreamSettings(block_ms=128, recent_frontend="off", busy_block_ms=0)
+    stream = vc.stream(target, asked, context_ms=1500)
+    assert stream.settings == dataclasses.replace(asked, context_ms=1500.0)
+    assert stream.latency_ms == pytest.approx(128 + 48) and abs(stream.context / vc.sample_rate - 1.5) <= 0.008
+    assert vc.stream(target, busy_block_ms=0).settings == dataclasses.replace(DEFAULTS, busy_block_ms=0.0)
 
 
 class _LocalFrontEnd:
@@ -348,7 +374,7 @@ def test_standard_input_from_a_pipe_has_deadlines_and_from_a_file_does_not(tmp_p
     import io
     import os
 
-    from vconv.cli.stream import STDIO, _live_stdin, _recent_mode
+    from vconv.cli.stream import STDIO, _live_stdin, _stream_settings
 
     reading, writing = os.pipe()
     try:
@@ -364,7 +390,9 @@ def test_standard_input_from_a_pipe_has_deadlines_and_from_a_file_does_not(tmp_p
         assert not _live_stdin(STDIO)
     monkeypatch.setattr("sys.stdin", io.StringIO(""))  # no descriptor at all (a captured stdin)
     assert not _live_stdin(STDIO)
-    assert _recent_mode("auto", live=True) == "auto" and _recent_mode("auto", live=False) == "off"
+    assert _stream_settings(True).recent_frontend == "auto" and _stream_settings(True).busy_block_ms == 192
+    assert _stream_settings(False).recent_frontend == "off" and _stream_settings(False).busy_block_ms == 0
+    assert _stream_settings(False, recent_frontend="on").recent_frontend == "on"
 
 
 def test_a_stream_too_slow_for_its_block_grows_it_once_and_loses_no_sample(vc, source, target, monkeypatch):

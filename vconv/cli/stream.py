@@ -8,6 +8,7 @@ stream ends (at the end of the input, or on Ctrl-C, which flushes what came in).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import sys
@@ -30,6 +31,8 @@ from vconv.cli.common import (
     threads_option,
 )
 from vconv.errors import VconvError
+from vconv.inference.stream_settings import BOUNDS_MS, DEFAULTS, StreamSettings
+from vconv.inference.stream_settings import CLI_NAMES as STREAM_CLI_NAMES
 from vconv.inference.threads import apply_threads
 
 STDIO = Path("-")
@@ -40,17 +43,24 @@ STREAM_THREADS_HELP = (f"Compute threads (default {STREAM_THREADS}: the stream's
                        "busy machine). Idle threads sleep rather than spin.")
 
 
+
+def _bounded(help_text: str, key: str) -> str:
+    """``help_text`` with the option's allowed range (:data:`vconv.inference.stream_settings.BOUNDS_MS`)."""
+    low, high = BOUNDS_MS[key]
+    return f"{help_text} From {low:g} to {high:g}."
+
+
 @friendly_errors
 def stream(
     target: List[Path] = typer.Option([], "--target", "-t", readable=False, help="Target speaker reference (a file); repeat to average several. Or a voice file (`vconv voice`), alone."),
     input_path: Path = typer.Option(STDIO, "--input", "-i", readable=False, help="Audio file to stream from, or - for standard input (a WAV stream, or headerless PCM with --raw)."),
     output: Path = typer.Option(STDIO, "--output", "-o", readable=False, help="Output .wav/.flac/.ogg file, or - for standard output (a WAV stream, or headerless PCM with --raw)."),
-    block_ms: float = typer.Option(96.0, "--block-ms", min=16.0, max=2000.0, help="Block length in ms (rounded to whole 16 ms hops); the latency is the block plus the look-ahead."),
-    lookahead_ms: float = typer.Option(48.0, "--lookahead-ms", min=0.0, max=2000.0, help="Look-ahead in ms: more costs latency and gives the model's right edge more room."),
-    context_ms: float = typer.Option(3000.0, "--context-ms", min=0.0, max=30000.0, help="Left context in ms that each block is converted with (the content front-end re-reads the window's last ~1.4 s every block and keeps its states of the rest)."),
-    prime: bool = typer.Option(True, "--prime/--no-prime", help="Start with the target's own speech as left context (never output), so the first blocks are not normalised on a few frames."),
-    busy_block_ms: float = typer.Option(192.0, "--busy-block-ms", min=0.0, max=2000.0, help="The block grows to this (once) when blocks keep missing their deadlines on a busy machine: more latency instead of gaps. 0 (or not longer than --block-ms) never grows it; a file read as fast as it goes never does."),
-    recent_frontend: str = typer.Option("auto", "--recent-frontend", metavar="auto|on|off", help="Recompute only the last 400 ms of the content front-end per block (cheaper, costs some words): auto = while blocks come near their deadline (a busy machine), on = always, off = never."),
+    block_ms: float = typer.Option(DEFAULTS.block_ms, "--block-ms", help=_bounded("Block length in ms (rounded to whole 16 ms hops); the latency is the block plus the look-ahead.", "block_ms")),
+    lookahead_ms: float = typer.Option(DEFAULTS.lookahead_ms, "--lookahead-ms", help=_bounded("Look-ahead in ms: more costs latency and gives the model's right edge more room.", "lookahead_ms")),
+    context_ms: float = typer.Option(DEFAULTS.context_ms, "--context-ms", help=_bounded("Left context in ms that each block is converted with (the content front-end re-reads the window's last ~1.4 s every block and keeps its states of the rest).", "context_ms")),
+    prime: bool = typer.Option(DEFAULTS.prime, "--prime/--no-prime", help="Start with the target's own speech as left context (never output), so the first blocks are not normalised on a few frames."),
+    busy_block_ms: float = typer.Option(DEFAULTS.busy_block_ms, "--busy-block-ms", help=_bounded("The block grows to this (once) when blocks keep missing their deadlines on a busy machine: more latency instead of gaps. 0 (or not longer than --block-ms) never grows it; a file read as fast as it goes never does.", "busy_block_ms")),
+    recent_frontend: str = typer.Option(DEFAULTS.recent_frontend, "--recent-frontend", metavar="auto|on|off", help="Recompute only the last 400 ms of the content front-end per block (cheaper, costs some words): auto = while blocks come near their deadline (a busy machine), on = always, off = never."),
     raw: bool = typer.Option(False, "--raw", help="Standard input/output is headerless 16-bit little-endian PCM (mono out; --channels in)."),
     sample_rate: Optional[int] = typer.Option(None, "--sample-rate", help="Rate of raw input (required with --raw on standard input); the output keeps the input's rate."),
     channels: int = typer.Option(1, "--channels", min=1, max=16, help="Interleaved channels of raw input (mixed to mono)."),
@@ -79,8 +89,8 @@ def stream(
         return
     apply_threads(threads or STREAM_THREADS)
     live = realtime or input_device is not None or _live_stdin(input_path)
-    recent_frontend = _recent_mode(recent_frontend, live=live)
-    busy_block_ms = busy_block_ms if live else 0.0  # no deadlines: the block it was asked for, and every word
+    options = _stream_settings(live, block_ms=block_ms, lookahead_ms=lookahead_ms, context_ms=context_ms, prime=prime,
+                               busy_block_ms=busy_block_ms, recent_frontend=recent_frontend)
     settings = conversion_settings(target_match=target_match, precision=precision, fit_steps=fit_voice,
                                    pitch_shift=pitch_shift, pitch_register=pitch_register, enhance=enhance)
     _check_target(target)
@@ -93,14 +103,13 @@ def stream(
         raise VconvError(f"--sample-rate {sample_rate}: {input_path} is {reader.sample_rate} Hz, and the output keeps the input's rate")
     writer = _open_writer(output, raw, reader.sample_rate, force, output_device)
     try:
-        report, converter_stream = _run(target, reader, writer, model, settings, block_ms, lookahead_ms, context_ms, realtime,
-                                        prime, no_cache, recent_frontend, busy_block_ms, source_voice)
+        report, converter_stream = _run(target, reader, writer, model, settings, options, realtime, no_cache, source_voice)
     except BaseException:
         writer.abort()
         raise
     finally:
         getattr(reader, "close", lambda: None)()
-    _summarise(report, converter_stream, reader, recent_frontend)
+    _summarise(report, converter_stream, reader, options.recent_frontend)
 
 
 def _summarise(report: Any, live: Any, reader: Any, recent_frontend: str) -> None:
@@ -129,25 +138,24 @@ def _live_stdin(input_path: Path) -> bool:
         return False
 
 
-def _recent_mode(mode: str, live: bool) -> str:
-    """``--recent-frontend`` checked; ``auto`` is ``off`` for a file read as fast as it goes (no deadline to be short
-    of: never the 400 ms part, and the same output every run)."""
-    from vconv.inference.settings import RECENT_FRONTEND_MODES  # (torch-free)
+def _stream_settings(live: bool, **values: Any) -> StreamSettings:
+    """The stream's options, checked, errors naming the flags. Without deadlines (a file read as fast as it goes) the
+    block stays the one asked for and ``--recent-frontend auto`` is ``off``: no deadline to be short of, every word,
+    and the same output every run."""
+    options = StreamSettings(**values, names=STREAM_CLI_NAMES)
+    if live:
+        return options
+    recent = "off" if options.recent_frontend == "auto" else options.recent_frontend
+    return dataclasses.replace(options, busy_block_ms=0.0, recent_frontend=recent)
 
-    if mode not in RECENT_FRONTEND_MODES:
-        raise VconvError(f"--recent-frontend {mode!r}: one of {', '.join(RECENT_FRONTEND_MODES)}")
-    return "off" if mode == "auto" and not live else mode
 
-
-def _run(target: List[Path], reader: Any, writer: Any, model: Optional[str], settings: Any, block_ms: float,
-         lookahead_ms: float, context_ms: float, realtime: bool, prime: bool = True, no_cache: bool = False,
-         recent_frontend: str = "auto", busy_block_ms: float = 0.0, source_voice: Optional[List[Path]] = None) -> tuple[Any, Any]:
+def _run(target: List[Path], reader: Any, writer: Any, model: Optional[str], settings: Any, options: StreamSettings,
+         realtime: bool, no_cache: bool = False, source_voice: Optional[List[Path]] = None) -> tuple[Any, Any]:
     from vconv.inference.stream_run import run_stream
 
     converter = load_converter(model, settings, no_cache=no_cache)
-    live = converter.stream([str(t) for t in target], block_ms=block_ms, lookahead_ms=lookahead_ms, context_ms=context_ms,
-                            sample_rate=reader.sample_rate, prime=prime, recent_frontend=recent_frontend,
-                            busy_block_ms=busy_block_ms, source_voice=[str(v) for v in source_voice] if source_voice else None)
+    live = converter.stream([str(t) for t in target], options, sample_rate=reader.sample_rate,
+                            source_voice=[str(v) for v in source_voice] if source_voice else None)
     _note_stale_source_voice(converter, source_voice or [])
     typer.echo(f"latency {live.latency_ms:.0f} ms (block {1000 * live.block / live.model_rate:.0f} ms + look-ahead "
                f"{1000 * live.lookahead / live.model_rate:.0f} ms), plus the device's own", err=True)

@@ -33,6 +33,7 @@ from vconv.inference.pitch_stage import PitchStage, check_pitch_controls
 from vconv.inference.precision import compute_in, resolve_precision, store_lowered
 from vconv.inference.registry import resolve_bundle
 from vconv.inference.settings import ConversionSettings
+from vconv.inference.stream_settings import StreamSettings
 from vconv.inference.target import SourcePitch, TargetVoice
 from vconv.inference.target_match import (
     MIN_SPEECH_FRAMES,
@@ -165,41 +166,28 @@ class VoiceConverter(TargetPreparation, PitchStage):
 
     # ------------------------------------------------------------------------------------ conversion
 
-    def stream(self, target: TargetVoice | Sequence[AudioInput] | AudioInput, *, block_ms: float = 96.0,
-               lookahead_ms: float = 48.0, context_ms: float = 3000.0, crossfade_ms: float = 32.0,
-               vocoder_passes: bool = True, sample_rate: int | None = None, sr: int | None = None,
-               prime: bool = True, edge_hold_frames: int = 4, prime_matching: bool = True,
-               recent_frontend: str = "auto", busy_block_ms: float = 192.0,
-               source_voice: Register | Sequence[AudioInput] | AudioInput | None = None) -> "StreamConverter":
+    def stream(self, target: TargetVoice | Sequence[AudioInput] | AudioInput, settings: StreamSettings | None = None, *,
+               sample_rate: int | None = None, sr: int | None = None,
+               source_voice: Register | Sequence[AudioInput] | AudioInput | None = None, **options: Any) -> "StreamConverter":
         """A live converter to ``target`` (references, prepared once, or a :class:`TargetVoice`): ``push(pcm) ->
         pcm`` any number of samples at a time, ``flush()`` for the rest (:mod:`vconv.inference.streaming`).
 
+        ``settings``: a :class:`~vconv.inference.stream_settings.StreamSettings` (default its defaults), with any of its
+        fields given by name in ``options`` changed (``block_ms=128``, ``context_ms=1500``, ``recent_frontend="off"``,
+        ...; each checked, an unknown name a TypeError). The latency (``.latency_ms``) is the block plus the look-ahead,
+        each rounded to whole mel hops. A stream whose ``busy_block_ms`` is longer than its block grows it once blocks
+        keep missing their deadlines (:mod:`vconv.inference.stream_pace`, which also warms such a stream up: ~0.1 s); a
+        caller that pushes a file as fast as it goes passes ``busy_block_ms=0``.
         ``sample_rate``: the stream's audio rate (default the model's); ``sr``: the rate of numpy references.
-        Latency (``.latency_ms``): the block plus the look-ahead, each rounded to whole mel hops. ``context_ms``: the past
-        each block is converted with (the content front-end re-reads the window's last 1.4 s per block). ``vocoder_passes``:
-        the neural vocoder's post-processing on every block, as offline (on by default). ``prime``: start with the target references' last
-        ``context_ms`` of speech as past context (never emitted), so the first blocks are not normalised on a few
-        frames alone (docs/STREAMING.md measures both). ``edge_hold_frames``: the window's last content frame held this
-        many frames past its edge for the network, instead of the zero padding that reads as the end of an utterance.
-        ``prime_matching``: until a quarter second of the stream's own speech is converted, its spectrum is moved with
-        the converted primer's band means (shape only) instead of being left unmatched (docs/STREAMING.md).
-        ``recent_frontend``: ``"auto"`` recomputes only the last 400 ms of the content front-end per block while the
-        stream is short of time (a busy machine; it costs some words), ``"on"`` always, ``"off"`` never.
-        ``busy_block_ms``: the block grows to this once blocks keep missing their deadlines (a busy machine; the latency
-        grows by the difference, once; :mod:`vconv.inference.stream_pace`, which also warms such a stream up: ~0.1 s);
-        0 (or not longer than the block) never grows it: a caller that pushes a file as fast as it goes passes 0.
         ``source_voice``: for a model with the pitch path, the streamed speaker's own voice (recordings of it, a voice file,
         or its :class:`Register`): the stream whitens the melody on its register from the first block, where it would
         otherwise learn it from the stream's first seconds (:meth:`voice_register`; docs/STREAMING.md).
         """
         from vconv.inference.stream_pace import warm_up
-        from vconv.inference.streaming import StreamConverter, StreamSettings
+        from vconv.inference.streaming import StreamConverter
 
+        settings = StreamSettings.with_options(settings, **options)
         prepared = target if isinstance(target, TargetVoice) else self.target_voice(target, sr)
-        settings = StreamSettings(block_ms=block_ms, lookahead_ms=lookahead_ms, crossfade_ms=crossfade_ms, context_ms=context_ms,
-                                  vocoder_passes=vocoder_passes, prime=prime, edge_hold_frames=edge_hold_frames,
-                                  prime_matching=prime_matching, recent_frontend=recent_frontend,
-                                  busy_block_ms=busy_block_ms)
         known = source_voice if source_voice is None else self.voice_register(source_voice, sr)
         stream = StreamConverter(self, prepared, settings, sample_rate=sample_rate, source_register=known)
         if stream.can_grow:  # a live stream: a twin pays the networks' first calls before its first deadline

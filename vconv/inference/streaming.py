@@ -50,6 +50,7 @@ from vconv.inference.chunking import StreamedOverlapAdd
 from vconv.inference.stream_content import RecentContent
 from vconv.inference.stream_pace import BlockPace, BlockTimes
 from vconv.inference.stream_register import RunningRegister
+from vconv.inference.stream_settings import StreamSettings
 from vconv.inference.target import SourcePitch, TargetVoice
 from vconv.inference.target_match import LOUD_QUANTILE, SPEECH_RANGE_NATS, SpectrumStats, loud_level, match_spectrum, spectrum_stats
 from vconv.models.contour import Register
@@ -64,67 +65,6 @@ if TYPE_CHECKING:  # the converter makes streams (VoiceConverter.stream): a type
 VOCODER_MARGIN_FRAMES = 24  # frames rendered before the emitted ones: the neural vocoder's receptive field is ±24
 # the stream's own converted speech frames after which its statistics replace the primer's shape (prime_matching)
 PRIMER_MATCHING_FRAMES = 16
-
-
-@dataclass(frozen=True)
-class StreamSettings:
-    """Block, look-ahead, cross-fade and left context in milliseconds (each rounded to whole mel hops)."""
-
-    block_ms: float = 96.0
-    lookahead_ms: float = 48.0
-    crossfade_ms: float = 32.0
-    # the past each block is converted with: with 3 s a live session's steady state kept more words than with 1.5 s
-    # (CER +0.16 against +0.21 over offline on the held-out pairs; +0.10 with Whisper re-reading the whole 3 s every
-    # block, at 60 ms a block instead of 50; docs/STREAMING.md, "A longer past")
-    context_ms: float = 3000.0
-    # the neural vocoder's post-processing passes (phase consistency, envelope matching) as offline: they work over
-    # the whole window, so consecutive windows disagree a little where their blocks meet, but without them the
-    # held-out CER of streamed conversions was worse (benchmarks/bench_stream.py; the note in docs/STREAMING.md)
-    vocoder_passes: bool = True
-    # start with the target's own speech as past context (TargetVoice.primer): the first windows otherwise hold only
-    # block + look-ahead, and norms over 9 frames cost words and left the largest level step (docs/STREAMING.md)
-    prime: bool = True
-    # the window's last content frame held for this many more frames before the network (cut off again after it):
-    # past the input's edge the offline network sees zero padding, which it learned as "the utterance ends here";
-    # held, the frame says "the sound goes on", as it does in a stream. Only where the edge is speech, and not at the
-    # stream's true end (flush).
-    edge_hold_frames: int = 4
-    # until the stream has converted a quarter second of its own speech (PRIMER_MATCHING_FRAMES), its spectrum is moved
-    # with the converted primer's band means (the shape only; the first window converts the primer anyway), where it
-    # was left unmatched; offline, every frame of an utterance is matched (docs/STREAMING.md measures both)
-    prime_matching: bool = True
-    # the content front-end recomputes only the window's last ``frontend_recent_ms`` (reading ``frontend_margin_ms``
-    # more as left context) and reuses the earlier states from the previous window: "auto" while the stream is short
-    # of time (a busy machine), "on" always, "off" never (vconv.inference.stream_content; it costs words)
-    recent_frontend: str = "auto"
-    frontend_recent_ms: float = 400.0
-    frontend_margin_ms: float = 250.0
-    # when not short of time, the content front-end recomputes the window's last this much (block and look-ahead
-    # included; reading the margin before it as left context) and reuses the states before it: the Whisper pass reads
-    # ~1.65 s whatever the context (0: the whole window every block; a reused frame was computed with ~0.25 s of left
-    # context and ~1.3 s of right)
-    frontend_fresh_ms: float = 1400.0
-    # the block a stream grows to when blocks keep missing their deadlines (a busy machine; vconv.inference.stream_pace):
-    # the latency grows by the difference, once. 0: never grow
-    busy_block_ms: float = 192.0
-
-    def samples(self, hop: int, rate: int) -> tuple[int, int, int, int]:
-        """``(block, lookahead, crossfade, context)`` in samples at ``rate``, multiples of ``hop``."""
-        def hops(ms: float, least: int) -> int:
-            return _whole_hops(ms, rate, hop, least)
-
-        block, lookahead = hops(self.block_ms, 1), hops(self.lookahead_ms, 0)
-        crossfade = min(hops(self.crossfade_ms, 0), lookahead)
-        return block, lookahead, crossfade, hops(self.context_ms, 0)
-
-    def busy_block(self, hop: int, rate: int) -> int:
-        """:attr:`busy_block_ms` in samples at ``rate``, a multiple of ``hop`` (0: never grow)."""
-        return _whole_hops(self.busy_block_ms, rate, hop, 0)
-
-    def latency_ms(self, hop: int, rate: int) -> float:
-        """The algorithmic latency ``block + look-ahead``, in ms."""
-        block, lookahead, _, _ = self.samples(hop, rate)
-        return 1000.0 * (block + lookahead) / rate
 
 
 @dataclass
@@ -352,11 +292,6 @@ class StreamConverter:
         block = rows[0, :, first_new : first_new + self.block // self.hop]
         self._register.add(block[0][block[1] > 0.5])  # the block's own frames join the history
         return conv.pitch_of_rows(rows, self.target.register, source, self.target.h1_h2)
-
-
-def _whole_hops(ms: float, rate: int, hop: int, least: int) -> int:
-    """``ms`` in samples at ``rate``, rounded to whole ``hop``s, at least ``least`` of them."""
-    return max(least, round(ms * rate / 1000 / hop)) * hop
 
 
 def _speech_at_edge(window: np.ndarray, hop: int, frames: int = 2) -> bool:
