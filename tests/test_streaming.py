@@ -523,6 +523,15 @@ def test_the_streams_content_front_end_runs_in_the_networks_arithmetic_and_a_fil
         return real(frontend, wav)
 
     monkeypatch.setattr(type(converter.frontend), "content_input", recording)
+    from vconv.audio.whisper_stream import WindowEncoder  # a stream's Whisper windows
+
+    window_states = WindowEncoder.states
+
+    def recording_window(encoder, *args):
+        seen.append((torch.ones(1, 1) @ torch.ones(1, 1)).dtype)
+        return window_states(encoder, *args)
+
+    monkeypatch.setattr(WindowEncoder, "states", recording_window)
     target = converter.target_voice([EXAMPLES / "target.wav"])
     seen.clear()
     _run(converter.stream(target, busy_block_ms=0.0, recent_frontend="off"), source[:16000], [1536] * 11)

@@ -155,6 +155,16 @@ class FrontEnd(nn.Module):
             return self(wav[None])
         return self.content.compute(wav, self).float().to(self.mean.device)[None]
 
+    def window_content(self) -> Callable[[np.ndarray, int, int], torch.Tensor] | None:
+        """For one stream: ``(window [T], window_start, fresh) -> [1, C, F]``, :meth:`content_input` of each of its
+        consecutive windows with only the last ``fresh`` samples recomputed (0: all of it), where the content part
+        can do that over the whole window (Whisper: :mod:`vconv.audio.whisper_stream`); None where it cannot."""
+        make = getattr(self.content, "window_states", None)
+        if make is None:
+            return None
+        states = make(self)
+        return lambda wav, window_start, fresh: self._batched(states(wav, window_start, fresh))
+
     def pitch_input(self, wav: np.ndarray) -> torch.Tensor:
         """The pitch tracker's rows for mono ``[T]``: ``[1, 3, F]`` (log-F0, voiced, periodicity; :mod:`vconv.frontends.pitch`)."""
         return self._batched(self._pitch_part().compute(wav, self))

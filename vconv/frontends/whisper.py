@@ -9,7 +9,7 @@ hop 256) in one place, :func:`align_to_mel_frames`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -22,15 +22,17 @@ from vconv.frontends.base import FrontEndPart, check_int, register_frontend
 WHISPER_BLOCKS = WhisperEncoderConfig().layers  # tiny.en: 4
 
 
-def align_to_mel_frames(states: torch.Tensor, frames: int, mel_frame_rate: float) -> torch.Tensor:
+def align_to_mel_frames(states: torch.Tensor, frames: int, mel_frame_rate: float, offset: float = 0.0) -> torch.Tensor:
     """Whisper states ``[B, C, N]`` at 50 frames/s -> ``[B, C, frames]`` at ``mel_frame_rate`` frames/s.
 
     Mel frame ``k`` is centred at ``k / mel_frame_rate`` s and Whisper state ``j`` at ``j / 50`` s (its
     mel frames are centred STFT frames, the stride-2 conv keeps every other one), so frame ``k`` reads
     position ``k * 50 / mel_frame_rate``, linearly interpolated; past the last state it repeats it.
+    ``offset``: the first mel frame's position in states when it is not state 0's (a stream's window on the
+    20 ms grid, :mod:`vconv.audio.whisper_stream`; before state 0 it repeats state 0).
     """
-    position = torch.arange(frames, dtype=torch.float32, device=states.device) * (FRAME_RATE / mel_frame_rate)
-    position = position.clamp(max=states.shape[-1] - 1)
+    position = offset + torch.arange(frames, dtype=torch.float32, device=states.device) * (FRAME_RATE / mel_frame_rate)
+    position = position.clamp(min=0, max=states.shape[-1] - 1)
     left = position.floor().long()
     right = (left + 1).clamp(max=states.shape[-1] - 1)
     weight = (position - left).to(states.dtype)
@@ -91,6 +93,21 @@ class WhisperContent(FrontEndPart):
         states = encoder(log_mel, self.layer).transpose(1, 2)  # [1, C, N/2]
         frames = 1 + wav.shape[-1] // frontend.cfg.hop_length
         return align_to_mel_frames(states, frames, frontend.cfg.sample_rate / frontend.cfg.hop_length)[0]
+
+    def window_states(self, frontend: Any) -> Callable[[np.ndarray, int, int], torch.Tensor]:
+        """For one stream: ``(window [T], window_start, fresh) -> [384, F]``, :meth:`compute`'s states of each of its
+        consecutive windows with only the last ``fresh`` samples recomputed (0: all of it), attending over the whole
+        window (:class:`vconv.audio.whisper_stream.WindowEncoder`)."""
+        from vconv.audio.whisper_stream import GRID, WindowEncoder
+
+        encoder = WindowEncoder(self._encoder(), self.log_mel, self.layer)
+        mel_frame_rate = frontend.cfg.sample_rate / frontend.cfg.hop_length
+
+        def states(wav: np.ndarray, window_start: int, fresh: int) -> torch.Tensor:
+            grid_states, first = encoder.states(wav, window_start, fresh)  # [N, C] from grid point `first`
+            frames = 1 + wav.shape[-1] // frontend.cfg.hop_length
+            return align_to_mel_frames(grid_states.T[None], frames, mel_frame_rate, window_start / GRID - first)[0]
+        return states
 
     def describe(self, bundle: Path) -> str:
         size = _size(bundle / self.weight_files[0])

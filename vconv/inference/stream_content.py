@@ -13,6 +13,12 @@ samples recomputed, the states before reused. That is how a stream reads 3 s of 
 a reused frame was last computed with ``fresh - block`` (1.3 s) of right context, nearly what the whole file gives it,
 and the conversion network still reads the whole window (docs/STREAMING.md, "A longer past").
 
+A content part that can recompute a window's last part while attending over all of it (Whisper's,
+:mod:`vconv.audio.whisper_stream`: it keeps every block's input, not only the output) does the recomputing itself:
+``recent`` or ``fresh`` samples as above, but its recomputed states read the whole window and its kept ones are the
+same instants' (a 20 ms grid), so the margin is not needed. A part that cannot (the log-mel, whose frames are local)
+is read as above.
+
 The short recent part costs words (about +0.04 CER on the held-out pairs), so by default (``mode="auto"``) it is on only while the stream
 is short of time: from a block whose compute took more than :data:`ON_ABOVE` of the block's duration, until
 :data:`CALM_BLOCKS` blocks in a row took less than :data:`OFF_BELOW` of it. ``"on"``: always; ``"off"``: never.
@@ -50,6 +56,8 @@ class RecentContent:
         self.active = mode == "on"
         self.blocks_on = 0  # blocks converted with the recent part only (how often the stream was short of time)
         self._calm = self._seen = 0
+        # a content part that recomputes a window's last part attending over all of it (Whisper) does the work itself
+        self._over_window = frontend.window_content() if hasattr(frontend, "window_content") else None
         self._states: torch.Tensor | None = None  # [1, C, n]: the last window's states, from frame `_first` of the stream
         self._first = 0
 
@@ -75,9 +83,13 @@ class RecentContent:
             self.active = False
 
     def states(self, window: np.ndarray, window_start: int) -> torch.Tensor:
+        part = self.recent if self.active else self.fresh  # the recomputed part (0: all of the window)
+        if self._over_window is not None:  # the part itself recomputes `part`, attending over the whole window
+            states = self._over_window(window, window_start, part)
+            self.blocks_on += self.active
+            return states
         hop = self.hop
         first, frames = window_start // hop, 1 + window.size // hop
-        part = self.recent if self.active else self.fresh  # the recomputed part (0: all of the window)
         cut = max(0, (window.size - part) // hop) if part else 0  # window frame from which the states are recomputed
         known = self._states
         reusable = known is not None and self._first <= first and self._first + known.shape[-1] >= first + cut
