@@ -40,8 +40,8 @@ class StreamSettings:
     lookahead_ms: float = 48.0
     crossfade_ms: float = 32.0
     # the past each block is converted with: with 3 s a live session's steady state kept more words than with 1.5 s
-    # (CER +0.16 against +0.21 over offline on the held-out pairs; +0.10 with Whisper re-reading the whole 3 s every
-    # block, at 60 ms a block instead of 50; docs/STREAMING.md, "A longer past")
+    # (CER +0.14 against +0.21 over offline on the held-out pairs, Whisper attending over all 3 s while recomputing
+    # its last 1.4 s; docs/STREAMING.md, "A longer past" and "Whisper over the whole past")
     context_ms: float = 3000.0
     # the neural vocoder's post-processing passes (phase consistency, envelope matching) as offline: they work over
     # the whole window, so consecutive windows disagree a little where their blocks meet, but without them the
@@ -59,16 +59,18 @@ class StreamSettings:
     # with the converted primer's band means (the shape only; the first window converts the primer anyway), where it
     # was left unmatched; offline, every frame of an utterance is matched (docs/STREAMING.md measures both)
     prime_matching: bool = True
-    # the content front-end recomputes only the window's last ``frontend_recent_ms`` (reading ``frontend_margin_ms``
-    # more as left context) and reuses the earlier states from the previous window: "auto" while the stream is short
-    # of time (a busy machine), "on" always, "off" never (vconv.inference.stream_content; it costs words)
+    # the content front-end recomputes only the window's last ``frontend_recent_ms`` and keeps the earlier states from
+    # the previous window (Whisper's attending over them; a part that cannot reads ``frontend_margin_ms`` more as left
+    # context): "auto" while the stream is short of time (a busy machine), "on" always, "off" never
+    # (vconv.inference.stream_content; it costs words)
     recent_frontend: str = "auto"
     frontend_recent_ms: float = 400.0
     frontend_margin_ms: float = 250.0
     # when not short of time, the content front-end recomputes the window's last this much (block and look-ahead
-    # included; reading the margin before it as left context) and reuses the states before it: the Whisper pass reads
-    # ~1.65 s whatever the context (0: the whole window every block; a reused frame was computed with ~0.25 s of left
-    # context and ~1.3 s of right)
+    # included) and keeps the states before it: Whisper's recomputed states attend over the kept ones' keys and values
+    # (vconv.audio.whisper_stream), so the pass costs ~1.4 s whatever the context (0: the whole window every block; a
+    # kept state was computed with ~1.3 s of right context). A part that cannot (the log-mel) reads the margin before
+    # it as left context
     frontend_fresh_ms: float = 1400.0
     # the block a stream grows to when blocks keep missing their deadlines (a busy machine; vconv.inference.stream_pace):
     # the latency grows by the difference, once. 0 (or not longer than the block): never grow
