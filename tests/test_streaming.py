@@ -202,7 +202,7 @@ def test_cli_stream_file_to_file_raw_pipe_and_wav_pipe(tmp_path):
     (["--input", "{src}", "--target-match", "loud"], "--target-match 'loud': unknown"),
     (["--input", "{src}", "--fit-voice", "-4"], "--fit-voice -4"),
     (["--input", "{src}", "--block-ms", "5000"], "--block-ms 5000.0: a length in ms from 16 to 2000"),
-    (["--input", "{src}", "--context-ms", "-1"], "--context-ms -1.0: a length in ms from 0 to 30000"),
+    (["--input", "{src}", "--context-ms", "-1"], "--context-ms -1.0: a length in ms from 0 to 25000"),
 ])
 def test_cli_stream_bad_options_are_one_line_errors(tmp_path, args, reason):
     from tests.conftest import invoke

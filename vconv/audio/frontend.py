@@ -155,15 +155,20 @@ class FrontEnd(nn.Module):
             return self(wav[None])
         return self.content.compute(wav, self).float().to(self.mean.device)[None]
 
-    def window_content(self) -> Callable[[np.ndarray, int, int], torch.Tensor] | None:
-        """For one stream: ``(window [T], window_start, fresh) -> [1, C, F]``, :meth:`content_input` of each of its
-        consecutive windows with only the last ``fresh`` samples recomputed (0: all of it), where the content part
-        can do that over the whole window (Whisper: :mod:`vconv.audio.whisper_stream`); None where it cannot."""
+    def window_content(self) -> Callable[[np.ndarray, int, int], tuple[torch.Tensor, bool]] | None:
+        """For one stream: ``(window [T], window_start, fresh) -> (states [1, C, F], reused)``, :meth:`content_input`
+        of each of its consecutive windows with only the last ``fresh`` samples recomputed (0: all of it), where the
+        content part can do that over the whole window (Whisper: :mod:`vconv.audio.whisper_stream`; ``reused``: states
+        were kept from the window before); None where it cannot."""
         make = getattr(self.content, "window_states", None)
         if make is None:
             return None
         states = make(self)
-        return lambda wav, window_start, fresh: self._batched(states(wav, window_start, fresh))
+
+        def batched(wav: np.ndarray, window_start: int, fresh: int) -> tuple[torch.Tensor, bool]:
+            rows, reused = states(wav, window_start, fresh)
+            return self._batched(rows), reused
+        return batched
 
     def pitch_input(self, wav: np.ndarray) -> torch.Tensor:
         """The pitch tracker's rows for mono ``[T]``: ``[1, 3, F]`` (log-F0, voiced, periodicity; :mod:`vconv.frontends.pitch`)."""

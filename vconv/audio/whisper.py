@@ -90,11 +90,20 @@ class EncoderBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attend(x)[0]
+
+    def attend(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The block on ``x [B, N, C]``, its queries attending over ``past`` keys and values (``[B, heads, P, C/heads]``
+        each: earlier frames', :mod:`vconv.audio.whisper_stream`) and its own: ``(output [B, N, C], keys, values)``,
+        the keys and values ``[B, heads, P + N, C/heads]`` of the past and ``x`` together."""
         b, n, c = x.shape
         q, k, v = self.qkv(self.attn_norm(x)).view(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        if past is not None:
+            k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
         attended = F.scaled_dot_product_attention(q, k, v)  # [B, heads, N, C/heads]
         x = x + self.out(attended.transpose(1, 2).reshape(b, n, c))
-        return x + self.mlp(self.mlp_norm(x))
+        return x + self.mlp(self.mlp_norm(x)), k, v
 
 
 class WhisperEncoder(nn.Module):

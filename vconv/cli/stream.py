@@ -43,7 +43,6 @@ STREAM_THREADS_HELP = (f"Compute threads (default {STREAM_THREADS}: the stream's
                        "busy machine). Idle threads sleep rather than spin.")
 
 
-
 def _bounded(help_text: str, key: str) -> str:
     """``help_text`` with the option's allowed range (:data:`vconv.inference.stream_settings.BOUNDS_MS`)."""
     low, high = BOUNDS_MS[key]

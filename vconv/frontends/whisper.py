@@ -94,19 +94,23 @@ class WhisperContent(FrontEndPart):
         frames = 1 + wav.shape[-1] // frontend.cfg.hop_length
         return align_to_mel_frames(states, frames, frontend.cfg.sample_rate / frontend.cfg.hop_length)[0]
 
-    def window_states(self, frontend: Any) -> Callable[[np.ndarray, int, int], torch.Tensor]:
-        """For one stream: ``(window [T], window_start, fresh) -> [384, F]``, :meth:`compute`'s states of each of its
-        consecutive windows with only the last ``fresh`` samples recomputed (0: all of it), attending over the whole
-        window (:class:`vconv.audio.whisper_stream.WindowEncoder`)."""
-        from vconv.audio.whisper_stream import GRID, WindowEncoder
+    def window_states(self, frontend: Any) -> Callable[[np.ndarray, int, int], tuple[torch.Tensor, bool]]:
+        """For one stream: ``(window [T], window_start, fresh) -> (states [384, F], reused)``, :meth:`compute`'s states
+        of each of its consecutive windows with only the last ``fresh`` samples recomputed (0: all of it), attending
+        over the whole window (:class:`vconv.audio.whisper_stream.WindowEncoder`); ``reused``: whether any states were
+        kept from the window before."""
+        from vconv.audio.whisper_stream import GRID, MIN_WINDOW, WindowEncoder
 
         encoder = WindowEncoder(self._encoder(), self.log_mel, self.layer)
         mel_frame_rate = frontend.cfg.sample_rate / frontend.cfg.hop_length
 
-        def states(wav: np.ndarray, window_start: int, fresh: int) -> torch.Tensor:
+        def states(wav: np.ndarray, window_start: int, fresh: int) -> tuple[torch.Tensor, bool]:
+            if wav.shape[-1] < MIN_WINDOW:  # (almost no context) read whole, as a file
+                return self.compute(wav, frontend), False
             grid_states, first = encoder.states(wav, window_start, fresh)  # [N, C] from grid point `first`
             frames = 1 + wav.shape[-1] // frontend.cfg.hop_length
-            return align_to_mel_frames(grid_states.T[None], frames, mel_frame_rate, window_start / GRID - first)[0]
+            aligned = align_to_mel_frames(grid_states.T[None], frames, mel_frame_rate, window_start / GRID - first)[0]
+            return aligned, encoder.reused
         return states
 
     def describe(self, bundle: Path) -> str:

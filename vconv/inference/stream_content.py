@@ -42,9 +42,10 @@ WARM_BLOCKS = 2  # the first blocks' times include the networks' cold start: the
 
 class RecentContent:
     """``states(window, window_start) -> [1, C, F]``, as ``frontend.content_input(window)`` but with only the last
-    ``recent`` samples (plus ``margin`` of left context) recomputed while the stream is short of time, and the last
-    ``fresh`` samples (plus ``margin``) otherwise (0: the whole window). ``window_start``: the window's first sample in
-    the stream, a multiple of ``hop`` (each window starts a whole number of hops after the previous one)."""
+    ``recent`` samples recomputed while the stream is short of time, and the last ``fresh`` samples otherwise (0: the
+    whole window); a content part that can attends over the kept states (``frontend.window_content``), another reads
+    ``margin`` more as left context. ``window_start``: the window's first sample in the stream, a multiple of ``hop``
+    (each window starts a whole number of hops after the previous one)."""
 
     def __init__(self, frontend: Any, hop: int, recent: int, margin: int, mode: str = "auto",
                  block_seconds: float = 0.096, fresh: int = 0) -> None:
@@ -85,8 +86,8 @@ class RecentContent:
     def states(self, window: np.ndarray, window_start: int) -> torch.Tensor:
         part = self.recent if self.active else self.fresh  # the recomputed part (0: all of the window)
         if self._over_window is not None:  # the part itself recomputes `part`, attending over the whole window
-            states = self._over_window(window, window_start, part)
-            self.blocks_on += self.active
+            states, reused = self._over_window(window, window_start, part)
+            self.blocks_on += self.active and reused
             return states
         hop = self.hop
         first, frames = window_start // hop, 1 + window.size // hop

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
-from numbers import Real
+from numbers import Integral, Real
 from typing import Mapping
 
 from vconv.errors import VconvError
 from vconv.inference.settings import RECENT_FRONTEND_MODES
 
-#: each length's allowed range in ms, inclusive
+#: each length's allowed range in ms, inclusive (a window, context + block + look-ahead, stays under Whisper's 30 s)
 BOUNDS_MS = {"block_ms": (16.0, 2000.0), "lookahead_ms": (0.0, 2000.0), "crossfade_ms": (0.0, 2000.0),
-             "context_ms": (0.0, 30000.0), "busy_block_ms": (0.0, 2000.0), "frontend_recent_ms": (0.0, 30000.0),
-             "frontend_margin_ms": (0.0, 30000.0), "frontend_fresh_ms": (0.0, 30000.0)}
+             "context_ms": (0.0, 25000.0), "busy_block_ms": (0.0, 2000.0), "frontend_recent_ms": (0.0, 25000.0),
+             "frontend_margin_ms": (0.0, 25000.0), "frontend_fresh_ms": (0.0, 25000.0)}
 #: the most frames the window's edge is held for (a few dozen is already past any use)
 MAX_EDGE_HOLD_FRAMES = 64
 #: how the command line names the settings it offers (the rest are Python's only)
@@ -33,7 +33,13 @@ class StreamSettings:
     block is converted; checked on construction (``names``: how errors name each field, default the field names).
 
     The latency is the block plus the look-ahead (:meth:`latency_ms`). ``dataclasses.replace`` gives a copy with some
-    fields changed, checked again.
+    fields changed, checked again. The fields, each explained where it is declared: ``block_ms``, ``lookahead_ms``,
+    ``crossfade_ms``, ``context_ms`` (the past each block is converted with), ``vocoder_passes`` (the vocoder's
+    post-processing on every block), ``prime`` (start with the target's speech as past), ``edge_hold_frames`` (the
+    window's last content frame held past its edge), ``prime_matching`` (the first quarter second matched on the
+    converted primer), ``recent_frontend`` (``auto``/``on``/``off``: only the content front-end's last 400 ms
+    recomputed while short of time), ``frontend_recent_ms``, ``frontend_margin_ms``, ``frontend_fresh_ms`` (the part
+    recomputed otherwise), ``busy_block_ms`` (the block a busy machine grows it to; 0: never).
     """
 
     block_ms: float = 96.0
@@ -86,12 +92,16 @@ class StreamSettings:
                 raise VconvError(f"{name(key)} {value!r}: a length in ms from {low:g} to {high:g}")
             object.__setattr__(self, key, number)  # frozen: normalised once, here
         hold = self.edge_hold_frames
-        if isinstance(hold, bool) or not isinstance(hold, int) or not 0 <= hold <= MAX_EDGE_HOLD_FRAMES:
+        if isinstance(hold, bool) or not isinstance(hold, Integral) or not 0 <= hold <= MAX_EDGE_HOLD_FRAMES:
             raise VconvError(f"{name('edge_hold_frames')} {hold!r}: a whole number of frames from 0 to {MAX_EDGE_HOLD_FRAMES}")
+        object.__setattr__(self, "edge_hold_frames", int(hold))
         if self.recent_frontend not in RECENT_FRONTEND_MODES:
             raise VconvError(f"{name('recent_frontend')} {self.recent_frontend!r}: one of {', '.join(RECENT_FRONTEND_MODES)}")
         for key in ("vocoder_passes", "prime", "prime_matching"):
-            object.__setattr__(self, key, bool(getattr(self, key)))
+            value = getattr(self, key)
+            if isinstance(value, str) or value not in (True, False):  # (not "no", which bool() would read as True)
+                raise VconvError(f"{name(key)} {value!r}: True or False")
+            object.__setattr__(self, key, bool(value))
 
     @classmethod
     def with_options(cls, base: "StreamSettings | None" = None, **options: object) -> "StreamSettings":
