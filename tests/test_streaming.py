@@ -253,6 +253,9 @@ class _LocalFrontEnd:
         padded = np.pad(np.abs(wav), (0, frames * self.hop - wav.size))
         return torch.from_numpy(padded.reshape(frames, self.hop).mean(1))[None, None]
 
+    def window_content(self):
+        return None  # local frames: read as the log-mel is, its states reused (FrontEnd.window_content)
+
 
 def test_the_content_front_end_recomputes_only_the_recent_part_of_a_window():
     from vconv.inference.stream_content import RecentContent

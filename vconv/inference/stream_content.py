@@ -14,7 +14,7 @@ a reused frame was last computed with ``fresh - block`` (1.3 s) of right context
 and the conversion network still reads the whole window (docs/STREAMING.md, "A longer past").
 
 A content part that can recompute a window's last part while attending over all of it (Whisper's,
-:mod:`vconv.audio.whisper_stream`: it keeps every block's input, not only the output) does the recomputing itself:
+:mod:`vconv.audio.whisper_stream`: it keeps every block's keys and values, not only the output) does the recomputing itself:
 ``recent`` or ``fresh`` samples as above, but its recomputed states read the whole window and its kept ones are the
 same instants' (a 20 ms grid), so the margin is not needed. A part that cannot (the log-mel, whose frames are local)
 is read as above.
@@ -59,7 +59,7 @@ class RecentContent:
         self.blocks_on = 0  # blocks converted with the recent part only (how often the stream was short of time)
         self._calm = self._seen = 0
         # a content part that recomputes a window's last part attending over all of it (Whisper) does the work itself
-        self._over_window = frontend.window_content() if hasattr(frontend, "window_content") else None
+        self._over_window = frontend.window_content()
         self._states: torch.Tensor | None = None  # [1, C, n]: the last window's states, from frame `_first` of the stream
         self._first = 0
 

@@ -9,9 +9,9 @@ in Python). Torch-free, so the command line checks its options before a model lo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from numbers import Integral, Real
-from typing import Mapping
+from typing import Any, Mapping
 
 from vconv.errors import VconvError
 from vconv.inference.settings import RECENT_FRONTEND_MODES
@@ -104,15 +104,14 @@ class StreamSettings:
             object.__setattr__(self, key, bool(value))
 
     @classmethod
-    def with_options(cls, base: "StreamSettings | None" = None, **options: object) -> "StreamSettings":
+    def with_options(cls, base: "StreamSettings | None" = None, **options: Any) -> "StreamSettings":
         """``base`` (default: the defaults) with ``options`` (field names) changed, checked; an unknown name is a
         TypeError listing the known ones, as an unexpected keyword argument would be."""
         known = {f.name for f in fields(cls)} - {"names"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise TypeError(f"unknown stream setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        values = {f.name: getattr(base, f.name) for f in fields(cls)} if base is not None else {}
-        return cls(**{**values, **options})
+        return replace(base if base is not None else cls(), **options)
 
     def samples(self, hop: int, rate: int) -> tuple[int, int, int, int]:
         """``(block, lookahead, crossfade, context)`` in samples at ``rate``, multiples of ``hop``."""
