@@ -220,8 +220,6 @@ def main() -> None:
                         help="the content front-end's recent part only: while short of time, always, never (StreamSettings)")
     parser.add_argument("--busy-block-ms", type=float, default=DEFAULTS.busy_block_ms,
                         help="the block a stream grows to when blocks keep missing their deadlines (0: never; StreamSettings)")
-    parser.add_argument("--network-fresh-ms", type=float, default=DEFAULTS.network_fresh_ms,
-                        help="the conversion network's recomputed part (0: the whole window every block; StreamSettings)")
     parser.add_argument("--manifest", type=Path, help="held-out manifest for the quality section")
     parser.add_argument("--sources-per-pair", type=int, default=5)
     parser.add_argument("--rows", nargs="+", choices=QUALITY_ROWS, default=list(QUALITY_ROWS),
@@ -231,8 +229,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     settings = {"block_ms": args.block_ms, "lookahead_ms": args.lookahead_ms, "context_ms": args.context_ms,
                 "vocoder_passes": args.vocoder_passes, "prime": args.prime, "edge_hold_frames": args.edge_hold,
-                "prime_matching": args.prime_matching, "recent_frontend": args.recent_frontend, "busy_block_ms": args.busy_block_ms,
-                "network_fresh_ms": args.network_fresh_ms}
+                "prime_matching": args.prime_matching, "recent_frontend": args.recent_frontend, "busy_block_ms": args.busy_block_ms}
     vc = load(args.model, target_match=args.target_match)
     target = vc.target_voice([ROOT / "examples/target.wav"])
     figures: dict = {"threads": args.threads, "settings": settings,

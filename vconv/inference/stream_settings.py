@@ -19,8 +19,7 @@ from vconv.inference.settings import RECENT_FRONTEND_MODES
 #: each length's allowed range in ms, inclusive (a window, context + block + look-ahead, stays under Whisper's 30 s)
 BOUNDS_MS = {"block_ms": (16.0, 2000.0), "lookahead_ms": (0.0, 2000.0), "crossfade_ms": (0.0, 2000.0),
              "context_ms": (0.0, 25000.0), "busy_block_ms": (0.0, 2000.0), "frontend_recent_ms": (0.0, 25000.0),
-             "frontend_margin_ms": (0.0, 25000.0), "frontend_fresh_ms": (0.0, 25000.0),
-             "network_fresh_ms": (0.0, 25000.0)}
+             "frontend_margin_ms": (0.0, 25000.0), "frontend_fresh_ms": (0.0, 25000.0)}
 #: the most frames the window's edge is held for (a few dozen is already past any use)
 MAX_EDGE_HOLD_FRAMES = 64
 #: how the command line names the settings it offers (the rest are Python's only)
@@ -40,7 +39,7 @@ class StreamSettings:
     window's last content frame held past its edge), ``prime_matching`` (the first quarter second matched on the
     converted primer), ``recent_frontend`` (``auto``/``on``/``off``: only the content front-end's last 400 ms
     recomputed while short of time), ``frontend_recent_ms``, ``frontend_margin_ms``, ``frontend_fresh_ms`` (the part
-    recomputed otherwise), ``network_fresh_ms`` (the conversion network's recomputed part), ``busy_block_ms`` (the block a busy machine grows it to; 0: never).
+    recomputed otherwise), ``busy_block_ms`` (the block a busy machine grows it to; 0: never).
     """
 
     block_ms: float = 96.0
@@ -79,10 +78,6 @@ class StreamSettings:
     # kept state was computed with ~1.3 s of right context). A part that cannot (the log-mel) reads the margin before
     # it as left context
     frontend_fresh_ms: float = 1400.0
-    # the conversion network recomputes the window's last this much (never less than what the vocoder renders) and
-    # keeps each layer's values before it from the windows before; its norms still take the whole window's statistics
-    # (vconv.inference.stream_network; 0: the whole window every block)
-    network_fresh_ms: float = 1000.0
     # the block a stream grows to when blocks keep missing their deadlines (a busy machine; vconv.inference.stream_pace):
     # the latency grows by the difference, once. 0 (or not longer than the block): never grow
     busy_block_ms: float = 192.0

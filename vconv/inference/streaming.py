@@ -48,8 +48,6 @@ from vconv.audio.io import check_sample_rate
 from vconv.errors import VconvError
 from vconv.inference.chunking import StreamedOverlapAdd
 from vconv.inference.stream_content import RecentContent
-from vconv.inference.stream_network import WindowNetwork
-from vconv.inference.stream_network import supports as network_supports
 from vconv.inference.stream_pace import BlockPace, BlockTimes
 from vconv.inference.stream_register import RunningRegister
 from vconv.inference.stream_settings import StreamSettings
@@ -139,9 +137,6 @@ class StreamConverter:
         self._pace = BlockPace(self.block, settings.busy_block(self.hop, self.model_rate))
         # the window's pitch rows, each frame's YIN measures reused from the window before (vconv.audio.pitch_stream)
         self._pitch_rows = converter.frontend.window_pitch() if self.model.reads_pitch else None
-        # the network's kept layers (vconv.inference.stream_network), for a model it can run part by part
-        self._network = WindowNetwork(self.model, self.embedding) if network_supports(self.model) else None
-        self._network_fresh = round(settings.network_fresh_ms * self.model_rate / 1000 / self.hop)  # frames
 
     def _recent_part(self, margin: int) -> int:
         """The content front-end's recomputed part, in samples: a reused frame keeps ``recent - block`` of right
@@ -254,10 +249,9 @@ class StreamConverter:
         if hold > 0 and _speech_at_edge(window, self.hop):
             content = torch.cat([content, content[..., -1:].expand(-1, -1, hold)], -1)
         pitch = self._window_pitch(window, lead, window_start) if self.model.reads_pitch else None
-        first_new = lead // self.hop
-        log_mel = self._decode(content, pitch, window_start, frames, first_new)[..., :frames]  # [1, n_mels, F]: frame j at j*hop
-        # the block's own frames join the running statistics: those that are speech by the whole window's loudness
-        # (a block of silence alone would count all of its frames)
+        log_mel = conv.decode_mel(content, self.embedding, pitch)[..., :frames]  # [1, n_mels, F], frame j centred at j*hop
+        first_new = lead // self.hop  # the block's own frames join the running statistics: those that are
+        # speech by the whole window's loudness (a block of silence alone would count all of its frames)
         floor = math.log(conv.features.log_floor)
         level = loud_level(log_mel[0])
         if level >= floor + SPEECH_RANGE_NATS:
@@ -283,20 +277,6 @@ class StreamConverter:
         audio = np.pad(audio, (0, max(0, offset + keep - audio.size)))
         return audio[offset : offset + keep]
 
-
-    def _decode(self, content: torch.Tensor, pitch: SourcePitch | None, window_start: int, frames: int,
-                first_new: int) -> torch.Tensor:
-        """:meth:`VoiceConverter.decode_mel` of the window's ``content [1, C, F']`` (``frames`` of them real, the rest
-        held), with only its last frames recomputed where the model allows it (:mod:`vconv.inference.stream_network`):
-        ``network_fresh_ms`` of them, and at least every frame the vocoder renders."""
-        conv = self.converter
-        if self._network is None or not self._network_fresh:
-            return conv.decode_mel(content, self.embedding, pitch)
-        rendered = content.shape[-1] - max(0, first_new - VOCODER_MARGIN_FRAMES)
-        with conv.compute():
-            mel = self._network.decode(content, pitch.contour if pitch is not None else None, window_start // self.hop,
-                                       max(self._network_fresh, rendered), real_frames=frames)
-        return conv.frontend.denormalize(mel.float())
 
     def _window_pitch(self, window: np.ndarray, lead: int, window_start: int) -> SourcePitch:
         """The window's :class:`SourcePitch`: the decoder's contour ``[1, 3, F]`` (its melody whitened on the source's
