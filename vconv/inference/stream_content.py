@@ -21,12 +21,17 @@ is read as above.
 
 The short recent part costs words (Whisper's, attending over the whole window: CER +0.03 on a fresh stream and +0.05 in
 a session on the held-out pairs; docs/STREAMING.md), so by default (``mode="auto"``) it is on only while the stream
-is short of time: from a block whose compute took more than :data:`ON_ABOVE` of the block's duration, until
-:data:`CALM_BLOCKS` blocks in a row took less than :data:`OFF_BELOW` of it. ``"on"``: always; ``"off"``: never.
+is short of time: once a block's compute took more than :data:`NEAR_MISS` of its duration, or :data:`ON_COUNT` of the last
+:data:`ON_WINDOW` blocks took more than :data:`ON_ABOVE` of their duration, until :data:`CALM_BLOCKS` blocks in a row
+took no more than that. An idle machine's own jitter is not a sign: on two idle cores a block took p95 0.74x and p99
+0.78x its duration with the 1.4 s part, and a single block over 0.75x had turned the 400 ms part on for 621 of a
+real-time minute's 625 blocks, for ~2 ms a block (docs/STREAMING.md, "The recent part only when the machine is busy").
+``"on"``: always; ``"off"``: never.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -35,9 +40,10 @@ import torch
 from vconv.errors import VconvError
 from vconv.inference.settings import RECENT_FRONTEND_MODES as MODES
 
-ON_ABOVE = 0.75  # a block that took this share of its duration turns the recent-part front-end on (auto)
-OFF_BELOW = 0.6  # ... and CALM_BLOCKS in a row under this share turn it off again
-CALM_BLOCKS = 50  # ~5 s of 96 ms blocks
+ON_ABOVE = 0.8  # ON_COUNT of the last ON_WINDOW blocks over this share of their duration turn the recent part on (auto)
+ON_COUNT, ON_WINDOW = 3, 20
+NEAR_MISS = 0.9  # ... and so does one block over this share: the next one may be late
+CALM_BLOCKS = 50  # ~5 s of 96 ms blocks in a row none over ON_ABOVE turn it off again
 WARM_BLOCKS = 2  # the first blocks' times include the networks' cold start: they never switch it on
 
 
@@ -58,6 +64,7 @@ class RecentContent:
         self.active = mode == "on"
         self.blocks_on = 0  # blocks converted with the recent part only (how often the stream was short of time)
         self._calm = self._seen = 0
+        self._over: deque[bool] = deque(maxlen=ON_WINDOW)  # the last blocks: over ON_ABOVE of their duration or not
         # a content part that recomputes a window's last part attending over all of it (Whisper) does the work itself
         self._over_window = frontend.window_content()
         self._states: torch.Tensor | None = None  # [1, C, n]: the last window's states, from frame `_first` of the stream
@@ -78,8 +85,9 @@ class RecentContent:
         if self.mode != "auto" or self._seen <= WARM_BLOCKS:
             return
         share = seconds / self.block_seconds
-        self._calm = self._calm + 1 if share < OFF_BELOW else 0
-        if share > ON_ABOVE:
+        self._over.append(share > ON_ABOVE)
+        self._calm = 0 if share > ON_ABOVE else self._calm + 1
+        if share > NEAR_MISS or sum(self._over) >= ON_COUNT:
             self.active = True
         elif self.active and self._calm >= CALM_BLOCKS:
             self.active = False
