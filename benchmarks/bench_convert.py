@@ -216,17 +216,23 @@ def stage_times(converter, src: Path, ref: Path, out: Path, runs: int) -> dict[s
     floor = float(np.log(vc.features.log_floor))
     with_passes = {} if vc.vocoder.name != "vocos" else {"post_process": True}
 
+    def source_pitch():  # the tracker and the contour, for a model with the pitch path (None without)
+        return vc.source_pitch(wav, target.register, None, target.h1_h2)
+
+    pitch = source_pitch()
+
     def network() -> torch.Tensor:
         with vc.compute():
-            return vc.model.convert(content, embedding=target.embedding)
+            return vc.model.convert(content, embedding=target.embedding, pitch=pitch.contour if pitch is not None else None)
 
     def matching() -> torch.Tensor:
         return match_spectrum(vc.frontend.denormalize(converted.float()), target.spectrum, vc.target_match, floor=floor,
                               band_centres=vc.frontend.logmel.band_centres)
 
-    def vocode(**kwargs: bool) -> np.ndarray:
+    def vocode(**kwargs: bool) -> np.ndarray:  # with the harmonic excitation of the source's F0, as a conversion has
+        excited = vc.excite(log_mel, pitch, 0)
         with vc.compute("vocoder"):
-            return vc.vocoder(log_mel, **kwargs)[0].float().numpy()
+            return vc.vocoder(excited, **kwargs)[0].float().numpy()
 
     converted = network()
     log_mel = matching()
@@ -235,6 +241,7 @@ def stage_times(converter, src: Path, ref: Path, out: Path, runs: int) -> dict[s
         "read source": lambda: vc.prepare_audio(src, None),
         "target (read, embed, spectrum)": lambda: vc.target_voice([ref]),
         "content front-end": lambda: vc.frontend.content_input(wav),
+        "source pitch (tracker, contour)": source_pitch,
         "conversion network": network,
         "matching": matching,
         "vocoder network": lambda: vocode(post_process=False) if with_passes else vocode(),
