@@ -229,7 +229,7 @@ def stage_times(converter, src: Path, ref: Path, out: Path, runs: int) -> dict[s
         return match_spectrum(vc.frontend.denormalize(converted.float()), target.spectrum, vc.target_match, floor=floor,
                               band_centres=vc.frontend.logmel.band_centres)
 
-    def vocode(**kwargs: bool) -> np.ndarray:  # with the harmonic excitation of the source's F0, as a conversion has
+    def vocode(**kwargs: bool) -> np.ndarray:  # the harmonic excitation of the source's F0 included, as a conversion has
         excited = vc.excite(log_mel, pitch, 0)
         with vc.compute("vocoder"):
             return vc.vocoder(excited, **kwargs)[0].float().numpy()
@@ -240,6 +240,7 @@ def stage_times(converter, src: Path, ref: Path, out: Path, runs: int) -> dict[s
     stages: dict[str, Callable[[], object]] = {
         "read source": lambda: vc.prepare_audio(src, None),
         "target (read, embed, spectrum)": lambda: vc.target_voice([ref]),
+        "room estimate and enhancer (--enhance)": lambda: vc.heard_cleaned(wav),
         "content front-end": lambda: vc.frontend.content_input(wav),
         "source pitch (tracker, contour)": source_pitch,
         "conversion network": network,

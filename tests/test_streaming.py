@@ -341,16 +341,19 @@ def test_the_recent_part_is_read_only_while_the_stream_is_short_of_time():
     for _ in range(ON_WINDOW):  # an idle machine's jitter: a block over 80 % now and then is not short of time
         auto.record(0.085 if _ % (ON_WINDOW // (ON_COUNT - 1) + 1) == 0 else 0.05)
     assert not auto.active
-    auto.record(0.085)
-    auto.record(0.085)
+    for _ in range(ON_WINDOW):  # the jitter's blocks leave the window
+        auto.record(0.05)
+    for _ in range(ON_COUNT - 1):
+        auto.record(0.085)
+    assert not auto.active
     auto.record(0.085)  # ON_COUNT of the last ON_WINDOW blocks over 80 %: the next ones read the recent part
     assert auto.active
-    for _ in range(CALM_BLOCKS - 1):
-        auto.record(0.05)
-    assert auto.active  # not yet calm for long enough
-    auto.record(0.05)
-    assert not auto.active
-    auto.record(0.095)  # one block within 10 % of its deadline is enough
+    for number in range(2 * CALM_BLOCKS - 1):  # calm: none over 80 % (70 % counts); one over it starts the count again
+        auto.record(0.085 if number == CALM_BLOCKS - 1 else 0.07)
+        assert auto.active
+    auto.record(0.07)
+    assert not auto.active  # 50 in a row none over 80 %
+    auto.record(0.095)  # one block over 90 % of its duration is enough
     assert auto.active
     off = RecentContent(frontend, 160, recent=6400, margin=4000, mode="off", block_seconds=0.1)
     off.record(1.0)

@@ -98,7 +98,7 @@ def _cleaned(x: np.ndarray, spec: torch.Tensor, dereverb: bool, denoise: bool) -
     """``x [T]`` from its spectrum ``spec`` dereverberated and denoised (as asked), the same length."""
     out = dereverberate(spec) if dereverb else spec
     if denoise:
-        out = out * noise_gain(power(out))
+        out = out * noise_gain(_power(out))
     return torch.istft(out, N_FFT, HOP, window=torch.hann_window(N_FFT), length=x.size).numpy().astype(np.float32)
 
 
@@ -138,10 +138,10 @@ def _spectrum(wav: np.ndarray) -> torch.Tensor | None:
 
 def _late_db(spec: torch.Tensor, dry: torch.Tensor) -> float:
     """The energy of ``spec - dry`` (both ``[F, T]``) over that of ``spec``, in dB (``-inf`` for silence)."""
-    total = float(power(spec).sum())
+    total = float(_power(spec).sum())
     if total <= 0.0:
         return float("-inf")
-    return 10.0 * float(np.log10(max(float(power(spec - dry).sum()), 1e-30) / total))
+    return 10.0 * float(np.log10(max(float(_power(spec - dry).sum()), 1e-30) / total))
 
 
 def dereverberate(spec: torch.Tensor, delay: int = DELAY, taps: int = TAPS, passes: int = PASSES) -> torch.Tensor:
@@ -149,7 +149,7 @@ def dereverberate(spec: torch.Tensor, delay: int = DELAY, taps: int = TAPS, pass
     ``t - delay - k`` (k < ``taps``) subtracted from frame ``t``. The bins are solved :data:`BIN_BLOCK` at a time: the
     result is the same, and a call needs a few MB for a few seconds (all bins at once took 60-70 MB for 3.5 s, per
     request of a server), ~130 MB for a minute."""
-    floor = POWER_FLOOR * max(float(power(spec).max()), 1.0)
+    floor = POWER_FLOOR * max(float(_power(spec).max()), 1.0)
     return torch.cat([_dereverberate_bins(spec[start : start + BIN_BLOCK], delay, taps, passes, floor)
                       for start in range(0, spec.shape[0], BIN_BLOCK)])
 
@@ -164,8 +164,10 @@ def _dereverberate_bins(spec: torch.Tensor, delay: int, taps: int, passes: int, 
     dry = spec
     for _ in range(passes):
         # the frames weighted by the inverse of the dry speech's power, through its square root on both sides, so the
-        # normal equations are two batched products of one [f, T, K] tensor (a quick estimate's cost halved)
-        root = power(dry).clamp_min(floor).rsqrt()  # [f, T]
+        # normal equations are two batched products of one weighted [f, T, K] copy and its adjoint (the past itself is
+        # a view; before, it was copied, weighted into a second copy and copied again by einsum: a quick estimate's
+        # cost halved)
+        root = _power(dry).clamp_min(floor).rsqrt()  # [f, T]
         scaled = past * root[..., None]
         adjoint = scaled.transpose(1, 2).conj().resolve_conj()  # [f, K, T], once for both products
         correlation = adjoint @ scaled  # [f, K, K]
@@ -177,7 +179,7 @@ def _dereverberate_bins(spec: torch.Tensor, delay: int, taps: int, passes: int, 
     return dry.to(torch.complex64)
 
 
-def power(spec: torch.Tensor) -> torch.Tensor:
+def _power(spec: torch.Tensor) -> torch.Tensor:
     """``|spec|^2`` of a complex ``[F, T]`` as ``re^2 + im^2`` (no square root taken and undone)."""
     return torch.view_as_real(spec).square().sum(-1)
 

@@ -43,7 +43,8 @@ from vconv.inference.settings import RECENT_FRONTEND_MODES as MODES
 ON_ABOVE = 0.8  # ON_COUNT of the last ON_WINDOW blocks over this share of their duration turn the recent part on (auto)
 ON_COUNT, ON_WINDOW = 3, 20
 NEAR_MISS = 0.9  # ... and so does one block over this share: the next one may be late
-CALM_BLOCKS = 50  # ~5 s of 96 ms blocks in a row none over ON_ABOVE turn it off again
+CALM_BLOCKS = 50  # ~5 s of 96 ms blocks in a row none over ON_ABOVE turn it off again (>= ON_WINDOW: by then no
+# block over it is left in the window, so it cannot switch straight back on)
 WARM_BLOCKS = 2  # the first blocks' times include the networks' cold start: they never switch it on
 
 

@@ -13,7 +13,8 @@ stream starts. Beside two CPU-bound processes the late blocks then numbered the 
 runs (p99 0.75-0.98x the block), where 2 of the last 20 with the first two blocks skipped left 3-5 (0.99-1.01x;
 docs/STREAMING.md).
 The content front-end's recent part (:mod:`vconv.inference.stream_content`) is the cheaper step and comes first: it
-switches on when blocks come near their deadline (one over 90 % of the block, or 3 of the last 20 over 75 %). :class:`BlockTimes` keeps what both read: each block's compute and its own length.
+switches on when blocks come near their deadline (``stream_content.NEAR_MISS``, ``ON_COUNT`` of ``ON_WINDOW`` over
+``ON_ABOVE``). :class:`BlockTimes` keeps what both read: each block's compute and its own length.
 """
 
 from __future__ import annotations
