@@ -214,29 +214,26 @@ def stage_times(converter, src: Path, ref: Path, out: Path, runs: int) -> dict[s
     target = vc.target_voice([ref])
     content = vc.frontend.content_input(wav)
     floor = float(np.log(vc.features.log_floor))
-    with_passes = {} if vc.vocoder.name != "vocos" else {"post_process": True}
+    with_passes = vc.vocoder.name == "vocos"
 
     def source_pitch():  # the tracker and the contour, for a model with the pitch path (None without)
         return vc.source_pitch(wav, target.register, None, target.h1_h2)
 
     pitch = source_pitch()
 
-    def network() -> torch.Tensor:
-        with vc.compute():
-            return vc.model.convert(content, embedding=target.embedding, pitch=pitch.contour if pitch is not None else None)
+    def network() -> torch.Tensor:  # the converter's own stages, so the benchmark follows the conversion's path
+        return vc.decode_mel(content, target.embedding, pitch)
 
     def matching() -> torch.Tensor:
-        return match_spectrum(vc.frontend.denormalize(converted.float()), target.spectrum, vc.target_match, floor=floor,
+        return match_spectrum(converted, target.spectrum, vc.target_match, floor=floor,
                               band_centres=vc.frontend.logmel.band_centres)
 
-    def vocode(**kwargs: bool) -> np.ndarray:  # the harmonic excitation of the source's F0 included, as a conversion has
-        excited = vc.excite(log_mel, pitch, 0)
-        with vc.compute("vocoder"):
-            return vc.vocoder(excited, **kwargs)[0].float().numpy()
+    def vocode(post_process: bool) -> np.ndarray:  # the harmonic excitation of the source's F0 included
+        return vc.render(log_mel, pitch, post_process=post_process)
 
     converted = network()
     log_mel = matching()
-    output = vocode(**with_passes)
+    output = vocode(True)
     stages: dict[str, Callable[[], object]] = {
         "read source": lambda: vc.prepare_audio(src, None),
         "target (read, embed, spectrum)": lambda: vc.target_voice([ref]),
@@ -245,8 +242,8 @@ def stage_times(converter, src: Path, ref: Path, out: Path, runs: int) -> dict[s
         "source pitch (tracker, contour)": source_pitch,
         "conversion network": network,
         "matching": matching,
-        "vocoder network": lambda: vocode(post_process=False) if with_passes else vocode(),
-        "vocoder passes": lambda: vocode(**with_passes),
+        "vocoder network": lambda: vocode(False),
+        "vocoder passes": lambda: vocode(True),
         "write": lambda: audio.save(out, output, vc.sample_rate, force=True),
     }
     if not with_passes:

@@ -130,11 +130,19 @@ class WhisperEncoder(nn.Module):
             raise VconvError(f"whisper layer must be in 1..{self.config.layers}, got {layer}")
         if log_mel.shape[-1] > MAX_FRAMES:
             return torch.cat([self(part, layer) for part in log_mel.split(MAX_FRAMES, dim=-1)], dim=1)
-        x = F.gelu(self.conv1(log_mel))
-        x = F.gelu(self.conv2(x)).transpose(1, 2)  # [B, N/2, C]
+        x = self.convolved(log_mel)
         x = x + self.positions[: x.shape[1]]
         for block in self.blocks[:layer]:
             x = block(x)
+        return self.finished(x, layer)
+
+    def convolved(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """The convolutional stem: log-mel ``[B, 80, N]`` -> ``[B, N // 2, width]``, before the positions."""
+        return F.gelu(self.conv2(F.gelu(self.conv1(log_mel)))).transpose(1, 2)
+
+    def finished(self, x: torch.Tensor, layer: int) -> torch.Tensor:
+        """Block ``layer``'s output ``[B, N, width]`` as :meth:`forward` returns it: after the final LayerNorm when
+        ``layer`` is the last and the encoder has one."""
         return self.final_norm(x) if layer == self.config.layers and self.final_norm is not None else x
 
     def truncated(self, layer: int) -> "WhisperEncoder":

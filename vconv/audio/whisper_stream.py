@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vconv.audio.whisper import HOP, N_FFT, SAMPLE_RATE, EncoderBlock, WhisperEncoder, WhisperLogMel
 from vconv.errors import VconvError
@@ -81,9 +80,7 @@ class WindowEncoder:
             values.append(value)
         output = torch.cat([self._output[:, kept], x], 1) if self.reused else x  # type: ignore[index]
         self._keys, self._values, self._output, self._first = keys, values, output, first
-        if self.layer == self.encoder.config.layers and self.encoder.final_norm is not None:
-            output = self.encoder.final_norm(output)
-        return output[0], first
+        return self.encoder.finished(output, self.layer)[0], first
 
     def _reusable(self, first: int, recompute_from: int) -> bool:
         """Whether the kept rows cover the window's grid points before ``recompute_from``."""
@@ -99,7 +96,6 @@ class WindowEncoder:
         wav = wav.to(self.encoder.positions.device)
         with torch.autocast(wav.device.type, enabled=False):  # the log-mel in float32, as the whole-file pass
             log_mel = self.log_mel(wav[None])
-        x = F.gelu(self.encoder.conv2(F.gelu(self.encoder.conv1(log_mel)))).transpose(1, 2)
-        x = x[:, recompute_from - start:]
+        x = self.encoder.convolved(log_mel)[:, recompute_from - start:]
         offset = recompute_from - first
         return x + self.encoder.positions[offset: offset + x.shape[1]]
