@@ -144,3 +144,47 @@ def test_every_converting_command_takes_enhance_and_refuses_a_bad_mode(command):
     """auto is the default everywhere a recording is read whole; a bad mode is a one-line error before any model loads."""
     result = invoke(*command, "--enhance", "maybe")
     assert result.exit_code == 1 and "--enhance 'maybe': expected one of off, auto, on" in result.output, result.output
+
+
+def _wpe_in_double(spec, delay: int, taps: int, passes: int):
+    """WPE written plainly, bin by bin and all in double precision: the reference the fast version is held to."""
+    import torch
+
+    spec = spec.to(torch.complex128)
+    floor = 1e-10 * max(float(spec.abs().square().max()), 1.0)
+    out = torch.empty_like(spec)
+    for f in range(spec.shape[0]):
+        x = spec[f]
+        frames = x.shape[0]
+        past = torch.zeros(frames, taps, dtype=x.dtype)
+        for k in range(taps):  # column k: the frame delay + (taps - 1 - k) back, the fast version's order
+            lag = delay + taps - 1 - k
+            past[lag:, k] = x[: frames - lag]
+        dry = x
+        for _ in range(passes):
+            weight = 1.0 / dry.abs().square().clamp_min(floor)
+            correlation = past.conj().T @ (weight[:, None] * past)
+            cross = past.conj().T @ (weight * x)
+            correlation = correlation + 1e-6 * correlation.diagonal().real.mean().clamp_min(1e-10) * torch.eye(taps)
+            dry = x - past @ torch.linalg.solve(correlation, cross)
+        out[f] = dry
+    return out
+
+
+def test_dereverberation_agrees_with_plain_wpe_in_either_precision():
+    """The cleaning (products in double) is the plain double-precision WPE's; the quick estimate's products in single
+    precision, the small normal equations still in double, stay within a fraction of a per cent of it (on held-out
+    speech in rooms they moved 0.3 %)."""
+    import torch
+
+    from vconv.audio.enhance import _spectrum, dereverberate
+
+    dry, _ = _bursts()
+    wet = np.convolve(dry, impulse_response(Room(rt60=0.6, snr_db=60.0), SR))[: dry.size].astype(np.float32)
+    spec = _spectrum(wet)[::16]  # 17 bins keep the plain loop quick
+    reference = _wpe_in_double(spec, 3, 10, 2)
+    for products, tolerance in ((torch.complex128, 1e-6), (torch.complex64, 5e-3)):
+        fast = dereverberate(spec, taps=10, passes=2, products=products)
+        assert fast.dtype == torch.complex64 and fast.shape == spec.shape
+        assert float((fast.to(torch.complex128) - reference).abs().norm() / reference.abs().norm()) < tolerance
+    assert float((spec - fast).abs().norm()) > 0.05 * float(spec.abs().norm())  # and it did take something out
