@@ -39,8 +39,13 @@ PITCH_MEASURES = {"f0_corr", "register_err_cents"}
 
 
 def read_report(report: Path) -> dict[str, Any]:
-    """A ``results.json`` (or the report folder holding it)."""
-    return json.loads((report / "results.json" if report.is_dir() else report).read_text())
+    """A ``results.json`` (or the report folder holding it); a one-line exit when it is missing or not a report (a
+    report still being written has no results.json yet)."""
+    path = report / "results.json" if report.is_dir() else report
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"error: {path}: not a readable vconv evaluate report ({type(err).__name__})") from None
 
 
 def rows_by_pair(report: Path, system: str) -> dict[str, dict[str, Any]]:
