@@ -39,13 +39,19 @@ PITCH_MEASURES = {"f0_corr", "register_err_cents"}
 
 
 def read_report(report: Path) -> dict[str, Any]:
-    """A ``results.json`` (or the report folder holding it); a one-line exit when it is missing or not a report (a
-    report still being written has no results.json yet)."""
+    """A ``results.json`` (or the report folder holding it); a one-line exit when it is missing, corrupt or not a
+    report (a report still being written has no results.json yet)."""
+    from vconv.errors import VconvError
+    from vconv.fileio import read_json_object
+
     path = report / "results.json" if report.is_dir() else report
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise SystemExit(f"error: {path}: not a readable vconv evaluate report ({type(err).__name__})") from None
+        data = read_json_object(path, "vconv evaluate report")
+    except VconvError as err:
+        raise SystemExit(f"error: {err}") from None
+    if not isinstance(data.get("rows"), list):
+        raise SystemExit(f"error: {path}: not a vconv evaluate report (no rows)")
+    return data
 
 
 def rows_by_pair(report: Path, system: str) -> dict[str, dict[str, Any]]:

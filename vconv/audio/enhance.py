@@ -20,8 +20,9 @@ import torch
 from vconv.audio.rooms import NOISY_SNR_DB, estimate_snr
 
 # raise it when what the enhancer makes of a recording changes: cached voices are keyed on the references as recorded
-# and the enhance mode (vconv.inference.voice_file.VoiceSource), so their entries are then made again
-ENHANCER_VERSION = 1
+# and the enhance mode (vconv.inference.voice_file.VoiceSource), so their entries are then made again (2: the quick
+# estimate's sums in single precision, which could turn auto's decision on a reference within 0.04 dB of its threshold)
+ENHANCER_VERSION = 2
 
 N_FFT = 512  # 32 ms at 16 kHz: the resolution WPE is usually run at
 HOP = 128
@@ -46,13 +47,16 @@ REVERBERANT_DB = -15.0  # late_reverberation_db above it: recorded in a room (do
 # against this threshold it decided as the full one on 54 of 56 recordings (the two others: RT60 0.2 s, at the edge).
 # Its sums over the frames run in single precision (dereverberate's products): on 210 held-out recordings, as recorded
 # and in six rooms, it moved <= 0.04 dB from the double-precision estimate and decided the same on every one, in ~2/3 of
-# the time on 10 s and ~1/2 on a 2 s reference.
+# the time (10 s, and a 2 s reference). That is measured, not guaranteed: solving the equations in double does not undo
+# the rounding of sums formed in single precision, only the ridge bounds what it can do.
 QUICK_REVERBERANT_DB = -17.4
 QUICK_BIN_STRIDE = 2
 # a long file's decision is made once, on this much of it from its first sound (a file is recorded in one room;
 # vconv.inference.targets.file_in_a_room): as long as a chunk of a file conversion (convert_wav's chunk_seconds)
 ROOM_DECISION_SECONDS = 20.0
-BIN_BLOCK = 8  # STFT bins solved together by WPE (memory, not the result, depends on it: ~130 MB for 60 s at 40 taps)
+# STFT bins solved together by WPE, twice as many with single-precision products (the same memory); memory, not the
+# result, depends on it: ~130 MB for 60 s at 40 taps
+BIN_BLOCK = 8
 
 
 def check_mode(mode: str, what: str = "enhance") -> str:
@@ -151,15 +155,17 @@ def dereverberate(spec: torch.Tensor, delay: int = DELAY, taps: int = TAPS, pass
                   products: torch.dtype = torch.complex128) -> torch.Tensor:
     """WPE on a complex STFT ``[F, T]`` (every bin its own predictor): the late reverberation predicted from frames
     ``t - delay - k`` (k < ``taps``) subtracted from frame ``t``; complex64 ``[F, T]``. The bins are solved
-    :data:`BIN_BLOCK` at a time: the result is the same, and a call needs a few MB for a few seconds (all bins at once
-    took 60-70 MB for 3.5 s, per request of a server), ~130 MB for a minute. ``products``: the precision of the sums
-    over the frames (the small normal equations are always solved in double): complex64 halves the quick estimate's
-    memory traffic; the cleaning keeps complex128 (in single precision its output moved 0.3 %, and the room row's judged
-    figures with it, docs/ROOMS.md)."""
+    :data:`BIN_BLOCK` at a time (twice as many with complex64 products): the result is the same, and a call needs a few
+    MB for a few seconds (all bins at once took 60-70 MB for 3.5 s, per request of a server), ~130 MB for a minute.
+    ``products``: complex128 or complex64, the precision of the sums over the frames (the small normal equations are
+    solved in double either way). complex64 halves the quick estimate's memory traffic; the cleaning keeps complex128 (in
+    single precision its output moved 0.3 %, and the room row's judged figures with it, docs/ROOMS.md)."""
+    if products not in (torch.complex64, torch.complex128):
+        raise ValueError(f"products must be torch.complex64 or torch.complex128, got {products}")
     floor = POWER_FLOOR * max(float(_power(spec).max()), 1.0)
-    blocks = BIN_BLOCK * (2 if products == torch.complex64 else 1)  # the same memory per block
-    return torch.cat([_dereverberate_bins(spec[start : start + blocks].to(products), delay, taps, passes, floor)
-                      for start in range(0, spec.shape[0], blocks)])
+    block = BIN_BLOCK * (2 if products == torch.complex64 else 1)  # the same memory per block
+    return torch.cat([_dereverberate_bins(spec[start : start + block].to(products), delay, taps, passes, floor)
+                      for start in range(0, spec.shape[0], block)])
 
 
 def _dereverberate_bins(spec: torch.Tensor, delay: int, taps: int, passes: int, floor: float) -> torch.Tensor:
@@ -178,7 +184,8 @@ def _dereverberate_bins(spec: torch.Tensor, delay: int, taps: int, passes: int, 
         root = _power(dry).clamp_min(floor).rsqrt()  # [f, T]
         scaled = past * root[..., None]
         adjoint = scaled.transpose(1, 2).conj().resolve_conj()  # [f, K, T], once for both products
-        # the normal equations are ill-conditioned in single precision: solved in double whatever the products' precision
+        # the normal equations are ill-conditioned in single precision, so they are solved in double whatever the
+        # products' precision (which keeps its own rounding: measured for the quick estimate, see QUICK_REVERBERANT_DB)
         correlation = (adjoint @ scaled).to(torch.complex128)  # [f, K, K]
         cross = (adjoint @ (spec * root)[..., None]).to(torch.complex128)  # [f, K, 1]
         ridge = 1e-6 * correlation.diagonal(dim1=-2, dim2=-1).real.mean(-1).clamp_min(POWER_FLOOR)
