@@ -214,7 +214,7 @@ def stage_times(converter, src: Path, ref: Path, out: Path, runs: int) -> dict[s
     target = vc.target_voice([ref])
     content = vc.frontend.content_input(wav)
     floor = float(np.log(vc.features.log_floor))
-    with_passes = vc.vocoder.name == "vocos"
+    with_passes = vc.vocoder.post_processing  # the vocoder says whether it has passes (not its name)
 
     def source_pitch():  # the tracker and the contour, for a model with the pitch path (None without)
         return vc.source_pitch(wav, target.register, None, target.h1_h2)
